@@ -1,0 +1,492 @@
+package fxcqrs
+
+import (
+	"context"
+	"sync"
+
+	"go.uber.org/zap"
+)
+
+// This file is the event processing engine: python-cqrs's "Parallel Event
+// Processing" with its flaws fixed. Everything about when and where an event
+// handler runs is here.
+//
+// One invocation is one event × one handler. In concurrent mode the
+// invocations of every call wait in one FIFO queue per dispatcher, and at
+// most limit of them run at once: slots are taken in emit order, and a
+// waiting invocation is a queue node, not a goroutine. Slots are served by
+// whoever is at hand, cheapest first:
+//
+//   - the caller runs its own invocations while one of them is at the head
+//     of the queue and a slot is free, so a call whose events are quick
+//     never hands off to another goroutine;
+//   - helper goroutines run anything at the head. At most one is being
+//     started at any time, and each helper that takes work starts the next
+//     if work and slots remain, so helpers grow with the work actually
+//     waiting, never beyond the limit; a helper exits when it finds nothing
+//     to run, so an idle mediator holds no goroutine.
+//
+// A call made from inside an event handler processes its events inline, on
+// that handler's goroutine and slot: it never waits for a slot, so no limit
+// can deadlock it. Sequential mode runs inline too, breadth first.
+
+// batch is the event processing of one call (or one stream item): its
+// invocations and what failed. In concurrent mode its fields are guarded by
+// the dispatcher's mutex.
+type batch struct {
+	ctx      context.Context // the call's context: parent of invocation frames
+	pending  int             // invocations queued or running
+	failures []EventFailure
+	first    []invocation   // the invocations, to find the queued ones on cancel
+	more     [][]invocation // follow-ups' invocations, likewise
+	parked   bool           // the caller waits on wake
+	wake     chan struct{}
+	detached bool // background: nobody waits; the last invocation reports
+}
+
+// invocation is one event × one handler. It carries the frame its handler
+// runs with, and its queue links.
+type invocation struct {
+	frame
+	b          *batch
+	rec        eventRecord
+	h          *eventHandler
+	prev, next *invocation
+	queued     bool
+	err        error
+}
+
+func (inv *invocation) failure() EventFailure {
+	return EventFailure{Event: inv.rec.value, EventType: typeName(inv.rec.typ), Handler: inv.h.name, Err: inv.err}
+}
+
+// run calls the handler, unless the call's context is already done, and
+// returns the follow-up events it emitted.
+func (inv *invocation) run() []eventRecord {
+	if err := inv.b.ctx.Err(); err != nil {
+		inv.err = &notStartedError{cause: err}
+		inv.seal()
+		return nil
+	}
+	inv.err = inv.call()
+	events := inv.seal()
+	if inv.err != nil {
+		return nil // follow-ups of a failed handler are discarded with it
+	}
+	return events
+}
+
+func (inv *invocation) call() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = newPanicError(r)
+		}
+	}()
+	return inv.rec.invoke(&inv.frame, inv.h.handler, inv.rec.value)
+}
+
+// expand turns events emitted at depth into invocations, in emit order,
+// then handler order. Events past MaxDepth become failures.
+func (m *Mediator) expand(b *batch, depth int, events []eventRecord) ([]invocation, []EventFailure) {
+	var (
+		cache [8][]*eventHandler
+		n     int
+	)
+	for i, ev := range events {
+		hs := m.reg.events[ev.typ]
+		if i < len(cache) {
+			cache[i] = hs
+		}
+		if len(hs) == 0 {
+			if ce := m.log.Check(zap.DebugLevel, "fxcqrs: event has no handlers"); ce != nil {
+				ce.Write(zap.String("event", typeName(ev.typ)))
+			}
+		}
+		n += len(hs)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	if depth+1 > MaxDepth {
+		var fails []EventFailure
+		for _, ev := range events {
+			for _, h := range m.reg.events[ev.typ] {
+				fails = append(fails, EventFailure{
+					Event: ev.value, EventType: typeName(ev.typ), Handler: h.name,
+					Err: &notStartedError{cause: ErrMaxDepth},
+				})
+			}
+		}
+		return nil, fails
+	}
+	invs := make([]invocation, n)
+	k := 0
+	for i, ev := range events {
+		var hs []*eventHandler
+		if i < len(cache) {
+			hs = cache[i]
+		} else {
+			hs = m.reg.events[ev.typ]
+		}
+		for _, h := range hs {
+			inv := &invs[k]
+			inv.Context = b.ctx
+			inv.frame.m = m
+			inv.depth = depth + 1
+			inv.slot = true
+			inv.b = b
+			inv.rec = ev
+			inv.h = h
+			k++
+		}
+	}
+	return invs, nil
+}
+
+// process runs the events a call's handler emitted, per cfg, and returns an
+// *EventError if any invocation failed or never ran.
+func (m *Mediator) process(f *frame, b *batch, cfg *EventConfig, d *dispatcher, events []eventRecord) error {
+	*b = batch{ctx: f.Context, wake: b.wake} // a stream reuses its batch item by item
+	switch {
+	case f.slot || cfg.Sequential:
+		m.runInline(b, f.depth, events)
+	case cfg.Background:
+		return m.submit(f, b, d, events)
+	default:
+		invs, fails := m.expand(b, f.depth, events)
+		b.failures = append(b.failures, fails...)
+		if len(invs) > 0 {
+			d.process(b, invs)
+		}
+	}
+	if len(b.failures) > 0 {
+		err := &EventError{Failures: b.failures}
+		b.failures = nil
+		return err
+	}
+	return nil
+}
+
+// runInline runs invocations one after another on this goroutine: emit
+// order, then handler order, follow-ups breadth first.
+func (m *Mediator) runInline(b *batch, depth int, events []eventRecord) {
+	for len(events) > 0 {
+		invs, fails := m.expand(b, depth, events)
+		b.failures = append(b.failures, fails...)
+		var next []eventRecord
+		for i := range invs {
+			inv := &invs[i]
+			follow := inv.run()
+			if inv.err != nil {
+				b.failures = append(b.failures, inv.failure())
+				continue
+			}
+			next = append(next, follow...)
+		}
+		events = next
+		depth++
+	}
+}
+
+// dispatcher shares limit slots among the invocations of every call of one
+// kind (Config.Events or Config.StreamEvents).
+type dispatcher struct {
+	m     *Mediator
+	limit int
+
+	mu       sync.Mutex
+	running  int  // invocations holding a slot
+	starting bool // a helper was started and has not taken work yet
+	head     *invocation
+	tail     *invocation
+	waiting  int // queue length
+	helpers  sync.WaitGroup
+	aborted  error // set by Stop after its deadline: queued work is reported, not run
+
+	// Background mode: detached invocations waiting, and their bound.
+	queueCap int
+	detached int
+	room     chan struct{} // closed when detached work leaves the queue
+}
+
+func newDispatcher(m *Mediator, limit, queueCap int) *dispatcher {
+	return &dispatcher{m: m, limit: limit, queueCap: queueCap}
+}
+
+func (d *dispatcher) stats() DispatchStats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return DispatchStats{Limit: d.limit, Running: d.running, Waiting: d.waiting}
+}
+
+// process runs a call's invocations and returns when all of them, and
+// their follow-ups, finished or were reported.
+func (d *dispatcher) process(b *batch, invs []invocation) {
+	done := b.ctx.Done()
+	d.mu.Lock()
+	d.enqueueLocked(b, invs)
+	for b.pending > 0 {
+		if inv := d.head; inv != nil && inv.b == b && d.running < d.limit {
+			d.popLocked()
+			d.running++
+			d.spawnLocked()
+			d.mu.Unlock()
+			d.runOne(inv)
+			continue
+		}
+		d.spawnLocked()
+		if b.wake == nil {
+			b.wake = make(chan struct{}, 1)
+		}
+		b.parked = true
+		d.mu.Unlock()
+		select {
+		case <-b.wake:
+			d.mu.Lock()
+		case <-done:
+			d.mu.Lock()
+			d.dropQueuedLocked(b, b.ctx.Err())
+			done = nil // wait for the running ones only
+		}
+		b.parked = false
+	}
+	// This caller served slots; leaving, it hands the rest of the queue on.
+	d.spawnLocked()
+	d.mu.Unlock()
+}
+
+// runOne runs a popped invocation outside the lock and finishes it under
+// the lock, which it holds again on return.
+func (d *dispatcher) runOne(inv *invocation) {
+	follow := inv.run()
+	var (
+		invs  []invocation
+		fails []EventFailure
+	)
+	if len(follow) > 0 {
+		invs, fails = d.m.expand(inv.b, inv.depth, follow)
+	}
+	d.mu.Lock()
+	d.running--
+	b := inv.b
+	if inv.err != nil {
+		b.failures = append(b.failures, inv.failure())
+	}
+	b.failures = append(b.failures, fails...)
+	if len(invs) > 0 {
+		d.enqueueLocked(b, invs)
+	}
+	b.pending--
+	if b.pending == 0 {
+		d.completeLocked(b)
+	}
+}
+
+// helper runs queued invocations until none can start, then exits.
+func (d *dispatcher) helper() {
+	defer d.helpers.Done()
+	d.mu.Lock()
+	d.starting = false
+	for d.head != nil && d.running < d.limit {
+		inv := d.popLocked()
+		d.running++
+		d.spawnLocked()
+		d.mu.Unlock()
+		d.runOne(inv)
+	}
+	d.mu.Unlock()
+}
+
+// spawnLocked starts a helper when work waits for a free slot and no
+// helper is already on its way.
+func (d *dispatcher) spawnLocked() {
+	if d.starting || d.head == nil || d.running >= d.limit {
+		return
+	}
+	d.starting = true
+	d.helpers.Add(1)
+	go d.helper()
+}
+
+func (d *dispatcher) enqueueLocked(b *batch, invs []invocation) {
+	if d.aborted != nil || b.ctx.Err() != nil {
+		cause := d.aborted
+		if cause == nil {
+			cause = b.ctx.Err()
+		}
+		for i := range invs {
+			invs[i].err = &notStartedError{cause: cause}
+			b.failures = append(b.failures, invs[i].failure())
+		}
+		return
+	}
+	if b.first == nil {
+		b.first = invs
+	} else {
+		b.more = append(b.more, invs)
+	}
+	b.pending += len(invs)
+	for i := range invs {
+		inv := &invs[i]
+		inv.queued = true
+		inv.prev = d.tail
+		if d.tail == nil {
+			d.head = inv
+		} else {
+			d.tail.next = inv
+		}
+		d.tail = inv
+	}
+	d.waiting += len(invs)
+	if b.detached {
+		d.detached += len(invs)
+	}
+}
+
+func (d *dispatcher) popLocked() *invocation {
+	inv := d.head
+	d.unlinkLocked(inv)
+	return inv
+}
+
+func (d *dispatcher) unlinkLocked(inv *invocation) {
+	if inv.prev == nil {
+		d.head = inv.next
+	} else {
+		inv.prev.next = inv.next
+	}
+	if inv.next == nil {
+		d.tail = inv.prev
+	} else {
+		inv.next.prev = inv.prev
+	}
+	inv.prev, inv.next, inv.queued = nil, nil, false
+	d.waiting--
+	if inv.b.detached {
+		d.detached--
+		if d.room != nil {
+			close(d.room)
+			d.room = nil
+		}
+	}
+}
+
+// dropQueuedLocked reports every queued invocation of b as not started.
+func (d *dispatcher) dropQueuedLocked(b *batch, cause error) {
+	drop := func(slab []invocation) {
+		for i := range slab {
+			inv := &slab[i]
+			if !inv.queued {
+				continue
+			}
+			d.unlinkLocked(inv)
+			inv.err = &notStartedError{cause: cause}
+			b.failures = append(b.failures, inv.failure())
+			b.pending--
+		}
+	}
+	drop(b.first)
+	for _, slab := range b.more {
+		drop(slab)
+	}
+	if b.pending == 0 {
+		d.completeLocked(b)
+	}
+}
+
+// completeLocked is called once, when b's last invocation finished.
+func (d *dispatcher) completeLocked(b *batch) {
+	if b.detached {
+		// Report outside the lock, on a goroutine of its own: the
+		// logger and the application's handler may block.
+		failures := b.failures
+		b.failures = nil
+		d.helpers.Add(1)
+		go func() {
+			defer d.helpers.Done()
+			d.m.reportBackground(b.ctx, failures)
+			d.m.end()
+		}()
+		return
+	}
+	if b.parked {
+		b.wake <- struct{}{}
+	}
+}
+
+// abort stops queued work: every invocation still waiting for a slot is
+// reported as not started with cause, and so is any enqueued later.
+func (d *dispatcher) abort(cause error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.aborted = cause
+	var batches []*batch
+	for inv := d.head; inv != nil; inv = inv.next {
+		if len(batches) == 0 || batches[len(batches)-1] != inv.b {
+			batches = append(batches, inv.b)
+		}
+	}
+	for _, b := range batches {
+		if b.pending > 0 {
+			d.dropQueuedLocked(b, cause)
+		}
+	}
+}
+
+// submit hands a call's events to background processing and returns
+// without waiting for them. A full queue makes the caller wait for room,
+// or for its context: nothing is dropped.
+func (m *Mediator) submit(f *frame, b *batch, d *dispatcher, events []eventRecord) error {
+	bg := &batch{ctx: context.WithoutCancel(f.Context), detached: true}
+	invs, fails := m.expand(bg, f.depth, events)
+	if len(fails) > 0 {
+		m.reportBackground(bg.ctx, fails)
+	}
+	if len(invs) == 0 {
+		return nil
+	}
+	done := f.Done()
+	d.mu.Lock()
+	for d.detached > 0 && d.detached+len(invs) > d.queueCap && d.aborted == nil {
+		if d.room == nil {
+			d.room = make(chan struct{})
+		}
+		room := d.room
+		d.mu.Unlock()
+		select {
+		case <-room:
+			d.mu.Lock()
+		case <-done:
+			// The response is valid; its events could not be queued.
+			for i := range invs {
+				invs[i].err = &notStartedError{cause: f.Err()}
+				b.failures = append(b.failures, invs[i].failure())
+			}
+			err := &EventError{Failures: b.failures}
+			b.failures = nil
+			return err
+		}
+	}
+	m.state.Add(1) // the batch is in flight until its last invocation ends
+	d.enqueueLocked(bg, invs)
+	if bg.pending == 0 {
+		d.mu.Unlock()
+		m.reportBackground(bg.ctx, bg.failures)
+		m.end()
+		return nil
+	}
+	d.spawnLocked()
+	d.mu.Unlock()
+	return nil
+}
+
+func (m *Mediator) reportBackground(ctx context.Context, failures []EventFailure) {
+	if len(failures) == 0 {
+		return
+	}
+	err := &EventError{Failures: failures}
+	m.log.Error("fxcqrs: background event handlers failed", zap.Error(err))
+	if m.onBackgroundError != nil {
+		m.onBackgroundError(ctx, err)
+	}
+}

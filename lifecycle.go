@@ -1,0 +1,95 @@
+package fxcqrs
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"go.uber.org/zap"
+)
+
+// Start logs what the mediator has registered: at info level the counts
+// per kind, at debug level every handler. Under fx, Module calls it from
+// an OnStart hook. A mediator needs no Start to serve calls: its event
+// workers start on demand.
+func (m *Mediator) Start(context.Context) error {
+	counts := map[kind]int{}
+	for _, e := range m.reg.handlers {
+		counts[e.kind]++
+	}
+	events := 0
+	for _, hs := range m.reg.events {
+		events += len(hs)
+	}
+	m.log.Info("fxcqrs: mediator started",
+		zap.Int("requestHandlers", counts[kindRequest]),
+		zap.Int("commandHandlers", counts[kindCommand]),
+		zap.Int("streamHandlers", counts[kindStream]),
+		zap.Int("eventHandlers", events),
+		zap.Int("eventTypes", len(m.reg.events)),
+		zap.Int("maxConcurrentEventHandlers", m.events.limit),
+		zap.Bool("sequentialEvents", m.cfg.Events.Sequential),
+		zap.Bool("backgroundEvents", m.cfg.Events.Background),
+		zap.Int("maxConcurrentStreamEventHandlers", m.streams.limit),
+		zap.Bool("sequentialStreamEvents", m.cfg.StreamEvents.Sequential),
+	)
+	if ce := m.log.Check(zap.DebugLevel, "fxcqrs: handler"); ce != nil {
+		for _, line := range m.table() {
+			m.log.Debug("fxcqrs: handler", zap.String("kind", line[0]), zap.String("message", line[1]), zap.String("handler", line[2]))
+		}
+	}
+	return nil
+}
+
+// table lists every registration as (kind, message, handler), sorted.
+func (m *Mediator) table() [][3]string {
+	var rows [][3]string
+	for typ, e := range m.reg.handlers {
+		rows = append(rows, [3]string{e.kind.String(), typeName(typ), e.name})
+	}
+	for typ, hs := range m.reg.events {
+		for _, h := range hs {
+			rows = append(rows, [3]string{kindEvent.String(), typeName(typ), h.name})
+		}
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		if rows[i][1] != rows[j][1] {
+			return rows[i][1] < rows[j][1]
+		}
+		return rows[i][0] < rows[j][0]
+	})
+	return rows
+}
+
+// Stop refuses new calls with ErrStopped and waits, until ctx is done, for
+// the calls in flight and their events, background events included. Calls
+// made from inside a call still in flight are served: they belong to it.
+//
+// When ctx ends first, every invocation still waiting for a slot is
+// reported to its call as not started (errors.Is ErrStopped), no new one
+// starts, and Stop returns an error saying how many calls were still in
+// flight; handlers already running cannot be interrupted and finish on
+// their own. Stop may be called again: it waits again. Under fx, Module
+// calls it from an OnStop hook with fx's stop timeout.
+func (m *Mediator) Stop(ctx context.Context) error {
+	if m.state.Or(stateStopping)&stateCalls == 0 {
+		m.drainedOnce.Do(func() { close(m.drained) })
+	}
+	select {
+	case <-m.drained:
+	case <-ctx.Done():
+		cause := fmt.Errorf("%w before its events ran: %w", ErrStopped, context.Cause(ctx))
+		m.events.abort(cause)
+		m.streams.abort(cause)
+		n := m.state.Load() & stateCalls
+		if n == 0 {
+			break
+		}
+		m.log.Error("fxcqrs: stop deadline passed with calls in flight", zap.Int64("inFlight", n), zap.Error(ctx.Err()))
+		return fmt.Errorf("fxcqrs: stop: %d calls still in flight: %w", n, ctx.Err())
+	}
+	m.events.helpers.Wait()
+	m.streams.helpers.Wait()
+	m.log.Info("fxcqrs: mediator stopped", zap.Uint64("lateEmits", m.lateEmits.Load()))
+	return nil
+}

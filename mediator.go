@@ -1,0 +1,406 @@
+package fxcqrs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+)
+
+// Mediator dispatches requests, commands and stream requests to their one
+// handler and processes the events handlers emit. It is safe for concurrent
+// use. Make one with [New], or let [Module] provide it under fx.
+type Mediator struct {
+	cfg Config
+	log *zap.Logger
+	reg *registry
+
+	// state packs the stopping and not-ready flags with the number of calls
+	// in flight, so a call checks both with one atomic add.
+	state       atomic.Int64
+	drained     chan struct{}
+	drainedOnce sync.Once
+	stopOnce    sync.Once
+	stopErr     error
+
+	events  *dispatcher // Config.Events, concurrent modes
+	streams *dispatcher // Config.StreamEvents, concurrent mode
+
+	onBackgroundError BackgroundErrorHandler
+	lateEmits         atomic.Uint64
+}
+
+const (
+	stateStopping int64 = 1 << 62
+	stateNotReady int64 = 1 << 61
+	stateCalls    int64 = stateNotReady - 1
+)
+
+// BackgroundErrorHandler receives the failures of events processed in
+// background mode (EventConfig.Background), which no caller is waiting for.
+// It is called after they are logged, on a mediator worker goroutine; it
+// must not block for long. Under fx, supply one with fx.Supply or
+// fx.Provide and Module passes it to the mediator.
+type BackgroundErrorHandler func(ctx context.Context, err *EventError)
+
+// Option configures a Mediator made by New.
+type Option interface {
+	apply(*options)
+}
+
+type options struct {
+	regs              []registration
+	log               *zap.Logger
+	onBackgroundError BackgroundErrorHandler
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+func withHandlers(k kind, handlers []any) Option {
+	return optionFunc(func(o *options) {
+		for _, h := range handlers {
+			o.regs = append(o.regs, registration{kind: k, handler: h})
+		}
+	})
+}
+
+// WithRequestHandlers registers request handlers: values with a method
+// Handle(context.Context, Req) (Res, error).
+func WithRequestHandlers(handlers ...any) Option { return withHandlers(kindRequest, handlers) }
+
+// WithCommandHandlers registers command handlers: values with a method
+// Handle(context.Context, Cmd) error.
+func WithCommandHandlers(handlers ...any) Option { return withHandlers(kindCommand, handlers) }
+
+// WithStreamHandlers registers stream handlers: values with a method
+// Handle(context.Context, Req) iter.Seq2[Res, error].
+func WithStreamHandlers(handlers ...any) Option { return withHandlers(kindStream, handlers) }
+
+// WithEventHandlers registers event handlers: values with a method
+// Handle(context.Context, E) error. A command handler has the same shape;
+// the option says which one a value is.
+func WithEventHandlers(handlers ...any) Option { return withHandlers(kindEvent, handlers) }
+
+// WithLogger sets the logger. Without it the mediator logs nothing.
+func WithLogger(l *zap.Logger) Option {
+	return optionFunc(func(o *options) { o.log = l })
+}
+
+// WithBackgroundErrorHandler sets what receives the failures of background
+// event processing, besides the logger.
+func WithBackgroundErrorHandler(h BackgroundErrorHandler) Option {
+	return optionFunc(func(o *options) { o.onBackgroundError = h })
+}
+
+// New returns a mediator with the given handlers, ready for calls. It
+// reports every problem at once: an invalid Config, a handler without a
+// fitting Handle method, two handlers for one request type.
+//
+// A mediator from New needs no Start: it starts no goroutine until events
+// need one, and its workers exit when idle. Call [Mediator.Stop] to refuse
+// new calls and wait for those in flight (background events included).
+func New(cfg Config, opts ...Option) (*Mediator, error) {
+	var o options
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
+	m, err := newMediator(cfg, o.log, o.onBackgroundError)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.register(o.regs); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// newMediator makes a mediator that refuses calls with ErrNotReady until
+// register runs.
+func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorHandler) (*Mediator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	m := &Mediator{
+		cfg:               cfg,
+		log:               log,
+		reg:               newRegistry(),
+		drained:           make(chan struct{}),
+		onBackgroundError: onBackgroundError,
+	}
+	m.state.Store(stateNotReady)
+	m.events = newDispatcher(m, cfg.Events.limit(DefaultMaxConcurrentEventHandlers), cfg.Events.queueSize())
+	m.streams = newDispatcher(m, cfg.StreamEvents.limit(DefaultMaxConcurrentStreamEventHandlers), 0)
+	return m, nil
+}
+
+// register fills the registry and makes the mediator ready.
+func (m *Mediator) register(regs []registration) error {
+	if err := m.reg.addAll(regs); err != nil {
+		return fmt.Errorf("fxcqrs: invalid handlers: %w", err)
+	}
+	m.state.And(^stateNotReady)
+	return nil
+}
+
+// Stats is a snapshot of a mediator's counters.
+type Stats struct {
+	// InFlight is the number of calls in flight, background event batches
+	// included.
+	InFlight int
+	// LateEmits counts events emitted after their handler returned, which
+	// were logged and not processed.
+	LateEmits uint64
+	// Events is the concurrent processing of Config.Events.
+	Events DispatchStats
+	// StreamEvents is the concurrent processing of Config.StreamEvents.
+	StreamEvents DispatchStats
+}
+
+// DispatchStats counts the event handler invocations of one concurrent
+// dispatcher. Sequential and nested processing run inline and are not
+// counted here.
+type DispatchStats struct {
+	// Limit is the effective MaxConcurrentHandlers.
+	Limit int
+	// Running is the number of invocations holding a slot.
+	Running int
+	// Waiting is the number of invocations queued for a slot.
+	Waiting int
+}
+
+// Stats returns a snapshot of the mediator's counters.
+func (m *Mediator) Stats() Stats {
+	return Stats{
+		InFlight:     int(m.state.Load() & stateCalls),
+		LateEmits:    m.lateEmits.Load(),
+		Events:       m.events.stats(),
+		StreamEvents: m.streams.stats(),
+	}
+}
+
+// begin admits a call: it counts it in flight and returns the frame of the
+// call it is made from, if any. Every successful begin is paired with end.
+func (m *Mediator) begin(ctx context.Context, api string) (*frame, error) {
+	if m == nil {
+		return nil, errors.New("fxcqrs." + api + ": nil *Mediator")
+	}
+	if ctx == nil {
+		return nil, errors.New("fxcqrs." + api + ": nil context")
+	}
+	parent := frameOf(ctx)
+	if v := m.state.Add(1); v&(stateStopping|stateNotReady) != 0 {
+		if err := m.refuse(v, parent); err != nil {
+			m.end()
+			return nil, fmt.Errorf("fxcqrs.%s: %w", api, err)
+		}
+	}
+	if parent != nil && parent.depth >= MaxDepth {
+		m.end()
+		return nil, fmt.Errorf("fxcqrs.%s: %w (%d)", api, ErrMaxDepth, MaxDepth)
+	}
+	return parent, nil
+}
+
+func (m *Mediator) refuse(state int64, parent *frame) error {
+	if state&stateNotReady != 0 {
+		return ErrNotReady
+	}
+	// Stopping: a call made from inside a call still in flight belongs to
+	// it and must be able to finish.
+	if parent != nil && parent.m == m && parent.open() {
+		return nil
+	}
+	return ErrStopped
+}
+
+// end is the other half of begin.
+func (m *Mediator) end() {
+	if m.state.Add(-1) == stateStopping {
+		m.drainedOnce.Do(func() { close(m.drained) })
+	}
+}
+
+// lookup admits a call and finds the handler of typ.
+func (m *Mediator) lookup(ctx context.Context, typ reflect.Type, k kind, api string) (*handlerEntry, *frame, error) {
+	parent, err := m.begin(ctx, api)
+	if err != nil {
+		return nil, nil, err
+	}
+	e := m.reg.handlers[typ]
+	if e == nil || e.kind != k {
+		m.end()
+		return nil, nil, m.noHandler(typ, e, k, api)
+	}
+	return e, parent, nil
+}
+
+func (m *Mediator) noHandler(typ reflect.Type, e *handlerEntry, k kind, api string) error {
+	if e != nil {
+		use := map[kind]string{kindRequest: "Send", kindCommand: "Exec", kindStream: "Stream"}[e.kind]
+		return fmt.Errorf("fxcqrs.%s: %w for %s: it has a %s handler (%s); call %s", api, ErrNoHandler, typeName(typ), e.kind, e.name, use)
+	}
+	// The commonest slip: a pointer sent for a value type, or the reverse.
+	var alt reflect.Type
+	if typ.Kind() == reflect.Pointer {
+		alt = typ.Elem()
+	} else {
+		alt = reflect.PointerTo(typ)
+	}
+	if other := m.reg.handlers[alt]; other != nil {
+		return fmt.Errorf("fxcqrs.%s: %w for %s (%s has one: types match exactly)", api, ErrNoHandler, typeName(typ), typeName(alt))
+	}
+	return fmt.Errorf("fxcqrs.%s: %w for %s", api, ErrNoHandler, typeName(typ))
+}
+
+func (e *handlerEntry) wrongResult(api string, asked reflect.Type) error {
+	return fmt.Errorf("fxcqrs.%s: the handler of %s (%s) returns %s, not %s", api, typeName(e.message), e.name, typeName(e.result), typeName(asked))
+}
+
+func errNilRequest(api string, typ reflect.Type) error {
+	return fmt.Errorf("fxcqrs.%s: nil %s request", api, typeName(typ))
+}
+
+func errHandlerMismatch(handler any, msg reflect.Type) error {
+	return fmt.Errorf("fxcqrs: internal error: %T does not handle %s", handler, typeName(msg))
+}
+
+// isNil reports whether a request of a pointer or interface type is nil.
+// Only called for such types (handlerEntry.nilable), so boxing does not
+// allocate.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Pointer && rv.IsNil()
+}
+
+// newCallFrame makes the context a handler of a call runs with.
+func (m *Mediator) newCallFrame(ctx context.Context, parent *frame) *callFrame {
+	f := &callFrame{}
+	f.Context = ctx
+	f.m = m
+	if parent != nil {
+		f.depth = parent.depth + 1
+		f.slot = parent.slot
+	}
+	f.events = f.buf[:0]
+	return f
+}
+
+// finish ends a call whose handler returned err: on success the events it
+// emitted are processed per cfg, on failure they are discarded.
+func (m *Mediator) finish(f *callFrame, cfg *EventConfig, d *dispatcher, err error) error {
+	events := f.seal()
+	if err == nil && len(events) > 0 {
+		err = m.process(&f.frame, &f.batch, cfg, d, events)
+	}
+	m.end()
+	return err
+}
+
+func newPanicError(v any) *PanicError {
+	return &PanicError{Value: v, Stack: debug.Stack()}
+}
+
+// Send sends req to its request handler and returns the handler's
+// response, after every event the handler emitted (follow-ups included)
+// has been processed per Config.Events.
+//
+// Res must be given; Req is inferred:
+//
+//	receipt, err := fxcqrs.Send[Receipt](ctx, m, PlaceOrder{ID: 7})
+//
+// Errors: ErrNoHandler when no request handler is registered for Req's
+// exact type; an error naming the handler's response type when it is not
+// Res; the handler's own error unchanged (its events are discarded); a
+// *PanicError when it panicked; and, beside a valid response, an
+// *EventError when event handlers failed.
+func Send[Res, Req any](ctx context.Context, m *Mediator, req Req) (Res, error) {
+	var zero Res
+	e, parent, err := m.lookup(ctx, reflect.TypeFor[Req](), kindRequest, "Send")
+	if err != nil {
+		return zero, err
+	}
+	h, ok := e.handler.(RequestHandler[Req, Res])
+	if !ok {
+		m.end()
+		return zero, e.wrongResult("Send", reflect.TypeFor[Res]())
+	}
+	if e.nilable && isNil(req) {
+		m.end()
+		return zero, errNilRequest("Send", e.message)
+	}
+	f := m.newCallFrame(ctx, parent)
+	res, err := handleRequest(h, f, req)
+	if err != nil {
+		f.seal()
+		m.end()
+		return zero, err
+	}
+	return res, m.finish(f, &m.cfg.Events, m.events, nil)
+}
+
+func handleRequest[Req, Res any](h RequestHandler[Req, Res], f *callFrame, req Req) (res Res, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = newPanicError(r)
+		}
+	}()
+	return h.Handle(f, req)
+}
+
+// Exec sends cmd to its command handler and returns after every event the
+// handler emitted (follow-ups included) has been processed per
+// Config.Events. Its errors are those of [Send].
+func Exec[Cmd any](ctx context.Context, m *Mediator, cmd Cmd) error {
+	e, parent, err := m.lookup(ctx, reflect.TypeFor[Cmd](), kindCommand, "Exec")
+	if err != nil {
+		return err
+	}
+	h, ok := e.handler.(CommandHandler[Cmd])
+	if !ok {
+		m.end()
+		return errHandlerMismatch(e.handler, e.message)
+	}
+	if e.nilable && isNil(cmd) {
+		m.end()
+		return errNilRequest("Exec", e.message)
+	}
+	f := m.newCallFrame(ctx, parent)
+	return m.finish(f, &m.cfg.Events, m.events, handleCommand(h, f, cmd))
+}
+
+func handleCommand[Cmd any](h CommandHandler[Cmd], f *callFrame, cmd Cmd) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = newPanicError(r)
+		}
+	}()
+	return h.Handle(f, cmd)
+}
+
+// Publish processes event as if a handler had emitted it: every handler of
+// E runs per Config.Events, follow-ups included, and Publish returns when
+// they are done, with an *EventError naming each failure. It is how events
+// from outside the process (a message broker's consumer) enter. An event
+// type without handlers is not an error.
+func Publish[E any](ctx context.Context, m *Mediator, event E) error {
+	parent, err := m.begin(ctx, "Publish")
+	if err != nil {
+		return err
+	}
+	f := m.newCallFrame(ctx, parent)
+	f.events = append(f.events, eventRecord{value: event, typ: reflect.TypeFor[E](), invoke: invokeEvent[E]})
+	return m.finish(f, &m.cfg.Events, m.events, nil)
+}

@@ -1,0 +1,154 @@
+package fxcqrs
+
+import (
+	"cmp"
+	"fmt"
+	"reflect"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync/atomic"
+
+	"go.uber.org/fx"
+	"go.uber.org/zap"
+)
+
+// handlersGroup is the value group that carries every handler to Module.
+const handlersGroup = `group:"fxcqrs.handlers"`
+
+// Module provides the application's *Mediator. It takes the handlers
+// registered with [AsRequestHandler], [AsCommandHandler], [AsStreamHandler]
+// and [AsEventHandler], an optional [Config] (the defaults when none is
+// supplied), an optional *zap.Logger (nothing is logged when none is
+// supplied) and an optional [BackgroundErrorHandler]. It provides nothing
+// else.
+//
+// The mediator is built from the Config and the logger alone; the handlers
+// are registered into it by an fx.Invoke inside the module. So a handler's
+// constructor may depend on *Mediator without a dependency cycle. Calls
+// made before that invoke ran get [ErrNotReady].
+//
+// Its OnStart hook logs what is registered; its OnStop hook calls
+// [Mediator.Stop] with fx's stop context.
+var Module = fx.Module("fxcqrs",
+	fx.Provide(provideMediator),
+	fx.Invoke(registerHandlers),
+)
+
+type mediatorParams struct {
+	fx.In
+
+	Config                 Config                 `optional:"true"`
+	Logger                 *zap.Logger            `optional:"true"`
+	BackgroundErrorHandler BackgroundErrorHandler `optional:"true"`
+	Lifecycle              fx.Lifecycle
+}
+
+func provideMediator(p mediatorParams) (*Mediator, error) {
+	m, err := newMediator(p.Config, p.Logger, p.BackgroundErrorHandler)
+	if err != nil {
+		return nil, err
+	}
+	p.Lifecycle.Append(fx.Hook{OnStart: m.Start, OnStop: m.Stop})
+	return m, nil
+}
+
+type registerParams struct {
+	fx.In
+
+	Mediator *Mediator
+	Handlers []registration `group:"fxcqrs.handlers"`
+}
+
+func registerHandlers(p registerParams) error {
+	// dig hands a group over in random order; errors must not depend on it.
+	regs := slices.Clone(p.Handlers)
+	slices.SortStableFunc(regs, func(a, b registration) int {
+		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.source, b.source))
+	})
+	return p.Mediator.register(regs)
+}
+
+// AsRequestHandler registers a request handler's constructor with fx. The
+// constructor is an ordinary fx constructor (it may take any dependency,
+// *Mediator included, and may return an error as its last result); what it
+// returns must have a method Handle(context.Context, Req) (Res, error).
+//
+// anns are fx annotations of the constructor's parameters, such as
+// fx.ParamTags; the result is annotated by fxcqrs.
+//
+// A constructor whose result has no fitting Handle fails fx.New and
+// fx.ValidateApp with an error that names it and the signature it needs. A
+// second handler for the same request type fails them too, naming both
+// constructors.
+func AsRequestHandler(constructor any, anns ...fx.Annotation) fx.Option {
+	return asHandler(kindRequest, "AsRequestHandler", constructor, anns)
+}
+
+// AsCommandHandler registers a command handler's constructor with fx, as
+// [AsRequestHandler] does; its result needs a method
+// Handle(context.Context, Cmd) error.
+func AsCommandHandler(constructor any, anns ...fx.Annotation) fx.Option {
+	return asHandler(kindCommand, "AsCommandHandler", constructor, anns)
+}
+
+// AsStreamHandler registers a stream handler's constructor with fx, as
+// [AsRequestHandler] does; its result needs a method
+// Handle(context.Context, Req) iter.Seq2[Res, error].
+func AsStreamHandler(constructor any, anns ...fx.Annotation) fx.Option {
+	return asHandler(kindStream, "AsStreamHandler", constructor, anns)
+}
+
+// AsEventHandler registers an event handler's constructor with fx, as
+// [AsRequestHandler] does; its result needs a method
+// Handle(context.Context, E) error. An event type may have any number of
+// handlers.
+func AsEventHandler(constructor any, anns ...fx.Annotation) fx.Option {
+	return asHandler(kindEvent, "AsEventHandler", constructor, anns)
+}
+
+// handlerSeq makes the name of each handler's fx value unique.
+var handlerSeq atomic.Uint64
+
+// asHandler checks the constructor now, so that a bad one fails
+// fx.ValidateApp as well as fx.New, then provides its result under a name
+// of its own and relays it into the handlers group, tagged with its kind
+// and constructor, which Module's invoke registers.
+//
+// Two handlers for one request type are found by that invoke, not by dig:
+// a dig conflict would be caught by fx.ValidateApp too, but dig would name
+// fx.Annotate's generated function instead of either constructor, and
+// fx.New would fail with that message before the invoke could say more.
+func asHandler(k kind, api string, constructor any, anns []fx.Annotation) fx.Option {
+	ct := reflect.TypeOf(constructor)
+	if ct == nil || ct.Kind() != reflect.Func {
+		return fx.Error(fmt.Errorf("fxcqrs.%s: want a constructor function, got %T", api, constructor))
+	}
+	source := funcName(constructor)
+	switch {
+	case ct.NumOut() == 1 && ct.Out(0) != errorType:
+	case ct.NumOut() == 2 && ct.Out(1) == errorType:
+	default:
+		return fx.Error(fmt.Errorf("fxcqrs.%s(%s): a constructor returns the handler, optionally followed by an error: got %s", api, source, ct))
+	}
+	if _, err := inspect(k, ct.Out(0)); err != nil {
+		return fx.Error(fmt.Errorf("fxcqrs.%s(%s): %w", api, source, err))
+	}
+	key := "fxcqrs." + k.String() + "." + strconv.FormatUint(handlerSeq.Add(1), 10) + ":" + source
+	tag := "name:" + strconv.Quote(key)
+	all := append(slices.Clip(anns), fx.As(new(any)), fx.ResultTags(tag))
+	relay := func(h any) registration {
+		return registration{kind: k, handler: h, source: source}
+	}
+	return fx.Options(
+		fx.Provide(fx.Annotate(constructor, all...)),
+		fx.Provide(fx.Annotate(relay, fx.ParamTags(tag), fx.ResultTags(handlersGroup))),
+	)
+}
+
+func funcName(fn any) string {
+	if f := runtime.FuncForPC(reflect.ValueOf(fn).Pointer()); f != nil {
+		return f.Name()
+	}
+	return fmt.Sprintf("%T", fn)
+}

@@ -1,0 +1,300 @@
+package fxcqrs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+)
+
+// kind is what a handler handles. Request, command and stream handlers
+// share one namespace of message types: a type has one handler of one kind.
+type kind uint8
+
+const (
+	kindRequest kind = iota + 1
+	kindCommand
+	kindStream
+	kindEvent
+)
+
+func (k kind) String() string {
+	switch k {
+	case kindRequest:
+		return "request"
+	case kindCommand:
+		return "command"
+	case kindStream:
+		return "stream"
+	case kindEvent:
+		return "event"
+	}
+	return "unknown"
+}
+
+// signature is the Handle method a handler of kind k needs.
+func (k kind) signature() string {
+	switch k {
+	case kindRequest:
+		return "Handle(context.Context, Req) (Res, error)"
+	case kindCommand:
+		return "Handle(context.Context, Cmd) error"
+	case kindStream:
+		return "Handle(context.Context, Req) iter.Seq2[Res, error]"
+	case kindEvent:
+		return "Handle(context.Context, E) error"
+	}
+	return ""
+}
+
+var (
+	contextType = reflect.TypeFor[context.Context]()
+	errorType   = reflect.TypeFor[error]()
+)
+
+// handlerSpec is what registration learns from a handler type's Handle
+// method; it is the only place where the mediator uses reflection on
+// handlers, and it runs once per handler, at registration.
+type handlerSpec struct {
+	kind    kind
+	handler reflect.Type // the handler's own type
+	message reflect.Type // Req, Cmd or E
+	result  reflect.Type // Res for request and stream handlers, else nil
+}
+
+// inspect checks that t has the Handle method a handler of kind k needs.
+// The error says what t has and what it needed.
+func inspect(k kind, t reflect.Type) (handlerSpec, error) {
+	spec := handlerSpec{kind: k, handler: t}
+	m, ok := t.MethodByName("Handle")
+	if !ok {
+		if t.Kind() != reflect.Pointer && t.Kind() != reflect.Interface {
+			if _, ok := reflect.PointerTo(t).MethodByName("Handle"); ok {
+				return spec, fmt.Errorf("%s has no method Handle, but *%s has: use a pointer", typeName(t), typeName(t))
+			}
+		}
+		return spec, fmt.Errorf("%s has no method Handle; a %s handler needs %s", typeName(t), k, k.signature())
+	}
+	ft := m.Type
+	in := make([]reflect.Type, 0, 2)
+	first := 1 // a concrete type's method type has the receiver first
+	if t.Kind() == reflect.Interface {
+		first = 0
+	}
+	for i := first; i < ft.NumIn(); i++ {
+		in = append(in, ft.In(i))
+	}
+	bad := func() (handlerSpec, error) {
+		return spec, fmt.Errorf("%s has %s; a %s handler needs %s", typeName(t), describeMethod(ft, first), k, k.signature())
+	}
+	if len(in) != 2 || in[0] != contextType || ft.IsVariadic() {
+		return bad()
+	}
+	spec.message = in[1]
+	switch k {
+	case kindRequest:
+		if ft.NumOut() != 2 || ft.Out(1) != errorType {
+			return bad()
+		}
+		spec.result = ft.Out(0)
+	case kindCommand, kindEvent:
+		if ft.NumOut() != 1 || ft.Out(0) != errorType {
+			return bad()
+		}
+	case kindStream:
+		if ft.NumOut() != 1 {
+			return bad()
+		}
+		res, ok := seq2Item(ft.Out(0))
+		if !ok {
+			return bad()
+		}
+		spec.result = res
+	}
+	return spec, nil
+}
+
+// seq2Item returns Res when t is exactly iter.Seq2[Res, error]. The named
+// type matters: Go matches interface methods by identical signatures, so a
+// Handle that returns an unnamed func type does not implement
+// StreamHandler.
+func seq2Item(t reflect.Type) (reflect.Type, bool) {
+	if t.Kind() != reflect.Func || t.PkgPath() != "iter" || !strings.HasPrefix(t.Name(), "Seq2[") {
+		return nil, false
+	}
+	yield := t.In(0)
+	if yield.In(1) != errorType {
+		return nil, false
+	}
+	return yield.In(0), true
+}
+
+// describeMethod renders a method type without its receiver.
+func describeMethod(ft reflect.Type, first int) string {
+	var b strings.Builder
+	b.WriteString("Handle(")
+	for i := first; i < ft.NumIn(); i++ {
+		if i > first {
+			b.WriteString(", ")
+		}
+		b.WriteString(ft.In(i).String())
+	}
+	b.WriteString(")")
+	switch ft.NumOut() {
+	case 0:
+	case 1:
+		b.WriteString(" " + ft.Out(0).String())
+	default:
+		b.WriteString(" (")
+		for i := range ft.NumOut() {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(ft.Out(i).String())
+		}
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// typeName is a type's full name with its package path, the key that
+// orders event handlers and the name errors use.
+func typeName(t reflect.Type) string {
+	if t == nil {
+		return "<nil>"
+	}
+	if t.Name() != "" {
+		if t.PkgPath() == "" {
+			return t.Name()
+		}
+		return t.PkgPath() + "." + t.Name()
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return "*" + typeName(t.Elem())
+	case reflect.Slice:
+		return "[]" + typeName(t.Elem())
+	}
+	return t.String()
+}
+
+// handlerEntry is the one handler of a request, command or stream type.
+type handlerEntry struct {
+	kind    kind
+	handler any
+	name    string       // the handler's type name
+	source  string       // the fx constructor, when known
+	message reflect.Type // the request type
+	result  reflect.Type // Res of request and stream handlers
+	nilable bool         // the request type can be a nil pointer
+}
+
+// eventHandler is one handler of an event type.
+type eventHandler struct {
+	handler any
+	name    string // the handler's type name
+	source  string // the fx constructor, when known
+	order   int    // registration order: the last tie-break
+}
+
+// registry maps message types to handlers. It is written during
+// registration and read without locks afterwards.
+type registry struct {
+	handlers map[reflect.Type]*handlerEntry
+	events   map[reflect.Type][]*eventHandler
+	count    int
+}
+
+func newRegistry() *registry {
+	return &registry{
+		handlers: make(map[reflect.Type]*handlerEntry),
+		events:   make(map[reflect.Type][]*eventHandler),
+	}
+}
+
+// registration is one handler on its way into a registry.
+type registration struct {
+	kind    kind
+	handler any
+	source  string // the fx constructor's name, or ""
+}
+
+func (r *registry) add(reg registration) error {
+	h := reg.handler
+	if h == nil {
+		return fmt.Errorf("%s handler is nil%s", reg.kind, from(reg.source))
+	}
+	t := reflect.TypeOf(h)
+	if v := reflect.ValueOf(h); (t.Kind() == reflect.Pointer || t.Kind() == reflect.Map || t.Kind() == reflect.Func) && v.IsNil() {
+		return fmt.Errorf("%s handler is a nil %s%s", reg.kind, typeName(t), from(reg.source))
+	}
+	spec, err := inspect(reg.kind, t)
+	if err != nil {
+		return fmt.Errorf("%w%s", err, from(reg.source))
+	}
+	r.count++
+	if reg.kind == kindEvent {
+		r.events[spec.message] = append(r.events[spec.message], &eventHandler{
+			handler: h,
+			name:    typeName(t),
+			source:  reg.source,
+			order:   r.count,
+		})
+		return nil
+	}
+	if prev, ok := r.handlers[spec.message]; ok {
+		return fmt.Errorf("%s has two handlers: %s (%s handler%s) and %s (%s handler%s)",
+			typeName(spec.message),
+			prev.name, prev.kind, from(prev.source),
+			typeName(t), reg.kind, from(reg.source))
+	}
+	k := spec.message.Kind()
+	r.handlers[spec.message] = &handlerEntry{
+		kind:    reg.kind,
+		handler: h,
+		name:    typeName(t),
+		source:  reg.source,
+		message: spec.message,
+		result:  spec.result,
+		nilable: k == reflect.Pointer || k == reflect.Interface,
+	}
+	return nil
+}
+
+// sortEvents puts every event's handlers in their documented order: by
+// handler type name, then by constructor name, then by registration order.
+func (r *registry) sortEvents() {
+	for _, hs := range r.events {
+		sort.SliceStable(hs, func(i, j int) bool {
+			a, b := hs[i], hs[j]
+			if a.name != b.name {
+				return a.name < b.name
+			}
+			if a.source != b.source {
+				return a.source < b.source
+			}
+			return a.order < b.order
+		})
+	}
+}
+
+func from(source string) string {
+	if source == "" {
+		return ""
+	}
+	return " from " + source
+}
+
+// addAll registers every registration and reports every problem at once.
+func (r *registry) addAll(regs []registration) error {
+	var errs []error
+	for _, reg := range regs {
+		if err := r.add(reg); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	r.sortEvents()
+	return errors.Join(errs...)
+}

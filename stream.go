@@ -1,0 +1,148 @@
+package fxcqrs
+
+import (
+	"context"
+	"iter"
+	"reflect"
+)
+
+// Stream returns the items of req's stream handler as a sequence. The call
+// is made when iteration starts, not when Stream returns: lifecycle checks
+// (ErrStopped) and the handler lookup happen then, and their errors come as
+// the sequence's only element.
+//
+// The events the handler emits before yielding an item are processed per
+// Config.StreamEvents before the item reaches the consumer; the events it
+// emits after its last item are processed before the sequence ends. When an
+// item's events fail, the consumer receives the item together with an
+// *EventError: the item is valid and not lost. When the events emitted
+// after the last item fail, a final (zero, *EventError) element reports
+// them.
+//
+// A handler that yields a non-nil error ends the sequence with that error;
+// its events emitted since the previous item are discarded with it. A
+// panicking handler ends it with a *PanicError. A consumer that stops early
+// stops the handler (its yield returns false); a cancelled context ends the
+// sequence with the context's error. Stream starts no goroutine of its own.
+//
+//	for item, err := range fxcqrs.Stream[Price](ctx, m, WatchPrices{Symbol: "X"}) {
+//		if err != nil { ... }
+//	}
+func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[Res, error] {
+	return func(yield func(Res, error) bool) {
+		var zero Res
+		e, parent, err := m.lookup(ctx, reflect.TypeFor[Req](), kindStream, "Stream")
+		if err != nil {
+			yield(zero, err)
+			return
+		}
+		h, ok := e.handler.(StreamHandler[Req, Res])
+		if !ok {
+			m.end()
+			yield(zero, e.wrongResult("Stream", reflect.TypeFor[Res]()))
+			return
+		}
+		if e.nilable && isNil(req) {
+			m.end()
+			yield(zero, errNilRequest("Stream", e.message))
+			return
+		}
+		f := m.newCallFrame(ctx, parent)
+		s := streamCall[Req, Res]{m: m, f: f, yield: yield}
+		s.run(h, req)
+		f.seal()
+		m.end()
+	}
+}
+
+// streamCall is one iteration of a Stream.
+type streamCall[Req, Res any] struct {
+	m          *Mediator
+	f          *callFrame
+	yield      func(Res, error) bool
+	stopped    bool // the sequence ended: nothing more reaches the consumer
+	inConsumer bool // the consumer's loop body is running
+}
+
+func (s *streamCall[Req, Res]) run(h StreamHandler[Req, Res], req Req) {
+	var zero Res
+	if !s.iterate(h, req) || s.stopped {
+		return
+	}
+	// The handler returned: its trailing events run before the end.
+	if err := s.events(s.f.seal()); err != nil {
+		s.deliver(zero, err)
+	}
+}
+
+// iterate ranges over the handler's sequence; it reports false when the
+// handler panicked (the panic was delivered).
+func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) (ok bool) {
+	var zero Res
+	defer func() {
+		if r := recover(); r != nil {
+			if s.inConsumer {
+				panic(r) // the consumer's own panic is not ours to turn into an item
+			}
+			ok = false
+			s.f.take() // the handler failed: its pending events go with it
+			if !s.stopped {
+				s.deliver(zero, newPanicError(r))
+			}
+		}
+	}()
+	seq := h.Handle(s.f, req)
+	if seq == nil {
+		return true
+	}
+	ctx := s.f.Context
+	for item, err := range seq {
+		if s.stopped {
+			// The handler ignored a false yield; the runtime would panic. Stop
+			// iterating and deliver nothing more.
+			break
+		}
+		if err != nil {
+			s.f.take()
+			s.deliver(zero, err)
+			break
+		}
+		evErr := s.events(s.f.take())
+		if !s.deliver(item, evErr) {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			s.deliver(zero, err)
+			break
+		}
+	}
+	return true
+}
+
+// deliver hands one element to the consumer and reports whether it wants
+// more.
+func (s *streamCall[Req, Res]) deliver(item Res, err error) bool {
+	if s.stopped {
+		return false
+	}
+	s.inConsumer = true
+	more := s.yield(item, err)
+	s.inConsumer = false
+	if !more || err != nil && !isEventError(err) {
+		s.stopped = true
+		return false
+	}
+	return true
+}
+
+func (s *streamCall[Req, Res]) events(events []eventRecord) error {
+	if len(events) == 0 {
+		return nil
+	}
+	return s.m.process(&s.f.frame, &s.f.batch, &s.m.cfg.StreamEvents, s.m.streams, events)
+}
+
+func isEventError(err error) bool {
+	_, ok := err.(*EventError)
+	return ok
+}
