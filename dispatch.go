@@ -30,9 +30,9 @@ import (
 // that handler's goroutine and slot: it never waits for a slot, so no limit
 // can deadlock it. Sequential mode runs inline too, breadth first.
 
-// batch is the event processing of one call (or one stream item): its
-// invocations and what failed. In concurrent mode its fields are guarded by
-// the dispatcher's mutex.
+// batch is the concurrent event processing of one call (or one stream
+// item): its invocations and what failed. Its fields are guarded by the
+// dispatcher's mutex. Inline processing needs none.
 type batch struct {
 	ctx      context.Context // the call's context: parent of invocation frames
 	pending  int             // invocations queued or running
@@ -45,10 +45,10 @@ type batch struct {
 }
 
 // invocation is one event × one handler. It carries the frame its handler
-// runs with, and its queue links.
+// runs with (whose Context is the call's), and its queue links.
 type invocation struct {
 	frame
-	b          *batch
+	b          *batch // nil when run inline
 	rec        eventRecord
 	h          *eventHandler
 	prev, next *invocation
@@ -57,80 +57,94 @@ type invocation struct {
 }
 
 func (inv *invocation) failure() EventFailure {
-	return EventFailure{Event: inv.rec.value, EventType: typeName(inv.rec.typ), Handler: inv.h.name, Err: inv.err}
+	return failure(inv.rec, inv.h, inv.err)
 }
 
-// run calls the handler, unless the call's context is already done, and
-// returns the follow-up events it emitted.
-func (inv *invocation) run() []eventRecord {
-	if err := inv.b.ctx.Err(); err != nil {
-		inv.err = &notStartedError{cause: err}
-		inv.seal()
-		return nil
-	}
-	inv.err = inv.call()
-	events := inv.seal()
-	if inv.err != nil {
-		return nil // follow-ups of a failed handler are discarded with it
-	}
-	return events
+func failure(rec eventRecord, h *eventHandler, err error) EventFailure {
+	return EventFailure{Event: rec.value, EventType: typeName(rec.typ()), Handler: h.name, Err: err}
 }
 
-func (inv *invocation) call() (err error) {
+// run runs the invocation's handler: see invoke.
+func (inv *invocation) run() *eventBuf {
+	var follow *eventBuf
+	follow, inv.err = invoke(&inv.frame, inv.rec, inv.h)
+	return follow
+}
+
+// invoke calls handler h with rec in frame f, unless the call's context is
+// already done, and returns the follow-up events it emitted. A failed
+// handler's follow-ups are discarded with it.
+func invoke(f *frame, rec eventRecord, h *eventHandler) (*eventBuf, error) {
+	if err := f.Err(); err != nil {
+		f.seal().release()
+		return nil, &notStartedError{cause: err}
+	}
+	err := call(f, rec, h)
+	follow := f.seal()
+	if err != nil {
+		follow.release()
+		return nil, err
+	}
+	return follow, nil
+}
+
+func call(f *frame, rec eventRecord, h *eventHandler) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = newPanicError(r)
 		}
 	}()
-	return inv.rec.invoke(&inv.frame, inv.h.handler, inv.rec.value)
+	return rec.kind.invoke(f, h.handler, rec.value)
 }
 
-// expand turns events emitted at depth into invocations, in emit order,
-// then handler order. Events past MaxDepth become failures.
-func (m *Mediator) expand(b *batch, depth int, events []eventRecord) ([]invocation, []EventFailure) {
-	var (
-		cache [8][]*eventHandler
-		n     int
-	)
-	for i, ev := range events {
-		hs := m.reg.events[ev.typ]
-		if i < len(cache) {
-			cache[i] = hs
-		}
+// handlersOf looks up the handlers of each event, in emit order, and
+// counts the invocations they make. Events nobody handles are logged at
+// debug level.
+func (m *Mediator) handlersOf(events []eventRecord, into [][]*eventHandler) ([][]*eventHandler, int) {
+	n := 0
+	for _, ev := range events {
+		hs, _ := m.reg.eventTable.get(ev.kind.key())
 		if len(hs) == 0 {
 			if ce := m.log.Check(zap.DebugLevel, "fxcqrs: event has no handlers"); ce != nil {
-				ce.Write(zap.String("event", typeName(ev.typ)))
+				ce.Write(zap.String("event", typeName(ev.typ())))
 			}
 		}
+		into = append(into, hs)
 		n += len(hs)
 	}
+	return into, n
+}
+
+// tooDeep reports every invocation of events as not started: their chain
+// is deeper than MaxDepth.
+func tooDeep(events []eventRecord, handlers [][]*eventHandler) []EventFailure {
+	var fails []EventFailure
+	for i, ev := range events {
+		for _, h := range handlers[i] {
+			fails = append(fails, failure(ev, h, &notStartedError{cause: ErrMaxDepth}))
+		}
+	}
+	return fails
+}
+
+// expand turns events emitted at depth into invocations for the queue, in
+// emit order, then handler order, with ctx as their parent context. Events
+// past MaxDepth become failures.
+func (m *Mediator) expand(ctx context.Context, b *batch, depth int32, events []eventRecord) ([]invocation, []EventFailure) {
+	var cache [8][]*eventHandler
+	handlers, n := m.handlersOf(events, cache[:0])
 	if n == 0 {
 		return nil, nil
 	}
 	if depth+1 > MaxDepth {
-		var fails []EventFailure
-		for _, ev := range events {
-			for _, h := range m.reg.events[ev.typ] {
-				fails = append(fails, EventFailure{
-					Event: ev.value, EventType: typeName(ev.typ), Handler: h.name,
-					Err: &notStartedError{cause: ErrMaxDepth},
-				})
-			}
-		}
-		return nil, fails
+		return nil, tooDeep(events, handlers)
 	}
 	invs := make([]invocation, n)
 	k := 0
 	for i, ev := range events {
-		var hs []*eventHandler
-		if i < len(cache) {
-			hs = cache[i]
-		} else {
-			hs = m.reg.events[ev.typ]
-		}
-		for _, h := range hs {
+		for _, h := range handlers[i] {
 			inv := &invs[k]
-			inv.Context = b.ctx
+			inv.Context = ctx
 			inv.frame.m = m
 			inv.depth = depth + 1
 			inv.slot = true
@@ -143,49 +157,74 @@ func (m *Mediator) expand(b *batch, depth int, events []eventRecord) ([]invocati
 	return invs, nil
 }
 
-// process runs the events a call's handler emitted, per cfg, and returns an
+// process runs the events a call's frame f emitted, per cfg, and returns an
 // *EventError if any invocation failed or never ran.
-func (m *Mediator) process(f *frame, b *batch, cfg *EventConfig, d *dispatcher, events []eventRecord) error {
-	*b = batch{ctx: f.Context, wake: b.wake} // a stream reuses its batch item by item
+func (m *Mediator) process(f *frame, cfg *EventConfig, d *dispatcher, events []eventRecord) error {
+	var failures []EventFailure
 	switch {
 	case f.slot || cfg.Sequential:
-		m.runInline(b, f.depth, events)
+		failures = m.runInline(f.Context, f.depth, events)
 	case cfg.Background:
-		return m.submit(f, b, d, events)
+		failures = m.submit(f, d, events)
 	default:
-		invs, fails := m.expand(b, f.depth, events)
-		b.failures = append(b.failures, fails...)
+		b := &batch{ctx: f.Context}
+		invs, fails := m.expand(b.ctx, b, f.depth, events)
+		b.failures = fails
 		if len(invs) > 0 {
 			d.process(b, invs)
 		}
+		failures = b.failures
 	}
-	if len(b.failures) > 0 {
-		err := &EventError{Failures: b.failures}
-		b.failures = nil
-		return err
+	if len(failures) > 0 {
+		return &EventError{Failures: failures}
 	}
 	return nil
 }
 
 // runInline runs invocations one after another on this goroutine: emit
-// order, then handler order, follow-ups breadth first.
-func (m *Mediator) runInline(b *batch, depth int, events []eventRecord) {
+// order, then handler order, follow-ups breadth first. It needs no queue
+// nodes, only a frame per invocation.
+func (m *Mediator) runInline(ctx context.Context, depth int32, events []eventRecord) []EventFailure {
+	var (
+		failures []EventFailure
+		next     []eventRecord
+		cache    [8][]*eventHandler
+	)
 	for len(events) > 0 {
-		invs, fails := m.expand(b, depth, events)
-		b.failures = append(b.failures, fails...)
-		var next []eventRecord
-		for i := range invs {
-			inv := &invs[i]
-			follow := inv.run()
-			if inv.err != nil {
-				b.failures = append(b.failures, inv.failure())
-				continue
+		handlers, n := m.handlersOf(events, cache[:0])
+		if n == 0 {
+			break
+		}
+		if depth+1 > MaxDepth {
+			failures = append(failures, tooDeep(events, handlers)...)
+			break
+		}
+		frames := make([]frame, n)
+		next = next[:0:0] // events may alias the previous level's next
+		k := 0
+		for i, ev := range events {
+			for _, h := range handlers[i] {
+				f := &frames[k]
+				k++
+				f.Context = ctx
+				f.m = m
+				f.depth = depth + 1
+				f.slot = true
+				follow, err := invoke(f, ev, h)
+				if err != nil {
+					failures = append(failures, failure(ev, h, err))
+					continue
+				}
+				if follow != nil {
+					next = append(next, follow.recs...)
+					follow.release()
+				}
 			}
-			next = append(next, follow...)
 		}
 		events = next
 		depth++
 	}
+	return failures
 }
 
 // dispatcher shares limit slots among the invocations of every call of one
@@ -263,8 +302,9 @@ func (d *dispatcher) runOne(inv *invocation) {
 		invs  []invocation
 		fails []EventFailure
 	)
-	if len(follow) > 0 {
-		invs, fails = d.m.expand(inv.b, inv.depth, follow)
+	if follow != nil {
+		invs, fails = d.m.expand(inv.b.ctx, inv.b, inv.depth, follow.recs)
+		follow.release()
 	}
 	d.mu.Lock()
 	d.running--
@@ -435,10 +475,11 @@ func (d *dispatcher) abort(cause error) {
 
 // submit hands a call's events to background processing and returns
 // without waiting for them. A full queue makes the caller wait for room,
-// or for its context: nothing is dropped.
-func (m *Mediator) submit(f *frame, b *batch, d *dispatcher, events []eventRecord) error {
+// or for its context: nothing is dropped. It returns the failures the
+// caller must see: events that could not be queued.
+func (m *Mediator) submit(f *frame, d *dispatcher, events []eventRecord) []EventFailure {
 	bg := &batch{ctx: context.WithoutCancel(f.Context), detached: true}
-	invs, fails := m.expand(bg, f.depth, events)
+	invs, fails := m.expand(bg.ctx, bg, f.depth, events)
 	if len(fails) > 0 {
 		m.reportBackground(bg.ctx, fails)
 	}
@@ -458,13 +499,12 @@ func (m *Mediator) submit(f *frame, b *batch, d *dispatcher, events []eventRecor
 			d.mu.Lock()
 		case <-done:
 			// The response is valid; its events could not be queued.
+			failures := make([]EventFailure, len(invs))
 			for i := range invs {
 				invs[i].err = &notStartedError{cause: f.Err()}
-				b.failures = append(b.failures, invs[i].failure())
+				failures[i] = invs[i].failure()
 			}
-			err := &EventError{Failures: b.failures}
-			b.failures = nil
-			return err
+			return failures
 		}
 	}
 	m.state.Add(1) // the batch is in flight until its last invocation ends

@@ -3,23 +3,37 @@ package fxcqrs
 import (
 	"context"
 	"reflect"
+	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 )
 
 // eventRecord is one emitted event waiting to be processed.
 type eventRecord struct {
-	value  any
-	typ    reflect.Type
-	invoke invokeFunc
+	value any
+	kind  eventKind
 }
 
-// invokeFunc calls an event handler with an event; it is an instantiation
-// of invokeEvent, so calling a handler needs no reflection.
-type invokeFunc func(ctx context.Context, handler, event any) error
+func (r eventRecord) typ() reflect.Type { return r.kind.typ() }
 
-func invokeEvent[E any](ctx context.Context, handler, event any) error {
+// eventKind knows an event type at compile time: it calls handlers of E
+// without reflection. Its one implementation is the zero-size eventOf[E],
+// which an interface holds without allocating.
+type eventKind interface {
+	key() typeKey
+	typ() reflect.Type
+	invoke(ctx context.Context, handler, event any) error
+}
+
+type eventOf[E any] struct{}
+
+func (eventOf[E]) key() typeKey { return keyOf[E]() }
+
+func (eventOf[E]) typ() reflect.Type { return reflect.TypeFor[E]() }
+
+func (eventOf[E]) invoke(ctx context.Context, handler, event any) error {
 	h, ok := handler.(EventHandler[E])
 	if !ok {
 		// Registration checked the Handle method, so this cannot happen
@@ -39,12 +53,86 @@ type frame struct {
 	context.Context
 
 	m     *Mediator // nil for a recorder made by RecordEvents
-	depth int       // MaxDepth counts these
+	depth int32     // MaxDepth counts these
+	state frameState
 	slot  bool      // runs on an event slot: nested calls process events inline
+	buf   *eventBuf // what the handler emitted; nil until its first Emit (guarded by state)
+}
 
-	mu     sync.Mutex
-	closed bool // the handler returned: later emits are late
-	events []eventRecord
+// frameState is a frame's lock and its closed flag in one word, so that
+// sealing a frame, which every call does, is a single atomic operation. The
+// lock only guards appends to buf, a few instructions long, so contenders
+// yield instead of parking.
+type frameState struct{ v atomic.Uint32 }
+
+const (
+	frameLocked uint32 = 1 << iota
+	frameClosed
+)
+
+// lock takes the frame's lock and reports whether the frame is open. A
+// closed frame is not locked.
+func (s *frameState) lock() (open bool) {
+	for {
+		v := s.v.Load()
+		if v&frameClosed != 0 {
+			return false
+		}
+		if v&frameLocked == 0 && s.v.CompareAndSwap(v, v|frameLocked) {
+			return true
+		}
+		runtime.Gosched()
+	}
+}
+
+func (s *frameState) unlock() { s.v.Store(0) }
+
+// close marks the frame closed once no Emit holds the lock. It reports
+// whether it was open.
+func (s *frameState) close() bool {
+	for {
+		v := s.v.Load()
+		if v&frameClosed != 0 {
+			return false
+		}
+		if v&frameLocked == 0 && s.v.CompareAndSwap(v, frameClosed) {
+			return true
+		}
+		runtime.Gosched()
+	}
+}
+
+// eventBuf holds a frame's events. Buffers are pooled: a frame hands its
+// buffer over when it is sealed and never touches it again, so a buffer is
+// reused only after everything it held was processed. Frames themselves are
+// never reused: a goroutine that outlives its handler may still hold one.
+type eventBuf struct {
+	recs   []eventRecord
+	inline [8]eventRecord
+}
+
+var eventBufs = sync.Pool{New: func() any {
+	b := new(eventBuf)
+	b.recs = b.inline[:0]
+	return b
+}}
+
+// release returns the buffer to the pool, dropping its references.
+func (b *eventBuf) release() {
+	if b == nil {
+		return
+	}
+	clear(b.recs)
+	b.recs = b.inline[:0]
+	eventBufs.Put(b)
+}
+
+// records returns the buffer's events; nil for a nil buffer.
+func (b *eventBuf) records() []eventRecord {
+	if b == nil {
+		return nil
+	}
+	return b.recs
 }
 
 // Value returns the frame itself for frameKey, so Emit and nested calls
@@ -65,41 +153,33 @@ func frameOf(ctx context.Context) *frame {
 	return f
 }
 
-// seal closes the frame and hands over what it collected. An Emit after
-// seal is late: it is logged and counted, never silently lost.
-func (f *frame) seal() []eventRecord {
-	f.mu.Lock()
-	f.closed = true
-	events := f.events
-	f.events = nil
-	f.mu.Unlock()
-	return events
+// seal closes the frame and hands over what it collected (nil when
+// nothing). An Emit after seal is late: it is logged and counted, never
+// silently lost.
+func (f *frame) seal() *eventBuf {
+	if !f.state.close() {
+		return nil
+	}
+	b := f.buf
+	f.buf = nil
+	return b
 }
 
 // take hands over what the frame collected so far and keeps it open (a
 // stream's events, item by item).
-func (f *frame) take() []eventRecord {
-	f.mu.Lock()
-	events := f.events
-	f.events = nil
-	f.mu.Unlock()
-	return events
+func (f *frame) take() *eventBuf {
+	if !f.state.lock() {
+		return nil
+	}
+	b := f.buf
+	f.buf = nil
+	f.state.unlock()
+	return b
 }
 
 // open reports whether the frame's handler is still running.
 func (f *frame) open() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return !f.closed
-}
-
-// callFrame is the frame of a Send, Exec, Publish or Stream call, with room
-// for the first few events so that a typical handler emits without
-// allocating a slice.
-type callFrame struct {
-	frame
-	batch batch
-	buf   [4]eventRecord
+	return f.state.v.Load()&frameClosed == 0
 }
 
 // Emit records an event from inside a handler. The mediator processes it
@@ -121,15 +201,16 @@ func Emit[E any](ctx context.Context, event E) {
 		panic("fxcqrs.Emit: the context comes from no mediator call: pass the ctx the handler received " +
 			"(or fxcqrs.RecordEvents in a test); the event " + reflect.TypeFor[E]().String() + " would be lost")
 	}
-	rec := eventRecord{value: event, typ: reflect.TypeFor[E](), invoke: invokeEvent[E]}
-	f.mu.Lock()
-	if f.closed {
-		f.mu.Unlock()
+	rec := eventRecord{value: event, kind: eventOf[E]{}}
+	if !f.state.lock() {
 		f.m.lateEmit(rec)
 		return
 	}
-	f.events = append(f.events, rec)
-	f.mu.Unlock()
+	if f.buf == nil {
+		f.buf = eventBufs.Get().(*eventBuf)
+	}
+	f.buf.recs = append(f.buf.recs, rec)
+	f.state.unlock()
 }
 
 func (m *Mediator) lateEmit(rec eventRecord) {
@@ -138,7 +219,7 @@ func (m *Mediator) lateEmit(rec eventRecord) {
 	}
 	m.lateEmits.Add(1)
 	m.log.Error("fxcqrs: event emitted after its handler returned; it is not processed",
-		zap.String("event", typeName(rec.typ)),
+		zap.String("event", typeName(rec.typ())),
 		zap.Stack("stack"))
 }
 
@@ -163,10 +244,13 @@ func RecordEvents(parent context.Context) (context.Context, *EventRecorder) {
 
 // Events returns the recorded events in emit order.
 func (r *EventRecorder) Events() []any {
-	r.f.mu.Lock()
-	defer r.f.mu.Unlock()
-	out := make([]any, len(r.f.events))
-	for i, rec := range r.f.events {
+	if !r.f.state.lock() {
+		return nil
+	}
+	defer r.f.state.unlock()
+	recs := r.f.buf.records()
+	out := make([]any, len(recs))
+	for i, rec := range recs {
 		out[i] = rec.value
 	}
 	return out
@@ -174,7 +258,9 @@ func (r *EventRecorder) Events() []any {
 
 // Reset forgets the recorded events.
 func (r *EventRecorder) Reset() {
-	r.f.mu.Lock()
-	r.f.events = nil
-	r.f.mu.Unlock()
+	if r.f.state.lock() {
+		r.f.buf.release()
+		r.f.buf = nil
+		r.f.state.unlock()
+	}
 }

@@ -230,22 +230,22 @@ func (m *Mediator) end() {
 	}
 }
 
-// lookup admits a call and finds the handler of typ.
-func (m *Mediator) lookup(ctx context.Context, typ reflect.Type, k kind, api string) (*handlerEntry, *frame, error) {
+// lookup admits a call and finds the handler of T.
+func lookup[T any](ctx context.Context, m *Mediator, k kind, api string) (*handlerEntry, *frame, error) {
 	parent, err := m.begin(ctx, api)
 	if err != nil {
 		return nil, nil, err
 	}
-	e := m.reg.handlers[typ]
+	e, _ := m.reg.handlerTable.get(keyOf[T]())
 	if e == nil || e.kind != k {
 		m.end()
-		return nil, nil, m.noHandler(typ, e, k, api)
+		return nil, nil, m.noHandler(reflect.TypeFor[T](), k, api)
 	}
 	return e, parent, nil
 }
 
-func (m *Mediator) noHandler(typ reflect.Type, e *handlerEntry, k kind, api string) error {
-	if e != nil {
+func (m *Mediator) noHandler(typ reflect.Type, k kind, api string) error {
+	if e := m.reg.handlers[typ]; e != nil {
 		use := map[kind]string{kindRequest: "Send", kindCommand: "Exec", kindStream: "Stream"}[e.kind]
 		return fmt.Errorf("fxcqrs.%s: %w for %s: it has a %s handler (%s); call %s", api, ErrNoHandler, typeName(typ), e.kind, e.name, use)
 	}
@@ -285,25 +285,26 @@ func isNil(v any) bool {
 	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }
 
-// newCallFrame makes the context a handler of a call runs with.
-func (m *Mediator) newCallFrame(ctx context.Context, parent *frame) *callFrame {
-	f := &callFrame{}
-	f.Context = ctx
-	f.m = m
+// newCallFrame makes the context a handler of a call runs with: the one
+// allocation of a call that emits nothing.
+func (m *Mediator) newCallFrame(ctx context.Context, parent *frame) *frame {
+	f := &frame{Context: ctx, m: m}
 	if parent != nil {
 		f.depth = parent.depth + 1
 		f.slot = parent.slot
 	}
-	f.events = f.buf[:0]
 	return f
 }
 
 // finish ends a call whose handler returned err: on success the events it
 // emitted are processed per cfg, on failure they are discarded.
-func (m *Mediator) finish(f *callFrame, cfg *EventConfig, d *dispatcher, err error) error {
-	events := f.seal()
-	if err == nil && len(events) > 0 {
-		err = m.process(&f.frame, &f.batch, cfg, d, events)
+func (m *Mediator) finish(f *frame, cfg *EventConfig, d *dispatcher, err error) error {
+	buf := f.seal()
+	if buf != nil {
+		if err == nil {
+			err = m.process(f, cfg, d, buf.recs)
+		}
+		buf.release()
 	}
 	m.end()
 	return err
@@ -328,7 +329,7 @@ func newPanicError(v any) *PanicError {
 // *EventError when event handlers failed.
 func Send[Res, Req any](ctx context.Context, m *Mediator, req Req) (Res, error) {
 	var zero Res
-	e, parent, err := m.lookup(ctx, reflect.TypeFor[Req](), kindRequest, "Send")
+	e, parent, err := lookup[Req](ctx, m, kindRequest, "Send")
 	if err != nil {
 		return zero, err
 	}
@@ -343,15 +344,13 @@ func Send[Res, Req any](ctx context.Context, m *Mediator, req Req) (Res, error) 
 	}
 	f := m.newCallFrame(ctx, parent)
 	res, err := handleRequest(h, f, req)
-	if err != nil {
-		f.seal()
-		m.end()
+	if err = m.finish(f, &m.cfg.Events, m.events, err); err != nil && !isEventError(err) {
 		return zero, err
 	}
-	return res, m.finish(f, &m.cfg.Events, m.events, nil)
+	return res, err
 }
 
-func handleRequest[Req, Res any](h RequestHandler[Req, Res], f *callFrame, req Req) (res Res, err error) {
+func handleRequest[Req, Res any](h RequestHandler[Req, Res], f *frame, req Req) (res Res, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = newPanicError(r)
@@ -364,7 +363,7 @@ func handleRequest[Req, Res any](h RequestHandler[Req, Res], f *callFrame, req R
 // handler emitted (follow-ups included) has been processed per
 // Config.Events. Its errors are those of [Send].
 func Exec[Cmd any](ctx context.Context, m *Mediator, cmd Cmd) error {
-	e, parent, err := m.lookup(ctx, reflect.TypeFor[Cmd](), kindCommand, "Exec")
+	e, parent, err := lookup[Cmd](ctx, m, kindCommand, "Exec")
 	if err != nil {
 		return err
 	}
@@ -381,7 +380,7 @@ func Exec[Cmd any](ctx context.Context, m *Mediator, cmd Cmd) error {
 	return m.finish(f, &m.cfg.Events, m.events, handleCommand(h, f, cmd))
 }
 
-func handleCommand[Cmd any](h CommandHandler[Cmd], f *callFrame, cmd Cmd) (err error) {
+func handleCommand[Cmd any](h CommandHandler[Cmd], f *frame, cmd Cmd) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = newPanicError(r)
@@ -401,6 +400,9 @@ func Publish[E any](ctx context.Context, m *Mediator, event E) error {
 		return err
 	}
 	f := m.newCallFrame(ctx, parent)
-	f.events = append(f.events, eventRecord{value: event, typ: reflect.TypeFor[E](), invoke: invokeEvent[E]})
-	return m.finish(f, &m.cfg.Events, m.events, nil)
+	events := [1]eventRecord{{value: event, kind: eventOf[E]{}}}
+	f.seal()
+	err = m.process(f, &m.cfg.Events, m.events, events[:])
+	m.end()
+	return err
 }

@@ -205,6 +205,10 @@ type registry struct {
 	handlers map[reflect.Type]*handlerEntry
 	events   map[reflect.Type][]*eventHandler
 	count    int
+
+	// The same, keyed for calls: built once registration is complete.
+	handlerTable typeTable[*handlerEntry]
+	eventTable   typeTable[[]*eventHandler]
 }
 
 func newRegistry() *registry {
@@ -296,5 +300,15 @@ func (r *registry) addAll(regs []registration) error {
 		}
 	}
 	r.sortEvents()
+	handlers := make(map[typeKey]*handlerEntry, len(r.handlers))
+	for t, e := range r.handlers {
+		handlers[keyOfType(t)] = e
+	}
+	events := make(map[typeKey][]*eventHandler, len(r.events))
+	for t, hs := range r.events {
+		events[keyOfType(t)] = hs
+	}
+	r.handlerTable = newTypeTable(handlers)
+	r.eventTable = newTypeTable(events)
 	return errors.Join(errs...)
 }

@@ -31,7 +31,7 @@ import (
 func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[Res, error] {
 	return func(yield func(Res, error) bool) {
 		var zero Res
-		e, parent, err := m.lookup(ctx, reflect.TypeFor[Req](), kindStream, "Stream")
+		e, parent, err := lookup[Req](ctx, m, kindStream, "Stream")
 		if err != nil {
 			yield(zero, err)
 			return
@@ -50,7 +50,7 @@ func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[R
 		f := m.newCallFrame(ctx, parent)
 		s := streamCall[Req, Res]{m: m, f: f, yield: yield}
 		s.run(h, req)
-		f.seal()
+		f.seal().release()
 		m.end()
 	}
 }
@@ -58,7 +58,7 @@ func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[R
 // streamCall is one iteration of a Stream.
 type streamCall[Req, Res any] struct {
 	m          *Mediator
-	f          *callFrame
+	f          *frame
 	yield      func(Res, error) bool
 	stopped    bool // the sequence ended: nothing more reaches the consumer
 	inConsumer bool // the consumer's loop body is running
@@ -85,7 +85,7 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) (ok b
 				panic(r) // the consumer's own panic is not ours to turn into an item
 			}
 			ok = false
-			s.f.take() // the handler failed: its pending events go with it
+			s.f.take().release() // the handler failed: its pending events go with it
 			if !s.stopped {
 				s.deliver(zero, newPanicError(r))
 			}
@@ -103,7 +103,7 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) (ok b
 			break
 		}
 		if err != nil {
-			s.f.take()
+			s.f.take().release()
 			s.deliver(zero, err)
 			break
 		}
@@ -135,11 +135,13 @@ func (s *streamCall[Req, Res]) deliver(item Res, err error) bool {
 	return true
 }
 
-func (s *streamCall[Req, Res]) events(events []eventRecord) error {
-	if len(events) == 0 {
+// events processes what the handler emitted since the previous item.
+func (s *streamCall[Req, Res]) events(buf *eventBuf) error {
+	if buf == nil {
 		return nil
 	}
-	return s.m.process(&s.f.frame, &s.f.batch, &s.m.cfg.StreamEvents, s.m.streams, events)
+	defer buf.release()
+	return s.m.process(s.f, &s.m.cfg.StreamEvents, s.m.streams, buf.recs)
 }
 
 func isEventError(err error) bool {

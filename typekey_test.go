@@ -1,0 +1,62 @@
+package fxcqrs
+
+import (
+	"context"
+	"io"
+	"reflect"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+type keyNamed struct{ A int }
+
+type keyGeneric[T any] struct{ V T }
+
+// TestTypeKeysAgree: the key a call computes from its type parameter is
+// the key registration computes from reflect, for every kind of type a
+// message can have.
+func TestTypeKeysAgree(t *testing.T) {
+	t.Parallel()
+	check := func(name string, fromGeneric typeKey, typ reflect.Type) {
+		t.Helper()
+		assert.Equal(t, fromGeneric, keyOfType(typ), name)
+		assert.NotZero(t, fromGeneric, name)
+	}
+	check("named struct", keyOf[keyNamed](), reflect.TypeFor[keyNamed]())
+	check("pointer", keyOf[*keyNamed](), reflect.TypeFor[*keyNamed]())
+	check("generic", keyOf[keyGeneric[string]](), reflect.TypeFor[keyGeneric[string]]())
+	check("unnamed struct", keyOf[struct{ B string }](), reflect.TypeFor[struct{ B string }]())
+	check("interface", keyOf[io.Reader](), reflect.TypeFor[io.Reader]())
+	check("basic", keyOf[int](), reflect.TypeFor[int]())
+	check("slice", keyOf[[]byte](), reflect.TypeFor[[]byte]())
+	check("never pointed to elsewhere", keyOf[context.CancelFunc](), reflect.TypeFor[context.CancelFunc]())
+
+	assert.NotEqual(t, keyOf[keyNamed](), keyOf[*keyNamed](), "T and *T are different keys")
+	assert.NotEqual(t, keyOf[keyGeneric[int]](), keyOf[keyGeneric[string]]())
+}
+
+func TestTypeTable(t *testing.T) {
+	t.Parallel()
+	var empty typeTable[int]
+	_, ok := empty.get(keyOf[int]())
+	assert.False(t, ok)
+
+	types := []reflect.Type{
+		reflect.TypeFor[int](), reflect.TypeFor[string](), reflect.TypeFor[keyNamed](),
+		reflect.TypeFor[*keyNamed](), reflect.TypeFor[[]int](), reflect.TypeFor[map[string]int](),
+		reflect.TypeFor[keyGeneric[int]](), reflect.TypeFor[keyGeneric[bool]](), reflect.TypeFor[error](),
+	}
+	entries := map[typeKey]int{}
+	for i, typ := range types {
+		entries[keyOfType(typ)] = i
+	}
+	table := newTypeTable(entries)
+	for i, typ := range types {
+		got, ok := table.get(keyOfType(typ))
+		assert.True(t, ok, typ.String())
+		assert.Equal(t, i, got, typ.String())
+	}
+	_, ok = table.get(keyOf[float64]())
+	assert.False(t, ok)
+}
