@@ -4,6 +4,8 @@ import (
 	"context"
 	"iter"
 	"reflect"
+
+	"go.uber.org/zap"
 )
 
 // Stream returns the items of req's stream handler as a sequence. The call
@@ -48,10 +50,13 @@ func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[R
 			return
 		}
 		f := m.newCallFrame(ctx, parent)
+		// Deferred: the consumer's loop body may panic through us.
+		defer func() {
+			f.seal().release()
+			m.end()
+		}()
 		s := streamCall[Req, Res]{m: m, f: f, yield: yield}
 		s.run(h, req)
-		f.seal().release()
-		m.end()
 	}
 }
 
@@ -86,9 +91,13 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) (ok b
 			}
 			ok = false
 			s.f.take().release() // the handler failed: its pending events go with it
-			if !s.stopped {
-				s.deliver(zero, newPanicError(r))
+			if s.stopped {
+				// Typically a handler that kept yielding after the
+				// consumer stopped: nobody is left to receive it.
+				s.m.log.Error("fxcqrs: stream handler panicked after its stream ended", zap.Any("panic", r))
+				return
 			}
+			s.deliver(zero, newPanicError(r))
 		}
 	}()
 	seq := h.Handle(s.f, req)
