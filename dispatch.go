@@ -145,7 +145,7 @@ func (m *Mediator) expand(ctx context.Context, b *batch, depth int32, events []e
 		for _, h := range handlers[i] {
 			inv := &invs[k]
 			inv.Context = ctx
-			inv.frame.m = m
+			inv.m = m
 			inv.depth = depth + 1
 			inv.slot = true
 			inv.b = b

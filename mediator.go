@@ -25,8 +25,6 @@ type Mediator struct {
 	state       atomic.Int64
 	drained     chan struct{}
 	drainedOnce sync.Once
-	stopOnce    sync.Once
-	stopErr     error
 
 	events  *dispatcher // Config.Events, concurrent modes
 	streams *dispatcher // Config.StreamEvents, concurrent mode
@@ -296,18 +294,22 @@ func (m *Mediator) newCallFrame(ctx context.Context, parent *frame) *frame {
 	return f
 }
 
-// finish ends a call whose handler returned err: on success the events it
-// emitted are processed per cfg, on failure they are discarded.
-func (m *Mediator) finish(f *frame, cfg *EventConfig, d *dispatcher, err error) error {
-	buf := f.seal()
-	if buf != nil {
-		if err == nil {
-			err = m.process(f, cfg, d, buf.recs)
-		}
+// finish ends a call whose handler succeeded: the events it emitted are
+// processed per cfg.
+func (m *Mediator) finish(f *frame, cfg *EventConfig, d *dispatcher) error {
+	var err error
+	if buf := f.seal(); buf != nil {
+		err = m.process(f, cfg, d, buf.recs)
 		buf.release()
 	}
 	m.end()
 	return err
+}
+
+// discard ends a call whose handler failed: its events go with it.
+func (m *Mediator) discard(f *frame) {
+	f.seal().release()
+	m.end()
 }
 
 func newPanicError(v any) *PanicError {
@@ -344,10 +346,11 @@ func Send[Res, Req any](ctx context.Context, m *Mediator, req Req) (Res, error) 
 	}
 	f := m.newCallFrame(ctx, parent)
 	res, err := handleRequest(h, f, req)
-	if err = m.finish(f, &m.cfg.Events, m.events, err); err != nil && !isEventError(err) {
+	if err != nil {
+		m.discard(f)
 		return zero, err
 	}
-	return res, err
+	return res, m.finish(f, &m.cfg.Events, m.events)
 }
 
 func handleRequest[Req, Res any](h RequestHandler[Req, Res], f *frame, req Req) (res Res, err error) {
@@ -377,7 +380,11 @@ func Exec[Cmd any](ctx context.Context, m *Mediator, cmd Cmd) error {
 		return errNilRequest("Exec", e.message)
 	}
 	f := m.newCallFrame(ctx, parent)
-	return m.finish(f, &m.cfg.Events, m.events, handleCommand(h, f, cmd))
+	if err := handleCommand(h, f, cmd); err != nil {
+		m.discard(f)
+		return err
+	}
+	return m.finish(f, &m.cfg.Events, m.events)
 }
 
 func handleCommand[Cmd any](h CommandHandler[Cmd], f *frame, cmd Cmd) (err error) {

@@ -76,7 +76,7 @@ func (s *streamCall[Req, Res]) run(h StreamHandler[Req, Res], req Req) {
 	}
 	// The handler returned: its trailing events run before the end.
 	if err := s.events(s.f.seal()); err != nil {
-		s.deliver(zero, err)
+		s.deliver(zero, err, true)
 	}
 }
 
@@ -97,7 +97,7 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) (ok b
 				s.m.log.Error("fxcqrs: stream handler panicked after its stream ended", zap.Any("panic", r))
 				return
 			}
-			s.deliver(zero, newPanicError(r))
+			s.deliver(zero, newPanicError(r), true)
 		}
 	}()
 	seq := h.Handle(s.f, req)
@@ -113,15 +113,15 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) (ok b
 		}
 		if err != nil {
 			s.f.take().release()
-			s.deliver(zero, err)
+			s.deliver(zero, err, true)
 			break
 		}
 		evErr := s.events(s.f.take())
-		if !s.deliver(item, evErr) {
+		if !s.deliver(item, evErr, false) {
 			break
 		}
 		if err := ctx.Err(); err != nil {
-			s.deliver(zero, err)
+			s.deliver(zero, err, true)
 			break
 		}
 	}
@@ -129,15 +129,15 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) (ok b
 }
 
 // deliver hands one element to the consumer and reports whether it wants
-// more.
-func (s *streamCall[Req, Res]) deliver(item Res, err error) bool {
+// more; after a final element nothing more is delivered.
+func (s *streamCall[Req, Res]) deliver(item Res, err error, final bool) bool {
 	if s.stopped {
 		return false
 	}
 	s.inConsumer = true
 	more := s.yield(item, err)
 	s.inConsumer = false
-	if !more || err != nil && !isEventError(err) {
+	if !more || final {
 		s.stopped = true
 		return false
 	}
@@ -151,9 +151,4 @@ func (s *streamCall[Req, Res]) events(buf *eventBuf) error {
 	}
 	defer buf.release()
 	return s.m.process(s.f, &s.m.cfg.StreamEvents, s.m.streams, buf.recs)
-}
-
-func isEventError(err error) bool {
-	_, ok := err.(*EventError)
-	return ok
 }

@@ -185,6 +185,7 @@ func TestStreamCancelledContext(t *testing.T) {
 	t.Parallel()
 	m := newMediator(t, fxcqrs.Config{}, fxcqrs.WithStreamHandlers(&listHandler{}))
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var errs []error
 	rows := 0
 	for _, err := range fxcqrs.Stream[OrderRow](ctx, m, ListOrders{N: 100}) {

@@ -1,0 +1,32 @@
+# Every Go module of the repository: the library (with its examples) and
+# the modules kept apart so their dependencies never reach users.
+MODULES := . $(patsubst %/go.mod,%,$(wildcard */go.mod))
+
+GOLANGCI_LINT_VERSION := v2.15.0
+GOBIN := $(shell go env GOPATH)/bin
+
+.PHONY: test
+test: ## go test -race in every module
+	@set -e; for m in $(MODULES); do echo "== go test -race $$m"; (cd $$m && go test -race -count=1 ./...); done
+
+.PHONY: vet
+vet:
+	@set -e; for m in $(MODULES); do (cd $$m && go vet ./...); done
+
+.PHONY: lint
+lint: vet ## go vet and golangci-lint (installed at a pinned version)
+	@test -x $(GOBIN)/golangci-lint && $(GOBIN)/golangci-lint version 2>/dev/null | grep -q $(GOLANGCI_LINT_VERSION:v%=%) || \
+		go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	@set -e; for m in $(MODULES); do echo "== golangci-lint $$m"; (cd $$m && $(GOBIN)/golangci-lint run ./...); done
+
+.PHONY: bench
+bench: ## the benchmarks, 5 counts each, for benchstat
+	go test -run '^$$' -bench . -benchmem -count 5 . | tee bench.out
+
+.PHONY: bench-smoke
+bench-smoke: ## every benchmark once, so none rots
+	@set -e; for m in $(MODULES); do (cd $$m && go test -run '^$$' -bench . -benchtime 1x ./... > /dev/null); done
+
+.PHONY: build
+build:
+	@set -e; for m in $(MODULES); do (cd $$m && go build ./...); done

@@ -1,0 +1,150 @@
+// Package fxcqrs is a CQRS mediator for applications built on Uber fx.
+//
+// Handlers for requests, commands, stream requests and events are ordinary
+// types with one Handle method, built by ordinary fx constructors. A handler
+// handles its request and emits events; the mediator processes those events,
+// concurrently under a limit or sequentially, and returns the response only
+// when they are done. The behaviour is python-cqrs's "Parallel Event
+// Processing", with what that library gets wrong fixed.
+//
+// # Handlers
+//
+// The kind of handler is given by its Handle method:
+//
+//	RequestHandler[Req, Res]  Handle(ctx, Req) (Res, error)              called by Send
+//	CommandHandler[Cmd]       Handle(ctx, Cmd) error                     called by Exec
+//	StreamHandler[Req, Res]   Handle(ctx, Req) iter.Seq2[Res, error]     called by Stream
+//	EventHandler[E]           Handle(ctx, E) error                       run for emitted events
+//
+// Request, command and stream types have exactly one handler; an event type
+// has any number, none included. Types match exactly: PlaceOrder and
+// *PlaceOrder are different messages. Registration finds the types from the
+// Handle method, once, by reflection; calls never use reflection.
+//
+// # With fx
+//
+// [Module] provides the *Mediator. Register handlers with [AsRequestHandler],
+// [AsCommandHandler], [AsStreamHandler] and [AsEventHandler], and supply a
+// [Config] if the defaults do not suit:
+//
+//	fx.New(
+//		fxcqrs.Module,
+//		fx.Supply(fxcqrs.Config{Events: fxcqrs.EventConfig{MaxConcurrentHandlers: 3}}),
+//		fxcqrs.AsCommandHandler(NewProcessOrderHandler),
+//		fxcqrs.AsEventHandler(NewSendConfirmationEmail),
+//		fxcqrs.AsEventHandler(NewUpdateInventory),
+//	)
+//
+// A handler's constructor may depend on *Mediator: the module builds the
+// mediator from the Config and the logger alone and registers the handlers
+// afterwards, from an invoke of its own. A constructor whose result lacks a
+// fitting Handle method fails fx.New and fx.ValidateApp, naming it; two
+// handlers for one request type fail fx.New, naming both.
+//
+// # Without fx
+//
+// [New] builds the same mediator from options; [Mediator.Stop] drains it:
+//
+//	m, err := fxcqrs.New(fxcqrs.Config{},
+//		fxcqrs.WithCommandHandlers(&ProcessOrderHandler{}),
+//		fxcqrs.WithEventHandlers(&SendConfirmationEmail{}, &UpdateInventory{}),
+//	)
+//
+// # Calls and events
+//
+// [Send], [Exec] and [Stream] call the one handler of the request's type.
+// Inside any handler, event handlers included, [Emit] records an event with
+// the context the handler received. Events are collected for that call
+// only, so handlers can be singletons shared by concurrent calls.
+//
+// When the handler returns an error, its events are discarded and the error
+// is returned unchanged. When it succeeds, its events are processed per
+// Config.Events, and the call returns after every event, follow-ups
+// included, has finished. If event handlers failed, the call returns the
+// valid response together with an [*EventError] that names each failed
+// event and handler. [Publish] processes one event the same way; it is how
+// events from outside the process enter.
+//
+// # Concurrency
+//
+// In concurrent mode (the default) at most MaxConcurrentHandlers event
+// handler invocations run at once in the whole mediator, an invocation
+// being one event × one handler, shared by all concurrent calls. Slots are
+// taken in emit order. An invocation waiting for a slot is a queue entry,
+// not a goroutine. The caller's goroutine runs its own invocations when it
+// can; helper goroutines, never more than the limit, run the rest and exit
+// when there is nothing left to run.
+//
+// In sequential mode invocations run one after another on the caller's
+// goroutine, in emit order, then handler order; follow-ups breadth first.
+//
+// Config{} means python-cqrs's defaults: limit 1 for Events, 10 for
+// StreamEvents, concurrent. [Config.Validate] rejects negative limits and
+// settings that would have no effect.
+//
+// # Event handler order
+//
+// fx hands value groups over in random order; fxcqrs does not let that show.
+// The handlers of one event run, and take slots, in the order of their full
+// type names including the package path ("*example.com/orders.SendEmail").
+// Handlers of the same type are ordered by the name of their fx
+// constructor, then by registration order.
+//
+// # Failures
+//
+// A panic in any handler, on any goroutine, is recovered into a
+// [*PanicError] with the stack. An invocation that never started because the
+// call's context ended, or the mediator stopped, is reported in the
+// [*EventError] with an error matching [ErrNotStarted] and its cause. Event
+// handlers may emit follow-up events; a chain deeper than [MaxDepth] is
+// stopped with [ErrMaxDepth] instead of looping forever.
+//
+// A call made from inside an event handler processes its events inline, on
+// the handler's own goroutine and slot, so no limit (1 included) can
+// deadlock it.
+//
+// # Streams
+//
+// [Stream] yields the handler's items. The events emitted before an item are
+// processed, per Config.StreamEvents, before the consumer receives that
+// item; events emitted after the last item before the sequence ends. An
+// item whose events failed is delivered with the [*EventError]; failures of
+// the trailing events come as a final (zero, err) element. A consumer that
+// stops early stops the handler. Stream starts no goroutine.
+//
+// # Lifecycle
+//
+// Under fx, the module's OnStart hook logs what is registered and its
+// OnStop hook calls [Mediator.Stop]: new calls get [ErrStopped], except calls
+// made from inside a call still in flight; in-flight calls and their events
+// finish within the stop context; what could not finish is reported.
+//
+// EventConfig.Background makes Send, Exec and Publish return right after the
+// handler; events then run on the mediator's workers, through a bounded
+// queue that makes callers wait rather than drop anything, and failures go
+// to the logger and to a [BackgroundErrorHandler].
+//
+// # Testing handlers
+//
+// [RecordEvents] gives a unit test a context that records what a handler
+// emits:
+//
+//	ctx, rec := fxcqrs.RecordEvents(context.Background())
+//	err := handler.Handle(ctx, PlaceOrder{ID: 7})
+//	// rec.Events() == []any{OrderPlaced{ID: 7}}
+//
+// # Caveats
+//
+// Emit panics when its context comes from no mediator call: an event must
+// never vanish silently, and a missing context is a programming error. An
+// Emit from a goroutine that outlived its handler cannot join the finished
+// call: it is logged at error level and counted in [Stats].LateEmits.
+//
+// A call made from inside an event handler runs its events inline on that
+// handler's slot. If the handler starts goroutines that each make such a
+// call, their events share that one slot's accounting: they are not counted
+// against the limit separately.
+//
+// Handlers already running when the stop deadline passes cannot be
+// interrupted; Stop reports them and returns.
+package fxcqrs
