@@ -167,6 +167,12 @@ func (m *Mediator) process(f *frame, cfg *EventConfig, d *dispatcher, events []e
 	case cfg.Background:
 		failures = m.submit(f, d, events)
 	default:
+		if len(events) == 1 {
+			if ok, fails := m.runAlone(f, d, events[0]); ok {
+				failures = fails
+				break
+			}
+		}
 		b := &batch{ctx: f.Context}
 		invs, fails := m.expand(b.ctx, b, f.depth, events)
 		b.failures = fails
@@ -179,6 +185,37 @@ func (m *Mediator) process(f *frame, cfg *EventConfig, d *dispatcher, events []e
 		return &EventError{Failures: failures}
 	}
 	return nil
+}
+
+// runAlone is concurrent mode's fast path for one event with one handler
+// (a Publish, a typical stream item): when nothing waits and a slot is
+// free, the caller takes the slot and runs the invocation itself, with no
+// queue node and no batch. It reports false, having done nothing, when the
+// slow path must run.
+func (m *Mediator) runAlone(f *frame, d *dispatcher, ev eventRecord) (bool, []EventFailure) {
+	hs, _ := m.reg.eventTable.get(ev.kind.key())
+	if len(hs) != 1 || f.depth+1 > MaxDepth || !d.tryAcquire() {
+		return false, nil
+	}
+	h := hs[0]
+	inv := &frame{Context: f.Context, m: m, depth: f.depth + 1, slot: true}
+	follow, err := invoke(inv, ev, h)
+	d.releaseSlot()
+	if err != nil {
+		return true, []EventFailure{failure(ev, h, err)}
+	}
+	if follow == nil {
+		return true, nil
+	}
+	// Follow-ups join the call through the queue, like any others.
+	defer follow.release()
+	b := &batch{ctx: f.Context}
+	invs, fails := m.expand(b.ctx, b, inv.depth, follow.recs)
+	b.failures = fails
+	if len(invs) > 0 {
+		d.process(b, invs)
+	}
+	return true, b.failures
 }
 
 // runInline runs invocations one after another on this goroutine: emit
@@ -256,6 +293,25 @@ func (d *dispatcher) stats() DispatchStats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return DispatchStats{Limit: d.limit, Running: d.running, Waiting: d.waiting}
+}
+
+// tryAcquire takes a slot for the caller if nothing waits for one.
+func (d *dispatcher) tryAcquire() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.head != nil || d.running >= d.limit || d.aborted != nil {
+		return false
+	}
+	d.running++
+	return true
+}
+
+// releaseSlot gives back a slot taken by tryAcquire and hands the queue on.
+func (d *dispatcher) releaseSlot() {
+	d.mu.Lock()
+	d.running--
+	d.spawnLocked()
+	d.mu.Unlock()
 }
 
 // process runs a call's invocations and returns when all of them, and
