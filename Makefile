@@ -20,8 +20,8 @@ lint: vet ## go vet and golangci-lint (installed at a pinned version)
 	@set -e; for m in $(MODULES); do echo "== golangci-lint $$m"; (cd $$m && $(GOBIN)/golangci-lint run ./...); done
 
 .PHONY: bench
-bench: ## the benchmark suite (benchmarks/), 5 counts each, summarised by benchstat
-	cd benchmarks && go test -run '^$$' -bench . -benchmem -count 5 -timeout 60m . | tee bench.out
+bench: ## the benchmark suite (benchmarks/), 6 counts each, summarised by benchstat
+	cd benchmarks && go test -run '^$$' -bench . -benchmem -count 6 -timeout 60m . | tee bench.out
 	cd benchmarks && go run golang.org/x/perf/cmd/benchstat@latest bench.out
 
 .PHONY: bench-smoke

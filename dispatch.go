@@ -53,39 +53,41 @@ type invocation struct {
 	h          *eventHandler
 	prev, next *invocation
 	queued     bool
+	started    bool
 	err        error
 }
 
 func (inv *invocation) failure() EventFailure {
-	return failure(inv.rec, inv.h, inv.err)
+	return failure(inv.rec, inv.h, inv.err, inv.started)
 }
 
-func failure(rec eventRecord, h *eventHandler, err error) EventFailure {
-	return EventFailure{Event: rec.value, EventType: typeName(rec.typ()), Handler: h.name, Err: err}
+func failure(rec eventRecord, h *eventHandler, err error, started bool) EventFailure {
+	return EventFailure{Event: rec.value, EventType: typeName(rec.typ()), Handler: h.name, Err: err, Started: started}
 }
 
 // run runs the invocation's handler: see invoke.
 func (inv *invocation) run() *eventBuf {
 	var follow *eventBuf
-	follow, inv.err = invoke(&inv.frame, inv.rec, inv.h)
+	follow, inv.err, inv.started = invoke(&inv.frame, inv.rec, inv.h)
 	return follow
 }
 
 // invoke calls handler h with rec in frame f, unless the call's context is
 // already done, and returns the follow-up events it emitted. A failed
-// handler's follow-ups are discarded with it.
-func invoke(f *frame, rec eventRecord, h *eventHandler) (*eventBuf, error) {
+// handler's follow-ups are discarded with it. started reports whether the
+// handler ran.
+func invoke(f *frame, rec eventRecord, h *eventHandler) (follow *eventBuf, err error, started bool) {
 	if err := f.Err(); err != nil {
 		f.seal().release()
-		return nil, &notStartedError{cause: err}
+		return nil, &notStartedError{cause: err}, false
 	}
-	err := call(f, rec, h)
-	follow := f.seal()
+	err = call(f, rec, h)
+	follow = f.seal()
 	if err != nil {
 		follow.release()
-		return nil, err
+		return nil, err, true
 	}
-	return follow, nil
+	return follow, nil, true
 }
 
 func call(f *frame, rec eventRecord, h *eventHandler) (err error) {
@@ -121,7 +123,7 @@ func tooDeep(events []eventRecord, handlers [][]*eventHandler) []EventFailure {
 	var fails []EventFailure
 	for i, ev := range events {
 		for _, h := range handlers[i] {
-			fails = append(fails, failure(ev, h, &notStartedError{cause: ErrMaxDepth}))
+			fails = append(fails, failure(ev, h, &notStartedError{cause: ErrMaxDepth}, false))
 		}
 	}
 	return fails
@@ -199,10 +201,10 @@ func (m *Mediator) runAlone(f *frame, d *dispatcher, ev eventRecord) (bool, []Ev
 	}
 	h := hs[0]
 	inv := &frame{Context: f.Context, m: m, depth: f.depth + 1, slot: true}
-	follow, err := invoke(inv, ev, h)
+	follow, err, started := invoke(inv, ev, h)
 	d.releaseSlot()
 	if err != nil {
-		return true, []EventFailure{failure(ev, h, err)}
+		return true, []EventFailure{failure(ev, h, err, started)}
 	}
 	if follow == nil {
 		return true, nil
@@ -247,9 +249,9 @@ func (m *Mediator) runInline(ctx context.Context, depth int32, events []eventRec
 				f.m = m
 				f.depth = depth + 1
 				f.slot = true
-				follow, err := invoke(f, ev, h)
+				follow, err, started := invoke(f, ev, h)
 				if err != nil {
-					failures = append(failures, failure(ev, h, err))
+					failures = append(failures, failure(ev, h, err, started))
 					continue
 				}
 				if follow != nil {
@@ -338,12 +340,17 @@ func (d *dispatcher) process(b *batch, invs []invocation) {
 		select {
 		case <-b.wake:
 			d.mu.Lock()
+			b.parked = false
 		case <-done:
+			// The batch may have completed at the same moment, its wake
+			// token already sent: select picks either ready case.
 			d.mu.Lock()
-			d.dropQueuedLocked(b, b.ctx.Err())
-			done = nil // wait for the running ones only
+			b.parked = false
+			done = nil // from now on, wait for the running ones only
+			if b.pending > 0 {
+				d.dropQueuedLocked(b, b.ctx.Err())
+			}
 		}
-		b.parked = false
 	}
 	// This caller served slots; leaving, it hands the rest of the queue on.
 	d.spawnLocked()
@@ -506,7 +513,10 @@ func (d *dispatcher) completeLocked(b *batch) {
 		return
 	}
 	if b.parked {
-		b.wake <- struct{}{}
+		select {
+		case b.wake <- struct{}{}:
+		default: // a token is already there; never block under the lock
+		}
 	}
 }
 

@@ -363,6 +363,7 @@ func TestCancelledContextReportsUnstarted(t *testing.T) {
 	for _, f := range evErr.Failures {
 		assert.ErrorIs(t, f.Err, fxcqrs.ErrNotStarted)
 		assert.ErrorIs(t, f.Err, context.Canceled)
+		assert.False(t, f.Started)
 		types = append(types, f.EventType)
 	}
 	assert.ElementsMatch(t, []string{

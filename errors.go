@@ -70,6 +70,10 @@ type EventFailure struct {
 	// invocation that never ran, an error matching ErrNotStarted and its
 	// cause.
 	Err error
+	// Started reports whether the handler ran. It is the reliable test:
+	// a handler that ran may itself return an error that wraps
+	// ErrNotStarted, from a call it made.
+	Started bool
 }
 
 // Error lists every failure on one line.

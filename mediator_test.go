@@ -208,6 +208,7 @@ func TestEventErrors(t *testing.T) {
 			}
 			placed := byType["github.com/fxcqrs/fxcqrs_test.OrderPlaced"]
 			assert.Same(t, errSMTP, placed.Err)
+			assert.True(t, placed.Started)
 			assert.Equal(t, OrderPlaced{ID: 3}, placed.Event)
 			assert.Equal(t, "github.com/fxcqrs/fxcqrs_test.eventFunc[github.com/fxcqrs/fxcqrs_test.OrderPlaced]", placed.Handler)
 

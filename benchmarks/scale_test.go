@@ -124,4 +124,3 @@ func BenchmarkThroughput(b *testing.B) {
 		})
 	}
 }
-
