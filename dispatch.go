@@ -68,7 +68,7 @@ func failure(rec eventRecord, h *eventHandler, err error, started bool) EventFai
 // run runs the invocation's handler: see invoke.
 func (inv *invocation) run() *eventBuf {
 	var follow *eventBuf
-	follow, inv.err, inv.started = invoke(&inv.frame, inv.rec, inv.h)
+	follow, inv.started, inv.err = invoke(&inv.frame, inv.rec, inv.h)
 	return follow
 }
 
@@ -76,18 +76,18 @@ func (inv *invocation) run() *eventBuf {
 // already done, and returns the follow-up events it emitted. A failed
 // handler's follow-ups are discarded with it. started reports whether the
 // handler ran.
-func invoke(f *frame, rec eventRecord, h *eventHandler) (follow *eventBuf, err error, started bool) {
+func invoke(f *frame, rec eventRecord, h *eventHandler) (follow *eventBuf, started bool, err error) {
 	if err := f.Err(); err != nil {
 		f.seal().release()
-		return nil, &notStartedError{cause: err}, false
+		return nil, false, &notStartedError{cause: err}
 	}
 	err = call(f, rec, h)
 	follow = f.seal()
 	if err != nil {
 		follow.release()
-		return nil, err, true
+		return nil, true, err
 	}
-	return follow, nil, true
+	return follow, true, nil
 }
 
 func call(f *frame, rec eventRecord, h *eventHandler) (err error) {
@@ -201,7 +201,7 @@ func (m *Mediator) runAlone(f *frame, d *dispatcher, ev eventRecord) (bool, []Ev
 	}
 	h := hs[0]
 	inv := &frame{Context: f.Context, m: m, depth: f.depth + 1, slot: true}
-	follow, err, started := invoke(inv, ev, h)
+	follow, started, err := invoke(inv, ev, h)
 	d.releaseSlot()
 	if err != nil {
 		return true, []EventFailure{failure(ev, h, err, started)}
@@ -249,7 +249,7 @@ func (m *Mediator) runInline(ctx context.Context, depth int32, events []eventRec
 				f.m = m
 				f.depth = depth + 1
 				f.slot = true
-				follow, err, started := invoke(f, ev, h)
+				follow, started, err := invoke(f, ev, h)
 				if err != nil {
 					failures = append(failures, failure(ev, h, err, started))
 					continue

@@ -116,20 +116,33 @@ type loadCall struct {
 	ran         atomic.Int64
 }
 
+func newWorld(rates loadRates) *loadWorld {
+	return &loadWorld{rates: rates, seed: maphash.MakeSeed(), gauge: newGauge(), invs: map[invKey]*invRecord{}}
+}
+
 func newLoadWorld(t testing.TB, cfg fxcqrs.Config, rates loadRates) *loadWorld {
-	w := &loadWorld{rates: rates, seed: maphash.MakeSeed(), gauge: newGauge(), invs: map[invKey]*invRecord{}}
-	w.m = newMediator(t, cfg,
-		fxcqrs.WithCommandHandlers(
-			commandFunc[loadCmd](w.handleRequest),
-			commandFunc[loadNestedCmd](func(ctx context.Context, _ loadNestedCmd) error {
-				fxcqrs.Emit(ctx, loadNestedEv{})
-				return nil
-			}),
-		),
-		fxcqrs.WithEventHandlers(loadHA1{w}, loadHA2{w}, loadHB{w},
-			eventFunc[loadNestedEv](func(context.Context, loadNestedEv) error { return nil })),
-	)
+	w := newWorld(rates)
+	w.m = newMediator(t, cfg, fxcqrs.WithCommandHandlers(w.commandHandlers()...), fxcqrs.WithEventHandlers(w.eventHandlers()...))
 	return w
+}
+
+func (w *loadWorld) commandHandlers() []any {
+	return []any{
+		commandFunc[loadCmd](w.handleRequest),
+		commandFunc[loadNestedCmd](func(ctx context.Context, _ loadNestedCmd) error {
+			fxcqrs.Emit(ctx, loadNestedEv{})
+			return nil
+		}),
+	}
+}
+
+func (w *loadWorld) eventHandlers() []any {
+	return []any{
+		loadHA1{w},
+		loadHA2{w},
+		loadHB{w},
+		eventFunc[loadNestedEv](func(context.Context, loadNestedEv) error { return nil }),
+	}
 }
 
 // pct decides, from the invocation's identity, whether a planned thing
