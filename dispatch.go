@@ -3,6 +3,7 @@ package fxcqrs
 import (
 	"context"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -54,6 +55,7 @@ type invocation struct {
 	prev, next *invocation
 	queued     bool
 	started    bool
+	queuedAt   time.Time // set only for an observer
 	err        error
 }
 
@@ -68,7 +70,7 @@ func failure(rec eventRecord, h *eventHandler, err error, started bool) EventFai
 // run runs the invocation's handler: see invoke.
 func (inv *invocation) run() *eventBuf {
 	var follow *eventBuf
-	follow, inv.started, inv.err = invoke(&inv.frame, inv.rec, inv.h)
+	follow, inv.started, inv.err = invoke(&inv.frame, inv.rec, inv.h, inv.queuedAt)
 	return follow
 }
 
@@ -76,12 +78,18 @@ func (inv *invocation) run() *eventBuf {
 // already done, and returns the follow-up events it emitted. A failed
 // handler's follow-ups are discarded with it. started reports whether the
 // handler ran.
-func invoke(f *frame, rec eventRecord, h *eventHandler) (follow *eventBuf, started bool, err error) {
-	if err := f.Err(); err != nil {
+func invoke(f *frame, rec eventRecord, h *eventHandler, queuedAt time.Time) (follow *eventBuf, started bool, err error) {
+	if cerr := f.Err(); cerr != nil {
 		f.seal().release()
-		return nil, false, &notStartedError{cause: err}
+		err = &notStartedError{cause: cerr}
+		f.m.dropped(f.Context, rec, h, err, queuedAt)
+		return nil, false, err
 	}
-	err = call(f, rec, h)
+	if h.chain != nil || f.m.obs != nil {
+		err = f.m.callEvent(f, rec, h, queuedAt)
+	} else {
+		err = callHandler(f, rec, h)
+	}
 	follow = f.seal()
 	if err != nil {
 		follow.release()
@@ -90,13 +98,13 @@ func invoke(f *frame, rec eventRecord, h *eventHandler) (follow *eventBuf, start
 	return follow, true, nil
 }
 
-func call(f *frame, rec eventRecord, h *eventHandler) (err error) {
+func callHandler(ctx context.Context, rec eventRecord, h *eventHandler) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = newPanicError(r)
 		}
 	}()
-	return rec.kind.invoke(f, h.handler, rec.value)
+	return rec.kind.invoke(ctx, h.handler, rec.value)
 }
 
 // handlersOf looks up the handlers of each event, in emit order, and
@@ -179,6 +187,7 @@ func (m *Mediator) process(f *frame, cfg *EventConfig, d *dispatcher, events []e
 		invs, fails := m.expand(b.ctx, b, f.depth, events)
 		b.failures = fails
 		if len(invs) > 0 {
+			m.queued(invs)
 			d.process(b, invs)
 		}
 		failures = b.failures
@@ -201,7 +210,7 @@ func (m *Mediator) runAlone(f *frame, d *dispatcher, ev eventRecord) (bool, []Ev
 	}
 	h := hs[0]
 	inv := &frame{Context: f.Context, m: m, depth: f.depth + 1, slot: true}
-	follow, started, err := invoke(inv, ev, h)
+	follow, started, err := invoke(inv, ev, h, time.Time{})
 	d.releaseSlot()
 	if err != nil {
 		return true, []EventFailure{failure(ev, h, err, started)}
@@ -215,9 +224,26 @@ func (m *Mediator) runAlone(f *frame, d *dispatcher, ev eventRecord) (bool, []Ev
 	invs, fails := m.expand(b.ctx, b, inv.depth, follow.recs)
 	b.failures = fails
 	if len(invs) > 0 {
+		m.queued(invs)
 		d.process(b, invs)
 	}
 	return true, b.failures
+}
+
+// queued tells the observer that invs wait for slots. It runs before they
+// are enqueued, outside the dispatcher's lock.
+func (m *Mediator) queued(invs []invocation) {
+	if m.obs == nil {
+		return
+	}
+	now := time.Now()
+	for i := range invs {
+		inv := &invs[i]
+		inv.queuedAt = now
+		m.obs.InvocationQueued(inv.Context, InvocationQueued{
+			Call: Call{Kind: KindEvent, Message: inv.rec.value, MessageType: inv.h.msgName, Handler: inv.h.name},
+		})
+	}
 }
 
 // runInline runs invocations one after another on this goroutine: emit
@@ -249,7 +275,7 @@ func (m *Mediator) runInline(ctx context.Context, depth int32, events []eventRec
 				f.m = m
 				f.depth = depth + 1
 				f.slot = true
-				follow, started, err := invoke(f, ev, h)
+				follow, started, err := invoke(f, ev, h, time.Time{})
 				if err != nil {
 					failures = append(failures, failure(ev, h, err, started))
 					continue
@@ -368,6 +394,7 @@ func (d *dispatcher) runOne(inv *invocation) {
 	if follow != nil {
 		invs, fails = d.m.expand(inv.b.ctx, inv.b, inv.depth, follow.recs)
 		follow.release()
+		d.m.queued(invs)
 	}
 	d.mu.Lock()
 	d.running--
@@ -418,8 +445,10 @@ func (d *dispatcher) enqueueLocked(b *batch, invs []invocation) {
 			cause = b.ctx.Err()
 		}
 		for i := range invs {
-			invs[i].err = &notStartedError{cause: cause}
-			b.failures = append(b.failures, invs[i].failure())
+			inv := &invs[i]
+			inv.err = &notStartedError{cause: cause}
+			b.failures = append(b.failures, inv.failure())
+			d.m.dropped(inv.Context, inv.rec, inv.h, inv.err, inv.queuedAt)
 		}
 		return
 	}
@@ -485,6 +514,7 @@ func (d *dispatcher) dropQueuedLocked(b *batch, cause error) {
 			d.unlinkLocked(inv)
 			inv.err = &notStartedError{cause: cause}
 			b.failures = append(b.failures, inv.failure())
+			d.m.dropped(inv.Context, inv.rec, inv.h, inv.err, inv.queuedAt)
 			b.pending--
 		}
 	}
@@ -574,6 +604,9 @@ func (m *Mediator) submit(f *frame, d *dispatcher, events []eventRecord) []Event
 		}
 	}
 	m.state.Add(1) // the batch is in flight until its last invocation ends
+	d.mu.Unlock()
+	m.queued(invs)
+	d.mu.Lock()
 	d.enqueueLocked(bg, invs)
 	if bg.pending == 0 {
 		d.mu.Unlock()

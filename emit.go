@@ -177,6 +177,28 @@ func (f *frame) take() *eventBuf {
 	return b
 }
 
+// mark returns how many events the frame holds, for truncate.
+func (f *frame) mark() int {
+	if !f.state.lock() {
+		return 0
+	}
+	n := len(f.buf.records())
+	f.state.unlock()
+	return n
+}
+
+// truncate drops the events emitted since mark: those of a failed attempt.
+func (f *frame) truncate(mark int) {
+	if !f.state.lock() {
+		return
+	}
+	if f.buf != nil && len(f.buf.recs) > mark {
+		clear(f.buf.recs[mark:])
+		f.buf.recs = f.buf.recs[:mark]
+	}
+	f.state.unlock()
+}
+
 // open reports whether the frame's handler is still running.
 func (f *frame) open() bool {
 	return f.state.v.Load()&frameClosed == 0

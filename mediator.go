@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -30,6 +31,7 @@ type Mediator struct {
 	streams *dispatcher // Config.StreamEvents, concurrent mode
 
 	onBackgroundError BackgroundErrorHandler
+	obs               Observer // nil: nothing observes, nothing is paid
 	lateEmits         atomic.Uint64
 }
 
@@ -53,8 +55,10 @@ type Option interface {
 
 type options struct {
 	regs              []registration
+	middleware        []registeredMiddleware
 	log               *zap.Logger
 	onBackgroundError BackgroundErrorHandler
+	observer          Observer
 }
 
 type optionFunc func(*options)
@@ -97,6 +101,21 @@ func WithBackgroundErrorHandler(h BackgroundErrorHandler) Option {
 	return optionFunc(func(o *options) { o.onBackgroundError = h })
 }
 
+// WithMiddleware adds middleware. Its order is not the order given here
+// but the documented one: see [Middleware].
+func WithMiddleware(mws ...Middleware) Option {
+	return optionFunc(func(o *options) {
+		for _, mw := range mws {
+			o.middleware = append(o.middleware, registeredMiddleware{mw: mw})
+		}
+	})
+}
+
+// WithObserver sets the mediator's observer.
+func WithObserver(obs Observer) Option {
+	return optionFunc(func(o *options) { o.observer = obs })
+}
+
 // New returns a mediator with the given handlers, ready for calls. It
 // reports every problem at once: an invalid Config, a handler without a
 // fitting Handle method, two handlers for one request type.
@@ -113,7 +132,8 @@ func New(cfg Config, opts ...Option) (*Mediator, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := m.register(o.regs); err != nil {
+	m.obs = o.observer
+	if err := m.register(o.regs, o.middleware); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -142,8 +162,8 @@ func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorH
 }
 
 // register fills the registry and makes the mediator ready.
-func (m *Mediator) register(regs []registration) error {
-	if err := m.reg.addAll(regs); err != nil {
+func (m *Mediator) register(regs []registration, mws []registeredMiddleware) error {
+	if err := m.reg.addAll(regs, mws); err != nil {
 		return fmt.Errorf("fxcqrs: invalid handlers: %w", err)
 	}
 	m.state.And(^stateNotReady)
@@ -345,7 +365,10 @@ func Send[Res, Req any](ctx context.Context, m *Mediator, req Req) (Res, error) 
 		return zero, errNilRequest("Send", e.message)
 	}
 	f := m.newCallFrame(ctx, parent)
-	res, err := handleRequest(h, f, req)
+	if e.chain != nil || m.obs != nil {
+		return sendSlow(m, e, h, f, req)
+	}
+	res, err := handleRequest(f, h, req)
 	if err != nil {
 		m.discard(f)
 		return zero, err
@@ -353,13 +376,13 @@ func Send[Res, Req any](ctx context.Context, m *Mediator, req Req) (Res, error) 
 	return res, m.finish(f, &m.cfg.Events, m.events)
 }
 
-func handleRequest[Req, Res any](h RequestHandler[Req, Res], f *frame, req Req) (res Res, err error) {
+func handleRequest[Req, Res any](ctx context.Context, h RequestHandler[Req, Res], req Req) (res Res, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = newPanicError(r)
 		}
 	}()
-	return h.Handle(f, req)
+	return h.Handle(ctx, req)
 }
 
 // Exec sends cmd to its command handler and returns after every event the
@@ -380,20 +403,23 @@ func Exec[Cmd any](ctx context.Context, m *Mediator, cmd Cmd) error {
 		return errNilRequest("Exec", e.message)
 	}
 	f := m.newCallFrame(ctx, parent)
-	if err := handleCommand(h, f, cmd); err != nil {
+	if e.chain != nil || m.obs != nil {
+		return execSlow(m, e, h, f, cmd)
+	}
+	if err := handleCommand(f, h, cmd); err != nil {
 		m.discard(f)
 		return err
 	}
 	return m.finish(f, &m.cfg.Events, m.events)
 }
 
-func handleCommand[Cmd any](h CommandHandler[Cmd], f *frame, cmd Cmd) (err error) {
+func handleCommand[Cmd any](ctx context.Context, h CommandHandler[Cmd], cmd Cmd) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = newPanicError(r)
 		}
 	}()
-	return h.Handle(f, cmd)
+	return h.Handle(ctx, cmd)
 }
 
 // Publish processes event as if a handler had emitted it: every handler of
@@ -409,7 +435,14 @@ func Publish[E any](ctx context.Context, m *Mediator, event E) error {
 	f := m.newCallFrame(ctx, parent)
 	events := [1]eventRecord{{value: event, kind: eventOf[E]{}}}
 	f.seal()
+	var start time.Time
+	if m.obs != nil {
+		start = m.callStarted(f, publishCall(event, reflect.TypeFor[E]()))
+	}
 	err = m.process(f, &m.cfg.Events, m.events, events[:])
+	if m.obs != nil {
+		m.callFinished(f, publishCall(event, reflect.TypeFor[E]()), err, start)
+	}
 	m.end()
 	return err
 }

@@ -3,6 +3,7 @@ package fxcqrs_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/fxcqrs/fxcqrs"
 	"golang.org/x/sync/errgroup"
@@ -108,4 +109,66 @@ func BenchmarkExec4Events(b *testing.B) {
 			}
 		}
 	})
+}
+
+type passThrough struct{}
+
+func (passThrough) Handle(ctx context.Context, _ fxcqrs.Call, next fxcqrs.Next) (any, error) {
+	return next(ctx)
+}
+
+// BenchmarkSendMiddleware: Send with 0, 1 and 3 pass-through middlewares,
+// and with middleware registered for other messages only (which must cost
+// nothing).
+func BenchmarkSendMiddleware(b *testing.B) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		mws  []fxcqrs.Middleware
+	}{
+		{"middlewares=0", nil},
+		{"middlewares=3-elsewhere", []fxcqrs.Middleware{
+			fxcqrs.ForKinds(passThrough{}, fxcqrs.KindEvent),
+			fxcqrs.ForKinds(passThrough{}, fxcqrs.KindCommand),
+			fxcqrs.Timeout(fxcqrs.Timeouts{Event: time.Second}),
+		}},
+		{"middlewares=1", []fxcqrs.Middleware{passThrough{}}},
+		{"middlewares=3", []fxcqrs.Middleware{passThrough{}, passThrough{}, passThrough{}}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			m := newMediator(b, fxcqrs.Config{},
+				fxcqrs.WithRequestHandlers(benchQueryHandler{}), fxcqrs.WithMiddleware(tc.mws...))
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if _, err := fxcqrs.Send[int](ctx, m, benchQuery{ID: i}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkExecObserved: Exec of 4 events under limit 3, bare and with an
+// observer that does nothing (the cost of the hook itself).
+func BenchmarkExecObserved(b *testing.B) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		opts []fxcqrs.Option
+	}{
+		{"bare", nil},
+		{"observer", []fxcqrs.Option{fxcqrs.WithObserver(fxcqrs.NopObserver{})}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			m := newMediator(b, limit(3), append(tc.opts,
+				fxcqrs.WithCommandHandlers(benchEmitter{n: 4}),
+				fxcqrs.WithEventHandlers(benchEventHandler{}))...)
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if err := fxcqrs.Exec(ctx, m, benchCmd{ID: i}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

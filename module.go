@@ -13,15 +13,19 @@ import (
 	"go.uber.org/zap"
 )
 
-// handlersGroup is the value group that carries every handler to Module.
-const handlersGroup = `group:"fxcqrs.handlers"`
+// The value groups that carry handlers and middleware to Module.
+const (
+	handlersGroup   = `group:"fxcqrs.handlers"`
+	middlewareGroup = `group:"fxcqrs.middleware"`
+)
 
 // Module provides the application's *Mediator. It takes the handlers
 // registered with [AsRequestHandler], [AsCommandHandler], [AsStreamHandler]
 // and [AsEventHandler], an optional [Config] (the defaults when none is
 // supplied), an optional *zap.Logger (nothing is logged when none is
-// supplied) and an optional [BackgroundErrorHandler]. It provides nothing
-// else.
+// supplied), an optional [BackgroundErrorHandler] and an optional
+// [Observer], and the middleware registered with [AsMiddleware]. It
+// provides nothing else.
 //
 // The mediator is built from the Config and the logger alone; the handlers
 // are registered into it by an fx.Invoke inside the module. So a handler's
@@ -41,6 +45,7 @@ type mediatorParams struct {
 	Config                 Config                 `optional:"true"`
 	Logger                 *zap.Logger            `optional:"true"`
 	BackgroundErrorHandler BackgroundErrorHandler `optional:"true"`
+	Observer               Observer               `optional:"true"`
 	Lifecycle              fx.Lifecycle
 }
 
@@ -49,6 +54,7 @@ func provideMediator(p mediatorParams) (*Mediator, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.obs = p.Observer
 	p.Lifecycle.Append(fx.Hook{OnStart: m.Start, OnStop: m.Stop})
 	return m, nil
 }
@@ -56,8 +62,9 @@ func provideMediator(p mediatorParams) (*Mediator, error) {
 type registerParams struct {
 	fx.In
 
-	Mediator *Mediator
-	Handlers []registration `group:"fxcqrs.handlers"`
+	Mediator   *Mediator
+	Handlers   []registration         `group:"fxcqrs.handlers"`
+	Middleware []registeredMiddleware `group:"fxcqrs.middleware"`
 }
 
 func registerHandlers(p registerParams) error {
@@ -66,7 +73,42 @@ func registerHandlers(p registerParams) error {
 	slices.SortStableFunc(regs, func(a, b registration) int {
 		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.source, b.source))
 	})
-	return p.Mediator.register(regs)
+	// Middleware is put in its documented order at registration.
+	return p.Mediator.register(regs, slices.Clone(p.Middleware))
+}
+
+// AsMiddleware registers a middleware's constructor with fx. What it
+// returns must implement [Middleware]; wrap it in [ForKinds], [ForMessages]
+// or [WithOrder] inside the constructor to scope or place it. Middleware
+// runs in the order documented at [Middleware], not fx's.
+//
+// anns are fx annotations of the constructor's parameters.
+func AsMiddleware(constructor any, anns ...fx.Annotation) fx.Option {
+	ct := reflect.TypeOf(constructor)
+	if ct == nil || ct.Kind() != reflect.Func {
+		return fx.Error(fmt.Errorf("fxcqrs.AsMiddleware: want a constructor function, got %T", constructor))
+	}
+	source := funcName(constructor)
+	mwType := reflect.TypeFor[Middleware]()
+	switch {
+	case ct.NumOut() == 1 && ct.Out(0) != errorType:
+	case ct.NumOut() == 2 && ct.Out(1) == errorType:
+	default:
+		return fx.Error(fmt.Errorf("fxcqrs.AsMiddleware(%s): a constructor returns the middleware, optionally followed by an error: got %s", source, ct))
+	}
+	if !ct.Out(0).Implements(mwType) {
+		return fx.Error(fmt.Errorf("fxcqrs.AsMiddleware(%s): %s does not implement fxcqrs.Middleware", source, typeName(ct.Out(0))))
+	}
+	key := "fxcqrs.middleware." + strconv.FormatUint(handlerSeq.Add(1), 10) + ":" + source
+	tag := "name:" + strconv.Quote(key)
+	all := append(slices.Clip(anns), fx.As(new(Middleware)), fx.ResultTags(tag))
+	relay := func(mw Middleware) registeredMiddleware {
+		return registeredMiddleware{mw: mw, source: source}
+	}
+	return fx.Options(
+		fx.Provide(fx.Annotate(constructor, all...)),
+		fx.Provide(fx.Annotate(relay, fx.ParamTags(tag), fx.ResultTags(middlewareGroup))),
+	)
 }
 
 // AsRequestHandler registers a request handler's constructor with fx. The

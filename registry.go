@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -185,6 +186,8 @@ type handlerEntry struct {
 	kind    kind
 	handler any
 	name    string       // the handler's type name
+	msgName string       // the request type's name
+	chain   []Middleware // the middleware that wraps its calls, in order
 	source  string       // the fx constructor, when known
 	message reflect.Type // the request type
 	result  reflect.Type // Res of request and stream handlers
@@ -194,9 +197,11 @@ type handlerEntry struct {
 // eventHandler is one handler of an event type.
 type eventHandler struct {
 	handler any
-	name    string // the handler's type name
-	source  string // the fx constructor, when known
-	order   int    // registration order: the last tie-break
+	name    string       // the handler's type name
+	msgName string       // the event type's name
+	chain   []Middleware // the middleware that wraps its invocations, in order
+	source  string       // the fx constructor, when known
+	order   int          // registration order: the last tie-break
 }
 
 // registry maps message types to handlers. It is written during
@@ -205,6 +210,8 @@ type registry struct {
 	handlers map[reflect.Type]*handlerEntry
 	events   map[reflect.Type][]*eventHandler
 	count    int
+
+	middleware []registeredMiddleware // in order
 
 	// The same, keyed for calls: built once registration is complete.
 	handlerTable typeTable[*handlerEntry]
@@ -243,6 +250,7 @@ func (r *registry) add(reg registration) error {
 		r.events[spec.message] = append(r.events[spec.message], &eventHandler{
 			handler: h,
 			name:    typeName(t),
+			msgName: typeName(spec.message),
 			source:  reg.source,
 			order:   r.count,
 		})
@@ -259,6 +267,7 @@ func (r *registry) add(reg registration) error {
 		kind:    reg.kind,
 		handler: h,
 		name:    typeName(t),
+		msgName: typeName(spec.message),
 		source:  reg.source,
 		message: spec.message,
 		result:  spec.result,
@@ -291,8 +300,9 @@ func from(source string) string {
 	return " from " + source
 }
 
-// addAll registers every registration and reports every problem at once.
-func (r *registry) addAll(regs []registration) error {
+// addAll registers every registration and middleware and reports every
+// problem at once.
+func (r *registry) addAll(regs []registration, mws []registeredMiddleware) error {
 	var errs []error
 	for _, reg := range regs {
 		if err := r.add(reg); err != nil {
@@ -300,6 +310,25 @@ func (r *registry) addAll(regs []registration) error {
 		}
 	}
 	r.sortEvents()
+	for i, mw := range mws {
+		if mw.mw == nil {
+			errs = append(errs, fmt.Errorf("middleware is nil%s", from(mw.source)))
+			continue
+		}
+		mws[i].name = middlewareName(mw.mw)
+		mws[i].seq = i
+	}
+	sortMiddleware(mws)
+	mws = slices.DeleteFunc(mws, func(mw registeredMiddleware) bool { return mw.mw == nil })
+	for t, e := range r.handlers {
+		e.chain = chainFor(mws, kindOf(e.kind), t)
+	}
+	for t, hs := range r.events {
+		for _, h := range hs {
+			h.chain = chainFor(mws, KindEvent, t)
+		}
+	}
+	r.middleware = mws
 	handlers := make(map[typeKey]*handlerEntry, len(r.handlers))
 	for t, e := range r.handlers {
 		handlers[keyOfType(t)] = e

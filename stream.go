@@ -55,8 +55,22 @@ func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[R
 			f.seal().release()
 			m.end()
 		}()
-		s := streamCall[Req, Res]{m: m, f: f, yield: yield}
-		s.run(h, req)
+		s := streamCall[Req, Res]{m: m, f: f, ctx: f, yield: yield}
+		if e.chain == nil && m.obs == nil {
+			s.run(h, req)
+			return
+		}
+		call := Call{Kind: KindStream, Message: req, MessageType: e.msgName, Handler: e.name}
+		start := m.callStarted(f, call)
+		_, err = runChain(f, e.chain, call, func(ctx context.Context) (any, error) {
+			s.ctx = ctx
+			s.run(h, req)
+			return nil, s.lastErr
+		})
+		if err != nil && !s.stopped {
+			s.deliver(zero, err, true) // the middleware's own error
+		}
+		m.callFinished(f, call, s.lastErr, start)
 	}
 }
 
@@ -64,9 +78,11 @@ func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[R
 type streamCall[Req, Res any] struct {
 	m          *Mediator
 	f          *frame
+	ctx        context.Context // what the handler runs with: f, or derived from it by middleware
 	yield      func(Res, error) bool
-	stopped    bool // the sequence ended: nothing more reaches the consumer
-	inConsumer bool // the consumer's loop body is running
+	lastErr    error // the last error delivered
+	stopped    bool  // the sequence ended: nothing more reaches the consumer
+	inConsumer bool  // the consumer's loop body is running
 }
 
 func (s *streamCall[Req, Res]) run(h StreamHandler[Req, Res], req Req) {
@@ -100,11 +116,11 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) (ok b
 			s.deliver(zero, newPanicError(r), true)
 		}
 	}()
-	seq := h.Handle(s.f, req)
+	seq := h.Handle(s.ctx, req)
 	if seq == nil {
 		return true
 	}
-	ctx := s.f.Context
+	ctx := s.ctx
 	for item, err := range seq {
 		if s.stopped {
 			// The handler ignored a false yield; the runtime would panic. Stop
@@ -133,6 +149,9 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) (ok b
 func (s *streamCall[Req, Res]) deliver(item Res, err error, final bool) bool {
 	if s.stopped {
 		return false
+	}
+	if err != nil {
+		s.lastErr = err
 	}
 	s.inConsumer = true
 	more := s.yield(item, err)

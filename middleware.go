@@ -1,0 +1,234 @@
+package fxcqrs
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+)
+
+// Kind is what a middleware or an observer sees being called.
+type Kind uint8
+
+const (
+	// KindRequest is a Send.
+	KindRequest Kind = iota + 1
+	// KindCommand is an Exec.
+	KindCommand
+	// KindStream is a Stream, from the start of its iteration to its end.
+	KindStream
+	// KindEvent is one event handler invocation: one event × one handler.
+	KindEvent
+	// KindPublish is a Publish call. Observers see it; middleware wraps its
+	// invocations, as KindEvent.
+	KindPublish
+)
+
+// String returns the kind's name.
+func (k Kind) String() string {
+	switch k {
+	case KindRequest:
+		return "request"
+	case KindCommand:
+		return "command"
+	case KindStream:
+		return "stream"
+	case KindEvent:
+		return "event"
+	case KindPublish:
+		return "publish"
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}
+
+func kindOf(k kind) Kind {
+	switch k {
+	case kindRequest:
+		return KindRequest
+	case kindCommand:
+		return KindCommand
+	case kindStream:
+		return KindStream
+	}
+	return KindEvent
+}
+
+// Call describes what a middleware wraps or an observer sees.
+type Call struct {
+	// Kind is what is called.
+	Kind Kind
+	// Message is the request, command, stream request or event.
+	Message any
+	// MessageType is Message's full type name, package path included.
+	MessageType string
+	// Handler is the handler's full type name; empty for KindPublish.
+	Handler string
+}
+
+// Next calls the rest of the chain and, at its end, the handler. It
+// returns the handler's response for KindRequest, nil otherwise. The
+// context it is given is the one the handler receives; it must derive from
+// the context the middleware received, or the handler cannot Emit.
+type Next func(ctx context.Context) (any, error)
+
+// Middleware wraps Send and Exec calls, Stream iterations and each event
+// handler invocation. For KindRequest the value it returns is the response
+// Send returns; it may answer without calling next (a cache), but the value
+// must then be of the handler's response type.
+//
+// Middleware runs in a deterministic order, whatever order fx hands it
+// over in: by MiddlewareOrder (see [WithOrder]; 0 when not set), lowest
+// outermost, then by type name, then by registration order. A panic in a
+// middleware or a handler is recovered into a *PanicError: recovery is
+// always on, innermost and outermost.
+//
+// Which calls a middleware wraps is decided once, at registration ([ForKinds],
+// [ForMessages]); a call that no middleware wraps pays nothing for the
+// feature.
+type Middleware interface {
+	Handle(ctx context.Context, call Call, next Next) (any, error)
+}
+
+// MiddlewareFunc adapts a function to a Middleware.
+type MiddlewareFunc func(ctx context.Context, call Call, next Next) (any, error)
+
+// Handle calls f.
+func (f MiddlewareFunc) Handle(ctx context.Context, call Call, next Next) (any, error) {
+	return f(ctx, call, next)
+}
+
+// orderer is implemented by middleware with a position; see WithOrder.
+type orderer interface {
+	MiddlewareOrder() int
+}
+
+// scoper is implemented by middleware limited to some calls.
+type scoper interface {
+	appliesTo(k Kind, message reflect.Type) bool
+}
+
+type wrapped struct {
+	Middleware
+	order   *int
+	kinds   []Kind
+	message []reflect.Type
+}
+
+func (w *wrapped) MiddlewareOrder() int {
+	if w.order != nil {
+		return *w.order
+	}
+	return orderOf(w.Middleware)
+}
+
+func (w *wrapped) appliesTo(k Kind, message reflect.Type) bool {
+	if w.kinds != nil && !slices.Contains(w.kinds, k) {
+		return false
+	}
+	if w.message != nil && !slices.Contains(w.message, message) {
+		return false
+	}
+	if s, ok := w.Middleware.(scoper); ok {
+		return s.appliesTo(k, message)
+	}
+	return true
+}
+
+// WithOrder sets mw's position: lower runs outside higher. Middleware
+// without a position has order 0. The built-ins have OrderLogging,
+// OrderTimeout and OrderRetry.
+func WithOrder(mw Middleware, order int) Middleware {
+	return &wrapped{Middleware: mw, order: &order}
+}
+
+// ForKinds limits mw to calls of the given kinds.
+func ForKinds(mw Middleware, kinds ...Kind) Middleware {
+	return &wrapped{Middleware: mw, kinds: slices.Clip(kinds)}
+}
+
+// ForMessages limits mw to calls whose message has one of the given types,
+// matched exactly like handlers are (T and *T differ):
+//
+//	fxcqrs.ForMessages(audit, reflect.TypeFor[PlaceOrder](), reflect.TypeFor[CancelOrder]())
+func ForMessages(mw Middleware, types ...reflect.Type) Middleware {
+	return &wrapped{Middleware: mw, message: slices.Clip(types)}
+}
+
+func orderOf(mw Middleware) int {
+	if o, ok := mw.(orderer); ok {
+		return o.MiddlewareOrder()
+	}
+	return 0
+}
+
+func appliesTo(mw Middleware, k Kind, message reflect.Type) bool {
+	if s, ok := mw.(scoper); ok {
+		return s.appliesTo(k, message)
+	}
+	return true
+}
+
+// registeredMiddleware is a middleware with what orders it.
+type registeredMiddleware struct {
+	mw     Middleware
+	name   string
+	source string
+	seq    int
+}
+
+// sortMiddleware puts middleware in its documented order.
+func sortMiddleware(mws []registeredMiddleware) {
+	slices.SortStableFunc(mws, func(a, b registeredMiddleware) int {
+		return cmp.Or(
+			cmp.Compare(orderOf(a.mw), orderOf(b.mw)),
+			cmp.Compare(a.name, b.name),
+			cmp.Compare(a.source, b.source),
+			cmp.Compare(a.seq, b.seq),
+		)
+	})
+}
+
+// chainFor returns the middleware that wraps calls of kind k on message,
+// in order; nil when none does.
+func chainFor(mws []registeredMiddleware, k Kind, message reflect.Type) []Middleware {
+	var chain []Middleware
+	for _, r := range mws {
+		if appliesTo(r.mw, k, message) {
+			chain = append(chain, r.mw)
+		}
+	}
+	return chain
+}
+
+// middlewareName names a middleware by its type, seeing through the
+// wrappers of WithOrder, ForKinds and ForMessages.
+func middlewareName(mw Middleware) string {
+	for {
+		w, ok := mw.(*wrapped)
+		if !ok {
+			return typeName(reflect.TypeOf(mw))
+		}
+		mw = w.Middleware
+	}
+}
+
+// runChain runs chain around last. Panics anywhere in it become a
+// *PanicError.
+func runChain(ctx context.Context, chain []Middleware, call Call, last Next) (out any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, newPanicError(r)
+		}
+	}()
+	return nextOf(chain, call, last)(ctx)
+}
+
+func nextOf(chain []Middleware, call Call, last Next) Next {
+	if len(chain) == 0 {
+		return last
+	}
+	return func(ctx context.Context) (any, error) {
+		return chain[0].Handle(ctx, call, nextOf(chain[1:], call, last))
+	}
+}

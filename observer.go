@@ -1,0 +1,89 @@
+package fxcqrs
+
+import (
+	"context"
+	"time"
+)
+
+// Observer sees what the mediator does: calls, and event handler
+// invocations queued, started and finished. It is how tracing and metrics
+// attach (the module github.com/fxcqrs/fxcqrs/otel adapts OpenTelemetry)
+// without the core depending on them. A mediator without an observer pays
+// nothing for the feature.
+//
+// The contexts the Started methods return are what the call's handler, or
+// the invocation's handler, runs with: a span started there is the parent
+// of everything the handler does, the call's event invocations included.
+// The methods run on the goroutine of what they observe and must be quick
+// and safe for concurrent use. Embed [NopObserver] to implement only some
+// methods and stay compatible when methods are added.
+type Observer interface {
+	CallStarted(ctx context.Context, p CallStarted) context.Context
+	CallFinished(ctx context.Context, p CallFinished)
+	InvocationQueued(ctx context.Context, p InvocationQueued)
+	InvocationStarted(ctx context.Context, p InvocationStarted) context.Context
+	InvocationFinished(ctx context.Context, p InvocationFinished)
+}
+
+// CallStarted is a Send, Exec, Stream or Publish that was admitted.
+type CallStarted struct {
+	Call Call
+}
+
+// CallFinished is the end of a call: for Send and Exec when they return,
+// for Stream when its iteration ends. Err is what the call returned (for a
+// stream, the last error it delivered).
+type CallFinished struct {
+	Call    Call
+	Err     error
+	Elapsed time.Duration
+}
+
+// InvocationQueued is an invocation that waits for a slot. Invocations
+// that find a free slot at once, and those of sequential mode, are not
+// queued.
+type InvocationQueued struct {
+	Call Call
+}
+
+// InvocationStarted is an invocation whose handler starts, Waited after it
+// was queued.
+type InvocationStarted struct {
+	Call   Call
+	Waited time.Duration
+	// Queued reports whether the invocation waited in the queue (and
+	// InvocationQueued was called for it).
+	Queued bool
+}
+
+// InvocationFinished is an invocation that ended, or that was dropped
+// without running (Started false: its call's context ended, or the
+// mediator stopped).
+type InvocationFinished struct {
+	Call    Call
+	Err     error
+	Elapsed time.Duration
+	Started bool
+	// Queued reports whether the invocation waited in the queue.
+	Queued bool
+}
+
+// NopObserver implements Observer and does nothing. Embed it.
+type NopObserver struct{}
+
+// CallStarted returns ctx.
+func (NopObserver) CallStarted(ctx context.Context, _ CallStarted) context.Context { return ctx }
+
+// CallFinished does nothing.
+func (NopObserver) CallFinished(context.Context, CallFinished) {}
+
+// InvocationQueued does nothing.
+func (NopObserver) InvocationQueued(context.Context, InvocationQueued) {}
+
+// InvocationStarted returns ctx.
+func (NopObserver) InvocationStarted(ctx context.Context, _ InvocationStarted) context.Context {
+	return ctx
+}
+
+// InvocationFinished does nothing.
+func (NopObserver) InvocationFinished(context.Context, InvocationFinished) {}
