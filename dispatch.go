@@ -3,7 +3,6 @@ package fxcqrs
 import (
 	"context"
 	"sync"
-	"time"
 
 	"go.uber.org/zap"
 )
@@ -55,7 +54,7 @@ type invocation struct {
 	prev, next *invocation
 	queued     bool
 	started    bool
-	queuedAt   time.Time // set only for an observer
+	queuedAt   monotime // set only for an observer
 	err        error
 }
 
@@ -78,7 +77,7 @@ func (inv *invocation) run() *eventBuf {
 // already done, and returns the follow-up events it emitted. A failed
 // handler's follow-ups are discarded with it. started reports whether the
 // handler ran.
-func invoke(f *frame, rec eventRecord, h *eventHandler, queuedAt time.Time) (follow *eventBuf, started bool, err error) {
+func invoke(f *frame, rec eventRecord, h *eventHandler, queuedAt monotime) (follow *eventBuf, started bool, err error) {
 	if cerr := f.Err(); cerr != nil {
 		f.seal().release()
 		err = &notStartedError{cause: cerr}
@@ -210,7 +209,7 @@ func (m *Mediator) runAlone(f *frame, d *dispatcher, ev eventRecord) (bool, []Ev
 	}
 	h := hs[0]
 	inv := &frame{Context: f.Context, m: m, depth: f.depth + 1, slot: true}
-	follow, started, err := invoke(inv, ev, h, time.Time{})
+	follow, started, err := invoke(inv, ev, h, 0)
 	d.releaseSlot()
 	if err != nil {
 		return true, []EventFailure{failure(ev, h, err, started)}
@@ -236,7 +235,7 @@ func (m *Mediator) queued(invs []invocation) {
 	if m.obs == nil {
 		return
 	}
-	now := time.Now()
+	now := monoNow()
 	for i := range invs {
 		inv := &invs[i]
 		inv.queuedAt = now
@@ -275,7 +274,7 @@ func (m *Mediator) runInline(ctx context.Context, depth int32, events []eventRec
 				f.m = m
 				f.depth = depth + 1
 				f.slot = true
-				follow, started, err := invoke(f, ev, h, time.Time{})
+				follow, started, err := invoke(f, ev, h, 0)
 				if err != nil {
 					failures = append(failures, failure(ev, h, err, started))
 					continue

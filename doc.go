@@ -124,6 +124,29 @@
 // queue that makes callers wait rather than drop anything, and failures go
 // to the logger and to a [BackgroundErrorHandler].
 //
+// # Middleware
+//
+// A [Middleware] wraps Send and Exec calls, Stream iterations and each event
+// handler invocation, and sees what it wraps in a [Call]: kind, message,
+// handler. Register it with [AsMiddleware] or [WithMiddleware]; limit it
+// with [ForKinds] and [ForMessages]; place it with [WithOrder]. Which
+// middleware wraps which handler, and in which order, is decided once at
+// registration: lower MiddlewareOrder outside, then by type name, then by
+// registration order. Built in: [Logging], [Timeout] per kind, and [Retry]
+// for event handlers (on the invocation's own slot; a failed attempt's
+// follow-ups are dropped). Panic recovery is always on.
+//
+//	fxcqrs.AsMiddleware(func(log *zap.Logger) fxcqrs.Middleware { return fxcqrs.Logging(log) }),
+//	fxcqrs.AsMiddleware(func() fxcqrs.Middleware { return fxcqrs.Retry(fxcqrs.RetryPolicy{Attempts: 5}) }),
+//
+// # Observability
+//
+// An [Observer] sees calls started and finished, and invocations queued,
+// started and finished, with durations and errors; the context it returns
+// for a call is the parent of that call's invocations. The module
+// github.com/fxcqrs/fxcqrs/otel adapts it to OpenTelemetry spans and
+// metrics. [Mediator.Stats] gives the counters without one.
+//
 // # Testing handlers
 //
 // [RecordEvents] gives a unit test a context that records what a handler

@@ -83,15 +83,15 @@ func execSlow[Cmd any](m *Mediator, e *handlerEntry, h CommandHandler[Cmd], f *f
 // callEvent runs an event handler through its middleware and the observer.
 // A failed attempt's follow-ups are dropped at once, so that a retrying
 // middleware's successful attempt does not carry them.
-func (m *Mediator) callEvent(f *frame, rec eventRecord, h *eventHandler, queuedAt time.Time) error {
+func (m *Mediator) callEvent(f *frame, rec eventRecord, h *eventHandler, queuedAt monotime) error {
 	call := Call{Kind: KindEvent, Message: rec.value, MessageType: h.msgName, Handler: h.name}
 	var start time.Time
 	if m.obs != nil {
 		var waited time.Duration
-		if !queuedAt.IsZero() {
-			waited = time.Since(queuedAt)
+		if queuedAt != 0 {
+			waited = monoNow().sub(queuedAt)
 		}
-		f.Context = m.obs.InvocationStarted(f.Context, InvocationStarted{Call: call, Waited: waited, Queued: !queuedAt.IsZero()})
+		f.Context = m.obs.InvocationStarted(f.Context, InvocationStarted{Call: call, Waited: waited, Queued: queuedAt != 0})
 		start = time.Now()
 	}
 	var err error
@@ -109,23 +109,33 @@ func (m *Mediator) callEvent(f *frame, rec eventRecord, h *eventHandler, queuedA
 	}
 	if m.obs != nil {
 		m.obs.InvocationFinished(f.Context, InvocationFinished{
-			Call: call, Err: err, Elapsed: time.Since(start), Started: true, Queued: !queuedAt.IsZero(),
+			Call: call, Err: err, Elapsed: time.Since(start), Started: true, Queued: queuedAt != 0,
 		})
 	}
 	return err
 }
 
 // dropped tells the observer about an invocation that will never run.
-func (m *Mediator) dropped(ctx context.Context, rec eventRecord, h *eventHandler, err error, queuedAt time.Time) {
+func (m *Mediator) dropped(ctx context.Context, rec eventRecord, h *eventHandler, err error, queuedAt monotime) {
 	if m.obs == nil {
 		return
 	}
 	m.obs.InvocationFinished(ctx, InvocationFinished{
 		Call: Call{Kind: KindEvent, Message: rec.value, MessageType: h.msgName, Handler: h.name},
-		Err:  err, Queued: !queuedAt.IsZero(),
+		Err:  err, Queued: queuedAt != 0,
 	})
 }
 
 func publishCall(event any, typ reflect.Type) Call {
 	return Call{Kind: KindPublish, Message: event, MessageType: typeName(typ)}
 }
+
+// monotime is a monotonic instant in 8 bytes, for queue nodes: nanoseconds
+// since the process's epoch, plus one so that zero means "not set".
+type monotime int64
+
+var epoch = time.Now()
+
+func monoNow() monotime { return monotime(time.Since(epoch)) + 1 }
+
+func (t monotime) sub(u monotime) time.Duration { return time.Duration(t - u) }
