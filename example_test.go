@@ -193,3 +193,58 @@ func ExampleEventError() {
 	// Output:
 	// fxcqrs: 1 event handler failed: github.com/fxcqrs/fxcqrs_test.PaymentReceived -> github.com/fxcqrs/fxcqrs_test.LedgerHandler: negative payment
 }
+
+// ShipOrder is a command: it answers with nothing but an error.
+type ShipOrder struct{ ID int }
+
+type ShipOrderHandler struct{}
+
+func (ShipOrderHandler) Handle(ctx context.Context, s ShipOrder) error {
+	if s.ID <= 0 {
+		return errors.New("no such order")
+	}
+	fxcqrs.Emit(ctx, PaymentReceived{Amount: s.ID})
+	return nil
+}
+
+func ExampleExec() {
+	m, err := fxcqrs.New(fxcqrs.Config{},
+		fxcqrs.WithCommandHandlers(ShipOrderHandler{}),
+		fxcqrs.WithEventHandlers(LedgerHandler{}),
+	)
+	if err != nil {
+		panic(err)
+	}
+	defer m.Stop(context.Background()) //nolint:errcheck // nothing in flight
+
+	fmt.Println(fxcqrs.Exec(context.Background(), m, ShipOrder{ID: 12}))
+	fmt.Println(fxcqrs.Exec(context.Background(), m, ShipOrder{ID: 0}))
+	// Output:
+	// ledger: booked 12
+	// <nil>
+	// no such order
+}
+
+func ExampleMiddlewareFunc() {
+	timing := fxcqrs.MiddlewareFunc(func(ctx context.Context, call fxcqrs.Call, next fxcqrs.Next) (any, error) {
+		fmt.Println("before", call.Kind, call.Handler)
+		out, err := next(ctx)
+		fmt.Println("after", call.Kind, err)
+		return out, err
+	})
+	m, err := fxcqrs.New(fxcqrs.Config{},
+		fxcqrs.WithCommandHandlers(ShipOrderHandler{}),
+		fxcqrs.WithEventHandlers(LedgerHandler{}),
+		fxcqrs.WithMiddleware(fxcqrs.ForKinds(timing, fxcqrs.KindCommand)),
+	)
+	if err != nil {
+		panic(err)
+	}
+	defer m.Stop(context.Background()) //nolint:errcheck // nothing in flight
+
+	_ = fxcqrs.Exec(context.Background(), m, ShipOrder{ID: 3})
+	// Output:
+	// before command github.com/fxcqrs/fxcqrs_test.ShipOrderHandler
+	// after command <nil>
+	// ledger: booked 3
+}

@@ -294,6 +294,8 @@ func Options(addr Addr, work ReserveWork) fx.Option {
 		fxcqrs.AsStreamHandler(func(s *Store) watchOrders { return watchOrders{s} }),
 		fxcqrs.AsEventHandler(func(s *Store, w ReserveWork) reserveStock { return reserveStock{s, w} }),
 		fxcqrs.AsEventHandler(func(s *Store) countViews { return countViews{s} }),
+		// One log line per call and per event invocation, failures at error level.
+		fxcqrs.AsMiddleware(func(log *zap.Logger) fxcqrs.Middleware { return fxcqrs.Logging(log) }),
 		fx.Invoke(func(*Server) {}),
 	)
 }
