@@ -13,8 +13,17 @@ test: ## go test -race in every module
 vet:
 	@set -e; for m in $(MODULES); do (cd $$m && go vet ./...); done
 
+# The oldest Go the library supports, as the README says. A dependency
+# upgrade that raises go.mod's directive fails CI instead of passing silently.
+GO_MIN := 1.24
+
+.PHONY: check-go-version
+check-go-version:
+	@v=$$(go list -m -f '{{.GoVersion}}'); case $$v in $(GO_MIN)|$(GO_MIN).*) ;; \
+		*) echo "go.mod says go $$v; the README promises Go $(GO_MIN)"; exit 1;; esac
+
 .PHONY: lint
-lint: vet ## go vet and golangci-lint (installed at a pinned version)
+lint: vet check-go-version ## go vet, the go directive, and golangci-lint (installed at a pinned version)
 	@test -x $(GOBIN)/golangci-lint && $(GOBIN)/golangci-lint version 2>/dev/null | grep -q $(GOLANGCI_LINT_VERSION:v%=%) || \
 		go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	@set -e; for m in $(MODULES); do echo "== golangci-lint $$m"; (cd $$m && $(GOBIN)/golangci-lint run ./...); done

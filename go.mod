@@ -1,13 +1,13 @@
 module github.com/fxcqrs/fxcqrs
 
-go 1.26.0
+go 1.24.0
 
 require (
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/fx v1.24.0
 	go.uber.org/goleak v1.3.0
 	go.uber.org/zap v1.28.0
-	golang.org/x/sync v0.25.0
+	golang.org/x/sync v0.18.0
 )
 
 require (
