@@ -72,30 +72,23 @@ const (
 
 // lock takes the frame's lock and reports whether the frame is open. A
 // closed frame is not locked.
-func (s *frameState) lock() (open bool) {
-	for {
-		v := s.v.Load()
-		if v&frameClosed != 0 {
-			return false
-		}
-		if v&frameLocked == 0 && s.v.CompareAndSwap(v, v|frameLocked) {
-			return true
-		}
-		runtime.Gosched()
-	}
-}
+func (s *frameState) lock() (open bool) { return s.leaveOpen(frameLocked) }
 
 func (s *frameState) unlock() { s.v.Store(0) }
 
 // close marks the frame closed once no Emit holds the lock. It reports
 // whether it was open.
-func (s *frameState) close() bool {
+func (s *frameState) close() bool { return s.leaveOpen(frameClosed) }
+
+// leaveOpen moves an open, unlocked frame to state next, waiting out an
+// Emit that holds the lock; it reports false for a closed frame.
+func (s *frameState) leaveOpen(next uint32) bool {
 	for {
 		v := s.v.Load()
 		if v&frameClosed != 0 {
 			return false
 		}
-		if v&frameLocked == 0 && s.v.CompareAndSwap(v, frameClosed) {
+		if v == 0 && s.v.CompareAndSwap(0, next) {
 			return true
 		}
 		runtime.Gosched()
