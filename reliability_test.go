@@ -108,6 +108,7 @@ type emitted struct {
 }
 
 type loadCall struct {
+	publish     bool // a Publish of one event instead of an Exec
 	fanOut      int
 	failRequest bool
 	events      []emitted
@@ -231,7 +232,14 @@ func (w *loadWorld) run(t testing.TB, call *loadCall) {
 		call.cancel = cancel
 	}
 	w.calls.Add(1)
-	err := fxcqrs.Exec(ctx, w.m, loadCmd{call: call})
+	var err error
+	if call.publish {
+		e := emitted{id: w.nextID.Add(1), a: true}
+		call.events = []emitted{e}
+		err = fxcqrs.Publish(ctx, w.m, loadEvA{ID: e.id, Depth: 1, call: call})
+	} else {
+		err = fxcqrs.Exec(ctx, w.m, loadCmd{call: call})
+	}
 	w.check(t, call, err)
 }
 
@@ -358,9 +366,11 @@ func TestLoad(t *testing.T) {
 					rng := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
 					for range calls / workers {
 						call := &loadCall{
+							publish:     rng.IntN(100) < 15,
 							fanOut:      rng.IntN(rates.maxFanOut + 1),
 							failRequest: rng.IntN(100) < 5,
 						}
+						call.failRequest = call.failRequest && !call.publish
 						if rng.IntN(100) < 10 {
 							call.cancelAt = 1 + rng.Int64N(4)
 						}
@@ -404,7 +414,8 @@ func FuzzMediator(f *testing.F) {
 		w := newLoadWorld(t, cfg, rates)
 		var wg sync.WaitGroup
 		for i, b := range fanOuts {
-			call := &loadCall{fanOut: int(b % 9), failRequest: b%17 == 16}
+			call := &loadCall{fanOut: int(b % 9), failRequest: b%17 == 16, publish: b%7 == 3}
+			call.failRequest = call.failRequest && !call.publish
 			if cancelAt > 0 && i%2 == 0 {
 				call.cancelAt = int64(cancelAt % 5)
 			}
