@@ -307,3 +307,40 @@ func TestAsMiddlewareRejectsNonMiddleware(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "fxcqrs.AsMiddleware(github.com/fxcqrs/fxcqrs_test.TestAsMiddlewareRejectsNonMiddleware.func1): int does not implement fxcqrs.Middleware")
 }
+
+// TestTimeoutBoundsRetries: the event timeout sits outside retry, so its
+// deadline ends the attempts; the retries stay on their one slot.
+func TestTimeoutBoundsRetries(t *testing.T) {
+	t.Parallel()
+	g := newGauge()
+	var attempts atomic.Int32
+	errDown := errors.New("down")
+	m := newMediator(t, limit(1),
+		fxcqrs.WithCommandHandlers(emitAll[PlaceOrder](emit(Shipped{ID: 1}), emit(Shipped{ID: 2}))),
+		fxcqrs.WithEventHandlers(eventFunc[Shipped](func(context.Context, Shipped) error {
+			g.enter()
+			defer g.leave()
+			attempts.Add(1)
+			return errDown
+		})),
+		fxcqrs.WithMiddleware(
+			// Registered inner first: the order comes from OrderTimeout < OrderRetry.
+			fxcqrs.Retry(fxcqrs.RetryPolicy{Attempts: 1000, Initial: 5 * time.Millisecond, Max: 5 * time.Millisecond}),
+			fxcqrs.Timeout(fxcqrs.Timeouts{Event: 200 * time.Millisecond}),
+		),
+	)
+	err := fxcqrs.Exec(context.Background(), m, PlaceOrder{})
+	var evErr *fxcqrs.EventError
+	require.ErrorAs(t, err, &evErr)
+	require.Len(t, evErr.Failures, 2)
+	for _, f := range evErr.Failures {
+		assert.ErrorIs(t, f.Err, errDown, "the last attempt's error")
+		assert.True(t, f.Started)
+	}
+	// Waits of at least 4ms in 200ms: the deadline, not the 1000 attempts,
+	// ended each invocation's retries.
+	assert.Less(t, attempts.Load(), int32(2*100))
+	assert.Greater(t, attempts.Load(), int32(2))
+	_, peak, _ := g.snapshot()
+	assert.Equal(t, 1, peak, "retries never exceed the limit")
+}
