@@ -128,11 +128,13 @@ func (m *Mediator) handlersOf(events []eventRecord, into [][]*eventHandler) ([][
 
 // tooDeep reports every invocation of events as not started: their chain
 // is deeper than MaxDepth.
-func tooDeep(events []eventRecord, handlers [][]*eventHandler) []EventFailure {
+func (m *Mediator) tooDeep(ctx context.Context, events []eventRecord, handlers [][]*eventHandler) []EventFailure {
 	var fails []EventFailure
 	for i, ev := range events {
 		for _, h := range handlers[i] {
-			fails = append(fails, failure(ev, h, &notStartedError{cause: ErrMaxDepth}, false))
+			err := &notStartedError{cause: ErrMaxDepth}
+			fails = append(fails, failure(ev, h, err, false))
+			m.dropped(ctx, ev, h, err, 0)
 		}
 	}
 	return fails
@@ -148,7 +150,7 @@ func (m *Mediator) expand(ctx context.Context, b *batch, depth int32, events []e
 		return nil, nil
 	}
 	if depth+1 > MaxDepth {
-		return nil, tooDeep(events, handlers)
+		return nil, m.tooDeep(ctx, events, handlers)
 	}
 	invs := make([]invocation, n)
 	k := 0
@@ -262,7 +264,7 @@ func (m *Mediator) runInline(ctx context.Context, depth int32, events []eventRec
 			break
 		}
 		if depth+1 > MaxDepth {
-			failures = append(failures, tooDeep(events, handlers)...)
+			failures = append(failures, m.tooDeep(ctx, events, handlers)...)
 			break
 		}
 		frames := make([]frame, n)

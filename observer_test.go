@@ -119,3 +119,20 @@ func TestObserverSeesPublishStreamsAndDrops(t *testing.T) {
 		"call finished Audited err=true",
 	}, obs.get())
 }
+
+func TestObserverSeesDepthRefusals(t *testing.T) {
+	t.Parallel()
+	obs := &recordingObserver{}
+	m := newMediator(t, sequential(),
+		fxcqrs.WithObserver(obs),
+		fxcqrs.WithEventHandlers(eventFunc[OrderPlaced](func(ctx context.Context, e OrderPlaced) error {
+			fxcqrs.Emit(ctx, OrderPlaced{ID: e.ID + 1})
+			return nil
+		})),
+	)
+	require.ErrorIs(t, fxcqrs.Publish(context.Background(), m, OrderPlaced{}), fxcqrs.ErrMaxDepth)
+	lines := obs.get()
+	require.NotEmpty(t, lines)
+	assert.Equal(t, "finished OrderPlaced started=false err=true", lines[len(lines)-2], "the refused invocation is reported")
+	assert.Equal(t, "call finished OrderPlaced err=true", lines[len(lines)-1])
+}
