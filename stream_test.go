@@ -257,3 +257,47 @@ func TestStreamEventsLimit(t *testing.T) {
 	assert.Equal(t, 10, peak)
 	assert.Equal(t, 12, total)
 }
+
+// TestStopDrainsStreams: a stream being consumed keeps Stop waiting until
+// it ends; meanwhile new streams are refused, and the open one keeps
+// delivering, its events included.
+func TestStopDrainsStreams(t *testing.T) {
+	t.Parallel()
+	var loaded atomic.Int32
+	m, err := fxcqrs.New(fxcqrs.Config{},
+		fxcqrs.WithStreamHandlers(&listHandler{}),
+		fxcqrs.WithEventHandlers(eventFunc[RowLoaded](func(context.Context, RowLoaded) error { loaded.Add(1); return nil })),
+	)
+	require.NoError(t, err)
+
+	next, stop := iter.Pull2(fxcqrs.Stream[OrderRow](context.Background(), m, ListOrders{N: 3}))
+	defer stop()
+	row, err, ok := next()
+	require.True(t, ok)
+	require.NoError(t, err)
+	assert.Equal(t, OrderRow{ID: 1}, row)
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- m.Stop(context.Background()) }()
+	waitUntil(t, "new calls refused", func() bool {
+		return fxcqrs.Publish(context.Background(), m, Notified{}) != nil
+	})
+	for _, err := range fxcqrs.Stream[OrderRow](context.Background(), m, ListOrders{N: 1}) {
+		assert.ErrorIs(t, err, fxcqrs.ErrStopped)
+	}
+	select {
+	case <-stopped:
+		t.Fatal("Stop returned while a stream was open")
+	default:
+	}
+
+	for {
+		_, err, ok := next()
+		if !ok {
+			break
+		}
+		require.NoError(t, err)
+	}
+	require.NoError(t, <-stopped)
+	assert.Equal(t, int32(3), loaded.Load(), "every item's events ran")
+}
