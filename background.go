@@ -24,6 +24,9 @@ func (m *Mediator) submit(f *frame, d *dispatcher, events []eventRecord) []Event
 	if len(invs) == 0 {
 		return nil
 	}
+	// Waiting for room is waiting for a slot too: the observer hears now,
+	// before the lock, so that room checked is room used.
+	m.queued(invs)
 	done := f.Done()
 	d.mu.Lock()
 	for d.detached > 0 && d.detached+len(invs) > d.queueCap && d.aborted == nil {
@@ -39,16 +42,12 @@ func (m *Mediator) submit(f *frame, d *dispatcher, events []eventRecord) []Event
 			// The response is valid; its events could not be queued.
 			failures := make([]EventFailure, len(invs))
 			for i := range invs {
-				invs[i].err = &notStartedError{cause: f.Err()}
-				failures[i] = invs[i].failure()
+				failures[i] = d.notStarted(&invs[i], f.Err())
 			}
 			return failures
 		}
 	}
 	m.state.Add(1) // the batch is in flight until its last invocation ends
-	d.mu.Unlock()
-	m.queued(invs)
-	d.mu.Lock()
 	d.enqueueLocked(bg, invs)
 	if bg.pending == 0 {
 		d.mu.Unlock()

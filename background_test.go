@@ -156,3 +156,40 @@ func TestBackgroundStopDeadlineReportsQueued(t *testing.T) {
 	_, _, total := g.snapshot()
 	assert.Equal(t, 1, total)
 }
+
+// TestBackgroundQueueBoundHolds: many callers racing for a small queue
+// never push it past QueueSize; the surplus waits, then everything runs.
+func TestBackgroundQueueBoundHolds(t *testing.T) {
+	t.Parallel()
+	const callers, queue = 32, 4
+	g := newGauge()
+	release := make(chan struct{})
+	m := newMediator(t, background(1, queue),
+		fxcqrs.WithCommandHandlers(emitAll[PlaceOrder](emit(OrderPlaced{}))),
+		fxcqrs.WithEventHandlers(blocking[OrderPlaced](g, release)),
+	)
+	var wg sync.WaitGroup
+	var returned atomic.Int32
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			assert.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{}))
+			returned.Add(1)
+		}()
+	}
+	// One runs, queue wait; the rest are held back by backpressure.
+	waitUntil(t, "the queue full", func() bool {
+		st := m.Stats().Events
+		assert.LessOrEqual(t, st.Waiting, queue, "the bound holds while callers race")
+		return st.Running == 1 && st.Waiting == queue && returned.Load() == 1+queue
+	})
+	for range 200 { // keep sampling while the surplus keeps trying
+		require.LessOrEqual(t, m.Stats().Events.Waiting, queue)
+	}
+	close(release)
+	wg.Wait()
+	require.NoError(t, m.Stop(context.Background()))
+	_, _, total := g.snapshot()
+	assert.Equal(t, callers, total)
+}

@@ -75,6 +75,24 @@ func (inv *invocation) run() *eventBuf {
 	return follow
 }
 
+// initInvocation makes f the frame of an event handler invocation at
+// depth, under the call's context ctx. It holds a slot: nested calls made
+// with it process their events inline.
+func (f *frame) initInvocation(ctx context.Context, m *Mediator, depth int32) {
+	f.Context = ctx
+	f.m = m
+	f.depth = depth
+	f.slot = true
+}
+
+// notStarted marks inv as never started, with cause, tells the observer,
+// and returns the failure for its call.
+func (d *dispatcher) notStarted(inv *invocation, cause error) EventFailure {
+	inv.err = &notStartedError{cause: cause}
+	d.m.dropped(inv.Context, inv.rec, inv.h, inv.err, inv.queuedAt)
+	return inv.failure()
+}
+
 // invoke calls handler h with rec in frame f, unless the call's context is
 // already done, and returns the follow-up events it emitted. A failed
 // handler's follow-ups are discarded with it. started reports whether the
@@ -157,10 +175,7 @@ func (m *Mediator) expand(ctx context.Context, b *batch, depth int32, events []e
 	for i, ev := range events {
 		for _, h := range handlers[i] {
 			inv := &invs[k]
-			inv.Context = ctx
-			inv.m = m
-			inv.depth = depth + 1
-			inv.slot = true
+			inv.initInvocation(ctx, m, depth+1)
 			inv.b = b
 			inv.rec = ev
 			inv.h = h
@@ -212,7 +227,8 @@ func (m *Mediator) runAlone(f *frame, d *dispatcher, ev eventRecord) (bool, []Ev
 		return false, nil
 	}
 	h := hs[0]
-	inv := &frame{Context: f.Context, m: m, depth: f.depth + 1, slot: true}
+	inv := new(frame)
+	inv.initInvocation(f.Context, m, f.depth+1)
 	follow, started, err := invoke(inv, ev, h, 0)
 	d.releaseSlot()
 	if err != nil {
@@ -274,10 +290,7 @@ func (m *Mediator) runInline(ctx context.Context, depth int32, events []eventRec
 			for _, h := range handlers[i] {
 				f := &frames[k]
 				k++
-				f.Context = ctx
-				f.m = m
-				f.depth = depth + 1
-				f.slot = true
+				f.initInvocation(ctx, m, depth+1)
 				follow, started, err := invoke(f, ev, h, 0)
 				if err != nil {
 					failures = append(failures, failure(ev, h, err, started))
@@ -448,10 +461,7 @@ func (d *dispatcher) enqueueLocked(b *batch, invs []invocation) {
 			cause = b.ctx.Err()
 		}
 		for i := range invs {
-			inv := &invs[i]
-			inv.err = &notStartedError{cause: cause}
-			b.failures = append(b.failures, inv.failure())
-			d.m.dropped(inv.Context, inv.rec, inv.h, inv.err, inv.queuedAt)
+			b.failures = append(b.failures, d.notStarted(&invs[i], cause))
 		}
 		return
 	}
@@ -515,9 +525,7 @@ func (d *dispatcher) dropQueuedLocked(b *batch, cause error) {
 				continue
 			}
 			d.unlinkLocked(inv)
-			inv.err = &notStartedError{cause: cause}
-			b.failures = append(b.failures, inv.failure())
-			d.m.dropped(inv.Context, inv.rec, inv.h, inv.err, inv.queuedAt)
+			b.failures = append(b.failures, d.notStarted(inv, cause))
 			b.pending--
 		}
 	}

@@ -128,11 +128,10 @@ func New(cfg Config, opts ...Option) (*Mediator, error) {
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
-	m, err := newMediator(cfg, o.log, o.onBackgroundError)
+	m, err := newMediator(cfg, o.log, o.onBackgroundError, o.observer)
 	if err != nil {
 		return nil, err
 	}
-	m.obs = o.observer
 	if err := m.register(o.regs, o.middleware); err != nil {
 		return nil, err
 	}
@@ -141,7 +140,7 @@ func New(cfg Config, opts ...Option) (*Mediator, error) {
 
 // newMediator makes a mediator that refuses calls with ErrNotReady until
 // register runs.
-func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorHandler) (*Mediator, error) {
+func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorHandler, obs Observer) (*Mediator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -154,6 +153,7 @@ func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorH
 		reg:               newRegistry(),
 		drained:           make(chan struct{}),
 		onBackgroundError: onBackgroundError,
+		obs:               obs,
 	}
 	m.state.Store(stateNotReady)
 	m.events = newDispatcher(m, cfg.Events.limit(DefaultMaxConcurrentEventHandlers), cfg.Events.queueSize())
@@ -257,12 +257,12 @@ func lookup[T any](ctx context.Context, m *Mediator, k kind, api string) (*handl
 	e, _ := m.reg.handlerTable.get(keyOf[T]())
 	if e == nil || e.kind != k {
 		m.end()
-		return nil, nil, m.noHandler(reflect.TypeFor[T](), k, api)
+		return nil, nil, m.noHandler(reflect.TypeFor[T](), api)
 	}
 	return e, parent, nil
 }
 
-func (m *Mediator) noHandler(typ reflect.Type, k kind, api string) error {
+func (m *Mediator) noHandler(typ reflect.Type, api string) error {
 	if e := m.reg.handlers[typ]; e != nil {
 		use := map[kind]string{kindRequest: "Send", kindCommand: "Exec", kindStream: "Stream"}[e.kind]
 		return fmt.Errorf("fxcqrs.%s: %w for %s: it has a %s handler (%s); call %s", api, ErrNoHandler, typeName(typ), e.kind, e.name, use)
@@ -314,14 +314,10 @@ func (m *Mediator) newCallFrame(ctx context.Context, parent *frame) *frame {
 	return f
 }
 
-// finish ends a call whose handler succeeded: the events it emitted are
-// processed per cfg.
-func (m *Mediator) finish(f *frame, cfg *EventConfig, d *dispatcher) error {
-	var err error
-	if buf := f.seal(); buf != nil {
-		err = m.process(f, cfg, d, buf.recs)
-		buf.release()
-	}
+// finish ends a Send or Exec whose handler succeeded: the events it
+// emitted are processed per Config.Events.
+func (m *Mediator) finish(f *frame) error {
+	err := m.settle(f, &m.cfg.Events, m.events)
 	m.end()
 	return err
 }
@@ -373,7 +369,7 @@ func Send[Res, Req any](ctx context.Context, m *Mediator, req Req) (Res, error) 
 		m.discard(f)
 		return zero, err
 	}
-	return res, m.finish(f, &m.cfg.Events, m.events)
+	return res, m.finish(f)
 }
 
 func handleRequest[Req, Res any](ctx context.Context, h RequestHandler[Req, Res], req Req) (res Res, err error) {
@@ -410,7 +406,7 @@ func Exec[Cmd any](ctx context.Context, m *Mediator, cmd Cmd) error {
 		m.discard(f)
 		return err
 	}
-	return m.finish(f, &m.cfg.Events, m.events)
+	return m.finish(f)
 }
 
 func handleCommand[Cmd any](ctx context.Context, h CommandHandler[Cmd], cmd Cmd) (err error) {
@@ -432,17 +428,20 @@ func Publish[E any](ctx context.Context, m *Mediator, event E) error {
 	if err != nil {
 		return err
 	}
+	// The frame only carries the context, depth and slot of the call: no
+	// handler receives it.
 	f := m.newCallFrame(ctx, parent)
 	events := [1]eventRecord{{value: event, kind: eventOf[E]{}}}
-	f.seal()
-	var start time.Time
+	var (
+		call  Call
+		start time.Time
+	)
 	if m.obs != nil {
-		start = m.callStarted(f, publishCall(event, reflect.TypeFor[E]()))
+		call = Call{Kind: KindPublish, Message: event, MessageType: typeName(reflect.TypeFor[E]())}
+		start = m.callStarted(f, call)
 	}
 	err = m.process(f, &m.cfg.Events, m.events, events[:])
-	if m.obs != nil {
-		m.callFinished(f, publishCall(event, reflect.TypeFor[E]()), err, start)
-	}
+	m.callFinished(f, call, err, start)
 	m.end()
 	return err
 }

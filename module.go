@@ -50,11 +50,10 @@ type mediatorParams struct {
 }
 
 func provideMediator(p mediatorParams) (*Mediator, error) {
-	m, err := newMediator(p.Config, p.Logger, p.BackgroundErrorHandler)
+	m, err := newMediator(p.Config, p.Logger, p.BackgroundErrorHandler, p.Observer)
 	if err != nil {
 		return nil, err
 	}
-	m.obs = p.Observer
 	p.Lifecycle.Append(fx.Hook{OnStart: m.Start, OnStop: m.Stop})
 	return m, nil
 }
@@ -84,20 +83,12 @@ func registerHandlers(p registerParams) error {
 //
 // anns are fx annotations of the constructor's parameters.
 func AsMiddleware(constructor any, anns ...fx.Annotation) fx.Option {
-	ct := reflect.TypeOf(constructor)
-	if ct == nil || ct.Kind() != reflect.Func {
-		return fx.Error(fmt.Errorf("fxcqrs.AsMiddleware: want a constructor function, got %T", constructor))
+	result, source, err := constructorResult("AsMiddleware", constructor)
+	if err != nil {
+		return fx.Error(err)
 	}
-	source := funcName(constructor)
-	mwType := reflect.TypeFor[Middleware]()
-	switch {
-	case ct.NumOut() == 1 && ct.Out(0) != errorType:
-	case ct.NumOut() == 2 && ct.Out(1) == errorType:
-	default:
-		return fx.Error(fmt.Errorf("fxcqrs.AsMiddleware(%s): a constructor returns the middleware, optionally followed by an error: got %s", source, ct))
-	}
-	if !ct.Out(0).Implements(mwType) {
-		return fx.Error(fmt.Errorf("fxcqrs.AsMiddleware(%s): %s does not implement fxcqrs.Middleware", source, typeName(ct.Out(0))))
+	if !result.Implements(reflect.TypeFor[Middleware]()) {
+		return fx.Error(fmt.Errorf("fxcqrs.AsMiddleware(%s): %s does not implement fxcqrs.Middleware", source, typeName(result)))
 	}
 	key := "fxcqrs.middleware." + strconv.FormatUint(handlerSeq.Add(1), 10) + ":" + source
 	tag := "name:" + strconv.Quote(key)
@@ -121,8 +112,8 @@ func AsMiddleware(constructor any, anns ...fx.Annotation) fx.Option {
 //
 // A constructor whose result has no fitting Handle fails fx.New and
 // fx.ValidateApp with an error that names it and the signature it needs. A
-// second handler for the same request type fails them too, naming both
-// constructors.
+// second handler for the same request type fails fx.New, naming both
+// handlers and constructors; fx.ValidateApp cannot see it (see asHandler).
 func AsRequestHandler(constructor any, anns ...fx.Annotation) fx.Option {
 	return asHandler(kindRequest, "AsRequestHandler", constructor, anns)
 }
@@ -162,18 +153,11 @@ var handlerSeq atomic.Uint64
 // fx.Annotate's generated function instead of either constructor, and
 // fx.New would fail with that message before the invoke could say more.
 func asHandler(k kind, api string, constructor any, anns []fx.Annotation) fx.Option {
-	ct := reflect.TypeOf(constructor)
-	if ct == nil || ct.Kind() != reflect.Func {
-		return fx.Error(fmt.Errorf("fxcqrs.%s: want a constructor function, got %T", api, constructor))
+	result, source, err := constructorResult(api, constructor)
+	if err != nil {
+		return fx.Error(err)
 	}
-	source := funcName(constructor)
-	switch {
-	case ct.NumOut() == 1 && ct.Out(0) != errorType:
-	case ct.NumOut() == 2 && ct.Out(1) == errorType:
-	default:
-		return fx.Error(fmt.Errorf("fxcqrs.%s(%s): a constructor returns the handler, optionally followed by an error: got %s", api, source, ct))
-	}
-	if _, err := inspect(k, ct.Out(0)); err != nil {
+	if _, err := inspect(k, result); err != nil {
 		return fx.Error(fmt.Errorf("fxcqrs.%s(%s): %w", api, source, err))
 	}
 	key := "fxcqrs." + k.String() + "." + strconv.FormatUint(handlerSeq.Add(1), 10) + ":" + source
@@ -186,6 +170,24 @@ func asHandler(k kind, api string, constructor any, anns []fx.Annotation) fx.Opt
 		fx.Provide(fx.Annotate(constructor, all...)),
 		fx.Provide(fx.Annotate(relay, fx.ParamTags(tag), fx.ResultTags(handlersGroup))),
 	)
+}
+
+// constructorResult checks that constructor is an fx constructor of one
+// value, optionally followed by an error, and returns that value's type and
+// the constructor's name.
+func constructorResult(api string, constructor any) (reflect.Type, string, error) {
+	ct := reflect.TypeOf(constructor)
+	if ct == nil || ct.Kind() != reflect.Func {
+		return nil, "", fmt.Errorf("fxcqrs.%s: want a constructor function, got %T", api, constructor)
+	}
+	source := funcName(constructor)
+	switch {
+	case ct.NumOut() == 1 && ct.Out(0) != errorType:
+	case ct.NumOut() == 2 && ct.Out(1) == errorType:
+	default:
+		return nil, source, fmt.Errorf("fxcqrs.%s(%s): a constructor returns one value, optionally followed by an error: got %s", api, source, ct)
+	}
+	return ct.Out(0), source, nil
 }
 
 func funcName(fn any) string {

@@ -3,7 +3,6 @@ package fxcqrs
 import (
 	"context"
 	"fmt"
-	"reflect"
 	"time"
 )
 
@@ -18,8 +17,9 @@ func (m *Mediator) settle(f *frame, cfg *EventConfig, d *dispatcher) error {
 	if buf == nil {
 		return nil
 	}
-	defer buf.release()
-	return m.process(f, cfg, d, buf.recs)
+	err := m.process(f, cfg, d, buf.recs) // recovers handler panics: no defer needed
+	buf.release()
+	return err
 }
 
 // callStarted tells the observer, whose context becomes the parent of
@@ -53,15 +53,9 @@ func sendSlow[Req, Res any](m *Mediator, e *handlerEntry, h RequestHandler[Req, 
 		}
 	}
 	if err != nil {
-		f.seal().release()
-		m.callFinished(f, call, err, start)
-		m.end()
-		return zero, err
+		return zero, m.complete(f, call, start, err)
 	}
-	err = m.settle(f, &m.cfg.Events, m.events)
-	m.callFinished(f, call, err, start)
-	m.end()
-	return res, err
+	return res, m.complete(f, call, start, nil)
 }
 
 func execSlow[Cmd any](m *Mediator, e *handlerEntry, h CommandHandler[Cmd], f *frame, cmd Cmd) error {
@@ -70,6 +64,13 @@ func execSlow[Cmd any](m *Mediator, e *handlerEntry, h CommandHandler[Cmd], f *f
 	_, err := runChain(f, e.chain, call, func(ctx context.Context) (any, error) {
 		return nil, handleCommand(ctx, h, cmd)
 	})
+	return m.complete(f, call, start, err)
+}
+
+// complete ends a Send or Exec on the slow path, as finish and discard do
+// on the fast one: events processed when the chain succeeded, discarded
+// when it failed; then the observer hears and the call leaves flight.
+func (m *Mediator) complete(f *frame, call Call, start time.Time, err error) error {
 	if err != nil {
 		f.seal().release()
 	} else {
@@ -124,10 +125,6 @@ func (m *Mediator) dropped(ctx context.Context, rec eventRecord, h *eventHandler
 		Call: Call{Kind: KindEvent, Message: rec.value, MessageType: h.msgName, Handler: h.name},
 		Err:  err, Queued: queuedAt != 0,
 	})
-}
-
-func publishCall(event any, typ reflect.Type) Call {
-	return Call{Kind: KindPublish, Message: event, MessageType: typeName(typ)}
 }
 
 // monotime is a monotonic instant in 8 bytes, for queue nodes: nanoseconds

@@ -211,8 +211,6 @@ type registry struct {
 	events   map[reflect.Type][]*eventHandler
 	count    int
 
-	middleware []registeredMiddleware // in order
-
 	// The same, keyed for calls: built once registration is complete.
 	handlerTable typeTable[*handlerEntry]
 	eventTable   typeTable[[]*eventHandler]
@@ -318,8 +316,8 @@ func (r *registry) addAll(regs []registration, mws []registeredMiddleware) error
 		mws[i].name = middlewareName(mw.mw)
 		mws[i].seq = i
 	}
-	sortMiddleware(mws)
 	mws = slices.DeleteFunc(mws, func(mw registeredMiddleware) bool { return mw.mw == nil })
+	sortMiddleware(mws)
 	for t, e := range r.handlers {
 		e.chain = chainFor(mws, kindOf(e.kind), t)
 	}
@@ -328,7 +326,6 @@ func (r *registry) addAll(regs []registration, mws []registeredMiddleware) error
 			h.chain = chainFor(mws, KindEvent, t)
 		}
 	}
-	r.middleware = mws
 	handlers := make(map[typeKey]*handlerEntry, len(r.handlers))
 	for t, e := range r.handlers {
 		handlers[keyOfType(t)] = e

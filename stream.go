@@ -50,11 +50,9 @@ func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[R
 			return
 		}
 		f := m.newCallFrame(ctx, parent)
-		// Deferred: the consumer's loop body may panic through us.
-		defer func() {
-			f.seal().release()
-			m.end()
-		}()
+		// Deferred: the consumer's loop body may panic through us. What the
+		// frame still holds when the stream ends is discarded.
+		defer m.discard(f)
 		s := streamCall[Req, Res]{m: m, f: f, ctx: f, yield: yield}
 		if e.chain == nil && m.obs == nil {
 			s.run(h, req)
@@ -87,8 +85,8 @@ type streamCall[Req, Res any] struct {
 
 func (s *streamCall[Req, Res]) run(h StreamHandler[Req, Res], req Req) {
 	var zero Res
-	if !s.iterate(h, req) || s.stopped {
-		return
+	if s.iterate(h, req); s.stopped {
+		return // a consumer that stopped, a handler error or a panic: no trailing events
 	}
 	// The handler returned: its trailing events run before the end.
 	if err := s.events(s.f.seal()); err != nil {
@@ -96,16 +94,15 @@ func (s *streamCall[Req, Res]) run(h StreamHandler[Req, Res], req Req) {
 	}
 }
 
-// iterate ranges over the handler's sequence; it reports false when the
-// handler panicked (the panic was delivered).
-func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) (ok bool) {
+// iterate ranges over the handler's sequence. A handler panic is delivered
+// as a final element, so it leaves the call stopped.
+func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) {
 	var zero Res
 	defer func() {
 		if r := recover(); r != nil {
 			if s.inConsumer {
 				panic(r) // the consumer's own panic is not ours to turn into an item
 			}
-			ok = false
 			s.f.take().release() // the handler failed: its pending events go with it
 			if s.stopped {
 				// Typically a handler that kept yielding after the
@@ -118,7 +115,7 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) (ok b
 	}()
 	seq := h.Handle(s.ctx, req)
 	if seq == nil {
-		return true
+		return
 	}
 	ctx := s.ctx
 	for item, err := range seq {
@@ -141,7 +138,6 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) (ok b
 			break
 		}
 	}
-	return true
 }
 
 // deliver hands one element to the consumer and reports whether it wants
