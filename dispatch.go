@@ -69,18 +69,18 @@ func failure(rec eventRecord, h *eventHandler, err error, started bool) EventFai
 }
 
 // run runs the invocation's handler: see invoke.
-func (inv *invocation) run() *eventBuf {
+func (inv *invocation) run(m *Mediator) *eventBuf {
 	var follow *eventBuf
-	follow, inv.started, inv.err = invoke(&inv.frame, inv.rec, inv.h, inv.queuedAt)
+	follow, inv.started, inv.err = invoke(m, &inv.frame, inv.rec, inv.h, inv.queuedAt)
 	return follow
 }
 
 // initInvocation makes f the frame of an event handler invocation at
 // depth, under the call's context ctx. It holds a slot: nested calls made
 // with it process their events inline.
-func (f *frame) initInvocation(ctx context.Context, m *Mediator, depth int32) {
+func (f *frame) initInvocation(ctx context.Context, m *Mediator, depth int16) {
 	f.Context = ctx
-	f.m = m
+	f.buf = &m.bufs.home
 	f.depth = depth
 	f.slot = true
 }
@@ -97,15 +97,15 @@ func (d *dispatcher) notStarted(inv *invocation, cause error) EventFailure {
 // already done, and returns the follow-up events it emitted. A failed
 // handler's follow-ups are discarded with it. started reports whether the
 // handler ran.
-func invoke(f *frame, rec eventRecord, h *eventHandler, queuedAt monotime) (follow *eventBuf, started bool, err error) {
+func invoke(m *Mediator, f *frame, rec eventRecord, h *eventHandler, queuedAt monotime) (follow *eventBuf, started bool, err error) {
 	if cerr := f.Err(); cerr != nil {
 		f.seal().release()
 		err = &notStartedError{cause: cerr}
-		f.m.dropped(f.Context, rec, h, err, queuedAt)
+		m.dropped(f.Context, rec, h, err, queuedAt)
 		return nil, false, err
 	}
-	if h.chain != nil || f.m.obs != nil {
-		err = f.m.callEvent(f, rec, h, queuedAt)
+	if h.chain != nil || m.obs != nil {
+		err = m.callEvent(f, rec, h, queuedAt)
 	} else {
 		err = callHandler(f, rec, h)
 	}
@@ -123,7 +123,7 @@ func callHandler(ctx context.Context, rec eventRecord, h *eventHandler) (err err
 			err = newPanicError(r)
 		}
 	}()
-	return rec.kind.invoke(ctx, h.handler, rec.value)
+	return rec.kind.invoke(ctx, h, rec.value)
 }
 
 // handlersOf looks up the handlers of each event, in emit order, and
@@ -161,7 +161,7 @@ func (m *Mediator) tooDeep(ctx context.Context, events []eventRecord, handlers [
 // expand turns events emitted at depth into invocations for the queue, in
 // emit order, then handler order, with ctx as their parent context. Events
 // past MaxDepth become failures.
-func (m *Mediator) expand(ctx context.Context, b *batch, depth int32, events []eventRecord) ([]invocation, []EventFailure) {
+func (m *Mediator) expand(ctx context.Context, b *batch, depth int16, events []eventRecord) ([]invocation, []EventFailure) {
 	var cache [8][]*eventHandler
 	handlers, n := m.handlersOf(events, cache[:0])
 	if n == 0 {
@@ -229,7 +229,7 @@ func (m *Mediator) runAlone(f *frame, d *dispatcher, ev eventRecord) (bool, []Ev
 	h := hs[0]
 	inv := new(frame)
 	inv.initInvocation(f.Context, m, f.depth+1)
-	follow, started, err := invoke(inv, ev, h, 0)
+	follow, started, err := invoke(m, inv, ev, h, 0)
 	d.releaseSlot()
 	if err != nil {
 		return true, []EventFailure{failure(ev, h, err, started)}
@@ -268,7 +268,7 @@ func (m *Mediator) queued(invs []invocation) {
 // runInline runs invocations one after another on this goroutine: emit
 // order, then handler order, follow-ups breadth first. It needs no queue
 // nodes, only a frame per invocation.
-func (m *Mediator) runInline(ctx context.Context, depth int32, events []eventRecord) []EventFailure {
+func (m *Mediator) runInline(ctx context.Context, depth int16, events []eventRecord) []EventFailure {
 	var (
 		failures []EventFailure
 		next     []eventRecord
@@ -291,7 +291,7 @@ func (m *Mediator) runInline(ctx context.Context, depth int32, events []eventRec
 				f := &frames[k]
 				k++
 				f.initInvocation(ctx, m, depth+1)
-				follow, started, err := invoke(f, ev, h, 0)
+				follow, started, err := invoke(m, f, ev, h, 0)
 				if err != nil {
 					failures = append(failures, failure(ev, h, err, started))
 					continue
@@ -402,7 +402,7 @@ func (d *dispatcher) process(b *batch, invs []invocation) {
 // runOne runs a popped invocation outside the lock and finishes it under
 // the lock, which it holds again on return.
 func (d *dispatcher) runOne(inv *invocation) {
-	follow := inv.run()
+	follow := inv.run(d.m)
 	var (
 		invs  []invocation
 		fails []EventFailure

@@ -24,7 +24,7 @@ func (r eventRecord) typ() reflect.Type { return r.kind.typ() }
 type eventKind interface {
 	key() typeKey
 	typ() reflect.Type
-	invoke(ctx context.Context, handler, event any) error
+	invoke(ctx context.Context, h *eventHandler, event any) error
 }
 
 type eventOf[E any] struct{}
@@ -33,14 +33,21 @@ func (eventOf[E]) key() typeKey { return keyOf[E]() }
 
 func (eventOf[E]) typ() reflect.Type { return reflect.TypeFor[E]() }
 
-func (eventOf[E]) invoke(ctx context.Context, handler, event any) error {
-	h, ok := handler.(EventHandler[E])
+func (eventOf[E]) invoke(ctx context.Context, h *eventHandler, event any) error {
+	// Asserting h.handler to EventHandler[E] costs an itab lookup in
+	// generic code; the first invocation does it once for all later ones.
+	typed, ok := h.typed.Load().(*EventHandler[E])
 	if !ok {
-		// Registration checked the Handle method, so this cannot happen
-		// unless the registry is corrupt; fail the invocation loudly.
-		return errHandlerMismatch(handler, reflect.TypeFor[E]())
+		eh, ok := h.handler.(EventHandler[E])
+		if !ok {
+			// Registration checked the Handle method, so this cannot happen
+			// unless the registry is corrupt; fail the invocation loudly.
+			return errHandlerMismatch(h.handler, reflect.TypeFor[E]())
+		}
+		typed = &eh
+		h.typed.Store(typed)
 	}
-	return h.Handle(ctx, event.(E))
+	return (*typed).Handle(ctx, event.(E))
 }
 
 // frameKey is the context key of the innermost frame.
@@ -49,14 +56,21 @@ type frameKey struct{}
 // frame is the context a handler runs with: one per call and one per event
 // handler invocation. It collects what the handler emits, for this call
 // only, so that handlers can be singletons shared by concurrent calls.
+//
+// A frame is allocated on every call, so it is kept to 32 bytes, the
+// smallest size class that holds a context: its mediator is not a field
+// but found through buf, which is never nil.
 type frame struct {
 	context.Context
 
-	m     *Mediator // nil for a recorder made by RecordEvents
-	depth int32     // MaxDepth counts these
+	// buf is what the handler emitted, or its owner's empty home buffer
+	// while it emitted nothing. It is written under state's lock only, and
+	// never once the frame is closed, so a closed frame's buf (possibly a
+	// buffer since reused by another frame) still tells its owner.
+	buf   *eventBuf
 	state frameState
-	slot  bool      // runs on an event slot: nested calls process events inline
-	buf   *eventBuf // what the handler emitted; nil until its first Emit (guarded by state)
+	depth int16 // MaxDepth counts these
+	slot  bool  // runs on an event slot: nested calls process events inline
 }
 
 // frameState is a frame's lock and its closed flag in one word, so that
@@ -95,37 +109,53 @@ func (s *frameState) leaveOpen(next uint32) bool {
 	}
 }
 
-// eventBuf holds a frame's events. Buffers are pooled: a frame hands its
-// buffer over when it is sealed and never touches it again, so a buffer is
-// reused only after everything it held was processed. Frames themselves are
-// never reused: a goroutine that outlives its handler may still hold one.
+// eventBuf holds a frame's events. Buffers are pooled per owner: a frame
+// hands its buffer over when it is sealed and never writes it again, so a
+// buffer is reused only after everything it held was processed. Frames
+// themselves are never reused: a goroutine that outlives its handler may
+// still hold one.
 type eventBuf struct {
+	owner  *bufOwner // never changes
 	recs   []eventRecord
 	inline [8]eventRecord
 }
 
-var eventBufs = sync.Pool{New: func() any {
-	b := new(eventBuf)
-	b.recs = b.inline[:0]
-	return b
-}}
+// bufOwner pools the buffers of one mediator's frames (or of every
+// recorder's) and has the home buffer they point to while empty.
+type bufOwner struct {
+	m    *Mediator // nil for recorders
+	pool sync.Pool
+	home eventBuf // always empty
+}
 
-// release returns the buffer to the pool, dropping its references.
+func (o *bufOwner) init(m *Mediator) {
+	o.m = m
+	o.home.owner = o
+	o.pool.New = func() any {
+		b := &eventBuf{owner: o}
+		b.recs = b.inline[:0]
+		return b
+	}
+}
+
+// recorders owns the buffers of RecordEvents frames.
+var recorders = func() *bufOwner {
+	o := new(bufOwner)
+	o.init(nil)
+	return o
+}()
+
+func (b *eventBuf) isHome() bool { return b == &b.owner.home }
+
+// release returns the buffer to its owner's pool, dropping its references.
+// Releasing nil or a home buffer does nothing.
 func (b *eventBuf) release() {
-	if b == nil {
+	if b == nil || b.isHome() {
 		return
 	}
 	clear(b.recs)
 	b.recs = b.inline[:0]
-	eventBufs.Put(b)
-}
-
-// records returns the buffer's events; nil for a nil buffer.
-func (b *eventBuf) records() []eventRecord {
-	if b == nil {
-		return nil
-	}
-	return b.recs
+	b.owner.pool.Put(b)
 }
 
 // Value returns the frame itself for frameKey, so Emit and nested calls
@@ -148,14 +178,12 @@ func frameOf(ctx context.Context) *frame {
 
 // seal closes the frame and hands over what it collected (nil when
 // nothing). An Emit after seal is late: it is logged and counted, never
-// silently lost.
+// silently lost. buf keeps pointing at the handed-over buffer: see frame.
 func (f *frame) seal() *eventBuf {
-	if !f.state.close() {
+	if !f.state.close() || f.buf.isHome() {
 		return nil
 	}
-	b := f.buf
-	f.buf = nil
-	return b
+	return f.buf
 }
 
 // take hands over what the frame collected so far and keeps it open (a
@@ -165,9 +193,23 @@ func (f *frame) take() *eventBuf {
 		return nil
 	}
 	b := f.buf
-	f.buf = nil
+	if b.isHome() {
+		b = nil
+	} else {
+		f.buf = &b.owner.home
+	}
 	f.state.unlock()
 	return b
+}
+
+// mediator returns the mediator the frame belongs to (nil for a recorder).
+func (f *frame) mediator() *Mediator {
+	if !f.state.lock() {
+		return f.buf.owner.m // closed: buf is no longer written
+	}
+	m := f.buf.owner.m
+	f.state.unlock()
+	return m
 }
 
 // mark returns how many events the frame holds, for truncate.
@@ -175,7 +217,7 @@ func (f *frame) mark() int {
 	if !f.state.lock() {
 		return 0
 	}
-	n := len(f.buf.records())
+	n := len(f.buf.recs)
 	f.state.unlock()
 	return n
 }
@@ -185,7 +227,7 @@ func (f *frame) truncate(mark int) {
 	if !f.state.lock() {
 		return
 	}
-	if f.buf != nil && len(f.buf.recs) > mark {
+	if len(f.buf.recs) > mark {
 		clear(f.buf.recs[mark:])
 		f.buf.recs = f.buf.recs[:mark]
 	}
@@ -218,13 +260,15 @@ func Emit[E any](ctx context.Context, event E) {
 	}
 	rec := eventRecord{value: event, kind: eventOf[E]{}}
 	if !f.state.lock() {
-		f.m.lateEmit(rec)
+		f.buf.owner.m.lateEmit(rec) // closed: buf is no longer written
 		return
 	}
-	if f.buf == nil {
-		f.buf = eventBufs.Get().(*eventBuf)
+	b := f.buf
+	if b.isHome() {
+		b = b.owner.pool.Get().(*eventBuf)
+		f.buf = b
 	}
-	f.buf.recs = append(f.buf.recs, rec)
+	b.recs = append(b.recs, rec)
 	f.state.unlock()
 }
 
@@ -253,7 +297,7 @@ type EventRecorder struct {
 //
 // The events are only recorded, never processed.
 func RecordEvents(parent context.Context) (context.Context, *EventRecorder) {
-	f := &frame{Context: parent}
+	f := &frame{Context: parent, buf: &recorders.home}
 	return f, &EventRecorder{f: f}
 }
 
@@ -263,7 +307,7 @@ func (r *EventRecorder) Events() []any {
 		return nil
 	}
 	defer r.f.state.unlock()
-	recs := r.f.buf.records()
+	recs := r.f.buf.recs
 	out := make([]any, len(recs))
 	for i, rec := range recs {
 		out[i] = rec.value
@@ -275,7 +319,7 @@ func (r *EventRecorder) Events() []any {
 func (r *EventRecorder) Reset() {
 	if r.f.state.lock() {
 		r.f.buf.release()
-		r.f.buf = nil
+		r.f.buf = &recorders.home
 		r.f.state.unlock()
 	}
 }

@@ -33,6 +33,7 @@ type Mediator struct {
 	onBackgroundError BackgroundErrorHandler
 	obs               Observer // nil: nothing observes, nothing is paid
 	lateEmits         atomic.Uint64
+	bufs              bufOwner // its frames' event buffers
 }
 
 const (
@@ -156,6 +157,7 @@ func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorH
 		obs:               obs,
 	}
 	m.state.Store(stateNotReady)
+	m.bufs.init(m)
 	m.events = newDispatcher(m, cfg.Events.limit(DefaultMaxConcurrentEventHandlers), cfg.Events.queueSize())
 	m.streams = newDispatcher(m, cfg.StreamEvents.limit(DefaultMaxConcurrentStreamEventHandlers), 0)
 	return m, nil
@@ -235,7 +237,7 @@ func (m *Mediator) refuse(state int64, parent *frame) error {
 	}
 	// Stopping: a call made from inside a call still in flight belongs to
 	// it and must be able to finish.
-	if parent != nil && parent.m == m && parent.open() {
+	if parent != nil && parent.open() && parent.mediator() == m {
 		return nil
 	}
 	return ErrStopped
@@ -306,7 +308,7 @@ func isNil(v any) bool {
 // newCallFrame makes the context a handler of a call runs with: the one
 // allocation of a call that emits nothing.
 func (m *Mediator) newCallFrame(ctx context.Context, parent *frame) *frame {
-	f := &frame{Context: ctx, m: m}
+	f := &frame{Context: ctx, buf: &m.bufs.home}
 	if parent != nil {
 		f.depth = parent.depth + 1
 		f.slot = parent.slot
