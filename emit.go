@@ -34,20 +34,13 @@ func (eventOf[E]) key() typeKey { return keyOf[E]() }
 func (eventOf[E]) typ() reflect.Type { return reflect.TypeFor[E]() }
 
 func (eventOf[E]) invoke(ctx context.Context, h *eventHandler, event any) error {
-	// Asserting h.handler to EventHandler[E] costs an itab lookup in
-	// generic code; the first invocation does it once for all later ones.
-	typed, ok := h.typed.Load().(*EventHandler[E])
+	eh, ok := h.handler.(EventHandler[E])
 	if !ok {
-		eh, ok := h.handler.(EventHandler[E])
-		if !ok {
-			// Registration checked the Handle method, so this cannot happen
-			// unless the registry is corrupt; fail the invocation loudly.
-			return errHandlerMismatch(h.handler, reflect.TypeFor[E]())
-		}
-		typed = &eh
-		h.typed.Store(typed)
+		// Registration checked the Handle method, so this cannot happen
+		// unless the registry is corrupt; fail the invocation loudly.
+		return errHandlerMismatch(h.handler, reflect.TypeFor[E]())
 	}
-	return (*typed).Handle(ctx, event.(E))
+	return eh.Handle(ctx, event.(E))
 }
 
 // frameKey is the context key of the innermost frame.

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync/atomic"
 )
 
 // kind is what a handler handles. Request, command and stream handlers
@@ -203,10 +202,6 @@ type eventHandler struct {
 	chain   []Middleware // the middleware that wraps its invocations, in order
 	source  string       // the fx constructor, when known
 	order   int          // registration order: the last tie-break
-
-	// typed caches handler as an *EventHandler[E], set by the first
-	// invocation: see eventOf.invoke.
-	typed atomic.Value
 }
 
 // registry maps message types to handlers. It is written during
