@@ -16,7 +16,7 @@ import (
 // or for its context: nothing is dropped. It returns the failures the
 // caller must see: events that could not be queued.
 func (m *Mediator) submit(f *frame, d *dispatcher, events []eventRecord) []EventFailure {
-	bg := &batch{ctx: context.WithoutCancel(f.Context), detached: true}
+	bg := &batch{ctx: context.WithoutCancel(f.Context), detached: true, stripe: f.stripe}
 	invs, fails := m.expand(bg.ctx, bg, f.depth, events)
 	if len(fails) > 0 {
 		m.reportBackground(bg.ctx, fails)
@@ -47,12 +47,12 @@ func (m *Mediator) submit(f *frame, d *dispatcher, events []eventRecord) []Event
 			return failures
 		}
 	}
-	m.state.Add(1) // the batch is in flight until its last invocation ends
+	m.calls.enter(bg.stripe) // the batch is in flight until its last invocation ends
 	d.enqueueLocked(bg, invs)
 	if bg.pending == 0 {
 		d.mu.Unlock()
 		m.reportBackground(bg.ctx, bg.failures)
-		m.end()
+		m.calls.leave(bg.stripe)
 		return nil
 	}
 	d.spawnLocked()

@@ -43,7 +43,8 @@ type batch struct {
 	more     [][]invocation // follow-ups' invocations, likewise
 	parked   bool           // the caller waits on wake
 	wake     chan struct{}
-	detached bool // background: nobody waits; the last invocation reports
+	detached bool  // background: nobody waits; the last invocation reports
+	stripe   uint8 // background: where the batch counts as in flight
 }
 
 // invocation is one event × one handler. It carries the frame its handler
@@ -549,7 +550,7 @@ func (d *dispatcher) completeLocked(b *batch) {
 		go func() {
 			defer d.helpers.Done()
 			d.m.reportBackground(b.ctx, failures)
-			d.m.end()
+			d.m.calls.leave(b.stripe)
 		}()
 		return
 	}

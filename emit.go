@@ -60,10 +60,11 @@ type frame struct {
 	// while it emitted nothing. It is written under state's lock only, and
 	// never once the frame is closed, so a closed frame's buf (possibly a
 	// buffer since reused by another frame) still tells its owner.
-	buf   *eventBuf
-	state frameState
-	depth int16 // MaxDepth counts these
-	slot  bool  // runs on an event slot: nested calls process events inline
+	buf    *eventBuf
+	state  frameState
+	depth  int16 // MaxDepth counts these
+	slot   bool  // runs on an event slot: nested calls process events inline
+	stripe uint8 // a call's: where it counts as in flight (see flight)
 }
 
 // frameState is a frame's lock and its closed flag in one word, so that

@@ -72,16 +72,13 @@ func (m *Mediator) table() [][3]string {
 // their own. Stop may be called again: it waits again. Under fx, Module
 // calls it from an OnStop hook with fx's stop timeout.
 func (m *Mediator) Stop(ctx context.Context) error {
-	if m.state.Or(stateStopping)&stateCalls == 0 {
-		m.drainedOnce.Do(func() { close(m.drained) })
-	}
 	select {
-	case <-m.drained:
+	case <-m.calls.stop():
 	case <-ctx.Done():
 		cause := fmt.Errorf("%w before its events ran: %w", ErrStopped, context.Cause(ctx))
 		m.events.abort(cause)
 		m.streams.abort(cause)
-		n := m.state.Load() & stateCalls
+		n := m.calls.count()
 		if n == 0 {
 			break
 		}

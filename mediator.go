@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"reflect"
 	"runtime/debug"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,11 +20,7 @@ type Mediator struct {
 	log *zap.Logger
 	reg *registry
 
-	// state packs the stopping and not-ready flags with the number of calls
-	// in flight, so a call checks both with one atomic add.
-	state       atomic.Int64
-	drained     chan struct{}
-	drainedOnce sync.Once
+	calls flight // in flight, and whether new ones are refused
 
 	events  *dispatcher // Config.Events, concurrent modes
 	streams *dispatcher // Config.StreamEvents, concurrent mode
@@ -35,12 +30,6 @@ type Mediator struct {
 	lateEmits         atomic.Uint64
 	bufs              bufOwner // its frames' event buffers
 }
-
-const (
-	stateStopping int64 = 1 << 62
-	stateNotReady int64 = 1 << 61
-	stateCalls    int64 = stateNotReady - 1
-)
 
 // BackgroundErrorHandler receives the failures of events processed in
 // background mode (EventConfig.Background), which no caller is waiting for.
@@ -152,11 +141,10 @@ func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorH
 		cfg:               cfg,
 		log:               log,
 		reg:               newRegistry(),
-		drained:           make(chan struct{}),
 		onBackgroundError: onBackgroundError,
 		obs:               obs,
 	}
-	m.state.Store(stateNotReady)
+	m.calls.init(flightNotReady)
 	m.bufs.init(m)
 	m.events = newDispatcher(m, cfg.Events.limit(DefaultMaxConcurrentEventHandlers), cfg.Events.queueSize())
 	m.streams = newDispatcher(m, cfg.StreamEvents.limit(DefaultMaxConcurrentStreamEventHandlers), 0)
@@ -168,7 +156,7 @@ func (m *Mediator) register(regs []registration, mws []registeredMiddleware) err
 	if err := m.reg.addAll(regs, mws); err != nil {
 		return fmt.Errorf("fxcqrs: invalid handlers: %w", err)
 	}
-	m.state.And(^stateNotReady)
+	m.calls.clear(flightNotReady)
 	return nil
 }
 
@@ -201,15 +189,16 @@ type DispatchStats struct {
 // Stats returns a snapshot of the mediator's counters.
 func (m *Mediator) Stats() Stats {
 	return Stats{
-		InFlight:     int(m.state.Load() & stateCalls),
+		InFlight:     int(m.calls.count()),
 		LateEmits:    m.lateEmits.Load(),
 		Events:       m.events.stats(),
 		StreamEvents: m.streams.stats(),
 	}
 }
 
-// begin admits a call: it counts it in flight and returns the frame of the
-// call it is made from, if any. Every successful begin is paired with end.
+// begin admits a call and returns the frame its handler runs with: the one
+// allocation of a call that emits nothing. The call is in flight until
+// end(f); begin ends it itself when it returns an error.
 func (m *Mediator) begin(ctx context.Context, api string) (*frame, error) {
 	if m == nil {
 		return nil, errors.New("fxcqrs." + api + ": nil *Mediator")
@@ -218,21 +207,27 @@ func (m *Mediator) begin(ctx context.Context, api string) (*frame, error) {
 		return nil, errors.New("fxcqrs." + api + ": nil context")
 	}
 	parent := frameOf(ctx)
-	if v := m.state.Add(1); v&(stateStopping|stateNotReady) != 0 {
-		if err := m.refuse(v, parent); err != nil {
-			m.end()
+	f := &frame{Context: ctx, buf: &m.bufs.home}
+	f.stripe = m.calls.stripeOf(f)
+	if flags := m.calls.enter(f.stripe); flags != 0 {
+		if err := m.refuse(flags, parent); err != nil {
+			m.end(f)
 			return nil, fmt.Errorf("fxcqrs.%s: %w", api, err)
 		}
 	}
-	if parent != nil && parent.depth >= MaxDepth {
-		m.end()
-		return nil, fmt.Errorf("fxcqrs.%s: %w (%d)", api, ErrMaxDepth, MaxDepth)
+	if parent != nil {
+		if parent.depth >= MaxDepth {
+			m.end(f)
+			return nil, fmt.Errorf("fxcqrs.%s: %w (%d)", api, ErrMaxDepth, MaxDepth)
+		}
+		f.depth = parent.depth + 1
+		f.slot = parent.slot
 	}
-	return parent, nil
+	return f, nil
 }
 
-func (m *Mediator) refuse(state int64, parent *frame) error {
-	if state&stateNotReady != 0 {
+func (m *Mediator) refuse(flags int64, parent *frame) error {
+	if flags&flightNotReady != 0 {
 		return ErrNotReady
 	}
 	// Stopping: a call made from inside a call still in flight belongs to
@@ -244,24 +239,20 @@ func (m *Mediator) refuse(state int64, parent *frame) error {
 }
 
 // end is the other half of begin.
-func (m *Mediator) end() {
-	if m.state.Add(-1) == stateStopping {
-		m.drainedOnce.Do(func() { close(m.drained) })
-	}
-}
+func (m *Mediator) end(f *frame) { m.calls.leave(f.stripe) }
 
 // lookup admits a call and finds the handler of T.
 func lookup[T any](ctx context.Context, m *Mediator, k kind, api string) (*handlerEntry, *frame, error) {
-	parent, err := m.begin(ctx, api)
+	f, err := m.begin(ctx, api)
 	if err != nil {
 		return nil, nil, err
 	}
 	e, _ := m.reg.handlerTable.get(keyOf[T]())
 	if e == nil || e.kind != k {
-		m.end()
+		m.end(f)
 		return nil, nil, m.noHandler(reflect.TypeFor[T](), api)
 	}
-	return e, parent, nil
+	return e, f, nil
 }
 
 func (m *Mediator) noHandler(typ reflect.Type, api string) error {
@@ -305,29 +296,18 @@ func isNil(v any) bool {
 	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }
 
-// newCallFrame makes the context a handler of a call runs with: the one
-// allocation of a call that emits nothing.
-func (m *Mediator) newCallFrame(ctx context.Context, parent *frame) *frame {
-	f := &frame{Context: ctx, buf: &m.bufs.home}
-	if parent != nil {
-		f.depth = parent.depth + 1
-		f.slot = parent.slot
-	}
-	return f
-}
-
 // finish ends a Send or Exec whose handler succeeded: the events it
 // emitted are processed per Config.Events.
 func (m *Mediator) finish(f *frame) error {
 	err := m.settle(f, &m.cfg.Events, m.events)
-	m.end()
+	m.end(f)
 	return err
 }
 
 // discard ends a call whose handler failed: its events go with it.
 func (m *Mediator) discard(f *frame) {
 	f.seal().release()
-	m.end()
+	m.end(f)
 }
 
 func newPanicError(v any) *PanicError {
@@ -349,20 +329,19 @@ func newPanicError(v any) *PanicError {
 // *EventError when event handlers failed.
 func Send[Res, Req any](ctx context.Context, m *Mediator, req Req) (Res, error) {
 	var zero Res
-	e, parent, err := lookup[Req](ctx, m, kindRequest, "Send")
+	e, f, err := lookup[Req](ctx, m, kindRequest, "Send")
 	if err != nil {
 		return zero, err
 	}
 	h, ok := e.handler.(RequestHandler[Req, Res])
 	if !ok {
-		m.end()
+		m.end(f)
 		return zero, e.wrongResult("Send", reflect.TypeFor[Res]())
 	}
 	if e.nilable && isNil(req) {
-		m.end()
+		m.end(f)
 		return zero, errNilRequest("Send", e.message)
 	}
-	f := m.newCallFrame(ctx, parent)
 	if e.chain != nil || m.obs != nil {
 		return sendSlow(m, e, h, f, req)
 	}
@@ -387,20 +366,19 @@ func handleRequest[Req, Res any](ctx context.Context, h RequestHandler[Req, Res]
 // handler emitted (follow-ups included) has been processed per
 // Config.Events. Its errors are those of [Send].
 func Exec[Cmd any](ctx context.Context, m *Mediator, cmd Cmd) error {
-	e, parent, err := lookup[Cmd](ctx, m, kindCommand, "Exec")
+	e, f, err := lookup[Cmd](ctx, m, kindCommand, "Exec")
 	if err != nil {
 		return err
 	}
 	h, ok := e.handler.(CommandHandler[Cmd])
 	if !ok {
-		m.end()
+		m.end(f)
 		return errHandlerMismatch(e.handler, e.message)
 	}
 	if e.nilable && isNil(cmd) {
-		m.end()
+		m.end(f)
 		return errNilRequest("Exec", e.message)
 	}
-	f := m.newCallFrame(ctx, parent)
 	if e.chain != nil || m.obs != nil {
 		return execSlow(m, e, h, f, cmd)
 	}
@@ -426,13 +404,12 @@ func handleCommand[Cmd any](ctx context.Context, h CommandHandler[Cmd], cmd Cmd)
 // from outside the process (a message broker's consumer) enter. An event
 // type without handlers is not an error.
 func Publish[E any](ctx context.Context, m *Mediator, event E) error {
-	parent, err := m.begin(ctx, "Publish")
+	// The frame only carries the context, depth and slot of the call: no
+	// handler receives it.
+	f, err := m.begin(ctx, "Publish")
 	if err != nil {
 		return err
 	}
-	// The frame only carries the context, depth and slot of the call: no
-	// handler receives it.
-	f := m.newCallFrame(ctx, parent)
 	events := [1]eventRecord{{value: event, kind: eventOf[E]{}}}
 	var (
 		call  Call
@@ -444,6 +421,6 @@ func Publish[E any](ctx context.Context, m *Mediator, event E) error {
 	}
 	err = m.process(f, &m.cfg.Events, m.events, events[:])
 	m.callFinished(f, call, err, start)
-	m.end()
+	m.end(f)
 	return err
 }

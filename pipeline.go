@@ -77,7 +77,7 @@ func (m *Mediator) complete(f *frame, call Call, start time.Time, err error) err
 		err = m.settle(f, &m.cfg.Events, m.events)
 	}
 	m.callFinished(f, call, err, start)
-	m.end()
+	m.end(f)
 	return err
 }
 

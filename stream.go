@@ -33,23 +33,22 @@ import (
 func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[Res, error] {
 	return func(yield func(Res, error) bool) {
 		var zero Res
-		e, parent, err := lookup[Req](ctx, m, kindStream, "Stream")
+		e, f, err := lookup[Req](ctx, m, kindStream, "Stream")
 		if err != nil {
 			yield(zero, err)
 			return
 		}
 		h, ok := e.handler.(StreamHandler[Req, Res])
 		if !ok {
-			m.end()
+			m.end(f)
 			yield(zero, e.wrongResult("Stream", reflect.TypeFor[Res]()))
 			return
 		}
 		if e.nilable && isNil(req) {
-			m.end()
+			m.end(f)
 			yield(zero, errNilRequest("Stream", e.message))
 			return
 		}
-		f := m.newCallFrame(ctx, parent)
 		// Deferred: the consumer's loop body may panic through us. What the
 		// frame still holds when the stream ends is discarded.
 		defer m.discard(f)

@@ -3,6 +3,7 @@ package benchmarks
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"testing"
 
 	"github.com/fxcqrs/fxcqrs"
@@ -53,6 +54,47 @@ func BenchmarkSend(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	})
+}
+
+// BenchmarkSendParallel: Send on every core at once (ns/op is wall time
+// per call, so it shrinks as cores are added when nothing is shared),
+// against the interface call and the Go-MediatR technique, which share
+// nothing but a read-only map.
+func BenchmarkSendParallel(b *testing.B) {
+	ctx := context.Background()
+	b.Run("interface", func(b *testing.B) {
+		var h fxcqrs.RequestHandler[Query, int] = QueryHandler{}
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for i := 1000; pb.Next(); i++ {
+				_, _ = h.Handle(ctx, Query{ID: i})
+			}
+		})
+	})
+	b.Run("mediatr-style", func(b *testing.B) {
+		styleHandlers[reflect.TypeFor[Query]()] = QueryHandler{}
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for i := 1000; pb.Next(); i++ {
+				if _, err := styleSend[Query, int](ctx, Query{ID: i}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("fxcqrs", func(b *testing.B) {
+		m := newMediator(b, fxcqrs.Config{}, fxcqrs.WithRequestHandlers(QueryHandler{}))
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for i := 1000; pb.Next(); i++ {
+				if _, err := fxcqrs.Send[int](ctx, m, Query{ID: i}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
 	})
 }
 
