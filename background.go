@@ -16,6 +16,9 @@ import (
 // or for its context: nothing is dropped. It returns the failures the
 // caller must see: events that could not be queued.
 func (m *Mediator) submit(f *frame, d *dispatcher, events []eventRecord) []EventFailure {
+	for i := range events {
+		events[i].detach() // they run after the caller released their buffer
+	}
 	bg := &batch{ctx: context.WithoutCancel(f.Context), detached: true, stripe: f.stripe}
 	invs, fails := m.expand(bg.ctx, bg, f.depth, events)
 	if len(fails) > 0 {

@@ -193,3 +193,46 @@ func TestBackgroundQueueBoundHolds(t *testing.T) {
 	_, _, total := g.snapshot()
 	assert.Equal(t, callers, total)
 }
+
+// TestBackgroundEventsKeepTheirValues: background events run after their
+// call returned and its buffer went back to the pool, to be reused by the
+// next calls' events. Each must still arrive with the value it was
+// emitted with.
+func TestBackgroundEventsKeepTheirValues(t *testing.T) {
+	t.Parallel()
+	const calls, perCall = 20, 4
+	release := make(chan struct{})
+	var (
+		mu   sync.Mutex
+		seen []int
+	)
+	m := newMediator(t, background(1, calls*perCall),
+		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
+			for i := range perCall {
+				fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID*100 + i})
+			}
+			return nil
+		})),
+		fxcqrs.WithEventHandlers(eventFunc[OrderPlaced](func(_ context.Context, e OrderPlaced) error {
+			if e.ID == 100 {
+				<-release // hold the only slot while later calls reuse buffers
+			}
+			mu.Lock()
+			seen = append(seen, e.ID)
+			mu.Unlock()
+			return nil
+		})),
+	)
+	var want []int
+	for c := 1; c <= calls; c++ {
+		require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: c}))
+		for i := range perCall {
+			want = append(want, c*100+i)
+		}
+	}
+	close(release)
+	require.NoError(t, m.Stop(context.Background()))
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, want, seen, "limit 1 runs them in emit order, each with its own value")
+}

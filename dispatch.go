@@ -66,7 +66,7 @@ func (inv *invocation) failure() EventFailure {
 }
 
 func failure(rec eventRecord, h *eventHandler, err error, started bool) EventFailure {
-	return EventFailure{Event: rec.value, EventType: typeName(rec.typ()), Handler: h.name, Err: err, Started: started}
+	return EventFailure{Event: rec.event(), EventType: typeName(rec.typ()), Handler: h.name, Err: err, Started: started}
 }
 
 // run runs the invocation's handler: see invoke.
@@ -261,19 +261,23 @@ func (m *Mediator) queued(invs []invocation) {
 		inv := &invs[i]
 		inv.queuedAt = now
 		m.obs.InvocationQueued(inv.Context, InvocationQueued{
-			Call: Call{Kind: KindEvent, Message: inv.rec.value, MessageType: inv.h.msgName, Handler: inv.h.name},
+			Call: Call{Kind: KindEvent, Message: inv.rec.event(), MessageType: inv.h.msgName, Handler: inv.h.name},
 		})
 	}
 }
 
 // runInline runs invocations one after another on this goroutine: emit
 // order, then handler order, follow-ups breadth first. It needs no queue
-// nodes, only a frame per invocation.
+// nodes, only a frame per invocation. The follow-ups of one level stay in
+// their buffers until the next level has run: their records point there.
 func (m *Mediator) runInline(ctx context.Context, depth int16, events []eventRecord) []EventFailure {
 	var (
 		failures []EventFailure
 		next     []eventRecord
 		cache    [8][]*eventHandler
+		bufs     [2][4]*eventBuf
+		held     = bufs[0][:0] // the buffers events point into
+		holding  = bufs[1][:0] // the buffers next points into
 	)
 	for len(events) > 0 {
 		handlers, n := m.handlersOf(events, cache[:0])
@@ -299,14 +303,24 @@ func (m *Mediator) runInline(ctx context.Context, depth int16, events []eventRec
 				}
 				if follow != nil {
 					next = append(next, follow.recs...)
-					follow.release()
+					holding = append(holding, follow)
 				}
 			}
 		}
+		releaseAll(held)
+		held, holding = holding, held[:0]
 		events = next
 		depth++
 	}
+	releaseAll(held)
 	return failures
+}
+
+func releaseAll(bufs []*eventBuf) {
+	for i, b := range bufs {
+		b.release()
+		bufs[i] = nil
+	}
 }
 
 // dispatcher shares limit slots among the invocations of every call of one
@@ -409,6 +423,10 @@ func (d *dispatcher) runOne(inv *invocation) {
 		fails []EventFailure
 	)
 	if follow != nil {
+		// The follow-ups wait in the queue past this buffer's release.
+		for i := range follow.recs {
+			follow.recs[i].detach()
+		}
 		invs, fails = d.m.expand(inv.b.ctx, inv.b, inv.depth, follow.recs)
 		follow.release()
 		d.m.queued(invs)

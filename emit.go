@@ -6,17 +6,30 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"go.uber.org/zap"
 )
 
-// eventRecord is one emitted event waiting to be processed.
+// eventRecord is one emitted event waiting to be processed. value is an
+// *E that points into the slab of the buffer the event was emitted into
+// (see eventBuf), or at a copy of its own: a pointer, so that holding it
+// in an interface allocates nothing. A record must not outlive the buffer
+// it came from unless detached.
 type eventRecord struct {
 	value any
 	kind  eventKind
 }
 
 func (r eventRecord) typ() reflect.Type { return r.kind.typ() }
+
+// event returns the event itself, for what leaves the engine (failures,
+// middleware, observers, recorders). It allocates, as boxing does.
+func (r eventRecord) event() any { return r.kind.event(r.value) }
+
+// detach moves the record's event to a copy of its own, so that the record
+// may outlive its buffer.
+func (r *eventRecord) detach() { r.value = r.kind.clone(r.value) }
 
 // eventKind knows an event type at compile time: it calls handlers of E
 // without reflection. Its one implementation is the zero-size eventOf[E],
@@ -25,6 +38,8 @@ type eventKind interface {
 	key() typeKey
 	typ() reflect.Type
 	invoke(ctx context.Context, h *eventHandler, event any) error
+	event(p any) any
+	clone(p any) any
 }
 
 type eventOf[E any] struct{}
@@ -40,7 +55,15 @@ func (eventOf[E]) invoke(ctx context.Context, h *eventHandler, event any) error 
 		// unless the registry is corrupt; fail the invocation loudly.
 		return errHandlerMismatch(h.handler, reflect.TypeFor[E]())
 	}
-	return eh.Handle(ctx, event.(E))
+	return eh.Handle(ctx, *event.(*E))
+}
+
+func (eventOf[E]) event(p any) any { return *p.(*E) }
+
+func (eventOf[E]) clone(p any) any {
+	c := new(E)
+	*c = *p.(*E)
+	return c
 }
 
 // frameKey is the context key of the innermost frame.
@@ -108,10 +131,70 @@ func (s *frameState) leaveOpen(next uint32) bool {
 // buffer is reused only after everything it held was processed. Frames
 // themselves are never reused: a goroutine that outlives its handler may
 // still hold one.
+//
+// The events themselves are stored in slabs, one typed array per event
+// type, which stay with the buffer when it is pooled: emitting an event
+// copies it into a slab instead of boxing it on the heap. Records point
+// into the slabs, so records that must outlive the buffer (background
+// events, a concurrent call's follow-ups) are detached first.
 type eventBuf struct {
 	owner  *bufOwner // never changes
 	recs   []eventRecord
 	inline [8]eventRecord
+	slabs  [4]slabRef // more event types than this get copies of their own
+}
+
+// slabRef is a buffer's slab of one event type.
+type slabRef struct {
+	key typeKey
+	s   eventSlab // a *slab[E]
+}
+
+type eventSlab interface {
+	// reset drops the slab's events and reports whether it is small
+	// enough to keep for reuse.
+	reset() (keep bool)
+}
+
+type slab[E any] struct{ items []E }
+
+// maxSlabBytes bounds what a pooled buffer keeps of one event type.
+const maxSlabBytes = 4 << 10
+
+// add stores ev and returns where. A full slab starts a new array rather
+// than growing: growing would move the events already pointed to.
+func (s *slab[E]) add(ev E) *E {
+	if len(s.items) == cap(s.items) {
+		s.items = make([]E, 0, max(4, 2*cap(s.items)))
+	}
+	s.items = append(s.items, ev)
+	return &s.items[len(s.items)-1]
+}
+
+func (s *slab[E]) reset() bool {
+	clear(s.items)
+	s.items = s.items[:0]
+	var zero E
+	return uintptr(cap(s.items))*unsafe.Sizeof(zero) <= maxSlabBytes
+}
+
+// store copies ev into the buffer and returns a pointer to the copy.
+func store[E any](b *eventBuf, ev E) *E {
+	k := keyOf[E]()
+	for i := range b.slabs {
+		r := &b.slabs[i]
+		if r.key == k {
+			return r.s.(*slab[E]).add(ev)
+		}
+		if r.s == nil {
+			s := new(slab[E])
+			r.key, r.s = k, s
+			return s.add(ev)
+		}
+	}
+	c := new(E)
+	*c = ev
+	return c
 }
 
 // bufOwner pools the buffers of one mediator's frames (or of every
@@ -149,6 +232,12 @@ func (b *eventBuf) release() {
 	}
 	clear(b.recs)
 	b.recs = b.inline[:0]
+	for i := range b.slabs {
+		r := &b.slabs[i]
+		if r.s != nil && !r.s.reset() {
+			*r = slabRef{}
+		}
+	}
 	b.owner.pool.Put(b)
 }
 
@@ -252,9 +341,8 @@ func Emit[E any](ctx context.Context, event E) {
 		panic("fxcqrs.Emit: the context comes from no mediator call: pass the ctx the handler received " +
 			"(or fxcqrs.RecordEvents in a test); the event " + reflect.TypeFor[E]().String() + " would be lost")
 	}
-	rec := eventRecord{value: event, kind: eventOf[E]{}}
 	if !f.state.lock() {
-		f.buf.owner.m.lateEmit(rec) // closed: buf is no longer written
+		f.buf.owner.m.lateEmit(reflect.TypeFor[E]()) // closed: buf is no longer written
 		return
 	}
 	b := f.buf
@@ -262,17 +350,17 @@ func Emit[E any](ctx context.Context, event E) {
 		b = b.owner.pool.Get().(*eventBuf)
 		f.buf = b
 	}
-	b.recs = append(b.recs, rec)
+	b.recs = append(b.recs, eventRecord{value: store(b, event), kind: eventOf[E]{}})
 	f.state.unlock()
 }
 
-func (m *Mediator) lateEmit(rec eventRecord) {
+func (m *Mediator) lateEmit(typ reflect.Type) {
 	if m == nil {
 		return
 	}
 	m.lateEmits.Add(1)
 	m.log.Error("fxcqrs: event emitted after its handler returned; it is not processed",
-		zap.String("event", typeName(rec.typ())),
+		zap.String("event", typeName(typ)),
 		zap.Stack("stack"))
 }
 
@@ -304,7 +392,7 @@ func (r *EventRecorder) Events() []any {
 	recs := r.f.buf.recs
 	out := make([]any, len(recs))
 	for i, rec := range recs {
-		out[i] = rec.value
+		out[i] = rec.event()
 	}
 	return out
 }

@@ -410,7 +410,7 @@ func Publish[E any](ctx context.Context, m *Mediator, event E) error {
 	if err != nil {
 		return err
 	}
-	events := [1]eventRecord{{value: event, kind: eventOf[E]{}}}
+	events := [1]eventRecord{{value: &event, kind: eventOf[E]{}}}
 	var (
 		call  Call
 		start time.Time

@@ -85,7 +85,7 @@ func (m *Mediator) complete(f *frame, call Call, start time.Time, err error) err
 // A failed attempt's follow-ups are dropped at once, so that a retrying
 // middleware's successful attempt does not carry them.
 func (m *Mediator) callEvent(f *frame, rec eventRecord, h *eventHandler, queuedAt monotime) error {
-	call := Call{Kind: KindEvent, Message: rec.value, MessageType: h.msgName, Handler: h.name}
+	call := Call{Kind: KindEvent, Message: rec.event(), MessageType: h.msgName, Handler: h.name}
 	var start time.Time
 	if m.obs != nil {
 		var waited time.Duration
@@ -122,7 +122,7 @@ func (m *Mediator) dropped(ctx context.Context, rec eventRecord, h *eventHandler
 		return
 	}
 	m.obs.InvocationFinished(ctx, InvocationFinished{
-		Call: Call{Kind: KindEvent, Message: rec.value, MessageType: h.msgName, Handler: h.name},
+		Call: Call{Kind: KindEvent, Message: rec.event(), MessageType: h.msgName, Handler: h.name},
 		Err:  err, Queued: queuedAt != 0,
 	})
 }
