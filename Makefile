@@ -6,8 +6,9 @@ GOLANGCI_LINT_VERSION := v2.15.0
 GOBIN := $(shell go env GOPATH)/bin
 
 .PHONY: test
-test: ## go test -race in every module
+test: ## go test -race in every module, then the allocation counts (which need the race detector off)
 	@set -e; for m in $(MODULES); do echo "== go test -race $$m"; (cd $$m && go test -race -count=1 ./...); done
+	@echo "== go test -run TestAllocations ."; go test -count=1 -run 'TestAllocations' .
 
 .PHONY: vet
 vet:

@@ -196,34 +196,35 @@ func (m *Mediator) Stats() Stats {
 	}
 }
 
-// begin admits a call and returns the frame its handler runs with: the one
-// allocation of a call that emits nothing. The call is in flight until
-// end(f); begin ends it itself when it returns an error.
-func (m *Mediator) begin(ctx context.Context, api string) (*frame, error) {
+// begin admits a call whose handler runs with frame f, which it fills in.
+// The call is in flight until end(f); begin ends it itself when it returns
+// an error.
+func (m *Mediator) begin(ctx context.Context, api string, f *frame) error {
 	if m == nil {
-		return nil, errors.New("fxcqrs." + api + ": nil *Mediator")
+		return errors.New("fxcqrs." + api + ": nil *Mediator")
 	}
 	if ctx == nil {
-		return nil, errors.New("fxcqrs." + api + ": nil context")
+		return errors.New("fxcqrs." + api + ": nil context")
 	}
 	parent := frameOf(ctx)
-	f := &frame{Context: ctx, buf: &m.bufs.home}
+	f.Context = ctx
+	f.buf = &m.bufs.home
 	f.stripe = m.calls.stripeOf(f)
 	if flags := m.calls.enter(f.stripe); flags != 0 {
 		if err := m.refuse(flags, parent); err != nil {
 			m.end(f)
-			return nil, fmt.Errorf("fxcqrs.%s: %w", api, err)
+			return fmt.Errorf("fxcqrs.%s: %w", api, err)
 		}
 	}
 	if parent != nil {
 		if parent.depth >= MaxDepth {
 			m.end(f)
-			return nil, fmt.Errorf("fxcqrs.%s: %w (%d)", api, ErrMaxDepth, MaxDepth)
+			return fmt.Errorf("fxcqrs.%s: %w (%d)", api, ErrMaxDepth, MaxDepth)
 		}
 		f.depth = parent.depth + 1
 		f.slot = parent.slot
 	}
-	return f, nil
+	return nil
 }
 
 func (m *Mediator) refuse(flags int64, parent *frame) error {
@@ -241,10 +242,11 @@ func (m *Mediator) refuse(flags int64, parent *frame) error {
 // end is the other half of begin.
 func (m *Mediator) end(f *frame) { m.calls.leave(f.stripe) }
 
-// lookup admits a call and finds the handler of T.
+// lookup admits a call and finds the handler of T. The frame it returns
+// is the one allocation of a call that emits nothing.
 func lookup[T any](ctx context.Context, m *Mediator, k kind, api string) (*handlerEntry, *frame, error) {
-	f, err := m.begin(ctx, api)
-	if err != nil {
+	f := new(frame)
+	if err := m.begin(ctx, api, f); err != nil {
 		return nil, nil, err
 	}
 	e, _ := m.reg.handlerTable.get(keyOf[T]())
@@ -405,9 +407,10 @@ func handleCommand[Cmd any](ctx context.Context, h CommandHandler[Cmd], cmd Cmd)
 // type without handlers is not an error.
 func Publish[E any](ctx context.Context, m *Mediator, event E) error {
 	// The frame only carries the context, depth and slot of the call: no
-	// handler receives it.
-	f, err := m.begin(ctx, "Publish")
-	if err != nil {
+	// handler receives it, so it stays on the stack.
+	var pf frame
+	f := &pf
+	if err := m.begin(ctx, "Publish", f); err != nil {
 		return err
 	}
 	events := [1]eventRecord{{value: &event, kind: eventOf[E]{}}}
@@ -419,7 +422,7 @@ func Publish[E any](ctx context.Context, m *Mediator, event E) error {
 		call = Call{Kind: KindPublish, Message: event, MessageType: typeName(reflect.TypeFor[E]())}
 		start = m.callStarted(f, call)
 	}
-	err = m.process(f, &m.cfg.Events, m.events, events[:])
+	err := m.process(f, &m.cfg.Events, m.events, events[:])
 	m.callFinished(f, call, err, start)
 	m.end(f)
 	return err

@@ -1,0 +1,5 @@
+//go:build !race
+
+package fxcqrs_test
+
+const raceEnabled = false
