@@ -82,6 +82,17 @@
 // StreamEvents, concurrent. [Config.Validate] rejects negative limits and
 // settings that would have no effect.
 //
+// # Cost
+//
+// A call that emits nothing allocates once, the 32-byte context its handler
+// runs with, and makes three atomic operations: two to count it in flight
+// for Stop (on a counter striped across cores), one to close the context
+// against late Emits. Emit copies the event into a pooled buffer instead of
+// boxing it, so a sequential Exec of four events allocates twice and a
+// concurrent one three times. No reflection, fmt or map allocation happens
+// per call. The benchmarks module in the repository measures all of it
+// against hand-written baselines.
+//
 // # Event handler order
 //
 // fx hands value groups over in random order; fxcqrs does not let that show.
