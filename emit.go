@@ -181,16 +181,20 @@ func (s *slab[E]) reset() bool {
 // store copies ev into the buffer and returns a pointer to the copy.
 func store[E any](b *eventBuf, ev E) *E {
 	k := keyOf[E]()
+	free := -1
 	for i := range b.slabs {
 		r := &b.slabs[i]
 		if r.key == k {
 			return r.s.(*slab[E]).add(ev)
 		}
-		if r.s == nil {
-			s := new(slab[E])
-			r.key, r.s = k, s
-			return s.add(ev)
+		if r.s == nil && free < 0 {
+			free = i // release may leave a hole before E's slab: look on
 		}
+	}
+	if free >= 0 {
+		s := new(slab[E])
+		b.slabs[free] = slabRef{key: k, s: s}
+		return s.add(ev)
 	}
 	c := new(E)
 	*c = ev

@@ -94,3 +94,89 @@ func TestRecordEvents(t *testing.T) {
 	rec.Reset()
 	assert.Empty(t, rec.Events())
 }
+
+// Event types for TestEmittedValuesSurvive: more types than a buffer keeps
+// typed storage for, one of them too large for a pooled buffer to keep.
+type (
+	valA     struct{ N int }
+	valB     struct{ N int }
+	valC     struct{ N int }
+	valD     struct{ N int }
+	valE     struct{ N int }
+	valLarge struct {
+		N   int
+		Pad [600]int // 4.8 KB: its storage is dropped, not pooled
+	}
+)
+
+// TestEmittedValuesSurvive: every event reaches its handlers with the
+// value it was emitted with, whichever way it was stored, in every mode,
+// across calls that reuse the same pooled buffers.
+func TestEmittedValuesSurvive(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		cfg  fxcqrs.Config
+	}{
+		{"limit 1", limit(1)},
+		{"limit 3", limit(3)},
+		{"sequential", sequential()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var (
+				mu   sync.Mutex
+				seen = map[string][]int{}
+			)
+			record := func(kind string, n int) {
+				mu.Lock()
+				seen[kind] = append(seen[kind], n)
+				mu.Unlock()
+			}
+			m := newMediator(t, tc.cfg,
+				fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
+					for i := range 3 {
+						n := c.ID*10 + i
+						fxcqrs.Emit(ctx, valA{N: n})
+						fxcqrs.Emit(ctx, valLarge{N: n, Pad: [600]int{599: n}})
+						fxcqrs.Emit(ctx, valB{N: n})
+						fxcqrs.Emit(ctx, valC{N: n})
+						fxcqrs.Emit(ctx, valD{N: n})
+					}
+					return nil
+				})),
+				fxcqrs.WithEventHandlers(
+					eventFunc[valA](func(ctx context.Context, e valA) error {
+						record("A", e.N)
+						fxcqrs.Emit(ctx, valE{N: e.N}) // a follow-up
+						return nil
+					}),
+					eventFunc[valB](func(_ context.Context, e valB) error { record("B", e.N); return nil }),
+					eventFunc[valC](func(_ context.Context, e valC) error { record("C", e.N); return nil }),
+					eventFunc[valD](func(_ context.Context, e valD) error { record("D", e.N); return nil }),
+					eventFunc[valE](func(_ context.Context, e valE) error { record("E", e.N); return nil }),
+					eventFunc[valLarge](func(_ context.Context, e valLarge) error {
+						if e.Pad[599] != e.N {
+							record("Large torn", e.N)
+						}
+						record("Large", e.N)
+						return nil
+					}),
+				),
+			)
+			var want []int
+			for id := 1; id <= 20; id++ {
+				require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: id}))
+				for i := range 3 {
+					want = append(want, id*10+i)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, kind := range []string{"A", "B", "C", "D", "E", "Large"} {
+				assert.ElementsMatch(t, want, seen[kind], "%s events", kind)
+			}
+			assert.Empty(t, seen["Large torn"])
+		})
+	}
+}
