@@ -2,6 +2,7 @@ package fxcqrs_test
 
 import (
 	"context"
+	"iter"
 	"testing"
 
 	"github.com/fxcqrs/fxcqrs"
@@ -57,4 +58,46 @@ func TestAllocationsPerCall(t *testing.T) {
 			assert.LessOrEqual(t, got, tc.max, "allocations per call")
 		})
 	}
+}
+
+type benchTicks struct{ N int }
+
+// benchTicker yields N items, emitting a benchEvent before each.
+type benchTicker struct{}
+
+func (benchTicker) Handle(ctx context.Context, t benchTicks) iter.Seq2[int, error] {
+	return func(yield func(int, error) bool) {
+		for i := range t.N {
+			fxcqrs.Emit(ctx, benchEvent{OrderID: i})
+			if !yield(i, nil) {
+				return
+			}
+		}
+	}
+}
+
+// TestAllocationsPerStreamItem pins what each item of a stream costs: the
+// frame its event's invocation runs with. (What a stream costs once, its
+// iterators' closures included, does not grow with it.)
+func TestAllocationsPerStreamItem(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under the race detector")
+	}
+	m := newMediator(t, fxcqrs.Config{},
+		fxcqrs.WithStreamHandlers(benchTicker{}),
+		fxcqrs.WithEventHandlers(benchEventHandler{}),
+	)
+	var err error
+	stream := func(n int) float64 {
+		return testing.AllocsPerRun(200, func() {
+			for _, e := range fxcqrs.Stream[int](context.Background(), m, benchTicks{N: n}) {
+				if e != nil {
+					err = e
+				}
+			}
+		})
+	}
+	perItem := (stream(30) - stream(10)) / 20
+	assert.NoError(t, err)
+	assert.LessOrEqual(t, perItem, 1.0, "allocations per stream item")
 }
