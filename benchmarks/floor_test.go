@@ -26,7 +26,8 @@ import (
 //     operation to enter, one to leave;
 //   - a panicking handler becomes an error: a deferred recover;
 //   - each Emit appends under a lock any goroutine may race for: two
-//     atomic operations, and the event boxed;
+//     atomic operations; the event is copied into a pooled buffer, typed
+//     here since the floor knows its one event type;
 //   - each event handler invocation has its own context too, for its
 //     follow-ups and its late Emits, closed like the call's.
 //
@@ -38,7 +39,7 @@ import (
 // events, a lock-and-closed word, the depth.
 type floorCtx struct {
 	context.Context
-	events *[]any
+	events *[]Event
 	state  atomic.Uint32
 	depth  int32
 }
@@ -51,11 +52,11 @@ const (
 // floorInFlight packs a stopping flag with the count of calls in flight.
 var floorInFlight atomic.Int64
 
-var floorBufs = sync.Pool{New: func() any { s := make([]any, 0, 8); return &s }}
+var floorBufs = sync.Pool{New: func() any { s := make([]Event, 0, 8); return &s }}
 
 var errFloorStopped = errors.New("stopped")
 
-func floorEmit(ctx context.Context, ev any) {
+func floorEmit(ctx context.Context, ev Event) {
 	f := ctx.(*floorCtx)
 	for !f.state.CompareAndSwap(0, floorLocked) {
 		if f.state.Load()&floorClosed != 0 {
@@ -64,14 +65,14 @@ func floorEmit(ctx context.Context, ev any) {
 		runtime.Gosched()
 	}
 	if f.events == nil {
-		f.events = floorBufs.Get().(*[]any)
+		f.events = floorBufs.Get().(*[]Event)
 	}
 	*f.events = append(*f.events, ev)
 	f.state.Store(0)
 }
 
 // seal closes f and returns its events.
-func (f *floorCtx) seal() *[]any {
+func (f *floorCtx) seal() *[]Event {
 	for !f.state.CompareAndSwap(0, floorClosed) {
 		runtime.Gosched()
 	}
@@ -150,7 +151,7 @@ func floorExecSequential(ctx context.Context, h fxcqrs.CommandHandler[Cmd], eh f
 		inv := &frames[i]
 		inv.Context = ctx
 		inv.depth = f.depth + 1
-		if err := floorCallEvent(inv, eh, ev.(Event)); err != nil {
+		if err := floorCallEvent(inv, eh, ev); err != nil {
 			failed = err
 		}
 		if inv.seal() != nil {
