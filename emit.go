@@ -49,13 +49,20 @@ func (eventOf[E]) key() typeKey { return keyOf[E]() }
 func (eventOf[E]) typ() reflect.Type { return reflect.TypeFor[E]() }
 
 func (eventOf[E]) invoke(ctx context.Context, h *eventHandler, event any) error {
-	eh, ok := h.handler.(EventHandler[E])
+	// Asserting h.handler to EventHandler[E] looks its itab up on every
+	// call in generic code; the first invocation keeps the result.
+	typed, ok := h.typed.Load().(*EventHandler[E])
 	if !ok {
-		// Registration checked the Handle method, so this cannot happen
-		// unless the registry is corrupt; fail the invocation loudly.
-		return errHandlerMismatch(h.handler, reflect.TypeFor[E]())
+		eh, ok := h.handler.(EventHandler[E])
+		if !ok {
+			// Registration checked the Handle method, so this cannot happen
+			// unless the registry is corrupt; fail the invocation loudly.
+			return errHandlerMismatch(h.handler, reflect.TypeFor[E]())
+		}
+		typed = &eh
+		h.typed.Store(typed)
 	}
-	return eh.Handle(ctx, *event.(*E))
+	return (*typed).Handle(ctx, *event.(*E))
 }
 
 func (eventOf[E]) event(p any) any { return *p.(*E) }

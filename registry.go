@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 )
 
 // kind is what a handler handles. Request, command and stream handlers
@@ -202,6 +203,8 @@ type eventHandler struct {
 	chain   []Middleware // the middleware that wraps its invocations, in order
 	source  string       // the fx constructor, when known
 	order   int          // registration order: the last tie-break
+
+	typed atomic.Value // handler as an *EventHandler[E]: see eventOf.invoke
 }
 
 // registry maps message types to handlers. It is written during
