@@ -275,6 +275,21 @@ func (m *Mediator) noHandler(typ reflect.Type, api string) error {
 	return fmt.Errorf("fxcqrs.%s: %w for %s", api, ErrNoHandler, typeName(typ))
 }
 
+// typedHandler returns e's handler as an H. Asserting to a generic
+// interface looks its itab up on every call, so the first successful
+// assertion is kept on the entry; a call asking for another H (a wrong
+// response type) misses the cache and fails the assertion.
+func typedHandler[H any](e *handlerEntry) (H, bool) {
+	if p, ok := e.typed.Load().(*H); ok {
+		return *p, true
+	}
+	h, ok := e.handler.(H)
+	if ok {
+		e.typed.Store(&h)
+	}
+	return h, ok
+}
+
 func (e *handlerEntry) wrongResult(api string, asked reflect.Type) error {
 	return fmt.Errorf("fxcqrs.%s: the handler of %s (%s) returns %s, not %s", api, typeName(e.message), e.name, typeName(e.result), typeName(asked))
 }
@@ -335,7 +350,7 @@ func Send[Res, Req any](ctx context.Context, m *Mediator, req Req) (Res, error) 
 	if err != nil {
 		return zero, err
 	}
-	h, ok := e.handler.(RequestHandler[Req, Res])
+	h, ok := typedHandler[RequestHandler[Req, Res]](e)
 	if !ok {
 		m.end(f)
 		return zero, e.wrongResult("Send", reflect.TypeFor[Res]())
@@ -372,7 +387,7 @@ func Exec[Cmd any](ctx context.Context, m *Mediator, cmd Cmd) error {
 	if err != nil {
 		return err
 	}
-	h, ok := e.handler.(CommandHandler[Cmd])
+	h, ok := typedHandler[CommandHandler[Cmd]](e)
 	if !ok {
 		m.end(f)
 		return errHandlerMismatch(e.handler, e.message)

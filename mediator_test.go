@@ -79,6 +79,15 @@ func TestSend(t *testing.T) {
 		_, err := fxcqrs.Send[string](context.Background(), m, PlaceOrder{})
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "returns github.com/fxcqrs/fxcqrs_test.Receipt, not string")
+
+		// The typed handler is kept after the first right call; a wrong
+		// call after it must still fail, and a right one still succeed.
+		_, err = fxcqrs.Send[Receipt](context.Background(), m, PlaceOrder{})
+		require.NoError(t, err)
+		_, err = fxcqrs.Send[string](context.Background(), m, PlaceOrder{})
+		assert.ErrorContains(t, err, "not string")
+		_, err = fxcqrs.Send[Receipt](context.Background(), m, PlaceOrder{})
+		assert.NoError(t, err)
 	})
 
 	t.Run("command type through Send", func(t *testing.T) {

@@ -193,6 +193,8 @@ type handlerEntry struct {
 	message reflect.Type // the request type
 	result  reflect.Type // Res of request and stream handlers
 	nilable bool         // the request type can be a nil pointer
+
+	typed atomic.Value // handler as an *H: see typedHandler
 }
 
 // eventHandler is one handler of an event type.

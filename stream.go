@@ -38,7 +38,7 @@ func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[R
 			yield(zero, err)
 			return
 		}
-		h, ok := e.handler.(StreamHandler[Req, Res])
+		h, ok := typedHandler[StreamHandler[Req, Res]](e)
 		if !ok {
 			m.end(f)
 			yield(zero, e.wrongResult("Stream", reflect.TypeFor[Res]()))
