@@ -14,9 +14,10 @@ import (
 // here, not in a benchmark nobody reads. Under -race it is skipped; `make
 // test` runs it without.
 //
-// What each allocation is: the call's frame (every call); the frames of
-// one level of event invocations (one slice); the batch of concurrent
-// processing; a published event's copy.
+// What each allocation is: the call's frame (every call but Publish,
+// whose frame stays on the stack); the frames of one level of event
+// invocations (one slice); the batch of concurrent processing; Publish's
+// copy of its event and the frame of its one invocation.
 func TestAllocationsPerCall(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are meaningless under the race detector")

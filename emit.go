@@ -50,7 +50,9 @@ func (eventOf[E]) typ() reflect.Type { return reflect.TypeFor[E]() }
 
 func (eventOf[E]) invoke(ctx context.Context, h *eventHandler, event any) error {
 	// Asserting h.handler to EventHandler[E] looks its itab up on every
-	// call in generic code; the first invocation keeps the result.
+	// call in generic code; the first invocation keeps the result. This is
+	// typedHandler's logic, spelled out: calling a shared generic helper
+	// here measured 4% slower on a sequential 4-event Exec.
 	typed, ok := h.typed.Load().(*EventHandler[E])
 	if !ok {
 		eh, ok := h.handler.(EventHandler[E])

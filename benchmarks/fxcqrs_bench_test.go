@@ -3,7 +3,6 @@ package benchmarks
 import (
 	"context"
 	"fmt"
-	"reflect"
 	"testing"
 
 	"github.com/fxcqrs/fxcqrs"
@@ -73,7 +72,6 @@ func BenchmarkSendParallel(b *testing.B) {
 		})
 	})
 	b.Run("mediatr-style", func(b *testing.B) {
-		styleHandlers[reflect.TypeFor[Query]()] = QueryHandler{}
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for i := 1000; pb.Next(); i++ {

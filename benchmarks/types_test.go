@@ -12,7 +12,8 @@ type (
 	Query struct{ ID int }
 	// Cmd makes EmitHandler emit N events.
 	Cmd struct{ ID int }
-	// Event is 16 bytes: boxing it allocates, as a real event's would.
+	// Event is 16 bytes, like a real event: too large for Go to put in an
+	// interface for free, as failures and observers do.
 	Event struct{ OrderID, Seq int }
 	// Ticks asks for N stream items.
 	Ticks struct{ N int }
