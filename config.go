@@ -3,6 +3,8 @@ package fxcqrs
 import (
 	"errors"
 	"fmt"
+
+	"github.com/fxcqrs/fxcqrs/internal/engine"
 )
 
 // Default limits, taken from python-cqrs: its request mediator processes
@@ -102,6 +104,11 @@ func (c EventConfig) validate(field string) []error {
 		errs = append(errs, fmt.Errorf("fxcqrs.Config: %s.QueueSize (%d) has no effect without %s.Background", field, c.QueueSize, field))
 	}
 	return errs
+}
+
+// mode is the engine's view of c, with def as the default limit.
+func (c EventConfig) mode(def int) engine.Mode {
+	return engine.Mode{Limit: c.limit(def), Sequential: c.Sequential, Background: c.Background, QueueSize: c.queueSize()}
 }
 
 // limit returns the effective concurrency limit.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strconv"
 	"strings"
 )
@@ -118,6 +119,10 @@ type PanicError struct {
 	Value any
 	// Stack is the panicking goroutine's stack trace.
 	Stack []byte
+}
+
+func newPanicError(v any) *PanicError {
+	return &PanicError{Value: v, Stack: debug.Stack()}
 }
 
 // Error reports the panic value; %+v adds the stack.

@@ -13,24 +13,24 @@ import (
 // an OnStart hook. A mediator needs no Start to serve calls: its event
 // workers start on demand.
 func (m *Mediator) Start(context.Context) error {
-	counts := map[kind]int{}
+	counts := map[role]int{}
 	for _, e := range m.reg.handlers {
-		counts[e.kind]++
+		counts[e.role]++
 	}
 	events := 0
 	for _, hs := range m.reg.events {
 		events += len(hs)
 	}
 	m.log.Info("fxcqrs: mediator started",
-		zap.Int("requestHandlers", counts[kindRequest]),
-		zap.Int("commandHandlers", counts[kindCommand]),
-		zap.Int("streamHandlers", counts[kindStream]),
+		zap.Int("requestHandlers", counts[roleRequest]),
+		zap.Int("commandHandlers", counts[roleCommand]),
+		zap.Int("streamHandlers", counts[roleStream]),
 		zap.Int("eventHandlers", events),
 		zap.Int("eventTypes", len(m.reg.events)),
-		zap.Int("maxConcurrentEventHandlers", m.events.limit),
+		zap.Int("maxConcurrentEventHandlers", m.cfg.Events.limit(DefaultMaxConcurrentEventHandlers)),
 		zap.Bool("sequentialEvents", m.cfg.Events.Sequential),
 		zap.Bool("backgroundEvents", m.cfg.Events.Background),
-		zap.Int("maxConcurrentStreamEventHandlers", m.streams.limit),
+		zap.Int("maxConcurrentStreamEventHandlers", m.cfg.StreamEvents.limit(DefaultMaxConcurrentStreamEventHandlers)),
 		zap.Bool("sequentialStreamEvents", m.cfg.StreamEvents.Sequential),
 	)
 	if ce := m.log.Check(zap.DebugLevel, "fxcqrs: handler"); ce != nil {
@@ -45,11 +45,11 @@ func (m *Mediator) Start(context.Context) error {
 func (m *Mediator) table() [][3]string {
 	var rows [][3]string
 	for typ, e := range m.reg.handlers {
-		rows = append(rows, [3]string{e.kind.String(), typeName(typ), e.name})
+		rows = append(rows, [3]string{e.role.String(), typeName(typ), e.name})
 	}
 	for typ, hs := range m.reg.events {
 		for _, h := range hs {
-			rows = append(rows, [3]string{kindEvent.String(), typeName(typ), h.name})
+			rows = append(rows, [3]string{roleEvent.String(), typeName(typ), h.Name})
 		}
 	}
 	sort.SliceStable(rows, func(i, j int) bool {
@@ -73,20 +73,17 @@ func (m *Mediator) table() [][3]string {
 // calls it from an OnStop hook with fx's stop timeout.
 func (m *Mediator) Stop(ctx context.Context) error {
 	select {
-	case <-m.calls.stop():
+	case <-m.eng.Stop():
 	case <-ctx.Done():
-		cause := fmt.Errorf("%w before its events ran: %w", ErrStopped, context.Cause(ctx))
-		m.events.abort(cause)
-		m.streams.abort(cause)
-		n := m.calls.count()
+		m.eng.Abort(fmt.Errorf("%w before its events ran: %w", ErrStopped, context.Cause(ctx)))
+		n := m.eng.Stats().InFlight
 		if n == 0 {
 			break
 		}
 		m.log.Error("fxcqrs: stop deadline passed with calls in flight", zap.Int64("inFlight", n), zap.Error(ctx.Err()))
 		return fmt.Errorf("fxcqrs: stop: %d calls still in flight: %w", n, ctx.Err())
 	}
-	m.events.helpers.Wait()
-	m.streams.helpers.Wait()
-	m.log.Info("fxcqrs: mediator stopped", zap.Uint64("lateEmits", m.lateEmits.Load()))
+	m.eng.Wait()
+	m.log.Info("fxcqrs: mediator stopped", zap.Uint64("lateEmits", m.eng.Stats().LateEmits))
 	return nil
 }

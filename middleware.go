@@ -42,13 +42,15 @@ func (k Kind) String() string {
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
 
-func kindOf(k kind) Kind {
-	switch k {
-	case kindRequest:
+// kind is what middleware and observers see of calls to a handler in
+// role r.
+func (r role) kind() Kind {
+	switch r {
+	case roleRequest:
 		return KindRequest
-	case kindCommand:
+	case roleCommand:
 		return KindCommand
-	case kindStream:
+	case roleStream:
 		return KindStream
 	}
 	return KindEvent

@@ -70,7 +70,7 @@ func registerHandlers(p registerParams) error {
 	// dig hands a group over in random order; errors must not depend on it.
 	regs := slices.Clone(p.Handlers)
 	slices.SortStableFunc(regs, func(a, b registration) int {
-		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.source, b.source))
+		return cmp.Or(cmp.Compare(a.role, b.role), cmp.Compare(a.source, b.source))
 	})
 	// Middleware is put in its documented order at registration.
 	return p.Mediator.register(regs, slices.Clone(p.Middleware))
@@ -115,21 +115,21 @@ func AsMiddleware(constructor any, anns ...fx.Annotation) fx.Option {
 // second handler for the same request type fails fx.New, naming both
 // handlers and constructors; fx.ValidateApp cannot see it (see asHandler).
 func AsRequestHandler(constructor any, anns ...fx.Annotation) fx.Option {
-	return asHandler(kindRequest, "AsRequestHandler", constructor, anns)
+	return asHandler(roleRequest, "AsRequestHandler", constructor, anns)
 }
 
 // AsCommandHandler registers a command handler's constructor with fx, as
 // [AsRequestHandler] does; its result needs a method
 // Handle(context.Context, Cmd) error.
 func AsCommandHandler(constructor any, anns ...fx.Annotation) fx.Option {
-	return asHandler(kindCommand, "AsCommandHandler", constructor, anns)
+	return asHandler(roleCommand, "AsCommandHandler", constructor, anns)
 }
 
 // AsStreamHandler registers a stream handler's constructor with fx, as
 // [AsRequestHandler] does; its result needs a method
 // Handle(context.Context, Req) iter.Seq2[Res, error].
 func AsStreamHandler(constructor any, anns ...fx.Annotation) fx.Option {
-	return asHandler(kindStream, "AsStreamHandler", constructor, anns)
+	return asHandler(roleStream, "AsStreamHandler", constructor, anns)
 }
 
 // AsEventHandler registers an event handler's constructor with fx, as
@@ -137,7 +137,7 @@ func AsStreamHandler(constructor any, anns ...fx.Annotation) fx.Option {
 // Handle(context.Context, E) error. An event type may have any number of
 // handlers.
 func AsEventHandler(constructor any, anns ...fx.Annotation) fx.Option {
-	return asHandler(kindEvent, "AsEventHandler", constructor, anns)
+	return asHandler(roleEvent, "AsEventHandler", constructor, anns)
 }
 
 // handlerSeq makes the name of each handler's fx value unique.
@@ -152,7 +152,7 @@ var handlerSeq atomic.Uint64
 // a dig conflict would be caught by fx.ValidateApp too, but dig would name
 // fx.Annotate's generated function instead of either constructor, and
 // fx.New would fail with that message before the invoke could say more.
-func asHandler(k kind, api string, constructor any, anns []fx.Annotation) fx.Option {
+func asHandler(k role, api string, constructor any, anns []fx.Annotation) fx.Option {
 	result, source, err := constructorResult(api, constructor)
 	if err != nil {
 		return fx.Error(err)
@@ -164,7 +164,7 @@ func asHandler(k kind, api string, constructor any, anns []fx.Annotation) fx.Opt
 	tag := "name:" + strconv.Quote(key)
 	all := append(slices.Clip(anns), fx.As(new(any)), fx.ResultTags(tag))
 	relay := func(h any) registration {
-		return registration{kind: k, handler: h, source: source}
+		return registration{role: k, handler: h, source: source}
 	}
 	return fx.Options(
 		fx.Provide(fx.Annotate(constructor, all...)),

@@ -80,9 +80,10 @@ func TestObserver(t *testing.T) {
 	require.Error(t, err)
 	assert.Equal(t, []string{
 		"call started command PlaceOrder",
-		"queued OrderPlaced (parent call:PlaceOrder)",
+		// Limit 1: the first invocation takes the free slot at once; only
+		// the second waits for it.
 		"queued Shipped (parent call:PlaceOrder)",
-		"started OrderPlaced queued=true (parent call:PlaceOrder)",
+		"started OrderPlaced queued=false (parent call:PlaceOrder)",
 		"finished OrderPlaced started=true err=false",
 		"started Shipped queued=true (parent call:PlaceOrder)",
 		"finished Shipped started=true err=true",
@@ -135,4 +136,48 @@ func TestObserverSeesDepthRefusals(t *testing.T) {
 	require.NotEmpty(t, lines)
 	assert.Equal(t, "finished OrderPlaced started=false err=true", lines[len(lines)-2], "the refused invocation is reported")
 	assert.Equal(t, "call finished OrderPlaced err=true", lines[len(lines)-1])
+}
+
+// An invocation that finds a free slot when its call's events are queued
+// takes it at once: it is not reported as queued (which would inflate the
+// otel wait and waiting metrics). Only the ones beyond the free slots are.
+func TestObserverQueuedOnlyWhenWaiting(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		limit, events, queued int
+	}{
+		{limit: 8, events: 2, queued: 0},
+		{limit: 2, events: 3, queued: 1},
+		{limit: 1, events: 4, queued: 3},
+	} {
+		t.Run(fmt.Sprintf("limit=%d,events=%d", tc.limit, tc.events), func(t *testing.T) {
+			t.Parallel()
+			obs := &recordingObserver{}
+			emits := make([]func(context.Context), tc.events)
+			for i := range emits {
+				emits[i] = emit(OrderPlaced{ID: i})
+			}
+			m := newMediator(t, limit(tc.limit),
+				fxcqrs.WithObserver(obs),
+				fxcqrs.WithCommandHandlers(emitAll[PlaceOrder](emits...)),
+				fxcqrs.WithEventHandlers(eventFunc[OrderPlaced](func(context.Context, OrderPlaced) error { return nil })),
+			)
+			require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{}))
+			var queued, startedQueued, started int
+			for _, line := range obs.get() {
+				switch {
+				case strings.HasPrefix(line, "queued "):
+					queued++
+				case strings.HasPrefix(line, "started ") && strings.Contains(line, "queued=true"):
+					startedQueued++
+					started++
+				case strings.HasPrefix(line, "started "):
+					started++
+				}
+			}
+			assert.Equal(t, tc.events, started)
+			assert.Equal(t, tc.queued, queued, "reported queued")
+			assert.Equal(t, tc.queued, startedQueued, "started with Queued set")
+		})
+	}
 }

@@ -9,43 +9,47 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+
+	"github.com/fxcqrs/fxcqrs/internal/engine"
+	"github.com/fxcqrs/fxcqrs/internal/typekey"
 )
 
-// kind is what a handler handles. Request, command and stream handlers
-// share one namespace of message types: a type has one handler of one kind.
-type kind uint8
+// role is how a handler was registered: as a request, command, stream or
+// event handler. Request, command and stream handlers share one namespace
+// of message types: a type has one handler in one role.
+type role uint8
 
 const (
-	kindRequest kind = iota + 1
-	kindCommand
-	kindStream
-	kindEvent
+	roleRequest role = iota + 1
+	roleCommand
+	roleStream
+	roleEvent
 )
 
-func (k kind) String() string {
+func (k role) String() string {
 	switch k {
-	case kindRequest:
+	case roleRequest:
 		return "request"
-	case kindCommand:
+	case roleCommand:
 		return "command"
-	case kindStream:
+	case roleStream:
 		return "stream"
-	case kindEvent:
+	case roleEvent:
 		return "event"
 	}
 	return "unknown"
 }
 
-// signature is the Handle method a handler of kind k needs.
-func (k kind) signature() string {
+// signature is the Handle method a handler in role k needs.
+func (k role) signature() string {
 	switch k {
-	case kindRequest:
+	case roleRequest:
 		return "Handle(context.Context, Req) (Res, error)"
-	case kindCommand:
+	case roleCommand:
 		return "Handle(context.Context, Cmd) error"
-	case kindStream:
+	case roleStream:
 		return "Handle(context.Context, Req) iter.Seq2[Res, error]"
-	case kindEvent:
+	case roleEvent:
 		return "Handle(context.Context, E) error"
 	}
 	return ""
@@ -60,16 +64,16 @@ var (
 // method; it is the only place where the mediator uses reflection on
 // handlers, and it runs once per handler, at registration.
 type handlerSpec struct {
-	kind    kind
+	role    role
 	handler reflect.Type // the handler's own type
 	message reflect.Type // Req, Cmd or E
 	result  reflect.Type // Res for request and stream handlers, else nil
 }
 
-// inspect checks that t has the Handle method a handler of kind k needs.
+// inspect checks that t has the Handle method a handler in role k needs.
 // The error says what t has and what it needed.
-func inspect(k kind, t reflect.Type) (handlerSpec, error) {
-	spec := handlerSpec{kind: k, handler: t}
+func inspect(k role, t reflect.Type) (handlerSpec, error) {
+	spec := handlerSpec{role: k, handler: t}
 	m, ok := t.MethodByName("Handle")
 	if !ok {
 		if t.Kind() != reflect.Pointer && t.Kind() != reflect.Interface {
@@ -96,16 +100,16 @@ func inspect(k kind, t reflect.Type) (handlerSpec, error) {
 	}
 	spec.message = in[1]
 	switch k {
-	case kindRequest:
+	case roleRequest:
 		if ft.NumOut() != 2 || ft.Out(1) != errorType {
 			return bad()
 		}
 		spec.result = ft.Out(0)
-	case kindCommand, kindEvent:
+	case roleCommand, roleEvent:
 		if ft.NumOut() != 1 || ft.Out(0) != errorType {
 			return bad()
 		}
-	case kindStream:
+	case roleStream:
 		if ft.NumOut() != 1 {
 			return bad()
 		}
@@ -163,28 +167,11 @@ func describeMethod(ft reflect.Type, first int) string {
 
 // typeName is a type's full name with its package path, the key that
 // orders event handlers and the name errors use.
-func typeName(t reflect.Type) string {
-	if t == nil {
-		return "<nil>"
-	}
-	if t.Name() != "" {
-		if t.PkgPath() == "" {
-			return t.Name()
-		}
-		return t.PkgPath() + "." + t.Name()
-	}
-	switch t.Kind() {
-	case reflect.Pointer:
-		return "*" + typeName(t.Elem())
-	case reflect.Slice:
-		return "[]" + typeName(t.Elem())
-	}
-	return t.String()
-}
+func typeName(t reflect.Type) string { return engine.TypeName(t) }
 
 // handlerEntry is the one handler of a request, command or stream type.
 type handlerEntry struct {
-	kind    kind
+	role    role
 	handler any
 	name    string       // the handler's type name
 	msgName string       // the request type's name
@@ -197,16 +184,14 @@ type handlerEntry struct {
 	typed atomic.Value // handler as an *H: see typedHandler
 }
 
-// eventHandler is one handler of an event type.
+// eventHandler is one handler of an event type: what the engine runs
+// (its Value and Name), and what the root adds.
 type eventHandler struct {
-	handler any
-	name    string       // the handler's type name
+	engine.Handler
 	msgName string       // the event type's name
 	chain   []Middleware // the middleware that wraps its invocations, in order
 	source  string       // the fx constructor, when known
 	order   int          // registration order: the last tie-break
-
-	typed atomic.Value // handler as an *EventHandler[E]: see eventOf.invoke
 }
 
 // registry maps message types to handlers. It is written during
@@ -217,8 +202,7 @@ type registry struct {
 	count    int
 
 	// The same, keyed for calls: built once registration is complete.
-	handlerTable typeTable[*handlerEntry]
-	eventTable   typeTable[[]*eventHandler]
+	handlerTable typekey.Table[*handlerEntry]
 }
 
 func newRegistry() *registry {
@@ -230,7 +214,7 @@ func newRegistry() *registry {
 
 // registration is one handler on its way into a registry.
 type registration struct {
-	kind    kind
+	role    role
 	handler any
 	source  string // the fx constructor's name, or ""
 }
@@ -238,36 +222,37 @@ type registration struct {
 func (r *registry) add(reg registration) error {
 	h := reg.handler
 	if h == nil {
-		return fmt.Errorf("%s handler is nil%s", reg.kind, from(reg.source))
+		return fmt.Errorf("%s handler is nil%s", reg.role, from(reg.source))
 	}
 	t := reflect.TypeOf(h)
 	if v := reflect.ValueOf(h); (t.Kind() == reflect.Pointer || t.Kind() == reflect.Map || t.Kind() == reflect.Func) && v.IsNil() {
-		return fmt.Errorf("%s handler is a nil %s%s", reg.kind, typeName(t), from(reg.source))
+		return fmt.Errorf("%s handler is a nil %s%s", reg.role, typeName(t), from(reg.source))
 	}
-	spec, err := inspect(reg.kind, t)
+	spec, err := inspect(reg.role, t)
 	if err != nil {
 		return fmt.Errorf("%w%s", err, from(reg.source))
 	}
 	r.count++
-	if reg.kind == kindEvent {
-		r.events[spec.message] = append(r.events[spec.message], &eventHandler{
-			handler: h,
-			name:    typeName(t),
+	if reg.role == roleEvent {
+		eh := &eventHandler{
+			Handler: engine.Handler{Value: h, Name: typeName(t)},
 			msgName: typeName(spec.message),
 			source:  reg.source,
 			order:   r.count,
-		})
+		}
+		eh.Root = eh
+		r.events[spec.message] = append(r.events[spec.message], eh)
 		return nil
 	}
 	if prev, ok := r.handlers[spec.message]; ok {
 		return fmt.Errorf("%s has two handlers: %s (%s handler%s) and %s (%s handler%s)",
 			typeName(spec.message),
-			prev.name, prev.kind, from(prev.source),
-			typeName(t), reg.kind, from(reg.source))
+			prev.name, prev.role, from(prev.source),
+			typeName(t), reg.role, from(reg.source))
 	}
 	k := spec.message.Kind()
 	r.handlers[spec.message] = &handlerEntry{
-		kind:    reg.kind,
+		role:    reg.role,
 		handler: h,
 		name:    typeName(t),
 		msgName: typeName(spec.message),
@@ -285,8 +270,8 @@ func (r *registry) sortEvents() {
 	for _, hs := range r.events {
 		sort.SliceStable(hs, func(i, j int) bool {
 			a, b := hs[i], hs[j]
-			if a.name != b.name {
-				return a.name < b.name
+			if a.Name != b.Name {
+				return a.Name < b.Name
 			}
 			if a.source != b.source {
 				return a.source < b.source
@@ -324,22 +309,36 @@ func (r *registry) addAll(regs []registration, mws []registeredMiddleware) error
 	mws = slices.DeleteFunc(mws, func(mw registeredMiddleware) bool { return mw.mw == nil })
 	sortMiddleware(mws)
 	for t, e := range r.handlers {
-		e.chain = chainFor(mws, kindOf(e.kind), t)
+		e.chain = chainFor(mws, e.role.kind(), t)
 	}
 	for t, hs := range r.events {
 		for _, h := range hs {
 			h.chain = chainFor(mws, KindEvent, t)
 		}
 	}
-	handlers := make(map[typeKey]*handlerEntry, len(r.handlers))
+	handlers := make(map[typekey.Key]*handlerEntry, len(r.handlers))
 	for t, e := range r.handlers {
-		handlers[keyOfType(t)] = e
+		handlers[typekey.OfType(t)] = e
 	}
-	events := make(map[typeKey][]*eventHandler, len(r.events))
-	for t, hs := range r.events {
-		events[keyOfType(t)] = hs
-	}
-	r.handlerTable = newTypeTable(handlers)
-	r.eventTable = newTypeTable(events)
+	r.handlerTable = typekey.NewTable(handlers)
 	return errors.Join(errs...)
+}
+
+// eventTable gives the engine every event type's handlers, in order. A
+// handler with middleware, or under an observer, runs through runEvent.
+func (m *Mediator) eventTable() map[typekey.Key][]*engine.Handler {
+	table := make(map[typekey.Key][]*engine.Handler, len(m.reg.events))
+	for t, hs := range m.reg.events {
+		ehs := make([]*engine.Handler, len(hs))
+		for i, h := range hs {
+			if h.chain != nil || m.obs != nil {
+				h.Run = func(f *engine.Frame, rec engine.Record, _ *engine.Handler, queuedAt engine.Mono) error {
+					return m.runEvent(f, rec, h, queuedAt)
+				}
+			}
+			ehs[i] = &h.Handler
+		}
+		table[typekey.OfType(t)] = ehs
+	}
+	return table
 }

@@ -5,6 +5,7 @@ import (
 	"iter"
 	"reflect"
 
+	"github.com/fxcqrs/fxcqrs/internal/engine"
 	"go.uber.org/zap"
 )
 
@@ -33,32 +34,31 @@ import (
 func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[Res, error] {
 	return func(yield func(Res, error) bool) {
 		var zero Res
-		e, f, err := lookup[Req](ctx, m, kindStream, "Stream")
+		e, f, err := lookup[Req](ctx, m, roleStream, "Stream")
 		if err != nil {
 			yield(zero, err)
 			return
 		}
 		h, ok := typedHandler[StreamHandler[Req, Res]](e)
 		if !ok {
-			m.end(f)
+			m.eng.Leave(f)
 			yield(zero, e.wrongResult("Stream", reflect.TypeFor[Res]()))
 			return
 		}
 		if e.nilable && isNil(req) {
-			m.end(f)
+			m.eng.Leave(f)
 			yield(zero, errNilRequest("Stream", e.message))
 			return
 		}
-		// Deferred: the consumer's loop body may panic through us. What the
-		// frame still holds when the stream ends is discarded.
-		defer m.discard(f)
 		s := streamCall[Req, Res]{m: m, f: f, ctx: f, yield: yield}
+		// Deferred: the consumer's loop body may panic through us.
+		defer s.end()
 		if e.chain == nil && m.obs == nil {
 			s.run(h, req)
 			return
 		}
 		call := Call{Kind: KindStream, Message: req, MessageType: e.msgName, Handler: e.name}
-		start := m.callStarted(f, call)
+		o := m.observeIf(f, call)
 		_, err = runChain(f, e.chain, call, func(ctx context.Context) (any, error) {
 			s.ctx = ctx
 			s.run(h, req)
@@ -67,14 +67,14 @@ func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[R
 		if err != nil && !s.stopped {
 			s.deliver(zero, err, true) // the middleware's own error
 		}
-		m.callFinished(f, call, s.lastErr, start)
+		o.finish(f, s.lastErr)
 	}
 }
 
 // streamCall is one iteration of a Stream.
 type streamCall[Req, Res any] struct {
 	m          *Mediator
-	f          *frame
+	f          *engine.Frame
 	ctx        context.Context // what the handler runs with: f, or derived from it by middleware
 	yield      func(Res, error) bool
 	lastErr    error // the last error delivered
@@ -88,7 +88,7 @@ func (s *streamCall[Req, Res]) run(h StreamHandler[Req, Res], req Req) {
 		return // a consumer that stopped, a handler error or a panic: no trailing events
 	}
 	// The handler returned: its trailing events run before the end.
-	if err := s.events(s.f.seal()); err != nil {
+	if err := s.events(s.f.Seal()); err != nil {
 		s.deliver(zero, err, true)
 	}
 }
@@ -102,7 +102,7 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) {
 			if s.inConsumer {
 				panic(r) // the consumer's own panic is not ours to turn into an item
 			}
-			s.f.take().release() // the handler failed: its pending events go with it
+			s.f.Take().Release() // the handler failed: its pending events go with it
 			if s.stopped {
 				// Typically a handler that kept yielding after the
 				// consumer stopped: nobody is left to receive it.
@@ -124,11 +124,11 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) {
 			break
 		}
 		if err != nil {
-			s.f.take().release()
+			s.f.Take().Release()
 			s.deliver(zero, err, true)
 			break
 		}
-		evErr := s.events(s.f.take())
+		evErr := s.events(s.f.Take())
 		if !s.deliver(item, evErr, false) {
 			break
 		}
@@ -159,10 +159,17 @@ func (s *streamCall[Req, Res]) deliver(item Res, err error, final bool) bool {
 }
 
 // events processes what the handler emitted since the previous item.
-func (s *streamCall[Req, Res]) events(buf *eventBuf) error {
+func (s *streamCall[Req, Res]) events(buf *engine.Buffer) error {
 	if buf == nil {
 		return nil
 	}
-	defer buf.release()
-	return s.m.process(s.f, &s.m.cfg.StreamEvents, s.m.streams, buf.recs)
+	defer buf.Release()
+	return eventError(s.m.eng.Process(s.f, engine.StreamEvents, buf.Records()))
+}
+
+// end ends the stream's call: what the frame still holds is discarded,
+// and the call leaves flight.
+func (s *streamCall[Req, Res]) end() {
+	s.f.Seal().Release()
+	s.m.eng.Leave(s.f)
 }

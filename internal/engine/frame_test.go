@@ -1,4 +1,4 @@
-package fxcqrs
+package engine
 
 import (
 	"testing"
@@ -9,7 +9,7 @@ import (
 // 32 bytes is the smallest size class that holds a context. A field added
 // here moves every call to the 48-byte class.
 func TestFrameFitsItsSizeClass(t *testing.T) {
-	if got := unsafe.Sizeof(frame{}); got != 32 {
+	if got := unsafe.Sizeof(Frame{}); got != 32 {
 		t.Fatalf("frame is %d bytes, want 32", got)
 	}
 }

@@ -1,4 +1,4 @@
-package fxcqrs
+package engine
 
 import (
 	"runtime"

@@ -1,4 +1,4 @@
-package fxcqrs
+package typekey
 
 import (
 	"context"
@@ -19,28 +19,28 @@ type keyGeneric[T any] struct{ V T }
 // message can have.
 func TestTypeKeysAgree(t *testing.T) {
 	t.Parallel()
-	check := func(name string, fromGeneric typeKey, typ reflect.Type) {
+	check := func(name string, fromGeneric Key, typ reflect.Type) {
 		t.Helper()
-		assert.Equal(t, fromGeneric, keyOfType(typ), name)
+		assert.Equal(t, fromGeneric, OfType(typ), name)
 		assert.NotZero(t, fromGeneric, name)
 	}
-	check("named struct", keyOf[keyNamed](), reflect.TypeFor[keyNamed]())
-	check("pointer", keyOf[*keyNamed](), reflect.TypeFor[*keyNamed]())
-	check("generic", keyOf[keyGeneric[string]](), reflect.TypeFor[keyGeneric[string]]())
-	check("unnamed struct", keyOf[struct{ B string }](), reflect.TypeFor[struct{ B string }]())
-	check("interface", keyOf[io.Reader](), reflect.TypeFor[io.Reader]())
-	check("basic", keyOf[int](), reflect.TypeFor[int]())
-	check("slice", keyOf[[]byte](), reflect.TypeFor[[]byte]())
-	check("never pointed to elsewhere", keyOf[context.CancelFunc](), reflect.TypeFor[context.CancelFunc]())
+	check("named struct", Of[keyNamed](), reflect.TypeFor[keyNamed]())
+	check("pointer", Of[*keyNamed](), reflect.TypeFor[*keyNamed]())
+	check("generic", Of[keyGeneric[string]](), reflect.TypeFor[keyGeneric[string]]())
+	check("unnamed struct", Of[struct{ B string }](), reflect.TypeFor[struct{ B string }]())
+	check("interface", Of[io.Reader](), reflect.TypeFor[io.Reader]())
+	check("basic", Of[int](), reflect.TypeFor[int]())
+	check("slice", Of[[]byte](), reflect.TypeFor[[]byte]())
+	check("never pointed to elsewhere", Of[context.CancelFunc](), reflect.TypeFor[context.CancelFunc]())
 
-	assert.NotEqual(t, keyOf[keyNamed](), keyOf[*keyNamed](), "T and *T are different keys")
-	assert.NotEqual(t, keyOf[keyGeneric[int]](), keyOf[keyGeneric[string]]())
+	assert.NotEqual(t, Of[keyNamed](), Of[*keyNamed](), "T and *T are different keys")
+	assert.NotEqual(t, Of[keyGeneric[int]](), Of[keyGeneric[string]]())
 }
 
 func TestTypeTable(t *testing.T) {
 	t.Parallel()
-	var empty typeTable[int]
-	_, ok := empty.get(keyOf[int]())
+	var empty Table[int]
+	_, ok := empty.Get(Of[int]())
 	assert.False(t, ok)
 
 	types := []reflect.Type{
@@ -48,17 +48,17 @@ func TestTypeTable(t *testing.T) {
 		reflect.TypeFor[*keyNamed](), reflect.TypeFor[[]int](), reflect.TypeFor[map[string]int](),
 		reflect.TypeFor[keyGeneric[int]](), reflect.TypeFor[keyGeneric[bool]](), reflect.TypeFor[error](),
 	}
-	entries := map[typeKey]int{}
+	entries := map[Key]int{}
 	for i, typ := range types {
-		entries[keyOfType(typ)] = i
+		entries[OfType(typ)] = i
 	}
-	table := newTypeTable(entries)
+	table := NewTable(entries)
 	for i, typ := range types {
-		got, ok := table.get(keyOfType(typ))
+		got, ok := table.Get(OfType(typ))
 		assert.True(t, ok, typ.String())
 		assert.Equal(t, i, got, typ.String())
 	}
-	_, ok = table.get(keyOf[float64]())
+	_, ok = table.Get(Of[float64]())
 	assert.False(t, ok)
 }
 
@@ -70,18 +70,18 @@ func BenchmarkTypeTable(b *testing.B) {
 	for _, n := range []int{10, 1000, 10000} {
 		b.Run(fmt.Sprint("types=", n), func(b *testing.B) {
 			// Descriptor-like keys: aligned, close together.
-			entries := make(map[typeKey]int, n)
-			keys := make([]typeKey, 0, n)
+			entries := make(map[Key]int, n)
+			keys := make([]Key, 0, n)
 			for i := range n {
-				k := typeKey(0x7f0000000000 + uintptr(i)*96)
+				k := Key(0x7f0000000000 + uintptr(i)*96)
 				entries[k] = i
 				keys = append(keys, k)
 			}
-			table := newTypeTable(entries)
+			table := NewTable(entries)
 			b.ResetTimer()
 			sum := 0
 			for i := 0; b.Loop(); i++ {
-				v, _ := table.get(keys[i%n])
+				v, _ := table.Get(keys[i%n])
 				sum += v
 			}
 			_ = sum

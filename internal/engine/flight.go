@@ -1,4 +1,4 @@
-package fxcqrs
+package engine
 
 import (
 	"runtime"
@@ -60,7 +60,7 @@ func (fl *flight) init(flags int64) {
 
 // stripeOf picks the stripe of the call whose frame is f. Only the address
 // is used, as a number.
-func (fl *flight) stripeOf(f *frame) uint8 {
+func (fl *flight) stripeOf(f *Frame) uint8 {
 	page := uint64(uintptr(unsafe.Pointer(f))) >> 13 // a span of 32-byte frames is one 8 KiB page
 	return uint8((page * 0x9E3779B97F4A7C15) >> fl.shift)
 }

@@ -1,0 +1,66 @@
+package fxcqrs
+
+import (
+	"context"
+
+	"github.com/fxcqrs/fxcqrs/internal/engine"
+	"go.uber.org/zap"
+)
+
+// eventError turns the engine's failures into the public *EventError; nil
+// when there are none. It is the one place where they become public.
+func eventError(fails []engine.Failure) error {
+	if len(fails) == 0 {
+		return nil
+	}
+	out := make([]EventFailure, len(fails))
+	for i, f := range fails {
+		out[i] = EventFailure{
+			Event:     f.Event,
+			EventType: typeName(f.Type),
+			Handler:   f.Handler.Name,
+			Err:       publicError(f.Err),
+			Started:   f.Started,
+		}
+	}
+	return &EventError{Failures: out}
+}
+
+// publicError turns the engine's own errors into the public ones.
+func publicError(err error) error {
+	switch e := err.(type) {
+	case *engine.Panic:
+		return &PanicError{Value: e.Value, Stack: e.Stack}
+	case *engine.NotStarted:
+		cause := e.Cause
+		if cause == engine.ErrTooDeep {
+			cause = ErrMaxDepth
+		}
+		return &notStartedError{cause: cause}
+	}
+	return err
+}
+
+// backgroundFailed receives the failures of a background batch.
+func (m *Mediator) backgroundFailed(ctx context.Context, fails []engine.Failure) {
+	err := eventError(fails).(*EventError)
+	m.log.Error("fxcqrs: background event handlers failed", zap.Error(err))
+	if m.onBackgroundError != nil {
+		m.onBackgroundError(ctx, err)
+	}
+}
+
+// reporter tells the observer what the engine queues and never starts.
+type reporter struct{ m *Mediator }
+
+func (r reporter) Queued(ctx context.Context, rec engine.Record, h *engine.Handler) {
+	r.m.obs.InvocationQueued(ctx, InvocationQueued{Call: eventCall(rec, h)})
+}
+
+func (r reporter) NotStarted(ctx context.Context, rec engine.Record, h *engine.Handler, err error, queued bool) {
+	r.m.obs.InvocationFinished(ctx, InvocationFinished{Call: eventCall(rec, h), Err: publicError(err), Queued: queued})
+}
+
+func eventCall(rec engine.Record, h *engine.Handler) Call {
+	return Call{Kind: KindEvent, Message: rec.Event(), MessageType: h.Root.(*eventHandler).msgName, Handler: h.Name}
+}

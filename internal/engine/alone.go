@@ -1,0 +1,48 @@
+package engine
+
+// The alone mode: one event with one handler (a Publish, a typical stream
+// item), when nothing waits in the queue and a slot is free. The caller
+// takes the slot and runs the invocation itself, with no queue node and no
+// batch.
+
+// runAlone reports false, having done nothing, when the queue must be
+// used instead.
+func (e *Engine) runAlone(f *Frame, d *dispatcher, ev Record) ([]Failure, bool) {
+	hs := e.handlers(ev)
+	if len(hs) != 1 || f.depth+1 > MaxDepth || !d.tryAcquire() {
+		return nil, false
+	}
+	h := hs[0]
+	inv := new(Frame)
+	inv.initInvocation(f.Context, e, f.depth+1)
+	follow, started, err := e.invoke(inv, ev, h, 0)
+	d.release()
+	if err != nil {
+		return []Failure{failure(ev, h, err, started)}, true
+	}
+	if follow == nil {
+		return nil, true
+	}
+	// Follow-ups join the call through the queue, like any others.
+	defer follow.Release()
+	return e.runQueued(inv, d, follow.recs), true
+}
+
+// tryAcquire takes a slot for the caller if nothing waits for one.
+func (d *dispatcher) tryAcquire() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.head != nil || d.running >= d.limit || d.aborted != nil {
+		return false
+	}
+	d.running++
+	return true
+}
+
+// release gives back a slot taken by tryAcquire and hands the queue on.
+func (d *dispatcher) release() {
+	d.mu.Lock()
+	d.running--
+	d.spawnLocked()
+	d.mu.Unlock()
+}

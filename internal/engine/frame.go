@@ -1,0 +1,196 @@
+package engine
+
+import (
+	"context"
+	"runtime"
+	"sync/atomic"
+)
+
+// frameKey is the context key of the innermost frame.
+type frameKey struct{}
+
+// Frame is the context a handler runs with: one per call and one per event
+// handler invocation. It collects what the handler emits, for this call
+// only, so that handlers can be singletons shared by concurrent calls.
+//
+// A frame is allocated on every call, so it is kept to 32 bytes, the
+// smallest size class that holds a context: its engine is not a field but
+// found through buf, which is never nil.
+type Frame struct {
+	// Context is the parent of everything the handler does. The root may
+	// replace it (an observer's span) before the handler runs.
+	context.Context
+
+	// buf is what the handler emitted, or its owner's empty home buffer
+	// while it emitted nothing. It is written under state's lock only, and
+	// never once the frame is closed, so a closed frame's buf (possibly a
+	// buffer since reused by another frame) still tells its owner.
+	buf    *Buffer
+	state  frameState
+	depth  int16 // MaxDepth counts these
+	slot   bool  // runs on an event slot: nested calls process events inline
+	stripe uint8 // a call's: where it counts as in flight (see flight)
+}
+
+// frameState is a frame's lock and its closed flag in one word, so that
+// sealing a frame, which every call does, is a single atomic operation. The
+// lock only guards appends to buf, a few instructions long, so contenders
+// yield instead of parking.
+type frameState struct{ v atomic.Uint32 }
+
+const (
+	frameLocked uint32 = 1 << iota
+	frameClosed
+)
+
+// lock takes the frame's lock and reports whether the frame is open. A
+// closed frame is not locked.
+func (s *frameState) lock() (open bool) { return s.leaveOpen(frameLocked) }
+
+func (s *frameState) unlock() { s.v.Store(0) }
+
+// close marks the frame closed once no Emit holds the lock. It reports
+// whether it was open.
+func (s *frameState) close() bool { return s.leaveOpen(frameClosed) }
+
+// leaveOpen moves an open, unlocked frame to state next, waiting out an
+// Emit that holds the lock; it reports false for a closed frame.
+func (s *frameState) leaveOpen(next uint32) bool {
+	for {
+		v := s.v.Load()
+		if v&frameClosed != 0 {
+			return false
+		}
+		if v == 0 && s.v.CompareAndSwap(0, next) {
+			return true
+		}
+		runtime.Gosched()
+	}
+}
+
+// Value returns the frame itself for frameKey, so Emit and nested calls
+// find the innermost frame, and defers to the parent for any other key.
+func (f *Frame) Value(key any) any {
+	if key == (frameKey{}) {
+		return f
+	}
+	return f.Context.Value(key)
+}
+
+// FrameOf returns the innermost frame of ctx, or nil.
+func FrameOf(ctx context.Context) *Frame {
+	if f, ok := ctx.(*Frame); ok {
+		return f
+	}
+	f, _ := ctx.Value(frameKey{}).(*Frame)
+	return f
+}
+
+// Seal closes the frame and hands over what it collected (nil when
+// nothing). An Emit after Seal is late: it is logged and counted, never
+// silently lost. buf keeps pointing at the handed-over buffer: see Frame.
+func (f *Frame) Seal() *Buffer {
+	if !f.state.close() || f.buf.isHome() {
+		return nil
+	}
+	return f.buf
+}
+
+// Take hands over what the frame collected so far and keeps it open (a
+// stream's events, item by item).
+func (f *Frame) Take() *Buffer {
+	if !f.state.lock() {
+		return nil
+	}
+	b := f.buf
+	if b.isHome() {
+		b = nil
+	} else {
+		f.buf = &b.owner.home
+	}
+	f.state.unlock()
+	return b
+}
+
+// Engine returns the engine the frame belongs to (nil for a recorder).
+func (f *Frame) Engine() *Engine {
+	if !f.state.lock() {
+		return f.buf.owner.eng // closed: buf is no longer written
+	}
+	e := f.buf.owner.eng
+	f.state.unlock()
+	return e
+}
+
+// Mark returns how many events the frame holds, for Truncate.
+func (f *Frame) Mark() int {
+	if !f.state.lock() {
+		return 0
+	}
+	n := len(f.buf.recs)
+	f.state.unlock()
+	return n
+}
+
+// Truncate drops the events emitted since Mark: those of a failed attempt.
+func (f *Frame) Truncate(mark int) {
+	if !f.state.lock() {
+		return
+	}
+	if len(f.buf.recs) > mark {
+		clear(f.buf.recs[mark:])
+		f.buf.recs = f.buf.recs[:mark]
+	}
+	f.state.unlock()
+}
+
+// Open reports whether the frame's handler is still running.
+func (f *Frame) Open() bool {
+	return f.state.v.Load()&frameClosed == 0
+}
+
+// initInvocation makes f the frame of an event handler invocation at
+// depth, under the call's context ctx. It holds a slot: nested calls made
+// with it process their events inline.
+func (f *Frame) initInvocation(ctx context.Context, e *Engine, depth int16) {
+	f.Context = ctx
+	f.buf = &e.bufs.home
+	f.depth = depth
+	f.slot = true
+}
+
+// recorders owns the buffers of recorder frames.
+var recorders = func() *owner {
+	o := new(owner)
+	o.init(nil)
+	return o
+}()
+
+// NewRecorder returns a frame that only collects what is emitted into it,
+// for a unit test of a handler: nothing is ever processed.
+func NewRecorder(parent context.Context) *Frame {
+	return &Frame{Context: parent, buf: &recorders.home}
+}
+
+// Events returns what the frame holds, boxed, in emit order.
+func (f *Frame) Events() []any {
+	if !f.state.lock() {
+		return nil
+	}
+	defer f.state.unlock()
+	recs := f.buf.recs
+	out := make([]any, len(recs))
+	for i, rec := range recs {
+		out[i] = rec.Event()
+	}
+	return out
+}
+
+// Reset drops what the frame holds.
+func (f *Frame) Reset() {
+	if f.state.lock() {
+		f.buf.Release()
+		f.buf = &f.buf.owner.home
+		f.state.unlock()
+	}
+}

@@ -1,0 +1,119 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"runtime/debug"
+	"time"
+)
+
+// Failure is one invocation that failed or never ran. Its Err is the
+// handler's error, a *Panic, or a *NotStarted; the root turns it into the
+// public EventFailure.
+type Failure struct {
+	Event   any // boxed: the failure outlives the event's buffer
+	Type    reflect.Type
+	Handler *Handler
+	Err     error
+	Started bool
+}
+
+func failure(rec Record, h *Handler, err error, started bool) Failure {
+	return Failure{Event: rec.Event(), Type: rec.Type(), Handler: h, Err: err, Started: started}
+}
+
+// Panic is a handler's panic, recovered on the engine's direct path.
+type Panic struct {
+	Value any
+	Stack []byte
+}
+
+func (p *Panic) Error() string { return "handler panicked" }
+
+// NewPanic captures a recovered value with the current stack.
+func NewPanic(v any) *Panic { return &Panic{Value: v, Stack: debug.Stack()} }
+
+// NotStarted is the Err of an invocation that never ran.
+type NotStarted struct{ Cause error }
+
+func (e *NotStarted) Error() string { return "not started: " + e.Cause.Error() }
+
+func (e *NotStarted) Unwrap() error { return e.Cause }
+
+// ErrTooDeep is the cause of invocations past MaxDepth.
+var ErrTooDeep = errors.New("too deep")
+
+// MaxDepth bounds how deep handlers nest: a call counts one, each
+// generation of follow-up events one, each call made from a handler one.
+const MaxDepth = 32
+
+// invoke runs handler h with rec in frame f, unless the call's context is
+// already done, and returns the follow-up events it emitted. A failed
+// handler's follow-ups are discarded with it. started reports whether the
+// handler ran.
+func (e *Engine) invoke(f *Frame, rec Record, h *Handler, queuedAt Mono) (follow *Buffer, started bool, err error) {
+	cause := f.Err()
+	if cause == nil {
+		cause = e.abortCause()
+	}
+	if cause != nil {
+		f.Seal().Release()
+		err = &NotStarted{Cause: cause}
+		e.dropped(f.Context, rec, h, err, queuedAt)
+		return nil, false, err
+	}
+	if h.Run != nil {
+		err = h.Run(f, rec, h, queuedAt)
+	} else {
+		err = run(f, rec, h)
+	}
+	follow = f.Seal()
+	if err != nil {
+		follow.Release()
+		return nil, true, err
+	}
+	return follow, true, nil
+}
+
+// run calls h directly: the hot path, with no middleware and no observer.
+func run(ctx context.Context, rec Record, h *Handler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = NewPanic(r)
+		}
+	}()
+	return rec.typ.call(ctx, h, rec.value)
+}
+
+// dropped tells the reporter about an invocation that will never run.
+func (e *Engine) dropped(ctx context.Context, rec Record, h *Handler, err error, queuedAt Mono) {
+	if e.cfg.Reporter != nil {
+		e.cfg.Reporter.NotStarted(ctx, rec, h, err, queuedAt != 0)
+	}
+}
+
+// tooDeep reports every invocation of events as not started: their chain
+// is deeper than MaxDepth.
+func (e *Engine) tooDeep(ctx context.Context, events []Record, fails []Failure) []Failure {
+	for _, ev := range events {
+		for _, h := range e.handlers(ev) {
+			err := &NotStarted{Cause: ErrTooDeep}
+			fails = append(fails, failure(ev, h, err, false))
+			e.dropped(ctx, ev, h, err, 0)
+		}
+	}
+	return fails
+}
+
+// Mono is a monotonic instant in 8 bytes, for queue nodes: nanoseconds
+// since the process's epoch, plus one so that zero means "not set".
+type Mono int64
+
+var epoch = time.Now()
+
+// Now returns the current instant.
+func Now() Mono { return Mono(time.Since(epoch)) + 1 }
+
+// Sub returns t-u.
+func (t Mono) Sub(u Mono) time.Duration { return time.Duration(t - u) }

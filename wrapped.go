@@ -1,0 +1,112 @@
+package fxcqrs
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs/internal/engine"
+)
+
+// This file is the wrapped path: calls and invocations that middleware
+// wraps or an observer watches. Send and Exec come here only when their
+// handler has middleware or the mediator an observer; event handlers only
+// when the engine was given a Run for them (see eventTable).
+
+// observation is a call the observer watches.
+type observation struct {
+	m     *Mediator
+	call  Call
+	start time.Time
+}
+
+// observe tells the observer a call started; its context becomes the
+// parent of everything the call does.
+func (m *Mediator) observe(f *engine.Frame, call Call) *observation {
+	f.Context = m.obs.CallStarted(f.Context, CallStarted{Call: call})
+	return &observation{m: m, call: call, start: time.Now()}
+}
+
+// finish tells the observer the call ended with err. A nil observation
+// does nothing.
+func (o *observation) finish(f *engine.Frame, err error) {
+	if o != nil {
+		o.m.obs.CallFinished(f.Context, CallFinished{Call: o.call, Err: err, Elapsed: time.Since(o.start)})
+	}
+}
+
+func (m *Mediator) observeIf(f *engine.Frame, call Call) *observation {
+	if m.obs == nil {
+		return nil
+	}
+	return m.observe(f, call)
+}
+
+func sendWrapped[Req, Res any](m *Mediator, e *handlerEntry, h RequestHandler[Req, Res], f *engine.Frame, req Req) (Res, error) {
+	var zero Res
+	call := Call{Kind: KindRequest, Message: req, MessageType: e.msgName, Handler: e.name}
+	o := m.observeIf(f, call)
+	out, err := runChain(f, e.chain, call, func(ctx context.Context) (any, error) {
+		return runRequest(ctx, h, req)
+	})
+	var res Res
+	if err == nil && out != nil {
+		var ok bool
+		if res, ok = out.(Res); !ok {
+			err = fmt.Errorf("fxcqrs.Send: middleware answered %T for %s, whose handler returns %s", out, e.msgName, typeName(e.result))
+		}
+	}
+	if err != nil {
+		return zero, m.end(f, err, o)
+	}
+	return res, m.end(f, nil, o)
+}
+
+func execWrapped[Cmd any](m *Mediator, e *handlerEntry, h CommandHandler[Cmd], f *engine.Frame, cmd Cmd) error {
+	call := Call{Kind: KindCommand, Message: cmd, MessageType: e.msgName, Handler: e.name}
+	o := m.observeIf(f, call)
+	_, err := runChain(f, e.chain, call, func(ctx context.Context) (any, error) {
+		return nil, runCommand(ctx, h, cmd)
+	})
+	return m.end(f, err, o)
+}
+
+// runEvent is the engine's Run for an event handler with middleware or
+// under an observer. A failed attempt's follow-ups are dropped at once, so
+// that a retrying middleware's successful attempt does not carry them.
+func (m *Mediator) runEvent(f *engine.Frame, rec engine.Record, h *eventHandler, queuedAt engine.Mono) error {
+	call := Call{Kind: KindEvent, Message: rec.Event(), MessageType: h.msgName, Handler: h.Name}
+	var start time.Time
+	if m.obs != nil {
+		var waited time.Duration
+		if queuedAt != 0 {
+			waited = engine.Now().Sub(queuedAt)
+		}
+		f.Context = m.obs.InvocationStarted(f.Context, InvocationStarted{Call: call, Waited: waited, Queued: queuedAt != 0})
+		start = time.Now()
+	}
+	var err error
+	if h.chain == nil {
+		err = runEventHandler(f, rec, h)
+	} else {
+		_, err = runChain(f, h.chain, call, func(ctx context.Context) (any, error) {
+			mark := f.Mark()
+			err := runEventHandler(ctx, rec, h)
+			if err != nil {
+				f.Truncate(mark)
+			}
+			return nil, err
+		})
+	}
+	if m.obs != nil {
+		m.obs.InvocationFinished(f.Context, InvocationFinished{
+			Call: call, Err: err, Elapsed: time.Since(start), Started: true, Queued: queuedAt != 0,
+		})
+	}
+	return err
+}
+
+func runEventHandler(ctx context.Context, rec engine.Record, h *eventHandler) (err error) {
+	defer recoverInto(&err)
+	return rec.Call(ctx, &h.Handler)
+}
