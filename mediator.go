@@ -192,4 +192,3 @@ func (m *Mediator) Stats() Stats {
 		StreamEvents: DispatchStats(s.StreamEvents),
 	}
 }
-

@@ -8,14 +8,14 @@ package engine
 // runAlone reports false, having done nothing, when the queue must be
 // used instead.
 func (e *Engine) runAlone(f *Frame, d *dispatcher, ev Record) ([]Failure, bool) {
-	hs := e.handlers(ev)
+	hs := e.handlers(&ev)
 	if len(hs) != 1 || f.depth+1 > MaxDepth || !d.tryAcquire() {
 		return nil, false
 	}
 	h := hs[0]
 	inv := new(Frame)
 	inv.initInvocation(f.Context, e, f.depth+1)
-	follow, started, err := e.invoke(inv, ev, h, 0)
+	follow, started, err := e.invoke(inv, &ev, h, 0)
 	d.release()
 	if err != nil {
 		return []Failure{failure(ev, h, err, started)}, true

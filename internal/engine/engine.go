@@ -88,8 +88,8 @@ func (e *Engine) SetHandlers(handlers map[typekey.Key][]*Handler) {
 }
 
 // handlers returns the handlers of rec's event type.
-func (e *Engine) handlers(rec Record) []*Handler {
-	hs, _ := e.table.Get(rec.typ.key())
+func (e *Engine) handlers(rec *Record) []*Handler {
+	hs, _ := e.table.Get(rec.Key())
 	return hs
 }
 

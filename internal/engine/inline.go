@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 
+	"github.com/fxcqrs/fxcqrs/internal/typekey"
 	"go.uber.org/zap"
 )
 
@@ -37,14 +38,15 @@ func (e *Engine) runInline(ctx context.Context, depth int16, events []Record) []
 		next = next[:0:0] // events may alias the previous level's next
 		k := 0
 		var lookup handlerCache
-		for _, ev := range events {
+		for i := range events {
+			ev := &events[i]
 			for _, h := range lookup.of(e, ev) {
 				f := &frames[k]
 				k++
 				f.initInvocation(ctx, e, depth+1)
 				follow, started, err := e.invoke(f, ev, h, 0)
 				if err != nil {
-					failures = append(failures, failure(ev, h, err, started))
+					failures = append(failures, failure(*ev, h, err, started))
 					continue
 				}
 				if follow != nil {
@@ -69,7 +71,8 @@ func (e *Engine) count(events []Record) int {
 		n      int
 		lookup handlerCache
 	)
-	for _, ev := range events {
+	for i := range events {
+		ev := &events[i]
 		hs := lookup.of(e, ev)
 		if len(hs) == 0 {
 			if ce := e.cfg.Log.Check(zap.DebugLevel, "fxcqrs: event has no handlers"); ce != nil {
@@ -84,13 +87,14 @@ func (e *Engine) count(events []Record) int {
 // handlerCache remembers the last event type looked up: a handler emits
 // runs of one type more often than not.
 type handlerCache struct {
-	typ eventType
+	key typekey.Key
 	hs  []*Handler
 }
 
-func (c *handlerCache) of(e *Engine, ev Record) []*Handler {
-	if c.typ != ev.typ || c.typ == nil {
-		c.typ, c.hs = ev.typ, e.handlers(ev)
+func (c *handlerCache) of(e *Engine, ev *Record) []*Handler {
+	if k := ev.Key(); k != c.key {
+		c.key = k
+		c.hs, _ = e.table.Get(k)
 	}
 	return c.hs
 }

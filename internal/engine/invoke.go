@@ -52,7 +52,7 @@ const MaxDepth = 32
 // already done, and returns the follow-up events it emitted. A failed
 // handler's follow-ups are discarded with it. started reports whether the
 // handler ran.
-func (e *Engine) invoke(f *Frame, rec Record, h *Handler, queuedAt Mono) (follow *Buffer, started bool, err error) {
+func (e *Engine) invoke(f *Frame, rec *Record, h *Handler, queuedAt Mono) (follow *Buffer, started bool, err error) {
 	cause := f.Err()
 	if cause == nil {
 		cause = e.abortCause()
@@ -60,11 +60,11 @@ func (e *Engine) invoke(f *Frame, rec Record, h *Handler, queuedAt Mono) (follow
 	if cause != nil {
 		f.Seal().Release()
 		err = &NotStarted{Cause: cause}
-		e.dropped(f.Context, rec, h, err, queuedAt)
+		e.dropped(f.Context, *rec, h, err, queuedAt)
 		return nil, false, err
 	}
 	if h.Run != nil {
-		err = h.Run(f, rec, h, queuedAt)
+		err = h.Run(f, *rec, h, queuedAt)
 	} else {
 		err = run(f, rec, h)
 	}
@@ -77,7 +77,7 @@ func (e *Engine) invoke(f *Frame, rec Record, h *Handler, queuedAt Mono) (follow
 }
 
 // run calls h directly: the hot path, with no middleware and no observer.
-func run(ctx context.Context, rec Record, h *Handler) (err error) {
+func run(ctx context.Context, rec *Record, h *Handler) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = NewPanic(r)
@@ -96,8 +96,9 @@ func (e *Engine) dropped(ctx context.Context, rec Record, h *Handler, err error,
 // tooDeep reports every invocation of events as not started: their chain
 // is deeper than MaxDepth.
 func (e *Engine) tooDeep(ctx context.Context, events []Record, fails []Failure) []Failure {
-	for _, ev := range events {
-		for _, h := range e.handlers(ev) {
+	for i := range events {
+		ev := events[i]
+		for _, h := range e.handlers(&ev) {
 			err := &NotStarted{Cause: ErrTooDeep}
 			fails = append(fails, failure(ev, h, err, false))
 			e.dropped(ctx, ev, h, err, 0)

@@ -78,12 +78,13 @@ func (e *Engine) expand(b *batch, depth int16, events []Record) ([]invocation, [
 	invs := make([]invocation, n)
 	k := 0
 	var lookup handlerCache
-	for _, ev := range events {
+	for i := range events {
+		ev := &events[i]
 		for _, h := range lookup.of(e, ev) {
 			inv := &invs[k]
 			inv.initInvocation(b.ctx, e, depth+1)
 			inv.b = b
-			inv.rec = ev
+			inv.rec = *ev
 			inv.h = h
 			k++
 		}
@@ -166,7 +167,7 @@ func (d *dispatcher) process(b *batch, invs []invocation) {
 // the lock, which it holds again on return.
 func (d *dispatcher) runOne(inv *invocation) {
 	var follow *Buffer
-	follow, inv.started, inv.err = d.e.invoke(&inv.Frame, inv.rec, inv.h, inv.queuedAt)
+	follow, inv.started, inv.err = d.e.invoke(&inv.Frame, &inv.rec, inv.h, inv.queuedAt)
 	var (
 		invs  []invocation
 		fails []Failure

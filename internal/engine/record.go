@@ -25,8 +25,9 @@ func RecordOf[E any](p *E) Record { return Record{value: p, typ: typeOf[E]{}} }
 // Type returns the event's type.
 func (r Record) Type() reflect.Type { return r.typ.reflectType() }
 
-// Key returns the key of the event's type.
-func (r Record) Key() typekey.Key { return r.typ.key() }
+// Key returns the key of the event's type: value holds an *E, whose type
+// word is E's key.
+func (r Record) Key() typekey.Key { return typekey.OfPointee(r.value) }
 
 // Event returns the event itself, for what leaves the engine (failures,
 // middleware, observers, recorders). It allocates, as boxing does.
@@ -46,7 +47,6 @@ func (r *Record) detach() { r.value = r.typ.clone(r.value) }
 // handlers of E without reflection. Its one implementation is the
 // zero-size typeOf[E], which an interface holds without allocating.
 type eventType interface {
-	key() typekey.Key
 	reflectType() reflect.Type
 	call(ctx context.Context, h *Handler, p any) error
 	box(p any) any
@@ -54,8 +54,6 @@ type eventType interface {
 }
 
 type typeOf[E any] struct{}
-
-func (typeOf[E]) key() typekey.Key { return typekey.Of[E]() }
 
 func (typeOf[E]) reflectType() reflect.Type { return reflect.TypeFor[E]() }
 

@@ -34,6 +34,10 @@ func TestTypeKeysAgree(t *testing.T) {
 	check("never pointed to elsewhere", Of[context.CancelFunc](), reflect.TypeFor[context.CancelFunc]())
 
 	assert.NotEqual(t, Of[keyNamed](), Of[*keyNamed](), "T and *T are different keys")
+
+	assert.Equal(t, Of[keyNamed](), OfPointee(&keyNamed{}), "a *T held in an interface")
+	assert.Equal(t, Of[*keyNamed](), OfPointee(new(*keyNamed)))
+	assert.Equal(t, Of[io.Reader](), OfPointee(new(io.Reader)))
 	assert.NotEqual(t, Of[keyGeneric[int]](), Of[keyGeneric[string]]())
 }
 
