@@ -344,3 +344,47 @@ func TestTimeoutBoundsRetries(t *testing.T) {
 	_, peak, _ := g.snapshot()
 	assert.Equal(t, 1, peak, "retries never exceed the limit")
 }
+
+// The invariant a unit of work rests on: request and command middleware
+// wraps only the handler, and the call's events are processed after the
+// whole chain has returned. A transaction committed by middleware is
+// committed before any in-process event handler runs.
+func TestEventsRunAfterTheChainReturns(t *testing.T) {
+	t.Parallel()
+	for name, cfg := range map[string]fxcqrs.Config{
+		"limit 1":    limit(1),
+		"limit 3":    limit(3),
+		"sequential": sequential(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var committed atomic.Bool
+			var early atomic.Int32 // event handlers that ran before the commit
+			unitOfWork := fxcqrs.ForKinds(fxcqrs.MiddlewareFunc(func(ctx context.Context, call fxcqrs.Call, next fxcqrs.Next) (any, error) {
+				committed.Store(false)
+				out, err := next(ctx)
+				committed.Store(true)
+				return out, err
+			}), fxcqrs.KindRequest, fxcqrs.KindCommand)
+			check := func(context.Context, OrderPlaced) error {
+				if !committed.Load() {
+					early.Add(1)
+				}
+				return nil
+			}
+			m := newMediator(t, cfg,
+				fxcqrs.WithMiddleware(unitOfWork),
+				fxcqrs.WithCommandHandlers(emitAll[PlaceOrder](emit(OrderPlaced{ID: 1}), emit(OrderPlaced{ID: 2}))),
+				fxcqrs.WithRequestHandlers(requestFunc[CancelOrder, int](func(ctx context.Context, _ CancelOrder) (int, error) {
+					fxcqrs.Emit(ctx, OrderPlaced{ID: 3})
+					return 3, nil
+				})),
+				fxcqrs.WithEventHandlers(eventFunc[OrderPlaced](check), eventFunc[OrderPlaced](check)),
+			)
+			require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{}))
+			_, err := fxcqrs.Send[int](context.Background(), m, CancelOrder{})
+			require.NoError(t, err)
+			assert.Zero(t, early.Load(), "event handlers ran before the middleware chain returned")
+		})
+	}
+}
