@@ -106,11 +106,16 @@ func Publish[E any](ctx context.Context, m *Mediator, event E) error {
 	if a := m.eng.Enter(ctx, &f); a != engine.Admitted {
 		return refusal("Publish", a)
 	}
+	rec, ok := engine.RecordOf(&event)
+	if !ok {
+		m.eng.Leave(&f)
+		return fmt.Errorf("fxcqrs.Publish: nil %s event: an event of an interface type must hold a value", typeName(reflect.TypeFor[E]()))
+	}
 	var o *observation
 	if m.obs != nil {
-		o = m.observe(&f, Call{Kind: KindPublish, Message: event, MessageType: typeName(reflect.TypeFor[E]())})
+		o = m.observe(&f, Call{Kind: KindPublish, Message: event, MessageType: typeName(rec.Type())})
 	}
-	events := [1]engine.Record{engine.RecordOf(&event)}
+	events := [1]engine.Record{rec}
 	err := eventError(m.eng.Process(&f, engine.Events, events[:]))
 	o.finish(&f, err)
 	m.eng.Leave(&f)
@@ -173,6 +178,9 @@ func refusal(api string, a engine.Admission) error {
 }
 
 func (m *Mediator) noHandler(typ reflect.Type, api string) error {
+	if hs := m.reg.events[typ]; len(hs) > 0 && m.reg.handlers[typ] == nil {
+		return fmt.Errorf("fxcqrs.%s: %w for %s: it has event handlers only (%s); call Publish", api, ErrNoHandler, typeName(typ), hs[0].Name)
+	}
 	if e := m.reg.handlers[typ]; e != nil {
 		use := map[role]string{roleRequest: "Send", roleCommand: "Exec", roleStream: "Stream"}[e.role]
 		return fmt.Errorf("fxcqrs.%s: %w for %s: it has a %s handler (%s); call %s", api, ErrNoHandler, typeName(typ), e.role, e.name, use)

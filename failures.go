@@ -2,6 +2,7 @@ package fxcqrs
 
 import (
 	"context"
+	"reflect"
 
 	"github.com/fxcqrs/fxcqrs/internal/engine"
 	"go.uber.org/zap"
@@ -62,5 +63,22 @@ func (r reporter) NotStarted(ctx context.Context, rec engine.Record, h *engine.H
 }
 
 func eventCall(rec engine.Record, h *engine.Handler) Call {
-	return Call{Kind: KindEvent, Message: rec.Event(), MessageType: h.Root.(*eventHandler).msgName, Handler: h.Name}
+	return Call{Kind: KindEvent, Message: rec.Event(), MessageType: h.Root.(*eventHandler).messageType(rec), Handler: h.Name}
+}
+
+// unhandled is called once for each event type that has no event handler:
+// when the type has a handler of another role (an event handler registered
+// with AsCommandHandler has the same Handle shape), the events it was meant
+// for would vanish without a word, so it warns.
+func (m *Mediator) unhandled(t reflect.Type) {
+	e := m.reg.handlers[t]
+	if e == nil {
+		return
+	}
+	m.log.Warn("fxcqrs: event has no event handler, but its type has a "+e.role.String()+" handler; was it meant to be registered as an event handler?",
+		zap.String("event", typeName(t)),
+		zap.String("handler", e.name),
+		zap.String("registeredAs", e.role.registeredAs()),
+		zap.String("constructor", e.source),
+	)
 }

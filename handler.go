@@ -73,6 +73,19 @@ func (k role) String() string {
 	return "unknown"
 }
 
+// registeredAs names what registers a handler in role k.
+func (k role) registeredAs() string {
+	switch k {
+	case roleRequest:
+		return "AsRequestHandler / WithRequestHandlers"
+	case roleCommand:
+		return "AsCommandHandler / WithCommandHandlers"
+	case roleStream:
+		return "AsStreamHandler / WithStreamHandlers"
+	}
+	return "AsEventHandler / WithEventHandlers"
+}
+
 // signature is the Handle method a handler in role k needs.
 func (k role) signature() string {
 	switch k {

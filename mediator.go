@@ -152,7 +152,8 @@ func (m *Mediator) register(regs []registration, mws []registeredMiddleware) err
 	if err := m.reg.addAll(regs, mws); err != nil {
 		return fmt.Errorf("fxcqrs: invalid handlers: %w", err)
 	}
-	m.eng.SetHandlers(m.eventTable())
+	concrete, ifaces := m.eventTable()
+	m.eng.SetHandlers(concrete, ifaces, m.unhandled)
 	return nil
 }
 

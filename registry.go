@@ -35,6 +35,7 @@ type handlerEntry struct {
 // (its Value and Name), and what the root adds.
 type eventHandler struct {
 	engine.Handler
+	event   reflect.Type // the event type of its Handle method
 	msgName string       // the event type's name
 	chain   []Middleware // the middleware that wraps its invocations, in order
 	source  string       // the fx constructor, when known
@@ -83,6 +84,7 @@ func (r *registry) add(reg registration) error {
 	if reg.role == roleEvent {
 		eh := &eventHandler{
 			Handler: engine.Handler{Value: h, Name: typeName(t)},
+			event:   spec.message,
 			msgName: typeName(spec.message),
 			source:  reg.source,
 			order:   r.count,
@@ -171,10 +173,12 @@ func (r *registry) addAll(regs []registration, mws []registeredMiddleware) error
 	return errors.Join(errs...)
 }
 
-// eventTable gives the engine every event type's handlers, in order. A
-// handler with middleware, or under an observer, runs through runEvent.
-func (m *Mediator) eventTable() map[typekey.Key][]*engine.Handler {
-	table := make(map[typekey.Key][]*engine.Handler, len(m.reg.events))
+// eventTable gives the engine every event type's handlers, in order: the
+// concrete types' and, apart, the interface types'. A handler with
+// middleware, or under an observer, runs through runEvent.
+func (m *Mediator) eventTable() (map[reflect.Type][]*engine.Handler, []engine.Interface) {
+	concrete := make(map[reflect.Type][]*engine.Handler, len(m.reg.events))
+	var ifaces []engine.Interface
 	for t, hs := range m.reg.events {
 		ehs := make([]*engine.Handler, len(hs))
 		for i, h := range hs {
@@ -185,7 +189,20 @@ func (m *Mediator) eventTable() map[typekey.Key][]*engine.Handler {
 			}
 			ehs[i] = &h.Handler
 		}
-		table[typekey.OfType(t)] = ehs
+		if t.Kind() == reflect.Interface {
+			ifaces = append(ifaces, engine.Interface{Type: t, Handlers: ehs})
+		} else {
+			concrete[t] = ehs
+		}
 	}
-	return table
+	return concrete, ifaces
+}
+
+// messageType is the name of the event h handles in rec: its own event
+// type's, or, for a handler of an interface type, the event's.
+func (h *eventHandler) messageType(rec engine.Record) string {
+	if h.event.Kind() == reflect.Interface {
+		return typeName(rec.Type())
+	}
+	return h.msgName
 }

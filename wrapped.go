@@ -75,7 +75,7 @@ func execWrapped[Cmd any](m *Mediator, e *handlerEntry, h CommandHandler[Cmd], f
 // under an observer. A failed attempt's follow-ups are dropped at once, so
 // that a retrying middleware's successful attempt does not carry them.
 func (m *Mediator) runEvent(f *engine.Frame, rec engine.Record, h *eventHandler, queuedAt engine.Mono) error {
-	call := Call{Kind: KindEvent, Message: rec.Event(), MessageType: h.msgName, Handler: h.Name}
+	call := Call{Kind: KindEvent, Message: rec.Event(), MessageType: h.messageType(rec), Handler: h.Name}
 	var start time.Time
 	if m.obs != nil {
 		var waited time.Duration

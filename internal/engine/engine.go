@@ -53,7 +53,8 @@ type Config struct {
 // documentation. Make one with Init; it must not be copied.
 type Engine struct {
 	cfg       Config
-	table     typekey.Table[[]*Handler]
+	table     typekey.Table[[]*Handler] // concrete event types with handlers
+	resolve   *resolver                 // the others
 	calls     flight
 	lanes     [2]lane
 	bufs      owner
@@ -80,16 +81,13 @@ func (e *Engine) Init(cfg Config) {
 	}
 }
 
-// SetHandlers installs every event type's handlers, in the order they run,
-// and makes the engine ready for calls.
-func (e *Engine) SetHandlers(handlers map[typekey.Key][]*Handler) {
-	e.table = typekey.NewTable(handlers)
-	e.calls.clear(flightNotReady)
-}
-
 // handlers returns the handlers of rec's event type.
 func (e *Engine) handlers(rec *Record) []*Handler {
-	hs, _ := e.table.Get(rec.Key())
+	k := rec.Key()
+	hs, ok := e.table.Get(k)
+	if !ok {
+		hs = e.resolve.handlers(k, rec)
+	}
 	return hs
 }
 

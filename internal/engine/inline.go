@@ -94,7 +94,7 @@ type handlerCache struct {
 func (c *handlerCache) of(e *Engine, ev *Record) []*Handler {
 	if k := ev.Key(); k != c.key {
 		c.key = k
-		c.hs, _ = e.table.Get(k)
+		c.hs = e.handlers(ev)
 	}
 	return c.hs
 }

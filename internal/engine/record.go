@@ -19,8 +19,15 @@ type Record struct {
 }
 
 // RecordOf makes a record of the event *p, which the caller keeps alive
-// while the record is processed (Publish's event, on its stack).
-func RecordOf[E any](p *E) Record { return Record{value: p, typ: typeOf[E]{}} }
+// while the record is processed (Publish's event, on its stack). An event
+// of an interface type is recorded by its dynamic type; RecordOf reports
+// false when it is nil.
+func RecordOf[E any](p *E) (Record, bool) {
+	if isInterface[E]() {
+		return DynamicRecord(any(*p))
+	}
+	return Record{value: p, typ: typeOf[E]{}}, true
+}
 
 // Type returns the event's type.
 func (r Record) Type() reflect.Type { return r.typ.reflectType() }
@@ -65,6 +72,9 @@ type handlerOf[E any] interface {
 }
 
 func (typeOf[E]) call(ctx context.Context, h *Handler, p any) error {
+	if h.iface {
+		return h.callReflect(ctx, reflect.ValueOf(p).Elem())
+	}
 	// Asserting to a generic interface looks its itab up on every call in
 	// generic code; the first invocation keeps the result. A shared generic
 	// helper for this measured 4% slower on a sequential 4-event Exec.
@@ -109,7 +119,9 @@ type Handler struct {
 	// Root is the root package's own record of the handler.
 	Root any
 
-	typed atomic.Value // Value as a *handlerOf[E]: see typeOf.call
+	typed  atomic.Value  // Value as a *handlerOf[E]: see typeOf.call
+	iface  bool          // its event type is an interface: called by reflection
+	method reflect.Value // Value's Handle, for calls by reflection
 }
 
 // RunFunc runs one invocation of a handler in frame f; queuedAt is when it
@@ -121,6 +133,10 @@ type RunFunc func(f *Frame, rec Record, h *Handler, queuedAt Mono) error
 // Emit into a closed frame (its handler returned) is late: it is logged and
 // counted by f's engine, never silently lost.
 func Emit[E any](f *Frame, event E) {
+	if isInterface[E]() {
+		emitDynamic(f, any(event), reflect.TypeFor[E]())
+		return
+	}
 	if !f.state.lock() {
 		f.buf.owner.eng.lateEmit(reflect.TypeFor[E]()) // closed: buf is no longer written
 		return
