@@ -51,8 +51,8 @@ type EventConfig struct {
 	// MaxConcurrentHandlers bounds how many event handler invocations (one
 	// event × one handler) run at once in the whole mediator, shared by all
 	// concurrent calls. Optional; 0 means the default of the kind (1 for
-	// Events, 10 for StreamEvents). Negative is an error, and so is a value
-	// together with Sequential. python-cqrs: max_concurrent_event_handlers.
+	// Events, 10 for StreamEvents). Negative is an error; with Sequential it
+	// has no effect (logged once). python-cqrs: max_concurrent_event_handlers.
 	MaxConcurrentHandlers int `json:"maxConcurrentHandlers" yaml:"maxConcurrentHandlers"`
 
 	// Sequential runs invocations one after another on the caller's
@@ -71,39 +71,60 @@ type EventConfig struct {
 	// QueueSize bounds how many background invocations may wait for a slot.
 	// A call that would exceed it waits for room (or for its context), so
 	// nothing is dropped. Optional; 0 means DefaultBackgroundQueueSize.
-	// Only valid with Background.
+	// Without Background it has no effect (logged once).
 	QueueSize int `json:"queueSize" yaml:"queueSize"`
 }
 
 // Validate reports every problem of c at once, joined with errors.Join, or
-// nil when c is valid. New and Module call it.
+// nil when c is valid. New and Module call it. Each problem names the Go
+// field and, in parentheses, its key in JSON and YAML.
+//
+// Settings that are merely unused are not errors: a MaxConcurrentHandlers
+// beside Sequential (python-cqrs accepts both parameters together, and a
+// service that turns Sequential on to debug must still start), a QueueSize
+// without Background. The mediator says once, at info level when it is
+// made, that it ignores them. Settings that
+// contradict each other, such as Sequential with Background, are errors.
 func (c Config) Validate() error {
-	errs := c.Events.validate("Events")
-	errs = append(errs, c.StreamEvents.validate("StreamEvents")...)
+	errs := c.Events.validate("Events", "events")
+	errs = append(errs, c.StreamEvents.validate("StreamEvents", "streamEvents")...)
 	if c.StreamEvents.Background {
-		errs = append(errs, errors.New("fxcqrs.Config: StreamEvents.Background is not supported: a stream delivers an item only after its events ran"))
+		errs = append(errs, errors.New("fxcqrs.Config: StreamEvents.Background (streamEvents.background) is not supported: a stream delivers an item only after its events ran"))
 	}
 	return errors.Join(errs...)
 }
 
-func (c EventConfig) validate(field string) []error {
+// unused lists the settings of c that have no effect, one sentence each,
+// naming the Go field and its JSON/YAML key.
+func (c Config) unused() []string {
+	return append(c.Events.unused("Events", "events"), c.StreamEvents.unused("StreamEvents", "streamEvents")...)
+}
+
+func (c EventConfig) validate(field, key string) []error {
 	var errs []error
 	if c.MaxConcurrentHandlers < 0 {
-		errs = append(errs, fmt.Errorf("fxcqrs.Config: %s.MaxConcurrentHandlers must not be negative: got %d", field, c.MaxConcurrentHandlers))
-	}
-	if c.Sequential && c.MaxConcurrentHandlers > 0 {
-		errs = append(errs, fmt.Errorf("fxcqrs.Config: %s.MaxConcurrentHandlers (%d) has no effect with %s.Sequential", field, c.MaxConcurrentHandlers, field))
+		errs = append(errs, fmt.Errorf("fxcqrs.Config: %s.MaxConcurrentHandlers (%s.maxConcurrentHandlers) must not be negative: got %d", field, key, c.MaxConcurrentHandlers))
 	}
 	if c.Sequential && c.Background {
-		errs = append(errs, fmt.Errorf("fxcqrs.Config: %s.Sequential and %s.Background cannot be combined", field, field))
+		errs = append(errs, fmt.Errorf("fxcqrs.Config: %s.Sequential (%s.sequential) and %s.Background (%s.background) cannot be combined", field, key, field, key))
 	}
 	if c.QueueSize < 0 {
-		errs = append(errs, fmt.Errorf("fxcqrs.Config: %s.QueueSize must not be negative: got %d", field, c.QueueSize))
-	}
-	if c.QueueSize > 0 && !c.Background {
-		errs = append(errs, fmt.Errorf("fxcqrs.Config: %s.QueueSize (%d) has no effect without %s.Background", field, c.QueueSize, field))
+		errs = append(errs, fmt.Errorf("fxcqrs.Config: %s.QueueSize (%s.queueSize) must not be negative: got %d", field, key, c.QueueSize))
 	}
 	return errs
+}
+
+func (c EventConfig) unused(field, key string) []string {
+	var notes []string
+	if c.Sequential && c.MaxConcurrentHandlers > 0 {
+		notes = append(notes, fmt.Sprintf("%s.MaxConcurrentHandlers (%s.maxConcurrentHandlers) is %d but has no effect: %s.Sequential (%s.sequential) runs one event handler at a time",
+			field, key, c.MaxConcurrentHandlers, field, key))
+	}
+	if c.QueueSize > 0 && !c.Background {
+		notes = append(notes, fmt.Sprintf("%s.QueueSize (%s.queueSize) is %d but has no effect without %s.Background (%s.background)",
+			field, key, c.QueueSize, field, key))
+	}
+	return notes
 }
 
 // mode is the engine's view of c, with def as the default limit.

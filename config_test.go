@@ -1,12 +1,17 @@
 package fxcqrs_test
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+	"go.yaml.in/yaml/v3"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -18,16 +23,15 @@ func TestConfigValidate(t *testing.T) {
 	}.Validate())
 
 	err := fxcqrs.Config{
-		Events:       fxcqrs.EventConfig{MaxConcurrentHandlers: -1, QueueSize: 5},
-		StreamEvents: fxcqrs.EventConfig{Sequential: true, MaxConcurrentHandlers: 2, Background: true},
+		Events:       fxcqrs.EventConfig{MaxConcurrentHandlers: -1, QueueSize: -2},
+		StreamEvents: fxcqrs.EventConfig{Sequential: true, Background: true},
 	}.Validate()
 	require.Error(t, err)
 	for _, want := range []string{
-		"Events.MaxConcurrentHandlers must not be negative: got -1",
-		"Events.QueueSize (5) has no effect without Events.Background",
-		"StreamEvents.MaxConcurrentHandlers (2) has no effect with StreamEvents.Sequential",
-		"StreamEvents.Sequential and StreamEvents.Background cannot be combined",
-		"StreamEvents.Background is not supported",
+		"Events.MaxConcurrentHandlers (events.maxConcurrentHandlers) must not be negative: got -1",
+		"Events.QueueSize (events.queueSize) must not be negative: got -2",
+		"StreamEvents.Sequential (streamEvents.sequential) and StreamEvents.Background (streamEvents.background) cannot be combined",
+		"StreamEvents.Background (streamEvents.background) is not supported",
 	} {
 		assert.Contains(t, err.Error(), want)
 	}
@@ -64,4 +68,28 @@ func TestNewReportsEveryBadHandler(t *testing.T) {
 	} {
 		assert.Contains(t, err.Error(), want)
 	}
+}
+
+// A setting that is merely unused does not stop the service: a limit
+// beside Sequential (switched on to debug, or by a feature flag) and a
+// QueueSize without Background are accepted, and the mediator says once,
+// at info level, that it ignores them.
+func TestConfigUnusedSettingsAreLoggedNotRefused(t *testing.T) {
+	t.Parallel()
+	var cfg fxcqrs.Config
+	require.NoError(t, yaml.Unmarshal([]byte(`
+events: {maxConcurrentHandlers: 8, sequential: true}
+streamEvents: {queueSize: 50}
+`), &cfg))
+	require.NoError(t, cfg.Validate())
+
+	core, logs := observer.New(zapcore.InfoLevel)
+	m, err := fxcqrs.New(cfg, fxcqrs.WithLogger(zap.New(core)))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
+	ignored := logs.FilterMessageSnippet("setting ignored").All()
+	require.Len(t, ignored, 2)
+	assert.Contains(t, ignored[0].Message, "Events.MaxConcurrentHandlers (events.maxConcurrentHandlers) is 8 but has no effect")
+	assert.Contains(t, ignored[1].Message, "StreamEvents.QueueSize (streamEvents.queueSize) is 50 but has no effect")
+	assert.Equal(t, zapcore.InfoLevel, ignored[0].Level)
 }

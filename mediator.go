@@ -144,6 +144,9 @@ func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorH
 		ecfg.Reporter = reporter{m}
 	}
 	m.eng.Init(ecfg)
+	for _, note := range cfg.unused() {
+		log.Info("fxcqrs: setting ignored: " + note)
+	}
 	return m, nil
 }
 

@@ -167,7 +167,7 @@ func TestModuleInvalidGraphs(t *testing.T) {
 			opts: []fx.Option{
 				fx.Supply(fxcqrs.Config{StreamEvents: fxcqrs.EventConfig{MaxConcurrentHandlers: -2}}),
 			},
-			want: []string{"StreamEvents.MaxConcurrentHandlers must not be negative: got -2"},
+			want: []string{"StreamEvents.MaxConcurrentHandlers (streamEvents.maxConcurrentHandlers) must not be negative: got -2"},
 		},
 		{
 			name: "constructor returns nil",
