@@ -56,11 +56,17 @@ func (l logging) Handle(ctx context.Context, call Call, next Next) (any, error) 
 }
 
 // Timeouts are the deadlines Timeout sets, per kind; 0 sets none.
+// In JSON and YAML each is a duration string ("2s") or nanoseconds.
 type Timeouts struct {
+	// Request bounds each Send's handler (its events run after, under
+	// their own deadline).
 	Request time.Duration `json:"request" yaml:"request"`
+	// Command bounds each Exec's handler.
 	Command time.Duration `json:"command" yaml:"command"`
-	Stream  time.Duration `json:"stream" yaml:"stream"`
-	Event   time.Duration `json:"event" yaml:"event"` // per invocation
+	// Stream bounds a whole Stream iteration.
+	Stream time.Duration `json:"stream" yaml:"stream"`
+	// Event bounds each event handler invocation, retries included.
+	Event time.Duration `json:"event" yaml:"event"`
 }
 
 func (t Timeouts) of(k Kind) time.Duration {
@@ -98,7 +104,8 @@ func (t timeout) Handle(ctx context.Context, call Call, next Next) (any, error) 
 
 // RetryPolicy configures Retry. Its zero value is usable: 3 attempts,
 // backoff from 10ms doubling to at most 1s, 20% jitter, every error
-// retried except the context's own.
+// retried except the context's own. In JSON and YAML, Initial and Max are
+// duration strings ("50ms") or nanoseconds.
 type RetryPolicy struct {
 	// Attempts is the total number of attempts, the first included.
 	// Default 3.

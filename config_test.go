@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/stretchr/testify/assert"
@@ -92,4 +93,64 @@ streamEvents: {queueSize: 50}
 	assert.Contains(t, ignored[0].Message, "Events.MaxConcurrentHandlers (events.maxConcurrentHandlers) is 8 but has no effect")
 	assert.Contains(t, ignored[1].Message, "StreamEvents.QueueSize (streamEvents.queueSize) is 50 but has no effect")
 	assert.Equal(t, zapcore.InfoLevel, ignored[0].Level)
+}
+
+// Durations in configuration read as people write them, in JSON and YAML,
+// while nanoseconds keep working and the fields stay time.Duration.
+func TestDurationsDecode(t *testing.T) {
+	t.Parallel()
+	type settings struct {
+		Retry    fxcqrs.RetryPolicy `json:"retry" yaml:"retry"`
+		Timeouts fxcqrs.Timeouts    `json:"timeouts" yaml:"timeouts"`
+	}
+	want := settings{
+		Retry:    fxcqrs.RetryPolicy{Attempts: 5, Initial: 50 * time.Millisecond, Max: 2 * time.Second, Multiplier: 3, Jitter: 0.1},
+		Timeouts: fxcqrs.Timeouts{Request: 2 * time.Second, Command: 1500 * time.Millisecond, Stream: time.Minute, Event: 250 * time.Millisecond},
+	}
+	t.Run("json strings", func(t *testing.T) {
+		var got settings
+		require.NoError(t, json.Unmarshal([]byte(`{
+			"retry": {"attempts": 5, "initial": "50ms", "max": "2s", "multiplier": 3, "jitter": 0.1},
+			"timeouts": {"request": "2s", "command": "1.5s", "stream": "1m", "event": "250ms"}
+		}`), &got))
+		assert.Equal(t, want, got)
+	})
+	t.Run("json nanoseconds", func(t *testing.T) {
+		var got settings
+		require.NoError(t, json.Unmarshal([]byte(`{
+			"retry": {"attempts": 5, "initial": 50000000, "max": 2000000000, "multiplier": 3, "jitter": 0.1},
+			"timeouts": {"request": 2000000000, "command": 1500000000, "stream": 60000000000, "event": 250000000}
+		}`), &got))
+		assert.Equal(t, want, got)
+	})
+	t.Run("json round trip", func(t *testing.T) {
+		b, err := json.Marshal(want)
+		require.NoError(t, err)
+		var got settings
+		require.NoError(t, json.Unmarshal(b, &got))
+		assert.Equal(t, want, got)
+	})
+	t.Run("json keeps fields it is not given", func(t *testing.T) {
+		got := fxcqrs.RetryPolicy{Attempts: 7, Max: time.Second}
+		require.NoError(t, json.Unmarshal([]byte(`{"initial": "5ms"}`), &got))
+		assert.Equal(t, fxcqrs.RetryPolicy{Attempts: 7, Initial: 5 * time.Millisecond, Max: time.Second}, got)
+	})
+	t.Run("json bad duration", func(t *testing.T) {
+		var got fxcqrs.Timeouts
+		assert.ErrorContains(t, json.Unmarshal([]byte(`{"request": "soon"}`), &got), `invalid duration "soon"`)
+		assert.ErrorContains(t, json.Unmarshal([]byte(`{"request": true}`), &got), "want a duration")
+	})
+	t.Run("yaml strings and nanoseconds", func(t *testing.T) {
+		for _, doc := range []string{`
+retry: {attempts: 5, initial: 50ms, max: 2s, multiplier: 3, jitter: 0.1}
+timeouts: {request: 2s, command: 1.5s, stream: 1m, event: 250ms}
+`, `
+retry: {attempts: 5, initial: 50000000, max: 2000000000, multiplier: 3, jitter: 0.1}
+timeouts: {request: 2000000000, command: 1500000000, stream: 60000000000, event: 250000000}
+`} {
+			var got settings
+			require.NoError(t, yaml.Unmarshal([]byte(doc), &got))
+			assert.Equal(t, want, got)
+		}
+	})
 }

@@ -15,6 +15,8 @@ import (
 // with [New]. The mediator finds Req and Res from the Handle method when the
 // handler is registered, so registration takes no type parameters.
 type RequestHandler[Req, Res any] interface {
+	// Handle answers req. Its events (see [Emit]) are processed after it
+	// returns successfully and before Send returns.
 	Handle(ctx context.Context, req Req) (Res, error)
 }
 
@@ -22,6 +24,8 @@ type RequestHandler[Req, Res any] interface {
 // but an error. It is called through [Exec]; a command type has exactly one
 // handler.
 type CommandHandler[Cmd any] interface {
+	// Handle carries out cmd. Its events are processed after it returns
+	// successfully and before Exec returns.
 	Handle(ctx context.Context, cmd Cmd) error
 }
 
@@ -33,6 +37,8 @@ type CommandHandler[Cmd any] interface {
 // before the consumer receives that item. Yielding a non-nil error ends the
 // stream with that error.
 type StreamHandler[Req, Res any] interface {
+	// Handle returns the sequence of req's items. It must stop when yield
+	// returns false.
 	Handle(ctx context.Context, req Req) iter.Seq2[Res, error]
 }
 
@@ -44,6 +50,8 @@ type StreamHandler[Req, Res any] interface {
 // one a value is depends on how it is registered ([AsEventHandler] or
 // [WithEventHandlers]).
 type EventHandler[E any] interface {
+	// Handle reacts to event. When E is an interface type, it receives
+	// every event whose type implements E.
 	Handle(ctx context.Context, event E) error
 }
 

@@ -89,6 +89,8 @@ type Next func(ctx context.Context) (any, error)
 // [ForMessages]); a call that no middleware wraps pays nothing for the
 // feature.
 type Middleware interface {
+	// Handle wraps call: it calls next to go on (or answers itself) and
+	// returns what the caller, or the middleware outside it, receives.
 	Handle(ctx context.Context, call Call, next Next) (any, error)
 }
 

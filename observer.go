@@ -18,15 +18,24 @@ import (
 // and safe for concurrent use. Embed [NopObserver] to implement only some
 // methods and stay compatible when methods are added.
 type Observer interface {
+	// CallStarted sees a call admitted; the context it returns is the
+	// call's from then on.
 	CallStarted(ctx context.Context, p CallStarted) context.Context
+	// CallFinished sees a call end, with what its caller received.
 	CallFinished(ctx context.Context, p CallFinished)
+	// InvocationQueued sees an event handler invocation start waiting for
+	// a slot.
 	InvocationQueued(ctx context.Context, p InvocationQueued)
+	// InvocationStarted sees an invocation's handler about to run; the
+	// context it returns is the handler's.
 	InvocationStarted(ctx context.Context, p InvocationStarted) context.Context
+	// InvocationFinished sees an invocation end, or dropped unstarted.
 	InvocationFinished(ctx context.Context, p InvocationFinished)
 }
 
 // CallStarted is a Send, Exec, Stream or Publish that was admitted.
 type CallStarted struct {
+	// Call is what is called.
 	Call Call
 }
 
@@ -34,8 +43,12 @@ type CallStarted struct {
 // for Stream when its iteration ends. Err is what the call returned (for a
 // stream, the last error it delivered).
 type CallFinished struct {
-	Call    Call
-	Err     error
+	// Call is what was called.
+	Call Call
+	// Err is what the caller received: nil, the handler's error, or an
+	// *EventError beside a valid response.
+	Err error
+	// Elapsed is the call's duration, its events included.
 	Elapsed time.Duration
 }
 
@@ -43,13 +56,16 @@ type CallFinished struct {
 // that find a free slot at once, and those of sequential mode, are not
 // queued.
 type InvocationQueued struct {
+	// Call is the invocation: KindEvent, the event and its handler.
 	Call Call
 }
 
 // InvocationStarted is an invocation whose handler starts, Waited after it
 // was queued.
 type InvocationStarted struct {
-	Call   Call
+	// Call is the invocation: KindEvent, the event and its handler.
+	Call Call
+	// Waited is how long it waited for a slot; zero when not queued.
 	Waited time.Duration
 	// Queued reports whether the invocation waited in the queue (and
 	// InvocationQueued was called for it).
@@ -60,9 +76,14 @@ type InvocationStarted struct {
 // without running (Started false: its call's context ended, or the
 // mediator stopped).
 type InvocationFinished struct {
-	Call    Call
-	Err     error
+	// Call is the invocation: KindEvent, the event and its handler.
+	Call Call
+	// Err is the handler's error, a *PanicError, or for an invocation
+	// that never ran an error matching ErrNotStarted and its cause.
+	Err error
+	// Elapsed is how long the handler ran, retries included.
 	Elapsed time.Duration
+	// Started reports whether the handler ran.
 	Started bool
 	// Queued reports whether the invocation waited in the queue.
 	Queued bool

@@ -73,8 +73,8 @@ func (h *Handler) callReflect(ctx context.Context, v reflect.Value) error {
 
 // Interface is the handlers of one interface event type, in their order.
 type Interface struct {
-	Type     reflect.Type
-	Handlers []*Handler
+	Type     reflect.Type // the interface
+	Handlers []*Handler   // its handlers, in their order
 }
 
 // resolver finds the handlers of event types that are not in the table:

@@ -41,9 +41,9 @@ type Reporter interface {
 // Config is what the root tells the engine when it makes it.
 type Config struct {
 	Log          *zap.Logger // not nil
-	Events       Mode
-	StreamEvents Mode
-	Reporter     Reporter // nil: nothing is reported, nothing is paid
+	Events       Mode        // the Events lane
+	StreamEvents Mode        // the StreamEvents lane
+	Reporter     Reporter    // nil: nothing is reported, nothing is paid
 	// Background receives the failures of background batches, which no
 	// caller waits for. Not nil when Events.Background is set.
 	Background func(ctx context.Context, fails []Failure)
@@ -204,15 +204,17 @@ func (e *Engine) Wait() {
 
 // Stats is a snapshot of the engine's counters.
 type Stats struct {
-	InFlight     int64
-	LateEmits    uint64
-	Events       LaneStats
-	StreamEvents LaneStats
+	InFlight     int64     // calls in flight, background batches included
+	LateEmits    uint64    // events emitted into closed frames
+	Events       LaneStats // the Events lane's queue
+	StreamEvents LaneStats // the StreamEvents lane's queue
 }
 
 // LaneStats counts the invocations of one lane's queue.
 type LaneStats struct {
-	Limit, Running, Waiting int
+	Limit   int // slots
+	Running int // invocations holding a slot
+	Waiting int // invocations queued for a slot
 }
 
 // Stats returns a snapshot of the engine's counters.

@@ -12,11 +12,11 @@ import (
 // handler's error, a *Panic, or a *NotStarted; the root turns it into the
 // public EventFailure.
 type Failure struct {
-	Event   any // boxed: the failure outlives the event's buffer
-	Type    reflect.Type
-	Handler *Handler
-	Err     error
-	Started bool
+	Event   any          // boxed: the failure outlives the event's buffer
+	Type    reflect.Type // the event's type
+	Handler *Handler     // whose invocation failed
+	Err     error        // the handler's error, a *Panic, or a *NotStarted
+	Started bool         // whether the handler ran
 }
 
 func failure(rec Record, h *Handler, err error, started bool) Failure {
@@ -25,20 +25,25 @@ func failure(rec Record, h *Handler, err error, started bool) Failure {
 
 // Panic is a handler's panic, recovered on the engine's direct path.
 type Panic struct {
-	Value any
-	Stack []byte
+	Value any    // what the handler passed to panic
+	Stack []byte // the panicking goroutine's stack
 }
 
+// Error is never shown to users: the root turns a Panic into a PanicError.
 func (p *Panic) Error() string { return "handler panicked" }
 
 // NewPanic captures a recovered value with the current stack.
 func NewPanic(v any) *Panic { return &Panic{Value: v, Stack: debug.Stack()} }
 
 // NotStarted is the Err of an invocation that never ran.
-type NotStarted struct{ Cause error }
+type NotStarted struct {
+	Cause error // the call's context error, Abort's cause, or ErrTooDeep
+}
 
+// Error says the invocation never ran, and why.
 func (e *NotStarted) Error() string { return "not started: " + e.Cause.Error() }
 
+// Unwrap returns the cause.
 func (e *NotStarted) Unwrap() error { return e.Cause }
 
 // ErrTooDeep is the cause of invocations past MaxDepth.

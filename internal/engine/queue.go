@@ -191,4 +191,3 @@ func (d *dispatcher) spawnLocked() {
 	d.helpers.Add(1)
 	go d.helper()
 }
-
