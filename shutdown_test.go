@@ -3,6 +3,7 @@ package fxcqrs_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -149,4 +150,78 @@ func TestBadInput(t *testing.T) {
 	// An event type nobody handles is not an error.
 	assert.NoError(t, fxcqrs.Publish(ctx, m, Notified{}))
 	assert.Zero(t, m.Stats().InFlight, "refused calls do not stay in flight")
+}
+
+// Once Stop's deadline has passed, no new invocation starts, in any mode,
+// inline and nested included; each one that did not start is in its call's
+// *EventError as not started because the mediator stopped. A call made
+// from a handler still running is served: its handler runs, its events are
+// reported.
+func TestNothingStartsAfterTheStopDeadline(t *testing.T) {
+	t.Parallel()
+	for name, cfg := range map[string]fxcqrs.Config{
+		"limit 1":    limit(1),
+		"limit 3":    limit(3),
+		"sequential": sequential(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var (
+				entered = make(chan struct{})
+				release = make(chan struct{})
+				ran     atomic.Int32 // event handlers that started
+				nested  atomic.Bool  // the nested call's handler ran
+			)
+			var m *fxcqrs.Mediator // its handlers call it
+			m, err := fxcqrs.New(cfg,
+				fxcqrs.WithCommandHandlers(
+					commandFunc[PlaceOrder](func(ctx context.Context, _ PlaceOrder) error {
+						close(entered)
+						<-release // Stop's deadline passes meanwhile
+						fxcqrs.Emit(ctx, OrderPlaced{ID: 1})
+						fxcqrs.Emit(ctx, Shipped{ID: 1})
+						// A call from inside a call in flight belongs to it.
+						err := fxcqrs.Exec(ctx, m, CancelOrder{ID: 1})
+						var evErr *fxcqrs.EventError
+						if !errors.As(err, &evErr) || !errors.Is(err, fxcqrs.ErrStopped) {
+							return fmt.Errorf("nested call: want its events not started, got %v", err)
+						}
+						return nil
+					}),
+					commandFunc[CancelOrder](func(ctx context.Context, _ CancelOrder) error {
+						nested.Store(true)
+						fxcqrs.Emit(ctx, Audited{ID: 1})
+						return nil
+					}),
+				),
+				fxcqrs.WithEventHandlers(
+					eventFunc[OrderPlaced](func(context.Context, OrderPlaced) error { ran.Add(1); return nil }),
+					eventFunc[Shipped](func(context.Context, Shipped) error { ran.Add(1); return nil }),
+					eventFunc[Audited](func(context.Context, Audited) error { ran.Add(1); return nil }),
+				),
+			)
+			require.NoError(t, err)
+
+			result := make(chan error, 1)
+			go func() { result <- fxcqrs.Exec(context.Background(), m, PlaceOrder{}) }()
+			<-entered
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel() // the deadline has already passed
+			require.Error(t, m.Stop(ctx), "a call is still in flight")
+			close(release)
+
+			err = <-result
+			var evErr *fxcqrs.EventError
+			require.ErrorAs(t, err, &evErr, "the call's response is valid; its events are reported")
+			require.Len(t, evErr.Failures, 2)
+			for _, f := range evErr.Failures {
+				assert.False(t, f.Started, f.EventType)
+				assert.ErrorIs(t, f.Err, fxcqrs.ErrNotStarted)
+				assert.ErrorIs(t, f.Err, fxcqrs.ErrStopped)
+			}
+			assert.True(t, nested.Load(), "the nested call's handler ran")
+			assert.Zero(t, ran.Load(), "no event handler started after the deadline")
+			require.NoError(t, m.Stop(context.Background()))
+		})
+	}
 }

@@ -25,8 +25,11 @@ import (
 // A handler that yields a non-nil error ends the sequence with that error;
 // its events emitted since the previous item are discarded with it. A
 // panicking handler ends it with a *PanicError. A consumer that stops early
-// stops the handler (its yield returns false); a cancelled context ends the
-// sequence with the context's error. Stream starts no goroutine of its own.
+// stops the handler (its yield returns false); the events the handler
+// emits after that (a clean-up, an audit record) are processed before the
+// consumer's loop ends, and their failures, which no consumer can receive,
+// are logged. A cancelled context ends the sequence with the context's
+// error. Stream starts no goroutine of its own.
 //
 //	for item, err := range fxcqrs.Stream[Price](ctx, m, WatchPrices{Symbol: "X"}) {
 //		if err != nil { ... }
@@ -79,6 +82,7 @@ type streamCall[Req, Res any] struct {
 	yield      func(Res, error) bool
 	lastErr    error // the last error delivered
 	stopped    bool  // the sequence ended: nothing more reaches the consumer
+	failed     bool  // the handler yielded an error or panicked: its events go with it
 	inConsumer bool  // the consumer's loop body is running
 }
 
@@ -102,6 +106,7 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) {
 			if s.inConsumer {
 				panic(r) // the consumer's own panic is not ours to turn into an item
 			}
+			s.failed = true
 			s.f.Take().Release() // the handler failed: its pending events go with it
 			if s.stopped {
 				// Typically a handler that kept yielding after the
@@ -124,6 +129,7 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) {
 			break
 		}
 		if err != nil {
+			s.failed = true
 			s.f.Take().Release()
 			s.deliver(zero, err, true)
 			break
@@ -167,9 +173,17 @@ func (s *streamCall[Req, Res]) events(buf *engine.Buffer) error {
 	return eventError(s.m.eng.Process(s.f, engine.StreamEvents, buf.Records()))
 }
 
-// end ends the stream's call: what the frame still holds is discarded,
-// and the call leaves flight.
+// end ends the stream's call. What the frame still holds was emitted
+// after the consumer stopped (a clean-up, an audit record): it is
+// processed before the consumer's loop ends, and its failures, which no
+// consumer can receive, are logged (the observer sees them as any). A
+// handler that failed takes its events with it.
 func (s *streamCall[Req, Res]) end() {
-	s.f.Seal().Release()
+	buf := s.f.Seal()
+	if s.failed {
+		buf.Release()
+	} else if err := s.events(buf); err != nil {
+		s.m.log.Error("stream events emitted after the consumer stopped failed", zap.Error(err))
+	}
 	s.m.eng.Leave(s.f)
 }

@@ -11,6 +11,9 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 type (
@@ -300,4 +303,90 @@ func TestStopDrainsStreams(t *testing.T) {
 	}
 	require.NoError(t, <-stopped)
 	assert.Equal(t, int32(3), loaded.Load(), "every item's events ran")
+}
+
+// Clean-up is an event the handler emits after its consumer stopped.
+type Cleanup struct{ AfterRow int }
+
+// An event a stream handler emits after its consumer stopped is processed
+// before the consumer's break completes, never dropped: its failure, which
+// no consumer can receive, is logged and reaches the observer. A handler
+// that failed takes its later events with it.
+func TestStreamEventsAfterTheConsumerStopped(t *testing.T) {
+	t.Parallel()
+	errCleanup := errors.New("cleanup failed")
+	for _, tc := range []struct {
+		name string
+		cfg  fxcqrs.Config
+		fail bool
+	}{
+		{"concurrent", fxcqrs.Config{}, false},
+		{"sequential", fxcqrs.Config{StreamEvents: fxcqrs.EventConfig{Sequential: true}}, false},
+		{"failing clean-up", fxcqrs.Config{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var cleaned atomic.Int32
+			core, logs := observer.New(zapcore.ErrorLevel)
+			obs := &recordingObserver{}
+			m := newMediator(t, tc.cfg,
+				fxcqrs.WithLogger(zap.New(core)),
+				fxcqrs.WithObserver(obs),
+				fxcqrs.WithStreamHandlers(streamFunc[ListOrders, OrderRow](func(ctx context.Context, q ListOrders) func(func(OrderRow, error) bool) {
+					return func(yield func(OrderRow, error) bool) {
+						for i := 1; i <= q.N; i++ {
+							if !yield(OrderRow{ID: i}, nil) {
+								fxcqrs.Emit(ctx, Cleanup{AfterRow: i})
+								return
+							}
+						}
+					}
+				})),
+				fxcqrs.WithEventHandlers(eventFunc[Cleanup](func(_ context.Context, c Cleanup) error {
+					cleaned.Add(1)
+					if tc.fail {
+						return errCleanup
+					}
+					return nil
+				})),
+			)
+			for row, err := range fxcqrs.Stream[OrderRow](context.Background(), m, ListOrders{N: 10}) {
+				require.NoError(t, err)
+				if row.ID == 2 {
+					break
+				}
+			}
+			assert.Equal(t, int32(1), cleaned.Load(), "the clean-up ran before the break completed")
+			assert.Zero(t, m.Stats().InFlight)
+			failed := logs.FilterMessageSnippet("after the consumer stopped").All()
+			if !tc.fail {
+				assert.Empty(t, failed)
+				return
+			}
+			require.Len(t, failed, 1)
+			assert.Contains(t, failed[0].ContextMap()["error"], "cleanup failed")
+			assert.Contains(t, obs.get(), "finished Cleanup started=true err=true", "the observer sees the failure")
+		})
+	}
+}
+
+// A handler that yields an error and keeps emitting after its consumer
+// stopped loses those events with it, as it loses the ones before.
+func TestStreamFailedHandlerTakesLaterEvents(t *testing.T) {
+	t.Parallel()
+	var cleaned atomic.Int32
+	m := newMediator(t, fxcqrs.Config{},
+		fxcqrs.WithStreamHandlers(streamFunc[ListOrders, OrderRow](func(ctx context.Context, _ ListOrders) func(func(OrderRow, error) bool) {
+			return func(yield func(OrderRow, error) bool) {
+				if !yield(OrderRow{}, errors.New("broken")) {
+					fxcqrs.Emit(ctx, Cleanup{})
+				}
+			}
+		})),
+		fxcqrs.WithEventHandlers(eventFunc[Cleanup](func(context.Context, Cleanup) error { cleaned.Add(1); return nil })),
+	)
+	for _, err := range fxcqrs.Stream[OrderRow](context.Background(), m, ListOrders{}) {
+		require.Error(t, err)
+	}
+	assert.Zero(t, cleaned.Load())
 }
