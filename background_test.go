@@ -125,7 +125,7 @@ func TestBackgroundFailuresReported(t *testing.T) {
 	require.Len(t, reported, 1)
 	assert.ErrorIs(t, reported[0], errMail)
 	assert.Equal(t, Notified{ID: 5}, reported[0].Failures[0].Event)
-	assert.Equal(t, 1, logs.FilterMessage("fxcqrs: background event handlers failed").Len())
+	assert.Equal(t, 1, logs.FilterMessage("background event handlers failed").Len())
 }
 
 // TestBackgroundStopDeadlineReportsQueued: events still queued when the

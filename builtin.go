@@ -7,8 +7,6 @@ import (
 	"reflect"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
 // The built-in middleware's positions: logging outermost, so that it sees
@@ -20,40 +18,6 @@ const (
 	OrderTimeout = 100
 	OrderRetry   = 200
 )
-
-// Logging logs one line per call and per event handler invocation, with
-// its kind, message type, handler, duration and error: failures at error
-// level, successes at debug level (free when debug is disabled).
-func Logging(log *zap.Logger) Middleware {
-	if log == nil {
-		log = zap.NewNop()
-	}
-	return logging{log: log}
-}
-
-type logging struct{ log *zap.Logger }
-
-func (logging) MiddlewareOrder() int { return OrderLogging }
-
-func (l logging) Handle(ctx context.Context, call Call, next Next) (any, error) {
-	start := time.Now()
-	out, err := next(ctx)
-	level := zapcore.DebugLevel
-	msg := "fxcqrs: handled"
-	if err != nil {
-		level, msg = zapcore.ErrorLevel, "fxcqrs: failed"
-	}
-	if ce := l.log.Check(level, msg); ce != nil {
-		ce.Write(
-			zap.Stringer("kind", call.Kind),
-			zap.String("message", call.MessageType),
-			zap.String("handler", call.Handler),
-			zap.Duration("duration", time.Since(start)),
-			zap.Error(err),
-		)
-	}
-	return out, err
-}
 
 // Timeouts are the deadlines Timeout sets, per kind; 0 sets none.
 // In JSON and YAML each is a duration string ("2s") or nanoseconds.

@@ -46,7 +46,7 @@ func TestLateEmitIsLoggedAndCounted(t *testing.T) {
 	assert.Zero(t, shipped.Load(), "the late event joined no call")
 
 	assert.Equal(t, uint64(1), m.Stats().LateEmits)
-	entries := logs.FilterMessage("fxcqrs: event emitted after its handler returned; it is not processed").All()
+	entries := logs.FilterMessage("event emitted after its handler returned; it is not processed").All()
 	require.Len(t, entries, 1)
 	assert.Equal(t, "github.com/fxcqrs/fxcqrs_test.Shipped", entries[0].ContextMap()["event"])
 }

@@ -45,7 +45,7 @@ func publicError(err error) error {
 // backgroundFailed receives the failures of a background batch.
 func (m *Mediator) backgroundFailed(ctx context.Context, fails []engine.Failure) {
 	err := eventError(fails).(*EventError)
-	m.log.Error("fxcqrs: background event handlers failed", zap.Error(err))
+	m.log.Error("background event handlers failed", zap.Error(err))
 	if m.onBackgroundError != nil {
 		m.onBackgroundError(ctx, err)
 	}
@@ -75,7 +75,7 @@ func (m *Mediator) unhandled(t reflect.Type) {
 	if e == nil {
 		return
 	}
-	m.log.Warn("fxcqrs: event has no event handler, but its type has a "+e.role.String()+" handler; was it meant to be registered as an event handler?",
+	m.log.Warn("event has no event handler, but its type has a "+e.role.String()+" handler; was it meant to be registered as an event handler?",
 		zap.String("event", typeName(t)),
 		zap.String("handler", e.name),
 		zap.String("registeredAs", e.role.registeredAs()),

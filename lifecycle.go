@@ -21,7 +21,7 @@ func (m *Mediator) Start(context.Context) error {
 	for _, hs := range m.reg.events {
 		events += len(hs)
 	}
-	m.log.Info("fxcqrs: mediator started",
+	m.log.Info("mediator started",
 		zap.Int("requestHandlers", counts[roleRequest]),
 		zap.Int("commandHandlers", counts[roleCommand]),
 		zap.Int("streamHandlers", counts[roleStream]),
@@ -33,9 +33,9 @@ func (m *Mediator) Start(context.Context) error {
 		zap.Int("maxConcurrentStreamEventHandlers", m.cfg.StreamEvents.limit(DefaultMaxConcurrentStreamEventHandlers)),
 		zap.Bool("sequentialStreamEvents", m.cfg.StreamEvents.Sequential),
 	)
-	if ce := m.log.Check(zap.DebugLevel, "fxcqrs: handler"); ce != nil {
+	if ce := m.log.Check(zap.DebugLevel, "handler"); ce != nil {
 		for _, line := range m.table() {
-			m.log.Debug("fxcqrs: handler", zap.String("kind", line[0]), zap.String("message", line[1]), zap.String("handler", line[2]))
+			m.log.Debug("handler", zap.String("kind", line[0]), zap.String("messageType", line[1]), zap.String("handler", line[2]))
 		}
 	}
 	return nil
@@ -80,10 +80,10 @@ func (m *Mediator) Stop(ctx context.Context) error {
 		if n == 0 {
 			break
 		}
-		m.log.Error("fxcqrs: stop deadline passed with calls in flight", zap.Int64("inFlight", n), zap.Error(ctx.Err()))
+		m.log.Error("stop deadline passed with calls in flight", zap.Int64("inFlight", n), zap.Error(ctx.Err()))
 		return fmt.Errorf("fxcqrs: stop: %d calls still in flight: %w", n, ctx.Err())
 	}
 	m.eng.Wait()
-	m.log.Info("fxcqrs: mediator stopped", zap.Uint64("lateEmits", m.eng.Stats().LateEmits))
+	m.log.Info("mediator stopped", zap.Uint64("lateEmits", m.eng.Stats().LateEmits))
 	return nil
 }

@@ -127,6 +127,7 @@ func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorH
 	if log == nil {
 		log = zap.NewNop()
 	}
+	log = log.Named("fxcqrs")
 	m := &Mediator{
 		cfg:               cfg,
 		log:               log,
@@ -145,7 +146,7 @@ func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorH
 	}
 	m.eng.Init(ecfg)
 	for _, note := range cfg.unused() {
-		log.Info("fxcqrs: setting ignored: " + note)
+		log.Info("setting ignored: " + note)
 	}
 	return m, nil
 }

@@ -153,29 +153,61 @@ func TestLoggingMiddleware(t *testing.T) {
 	t.Parallel()
 	core, logs := observer.New(zapcore.DebugLevel)
 	errBoom := errors.New("boom")
+	errOutOfStock := errors.New("out of stock")
+	errLedger := errors.New("ledger down")
 	m := newMediator(t, fxcqrs.Config{},
-		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(_ context.Context, c PlaceOrder) error {
-			if c.ID < 0 {
+		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
+			switch {
+			case c.ID == -1:
 				return errBoom
+			case c.ID == -2:
+				return fmt.Errorf("order %d: %w", c.ID, errOutOfStock)
+			case c.ID == 7:
+				fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID})
 			}
 			return nil
 		})),
-		fxcqrs.WithMiddleware(fxcqrs.Logging(zap.New(core))),
+		fxcqrs.WithEventHandlers(eventFunc[OrderPlaced](func(context.Context, OrderPlaced) error { return errLedger })),
+		fxcqrs.WithMiddleware(fxcqrs.Logging(zap.New(core), fxcqrs.ErrorLevel(func(err error) zapcore.Level {
+			if errors.Is(err, errOutOfStock) {
+				return zapcore.InfoLevel // a business outcome, not a fault
+			}
+			return zapcore.ErrorLevel
+		}))),
 	)
 	require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 1}))
 	require.ErrorIs(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: -1}), errBoom)
+	require.ErrorIs(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: -2}), errOutOfStock)
+	require.ErrorIs(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 7}), errLedger)
 
 	entries := logs.All()
-	require.Len(t, entries, 2)
+	require.Len(t, entries, 5)
+	for _, e := range entries {
+		assert.Equal(t, "fxcqrs", e.LoggerName)
+		assert.NotContains(t, e.ContextMap(), "message", "a field named message collides with the encoders' message key")
+	}
 	assert.Equal(t, zapcore.DebugLevel, entries[0].Level)
-	assert.Equal(t, "fxcqrs: handled", entries[0].Message)
+	assert.Equal(t, "handled", entries[0].Message)
+
 	assert.Equal(t, zapcore.ErrorLevel, entries[1].Level)
+	assert.Equal(t, "failed", entries[1].Message)
 	fields := entries[1].ContextMap()
 	assert.Equal(t, "command", fields["kind"])
-	assert.Equal(t, "github.com/fxcqrs/fxcqrs_test.PlaceOrder", fields["message"])
+	assert.Equal(t, "github.com/fxcqrs/fxcqrs_test.PlaceOrder", fields["messageType"])
 	assert.Equal(t, "github.com/fxcqrs/fxcqrs_test.commandFunc[github.com/fxcqrs/fxcqrs_test.PlaceOrder]", fields["handler"])
 	assert.Equal(t, "boom", fields["error"])
 	assert.Contains(t, fields, "duration")
+
+	assert.Equal(t, zapcore.InfoLevel, entries[2].Level, "the classifier chose the level")
+
+	// The event handler's own line, then the call's, which reports what
+	// the caller received: the response, and the events' failure.
+	assert.Equal(t, "event", entries[3].ContextMap()["kind"])
+	assert.Equal(t, "failed", entries[3].Message)
+	assert.Equal(t, "command", entries[4].ContextMap()["kind"])
+	assert.Equal(t, "handled, events failed", entries[4].Message)
+	assert.Equal(t, zapcore.ErrorLevel, entries[4].Level)
+	assert.Contains(t, entries[4].ContextMap()["error"], "ledger down")
 }
 
 func TestTimeoutMiddleware(t *testing.T) {

@@ -99,7 +99,7 @@ func TestModuleLogsRegistrations(t *testing.T) {
 		fx.Invoke(func(*fxcqrs.Mediator) {}),
 	)
 	app.RequireStart()
-	started := logs.FilterMessage("fxcqrs: mediator started").All()
+	started := logs.FilterMessage("mediator started").All()
 	require.Len(t, started, 1)
 	assert.Equal(t, zapcore.InfoLevel, started[0].Level)
 	fields := started[0].ContextMap()
@@ -107,13 +107,13 @@ func TestModuleLogsRegistrations(t *testing.T) {
 	assert.Equal(t, int64(1), fields["eventHandlers"])
 	assert.Equal(t, int64(0), fields["commandHandlers"])
 
-	table := logs.FilterMessage("fxcqrs: handler").All()
+	table := logs.FilterMessage("handler").All()
 	require.Len(t, table, 2)
 	assert.Equal(t, "*github.com/fxcqrs/fxcqrs_test.shipOnPlaced", table[0].ContextMap()["handler"])
 	assert.Equal(t, zapcore.DebugLevel, table[0].Level)
 
 	app.RequireStop()
-	assert.Equal(t, 1, logs.FilterMessage("fxcqrs: mediator stopped").Len())
+	assert.Equal(t, 1, logs.FilterMessage("mediator stopped").Len())
 }
 
 func TestModuleInvalidGraphs(t *testing.T) {

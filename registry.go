@@ -23,6 +23,7 @@ type handlerEntry struct {
 	name    string       // the handler's type name
 	msgName string       // the request type's name
 	chain   []Middleware // the middleware that wraps its calls, in order
+	enders  []callEnder  // members of chain told the call's final result
 	source  string       // the fx constructor, when known
 	message reflect.Type // the request type
 	result  reflect.Type // Res of request and stream handlers
@@ -159,6 +160,7 @@ func (r *registry) addAll(regs []registration, mws []registeredMiddleware) error
 	sortMiddleware(mws)
 	for t, e := range r.handlers {
 		e.chain = chainFor(mws, e.role.kind(), t)
+		e.enders = endersOf(e.chain)
 	}
 	for t, hs := range r.events {
 		for _, h := range hs {

@@ -61,7 +61,7 @@ func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[R
 			return
 		}
 		call := Call{Kind: KindStream, Message: req, MessageType: e.msgName, Handler: e.name}
-		o := m.observeIf(f, call)
+		o := m.observeCall(f, e, call)
 		_, err = runChain(f, e.chain, call, func(ctx context.Context) (any, error) {
 			s.ctx = ctx
 			s.run(h, req)
@@ -111,7 +111,7 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) {
 			if s.stopped {
 				// Typically a handler that kept yielding after the
 				// consumer stopped: nobody is left to receive it.
-				s.m.log.Error("fxcqrs: stream handler panicked after its stream ended", zap.Any("panic", r))
+				s.m.log.Error("stream handler panicked after its stream ended", zap.Any("panic", r))
 				return
 			}
 			s.deliver(zero, newPanicError(r), true)

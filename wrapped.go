@@ -13,39 +13,56 @@ import (
 // handler has middleware or the mediator an observer; event handlers only
 // when the engine was given a Run for them (see eventTable).
 
-// observation is a call the observer watches.
+// observation is a call that the observer, or middleware such as
+// Logging, hears the end of, with what its caller receives.
 type observation struct {
-	m     *Mediator
-	call  Call
-	start time.Time
+	obs    Observer // nil: only enders hear
+	enders []callEnder
+	call   Call
+	start  time.Time
 }
 
 // observe tells the observer a call started; its context becomes the
 // parent of everything the call does.
 func (m *Mediator) observe(f *engine.Frame, call Call) *observation {
 	f.Context = m.obs.CallStarted(f.Context, CallStarted{Call: call})
-	return &observation{m: m, call: call, start: time.Now()}
+	return &observation{obs: m.obs, call: call, start: time.Now()}
 }
 
-// finish tells the observer the call ended with err. A nil observation
-// does nothing.
+// finish tells the observer and the enders the call ended with err. A nil
+// observation does nothing.
 func (o *observation) finish(f *engine.Frame, err error) {
-	if o != nil {
-		o.m.obs.CallFinished(f.Context, CallFinished{Call: o.call, Err: err, Elapsed: time.Since(o.start)})
+	if o == nil {
+		return
+	}
+	elapsed := time.Since(o.start)
+	if o.obs != nil {
+		o.obs.CallFinished(f.Context, CallFinished{Call: o.call, Err: err, Elapsed: elapsed})
+	}
+	for _, c := range o.enders {
+		c.callEnded(f.Context, o.call, err, elapsed)
 	}
 }
 
-func (m *Mediator) observeIf(f *engine.Frame, call Call) *observation {
-	if m.obs == nil {
-		return nil
+// observeCall starts the observation of a call to e's handler, or returns
+// nil when nothing hears its end.
+func (m *Mediator) observeCall(f *engine.Frame, e *handlerEntry, call Call) *observation {
+	var o *observation
+	if m.obs != nil {
+		o = m.observe(f, call)
+	} else if len(e.enders) > 0 {
+		o = &observation{call: call, start: time.Now()}
 	}
-	return m.observe(f, call)
+	if o != nil {
+		o.enders = e.enders
+	}
+	return o
 }
 
 func sendWrapped[Req, Res any](m *Mediator, e *handlerEntry, h RequestHandler[Req, Res], f *engine.Frame, req Req) (Res, error) {
 	var zero Res
 	call := Call{Kind: KindRequest, Message: req, MessageType: e.msgName, Handler: e.name}
-	o := m.observeIf(f, call)
+	o := m.observeCall(f, e, call)
 	out, err := runChain(f, e.chain, call, func(ctx context.Context) (any, error) {
 		return runRequest(ctx, h, req)
 	})
@@ -64,7 +81,7 @@ func sendWrapped[Req, Res any](m *Mediator, e *handlerEntry, h RequestHandler[Re
 
 func execWrapped[Cmd any](m *Mediator, e *handlerEntry, h CommandHandler[Cmd], f *engine.Frame, cmd Cmd) error {
 	call := Call{Kind: KindCommand, Message: cmd, MessageType: e.msgName, Handler: e.name}
-	o := m.observeIf(f, call)
+	o := m.observeCall(f, e, call)
 	_, err := runChain(f, e.chain, call, func(ctx context.Context) (any, error) {
 		return nil, runCommand(ctx, h, cmd)
 	})

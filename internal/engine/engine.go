@@ -232,7 +232,7 @@ func (e *Engine) lateEmit(typ reflect.Type) {
 		return // a recorder's frame
 	}
 	e.lateEmits.Add(1)
-	e.cfg.Log.Error("fxcqrs: event emitted after its handler returned; it is not processed",
+	e.cfg.Log.Error("event emitted after its handler returned; it is not processed",
 		zap.String("event", typeName(typ)),
 		zap.Stack("stack"))
 }

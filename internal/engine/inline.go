@@ -75,7 +75,7 @@ func (e *Engine) count(events []Record) int {
 		ev := &events[i]
 		hs := lookup.of(e, ev)
 		if len(hs) == 0 {
-			if ce := e.cfg.Log.Check(zap.DebugLevel, "fxcqrs: event has no handlers"); ce != nil {
+			if ce := e.cfg.Log.Check(zap.DebugLevel, "event has no handlers"); ce != nil {
 				ce.Write(zap.String("event", typeName(ev.Type())))
 			}
 		}
