@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"time"
-
 )
 
 // The built-in middleware's positions: logging outermost, so that it sees

@@ -3,7 +3,9 @@ package fxcqrsotel_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/fxcqrs/fxcqrs"
 	fxcqrsotel "github.com/fxcqrs/fxcqrs/otel"
@@ -14,6 +16,10 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxtest"
 	"go.uber.org/goleak"
 )
 
@@ -103,23 +109,25 @@ func TestMetrics(t *testing.T) {
 			got[md.Name] = md.Data
 		}
 	}
-	sumOf := func(name string, outcome string) int64 {
+	// errorType "" counts successes (no error.type), "*" every data point.
+	sumOf := func(name string, errorType string) int64 {
 		t.Helper()
 		sum, ok := got[name].(metricdata.Sum[int64])
 		require.True(t, ok, "%s: %T", name, got[name])
 		var total int64
 		for _, dp := range sum.DataPoints {
-			if v, ok := dp.Attributes.Value(fxcqrsotel.OutcomeKey); outcome == "" || ok && v.AsString() == outcome {
+			v, _ := dp.Attributes.Value(fxcqrsotel.ErrorTypeKey)
+			if errorType == "*" || v.AsString() == errorType {
 				total += dp.Value
 			}
 		}
 		return total
 	}
-	assert.Equal(t, int64(2), sumOf("fxcqrs.calls", "error"))
-	assert.Equal(t, int64(2), sumOf("fxcqrs.invocations", "ok"))
-	assert.Equal(t, int64(2), sumOf("fxcqrs.invocations", "error"))
-	assert.Equal(t, int64(0), sumOf("fxcqrs.invocations.running", ""), "nothing left running")
-	assert.Equal(t, int64(0), sumOf("fxcqrs.invocations.waiting", ""), "nothing left waiting")
+	assert.Equal(t, int64(2), sumOf("fxcqrs.calls", "*fxcqrs.EventError"))
+	assert.Equal(t, int64(2), sumOf("fxcqrs.invocations", ""), "successes carry no error.type")
+	assert.Equal(t, int64(2), sumOf("fxcqrs.invocations", "*errors.errorString"))
+	assert.Equal(t, int64(0), sumOf("fxcqrs.invocations.running", "*"), "nothing left running")
+	assert.Equal(t, int64(0), sumOf("fxcqrs.invocations.waiting", "*"), "nothing left waiting")
 	for _, name := range []string{"fxcqrs.call.duration", "fxcqrs.invocation.duration", "fxcqrs.invocation.wait"} {
 		h, ok := got[name].(metricdata.Histogram[float64])
 		require.True(t, ok, name)
@@ -142,7 +150,7 @@ func TestNotStartedIsAnEventOnTheCall(t *testing.T) {
 	for _, ev := range ended[0].Events() {
 		names = append(names, ev.Name)
 	}
-	assert.Equal(t, []string{"fxcqrs: invocation not started", "exception"}, names,
+	assert.Equal(t, []string{"fxcqrs.invocation_not_started", "exception"}, names,
 		"the drop, then the call's error recorded on its span")
 
 	var rm metricdata.ResourceMetrics
@@ -154,11 +162,74 @@ func TestNotStartedIsAnEventOnTheCall(t *testing.T) {
 				continue
 			}
 			for _, dp := range md.Data.(metricdata.Sum[int64]).DataPoints {
-				if v, _ := dp.Attributes.Value(fxcqrsotel.OutcomeKey); v.AsString() == "not_started" {
+				if v, _ := dp.Attributes.Value(fxcqrsotel.ErrorTypeKey); v.AsString() == "fxcqrs.ErrNotStarted" {
 					notStarted += dp.Value
 				}
 			}
 		}
 	}
 	assert.Equal(t, int64(1), notStarted)
+}
+
+// Durations are seconds in buckets made for in-process calls: a 30µs call,
+// a 3ms one and a 2s one land in three different buckets, where the SDK's
+// default bounds (made for milliseconds) would put all three in one.
+func TestDurationBuckets(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { require.NoError(t, mp.Shutdown(context.Background())) })
+	obs, err := fxcqrsotel.New(tracenoop.NewTracerProvider(), mp)
+	require.NoError(t, err)
+	call := fxcqrs.Call{Kind: fxcqrs.KindRequest, MessageType: "Q"}
+	for _, d := range []time.Duration{30 * time.Microsecond, 3 * time.Millisecond, 2 * time.Second} {
+		obs.CallFinished(context.Background(), fxcqrs.CallFinished{Call: call, Elapsed: d})
+	}
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(context.Background(), &rm))
+	var h metricdata.Histogram[float64]
+	for _, sm := range rm.ScopeMetrics {
+		for _, md := range sm.Metrics {
+			if md.Name == "fxcqrs.call.duration" {
+				h = md.Data.(metricdata.Histogram[float64])
+			}
+		}
+	}
+	require.Len(t, h.DataPoints, 1)
+	dp := h.DataPoints[0]
+	assert.Equal(t, fxcqrsotel.Buckets, dp.Bounds)
+	bucketOf := func(seconds float64) int {
+		for i, b := range dp.Bounds {
+			if seconds <= b {
+				return i
+			}
+		}
+		return len(dp.Bounds)
+	}
+	want := make([]uint64, len(dp.Bounds)+1)
+	want[bucketOf(30e-6)]++
+	want[bucketOf(3e-3)]++
+	want[bucketOf(2)]++
+	assert.Equal(t, want, dp.BucketCounts)
+	assert.Equal(t, 3, len(slices.DeleteFunc(slices.Clone(dp.BucketCounts), func(n uint64) bool { return n == 0 })), "three buckets")
+	assert.InDelta(t, 2.00303, dp.Sum, 1e-9, "seconds")
+}
+
+// One line wires the observer under fx, from the graph's providers.
+func TestModule(t *testing.T) {
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	t.Cleanup(func() { require.NoError(t, tp.Shutdown(context.Background())) })
+	var m *fxcqrs.Mediator
+	app := fxtest.New(t,
+		fxcqrs.Module,
+		fxcqrsotel.Module,
+		fx.Supply(fx.Annotate(tp, fx.As(new(trace.TracerProvider)))),
+		fxcqrs.AsCommandHandler(func() placeOrder { return placeOrder{} }),
+		fxcqrs.AsEventHandler(func() onPlaced { return onPlaced{} }),
+		fx.Populate(&m),
+	)
+	app.RequireStart()
+	require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 1}))
+	app.RequireStop()
+	assert.Len(t, spans.Ended(), 2, "the call and its one invocation")
 }
