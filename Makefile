@@ -3,6 +3,7 @@
 MODULES := . $(patsubst %/go.mod,%,$(wildcard */go.mod))
 
 GOLANGCI_LINT_VERSION := v2.15.0
+BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
 GOBIN := $(shell go env GOPATH)/bin
 
 .PHONY: test
@@ -32,7 +33,7 @@ lint: vet check-go-version ## go vet, the go directive, and golangci-lint (insta
 .PHONY: bench
 bench: ## the benchmark suite (benchmarks/), 6 counts each, summarised by benchstat
 	cd benchmarks && go test -run '^$$' -bench . -benchmem -count 6 -timeout 60m . | tee bench.out
-	cd benchmarks && go run golang.org/x/perf/cmd/benchstat@latest bench.out
+	cd benchmarks && go run golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION) bench.out
 
 .PHONY: bench-smoke
 bench-smoke: ## every benchmark once, so none rots

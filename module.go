@@ -113,7 +113,10 @@ func AsMiddleware(constructor any, anns ...fx.Annotation) fx.Option {
 // A constructor whose result has no fitting Handle fails fx.New and
 // fx.ValidateApp with an error that names it and the signature it needs. A
 // second handler for the same request type fails fx.New, naming both
-// handlers and constructors; fx.ValidateApp cannot see it (see asHandler).
+// handlers and constructors. fx.ValidateApp cannot see that one: it runs no
+// constructor, and the handler's type is known only from what its
+// constructor returns, so the duplicate is found when Module registers the
+// handlers, where the error can name both constructors.
 func AsRequestHandler(constructor any, anns ...fx.Annotation) fx.Option {
 	return asHandler(roleRequest, "AsRequestHandler", constructor, anns)
 }

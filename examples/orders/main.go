@@ -123,6 +123,9 @@ func sleep(durations map[string]time.Duration) work {
 }
 
 func run(ctx context.Context, w io.Writer, cfg fxcqrs.Config, doWork work) error {
+	if err := cfg.Validate(); err != nil {
+		return err // before anything is printed about the configuration
+	}
 	tl := &timeline{w: w, start: time.Now(), limit: "1"}
 	mode := "concurrent"
 	switch {

@@ -100,3 +100,11 @@ func TestOrdersTimeline(t *testing.T) {
 		})
 	}
 }
+
+// A bad limit fails before the example says anything about its limit.
+func TestOrdersRejectsANegativeLimit(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), &out, fxcqrs.Config{Events: fxcqrs.EventConfig{MaxConcurrentHandlers: -1}}, newBarrier(1).work)
+	require.ErrorContains(t, err, "must not be negative")
+	assert.Empty(t, out.String())
+}
