@@ -80,7 +80,8 @@
 //
 // Config{} means python-cqrs's defaults: limit 1 for Events, 10 for
 // StreamEvents, concurrent. [Config.Validate] rejects negative limits and
-// settings that would have no effect.
+// settings that contradict each other; a setting that merely has no effect
+// (a limit beside Sequential) is accepted and logged once at info level.
 //
 // # Cost
 //
@@ -100,6 +101,20 @@
 // type names including the package path ("*example.com/orders.SendEmail").
 // Handlers of the same type are ordered by the name of their fx
 // constructor, then by registration order.
+//
+// # Events typed as interfaces
+//
+// An event's handlers are found by its dynamic type: Emit and Publish with
+// an interface-typed event (an aggregate's []DomainEvent, or any) reach the
+// handlers of the value's concrete type. A nil interface is an error. A
+// handler whose event type is an interface receives every event whose type
+// implements it, after the type's own handlers, interfaces ordered by full
+// type name. Which handlers a type has is computed once per type. Only
+// these two paths call handlers through reflection.
+//
+// An event type that has no event handler but a command or request handler
+// (an event handler registered with AsCommandHandler: the Handle shapes are
+// the same) is warned about once, when such an event is first emitted.
 //
 // # Failures
 //
@@ -121,14 +136,18 @@
 // item; events emitted after the last item before the sequence ends. An
 // item whose events failed is delivered with the [*EventError]; failures of
 // the trailing events come as a final (zero, err) element. A consumer that
-// stops early stops the handler. Stream starts no goroutine.
+// stops early stops the handler; the events it emits after that (a
+// clean-up) run before the consumer's loop ends, their failures logged.
+// Stream starts no goroutine.
 //
 // # Lifecycle
 //
 // Under fx, the module's OnStart hook logs what is registered and its
 // OnStop hook calls [Mediator.Stop]: new calls get [ErrStopped], except calls
 // made from inside a call still in flight; in-flight calls and their events
-// finish within the stop context; what could not finish is reported.
+// finish within the stop context. Once it has ended, no event handler
+// invocation starts in any mode: each is reported to its call as not
+// started, and Stop says how many calls were still in flight.
 //
 // EventConfig.Background makes Send, Exec and Publish return right after the
 // handler; events then run on the mediator's workers, through a bounded
