@@ -146,6 +146,15 @@ func lookup[T any](ctx context.Context, m *Mediator, r role, api string) (*handl
 // returns what the caller receives.
 func (m *Mediator) end(f *engine.Frame, err error, o *observation) error {
 	buf := f.Seal()
+	if buf == nil && o == nil {
+		m.eng.Leave(f) // the common case, kept small enough to inline
+		return err
+	}
+	return m.endEvents(f, buf, err, o)
+}
+
+// endEvents is end for a call that emitted events or is observed.
+func (m *Mediator) endEvents(f *engine.Frame, buf *engine.Buffer, err error, o *observation) error {
 	if err != nil {
 		buf.Release()
 	} else if buf != nil {

@@ -155,5 +155,5 @@ func emitDynamic(f *Frame, v any, static reflect.Type) {
 		f.buf = b
 	}
 	b.recs = append(b.recs, rec)
-	f.state.unlock()
+	f.state.unlockFilled()
 }

@@ -32,37 +32,60 @@ type Frame struct {
 	stripe uint8 // a call's: where it counts as in flight (see flight)
 }
 
-// frameState is a frame's lock and its closed flag in one word, so that
-// sealing a frame, which every call does, is a single atomic operation. The
-// lock only guards appends to buf, a few instructions long, so contenders
-// yield instead of parking.
+// frameState is a frame's lock, its closed flag and whether it holds a
+// buffer of its own, in one word, so that sealing a frame, which every call
+// does, is a single atomic operation that also tells whether anything was
+// emitted. The lock only guards appends to buf, a few instructions long,
+// so contenders yield instead of parking.
 type frameState struct{ v atomic.Uint32 }
 
 const (
 	frameLocked uint32 = 1 << iota
 	frameClosed
+	frameFilled // buf is not the home buffer; written under the lock
 )
 
 // lock takes the frame's lock and reports whether the frame is open. A
 // closed frame is not locked.
-func (s *frameState) lock() (open bool) { return s.leaveOpen(frameLocked) }
+func (s *frameState) lock() (open bool) {
+	_, open = s.leaveOpen(frameLocked)
+	return open
+}
 
-func (s *frameState) unlock() { s.v.Store(0) }
+// unlock releases the lock, keeping the filled flag.
+func (s *frameState) unlock() { s.v.Store(s.v.Load() &^ frameLocked) }
+
+// unlockFilled releases the lock of a frame that now holds a buffer.
+func (s *frameState) unlockFilled() { s.v.Store(frameFilled) }
+
+// unlockEmpty releases the lock of a frame back on its home buffer.
+func (s *frameState) unlockEmpty() { s.v.Store(0) }
 
 // close marks the frame closed once no Emit holds the lock. It reports
-// whether it was open.
-func (s *frameState) close() bool { return s.leaveOpen(frameClosed) }
+// whether it was open, and whether it held a buffer.
+func (s *frameState) close() (open, filled bool) {
+	old, open := s.leaveOpen(frameClosed)
+	return open, old&frameFilled != 0
+}
 
-// leaveOpen moves an open, unlocked frame to state next, waiting out an
-// Emit that holds the lock; it reports false for a closed frame.
-func (s *frameState) leaveOpen(next uint32) bool {
+// leaveOpen adds flag to an open, unlocked frame's state, waiting out an
+// Emit that holds the lock, and returns the state it found; it reports
+// false for a closed frame.
+func (s *frameState) leaveOpen(flag uint32) (uint32, bool) {
+	if v := s.v.Load(); v&(frameClosed|frameLocked) == 0 && s.v.CompareAndSwap(v, v|flag) {
+		return v, true // uncontended: small enough to inline
+	}
+	return s.leaveOpenSlow(flag)
+}
+
+func (s *frameState) leaveOpenSlow(flag uint32) (uint32, bool) {
 	for {
 		v := s.v.Load()
 		if v&frameClosed != 0 {
-			return false
+			return v, false
 		}
-		if v == 0 && s.v.CompareAndSwap(0, next) {
-			return true
+		if v&frameLocked == 0 && s.v.CompareAndSwap(v, v|flag) {
+			return v, true
 		}
 		runtime.Gosched()
 	}
@@ -90,7 +113,7 @@ func FrameOf(ctx context.Context) *Frame {
 // nothing). An Emit after Seal is late: it is logged and counted, never
 // silently lost. buf keeps pointing at the handed-over buffer: see Frame.
 func (f *Frame) Seal() *Buffer {
-	if !f.state.close() || f.buf.isHome() {
+	if open, filled := f.state.close(); !open || !filled {
 		return nil
 	}
 	return f.buf
@@ -108,7 +131,7 @@ func (f *Frame) Take() *Buffer {
 	} else {
 		f.buf = &b.owner.home
 	}
-	f.state.unlock()
+	f.state.unlockEmpty()
 	return b
 }
 
@@ -191,6 +214,6 @@ func (f *Frame) Reset() {
 	if f.state.lock() {
 		f.buf.Release()
 		f.buf = &f.buf.owner.home
-		f.state.unlock()
+		f.state.unlockEmpty()
 	}
 }

@@ -25,6 +25,7 @@ func (e *Engine) runInline(ctx context.Context, depth int16, events []Record) []
 		held    = bufs[0][:0] // the buffers events point into
 		holding = bufs[1][:0] // the buffers next points into
 	)
+	cancellable := ctx.Done() != nil
 	for len(events) > 0 {
 		n := e.count(events)
 		if n == 0 {
@@ -44,7 +45,7 @@ func (e *Engine) runInline(ctx context.Context, depth int16, events []Record) []
 				f := &frames[k]
 				k++
 				f.initInvocation(ctx, e, depth+1)
-				follow, started, err := e.invoke(f, ev, h, 0)
+				follow, started, err := e.invoke(f, ev, h, 0, cancellable)
 				if err != nil {
 					failures = append(failures, failure(*ev, h, err, started))
 					continue

@@ -54,11 +54,16 @@ var ErrTooDeep = errors.New("too deep")
 const MaxDepth = 32
 
 // invoke runs handler h with rec in frame f, unless the call's context is
-// already done, and returns the follow-up events it emitted. A failed
-// handler's follow-ups are discarded with it. started reports whether the
-// handler ran.
-func (e *Engine) invoke(f *Frame, rec *Record, h *Handler, queuedAt Mono) (follow *Buffer, started bool, err error) {
-	cause := f.Err()
+// already done or Stop's deadline has passed, and returns the follow-up
+// events it emitted. A failed handler's follow-ups are discarded with it.
+// started reports whether the handler ran. cancellable says whether the
+// call's context can end at all (its Done is not nil): most contexts
+// cannot, and asking them costs an interface call per invocation.
+func (e *Engine) invoke(f *Frame, rec *Record, h *Handler, queuedAt Mono, cancellable bool) (follow *Buffer, started bool, err error) {
+	var cause error
+	if cancellable {
+		cause = f.Err()
+	}
 	if cause == nil {
 		cause = e.abortCause()
 	}

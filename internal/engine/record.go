@@ -147,5 +147,5 @@ func Emit[E any](f *Frame, event E) {
 		f.buf = b
 	}
 	b.recs = append(b.recs, Record{value: store(b, event), typ: typeOf[E]{}})
-	f.state.unlock()
+	f.state.unlockFilled()
 }
