@@ -158,8 +158,7 @@ func (m *Mediator) endEvents(f *engine.Frame, buf *engine.Buffer, err error, o *
 	if err != nil {
 		buf.Release()
 	} else if buf != nil {
-		err = eventError(m.eng.Process(f, engine.Events, buf.Records()))
-		buf.Release()
+		err = m.process(f, engine.Events, buf)
 	}
 	o.finish(f, err)
 	m.eng.Leave(f)

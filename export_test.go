@@ -6,7 +6,7 @@ import "testing"
 // registered, as under fx before Module's invoke ran.
 func NewUnregisteredForTest(t testing.TB) *Mediator {
 	t.Helper()
-	m, err := newMediator(Config{}, nil, nil, nil)
+	m, err := newMediator(Config{}, nil, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,21 +10,33 @@ import (
 
 // eventError turns the engine's failures into the public *EventError; nil
 // when there are none. It is the one place where they become public.
+//
+// Failures to forward follow-ups (see Forwarder) are not the handlers':
+// their errors are returned beside the *EventError, joined.
 func eventError(fails []engine.Failure) error {
 	if len(fails) == 0 {
 		return nil
 	}
-	out := make([]EventFailure, len(fails))
-	for i, f := range fails {
-		out[i] = EventFailure{
+	out := make([]EventFailure, 0, len(fails))
+	var forwarding []error
+	for _, f := range fails {
+		if f.Forwarding {
+			forwarding = append(forwarding, f.Err)
+			continue
+		}
+		out = append(out, EventFailure{
 			Event:     f.Event,
 			EventType: typeName(f.Type),
 			Handler:   f.Handler.Name,
 			Err:       publicError(f.Err),
 			Started:   f.Started,
-		}
+		})
 	}
-	return &EventError{Failures: out}
+	var evErr error
+	if len(out) > 0 {
+		evErr = &EventError{Failures: out}
+	}
+	return beside(append([]error{evErr}, forwarding...)...)
 }
 
 // publicError turns the engine's own errors into the public ones.

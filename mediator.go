@@ -18,7 +18,8 @@ type Mediator struct {
 	reg *registry
 
 	onBackgroundError BackgroundErrorHandler
-	obs               Observer // nil: nothing observes, nothing is paid
+	obs               Observer    // nil: nothing observes, nothing is paid
+	fwd               *forwarding // nil: nothing leaves the process
 }
 
 // BackgroundErrorHandler receives the failures of events processed in
@@ -39,6 +40,7 @@ type options struct {
 	log               *zap.Logger
 	onBackgroundError BackgroundErrorHandler
 	observer          Observer
+	forwarder         Forwarder
 }
 
 type optionFunc func(*options)
@@ -108,7 +110,7 @@ func New(cfg Config, opts ...Option) (*Mediator, error) {
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
-	m, err := newMediator(cfg, o.log, o.onBackgroundError, o.observer)
+	m, err := newMediator(cfg, o.log, o.onBackgroundError, o.observer, o.forwarder)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +122,7 @@ func New(cfg Config, opts ...Option) (*Mediator, error) {
 
 // newMediator makes a mediator that refuses calls with ErrNotReady until
 // register runs.
-func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorHandler, obs Observer) (*Mediator, error) {
+func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorHandler, obs Observer, fwd Forwarder) (*Mediator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -143,6 +145,10 @@ func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorH
 	}
 	if obs != nil {
 		ecfg.Reporter = reporter{m}
+	}
+	if fwd != nil {
+		m.fwd = &forwarding{f: fwd}
+		ecfg.Forward = m.fwd.forward
 	}
 	m.eng.Init(ecfg)
 	for _, note := range cfg.unused() {

@@ -46,11 +46,12 @@ type mediatorParams struct {
 	Logger                 *zap.Logger            `optional:"true"`
 	BackgroundErrorHandler BackgroundErrorHandler `optional:"true"`
 	Observer               Observer               `optional:"true"`
+	Forwarder              Forwarder              `optional:"true"`
 	Lifecycle              fx.Lifecycle
 }
 
 func provideMediator(p mediatorParams) (*Mediator, error) {
-	m, err := newMediator(p.Config, p.Logger, p.BackgroundErrorHandler, p.Observer)
+	m, err := newMediator(p.Config, p.Logger, p.BackgroundErrorHandler, p.Observer, p.Forwarder)
 	if err != nil {
 		return nil, err
 	}

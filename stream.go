@@ -169,8 +169,7 @@ func (s *streamCall[Req, Res]) events(buf *engine.Buffer) error {
 	if buf == nil {
 		return nil
 	}
-	defer buf.Release()
-	return eventError(s.m.eng.Process(s.f, engine.StreamEvents, buf.Records()))
+	return s.m.process(s.f, engine.StreamEvents, buf)
 }
 
 // end ends the stream's call. What the frame still holds was emitted

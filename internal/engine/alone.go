@@ -23,9 +23,14 @@ func (e *Engine) runAlone(f *Frame, d *dispatcher, ev Record) ([]Failure, bool) 
 	if follow == nil {
 		return nil, true
 	}
+	ff, forwardFailed := e.forward(inv, h, follow)
 	// Follow-ups join the call through the queue, like any others.
-	defer follow.Release()
-	return e.runQueued(inv, d, follow.recs), true
+	fails := e.runQueued(inv, d, follow.recs)
+	follow.Release()
+	if forwardFailed {
+		fails = append(fails, ff)
+	}
+	return fails, true
 }
 
 // tryAcquire takes a slot for the caller if nothing waits for one.

@@ -47,6 +47,11 @@ type Config struct {
 	// Background receives the failures of background batches, which no
 	// caller waits for. Not nil when Events.Background is set.
 	Background func(ctx context.Context, fails []Failure)
+	// Forward, when set, receives the follow-ups of every successful event
+	// handler invocation before they are processed in-process: the events
+	// that leave the process. Its error is reported as a Failure with
+	// Forwarding set; the follow-ups are processed all the same.
+	Forward func(ctx context.Context, recs []Record) error
 }
 
 // Engine processes the events of one mediator: see the package

@@ -11,12 +11,17 @@ import (
 // Failure is one invocation that failed or never ran. Its Err is the
 // handler's error, a *Panic, or a *NotStarted; the root turns it into the
 // public EventFailure.
+//
+// A failure with Forwarding set is not an invocation's: the handler
+// succeeded, but handing its follow-up events to the Forward hook failed
+// with Err. Event and Type are unset.
 type Failure struct {
-	Event   any          // boxed: the failure outlives the event's buffer
-	Type    reflect.Type // the event's type
-	Handler *Handler     // whose invocation failed
-	Err     error        // the handler's error, a *Panic, or a *NotStarted
-	Started bool         // whether the handler ran
+	Event      any          // boxed: the failure outlives the event's buffer
+	Type       reflect.Type // the event's type
+	Handler    *Handler     // whose invocation failed
+	Err        error        // the handler's error, a *Panic, or a *NotStarted
+	Started    bool         // whether the handler ran
+	Forwarding bool         // Err is the Forward hook's, for Handler's follow-ups
 }
 
 func failure(rec Record, h *Handler, err error, started bool) Failure {
@@ -84,6 +89,19 @@ func (e *Engine) invoke(f *Frame, rec *Record, h *Handler, queuedAt Mono, cancel
 		return nil, true, err
 	}
 	return follow, true, nil
+}
+
+// forward hands the follow-ups of h's successful invocation in frame f to
+// the Forward hook, if any, before they are processed in-process. It
+// reports the hook's failure.
+func (e *Engine) forward(f *Frame, h *Handler, follow *Buffer) (Failure, bool) {
+	if e.cfg.Forward == nil || follow == nil {
+		return Failure{}, false
+	}
+	if err := e.cfg.Forward(f.Context, follow.recs); err != nil {
+		return Failure{Handler: h, Err: err, Started: true, Forwarding: true}, true
+	}
+	return Failure{}, false
 }
 
 // run calls h directly: the hot path, with no middleware and no observer.

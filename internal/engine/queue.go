@@ -138,6 +138,7 @@ func (d *dispatcher) runOne(inv *invocation) {
 		invs  []invocation
 		fails []Failure
 	)
+	ff, forwardFailed := d.e.forward(&inv.Frame, inv.h, follow)
 	if follow != nil {
 		// The follow-ups wait in the queue past this buffer's release.
 		for i := range follow.recs {
@@ -153,6 +154,9 @@ func (d *dispatcher) runOne(inv *invocation) {
 		b.failures = append(b.failures, failure(inv.rec, inv.h, inv.err, inv.started))
 	}
 	b.failures = append(b.failures, fails...)
+	if forwardFailed {
+		b.failures = append(b.failures, ff)
+	}
 	if len(invs) > 0 {
 		d.enqueueLocked(b, invs)
 	}

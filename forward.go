@@ -1,0 +1,114 @@
+package fxcqrs
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sync"
+
+	"github.com/fxcqrs/fxcqrs/internal/engine"
+)
+
+// Emitted returns what the current call or event handler invocation has
+// emitted so far, in emit order, or nil outside one. It is for middleware
+// that must see a handler's events before they are processed, such as a
+// unit of work that writes them to an outbox before it commits. It changes
+// nothing about what is processed, and a mediator pays nothing for it
+// unless it is called.
+func Emitted(ctx context.Context) []any {
+	if ctx == nil {
+		return nil
+	}
+	f := engine.FrameOf(ctx)
+	if f == nil {
+		return nil
+	}
+	return f.Events()
+}
+
+// Forwarder takes events out of the process: the bus module's routes are
+// one. The mediator hands it the events a handler emitted once the handler
+// and its whole middleware chain have succeeded, and before in-process
+// event handlers run them; the follow-ups of event handlers likewise, after
+// each successful invocation. Events that enter through Publish are not
+// handed to it again; their handlers' follow-ups are.
+//
+// Forward's error does not undo the call: the caller receives the valid
+// response together with it (joined with any *EventError), as for failed
+// event handlers, and the events still run in-process.
+//
+// Register one with [WithForwarder], or supply it to [Module] under fx.
+type Forwarder interface {
+	// Forwards reports whether events of type t leave the process. The
+	// mediator asks once per type and hands Forward only those.
+	Forwards(t reflect.Type) bool
+	// Forward takes events out of the process, in emit order. ctx is the
+	// context of the call or invocation that emitted them.
+	Forward(ctx context.Context, events []any) error
+}
+
+// WithForwarder sets the mediator's Forwarder.
+func WithForwarder(f Forwarder) Option {
+	return optionFunc(func(o *options) { o.forwarder = f })
+}
+
+// forwarding adapts a Forwarder to the engine: it asks Forwards once per
+// event type and boxes only the events that leave.
+type forwarding struct {
+	f     Forwarder
+	types sync.Map // typekey.Key → bool
+}
+
+func (fw *forwarding) forward(ctx context.Context, recs []engine.Record) error {
+	var out []any
+	for _, rec := range recs {
+		if fw.leaves(rec) {
+			out = append(out, rec.Event())
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return fw.f.Forward(ctx, out)
+}
+
+func (fw *forwarding) leaves(rec engine.Record) bool {
+	k := rec.Key()
+	if v, ok := fw.types.Load(k); ok {
+		return v.(bool)
+	}
+	leaves := fw.f.Forwards(rec.Type())
+	fw.types.Store(k, leaves)
+	return leaves
+}
+
+// beside joins the errors a call returns beside a valid response: an
+// *EventError and what a Forwarder reported. nil when there are none.
+func beside(errs ...error) error {
+	var kept []error
+	for _, err := range errs {
+		if err != nil {
+			kept = append(kept, err)
+		}
+	}
+	switch len(kept) {
+	case 0:
+		return nil
+	case 1:
+		return kept[0]
+	}
+	return errors.Join(kept...)
+}
+
+// process hands what a call's handler emitted to the Forwarder, if any,
+// then processes it in-process on lane, and releases buf. It returns what
+// the caller receives beside a valid response.
+func (m *Mediator) process(f *engine.Frame, ln engine.Lane, buf *engine.Buffer) error {
+	var fwdErr error
+	if m.fwd != nil {
+		fwdErr = m.fwd.forward(f.Context, buf.Records())
+	}
+	err := eventError(m.eng.Process(f, ln, buf.Records()))
+	buf.Release()
+	return beside(err, fwdErr)
+}

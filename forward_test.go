@@ -1,0 +1,176 @@
+package fxcqrs_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/fxcqrs/fxcqrs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// fakeForwarder records what leaves the process, in a shared log with the
+// in-process handlers, so that tests see the order.
+type fakeForwarder struct {
+	rec   *recorder
+	types []reflect.Type
+	fail  error
+
+	mu    sync.Mutex
+	asked map[reflect.Type]int
+}
+
+func (f *fakeForwarder) Forwards(t reflect.Type) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.asked == nil {
+		f.asked = map[reflect.Type]int{}
+	}
+	f.asked[t]++
+	return slices.Contains(f.types, t)
+}
+
+func (f *fakeForwarder) Forward(_ context.Context, events []any) error {
+	for _, e := range events {
+		f.rec.add(fmt.Sprintf("forward %T", e))
+	}
+	return f.fail
+}
+
+func TestEmitted(t *testing.T) {
+	t.Parallel()
+	assert.Nil(t, fxcqrs.Emitted(context.Background()), "nil outside a call")
+
+	var fromMiddleware, fromEventHandler []any
+	m := newMediator(t, fxcqrs.Config{},
+		fxcqrs.WithMiddleware(fxcqrs.ForKinds(fxcqrs.MiddlewareFunc(func(ctx context.Context, call fxcqrs.Call, next fxcqrs.Next) (any, error) {
+			out, err := next(ctx)
+			fromMiddleware = fxcqrs.Emitted(ctx)
+			return out, err
+		}), fxcqrs.KindCommand)),
+		fxcqrs.WithCommandHandlers(emitAll[PlaceOrder](emit(OrderPlaced{ID: 1}), emit(Shipped{ID: 1}))),
+		fxcqrs.WithEventHandlers(
+			eventFunc[OrderPlaced](func(ctx context.Context, _ OrderPlaced) error {
+				fxcqrs.Emit(ctx, Audited{ID: 1})
+				fromEventHandler = fxcqrs.Emitted(ctx)
+				return nil
+			}),
+			eventFunc[Shipped](func(context.Context, Shipped) error { return nil }),
+			eventFunc[Audited](func(context.Context, Audited) error { return nil }),
+		),
+	)
+	require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{}))
+	assert.Equal(t, []any{OrderPlaced{ID: 1}, Shipped{ID: 1}}, fromMiddleware, "the handler's events, in emit order, before they run")
+	assert.Equal(t, []any{Audited{ID: 1}}, fromEventHandler, "an invocation's own follow-ups")
+}
+
+// Routed events leave after the handler and its middleware chain succeed
+// and before in-process handlers run; follow-ups too; Publish's own event
+// does not leave again; a failed handler's events never leave.
+func TestForwarder(t *testing.T) {
+	t.Parallel()
+	for name, cfg := range map[string]fxcqrs.Config{"limit 1": limit(1), "limit 3": limit(3), "sequential": sequential()} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			rec := &recorder{}
+			fwd := &fakeForwarder{rec: rec, types: []reflect.Type{reflect.TypeFor[OrderPlaced](), reflect.TypeFor[Audited]()}}
+			errBoom := errors.New("boom")
+			m := newMediator(t, cfg,
+				fxcqrs.WithForwarder(fwd),
+				fxcqrs.WithMiddleware(fxcqrs.ForKinds(fxcqrs.MiddlewareFunc(func(ctx context.Context, call fxcqrs.Call, next fxcqrs.Next) (any, error) {
+					out, err := next(ctx)
+					rec.add("chain returned")
+					return out, err
+				}), fxcqrs.KindCommand)),
+				fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
+					fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID})
+					fxcqrs.Emit(ctx, Shipped{ID: c.ID})
+					if c.ID < 0 {
+						return errBoom
+					}
+					return nil
+				})),
+				fxcqrs.WithEventHandlers(
+					eventFunc[OrderPlaced](func(ctx context.Context, _ OrderPlaced) error {
+						rec.add("handle OrderPlaced")
+						fxcqrs.Emit(ctx, Audited{})
+						return nil
+					}),
+					eventFunc[Shipped](func(context.Context, Shipped) error { rec.add("handle Shipped"); return nil }),
+					eventFunc[Audited](func(context.Context, Audited) error { rec.add("handle Audited"); return nil }),
+				),
+			)
+			require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 1}))
+			got := rec.get()
+			require.Equal(t, []string{"chain returned", "forward fxcqrs_test.OrderPlaced"}, got[:2], "after the chain, before any in-process handler")
+			assert.ElementsMatch(t, []string{"handle OrderPlaced", "handle Shipped", "forward fxcqrs_test.Audited", "handle Audited"}, got[2:])
+			assert.Less(t, slices.Index(got, "forward fxcqrs_test.Audited"), slices.Index(got, "handle Audited"), "a follow-up leaves before it runs")
+
+			rec.order = nil
+			require.ErrorIs(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: -1}), errBoom)
+			assert.Equal(t, []string{"chain returned"}, rec.get(), "a failed handler's events never leave")
+
+			rec.order = nil
+			require.NoError(t, fxcqrs.Publish(context.Background(), m, OrderPlaced{ID: 2}))
+			assert.ElementsMatch(t, []string{"handle OrderPlaced", "forward fxcqrs_test.Audited", "handle Audited"}, rec.get(),
+				"an event from outside does not leave again; its follow-ups do")
+
+			fwd.mu.Lock()
+			for typ, n := range fwd.asked {
+				assert.Equal(t, 1, n, "Forwards asked once for %v", typ)
+			}
+			fwd.mu.Unlock()
+		})
+	}
+}
+
+// A failure to forward does not erase the handler's success: the caller
+// gets the response together with the forwarder's error, and the events
+// still run in-process.
+func TestForwarderFailureIsReportedBeside(t *testing.T) {
+	t.Parallel()
+	errBroker := errors.New("broker down")
+	errLedger := errors.New("ledger down")
+	rec := &recorder{}
+	fwd := &fakeForwarder{rec: rec, types: []reflect.Type{reflect.TypeFor[OrderPlaced](), reflect.TypeFor[Audited]()}, fail: errBroker}
+	m := newMediator(t, fxcqrs.Config{},
+		fxcqrs.WithForwarder(fwd),
+		fxcqrs.WithRequestHandlers(requestFunc[PlaceOrder, Receipt](func(ctx context.Context, c PlaceOrder) (Receipt, error) {
+			fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID})
+			return Receipt{ID: c.ID}, nil
+		})),
+		fxcqrs.WithEventHandlers(
+			eventFunc[OrderPlaced](func(ctx context.Context, _ OrderPlaced) error {
+				fxcqrs.Emit(ctx, Audited{})
+				return errLedger
+			}),
+			eventFunc[Audited](func(context.Context, Audited) error { rec.add("handle Audited"); return nil }),
+		),
+	)
+	res, err := fxcqrs.Send[Receipt](context.Background(), m, PlaceOrder{ID: 3})
+	assert.Equal(t, Receipt{ID: 3}, res, "the response is valid")
+	require.ErrorIs(t, err, errBroker)
+	var evErr *fxcqrs.EventError
+	require.ErrorAs(t, err, &evErr, "the event handler's failure too")
+	assert.ErrorIs(t, evErr, errLedger)
+	assert.Equal(t, []string{"forward fxcqrs_test.OrderPlaced"}, rec.get(), "the failed handler's follow-ups were discarded, never forwarded")
+	rec.order = nil
+
+	// A follow-up whose forwarding fails still runs in-process.
+	m2 := newMediator(t, fxcqrs.Config{},
+		fxcqrs.WithForwarder(&fakeForwarder{rec: rec, types: []reflect.Type{reflect.TypeFor[Audited]()}, fail: errBroker}),
+		fxcqrs.WithEventHandlers(
+			eventFunc[OrderPlaced](func(ctx context.Context, _ OrderPlaced) error { fxcqrs.Emit(ctx, Audited{}); return nil }),
+			eventFunc[Audited](func(context.Context, Audited) error { rec.add("handle Audited"); return nil }),
+		),
+	)
+	err = fxcqrs.Publish(context.Background(), m2, OrderPlaced{})
+	require.ErrorIs(t, err, errBroker)
+	assert.False(t, errors.As(err, &evErr), "no event handler failed")
+	assert.Contains(t, rec.get(), "handle Audited")
+}
