@@ -107,7 +107,7 @@ var Module = fx.Module("fxcqrsotel",
 type providers struct {
 	fx.In
 
-	Tracer trace.TracerProvider  `optional:"true"`
+	Tracer trace.TracerProvider `optional:"true"`
 	Meter  metric.MeterProvider `optional:"true"`
 }
 
