@@ -236,3 +236,32 @@ func TestBackgroundEventsKeepTheirValues(t *testing.T) {
 	defer mu.Unlock()
 	assert.Equal(t, want, seen, "limit 1 runs them in emit order, each with its own value")
 }
+
+// Under Foreground, a call waits for its events even in background mode:
+// the bus acknowledges a message only after its handlers ran.
+func TestForegroundOverridesBackground(t *testing.T) {
+	t.Parallel()
+	var (
+		entered  = make(chan struct{})
+		release  = make(chan struct{})
+		released atomic.Bool
+		early    = make(chan bool, 1)
+	)
+	m := newMediator(t, background(1, 8),
+		fxcqrs.WithEventHandlers(eventFunc[OrderPlaced](func(context.Context, OrderPlaced) error {
+			close(entered)
+			<-release
+			return nil
+		})),
+	)
+	go func() {
+		err := fxcqrs.Publish(fxcqrs.Foreground(context.Background()), m, OrderPlaced{})
+		early <- err == nil && !released.Load()
+	}()
+	<-entered
+	// In background mode Publish would return while the handler is held
+	// here; in the foreground it cannot return before the release.
+	released.Store(true)
+	close(release)
+	assert.False(t, <-early, "Publish returned before its handler finished")
+}

@@ -112,3 +112,11 @@ func (m *Mediator) process(f *engine.Frame, ln engine.Lane, buf *engine.Buffer) 
 	buf.Release()
 	return beside(err, fwdErr)
 }
+
+// Foreground returns a context under which Send, Exec and Publish wait for
+// their events, follow-ups included, even when Config.Events.Background is
+// on: a message consumer that acknowledges a message only once its
+// handlers ran uses it. Calls made from inside such a call inherit it.
+func Foreground(ctx context.Context) context.Context {
+	return engine.WithForeground(ctx)
+}

@@ -59,6 +59,21 @@ func (e *Engine) submit(f *Frame, d *dispatcher, events []Record) []Failure {
 	return nil
 }
 
+// foregroundKey marks a context whose calls wait for their events even in
+// background mode.
+type foregroundKey struct{}
+
+// WithForeground returns ctx marked so.
+func WithForeground(ctx context.Context) context.Context {
+	return context.WithValue(ctx, foregroundKey{}, true)
+}
+
+// InForeground reports whether ctx is marked so.
+func InForeground(ctx context.Context) bool {
+	v, _ := ctx.Value(foregroundKey{}).(bool)
+	return v
+}
+
 func (e *Engine) reportBackground(ctx context.Context, failures []Failure) {
 	if len(failures) > 0 {
 		e.cfg.Background(ctx, failures)

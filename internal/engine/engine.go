@@ -113,7 +113,7 @@ func (e *Engine) Process(f *Frame, ln Lane, events []Record) []Failure {
 	switch {
 	case f.slot || l.mode.Sequential:
 		return e.runInline(f.Context, f.depth, events)
-	case l.mode.Background:
+	case l.mode.Background && !InForeground(f.Context):
 		return e.submit(f, &l.d, events)
 	case len(events) == 1:
 		if fails, ok := e.runAlone(f, &l.d, events[0]); ok {
