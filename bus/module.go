@@ -1,0 +1,59 @@
+package fxbus
+
+import (
+	"context"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs"
+	"go.uber.org/fx"
+	"go.uber.org/zap"
+)
+
+// Module joins the mediator to a Watermill broker. It takes the routes
+// ([Route]) and subscriptions ([Subscribe]) registered with fx, an
+// optional message.Publisher and message.Subscriber (provide the broker's
+// as these interfaces, with fx.As; with neither, an in-process GoChannel is
+// used and a warning says it is not durable), an optional *zap.Logger and
+// an optional [Marshaler]. It provides the fxcqrs.Forwarder that
+// fxcqrs.Module takes, so routed events leave through it.
+//
+// Its OnStart hook starts consuming the subscribed topics and returns once
+// the router runs; its OnStop hook, which runs before the mediator's, stops
+// consuming after the messages in flight finished, within fx's stop
+// deadline.
+//
+// fx.New fails, naming the culprit, for a route without a publisher, a
+// subscription without a subscriber, two routes of one type to one topic,
+// two types with one name on the wire, or an empty topic.
+var Module = fx.Module("fxbus",
+	fx.Provide(
+		provideBus,
+		func(b *Bus) fxcqrs.Forwarder { return b },
+	),
+	fx.Invoke(startBus),
+)
+
+type busParams struct {
+	fx.In
+
+	Publisher     message.Publisher  `optional:"true"`
+	Subscriber    message.Subscriber `optional:"true"`
+	Logger        *zap.Logger        `optional:"true"`
+	Marshaler     Marshaler          `optional:"true"`
+	Routes        []Routing          `group:"fxbus.routes"`
+	Subscriptions []Subscription     `group:"fxbus.subscriptions"`
+}
+
+func provideBus(p busParams) (*Bus, error) {
+	return New(Config{Publisher: p.Publisher, Subscriber: p.Subscriber, Logger: p.Logger, Marshaler: p.Marshaler}, p.Routes, p.Subscriptions)
+}
+
+// startBus ties the bus to the lifecycle. It depends on the mediator, so
+// its hooks are appended after the mediator's: fx starts the bus after the
+// mediator and stops it before.
+func startBus(lc fx.Lifecycle, b *Bus, m *fxcqrs.Mediator) {
+	lc.Append(fx.Hook{
+		OnStart: func(ctx context.Context) error { return b.Start(ctx, m) },
+		OnStop:  b.Stop,
+	})
+}

@@ -1,0 +1,74 @@
+package fxbus
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+
+	"go.uber.org/fx"
+)
+
+// route sends the events of one type (or of every type implementing an
+// interface) to one topic.
+type route struct {
+	topic string
+	typ   reflect.Type
+	name  string // the event's name on the wire; "" for the default
+}
+
+// RouteOption configures a route.
+type RouteOption interface{ applyRoute(*route) }
+
+// NameOption sets an event's name on the wire. It is both a RouteOption
+// and a SubscribeOption. Make one with [Name].
+type NameOption struct{ name string }
+
+// Name sets the event's name on the wire (the [MetadataName] metadata),
+// instead of its Go type's bare name: for a name shared with services in
+// other languages, or to keep the wire stable when a type is renamed. On a
+// route of an interface type it is an error: the name belongs to the
+// concrete type.
+func Name(name string) NameOption { return NameOption{name: name} }
+
+func (o NameOption) applyRoute(r *route)               { r.name = o.name }
+func (o NameOption) applySubscribe(s *subscription) { s.name = o.name }
+
+// Routing is a route made for [New], without fx. Make one with [NewRoute].
+type Routing struct {
+	r   route
+	err error
+}
+
+// NewRoute is [Route] for [New]: events of type E that handlers emit are
+// published to topic.
+func NewRoute[E any](topic string, opts ...RouteOption) Routing {
+	r := route{topic: topic, typ: reflect.TypeFor[E]()}
+	for _, opt := range opts {
+		opt.applyRoute(&r)
+	}
+	var errs []error
+	if topic == "" {
+		errs = append(errs, fmt.Errorf("fxbus.Route[%s]: the topic is empty", r.typ))
+	}
+	if r.typ.Kind() == reflect.Interface && r.name != "" {
+		errs = append(errs, fmt.Errorf("fxbus.Route[%s]: Name on a route of an interface type: name the concrete types' routes or subscriptions", r.typ))
+	}
+	return Routing{r: r, err: errors.Join(errs...)}
+}
+
+// Route sends the events of type E that handlers emit to topic, through
+// the Watermill publisher that [Module] takes, once the handler and its
+// whole middleware chain have succeeded; they are still processed
+// in-process by their own handlers. When E is an interface type, every
+// event whose type implements it is routed. An event that matches several
+// routes goes to each of their topics once.
+//
+// Without an outbox this is a dual write: see the package documentation
+// for what it can lose.
+func Route[E any](topic string, opts ...RouteOption) fx.Option {
+	r := NewRoute[E](topic, opts...)
+	if r.err != nil {
+		return fx.Error(r.err)
+	}
+	return fx.Provide(fx.Annotate(func() Routing { return r }, fx.ResultTags(`group:"fxbus.routes"`)))
+}

@@ -1,0 +1,119 @@
+package fxbus
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/google/uuid"
+)
+
+// The wire format, for consumers and producers in other languages: the
+// message payload is the event, encoded by the Marshaler (JSON by
+// default), and its metadata carries these keys. The message's own id
+// (Watermill's message UUID, sent by each broker in its own id field) is a
+// UUIDv7.
+const (
+	// MetadataName is the event's stable name: by default its Go type's
+	// bare name ("OrderPlaced"), which does not change when a package is
+	// renamed; [Name] overrides it.
+	MetadataName = "name"
+	// MetadataContentType is the payload's media type, such as
+	// "application/json".
+	MetadataContentType = "content_type"
+	// MetadataCorrelationID is the id shared by every message of one
+	// causal chain: the id of the first message of the chain. It is
+	// Watermill's own correlation key.
+	MetadataCorrelationID = middleware.CorrelationIDMetadataKey
+	// MetadataCausationID is the id of the message whose handling emitted
+	// this one; absent at the start of a chain.
+	MetadataCausationID = "causation_id"
+)
+
+// Marshaler encodes events into message payloads and back.
+type Marshaler interface {
+	// ContentType is the payload's media type.
+	ContentType() string
+	// Marshal encodes event.
+	Marshal(event any) ([]byte, error)
+	// Unmarshal decodes data into the event into points to.
+	Unmarshal(data []byte, into any) error
+}
+
+// JSON is the default Marshaler: encoding/json.
+type JSON struct{}
+
+// ContentType returns "application/json".
+func (JSON) ContentType() string { return "application/json" }
+
+// Marshal encodes event as JSON.
+func (JSON) Marshal(event any) ([]byte, error) { return json.Marshal(event) }
+
+// Unmarshal decodes JSON data into into.
+func (JSON) Unmarshal(data []byte, into any) error { return json.Unmarshal(data, into) }
+
+// inbound is what a consumed message puts in the context of its handling,
+// so that the events emitted while handling it carry the chain on.
+type inbound struct {
+	id, correlation string
+}
+
+type inboundKey struct{}
+
+func withInbound(ctx context.Context, msg *message.Message) context.Context {
+	in := inbound{id: msg.UUID, correlation: msg.Metadata.Get(MetadataCorrelationID)}
+	if in.correlation == "" {
+		in.correlation = in.id
+	}
+	return context.WithValue(ctx, inboundKey{}, in)
+}
+
+// MessageID returns the id of the message whose handling ctx belongs to,
+// or "" outside one.
+func MessageID(ctx context.Context) string {
+	in, _ := ctx.Value(inboundKey{}).(inbound)
+	return in.id
+}
+
+// CorrelationID returns the correlation id of the message whose handling
+// ctx belongs to, or "" outside one.
+func CorrelationID(ctx context.Context) string {
+	in, _ := ctx.Value(inboundKey{}).(inbound)
+	return in.correlation
+}
+
+// newMessage encodes event as a message named name, continuing the chain
+// of ctx.
+func newMessage(ctx context.Context, m Marshaler, name string, event any) (*message.Message, error) {
+	payload, err := m.Marshal(event)
+	if err != nil {
+		return nil, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, err
+	}
+	msg := message.NewMessage(id.String(), payload)
+	msg.Metadata.Set(MetadataName, name)
+	msg.Metadata.Set(MetadataContentType, m.ContentType())
+	corr := CorrelationID(ctx)
+	if corr == "" {
+		corr = msg.UUID // the first message of its chain
+	}
+	msg.Metadata.Set(MetadataCorrelationID, corr)
+	if cause := MessageID(ctx); cause != "" {
+		msg.Metadata.Set(MetadataCausationID, cause)
+	}
+	return msg, nil
+}
+
+// defaultName is an event type's name on the wire unless a route or
+// subscription names it: the bare type name.
+func defaultName(t reflect.Type) string {
+	if t.Kind() == reflect.Pointer {
+		return t.Elem().Name()
+	}
+	return t.Name()
+}
