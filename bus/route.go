@@ -30,7 +30,7 @@ type NameOption struct{ name string }
 // concrete type.
 func Name(name string) NameOption { return NameOption{name: name} }
 
-func (o NameOption) applyRoute(r *route)               { r.name = o.name }
+func (o NameOption) applyRoute(r *route)            { r.name = o.name }
 func (o NameOption) applySubscribe(s *subscription) { s.name = o.name }
 
 // Routing is a route made for [New], without fx. Make one with [NewRoute].
