@@ -1,0 +1,160 @@
+package fxbus_test
+
+import (
+	"net"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
+	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/ThreeDotsLabs/watermill/message"
+	nc "github.com/nats-io/nats.go"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+)
+
+// requireService returns the address of a service the test needs, from
+// env or its default. An unreachable one skips the test, naming the
+// variable, or fails it when FXCQRS_REQUIRE_SERVICES=1 (as in CI).
+func requireService(t testing.TB, env, def string) string {
+	t.Helper()
+	addr := os.Getenv(env)
+	if addr == "" {
+		addr = def
+	}
+	u, err := url.Parse(addr)
+	require.NoError(t, err, "%s=%s", env, addr)
+	conn, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
+	if err != nil {
+		if os.Getenv("FXCQRS_REQUIRE_SERVICES") == "1" {
+			t.Fatalf("%s=%s is unreachable and FXCQRS_REQUIRE_SERVICES=1: %v", env, addr, err)
+		}
+		t.Skipf("%s=%s is unreachable (%v): set %s to a running server, or FXCQRS_REQUIRE_SERVICES=1 to fail instead", env, addr, err, env)
+	}
+	_ = conn.Close()
+	return addr
+}
+
+// broker opens publishers and subscribers on one kind of broker. A
+// subscriber's group is its consumer group: subscribers of one group share
+// a topic's messages, as replicas of one service do; each group gets all.
+type broker struct {
+	name string
+	open func(t *testing.T, group string) (message.Publisher, message.Subscriber)
+	// forget deletes what the broker keeps of the test's topics.
+	forget func(t *testing.T, topics ...string)
+}
+
+func natsBroker(t *testing.T) broker {
+	addr := requireService(t, "FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
+	js := func(group string) wnats.JetStreamConfig {
+		return wnats.JetStreamConfig{
+			AutoProvision:    true,
+			DurablePrefix:    group,
+			SubscribeOptions: []nc.SubOpt{nc.DeliverAll(), nc.AckExplicit()},
+		}
+	}
+	return broker{
+		name: "nats-jetstream",
+		open: func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
+			pub, err := wnats.NewPublisher(wnats.PublisherConfig{
+				URL:       addr,
+				Marshaler: &wnats.NATSMarshaler{},
+				JetStream: js(group),
+			}, watermill.NopLogger{})
+			require.NoError(t, err)
+			sub, err := wnats.NewSubscriber(wnats.SubscriberConfig{
+				URL:              addr,
+				QueueGroupPrefix: group,
+				SubscribersCount: 1,
+				AckWaitTimeout:   2 * time.Second,
+				CloseTimeout:     5 * time.Second,
+				Unmarshaler:      &wnats.NATSMarshaler{},
+				JetStream:        js(group),
+			}, watermill.NopLogger{})
+			require.NoError(t, err)
+			t.Cleanup(func() {
+				_ = sub.Close()
+				_ = pub.Close()
+			})
+			return pub, sub
+		},
+		forget: func(t *testing.T, topics ...string) {
+			conn, err := nc.Connect(addr)
+			require.NoError(t, err)
+			defer conn.Close()
+			js, err := conn.JetStream()
+			require.NoError(t, err)
+			for _, tp := range topics {
+				_ = js.DeleteStream(tp)
+			}
+		},
+	}
+}
+
+func rabbitBroker(t *testing.T) broker {
+	addr := requireService(t, "FXCQRS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+	return broker{
+		name: "rabbitmq",
+		open: func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
+			cfg := wamqp.NewDurablePubSubConfig(addr, wamqp.GenerateQueueNameTopicNameWithSuffix(group))
+			pub, err := wamqp.NewPublisher(cfg, watermill.NopLogger{})
+			require.NoError(t, err)
+			sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
+			require.NoError(t, err)
+			t.Cleanup(func() {
+				_ = sub.Close()
+				_ = pub.Close()
+			})
+			return pub, sub
+		},
+		forget: func(t *testing.T, topics ...string) {
+			conn, err := amqp.Dial(addr)
+			require.NoError(t, err)
+			defer conn.Close()
+			ch, err := conn.Channel()
+			require.NoError(t, err)
+			defer ch.Close()
+			for _, tp := range topics {
+				// Queues are named topic_group: find them by the broker's
+				// own listing is not in the client, so the tests delete
+				// the ones they know.
+				for _, group := range []string{"a", "b", "c", "p", "dead"} {
+					_, _ = ch.QueueDelete(tp+"_"+group, false, false, false)
+				}
+				_ = ch.ExchangeDelete(tp, false, false)
+			}
+		},
+	}
+}
+
+// forEachBroker runs test against each real broker, in subtests that
+// skip (or fail, in CI) on their own when their broker is unreachable.
+func forEachBroker(t *testing.T, test func(t *testing.T, b broker)) {
+	for name, open := range map[string]func(*testing.T) broker{"nats-jetstream": natsBroker, "rabbitmq": rabbitBroker} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, open(t))
+		})
+	}
+}
+
+// drain waits for n messages on ch, acknowledging them.
+func drain(t *testing.T, ch <-chan *message.Message, n int) []*message.Message {
+	t.Helper()
+	var got []*message.Message
+	deadline := time.After(30 * time.Second)
+	for len(got) < n {
+		select {
+		case msg := <-ch:
+			msg.Ack()
+			got = append(got, msg)
+		case <-deadline:
+			t.Fatalf("waited for %d messages, got %d", n, len(got))
+		}
+	}
+	return got
+}
