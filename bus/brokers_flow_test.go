@@ -144,6 +144,7 @@ func TestBrokerStoppingReplicaRedelivers(t *testing.T) {
 	forEachBroker(t, func(t *testing.T, b broker) {
 		tp := topic(t, "orders")
 		t.Cleanup(func() { b.forget(t, tp, tp+"_poison") })
+		b.prepare(t, tp, "a")
 		_, deadSub := b.open(t, "dead")
 		dead := deadLetters(t, deadSub, tp+"_poison")
 
@@ -231,4 +232,64 @@ func (c *countingSubscriber) Subscribe(ctx context.Context, topic string) (<-cha
 		}
 	}()
 	return out, nil
+}
+
+// Stop with messages in flight loses none: the replica being stopped
+// finishes the message it is handling, and what it had received but not
+// handled goes back to the broker, which redelivers it to the other
+// replica. Every message is handled at least once.
+func TestBrokerStopWithMessagesInFlight(t *testing.T) {
+	t.Parallel()
+	forEachBroker(t, func(t *testing.T, b broker) {
+		tp := topic(t, "orders")
+		t.Cleanup(func() { b.forget(t, tp, tp+"_poison") })
+		b.prepare(t, tp, "a")
+		var (
+			mu      sync.Mutex
+			handled = map[int]int{}
+		)
+		got := newInbox[int]()
+		record := func(id int) {
+			mu.Lock()
+			handled[id]++
+			first := handled[id] == 1
+			mu.Unlock()
+			if first {
+				got.add(id)
+			}
+		}
+		entered, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		pub1, sub1 := b.open(t, "a")
+		var m1 *fxcqrs.Mediator
+		app1 := fxtestApp(t, pub1, sub1, &m1,
+			fxbus.Subscribe[OrderPlaced](tp),
+			fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] {
+				return func(_ context.Context, e OrderPlaced) error {
+					once.Do(func() { close(entered); <-release })
+					record(e.ID)
+					return nil
+				}
+			}),
+		)
+		pub2, sub2 := b.open(t, "a")
+		service(t, pub2, sub2,
+			fxbus.Subscribe[OrderPlaced](tp),
+			fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] {
+				return func(_ context.Context, e OrderPlaced) error { record(e.ID); return nil }
+			}),
+		)
+		producer, _ := b.open(t, "p")
+		m := newProducer(t, producer, tp)
+		const n = 30
+		for i := range n {
+			require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: i}))
+		}
+		<-entered // replica 1 is in the middle of a message
+		stopped := make(chan error, 1)
+		go func() { stopped <- app1.Stop(context.Background()) }()
+		close(release)
+		require.NoError(t, <-stopped)
+		assert.ElementsMatch(t, seq(n), got.wait(t, n), "every message was handled by one replica or the other")
+	})
 }

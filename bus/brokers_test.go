@@ -44,6 +44,9 @@ func requireService(t testing.TB, env, def string) string {
 type broker struct {
 	name string
 	open func(t *testing.T, group string) (message.Publisher, message.Subscriber)
+	// prepare makes what replicas of each group share on topic, where the
+	// broker needs it made ahead.
+	prepare func(t *testing.T, topic string, groups ...string)
 	// forget deletes what the broker keeps of the test's topics.
 	forget func(t *testing.T, topics ...string)
 }
@@ -54,7 +57,7 @@ func natsBroker(t *testing.T) broker {
 		return wnats.JetStreamConfig{
 			AutoProvision:    true,
 			DurablePrefix:    group,
-			SubscribeOptions: []nc.SubOpt{nc.DeliverAll(), nc.AckExplicit()},
+			SubscribeOptions: []nc.SubOpt{nc.DeliverAll(), nc.AckExplicit(), nc.AckWait(2 * time.Second)},
 		}
 	}
 	return broker{
@@ -81,6 +84,31 @@ func natsBroker(t *testing.T) broker {
 				_ = pub.Close()
 			})
 			return pub, sub
+		},
+		// A durable consumer that a subscription creates is deleted by the
+		// client when that subscription ends (nats.go deletes what it
+		// created), and the other replicas of its group stall. So the
+		// stream and each group's consumer are provisioned ahead, as an
+		// operator would, and replicas only join them.
+		prepare: func(t *testing.T, topic string, groups ...string) {
+			conn, err := nc.Connect(addr)
+			require.NoError(t, err)
+			defer conn.Close()
+			js, err := conn.JetStream()
+			require.NoError(t, err)
+			_, err = js.AddStream(&nc.StreamConfig{Name: topic, Subjects: []string{topic}})
+			require.NoError(t, err)
+			for _, g := range groups {
+				_, err = js.AddConsumer(topic, &nc.ConsumerConfig{
+					Durable:        g,
+					DeliverSubject: nc.NewInbox(),
+					DeliverGroup:   g,
+					DeliverPolicy:  nc.DeliverAllPolicy,
+					AckPolicy:      nc.AckExplicitPolicy,
+					AckWait:        2 * time.Second,
+				})
+				require.NoError(t, err)
+			}
 		},
 		forget: func(t *testing.T, topics ...string) {
 			conn, err := nc.Connect(addr)
@@ -111,6 +139,7 @@ func rabbitBroker(t *testing.T) broker {
 			})
 			return pub, sub
 		},
+		prepare: func(*testing.T, string, ...string) {}, // a group's queue outlives its consumers
 		forget: func(t *testing.T, topics ...string) {
 			conn, err := amqp.Dial(addr)
 			require.NoError(t, err)

@@ -97,15 +97,24 @@ func (b *inbox[T]) wait(t testing.TB, n int) []T {
 }
 
 // service starts an fx app with fxcqrs.Module and fxbus.Module over the
-// given publisher and subscriber, and returns its mediator.
+// given publisher and subscriber, stopped when the test ends, and returns
+// its mediator.
 func service(t *testing.T, pub message.Publisher, sub message.Subscriber, opts ...fx.Option) *fxcqrs.Mediator {
 	t.Helper()
 	var m *fxcqrs.Mediator
+	app := fxtestApp(t, pub, sub, &m, opts...)
+	t.Cleanup(app.RequireStop)
+	return m
+}
+
+// fxtestApp starts such an app and returns it, for the test to stop.
+func fxtestApp(t *testing.T, pub message.Publisher, sub message.Subscriber, m **fxcqrs.Mediator, opts ...fx.Option) *fxtest.App {
+	t.Helper()
 	all := []fx.Option{
 		fx.NopLogger,
 		fxcqrs.Module,
 		fxbus.Module,
-		fx.Populate(&m),
+		fx.Populate(m),
 	}
 	if pub != nil {
 		all = append(all, fx.Supply(fx.Annotate(pub, fx.As(new(message.Publisher)))))
@@ -115,8 +124,7 @@ func service(t *testing.T, pub message.Publisher, sub message.Subscriber, opts .
 	}
 	app := fxtest.New(t, append(all, opts...)...)
 	app.RequireStart()
-	t.Cleanup(app.RequireStop)
-	return m
+	return app
 }
 
 // deadLetters subscribes to a dead letter topic.
