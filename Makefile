@@ -1,6 +1,6 @@
 # Every Go module of the repository: the library (with its examples) and
 # the modules kept apart so their dependencies never reach users.
-MODULES := . $(patsubst %/go.mod,%,$(wildcard */go.mod))
+MODULES := $(patsubst ./%,%,$(patsubst %/go.mod,%,$(shell find . -name go.mod -not -path './.git/*' | sort)))
 
 GOLANGCI_LINT_VERSION := v2.15.0
 BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
@@ -21,7 +21,7 @@ GO_MIN := 1.24
 
 .PHONY: check-go-version
 check-go-version:
-	@v=$$(go list -m -f '{{.GoVersion}}'); case $$v in $(GO_MIN)|$(GO_MIN).*) ;; \
+	@v=$$(GOWORK=off go list -m -f '{{.GoVersion}}'); case $$v in $(GO_MIN)|$(GO_MIN).*) ;; \
 		*) echo "go.mod says go $$v; the README promises Go $(GO_MIN)"; exit 1;; esac
 
 .PHONY: lint

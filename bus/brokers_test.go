@@ -57,7 +57,7 @@ func natsBroker(t *testing.T) broker {
 		return wnats.JetStreamConfig{
 			AutoProvision:    true,
 			DurablePrefix:    group,
-			SubscribeOptions: []nc.SubOpt{nc.DeliverAll(), nc.AckExplicit(), nc.AckWait(2 * time.Second)},
+			SubscribeOptions: []nc.SubOpt{nc.DeliverAll(), nc.AckExplicit(), nc.ManualAck(), nc.AckWait(2 * time.Second)},
 		}
 	}
 	return broker{

@@ -57,13 +57,17 @@ func (JSON) Unmarshal(data []byte, into any) error { return json.Unmarshal(data,
 // inbound is what a consumed message puts in the context of its handling,
 // so that the events emitted while handling it carry the chain on.
 type inbound struct {
-	id, correlation string
+	id, correlation, causation string
 }
 
 type inboundKey struct{}
 
 func withInbound(ctx context.Context, msg *message.Message) context.Context {
-	in := inbound{id: msg.UUID, correlation: msg.Metadata.Get(MetadataCorrelationID)}
+	in := inbound{
+		id:          msg.UUID,
+		correlation: msg.Metadata.Get(MetadataCorrelationID),
+		causation:   msg.Metadata.Get(MetadataCausationID),
+	}
 	if in.correlation == "" {
 		in.correlation = in.id
 	}
@@ -82,6 +86,14 @@ func MessageID(ctx context.Context) string {
 func CorrelationID(ctx context.Context) string {
 	in, _ := ctx.Value(inboundKey{}).(inbound)
 	return in.correlation
+}
+
+// CausationID returns the causation id of the message whose handling ctx
+// belongs to (the id of the message that led to it), or "" outside one or
+// at the start of a chain.
+func CausationID(ctx context.Context) string {
+	in, _ := ctx.Value(inboundKey{}).(inbound)
+	return in.causation
 }
 
 // newMessage encodes event as a message named name, continuing the chain

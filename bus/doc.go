@@ -1,0 +1,106 @@
+// Package fxbus takes an fxcqrs mediator's events out of the process and
+// brings other services' events in, through Watermill and any broker it
+// speaks: NATS JetStream, RabbitMQ, Kafka, Redis Streams, SQL. It is a
+// module of its own (github.com/fxcqrs/fxcqrs/bus), so that services that
+// stay in one process never download Watermill.
+//
+// # Routes and subscriptions
+//
+//	fx.New(
+//		fxcqrs.Module,
+//		fxbus.Module,
+//		fx.Provide(func() (message.Publisher, message.Subscriber) { ... }), // the broker
+//		fxbus.Route[OrderPlaced]("orders"),                                 // out
+//		fxbus.Subscribe[PaymentReceived]("payments"),                       // in
+//		fxcqrs.AsCommandHandler(NewPlaceOrderHandler),
+//		fxcqrs.AsEventHandler(NewShipOnPayment),
+//	)
+//
+// A routed event that a handler emits is published once the handler and
+// its whole middleware chain have succeeded (after a transaction that
+// middleware commits), and before in-process event handlers run it; it is
+// still processed in-process by its own handlers. Follow-ups that event
+// handlers emit are routed the same way. An event that entered through a
+// subscription is not routed out again; its handlers' follow-ups are.
+//
+// A subscribed message is decoded and processed with fxcqrs.Publish, in the
+// foreground, under the mediator's limits like any event. It is
+// acknowledged when Publish returns nil; retried in the process with
+// backoff when it fails ([Retry]), then sent to a dead letter topic with
+// the reason ([DeadLetter]); nacked for redelivery when the mediator is
+// stopping or the message's context ended. A message that cannot be
+// decoded goes to the dead letter at once. Processing is at least once: a
+// redelivered message runs its handlers again (the outbox module's inbox
+// runs each handler once per message id).
+//
+// Without fx, make a [Bus] with [New], [NewRoute] and [NewSubscription],
+// pass it to fxcqrs.WithForwarder, and [Bus.Start] it with the mediator.
+//
+// # What a publish failure means: the dual write
+//
+// Without the outbox module, publishing is a second write beside the
+// handler's own (its database transaction): the two can disagree. If the
+// broker refuses the message, the call still returns its valid response,
+// with a [*PublishError] naming the events that did not leave, and nothing
+// retries them. If the process dies between the handler's commit and the
+// publish, the events are lost without a word. If the handler's
+// transaction rolls back after the chain returned (it should not: commit
+// in middleware), the events have left anyway. The outbox module closes
+// this window: it writes routed events in the handler's own transaction
+// and a relay delivers them at least once.
+//
+// # Wire format
+//
+// The payload is the event, JSON by default ([Marshaler]). The metadata
+// carries the event's stable name ([MetadataName]: its Go type's bare
+// name unless [Name] sets one, so a package rename does not change it),
+// the payload's content type, and the correlation and causation ids
+// ([MetadataCorrelationID], [MetadataCausationID]). The message id is a
+// UUIDv7. The correlation id is the id of the first message of a causal
+// chain; each message's causation id is the id of the message whose
+// handling emitted it. A consumer in another language reads the name to
+// choose the type and the payload as JSON. Two types with one name are a
+// startup error.
+//
+// Several event types may share a topic: each message goes to the
+// subscription its name names; a name no subscription of the topic has is
+// acknowledged and skipped.
+//
+// # Order and parallelism, per broker
+//
+// The router consumes each subscribed topic with one handler; what comes
+// in what order, and how many at once, is the subscriber's. In every case,
+// a message's event handlers run under the mediator's own limits.
+//
+//   - NATS JetStream (watermill-nats): pass nats.ManualAck() (with
+//     nats.AckExplicit()) in JetStreamConfig.SubscribeOptions. Without it
+//     the NATS client acknowledges each message as soon as its callback
+//     returns, including one the Watermill subscriber gave up on when it
+//     closed or timed out waiting: that message is lost, never
+//     redelivered. (Found by this module's stop test; the Watermill
+//     adapter's own defaults do not set it.) One subscriber per topic
+//     delivers in stream order, one message at a time until it is
+//     acknowledged.
+//     Replicas share a topic through a durable queue consumer
+//     (QueueGroupPrefix with DurablePrefix); provision the stream and the
+//     consumer ahead (AckWait, DeliverGroup), because a consumer that a
+//     subscription creates is deleted by the NATS client when that
+//     subscription ends, and the other replicas then stall. Order across
+//     replicas is not kept; for per-key order, give each key its own
+//     subject. SubscribersCount above one processes in parallel, without
+//     order.
+//   - RabbitMQ (watermill-amqp): a pub/sub config with a queue per
+//     consumer group (GenerateQueueNameTopicNameWithSuffix) gives each
+//     service every message; replicas of a service share its queue.
+//     Consume.Qos.PrefetchCount 1 keeps a queue's order for one consumer; a
+//     nacked message is requeued, and with several consumers order is not
+//     kept. A fanout exchange drops messages no queue is bound to yet,
+//     dead letter topics included: bind their queues before relying on
+//     them.
+//   - Kafka: order per partition; the message key picks it. Parallelism is
+//     the number of partitions a consumer group's members hold.
+//   - Redis Streams and SQL: one consumer group per service; order within
+//     a consumer.
+//   - GoChannel, the in-process default: every subscriber of a topic gets
+//     every message, in no guaranteed order; nothing survives the process.
+package fxbus
