@@ -11,6 +11,7 @@ import (
 	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
 	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	nc "github.com/nats-io/nats.go"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
@@ -43,15 +44,15 @@ func requireService(t testing.TB, env, def string) string {
 // a topic's messages, as replicas of one service do; each group gets all.
 type broker struct {
 	name string
-	open func(t *testing.T, group string) (message.Publisher, message.Subscriber)
+	open func(t testing.TB, group string) (message.Publisher, message.Subscriber)
 	// prepare makes what replicas of each group share on topic, where the
 	// broker needs it made ahead.
-	prepare func(t *testing.T, topic string, groups ...string)
+	prepare func(t testing.TB, topic string, groups ...string)
 	// forget deletes what the broker keeps of the test's topics.
-	forget func(t *testing.T, topics ...string)
+	forget func(t testing.TB, topics ...string)
 }
 
-func natsBroker(t *testing.T) broker {
+func natsBroker(t testing.TB) broker {
 	addr := requireService(t, "FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
 	js := func(group string) wnats.JetStreamConfig {
 		return wnats.JetStreamConfig{
@@ -62,7 +63,7 @@ func natsBroker(t *testing.T) broker {
 	}
 	return broker{
 		name: "nats-jetstream",
-		open: func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
+		open: func(t testing.TB, group string) (message.Publisher, message.Subscriber) {
 			pub, err := wnats.NewPublisher(wnats.PublisherConfig{
 				URL:       addr,
 				Marshaler: &wnats.NATSMarshaler{},
@@ -90,7 +91,7 @@ func natsBroker(t *testing.T) broker {
 		// created), and the other replicas of its group stall. So the
 		// stream and each group's consumer are provisioned ahead, as an
 		// operator would, and replicas only join them.
-		prepare: func(t *testing.T, topic string, groups ...string) {
+		prepare: func(t testing.TB, topic string, groups ...string) {
 			conn, err := nc.Connect(addr)
 			require.NoError(t, err)
 			defer conn.Close()
@@ -110,7 +111,7 @@ func natsBroker(t *testing.T) broker {
 				require.NoError(t, err)
 			}
 		},
-		forget: func(t *testing.T, topics ...string) {
+		forget: func(t testing.TB, topics ...string) {
 			conn, err := nc.Connect(addr)
 			require.NoError(t, err)
 			defer conn.Close()
@@ -123,11 +124,11 @@ func natsBroker(t *testing.T) broker {
 	}
 }
 
-func rabbitBroker(t *testing.T) broker {
+func rabbitBroker(t testing.TB) broker {
 	addr := requireService(t, "FXCQRS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 	return broker{
 		name: "rabbitmq",
-		open: func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
+		open: func(t testing.TB, group string) (message.Publisher, message.Subscriber) {
 			cfg := wamqp.NewDurablePubSubConfig(addr, wamqp.GenerateQueueNameTopicNameWithSuffix(group))
 			pub, err := wamqp.NewPublisher(cfg, watermill.NopLogger{})
 			require.NoError(t, err)
@@ -139,8 +140,8 @@ func rabbitBroker(t *testing.T) broker {
 			})
 			return pub, sub
 		},
-		prepare: func(*testing.T, string, ...string) {}, // a group's queue outlives its consumers
-		forget: func(t *testing.T, topics ...string) {
+		prepare: func(testing.TB, string, ...string) {}, // a group's queue outlives its consumers
+		forget: func(t testing.TB, topics ...string) {
 			conn, err := amqp.Dial(addr)
 			require.NoError(t, err)
 			defer conn.Close()
@@ -163,7 +164,7 @@ func rabbitBroker(t *testing.T) broker {
 // forEachBroker runs test against each real broker, in subtests that
 // skip (or fail, in CI) on their own when their broker is unreachable.
 func forEachBroker(t *testing.T, test func(t *testing.T, b broker)) {
-	for name, open := range map[string]func(*testing.T) broker{"nats-jetstream": natsBroker, "rabbitmq": rabbitBroker} {
+	for name, open := range map[string]func(testing.TB) broker{"nats-jetstream": natsBroker, "rabbitmq": rabbitBroker} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			test(t, open(t))
@@ -172,7 +173,7 @@ func forEachBroker(t *testing.T, test func(t *testing.T, b broker)) {
 }
 
 // drain waits for n messages on ch, acknowledging them.
-func drain(t *testing.T, ch <-chan *message.Message, n int) []*message.Message {
+func drain(t testing.TB, ch <-chan *message.Message, n int) []*message.Message {
 	t.Helper()
 	var got []*message.Message
 	deadline := time.After(30 * time.Second)
@@ -186,4 +187,17 @@ func drain(t *testing.T, ch <-chan *message.Message, n int) []*message.Message {
 		}
 	}
 	return got
+}
+
+// goChannelBroker is the in-process broker, as a broker: every subscriber
+// of a topic gets every message, whatever its group.
+func goChannelBroker(t testing.TB) broker {
+	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1024}, watermill.NopLogger{})
+	t.Cleanup(func() { _ = gc.Close() })
+	return broker{
+		name:    "gochannel",
+		open:    func(testing.TB, string) (message.Publisher, message.Subscriber) { return gc, gc },
+		prepare: func(testing.TB, string, ...string) {},
+		forget:  func(testing.TB, ...string) {},
+	}
 }

@@ -275,7 +275,11 @@ func (b *Bus) Forward(ctx context.Context, events []any) error {
 				batches = append(batches, &batch{topic: r.topic})
 				i = len(batches) - 1
 			}
-			batches[i].msgs = append(batches[i].msgs, msg.Copy())
+			m := msg
+			if len(rs) > 1 {
+				m = msg.Copy() // a publisher may keep or change what it was given
+			}
+			batches[i].msgs = append(batches[i].msgs, m)
 			batches[i].events = append(batches[i].events, ev)
 		}
 	}

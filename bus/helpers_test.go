@@ -99,7 +99,7 @@ func (b *inbox[T]) wait(t testing.TB, n int) []T {
 // service starts an fx app with fxcqrs.Module and fxbus.Module over the
 // given publisher and subscriber, stopped when the test ends, and returns
 // its mediator.
-func service(t *testing.T, pub message.Publisher, sub message.Subscriber, opts ...fx.Option) *fxcqrs.Mediator {
+func service(t testing.TB, pub message.Publisher, sub message.Subscriber, opts ...fx.Option) *fxcqrs.Mediator {
 	t.Helper()
 	var m *fxcqrs.Mediator
 	app := fxtestApp(t, pub, sub, &m, opts...)
@@ -108,7 +108,7 @@ func service(t *testing.T, pub message.Publisher, sub message.Subscriber, opts .
 }
 
 // fxtestApp starts such an app and returns it, for the test to stop.
-func fxtestApp(t *testing.T, pub message.Publisher, sub message.Subscriber, m **fxcqrs.Mediator, opts ...fx.Option) *fxtest.App {
+func fxtestApp(t testing.TB, pub message.Publisher, sub message.Subscriber, m **fxcqrs.Mediator, opts ...fx.Option) *fxtest.App {
 	t.Helper()
 	all := []fx.Option{
 		fx.NopLogger,
@@ -128,7 +128,7 @@ func fxtestApp(t *testing.T, pub message.Publisher, sub message.Subscriber, m **
 }
 
 // deadLetters subscribes to a dead letter topic.
-func deadLetters(t *testing.T, sub message.Subscriber, topic string) <-chan *message.Message {
+func deadLetters(t testing.TB, sub message.Subscriber, topic string) <-chan *message.Message {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
