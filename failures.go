@@ -2,6 +2,7 @@ package fxcqrs
 
 import (
 	"context"
+	"errors"
 	"reflect"
 
 	"github.com/fxcqrs/fxcqrs/internal/engine"
@@ -41,12 +42,12 @@ func eventError(fails []engine.Failure) error {
 
 // publicError turns the engine's own errors into the public ones.
 func publicError(err error) error {
-	switch e := err.(type) {
+	switch e := err.(type) { //nolint:errorlint // the engine returns its own errors unwrapped
 	case *engine.Panic:
 		return &PanicError{Value: e.Value, Stack: e.Stack}
 	case *engine.NotStarted:
 		cause := e.Cause
-		if cause == engine.ErrTooDeep {
+		if errors.Is(cause, engine.ErrTooDeep) {
 			cause = ErrMaxDepth
 		}
 		return &notStartedError{cause: cause}
@@ -54,12 +55,15 @@ func publicError(err error) error {
 	return err
 }
 
-// backgroundFailed receives the failures of a background batch.
+// backgroundFailed receives the failures of a background batch. The
+// BackgroundErrorHandler hears the event handlers' failures; a Forwarder's
+// failures are logged with them.
 func (m *Mediator) backgroundFailed(ctx context.Context, fails []engine.Failure) {
-	err := eventError(fails).(*EventError)
+	err := eventError(fails)
 	m.log.Error("background event handlers failed", zap.Error(err))
-	if m.onBackgroundError != nil {
-		m.onBackgroundError(ctx, err)
+	var evErr *EventError
+	if m.onBackgroundError != nil && errors.As(err, &evErr) {
+		m.onBackgroundError(ctx, evErr)
 	}
 }
 

@@ -157,12 +157,12 @@ func TestLoggingMiddleware(t *testing.T) {
 	errLedger := errors.New("ledger down")
 	m := newMediator(t, fxcqrs.Config{},
 		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
-			switch {
-			case c.ID == -1:
+			switch c.ID {
+			case -1:
 				return errBoom
-			case c.ID == -2:
+			case -2:
 				return fmt.Errorf("order %d: %w", c.ID, errOutOfStock)
-			case c.ID == 7:
+			case 7:
 				fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID})
 			}
 			return nil

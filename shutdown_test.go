@@ -184,7 +184,7 @@ func TestNothingStartsAfterTheStopDeadline(t *testing.T) {
 						err := fxcqrs.Exec(ctx, m, CancelOrder{ID: 1})
 						var evErr *fxcqrs.EventError
 						if !errors.As(err, &evErr) || !errors.Is(err, fxcqrs.ErrStopped) {
-							return fmt.Errorf("nested call: want its events not started, got %v", err)
+							return fmt.Errorf("nested call: want its events not started, got %w", err)
 						}
 						return nil
 					}),

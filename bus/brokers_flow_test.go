@@ -113,10 +113,7 @@ func TestBrokerDeadLetter(t *testing.T) {
 
 // newProducer is a service that only routes OrderPlaced to topic, emitted
 // by PlaceOrder.
-func newProducer(t *testing.T, pub interface {
-	Publish(string, ...*message.Message) error
-	Close() error
-}, tp string) *fxcqrs.Mediator {
+func newProducer(t *testing.T, pub message.Publisher, tp string) *fxcqrs.Mediator {
 	t.Helper()
 	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
 		fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID})

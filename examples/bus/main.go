@@ -73,14 +73,26 @@ func goChannel() (broker, func() error) {
 
 func natsBroker(url string) broker {
 	return func(service string) (message.Publisher, message.Subscriber, error) {
-		js := wnats.JetStreamConfig{AutoProvision: true, DurablePrefix: service,
-			SubscribeOptions: []nc.SubOpt{nc.DeliverNew(), nc.AckExplicit(), nc.ManualAck()}}
+		js := wnats.JetStreamConfig{
+			AutoProvision: true,
+			DurablePrefix: service,
+			// ManualAck: without it the NATS client acknowledges a message
+			// the subscriber gave up on, and it is lost (see fxbus).
+			SubscribeOptions: []nc.SubOpt{nc.DeliverNew(), nc.AckExplicit(), nc.ManualAck()},
+		}
 		pub, err := wnats.NewPublisher(wnats.PublisherConfig{URL: url, Marshaler: &wnats.NATSMarshaler{}, JetStream: js}, watermill.NopLogger{})
 		if err != nil {
 			return nil, nil, err
 		}
-		sub, err := wnats.NewSubscriber(wnats.SubscriberConfig{URL: url, QueueGroupPrefix: service, SubscribersCount: 1,
-			AckWaitTimeout: 30 * time.Second, CloseTimeout: 5 * time.Second, Unmarshaler: &wnats.NATSMarshaler{}, JetStream: js}, watermill.NopLogger{})
+		sub, err := wnats.NewSubscriber(wnats.SubscriberConfig{
+			URL:              url,
+			QueueGroupPrefix: service,
+			SubscribersCount: 1,
+			AckWaitTimeout:   30 * time.Second,
+			CloseTimeout:     5 * time.Second,
+			Unmarshaler:      &wnats.NATSMarshaler{},
+			JetStream:        js,
+		}, watermill.NopLogger{})
 		return pub, sub, err
 	}
 }
