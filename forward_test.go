@@ -174,3 +174,27 @@ func TestForwarderFailureIsReportedBeside(t *testing.T) {
 	assert.False(t, errors.As(err, &evErr), "no event handler failed")
 	assert.Contains(t, rec.get(), "handle Audited")
 }
+
+// In background mode, a follow-up that cannot be forwarded is logged with
+// the batch's failures; the BackgroundErrorHandler hears the event
+// handlers' failures, and nothing panics.
+func TestForwarderFailureInBackground(t *testing.T) {
+	t.Parallel()
+	errBroker := errors.New("broker down")
+	errLedger := errors.New("ledger down")
+	heard := make(chan *fxcqrs.EventError, 1)
+	m, err := fxcqrs.New(fxcqrs.Config{Events: fxcqrs.EventConfig{Background: true}},
+		fxcqrs.WithForwarder(&fakeForwarder{rec: &recorder{}, types: []reflect.Type{reflect.TypeFor[Audited]()}, fail: errBroker}),
+		fxcqrs.WithBackgroundErrorHandler(func(_ context.Context, err *fxcqrs.EventError) { heard <- err }),
+		fxcqrs.WithEventHandlers(
+			eventFunc[OrderPlaced](func(ctx context.Context, _ OrderPlaced) error { fxcqrs.Emit(ctx, Audited{}); return nil }),
+			eventFunc[Audited](func(context.Context, Audited) error { return errLedger }),
+		),
+	)
+	require.NoError(t, err)
+	require.NoError(t, fxcqrs.Publish(context.Background(), m, OrderPlaced{}))
+	require.NoError(t, m.Stop(context.Background()))
+	evErr := <-heard
+	assert.ErrorIs(t, evErr, errLedger)
+	assert.NotErrorIs(t, evErr, errBroker, "the handler hears event handler failures; forwarding failures are logged")
+}
