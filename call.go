@@ -38,7 +38,7 @@ func Send[Res, Req any](ctx context.Context, m *Mediator, req Req) (Res, error) 
 		m.eng.Leave(f)
 		return zero, errNilRequest("Send", e.message)
 	}
-	if e.chain != nil || m.obs != nil {
+	if e.chain != nil || m.obs != nil || e.guard != nil {
 		return sendWrapped(m, e, h, f, req)
 	}
 	res, err := runRequest(f, h, req)
@@ -65,7 +65,7 @@ func Exec[Cmd any](ctx context.Context, m *Mediator, cmd Cmd) error {
 		m.eng.Leave(f)
 		return errNilRequest("Exec", e.message)
 	}
-	if e.chain != nil || m.obs != nil {
+	if e.chain != nil || m.obs != nil || e.guard != nil {
 		return execWrapped(m, e, h, f, cmd)
 	}
 	return m.end(f, runCommand(f, h, cmd), nil)

@@ -2,6 +2,7 @@ package fxcqrs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/fxcqrs/fxcqrs/internal/engine"
@@ -41,6 +42,7 @@ type options struct {
 	onBackgroundError BackgroundErrorHandler
 	observer          Observer
 	forwarder         Forwarder
+	fallbacks         []fallbackSpec
 }
 
 type optionFunc func(*options)
@@ -114,7 +116,7 @@ func New(cfg Config, opts ...Option) (*Mediator, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := m.register(o.regs, o.middleware); err != nil {
+	if err := m.register(o.regs, o.middleware, o.fallbacks); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -158,8 +160,12 @@ func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorH
 }
 
 // register fills the registry and makes the mediator ready.
-func (m *Mediator) register(regs []registration, mws []registeredMiddleware) error {
-	if err := m.reg.addAll(regs, mws); err != nil {
+func (m *Mediator) register(regs []registration, mws []registeredMiddleware, fallbacks []fallbackSpec) error {
+	err := m.reg.addAll(regs, mws)
+	if err == nil {
+		err = errors.Join(m.addBreakers(), m.addFallbacks(fallbacks))
+	}
+	if err != nil {
 		return fmt.Errorf("fxcqrs: invalid handlers: %w", err)
 	}
 	concrete, ifaces := m.eventTable()

@@ -65,6 +65,7 @@ type registerParams struct {
 	Mediator   *Mediator
 	Handlers   []registration         `group:"fxcqrs.handlers"`
 	Middleware []registeredMiddleware `group:"fxcqrs.middleware"`
+	Fallbacks  []fallbackSpec         `group:"fxcqrs.fallbacks"`
 }
 
 func registerHandlers(p registerParams) error {
@@ -73,8 +74,10 @@ func registerHandlers(p registerParams) error {
 	slices.SortStableFunc(regs, func(a, b registration) int {
 		return cmp.Or(cmp.Compare(a.role, b.role), cmp.Compare(a.source, b.source))
 	})
+	fallbacks := slices.Clone(p.Fallbacks)
+	slices.SortStableFunc(fallbacks, func(a, b fallbackSpec) int { return cmp.Compare(a.source, b.source) })
 	// Middleware is put in its documented order at registration.
-	return p.Mediator.register(regs, slices.Clone(p.Middleware))
+	return p.Mediator.register(regs, slices.Clone(p.Middleware), fallbacks)
 }
 
 // AsMiddleware registers a middleware's constructor with fx. What it

@@ -31,6 +31,21 @@ type Observer interface {
 	InvocationStarted(ctx context.Context, p InvocationStarted) context.Context
 	// InvocationFinished sees an invocation end, or dropped unstarted.
 	InvocationFinished(ctx context.Context, p InvocationFinished)
+	// BreakerStateChanged sees a handler's circuit breaker change state
+	// (see [Breaker]). ctx carries no call: a state outlives calls.
+	BreakerStateChanged(ctx context.Context, p BreakerStateChanged)
+}
+
+// BreakerStateChanged is a handler's circuit breaker changing state.
+type BreakerStateChanged struct {
+	// Handler is the handler's full type name.
+	Handler string
+	// MessageType is the message type it handles.
+	MessageType string
+	// From is the state it left.
+	From BreakerState
+	// To is the state it entered.
+	To BreakerState
 }
 
 // CallStarted is a Send, Exec, Stream or Publish that was admitted.
@@ -50,6 +65,8 @@ type CallFinished struct {
 	Err error
 	// Elapsed is the call's duration, its events included.
 	Elapsed time.Duration
+	// Fallback says whether the handler's fallback answered, and why.
+	Fallback FallbackUsed
 }
 
 // InvocationQueued is an invocation that waits for a slot. Invocations
@@ -85,6 +102,8 @@ type InvocationFinished struct {
 	Elapsed time.Duration
 	// Started reports whether the handler ran.
 	Started bool
+	// Fallback says whether the handler's fallback answered, and why.
+	Fallback FallbackUsed
 	// Queued reports whether the invocation waited in the queue.
 	Queued bool
 }
@@ -108,3 +127,6 @@ func (NopObserver) InvocationStarted(ctx context.Context, _ InvocationStarted) c
 
 // InvocationFinished does nothing.
 func (NopObserver) InvocationFinished(context.Context, InvocationFinished) {}
+
+// BreakerStateChanged does nothing.
+func (NopObserver) BreakerStateChanged(context.Context, BreakerStateChanged) {}

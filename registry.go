@@ -24,6 +24,7 @@ type handlerEntry struct {
 	msgName string       // the request type's name
 	chain   []Middleware // the middleware that wraps its calls, in order
 	enders  []callEnder  // members of chain told the call's final result
+	guard   *guard       // its breaker and fallback; nil when it has neither
 	source  string       // the fx constructor, when known
 	message reflect.Type // the request type
 	result  reflect.Type // Res of request and stream handlers
@@ -39,6 +40,7 @@ type eventHandler struct {
 	event   reflect.Type // the event type of its Handle method
 	msgName string       // the event type's name
 	chain   []Middleware // the middleware that wraps its invocations, in order
+	guard   *guard       // its breaker and fallback; nil when it has neither
 	source  string       // the fx constructor, when known
 	order   int          // registration order: the last tie-break
 }
@@ -184,7 +186,7 @@ func (m *Mediator) eventTable() (map[reflect.Type][]*engine.Handler, []engine.In
 	for t, hs := range m.reg.events {
 		ehs := make([]*engine.Handler, len(hs))
 		for i, h := range hs {
-			if h.chain != nil || m.obs != nil {
+			if h.chain != nil || m.obs != nil || h.guard != nil {
 				h.Run = func(f *engine.Frame, rec engine.Record, _ *engine.Handler, queuedAt engine.Mono) error {
 					return m.runEvent(f, rec, h, queuedAt)
 				}

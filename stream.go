@@ -2,6 +2,7 @@ package fxcqrs
 
 import (
 	"context"
+	"fmt"
 	"iter"
 	"reflect"
 
@@ -53,25 +54,59 @@ func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[R
 			yield(zero, errNilRequest("Stream", e.message))
 			return
 		}
-		s := streamCall[Req, Res]{m: m, f: f, ctx: f, yield: yield}
+		s := streamCall[Req, Res]{m: m, f: f, ctx: f, yield: yield, g: e.guard}
 		// Deferred: the consumer's loop body may panic through us.
 		defer s.end()
-		if e.chain == nil && m.obs == nil {
+		if e.chain == nil && m.obs == nil && e.guard == nil {
 			s.run(h, req)
 			return
 		}
+		var o *observation
 		call := Call{Kind: KindStream, Message: req, MessageType: e.msgName, Handler: e.name}
-		o := m.observeCall(f, e, call)
-		_, err = runChain(f, e.chain, call, func(ctx context.Context) (any, error) {
-			s.ctx = ctx
-			s.run(h, req)
-			return nil, s.lastErr
-		})
-		if err != nil && !s.stopped {
-			s.deliver(zero, err, true) // the middleware's own error
+		if e.chain != nil || m.obs != nil || len(e.enders) > 0 {
+			o = m.observeCall(f, e, call)
 		}
-		o.finish(f, s.lastErr)
+		if br := e.guard.breakerOrNil(); br != nil && !br.allow() {
+			s.cause = fmt.Errorf("fxcqrs: %s: %w", e.name, ErrBreakerOpen)
+		} else {
+			_, err = runChain(f, e.chain, call, func(ctx context.Context) (any, error) {
+				s.ctx = ctx
+				s.run(h, req)
+				return nil, s.lastErr
+			})
+			if br != nil {
+				br.done(s.handlerErr)
+			}
+			if err != nil && !s.stopped {
+				s.deliver(zero, err, true) // the middleware's own error
+			}
+		}
+		if s.cause != nil {
+			s.fallBack(req, o)
+		}
+		if o != nil {
+			o.finish(f, s.lastErr)
+		}
 	}
+}
+
+// fallBack runs the fallback, under the caller's context, when the
+// primary failed before its first item (or its breaker is open) in a way
+// the fallback answers for; otherwise the consumer receives the cause.
+func (s *streamCall[Req, Res]) fallBack(req Req, o *observation) {
+	var zero Res
+	g := s.g
+	if g == nil || g.fallback == nil || !g.fallback.answers(s.f, s.cause) {
+		s.deliver(zero, s.cause, true)
+		return
+	}
+	s.m.log.Warn("fallback answers for its primary",
+		zap.String("fallback", g.fallback.name), zap.Error(s.cause))
+	if o != nil {
+		o.fallback = FallbackUsed{Handler: g.fallback.name, Cause: s.cause}
+	}
+	s.ctx, s.failed, s.cause = s.f, false, nil
+	s.run(typedFallback[StreamHandler[Req, Res]](g.fallback), req)
 }
 
 // streamCall is one iteration of a Stream.
@@ -84,11 +119,16 @@ type streamCall[Req, Res any] struct {
 	stopped    bool  // the sequence ended: nothing more reaches the consumer
 	failed     bool  // the handler yielded an error or panicked: its events go with it
 	inConsumer bool  // the consumer's loop body is running
+	items      int   // items delivered
+
+	g          *guard // the handler's breaker and fallback, if any
+	handlerErr error  // the handler's own failure, for its breaker
+	cause      error  // why the fallback is to run: the primary failed before its first item
 }
 
 func (s *streamCall[Req, Res]) run(h StreamHandler[Req, Res], req Req) {
 	var zero Res
-	if s.iterate(h, req); s.stopped {
+	if s.iterate(h, req); s.stopped || s.cause != nil {
 		return // a consumer that stopped, a handler error or a panic: no trailing events
 	}
 	// The handler returned: its trailing events run before the end.
@@ -108,13 +148,18 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) {
 			}
 			s.failed = true
 			s.f.Take().Release() // the handler failed: its pending events go with it
+			s.handlerErr = newPanicError(r)
+			if s.mayFallBack(s.handlerErr) {
+				s.cause = s.handlerErr
+				return
+			}
 			if s.stopped {
 				// Typically a handler that kept yielding after the
 				// consumer stopped: nobody is left to receive it.
 				s.m.log.Error("stream handler panicked after its stream ended", zap.Any("panic", r))
 				return
 			}
-			s.deliver(zero, newPanicError(r), true)
+			s.deliver(zero, s.handlerErr, true)
 		}
 	}()
 	seq := h.Handle(s.ctx, req)
@@ -131,10 +176,16 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) {
 		if err != nil {
 			s.failed = true
 			s.f.Take().Release()
+			s.handlerErr = err
+			if s.mayFallBack(err) {
+				s.cause = err // not delivered: the fallback answers instead
+				break
+			}
 			s.deliver(zero, err, true)
 			break
 		}
 		evErr := s.events(s.f.Take())
+		s.items++
 		if !s.deliver(item, evErr, false) {
 			break
 		}
@@ -143,6 +194,12 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) {
 			break
 		}
 	}
+}
+
+// mayFallBack reports whether the primary's err, before any item, is for
+// its fallback to answer.
+func (s *streamCall[Req, Res]) mayFallBack(err error) bool {
+	return s.items == 0 && !s.stopped && s.g != nil && s.g.fallback != nil && s.g.fallback.answers(s.f, err)
 }
 
 // deliver hands one element to the consumer and reports whether it wants

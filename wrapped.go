@@ -16,10 +16,11 @@ import (
 // observation is a call that the observer, or middleware such as
 // Logging, hears the end of, with what its caller receives.
 type observation struct {
-	obs    Observer // nil: only enders hear
-	enders []callEnder
-	call   Call
-	start  time.Time
+	obs      Observer // nil: only enders hear
+	enders   []callEnder
+	call     Call
+	start    time.Time
+	fallback FallbackUsed
 }
 
 // observe tells the observer a call started; its context becomes the
@@ -37,7 +38,7 @@ func (o *observation) finish(f *engine.Frame, err error) {
 	}
 	elapsed := time.Since(o.start)
 	if o.obs != nil {
-		o.obs.CallFinished(f.Context, CallFinished{Call: o.call, Err: err, Elapsed: elapsed})
+		o.obs.CallFinished(f.Context, CallFinished{Call: o.call, Err: err, Elapsed: elapsed, Fallback: o.fallback})
 	}
 	for _, c := range o.enders {
 		c.callEnded(f.Context, o.call, err, elapsed)
@@ -61,9 +62,34 @@ func (m *Mediator) observeCall(f *engine.Frame, e *handlerEntry, call Call) *obs
 
 func sendWrapped[Req, Res any](m *Mediator, e *handlerEntry, h RequestHandler[Req, Res], f *engine.Frame, req Req) (Res, error) {
 	var zero Res
-	call := Call{Kind: KindRequest, Message: req, MessageType: e.msgName, Handler: e.name}
-	o := m.observeCall(f, e, call)
-	out, err := runChain(f, e.chain, call, func(ctx context.Context) (any, error) {
+	var (
+		call Call
+		o    *observation
+	)
+	if e.chain != nil || m.obs != nil || len(e.enders) > 0 {
+		call = Call{Kind: KindRequest, Message: req, MessageType: e.msgName, Handler: e.name}
+		o = m.observeCall(f, e, call)
+	}
+	res, used, err := guarded(m, f, e.guard, e.name,
+		func(ctx context.Context) (Res, error) { return sendChain(ctx, e, h, call, req) },
+		func(ctx context.Context) (Res, error) {
+			return runRequest(ctx, typedFallback[RequestHandler[Req, Res]](e.guard.fallback), req)
+		})
+	if o != nil {
+		o.fallback = used
+	}
+	if err != nil {
+		return zero, m.end(f, err, o)
+	}
+	return res, m.end(f, nil, o)
+}
+
+// sendChain runs a request handler through its middleware, if any.
+func sendChain[Req, Res any](ctx context.Context, e *handlerEntry, h RequestHandler[Req, Res], call Call, req Req) (Res, error) {
+	if e.chain == nil {
+		return runRequest(ctx, h, req)
+	}
+	out, err := runChain(ctx, e.chain, call, func(ctx context.Context) (any, error) {
 		return runRequest(ctx, h, req)
 	})
 	var res Res
@@ -73,18 +99,34 @@ func sendWrapped[Req, Res any](m *Mediator, e *handlerEntry, h RequestHandler[Re
 			err = fmt.Errorf("fxcqrs.Send: middleware answered %T for %s, whose handler returns %s", out, e.msgName, typeName(e.result))
 		}
 	}
-	if err != nil {
-		return zero, m.end(f, err, o)
-	}
-	return res, m.end(f, nil, o)
+	return res, err
 }
 
 func execWrapped[Cmd any](m *Mediator, e *handlerEntry, h CommandHandler[Cmd], f *engine.Frame, cmd Cmd) error {
-	call := Call{Kind: KindCommand, Message: cmd, MessageType: e.msgName, Handler: e.name}
-	o := m.observeCall(f, e, call)
-	_, err := runChain(f, e.chain, call, func(ctx context.Context) (any, error) {
-		return nil, runCommand(ctx, h, cmd)
-	})
+	var (
+		call Call
+		o    *observation
+	)
+	if e.chain != nil || m.obs != nil || len(e.enders) > 0 {
+		call = Call{Kind: KindCommand, Message: cmd, MessageType: e.msgName, Handler: e.name}
+		o = m.observeCall(f, e, call)
+	}
+	_, used, err := guarded(m, f, e.guard, e.name,
+		func(ctx context.Context) (struct{}, error) {
+			if e.chain == nil {
+				return struct{}{}, runCommand(ctx, h, cmd)
+			}
+			_, err := runChain(ctx, e.chain, call, func(ctx context.Context) (any, error) {
+				return nil, runCommand(ctx, h, cmd)
+			})
+			return struct{}{}, err
+		},
+		func(ctx context.Context) (struct{}, error) {
+			return struct{}{}, runCommand(ctx, typedFallback[CommandHandler[Cmd]](e.guard.fallback), cmd)
+		})
+	if o != nil {
+		o.fallback = used
+	}
 	return m.end(f, err, o)
 }
 
@@ -102,28 +144,33 @@ func (m *Mediator) runEvent(f *engine.Frame, rec engine.Record, h *eventHandler,
 		f.Context = m.obs.InvocationStarted(f.Context, InvocationStarted{Call: call, Waited: waited, Queued: queuedAt != 0})
 		start = time.Now()
 	}
-	var err error
-	if h.chain == nil {
-		err = runEventHandler(f, rec, h)
-	} else {
-		_, err = runChain(f, h.chain, call, func(ctx context.Context) (any, error) {
-			mark := f.Mark()
-			err := runEventHandler(ctx, rec, h)
-			if err != nil {
-				f.Truncate(mark)
+	_, used, err := guarded(m, f, h.guard, h.Name,
+		func(ctx context.Context) (struct{}, error) {
+			if h.chain == nil {
+				return struct{}{}, runEventHandler(ctx, rec, &h.Handler)
 			}
-			return nil, err
+			_, err := runChain(ctx, h.chain, call, func(ctx context.Context) (any, error) {
+				mark := f.Mark()
+				err := runEventHandler(ctx, rec, &h.Handler)
+				if err != nil {
+					f.Truncate(mark)
+				}
+				return nil, err
+			})
+			return struct{}{}, err
+		},
+		func(ctx context.Context) (struct{}, error) {
+			return struct{}{}, runEventHandler(ctx, rec, &h.guard.fallback.event)
 		})
-	}
 	if m.obs != nil {
 		m.obs.InvocationFinished(f.Context, InvocationFinished{
-			Call: call, Err: err, Elapsed: time.Since(start), Started: true, Queued: queuedAt != 0,
+			Call: call, Err: err, Elapsed: time.Since(start), Started: true, Queued: queuedAt != 0, Fallback: used,
 		})
 	}
 	return err
 }
 
-func runEventHandler(ctx context.Context, rec engine.Record, h *eventHandler) (err error) {
+func runEventHandler(ctx context.Context, rec engine.Record, h *engine.Handler) (err error) {
 	defer recoverInto(&err)
-	return rec.Call(ctx, &h.Handler)
+	return rec.Call(ctx, h)
 }

@@ -130,6 +130,7 @@ type Observer struct {
 	callDuration, invDuration metric.Float64Histogram
 	invWait                   metric.Float64Histogram
 	invRunning, invWaiting    metric.Int64UpDownCounter
+	breakerChanges            metric.Int64Counter
 }
 
 var _ fxcqrs.Observer = (*Observer)(nil)
@@ -139,7 +140,7 @@ func New(tp trace.TracerProvider, mp metric.MeterProvider) (*Observer, error) {
 	meter := mp.Meter(ScopeName)
 	buckets := metric.WithExplicitBucketBoundaries(Buckets...)
 	o := &Observer{tracer: tp.Tracer(ScopeName)}
-	var errs [7]error
+	var errs [8]error
 	o.calls, errs[0] = meter.Int64Counter("fxcqrs.calls",
 		metric.WithDescription("Send, Exec, Stream and Publish calls, by outcome"), metric.WithUnit("{call}"))
 	o.callDuration, errs[1] = meter.Float64Histogram("fxcqrs.call.duration",
@@ -154,6 +155,8 @@ func New(tp trace.TracerProvider, mp metric.MeterProvider) (*Observer, error) {
 		metric.WithDescription("Event handler invocations running"), metric.WithUnit("{invocation}"))
 	o.invWaiting, errs[6] = meter.Int64UpDownCounter("fxcqrs.invocations.waiting",
 		metric.WithDescription("Event handler invocations waiting for a slot"), metric.WithUnit("{invocation}"))
+	o.breakerChanges, errs[7] = meter.Int64Counter("fxcqrs.breaker.transitions",
+		metric.WithDescription("Circuit breaker state changes, by handler and the state entered"), metric.WithUnit("{transition}"))
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, err
 	}
@@ -194,6 +197,7 @@ func (o *Observer) CallStarted(ctx context.Context, p fxcqrs.CallStarted) contex
 
 // CallFinished ends the call's span and counts the call.
 func (o *Observer) CallFinished(ctx context.Context, p fxcqrs.CallFinished) {
+	fellBack(trace.SpanFromContext(ctx), p.Fallback)
 	end(trace.SpanFromContext(ctx), p.Err)
 	attrs := metric.WithAttributes(withError([]attribute.KeyValue{KindKey.String(p.Call.Kind.String()), MessageKey.String(p.Call.MessageType)}, p.Err)...)
 	o.calls.Add(ctx, 1, attrs)
@@ -232,6 +236,7 @@ func (o *Observer) InvocationFinished(ctx context.Context, p fxcqrs.InvocationFi
 		return
 	}
 	o.invRunning.Add(ctx, -1)
+	fellBack(trace.SpanFromContext(ctx), p.Fallback)
 	end(trace.SpanFromContext(ctx), p.Err)
 	set := metric.WithAttributes(withError(attrs, p.Err)...)
 	o.invocations.Add(ctx, 1, set)
@@ -243,4 +248,32 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// BreakerStateKey is the state a circuit breaker entered: closed, open or
+// half-open.
+const BreakerStateKey = attribute.Key("fxcqrs.breaker.state")
+
+// BreakerStateChanged counts a circuit breaker's state change, by handler
+// and the state it entered.
+func (o *Observer) BreakerStateChanged(ctx context.Context, p fxcqrs.BreakerStateChanged) {
+	o.breakerChanges.Add(ctx, 1, metric.WithAttributes(
+		HandlerKey.String(p.Handler), MessageKey.String(p.MessageType), BreakerStateKey.String(p.To.String())))
+}
+
+// FallbackKey is the fallback handler that answered for a call's or an
+// invocation's primary handler.
+const FallbackKey = attribute.Key("fxcqrs.fallback")
+
+// fellBack records on span that a fallback answered, and why.
+func fellBack(span trace.Span, used fxcqrs.FallbackUsed) {
+	if used.Handler == "" {
+		return
+	}
+	span.SetAttributes(FallbackKey.String(used.Handler))
+	span.AddEvent("fxcqrs.fallback", trace.WithAttributes(
+		FallbackKey.String(used.Handler),
+		attribute.String("cause", errString(used.Cause)),
+		ErrorTypeKey.String(ErrorType(used.Cause)),
+	))
 }

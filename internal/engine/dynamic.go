@@ -63,6 +63,14 @@ func DynamicRecord(v any) (Record, bool) {
 	return Record{value: p.Interface(), typ: dynamicTypeOf(rv.Type())}, true
 }
 
+// Prepare readies h to be called with events of type event, its Handle
+// method's: a handler of an interface type is called by reflection.
+// SetHandlers prepares the handlers it is given.
+func (h *Handler) Prepare(event reflect.Type) {
+	h.method = reflect.ValueOf(h.Value).MethodByName("Handle")
+	h.iface = event.Kind() == reflect.Interface
+}
+
 // callReflect calls h's Handle with the event v, which is assignable to
 // h's event type.
 func (h *Handler) callReflect(ctx context.Context, v reflect.Value) error {
@@ -121,8 +129,7 @@ func (e *Engine) SetHandlers(concrete map[reflect.Type][]*Handler, ifaces []Inte
 	sort.Slice(ifaces, func(i, j int) bool { return typeName(ifaces[i].Type) < typeName(ifaces[j].Type) })
 	prepare := func(hs []*Handler, event reflect.Type) {
 		for _, h := range hs {
-			h.method = reflect.ValueOf(h.Value).MethodByName("Handle")
-			h.iface = event.Kind() == reflect.Interface
+			h.Prepare(event)
 		}
 	}
 	for _, i := range ifaces {

@@ -1,0 +1,352 @@
+package fxcqrs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/fxcqrs/fxcqrs/internal/engine"
+	"go.uber.org/fx"
+	"go.uber.org/zap"
+)
+
+// A fallback answers in its primary handler's place when the primary fails
+// with an error its predicate accepts, or when the primary's circuit
+// breaker is open: a dependency that is down degrades the answer instead of
+// failing it. It handles the same message, with the same response type.
+//
+// What never makes a fallback run: the caller's cancellation, ErrStopped,
+// and an *EventError (the events of a call the primary made), which say
+// nothing of the primary's own dependency.
+//
+// The primary's emitted events are discarded when it fails; the
+// fallback's are processed as any handler's. The fallback runs under the
+// caller's context, not under a deadline the primary exhausted, and on the
+// slot the primary held: fallbacks never exceed MaxConcurrentHandlers. When
+// the fallback fails too, the error is a [*FallbackError] carrying both.
+
+// FallbackOption configures a fallback.
+type FallbackOption func(*fallbackSpec)
+
+// FallbackOn sets which errors of the primary the fallback answers for.
+// Default: every error (but the ones that never make a fallback run). An
+// open circuit breaker always does.
+func FallbackOn(accepts func(err error) bool) FallbackOption {
+	return func(s *fallbackSpec) { s.accepts = accepts }
+}
+
+// fallbackSpec is a fallback on its way into a registry.
+type fallbackSpec struct {
+	handler any
+	source  string       // the fx constructor, when known
+	primary reflect.Type // event fallbacks: the primary handler's type
+	accepts func(error) bool
+}
+
+// FallbackError is the error of a call or invocation whose primary handler
+// and fallback both failed. errors.Is and errors.As see both.
+type FallbackError struct {
+	// Primary is what made the fallback run: the primary's error, or one
+	// matching ErrBreakerOpen.
+	Primary error
+	// Fallback is the fallback's own error.
+	Fallback error
+}
+
+// Error names both failures.
+func (e *FallbackError) Error() string {
+	return "fxcqrs: fallback failed too: " + e.Fallback.Error() + " (primary: " + e.Primary.Error() + ")"
+}
+
+// Unwrap returns both errors.
+func (e *FallbackError) Unwrap() []error { return []error{e.Primary, e.Fallback} }
+
+// FallbackUsed says that a fallback answered, in CallFinished and
+// InvocationFinished; its zero value, that none did.
+type FallbackUsed struct {
+	// Handler is the fallback's full type name.
+	Handler string
+	// Cause is why: the primary's error, or one matching ErrBreakerOpen.
+	Cause error
+}
+
+// WithFallback registers the fallback of a request, command or stream
+// handler, with New. Which handler it backs is found from its Handle
+// method: the one of the same message type.
+func WithFallback(fallback any, opts ...FallbackOption) Option {
+	s := newFallbackSpec(fallback, "", nil, opts)
+	return optionFunc(func(o *options) { o.fallbacks = append(o.fallbacks, s) })
+}
+
+// WithEventFallback registers, with New, the fallback of the event
+// handlers of type Primary.
+func WithEventFallback[Primary any](fallback any, opts ...FallbackOption) Option {
+	s := newFallbackSpec(fallback, "", reflect.TypeFor[Primary](), opts)
+	return optionFunc(func(o *options) { o.fallbacks = append(o.fallbacks, s) })
+}
+
+// AsFallback registers with fx the constructor of a request, command or
+// stream handler's fallback. Which handler it backs is found from its
+// Handle method: the one of the same message type, which must have the
+// same response type. A handler has at most one fallback.
+//
+//	fxcqrs.AsRequestHandler(NewLivePrices),
+//	fxcqrs.AsFallback(NewCachedPrices, fxcqrs.FallbackOn(isUnavailable)),
+func AsFallback(constructor any, opts ...FallbackOption) fx.Option {
+	return asFallback("AsFallback", constructor, nil, opts)
+}
+
+// AsEventFallback registers with fx the constructor of the fallback of the
+// event handlers of type Primary: an event type has many handlers, so the
+// fallback names the one it backs.
+//
+//	fxcqrs.AsEventHandler(NewSendEmail),
+//	fxcqrs.AsEventFallback[*SendEmail](NewQueueEmail),
+func AsEventFallback[Primary any](constructor any, opts ...FallbackOption) fx.Option {
+	return asFallback("AsEventFallback", constructor, reflect.TypeFor[Primary](), opts)
+}
+
+func newFallbackSpec(h any, source string, primary reflect.Type, opts []FallbackOption) fallbackSpec {
+	s := fallbackSpec{handler: h, source: source, primary: primary}
+	for _, opt := range opts {
+		opt(&s)
+	}
+	return s
+}
+
+const fallbacksGroup = `group:"fxcqrs.fallbacks"`
+
+func asFallback(api string, constructor any, primary reflect.Type, opts []FallbackOption) fx.Option {
+	result, source, err := constructorResult(api, constructor)
+	if err != nil {
+		return fx.Error(err)
+	}
+	if _, err := fallbackShape(result, primary != nil); err != nil {
+		return fx.Error(fmt.Errorf("fxcqrs.%s(%s): %w", api, source, err))
+	}
+	key := "fxcqrs.fallback." + strconv.FormatUint(handlerSeq.Add(1), 10) + ":" + source
+	tag := "name:" + strconv.Quote(key)
+	relay := func(h any) fallbackSpec { return newFallbackSpec(h, source, primary, opts) }
+	return fx.Options(
+		fx.Provide(fx.Annotate(constructor, fx.As(new(any)), fx.ResultTags(tag))),
+		fx.Provide(fx.Annotate(relay, fx.ParamTags(tag), fx.ResultTags(fallbacksGroup))),
+	)
+}
+
+// fallbackShape finds the role a fallback of type t can back from its
+// Handle method.
+func fallbackShape(t reflect.Type, event bool) (handlerSpec, error) {
+	if event {
+		return inspect(roleEvent, t)
+	}
+	var errs []error
+	for _, r := range []role{roleRequest, roleStream, roleCommand} {
+		spec, err := inspect(r, t)
+		if err == nil {
+			return spec, nil
+		}
+		errs = append(errs, err)
+	}
+	return handlerSpec{}, fmt.Errorf("%s has no Handle method of a request, command or stream handler: %w", typeName(t), errs[0])
+}
+
+// guard is what stands around one handler: its circuit breaker and its
+// fallback, either of them optional.
+type guard struct {
+	breaker  *breaker
+	fallback *fallback
+}
+
+// breakerOrNil returns g's breaker, nil when g or its breaker is.
+func (g *guard) breakerOrNil() *breaker {
+	if g == nil {
+		return nil
+	}
+	return g.breaker
+}
+
+type fallback struct {
+	handler any
+	name    string
+	accepts func(error) bool
+	event   engine.Handler // event fallbacks, for the engine's typed call
+	typed   atomic.Value   // request, command and stream fallbacks: see typedFallback
+}
+
+// typedFallback returns g's fallback as an H, kept after the first call
+// as typedHandler keeps a primary.
+func typedFallback[H any](fb *fallback) H {
+	if p, ok := fb.typed.Load().(*H); ok {
+		return *p
+	}
+	h := fb.handler.(H) // registration checked the shape
+	fb.typed.Store(&h)
+	return h
+}
+
+// answers reports whether fb answers for the primary's err under ctx.
+func (fb *fallback) answers(ctx context.Context, err error) bool {
+	switch {
+	case ctx.Err() != nil:
+		return false // the caller's cancellation
+	case errors.Is(err, ErrBreakerOpen):
+		return true
+	case !countsAsFailure(err):
+		return false
+	case fb.accepts == nil:
+		return true
+	}
+	return fb.accepts(err)
+}
+
+// guarded runs primary through g's breaker and, when it fails in a way
+// the fallback answers for, runs the fallback instead, in the same frame,
+// the primary's events discarded. It reports the fallback used, if any.
+func guarded[Res any](m *Mediator, f *engine.Frame, g *guard, handler string,
+	primary, fallback func(context.Context) (Res, error),
+) (res Res, used FallbackUsed, err error) {
+	if g == nil {
+		res, err = primary(f)
+		return res, used, err
+	}
+	mark := 0
+	if g.fallback != nil {
+		mark = f.Mark()
+	}
+	if g.breaker == nil || g.breaker.allow() {
+		res, err = primary(f)
+		if g.breaker != nil {
+			g.breaker.done(err)
+		}
+	} else {
+		err = fmt.Errorf("fxcqrs: %s: %w", handler, ErrBreakerOpen)
+	}
+	if err == nil || g.fallback == nil || !g.fallback.answers(f, err) {
+		return res, used, err
+	}
+	f.Truncate(mark) // the primary failed: its events go with it
+	used = FallbackUsed{Handler: g.fallback.name, Cause: err}
+	m.log.Warn("fallback answers for its primary",
+		zap.String("handler", handler), zap.String("fallback", g.fallback.name), zap.Error(err))
+	var fbErr error
+	res, fbErr = fallback(f)
+	if fbErr != nil {
+		return res, used, &FallbackError{Primary: err, Fallback: fbErr}
+	}
+	return res, used, nil
+}
+
+// addFallbacks attaches each fallback to the handlers it backs, and reports
+// every problem at once.
+func (m *Mediator) addFallbacks(specs []fallbackSpec) error {
+	var errs []error
+	for _, s := range specs {
+		if err := m.addFallback(s); err != nil {
+			errs = append(errs, fmt.Errorf("fallback %s%s: %w", typeNameOf(s.handler), from(s.source), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func typeNameOf(v any) string { return typeName(reflect.TypeOf(v)) }
+
+func (m *Mediator) addFallback(s fallbackSpec) error {
+	if s.handler == nil {
+		return errors.New("nil")
+	}
+	t := reflect.TypeOf(s.handler)
+	spec, err := fallbackShape(t, s.primary != nil)
+	if err != nil {
+		return err
+	}
+	fb := &fallback{handler: s.handler, name: typeName(t), accepts: s.accepts}
+	if s.primary != nil {
+		return m.addEventFallback(s, spec, fb)
+	}
+	e := m.reg.handlers[spec.message]
+	switch {
+	case e == nil:
+		return fmt.Errorf("no handler of %s to back", typeName(spec.message))
+	case e.role != spec.role:
+		return fmt.Errorf("it handles %s as a %s handler, but its handler %s is a %s handler", typeName(spec.message), spec.role, e.name, e.role)
+	case e.result != spec.result:
+		return fmt.Errorf("it answers %s with %s, but its handler %s answers with %s", typeName(spec.message), typeName(spec.result), e.name, typeName(e.result))
+	case e.guard != nil && e.guard.fallback != nil:
+		return fmt.Errorf("%s already has a fallback, %s", e.name, e.guard.fallback.name)
+	}
+	if e.guard == nil {
+		e.guard = &guard{}
+	}
+	e.guard.fallback = fb
+	return nil
+}
+
+func (m *Mediator) addEventFallback(s fallbackSpec, spec handlerSpec, fb *fallback) error {
+	var backed []*eventHandler
+	for _, hs := range m.reg.events {
+		for _, h := range hs {
+			if reflect.TypeOf(h.Value) == s.primary {
+				backed = append(backed, h)
+			}
+		}
+	}
+	if len(backed) == 0 {
+		return fmt.Errorf("no event handler of type %s to back", typeName(s.primary))
+	}
+	for _, h := range backed {
+		if h.event != spec.message {
+			return fmt.Errorf("it handles %s, but %s handles %s", typeName(spec.message), h.Name, typeName(h.event))
+		}
+		if h.guard != nil && h.guard.fallback != nil {
+			return fmt.Errorf("%s already has a fallback, %s", h.Name, h.guard.fallback.name)
+		}
+	}
+	fb.event = engine.Handler{Value: s.handler, Name: fb.name}
+	fb.event.Prepare(spec.message)
+	for _, h := range backed {
+		if h.guard == nil {
+			h.guard = &guard{}
+		}
+		h.guard.fallback = fb
+	}
+	return nil
+}
+
+// addBreakers takes the Breaker middleware out of every handler's chain
+// and gives the handler a breaker of its own.
+func (m *Mediator) addBreakers() error {
+	var errs []error
+	lift := func(chain []Middleware, g **guard, handler, message string) []Middleware {
+		kept, cfg, err := liftBreaker(chain)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", handler, err))
+		}
+		if cfg == nil {
+			return chain
+		}
+		if *g == nil {
+			*g = &guard{}
+		}
+		(*g).breaker = newBreaker(*cfg, handler, func(from, to BreakerState) {
+			m.log.Warn("circuit breaker "+to.String(),
+				zap.String("handler", handler), zap.String("messageType", message), zap.Stringer("from", from))
+			if m.obs != nil {
+				m.obs.BreakerStateChanged(context.Background(), BreakerStateChanged{Handler: handler, MessageType: message, From: from, To: to})
+			}
+		})
+		return kept
+	}
+	for _, e := range m.reg.handlers {
+		e.chain = lift(e.chain, &e.guard, e.name, e.msgName)
+		e.enders = endersOf(e.chain)
+	}
+	for _, hs := range m.reg.events {
+		for _, h := range hs {
+			h.chain = lift(h.chain, &h.guard, h.Name, h.msgName)
+		}
+	}
+	return errors.Join(errs...)
+}
