@@ -122,8 +122,15 @@ func (c BreakerConfig) withDefaults() BreakerConfig {
 // countsAsFailure is the default of BreakerConfig.IsFailure, and what a
 // fallback never replaces.
 func countsAsFailure(err error) bool {
+	if err == nil {
+		return false // before anything takes an address: success allocates nothing
+	}
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, ErrStopped) && !isEventError(err)
+}
+
+func isEventError(err error) bool {
 	var evErr *EventError
-	return err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrStopped) && !errors.As(err, &evErr)
+	return errors.As(err, &evErr)
 }
 
 // buckets is how finely the rolling window is cut.
@@ -156,6 +163,10 @@ func newBreaker(cfg BreakerConfig, name string, changed func(from, to BreakerSta
 // be followed by done.
 func (b *breaker) allow() bool {
 	b.mu.Lock()
+	if b.state == BreakerClosed {
+		b.mu.Unlock()
+		return true // no clock needed
+	}
 	now := b.cfg.Now()
 	from := b.state
 	ok := true
@@ -186,6 +197,11 @@ func (b *breaker) allow() bool {
 func (b *breaker) done(err error) {
 	failed := b.cfg.IsFailure(err)
 	b.mu.Lock()
+	if b.state == BreakerClosed && !failed && b.cfg.FailureRatio == 0 {
+		b.streak = 0 // the common case: no window to count in, no clock
+		b.mu.Unlock()
+		return
+	}
 	now := b.cfg.Now()
 	from := b.state
 	switch b.state {

@@ -173,3 +173,40 @@ func BenchmarkExecObserved(b *testing.B) {
 		})
 	}
 }
+
+type benchFallback struct{}
+
+//go:noinline
+func (benchFallback) Handle(_ context.Context, q benchQuery) (int, error) { return -q.ID, nil }
+
+// BenchmarkSendGuarded: what a closed circuit breaker and a fallback that
+// does not run cost a Send, against the same handler without either, in
+// the same run.
+func BenchmarkSendGuarded(b *testing.B) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		opts []fxcqrs.Option
+	}{
+		{"bare", nil},
+		{"breaker", []fxcqrs.Option{fxcqrs.WithMiddleware(fxcqrs.Breaker(fxcqrs.BreakerConfig{}))}},
+		{"fallback", []fxcqrs.Option{fxcqrs.WithFallback(benchFallback{})}},
+		{"breaker+fallback", []fxcqrs.Option{
+			fxcqrs.WithMiddleware(fxcqrs.Breaker(fxcqrs.BreakerConfig{})),
+			fxcqrs.WithFallback(benchFallback{}),
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			m, err := fxcqrs.New(fxcqrs.Config{}, append(tc.opts, fxcqrs.WithRequestHandlers(benchQueryHandler{}))...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for i := 1; b.Loop(); i++ {
+				if _, err := fxcqrs.Send[int](ctx, m, benchQuery{ID: i}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
