@@ -169,6 +169,18 @@
 //	fxcqrs.AsMiddleware(func(log *zap.Logger) fxcqrs.Middleware { return fxcqrs.Logging(log) }),
 //	fxcqrs.AsMiddleware(func() fxcqrs.Middleware { return fxcqrs.Retry(fxcqrs.RetryPolicy{Attempts: 5}) }),
 //
+// # Fallbacks and circuit breakers
+//
+// A handler can have a fallback ([AsFallback], [AsEventFallback],
+// [WithFallback]) that answers when it fails with an error the fallback's
+// predicate accepts ([FallbackOn]), or when its circuit breaker is open
+// ([Breaker]): a dependency that is down degrades the answer instead of
+// failing it. The fallback runs in the primary's place, on its slot, under
+// the caller's context; the primary's events are discarded. A breaker
+// fails calls fast with [ErrBreakerOpen] while its handler's dependency is
+// down, and probes it again after a while; the mediator checks it around
+// the handler's whole middleware chain.
+//
 // # Observability
 //
 // An [Observer] sees calls started and finished, and invocations queued,
