@@ -2,6 +2,7 @@ package fxcqrs_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+	"go.yaml.in/yaml/v3"
 )
 
 // clock is a breaker's clock that moves only when told.
@@ -199,4 +201,16 @@ func TestBreakerConfigValidate(t *testing.T) {
 		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(context.Context, PlaceOrder) error { return nil })),
 	)
 	assert.ErrorContains(t, err, "FailureRatio", "New checks the breaker's config")
+}
+
+// A breaker is configured from the application's file like the rest.
+func TestBreakerConfigDecodes(t *testing.T) {
+	t.Parallel()
+	want := fxcqrs.BreakerConfig{ConsecutiveFailures: 3, FailureRatio: 0.5, MinRequests: 20, Window: 30 * time.Second, OpenDuration: time.Minute, HalfOpenProbes: 2}
+	var fromJSON fxcqrs.BreakerConfig
+	require.NoError(t, json.Unmarshal([]byte(`{"consecutiveFailures":3,"failureRatio":0.5,"minRequests":20,"window":"30s","openDuration":"1m","halfOpenProbes":2}`), &fromJSON))
+	assert.Equal(t, want, fromJSON)
+	var fromYAML fxcqrs.BreakerConfig
+	require.NoError(t, yaml.Unmarshal([]byte("{consecutiveFailures: 3, failureRatio: 0.5, minRequests: 20, window: 30s, openDuration: 60000000000, halfOpenProbes: 2}"), &fromYAML))
+	assert.Equal(t, want, fromYAML)
 }

@@ -110,3 +110,31 @@ func (t *Timeouts) UnmarshalYAML(unmarshal func(any) error) error {
 	}{(*yamlDuration)(&t.Request), (*yamlDuration)(&t.Command), (*yamlDuration)(&t.Stream), (*yamlDuration)(&t.Event)}
 	return unmarshal(&w)
 }
+
+// UnmarshalJSON decodes a BreakerConfig; Window and OpenDuration may be
+// duration strings ("30s") or nanoseconds.
+func (c *BreakerConfig) UnmarshalJSON(b []byte) error {
+	w := struct {
+		ConsecutiveFailures *int          `json:"consecutiveFailures"`
+		FailureRatio        *float64      `json:"failureRatio"`
+		MinRequests         *int          `json:"minRequests"`
+		Window              *jsonDuration `json:"window"`
+		OpenDuration        *jsonDuration `json:"openDuration"`
+		HalfOpenProbes      *int          `json:"halfOpenProbes"`
+	}{&c.ConsecutiveFailures, &c.FailureRatio, &c.MinRequests, (*jsonDuration)(&c.Window), (*jsonDuration)(&c.OpenDuration), &c.HalfOpenProbes}
+	return json.Unmarshal(b, &w)
+}
+
+// UnmarshalYAML decodes a BreakerConfig; Window and OpenDuration may be
+// duration strings (30s) or nanoseconds.
+func (c *BreakerConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	w := struct {
+		ConsecutiveFailures *int          `yaml:"consecutiveFailures"`
+		FailureRatio        *float64      `yaml:"failureRatio"`
+		MinRequests         *int          `yaml:"minRequests"`
+		Window              *yamlDuration `yaml:"window"`
+		OpenDuration        *yamlDuration `yaml:"openDuration"`
+		HalfOpenProbes      *int          `yaml:"halfOpenProbes"`
+	}{&c.ConsecutiveFailures, &c.FailureRatio, &c.MinRequests, (*yamlDuration)(&c.Window), (*yamlDuration)(&c.OpenDuration), &c.HalfOpenProbes}
+	return unmarshal(&w)
+}
