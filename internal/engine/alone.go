@@ -23,13 +23,13 @@ func (e *Engine) runAlone(f *Frame, d *dispatcher, ev Record) ([]Failure, bool) 
 	if follow == nil {
 		return nil, true
 	}
-	ff, forwardFailed := e.forward(inv, h, follow)
-	// Follow-ups join the call through the queue, like any others.
-	fails := e.runQueued(inv, d, follow.recs)
-	follow.Release()
-	if forwardFailed {
-		fails = append(fails, ff)
+	var fails []Failure
+	if e.cfg.Forward != nil {
+		fails = e.forward(inv, h, follow, fails)
 	}
+	// Follow-ups join the call through the queue, like any others.
+	fails = append(fails, e.runQueued(inv, d, follow.recs)...)
+	follow.Release()
 	return fails, true
 }
 

@@ -33,16 +33,18 @@ func (d *dispatcher) stats() LaneStats {
 	return LaneStats{Limit: d.limit, Running: d.running, Waiting: d.waiting}
 }
 
-// enqueueLocked queues b's invocations. Those that find a slot free (no
-// invocation waits ahead of them) reserve it and go to the front; only the
-// others wait, and only they are reported as queued. To report, it lets go
+// enqueueLocked queues b's invocations. Under a reporter, those that find
+// a slot free (no invocation waits ahead of them) reserve it and go to the
+// front; only the others wait, and only they are reported as queued. To report, it lets go
 // of the lock and takes it again, before any of them can start.
 func (d *dispatcher) enqueueLocked(b *batch, invs []invocation) {
 	if d.refuseLocked(b, invs, 0) {
 		return
 	}
+	// Reserving only matters to what the reporter hears: without one,
+	// invocations take their slots as they are popped.
 	free := 0
-	if d.waiting == 0 {
+	if d.waiting == 0 && d.e.cfg.Reporter != nil {
 		free = min(len(invs), max(d.limit-d.running, 0))
 	}
 	d.running += free

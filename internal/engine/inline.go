@@ -50,8 +50,8 @@ func (e *Engine) runInline(ctx context.Context, depth int16, events []Record) []
 					failures = append(failures, failure(*ev, h, err, started))
 					continue
 				}
-				if ff, ok := e.forward(f, h, follow); ok {
-					failures = append(failures, ff)
+				if follow != nil && e.cfg.Forward != nil {
+					failures = e.forward(f, h, follow, failures)
 				}
 				if follow != nil {
 					next = append(next, follow.recs...)

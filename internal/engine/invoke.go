@@ -92,16 +92,14 @@ func (e *Engine) invoke(f *Frame, rec *Record, h *Handler, queuedAt Mono, cancel
 }
 
 // forward hands the follow-ups of h's successful invocation in frame f to
-// the Forward hook, if any, before they are processed in-process. It
-// reports the hook's failure.
-func (e *Engine) forward(f *Frame, h *Handler, follow *Buffer) (Failure, bool) {
-	if e.cfg.Forward == nil || follow == nil {
-		return Failure{}, false
-	}
+// the Forward hook before they are processed in-process, and adds its
+// failure to fails. Callers check e.cfg.Forward and follow first, so that
+// the hot path pays a nil check, not a call.
+func (e *Engine) forward(f *Frame, h *Handler, follow *Buffer, fails []Failure) []Failure {
 	if err := e.cfg.Forward(f.Context, follow.recs); err != nil {
-		return Failure{Handler: h, Err: err, Started: true, Forwarding: true}, true
+		fails = append(fails, Failure{Handler: h, Err: err, Started: true, Forwarding: true})
 	}
-	return Failure{}, false
+	return fails
 }
 
 // run calls h directly: the hot path, with no middleware and no observer.

@@ -138,7 +138,10 @@ func (d *dispatcher) runOne(inv *invocation) {
 		invs  []invocation
 		fails []Failure
 	)
-	ff, forwardFailed := d.e.forward(&inv.Frame, inv.h, follow)
+	var forwarded []Failure
+	if follow != nil && d.e.cfg.Forward != nil {
+		forwarded = d.e.forward(&inv.Frame, inv.h, follow, nil)
+	}
 	if follow != nil {
 		// The follow-ups wait in the queue past this buffer's release.
 		for i := range follow.recs {
@@ -154,9 +157,7 @@ func (d *dispatcher) runOne(inv *invocation) {
 		b.failures = append(b.failures, failure(inv.rec, inv.h, inv.err, inv.started))
 	}
 	b.failures = append(b.failures, fails...)
-	if forwardFailed {
-		b.failures = append(b.failures, ff)
-	}
+	b.failures = append(b.failures, forwarded...)
 	if len(invs) > 0 {
 		d.enqueueLocked(b, invs)
 	}
