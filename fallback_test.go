@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/stretchr/testify/assert"
@@ -348,4 +349,26 @@ func (o *fallbackObserver) last() fxcqrs.FallbackUsed {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.used
+}
+
+// The fallback runs under the caller's context, not under the deadline a
+// Timeout gave the primary, which the primary used up.
+func TestFallbackRunsUnderTheCallersContext(t *testing.T) {
+	t.Parallel()
+	var fallbackDeadline bool
+	m := newMediator(t, fxcqrs.Config{},
+		fxcqrs.WithMiddleware(fxcqrs.Timeout(fxcqrs.Timeouts{Request: time.Millisecond})),
+		fxcqrs.WithRequestHandlers(requestFunc[Quote, Price](func(ctx context.Context, _ Quote) (Price, error) {
+			<-ctx.Done() // the slow dependency
+			return Price{}, ctx.Err()
+		})),
+		fxcqrs.WithFallback(requestFunc[Quote, Price](func(ctx context.Context, _ Quote) (Price, error) {
+			_, fallbackDeadline = ctx.Deadline()
+			return Price{Cents: 1}, ctx.Err()
+		})),
+	)
+	price, err := fxcqrs.Send[Price](context.Background(), m, Quote{})
+	require.NoError(t, err, "the primary's deadline is not the fallback's")
+	assert.Equal(t, Price{Cents: 1}, price)
+	assert.False(t, fallbackDeadline)
 }
