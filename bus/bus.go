@@ -30,6 +30,10 @@ type Config struct {
 	Logger *zap.Logger
 	// Marshaler encodes events. Default: JSON.
 	Marshaler Marshaler
+	// Outbox says that the outbox module writes routed events to its
+	// table, in the handler's transaction, and its relay publishes them:
+	// the bus then forwards nothing itself. The outbox module sets it.
+	Outbox bool
 }
 
 // Bus takes routed events out of the process and brings subscribed ones
@@ -93,7 +97,15 @@ func New(cfg Config, routes []Routing, subs []Subscription) (*Bus, error) {
 		return nil, err
 	}
 	if cfg.Publisher == nil && cfg.Subscriber == nil && (len(routes) > 0 || len(subs) > 0) {
-		b.owned = gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 64}, newLogger(b.log))
+		// Behind an outbox, a message published before its subscriber
+		// subscribed must not vanish while its row is deleted as sent:
+		// the GoChannel keeps messages for late subscribers and waits for
+		// an acknowledgement.
+		b.owned = gochannel.NewGoChannel(gochannel.Config{
+			OutputChannelBuffer:            64,
+			Persistent:                     cfg.Outbox,
+			BlockPublishUntilSubscriberAck: cfg.Outbox,
+		}, newLogger(b.log))
 		b.cfg.Publisher, b.cfg.Subscriber = b.owned, b.owned
 		b.log.Warn("no Watermill publisher or subscriber: using an in-process GoChannel, which is not durable " +
 			"and reaches no other process; supply a message.Publisher and message.Subscriber for a real broker")
@@ -242,21 +254,32 @@ func (b *Bus) routesOf(t reflect.Type) []route {
 	return actual.([]route)
 }
 
-// Forwards reports whether events of type t are routed.
-func (b *Bus) Forwards(t reflect.Type) bool { return len(b.routesOf(t)) > 0 }
+// Forwards reports whether events of type t are routed and the bus
+// publishes them itself (not with an outbox).
+func (b *Bus) Forwards(t reflect.Type) bool { return !b.cfg.Outbox && len(b.routesOf(t)) > 0 }
 
-// Forward publishes events to their routes' topics, each topic's messages
-// in emit order, in one Publish call per topic. Failures are returned as a
-// *PublishError; the events that could be published are.
-func (b *Bus) Forward(ctx context.Context, events []any) error {
-	type batch struct {
-		topic  string
-		msgs   []*message.Message
-		events []any
-	}
+// Routes reports whether events of type t are routed at all.
+func (b *Bus) Routes(t reflect.Type) bool { return len(b.routesOf(t)) > 0 }
+
+// Outgoing is a routed event made into a message for one topic.
+type Outgoing struct {
+	// Topic is the route's topic.
+	Topic string
+	// Message is the event on the wire: payload, name, ids.
+	Message *message.Message
+	// Event is the event itself.
+	Event any
+}
+
+// Messages makes the routed events among events into messages, in emit
+// order: one message per event, sent to each of its routes' topics (the
+// copies share the message id). It publishes nothing: the outbox module
+// writes them to its table instead. An event that cannot be marshaled is a
+// PublishFailure.
+func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []PublishFailure) {
 	var (
-		batches []*batch
-		fails   []PublishFailure
+		out   []Outgoing
+		fails []PublishFailure
 	)
 	for _, ev := range events {
 		t := reflect.TypeOf(ev)
@@ -265,30 +288,45 @@ func (b *Bus) Forward(ctx context.Context, events []any) error {
 			continue
 		}
 		msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(t), ev)
-		for _, r := range rs {
+		for i, r := range rs {
 			if err != nil {
 				fails = append(fails, PublishFailure{Topic: r.topic, Event: ev, Err: fmt.Errorf("marshal %s: %w", t, err)})
 				continue
 			}
-			i := slices.IndexFunc(batches, func(bt *batch) bool { return bt.topic == r.topic })
-			if i < 0 {
-				batches = append(batches, &batch{topic: r.topic})
-				i = len(batches) - 1
-			}
 			m := msg
-			if len(rs) > 1 {
+			if i > 0 {
 				m = msg.Copy() // a publisher may keep or change what it was given
 			}
-			batches[i].msgs = append(batches[i].msgs, m)
-			batches[i].events = append(batches[i].events, ev)
+			out = append(out, Outgoing{Topic: r.topic, Message: m, Event: ev})
 		}
 	}
-	for _, bt := range batches {
-		if err := b.cfg.Publisher.Publish(bt.topic, bt.msgs...); err != nil {
-			for _, ev := range bt.events {
-				fails = append(fails, PublishFailure{Topic: bt.topic, Event: ev, Err: err})
+	return out, fails
+}
+
+// Forward publishes events to their routes' topics, each topic's messages
+// in emit order, in one Publish call per topic. Failures are returned as a
+// *PublishError; the events that could be published are.
+func (b *Bus) Forward(ctx context.Context, events []any) error {
+	out, fails := b.Messages(ctx, events)
+	var topics []string
+	byTopic := map[string][]Outgoing{}
+	for _, o := range out {
+		if _, ok := byTopic[o.Topic]; !ok {
+			topics = append(topics, o.Topic)
+		}
+		byTopic[o.Topic] = append(byTopic[o.Topic], o)
+	}
+	for _, topic := range topics {
+		batch := byTopic[topic]
+		msgs := make([]*message.Message, len(batch))
+		for i, o := range batch {
+			msgs[i] = o.Message
+		}
+		if err := b.cfg.Publisher.Publish(topic, msgs...); err != nil {
+			for _, o := range batch {
+				fails = append(fails, PublishFailure{Topic: topic, Event: o.Event, Err: err})
 			}
-			b.log.Error("routed events not published", zap.String("topic", bt.topic), zap.Int("events", len(bt.events)), zap.Error(err))
+			b.log.Error("routed events not published", zap.String("topic", topic), zap.Int("events", len(batch)), zap.Error(err))
 		}
 	}
 	if len(fails) > 0 {
@@ -296,6 +334,10 @@ func (b *Bus) Forward(ctx context.Context, events []any) error {
 	}
 	return nil
 }
+
+// Publisher returns the publisher the bus publishes with, the in-process
+// GoChannel included: the outbox module's relay delivers through it.
+func (b *Bus) Publisher() message.Publisher { return b.cfg.Publisher }
 
 // Start runs the subscriptions, processing their messages with m, and
 // returns once they run. A bus without subscriptions starts nothing.

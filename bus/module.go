@@ -40,13 +40,25 @@ type busParams struct {
 	Subscriber    message.Subscriber `optional:"true"`
 	Logger        *zap.Logger        `optional:"true"`
 	Marshaler     Marshaler          `optional:"true"`
+	Outboxed      *Outboxed          `optional:"true"`
 	Routes        []Routing          `group:"fxbus.routes"`
 	Subscriptions []Subscription     `group:"fxbus.subscriptions"`
 }
 
 func provideBus(p busParams) (*Bus, error) {
-	return New(Config{Publisher: p.Publisher, Subscriber: p.Subscriber, Logger: p.Logger, Marshaler: p.Marshaler}, p.Routes, p.Subscriptions)
+	return New(Config{
+		Publisher:  p.Publisher,
+		Subscriber: p.Subscriber,
+		Logger:     p.Logger,
+		Marshaler:  p.Marshaler,
+		Outbox:     p.Outboxed != nil,
+	}, p.Routes, p.Subscriptions)
 }
+
+// Outboxed, provided in the graph (the outbox module does), sets
+// Config.Outbox: routed events go through the outbox, never published
+// directly.
+type Outboxed struct{}
 
 // startBus ties the bus to the lifecycle. It depends on the mediator, so
 // its hooks are appended after the mediator's: fx starts the bus after the
