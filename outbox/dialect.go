@@ -1,0 +1,150 @@
+package fxoutbox
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Dialect is the SQL database the outbox lives in.
+type Dialect uint8
+
+const (
+	// PostgreSQL 13 or later, through pgx's database/sql driver ("pgx").
+	PostgreSQL Dialect = iota + 1
+	// MySQL 8.0 or later, or MariaDB 10.6 or later
+	// (github.com/go-sql-driver/mysql, with parseTime=true).
+	MySQL
+	// SQLite 3.35 or later, such as modernc.org/sqlite: one process only
+	// (see the package documentation).
+	SQLite
+)
+
+// String names the dialect.
+func (d Dialect) String() string {
+	switch d {
+	case PostgreSQL:
+		return "postgresql"
+	case MySQL:
+		return "mysql"
+	case SQLite:
+		return "sqlite"
+	}
+	return "Dialect(" + strconv.Itoa(int(d)) + ")"
+}
+
+// Tables names the outbox's tables. Each is validated as an SQL
+// identifier and quoted; none is interpolated unchecked.
+type Tables struct {
+	// Outbox holds the routed events waiting to be relayed. Default
+	// "fxcqrs_outbox".
+	Outbox string `json:"outbox" yaml:"outbox"`
+	// DeadLetters holds the rows the relay could not deliver. Default
+	// "fxcqrs_outbox_dead".
+	DeadLetters string `json:"deadLetters" yaml:"deadLetters"`
+	// Leases holds which relay owns which topic. Default
+	// "fxcqrs_outbox_leases".
+	Leases string `json:"leases" yaml:"leases"`
+	// Inbox holds the messages each handler has handled. Default
+	// "fxcqrs_inbox".
+	Inbox string `json:"inbox" yaml:"inbox"`
+}
+
+func (t Tables) withDefaults() Tables {
+	if t.Outbox == "" {
+		t.Outbox = "fxcqrs_outbox"
+	}
+	if t.DeadLetters == "" {
+		t.DeadLetters = "fxcqrs_outbox_dead"
+	}
+	if t.Leases == "" {
+		t.Leases = "fxcqrs_outbox_leases"
+	}
+	if t.Inbox == "" {
+		t.Inbox = "fxcqrs_inbox"
+	}
+	return t
+}
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+
+func (t Tables) validate() error {
+	var bad []string
+	for _, name := range []string{t.Outbox, t.DeadLetters, t.Leases, t.Inbox} {
+		if !identifier.MatchString(name) {
+			bad = append(bad, strconv.Quote(name))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("fxoutbox: table names must be SQL identifiers (a letter or _, then letters, digits or _, 63 at most): %s", strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+// quote quotes a validated identifier for d.
+func (d Dialect) quote(name string) string {
+	if d == MySQL {
+		return "`" + name + "`"
+	}
+	return `"` + name + `"`
+}
+
+// Rebind turns a query's ? placeholders into the dialect's own ($1, $2 for
+// PostgreSQL), for repositories that write in Tx.
+func (d Dialect) Rebind(query string) string {
+	if d != PostgreSQL {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// queries is every statement the outbox runs, built once for a dialect and
+// its tables.
+type queries struct {
+	insert       string
+	topics       string
+	rows         string
+	deleteRow    string
+	dead         string
+	renewLease   string
+	takeLease    string
+	dropLeases   string
+	inboxInsert  string
+	inboxCleanup string
+}
+
+func (d Dialect) queries(t Tables) queries {
+	o, dl, l, in := d.quote(t.Outbox), d.quote(t.DeadLetters), d.quote(t.Leases), d.quote(t.Inbox)
+	insertIgnore := map[Dialect]string{
+		PostgreSQL: "INSERT INTO %s (%s) VALUES (%s) ON CONFLICT DO NOTHING",
+		MySQL:      "INSERT IGNORE INTO %s (%s) VALUES (%s)",
+		SQLite:     "INSERT OR IGNORE INTO %s (%s) VALUES (%s)",
+	}[d]
+	q := queries{
+		insert:       "INSERT INTO " + o + " (topic, message_id, payload, metadata) VALUES (?, ?, ?, ?)",
+		topics:       "SELECT DISTINCT topic FROM " + o,
+		rows:         "SELECT id, message_id, payload, metadata FROM " + o + " WHERE topic = ? ORDER BY id LIMIT ?",
+		deleteRow:    "DELETE FROM " + o + " WHERE id = ?",
+		dead:         "INSERT INTO " + dl + " (id, topic, message_id, payload, metadata, error) VALUES (?, ?, ?, ?, ?, ?)",
+		renewLease:   "UPDATE " + l + " SET owner = ?, until_ns = ? WHERE topic = ? AND (owner = ? OR until_ns < ?)",
+		takeLease:    fmt.Sprintf(insertIgnore, l, "topic, owner, until_ns", "?, ?, ?"),
+		dropLeases:   "DELETE FROM " + l + " WHERE owner = ?",
+		inboxInsert:  fmt.Sprintf(insertIgnore, in, "handler, message_id", "?, ?"),
+		inboxCleanup: "DELETE FROM " + in + " WHERE handled_at < ?",
+	}
+	for _, p := range []*string{&q.insert, &q.topics, &q.rows, &q.deleteRow, &q.dead, &q.renewLease, &q.takeLease, &q.dropLeases, &q.inboxInsert, &q.inboxCleanup} {
+		*p = d.Rebind(*p)
+	}
+	return q
+}

@@ -1,0 +1,56 @@
+// Package fxoutbox ties an fxcqrs mediator's routed events to the
+// database commit: a transactional outbox with a relay, and an inbox. It is
+// a module of its own (github.com/fxcqrs/fxcqrs/outbox), on database/sql:
+// PostgreSQL 13+ (pgx's stdlib driver), MySQL 8.0+ or MariaDB 10.6+, and
+// SQLite 3.35+ (modernc.org/sqlite, pure Go) as the embedded default. It
+// imports no driver: the application does.
+//
+// # Unit of work
+//
+// Each command, and each event handler, runs in a transaction that begins
+// before the handler; [Tx] gives it to the handler's repositories. When the
+// handler succeeds, the routed events it emitted (see fxbus.Route) are
+// written to the outbox table in that transaction, then it commits; the
+// in-process event handlers run after the commit and see committed state.
+// A failed handler, a failed outbox write or a failed commit rolls back,
+// and the events go with it. A call made inside another's unit of work
+// joins it: its writes and routed events go into the outer transaction.
+// Requests are wrapped only when the middleware is scoped to them; streams
+// never are. Event handlers run without a transaction unless
+// Config.EventTransactions (or the inbox, for inbound messages) gives them
+// one; their routed follow-ups are written in a transaction of their own
+// after they return, never published directly.
+//
+// # Relay
+//
+// The relay, started and stopped by the lifecycle, reads the outbox topic
+// by topic, in id order, publishes each row through the bus's Watermill
+// publisher and deletes it once the broker took it: at least once. A
+// commit in this process wakes it at once; polling (Config.Relay) finds
+// rows of other processes and of a process that crashed. A relay owns a
+// topic under a lease, so that several replicas relay side by side without
+// sending one topic twice as a matter of course; a relay that dies leaves
+// its topics to the others when the lease expires (the replicas' clocks
+// must roughly agree). Order is per topic, by id: the order of the rows'
+// first write, not of their commit. Broker and connection failures are
+// retried with backoff while rows wait; only a failure that
+// RelayConfig.Undeliverable blames on the message moves its row to the
+// dead letter table, with an error log.
+//
+// On SQLite, run one replica: its transactions serialize, and it has no
+// other process to share the file with.
+//
+// # Inbox
+//
+// With Config.Inbox, an inbound message (fxbus.Subscribe) runs each event
+// handler in a transaction that first records (handler, message id): a
+// redelivered message skips the handlers that handled it, and only a
+// handler that failed runs again.
+//
+// # Schema
+//
+// [Migrate] creates the tables, from SQL shipped in the module ([Schema]
+// returns it for your own migration tool); nothing is created behind the
+// application's back at run time. Table names are configurable, validated
+// as SQL identifiers and quoted.
+package fxoutbox

@@ -1,0 +1,122 @@
+package fxoutbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/fxcqrs/fxcqrs"
+	fxbus "github.com/fxcqrs/fxcqrs/bus"
+	"go.uber.org/fx"
+	"go.uber.org/zap"
+)
+
+// Config is the outbox's configuration. Dialect is required.
+type Config struct {
+	// Dialect is the database's: PostgreSQL, MySQL (MariaDB too) or
+	// SQLite. Required.
+	Dialect Dialect `json:"-" yaml:"-"`
+	// Tables names the tables; defaults for the empty ones.
+	Tables Tables `json:"tables" yaml:"tables"`
+	// Relay configures the relay.
+	Relay RelayConfig `json:"relay" yaml:"relay"`
+	// Inbox makes each event handler handle an inbound message once per
+	// message id: the id and the handler's writes commit in one
+	// transaction, and a redelivery skips the handlers that handled it.
+	// Default false.
+	Inbox bool `json:"inbox" yaml:"inbox"`
+	// EventTransactions gives every event handler a transaction before it
+	// runs (Tx(ctx) is not nil in it). Default false: an event handler
+	// runs without one, and the routed follow-ups it emitted are written
+	// in a transaction of their own after it returns.
+	EventTransactions bool `json:"eventTransactions" yaml:"eventTransactions"`
+}
+
+// Outbox is the unit of work, the outbox and its relay, for one database
+// and one bus. Under fx, [Module] makes one; without fx, make one with
+// [New], register [Outbox.UnitOfWork] as the mediator's middleware, and
+// Start and Stop it.
+type Outbox struct {
+	cfg   Config
+	uow   *unitOfWork
+	relay *relay
+}
+
+// New returns the outbox of db for bus, whose routed events it takes
+// over: the bus must have been made with fxbus.Config.Outbox set.
+func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, error) {
+	var errs []error
+	if db == nil {
+		errs = append(errs, errors.New("fxoutbox.New: nil *sql.DB"))
+	}
+	if bus == nil {
+		errs = append(errs, errors.New("fxoutbox.New: nil *fxbus.Bus"))
+	}
+	if cfg.Dialect < PostgreSQL || cfg.Dialect > SQLite {
+		errs = append(errs, fmt.Errorf("fxoutbox.New: Config.Dialect must be fxoutbox.PostgreSQL, MySQL or SQLite: got %v", cfg.Dialect))
+	}
+	cfg.Tables = cfg.Tables.withDefaults()
+	errs = append(errs, cfg.Tables.validate())
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	log = log.Named("fxoutbox")
+	q := cfg.Dialect.queries(cfg.Tables)
+	o := &Outbox{cfg: cfg}
+	o.relay = newRelay(db, q, bus.Publisher(), log, cfg.Relay)
+	o.uow = &unitOfWork{db: db, q: q, bus: bus, wake: o.relay.notify, inbox: cfg.Inbox, eagerEv: cfg.EventTransactions}
+	return o, nil
+}
+
+// UnitOfWork returns the middleware that runs each command (and each event
+// handler) in a transaction, writes the routed events it emitted to the
+// outbox in that transaction, then commits; in-process event handlers run
+// after the commit. Requests are not wrapped unless the middleware is
+// scoped to them with fxcqrs.ForKinds or fxcqrs.ForMessages; streams never
+// are.
+func (o *Outbox) UnitOfWork() fxcqrs.Middleware {
+	return fxcqrs.ForKinds(o.uow, fxcqrs.KindCommand, fxcqrs.KindEvent)
+}
+
+// Start starts the relay.
+func (o *Outbox) Start(context.Context) error {
+	o.relay.start()
+	return nil
+}
+
+// Stop stops the relay after the batch in hand, within ctx.
+func (o *Outbox) Stop(ctx context.Context) error { return o.relay.close(ctx) }
+
+// Module is the transactional outbox and inbox for an fx application. It
+// takes a *sql.DB and a Config from the graph, and the fxbus.Bus of
+// fxbus.Module, whose routes it takes over: routed events are written to
+// the outbox in the handler's transaction instead of being published, and
+// the relay, which the lifecycle starts and stops, delivers them.
+var Module = fx.Module("fxoutbox",
+	fx.Supply(&fxbus.Outboxed{}),
+	fx.Provide(provideOutbox),
+	fxcqrs.AsMiddleware(func(o *Outbox) fxcqrs.Middleware { return o.UnitOfWork() }),
+)
+
+type outboxParams struct {
+	fx.In
+
+	DB        *sql.DB
+	Bus       *fxbus.Bus
+	Config    Config
+	Logger    *zap.Logger `optional:"true"`
+	Lifecycle fx.Lifecycle
+}
+
+func provideOutbox(p outboxParams) (*Outbox, error) {
+	o, err := New(p.DB, p.Bus, p.Config, p.Logger)
+	if err != nil {
+		return nil, err
+	}
+	p.Lifecycle.Append(fx.Hook{OnStart: o.Start, OnStop: o.Stop})
+	return o, nil
+}

@@ -1,0 +1,311 @@
+package fxoutbox
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+)
+
+func typeOf(v any) reflect.Type { return reflect.TypeOf(v) }
+
+// relay delivers the outbox's rows to the broker: topic by topic, in the
+// order the outbox recorded them (by id: the order of first write, not of
+// commit), each topic under a lease so that one relay at a time sends it.
+type relay struct {
+	db    *sql.DB
+	q     queries
+	pub   message.Publisher
+	log   *zap.Logger
+	cfg   RelayConfig
+	owner string
+	now   func() time.Time
+
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+// RelayConfig configures the relay. Every field is optional.
+type RelayConfig struct {
+	// PollInterval is how often the relay looks for rows that no commit
+	// in this process announced: rows of other processes, and of a
+	// process that crashed. Default 1s. A commit in this process wakes it
+	// at once.
+	PollInterval time.Duration `json:"pollInterval" yaml:"pollInterval"`
+	// BatchSize is how many rows of a topic go in one Publish. Default 100.
+	BatchSize int `json:"batchSize" yaml:"batchSize"`
+	// Lease is how long a relay owns a topic without renewing it. Default
+	// 30s.
+	Lease time.Duration `json:"lease" yaml:"lease"`
+	// RetryInitial and RetryMax bound the backoff while the broker
+	// refuses. Defaults 100ms and 10s.
+	RetryInitial time.Duration `json:"retryInitial" yaml:"retryInitial"`
+	RetryMax     time.Duration `json:"retryMax" yaml:"retryMax"`
+	// Undeliverable says whether a publish error is the message's own (it
+	// is too large, the broker refuses it as invalid): such a row goes to
+	// the dead letter table, with an error log. Default: none is; every
+	// error is the broker's or the connection's, retried forever while
+	// rows wait.
+	Undeliverable func(error) bool `json:"-" yaml:"-"`
+}
+
+func (c RelayConfig) withDefaults() RelayConfig {
+	if c.PollInterval <= 0 {
+		c.PollInterval = time.Second
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 100
+	}
+	if c.Lease <= 0 {
+		c.Lease = 30 * time.Second
+	}
+	if c.RetryInitial <= 0 {
+		c.RetryInitial = 100 * time.Millisecond
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 10 * time.Second
+	}
+	if c.Undeliverable == nil {
+		c.Undeliverable = func(error) bool { return false }
+	}
+	return c
+}
+
+func newRelay(db *sql.DB, q queries, pub message.Publisher, log *zap.Logger, cfg RelayConfig) *relay {
+	return &relay{
+		db: db, q: q, pub: pub, log: log, cfg: cfg.withDefaults(),
+		owner: uuid.NewString(),
+		now:   time.Now,
+		wake:  make(chan struct{}, 1),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+}
+
+// notify wakes the relay: a commit put rows in the outbox.
+func (r *relay) notify() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// start runs the relay until stopped.
+func (r *relay) start() {
+	go r.loop()
+}
+
+// close stops the relay after the batch in hand, within ctx.
+func (r *relay) close(ctx context.Context) error {
+	r.once.Do(func() { close(r.stop) })
+	select {
+	case <-r.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("fxoutbox: relay still sending: %w", ctx.Err())
+	}
+}
+
+func (r *relay) loop() {
+	defer close(r.done)
+	defer r.releaseLeases()
+	backoff := r.cfg.RetryInitial
+	for {
+		sent, err := r.pass()
+		var wait time.Duration
+		switch {
+		case err != nil:
+			r.log.Warn("relay: broker or database unavailable; rows wait", zap.Error(err), zap.Duration("retryIn", backoff))
+			wait = backoff
+			backoff = min(2*backoff, r.cfg.RetryMax)
+		case sent > 0:
+			backoff = r.cfg.RetryInitial
+			continue // more may wait
+		default:
+			backoff = r.cfg.RetryInitial
+			wait = r.cfg.PollInterval
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-r.stop:
+			t.Stop()
+			return
+		case <-r.wake:
+			t.Stop()
+			if err != nil {
+				// The broker was down: a commit is no reason to hurry.
+				select {
+				case <-r.stop:
+					return
+				case <-time.After(wait):
+				}
+			}
+		case <-t.C:
+		}
+	}
+}
+
+// pass sends what it can of every topic it can lease, and reports how
+// many rows it sent.
+func (r *relay) pass() (int, error) {
+	ctx := context.Background()
+	topics, err := r.topics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	sent := 0
+	var errs []error
+	for _, topic := range topics {
+		select {
+		case <-r.stop:
+			return sent, nil
+		default:
+		}
+		ok, err := r.lease(ctx, topic)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !ok {
+			continue // another relay sends this topic
+		}
+		n, err := r.send(ctx, topic)
+		sent += n
+		if err != nil {
+			errs = append(errs, err) // other topics go on
+		}
+	}
+	return sent, errors.Join(errs...)
+}
+
+func (r *relay) topics(ctx context.Context) ([]string, error) {
+	rows, err := r.db.QueryContext(ctx, r.q.topics)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var topics []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, err
+		}
+		topics = append(topics, t)
+	}
+	sort.Strings(topics)
+	return topics, rows.Err()
+}
+
+// lease takes or renews this relay's lease on topic.
+func (r *relay) lease(ctx context.Context, topic string) (bool, error) {
+	now := r.now().UnixNano()
+	until := now + r.cfg.Lease.Nanoseconds()
+	res, err := r.db.ExecContext(ctx, r.q.renewLease, r.owner, until, topic, r.owner, now)
+	if err != nil {
+		return false, err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return n == 1, err
+	}
+	res, err = r.db.ExecContext(ctx, r.q.takeLease, topic, r.owner, until)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+type row struct {
+	id       int64
+	msgID    string
+	payload  []byte
+	metadata string
+}
+
+// send publishes a batch of topic's rows, in id order, and deletes each
+// row the broker took. A row whose own message the broker refuses goes to
+// the dead letter table; the rows after it go on.
+func (r *relay) send(ctx context.Context, topic string) (int, error) {
+	rows, err := r.rows(ctx, topic)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	msgs := make([]*message.Message, len(rows))
+	for i, rw := range rows {
+		msg := message.NewMessage(rw.msgID, rw.payload)
+		if err := json.Unmarshal([]byte(rw.metadata), &msg.Metadata); err != nil {
+			return 0, r.deadLetter(ctx, topic, rw, fmt.Errorf("metadata: %w", err))
+		}
+		msgs[i] = msg
+	}
+	sent := 0
+	for i, msg := range msgs {
+		if err := r.pub.Publish(topic, msg); err != nil {
+			if r.cfg.Undeliverable(err) {
+				if err := r.deadLetter(ctx, topic, rows[i], err); err != nil {
+					return sent, err
+				}
+				continue
+			}
+			return sent, fmt.Errorf("publish to %s: %w", topic, err)
+		}
+		if _, err := r.db.ExecContext(ctx, r.q.deleteRow, rows[i].id); err != nil {
+			return sent, err // published, still in the outbox: sent again, at least once
+		}
+		sent++
+	}
+	return sent, nil
+}
+
+func (r *relay) rows(ctx context.Context, topic string) ([]row, error) {
+	rs, err := r.db.QueryContext(ctx, r.q.rows, topic, r.cfg.BatchSize)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	var out []row
+	for rs.Next() {
+		var rw row
+		if err := rs.Scan(&rw.id, &rw.msgID, &rw.payload, &rw.metadata); err != nil {
+			return nil, err
+		}
+		out = append(out, rw)
+	}
+	return out, rs.Err()
+}
+
+// deadLetter moves a row to the dead letter table, in one transaction.
+func (r *relay) deadLetter(ctx context.Context, topic string, rw row, cause error) error {
+	r.log.Error("relay: message cannot be delivered; moved to the dead letter table",
+		zap.String("topic", topic), zap.String("messageId", rw.msgID), zap.Int64("row", rw.id), zap.Error(cause))
+	tx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, r.q.dead, rw.id, topic, rw.msgID, rw.payload, rw.metadata, cause.Error()); err != nil {
+		return errors.Join(err, rollback(tx))
+	}
+	if _, err := tx.ExecContext(ctx, r.q.deleteRow, rw.id); err != nil {
+		return errors.Join(err, rollback(tx))
+	}
+	return tx.Commit()
+}
+
+func (r *relay) releaseLeases() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := r.db.ExecContext(ctx, r.q.dropLeases, r.owner); err != nil {
+		r.log.Warn("relay: leases not released; they expire", zap.Error(err))
+	}
+}
