@@ -1,0 +1,316 @@
+// Command outbox runs an orders service and a billing service in one
+// program, joined by a transactional outbox and an inbox:
+//
+//	orders:  PlaceOrder writes the order and OrderPlaced in one transaction;
+//	         the relay delivers OrderPlaced after the commit
+//	billing: OrderPlaced charges the order once per message id (the inbox),
+//	         even when the broker delivers it twice
+//
+// By default it needs no server: SQLite files in a temporary directory and
+// an in-process Watermill GoChannel (neither is shared with other
+// processes, nor durable beyond the run):
+//
+//	go run ./examples/outbox
+//	go run ./examples/outbox -postgres 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable' -nats nats://127.0.0.1:4222
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/fxcqrs/fxcqrs"
+	fxbus "github.com/fxcqrs/fxcqrs/bus"
+	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	_ "github.com/jackc/pgx/v5/stdlib"
+	nc "github.com/nats-io/nats.go"
+	"go.uber.org/fx"
+	_ "modernc.org/sqlite"
+)
+
+// PlaceOrder is the orders service's command.
+type PlaceOrder struct{ ID, Cents int }
+
+// OrderPlaced leaves the orders service through its outbox.
+type OrderPlaced struct {
+	ID    int `json:"id"`
+	Cents int `json:"cents"`
+}
+
+type commandFunc[C any] func(context.Context, C) error
+
+func (f commandFunc[C]) Handle(ctx context.Context, c C) error { return f(ctx, c) }
+
+type eventFunc[E any] func(context.Context, E) error
+
+func (f eventFunc[E]) Handle(ctx context.Context, e E) error { return f(ctx, e) }
+
+// store is one service's database.
+type store struct {
+	db      *sql.DB
+	dialect fxoutbox.Dialect
+}
+
+// setup opens the two services' databases and the broker.
+type setup struct {
+	orders, billing store
+	broker          func(service string) (message.Publisher, message.Subscriber)
+	topic           string
+	syncPublish     bool // Publish returns once the subscriber acknowledged
+	close           func()
+}
+
+func sqliteSetup() (*setup, error) {
+	dir, err := os.MkdirTemp("", "fxcqrs-outbox-example")
+	if err != nil {
+		return nil, err
+	}
+	open := func(name string) (store, error) {
+		db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, name)+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
+		return store{db: db, dialect: fxoutbox.SQLite}, err
+	}
+	orders, err := open("orders.db")
+	if err != nil {
+		return nil, err
+	}
+	billing, err := open("billing.db")
+	if err != nil {
+		return nil, err
+	}
+	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 16, Persistent: true, BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
+	return &setup{
+		orders: orders, billing: billing,
+		broker: func(string) (message.Publisher, message.Subscriber) { return gc, gc },
+		topic:       "orders",
+		syncPublish: true,
+		close: func() {
+			_ = gc.Close()
+			_ = orders.db.Close()
+			_ = billing.db.Close()
+			_ = os.RemoveAll(dir)
+		},
+	}, nil
+}
+
+// serverSetup uses a PostgreSQL schema of its own per service and NATS
+// JetStream.
+func serverSetup(pgDSN, natsURL string) (*setup, error) {
+	suffix := fmt.Sprintf("%d", rand.Uint32())
+	admin, err := sql.Open("pgx", pgDSN)
+	if err != nil {
+		return nil, err
+	}
+	open := func(schema string) (store, error) {
+		if _, err := admin.Exec("CREATE SCHEMA IF NOT EXISTS " + schema); err != nil {
+			return store{}, err
+		}
+		u, err := url.Parse(pgDSN)
+		if err != nil {
+			return store{}, err
+		}
+		q := u.Query()
+		q.Set("search_path", schema)
+		u.RawQuery = q.Encode()
+		db, err := sql.Open("pgx", u.String())
+		return store{db: db, dialect: fxoutbox.PostgreSQL}, err
+	}
+	orders, err := open("example_orders_" + suffix)
+	if err != nil {
+		return nil, err
+	}
+	billing, err := open("example_billing_" + suffix)
+	if err != nil {
+		return nil, err
+	}
+	var closers []func()
+	return &setup{
+		orders: orders, billing: billing,
+		topic: "orders_" + suffix,
+		broker: func(service string) (message.Publisher, message.Subscriber) {
+			js := wnats.JetStreamConfig{AutoProvision: true, DurablePrefix: service,
+				SubscribeOptions: []nc.SubOpt{nc.DeliverAll(), nc.AckExplicit(), nc.ManualAck()}}
+			pub, _ := wnats.NewPublisher(wnats.PublisherConfig{URL: natsURL, Marshaler: &wnats.NATSMarshaler{}, JetStream: js}, watermill.NopLogger{})
+			sub, _ := wnats.NewSubscriber(wnats.SubscriberConfig{URL: natsURL, QueueGroupPrefix: service, SubscribersCount: 1,
+				AckWaitTimeout: 30 * time.Second, CloseTimeout: 5 * time.Second, Unmarshaler: &wnats.NATSMarshaler{}, JetStream: js}, watermill.NopLogger{})
+			closers = append(closers, func() { _ = sub.Close(); _ = pub.Close() })
+			return pub, sub
+		},
+		close: func() {
+			for _, c := range closers {
+				c()
+			}
+			_, _ = admin.Exec("DROP SCHEMA example_orders_" + suffix + " CASCADE")
+			_, _ = admin.Exec("DROP SCHEMA example_billing_" + suffix + " CASCADE")
+			_ = orders.db.Close()
+			_ = billing.db.Close()
+			_ = admin.Close()
+		},
+	}, nil
+}
+
+// line prints the timeline.
+type line struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *line) printf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, format+"\n", args...)
+}
+
+func service(ctx context.Context, s store, pub message.Publisher, sub message.Subscriber, inbox bool, opts ...fx.Option) (*fx.App, *fxcqrs.Mediator, error) {
+	if err := fxoutbox.Migrate(ctx, s.db, s.dialect, fxoutbox.Tables{}); err != nil {
+		return nil, nil, err
+	}
+	var m *fxcqrs.Mediator
+	app := fx.New(append([]fx.Option{
+		fx.NopLogger,
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
+		fx.Supply(s.db, fxoutbox.Config{Dialect: s.dialect, Inbox: inbox, Relay: fxoutbox.RelayConfig{PollInterval: 200 * time.Millisecond}}),
+		fx.Supply(fx.Annotate(pub, fx.As(new(message.Publisher)))),
+		fx.Supply(fx.Annotate(sub, fx.As(new(message.Subscriber)))),
+		fx.Populate(&m),
+	}, opts...)...)
+	if err := app.Start(ctx); err != nil {
+		return nil, nil, err
+	}
+	return app, m, nil
+}
+
+func pending(s store) int {
+	var n int
+	_ = s.db.QueryRow("SELECT COUNT(*) FROM fxcqrs_outbox").Scan(&n)
+	return n
+}
+
+func run(ctx context.Context, w io.Writer, st *setup) error {
+	l := &line{w: w}
+	for _, s := range []store{st.orders, st.billing} {
+		if _, err := s.db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, cents INTEGER NOT NULL)"); err != nil {
+			return err
+		}
+		if _, err := s.db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS charges (order_id INTEGER NOT NULL, cents INTEGER NOT NULL)"); err != nil {
+			return err
+		}
+	}
+	charged := make(chan string, 4) // message ids, once per charge
+	billingPub, billingSub := st.broker("billing")
+	billingApp, _, err := service(ctx, st.billing, billingPub, billingSub, true,
+		fxbus.Subscribe[OrderPlaced](st.topic),
+		fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] {
+			return func(ctx context.Context, e OrderPlaced) error {
+				tx := fxoutbox.Tx(ctx) // the inbox's transaction
+				q := st.billing.dialect.Rebind("INSERT INTO charges (order_id, cents) VALUES (?, ?)")
+				if _, err := tx.ExecContext(ctx, q, e.ID, e.Cents); err != nil {
+					return err
+				}
+				l.printf("billing  OrderPlaced %d delivered; charged %d cents in the inbox's transaction", e.ID, e.Cents)
+				charged <- fxbus.MessageID(ctx)
+				return nil
+			}
+		}),
+	)
+	if err != nil {
+		return err
+	}
+	defer billingApp.Stop(context.Background()) //nolint:errcheck // the run's error matters more
+
+	ordersPub, ordersSub := st.broker("orders")
+	ordersApp, orders, err := service(ctx, st.orders, ordersPub, ordersSub, false,
+		fxbus.Route[OrderPlaced](st.topic),
+		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
+			return func(ctx context.Context, c PlaceOrder) error {
+				q := st.orders.dialect.Rebind("INSERT INTO orders (id, cents) VALUES (?, ?)")
+				if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, q, c.ID, c.Cents); err != nil {
+					return err
+				}
+				fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID, Cents: c.Cents})
+				l.printf("orders   PlaceOrder %d: the order and OrderPlaced written in one transaction", c.ID)
+				return nil
+			}
+		}),
+	)
+	if err != nil {
+		return err
+	}
+	defer ordersApp.Stop(context.Background()) //nolint:errcheck // the run's error matters more
+
+	if err := fxcqrs.Exec(ctx, orders, PlaceOrder{ID: 42, Cents: 1999}); err != nil {
+		return err
+	}
+	var id string
+	select {
+	case id = <-charged:
+	case <-ctx.Done():
+		return errors.New("OrderPlaced never arrived: " + ctx.Err().Error())
+	}
+	for pending(st.orders) > 0 { // the relay deletes a row once the broker took it
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	l.printf("orders   the relay sent it: %d rows left in the outbox", pending(st.orders))
+
+	// The broker delivers the same message again, as brokers do.
+	dup := message.NewMessage(id, []byte(`{"id":42,"cents":1999}`))
+	dup.Metadata.Set(fxbus.MetadataName, "OrderPlaced")
+	if err := billingPub.Publish(st.topic, dup); err != nil {
+		return err
+	}
+	if !st.syncPublish {
+		// Over a real broker, Publish returns before the duplicate is
+		// handled, and a skipped message announces nothing: wait a little.
+		time.Sleep(500 * time.Millisecond)
+	}
+	var charges int
+	if err := st.billing.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM charges").Scan(&charges); err != nil {
+		return err
+	}
+	l.printf("billing  the same message again: skipped by the inbox; %d charge in all", charges)
+	return nil
+}
+
+func main() {
+	pg := flag.String("postgres", "", "PostgreSQL DSN (default: SQLite files in a temporary directory)")
+	natsURL := flag.String("nats", "nats://127.0.0.1:4222", "NATS JetStream URL, with -postgres")
+	flag.Parse()
+	var st *setup
+	var err error
+	if *pg == "" {
+		fmt.Println("databases: SQLite, temporary; broker: in-process GoChannel (not durable; -postgres and -nats for real ones)")
+		st, err = sqliteSetup()
+	} else {
+		fmt.Println("databases: PostgreSQL; broker: NATS JetStream at", *natsURL)
+		st, err = serverSetup(*pg, *natsURL)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "outbox:", err)
+		os.Exit(1)
+	}
+	defer st.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := run(ctx, os.Stdout, st); err != nil {
+		fmt.Fprintln(os.Stderr, "outbox:", err)
+		cancel()
+		st.close()
+		os.Exit(1)
+	}
+}
