@@ -55,7 +55,7 @@ func provideBus(p busParams) (*Bus, error) {
 	}, p.Routes, p.Subscriptions)
 }
 
-// Outboxed, provided in the graph (the outbox module does), sets
+// Outboxed is a marker: provided in the graph (the outbox module does), it sets
 // Config.Outbox: routed events go through the outbox, never published
 // directly.
 type Outboxed struct{}

@@ -211,7 +211,7 @@ func TestInboxHandlesOnce(t *testing.T) {
 					return errors.New("no transaction for an inbound message")
 				}
 				n, _ := calls.LoadOrStore(e.ID, new(int))
-				*(n.(*int))++
+				*n.(*int)++
 				return nil
 			})),
 		)
@@ -225,7 +225,7 @@ func TestInboxHandlesOnce(t *testing.T) {
 		deliver("0195f000-0000-7000-8000-000000000001")
 		deliver("0195f000-0000-7000-8000-000000000002")
 		n, _ := calls.Load(5)
-		assert.Equal(t, 2, *(n.(*int)), "once per message id")
+		assert.Equal(t, 2, *n.(*int), "once per message id")
 		assert.Equal(t, 2, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_inbox"))
 	})
 }

@@ -93,7 +93,7 @@ func sqliteSetup() (*setup, error) {
 	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 16, Persistent: true, BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
 	return &setup{
 		orders: orders, billing: billing,
-		broker: func(string) (message.Publisher, message.Subscriber) { return gc, gc },
+		broker:      func(string) (message.Publisher, message.Subscriber) { return gc, gc },
 		topic:       "orders",
 		syncPublish: true,
 		close: func() {
@@ -140,11 +140,23 @@ func serverSetup(pgDSN, natsURL string) (*setup, error) {
 		orders: orders, billing: billing,
 		topic: "orders_" + suffix,
 		broker: func(service string) (message.Publisher, message.Subscriber) {
-			js := wnats.JetStreamConfig{AutoProvision: true, DurablePrefix: service,
-				SubscribeOptions: []nc.SubOpt{nc.DeliverAll(), nc.AckExplicit(), nc.ManualAck()}}
+			js := wnats.JetStreamConfig{
+				AutoProvision: true,
+				DurablePrefix: service,
+				// ManualAck: without it a message the subscriber gave up
+				// on is acknowledged anyway, and lost (see fxbus).
+				SubscribeOptions: []nc.SubOpt{nc.DeliverAll(), nc.AckExplicit(), nc.ManualAck()},
+			}
 			pub, _ := wnats.NewPublisher(wnats.PublisherConfig{URL: natsURL, Marshaler: &wnats.NATSMarshaler{}, JetStream: js}, watermill.NopLogger{})
-			sub, _ := wnats.NewSubscriber(wnats.SubscriberConfig{URL: natsURL, QueueGroupPrefix: service, SubscribersCount: 1,
-				AckWaitTimeout: 30 * time.Second, CloseTimeout: 5 * time.Second, Unmarshaler: &wnats.NATSMarshaler{}, JetStream: js}, watermill.NopLogger{})
+			sub, _ := wnats.NewSubscriber(wnats.SubscriberConfig{
+				URL:              natsURL,
+				QueueGroupPrefix: service,
+				SubscribersCount: 1,
+				AckWaitTimeout:   30 * time.Second,
+				CloseTimeout:     5 * time.Second,
+				Unmarshaler:      &wnats.NATSMarshaler{},
+				JetStream:        js,
+			}, watermill.NopLogger{})
 			closers = append(closers, func() { _ = sub.Close(); _ = pub.Close() })
 			return pub, sub
 		},
