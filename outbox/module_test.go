@@ -62,7 +62,9 @@ func TestModule(t *testing.T) {
 func TestTwoRelays(t *testing.T) {
 	t.Parallel()
 	d := openDatabase(t, fxoutbox.PostgreSQL)
-	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1024, Persistent: true}, watermill.NopLogger{})
+	// Blocking until acknowledged: GoChannel delivers each message on a
+	// goroutine of its own, and only waiting keeps their order.
+	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1024, Persistent: true, BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
 	t.Cleanup(func() { _ = gc.Close() })
 	const topics, perTopic = 4, 50
 	var (
