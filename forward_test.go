@@ -74,7 +74,7 @@ func TestEmitted(t *testing.T) {
 // does not leave again; a failed handler's events never leave.
 func TestForwarder(t *testing.T) {
 	t.Parallel()
-	for name, cfg := range map[string]fxcqrs.Config{"limit 1": limit(1), "limit 3": limit(3), "sequential": sequential()} {
+	for name, cfg := range eventModes() {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			rec := &recorder{}

@@ -65,6 +65,12 @@ func limit(n int) fxcqrs.Config {
 	return fxcqrs.Config{Events: fxcqrs.EventConfig{MaxConcurrentHandlers: n}}
 }
 
+// eventModes are the ways Config.Events can process events, for tests
+// that must hold in each.
+func eventModes() map[string]fxcqrs.Config {
+	return map[string]fxcqrs.Config{"limit 1": limit(1), "limit 3": limit(3), "sequential": sequential()}
+}
+
 func sequential() fxcqrs.Config {
 	return fxcqrs.Config{Events: fxcqrs.EventConfig{Sequential: true}}
 }

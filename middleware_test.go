@@ -383,11 +383,7 @@ func TestTimeoutBoundsRetries(t *testing.T) {
 // committed before any in-process event handler runs.
 func TestEventsRunAfterTheChainReturns(t *testing.T) {
 	t.Parallel()
-	for name, cfg := range map[string]fxcqrs.Config{
-		"limit 1":    limit(1),
-		"limit 3":    limit(3),
-		"sequential": sequential(),
-	} {
+	for name, cfg := range eventModes() {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			var committed atomic.Bool

@@ -94,11 +94,7 @@ func polymorphicMediator(t *testing.T, cfg fxcqrs.Config, rec *recorder) *fxcqrs
 // every mode.
 func TestInterfaceTypedEvents(t *testing.T) {
 	t.Parallel()
-	for name, cfg := range map[string]fxcqrs.Config{
-		"limit 1":    limit(1),
-		"limit 3":    limit(3),
-		"sequential": sequential(),
-	} {
+	for name, cfg := range eventModes() {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			rec := &recorder{}

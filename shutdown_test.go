@@ -159,11 +159,7 @@ func TestBadInput(t *testing.T) {
 // reported.
 func TestNothingStartsAfterTheStopDeadline(t *testing.T) {
 	t.Parallel()
-	for name, cfg := range map[string]fxcqrs.Config{
-		"limit 1":    limit(1),
-		"limit 3":    limit(3),
-		"sequential": sequential(),
-	} {
+	for name, cfg := range eventModes() {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			var (
