@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"sync"
 	"time"
 )
@@ -272,76 +271,4 @@ func (b *breaker) trip(now time.Time) {
 func (b *breaker) reset(time.Time) {
 	b.state, b.streak, b.probes = BreakerClosed, 0, 0
 	b.window = [buckets]windowBucket{}
-}
-
-// Breaker is middleware that gives each handler it applies to a circuit
-// breaker of its own: while the breaker is open, calls and invocations
-// fail fast with an error matching [ErrBreakerOpen] without calling the
-// handler, or are answered by the handler's fallback (see [AsFallback]).
-// Scope it as any middleware ([ForKinds], [ForMessages]).
-//
-// The mediator checks a handler's breaker before its middleware chain and
-// records the chain's outcome, whatever the breaker's place among the
-// middleware: a whole series of retries ([Retry]), within its [Timeout],
-// is one outcome. A handler with a breaker and no other middleware stays
-// on the fast path. State changes are logged at warn level and reach the
-// [Observer] as BreakerStateChanged.
-func Breaker(cfg BreakerConfig) Middleware {
-	return &breakers{cfg: cfg}
-}
-
-// breakers is the Breaker middleware: its config, and a breaker per
-// handler once the mediator has registered them.
-type breakers struct {
-	cfg BreakerConfig
-}
-
-// Handle runs next: the mediator takes breakers out of the chain at
-// registration and checks them itself, so this only runs when the
-// middleware is called directly.
-func (bs *breakers) Handle(ctx context.Context, _ Call, next Next) (any, error) {
-	return next(ctx)
-}
-
-func (bs *breakers) appliesTo(Kind, reflect.Type) bool { return true }
-
-// breakerOf unwraps mw to a Breaker middleware, if it is one.
-func breakerOf(mw Middleware) (*breakers, bool) {
-	for {
-		switch w := mw.(type) {
-		case *breakers:
-			return w, true
-		case *wrapped:
-			mw = w.Middleware
-		default:
-			return nil, false
-		}
-	}
-}
-
-// liftBreaker takes the Breaker middleware out of chain: it returns the
-// chain without it (nil when nothing is left) and its config.
-func liftBreaker(chain []Middleware) ([]Middleware, *BreakerConfig, error) {
-	var (
-		kept []Middleware
-		cfg  *BreakerConfig
-		errs []error
-	)
-	for _, mw := range chain {
-		bs, ok := breakerOf(mw)
-		if !ok {
-			kept = append(kept, mw)
-			continue
-		}
-		if cfg != nil {
-			errs = append(errs, errors.New("two Breaker middleware apply to one handler"))
-			continue
-		}
-		if err := bs.cfg.Validate(); err != nil {
-			errs = append(errs, err)
-		}
-		c := bs.cfg.withDefaults()
-		cfg = &c
-	}
-	return kept, cfg, errors.Join(errs...)
 }

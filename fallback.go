@@ -1,16 +1,13 @@
 package fxcqrs
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
-	"sync/atomic"
 
 	"github.com/fxcqrs/fxcqrs/internal/engine"
 	"go.uber.org/fx"
-	"go.uber.org/zap"
 )
 
 // A fallback answers in its primary handler's place when the primary fails
@@ -153,92 +150,6 @@ func fallbackShape(t reflect.Type, event bool) (handlerSpec, error) {
 	return handlerSpec{}, fmt.Errorf("%s has no Handle method of a request, command or stream handler: %w", typeName(t), errs[0])
 }
 
-// guard is what stands around one handler: its circuit breaker and its
-// fallback, either of them optional.
-type guard struct {
-	breaker  *breaker
-	fallback *fallback
-}
-
-// breakerOrNil returns g's breaker, nil when g or its breaker is.
-func (g *guard) breakerOrNil() *breaker {
-	if g == nil {
-		return nil
-	}
-	return g.breaker
-}
-
-type fallback struct {
-	handler any
-	name    string
-	accepts func(error) bool
-	event   engine.Handler // event fallbacks, for the engine's typed call
-	typed   atomic.Value   // request, command and stream fallbacks: see typedFallback
-}
-
-// typedFallback returns g's fallback as an H, kept after the first call
-// as typedHandler keeps a primary.
-func typedFallback[H any](fb *fallback) H {
-	if p, ok := fb.typed.Load().(*H); ok {
-		return *p
-	}
-	h := fb.handler.(H) // registration checked the shape
-	fb.typed.Store(&h)
-	return h
-}
-
-// answers reports whether fb answers for the primary's err under ctx.
-func (fb *fallback) answers(ctx context.Context, err error) bool {
-	switch {
-	case ctx.Err() != nil:
-		return false // the caller's cancellation
-	case errors.Is(err, ErrBreakerOpen):
-		return true
-	case !countsAsFailure(err):
-		return false
-	case fb.accepts == nil:
-		return true
-	}
-	return fb.accepts(err)
-}
-
-// guarded runs primary through g's breaker and, when it fails in a way
-// the fallback answers for, runs the fallback instead, in the same frame,
-// the primary's events discarded. It reports the fallback used, if any.
-func guarded[Res any](m *Mediator, f *engine.Frame, g *guard, handler string,
-	primary, fallback func(context.Context) (Res, error),
-) (res Res, used FallbackUsed, err error) {
-	if g == nil {
-		res, err = primary(f)
-		return res, used, err
-	}
-	mark := 0
-	if g.fallback != nil {
-		mark = f.Mark()
-	}
-	if g.breaker == nil || g.breaker.allow() {
-		res, err = primary(f)
-		if g.breaker != nil {
-			g.breaker.done(err)
-		}
-	} else {
-		err = fmt.Errorf("fxcqrs: %s: %w", handler, ErrBreakerOpen)
-	}
-	if err == nil || g.fallback == nil || !g.fallback.answers(f, err) {
-		return res, used, err
-	}
-	f.Truncate(mark) // the primary failed: its events go with it
-	used = FallbackUsed{Handler: g.fallback.name, Cause: err}
-	m.log.Warn("fallback answers for its primary",
-		zap.String("handler", handler), zap.String("fallback", g.fallback.name), zap.Error(err))
-	var fbErr error
-	res, fbErr = fallback(f)
-	if fbErr != nil {
-		return res, used, &FallbackError{Primary: err, Fallback: fbErr}
-	}
-	return res, used, nil
-}
-
 // addFallbacks attaches each fallback to the handlers it backs, and reports
 // every problem at once.
 func (m *Mediator) addFallbacks(specs []fallbackSpec) error {
@@ -313,40 +224,4 @@ func (m *Mediator) addEventFallback(s fallbackSpec, spec handlerSpec, fb *fallba
 		h.guard.fallback = fb
 	}
 	return nil
-}
-
-// addBreakers takes the Breaker middleware out of every handler's chain
-// and gives the handler a breaker of its own.
-func (m *Mediator) addBreakers() error {
-	var errs []error
-	lift := func(chain []Middleware, g **guard, handler, message string) []Middleware {
-		kept, cfg, err := liftBreaker(chain)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", handler, err))
-		}
-		if cfg == nil {
-			return chain
-		}
-		if *g == nil {
-			*g = &guard{}
-		}
-		(*g).breaker = newBreaker(*cfg, handler, func(from, to BreakerState) {
-			m.log.Warn("circuit breaker "+to.String(),
-				zap.String("handler", handler), zap.String("messageType", message), zap.Stringer("from", from))
-			if m.obs != nil {
-				m.obs.BreakerStateChanged(context.Background(), BreakerStateChanged{Handler: handler, MessageType: message, From: from, To: to})
-			}
-		})
-		return kept
-	}
-	for _, e := range m.reg.handlers {
-		e.chain = lift(e.chain, &e.guard, e.name, e.msgName)
-		e.enders = endersOf(e.chain)
-	}
-	for _, hs := range m.reg.events {
-		for _, h := range hs {
-			h.chain = lift(h.chain, &h.guard, h.Name, h.msgName)
-		}
-	}
-	return errors.Join(errs...)
 }
