@@ -1,0 +1,390 @@
+package fxoutbox_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/fxcqrs/fxcqrs"
+	fxbus "github.com/fxcqrs/fxcqrs/bus"
+	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	nc "github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The crash test: a producer process (this test binary, re-executed) runs
+// commands under the unit of work while its relay forwards; it is killed
+// with SIGKILL at random moments, five times, restarted each time, and
+// finally left to drain. Every fifth command fails on purpose after
+// writing, so its transaction rolls back. Afterwards: every committed
+// order was delivered, no rolled-back one ever was, and after the inbox
+// each order's effect happened exactly once. Raw duplicates are counted:
+// a kill between the broker's acknowledgement and the row's delete sends
+// that row again, at most one per kill and topic (the relay sends one row
+// at a time).
+//
+// Over a real broker the consumer lives in this process; with SQLite and
+// the in-process broker it lives in the producer (the broker dies with
+// it), and the relay's redelivery after a restart is what brings the lost
+// messages back.
+
+const crashRounds = 5
+
+func TestCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the crash test kills processes; not with -short")
+	}
+	t.Parallel()
+	t.Run("postgresql+nats", func(t *testing.T) {
+		t.Parallel()
+		crash(t, openDatabase(t, fxoutbox.PostgreSQL), true)
+	})
+	t.Run("mysql+nats", func(t *testing.T) {
+		t.Parallel()
+		crash(t, openDatabase(t, fxoutbox.MySQL), true)
+	})
+	t.Run("sqlite+in-process", func(t *testing.T) {
+		t.Parallel()
+		crash(t, openDatabase(t, fxoutbox.SQLite), false)
+	})
+}
+
+// crashTables adds the test's own tables: orders (the producer's writes),
+// effects (the consumer's, once per order thanks to the inbox), and
+// deliveries (every delivery, duplicates included).
+func crashTables(t testing.TB, db *sql.DB) {
+	t.Helper()
+	for _, ddl := range []string{
+		"CREATE TABLE orders (id BIGINT PRIMARY KEY)",
+		"CREATE TABLE effects (order_id BIGINT NOT NULL)",
+		"CREATE TABLE deliveries (order_id BIGINT NOT NULL)",
+	} {
+		_, err := db.Exec(ddl)
+		require.NoError(t, err)
+	}
+}
+
+func crash(t *testing.T, d database, overNATS bool) {
+	crashTables(t, d.db)
+	dsn := databaseDSN(t, d)
+	topic := fmt.Sprintf("crash_%d", rand.Uint32())
+	natsURL := ""
+	if overNATS {
+		natsURL = env("FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
+		u, err := url.Parse(natsURL)
+		require.NoError(t, err)
+		reachable(t, "FXCQRS_NATS_URL", u.Host)
+		provisionNATS(t, natsURL, topic)
+		stop := consume(t, d, natsURL, topic)
+		defer stop()
+	}
+	child := func(mode string, round int) *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.v")
+		cmd.Env = append(os.Environ(),
+			"FXCQRS_CRASH_CHILD="+mode,
+			"FXCQRS_CRASH_DIALECT="+d.dialect.String(),
+			"FXCQRS_CRASH_DSN="+dsn,
+			"FXCQRS_CRASH_NATS="+natsURL,
+			"FXCQRS_CRASH_TOPIC="+topic,
+			"FXCQRS_CRASH_FROM="+strconv.Itoa(round*1_000_000),
+		)
+		return cmd
+	}
+	for round := 1; round <= crashRounds; round++ {
+		cmd := child("produce", round)
+		require.NoError(t, cmd.Start())
+		// A random moment: mid-transaction, mid-publish, mid-delete.
+		time.Sleep(time.Duration(150+rand.IntN(350)) * time.Millisecond)
+		require.NoError(t, cmd.Process.Kill()) // SIGKILL
+		_ = cmd.Wait()
+	}
+	drain := child("drain", 0)
+	out, err := drain.CombinedOutput()
+	require.NoError(t, err, "drain: %s", out)
+
+	committed := ids(t, d.db, "SELECT id FROM orders")
+	require.NotEmpty(t, committed)
+	if overNATS {
+		waitFor(t, func() bool { return len(ids(t, d.db, "SELECT DISTINCT order_id FROM effects")) >= len(committed) })
+	}
+	effects := ids(t, d.db, "SELECT order_id FROM effects")
+	deliveries := ids(t, d.db, "SELECT order_id FROM deliveries")
+
+	committedSet := map[int64]bool{}
+	for _, id := range committed {
+		assert.NotZero(t, id%5, "order %d was to roll back, and committed", id)
+		committedSet[id] = true
+	}
+	perOrder := map[int64]int{}
+	for _, id := range effects {
+		perOrder[id]++
+	}
+	for _, id := range committed {
+		assert.Equal(t, 1, perOrder[id], "order %d: its effect exactly once", id)
+	}
+	for id := range perOrder {
+		assert.True(t, committedSet[id], "order %d was never committed, yet delivered", id)
+	}
+	seen := map[int64]bool{}
+	dups := 0
+	for _, id := range deliveries {
+		assert.True(t, committedSet[id], "a delivery of order %d, which never committed", id)
+		if seen[id] {
+			dups++
+		}
+		seen[id] = true
+	}
+	assert.Len(t, seen, len(committed), "every committed order delivered")
+	assert.LessOrEqual(t, dups, crashRounds, "at most one duplicate per kill (one row at a time, one topic)")
+	t.Logf("%d kills: %d orders committed, %d delivered, %d raw duplicates, %d effects", crashRounds, len(committed), len(seen), dups, len(effects))
+}
+
+// databaseDSN returns how a child process reaches the test's database.
+func databaseDSN(t testing.TB, d database) string {
+	t.Helper()
+	var dsn string
+	switch d.dialect {
+	case fxoutbox.PostgreSQL:
+		require.NoError(t, d.db.QueryRow("SELECT current_schema()").Scan(&dsn))
+		u, err := url.Parse(env("FXCQRS_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"))
+		require.NoError(t, err)
+		q := u.Query()
+		q.Set("search_path", dsn)
+		u.RawQuery = q.Encode()
+		return u.String()
+	case fxoutbox.MySQL:
+		require.NoError(t, d.db.QueryRow("SELECT DATABASE()").Scan(&dsn))
+		base := env("FXCQRS_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test?parseTime=true")
+		return replaceDB(base, dsn)
+	}
+	require.NoError(t, d.db.QueryRow("PRAGMA database_list").Scan(new(int), new(string), &dsn))
+	return "file:" + dsn + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)"
+}
+
+func replaceDB(dsn, name string) string {
+	slash := -1
+	for i := len(dsn) - 1; i >= 0; i-- {
+		if dsn[i] == '/' {
+			slash = i
+			break
+		}
+	}
+	q := ""
+	for i := slash; i < len(dsn); i++ {
+		if dsn[i] == '?' {
+			q = dsn[i:]
+			break
+		}
+	}
+	return dsn[:slash+1] + name + q
+}
+
+func ids(t testing.TB, db *sql.DB, query string) []int64 {
+	t.Helper()
+	rows, err := db.Query(query)
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var id int64
+		require.NoError(t, rows.Scan(&id))
+		out = append(out, id)
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 60s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// provisionNATS makes the topic's stream and the consumer group's durable
+// consumer ahead (see the bus module's documentation on why).
+func provisionNATS(t testing.TB, addr, topic string) {
+	t.Helper()
+	conn, err := nc.Connect(addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	js, err := conn.JetStream()
+	require.NoError(t, err)
+	_, err = js.AddStream(&nc.StreamConfig{Name: topic, Subjects: []string{topic}})
+	require.NoError(t, err)
+	_, err = js.AddConsumer(topic, &nc.ConsumerConfig{
+		Durable: "billing", DeliverSubject: nc.NewInbox(), DeliverGroup: "billing",
+		DeliverPolicy: nc.DeliverAllPolicy, AckPolicy: nc.AckExplicitPolicy, AckWait: 2 * time.Second,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		conn, err := nc.Connect(addr)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		if js, err := conn.JetStream(); err == nil {
+			_ = js.DeleteStream(topic)
+		}
+	})
+}
+
+func natsPubSub(addr string) (message.Publisher, message.Subscriber, error) {
+	js := wnats.JetStreamConfig{
+		DurablePrefix:    "billing",
+		SubscribeOptions: []nc.SubOpt{nc.DeliverAll(), nc.AckExplicit(), nc.ManualAck(), nc.AckWait(2 * time.Second)},
+	}
+	pub, err := wnats.NewPublisher(wnats.PublisherConfig{URL: addr, Marshaler: &wnats.NATSMarshaler{}, JetStream: js}, watermill.NopLogger{})
+	if err != nil {
+		return nil, nil, err
+	}
+	sub, err := wnats.NewSubscriber(wnats.SubscriberConfig{
+		URL: addr, QueueGroupPrefix: "billing", SubscribersCount: 1,
+		AckWaitTimeout: 5 * time.Second, CloseTimeout: 5 * time.Second,
+		Unmarshaler: &wnats.NATSMarshaler{}, JetStream: js,
+	}, watermill.NopLogger{})
+	return pub, sub, err
+}
+
+// billing is the consumer: with the inbox, each order's effect is
+// recorded once; every delivery is recorded apart, duplicates included.
+func billing(db *sql.DB, d fxoutbox.Dialect) fxcqrs.Option {
+	return fxcqrs.WithEventHandlers(eventFunc[OrderPlaced](func(ctx context.Context, e OrderPlaced) error {
+		if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, d.Rebind("INSERT INTO effects (order_id) VALUES (?)"), e.ID); err != nil {
+			return err
+		}
+		return nil
+	}))
+}
+
+// deliveryLog records each delivery outside any transaction, before the
+// inbox decides: the raw count, duplicates included.
+func deliveryLog(db *sql.DB, d fxoutbox.Dialect) fxcqrs.Middleware {
+	return fxcqrs.ForKinds(fxcqrs.MiddlewareFunc(func(ctx context.Context, call fxcqrs.Call, next fxcqrs.Next) (any, error) {
+		if e, ok := call.Message.(OrderPlaced); ok && fxbus.MessageID(ctx) != "" {
+			if _, err := db.ExecContext(ctx, d.Rebind("INSERT INTO deliveries (order_id) VALUES (?)"), e.ID); err != nil {
+				return nil, err
+			}
+		}
+		return next(ctx)
+	}), fxcqrs.KindEvent)
+}
+
+// consume runs the consumer in this process, over NATS.
+func consume(t *testing.T, d database, addr, topic string) (stop func()) {
+	t.Helper()
+	pub, sub, err := natsPubSub(addr)
+	require.NoError(t, err)
+	b, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub, Outbox: true}, nil,
+		[]fxbus.Subscription{fxbus.NewSubscription[OrderPlaced](topic)})
+	require.NoError(t, err)
+	o, err := fxoutbox.New(d.db, b, fxoutbox.Config{Dialect: d.dialect, Inbox: true}, nil)
+	require.NoError(t, err)
+	m, err := fxcqrs.New(fxcqrs.Config{}, billing(d.db, d.dialect),
+		fxcqrs.WithMiddleware(deliveryLog(d.db, d.dialect), o.UnitOfWork()), fxcqrs.WithForwarder(b))
+	require.NoError(t, err)
+	require.NoError(t, b.Start(context.Background(), m))
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			_ = b.Stop(context.Background())
+			_ = m.Stop(context.Background())
+			_ = sub.Close()
+			_ = pub.Close()
+		})
+	}
+}
+
+// TestCrashChild is the producer process of TestCrash; it does nothing
+// unless TestCrash started it.
+func TestCrashChild(t *testing.T) {
+	mode := os.Getenv("FXCQRS_CRASH_CHILD")
+	if mode == "" {
+		t.Skip("started by TestCrash only")
+	}
+	dialect := map[string]fxoutbox.Dialect{"postgresql": fxoutbox.PostgreSQL, "mysql": fxoutbox.MySQL, "sqlite": fxoutbox.SQLite}[os.Getenv("FXCQRS_CRASH_DIALECT")]
+	driver := map[fxoutbox.Dialect]string{fxoutbox.PostgreSQL: "pgx", fxoutbox.MySQL: "mysql", fxoutbox.SQLite: "sqlite"}[dialect]
+	db, err := sql.Open(driver, os.Getenv("FXCQRS_CRASH_DSN"))
+	require.NoError(t, err)
+	defer db.Close()
+	topic := os.Getenv("FXCQRS_CRASH_TOPIC")
+
+	var (
+		pub  message.Publisher
+		sub  message.Subscriber
+		subs []fxbus.Subscription
+		opts []fxcqrs.Option
+	)
+	if addr := os.Getenv("FXCQRS_CRASH_NATS"); addr != "" {
+		var unused message.Subscriber
+		pub, unused, err = natsPubSub(addr)
+		require.NoError(t, err)
+		_ = unused.Close() // the consumer is the parent's
+	} else {
+		// The in-process broker: the consumer lives here, and dies here.
+		gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 16, Persistent: true, BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
+		pub, sub = gc, gc
+		subs = []fxbus.Subscription{fxbus.NewSubscription[OrderPlaced](topic)}
+		opts = append(opts, billing(db, dialect), fxcqrs.WithMiddleware(deliveryLog(db, dialect)))
+	}
+	b, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub, Outbox: true},
+		[]fxbus.Routing{fxbus.NewRoute[OrderPlaced](topic)}, subs)
+	require.NoError(t, err)
+	// A short lease: each round's relay waits for the killed one's to
+	// expire before it takes the topic over.
+	o, err := fxoutbox.New(db, b, fxoutbox.Config{Dialect: dialect, Inbox: true, Relay: fxoutbox.RelayConfig{
+		PollInterval: 20 * time.Millisecond,
+		Lease:        500 * time.Millisecond,
+	}}, nil)
+	require.NoError(t, err)
+	opts = append(opts,
+		fxcqrs.WithForwarder(b),
+		fxcqrs.WithMiddleware(o.UnitOfWork()),
+		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
+			if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, dialect.Rebind("INSERT INTO orders (id) VALUES (?)"), c.ID); err != nil {
+				return err
+			}
+			fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID})
+			if c.ID%5 == 0 {
+				return errors.New("rolled back on purpose")
+			}
+			return nil
+		})),
+	)
+	m, err := fxcqrs.New(fxcqrs.Config{}, opts...)
+	require.NoError(t, err)
+	require.NoError(t, o.Start(context.Background()))
+	if sub != nil {
+		require.NoError(t, b.Start(context.Background(), m))
+	}
+	if mode == "drain" {
+		waitFor(t, func() bool { return count(t, db, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0 })
+		_ = b.Stop(context.Background())
+		_ = o.Stop(context.Background())
+		_ = m.Stop(context.Background())
+		_ = pub.Close()
+		return
+	}
+	from, _ := strconv.Atoi(os.Getenv("FXCQRS_CRASH_FROM"))
+	for id := from; ; id++ { // until killed
+		_ = fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: id})
+	}
+}
