@@ -21,13 +21,13 @@ import (
 // natsServer runs a NATS server with JetStream of the test's own, on
 // loopback, keeping its store across restarts.
 type natsServer struct {
-	t     *testing.T
+	t     testing.TB
 	opts  *server.Options
 	s     *server.Server
 	store string
 }
 
-func startNATS(t *testing.T) *natsServer {
+func startNATS(t testing.TB) *natsServer {
 	t.Helper()
 	n := &natsServer{t: t, store: t.TempDir()}
 	n.opts = &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: n.store, NoSigs: true, NoLog: true}
