@@ -82,6 +82,22 @@ func (o *Outbox) UnitOfWork() fxcqrs.Middleware {
 	return fxcqrs.ForKinds(o.uow, fxcqrs.KindCommand, fxcqrs.KindEvent)
 }
 
+// Stats counts what the relay did since it started.
+type Stats struct {
+	// Sent is the rows published and deleted.
+	Sent uint64
+	// DeadLettered is the rows moved to the dead letter table: watch it.
+	DeadLettered uint64
+	// PublishFailures is the publishes the broker refused, each retried
+	// later (the rows waited).
+	PublishFailures uint64
+}
+
+// Stats returns the relay's counters, for metrics.
+func (o *Outbox) Stats() Stats {
+	return Stats{Sent: o.relay.sent.Load(), DeadLettered: o.relay.deadLettered.Load(), PublishFailures: o.relay.failures.Load()}
+}
+
 // Start starts the relay.
 func (o *Outbox) Start(context.Context) error {
 	o.relay.start()

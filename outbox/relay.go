@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -34,6 +35,8 @@ type relay struct {
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
+
+	sent, deadLettered, failures atomic.Uint64
 }
 
 // RelayConfig configures the relay. Every field is optional.
@@ -258,12 +261,14 @@ func (r *relay) send(ctx context.Context, topic string) (int, error) {
 				}
 				continue
 			}
+			r.failures.Add(1)
 			return sent, fmt.Errorf("publish to %s: %w", topic, err)
 		}
 		if _, err := r.db.ExecContext(ctx, r.q.deleteRow, rows[i].id); err != nil {
 			return sent, err // published, still in the outbox: sent again, at least once
 		}
 		sent++
+		r.sent.Add(1)
 	}
 	return sent, nil
 }
@@ -299,7 +304,11 @@ func (r *relay) deadLetter(ctx context.Context, topic string, rw row, cause erro
 	if _, err := tx.ExecContext(ctx, r.q.deleteRow, rw.id); err != nil {
 		return errors.Join(err, rollback(tx))
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	r.deadLettered.Add(1)
+	return nil
 }
 
 func (r *relay) releaseLeases() {
