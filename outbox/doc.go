@@ -32,7 +32,10 @@
 // sending one topic twice as a matter of course; a relay that dies leaves
 // its topics to the others when the lease expires (the replicas' clocks
 // must roughly agree). Order is per topic, by id: the order of the rows'
-// first write, not of their commit. Broker and connection failures are
+// first write, not of their commit: a PostgreSQL BIGSERIAL and a MySQL or
+// MariaDB AUTO_INCREMENT value is taken when the row is inserted, so a
+// transaction that inserted first and committed last is sent last; SQLite
+// runs one writer at a time, so there the two orders agree. Broker and connection failures are
 // retried with backoff while rows wait; only a failure that
 // RelayConfig.Undeliverable blames on the message moves its row to the
 // dead letter table, with an error log.

@@ -31,6 +31,10 @@ type Config struct {
 	// runs without one, and the routed follow-ups it emitted are written
 	// in a transaction of their own after it returns.
 	EventTransactions bool `json:"eventTransactions" yaml:"eventTransactions"`
+	// Requests wraps requests (queries, Send) in a unit of work too.
+	// Default false: queries rarely write. For a finer scope, register
+	// Outbox.Middleware yourself with fxcqrs.ForMessages.
+	Requests bool `json:"requests" yaml:"requests"`
 }
 
 // Outbox is the unit of work, the outbox and its relay, for one database
@@ -79,8 +83,16 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 // scoped to them with fxcqrs.ForKinds or fxcqrs.ForMessages; streams never
 // are.
 func (o *Outbox) UnitOfWork() fxcqrs.Middleware {
+	if o.cfg.Requests {
+		return fxcqrs.ForKinds(o.uow, fxcqrs.KindRequest, fxcqrs.KindCommand, fxcqrs.KindEvent)
+	}
 	return fxcqrs.ForKinds(o.uow, fxcqrs.KindCommand, fxcqrs.KindEvent)
 }
+
+// Middleware returns the unit of work unscoped (streams excepted), to
+// scope with fxcqrs.ForKinds or fxcqrs.ForMessages yourself, in place of
+// UnitOfWork.
+func (o *Outbox) Middleware() fxcqrs.Middleware { return o.uow }
 
 // Stats counts what the relay did since it started.
 type Stats struct {

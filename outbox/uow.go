@@ -39,6 +39,9 @@ type unitOfWork struct {
 func (u *unitOfWork) MiddlewareOrder() int { return OrderUnitOfWork }
 
 func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.Next) (any, error) {
+	if call.Kind == fxcqrs.KindStream {
+		return next(ctx) // a stream's items are not one unit of work
+	}
 	if outer := Tx(ctx); outer != nil {
 		// A call nested in another's unit of work joins it.
 		out, err := next(ctx)
