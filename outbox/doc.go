@@ -31,11 +31,14 @@
 // topic under a lease, so that several replicas relay side by side without
 // sending one topic twice as a matter of course; a relay that dies leaves
 // its topics to the others when the lease expires (the replicas' clocks
-// must roughly agree). Order is per topic, by id: the order of the rows'
-// first write, not of their commit: a PostgreSQL BIGSERIAL and a MySQL or
-// MariaDB AUTO_INCREMENT value is taken when the row is inserted, so a
-// transaction that inserted first and committed last is sent last; SQLite
-// runs one writer at a time, so there the two orders agree. Broker and connection failures are
+// must roughly agree). Order is per topic: the relay sends a topic's
+// committed rows in id order. Ids are taken when rows are inserted (a
+// PostgreSQL BIGSERIAL, a MySQL or MariaDB AUTO_INCREMENT), not when they
+// commit, so two overlapping transactions can commit against their ids'
+// order: when the relay has already sent the row with the higher id, the
+// lower one follows it. Within one transaction, and between transactions
+// that do not overlap, the order is the emit order. SQLite runs one writer
+// at a time: there ids follow commits. Broker and connection failures are
 // retried with backoff while rows wait; only a failure that
 // RelayConfig.Undeliverable blames on the message moves its row to the
 // dead letter table, with an error log.
