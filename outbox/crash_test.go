@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
 	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
@@ -22,6 +23,7 @@ import (
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	nc "github.com/nats-io/nats.go"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -49,18 +51,23 @@ func TestCrash(t *testing.T) {
 		t.Skip("the crash test kills processes; not with -short")
 	}
 	t.Parallel()
-	t.Run("postgresql+nats", func(t *testing.T) {
-		t.Parallel()
-		crash(t, openDatabase(t, fxoutbox.PostgreSQL), true)
-	})
-	t.Run("mysql+nats", func(t *testing.T) {
-		t.Parallel()
-		crash(t, openDatabase(t, fxoutbox.MySQL), true)
-	})
-	t.Run("sqlite+in-process", func(t *testing.T) {
-		t.Parallel()
-		crash(t, openDatabase(t, fxoutbox.SQLite), false)
-	})
+	for _, tc := range []struct {
+		dialect fxoutbox.Dialect
+		broker  string
+	}{
+		{fxoutbox.PostgreSQL, "nats"}, {fxoutbox.MySQL, "nats"},
+		{fxoutbox.PostgreSQL, "amqp"}, {fxoutbox.MySQL, "amqp"},
+		{fxoutbox.SQLite, ""},
+	} {
+		name := tc.dialect.String() + "+" + tc.broker
+		if tc.broker == "" {
+			name = tc.dialect.String() + "+in-process"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			crash(t, openDatabase(t, tc.dialect), tc.broker)
+		})
+	}
 }
 
 // crashTables adds the test's own tables: orders (the producer's writes),
@@ -78,18 +85,27 @@ func crashTables(t testing.TB, db *sql.DB) {
 	}
 }
 
-func crash(t *testing.T, d database, overNATS bool) {
+func crash(t *testing.T, d database, broker string) {
 	crashTables(t, d.db)
 	dsn := databaseDSN(t, d)
 	topic := fmt.Sprintf("crash_%d", rand.Uint32())
-	natsURL := ""
-	if overNATS {
-		natsURL = env("FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
-		u, err := url.Parse(natsURL)
+	addr := ""
+	switch broker {
+	case "nats":
+		addr = env("FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
+		u, err := url.Parse(addr)
 		require.NoError(t, err)
 		reachable(t, "FXCQRS_NATS_URL", u.Host)
-		provisionNATS(t, natsURL, topic)
-		stop := consume(t, d, natsURL, topic)
+		provisionNATS(t, addr, topic)
+	case "amqp":
+		addr = env("FXCQRS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+		u, err := url.Parse(addr)
+		require.NoError(t, err)
+		reachable(t, "FXCQRS_AMQP_URL", u.Host)
+		t.Cleanup(func() { forgetAMQP(addr, topic) })
+	}
+	if broker != "" {
+		stop := consume(t, d, broker, addr, topic)
 		defer stop()
 	}
 	child := func(mode string, round int) *exec.Cmd {
@@ -98,7 +114,8 @@ func crash(t *testing.T, d database, overNATS bool) {
 			"FXCQRS_CRASH_CHILD="+mode,
 			"FXCQRS_CRASH_DIALECT="+d.dialect.String(),
 			"FXCQRS_CRASH_DSN="+dsn,
-			"FXCQRS_CRASH_NATS="+natsURL,
+			"FXCQRS_CRASH_BROKER="+broker,
+			"FXCQRS_CRASH_ADDR="+addr,
 			"FXCQRS_CRASH_TOPIC="+topic,
 			"FXCQRS_CRASH_FROM="+strconv.Itoa(round*1_000_000),
 		)
@@ -118,7 +135,7 @@ func crash(t *testing.T, d database, overNATS bool) {
 
 	committed := ids(t, d.db, "SELECT id FROM orders")
 	require.NotEmpty(t, committed)
-	if overNATS {
+	if broker != "" {
 		waitFor(t, func() bool { return len(ids(t, d.db, "SELECT DISTINCT order_id FROM effects")) >= len(committed) })
 	}
 	effects := ids(t, d.db, "SELECT order_id FROM effects")
@@ -288,10 +305,39 @@ func deliveryLog(db *sql.DB, d fxoutbox.Dialect) fxcqrs.Middleware {
 	}), fxcqrs.KindEvent)
 }
 
-// consume runs the consumer in this process, over NATS.
-func consume(t *testing.T, d database, addr, topic string) (stop func()) {
+// brokerPubSub opens a publisher and a subscriber (of the billing group)
+// on broker at addr.
+func brokerPubSub(broker, addr string) (message.Publisher, message.Subscriber, error) {
+	if broker == "nats" {
+		return natsPubSub(addr)
+	}
+	cfg := wamqp.NewDurablePubSubConfig(addr, wamqp.GenerateQueueNameTopicNameWithSuffix("billing"))
+	pub, err := wamqp.NewPublisher(cfg, watermill.NopLogger{})
+	if err != nil {
+		return nil, nil, err
+	}
+	sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
+	return pub, sub, err
+}
+
+// forgetAMQP deletes the test's queue and exchange.
+func forgetAMQP(addr, topic string) {
+	conn, err := amqp.Dial(addr)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	if ch, err := conn.Channel(); err == nil {
+		_, _ = ch.QueueDelete(topic+"_billing", false, false, false)
+		_ = ch.ExchangeDelete(topic, false, false)
+		_ = ch.Close()
+	}
+}
+
+// consume runs the consumer in this process, over the broker.
+func consume(t *testing.T, d database, broker, addr, topic string) (stop func()) {
 	t.Helper()
-	pub, sub, err := natsPubSub(addr)
+	pub, sub, err := brokerPubSub(broker, addr)
 	require.NoError(t, err)
 	b, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub, Outbox: true}, nil,
 		[]fxbus.Subscription{fxbus.NewSubscription[OrderPlaced](topic)})
@@ -333,9 +379,9 @@ func TestCrashChild(t *testing.T) {
 		subs []fxbus.Subscription
 		opts []fxcqrs.Option
 	)
-	if addr := os.Getenv("FXCQRS_CRASH_NATS"); addr != "" {
+	if broker := os.Getenv("FXCQRS_CRASH_BROKER"); broker != "" {
 		var unused message.Subscriber
-		pub, unused, err = natsPubSub(addr)
+		pub, unused, err = brokerPubSub(broker, os.Getenv("FXCQRS_CRASH_ADDR"))
 		require.NoError(t, err)
 		_ = unused.Close() // the consumer is the parent's
 	} else {
