@@ -55,8 +55,10 @@ func TestCrash(t *testing.T) {
 		dialect fxoutbox.Dialect
 		broker  string
 	}{
-		{fxoutbox.PostgreSQL, "nats"}, {fxoutbox.MySQL, "nats"},
-		{fxoutbox.PostgreSQL, "amqp"}, {fxoutbox.MySQL, "amqp"},
+		{fxoutbox.PostgreSQL, "nats"},
+		{fxoutbox.MySQL, "nats"},
+		{fxoutbox.PostgreSQL, "amqp"},
+		{fxoutbox.MySQL, "amqp"},
 		{fxoutbox.SQLite, ""},
 	} {
 		name := tc.dialect.String() + "+" + tc.broker
