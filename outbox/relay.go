@@ -51,10 +51,11 @@ type RelayConfig struct {
 	// Lease is how long a relay owns a topic without renewing it. Default
 	// 30s.
 	Lease time.Duration `json:"lease" yaml:"lease"`
-	// RetryInitial and RetryMax bound the backoff while the broker
-	// refuses. Defaults 100ms and 10s.
+	// RetryInitial is the first wait after the broker refused. Default
+	// 100ms; it doubles up to RetryMax.
 	RetryInitial time.Duration `json:"retryInitial" yaml:"retryInitial"`
-	RetryMax     time.Duration `json:"retryMax" yaml:"retryMax"`
+	// RetryMax bounds the wait between tries. Default 10s.
+	RetryMax time.Duration `json:"retryMax" yaml:"retryMax"`
 	// Undeliverable says whether a publish error is the message's own (it
 	// is too large, the broker refuses it as invalid): such a row goes to
 	// the dead letter table, with an error log. Default: none is; every
