@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
+	"github.com/stretchr/testify/assert"
 )
 
 // The reliability harness: calls whose handlers follow a random plan
@@ -121,10 +122,36 @@ func newWorld(rates loadRates) *loadWorld {
 	return &loadWorld{rates: rates, seed: maphash.MakeSeed(), gauge: newGauge(), invs: map[invKey]*invRecord{}}
 }
 
-func newLoadWorld(t testing.TB, cfg fxcqrs.Config, rates loadRates) *loadWorld {
+func newLoadWorld(t testing.TB, cfg fxcqrs.Config, rates loadRates, opts ...fxcqrs.Option) *loadWorld {
 	w := newWorld(rates)
-	w.m = newMediator(t, cfg, fxcqrs.WithCommandHandlers(w.commandHandlers()...), fxcqrs.WithEventHandlers(w.eventHandlers()...))
+	w.m = newMediator(t, cfg, append(opts, fxcqrs.WithCommandHandlers(w.commandHandlers()...), fxcqrs.WithEventHandlers(w.eventHandlers()...))...)
 	return w
+}
+
+// waitingGauge is an observer's count of invocations waiting for a slot,
+// as the otel module keeps it: up when queued, down when a queued one
+// starts or is dropped. It must never go below zero and must end at zero.
+type waitingGauge struct {
+	fxcqrs.NopObserver
+	waiting  atomic.Int64
+	negative atomic.Bool
+}
+
+func (g *waitingGauge) InvocationQueued(context.Context, fxcqrs.InvocationQueued) {
+	g.waiting.Add(1)
+}
+
+func (g *waitingGauge) InvocationStarted(ctx context.Context, p fxcqrs.InvocationStarted) context.Context {
+	if p.Queued && g.waiting.Add(-1) < 0 {
+		g.negative.Store(true)
+	}
+	return ctx
+}
+
+func (g *waitingGauge) InvocationFinished(_ context.Context, p fxcqrs.InvocationFinished) {
+	if !p.Started && p.Queued && g.waiting.Add(-1) < 0 {
+		g.negative.Store(true)
+	}
 }
 
 func (w *loadWorld) commandHandlers() []any {
@@ -344,18 +371,33 @@ func TestLoad(t *testing.T) {
 	}
 	rates := loadRates{fail: 8, panic: 3, slow: 10, nested: 5, followUp: 25, maxFanOut: 6}
 	for _, tc := range []struct {
-		name  string
-		cfg   fxcqrs.Config
-		limit int
+		name     string
+		cfg      fxcqrs.Config
+		limit    int
+		observed bool
 	}{
-		{"limit 1", limit(1), 1},
-		{"limit 3", limit(3), 3},
-		{"limit 16", limit(16), 16},
-		{"sequential", sequential(), 0},
+		{"limit 1", limit(1), 1, false},
+		{"limit 3", limit(3), 3, false},
+		{"limit 16", limit(16), 16, false},
+		{"sequential", sequential(), 0, false},
+		// Under an observer, invocations that find a slot free reserve it
+		// when queued: the same accounting must hold, and the observer's
+		// waiting gauge must balance.
+		{"limit 1 observed", limit(1), 1, true},
+		{"limit 3 observed", limit(3), 3, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			w := newLoadWorld(t, tc.cfg, rates)
+			var opts []fxcqrs.Option
+			gauge := &waitingGauge{}
+			if tc.observed {
+				opts = append(opts, fxcqrs.WithObserver(gauge))
+				t.Cleanup(func() {
+					assert.False(t, gauge.negative.Load(), "the waiting gauge went below zero")
+					assert.Zero(t, gauge.waiting.Load(), "the waiting gauge did not return to zero")
+				})
+			}
+			w := newLoadWorld(t, tc.cfg, rates, opts...)
 			start := time.Now()
 			const workers = 32
 			var wg sync.WaitGroup
