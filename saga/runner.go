@@ -1,0 +1,213 @@
+package fxsaga
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs"
+	"github.com/google/uuid"
+)
+
+// Runner runs sagas on a mediator and a store.
+type Runner struct {
+	m     *fxcqrs.Mediator
+	store Store
+	cfg   Config
+	now   func() time.Time
+}
+
+// Config configures a Runner. Every field is optional.
+type Config struct {
+	// CompensationAttempts is how many times a compensation is tried before
+	// the saga is left Failed. Default 5.
+	CompensationAttempts int `json:"compensationAttempts" yaml:"compensationAttempts"`
+	// CompensationBackoff is the first wait between tries; it doubles.
+	// Default 100ms.
+	CompensationBackoff time.Duration `json:"compensationBackoff" yaml:"compensationBackoff"`
+}
+
+// NewRunner returns a runner whose steps run as calls of m (which must have
+// StepHandler registered) and whose sagas persist in store.
+func NewRunner(m *fxcqrs.Mediator, store Store, cfg Config) *Runner {
+	if cfg.CompensationAttempts <= 0 {
+		cfg.CompensationAttempts = 5
+	}
+	if cfg.CompensationBackoff <= 0 {
+		cfg.CompensationBackoff = 100 * time.Millisecond
+	}
+	return &Runner{m: m, store: store, cfg: cfg, now: time.Now}
+}
+
+// Run runs a new saga of s over c: its steps in order, each persisted with
+// the saga's state as it completes. When a step fails, the completed steps
+// are compensated in reverse, and Run returns an *Error saying which step
+// failed and what compensation did. It returns the final context.
+func Run[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (C, error) {
+	data, err := json.Marshal(c)
+	if err != nil {
+		return c, fmt.Errorf("fxsaga: saga %s: context: %w", s.name, err)
+	}
+	st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, Version: 1}
+	if err := r.store.Create(ctx, st); err != nil {
+		return c, err
+	}
+	return drive(ctx, r, s, st)
+}
+
+// Recover resumes every unfinished saga of s: forward if it had not begun
+// compensating, else compensation to the end. It returns each one's
+// outcome error joined.
+func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
+	states, err := r.store.Unfinished(ctx, s.name)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, st := range states {
+		if _, err := drive(ctx, r, s, st); err != nil {
+			var sagaErr *Error
+			if !errors.As(err, &sagaErr) || sagaErr.Status == Failed {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// drive takes a saga from its state to a final one.
+func drive[C any](ctx context.Context, r *Runner, s *Saga[C], st State) (C, error) {
+	var c C
+	if err := json.Unmarshal(st.Context, &c); err != nil {
+		return c, fmt.Errorf("fxsaga: saga %s: context: %w", st.ID, err)
+	}
+	var failed error
+	for st.Status == Running && st.Step < len(s.steps) {
+		i := st.Step
+		next := c
+		var saved State
+		err := r.call(ctx, st, i, "act", func(ctx context.Context) error {
+			if err := s.steps[i].Act(ctx, &next); err != nil {
+				return err
+			}
+			data, err := json.Marshal(next)
+			if err != nil {
+				return err
+			}
+			st2 := st
+			st2.Step, st2.Context, st2.Version = i+1, data, st.Version+1
+			if st2.Step == len(s.steps) {
+				st2.Status = Completed
+			}
+			if err := r.store.Save(ctx, st2); err != nil {
+				return err
+			}
+			saved = st2
+			return nil
+		})
+		if err == nil {
+			st = saved // only once the step's transaction committed
+		}
+		if errors.Is(err, ErrFenced) {
+			return c, err // another owner drives it now
+		}
+		if err != nil {
+			failed = err
+			st.Status, st.Error = Compensating, fmt.Sprintf("step %s: %v", s.names[i], err)
+			st.Step = i - 1 // the last completed step
+			st.Version++
+			if err := r.store.Save(ctx, st); err != nil {
+				return c, err
+			}
+			break
+		}
+		c = next
+	}
+	if st.Status == Completed {
+		return c, nil
+	}
+	return compensate(ctx, r, s, st, c, failed)
+}
+
+// compensate undoes the completed steps in reverse, from st.Step down.
+func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C, cause error) (C, error) {
+	failedStep := ""
+	if next := st.Step + 1; next >= 0 && next < len(s.names) {
+		failedStep = s.names[next]
+	}
+	if cause == nil {
+		cause = errors.New(st.Error) // recovered: the cause as persisted
+	}
+	for st.Step >= 0 {
+		i := st.Step
+		var lastErr error
+		wait := r.cfg.CompensationBackoff
+		for attempt := 1; attempt <= r.cfg.CompensationAttempts; attempt++ {
+			var saved State
+			lastErr = r.call(ctx, st, i, "compensate", func(ctx context.Context) error {
+				if err := s.steps[i].Compensate(ctx, &c); err != nil {
+					return err
+				}
+				st2 := st
+				st2.Step, st2.Version = i-1, st.Version+1
+				if st2.Step < 0 {
+					st2.Status = Compensated
+				}
+				if err := r.store.Save(ctx, st2); err != nil {
+					return err
+				}
+				saved = st2
+				return nil
+			})
+			if lastErr == nil {
+				st = saved
+			}
+			if lastErr == nil || errors.Is(lastErr, ErrFenced) {
+				break
+			}
+			if attempt < r.cfg.CompensationAttempts {
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					return c, ctx.Err() // left Compensating, consistent, for recovery
+				}
+				wait *= 2
+			}
+		}
+		if errors.Is(lastErr, ErrFenced) {
+			return c, lastErr
+		}
+		if lastErr != nil {
+			st.Status, st.Error, st.Version = Failed, fmt.Sprintf("%s; compensating %s: %v", st.Error, s.names[i], lastErr), st.Version+1
+			if err := r.store.Save(ctx, st); err != nil {
+				return c, err
+			}
+			return c, &Error{SagaID: st.ID, Step: failedStep, Err: cause, Status: Failed, Compensation: lastErr}
+		}
+	}
+	if st.Status != Compensated { // nothing was left to compensate
+		st.Status, st.Version = Compensated, st.Version+1
+		if err := r.store.Save(ctx, st); err != nil {
+			return c, err
+		}
+	}
+	return c, &Error{SagaID: st.ID, Step: failedStep, Err: cause, Status: Compensated}
+}
+
+// call runs one act or compensation as a mediator call, logged.
+func (r *Runner) call(ctx context.Context, st State, step int, action string, run func(context.Context) error) error {
+	key := st.ID + ":" + fmt.Sprint(step) + ":" + action
+	err := fxcqrs.Exec(context.WithValue(ctx, keyCtx{}, key), r.m, stepCall{run: run})
+	var evErr *fxcqrs.EventError
+	if errors.As(err, &evErr) {
+		err = nil // the step's own work committed; its events' failures are theirs
+	}
+	e := Entry{SagaID: st.ID, Step: step, Action: action, At: r.now()}
+	if err != nil {
+		e.Err = err.Error()
+	}
+	_ = r.store.Log(ctx, e)
+	return err
+}

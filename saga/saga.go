@@ -1,0 +1,206 @@
+package fxsaga
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs"
+)
+
+// Step is one step of a saga over its context C: an action and the
+// compensation that undoes it. Both receive the saga's context, which the
+// action may change; the saga keeps it between steps. A step is an
+// ordinary value (under fx, made by an ordinary constructor), and it may
+// Emit events: each call runs as a mediator call of its own.
+type Step[C any] interface {
+	// Act does the step's work.
+	Act(ctx context.Context, c *C) error
+	// Compensate undoes what Act did. It is retried with backoff and must
+	// be idempotent (see IdempotencyKey).
+	Compensate(ctx context.Context, c *C) error
+}
+
+// Status is where a saga is.
+type Status string
+
+// A saga's statuses. Running and Compensating are not final: recovery
+// resumes them. Compensating never acts again (strict backward recovery).
+const (
+	Running      Status = "RUNNING"
+	Compensating Status = "COMPENSATING"
+	Completed    Status = "COMPLETED"
+	Compensated  Status = "COMPENSATED"
+	Failed       Status = "FAILED"
+)
+
+// Final reports whether s is a final status.
+func (s Status) Final() bool { return s == Completed || s == Compensated || s == Failed }
+
+// Saga is a saga's definition: its name and its ordered steps. Make one
+// with Define.
+type Saga[C any] struct {
+	name  string
+	steps []Step[C]
+	names []string
+}
+
+// Define returns the saga called name with steps, run in order.
+func Define[C any](name string, steps ...Step[C]) *Saga[C] {
+	names := make([]string, len(steps))
+	for i, s := range steps {
+		names[i] = stepName(s)
+	}
+	return &Saga[C]{name: name, steps: steps, names: names}
+}
+
+func stepName(s any) string {
+	t := reflect.TypeOf(s)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t.Name()
+}
+
+// Name returns the saga's name.
+func (s *Saga[C]) Name() string { return s.name }
+
+// Mermaid renders the saga as a Mermaid flowchart: the actions in order,
+// each failure leading to the compensations of the steps before it, in
+// reverse.
+func (s *Saga[C]) Mermaid() string {
+	var b strings.Builder
+	b.WriteString("flowchart TD\n")
+	b.WriteString("    start([" + s.name + "])\n")
+	prev := "start"
+	for i, n := range s.names {
+		id := "act" + strconv.Itoa(i)
+		b.WriteString("    " + id + "[" + n + "]\n")
+		b.WriteString("    " + prev + " --> " + id + "\n")
+		prev = id
+	}
+	b.WriteString("    done([completed])\n    " + prev + " --> done\n")
+	for i, n := range s.names {
+		b.WriteString("    comp" + strconv.Itoa(i) + "[/compensate " + n + "/]\n")
+	}
+	for i := range s.names {
+		from := "act" + strconv.Itoa(i)
+		to := "compensated"
+		if i > 0 {
+			to = "comp" + strconv.Itoa(i-1)
+		}
+		b.WriteString("    " + from + " -. fails .-> " + to + "\n")
+	}
+	for i := len(s.names) - 1; i > 0; i-- {
+		b.WriteString("    comp" + strconv.Itoa(i) + " --> comp" + strconv.Itoa(i-1) + "\n")
+	}
+	if len(s.names) > 0 {
+		b.WriteString("    comp0 --> compensated\n")
+	}
+	b.WriteString("    compensated([compensated])\n")
+	return b.String()
+}
+
+// State is a saga's persisted state.
+type State struct {
+	ID      string          // the saga's id, a UUID
+	Name    string          // the saga's definition
+	Status  Status          // where it is
+	Step    int             // Running: the next step to act; Compensating: the next to compensate
+	Context json.RawMessage // the saga's context, as JSON
+	Version int64           // bumped by every save: a fencing token
+	Error   string          // why it compensates, or why it failed
+}
+
+// Entry is one line of a saga's log: an act or a compensation, and how it
+// ended.
+type Entry struct {
+	SagaID string    // whose
+	Step   int       // which step, by index
+	Action string    // "act" or "compensate"
+	Err    string    // "" when it succeeded
+	At     time.Time // when it ended
+}
+
+// ErrFenced is the error of a save by an owner that is no longer the
+// saga's: another saved since (it took the saga over). The step's
+// transaction rolls back with it.
+var ErrFenced = errors.New("fxsaga: the saga was saved by another owner since")
+
+// Store keeps sagas' states and logs. Save must fail with ErrFenced when
+// the stored version is not st.Version-1; under a unit of work it writes
+// in ctx's transaction, so that a step's writes and the saga's state
+// commit together.
+type Store interface {
+	// Create stores a new saga.
+	Create(ctx context.Context, st State) error
+	// Save stores st if the stored version is st.Version-1, else returns
+	// ErrFenced.
+	Save(ctx context.Context, st State) error
+	// Load returns a saga's state.
+	Load(ctx context.Context, id string) (State, error)
+	// Unfinished returns the sagas of the definition name that are not in
+	// a final status.
+	Unfinished(ctx context.Context, name string) ([]State, error)
+	// Log appends an entry to a saga's log.
+	Log(ctx context.Context, e Entry) error
+}
+
+// Error is a saga that did not complete: which step failed, and how its
+// compensation ended.
+type Error struct {
+	// SagaID is the saga's id.
+	SagaID string
+	// Step is the step that failed, by name.
+	Step string
+	// Err is the step's error.
+	Err error
+	// Status is Compensated when every completed step was compensated,
+	// Failed when a compensation kept failing.
+	Status Status
+	// Compensation is the last compensation error, for Failed.
+	Compensation error
+}
+
+// Error says which step failed and what compensation did.
+func (e *Error) Error() string {
+	s := fmt.Sprintf("fxsaga: saga %s: step %s failed: %v; %s", e.SagaID, e.Step, e.Err, strings.ToLower(string(e.Status)))
+	if e.Compensation != nil {
+		s += ": compensation failed: " + e.Compensation.Error()
+	}
+	return s
+}
+
+// Unwrap returns the step's error and the compensation's.
+func (e *Error) Unwrap() []error { return []error{e.Err, e.Compensation} }
+
+type keyCtx struct{}
+
+// IdempotencyKey returns the key of the act or compensation ctx belongs
+// to: the saga's id, the step's index and the kind ("act" or
+// "compensate"). The same on every attempt, a re-run after a crash
+// included: pass it to external systems so that they deduplicate.
+func IdempotencyKey(ctx context.Context) string {
+	k, _ := ctx.Value(keyCtx{}).(string)
+	return k
+}
+
+// stepCall runs one act or compensation as a mediator call, so that it can
+// Emit and a unit of work (the outbox's) wraps it.
+type stepCall struct {
+	run func(ctx context.Context) error
+}
+
+// StepHandler runs the saga's steps as commands: register it with the
+// mediator (Module does under fx).
+type StepHandler struct{}
+
+// Handle runs the step.
+func (StepHandler) Handle(ctx context.Context, c stepCall) error { return c.run(ctx) }
+
+var _ fxcqrs.CommandHandler[stepCall] = StepHandler{}

@@ -1,0 +1,259 @@
+package fxsaga_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs"
+	fxsaga "github.com/fxcqrs/fxcqrs/saga"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// Order is the saga's context.
+type Order struct {
+	ID       int
+	Reserved bool
+	Charged  int
+	Shipment string
+}
+
+// world records what the steps did to the outside, by idempotency key.
+type world struct {
+	mu       sync.Mutex
+	did      []string
+	keys     map[string]int
+	failAct  map[string]bool
+	failComp map[string]int // compensation failures left, per step
+}
+
+func newWorld() *world {
+	return &world{keys: map[string]int{}, failAct: map[string]bool{}, failComp: map[string]int{}}
+}
+
+func (w *world) record(ctx context.Context, what string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.did = append(w.did, what)
+	w.keys[fxsaga.IdempotencyKey(ctx)]++
+}
+
+func (w *world) history() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.did...)
+}
+
+// step is a saga step named for what it does to the world.
+type step struct {
+	name string
+	w    *world
+	act  func(*Order)
+}
+
+func (s step) Act(ctx context.Context, o *Order) error {
+	s.w.mu.Lock()
+	fail := s.w.failAct[s.name]
+	s.w.mu.Unlock()
+	if fail {
+		return errors.New(s.name + " refused")
+	}
+	s.act(o)
+	s.w.record(ctx, "act "+s.name)
+	return nil
+}
+
+func (s step) Compensate(ctx context.Context, _ *Order) error {
+	s.w.mu.Lock()
+	if s.w.failComp[s.name] != 0 {
+		if s.w.failComp[s.name] > 0 {
+			s.w.failComp[s.name]--
+		}
+		s.w.mu.Unlock()
+		return errors.New("undo " + s.name + " failed")
+	}
+	s.w.mu.Unlock()
+	s.w.record(ctx, "undo "+s.name)
+	return nil
+}
+
+// Reserve, Charge and Ship are distinct step types, as an application's
+// are.
+type (
+	Reserve struct{ step }
+	Charge  struct{ step }
+	Ship    struct{ step }
+)
+
+func orderSaga(w *world) *fxsaga.Saga[Order] {
+	return fxsaga.Define[Order]("order",
+		Reserve{step{"reserve", w, func(o *Order) { o.Reserved = true }}},
+		Charge{step{"charge", w, func(o *Order) { o.Charged = 1999 }}},
+		Ship{step{"ship", w, func(o *Order) { o.Shipment = fmt.Sprint("parcel-", o.ID) }}},
+	)
+}
+
+func newRunner(t *testing.T, store fxsaga.Store) *fxsaga.Runner {
+	t.Helper()
+	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
+	return fxsaga.NewRunner(m, store, fxsaga.Config{CompensationAttempts: 3, CompensationBackoff: time.Microsecond})
+}
+
+func TestHappyPath(t *testing.T) {
+	t.Parallel()
+	w := newWorld()
+	store := fxsaga.NewMemory()
+	o, err := fxsaga.Run(context.Background(), newRunner(t, store), orderSaga(w), Order{ID: 7})
+	require.NoError(t, err)
+	assert.Equal(t, Order{ID: 7, Reserved: true, Charged: 1999, Shipment: "parcel-7"}, o, "each step saw and changed the context")
+	assert.Equal(t, []string{"act reserve", "act charge", "act ship"}, w.history())
+	for key, n := range w.keys {
+		assert.Equal(t, 1, n, key)
+	}
+	assert.Len(t, w.keys, 3, "one idempotency key per act")
+}
+
+// A failure at each position compensates exactly the completed steps, in
+// reverse.
+func TestFailureCompensatesInReverse(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		fail string
+		want []string
+	}{
+		{"reserve", []string{}},
+		{"charge", []string{"act reserve", "undo reserve"}},
+		{"ship", []string{"act reserve", "act charge", "undo charge", "undo reserve"}},
+	} {
+		t.Run(tc.fail, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld()
+			w.failAct[tc.fail] = true
+			store := fxsaga.NewMemory()
+			_, err := fxsaga.Run(context.Background(), newRunner(t, store), orderSaga(w), Order{ID: 1})
+			var sagaErr *fxsaga.Error
+			require.ErrorAs(t, err, &sagaErr)
+			assert.Equal(t, fxsaga.Compensated, sagaErr.Status)
+			assert.Equal(t, map[string]string{"reserve": "Reserve", "charge": "Charge", "ship": "Ship"}[tc.fail], sagaErr.Step)
+			assert.ErrorContains(t, err, tc.fail+" refused")
+			assert.Equal(t, tc.want, append([]string{}, w.history()...))
+			st, err := store.Load(context.Background(), sagaErr.SagaID)
+			require.NoError(t, err)
+			assert.Equal(t, fxsaga.Compensated, st.Status)
+		})
+	}
+}
+
+// A compensation is retried; one that keeps failing leaves the saga Failed,
+// visible in the store, never silently stuck.
+func TestCompensationRetriesThenFails(t *testing.T) {
+	t.Parallel()
+	w := newWorld()
+	w.failAct["ship"] = true
+	w.failComp["charge"] = 2 // fails twice, then works
+	store := fxsaga.NewMemory()
+	r := newRunner(t, store)
+	_, err := fxsaga.Run(context.Background(), r, orderSaga(w), Order{ID: 2})
+	var sagaErr *fxsaga.Error
+	require.ErrorAs(t, err, &sagaErr)
+	assert.Equal(t, fxsaga.Compensated, sagaErr.Status, "the third try worked")
+
+	w2 := newWorld()
+	w2.failAct["ship"] = true
+	w2.failComp["charge"] = -1 // always fails
+	_, err = fxsaga.Run(context.Background(), r, orderSaga(w2), Order{ID: 3})
+	require.ErrorAs(t, err, &sagaErr)
+	assert.Equal(t, fxsaga.Failed, sagaErr.Status)
+	assert.ErrorContains(t, sagaErr.Compensation, "undo charge failed")
+	require.Len(t, store.Failed(), 1)
+	assert.Equal(t, []string{"act reserve", "act charge"}, w2.history(), "reserve is not undone past a failed compensation")
+	var tries int
+	for _, e := range store.Entries(sagaErr.SagaID) {
+		if e.Action == "compensate" && e.Step == 1 {
+			tries++
+		}
+	}
+	assert.Equal(t, 3, tries, "CompensationAttempts")
+}
+
+// Strict backward recovery: a saga recovered while compensating never acts
+// again; one recovered while running goes on forward.
+func TestRecovery(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := fxsaga.NewMemory()
+	// A crash left "a" compensating after step 2 (ship) failed, and "b"
+	// running after step 1 (reserve) completed.
+	require.NoError(t, store.Create(ctx, fxsaga.State{
+		ID: "a", Name: "order", Status: fxsaga.Compensating, Step: 1, Version: 1, Error: "step Ship: lost",
+		Context: []byte(`{"ID":4,"Reserved":true,"Charged":1999}`),
+	}))
+	require.NoError(t, store.Create(ctx, fxsaga.State{
+		ID: "b", Name: "order", Status: fxsaga.Running, Step: 1, Version: 1,
+		Context: []byte(`{"ID":5,"Reserved":true}`),
+	}))
+	w := newWorld()
+	require.NoError(t, fxsaga.Recover(ctx, newRunner(t, store), orderSaga(w)))
+	assert.ElementsMatch(t, []string{"undo charge", "undo reserve", "act charge", "act ship"}, w.history())
+	a, _ := store.Load(ctx, "a")
+	b, _ := store.Load(ctx, "b")
+	assert.Equal(t, fxsaga.Compensated, a.Status, "compensated to the end, never acting")
+	assert.Equal(t, fxsaga.Completed, b.Status, "resumed forward from its next step")
+	unfinished, _ := store.Unfinished(ctx, "order")
+	assert.Empty(t, unfinished)
+}
+
+// An owner whose saga was saved by another since cannot write: its step's
+// save fails with ErrFenced and it stops driving.
+func TestFencing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := fxsaga.NewMemory()
+	w := newWorld()
+	var r *fxsaga.Runner
+	hijack := fxsaga.Define[Order]("order",
+		Reserve{step{"reserve", w, func(*Order) {}}},
+		stealing{store: store},
+		Ship{step{"ship", w, func(*Order) {}}},
+	)
+	r = newRunner(t, store)
+	_, err := fxsaga.Run(ctx, r, hijack, Order{ID: 6})
+	require.ErrorIs(t, err, fxsaga.ErrFenced)
+	assert.Equal(t, []string{"act reserve"}, w.history(), "the fenced owner stopped; ship never ran")
+}
+
+// stealing is a step during which another owner saves the saga.
+type stealing struct{ store *fxsaga.Memory }
+
+func (s stealing) Act(ctx context.Context, _ *Order) error {
+	id := fxsaga.IdempotencyKey(ctx)[:36]
+	st, err := s.store.Load(ctx, id)
+	if err != nil {
+		return err
+	}
+	st.Version++
+	return s.store.Save(ctx, st) // another owner, taking it over
+}
+
+func (stealing) Compensate(context.Context, *Order) error { return nil }
+
+func TestMermaid(t *testing.T) {
+	t.Parallel()
+	got := orderSaga(newWorld()).Mermaid()
+	for _, want := range []string{
+		"flowchart TD", "start([order])", "act0[Reserve]", "act1[Charge]", "act2[Ship]",
+		"start --> act0", "act0 --> act1", "act1 --> act2", "act2 --> done",
+		"act2 -. fails .-> comp1", "comp1 --> comp0", "comp0 --> compensated", "act0 -. fails .-> compensated",
+	} {
+		assert.Contains(t, got, want)
+	}
+}
