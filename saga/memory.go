@@ -64,6 +64,23 @@ func (m *Memory) Unfinished(_ context.Context, name string) ([]State, error) {
 	return out, nil
 }
 
+// Claim returns the unfinished sagas of name, their versions bumped: a
+// Memory store has one process, so nothing else owns them.
+func (m *Memory) Claim(_ context.Context, name string) ([]State, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []State
+	for id, st := range m.states {
+		if st.Name == name && !st.Status.Final() {
+			st.Version++
+			m.states[id] = st
+			out = append(out, st)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
 // Log appends an entry.
 func (m *Memory) Log(_ context.Context, e Entry) error {
 	m.mu.Lock()

@@ -61,7 +61,7 @@ func Run[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (C, error) {
 // compensating, else compensation to the end. It returns each one's
 // outcome error joined.
 func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
-	states, err := r.store.Unfinished(ctx, s.name)
+	states, err := r.store.Claim(ctx, s.name)
 	if err != nil {
 		return err
 	}

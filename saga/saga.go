@@ -149,6 +149,9 @@ type Store interface {
 	Unfinished(ctx context.Context, name string) ([]State, error)
 	// Log appends an entry to a saga's log.
 	Log(ctx context.Context, e Entry) error
+	// Claim takes over the unfinished sagas of name that no live owner
+	// drives, for recovery, bumping their versions (fencing the old owner).
+	Claim(ctx context.Context, name string) ([]State, error)
 }
 
 // Error is a saga that did not complete: which step failed, and how its

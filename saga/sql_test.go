@@ -1,0 +1,134 @@
+package fxsaga_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/fxcqrs/fxcqrs"
+	fxbus "github.com/fxcqrs/fxcqrs/bus"
+	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	fxsaga "github.com/fxcqrs/fxcqrs/saga"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// writing is a step that writes a row in the unit of work's transaction.
+type writing struct {
+	d    database
+	name string
+	fail bool
+}
+
+func (s writing) Act(ctx context.Context, o *Order) error {
+	tx := fxoutbox.Tx(ctx)
+	if tx == nil {
+		return errors.New("no transaction")
+	}
+	if _, err := tx.ExecContext(ctx, s.d.dialect.Rebind("INSERT INTO effects (saga_key) VALUES (?)"), fxsaga.IdempotencyKey(ctx)); err != nil {
+		return err
+	}
+	if s.fail {
+		return errors.New(s.name + " refused")
+	}
+	o.Charged++
+	return nil
+}
+
+func (s writing) Compensate(ctx context.Context, _ *Order) error {
+	_, err := fxoutbox.Tx(ctx).ExecContext(ctx, s.d.dialect.Rebind("INSERT INTO effects (saga_key) VALUES (?)"), fxsaga.IdempotencyKey(ctx))
+	return err
+}
+
+// sqlRunner is a runner on the SQL store, with the outbox's unit of work
+// around each step.
+func sqlRunner(t *testing.T, d database) (*fxsaga.Runner, *fxsaga.SQL) {
+	t.Helper()
+	_, err := d.db.Exec("CREATE TABLE effects (saga_key VARCHAR(128) NOT NULL)")
+	require.NoError(t, err)
+	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+	t.Cleanup(func() { _ = gc.Close() })
+	bus, err := fxbus.New(fxbus.Config{Publisher: gc, Outbox: true}, nil, nil)
+	require.NoError(t, err)
+	o, err := fxoutbox.New(d.db, bus, fxoutbox.Config{Dialect: d.dialect}, nil)
+	require.NoError(t, err)
+	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}), fxcqrs.WithMiddleware(o.UnitOfWork()))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
+	store, err := fxsaga.NewSQL(d.db, d.dialect, fxsaga.Tables{}, 0)
+	require.NoError(t, err)
+	return fxsaga.NewRunner(m, store, fxsaga.Config{CompensationBackoff: 1}), store
+}
+
+// On each database: a step's writes and the saga's state commit together;
+// a failed step's writes roll back with it, and the completed steps'
+// compensations commit.
+func TestSQLStore(t *testing.T) {
+	t.Parallel()
+	forEachDatabase(t, func(t *testing.T, d database) {
+		ctx := context.Background()
+		r, store := sqlRunner(t, d)
+		ok := fxsaga.Define[Order]("pay", writing{d: d, name: "a"}, writing{d: d, name: "b"})
+		o, err := fxsaga.Run(ctx, r, ok, Order{ID: 1})
+		require.NoError(t, err)
+		assert.Equal(t, 2, o.Charged)
+		assert.Equal(t, 2, count(t, d.db, "SELECT COUNT(*) FROM effects"))
+
+		bad := fxsaga.Define[Order]("pay", writing{d: d, name: "a"}, writing{d: d, name: "b", fail: true})
+		_, err = fxsaga.Run(ctx, r, bad, Order{ID: 2})
+		var sagaErr *fxsaga.Error
+		require.ErrorAs(t, err, &sagaErr)
+		assert.Equal(t, fxsaga.Compensated, sagaErr.Status)
+		// a's act and compensation committed; b's act rolled back with its failure.
+		assert.Equal(t, 4, count(t, d.db, "SELECT COUNT(*) FROM effects"))
+		st, err := store.Load(ctx, sagaErr.SagaID)
+		require.NoError(t, err)
+		assert.Equal(t, fxsaga.Compensated, st.Status)
+		assert.Equal(t, 3, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_saga_log WHERE saga_id = '"+sagaErr.SagaID+"'"),
+			"act a, act b (failed), compensate a")
+	})
+}
+
+// A replica that claims a saga fences the one that drove it: the old
+// owner's next save fails, and its step's writes roll back with it.
+func TestSQLFencing(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.PostgreSQL)
+	ctx := context.Background()
+	r, store := sqlRunner(t, d)
+	other, err := fxsaga.NewSQL(d.db, d.dialect, fxsaga.Tables{}, 0)
+	require.NoError(t, err)
+	takeover := takingOver{d: d, other: other, store: store}
+	s := fxsaga.Define[Order]("fenced", writing{d: d, name: "a"}, takeover, writing{d: d, name: "c"})
+	_, err = fxsaga.Run(ctx, r, s, Order{ID: 3})
+	require.ErrorIs(t, err, fxsaga.ErrFenced)
+	assert.Equal(t, 1, count(t, d.db, "SELECT COUNT(*) FROM effects"), "only a's write: the fenced step's rolled back, c never ran")
+}
+
+// takingOver is a step during which another replica claims the saga (its
+// owner's lease expired, say).
+type takingOver struct {
+	d     database
+	other *fxsaga.SQL
+	store *fxsaga.SQL
+}
+
+func (s takingOver) Act(ctx context.Context, _ *Order) error {
+	if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, s.d.dialect.Rebind("INSERT INTO effects (saga_key) VALUES (?)"), fxsaga.IdempotencyKey(ctx)); err != nil {
+		return err
+	}
+	id := fxsaga.IdempotencyKey(ctx)[:36]
+	_, err := s.d.db.ExecContext(context.Background(), s.d.dialect.Rebind("UPDATE fxcqrs_sagas SET lease_until_ns = 0 WHERE id = ?"), id)
+	if err != nil {
+		return err
+	}
+	claimed, err := s.other.Claim(context.Background(), "fenced")
+	if err != nil || len(claimed) != 1 {
+		return errors.Join(errors.New("the other replica did not claim the saga"), err)
+	}
+	return nil
+}
+
+func (takingOver) Compensate(context.Context, *Order) error { return nil }

@@ -1,0 +1,242 @@
+package fxsaga
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"text/template"
+	"time"
+
+	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	"github.com/google/uuid"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Tables names the saga tables. Each is validated as an SQL identifier
+// and quoted.
+type Tables struct {
+	// Sagas holds each saga's state. Default "fxcqrs_sagas".
+	Sagas string `json:"sagas" yaml:"sagas"`
+	// Log holds every act and compensation. Default "fxcqrs_saga_log".
+	Log string `json:"log" yaml:"log"`
+}
+
+func (t Tables) withDefaults() Tables {
+	if t.Sagas == "" {
+		t.Sagas = "fxcqrs_sagas"
+	}
+	if t.Log == "" {
+		t.Log = "fxcqrs_saga_log"
+	}
+	return t
+}
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+
+func (t Tables) validate() error {
+	for _, name := range []string{t.Sagas, t.Log} {
+		if !identifier.MatchString(name) {
+			return fmt.Errorf("fxsaga: table names must be SQL identifiers: %q", name)
+		}
+	}
+	return nil
+}
+
+func quote(d fxoutbox.Dialect, name string) string {
+	if d == fxoutbox.MySQL {
+		return "`" + name + "`"
+	}
+	return `"` + name + `"`
+}
+
+// Schema returns the SQL that creates the saga tables for d.
+func Schema(d fxoutbox.Dialect, t Tables) (string, error) {
+	t = t.withDefaults()
+	if err := t.validate(); err != nil {
+		return "", err
+	}
+	src, err := migrations.ReadFile("migrations/" + d.String() + ".sql")
+	if err != nil {
+		return "", fmt.Errorf("fxsaga: no schema for dialect %s", d)
+	}
+	tmpl, err := template.New(d.String()).Parse(string(src))
+	if err != nil {
+		return "", err
+	}
+	var b bytes.Buffer
+	err = tmpl.Execute(&b, map[string]string{
+		"Sagas": quote(d, t.Sagas), "SagasIndex": quote(d, t.Sagas+"_name_status"), "Log": quote(d, t.Log),
+	})
+	return b.String(), err
+}
+
+// Migrate creates the saga tables if they do not exist.
+func Migrate(ctx context.Context, db *sql.DB, d fxoutbox.Dialect, t Tables) error {
+	schema, err := Schema(d, t)
+	if err != nil {
+		return err
+	}
+	for _, stmt := range strings.Split(schema, ";") {
+		lines := []string{}
+		for _, l := range strings.Split(stmt, "\n") {
+			if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+				lines = append(lines, l)
+			}
+		}
+		if strings.TrimSpace(strings.Join(lines, "")) == "" {
+			continue
+		}
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("fxsaga: migrate (%s): %w", d, err)
+		}
+	}
+	return nil
+}
+
+// SQL is a Store on a database the outbox module speaks. It writes in the
+// unit of work's transaction when there is one (fxoutbox.Tx), so that a
+// step's writes, its routed events and the saga's state commit together.
+// Each replica that recovers sagas owns the ones it drives under a lease,
+// renewed by every save; a saga whose lease expired is claimed by another
+// replica, and the version bump of the claim fences the old owner.
+type SQL struct {
+	db    *sql.DB
+	d     fxoutbox.Dialect
+	owner string
+	lease time.Duration
+	now   func() time.Time
+
+	create, save, load, unfinished, claimable, claim, log string
+}
+
+// NewSQL returns the store of db, whose dialect is d, with the given lease
+// (default 30s).
+func NewSQL(db *sql.DB, d fxoutbox.Dialect, t Tables, lease time.Duration) (*SQL, error) {
+	t = t.withDefaults()
+	if err := t.validate(); err != nil {
+		return nil, err
+	}
+	if lease <= 0 {
+		lease = 30 * time.Second
+	}
+	s, l := quote(d, t.Sagas), quote(d, t.Log)
+	st := &SQL{
+		db: db, d: d, owner: uuid.NewString(), lease: lease, now: time.Now,
+		create:     "INSERT INTO " + s + " (id, name, status, step, context, version, error, owner, lease_until_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		save:       "UPDATE " + s + " SET status = ?, step = ?, context = ?, version = ?, error = ?, owner = ?, lease_until_ns = ? WHERE id = ? AND version = ?",
+		load:       "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE id = ?",
+		unfinished: "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE name = ? AND status IN ('RUNNING', 'COMPENSATING') ORDER BY id",
+		claimable:  "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE name = ? AND status IN ('RUNNING', 'COMPENSATING') AND lease_until_ns < ? ORDER BY id",
+		claim:      "UPDATE " + s + " SET owner = ?, lease_until_ns = ?, version = version + 1 WHERE id = ? AND version = ?",
+		log:        "INSERT INTO " + l + " (saga_id, step, action, error) VALUES (?, ?, ?, ?)",
+	}
+	for _, q := range []*string{&st.create, &st.save, &st.load, &st.unfinished, &st.claimable, &st.claim, &st.log} {
+		*q = d.Rebind(*q)
+	}
+	return st, nil
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// conn is ctx's unit of work's transaction, or the pool.
+func (s *SQL) conn(ctx context.Context) execer {
+	if tx := fxoutbox.Tx(ctx); tx != nil {
+		return tx
+	}
+	return s.db
+}
+
+func (s *SQL) until() int64 { return s.now().Add(s.lease).UnixNano() }
+
+// Create stores a new saga, owned by this replica.
+func (s *SQL) Create(ctx context.Context, st State) error {
+	_, err := s.conn(ctx).ExecContext(ctx, s.create, st.ID, st.Name, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, s.owner, s.until())
+	return err
+}
+
+// Save stores st if the stored version is st.Version-1, renewing this
+// replica's lease.
+func (s *SQL) Save(ctx context.Context, st State) error {
+	res, err := s.conn(ctx).ExecContext(ctx, s.save, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, s.owner, s.until(), st.ID, st.Version-1)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return errors.Join(ErrFenced, err)
+	}
+	return nil
+}
+
+// Load returns a saga's state.
+func (s *SQL) Load(ctx context.Context, id string) (State, error) {
+	states, err := s.query(ctx, s.load, id)
+	if err != nil {
+		return State{}, err
+	}
+	if len(states) == 0 {
+		return State{}, fmt.Errorf("fxsaga: no saga %s", id)
+	}
+	return states[0], nil
+}
+
+// Unfinished returns the sagas of name that are not final.
+func (s *SQL) Unfinished(ctx context.Context, name string) ([]State, error) {
+	return s.query(ctx, s.unfinished, name)
+}
+
+// Claim takes over the unfinished sagas of name whose owner's lease
+// expired (or that no one owns), bumping their version so that the old
+// owner can no longer save them.
+func (s *SQL) Claim(ctx context.Context, name string) ([]State, error) {
+	states, err := s.query(ctx, s.claimable, name, s.now().UnixNano())
+	if err != nil {
+		return nil, err
+	}
+	var claimed []State
+	for _, st := range states {
+		res, err := s.db.ExecContext(ctx, s.claim, s.owner, s.until(), st.ID, st.Version)
+		if err != nil {
+			return claimed, err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			st.Version++
+			claimed = append(claimed, st)
+		}
+	}
+	return claimed, nil
+}
+
+// Log appends an entry.
+func (s *SQL) Log(ctx context.Context, e Entry) error {
+	_, err := s.db.ExecContext(ctx, s.log, e.SagaID, e.Step, e.Action, e.Err)
+	return err
+}
+
+func (s *SQL) query(ctx context.Context, q string, args ...any) ([]State, error) {
+	rows, err := s.conn(ctx).QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []State
+	for rows.Next() {
+		var st State
+		var status, context string
+		if err := rows.Scan(&st.ID, &st.Name, &status, &st.Step, &context, &st.Version, &st.Error); err != nil {
+			return nil, err
+		}
+		st.Status, st.Context = Status(status), []byte(context)
+		out = append(out, st)
+	}
+	return out, rows.Err()
+}
