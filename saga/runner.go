@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
@@ -54,7 +55,41 @@ func Run[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (C, error) {
 	if err := r.store.Create(ctx, st); err != nil {
 		return c, err
 	}
-	return drive(ctx, r, s, st)
+	return drive(ctx, r, s, st, nil)
+}
+
+// Progress is one step of a saga done: an act or a compensation that
+// committed, with the context after it.
+type Progress[C any] struct {
+	SagaID  string // the saga's ID, as its State has it
+	Step    string // the step's name
+	Action  string // "act" or "compensate"
+	Context C      // the saga's context once the step committed
+}
+
+// Stream runs a new saga as Run does and yields its progress step by step
+// (a server-sent events endpoint can show it), then, when it did not
+// complete, a final (zero, *Error). A consumer that stops early does not
+// stop the saga: it runs to its end, or stays consistent for recovery.
+func Stream[C any](ctx context.Context, r *Runner, s *Saga[C], c C) iter.Seq2[Progress[C], error] {
+	return func(yield func(Progress[C], error) bool) {
+		more := true
+		report := func(p Progress[C]) {
+			if more {
+				more = yield(p, nil)
+			}
+		}
+		data, err := json.Marshal(c)
+		if err == nil {
+			st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, Version: 1}
+			if err = r.store.Create(ctx, st); err == nil {
+				_, err = drive(ctx, r, s, st, report)
+			}
+		}
+		if err != nil && more {
+			yield(Progress[C]{}, err)
+		}
+	}
 }
 
 // Recover resumes every unfinished saga of s: forward if it had not begun
@@ -67,7 +102,7 @@ func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
 	}
 	var errs []error
 	for _, st := range states {
-		if _, err := drive(ctx, r, s, st); err != nil {
+		if _, err := drive(ctx, r, s, st, nil); err != nil {
 			var sagaErr *Error
 			if !errors.As(err, &sagaErr) || sagaErr.Status == Failed {
 				errs = append(errs, err)
@@ -78,7 +113,7 @@ func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
 }
 
 // drive takes a saga from its state to a final one.
-func drive[C any](ctx context.Context, r *Runner, s *Saga[C], st State) (C, error) {
+func drive[C any](ctx context.Context, r *Runner, s *Saga[C], st State, report func(Progress[C])) (C, error) {
 	var c C
 	if err := json.Unmarshal(st.Context, &c); err != nil {
 		return c, fmt.Errorf("fxsaga: saga %s: context: %w", st.ID, err)
@@ -113,6 +148,10 @@ func drive[C any](ctx context.Context, r *Runner, s *Saga[C], st State) (C, erro
 		if errors.Is(err, ErrFenced) {
 			return c, err // another owner drives it now
 		}
+		if err != nil && ctx.Err() != nil {
+			// Stopping, not failing: left Running, consistent, for recovery.
+			return c, errors.Join(ctx.Err(), err)
+		}
 		if err != nil {
 			failed = err
 			st.Status, st.Error = Compensating, fmt.Sprintf("step %s: %v", s.names[i], err)
@@ -124,15 +163,18 @@ func drive[C any](ctx context.Context, r *Runner, s *Saga[C], st State) (C, erro
 			break
 		}
 		c = next
+		if report != nil {
+			report(Progress[C]{SagaID: st.ID, Step: s.names[i], Action: "act", Context: c})
+		}
 	}
 	if st.Status == Completed {
 		return c, nil
 	}
-	return compensate(ctx, r, s, st, c, failed)
+	return compensate(ctx, r, s, st, c, failed, report)
 }
 
 // compensate undoes the completed steps in reverse, from st.Step down.
-func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C, cause error) (C, error) {
+func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C, cause error, report func(Progress[C])) (C, error) {
 	failedStep := ""
 	if next := st.Step + 1; next >= 0 && next < len(s.names) {
 		failedStep = s.names[next]
@@ -163,6 +205,9 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 			})
 			if lastErr == nil {
 				st = saved
+				if report != nil {
+					report(Progress[C]{SagaID: st.ID, Step: s.names[i], Action: "compensate", Context: c})
+				}
 			}
 			if lastErr == nil || errors.Is(lastErr, ErrFenced) {
 				break

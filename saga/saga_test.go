@@ -259,3 +259,23 @@ func TestMermaid(t *testing.T) {
 		assert.Contains(t, got, want)
 	}
 }
+
+// Stream yields each committed act and compensation, then the saga's error.
+func TestStream(t *testing.T) {
+	t.Parallel()
+	w := newWorld()
+	w.failAct["ship"] = true
+	var got []string
+	var last error
+	for p, err := range fxsaga.Stream(context.Background(), newRunner(t, fxsaga.NewMemory()), orderSaga(w), Order{ID: 8}) {
+		if err != nil {
+			last = err
+			continue
+		}
+		got = append(got, p.Action+" "+p.Step)
+	}
+	assert.Equal(t, []string{"act Reserve", "act Charge", "compensate Charge", "compensate Reserve"}, got)
+	var sagaErr *fxsaga.Error
+	require.ErrorAs(t, last, &sagaErr)
+	assert.Equal(t, fxsaga.Compensated, sagaErr.Status)
+}

@@ -1,0 +1,125 @@
+package fxsaga
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs"
+	"go.uber.org/fx"
+	"go.uber.org/zap"
+)
+
+// Module runs sagas under fx. It takes a Store and an optional
+// ModuleConfig from the graph, with the mediator of fxcqrs.Module,
+// registers StepHandler, and provides the *Runner. Its lifecycle recovers
+// the sagas registered with Register: at start, then every
+// RecoveryInterval, in the background; Stop ends recovery and waits, within
+// its deadline, for the saga in hand, leaving the rest consistent for the
+// next recovery.
+var Module = fx.Module("fxsaga",
+	fxcqrs.AsCommandHandler(func() StepHandler { return StepHandler{} }),
+	fx.Provide(provideRunner),
+	fx.Invoke(startRecovery),
+)
+
+// ModuleConfig configures Module. Every field is optional.
+type ModuleConfig struct {
+	// Runner configures the runner.
+	Runner Config `json:"runner" yaml:"runner"`
+	// RecoveryInterval is how often unfinished sagas are looked for.
+	// Default 30s.
+	RecoveryInterval time.Duration `json:"recoveryInterval" yaml:"recoveryInterval"`
+}
+
+// recoverer is a registered saga definition.
+type recoverer interface {
+	Name() string
+	recoverWith(ctx context.Context, r *Runner) error
+}
+
+func (s *Saga[C]) recoverWith(ctx context.Context, r *Runner) error { return Recover(ctx, r, s) }
+
+// Register provides a saga definition to fx: constructor returns a
+// *Saga[C] (its steps are its dependencies), which handlers can inject to
+// Run, and which Module recovers.
+func Register[C any](constructor any) fx.Option {
+	return fx.Options(
+		fx.Provide(constructor),
+		fx.Provide(fx.Annotate(func(s *Saga[C]) recoverer { return s }, fx.ResultTags(`group:"fxsaga.sagas"`))),
+	)
+}
+
+type runnerParams struct {
+	fx.In
+
+	Mediator *fxcqrs.Mediator
+	Store    Store
+	Config   ModuleConfig `optional:"true"`
+}
+
+func provideRunner(p runnerParams) *Runner {
+	return NewRunner(p.Mediator, p.Store, p.Config.Runner)
+}
+
+type recoveryParams struct {
+	fx.In
+
+	Lifecycle fx.Lifecycle
+	Runner    *Runner
+	Config    ModuleConfig `optional:"true"`
+	Logger    *zap.Logger  `optional:"true"`
+	Sagas     []recoverer  `group:"fxsaga.sagas"`
+}
+
+func startRecovery(p recoveryParams) error {
+	names := map[string]bool{}
+	for _, s := range p.Sagas {
+		if names[s.Name()] {
+			return fmt.Errorf("fxsaga: two sagas are named %q", s.Name())
+		}
+		names[s.Name()] = true
+	}
+	interval := p.Config.RecoveryInterval
+	if interval <= 0 {
+		interval = 30 * time.Second
+	}
+	log := p.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	log = log.Named("fxsaga")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	p.Lifecycle.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			go func() {
+				defer close(done)
+				for {
+					for _, s := range p.Sagas {
+						if err := s.recoverWith(ctx, p.Runner); err != nil && !errors.Is(err, context.Canceled) {
+							log.Error("saga recovery", zap.String("saga", s.Name()), zap.Error(err))
+						}
+					}
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(interval):
+					}
+				}
+			}()
+			return nil
+		},
+		OnStop: func(stop context.Context) error {
+			cancel()
+			select {
+			case <-done:
+				return nil
+			case <-stop.Done():
+				return fmt.Errorf("fxsaga: recovery still running: %w", stop.Err())
+			}
+		},
+	})
+	return nil
+}

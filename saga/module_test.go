@@ -1,0 +1,49 @@
+package fxsaga_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs"
+	fxsaga "github.com/fxcqrs/fxcqrs/saga"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxtest"
+)
+
+// Under fx: the sagas registered are recovered when the application
+// starts, and a handler can Run one through the injected definition.
+func TestModule(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := fxsaga.NewMemory()
+	require.NoError(t, store.Create(ctx, fxsaga.State{
+		ID: "interrupted", Name: "order", Status: fxsaga.Running, Step: 2, Version: 1,
+		Context: []byte(`{"ID":9,"Reserved":true,"Charged":1999}`),
+	}))
+	w := newWorld()
+	var (
+		runner *fxsaga.Runner
+		saga   *fxsaga.Saga[Order]
+	)
+	app := fxtest.New(t,
+		fxcqrs.Module, fxsaga.Module,
+		fx.Supply(fx.Annotate(store, fx.As(new(fxsaga.Store)))),
+		fx.Supply(w),
+		fxsaga.Register[Order](orderSaga),
+		fx.Populate(&runner, &saga),
+	)
+	app.RequireStart()
+	defer app.RequireStop()
+	require.Eventually(t, func() bool {
+		st, _ := store.Load(ctx, "interrupted")
+		return st.Status == fxsaga.Completed
+	}, 10*time.Second, time.Millisecond, "recovered at start")
+	assert.Equal(t, []string{"act ship"}, w.history(), "only the step it had not done")
+
+	o, err := fxsaga.Run(ctx, runner, saga, Order{ID: 10})
+	require.NoError(t, err)
+	assert.Equal(t, "parcel-10", o.Shipment)
+}
