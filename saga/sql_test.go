@@ -44,7 +44,7 @@ func (s writing) Compensate(ctx context.Context, _ *Order) error {
 
 // sqlRunner is a runner on the SQL store, with the outbox's unit of work
 // around each step.
-func sqlRunner(t *testing.T, d database) (*fxsaga.Runner, *fxsaga.SQL) {
+func sqlRunner(t testing.TB, d database) (*fxsaga.Runner, *fxsaga.SQL) {
 	t.Helper()
 	_, err := d.db.Exec("CREATE TABLE effects (saga_key VARCHAR(128) NOT NULL)")
 	require.NoError(t, err)
