@@ -57,10 +57,11 @@ type runnerParams struct {
 	Mediator *fxcqrs.Mediator
 	Store    Store
 	Config   ModuleConfig `optional:"true"`
+	Logger   *zap.Logger  `optional:"true"`
 }
 
 func provideRunner(p runnerParams) *Runner {
-	return NewRunner(p.Mediator, p.Store, p.Config.Runner)
+	return NewRunner(p.Mediator, p.Store, p.Config.Runner, p.Logger)
 }
 
 type recoveryParams struct {

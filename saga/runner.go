@@ -6,18 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"strconv"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/google/uuid"
+	"go.uber.org/zap"
 )
 
 // Runner runs sagas on a mediator and a store.
 type Runner struct {
-	m     *fxcqrs.Mediator
-	store Store
-	cfg   Config
-	now   func() time.Time
+	m      *fxcqrs.Mediator
+	store  Store
+	cfg    Config
+	logger *zap.Logger
+	now    func() time.Time
 }
 
 // Config configures a Runner. Every field is optional.
@@ -31,15 +34,19 @@ type Config struct {
 }
 
 // NewRunner returns a runner whose steps run as calls of m (which must have
-// StepHandler registered) and whose sagas persist in store.
-func NewRunner(m *fxcqrs.Mediator, store Store, cfg Config) *Runner {
+// StepHandler registered) and whose sagas persist in store. It logs to
+// logger (nil: nowhere) each saga left Failed, at error level.
+func NewRunner(m *fxcqrs.Mediator, store Store, cfg Config, logger *zap.Logger) *Runner {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
 	if cfg.CompensationAttempts <= 0 {
 		cfg.CompensationAttempts = 5
 	}
 	if cfg.CompensationBackoff <= 0 {
 		cfg.CompensationBackoff = 100 * time.Millisecond
 	}
-	return &Runner{m: m, store: store, cfg: cfg, now: time.Now}
+	return &Runner{m: m, store: store, cfg: cfg, logger: logger, now: time.Now}
 }
 
 // Run runs a new saga of s over c: its steps in order, each persisted with
@@ -229,6 +236,9 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 			if err := r.store.Save(ctx, st); err != nil {
 				return c, err
 			}
+			r.logger.Error("fxsaga: saga failed: a compensation kept failing; it needs a person",
+				zap.String("saga", s.name), zap.String("id", st.ID), zap.String("step", s.names[i]),
+				zap.Int("attempts", r.cfg.CompensationAttempts), zap.Error(lastErr))
 			return c, &Error{SagaID: st.ID, Step: failedStep, Err: cause, Status: Failed, Compensation: lastErr}
 		}
 	}
@@ -241,18 +251,26 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 	return c, &Error{SagaID: st.ID, Step: failedStep, Err: cause, Status: Compensated}
 }
 
-// call runs one act or compensation as a mediator call, logged.
+// call runs one act or compensation as a mediator call, logged: a success
+// in the step's transaction (one write fewer to commit), a failure after
+// it rolled back.
 func (r *Runner) call(ctx context.Context, st State, step int, action string, run func(context.Context) error) error {
-	key := st.ID + ":" + fmt.Sprint(step) + ":" + action
-	err := fxcqrs.Exec(context.WithValue(ctx, keyCtx{}, key), r.m, stepCall{run: run})
+	key := st.ID + ":" + strconv.Itoa(step) + ":" + action
+	logged := func(ctx context.Context) error {
+		if err := run(ctx); err != nil {
+			return err
+		}
+		return r.store.Log(ctx, Entry{SagaID: st.ID, Step: step, Action: action, At: r.now()})
+	}
+	err := fxcqrs.Exec(context.WithValue(ctx, keyCtx{}, key), r.m, stepCall{run: logged})
 	var evErr *fxcqrs.EventError
 	if errors.As(err, &evErr) {
 		err = nil // the step's own work committed; its events' failures are theirs
 	}
-	e := Entry{SagaID: st.ID, Step: step, Action: action, At: r.now()}
 	if err != nil {
-		e.Err = err.Error()
+		if logErr := r.store.Log(ctx, Entry{SagaID: st.ID, Step: step, Action: action, Err: err.Error(), At: r.now()}); logErr != nil {
+			r.logger.Warn("fxsaga: the step's failure could not be logged", zap.String("saga", st.ID), zap.Error(logErr))
+		}
 	}
-	_ = r.store.Log(ctx, e)
 	return err
 }

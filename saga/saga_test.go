@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestMain(m *testing.M) {
@@ -104,10 +106,15 @@ func orderSaga(w *world) *fxsaga.Saga[Order] {
 
 func newRunner(t *testing.T, store fxsaga.Store) *fxsaga.Runner {
 	t.Helper()
+	return newLoggedRunner(t, store, nil)
+}
+
+func newLoggedRunner(t *testing.T, store fxsaga.Store, logger *zap.Logger) *fxsaga.Runner {
+	t.Helper()
 	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
-	return fxsaga.NewRunner(m, store, fxsaga.Config{CompensationAttempts: 3, CompensationBackoff: time.Microsecond})
+	return fxsaga.NewRunner(m, store, fxsaga.Config{CompensationAttempts: 3, CompensationBackoff: time.Microsecond}, logger)
 }
 
 func TestHappyPath(t *testing.T) {
@@ -163,11 +170,13 @@ func TestCompensationRetriesThenFails(t *testing.T) {
 	w.failAct["ship"] = true
 	w.failComp["charge"] = 2 // fails twice, then works
 	store := fxsaga.NewMemory()
-	r := newRunner(t, store)
+	core, logs := observer.New(zap.ErrorLevel)
+	r := newLoggedRunner(t, store, zap.New(core))
 	_, err := fxsaga.Run(context.Background(), r, orderSaga(w), Order{ID: 2})
 	var sagaErr *fxsaga.Error
 	require.ErrorAs(t, err, &sagaErr)
 	assert.Equal(t, fxsaga.Compensated, sagaErr.Status, "the third try worked")
+	assert.Zero(t, logs.Len(), "nothing to tell a person")
 
 	w2 := newWorld()
 	w2.failAct["ship"] = true
@@ -185,6 +194,10 @@ func TestCompensationRetriesThenFails(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 3, tries, "CompensationAttempts")
+	require.Equal(t, 1, logs.Len(), "a Failed saga is logged at error level")
+	entry := logs.All()[0]
+	assert.Equal(t, sagaErr.SagaID, entry.ContextMap()["id"])
+	assert.Equal(t, "Charge", entry.ContextMap()["step"])
 }
 
 // Strict backward recovery: a saga recovered while compensating never acts

@@ -59,7 +59,7 @@ func sqlRunner(t testing.TB, d database) (*fxsaga.Runner, *fxsaga.SQL) {
 	t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
 	store, err := fxsaga.NewSQL(d.db, d.dialect, fxsaga.Tables{}, 0)
 	require.NoError(t, err)
-	return fxsaga.NewRunner(m, store, fxsaga.Config{CompensationBackoff: 1}), store
+	return fxsaga.NewRunner(m, store, fxsaga.Config{CompensationBackoff: 1}, nil), store
 }
 
 // On each database: a step's writes and the saga's state commit together;

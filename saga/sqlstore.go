@@ -216,9 +216,9 @@ func (s *SQL) Claim(ctx context.Context, name string) ([]State, error) {
 	return claimed, nil
 }
 
-// Log appends an entry.
+// Log appends an entry, in ctx's unit of work's transaction if it has one.
 func (s *SQL) Log(ctx context.Context, e Entry) error {
-	_, err := s.db.ExecContext(ctx, s.log, e.SagaID, e.Step, e.Action, e.Err)
+	_, err := s.conn(ctx).ExecContext(ctx, s.log, e.SagaID, e.Step, e.Action, e.Err)
 	return err
 }
 
