@@ -18,6 +18,10 @@ import (
 // action may change; the saga keeps it between steps. A step is an
 // ordinary value (under fx, made by an ordinary constructor), and it may
 // Emit events: each call runs as a mediator call of its own.
+//
+// A step is named, in errors, logs and diagrams, by its type's name, or by
+// its Name method if it has one (a Name() string); Define numbers the
+// repeats of a name.
 type Step[C any] interface {
 	// Act does the step's work.
 	Act(ctx context.Context, c *C) error
@@ -53,13 +57,20 @@ type Saga[C any] struct {
 // Define returns the saga called name with steps, run in order.
 func Define[C any](name string, steps ...Step[C]) *Saga[C] {
 	names := make([]string, len(steps))
+	seen := map[string]int{}
 	for i, s := range steps {
 		names[i] = stepName(s)
+		if seen[names[i]]++; seen[names[i]] > 1 {
+			names[i] += fmt.Sprintf(" (%d)", seen[names[i]])
+		}
 	}
 	return &Saga[C]{name: name, steps: steps, names: names}
 }
 
 func stepName(s any) string {
+	if n, ok := s.(interface{ Name() string }); ok {
+		return n.Name()
+	}
 	t := reflect.TypeOf(s)
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()

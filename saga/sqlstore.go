@@ -113,7 +113,7 @@ type SQL struct {
 	lease time.Duration
 	now   func() time.Time
 
-	create, save, load, unfinished, claimable, claim, log string
+	create, save, load, unfinished, failed, claimable, claim, log string
 }
 
 // NewSQL returns the store of db, whose dialect is d, with the given lease
@@ -133,11 +133,12 @@ func NewSQL(db *sql.DB, d fxoutbox.Dialect, t Tables, lease time.Duration) (*SQL
 		save:       "UPDATE " + s + " SET status = ?, step = ?, context = ?, version = ?, error = ?, owner = ?, lease_until_ns = ? WHERE id = ? AND version = ?",
 		load:       "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE id = ?",
 		unfinished: "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE name = ? AND status IN ('RUNNING', 'COMPENSATING') ORDER BY id",
+		failed:     "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE status = 'FAILED' ORDER BY id",
 		claimable:  "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE name = ? AND status IN ('RUNNING', 'COMPENSATING') AND lease_until_ns < ? ORDER BY id",
 		claim:      "UPDATE " + s + " SET owner = ?, lease_until_ns = ?, version = version + 1 WHERE id = ? AND version = ?",
 		log:        "INSERT INTO " + l + " (saga_id, step, action, error) VALUES (?, ?, ?, ?)",
 	}
-	for _, q := range []*string{&st.create, &st.save, &st.load, &st.unfinished, &st.claimable, &st.claim, &st.log} {
+	for _, q := range []*string{&st.create, &st.save, &st.load, &st.unfinished, &st.failed, &st.claimable, &st.claim, &st.log} {
 		*q = d.Rebind(*q)
 	}
 	return st, nil
@@ -192,6 +193,12 @@ func (s *SQL) Load(ctx context.Context, id string) (State, error) {
 // Unfinished returns the sagas of name that are not final.
 func (s *SQL) Unfinished(ctx context.Context, name string) ([]State, error) {
 	return s.query(ctx, s.unfinished, name)
+}
+
+// Failed lists the sagas left Failed, of every name: a compensation kept
+// failing, and a person must look (each has its Error). Alert on it.
+func (s *SQL) Failed(ctx context.Context) ([]State, error) {
+	return s.query(ctx, s.failed)
 }
 
 // Claim takes over the unfinished sagas of name whose owner's lease
