@@ -21,9 +21,22 @@
 // downstream. Every save checks the version it read, a fencing token: an
 // owner that lost the saga to another cannot write.
 //
-// A saga's definition renders as a Mermaid flowchart (Saga.Mermaid).
+// Persistence: NewSQL stores sagas on PostgreSQL, MySQL/MariaDB or SQLite
+// (Migrate, or Schema for your migration tool), writing in the outbox
+// module's transaction; NewMemory is for tests. Each saga has an owner and
+// a lease, renewed by every save; recovery (Recover, or Module in the
+// background) claims only the sagas whose lease expired, so that several
+// replicas can recover one database: the claim bumps the version, which
+// fences the old owner's next save. On SQLite, run one replica.
 //
-// This package is a first slice: the executor and an in-memory Store. The
-// SQL stores on the outbox's databases, leases for several recovering
-// replicas, recovery under the fx lifecycle, and the crash test are next.
+// Resilience: a step's act gets a circuit breaker or a fallback the way
+// any call does, by calling through the mediator a handler that has them
+// (fxcqrs.Breaker, fxcqrs.AsFallback). Compensations are retried with
+// backoff (Config), never replaced by a fallback.
+//
+// Visibility: a saga left Failed is logged at error level, kept with its
+// error, and listed by SQL.Failed (Memory.Failed); every act and
+// compensation is logged in the store with its outcome.
+//
+// A saga's definition renders as a Mermaid flowchart (Saga.Mermaid).
 package fxsaga
