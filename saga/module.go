@@ -99,7 +99,12 @@ func startRecovery(p recoveryParams) error {
 				defer close(done)
 				for {
 					for _, s := range p.Sagas {
-						if err := s.recoverWith(ctx, p.Runner); err != nil && !errors.Is(err, context.Canceled) {
+						switch err := s.recoverWith(ctx, p.Runner); {
+						case err == nil, errors.Is(err, context.Canceled):
+						case errors.Is(err, ErrFenced):
+							// Another replica took a saga over: it drives it now.
+							log.Info("saga recovery: a saga was taken over", zap.String("saga", s.Name()), zap.Error(err))
+						default:
 							log.Error("saga recovery", zap.String("saga", s.Name()), zap.Error(err))
 						}
 					}

@@ -219,6 +219,11 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 			if lastErr == nil || errors.Is(lastErr, ErrFenced) {
 				break
 			}
+			if ctx.Err() != nil {
+				// Stopping, not failing: left Compensating, consistent,
+				// for recovery; never Failed for a cancellation.
+				return c, errors.Join(ctx.Err(), lastErr)
+			}
 			if attempt < r.cfg.CompensationAttempts {
 				select {
 				case <-time.After(wait):

@@ -292,3 +292,37 @@ func TestStream(t *testing.T) {
 	require.ErrorAs(t, last, &sagaErr)
 	assert.Equal(t, fxsaga.Compensated, sagaErr.Status)
 }
+
+// cancelling is a step whose compensation sees the application stop: the
+// context is cancelled under it, and it fails for that.
+type cancelling struct{ cancel context.CancelFunc }
+
+func (cancelling) Act(context.Context, *Order) error { return nil }
+
+func (s cancelling) Compensate(ctx context.Context, _ *Order) error {
+	s.cancel()
+	return ctx.Err()
+}
+
+// A compensation cut short by a stop leaves the saga Compensating, for
+// recovery, even on its last attempt: a cancellation is not a failure.
+func TestStopDuringCompensation(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := fxsaga.NewMemory()
+	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
+	r := fxsaga.NewRunner(m, store, fxsaga.Config{CompensationAttempts: 1}, nil)
+	w := newWorld()
+	w.failAct["ship"] = true
+	s := fxsaga.Define[Order]("stopping", cancelling{cancel}, Ship{step{"ship", w, func(*Order) {}}})
+	_, err = fxsaga.Run(ctx, r, s, Order{ID: 4})
+	require.ErrorIs(t, err, context.Canceled)
+	left, err := store.Unfinished(context.Background(), "stopping")
+	require.NoError(t, err)
+	require.Len(t, left, 1)
+	assert.Equal(t, fxsaga.Compensating, left[0].Status)
+	assert.Empty(t, store.Failed())
+}
