@@ -56,12 +56,17 @@ type runnerParams struct {
 
 	Mediator *fxcqrs.Mediator
 	Store    Store
-	Config   ModuleConfig `optional:"true"`
-	Logger   *zap.Logger  `optional:"true"`
+	Config   ModuleConfig    `optional:"true"`
+	Logger   *zap.Logger     `optional:"true"`
+	Observer fxcqrs.Observer `optional:"true"`
 }
 
 func provideRunner(p runnerParams) *Runner {
-	return NewRunner(p.Mediator, p.Store, p.Config.Runner, p.Logger)
+	cfg := p.Config.Runner
+	if cfg.Observer == nil {
+		cfg.Observer = p.Observer
+	}
+	return NewRunner(p.Mediator, p.Store, cfg, p.Logger)
 }
 
 type recoveryParams struct {

@@ -2,6 +2,7 @@ package fxsaga_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,7 +15,8 @@ import (
 )
 
 // Under fx: the sagas registered are recovered when the application
-// starts, and a handler can Run one through the injected definition.
+// starts, and a handler can Run one through the injected definition; the
+// graph's Observer sees both.
 func TestModule(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -24,6 +26,7 @@ func TestModule(t *testing.T) {
 		Context: []byte(`{"ID":9,"Reserved":true,"Charged":1999}`),
 	}))
 	w := newWorld()
+	rec := &recorder{}
 	var (
 		runner *fxsaga.Runner
 		saga   *fxsaga.Saga[Order]
@@ -32,18 +35,28 @@ func TestModule(t *testing.T) {
 		fxcqrs.Module, fxsaga.Module,
 		fx.Supply(fx.Annotate(store, fx.As(new(fxsaga.Store)))),
 		fx.Supply(w),
+		fx.Supply(fx.Annotate(rec, fx.As(new(fxcqrs.Observer)))),
 		fxsaga.Register[Order](orderSaga),
 		fx.Populate(&runner, &saga),
 	)
 	app.RequireStart()
 	defer app.RequireStop()
 	require.Eventually(t, func() bool {
-		st, _ := store.Load(ctx, "interrupted")
-		return st.Status == fxsaga.Completed
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return slices.Contains(rec.finished, "saga order: ok") // after the saga's last save
 	}, 10*time.Second, time.Millisecond, "recovered at start")
+	st, err := store.Load(ctx, "interrupted")
+	require.NoError(t, err)
+	assert.Equal(t, fxsaga.Completed, st.Status)
 	assert.Equal(t, []string{"act ship"}, w.history(), "only the step it had not done")
 
 	o, err := fxsaga.Run(ctx, runner, saga, Order{ID: 10})
 	require.NoError(t, err)
 	assert.Equal(t, "parcel-10", o.Shipment)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	assert.Equal(t, []string{"saga order: Ship act: ok", "saga order: ok"}, rec.finished[:2],
+		"the graph's observer sees the recovered saga")
+	assert.Len(t, rec.finished, 6, "and the one run: 3 acts and itself")
 }

@@ -31,6 +31,42 @@ type Config struct {
 	// CompensationBackoff is the first wait between tries; it doubles.
 	// Default 100ms.
 	CompensationBackoff time.Duration `json:"compensationBackoff" yaml:"compensationBackoff"`
+	// Observer sees each saga driven (run, or resumed by recovery) and each
+	// act and compensation as a call of KindCommand whose Message is an
+	// Activity and whose MessageType names it: "saga order" for a saga,
+	// "saga order: ChargeCard act" for a step. The otel module's observer
+	// makes a span of each, the step's under its saga's, and records their
+	// outcomes and durations. Module sets it to the mediator's observer
+	// (fxcqrs.Observer in the graph) when left nil.
+	Observer fxcqrs.Observer `json:"-" yaml:"-"`
+}
+
+// Activity is the Message of what Config.Observer sees: a saga, or one of
+// its steps' act or compensation.
+type Activity struct {
+	Saga   string // the saga's name
+	ID     string // the saga's ID
+	Step   string // the step's name; "" for the saga itself
+	Action string // "act" or "compensate"; "" for the saga itself
+}
+
+// observe reports an activity to the observer, if any, as a call; the
+// function it returns reports its end.
+func (r *Runner) observe(ctx context.Context, a Activity) (context.Context, func(error)) {
+	obs := r.cfg.Observer
+	if obs == nil {
+		return ctx, func(error) {}
+	}
+	name := "saga " + a.Saga
+	if a.Step != "" {
+		name += ": " + a.Step + " " + a.Action
+	}
+	call := fxcqrs.Call{Kind: fxcqrs.KindCommand, Message: a, MessageType: name}
+	start := time.Now()
+	ctx = obs.CallStarted(ctx, fxcqrs.CallStarted{Call: call})
+	return ctx, func(err error) {
+		obs.CallFinished(ctx, fxcqrs.CallFinished{Call: call, Err: err, Elapsed: time.Since(start)})
+	}
 }
 
 // NewRunner returns a runner whose steps run as calls of m (which must have
@@ -120,7 +156,13 @@ func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
 }
 
 // drive takes a saga from its state to a final one.
-func drive[C any](ctx context.Context, r *Runner, s *Saga[C], st State, report func(Progress[C])) (C, error) {
+func drive[C any](ctx context.Context, r *Runner, s *Saga[C], st State, report func(Progress[C])) (c C, err error) {
+	ctx, finish := r.observe(ctx, Activity{Saga: s.name, ID: st.ID})
+	defer func() { finish(err) }()
+	return driveSteps(ctx, r, s, st, report)
+}
+
+func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, report func(Progress[C])) (C, error) {
 	var c C
 	if err := json.Unmarshal(st.Context, &c); err != nil {
 		return c, fmt.Errorf("fxsaga: saga %s: context: %w", st.ID, err)
@@ -130,7 +172,7 @@ func drive[C any](ctx context.Context, r *Runner, s *Saga[C], st State, report f
 		i := st.Step
 		next := c
 		var saved State
-		err := r.call(ctx, st, i, "act", func(ctx context.Context) error {
+		err := r.call(ctx, st, i, s.names[i], "act", func(ctx context.Context) error {
 			if err := s.steps[i].Act(ctx, &next); err != nil {
 				return err
 			}
@@ -195,7 +237,7 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 		wait := r.cfg.CompensationBackoff
 		for attempt := 1; attempt <= r.cfg.CompensationAttempts; attempt++ {
 			var saved State
-			lastErr = r.call(ctx, st, i, "compensate", func(ctx context.Context) error {
+			lastErr = r.call(ctx, st, i, s.names[i], "compensate", func(ctx context.Context) error {
 				if err := s.steps[i].Compensate(ctx, &c); err != nil {
 					return err
 				}
@@ -259,7 +301,9 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 // call runs one act or compensation as a mediator call, logged: a success
 // in the step's transaction (one write fewer to commit), a failure after
 // it rolled back.
-func (r *Runner) call(ctx context.Context, st State, step int, action string, run func(context.Context) error) error {
+func (r *Runner) call(ctx context.Context, st State, step int, name, action string, run func(context.Context) error) (err error) {
+	ctx, finish := r.observe(ctx, Activity{Saga: st.Name, ID: st.ID, Step: name, Action: action})
+	defer func() { finish(err) }()
 	key := st.ID + ":" + strconv.Itoa(step) + ":" + action
 	logged := func(ctx context.Context) error {
 		if err := run(ctx); err != nil {
@@ -267,7 +311,7 @@ func (r *Runner) call(ctx context.Context, st State, step int, action string, ru
 		}
 		return r.store.Log(ctx, Entry{SagaID: st.ID, Step: step, Action: action, At: r.now()})
 	}
-	err := fxcqrs.Exec(context.WithValue(ctx, keyCtx{}, key), r.m, stepCall{run: logged})
+	err = fxcqrs.Exec(context.WithValue(ctx, keyCtx{}, key), r.m, stepCall{run: logged})
 	var evErr *fxcqrs.EventError
 	if errors.As(err, &evErr) {
 		err = nil // the step's own work committed; its events' failures are theirs
