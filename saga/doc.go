@@ -36,7 +36,8 @@
 //
 // Visibility: a saga left Failed is logged at error level, kept with its
 // error, and listed by SQL.Failed (Memory.Failed); every act and
-// compensation is logged in the store with its outcome.
+// compensation is logged in the store with its outcome. The Observer sees
+// each saga and each of its steps as a call (Config.Observer, Activity).
 //
 // A saga's definition renders as a Mermaid flowchart (Saga.Mermaid).
 package fxsaga
