@@ -132,3 +132,45 @@ func (s takingOver) Act(ctx context.Context, _ *Order) error {
 }
 
 func (takingOver) Compensate(context.Context, *Order) error { return nil }
+
+// Charged is an event a step routes to another service.
+type Charged struct{ Order int }
+
+// emitting is a step that routes Charged, then fails when told to.
+type emitting struct{ fail bool }
+
+func (s emitting) Act(ctx context.Context, o *Order) error {
+	fxcqrs.Emit(ctx, Charged{Order: o.ID})
+	if s.fail {
+		return errors.New("refused after emitting")
+	}
+	return nil
+}
+
+func (emitting) Compensate(context.Context, *Order) error { return nil }
+
+// A step's routed events are written to the outbox in the step's
+// transaction: they leave with a step that commits, and never with one
+// that fails.
+func TestStepEventsInOutbox(t *testing.T) {
+	t.Parallel()
+	forEachDatabase(t, func(t *testing.T, d database) {
+		gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+		t.Cleanup(func() { _ = gc.Close() })
+		bus, err := fxbus.New(fxbus.Config{Publisher: gc, Outbox: true}, []fxbus.Routing{fxbus.NewRoute[Charged]("charges")}, nil)
+		require.NoError(t, err)
+		o, err := fxoutbox.New(d.db, bus, fxoutbox.Config{Dialect: d.dialect}, nil) // not started: rows stay
+		require.NoError(t, err)
+		m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}),
+			fxcqrs.WithForwarder(bus), fxcqrs.WithMiddleware(o.UnitOfWork()))
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
+		store, err := fxsaga.NewSQL(d.db, d.dialect, fxsaga.Tables{}, 0)
+		require.NoError(t, err)
+		r := fxsaga.NewRunner(m, store, fxsaga.Config{}, nil)
+
+		_, err = fxsaga.Run(context.Background(), r, fxsaga.Define[Order]("billing", emitting{}, emitting{fail: true}), Order{ID: 5})
+		require.Error(t, err)
+		assert.Equal(t, 1, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_outbox"), "the first step's event; not the failed one's")
+	})
+}
