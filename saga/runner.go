@@ -202,6 +202,13 @@ func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, rep
 			return c, errors.Join(ctx.Err(), err)
 		}
 		if err != nil {
+			// The compensations see the context as committed, not as the
+			// failed act left it (a map or a slice it changed is shared).
+			var committed C
+			if err := json.Unmarshal(st.Context, &committed); err != nil {
+				return c, fmt.Errorf("fxsaga: saga %s: context: %w", st.ID, err)
+			}
+			c = committed
 			failed = err
 			st.Status, st.Error = Compensating, fmt.Sprintf("step %s: %v", s.names[i], err)
 			st.Step = i - 1 // the last completed step

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -325,4 +326,37 @@ func TestStopDuringCompensation(t *testing.T) {
 	require.Len(t, left, 1)
 	assert.Equal(t, fxsaga.Compensating, left[0].Status)
 	assert.Empty(t, store.Failed())
+}
+
+// Cart is a context with a map, which a copy of the context shares.
+type Cart struct{ Items map[string]int }
+
+type addItem struct {
+	item string
+	fail bool
+	seen *[]map[string]int
+}
+
+func (s addItem) Act(_ context.Context, c *Cart) error {
+	c.Items[s.item]++
+	if s.fail {
+		return errors.New("no " + s.item)
+	}
+	return nil
+}
+
+func (s addItem) Compensate(_ context.Context, c *Cart) error {
+	*s.seen = append(*s.seen, maps.Clone(c.Items))
+	return nil
+}
+
+// A failed act's changes to the context do not reach the compensations:
+// they see the context as the last step committed it.
+func TestCompensationSeesCommittedContext(t *testing.T) {
+	t.Parallel()
+	var seen []map[string]int
+	s := fxsaga.Define[Cart]("cart", addItem{item: "lamp", seen: &seen}, addItem{item: "desk", fail: true, seen: &seen})
+	_, err := fxsaga.Run(context.Background(), newRunner(t, fxsaga.NewMemory()), s, Cart{Items: map[string]int{}})
+	require.Error(t, err)
+	assert.Equal(t, []map[string]int{{"lamp": 1}}, seen)
 }
