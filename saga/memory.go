@@ -64,16 +64,15 @@ func (m *Memory) Unfinished(_ context.Context, name string) ([]State, error) {
 	return out, nil
 }
 
-// Claim returns the unfinished sagas of name, their versions bumped: a
-// Memory store has one process, so nothing else owns them.
+// Claim returns the unfinished sagas of name. A Memory store has one
+// process and is meant for one Runner, which skips the sagas it drives
+// itself: there are no leases, and no other owner to fence.
 func (m *Memory) Claim(_ context.Context, name string) ([]State, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []State
-	for id, st := range m.states {
+	for _, st := range m.states {
 		if st.Name == name && !st.Status.Final() {
-			st.Version++
-			m.states[id] = st
 			out = append(out, st)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"iter"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
@@ -21,6 +22,28 @@ type Runner struct {
 	cfg    Config
 	logger *zap.Logger
 	now    func() time.Time
+
+	mu      sync.Mutex
+	driving map[string]bool // the sagas this runner drives now
+}
+
+// acquire marks saga id as driven by this runner, unless it already is:
+// recovery must not take over a saga that a Run of the same process is
+// driving (its store may well let it claim it).
+func (r *Runner) acquire(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.driving[id] {
+		return false
+	}
+	r.driving[id] = true
+	return true
+}
+
+func (r *Runner) release(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.driving, id)
 }
 
 // Config configures a Runner. Every field is optional.
@@ -82,7 +105,7 @@ func NewRunner(m *fxcqrs.Mediator, store Store, cfg Config, logger *zap.Logger) 
 	if cfg.CompensationBackoff <= 0 {
 		cfg.CompensationBackoff = 100 * time.Millisecond
 	}
-	return &Runner{m: m, store: store, cfg: cfg, logger: logger, now: time.Now}
+	return &Runner{m: m, store: store, cfg: cfg, logger: logger, now: time.Now, driving: map[string]bool{}}
 }
 
 // Run runs a new saga of s over c: its steps in order, each persisted with
@@ -95,6 +118,8 @@ func Run[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (C, error) {
 		return c, fmt.Errorf("fxsaga: saga %s: context: %w", s.name, err)
 	}
 	st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, Version: 1}
+	r.acquire(st.ID)
+	defer r.release(st.ID)
 	if err := r.store.Create(ctx, st); err != nil {
 		return c, err
 	}
@@ -125,6 +150,8 @@ func Stream[C any](ctx context.Context, r *Runner, s *Saga[C], c C) iter.Seq2[Pr
 		data, err := json.Marshal(c)
 		if err == nil {
 			st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, Version: 1}
+			r.acquire(st.ID)
+			defer r.release(st.ID)
 			if err = r.store.Create(ctx, st); err == nil {
 				_, err = drive(ctx, r, s, st, report)
 			}
@@ -145,7 +172,12 @@ func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
 	}
 	var errs []error
 	for _, st := range states {
-		if _, err := drive(ctx, r, s, st, nil); err != nil {
+		if !r.acquire(st.ID) {
+			continue // a Run of this process drives it
+		}
+		_, err := drive(ctx, r, s, st, nil)
+		r.release(st.ID)
+		if err != nil {
 			var sagaErr *Error
 			if !errors.As(err, &sagaErr) || sagaErr.Status == Failed {
 				errs = append(errs, err)

@@ -161,7 +161,9 @@ type Store interface {
 	// Log appends an entry to a saga's log.
 	Log(ctx context.Context, e Entry) error
 	// Claim takes over the unfinished sagas of name that no live owner
-	// drives, for recovery, bumping their versions (fencing the old owner).
+	// drives, for recovery; a store shared by several processes bumps
+	// their versions (fencing the old owner) and returns them bumped. The
+	// Runner never drives twice a saga it already drives.
 	Claim(ctx context.Context, name string) ([]State, error)
 }
 

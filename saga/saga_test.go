@@ -360,3 +360,36 @@ func TestCompensationSeesCommittedContext(t *testing.T) {
 	require.Error(t, err)
 	assert.Equal(t, []map[string]int{{"lamp": 1}}, seen)
 }
+
+// recovering is a step during which recovery runs in the same process, as
+// Module's periodic recovery can.
+type recovering struct {
+	r    **fxsaga.Runner
+	saga **fxsaga.Saga[Order]
+}
+
+func (s recovering) Act(ctx context.Context, _ *Order) error {
+	return fxsaga.Recover(context.Background(), *s.r, *s.saga)
+}
+
+func (recovering) Compensate(context.Context, *Order) error { return nil }
+
+// Recovery does not take over a saga that a Run of the same runner is
+// driving: each step acts once, and the Run is not fenced.
+func TestRecoveryLeavesRunningSagas(t *testing.T) {
+	t.Parallel()
+	w := newWorld()
+	var (
+		r = newRunner(t, fxsaga.NewMemory())
+		s *fxsaga.Saga[Order]
+	)
+	s = fxsaga.Define[Order]("order",
+		Reserve{step{"reserve", w, func(o *Order) { o.Reserved = true }}},
+		recovering{&r, &s},
+		Ship{step{"ship", w, func(o *Order) { o.Shipment = "parcel" }}},
+	)
+	o, err := fxsaga.Run(context.Background(), r, s, Order{ID: 8})
+	require.NoError(t, err)
+	assert.Equal(t, "parcel", o.Shipment)
+	assert.Equal(t, []string{"act reserve", "act ship"}, w.history())
+}
