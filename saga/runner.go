@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
+	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 )
@@ -113,6 +114,9 @@ func NewRunner(m *fxcqrs.Mediator, store Store, cfg Config, logger *zap.Logger) 
 // are compensated in reverse, and Run returns an *Error saying which step
 // failed and what compensation did. It returns the final context.
 func Run[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (C, error) {
+	if err := outside(ctx, s.name); err != nil {
+		return c, err
+	}
 	data, err := json.Marshal(c)
 	if err != nil {
 		return c, fmt.Errorf("fxsaga: saga %s: context: %w", s.name, err)
@@ -124,6 +128,21 @@ func Run[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (C, error) {
 		return c, err
 	}
 	return drive(ctx, r, s, st, nil)
+}
+
+// ErrInTransaction is the error of Run, Stream and Recover called inside a
+// unit of work's transaction (from a command handler under the outbox
+// module, say): the steps would join that one transaction instead of
+// committing one by one, and a failed step's writes would not roll back
+// on their own. Run sagas from outside: an HTTP handler, a request
+// handler, a worker.
+var ErrInTransaction = errors.New("fxsaga: a saga cannot run inside a unit of work's transaction")
+
+func outside(ctx context.Context, name string) error {
+	if fxoutbox.Tx(ctx) != nil {
+		return fmt.Errorf("saga %s: %w", name, ErrInTransaction)
+	}
+	return nil
 }
 
 // Progress is one step of a saga done: an act or a compensation that
@@ -147,7 +166,11 @@ func Stream[C any](ctx context.Context, r *Runner, s *Saga[C], c C) iter.Seq2[Pr
 				more = yield(p, nil)
 			}
 		}
-		data, err := json.Marshal(c)
+		err := outside(ctx, s.name)
+		var data []byte
+		if err == nil {
+			data, err = json.Marshal(c)
+		}
 		if err == nil {
 			st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, Version: 1}
 			r.acquire(st.ID)
@@ -166,6 +189,9 @@ func Stream[C any](ctx context.Context, r *Runner, s *Saga[C], c C) iter.Seq2[Pr
 // compensating, else compensation to the end. It returns each one's
 // outcome error joined.
 func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
+	if err := outside(ctx, s.name); err != nil {
+		return err
+	}
 	states, err := r.store.Claim(ctx, s.name)
 	if err != nil {
 		return err

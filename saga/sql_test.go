@@ -174,3 +174,44 @@ func TestStepEventsInOutbox(t *testing.T) {
 		assert.Equal(t, 1, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_outbox"), "the first step's event; not the failed one's")
 	})
 }
+
+// StartSaga is a command whose handler (wrongly) runs a saga.
+type StartSaga struct{}
+
+type startingHandler struct {
+	r   **fxsaga.Runner
+	got chan error
+}
+
+func (h startingHandler) Handle(ctx context.Context, _ StartSaga) error {
+	_, err := fxsaga.Run(ctx, *h.r, fxsaga.Define[Order]("nested", emitting{}), Order{})
+	h.got <- err
+	return nil
+}
+
+// A saga run inside a unit of work's transaction would have its steps join
+// it: Run refuses, with ErrInTransaction, before it writes anything.
+func TestRunInsideTransaction(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+	t.Cleanup(func() { _ = gc.Close() })
+	bus, err := fxbus.New(fxbus.Config{Publisher: gc, Outbox: true}, nil, nil)
+	require.NoError(t, err)
+	o, err := fxoutbox.New(d.db, bus, fxoutbox.Config{Dialect: d.dialect}, nil)
+	require.NoError(t, err)
+	var r *fxsaga.Runner
+	h := startingHandler{r: &r, got: make(chan error, 1)}
+	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}, h), fxcqrs.WithMiddleware(o.UnitOfWork()))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
+	store, err := fxsaga.NewSQL(d.db, d.dialect, fxsaga.Tables{}, 0)
+	require.NoError(t, err)
+	r = fxsaga.NewRunner(m, store, fxsaga.Config{}, nil)
+
+	require.NoError(t, fxcqrs.Exec(context.Background(), m, StartSaga{}))
+	require.ErrorIs(t, <-h.got, fxsaga.ErrInTransaction)
+	assert.Zero(t, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_sagas"))
+	_, err = fxsaga.Run(context.Background(), r, fxsaga.Define[Order]("outside", emitting{}), Order{})
+	require.NoError(t, err, "outside a transaction it runs")
+}
