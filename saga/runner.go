@@ -140,7 +140,7 @@ var ErrInTransaction = errors.New("fxsaga: a saga cannot run inside a unit of wo
 
 func outside(ctx context.Context, name string) error {
 	if fxoutbox.Tx(ctx) != nil {
-		return fmt.Errorf("saga %s: %w", name, ErrInTransaction)
+		return fmt.Errorf("%w (saga %s): run it from outside, such as an HTTP handler or a worker", ErrInTransaction, name)
 	}
 	return nil
 }
