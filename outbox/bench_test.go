@@ -27,13 +27,13 @@ type Stamped struct {
 // command's own cost.
 func BenchmarkUnitOfWork(b *testing.B) {
 	d := openDatabase(b, fxoutbox.PostgreSQL)
-	crashTables(b, d.db)
-	insert := d.dialect.Rebind("INSERT INTO orders (id) VALUES (?)")
+	crashTables(b, d.DB)
+	insert := d.Dialect.Rebind("INSERT INTO orders (id) VALUES (?)")
 	ctx := context.Background()
 	id := 0
 	b.Run("transaction only", func(b *testing.B) {
 		m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
-			tx, err := d.db.BeginTx(ctx, nil)
+			tx, err := d.DB.BeginTx(ctx, nil)
 			if err != nil {
 				return err
 			}
@@ -61,7 +61,7 @@ func BenchmarkUnitOfWork(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		o, err := fxoutbox.New(d.db, bus, fxoutbox.Config{Dialect: d.dialect}, nil)
+		o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect}, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -112,7 +112,7 @@ func BenchmarkCommitToHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	o, err := fxoutbox.New(d.db, bus, fxoutbox.Config{Dialect: d.dialect}, nil)
+	o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

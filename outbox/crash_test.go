@@ -88,8 +88,7 @@ func crashTables(t testing.TB, db *sql.DB) {
 }
 
 func crash(t *testing.T, d database, broker string) {
-	crashTables(t, d.db)
-	dsn := databaseDSN(t, d)
+	crashTables(t, d.DB)
 	topic := fmt.Sprintf("crash_%d", rand.Uint32())
 	addr := ""
 	switch broker {
@@ -114,8 +113,9 @@ func crash(t *testing.T, d database, broker string) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.v")
 		cmd.Env = append(os.Environ(),
 			"FXCQRS_CRASH_CHILD="+mode,
-			"FXCQRS_CRASH_DIALECT="+d.dialect.String(),
-			"FXCQRS_CRASH_DSN="+dsn,
+			"FXCQRS_CRASH_DIALECT="+d.Dialect.String(),
+			"FXCQRS_CRASH_DSN="+d.DSN,
+			"FXCQRS_CRASH_DRIVER="+d.Driver,
 			"FXCQRS_CRASH_BROKER="+broker,
 			"FXCQRS_CRASH_ADDR="+addr,
 			"FXCQRS_CRASH_TOPIC="+topic,
@@ -135,13 +135,13 @@ func crash(t *testing.T, d database, broker string) {
 	out, err := drain.CombinedOutput()
 	require.NoError(t, err, "drain: %s", out)
 
-	committed := ids(t, d.db, "SELECT id FROM orders")
+	committed := ids(t, d.DB, "SELECT id FROM orders")
 	require.NotEmpty(t, committed)
 	if broker != "" {
-		waitFor(t, func() bool { return len(ids(t, d.db, "SELECT DISTINCT order_id FROM effects")) >= len(committed) })
+		waitFor(t, func() bool { return len(ids(t, d.DB, "SELECT DISTINCT order_id FROM effects")) >= len(committed) })
 	}
-	effects := ids(t, d.db, "SELECT order_id FROM effects")
-	deliveries := ids(t, d.db, "SELECT order_id FROM deliveries")
+	effects := ids(t, d.DB, "SELECT order_id FROM effects")
+	deliveries := ids(t, d.DB, "SELECT order_id FROM deliveries")
 
 	committedSet := map[int64]bool{}
 	for _, id := range committed {
@@ -170,46 +170,6 @@ func crash(t *testing.T, d database, broker string) {
 	assert.Len(t, seen, len(committed), "every committed order delivered")
 	assert.LessOrEqual(t, dups, crashRounds, "at most one duplicate per kill (one row at a time, one topic)")
 	t.Logf("%d kills: %d orders committed, %d delivered, %d raw duplicates, %d effects", crashRounds, len(committed), len(seen), dups, len(effects))
-}
-
-// databaseDSN returns how a child process reaches the test's database.
-func databaseDSN(t testing.TB, d database) string {
-	t.Helper()
-	var dsn string
-	switch d.dialect {
-	case fxoutbox.PostgreSQL:
-		require.NoError(t, d.db.QueryRow("SELECT current_schema()").Scan(&dsn))
-		u, err := url.Parse(env("FXCQRS_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"))
-		require.NoError(t, err)
-		q := u.Query()
-		q.Set("search_path", dsn)
-		u.RawQuery = q.Encode()
-		return u.String()
-	case fxoutbox.MySQL:
-		require.NoError(t, d.db.QueryRow("SELECT DATABASE()").Scan(&dsn))
-		base := env("FXCQRS_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test?parseTime=true")
-		return replaceDB(base, dsn)
-	}
-	require.NoError(t, d.db.QueryRow("PRAGMA database_list").Scan(new(int), new(string), &dsn))
-	return "file:" + dsn + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)"
-}
-
-func replaceDB(dsn, name string) string {
-	slash := -1
-	for i := len(dsn) - 1; i >= 0; i-- {
-		if dsn[i] == '/' {
-			slash = i
-			break
-		}
-	}
-	q := ""
-	for i := slash; i < len(dsn); i++ {
-		if dsn[i] == '?' {
-			q = dsn[i:]
-			break
-		}
-	}
-	return dsn[:slash+1] + name + q
 }
 
 func ids(t testing.TB, db *sql.DB, query string) []int64 {
@@ -344,10 +304,10 @@ func consume(t *testing.T, d database, broker, addr, topic string) (stop func())
 	b, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub, Outbox: true}, nil,
 		[]fxbus.Subscription{fxbus.NewSubscription[OrderPlaced](topic)})
 	require.NoError(t, err)
-	o, err := fxoutbox.New(d.db, b, fxoutbox.Config{Dialect: d.dialect, Inbox: true}, nil)
+	o, err := fxoutbox.New(d.DB, b, fxoutbox.Config{Dialect: d.Dialect, Inbox: true}, nil)
 	require.NoError(t, err)
-	m, err := fxcqrs.New(fxcqrs.Config{}, billing(d.db, d.dialect),
-		fxcqrs.WithMiddleware(deliveryLog(d.db, d.dialect), o.UnitOfWork()), fxcqrs.WithForwarder(b))
+	m, err := fxcqrs.New(fxcqrs.Config{}, billing(d.DB, d.Dialect),
+		fxcqrs.WithMiddleware(deliveryLog(d.DB, d.Dialect), o.UnitOfWork()), fxcqrs.WithForwarder(b))
 	require.NoError(t, err)
 	require.NoError(t, b.Start(context.Background(), m))
 	var once sync.Once
@@ -369,8 +329,7 @@ func TestCrashChild(t *testing.T) {
 		t.Skip("started by TestCrash only")
 	}
 	dialect := map[string]fxoutbox.Dialect{"postgresql": fxoutbox.PostgreSQL, "mysql": fxoutbox.MySQL, "sqlite": fxoutbox.SQLite}[os.Getenv("FXCQRS_CRASH_DIALECT")]
-	driver := map[fxoutbox.Dialect]string{fxoutbox.PostgreSQL: "pgx", fxoutbox.MySQL: "mysql", fxoutbox.SQLite: "sqlite"}[dialect]
-	db, err := sql.Open(driver, os.Getenv("FXCQRS_CRASH_DSN"))
+	db, err := sql.Open(os.Getenv("FXCQRS_CRASH_DRIVER"), os.Getenv("FXCQRS_CRASH_DSN"))
 	require.NoError(t, err)
 	defer db.Close()
 	topic := os.Getenv("FXCQRS_CRASH_TOPIC")

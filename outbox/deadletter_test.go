@@ -57,13 +57,13 @@ func TestDeadLetterAndNoTopicHoldsAnother(t *testing.T) {
 		pub := &pickyPublisher{kept: map[string]int{}}
 		bus, err := fxbus.New(fxbus.Config{Publisher: pub, Outbox: true}, nil, nil)
 		require.NoError(t, err)
-		o, err := fxoutbox.New(d.db, bus, fxoutbox.Config{Dialect: d.dialect, Relay: fxoutbox.RelayConfig{
+		o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect, Relay: fxoutbox.RelayConfig{
 			PollInterval: 10 * time.Millisecond, RetryInitial: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond,
 			Undeliverable: func(err error) bool { return errors.Is(err, errTooLarge) },
 		}}, nil)
 		require.NoError(t, err)
 		for _, topic := range []string{"poison", "down", "fine", "fine"} {
-			_, err := d.db.Exec(d.dialect.Rebind("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata) VALUES (?, ?, ?, '{}')"),
+			_, err := d.DB.Exec(d.Dialect.Rebind("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata) VALUES (?, ?, ?, '{}')"),
 				topic, watermill.NewUUID(), []byte(`{}`))
 			require.NoError(t, err)
 		}
@@ -71,10 +71,10 @@ func TestDeadLetterAndNoTopicHoldsAnother(t *testing.T) {
 		t.Cleanup(func() { require.NoError(t, o.Stop(context.Background())) })
 		waitFor(t, func() bool { return pub.got("fine") == 2 && o.Stats().DeadLettered == 1 })
 		waitFor(t, func() bool { return o.Stats().PublishFailures >= 2 }) // the down topic was tried again
-		assert.Equal(t, 1, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_outbox_dead"))
+		assert.Equal(t, 1, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_dead"))
 		var reason string
-		require.NoError(t, d.db.QueryRow("SELECT error FROM fxcqrs_outbox_dead").Scan(&reason))
+		require.NoError(t, d.DB.QueryRow("SELECT error FROM fxcqrs_outbox_dead").Scan(&reason))
 		assert.Contains(t, reason, "too large")
-		assert.Equal(t, 1, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_outbox"), "the down topic's row waits")
+		assert.Equal(t, 1, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox"), "the down topic's row waits")
 	})
 }

@@ -32,7 +32,7 @@ func TestModule(t *testing.T) {
 	var inTx bool
 	app := fxtest.New(t,
 		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
-		fx.Supply(d.db, fxoutbox.Config{Dialect: fxoutbox.SQLite}),
+		fx.Supply(d.DB, fxoutbox.Config{Dialect: fxoutbox.SQLite}),
 		fx.Supply(fx.Annotate(gc, fx.As(new(message.Publisher)), fx.As(new(message.Subscriber)))),
 		fxbus.Route[OrderPlaced]("orders"),
 		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
@@ -90,17 +90,17 @@ func TestTwoRelays(t *testing.T) {
 	// Rows written first, as producers would; then two relays start.
 	for j := range perTopic {
 		for i := range topics {
-			_, err := d.db.Exec(d.dialect.Rebind("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata) VALUES (?, ?, ?, '{}')"),
+			_, err := d.DB.Exec(d.Dialect.Rebind("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata) VALUES (?, ?, ?, '{}')"),
 				"t"+string(rune('a'+i)), watermill.NewUUID(), []byte{byte('0' + j/10), byte('0' + j%10)})
 			require.NoError(t, err)
 		}
 	}
 	for range 2 {
-		o := newRelayOnly(t, d.db, gc)
+		o := newRelayOnly(t, d.DB, gc)
 		require.NoError(t, o.Start(context.Background()))
 		t.Cleanup(func() { require.NoError(t, o.Stop(context.Background())) })
 	}
-	require.Eventually(t, func() bool { return count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0 }, 20*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0 }, 20*time.Second, 10*time.Millisecond)
 	mu.Lock()
 	defer mu.Unlock()
 	for i := range topics {

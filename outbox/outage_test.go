@@ -81,7 +81,7 @@ func TestBrokerOutage(t *testing.T) {
 	b, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub, Outbox: true},
 		[]fxbus.Routing{fxbus.NewRoute[OrderPlaced](topic)}, []fxbus.Subscription{fxbus.NewSubscription[OrderPlaced](topic)})
 	require.NoError(t, err)
-	o, err := fxoutbox.New(d.db, b, fxoutbox.Config{Dialect: d.dialect, Relay: fxoutbox.RelayConfig{
+	o, err := fxoutbox.New(d.DB, b, fxoutbox.Config{Dialect: d.Dialect, Relay: fxoutbox.RelayConfig{
 		PollInterval: 20 * time.Millisecond, RetryInitial: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond,
 	}}, nil)
 	require.NoError(t, err)
@@ -123,10 +123,10 @@ func TestBrokerOutage(t *testing.T) {
 	for id := 11; id <= 20; id++ {
 		require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: id}), "the commit does not need the broker")
 	}
-	assert.Equal(t, 10, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_outbox"), "the rows wait")
+	assert.Equal(t, 10, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox"), "the rows wait")
 
 	ns.start()
 	waitFor(t, func() bool { return delivered() == 20 })
-	assert.Zero(t, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_outbox"))
-	assert.Zero(t, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_outbox_dead"), "an outage dead-letters nothing")
+	assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox"))
+	assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_dead"), "an outage dead-letters nothing")
 }

@@ -49,9 +49,9 @@ func newRig(t *testing.T, d database, cfg fxoutbox.Config, opts ...fxcqrs.Option
 		[]fxbus.Routing{fxbus.NewRoute[OrderPlaced]("orders"), fxbus.NewRoute[Audited]("audit")},
 		[]fxbus.Subscription{fxbus.NewSubscription[OrderPlaced]("inbound")})
 	require.NoError(t, err)
-	cfg.Dialect = d.dialect
+	cfg.Dialect = d.Dialect
 	cfg.Relay.PollInterval = 50 * time.Millisecond
-	o, err := fxoutbox.New(d.db, bus, cfg, nil)
+	o, err := fxoutbox.New(d.DB, bus, cfg, nil)
 	require.NoError(t, err)
 	m, err := fxcqrs.New(fxcqrs.Config{}, append(opts, fxcqrs.WithForwarder(bus), fxcqrs.WithMiddleware(o.UnitOfWork()))...)
 	require.NoError(t, err)
@@ -99,7 +99,7 @@ func next(t *testing.T, ch <-chan *message.Message) *message.Message {
 func TestUnitOfWork(t *testing.T) {
 	t.Parallel()
 	forEachDatabase(t, func(t *testing.T, d database) {
-		_, err := d.db.Exec("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+		_, err := d.DB.Exec("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
 		require.NoError(t, err)
 		errBoom := errors.New("boom")
 		var sawCommitted sync.Map
@@ -109,7 +109,7 @@ func TestUnitOfWork(t *testing.T) {
 				if tx == nil {
 					return errors.New("no transaction")
 				}
-				if _, err := tx.ExecContext(ctx, d.dialect.Rebind("INSERT INTO orders (id) VALUES (?)"), c.ID); err != nil {
+				if _, err := tx.ExecContext(ctx, d.Dialect.Rebind("INSERT INTO orders (id) VALUES (?)"), c.ID); err != nil {
 					return err
 				}
 				fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID})
@@ -120,15 +120,15 @@ func TestUnitOfWork(t *testing.T) {
 			})),
 			fxcqrs.WithEventHandlers(eventFunc[OrderPlaced](func(_ context.Context, e OrderPlaced) error {
 				// Outside the transaction, on the pool: committed state.
-				sawCommitted.Store(e.ID, count(t, d.db, "SELECT COUNT(*) FROM orders") == 1)
+				sawCommitted.Store(e.ID, count(t, d.DB, "SELECT COUNT(*) FROM orders") == 1)
 				return nil
 			})),
 		)
 		out := received(t, r.gc, "orders")
 
 		require.ErrorIs(t, fxcqrs.Exec(context.Background(), r.m, PlaceOrder{ID: -1}), errBoom)
-		assert.Zero(t, count(t, d.db, "SELECT COUNT(*) FROM orders"), "rolled back")
-		assert.Zero(t, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_outbox"), "its event with it")
+		assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM orders"), "rolled back")
+		assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox"), "its event with it")
 
 		require.NoError(t, fxcqrs.Exec(context.Background(), r.m, PlaceOrder{ID: 7}))
 		saw, _ := sawCommitted.Load(7)
@@ -136,7 +136,7 @@ func TestUnitOfWork(t *testing.T) {
 		msg := next(t, out)
 		assert.JSONEq(t, `{"ID":7}`, string(msg.Payload))
 		assert.Equal(t, "OrderPlaced", msg.Metadata.Get(fxbus.MetadataName))
-		require.Eventually(t, func() bool { return count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0 },
+		require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0 },
 			10*time.Second, 5*time.Millisecond, "the relay deleted the row it sent")
 	})
 }
@@ -171,7 +171,7 @@ func TestNestedCallJoinsTheUnitOfWork(t *testing.T) {
 		m = r.m
 		require.Error(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: -2}))
 		assert.Same(t, outer, inner, "one transaction")
-		assert.Zero(t, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_outbox"), "the nested call's event rolled back with the outer")
+		assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox"), "the nested call's event rolled back with the outer")
 
 		audit := received(t, r.gc, "audit")
 		orders := received(t, r.gc, "orders")
@@ -226,7 +226,7 @@ func TestInboxHandlesOnce(t *testing.T) {
 		deliver("0195f000-0000-7000-8000-000000000002")
 		n, _ := calls.Load(5)
 		assert.Equal(t, 2, *n.(*int), "once per message id")
-		assert.Equal(t, 2, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_inbox"))
+		assert.Equal(t, 2, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_inbox"))
 	})
 }
 

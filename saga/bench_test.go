@@ -22,12 +22,12 @@ func BenchmarkSaga(b *testing.B) {
 	d := openDatabase(b, fxoutbox.PostgreSQL)
 	ctx := context.Background()
 	r, _ := sqlRunner(b, d)
-	insert := d.dialect.Rebind("INSERT INTO effects (saga_key) VALUES (?)")
+	insert := d.Dialect.Rebind("INSERT INTO effects (saga_key) VALUES (?)")
 	b.Run("direct", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := range b.N {
 			for step := range 3 {
-				tx, err := d.db.BeginTx(ctx, nil)
+				tx, err := d.DB.BeginTx(ctx, nil)
 				require.NoError(b, err)
 				_, err = tx.ExecContext(ctx, insert, fmt.Sprint(i, "/", step))
 				require.NoError(b, err)
@@ -62,11 +62,11 @@ func BenchmarkRecovery(b *testing.B) {
 			}))
 		}
 		// Unowned: as after the crash of their replica, its lease expired.
-		_, err := d.db.Exec("UPDATE fxcqrs_sagas SET lease_until_ns = 0")
+		_, err := d.DB.Exec("UPDATE fxcqrs_sagas SET lease_until_ns = 0")
 		require.NoError(b, err)
 		b.StartTimer()
 		require.NoError(b, fxsaga.Recover(ctx, r, s))
 	}
 	b.StopTimer()
-	require.Zero(b, count(b, d.db, "SELECT COUNT(*) FROM fxcqrs_sagas WHERE status <> 'COMPLETED'"))
+	require.Zero(b, count(b, d.DB, "SELECT COUNT(*) FROM fxcqrs_sagas WHERE status <> 'COMPLETED'"))
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -16,10 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
-	"github.com/fxcqrs/fxcqrs"
-	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	fxsaga "github.com/fxcqrs/fxcqrs/saga"
 	"github.com/stretchr/testify/assert"
@@ -62,21 +57,21 @@ func sagaCrash(t *testing.T, d database) {
 		fxoutbox.PostgreSQL: "BIGSERIAL PRIMARY KEY",
 		fxoutbox.MySQL:      "BIGINT AUTO_INCREMENT PRIMARY KEY",
 		fxoutbox.SQLite:     "INTEGER PRIMARY KEY AUTOINCREMENT",
-	}[d.dialect]
+	}[d.Dialect]
 	for _, ddl := range []string{
 		"CREATE TABLE calls (seq " + serial + ", order_id BIGINT NOT NULL, step VARCHAR(16) NOT NULL, action VARCHAR(16) NOT NULL, saga_key VARCHAR(128) NOT NULL)",
 		"CREATE TABLE effects (saga_key VARCHAR(128) PRIMARY KEY, order_id BIGINT NOT NULL)",
 	} {
-		_, err := d.db.Exec(ddl)
+		_, err := d.DB.Exec(ddl)
 		require.NoError(t, err)
 	}
-	dsn := crashDSN(t, d)
 	child := func(mode string, round int) *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$")
 		cmd.Env = append(os.Environ(),
 			"FXCQRS_SAGA_CRASH="+mode,
-			"FXCQRS_SAGA_CRASH_DIALECT="+d.dialect.String(),
-			"FXCQRS_SAGA_CRASH_DSN="+dsn,
+			"FXCQRS_SAGA_CRASH_DIALECT="+d.Dialect.String(),
+			"FXCQRS_SAGA_CRASH_DSN="+d.DSN,
+			"FXCQRS_SAGA_CRASH_DRIVER="+d.Driver,
 			"FXCQRS_SAGA_CRASH_FROM="+strconv.Itoa(round*1_000_000),
 		)
 		return cmd
@@ -110,7 +105,7 @@ func sagaCrash(t *testing.T, d database) {
 	require.NoError(t, err, "drain: %s", out)
 
 	// Every saga final, and the one it was designed to be.
-	rows, err := d.db.Query("SELECT status, context FROM fxcqrs_sagas")
+	rows, err := d.DB.Query("SELECT status, context FROM fxcqrs_sagas")
 	require.NoError(t, err)
 	outcomes := map[fxsaga.Status]int{}
 	for rows.Next() {
@@ -134,18 +129,18 @@ func sagaCrash(t *testing.T, d database) {
 
 	// Strict backward: per order, no act called after the first
 	// compensation was.
-	assert.Zero(t, count(t, d.db, `SELECT COUNT(*) FROM calls a JOIN calls c
+	assert.Zero(t, count(t, d.DB, `SELECT COUNT(*) FROM calls a JOIN calls c
 		ON a.order_id = c.order_id AND a.action = 'act' AND c.action = 'compensate' AND a.seq > c.seq`),
 		"a step acted after its saga began compensating")
 	// One key per (order, step, act or compensate), across restarts: the
 	// external service's deduplication held.
-	assert.Zero(t, count(t, d.db, `SELECT COUNT(*) FROM (SELECT order_id, step, action FROM calls
+	assert.Zero(t, count(t, d.DB, `SELECT COUNT(*) FROM (SELECT order_id, step, action FROM calls
 		GROUP BY order_id, step, action HAVING COUNT(DISTINCT saga_key) > 1) unstable`))
 	// Every completed saga's three effects, every compensated one's four.
 	assert.Equal(t, 3*outcomes[fxsaga.Completed]+4*outcomes[fxsaga.Compensated]+2*outcomes[fxsaga.Failed],
-		count(t, d.db, "SELECT COUNT(*) FROM effects"))
+		count(t, d.DB, "SELECT COUNT(*) FROM effects"))
 	// The Failed ones listed, for a person to look at.
-	store, err := fxsaga.NewSQL(d.db, d.dialect, fxsaga.Tables{}, 0)
+	store, err := fxsaga.NewSQL(d.DB, d.Dialect, fxsaga.Tables{}, 0)
 	require.NoError(t, err)
 	failed, err := store.Failed(context.Background())
 	require.NoError(t, err)
@@ -153,7 +148,7 @@ func sagaCrash(t *testing.T, d database) {
 	for _, st := range failed {
 		assert.Contains(t, st.Error, "charge compensate refused")
 	}
-	calls, keys := count(t, d.db, "SELECT COUNT(*) FROM calls"), count(t, d.db, "SELECT COUNT(DISTINCT saga_key) FROM calls")
+	calls, keys := count(t, d.DB, "SELECT COUNT(*) FROM calls"), count(t, d.DB, "SELECT COUNT(DISTINCT saga_key) FROM calls")
 	t.Logf("%d kills: %v; %d external calls, under %d keys: %d re-run after a crash (the failing refunds' retries aside)",
 		sagaCrashRounds, outcomes, calls, keys, calls-keys-2*outcomes[fxsaga.Failed])
 }
@@ -163,27 +158,6 @@ func orderID(t *testing.T, context string) int {
 	var o Order
 	require.NoError(t, json.Unmarshal([]byte(context), &o))
 	return o.ID
-}
-
-// crashDSN returns how a child process reaches the test's database.
-func crashDSN(t testing.TB, d database) string {
-	t.Helper()
-	var name string
-	switch d.dialect {
-	case fxoutbox.PostgreSQL:
-		require.NoError(t, d.db.QueryRow("SELECT current_schema()").Scan(&name))
-		u, err := url.Parse(env("FXCQRS_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"))
-		require.NoError(t, err)
-		q := u.Query()
-		q.Set("search_path", name)
-		u.RawQuery = q.Encode()
-		return u.String()
-	case fxoutbox.MySQL:
-		require.NoError(t, d.db.QueryRow("SELECT DATABASE()").Scan(&name))
-		return strings.Replace(env("FXCQRS_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test?parseTime=true"), "/test?", "/"+name+"?", 1)
-	}
-	require.NoError(t, d.db.QueryRow("PRAGMA database_list").Scan(new(int), new(string), &name))
-	return "file:" + name + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)"
 }
 
 // external is a step that calls the fake external service: it records
@@ -233,25 +207,16 @@ func TestCrashChild(t *testing.T) {
 		t.Skip("started by TestCrash only")
 	}
 	dialect := map[string]fxoutbox.Dialect{"postgresql": fxoutbox.PostgreSQL, "mysql": fxoutbox.MySQL, "sqlite": fxoutbox.SQLite}[os.Getenv("FXCQRS_SAGA_CRASH_DIALECT")]
-	driver := map[fxoutbox.Dialect]string{fxoutbox.PostgreSQL: "pgx", fxoutbox.MySQL: "mysql", fxoutbox.SQLite: "sqlite"}[dialect]
-	db, err := sql.Open(driver, os.Getenv("FXCQRS_SAGA_CRASH_DSN"))
+	db, err := sql.Open(os.Getenv("FXCQRS_SAGA_CRASH_DRIVER"), os.Getenv("FXCQRS_SAGA_CRASH_DSN"))
 	require.NoError(t, err)
 	defer db.Close()
 
-	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
-	defer gc.Close()
-	b, err := fxbus.New(fxbus.Config{Publisher: gc, Outbox: true}, nil, nil)
-	require.NoError(t, err)
-	o, err := fxoutbox.New(db, b, fxoutbox.Config{Dialect: dialect}, nil)
-	require.NoError(t, err)
-	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}), fxcqrs.WithMiddleware(o.UnitOfWork()))
-	require.NoError(t, err)
-	defer m.Stop(context.Background()) //nolint:errcheck // killed before, mostly
 	// A short lease: the next process takes the killed one's sagas over
 	// soon after.
-	store, err := fxsaga.NewSQL(db, dialect, fxsaga.Tables{}, 300*time.Millisecond)
-	require.NoError(t, err)
-	r := fxsaga.NewRunner(m, store, fxsaga.Config{CompensationAttempts: 3, CompensationBackoff: time.Millisecond}, nil)
+	r, store, _ := newSQLRunner(t, database{Dialect: dialect, DB: db}, setup{
+		lease:  300 * time.Millisecond,
+		config: fxsaga.Config{CompensationAttempts: 3, CompensationBackoff: time.Millisecond},
+	})
 	s := fxsaga.Define[Order]("crash",
 		external{db, dialect, "reserve", never, never},
 		external{db, dialect, "charge", never, func(id int) bool { return id%35 == 0 }},

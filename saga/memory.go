@@ -67,17 +67,8 @@ func (m *Memory) Unfinished(_ context.Context, name string) ([]State, error) {
 // Claim returns the unfinished sagas of name. A Memory store has one
 // process and is meant for one Runner, which skips the sagas it drives
 // itself: there are no leases, and no other owner to fence.
-func (m *Memory) Claim(_ context.Context, name string) ([]State, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []State
-	for _, st := range m.states {
-		if st.Name == name && !st.Status.Final() {
-			out = append(out, st)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
+func (m *Memory) Claim(ctx context.Context, name string) ([]State, error) {
+	return m.Unfinished(ctx, name)
 }
 
 // Log appends an entry.

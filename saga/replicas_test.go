@@ -8,10 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
-	"github.com/fxcqrs/fxcqrs"
-	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	fxsaga "github.com/fxcqrs/fxcqrs/saga"
 	"github.com/google/uuid"
@@ -54,18 +50,8 @@ func (s tracked) Act(ctx context.Context, o *Order) error {
 // store (its own owner id) on the shared database.
 func replica(t *testing.T, d database, lease time.Duration) (*fxsaga.Runner, *fxsaga.SQL) {
 	t.Helper()
-	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
-	t.Cleanup(func() { _ = gc.Close() })
-	bus, err := fxbus.New(fxbus.Config{Publisher: gc, Outbox: true}, nil, nil)
-	require.NoError(t, err)
-	o, err := fxoutbox.New(d.db, bus, fxoutbox.Config{Dialect: d.dialect}, nil)
-	require.NoError(t, err)
-	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}), fxcqrs.WithMiddleware(o.UnitOfWork()))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
-	store, err := fxsaga.NewSQL(d.db, d.dialect, fxsaga.Tables{}, lease)
-	require.NoError(t, err)
-	return fxsaga.NewRunner(m, store, fxsaga.Config{CompensationBackoff: time.Millisecond}, nil), store
+	r, store, _ := newSQLRunner(t, d, setup{lease: lease, config: fxsaga.Config{CompensationBackoff: time.Millisecond}})
+	return r, store
 }
 
 // Two replicas recover the same 200 interrupted sagas of one PostgreSQL
@@ -87,14 +73,14 @@ func TestTwoReplicas(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			d := openDatabase(t, fxoutbox.PostgreSQL)
-			_, err := d.db.Exec("CREATE TABLE effects (saga_key VARCHAR(128) NOT NULL)")
+			_, err := d.DB.Exec("CREATE TABLE effects (saga_key VARCHAR(128) NOT NULL)")
 			require.NoError(t, err)
 			ctx := context.Background()
 			f := &inFlight{acting: map[string]int{}}
 			s := fxsaga.Define[Order]("replicated",
 				tracked{writing{d: d, name: "a"}, f}, tracked{writing{d: d, name: "b"}, f}, tracked{writing{d: d, name: "c"}, f})
 
-			seed, err := fxsaga.NewSQL(d.db, d.dialect, fxsaga.Tables{}, 0)
+			seed, err := fxsaga.NewSQL(d.DB, d.Dialect, fxsaga.Tables{}, 0)
 			require.NoError(t, err)
 			const n = 200
 			for i := range n {
@@ -103,7 +89,7 @@ func TestTwoReplicas(t *testing.T) {
 					Context: fmt.Appendf(nil, `{"ID":%d}`, i),
 				}))
 			}
-			_, err = d.db.Exec("UPDATE fxcqrs_sagas SET lease_until_ns = 0") // their replica crashed
+			_, err = d.DB.Exec("UPDATE fxcqrs_sagas SET lease_until_ns = 0") // their replica crashed
 			require.NoError(t, err)
 
 			start := make(chan struct{})
@@ -131,7 +117,7 @@ func TestTwoReplicas(t *testing.T) {
 			close(start)
 			wg.Wait()
 			var owners []int
-			rows, err := d.db.Query("SELECT COUNT(*) FROM fxcqrs_sagas GROUP BY owner")
+			rows, err := d.DB.Query("SELECT COUNT(*) FROM fxcqrs_sagas GROUP BY owner")
 			require.NoError(t, err)
 			for rows.Next() {
 				var c int
@@ -141,9 +127,9 @@ func TestTwoReplicas(t *testing.T) {
 			require.NoError(t, rows.Err())
 			t.Logf("sagas finished per replica: %v; recover rounds fenced per replica: %v", owners, fenced)
 
-			assert.Zero(t, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_sagas WHERE status <> 'COMPLETED'"))
-			assert.Equal(t, 2*n, count(t, d.db, "SELECT COUNT(*) FROM effects"), "steps b and c of each saga")
-			assert.Zero(t, count(t, d.db, "SELECT COUNT(*) FROM (SELECT saga_key FROM effects GROUP BY saga_key HAVING COUNT(*) > 1) twice"),
+			assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_sagas WHERE status <> 'COMPLETED'"))
+			assert.Equal(t, 2*n, count(t, d.DB, "SELECT COUNT(*) FROM effects"), "steps b and c of each saga")
+			assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM (SELECT saga_key FROM effects GROUP BY saga_key HAVING COUNT(*) > 1) twice"),
 				"no step's write committed twice")
 			if !tc.overlap {
 				assert.Empty(t, f.overlaps, "steps acted by both replicas at once")

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
@@ -27,7 +25,7 @@ func (s writing) Act(ctx context.Context, o *Order) error {
 	if tx == nil {
 		return errors.New("no transaction")
 	}
-	if _, err := tx.ExecContext(ctx, s.d.dialect.Rebind("INSERT INTO effects (saga_key) VALUES (?)"), fxsaga.IdempotencyKey(ctx)); err != nil {
+	if _, err := tx.ExecContext(ctx, s.d.Dialect.Rebind("INSERT INTO effects (saga_key) VALUES (?)"), fxsaga.IdempotencyKey(ctx)); err != nil {
 		return err
 	}
 	if s.fail {
@@ -38,28 +36,18 @@ func (s writing) Act(ctx context.Context, o *Order) error {
 }
 
 func (s writing) Compensate(ctx context.Context, _ *Order) error {
-	_, err := fxoutbox.Tx(ctx).ExecContext(ctx, s.d.dialect.Rebind("INSERT INTO effects (saga_key) VALUES (?)"), fxsaga.IdempotencyKey(ctx))
+	_, err := fxoutbox.Tx(ctx).ExecContext(ctx, s.d.Dialect.Rebind("INSERT INTO effects (saga_key) VALUES (?)"), fxsaga.IdempotencyKey(ctx))
 	return err
 }
 
-// sqlRunner is a runner on the SQL store, with the outbox's unit of work
-// around each step.
+// sqlRunner is a runner on the SQL store of d, with an effects table for
+// the steps to write in.
 func sqlRunner(t testing.TB, d database) (*fxsaga.Runner, *fxsaga.SQL) {
 	t.Helper()
-	_, err := d.db.Exec("CREATE TABLE effects (saga_key VARCHAR(128) NOT NULL)")
+	_, err := d.DB.Exec("CREATE TABLE effects (saga_key VARCHAR(128) NOT NULL)")
 	require.NoError(t, err)
-	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
-	t.Cleanup(func() { _ = gc.Close() })
-	bus, err := fxbus.New(fxbus.Config{Publisher: gc, Outbox: true}, nil, nil)
-	require.NoError(t, err)
-	o, err := fxoutbox.New(d.db, bus, fxoutbox.Config{Dialect: d.dialect}, nil)
-	require.NoError(t, err)
-	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}), fxcqrs.WithMiddleware(o.UnitOfWork()))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
-	store, err := fxsaga.NewSQL(d.db, d.dialect, fxsaga.Tables{}, 0)
-	require.NoError(t, err)
-	return fxsaga.NewRunner(m, store, fxsaga.Config{CompensationBackoff: 1}, nil), store
+	r, store, _ := newSQLRunner(t, d, setup{config: fxsaga.Config{CompensationBackoff: 1}})
+	return r, store
 }
 
 // On each database: a step's writes and the saga's state commit together;
@@ -74,7 +62,7 @@ func TestSQLStore(t *testing.T) {
 		o, err := fxsaga.Run(ctx, r, ok, Order{ID: 1})
 		require.NoError(t, err)
 		assert.Equal(t, 2, o.Charged)
-		assert.Equal(t, 2, count(t, d.db, "SELECT COUNT(*) FROM effects"))
+		assert.Equal(t, 2, count(t, d.DB, "SELECT COUNT(*) FROM effects"))
 
 		bad := fxsaga.Define[Order]("pay", writing{d: d, name: "a"}, writing{d: d, name: "b", fail: true})
 		_, err = fxsaga.Run(ctx, r, bad, Order{ID: 2})
@@ -82,11 +70,11 @@ func TestSQLStore(t *testing.T) {
 		require.ErrorAs(t, err, &sagaErr)
 		assert.Equal(t, fxsaga.Compensated, sagaErr.Status)
 		// a's act and compensation committed; b's act rolled back with its failure.
-		assert.Equal(t, 4, count(t, d.db, "SELECT COUNT(*) FROM effects"))
+		assert.Equal(t, 4, count(t, d.DB, "SELECT COUNT(*) FROM effects"))
 		st, err := store.Load(ctx, sagaErr.SagaID)
 		require.NoError(t, err)
 		assert.Equal(t, fxsaga.Compensated, st.Status)
-		assert.Equal(t, 3, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_saga_log WHERE saga_id = '"+sagaErr.SagaID+"'"),
+		assert.Equal(t, 3, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_saga_log WHERE saga_id = '"+sagaErr.SagaID+"'"),
 			"act a, act b (failed), compensate a")
 	})
 }
@@ -98,13 +86,13 @@ func TestSQLFencing(t *testing.T) {
 	d := openDatabase(t, fxoutbox.PostgreSQL)
 	ctx := context.Background()
 	r, store := sqlRunner(t, d)
-	other, err := fxsaga.NewSQL(d.db, d.dialect, fxsaga.Tables{}, 0)
+	other, err := fxsaga.NewSQL(d.DB, d.Dialect, fxsaga.Tables{}, 0)
 	require.NoError(t, err)
 	takeover := takingOver{d: d, other: other, store: store}
 	s := fxsaga.Define[Order]("fenced", writing{d: d, name: "a"}, takeover, writing{d: d, name: "c"})
 	_, err = fxsaga.Run(ctx, r, s, Order{ID: 3})
 	require.ErrorIs(t, err, fxsaga.ErrFenced)
-	assert.Equal(t, 1, count(t, d.db, "SELECT COUNT(*) FROM effects"), "only a's write: the fenced step's rolled back, c never ran")
+	assert.Equal(t, 1, count(t, d.DB, "SELECT COUNT(*) FROM effects"), "only a's write: the fenced step's rolled back, c never ran")
 }
 
 // takingOver is a step during which another replica claims the saga (its
@@ -116,11 +104,11 @@ type takingOver struct {
 }
 
 func (s takingOver) Act(ctx context.Context, _ *Order) error {
-	if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, s.d.dialect.Rebind("INSERT INTO effects (saga_key) VALUES (?)"), fxsaga.IdempotencyKey(ctx)); err != nil {
+	if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, s.d.Dialect.Rebind("INSERT INTO effects (saga_key) VALUES (?)"), fxsaga.IdempotencyKey(ctx)); err != nil {
 		return err
 	}
 	id := fxsaga.IdempotencyKey(ctx)[:36]
-	_, err := s.d.db.ExecContext(context.Background(), s.d.dialect.Rebind("UPDATE fxcqrs_sagas SET lease_until_ns = 0 WHERE id = ?"), id)
+	_, err := s.d.DB.ExecContext(context.Background(), s.d.Dialect.Rebind("UPDATE fxcqrs_sagas SET lease_until_ns = 0 WHERE id = ?"), id)
 	if err != nil {
 		return err
 	}
@@ -155,23 +143,10 @@ func (emitting) Compensate(context.Context, *Order) error { return nil }
 func TestStepEventsInOutbox(t *testing.T) {
 	t.Parallel()
 	forEachDatabase(t, func(t *testing.T, d database) {
-		gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
-		t.Cleanup(func() { _ = gc.Close() })
-		bus, err := fxbus.New(fxbus.Config{Publisher: gc, Outbox: true}, []fxbus.Routing{fxbus.NewRoute[Charged]("charges")}, nil)
-		require.NoError(t, err)
-		o, err := fxoutbox.New(d.db, bus, fxoutbox.Config{Dialect: d.dialect}, nil) // not started: rows stay
-		require.NoError(t, err)
-		m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}),
-			fxcqrs.WithForwarder(bus), fxcqrs.WithMiddleware(o.UnitOfWork()))
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
-		store, err := fxsaga.NewSQL(d.db, d.dialect, fxsaga.Tables{}, 0)
-		require.NoError(t, err)
-		r := fxsaga.NewRunner(m, store, fxsaga.Config{}, nil)
-
-		_, err = fxsaga.Run(context.Background(), r, fxsaga.Define[Order]("billing", emitting{}, emitting{fail: true}), Order{ID: 5})
+		r, _, _ := newSQLRunner(t, d, setup{routes: []fxbus.Routing{fxbus.NewRoute[Charged]("charges")}})
+		_, err := fxsaga.Run(context.Background(), r, fxsaga.Define[Order]("billing", emitting{}, emitting{fail: true}), Order{ID: 5})
 		require.Error(t, err)
-		assert.Equal(t, 1, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_outbox"), "the first step's event; not the failed one's")
+		assert.Equal(t, 1, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox"), "the first step's event; not the failed one's")
 	})
 }
 
@@ -194,24 +169,13 @@ func (h startingHandler) Handle(ctx context.Context, _ StartSaga) error {
 func TestRunInsideTransaction(t *testing.T) {
 	t.Parallel()
 	d := openDatabase(t, fxoutbox.SQLite)
-	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
-	t.Cleanup(func() { _ = gc.Close() })
-	bus, err := fxbus.New(fxbus.Config{Publisher: gc, Outbox: true}, nil, nil)
-	require.NoError(t, err)
-	o, err := fxoutbox.New(d.db, bus, fxoutbox.Config{Dialect: d.dialect}, nil)
-	require.NoError(t, err)
 	var r *fxsaga.Runner
 	h := startingHandler{r: &r, got: make(chan error, 1)}
-	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}, h), fxcqrs.WithMiddleware(o.UnitOfWork()))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
-	store, err := fxsaga.NewSQL(d.db, d.dialect, fxsaga.Tables{}, 0)
-	require.NoError(t, err)
-	r = fxsaga.NewRunner(m, store, fxsaga.Config{}, nil)
+	r, _, m := newSQLRunner(t, d, setup{handlers: []any{h}})
 
 	require.NoError(t, fxcqrs.Exec(context.Background(), m, StartSaga{}))
 	require.ErrorIs(t, <-h.got, fxsaga.ErrInTransaction)
-	assert.Zero(t, count(t, d.db, "SELECT COUNT(*) FROM fxcqrs_sagas"))
-	_, err = fxsaga.Run(context.Background(), r, fxsaga.Define[Order]("outside", emitting{}), Order{})
+	assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_sagas"))
+	_, err := fxsaga.Run(context.Background(), r, fxsaga.Define[Order]("outside", emitting{}), Order{})
 	require.NoError(t, err, "outside a transaction it runs")
 }
