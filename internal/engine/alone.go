@@ -15,7 +15,7 @@ func (e *Engine) runAlone(f *Frame, d *dispatcher, ev Record) ([]Failure, bool) 
 	h := hs[0]
 	inv := new(Frame)
 	inv.initInvocation(f.Context, e, f.depth+1)
-	follow, started, err := e.invoke(inv, &ev, h, 0, true)
+	follow, started, err := e.invoke(inv, &ev, h, 0, true, false)
 	d.release()
 	if err != nil {
 		return []Failure{failure(ev, h, err, started)}, true

@@ -23,6 +23,7 @@ type Buffer struct {
 	recs   []Record
 	inline [8]Record
 	slabs  [4]slabRef // more event types than this get copies of their own
+	link   *Buffer    // the next of a list of buffers held together
 }
 
 // Records returns the buffered events in emit order. They point into the
@@ -123,9 +124,12 @@ func (b *Buffer) Release() {
 	b.owner.pool.Put(b)
 }
 
-func releaseAll(bufs []*Buffer) {
-	for i, b := range bufs {
+// releaseList releases a list of buffers linked by link.
+func releaseList(b *Buffer) {
+	for b != nil {
+		next := b.link
+		b.link = nil
 		b.Release()
-		bufs[i] = nil
+		b = next
 	}
 }

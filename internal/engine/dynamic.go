@@ -152,14 +152,10 @@ func emitDynamic(f *Frame, v any, static reflect.Type) {
 	if !ok {
 		panic("fxcqrs.Emit: nil " + static.String() + " event: an event of an interface type must hold a value")
 	}
-	if !f.state.lock() {
+	b := f.lockEmit()
+	if b == nil {
 		f.buf.owner.eng.lateEmit(rec.Type())
 		return
-	}
-	b := f.buf
-	if b.isHome() {
-		b = b.owner.pool.Get().(*Buffer)
-		f.buf = b
 	}
 	b.recs = append(b.recs, rec)
 	f.state.unlockFilled()

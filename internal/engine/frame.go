@@ -48,7 +48,10 @@ const (
 // lock takes the frame's lock and reports whether the frame is open. A
 // closed frame is not locked.
 func (s *frameState) lock() (open bool) {
-	_, open = s.leaveOpen(frameLocked)
+	if _, ok := s.tryAdd(frameLocked); ok {
+		return true
+	}
+	_, open = s.addWaiting(frameLocked)
 	return open
 }
 
@@ -61,24 +64,20 @@ func (s *frameState) unlockFilled() { s.v.Store(frameFilled) }
 // unlockEmpty releases the lock of a frame back on its home buffer.
 func (s *frameState) unlockEmpty() { s.v.Store(0) }
 
-// close marks the frame closed once no Emit holds the lock. It reports
-// whether it was open, and whether it held a buffer.
-func (s *frameState) close() (open, filled bool) {
-	old, open := s.leaveOpen(frameClosed)
-	return open, old&frameFilled != 0
+// tryAdd adds flag to an open, unlocked frame's state and returns the state
+// it found; it fails on a closed or locked frame, and when it loses a race,
+// for addWaiting to sort out. It is every Emit's and every Seal's one
+// atomic operation, small enough to inline, which lock is not: Emit and
+// Seal call it first.
+func (s *frameState) tryAdd(flag uint32) (uint32, bool) {
+	v := s.v.Load()
+	return v, v&(frameClosed|frameLocked) == 0 && s.v.CompareAndSwap(v, v|flag)
 }
 
-// leaveOpen adds flag to an open, unlocked frame's state, waiting out an
+// addWaiting adds flag to an open, unlocked frame's state, waiting out an
 // Emit that holds the lock, and returns the state it found; it reports
 // false for a closed frame.
-func (s *frameState) leaveOpen(flag uint32) (uint32, bool) {
-	if v := s.v.Load(); v&(frameClosed|frameLocked) == 0 && s.v.CompareAndSwap(v, v|flag) {
-		return v, true // uncontended: small enough to inline
-	}
-	return s.leaveOpenSlow(flag)
-}
-
-func (s *frameState) leaveOpenSlow(flag uint32) (uint32, bool) {
+func (s *frameState) addWaiting(flag uint32) (uint32, bool) {
 	for {
 		v := s.v.Load()
 		if v&frameClosed != 0 {
@@ -89,6 +88,23 @@ func (s *frameState) leaveOpenSlow(flag uint32) (uint32, bool) {
 		}
 		runtime.Gosched()
 	}
+}
+
+// lockEmit locks f for an Emit and returns the buffer to append to, taken
+// from the pool for the frame's first event, or nil when f is closed. The
+// caller appends and calls unlockFilled. It is not generic, unlike Emit:
+// the frame's small methods inline here, and would not in Emit's
+// instantiations in other packages.
+func (f *Frame) lockEmit() *Buffer {
+	if _, ok := f.state.tryAdd(frameLocked); !ok && !f.state.lock() {
+		return nil
+	}
+	b := f.buf
+	if b.isHome() {
+		b = b.owner.pool.Get().(*Buffer)
+		f.buf = b
+	}
+	return b
 }
 
 // Value returns the frame itself for frameKey, so Emit and nested calls
@@ -103,8 +119,16 @@ func (f *Frame) Value(key any) any {
 // FrameOf returns the innermost frame of ctx, or nil.
 func FrameOf(ctx context.Context) *Frame {
 	if f, ok := ctx.(*Frame); ok {
-		return f
+		return f // a handler's own ctx: inlined
 	}
+	return frameValue(ctx)
+}
+
+// frameValue is FrameOf's search up the context chain, kept out of line so
+// that FrameOf inlines.
+//
+//go:noinline
+func frameValue(ctx context.Context) *Frame {
 	f, _ := ctx.Value(frameKey{}).(*Frame)
 	return f
 }
@@ -113,7 +137,11 @@ func FrameOf(ctx context.Context) *Frame {
 // nothing). An Emit after Seal is late: it is logged and counted, never
 // silently lost. buf keeps pointing at the handed-over buffer: see Frame.
 func (f *Frame) Seal() *Buffer {
-	if open, filled := f.state.close(); !open || !filled {
+	old, open := f.state.tryAdd(frameClosed)
+	if !open {
+		old, open = f.state.addWaiting(frameClosed)
+	}
+	if !open || old&frameFilled == 0 {
 		return nil
 	}
 	return f.buf

@@ -16,56 +16,107 @@ import (
 // runInline runs events and their follow-ups inline, under the call's
 // context ctx, at the call's depth.
 func (e *Engine) runInline(ctx context.Context, depth int16, events []Record) []Failure {
-	var (
-		failures []Failure
-		next     []Record
-		// The follow-ups of one level stay in their buffers until the next
-		// level has run: their records point there.
-		bufs    [2][4]*Buffer
-		held    = bufs[0][:0] // the buffers events point into
-		holding = bufs[1][:0] // the buffers next points into
-	)
-	cancellable := ctx.Done() != nil
-	for len(events) > 0 {
-		n := e.count(events)
-		if n == 0 {
-			break
-		}
+	r := inlineRun{e: e, ctx: ctx, cancellable: ctx.Done() != nil}
+	var held *Buffer // the buffers events point into, linked
+	for ; len(events) > 0; depth++ {
 		if depth+1 > MaxDepth {
-			failures = e.tooDeep(ctx, events, failures)
+			r.failures = e.tooDeep(ctx, events, r.failures)
 			break
 		}
-		frames := make([]Frame, n)
-		next = next[:0:0] // events may alias the previous level's next
-		k := 0
-		var lookup handlerCache
-		for i := range events {
-			ev := &events[i]
-			for _, h := range lookup.of(e, ev) {
-				f := &frames[k]
-				k++
-				f.initInvocation(ctx, e, depth+1)
-				follow, started, err := e.invoke(f, ev, h, 0, cancellable)
-				if err != nil {
-					failures = append(failures, failure(*ev, h, err, started))
-					continue
+		l := level{depth: depth + 1}
+		for !r.runFrom(&l, events) {
+		}
+		// The follow-ups stay in their buffers until they have run: their
+		// records point there.
+		releaseList(held)
+		held, events = l.holding, l.next
+	}
+	releaseList(held)
+	return r.failures
+}
+
+// inlineRun is what every invocation of one runInline needs.
+type inlineRun struct {
+	e           *Engine
+	ctx         context.Context // the call's
+	cancellable bool            // ctx can end: see invoke
+	failures    []Failure
+}
+
+// level is where runFrom is in one level of events, kept in memory so that
+// it survives a handler's panic, and what the level emitted.
+type level struct {
+	depth  int16 // of the level's invocations
+	i, j   int   // the event, and the index of its handler, to run next
+	lookup handlerCache
+	frames []Frame // not yet used, allocated as needed
+	// running is the frame of the invocation under way on the direct path,
+	// whose panic runFrom recovers; nil outside it.
+	running *Frame
+	next    []Record // the follow-ups, in emit order
+	holding *Buffer  // the buffers next points into, linked
+}
+
+// runFrom runs l's invocations from where l is, and reports whether it
+// reached the end. A handler that panics on the direct path cuts it short:
+// its panic is recovered here, once per level rather than once per
+// invocation, becomes the invocation's failure, and the caller calls
+// runFrom again to go on with the next invocation.
+func (r *inlineRun) runFrom(l *level, events []Record) (done bool) {
+	defer func() {
+		if l.running == nil {
+			return // no handler was running: let a panic of ours go on
+		}
+		if p := recover(); p != nil {
+			r.panicked(l, events, p)
+		}
+	}()
+	for ; l.i < len(events); l.i, l.j = l.i+1, 0 {
+		ev := &events[l.i]
+		hs := l.lookup.of(r.e, ev)
+		if len(hs) == 0 {
+			r.e.unhandled(ev)
+			continue
+		}
+		for ; l.j < len(hs); l.j++ {
+			h := hs[l.j]
+			if len(l.frames) == 0 {
+				// Enough for the rest of the level when its events have
+				// as many handlers as this one, as they most often do: one
+				// allocation per level, no counting pass.
+				l.frames = make([]Frame, (len(events)-l.i)*len(hs)-l.j)
+			}
+			f := &l.frames[0]
+			l.frames = l.frames[1:]
+			f.initInvocation(r.ctx, r.e, l.depth)
+			l.running = f
+			follow, started, err := r.e.invoke(f, ev, h, 0, r.cancellable, true)
+			l.running = nil
+			switch {
+			case err != nil:
+				r.failures = append(r.failures, failure(*ev, h, err, started))
+			case follow != nil:
+				if r.e.cfg.Forward != nil {
+					r.failures = r.e.forward(f, h, follow, r.failures)
 				}
-				if follow != nil && e.cfg.Forward != nil {
-					failures = e.forward(f, h, follow, failures)
-				}
-				if follow != nil {
-					next = append(next, follow.recs...)
-					holding = append(holding, follow)
-				}
+				l.next = append(l.next, follow.recs...)
+				follow.link = l.holding
+				l.holding = follow
 			}
 		}
-		releaseAll(held)
-		held, holding = holding, held[:0]
-		events = next
-		depth++
 	}
-	releaseAll(held)
-	return failures
+	return true
+}
+
+// panicked makes the recovered panic p of l's running invocation its
+// failure, and moves l past it.
+func (r *inlineRun) panicked(l *level, events []Record, p any) {
+	err := NewPanic(p)
+	l.running.Seal().Release()
+	l.running = nil
+	ev := events[l.i]
+	r.failures = append(r.failures, failure(ev, l.lookup.of(r.e, &ev)[l.j], err, true))
+	l.j++
 }
 
 // count returns how many invocations events make. Events nobody handles
@@ -79,13 +130,18 @@ func (e *Engine) count(events []Record) int {
 		ev := &events[i]
 		hs := lookup.of(e, ev)
 		if len(hs) == 0 {
-			if ce := e.cfg.Log.Check(zap.DebugLevel, "event has no handlers"); ce != nil {
-				ce.Write(zap.String("event", typeName(ev.Type())))
-			}
+			e.unhandled(ev)
 		}
 		n += len(hs)
 	}
 	return n
+}
+
+// unhandled logs, at debug level, an event nobody handles.
+func (e *Engine) unhandled(ev *Record) {
+	if ce := e.cfg.Log.Check(zap.DebugLevel, "event has no handlers"); ce != nil {
+		ce.Write(zap.String("event", typeName(ev.Type())))
+	}
 }
 
 // handlerCache remembers the last event type looked up: a handler emits

@@ -63,8 +63,10 @@ const MaxDepth = 32
 // events it emitted. A failed handler's follow-ups are discarded with it.
 // started reports whether the handler ran. cancellable says whether the
 // call's context can end at all (its Done is not nil): most contexts
-// cannot, and asking them costs an interface call per invocation.
-func (e *Engine) invoke(f *Frame, rec *Record, h *Handler, queuedAt Mono, cancellable bool) (follow *Buffer, started bool, err error) {
+// cannot, and asking them costs an interface call per invocation. guarded
+// says the caller recovers a panic of h on the direct path itself (see
+// inlineRun.runFrom), which then unwinds through invoke.
+func (e *Engine) invoke(f *Frame, rec *Record, h *Handler, queuedAt Mono, cancellable, guarded bool) (follow *Buffer, started bool, err error) {
 	var cause error
 	if cancellable {
 		cause = f.Err()
@@ -78,9 +80,12 @@ func (e *Engine) invoke(f *Frame, rec *Record, h *Handler, queuedAt Mono, cancel
 		e.dropped(f.Context, *rec, h, err, queuedAt)
 		return nil, false, err
 	}
-	if h.Run != nil {
+	switch {
+	case h.Run != nil:
 		err = h.Run(f, *rec, h, queuedAt)
-	} else {
+	case guarded:
+		err = rec.Call(f, h)
+	default:
 		err = run(f, rec, h)
 	}
 	follow = f.Seal()

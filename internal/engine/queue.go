@@ -133,7 +133,7 @@ func (d *dispatcher) process(b *batch, invs []invocation) {
 // the lock, which it holds again on return.
 func (d *dispatcher) runOne(inv *invocation) {
 	var follow *Buffer
-	follow, inv.started, inv.err = d.e.invoke(&inv.Frame, &inv.rec, inv.h, inv.queuedAt, true)
+	follow, inv.started, inv.err = d.e.invoke(&inv.Frame, &inv.rec, inv.h, inv.queuedAt, true, false)
 	var (
 		invs  []invocation
 		fails []Failure

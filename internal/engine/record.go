@@ -137,15 +137,11 @@ func Emit[E any](f *Frame, event E) {
 		emitDynamic(f, any(event), reflect.TypeFor[E]())
 		return
 	}
-	if !f.state.lock() {
+	b := f.lockEmit()
+	if b == nil {
 		f.buf.owner.eng.lateEmit(reflect.TypeFor[E]()) // closed: buf is no longer written
 		return
 	}
-	b := f.buf
-	if b.isHome() {
-		b = b.owner.pool.Get().(*Buffer)
-		f.buf = b
-	}
 	b.recs = append(b.recs, Record{value: store(b, event), typ: typeOf[E]{}})
-	f.state.unlockFilled()
+	f.state.v.Store(frameFilled) // unlockFilled, which does not inline here
 }
