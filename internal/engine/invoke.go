@@ -84,7 +84,11 @@ func (e *Engine) invoke(f *Frame, rec *Record, h *Handler, queuedAt Mono, cancel
 	case h.Run != nil:
 		err = h.Run(f, *rec, h, queuedAt)
 	case guarded:
-		err = rec.Call(f, h)
+		if c := h.direct.Load(); c != nil {
+			err = (*c)(f, rec.value) // Call, inlined by hand: it is too big
+		} else {
+			err = rec.Call(f, h)
+		}
 	default:
 		err = run(f, rec, h)
 	}
