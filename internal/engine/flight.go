@@ -72,7 +72,7 @@ func (fl *flight) enter(s uint8) (flags int64) {
 
 // leave is the other half of enter.
 func (fl *flight) leave(s uint8) {
-	if v := fl.stripes[s].v.Add(-1); v&(flightStopping|flightCalls) == flightStopping {
+	if fl.stripes[s].v.Add(-1)&(flightStopping|flightCalls) == flightStopping {
 		fl.checkDrained()
 	}
 }

@@ -137,14 +137,29 @@ func frameValue(ctx context.Context) *Frame {
 // nothing). An Emit after Seal is late: it is logged and counted, never
 // silently lost. buf keeps pointing at the handed-over buffer: see Frame.
 func (f *Frame) Seal() *Buffer {
-	old, open := f.state.tryAdd(frameClosed)
-	if !open {
-		old, open = f.state.addWaiting(frameClosed)
+	if f.state.v.CompareAndSwap(0, frameClosed) {
+		return nil // open, unlocked and empty: the common case, inlined
 	}
+	return f.sealSlow()
+}
+
+func (f *Frame) sealSlow() *Buffer {
+	old, open := f.state.addWaiting(frameClosed)
 	if !open || old&frameFilled == 0 {
 		return nil
 	}
 	return f.buf
+}
+
+// End seals f, the frame of a call, and returns what it collected, like
+// Seal; when that is nothing, the call also leaves flight. It is how most
+// calls end: one call where Seal and Leave make two.
+func (e *Engine) End(f *Frame) *Buffer {
+	if buf := f.Seal(); buf != nil {
+		return buf
+	}
+	e.calls.leave(f.stripe)
+	return nil
 }
 
 // Take hands over what the frame collected so far and keeps it open (a
