@@ -110,7 +110,10 @@ func (m *Mediator) process(f *engine.Frame, ln engine.Lane, buf *engine.Buffer) 
 	}
 	err := eventError(m.eng.Process(f, ln, buf.Records()))
 	buf.Release()
-	return beside(err, fwdErr)
+	if fwdErr != nil {
+		return beside(err, fwdErr)
+	}
+	return err
 }
 
 // Foreground returns a context under which Send, Exec and Publish wait for

@@ -49,10 +49,11 @@ type level struct {
 	depth  int16 // of the level's invocations
 	i, j   int   // the event, and the index of its handler, to run next
 	lookup handlerCache
-	frames []Frame // not yet used, allocated as needed
-	// running is the frame of the invocation under way on the direct path,
-	// whose panic runFrom recovers; nil outside it.
-	running *Frame
+	frames []Frame // allocated as needed; frames[k:] are not yet used
+	k      int
+	// running says frames[k-1] is the frame of an invocation under way on
+	// the direct path, whose panic runFrom recovers.
+	running bool
 	next    []Record // the follow-ups, in emit order
 	holding *Buffer  // the buffers next points into, linked
 }
@@ -64,7 +65,7 @@ type level struct {
 // runFrom again to go on with the next invocation.
 func (r *inlineRun) runFrom(l *level, events []Record) (done bool) {
 	defer func() {
-		if l.running == nil {
+		if !l.running {
 			return // no handler was running: let a panic of ours go on
 		}
 		if p := recover(); p != nil {
@@ -80,18 +81,18 @@ func (r *inlineRun) runFrom(l *level, events []Record) (done bool) {
 		}
 		for ; l.j < len(hs); l.j++ {
 			h := hs[l.j]
-			if len(l.frames) == 0 {
+			if l.k == len(l.frames) {
 				// Enough for the rest of the level when its events have
 				// as many handlers as this one, as they most often do: one
 				// allocation per level, no counting pass.
-				l.frames = make([]Frame, (len(events)-l.i)*len(hs)-l.j)
+				l.frames, l.k = make([]Frame, (len(events)-l.i)*len(hs)-l.j), 0
 			}
-			f := &l.frames[0]
-			l.frames = l.frames[1:]
+			f := &l.frames[l.k]
+			l.k++
 			f.initInvocation(r.ctx, r.e, l.depth)
-			l.running = f
+			l.running = true
 			follow, started, err := r.e.invoke(f, ev, h, 0, r.cancellable, true)
-			l.running = nil
+			l.running = false
 			switch {
 			case err != nil:
 				r.failures = append(r.failures, failure(*ev, h, err, started))
@@ -112,8 +113,8 @@ func (r *inlineRun) runFrom(l *level, events []Record) (done bool) {
 // failure, and moves l past it.
 func (r *inlineRun) panicked(l *level, events []Record, p any) {
 	err := NewPanic(p)
-	l.running.Seal().Release()
-	l.running = nil
+	l.frames[l.k-1].Seal().Release()
+	l.running = false
 	ev := events[l.i]
 	r.failures = append(r.failures, failure(ev, l.lookup.of(r.e, &ev)[l.j], err, true))
 	l.j++

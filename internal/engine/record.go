@@ -34,7 +34,7 @@ func (r Record) Type() reflect.Type { return r.typ.reflectType() }
 
 // Key returns the key of the event's type: value holds an *E, whose type
 // word is E's key.
-func (r Record) Key() typekey.Key { return typekey.OfPointee(r.value) }
+func (r *Record) Key() typekey.Key { return typekey.OfPointee(&r.value) }
 
 // Event returns the event itself, for what leaves the engine (failures,
 // middleware, observers, recorders). It allocates, as boxing does.

@@ -85,9 +85,9 @@ func (t *Table[V]) Get(k Key) (V, bool) {
 	}
 }
 
-// OfPointee is the key of T for an interface holding a *T: its type word,
-// read without a call. It is how a record that keeps its event as a *E
+// OfPointee is the key of T for the interface *p holding a *T: its type
+// word, read in place. It is how a record that keeps its event as a *E
 // finds E's key for free.
-func OfPointee(p any) Key {
-	return Key((*[2]uintptr)(unsafe.Pointer(&p))[0])
+func OfPointee(p *any) Key {
+	return Key((*[2]uintptr)(unsafe.Pointer(p))[0])
 }

@@ -35,9 +35,10 @@ func TestTypeKeysAgree(t *testing.T) {
 
 	assert.NotEqual(t, Of[keyNamed](), Of[*keyNamed](), "T and *T are different keys")
 
-	assert.Equal(t, Of[keyNamed](), OfPointee(&keyNamed{}), "a *T held in an interface")
-	assert.Equal(t, Of[*keyNamed](), OfPointee(new(*keyNamed)))
-	assert.Equal(t, Of[io.Reader](), OfPointee(new(io.Reader)))
+	held := func(p any) *any { return &p }
+	assert.Equal(t, Of[keyNamed](), OfPointee(held(&keyNamed{})), "a *T held in an interface")
+	assert.Equal(t, Of[*keyNamed](), OfPointee(held(new(*keyNamed))))
+	assert.Equal(t, Of[io.Reader](), OfPointee(held(new(io.Reader))))
 	assert.NotEqual(t, Of[keyGeneric[int]](), Of[keyGeneric[string]]())
 }
 
