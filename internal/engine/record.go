@@ -150,6 +150,12 @@ func Emit[E any](f *Frame, event E) {
 		f.buf.owner.eng.lateEmit(reflect.TypeFor[E]()) // closed: buf is no longer written
 		return
 	}
-	b.recs = append(b.recs, Record{value: store(b, event), typ: typeOf[E]{}})
+	var p *E
+	if r := &b.slabs[0]; r.key == typekey.Of[E]() {
+		p = r.s.(*slab[E]).add(event) // the buffer's first type: most often its only one
+	} else {
+		p = store(b, event)
+	}
+	b.recs = append(b.recs, Record{value: p, typ: typeOf[E]{}})
 	f.state.v.Store(frameFilled) // unlockFilled, which does not inline here
 }
