@@ -118,7 +118,7 @@ func run(ctx context.Context, rec *Record, h *Handler) (err error) {
 			err = NewPanic(r)
 		}
 	}()
-	return rec.typ.call(ctx, h, rec.value)
+	return rec.Call(ctx, h)
 }
 
 // dropped tells the reporter about an invocation that will never run.
