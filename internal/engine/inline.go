@@ -11,7 +11,8 @@ import (
 // event handler (which holds a slot already, and so never waits for one:
 // no limit can deadlock a nested call). Invocations run one after another
 // on the caller's goroutine: emit order, then handler order, follow-ups
-// breadth first. They need no queue node, only a frame each.
+// breadth first. They need no queue node, only a frame each, and no
+// deferred recover each: a level recovers its handlers' panics (runFrom).
 
 // runInline runs events and their follow-ups inline, under the call's
 // context ctx, at the call's depth.
