@@ -92,7 +92,7 @@ func (s *frameState) addWaiting(flag uint32) (uint32, bool) {
 
 // lockEmit locks f for an Emit and returns the buffer to append to, taken
 // from the pool for the frame's first event, or nil when f is closed. The
-// caller appends and calls unlockFilled. It is not generic, unlike Emit:
+// caller appends and unlocks it as filled. It is not generic, unlike Emit:
 // the frame's small methods inline here, and would not in Emit's
 // instantiations in other packages.
 func (f *Frame) lockEmit() *Buffer {
