@@ -42,16 +42,10 @@ func Send[Res, Req any](ctx context.Context, m *Mediator, req Req) (Res, error) 
 		return sendWrapped(m, e, h, f, req)
 	}
 	res, err := runRequest(f, h, req)
-	if buf := m.eng.End(f); buf != nil { // End left when nothing was emitted
-		if err != nil {
-			return zero, m.endEvents(f, buf, err, nil)
-		}
-		return res, m.endEvents(f, buf, nil, nil)
-	}
 	if err != nil {
-		return zero, err
+		return zero, m.end(f, err, nil)
 	}
-	return res, nil
+	return res, m.end(f, nil, nil)
 }
 
 // Exec sends cmd to its command handler and returns after every event the
@@ -74,11 +68,7 @@ func Exec[Cmd any](ctx context.Context, m *Mediator, cmd Cmd) error {
 	if e.chain != nil || m.obs != nil || e.guard != nil {
 		return execWrapped(m, e, h, f, cmd)
 	}
-	err = runCommand(f, h, cmd)
-	if buf := m.eng.End(f); buf != nil { // End left when nothing was emitted
-		return m.endEvents(f, buf, err, nil)
-	}
-	return err
+	return m.end(f, runCommand(f, h, cmd), nil)
 }
 
 // runRequest and runCommand run a request or command handler, its panic
@@ -150,10 +140,10 @@ func lookup[T any](ctx context.Context, m *Mediator, r role, api string) (*handl
 	return e, f, nil
 }
 
-// end ends a wrapped Send or Exec whose handler returned err: the events
-// it emitted are processed per Config.Events when err is nil and discarded
+// end ends a Send or Exec whose handler returned err: the events it
+// emitted are processed per Config.Events when err is nil and discarded
 // otherwise; the observer, if any, hears; the call leaves flight. It
-// returns what the caller receives. Send and Exec write it out themselves.
+// returns what the caller receives.
 func (m *Mediator) end(f *engine.Frame, err error, o *observation) error {
 	if o != nil {
 		return m.endEvents(f, f.Seal(), err, o)

@@ -33,11 +33,14 @@ func eventError(fails []engine.Failure) error {
 			Started:   f.Started,
 		})
 	}
-	var evErr error
+	var err error
 	if len(out) > 0 {
-		evErr = &EventError{Failures: out}
+		err = &EventError{Failures: out}
 	}
-	return beside(append([]error{evErr}, forwarding...)...)
+	for _, fwd := range forwarding {
+		err = beside(err, fwd)
+	}
+	return err
 }
 
 // publicError turns the engine's own errors into the public ones.

@@ -82,22 +82,17 @@ func (fw *forwarding) leaves(rec engine.Record) bool {
 	return leaves
 }
 
-// beside joins the errors a call returns beside a valid response: an
-// *EventError and what a Forwarder reported. nil when there are none.
-func beside(errs ...error) error {
-	var kept []error
-	for _, err := range errs {
-		if err != nil {
-			kept = append(kept, err)
-		}
+// beside joins the errors a call returns beside a valid response (an
+// *EventError and what a Forwarder reported): nil when both are, the one
+// error itself when one is.
+func beside(err, other error) error {
+	switch {
+	case other == nil:
+		return err
+	case err == nil:
+		return other
 	}
-	switch len(kept) {
-	case 0:
-		return nil
-	case 1:
-		return kept[0]
-	}
-	return errors.Join(kept...)
+	return errors.Join(err, other)
 }
 
 // process hands what a call's handler emitted to the Forwarder, if any,
@@ -110,10 +105,7 @@ func (m *Mediator) process(f *engine.Frame, ln engine.Lane, buf *engine.Buffer) 
 	}
 	err := eventError(m.eng.Process(f, ln, buf.Records()))
 	buf.Release()
-	if fwdErr != nil {
-		return beside(err, fwdErr)
-	}
-	return err
+	return beside(err, fwdErr)
 }
 
 // Foreground returns a context under which Send, Exec and Publish wait for

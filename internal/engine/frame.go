@@ -48,9 +48,6 @@ const (
 // lock takes the frame's lock and reports whether the frame is open. A
 // closed frame is not locked.
 func (s *frameState) lock() (open bool) {
-	if _, ok := s.tryAdd(frameLocked); ok {
-		return true
-	}
 	_, open = s.addWaiting(frameLocked)
 	return open
 }
@@ -66,9 +63,8 @@ func (s *frameState) unlockEmpty() { s.v.Store(0) }
 
 // tryAdd adds flag to an open, unlocked frame's state and returns the state
 // it found; it fails on a closed or locked frame, and when it loses a race,
-// for addWaiting to sort out. It is every Emit's and every Seal's one
-// atomic operation, small enough to inline, which lock is not: Emit and
-// Seal call it first.
+// for addWaiting to sort out. It is addWaiting's first attempt, small
+// enough to inline: every Emit's one atomic operation (see lockEmit).
 func (s *frameState) tryAdd(flag uint32) (uint32, bool) {
 	v := s.v.Load()
 	return v, v&(frameClosed|frameLocked) == 0 && s.v.CompareAndSwap(v, v|flag)
@@ -97,7 +93,7 @@ func (s *frameState) addWaiting(flag uint32) (uint32, bool) {
 // instantiations in other packages.
 func (f *Frame) lockEmit() *Buffer {
 	if _, ok := f.state.tryAdd(frameLocked); !ok && !f.state.lock() {
-		return nil
+		return nil // closed
 	}
 	b := f.buf
 	if b.isHome() {

@@ -121,24 +121,6 @@ func (r *inlineRun) panicked(l *level, events []Record, p any) {
 	l.j++
 }
 
-// count returns how many invocations events make. Events nobody handles
-// are logged at debug level.
-func (e *Engine) count(events []Record) int {
-	var (
-		n      int
-		lookup handlerCache
-	)
-	for i := range events {
-		ev := &events[i]
-		hs := lookup.of(e, ev)
-		if len(hs) == 0 {
-			e.unhandled(ev)
-		}
-		n += len(hs)
-	}
-	return n
-}
-
 // unhandled logs, at debug level, an event nobody handles.
 func (e *Engine) unhandled(ev *Record) {
 	if ce := e.cfg.Log.Check(zap.DebugLevel, "event has no handlers"); ce != nil {

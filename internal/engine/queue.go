@@ -89,6 +89,24 @@ func (e *Engine) expand(b *batch, depth int16, events []Record) ([]invocation, [
 	return invs, nil
 }
 
+// count returns how many invocations events make. Events nobody handles
+// are logged at debug level.
+func (e *Engine) count(events []Record) int {
+	var (
+		n      int
+		lookup handlerCache
+	)
+	for i := range events {
+		ev := &events[i]
+		hs := lookup.of(e, ev)
+		if len(hs) == 0 {
+			e.unhandled(ev)
+		}
+		n += len(hs)
+	}
+	return n
+}
+
 // process runs a call's invocations and returns when all of them, and
 // their follow-ups, finished or were reported.
 func (d *dispatcher) process(b *batch, invs []invocation) {
