@@ -111,7 +111,9 @@ func (e *Engine) forward(f *Frame, h *Handler, follow *Buffer, fails []Failure) 
 	return fails
 }
 
-// run calls h directly: the hot path, with no middleware and no observer.
+// run calls h directly, recovering its panic: the direct path (no
+// middleware, no observer) of every mode but inline, whose levels recover
+// once for all their invocations (inlineRun.runFrom).
 func run(ctx context.Context, rec *Record, h *Handler) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
