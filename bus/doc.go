@@ -88,7 +88,13 @@
 //     subscription ends, and the other replicas then stall. Order across
 //     replicas is not kept; for per-key order, give each key its own
 //     subject. SubscribersCount above one processes in parallel, without
-//     order.
+//     order. A known race in watermill-nats v2.1.3, the newest: when a
+//     subscription ends (the bus stopping) while the NATS client is
+//     handing it a message, the adapter can close its output channel
+//     while that message's callback still selects on sending to it. The
+//     race detector reports it (this module's tests have hit it about
+//     once in fifty runs), and the callback can panic with "send on
+//     closed channel". Nothing outside the adapter orders the two.
 //   - RabbitMQ (watermill-amqp): a pub/sub config with a queue per
 //     consumer group (GenerateQueueNameTopicNameWithSuffix) gives each
 //     service every message; replicas of a service share its queue.
