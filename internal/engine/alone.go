@@ -32,22 +32,3 @@ func (e *Engine) runAlone(f *Frame, d *dispatcher, ev Record) ([]Failure, bool) 
 	follow.Release()
 	return fails, true
 }
-
-// tryAcquire takes a slot for the caller if nothing waits for one.
-func (d *dispatcher) tryAcquire() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.head != nil || d.running >= d.limit || d.aborted != nil {
-		return false
-	}
-	d.running++
-	return true
-}
-
-// release gives back a slot taken by tryAcquire and hands the queue on.
-func (d *dispatcher) release() {
-	d.mu.Lock()
-	d.running--
-	d.spawnLocked()
-	d.mu.Unlock()
-}

@@ -37,10 +37,14 @@
 //
 // [Engine.Process] names the modes in one switch: inline (inline.go),
 // background (background.go), one invocation alone (alone.go), queued
-// (queue.go). An invocation runs in invoke.go. Frames, the per-call
-// contexts that collect events, are in frame.go, their pooled buffers in
-// buffer.go, the typed records in record.go, and the count of calls in
-// flight that Stop drains in flight.go.
+// (queue.go). The concurrent modes share a lane's dispatcher
+// (dispatcher.go: its slots) and its FIFO of waiting invocations
+// (fifo.go). An invocation runs in invoke.go. The handlers of an event
+// type are found in engine.go (concrete types) and dynamic.go (interface
+// types). Frames, the per-call contexts that collect events, are in
+// frame.go, their pooled buffers in buffer.go, the typed records in
+// record.go, and the count of calls in flight that Stop drains in
+// flight.go.
 //
 // # The boundary with the root package
 //

@@ -265,3 +265,25 @@ func typeName(t reflect.Type) string {
 
 // TypeName is typeName for the root package, so both name types alike.
 func TypeName(t reflect.Type) string { return typeName(t) }
+
+// unhandled logs, at debug level, an event nobody handles.
+func (e *Engine) unhandled(ev *Record) {
+	if ce := e.cfg.Log.Check(zap.DebugLevel, "event has no handlers"); ce != nil {
+		ce.Write(zap.String("event", typeName(ev.Type())))
+	}
+}
+
+// handlerCache remembers the last event type looked up: a handler emits
+// runs of one type more often than not.
+type handlerCache struct {
+	key typekey.Key
+	hs  []*Handler
+}
+
+func (c *handlerCache) of(e *Engine, ev *Record) []*Handler {
+	if k := ev.Key(); k != c.key {
+		c.key = k
+		c.hs = e.handlers(ev)
+	}
+	return c.hs
+}

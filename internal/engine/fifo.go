@@ -1,37 +1,8 @@
 package engine
 
-import "sync"
-
-// dispatcher shares limit slots among the invocations of every call of one
-// lane.
-type dispatcher struct {
-	e     *Engine
-	limit int
-
-	mu       sync.Mutex
-	running  int  // invocations holding a slot, reserved ones included
-	starting bool // a helper was started and has not taken work yet
-	head     *invocation
-	tail     *invocation
-	waiting  int // queued invocations without a slot
-	helpers  sync.WaitGroup
-	aborted  error // set by Abort: queued work is reported, not run
-
-	// Background mode: detached invocations in the queue, and their bound.
-	queueCap int
-	detached int
-	room     chan struct{} // closed when detached work leaves the queue
-}
-
-func (d *dispatcher) init(e *Engine, limit, queueCap int) {
-	d.e, d.limit, d.queueCap = e, limit, queueCap
-}
-
-func (d *dispatcher) stats() LaneStats {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return LaneStats{Limit: d.limit, Running: d.running, Waiting: d.waiting}
-}
+// The dispatcher's FIFO: waiting invocations in emit order, linked
+// through their queue nodes, and what leaves it (popped, cancelled,
+// refused, aborted). Every function here runs under the dispatcher's mutex.
 
 // enqueueLocked queues b's invocations. Under a reporter, those that find
 // a slot free (no invocation waits ahead of them) reserve it and go to the

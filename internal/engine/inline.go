@@ -2,9 +2,6 @@ package engine
 
 import (
 	"context"
-
-	"github.com/fxcqrs/fxcqrs/internal/typekey"
-	"go.uber.org/zap"
 )
 
 // Inline processing: sequential mode, and every call made from inside an
@@ -119,26 +116,4 @@ func (r *inlineRun) panicked(l *level, events []Record, p any) {
 	ev := events[l.i]
 	r.failures = append(r.failures, failure(ev, l.lookup.of(r.e, &ev)[l.j], err, true))
 	l.j++
-}
-
-// unhandled logs, at debug level, an event nobody handles.
-func (e *Engine) unhandled(ev *Record) {
-	if ce := e.cfg.Log.Check(zap.DebugLevel, "event has no handlers"); ce != nil {
-		ce.Write(zap.String("event", typeName(ev.Type())))
-	}
-}
-
-// handlerCache remembers the last event type looked up: a handler emits
-// runs of one type more often than not.
-type handlerCache struct {
-	key typekey.Key
-	hs  []*Handler
-}
-
-func (c *handlerCache) of(e *Engine, ev *Record) []*Handler {
-	if k := ev.Key(); k != c.key {
-		c.key = k
-		c.hs = e.handlers(ev)
-	}
-	return c.hs
 }

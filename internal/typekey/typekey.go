@@ -91,3 +91,18 @@ func (t *Table[V]) Get(k Key) (V, bool) {
 func OfPointee(p *any) Key {
 	return Key((*[2]uintptr)(unsafe.Pointer(p))[0])
 }
+
+// IsNil reports whether *v, of a pointer or interface type T, is nil or,
+// for an interface, holds a nil pointer (or another nil pointer-shaped
+// value: map, channel, func), without calling reflect. The caller checks
+// T's kind once, at registration; for any other kind the answer is
+// meaningless.
+func IsNil[T any](v *T, pointer bool) bool {
+	if pointer {
+		return *(*unsafe.Pointer)(unsafe.Pointer(v)) == nil
+	}
+	// An interface value is two words, its type and its data; a
+	// pointer-shaped value is stored in the data word itself.
+	w := (*[2]unsafe.Pointer)(unsafe.Pointer(v))
+	return w[0] == nil || w[1] == nil
+}

@@ -93,3 +93,30 @@ func BenchmarkTypeTable(b *testing.B) {
 		})
 	}
 }
+
+// TestIsNil: nil and non-nil pointers and interfaces, empty and not, and
+// an interface holding a nil pointer (which is not a nil interface).
+func TestIsNil(t *testing.T) {
+	t.Parallel()
+	var p *keyNamed
+	assert.True(t, IsNil(&p, true))
+	p = &keyNamed{}
+	assert.False(t, IsNil(&p, true))
+
+	var r io.Reader
+	assert.True(t, IsNil(&r, false))
+	r = (*keyReader)(nil)
+	assert.True(t, IsNil(&r, false), "a nil pointer in an interface counts as nil")
+	r = &keyReader{}
+	assert.False(t, IsNil(&r, false))
+	var e any
+	assert.True(t, IsNil(&e, false))
+	e = 0
+	assert.False(t, IsNil(&e, false))
+	e = struct{}{}
+	assert.False(t, IsNil(&e, false), "a zero-size value is not nil")
+}
+
+type keyReader struct{ _ int }
+
+func (*keyReader) Read([]byte) (int, error) { return 0, io.EOF }
