@@ -9,11 +9,13 @@ import (
 )
 
 // The built-in middleware's positions: logging outermost, so that it sees
-// what the caller sees; timeouts outside retries, so that a deadline bounds
-// all attempts together. Panic recovery is not a middleware: it is always
-// on.
+// what the caller sees; the circuit breaker next, so that everything
+// inside it is one outcome; timeouts outside retries, so that a deadline
+// bounds all attempts together. Panic recovery is not a middleware: it is
+// always on.
 const (
 	OrderLogging = -100
+	OrderBreaker = -50
 	OrderTimeout = 100
 	OrderRetry   = 200
 )

@@ -10,6 +10,12 @@ import (
 	"github.com/fxcqrs/fxcqrs/internal/typekey"
 )
 
+// This file is a call's path, top-down: Send, Exec and Publish; open,
+// which every call to a handler (Stream's too) goes through first; then
+// the wrapped path, for a handler that middleware wraps, an observer
+// watches or a fallback backs. How a call ends, its events processed, is
+// in process.go.
+
 // Send sends req to its request handler and returns the handler's
 // response, after every event the handler emitted (follow-ups included)
 // has been processed per Config.Events.
@@ -25,21 +31,12 @@ import (
 // *EventError when event handlers failed.
 func Send[Res, Req any](ctx context.Context, m *Mediator, req Req) (Res, error) {
 	var zero Res
-	e, f, err := lookup[Req](ctx, m, roleRequest, "Send")
+	e, h, f, err := open[Req, RequestHandler[Req, Res]](ctx, m, roleRequest, "Send", &req)
 	if err != nil {
 		return zero, err
 	}
-	h, ok := typedHandler[RequestHandler[Req, Res]](e)
-	if !ok {
-		m.eng.Leave(f)
-		return zero, e.wrongResult("Send", reflect.TypeFor[Res]())
-	}
-	if e.nilable && isNil(req) {
-		m.eng.Leave(f)
-		return zero, errNilRequest("Send", e.message)
-	}
-	if e.chain != nil || m.obs != nil || e.guard != nil {
-		return sendWrapped(m, e, h, f, req)
+	if !e.direct {
+		return callWrapped(m, e, f, h, req, runRequest[Req, Res])
 	}
 	res, err := runRequest(f, h, req)
 	if err != nil {
@@ -52,43 +49,16 @@ func Send[Res, Req any](ctx context.Context, m *Mediator, req Req) (Res, error) 
 // handler emitted (follow-ups included) has been processed per
 // Config.Events. Its errors are those of [Send].
 func Exec[Cmd any](ctx context.Context, m *Mediator, cmd Cmd) error {
-	e, f, err := lookup[Cmd](ctx, m, roleCommand, "Exec")
+	e, h, f, err := open[Cmd, CommandHandler[Cmd]](ctx, m, roleCommand, "Exec", &cmd)
 	if err != nil {
 		return err
 	}
-	h, ok := typedHandler[CommandHandler[Cmd]](e)
-	if !ok {
-		m.eng.Leave(f)
-		return errHandlerMismatch(e.handler, e.message)
+	if !e.direct {
+		_, err = callWrapped(m, e, f, h, cmd, runCommand[Cmd])
+		return err
 	}
-	if e.nilable && isNil(cmd) {
-		m.eng.Leave(f)
-		return errNilRequest("Exec", e.message)
-	}
-	if e.chain != nil || m.obs != nil || e.guard != nil {
-		return execWrapped(m, e, h, f, cmd)
-	}
-	return m.end(f, runCommand(f, h, cmd), nil)
-}
-
-// runRequest and runCommand run a request or command handler, its panic
-// recovered: twins, one per handler shape.
-func runRequest[Req, Res any](ctx context.Context, h RequestHandler[Req, Res], req Req) (res Res, err error) {
-	defer recoverInto(&err)
-	return h.Handle(ctx, req)
-}
-
-func runCommand[Cmd any](ctx context.Context, h CommandHandler[Cmd], cmd Cmd) (err error) {
-	defer recoverInto(&err)
-	return h.Handle(ctx, cmd)
-}
-
-// recoverInto turns a panic into a *PanicError in *err. It must be
-// deferred directly.
-func recoverInto(err *error) {
-	if r := recover(); r != nil {
-		*err = newPanicError(r)
-	}
+	_, err = runCommand(f, h, cmd)
+	return m.end(f, err, nil)
 }
 
 // Publish processes event as if a handler had emitted it: every handler of
@@ -122,48 +92,103 @@ func Publish[E any](ctx context.Context, m *Mediator, event E) error {
 	return err
 }
 
-// lookup admits a call and finds the handler of T. The frame it returns
-// is the one allocation of a call that emits nothing.
-func lookup[T any](ctx context.Context, m *Mediator, r role, api string) (*handlerEntry, *engine.Frame, error) {
+// open admits a call to the handler of T in role r and returns it as an H
+// with the call's frame, the one allocation of a call that emits nothing.
+// On error nothing is left to undo.
+func open[T, H any](ctx context.Context, m *Mediator, r role, api string, msg *T) (*handlerEntry, H, *engine.Frame, error) {
+	var h H
 	if err := checkCall(ctx, m, api); err != nil {
-		return nil, nil, err
+		return nil, h, nil, err
 	}
 	f := new(engine.Frame)
 	if a := m.eng.Enter(ctx, f); a != engine.Admitted {
-		return nil, nil, refusal(api, a)
+		return nil, h, nil, refusal(api, a)
 	}
 	e, _ := m.reg.handlerTable.Get(typekey.Of[T]())
 	if e == nil || e.role != r {
 		m.eng.Leave(f)
-		return nil, nil, m.noHandler(reflect.TypeFor[T](), api)
+		return nil, h, nil, m.noHandler(reflect.TypeFor[T](), api)
 	}
-	return e, f, nil
+	h, ok := typedHandler[H](e)
+	switch {
+	case !ok:
+		err := e.mismatch(api, reflect.TypeFor[H]())
+		m.eng.Leave(f)
+		return nil, h, nil, err
+	case e.nilable != notNilable && typekey.IsNil(msg, e.nilable == nilablePointer):
+		m.eng.Leave(f)
+		return nil, h, nil, fmt.Errorf("fxcqrs.%s: nil %s request", api, e.msgName)
+	}
+	return e, h, f, nil
 }
 
-// end ends a Send or Exec whose handler returned err: the events it
-// emitted are processed per Config.Events when err is nil and discarded
-// otherwise; the observer, if any, hears; the call leaves flight. It
-// returns what the caller receives.
-func (m *Mediator) end(f *engine.Frame, err error, o *observation) error {
+// runRequest and runCommand run a request or command handler, its panic
+// recovered: one per handler shape, both answering a response so that the
+// wrapped path serves both.
+func runRequest[Req, Res any](ctx context.Context, h RequestHandler[Req, Res], req Req) (res Res, err error) {
+	defer recoverInto(&err)
+	return h.Handle(ctx, req)
+}
+
+func runCommand[Cmd any](ctx context.Context, h CommandHandler[Cmd], cmd Cmd) (_ struct{}, err error) {
+	defer recoverInto(&err)
+	return struct{}{}, h.Handle(ctx, cmd)
+}
+
+// recoverInto turns a panic into a *PanicError in *err. It must be
+// deferred directly.
+func recoverInto(err *error) {
+	if r := recover(); r != nil {
+		*err = newPanicError(r)
+	}
+}
+
+// callWrapped is Send and Exec for a handler that middleware wraps, an
+// observer watches or a fallback backs: the observation starts, the chain
+// runs the handler through run, the fallback answers if it must, and the
+// call ends.
+func callWrapped[H, Req, Res any](m *Mediator, e *handlerEntry, f *engine.Frame, h H, req Req,
+	run func(context.Context, H, Req) (Res, error),
+) (Res, error) {
+	var (
+		zero Res
+		call Call
+		o    *observation
+	)
+	if e.chain != nil || m.obs != nil { // a Call boxes req: only when someone hears of it
+		call = Call{Kind: e.role.kind(), Message: req, MessageType: e.msgName, Handler: e.name}
+		o = m.observeCall(f, e, call)
+	}
+	res, used, err := guarded(m, f, e.fallback, e.name,
+		func(ctx context.Context) (Res, error) {
+			if e.chain == nil {
+				return run(ctx, h, req)
+			}
+			out, err := runChain(ctx, e.chain, call, func(ctx context.Context) (any, error) { return run(ctx, h, req) })
+			return answer[Res](e, out, err)
+		},
+		func(ctx context.Context) (Res, error) { return run(ctx, typedFallback[H](e.fallback), req) })
 	if o != nil {
-		return m.endEvents(f, f.Seal(), err, o)
+		o.fallback = used
 	}
-	if buf := m.eng.End(f); buf != nil {
-		return m.endEvents(f, buf, err, nil)
+	if err != nil {
+		return zero, m.end(f, err, o)
 	}
-	return err // the common case: End has left
+	return res, m.end(f, nil, o)
 }
 
-// endEvents is end for a call that emitted events or is observed.
-func (m *Mediator) endEvents(f *engine.Frame, buf *engine.Buffer, err error, o *observation) error {
-	if err != nil {
-		buf.Release()
-	} else if buf != nil {
-		err = m.process(f, engine.Events, buf)
+// answer is what a request's middleware chain answered, as a Res; a
+// command's chain answers nothing the caller receives.
+func answer[Res any](e *handlerEntry, out any, err error) (Res, error) {
+	var res Res
+	if err != nil || out == nil || e.role != roleRequest {
+		return res, err
 	}
-	o.finish(f, err)
-	m.eng.Leave(f)
-	return err
+	res, ok := out.(Res)
+	if !ok {
+		return res, fmt.Errorf("fxcqrs.Send: middleware answered %T for %s, whose handler returns %s", out, e.msgName, typeName(e.result))
+	}
+	return res, nil
 }
 
 func checkCall(ctx context.Context, m *Mediator, api string) error {
@@ -186,27 +211,6 @@ func refusal(api string, a engine.Admission) error {
 	return fmt.Errorf("fxcqrs.%s: %w", api, ErrStopped)
 }
 
-func (m *Mediator) noHandler(typ reflect.Type, api string) error {
-	if hs := m.reg.events[typ]; len(hs) > 0 && m.reg.handlers[typ] == nil {
-		return fmt.Errorf("fxcqrs.%s: %w for %s: it has event handlers only (%s); call Publish", api, ErrNoHandler, typeName(typ), hs[0].Name)
-	}
-	if e := m.reg.handlers[typ]; e != nil {
-		use := map[role]string{roleRequest: "Send", roleCommand: "Exec", roleStream: "Stream"}[e.role]
-		return fmt.Errorf("fxcqrs.%s: %w for %s: it has a %s handler (%s); call %s", api, ErrNoHandler, typeName(typ), e.role, e.name, use)
-	}
-	// The commonest slip: a pointer sent for a value type, or the reverse.
-	var alt reflect.Type
-	if typ.Kind() == reflect.Pointer {
-		alt = typ.Elem()
-	} else {
-		alt = reflect.PointerTo(typ)
-	}
-	if other := m.reg.handlers[alt]; other != nil {
-		return fmt.Errorf("fxcqrs.%s: %w for %s (%s has one: types match exactly)", api, ErrNoHandler, typeName(typ), typeName(alt))
-	}
-	return fmt.Errorf("fxcqrs.%s: %w for %s", api, ErrNoHandler, typeName(typ))
-}
-
 // typedHandler returns e's handler as an H. Asserting to a generic
 // interface looks its itab up on every call, so the first successful
 // assertion is kept on the entry; a call asking for another H (a wrong
@@ -220,27 +224,4 @@ func typedHandler[H any](e *handlerEntry) (H, bool) {
 		e.typed.Store(&h)
 	}
 	return h, ok
-}
-
-func (e *handlerEntry) wrongResult(api string, asked reflect.Type) error {
-	return fmt.Errorf("fxcqrs.%s: the handler of %s (%s) returns %s, not %s", api, typeName(e.message), e.name, typeName(e.result), typeName(asked))
-}
-
-func errNilRequest(api string, typ reflect.Type) error {
-	return fmt.Errorf("fxcqrs.%s: nil %s request", api, typeName(typ))
-}
-
-func errHandlerMismatch(handler any, msg reflect.Type) error {
-	return fmt.Errorf("fxcqrs: internal error: %T does not handle %s", handler, typeName(msg))
-}
-
-// isNil reports whether a request of a pointer or interface type is nil.
-// Only called for such types (handlerEntry.nilable), so boxing does not
-// allocate.
-func isNil(v any) bool {
-	if v == nil {
-		return true
-	}
-	rv := reflect.ValueOf(v)
-	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }

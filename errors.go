@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+
+	"github.com/fxcqrs/fxcqrs/internal/engine"
 )
 
 var (
@@ -41,8 +43,9 @@ var (
 // generation of follow-up events one, and each call made from inside a
 // handler one more. It stops a runaway chain (an event handler that emits
 // the event it handles, directly or through others) with [ErrMaxDepth]
-// instead of looping forever.
-const MaxDepth = 32
+// instead of looping forever. It is 32; the engine, which enforces it,
+// owns the number.
+const MaxDepth = engine.MaxDepth
 
 // EventError is returned beside a valid response when event handler
 // invocations failed or never ran. The request itself succeeded: a caller

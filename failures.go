@@ -3,7 +3,6 @@ package fxcqrs
 import (
 	"context"
 	"errors"
-	"reflect"
 
 	"github.com/fxcqrs/fxcqrs/internal/engine"
 	"go.uber.org/zap"
@@ -68,36 +67,4 @@ func (m *Mediator) backgroundFailed(ctx context.Context, fails []engine.Failure)
 	if m.onBackgroundError != nil && errors.As(err, &evErr) {
 		m.onBackgroundError(ctx, evErr)
 	}
-}
-
-// reporter tells the observer what the engine queues and never starts.
-type reporter struct{ m *Mediator }
-
-func (r reporter) Queued(ctx context.Context, rec engine.Record, h *engine.Handler) {
-	r.m.obs.InvocationQueued(ctx, InvocationQueued{Call: eventCall(rec, h)})
-}
-
-func (r reporter) NotStarted(ctx context.Context, rec engine.Record, h *engine.Handler, err error, queued bool) {
-	r.m.obs.InvocationFinished(ctx, InvocationFinished{Call: eventCall(rec, h), Err: publicError(err), Queued: queued})
-}
-
-func eventCall(rec engine.Record, h *engine.Handler) Call {
-	return Call{Kind: KindEvent, Message: rec.Event(), MessageType: h.Root.(*eventHandler).messageType(rec), Handler: h.Name}
-}
-
-// unhandled is called once for each event type that has no event handler:
-// when the type has a handler of another role (an event handler registered
-// with AsCommandHandler has the same Handle shape), the events it was meant
-// for would vanish without a word, so it warns.
-func (m *Mediator) unhandled(t reflect.Type) {
-	e := m.reg.handlers[t]
-	if e == nil {
-		return
-	}
-	m.log.Warn("event has no event handler, but its type has a "+e.role.String()+" handler; was it meant to be registered as an event handler?",
-		zap.String("event", typeName(t)),
-		zap.String("handler", e.name),
-		zap.String("registeredAs", e.role.registeredAs()),
-		zap.String("constructor", e.source),
-	)
 }

@@ -1,13 +1,15 @@
 package fxcqrs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
-	"strconv"
+	"sync/atomic"
 
 	"github.com/fxcqrs/fxcqrs/internal/engine"
 	"go.uber.org/fx"
+	"go.uber.org/zap"
 )
 
 // A fallback answers in its primary handler's place when the primary fails
@@ -70,6 +72,74 @@ type FallbackUsed struct {
 	Cause error
 }
 
+// fallback is one registered fallback, attached to the handlers it backs.
+type fallback struct {
+	handler any
+	name    string
+	accepts func(error) bool
+	event   engine.Handler // event fallbacks, for the engine's typed call
+	typed   atomic.Value   // request, command and stream fallbacks: see typedFallback
+}
+
+// typedFallback returns fb as an H, kept after the first call as
+// typedHandler keeps a primary.
+func typedFallback[H any](fb *fallback) H {
+	if p, ok := fb.typed.Load().(*H); ok {
+		return *p
+	}
+	h := fb.handler.(H) // registration checked the shape
+	fb.typed.Store(&h)
+	return h
+}
+
+// answers reports whether fb, when there is one, answers for the
+// primary's err under ctx.
+func (fb *fallback) answers(ctx context.Context, err error) bool {
+	switch {
+	case fb == nil || err == nil || ctx.Err() != nil:
+		return false // nothing to answer for, or the caller's cancellation
+	case errors.Is(err, ErrBreakerOpen):
+		return true
+	case !countsAsFailure(err):
+		return false
+	case fb.accepts == nil:
+		return true
+	}
+	return fb.accepts(err)
+}
+
+// takeOver logs that fb answers for handler, which failed with cause, and
+// returns what the observer hears of it.
+func (fb *fallback) takeOver(m *Mediator, handler string, cause error) FallbackUsed {
+	m.log.Warn("fallback answers for its primary",
+		zap.String("handler", handler), zap.String("fallback", fb.name), zap.Error(cause))
+	return FallbackUsed{Handler: fb.name, Cause: cause}
+}
+
+// guarded runs primary and, when it fails in a way fb answers for, runs
+// the fallback instead, in the same frame, the primary's events discarded.
+// It reports the fallback used, if any. A stream, whose fallback can only
+// answer before its first item, uses answers and takeOver itself.
+func guarded[Res any](m *Mediator, f *engine.Frame, fb *fallback, handler string,
+	primary, fallback func(context.Context) (Res, error),
+) (res Res, used FallbackUsed, err error) {
+	if fb == nil {
+		res, err = primary(f)
+		return res, used, err
+	}
+	mark := f.Mark()
+	if res, err = primary(f); !fb.answers(f, err) {
+		return res, used, err
+	}
+	f.Truncate(mark) // the primary failed: its events go with it
+	used = fb.takeOver(m, handler, err)
+	res, fbErr := fallback(f)
+	if fbErr != nil {
+		return res, used, &FallbackError{Primary: err, Fallback: fbErr}
+	}
+	return res, used, nil
+}
+
 // WithFallback registers the fallback of a request, command or stream
 // handler, with New. Which handler it backs is found from its Handle
 // method: the one of the same message type.
@@ -124,13 +194,8 @@ func asFallback(api string, constructor any, primary reflect.Type, opts []Fallba
 	if _, err := fallbackShape(result, primary != nil); err != nil {
 		return fx.Error(fmt.Errorf("fxcqrs.%s(%s): %w", api, source, err))
 	}
-	key := "fxcqrs.fallback." + strconv.FormatUint(handlerSeq.Add(1), 10) + ":" + source
-	tag := "name:" + strconv.Quote(key)
-	relay := func(h any) fallbackSpec { return newFallbackSpec(h, source, primary, opts) }
-	return fx.Options(
-		fx.Provide(fx.Annotate(constructor, fx.As(new(any)), fx.ResultTags(tag))),
-		fx.Provide(fx.Annotate(relay, fx.ParamTags(tag), fx.ResultTags(fallbacksGroup))),
-	)
+	return provideMember("fallback", source, constructor, nil, fallbacksGroup,
+		func(h any) fallbackSpec { return newFallbackSpec(h, source, primary, opts) })
 }
 
 // fallbackShape finds the role a fallback of type t can back from its
@@ -185,13 +250,10 @@ func (m *Mediator) addFallback(s fallbackSpec) error {
 		return fmt.Errorf("it handles %s as a %s handler, but its handler %s is a %s handler", typeName(spec.message), spec.role, e.name, e.role)
 	case e.result != spec.result:
 		return fmt.Errorf("it answers %s with %s, but its handler %s answers with %s", typeName(spec.message), typeName(spec.result), e.name, typeName(e.result))
-	case e.guard != nil && e.guard.fallback != nil:
-		return fmt.Errorf("%s already has a fallback, %s", e.name, e.guard.fallback.name)
+	case e.fallback != nil:
+		return fmt.Errorf("%s already has a fallback, %s", e.name, e.fallback.name)
 	}
-	if e.guard == nil {
-		e.guard = &guard{}
-	}
-	e.guard.fallback = fb
+	e.fallback = fb
 	return nil
 }
 
@@ -211,17 +273,14 @@ func (m *Mediator) addEventFallback(s fallbackSpec, spec handlerSpec, fb *fallba
 		if h.event != spec.message {
 			return fmt.Errorf("it handles %s, but %s handles %s", typeName(spec.message), h.Name, typeName(h.event))
 		}
-		if h.guard != nil && h.guard.fallback != nil {
-			return fmt.Errorf("%s already has a fallback, %s", h.Name, h.guard.fallback.name)
+		if h.fallback != nil {
+			return fmt.Errorf("%s already has a fallback, %s", h.Name, h.fallback.name)
 		}
 	}
 	fb.event = engine.Handler{Value: s.handler, Name: fb.name}
 	fb.event.Prepare(spec.message)
 	for _, h := range backed {
-		if h.guard == nil {
-			h.guard = &guard{}
-		}
-		h.guard.fallback = fb
+		h.fallback = fb
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package fxcqrs
 
 import (
 	"context"
-	"errors"
 	"reflect"
 	"sync"
 
@@ -80,32 +79,6 @@ func (fw *forwarding) leaves(rec engine.Record) bool {
 	leaves := fw.f.Forwards(rec.Type())
 	fw.types.Store(k, leaves)
 	return leaves
-}
-
-// beside joins the errors a call returns beside a valid response (an
-// *EventError and what a Forwarder reported): nil when both are, the one
-// error itself when one is.
-func beside(err, other error) error {
-	switch {
-	case other == nil:
-		return err
-	case err == nil:
-		return other
-	}
-	return errors.Join(err, other)
-}
-
-// process hands what a call's handler emitted to the Forwarder, if any,
-// then processes it in-process on lane, and releases buf. It returns what
-// the caller receives beside a valid response.
-func (m *Mediator) process(f *engine.Frame, ln engine.Lane, buf *engine.Buffer) error {
-	var fwdErr error
-	if m.fwd != nil {
-		fwdErr = m.fwd.forward(f.Context, buf.Records())
-	}
-	err := eventError(m.eng.Process(f, ln, buf.Records()))
-	buf.Release()
-	return beside(err, fwdErr)
 }
 
 // Foreground returns a context under which Send, Exec and Publish wait for

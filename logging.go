@@ -102,18 +102,10 @@ type callEnder interface {
 	callEnded(ctx context.Context, call Call, err error, elapsed time.Duration)
 }
 
-// endersOf returns the members of chain that are callEnders, seen through
-// WithOrder, ForKinds and ForMessages.
+// endersOf returns the members of chain, unwrapped, that are callEnders.
 func endersOf(chain []Middleware) []callEnder {
 	var enders []callEnder
 	for _, mw := range chain {
-		for {
-			w, ok := mw.(*wrapped)
-			if !ok {
-				break
-			}
-			mw = w.Middleware
-		}
 		if c, ok := mw.(callEnder); ok {
 			enders = append(enders, c)
 		}

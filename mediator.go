@@ -159,14 +159,28 @@ func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorH
 	return m, nil
 }
 
-// register fills the registry and makes the mediator ready.
+// register fills the registry and makes the mediator ready. What a call
+// needs to know of its handler is decided here, once: its chain, bound;
+// its fallback; whether it takes the fast path.
 func (m *Mediator) register(regs []registration, mws []registeredMiddleware, fallbacks []fallbackSpec) error {
 	err := m.reg.addAll(regs, mws)
 	if err == nil {
-		err = errors.Join(m.addBreakers(), m.addFallbacks(fallbacks))
+		var errs []error
+		for _, e := range m.reg.handlers {
+			errs = append(errs, m.bindChain(e.chain, e.name, e.msgName))
+		}
+		for _, hs := range m.reg.events {
+			for _, h := range hs {
+				errs = append(errs, m.bindChain(h.chain, h.Name, h.msgName))
+			}
+		}
+		err = errors.Join(append(errs, m.addFallbacks(fallbacks))...)
 	}
 	if err != nil {
 		return fmt.Errorf("fxcqrs: invalid handlers: %w", err)
+	}
+	for _, e := range m.reg.handlers {
+		e.direct = e.chain == nil && m.obs == nil && e.fallback == nil
 	}
 	concrete, ifaces := m.eventTable()
 	m.eng.SetHandlers(concrete, ifaces, m.unhandled)

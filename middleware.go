@@ -3,6 +3,7 @@ package fxcqrs
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -112,21 +113,24 @@ type scoper interface {
 	appliesTo(k Kind, message reflect.Type) bool
 }
 
-type wrapped struct {
+// scoped is a middleware that WithOrder, ForKinds or ForMessages placed
+// or limited. It only matters at registration: a handler's chain holds
+// what it wraps (see unwrap).
+type scoped struct {
 	Middleware
 	order   *int
 	kinds   []Kind
 	message []reflect.Type
 }
 
-func (w *wrapped) MiddlewareOrder() int {
+func (w *scoped) MiddlewareOrder() int {
 	if w.order != nil {
 		return *w.order
 	}
 	return orderOf(w.Middleware)
 }
 
-func (w *wrapped) appliesTo(k Kind, message reflect.Type) bool {
+func (w *scoped) appliesTo(k Kind, message reflect.Type) bool {
 	if w.kinds != nil && !slices.Contains(w.kinds, k) {
 		return false
 	}
@@ -143,12 +147,12 @@ func (w *wrapped) appliesTo(k Kind, message reflect.Type) bool {
 // without a position has order 0. The built-ins have OrderLogging,
 // OrderTimeout and OrderRetry.
 func WithOrder(mw Middleware, order int) Middleware {
-	return &wrapped{Middleware: mw, order: &order}
+	return &scoped{Middleware: mw, order: &order}
 }
 
 // ForKinds limits mw to calls of the given kinds.
 func ForKinds(mw Middleware, kinds ...Kind) Middleware {
-	return &wrapped{Middleware: mw, kinds: slices.Clip(kinds)}
+	return &scoped{Middleware: mw, kinds: slices.Clip(kinds)}
 }
 
 // ForMessages limits mw to calls whose message has one of the given types,
@@ -156,7 +160,7 @@ func ForKinds(mw Middleware, kinds ...Kind) Middleware {
 //
 //	fxcqrs.ForMessages(audit, reflect.TypeFor[PlaceOrder](), reflect.TypeFor[CancelOrder]())
 func ForMessages(mw Middleware, types ...reflect.Type) Middleware {
-	return &wrapped{Middleware: mw, message: slices.Clip(types)}
+	return &scoped{Middleware: mw, message: slices.Clip(types)}
 }
 
 func orderOf(mw Middleware) int {
@@ -194,27 +198,54 @@ func sortMiddleware(mws []registeredMiddleware) {
 }
 
 // chainFor returns the middleware that wraps calls of kind k on message,
-// in order; nil when none does.
+// in order, unwrapped; nil when none does.
 func chainFor(mws []registeredMiddleware, k Kind, message reflect.Type) []Middleware {
 	var chain []Middleware
 	for _, r := range mws {
 		if appliesTo(r.mw, k, message) {
-			chain = append(chain, r.mw)
+			chain = append(chain, unwrap(r.mw))
 		}
 	}
 	return chain
 }
 
-// middlewareName names a middleware by its type, seeing through the
-// wrappers of WithOrder, ForKinds and ForMessages.
-func middlewareName(mw Middleware) string {
+// unwrap sees through WithOrder, ForKinds and ForMessages to the
+// middleware they place or limit.
+func unwrap(mw Middleware) Middleware {
 	for {
-		w, ok := mw.(*wrapped)
+		w, ok := mw.(*scoped)
 		if !ok {
-			return typeName(reflect.TypeOf(mw))
+			return mw
 		}
 		mw = w.Middleware
 	}
+}
+
+// middlewareName names a middleware by its type.
+func middlewareName(mw Middleware) string { return typeName(reflect.TypeOf(unwrap(mw))) }
+
+// binder is middleware that keeps state per handler (the circuit
+// breaker): the mediator binds it to each handler it wraps, once, at
+// registration, and the handler's chain holds what bind returns.
+type binder interface {
+	bind(m *Mediator, handler, message string) (Middleware, error)
+}
+
+// bindChain replaces the binders of chain, a handler's, with their bound
+// middleware.
+func (m *Mediator) bindChain(chain []Middleware, handler, message string) error {
+	var errs []error
+	for i, mw := range chain {
+		if b, ok := mw.(binder); ok {
+			bound, err := b.bind(m, handler, message)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", handler, err))
+				continue
+			}
+			chain[i] = bound
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // runChain runs chain around last. Panics anywhere in it become a

@@ -94,16 +94,8 @@ func AsMiddleware(constructor any, anns ...fx.Annotation) fx.Option {
 	if !result.Implements(reflect.TypeFor[Middleware]()) {
 		return fx.Error(fmt.Errorf("fxcqrs.AsMiddleware(%s): %s does not implement fxcqrs.Middleware", source, typeName(result)))
 	}
-	key := "fxcqrs.middleware." + strconv.FormatUint(handlerSeq.Add(1), 10) + ":" + source
-	tag := "name:" + strconv.Quote(key)
-	all := append(slices.Clip(anns), fx.As(new(Middleware)), fx.ResultTags(tag))
-	relay := func(mw Middleware) registeredMiddleware {
-		return registeredMiddleware{mw: mw, source: source}
-	}
-	return fx.Options(
-		fx.Provide(fx.Annotate(constructor, all...)),
-		fx.Provide(fx.Annotate(relay, fx.ParamTags(tag), fx.ResultTags(middlewareGroup))),
-	)
+	return provideMember("middleware", source, constructor, anns, middlewareGroup,
+		func(mw Middleware) registeredMiddleware { return registeredMiddleware{mw: mw, source: source} })
 }
 
 // AsRequestHandler registers a request handler's constructor with fx. The
@@ -147,9 +139,6 @@ func AsEventHandler(constructor any, anns ...fx.Annotation) fx.Option {
 	return asHandler(roleEvent, "AsEventHandler", constructor, anns)
 }
 
-// handlerSeq makes the name of each handler's fx value unique.
-var handlerSeq atomic.Uint64
-
 // asHandler checks the constructor now, so that a bad one fails
 // fx.ValidateApp as well as fx.New, then provides its result under a name
 // of its own and relays it into the handlers group, tagged with its kind
@@ -167,15 +156,26 @@ func asHandler(k role, api string, constructor any, anns []fx.Annotation) fx.Opt
 	if _, err := inspect(k, result); err != nil {
 		return fx.Error(fmt.Errorf("fxcqrs.%s(%s): %w", api, source, err))
 	}
-	key := "fxcqrs." + k.String() + "." + strconv.FormatUint(handlerSeq.Add(1), 10) + ":" + source
+	return provideMember(k.String(), source, constructor, anns, handlersGroup,
+		func(h any) registration { return registration{role: k, handler: h, source: source} })
+}
+
+// handlerSeq makes the name of each member's fx value unique.
+var handlerSeq atomic.Uint64
+
+// provideMember is how every registration helper reaches Module: it
+// provides constructor's result as a V under a name of its own, then
+// relays it into group as a T that says what registration needs of it
+// (its role, its constructor). A value group could take the result
+// directly, but then nothing would say which constructor made which
+// member.
+func provideMember[V, T any](kind, source string, constructor any, anns []fx.Annotation, group string, relay func(V) T) fx.Option {
+	key := "fxcqrs." + kind + "." + strconv.FormatUint(handlerSeq.Add(1), 10) + ":" + source
 	tag := "name:" + strconv.Quote(key)
-	all := append(slices.Clip(anns), fx.As(new(any)), fx.ResultTags(tag))
-	relay := func(h any) registration {
-		return registration{role: k, handler: h, source: source}
-	}
+	all := append(slices.Clip(anns), fx.As(new(V)), fx.ResultTags(tag))
 	return fx.Options(
 		fx.Provide(fx.Annotate(constructor, all...)),
-		fx.Provide(fx.Annotate(relay, fx.ParamTags(tag), fx.ResultTags(handlersGroup))),
+		fx.Provide(fx.Annotate(relay, fx.ParamTags(tag), fx.ResultTags(group))),
 	)
 }
 

@@ -3,6 +3,8 @@ package fxcqrs
 import (
 	"context"
 	"time"
+
+	"github.com/fxcqrs/fxcqrs/internal/engine"
 )
 
 // Observer sees what the mediator does: calls, and event handler
@@ -130,3 +132,65 @@ func (NopObserver) InvocationFinished(context.Context, InvocationFinished) {}
 
 // BreakerStateChanged does nothing.
 func (NopObserver) BreakerStateChanged(context.Context, BreakerStateChanged) {}
+
+// observation is a call that the observer, or middleware such as
+// Logging, hears the end of, with what its caller receives.
+type observation struct {
+	obs      Observer // nil: only enders hear
+	enders   []callEnder
+	call     Call
+	start    time.Time
+	fallback FallbackUsed
+}
+
+// observe tells the observer a call started; its context becomes the
+// parent of everything the call does.
+func (m *Mediator) observe(f *engine.Frame, call Call) *observation {
+	f.Context = m.obs.CallStarted(f.Context, CallStarted{Call: call})
+	return &observation{obs: m.obs, call: call, start: time.Now()}
+}
+
+// finish tells the observer and the enders the call ended with err. A nil
+// observation does nothing.
+func (o *observation) finish(f *engine.Frame, err error) {
+	if o == nil {
+		return
+	}
+	elapsed := time.Since(o.start)
+	if o.obs != nil {
+		o.obs.CallFinished(f.Context, CallFinished{Call: o.call, Err: err, Elapsed: elapsed, Fallback: o.fallback})
+	}
+	for _, c := range o.enders {
+		c.callEnded(f.Context, o.call, err, elapsed)
+	}
+}
+
+// observeCall starts the observation of a call to e's handler, or returns
+// nil when nothing hears its end.
+func (m *Mediator) observeCall(f *engine.Frame, e *handlerEntry, call Call) *observation {
+	var o *observation
+	if m.obs != nil {
+		o = m.observe(f, call)
+	} else if len(e.enders) > 0 {
+		o = &observation{call: call, start: time.Now()}
+	}
+	if o != nil {
+		o.enders = e.enders
+	}
+	return o
+}
+
+// reporter tells the observer what the engine queues and never starts.
+type reporter struct{ m *Mediator }
+
+func (r reporter) Queued(ctx context.Context, rec engine.Record, h *engine.Handler) {
+	r.m.obs.InvocationQueued(ctx, InvocationQueued{Call: eventCall(rec, h)})
+}
+
+func (r reporter) NotStarted(ctx context.Context, rec engine.Record, h *engine.Handler, err error, queued bool) {
+	r.m.obs.InvocationFinished(ctx, InvocationFinished{Call: eventCall(rec, h), Err: publicError(err), Queued: queued})
+}
+
+func eventCall(rec engine.Record, h *engine.Handler) Call {
+	return Call{Kind: KindEvent, Message: rec.Event(), MessageType: h.Root.(*eventHandler).messageType(rec), Handler: h.Name}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fxcqrs/fxcqrs/internal/engine"
 	"github.com/fxcqrs/fxcqrs/internal/typekey"
+	"go.uber.org/zap"
 )
 
 // typeName is a type's full name with its package path, the key that
@@ -18,31 +19,51 @@ func typeName(t reflect.Type) string { return engine.TypeName(t) }
 
 // handlerEntry is the one handler of a request, command or stream type.
 type handlerEntry struct {
-	role    role
-	handler any
-	name    string       // the handler's type name
-	msgName string       // the request type's name
-	chain   []Middleware // the middleware that wraps its calls, in order
-	enders  []callEnder  // members of chain told the call's final result
-	guard   *guard       // its breaker and fallback; nil when it has neither
-	source  string       // the fx constructor, when known
-	message reflect.Type // the request type
-	result  reflect.Type // Res of request and stream handlers
-	nilable bool         // the request type can be a nil pointer
+	role     role
+	handler  any
+	name     string       // the handler's type name
+	msgName  string       // the request type's name
+	chain    []Middleware // the middleware that wraps its calls, in order
+	enders   []callEnder  // members of chain told the call's final result
+	fallback *fallback    // nil when it has none
+	source   string       // the fx constructor, when known
+	message  reflect.Type // the request type
+	result   reflect.Type // Res of request and stream handlers
+	nilable  nilable      // whether a request can be nil, and how to tell
+	direct   bool         // no middleware, observer or fallback: the fast path
 
 	typed atomic.Value // handler as an *H: see typedHandler
+}
+
+// nilable is whether a request type has a nil value a call refuses.
+type nilable uint8
+
+const (
+	notNilable nilable = iota
+	nilablePointer
+	nilableInterface
+)
+
+func nilableOf(t reflect.Type) nilable {
+	switch t.Kind() {
+	case reflect.Pointer:
+		return nilablePointer
+	case reflect.Interface:
+		return nilableInterface
+	}
+	return notNilable
 }
 
 // eventHandler is one handler of an event type: what the engine runs
 // (its Value and Name), and what the root adds.
 type eventHandler struct {
 	engine.Handler
-	event   reflect.Type // the event type of its Handle method
-	msgName string       // the event type's name
-	chain   []Middleware // the middleware that wraps its invocations, in order
-	guard   *guard       // its breaker and fallback; nil when it has neither
-	source  string       // the fx constructor, when known
-	order   int          // registration order: the last tie-break
+	event    reflect.Type // the event type of its Handle method
+	msgName  string       // the event type's name
+	chain    []Middleware // the middleware that wraps its invocations, in order
+	fallback *fallback    // nil when it has none
+	source   string       // the fx constructor, when known
+	order    int          // registration order: the last tie-break
 }
 
 // registry maps message types to handlers. It is written during
@@ -102,7 +123,6 @@ func (r *registry) add(reg registration) error {
 			prev.name, prev.role, from(prev.source),
 			typeName(t), reg.role, from(reg.source))
 	}
-	k := spec.message.Kind()
 	r.handlers[spec.message] = &handlerEntry{
 		role:    reg.role,
 		handler: h,
@@ -111,7 +131,7 @@ func (r *registry) add(reg registration) error {
 		source:  reg.source,
 		message: spec.message,
 		result:  spec.result,
-		nilable: k == reflect.Pointer || k == reflect.Interface,
+		nilable: nilableOf(spec.message),
 	}
 	return nil
 }
@@ -186,7 +206,7 @@ func (m *Mediator) eventTable() (map[reflect.Type][]*engine.Handler, []engine.In
 	for t, hs := range m.reg.events {
 		ehs := make([]*engine.Handler, len(hs))
 		for i, h := range hs {
-			if h.chain != nil || m.obs != nil || h.guard != nil {
+			if h.chain != nil || m.obs != nil || h.fallback != nil {
 				h.Run = func(f *engine.Frame, rec engine.Record, _ *engine.Handler, queuedAt engine.Mono) error {
 					return m.runEvent(f, rec, h, queuedAt)
 				}
@@ -209,4 +229,55 @@ func (h *eventHandler) messageType(rec engine.Record) string {
 		return typeName(rec.Type())
 	}
 	return h.msgName
+}
+
+// noHandler is the error of a call whose type has no handler in the role
+// asked for; it says what the type has instead, when it has something.
+func (m *Mediator) noHandler(typ reflect.Type, api string) error {
+	if hs := m.reg.events[typ]; len(hs) > 0 && m.reg.handlers[typ] == nil {
+		return fmt.Errorf("fxcqrs.%s: %w for %s: it has event handlers only (%s); call Publish", api, ErrNoHandler, typeName(typ), hs[0].Name)
+	}
+	if e := m.reg.handlers[typ]; e != nil {
+		use := map[role]string{roleRequest: "Send", roleCommand: "Exec", roleStream: "Stream"}[e.role]
+		return fmt.Errorf("fxcqrs.%s: %w for %s: it has a %s handler (%s); call %s", api, ErrNoHandler, typeName(typ), e.role, e.name, use)
+	}
+	// The commonest slip: a pointer sent for a value type, or the reverse.
+	var alt reflect.Type
+	if typ.Kind() == reflect.Pointer {
+		alt = typ.Elem()
+	} else {
+		alt = reflect.PointerTo(typ)
+	}
+	if other := m.reg.handlers[alt]; other != nil {
+		return fmt.Errorf("fxcqrs.%s: %w for %s (%s has one: types match exactly)", api, ErrNoHandler, typeName(typ), typeName(alt))
+	}
+	return fmt.Errorf("fxcqrs.%s: %w for %s", api, ErrNoHandler, typeName(typ))
+}
+
+// mismatch is the error of a call that asked e's handler to be a want (a
+// RequestHandler or StreamHandler of some Res) that it is not: it names the
+// response type the handler has and the one asked for.
+func (e *handlerEntry) mismatch(api string, want reflect.Type) error {
+	asked, err := inspect(e.role, want)
+	if e.result == nil || err != nil {
+		return fmt.Errorf("fxcqrs: internal error: %T does not handle %s", e.handler, e.msgName)
+	}
+	return fmt.Errorf("fxcqrs.%s: the handler of %s (%s) returns %s, not %s", api, e.msgName, e.name, typeName(e.result), typeName(asked.result))
+}
+
+// unhandled is called once for each event type that has no event handler:
+// when the type has a handler of another role (an event handler registered
+// with AsCommandHandler has the same Handle shape), the events it was meant
+// for would vanish without a word, so it warns.
+func (m *Mediator) unhandled(t reflect.Type) {
+	e := m.reg.handlers[t]
+	if e == nil {
+		return
+	}
+	m.log.Warn("event has no event handler, but its type has a "+e.role.String()+" handler; was it meant to be registered as an event handler?",
+		zap.String("event", typeName(t)),
+		zap.String("handler", e.name),
+		zap.String("registeredAs", e.role.registeredAs()),
+		zap.String("constructor", e.source),
+	)
 }

@@ -1,10 +1,9 @@
 package fxcqrs
 
 import (
+	"cmp"
 	"context"
-	"fmt"
 	"iter"
-	"reflect"
 
 	"github.com/fxcqrs/fxcqrs/internal/engine"
 	"go.uber.org/zap"
@@ -38,47 +37,42 @@ import (
 func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[Res, error] {
 	return func(yield func(Res, error) bool) {
 		var zero Res
-		e, f, err := lookup[Req](ctx, m, roleStream, "Stream")
+		e, h, f, err := open[Req, StreamHandler[Req, Res]](ctx, m, roleStream, "Stream", &req)
 		if err != nil {
 			yield(zero, err)
 			return
 		}
-		h, ok := typedHandler[StreamHandler[Req, Res]](e)
-		if !ok {
-			m.eng.Leave(f)
-			yield(zero, e.wrongResult("Stream", reflect.TypeFor[Res]()))
-			return
-		}
-		if e.nilable && isNil(req) {
-			m.eng.Leave(f)
-			yield(zero, errNilRequest("Stream", e.message))
-			return
-		}
-		s := streamCall[Req, Res]{m: m, f: f, ctx: f, yield: yield, g: e.guard}
+		s := streamCall[Req, Res]{m: m, f: f, ctx: f, yield: yield, fb: e.fallback, name: e.name}
 		// Deferred: the consumer's loop body may panic through us.
 		defer s.end()
-		if e.chain == nil && m.obs == nil && e.guard == nil {
+		if e.direct {
 			s.run(h, req)
 			return
 		}
-		var o *observation
-		call := Call{Kind: KindStream, Message: req, MessageType: e.msgName, Handler: e.name}
-		if e.chain != nil || m.obs != nil || len(e.enders) > 0 {
+		var (
+			o    *observation
+			call Call
+		)
+		if e.chain != nil || m.obs != nil {
+			call = Call{Kind: KindStream, Message: req, MessageType: e.msgName, Handler: e.name}
 			o = m.observeCall(f, e, call)
 		}
-		if br := e.guard.breakerOrNil(); br != nil && !br.allow() {
-			s.cause = fmt.Errorf("fxcqrs: %s: %w", e.name, ErrBreakerOpen)
+		if e.chain == nil {
+			s.run(h, req)
 		} else {
 			_, err = runChain(f, e.chain, call, func(ctx context.Context) (any, error) {
 				s.ctx = ctx
 				s.run(h, req)
-				return nil, s.lastErr
+				// What the chain hears: a failure the fallback is to answer
+				// (which no consumer received) or the last error delivered.
+				return nil, cmp.Or(s.cause, s.lastErr)
 			})
-			if br != nil {
-				br.done(s.handlerErr)
-			}
-			if err != nil && !s.stopped {
-				s.deliver(zero, err, true) // the middleware's own error
+			if err != nil && s.cause == nil && !s.stopped { // the middleware's own error (an open breaker's)
+				if s.mayFallBack(err) {
+					s.cause = err
+				} else {
+					s.deliver(zero, err, true)
+				}
 			}
 		}
 		if s.cause != nil {
@@ -95,18 +89,16 @@ func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[R
 // the fallback answers for; otherwise the consumer receives the cause.
 func (s *streamCall[Req, Res]) fallBack(req Req, o *observation) {
 	var zero Res
-	g := s.g
-	if g == nil || g.fallback == nil || !g.fallback.answers(s.f, s.cause) {
+	if !s.fb.answers(s.f, s.cause) {
 		s.deliver(zero, s.cause, true)
 		return
 	}
-	s.m.log.Warn("fallback answers for its primary",
-		zap.String("fallback", g.fallback.name), zap.Error(s.cause))
+	used := s.fb.takeOver(s.m, s.name, s.cause)
 	if o != nil {
-		o.fallback = FallbackUsed{Handler: g.fallback.name, Cause: s.cause}
+		o.fallback = used
 	}
 	s.ctx, s.failed, s.cause = s.f, false, nil
-	s.run(typedFallback[StreamHandler[Req, Res]](g.fallback), req)
+	s.run(typedFallback[StreamHandler[Req, Res]](s.fb), req)
 }
 
 // streamCall is one iteration of a Stream.
@@ -121,9 +113,9 @@ type streamCall[Req, Res any] struct {
 	inConsumer bool  // the consumer's loop body is running
 	items      int   // items delivered
 
-	g          *guard // the handler's breaker and fallback, if any
-	handlerErr error  // the handler's own failure, for its breaker
-	cause      error  // why the fallback is to run: the primary failed before its first item
+	fb    *fallback // the handler's fallback, if any
+	name  string    // the handler's, for the fallback's log line
+	cause error     // why the fallback is to run: the primary failed before its first item
 }
 
 func (s *streamCall[Req, Res]) run(h StreamHandler[Req, Res], req Req) {
@@ -148,9 +140,9 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) {
 			}
 			s.failed = true
 			s.f.Take().Release() // the handler failed: its pending events go with it
-			s.handlerErr = newPanicError(r)
-			if s.mayFallBack(s.handlerErr) {
-				s.cause = s.handlerErr
+			perr := newPanicError(r)
+			if s.mayFallBack(perr) {
+				s.cause = perr
 				return
 			}
 			if s.stopped {
@@ -159,7 +151,7 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) {
 				s.m.log.Error("stream handler panicked after its stream ended", zap.Any("panic", r))
 				return
 			}
-			s.deliver(zero, s.handlerErr, true)
+			s.deliver(zero, perr, true)
 		}
 	}()
 	seq := h.Handle(s.ctx, req)
@@ -176,7 +168,6 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) {
 		if err != nil {
 			s.failed = true
 			s.f.Take().Release()
-			s.handlerErr = err
 			if s.mayFallBack(err) {
 				s.cause = err // not delivered: the fallback answers instead
 				break
@@ -199,7 +190,7 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) {
 // mayFallBack reports whether the primary's err, before any item, is for
 // its fallback to answer.
 func (s *streamCall[Req, Res]) mayFallBack(err error) bool {
-	return s.items == 0 && !s.stopped && s.g != nil && s.g.fallback != nil && s.g.fallback.answers(s.f, err)
+	return s.items == 0 && !s.stopped && s.fb.answers(s.f, err)
 }
 
 // deliver hands one element to the consumer and reports whether it wants
