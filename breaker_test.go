@@ -214,3 +214,38 @@ func TestBreakerConfigDecodes(t *testing.T) {
 	require.NoError(t, yaml.Unmarshal([]byte("{consecutiveFailures: 3, failureRatio: 0.5, minRequests: 20, window: 30s, openDuration: 60000000000, halfOpenProbes: 2}"), &fromYAML))
 	assert.Equal(t, want, fromYAML)
 }
+
+// A Breaker is a real middleware: placed inside Retry with WithOrder, it
+// counts each attempt, where its default place counts the series as one
+// outcome (TestBreakerCountsOutcomesNotAttempts).
+func TestBreakerPlacedInsideRetryCountsAttempts(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	dep := &dependency{}
+	m := newMediator(t, limit(1),
+		fxcqrs.WithMiddleware(
+			fxcqrs.WithOrder(fxcqrs.Breaker(fxcqrs.BreakerConfig{ConsecutiveFailures: 2, Now: clk.Now}), fxcqrs.OrderRetry+1),
+			fxcqrs.Retry(fxcqrs.RetryPolicy{Attempts: 3, Initial: time.Microsecond, Max: time.Microsecond}),
+		),
+		fxcqrs.WithEventHandlers(eventFunc[OrderPlaced](func(context.Context, OrderPlaced) error { return dep.call() })),
+	)
+	dep.down.Store(true)
+	require.ErrorIs(t, fxcqrs.Publish(context.Background(), m, OrderPlaced{}), fxcqrs.ErrBreakerOpen,
+		"the third attempt finds the breaker open")
+	assert.Equal(t, int32(2), dep.calls.Load(), "two attempts reached the handler")
+}
+
+// Called outside a mediator, a Breaker still keeps one breaker per
+// handler.
+func TestBreakerUnbound(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	mw := fxcqrs.Breaker(fxcqrs.BreakerConfig{ConsecutiveFailures: 1, Now: clk.Now})
+	fail := func(context.Context) (any, error) { return nil, errUnavailable }
+	_, err := mw.Handle(context.Background(), fxcqrs.Call{Handler: "a"}, fail)
+	require.ErrorIs(t, err, errUnavailable)
+	_, err = mw.Handle(context.Background(), fxcqrs.Call{Handler: "a"}, fail)
+	require.ErrorIs(t, err, fxcqrs.ErrBreakerOpen)
+	_, err = mw.Handle(context.Background(), fxcqrs.Call{Handler: "b"}, fail)
+	require.ErrorIs(t, err, errUnavailable, "b has a breaker of its own")
+}

@@ -178,8 +178,8 @@
 // failing it. The fallback runs in the primary's place, on its slot, under
 // the caller's context; the primary's events are discarded. A breaker
 // fails calls fast with [ErrBreakerOpen] while its handler's dependency is
-// down, and probes it again after a while; the mediator checks it around
-// the handler's whole middleware chain.
+// down, and probes it again after a while. It is a middleware whose place
+// ([OrderBreaker]) puts the rest of the chain inside it.
 //
 // # Observability
 //
