@@ -14,8 +14,10 @@ import (
 // optional message.Publisher and message.Subscriber (provide the broker's
 // as these interfaces, with fx.As; with neither, an in-process GoChannel is
 // used and a warning says it is not durable), an optional *zap.Logger and
-// an optional [Marshaler]. It provides the fxcqrs.Forwarder that
-// fxcqrs.Module takes, so routed events leave through it.
+// an optional [Marshaler] and an optional *[Embedded]. It provides the
+// fxcqrs.Forwarder that fxcqrs.Module takes, so routed events leave
+// through it; a module above it (the outbox's) may decorate that
+// Forwarder to take routed events another way.
 //
 // Its OnStart hook starts consuming the subscribed topics and returns once
 // the router runs; its OnStop hook, which runs before the mediator's, stops
@@ -40,25 +42,23 @@ type busParams struct {
 	Subscriber    message.Subscriber `optional:"true"`
 	Logger        *zap.Logger        `optional:"true"`
 	Marshaler     Marshaler          `optional:"true"`
-	Outboxed      *Outboxed          `optional:"true"`
+	Embedded      *Embedded          `optional:"true"`
 	Routes        []Routing          `group:"fxbus.routes"`
 	Subscriptions []Subscription     `group:"fxbus.subscriptions"`
 }
 
 func provideBus(p busParams) (*Bus, error) {
-	return New(Config{
+	cfg := Config{
 		Publisher:  p.Publisher,
 		Subscriber: p.Subscriber,
 		Logger:     p.Logger,
 		Marshaler:  p.Marshaler,
-		Outbox:     p.Outboxed != nil,
-	}, p.Routes, p.Subscriptions)
+	}
+	if p.Embedded != nil {
+		cfg.Embedded = *p.Embedded
+	}
+	return New(cfg, p.Routes, p.Subscriptions)
 }
-
-// Outboxed is a marker: provided in the graph (the outbox module does), it sets
-// Config.Outbox: routed events go through the outbox, never published
-// directly.
-type Outboxed struct{}
 
 // startBus ties the bus to the lifecycle. It depends on the mediator, so
 // its hooks are appended after the mediator's: fx starts the bus after the

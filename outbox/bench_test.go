@@ -57,7 +57,7 @@ func BenchmarkUnitOfWork(b *testing.B) {
 	b.Run("outbox", func(b *testing.B) {
 		gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
 		defer gc.Close()
-		bus, err := fxbus.New(fxbus.Config{Publisher: gc, Outbox: true}, []fxbus.Routing{fxbus.NewRoute[OrderPlaced]("orders")}, nil)
+		bus, err := fxbus.New(fxbus.Config{Publisher: gc}, []fxbus.Routing{fxbus.NewRoute[OrderPlaced]("orders")}, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -65,7 +65,7 @@ func BenchmarkUnitOfWork(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithForwarder(bus), fxcqrs.WithMiddleware(o.UnitOfWork()),
+		m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithMiddleware(o.UnitOfWork()),
 			fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
 				if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, insert, c.ID); err != nil {
 					return err
@@ -107,7 +107,7 @@ func BenchmarkCommitToHandler(b *testing.B) {
 		all = make(chan struct{})
 	)
 	n := b.N
-	bus, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub, Outbox: true},
+	bus, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub},
 		[]fxbus.Routing{fxbus.NewRoute[Stamped](topic)}, []fxbus.Subscription{fxbus.NewSubscription[Stamped](topic)})
 	if err != nil {
 		b.Fatal(err)
@@ -116,7 +116,7 @@ func BenchmarkCommitToHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithForwarder(bus), fxcqrs.WithMiddleware(o.UnitOfWork()),
+	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithMiddleware(o.UnitOfWork()),
 		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
 			fxcqrs.Emit(ctx, Stamped{ID: c.ID, SentAt: time.Now().UnixNano()})
 			return nil

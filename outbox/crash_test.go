@@ -301,13 +301,13 @@ func consume(t *testing.T, d database, broker, addr, topic string) (stop func())
 	t.Helper()
 	pub, sub, err := brokerPubSub(broker, addr)
 	require.NoError(t, err)
-	b, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub, Outbox: true}, nil,
+	b, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub}, nil,
 		[]fxbus.Subscription{fxbus.NewSubscription[OrderPlaced](topic)})
 	require.NoError(t, err)
 	o, err := fxoutbox.New(d.DB, b, fxoutbox.Config{Dialect: d.Dialect, Inbox: true}, nil)
 	require.NoError(t, err)
 	m, err := fxcqrs.New(fxcqrs.Config{}, billing(d.DB, d.Dialect),
-		fxcqrs.WithMiddleware(deliveryLog(d.DB, d.Dialect), o.UnitOfWork()), fxcqrs.WithForwarder(b))
+		fxcqrs.WithMiddleware(deliveryLog(d.DB, d.Dialect), o.UnitOfWork()))
 	require.NoError(t, err)
 	require.NoError(t, b.Start(context.Background(), m))
 	var once sync.Once
@@ -352,7 +352,7 @@ func TestCrashChild(t *testing.T) {
 		subs = []fxbus.Subscription{fxbus.NewSubscription[OrderPlaced](topic)}
 		opts = append(opts, billing(db, dialect), fxcqrs.WithMiddleware(deliveryLog(db, dialect)))
 	}
-	b, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub, Outbox: true},
+	b, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub},
 		[]fxbus.Routing{fxbus.NewRoute[OrderPlaced](topic)}, subs)
 	require.NoError(t, err)
 	// A short lease: each round's relay waits for the killed one's to
@@ -363,7 +363,6 @@ func TestCrashChild(t *testing.T) {
 	}}, nil)
 	require.NoError(t, err)
 	opts = append(opts,
-		fxcqrs.WithForwarder(b),
 		fxcqrs.WithMiddleware(o.UnitOfWork()),
 		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
 			if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, dialect.Rebind("INSERT INTO orders (id) VALUES (?)"), c.ID); err != nil {

@@ -55,7 +55,7 @@ func TestDeadLetterAndNoTopicHoldsAnother(t *testing.T) {
 	t.Parallel()
 	forEachDatabase(t, func(t *testing.T, d database) {
 		pub := &pickyPublisher{kept: map[string]int{}}
-		bus, err := fxbus.New(fxbus.Config{Publisher: pub, Outbox: true}, nil, nil)
+		bus, err := fxbus.New(fxbus.Config{Publisher: pub}, nil, nil)
 		require.NoError(t, err)
 		o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect, Relay: fxoutbox.RelayConfig{
 			PollInterval: 10 * time.Millisecond, RetryInitial: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond,

@@ -117,7 +117,7 @@ func TestTwoRelays(t *testing.T) {
 // newRelayOnly is an outbox used only for its relay.
 func newRelayOnly(t *testing.T, db *sql.DB, pub message.Publisher) *fxoutbox.Outbox {
 	t.Helper()
-	bus, err := fxbus.New(fxbus.Config{Publisher: pub, Outbox: true}, nil, nil)
+	bus, err := fxbus.New(fxbus.Config{Publisher: pub}, nil, nil)
 	require.NoError(t, err)
 	o, err := fxoutbox.New(db, bus, fxoutbox.Config{Dialect: fxoutbox.PostgreSQL, Relay: fxoutbox.RelayConfig{PollInterval: 5 * time.Millisecond, BatchSize: 7}}, nil)
 	require.NoError(t, err)

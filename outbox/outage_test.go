@@ -78,7 +78,7 @@ func TestBrokerOutage(t *testing.T) {
 		mu  sync.Mutex
 		got = map[int]int{}
 	)
-	b, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub, Outbox: true},
+	b, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub},
 		[]fxbus.Routing{fxbus.NewRoute[OrderPlaced](topic)}, []fxbus.Subscription{fxbus.NewSubscription[OrderPlaced](topic)})
 	require.NoError(t, err)
 	o, err := fxoutbox.New(d.DB, b, fxoutbox.Config{Dialect: d.Dialect, Relay: fxoutbox.RelayConfig{
@@ -86,7 +86,7 @@ func TestBrokerOutage(t *testing.T) {
 	}}, nil)
 	require.NoError(t, err)
 	m, err := fxcqrs.New(fxcqrs.Config{},
-		fxcqrs.WithForwarder(b), fxcqrs.WithMiddleware(o.UnitOfWork()),
+		fxcqrs.WithMiddleware(o.UnitOfWork()),
 		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
 			fxcqrs.Emit(ctx, OrderPlaced(c))
 			return nil

@@ -48,7 +48,10 @@ type Outbox struct {
 }
 
 // New returns the outbox of db for bus, whose routed events it takes
-// over: the bus must have been made with fxbus.Config.Outbox set.
+// over. Without fx, give the mediator the outbox's [Outbox.UnitOfWork] as
+// middleware and not the bus as its Forwarder (the outbox writes what the
+// bus would have published); a bus without a broker of its own needs
+// fxbus.Config.Embedded persistent and acknowledging.
 func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, error) {
 	var errs []error
 	if db == nil {
@@ -124,11 +127,34 @@ func (o *Outbox) Stop(ctx context.Context) error { return o.relay.close(ctx) }
 // fxbus.Module, whose routes it takes over: routed events are written to
 // the outbox in the handler's transaction instead of being published, and
 // the relay, which the lifecycle starts and stops, delivers them.
-var Module = fx.Module("fxoutbox",
-	fx.Supply(&fxbus.Outboxed{}),
-	fx.Provide(provideOutbox),
-	fxcqrs.AsMiddleware(func(o *Outbox) fxcqrs.Middleware { return o.UnitOfWork() }),
+//
+// It takes the routes over by decorating the fxcqrs.Forwarder that
+// fxbus.Module provides, so that the mediator forwards nothing itself
+// (and so that the relay stops after the mediator, see
+// takeOverForwarding); it
+// makes the bus's in-process broker, when the bus uses one, persistent and
+// acknowledging (its relay deletes a row once the publish returned). Use
+// it at the application's top level, where fxcqrs.Module sees the
+// decoration.
+var Module = fx.Options(
+	fx.Module("fxoutbox",
+		fx.Provide(provideOutbox),
+		fx.Supply(&fxbus.Embedded{
+			OutputChannelBuffer:            64,
+			Persistent:                     true,
+			BlockPublishUntilSubscriberAck: true,
+		}),
+		fxcqrs.AsMiddleware(func(o *Outbox) fxcqrs.Middleware { return o.UnitOfWork() }),
+	),
+	fx.Decorate(takeOverForwarding),
 )
+
+// takeOverForwarding leaves the mediator no Forwarder: the outbox writes
+// the routed events. Taking the *Outbox builds it before the mediator, so
+// that its hook is appended first and stops last, after the bus has
+// stopped taking messages and the mediator has drained, in whatever order
+// the application lists the modules.
+func takeOverForwarding(fxcqrs.Forwarder, *Outbox) fxcqrs.Forwarder { return nil }
 
 type outboxParams struct {
 	fx.In

@@ -45,7 +45,7 @@ func newRig(t *testing.T, d database, cfg fxoutbox.Config, opts ...fxcqrs.Option
 	// inbound message returns once it was handled.
 	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 64, Persistent: true, BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
 	t.Cleanup(func() { _ = gc.Close() })
-	bus, err := fxbus.New(fxbus.Config{Publisher: gc, Subscriber: gc, Outbox: true},
+	bus, err := fxbus.New(fxbus.Config{Publisher: gc, Subscriber: gc},
 		[]fxbus.Routing{fxbus.NewRoute[OrderPlaced]("orders"), fxbus.NewRoute[Audited]("audit")},
 		[]fxbus.Subscription{fxbus.NewSubscription[OrderPlaced]("inbound")})
 	require.NoError(t, err)
@@ -53,7 +53,7 @@ func newRig(t *testing.T, d database, cfg fxoutbox.Config, opts ...fxcqrs.Option
 	cfg.Relay.PollInterval = 50 * time.Millisecond
 	o, err := fxoutbox.New(d.DB, bus, cfg, nil)
 	require.NoError(t, err)
-	m, err := fxcqrs.New(fxcqrs.Config{}, append(opts, fxcqrs.WithForwarder(bus), fxcqrs.WithMiddleware(o.UnitOfWork()))...)
+	m, err := fxcqrs.New(fxcqrs.Config{}, append(opts, fxcqrs.WithMiddleware(o.UnitOfWork()))...)
 	require.NoError(t, err)
 	require.NoError(t, o.Start(context.Background()))
 	require.NoError(t, bus.Start(context.Background(), m))

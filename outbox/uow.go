@@ -110,7 +110,7 @@ func (u *unitOfWork) lazy(ctx context.Context, next fxcqrs.Next) (any, error) {
 
 func (u *unitOfWork) routes(events []any) bool {
 	for _, ev := range events {
-		if u.bus.Routes(typeOf(ev)) {
+		if u.bus.Forwards(typeOf(ev)) {
 			return true
 		}
 	}

@@ -56,13 +56,13 @@ func newSQLRunner(t testing.TB, d database, s setup) (*fxsaga.Runner, *fxsaga.SQ
 	t.Helper()
 	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
 	t.Cleanup(func() { _ = gc.Close() })
-	bus, err := fxbus.New(fxbus.Config{Publisher: gc, Outbox: true}, s.routes, nil)
+	bus, err := fxbus.New(fxbus.Config{Publisher: gc}, s.routes, nil)
 	require.NoError(t, err)
 	o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect}, nil)
 	require.NoError(t, err)
 	m, err := fxcqrs.New(fxcqrs.Config{},
 		fxcqrs.WithCommandHandlers(append([]any{fxsaga.StepHandler{}}, s.handlers...)...),
-		fxcqrs.WithForwarder(bus), fxcqrs.WithMiddleware(o.UnitOfWork()))
+		fxcqrs.WithMiddleware(o.UnitOfWork()))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
 	store, err := fxsaga.NewSQL(d.DB, d.Dialect, fxsaga.Tables{}, s.lease)

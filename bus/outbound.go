@@ -1,0 +1,116 @@
+package fxbus
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/zap"
+)
+
+// routesOf returns every route events of type t take, each topic once.
+func (b *Bus) routesOf(t reflect.Type) []route {
+	if rs, ok := b.resolved.Load(t); ok {
+		return rs.([]route)
+	}
+	var rs []route
+	add := func(r route) {
+		if !slices.ContainsFunc(rs, func(o route) bool { return o.topic == r.topic }) {
+			rs = append(rs, r)
+		}
+	}
+	for _, r := range b.routes[t] {
+		add(r)
+	}
+	for _, r := range b.ifaces {
+		if t != r.typ && t.Implements(r.typ) {
+			add(r)
+		}
+	}
+	actual, _ := b.resolved.LoadOrStore(t, rs)
+	return actual.([]route)
+}
+
+// Forwards reports whether events of type t are routed: the mediator hands
+// those to Forward.
+func (b *Bus) Forwards(t reflect.Type) bool { return len(b.routesOf(t)) > 0 }
+
+// Outgoing is a routed event made into a message for one topic.
+type Outgoing struct {
+	// Topic is the route's topic.
+	Topic string
+	// Message is the event on the wire: payload, name, ids.
+	Message *message.Message
+	// Event is the event itself.
+	Event any
+}
+
+// Messages makes the routed events among events into messages, in emit
+// order: one message per event, sent to each of its routes' topics (the
+// copies share the message id). It publishes nothing: the outbox module
+// writes them to its table instead. An event that cannot be marshaled is a
+// PublishFailure.
+func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []PublishFailure) {
+	var (
+		out   []Outgoing
+		fails []PublishFailure
+	)
+	for _, ev := range events {
+		t := reflect.TypeOf(ev)
+		rs := b.routesOf(t)
+		if len(rs) == 0 {
+			continue
+		}
+		msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(t), ev)
+		for i, r := range rs {
+			if err != nil {
+				fails = append(fails, PublishFailure{Topic: r.topic, Event: ev, Err: fmt.Errorf("marshal %s: %w", t, err)})
+				continue
+			}
+			m := msg
+			if i > 0 {
+				m = msg.Copy() // a publisher may keep or change what it was given
+			}
+			out = append(out, Outgoing{Topic: r.topic, Message: m, Event: ev})
+		}
+	}
+	return out, fails
+}
+
+// Forward publishes events to their routes' topics, each topic's messages
+// in emit order, in one Publish call per topic. Failures are returned as a
+// *PublishError; the events that could be published are.
+func (b *Bus) Forward(ctx context.Context, events []any) error {
+	out, fails := b.Messages(ctx, events)
+	var topics []string
+	byTopic := map[string][]Outgoing{}
+	for _, o := range out {
+		if _, ok := byTopic[o.Topic]; !ok {
+			topics = append(topics, o.Topic)
+		}
+		byTopic[o.Topic] = append(byTopic[o.Topic], o)
+	}
+	for _, topic := range topics {
+		batch := byTopic[topic]
+		msgs := make([]*message.Message, len(batch))
+		for i, o := range batch {
+			msgs[i] = o.Message
+		}
+		if err := b.cfg.Publisher.Publish(topic, msgs...); err != nil {
+			for _, o := range batch {
+				fails = append(fails, PublishFailure{Topic: topic, Event: o.Event, Err: err})
+			}
+			b.log.Error("routed events not published", zap.String("topic", topic), zap.Int("events", len(batch)), zap.Error(err))
+		}
+	}
+	if len(fails) > 0 {
+		return &PublishError{Failures: fails}
+	}
+	return nil
+}
+
+// Publisher returns the publisher the bus publishes with, the in-process
+// GoChannel included: the outbox module's relay delivers through it.
+func (b *Bus) Publisher() message.Publisher { return b.cfg.Publisher }

@@ -1,0 +1,104 @@
+package fxbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/fxcqrs/fxcqrs"
+	"go.uber.org/zap"
+)
+
+// Start runs the subscriptions, processing their messages with m, and
+// returns once they run. A bus without subscriptions starts nothing.
+func (b *Bus) Start(ctx context.Context, m *fxcqrs.Mediator) error {
+	if m == nil {
+		return errors.New("fxbus: Start: nil *fxcqrs.Mediator")
+	}
+	if len(b.topics) == 0 {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.router != nil {
+		return errors.New("fxbus: Start: already started")
+	}
+	router, err := message.NewRouter(message.RouterConfig{}, newLogger(b.log))
+	if err != nil {
+		return err
+	}
+	topics := make([]string, 0, len(b.topics))
+	for topic := range b.topics {
+		topics = append(topics, topic)
+	}
+	sort.Strings(topics)
+	for _, topic := range topics {
+		ts := b.topics[topic]
+		poison, err := middleware.PoisonQueueWithFilter(b.cfg.Publisher, ts.dead, func(err error) bool {
+			return !errors.As(err, new(*redeliver))
+		})
+		if err != nil {
+			return err
+		}
+		retry := middleware.Retry{
+			MaxRetries:          ts.retry.MaxRetries,
+			InitialInterval:     ts.retry.InitialInterval,
+			MaxInterval:         ts.retry.MaxInterval,
+			Multiplier:          2,
+			RandomizationFactor: 0.2,
+			ShouldRetry: func(p middleware.RetryParams) bool {
+				return !errors.As(p.Err, new(*malformed)) && !errors.As(p.Err, new(*redeliver))
+			},
+			ResetContextOnRetry: true,
+			Logger:              newLogger(b.log),
+		}
+		h := router.AddConsumerHandler("fxbus "+topic, topic, b.cfg.Subscriber, b.handler(ts, m))
+		h.AddMiddleware(poison, retry.Middleware)
+	}
+	b.router = router
+	b.stopped = make(chan struct{})
+	go func() {
+		defer close(b.stopped)
+		if err := router.Run(context.Background()); err != nil {
+			b.log.Error("router stopped", zap.Error(err))
+		}
+	}()
+	select {
+	case <-router.Running():
+		return nil
+	case <-b.stopped:
+		return errors.New("fxbus: the router stopped before it ran")
+	case <-ctx.Done():
+		_ = router.Close()
+		return fmt.Errorf("fxbus: Start: %w", ctx.Err())
+	}
+}
+
+// Stop stops consuming: it waits, until ctx ends, for the messages being
+// processed to finish, then returns. A message whose processing had not
+// finished is not acknowledged: the broker redelivers it. Stop closes the
+// in-process GoChannel the bus made, never a publisher or subscriber it
+// was given.
+func (b *Bus) Stop(ctx context.Context) error {
+	b.mu.Lock()
+	router, stopped := b.router, b.stopped
+	b.mu.Unlock()
+	var err error
+	if router != nil {
+		closed := make(chan error, 1)
+		go func() { closed <- router.Close() }()
+		select {
+		case err = <-closed:
+			<-stopped
+		case <-ctx.Done():
+			err = fmt.Errorf("fxbus: Stop: messages still in flight: %w", ctx.Err())
+		}
+	}
+	if b.owned != nil {
+		err = errors.Join(err, b.owned.Close())
+	}
+	return err
+}
