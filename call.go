@@ -156,7 +156,7 @@ func callWrapped[H, Req, Res any](m *Mediator, e *handlerEntry, f *engine.Frame,
 		o    *observation
 	)
 	if e.chain != nil || m.obs != nil { // a Call boxes req: only when someone hears of it
-		call = Call{Kind: e.role.kind(), Message: req, MessageType: e.msgName, Handler: e.name}
+		call = e.callOf(req)
 		o = m.observeCall(f, e, call)
 	}
 	res, used, err := guarded(m, f, e.fallback, e.name,

@@ -63,10 +63,27 @@ type Call struct {
 	Kind Kind
 	// Message is the request, command, stream request or event.
 	Message any
-	// MessageType is Message's full type name, package path included.
+	// MessageType is Message's full type name, package path included, or,
+	// for a request, command or stream request whose type has a method
+	// CallName() string, what that returns: a message that stands for
+	// many (the saga module's steps) names each call for logs and spans.
 	MessageType string
 	// Handler is the handler's full type name; empty for KindPublish.
 	Handler string
+}
+
+// callNamer is a request, command or stream request type that names its
+// calls; see Call.MessageType.
+type callNamer interface{ CallName() string }
+
+// callOf is what middleware and observers see of a call to e's handler
+// with msg.
+func (e *handlerEntry) callOf(msg any) Call {
+	call := Call{Kind: e.role.kind(), Message: msg, MessageType: e.msgName, Handler: e.name}
+	if e.named {
+		call.MessageType = msg.(callNamer).CallName()
+	}
+	return call
 }
 
 // Next calls the rest of the chain and, at its end, the handler. It

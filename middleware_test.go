@@ -416,3 +416,25 @@ func TestEventsRunAfterTheChainReturns(t *testing.T) {
 		})
 	}
 }
+
+// namedCmd names each of its calls, as the saga module's steps do.
+type namedCmd struct{ Step string }
+
+func (c namedCmd) CallName() string { return "step " + c.Step }
+
+// A command whose type has CallName is seen under that name by
+// middleware and observers.
+func TestCallName(t *testing.T) {
+	t.Parallel()
+	var seen []string
+	m := newMediator(t, fxcqrs.Config{},
+		fxcqrs.WithMiddleware(fxcqrs.MiddlewareFunc(func(ctx context.Context, call fxcqrs.Call, next fxcqrs.Next) (any, error) {
+			seen = append(seen, call.MessageType)
+			return next(ctx)
+		})),
+		fxcqrs.WithCommandHandlers(commandFunc[namedCmd](func(context.Context, namedCmd) error { return nil })),
+	)
+	require.NoError(t, fxcqrs.Exec(context.Background(), m, namedCmd{Step: "a"}))
+	require.NoError(t, fxcqrs.Exec(context.Background(), m, namedCmd{Step: "b"}))
+	assert.Equal(t, []string{"step a", "step b"}, seen)
+}

@@ -31,6 +31,7 @@ type handlerEntry struct {
 	result   reflect.Type // Res of request and stream handlers
 	nilable  nilable      // whether a request can be nil, and how to tell
 	direct   bool         // no middleware, observer or fallback: the fast path
+	named    bool         // the message type names its calls (callNamer)
 
 	typed atomic.Value // handler as an *H: see typedHandler
 }
@@ -132,6 +133,7 @@ func (r *registry) add(reg registration) error {
 		message: spec.message,
 		result:  spec.result,
 		nilable: nilableOf(spec.message),
+		named:   spec.message.Implements(reflect.TypeFor[callNamer]()),
 	}
 	return nil
 }

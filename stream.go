@@ -54,7 +54,7 @@ func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[R
 			call Call
 		)
 		if e.chain != nil || m.obs != nil {
-			call = Call{Kind: KindStream, Message: req, MessageType: e.msgName, Handler: e.name}
+			call = e.callOf(req)
 			o = m.observeCall(f, e, call)
 		}
 		if e.chain == nil {

@@ -215,7 +215,7 @@ func TestCrashChild(t *testing.T) {
 	// soon after.
 	r, store, _ := newSQLRunner(t, database{Dialect: dialect, DB: db}, setup{
 		lease:  300 * time.Millisecond,
-		config: fxsaga.Config{CompensationAttempts: 3, CompensationBackoff: time.Millisecond},
+		config: fxsaga.RunnerConfig{CompensationAttempts: 3, CompensationBackoff: time.Millisecond},
 	})
 	s := fxsaga.Define[Order]("crash",
 		external{db, dialect, "reserve", never, never},

@@ -38,7 +38,7 @@ func (BookHotel) Compensate(context.Context, *Trip) error { return nil }
 func ExampleRun() {
 	m, _ := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}))
 	defer m.Stop(context.Background()) //nolint:errcheck // an example
-	runner := fxsaga.NewRunner(m, fxsaga.NewMemory(), fxsaga.Config{}, nil)
+	runner := fxsaga.NewRunner(m, fxsaga.NewMemory(), fxsaga.RunnerConfig{}, nil)
 	trip := fxsaga.Define[Trip]("trip", BookFlight{}, BookHotel{})
 
 	_, err := fxsaga.Run(context.Background(), runner, trip, Trip{})

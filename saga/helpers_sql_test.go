@@ -43,7 +43,7 @@ var count = outboxtest.Count
 // setup is what newSQLRunner varies.
 type setup struct {
 	lease    time.Duration   // the store's; 0: the default
-	config   fxsaga.Config   // the runner's
+	config   fxsaga.RunnerConfig   // the runner's
 	routes   []fxbus.Routing // the bus's
 	handlers []any           // command handlers beside StepHandler
 }

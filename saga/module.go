@@ -12,7 +12,7 @@ import (
 )
 
 // Module runs sagas under fx. It takes a Store and an optional
-// ModuleConfig from the graph, with the mediator of fxcqrs.Module,
+// Config from the graph, with the mediator of fxcqrs.Module,
 // registers StepHandler, and provides the *Runner. Its lifecycle recovers
 // the sagas registered with Register: at start, then every
 // RecoveryInterval, in the background; Stop ends recovery and waits, within
@@ -24,10 +24,10 @@ var Module = fx.Module("fxsaga",
 	fx.Invoke(startRecovery),
 )
 
-// ModuleConfig configures Module. Every field is optional.
-type ModuleConfig struct {
+// Config configures Module. Every field is optional.
+type Config struct {
 	// Runner configures the runner.
-	Runner Config `json:"runner" yaml:"runner"`
+	Runner RunnerConfig `json:"runner" yaml:"runner"`
 	// RecoveryInterval is how often unfinished sagas are looked for.
 	// Default 30s.
 	RecoveryInterval time.Duration `json:"recoveryInterval" yaml:"recoveryInterval"`
@@ -56,7 +56,7 @@ type runnerParams struct {
 
 	Mediator *fxcqrs.Mediator
 	Store    Store
-	Config   ModuleConfig    `optional:"true"`
+	Config   Config    `optional:"true"`
 	Logger   *zap.Logger     `optional:"true"`
 	Observer fxcqrs.Observer `optional:"true"`
 }
@@ -74,7 +74,7 @@ type recoveryParams struct {
 
 	Lifecycle fx.Lifecycle
 	Runner    *Runner
-	Config    ModuleConfig `optional:"true"`
+	Config    Config `optional:"true"`
 	Logger    *zap.Logger  `optional:"true"`
 	Sagas     []recoverer  `group:"fxsaga.sagas"`
 }

@@ -50,7 +50,7 @@ func (s tracked) Act(ctx context.Context, o *Order) error {
 // store (its own owner id) on the shared database.
 func replica(t *testing.T, d database, lease time.Duration) (*fxsaga.Runner, *fxsaga.SQL) {
 	t.Helper()
-	r, store, _ := newSQLRunner(t, d, setup{lease: lease, config: fxsaga.Config{CompensationBackoff: time.Millisecond}})
+	r, store, _ := newSQLRunner(t, d, setup{lease: lease, config: fxsaga.RunnerConfig{CompensationBackoff: time.Millisecond}})
 	return r, store
 }
 

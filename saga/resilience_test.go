@@ -62,7 +62,7 @@ func TestStepFallbackAndBreaker(t *testing.T) {
 	)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
-	r := fxsaga.NewRunner(m, fxsaga.NewMemory(), fxsaga.Config{}, nil)
+	r := fxsaga.NewRunner(m, fxsaga.NewMemory(), fxsaga.RunnerConfig{}, nil)
 	s := fxsaga.Define[Order]("shipping", booking{m})
 	for i := range 3 {
 		o, err := fxsaga.Run(context.Background(), r, s, Order{ID: i})

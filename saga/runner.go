@@ -20,7 +20,7 @@ import (
 type Runner struct {
 	m      *fxcqrs.Mediator
 	store  Store
-	cfg    Config
+	cfg    RunnerConfig
 	logger *zap.Logger
 	now    func() time.Time
 
@@ -47,26 +47,29 @@ func (r *Runner) release(id string) {
 	delete(r.driving, id)
 }
 
-// Config configures a Runner. Every field is optional.
-type Config struct {
+// RunnerConfig configures a Runner. Every field is optional.
+type RunnerConfig struct {
 	// CompensationAttempts is how many times a compensation is tried before
 	// the saga is left Failed. Default 5.
 	CompensationAttempts int `json:"compensationAttempts" yaml:"compensationAttempts"`
 	// CompensationBackoff is the first wait between tries; it doubles.
 	// Default 100ms.
 	CompensationBackoff time.Duration `json:"compensationBackoff" yaml:"compensationBackoff"`
-	// Observer sees each saga driven (run, or resumed by recovery) and each
-	// act and compensation as a call of KindCommand whose Message is an
-	// Activity and whose MessageType names it: "saga order" for a saga,
-	// "saga order: ChargeCard act" for a step. The otel module's observer
-	// makes a span of each, the step's under its saga's, and records their
-	// outcomes and durations. Module sets it to the mediator's observer
-	// (fxcqrs.Observer in the graph) when left nil.
+	// Observer sees each saga driven (run, or resumed by recovery) as a
+	// call of KindCommand whose Message is an Activity and whose
+	// MessageType is "saga order". Each act and compensation is a call of
+	// the mediator, which its own observer sees, named "saga order:
+	// ChargeCard act" (see fxcqrs.Call.MessageType), under its saga's
+	// call when the two observers are one. The otel module's observer
+	// makes a span of each and records their outcomes and durations.
+	// Module sets it to the mediator's observer (fxcqrs.Observer in the
+	// graph) when left nil.
 	Observer fxcqrs.Observer `json:"-" yaml:"-"`
 }
 
-// Activity is the Message of what Config.Observer sees: a saga, or one of
-// its steps' act or compensation.
+// Activity is a saga, or one of its steps' act or compensation: the
+// Message of the saga's call that RunnerConfig.Observer sees, and what a
+// step's call carries (its Message has a method SagaActivity() Activity).
 type Activity struct {
 	Saga   string // the saga's name
 	ID     string // the saga's ID
@@ -74,18 +77,22 @@ type Activity struct {
 	Action string // "act" or "compensate"; "" for the saga itself
 }
 
-// observe reports an activity to the observer, if any, as a call; the
-// function it returns reports its end.
+// name is what logs and spans call the activity.
+func (a Activity) name() string {
+	if a.Step == "" {
+		return "saga " + a.Saga
+	}
+	return "saga " + a.Saga + ": " + a.Step + " " + a.Action
+}
+
+// observe reports a saga to the observer, if any, as a call; the function
+// it returns reports its end.
 func (r *Runner) observe(ctx context.Context, a Activity) (context.Context, func(error)) {
 	obs := r.cfg.Observer
 	if obs == nil {
 		return ctx, func(error) {}
 	}
-	name := "saga " + a.Saga
-	if a.Step != "" {
-		name += ": " + a.Step + " " + a.Action
-	}
-	call := fxcqrs.Call{Kind: fxcqrs.KindCommand, Message: a, MessageType: name}
+	call := fxcqrs.Call{Kind: fxcqrs.KindCommand, Message: a, MessageType: a.name()}
 	start := time.Now()
 	ctx = obs.CallStarted(ctx, fxcqrs.CallStarted{Call: call})
 	return ctx, func(err error) {
@@ -96,7 +103,7 @@ func (r *Runner) observe(ctx context.Context, a Activity) (context.Context, func
 // NewRunner returns a runner whose steps run as calls of m (which must have
 // StepHandler registered) and whose sagas persist in store. It logs to
 // logger (nil: nowhere) each saga left Failed, at error level.
-func NewRunner(m *fxcqrs.Mediator, store Store, cfg Config, logger *zap.Logger) *Runner {
+func NewRunner(m *fxcqrs.Mediator, store Store, cfg RunnerConfig, logger *zap.Logger) *Runner {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -114,20 +121,31 @@ func NewRunner(m *fxcqrs.Mediator, store Store, cfg Config, logger *zap.Logger) 
 // are compensated in reverse, and Run returns an *Error saying which step
 // failed and what compensation did. It returns the final context.
 func Run[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (C, error) {
-	if err := outside(ctx, s.name); err != nil {
+	st, err := start(ctx, r, s, c)
+	if err != nil {
 		return c, err
+	}
+	defer r.release(st.ID)
+	return drive(ctx, r, s, st, nil)
+}
+
+// start creates a new saga of s over c, driven by r: the caller releases
+// it when done.
+func start[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (State, error) {
+	if err := outside(ctx, s.name); err != nil {
+		return State{}, err
 	}
 	data, err := json.Marshal(c)
 	if err != nil {
-		return c, fmt.Errorf("fxsaga: saga %s: context: %w", s.name, err)
+		return State{}, fmt.Errorf("fxsaga: saga %s: context: %w", s.name, err)
 	}
 	st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, Version: 1}
 	r.acquire(st.ID)
-	defer r.release(st.ID)
 	if err := r.store.Create(ctx, st); err != nil {
-		return c, err
+		r.release(st.ID)
+		return State{}, err
 	}
-	return drive(ctx, r, s, st, nil)
+	return st, nil
 }
 
 // ErrInTransaction is the error of Run, Stream and Recover called inside a
@@ -166,18 +184,10 @@ func Stream[C any](ctx context.Context, r *Runner, s *Saga[C], c C) iter.Seq2[Pr
 				more = yield(p, nil)
 			}
 		}
-		err := outside(ctx, s.name)
-		var data []byte
+		st, err := start(ctx, r, s, c)
 		if err == nil {
-			data, err = json.Marshal(c)
-		}
-		if err == nil {
-			st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, Version: 1}
-			r.acquire(st.ID)
 			defer r.release(st.ID)
-			if err = r.store.Create(ctx, st); err == nil {
-				_, err = drive(ctx, r, s, st, report)
-			}
+			_, err = drive(ctx, r, s, st, report)
 		}
 		if err != nil && more {
 			yield(Progress[C]{}, err)
@@ -229,25 +239,20 @@ func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, rep
 	for st.Status == Running && st.Step < len(s.steps) {
 		i := st.Step
 		next := c
-		var saved State
-		err := r.call(ctx, st, i, s.names[i], "act", func(ctx context.Context) error {
+		saved, err := r.step(ctx, st, i, s.names[i], "act", func(ctx context.Context) (State, error) {
 			if err := s.steps[i].Act(ctx, &next); err != nil {
-				return err
+				return st, err
 			}
 			data, err := json.Marshal(next)
 			if err != nil {
-				return err
+				return st, err
 			}
 			st2 := st
-			st2.Step, st2.Context, st2.Version = i+1, data, st.Version+1
+			st2.Step, st2.Context = i+1, data
 			if st2.Step == len(s.steps) {
 				st2.Status = Completed
 			}
-			if err := r.store.Save(ctx, st2); err != nil {
-				return err
-			}
-			saved = st2
-			return nil
+			return st2, nil
 		})
 		if err == nil {
 			st = saved // only once the step's transaction committed
@@ -302,20 +307,16 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 		wait := r.cfg.CompensationBackoff
 		for attempt := 1; attempt <= r.cfg.CompensationAttempts; attempt++ {
 			var saved State
-			lastErr = r.call(ctx, st, i, s.names[i], "compensate", func(ctx context.Context) error {
+			saved, lastErr = r.step(ctx, st, i, s.names[i], "compensate", func(ctx context.Context) (State, error) {
 				if err := s.steps[i].Compensate(ctx, &c); err != nil {
-					return err
+					return st, err
 				}
 				st2 := st
-				st2.Step, st2.Version = i-1, st.Version+1
+				st2.Step = i - 1
 				if st2.Step < 0 {
 					st2.Status = Compensated
 				}
-				if err := r.store.Save(ctx, st2); err != nil {
-					return err
-				}
-				saved = st2
-				return nil
+				return st2, nil
 			})
 			if lastErr == nil {
 				st = saved
@@ -363,28 +364,38 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 	return c, &Error{SagaID: st.ID, Step: failedStep, Err: cause, Status: Compensated}
 }
 
-// call runs one act or compensation as a mediator call, logged: a success
-// in the step's transaction (one write fewer to commit), a failure after
-// it rolled back.
-func (r *Runner) call(ctx context.Context, st State, step int, name, action string, run func(context.Context) error) (err error) {
-	ctx, finish := r.observe(ctx, Activity{Saga: st.Name, ID: st.ID, Step: name, Action: action})
-	defer func() { finish(err) }()
-	key := st.ID + ":" + strconv.Itoa(step) + ":" + action
-	logged := func(ctx context.Context) error {
-		if err := run(ctx); err != nil {
-			return err
-		}
-		return r.store.Log(ctx, Entry{SagaID: st.ID, Step: step, Action: action, At: r.now()})
+// step runs one act or compensation as a mediator call, and saves the
+// state work returns (its version bumped) in the step's transaction: the
+// step's writes, the saga's state and the log's entry commit together. A
+// failure is logged after the transaction rolled back. It returns the
+// state saved.
+func (r *Runner) step(ctx context.Context, st State, i int, name, action string, work func(context.Context) (State, error)) (State, error) {
+	var saved State
+	call := stepCall{
+		Activity: Activity{Saga: st.Name, ID: st.ID, Step: name, Action: action},
+		run: func(ctx context.Context) error {
+			next, err := work(ctx)
+			if err != nil {
+				return err
+			}
+			next.Version = st.Version + 1
+			if err := r.store.Save(ctx, next); err != nil {
+				return err
+			}
+			saved = next
+			return r.store.Log(ctx, Entry{SagaID: st.ID, Step: i, Action: action, At: r.now()})
+		},
 	}
-	err = fxcqrs.Exec(context.WithValue(ctx, keyCtx{}, key), r.m, stepCall{run: logged})
+	key := st.ID + ":" + strconv.Itoa(i) + ":" + action
+	err := fxcqrs.Exec(context.WithValue(ctx, keyCtx{}, key), r.m, call)
 	var evErr *fxcqrs.EventError
 	if errors.As(err, &evErr) {
 		err = nil // the step's own work committed; its events' failures are theirs
 	}
 	if err != nil {
-		if logErr := r.store.Log(ctx, Entry{SagaID: st.ID, Step: step, Action: action, Err: err.Error(), At: r.now()}); logErr != nil {
+		if logErr := r.store.Log(ctx, Entry{SagaID: st.ID, Step: i, Action: action, Err: err.Error(), At: r.now()}); logErr != nil {
 			r.logger.Warn("fxsaga: the step's failure could not be logged", zap.String("saga", st.ID), zap.Error(logErr))
 		}
 	}
-	return err
+	return saved, err
 }

@@ -143,21 +143,16 @@ type Entry struct {
 // transaction rolls back with it.
 var ErrFenced = errors.New("fxsaga: the saga was saved by another owner since")
 
-// Store keeps sagas' states and logs. Save must fail with ErrFenced when
-// the stored version is not st.Version-1; under a unit of work it writes
-// in ctx's transaction, so that a step's writes and the saga's state
-// commit together.
+// Store keeps sagas' states and logs: what a Runner needs. Save must fail
+// with ErrFenced when the stored version is not st.Version-1; under a unit
+// of work it writes in ctx's transaction, so that a step's writes and the
+// saga's state commit together.
 type Store interface {
 	// Create stores a new saga.
 	Create(ctx context.Context, st State) error
 	// Save stores st if the stored version is st.Version-1, else returns
 	// ErrFenced.
 	Save(ctx context.Context, st State) error
-	// Load returns a saga's state.
-	Load(ctx context.Context, id string) (State, error)
-	// Unfinished returns the sagas of the definition name that are not in
-	// a final status.
-	Unfinished(ctx context.Context, name string) ([]State, error)
 	// Log appends an entry to a saga's log.
 	Log(ctx context.Context, e Entry) error
 	// Claim takes over the unfinished sagas of name that no live owner
@@ -165,6 +160,16 @@ type Store interface {
 	// their versions (fencing the old owner) and returns them bumped. The
 	// Runner never drives twice a saga it already drives.
 	Claim(ctx context.Context, name string) ([]State, error)
+}
+
+// Reader reads what a Store keeps, for tools that inspect sagas rather
+// than run them; Memory and SQL implement it.
+type Reader interface {
+	// Load returns a saga's state.
+	Load(ctx context.Context, id string) (State, error)
+	// Unfinished returns the sagas of the definition name that are not in
+	// a final status.
+	Unfinished(ctx context.Context, name string) ([]State, error)
 }
 
 // Error is a saga that did not complete: which step failed, and how its
@@ -207,10 +212,19 @@ func IdempotencyKey(ctx context.Context) string {
 }
 
 // stepCall runs one act or compensation as a mediator call, so that it can
-// Emit and a unit of work (the outbox's) wraps it.
+// Emit and a unit of work (the outbox's) wraps it. Logs and spans name it
+// by its activity.
 type stepCall struct {
+	Activity
 	run func(ctx context.Context) error
 }
+
+// CallName names the step's call in logs and spans: "saga order: Charge
+// act".
+func (c stepCall) CallName() string { return c.Activity.name() }
+
+// SagaActivity is the act or compensation this call runs, for observers.
+func (c stepCall) SagaActivity() Activity { return c.Activity }
 
 // StepHandler runs the saga's steps as commands: register it with the
 // mediator (Module does under fx).
@@ -220,3 +234,8 @@ type StepHandler struct{}
 func (StepHandler) Handle(ctx context.Context, c stepCall) error { return c.run(ctx) }
 
 var _ fxcqrs.CommandHandler[stepCall] = StepHandler{}
+
+var (
+	_ Reader = (*Memory)(nil)
+	_ Reader = (*SQL)(nil)
+)

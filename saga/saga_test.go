@@ -115,7 +115,7 @@ func newLoggedRunner(t *testing.T, store fxsaga.Store, logger *zap.Logger) *fxsa
 	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
-	return fxsaga.NewRunner(m, store, fxsaga.Config{CompensationAttempts: 3, CompensationBackoff: time.Microsecond}, logger)
+	return fxsaga.NewRunner(m, store, fxsaga.RunnerConfig{CompensationAttempts: 3, CompensationBackoff: time.Microsecond}, logger)
 }
 
 func TestHappyPath(t *testing.T) {
@@ -315,7 +315,7 @@ func TestStopDuringCompensation(t *testing.T) {
 	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, m.Stop(context.Background())) })
-	r := fxsaga.NewRunner(m, store, fxsaga.Config{CompensationAttempts: 1}, nil)
+	r := fxsaga.NewRunner(m, store, fxsaga.RunnerConfig{CompensationAttempts: 1}, nil)
 	w := newWorld()
 	w.failAct["ship"] = true
 	s := fxsaga.Define[Order]("stopping", cancelling{cancel}, Ship{step{"ship", w, func(*Order) {}}})

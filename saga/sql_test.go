@@ -46,7 +46,7 @@ func sqlRunner(t testing.TB, d database) (*fxsaga.Runner, *fxsaga.SQL) {
 	t.Helper()
 	_, err := d.DB.Exec("CREATE TABLE effects (saga_key VARCHAR(128) NOT NULL)")
 	require.NoError(t, err)
-	r, store, _ := newSQLRunner(t, d, setup{config: fxsaga.Config{CompensationBackoff: 1}})
+	r, store, _ := newSQLRunner(t, d, setup{config: fxsaga.RunnerConfig{CompensationBackoff: 1}})
 	return r, store
 }
 
