@@ -19,7 +19,8 @@
 // Request, command and stream types have exactly one handler; an event type
 // has any number, none included. Types match exactly: PlaceOrder and
 // *PlaceOrder are different messages. Registration finds the types from the
-// Handle method, once, by reflection; calls never use reflection.
+// Handle method, once, by reflection; calls never use reflection (only
+// the messages of their errors do).
 //
 // # With fx
 //

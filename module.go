@@ -23,9 +23,10 @@ const (
 // registered with [AsRequestHandler], [AsCommandHandler], [AsStreamHandler]
 // and [AsEventHandler], an optional [Config] (the defaults when none is
 // supplied), an optional *zap.Logger (nothing is logged when none is
-// supplied), an optional [BackgroundErrorHandler] and an optional
-// [Observer], and the middleware registered with [AsMiddleware]. It
-// provides nothing else.
+// supplied), an optional [BackgroundErrorHandler], an optional [Observer],
+// an optional [Forwarder] (the bus module provides one), and the
+// middleware and fallbacks registered with [AsMiddleware], [AsFallback]
+// and [AsEventFallback]. It provides nothing else.
 //
 // The mediator is built from the Config and the logger alone; the handlers
 // are registered into it by an fx.Invoke inside the module. So a handler's

@@ -2,9 +2,10 @@ package fxoutbox
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/fxcqrs/fxcqrs/internal/sqlschema"
 )
 
 // Dialect is the SQL database the outbox lives in.
@@ -67,28 +68,12 @@ func (t Tables) withDefaults() Tables {
 	return t
 }
 
-var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
-
 func (t Tables) validate() error {
-	var bad []string
-	for _, name := range []string{t.Outbox, t.DeadLetters, t.Leases, t.Inbox} {
-		if !identifier.MatchString(name) {
-			bad = append(bad, strconv.Quote(name))
-		}
-	}
-	if len(bad) > 0 {
-		return fmt.Errorf("fxoutbox: table names must be SQL identifiers (a letter or _, then letters, digits or _, 63 at most): %s", strings.Join(bad, ", "))
-	}
-	return nil
+	return sqlschema.CheckNames("fxoutbox", t.Outbox, t.DeadLetters, t.Leases, t.Inbox)
 }
 
 // quote quotes a validated identifier for d.
-func (d Dialect) quote(name string) string {
-	if d == MySQL {
-		return "`" + name + "`"
-	}
-	return `"` + name + `"`
-}
+func (d Dialect) quote(name string) string { return sqlschema.Quote(d == MySQL, name) }
 
 // Rebind turns a query's ? placeholders into the dialect's own ($1, $2 for
 // PostgreSQL), for repositories that write in Tx.

@@ -1,13 +1,12 @@
 package fxoutbox
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"embed"
 	"fmt"
-	"strings"
-	"text/template"
+
+	"github.com/fxcqrs/fxcqrs/internal/sqlschema"
 )
 
 //go:embed migrations/*.sql
@@ -21,23 +20,17 @@ func Schema(d Dialect, t Tables) (string, error) {
 	if err := t.validate(); err != nil {
 		return "", err
 	}
-	src, err := migrations.ReadFile("migrations/" + d.String() + ".sql")
-	if err != nil {
-		return "", fmt.Errorf("fxoutbox: no schema for dialect %s", d)
-	}
-	tmpl, err := template.New(d.String()).Parse(string(src))
-	if err != nil {
-		return "", err
-	}
-	var b bytes.Buffer
-	err = tmpl.Execute(&b, map[string]string{
+	schema, err := sqlschema.Render(migrations, "migrations/"+d.String()+".sql", map[string]string{
 		"Outbox":      d.quote(t.Outbox),
 		"OutboxIndex": d.quote(t.Outbox + "_topic_id"),
 		"DeadLetters": d.quote(t.DeadLetters),
 		"Leases":      d.quote(t.Leases),
 		"Inbox":       d.quote(t.Inbox),
 	})
-	return b.String(), err
+	if err != nil {
+		return "", fmt.Errorf("fxoutbox: no schema for dialect %s: %w", d, err)
+	}
+	return schema, nil
 }
 
 // Migrate creates the outbox's tables in db if they do not exist. The
@@ -48,24 +41,8 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect, t Tables) error {
 	if err != nil {
 		return err
 	}
-	for _, stmt := range strings.Split(schema, ";") {
-		if strings.TrimSpace(stripComments(stmt)) == "" {
-			continue
-		}
-		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("fxoutbox: migrate (%s): %w", d, err)
-		}
+	if err := sqlschema.Run(ctx, db, schema); err != nil {
+		return fmt.Errorf("fxoutbox: migrate (%s): %w", d, err)
 	}
 	return nil
-}
-
-func stripComments(stmt string) string {
-	var b strings.Builder
-	for _, line := range strings.Split(stmt, "\n") {
-		if !strings.HasPrefix(strings.TrimSpace(line), "--") {
-			b.WriteString(line)
-			b.WriteString("\n")
-		}
-	}
-	return b.String()
 }

@@ -15,8 +15,9 @@ import (
 // Config is the outbox's configuration. Dialect is required.
 type Config struct {
 	// Dialect is the database's: PostgreSQL, MySQL (MariaDB too) or
-	// SQLite. Required.
-	Dialect Dialect `json:"-" yaml:"-"`
+	// SQLite. Required. In JSON and YAML: "postgresql", "mysql" or
+	// "sqlite".
+	Dialect Dialect `json:"dialect" yaml:"dialect"`
 	// Tables names the tables; defaults for the empty ones.
 	Tables Tables `json:"tables" yaml:"tables"`
 	// Relay configures the relay.

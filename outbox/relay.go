@@ -46,7 +46,8 @@ type RelayConfig struct {
 	// process that crashed. Default 1s. A commit in this process wakes it
 	// at once.
 	PollInterval time.Duration `json:"pollInterval" yaml:"pollInterval"`
-	// BatchSize is how many rows of a topic go in one Publish. Default 100.
+	// BatchSize is how many rows of a topic one pass reads; they are
+	// published one by one, in id order. Default 100.
 	BatchSize int `json:"batchSize" yaml:"batchSize"`
 	// Lease is how long a relay owns a topic without renewing it. Default
 	// 30s.

@@ -1,17 +1,14 @@
 package fxsaga
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
-	"regexp"
-	"strings"
-	"text/template"
 	"time"
 
+	"github.com/fxcqrs/fxcqrs/internal/sqlschema"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	"github.com/google/uuid"
 )
@@ -38,23 +35,9 @@ func (t Tables) withDefaults() Tables {
 	return t
 }
 
-var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+func (t Tables) validate() error { return sqlschema.CheckNames("fxsaga", t.Sagas, t.Log) }
 
-func (t Tables) validate() error {
-	for _, name := range []string{t.Sagas, t.Log} {
-		if !identifier.MatchString(name) {
-			return fmt.Errorf("fxsaga: table names must be SQL identifiers: %q", name)
-		}
-	}
-	return nil
-}
-
-func quote(d fxoutbox.Dialect, name string) string {
-	if d == fxoutbox.MySQL {
-		return "`" + name + "`"
-	}
-	return `"` + name + `"`
-}
+func quote(d fxoutbox.Dialect, name string) string { return sqlschema.Quote(d == fxoutbox.MySQL, name) }
 
 // Schema returns the SQL that creates the saga tables for d.
 func Schema(d fxoutbox.Dialect, t Tables) (string, error) {
@@ -62,19 +45,13 @@ func Schema(d fxoutbox.Dialect, t Tables) (string, error) {
 	if err := t.validate(); err != nil {
 		return "", err
 	}
-	src, err := migrations.ReadFile("migrations/" + d.String() + ".sql")
-	if err != nil {
-		return "", fmt.Errorf("fxsaga: no schema for dialect %s", d)
-	}
-	tmpl, err := template.New(d.String()).Parse(string(src))
-	if err != nil {
-		return "", err
-	}
-	var b bytes.Buffer
-	err = tmpl.Execute(&b, map[string]string{
+	schema, err := sqlschema.Render(migrations, "migrations/"+d.String()+".sql", map[string]string{
 		"Sagas": quote(d, t.Sagas), "SagasIndex": quote(d, t.Sagas+"_name_status"), "Log": quote(d, t.Log),
 	})
-	return b.String(), err
+	if err != nil {
+		return "", fmt.Errorf("fxsaga: no schema for dialect %s: %w", d, err)
+	}
+	return schema, nil
 }
 
 // Migrate creates the saga tables if they do not exist.
@@ -83,19 +60,8 @@ func Migrate(ctx context.Context, db *sql.DB, d fxoutbox.Dialect, t Tables) erro
 	if err != nil {
 		return err
 	}
-	for _, stmt := range strings.Split(schema, ";") {
-		lines := []string{}
-		for _, l := range strings.Split(stmt, "\n") {
-			if !strings.HasPrefix(strings.TrimSpace(l), "--") {
-				lines = append(lines, l)
-			}
-		}
-		if strings.TrimSpace(strings.Join(lines, "")) == "" {
-			continue
-		}
-		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("fxsaga: migrate (%s): %w", d, err)
-		}
+	if err := sqlschema.Run(ctx, db, schema); err != nil {
+		return fmt.Errorf("fxsaga: migrate (%s): %w", d, err)
 	}
 	return nil
 }
