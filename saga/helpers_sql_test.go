@@ -42,10 +42,10 @@ var count = outboxtest.Count
 
 // setup is what newSQLRunner varies.
 type setup struct {
-	lease    time.Duration   // the store's; 0: the default
-	config   fxsaga.RunnerConfig   // the runner's
-	routes   []fxbus.Routing // the bus's
-	handlers []any           // command handlers beside StepHandler
+	lease    time.Duration       // the store's; 0: the default
+	config   fxsaga.RunnerConfig // the runner's
+	routes   []fxbus.Routing     // the bus's
+	handlers []any               // command handlers beside StepHandler
 }
 
 // newSQLRunner is a runner on the SQL store of d (an owner of its own),

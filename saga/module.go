@@ -56,7 +56,7 @@ type runnerParams struct {
 
 	Mediator *fxcqrs.Mediator
 	Store    Store
-	Config   Config    `optional:"true"`
+	Config   Config          `optional:"true"`
 	Logger   *zap.Logger     `optional:"true"`
 	Observer fxcqrs.Observer `optional:"true"`
 }
@@ -74,9 +74,9 @@ type recoveryParams struct {
 
 	Lifecycle fx.Lifecycle
 	Runner    *Runner
-	Config    Config `optional:"true"`
-	Logger    *zap.Logger  `optional:"true"`
-	Sagas     []recoverer  `group:"fxsaga.sagas"`
+	Config    Config      `optional:"true"`
+	Logger    *zap.Logger `optional:"true"`
+	Sagas     []recoverer `group:"fxsaga.sagas"`
 }
 
 func startRecovery(p recoveryParams) error {
