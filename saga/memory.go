@@ -92,13 +92,14 @@ func (m *Memory) Entries(id string) []Entry {
 	return out
 }
 
-// Failed lists the sagas left Failed: a compensation kept failing.
+// Failed lists the sagas that need a person: left Failed (a compensation
+// kept failing) or SetAside (their state did not fit their definition).
 func (m *Memory) Failed() []State {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []State
 	for _, st := range m.states {
-		if st.Status == Failed {
+		if st.Status == Failed || st.Status == SetAside {
 			out = append(out, st)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
@@ -36,8 +37,11 @@ type Config struct {
 // recoverer is a registered saga definition.
 type recoverer interface {
 	Name() string
+	definitionError() error
 	recoverWith(ctx context.Context, r *Runner) error
 }
+
+func (s *Saga[C]) definitionError() error { return s.err }
 
 func (s *Saga[C]) recoverWith(ctx context.Context, r *Runner) error { return Recover(ctx, r, s) }
 
@@ -82,6 +86,9 @@ type recoveryParams struct {
 func startRecovery(p recoveryParams) error {
 	names := map[string]bool{}
 	for _, s := range p.Sagas {
+		if err := s.definitionError(); err != nil {
+			return err
+		}
 		if names[s.Name()] {
 			return fmt.Errorf("fxsaga: two sagas are named %q", s.Name())
 		}
@@ -104,7 +111,7 @@ func startRecovery(p recoveryParams) error {
 				defer close(done)
 				for {
 					for _, s := range p.Sagas {
-						switch err := s.recoverWith(ctx, p.Runner); {
+						switch err := recoverSafely(ctx, s, p.Runner); {
 						case err == nil, errors.Is(err, context.Canceled):
 						case errors.Is(err, ErrFenced):
 							// Another replica took a saga over: it drives it now.
@@ -133,4 +140,15 @@ func startRecovery(p recoveryParams) error {
 		},
 	})
 	return nil
+}
+
+// recoverSafely recovers s, a panic included: recovery runs on a goroutine
+// of its own, where a panic would take the process down, at every restart.
+func recoverSafely(ctx context.Context, s recoverer, r *Runner) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("fxsaga: recovering saga %s panicked: %v\n%s", s.Name(), v, debug.Stack())
+		}
+	}()
+	return s.recoverWith(ctx, r)
 }

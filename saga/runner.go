@@ -1,6 +1,7 @@
 package fxsaga
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -132,10 +133,13 @@ func Run[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (C, error) {
 // start creates a new saga of s over c, driven by r: the caller releases
 // it when done.
 func start[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (State, error) {
+	if s.err != nil {
+		return State{}, s.err
+	}
 	if err := outside(ctx, s.name); err != nil {
 		return State{}, err
 	}
-	data, err := json.Marshal(c)
+	data, err := roundTrip(c)
 	if err != nil {
 		return State{}, fmt.Errorf("fxsaga: saga %s: context: %w", s.name, err)
 	}
@@ -146,6 +150,24 @@ func start[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (State, error
 		return State{}, err
 	}
 	return st, nil
+}
+
+// roundTrip encodes c as the store keeps it, and checks that it reads back
+// as it was: a context that cannot (an interface-typed field, say) would
+// leave the saga unrecoverable after its first step.
+func roundTrip[C any](c C) ([]byte, error) {
+	data, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	var back C
+	if err := json.Unmarshal(data, &back); err != nil {
+		return nil, fmt.Errorf("it does not read back from JSON, so the saga could not be recovered: %w", err)
+	}
+	if again, err := json.Marshal(back); err != nil || !bytes.Equal(again, data) {
+		return nil, fmt.Errorf("it does not read back from JSON as it was (%s, then %s), so the saga could not be recovered", data, again)
+	}
+	return data, nil
 }
 
 // ErrInTransaction is the error of Run, Stream and Recover called inside a
@@ -199,6 +221,9 @@ func Stream[C any](ctx context.Context, r *Runner, s *Saga[C], c C) iter.Seq2[Pr
 // compensating, else compensation to the end. It returns each one's
 // outcome error joined.
 func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
+	if s.err != nil {
+		return s.err
+	}
 	if err := outside(ctx, s.name); err != nil {
 		return err
 	}
@@ -215,7 +240,7 @@ func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
 		r.release(st.ID)
 		if err != nil {
 			var sagaErr *Error
-			if !errors.As(err, &sagaErr) || sagaErr.Status == Failed {
+			if !errors.As(err, &sagaErr) || sagaErr.Status == Failed || sagaErr.Status == SetAside {
 				errs = append(errs, err)
 			}
 		}
@@ -223,11 +248,27 @@ func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
 	return errors.Join(errs...)
 }
 
-// drive takes a saga from its state to a final one.
+// drive takes a saga from its state to a final one, or sets it aside when
+// its state does not fit the definition.
 func drive[C any](ctx context.Context, r *Runner, s *Saga[C], st State, report func(Progress[C])) (c C, err error) {
 	ctx, finish := r.observe(ctx, Activity{Saga: s.name, ID: st.ID})
 	defer func() { finish(err) }()
+	if reason := s.misfit(st); reason != "" {
+		return c, r.setAside(ctx, st, reason)
+	}
 	return driveSteps(ctx, r, s, st, report)
+}
+
+// setAside saves st as SetAside with reason, logs it at error level, and
+// returns the *Error that says so.
+func (r *Runner) setAside(ctx context.Context, st State, reason string) error {
+	st.Status, st.Error, st.Version = SetAside, reason, st.Version+1
+	if err := r.store.Save(ctx, st); err != nil {
+		return err
+	}
+	r.logger.Error("fxsaga: saga set aside: its stored state does not fit its definition; it needs a person",
+		zap.String("saga", st.Name), zap.String("id", st.ID), zap.Int("step", st.Step), zap.String("reason", reason))
+	return &Error{SagaID: st.ID, Err: errors.New(reason), Status: SetAside}
 }
 
 func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, report func(Progress[C])) (C, error) {

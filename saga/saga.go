@@ -35,16 +35,24 @@ type Status string
 
 // A saga's statuses. Running and Compensating are not final: recovery
 // resumes them. Compensating never acts again (strict backward recovery).
+// SetAside is a saga whose stored state no longer fits its definition (a
+// deployment removed or reordered steps while it was in flight, or its
+// context cannot be read back): recovery leaves it alone, logs it at
+// error level, and lists it with the failed ones (SQL.Failed,
+// Memory.Failed), for a person to decide; its Error says why.
 const (
 	Running      Status = "RUNNING"
 	Compensating Status = "COMPENSATING"
 	Completed    Status = "COMPLETED"
 	Compensated  Status = "COMPENSATED"
 	Failed       Status = "FAILED"
+	SetAside     Status = "SET_ASIDE"
 )
 
-// Final reports whether s is a final status.
-func (s Status) Final() bool { return s == Completed || s == Compensated || s == Failed }
+// Final reports whether s is a final status: one recovery never resumes.
+func (s Status) Final() bool {
+	return s == Completed || s == Compensated || s == Failed || s == SetAside
+}
 
 // Saga is a saga's definition: its name and its ordered steps. Make one
 // with Define.
@@ -52,19 +60,71 @@ type Saga[C any] struct {
 	name  string
 	steps []Step[C]
 	names []string
+	err   error // why the definition cannot run: Run, Stream, Recover and Register return it
 }
 
-// Define returns the saga called name with steps, run in order.
+// Define returns the saga called name with steps, run in order. A saga
+// needs at least one step, none of them nil: otherwise Run, Stream and
+// Recover return an error that says so, and Register fails fx.New with
+// it.
 func Define[C any](name string, steps ...Step[C]) *Saga[C] {
-	names := make([]string, len(steps))
-	seen := map[string]int{}
-	for i, s := range steps {
-		names[i] = stepName(s)
-		if seen[names[i]]++; seen[names[i]] > 1 {
-			names[i] += fmt.Sprintf(" (%d)", seen[names[i]])
+	s := &Saga[C]{name: name, steps: steps}
+	if len(steps) == 0 {
+		s.err = fmt.Errorf("fxsaga.Define(%q): a saga needs at least one step", name)
+		return s
+	}
+	for i, st := range steps {
+		if st == nil {
+			s.err = fmt.Errorf("fxsaga.Define(%q): step %d is nil", name, i+1)
+			return s
 		}
 	}
-	return &Saga[C]{name: name, steps: steps, names: names}
+	s.names = uniqueNames(steps)
+	return s
+}
+
+// uniqueNames names each step by stepName, numbering the repeats of a
+// name (" (2)", " (3)", …) with numbers no other step's name has taken.
+func uniqueNames[C any](steps []Step[C]) []string {
+	names := make([]string, len(steps))
+	taken := map[string]bool{}
+	for i, s := range steps {
+		names[i] = stepName(s)
+		taken[names[i]] = true
+	}
+	seen := map[string]bool{}
+	for i, base := range names {
+		if !seen[base] {
+			seen[base] = true
+			continue
+		}
+		for k := 2; ; k++ {
+			if n := fmt.Sprintf("%s (%d)", base, k); !taken[n] {
+				names[i], taken[n] = n, true
+				break
+			}
+		}
+	}
+	return names
+}
+
+// misfit says why st does not fit the definition, or "".
+func (s *Saga[C]) misfit(st State) string {
+	switch st.Status {
+	case Running:
+		if st.Step < 0 || st.Step >= len(s.steps) {
+			return fmt.Sprintf("stored at step %d of a definition with %d steps: was a step removed while it ran?", st.Step, len(s.steps))
+		}
+	case Compensating:
+		if st.Step < -1 || st.Step >= len(s.steps) {
+			return fmt.Sprintf("compensating from step %d of a definition with %d steps: was a step removed while it ran?", st.Step, len(s.steps))
+		}
+	}
+	var c C
+	if err := json.Unmarshal(st.Context, &c); err != nil {
+		return "its stored context cannot be read back: " + err.Error()
+	}
+	return ""
 }
 
 func stepName(s any) string {
@@ -182,14 +242,19 @@ type Error struct {
 	// Err is the step's error.
 	Err error
 	// Status is Compensated when every completed step was compensated,
-	// Failed when a compensation kept failing.
+	// Failed when a compensation kept failing, SetAside when its stored
+	// state did not fit its definition (Err says why).
 	Status Status
 	// Compensation is the last compensation error, for Failed.
 	Compensation error
 }
 
-// Error says which step failed and what compensation did.
+// Error says which step failed and what compensation did, or why the saga
+// was set aside.
 func (e *Error) Error() string {
+	if e.Status == SetAside {
+		return fmt.Sprintf("fxsaga: saga %s set aside: %v", e.SagaID, e.Err)
+	}
 	s := fmt.Sprintf("fxsaga: saga %s: step %s failed: %v; %s", e.SagaID, e.Step, e.Err, strings.ToLower(string(e.Status)))
 	if e.Compensation != nil {
 		s += ": compensation failed: " + e.Compensation.Error()

@@ -99,7 +99,7 @@ func NewSQL(db *sql.DB, d fxoutbox.Dialect, t Tables, lease time.Duration) (*SQL
 		save:       "UPDATE " + s + " SET status = ?, step = ?, context = ?, version = ?, error = ?, owner = ?, lease_until_ns = ? WHERE id = ? AND version = ?",
 		load:       "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE id = ?",
 		unfinished: "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE name = ? AND status IN ('RUNNING', 'COMPENSATING') ORDER BY id",
-		failed:     "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE status = 'FAILED' ORDER BY id",
+		failed:     "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE status IN ('FAILED', 'SET_ASIDE') ORDER BY id",
 		claimable:  "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE name = ? AND status IN ('RUNNING', 'COMPENSATING') AND lease_until_ns < ? ORDER BY id",
 		claim:      "UPDATE " + s + " SET owner = ?, lease_until_ns = ?, version = version + 1 WHERE id = ? AND version = ?",
 		log:        "INSERT INTO " + l + " (saga_id, step, action, error) VALUES (?, ?, ?, ?)",
