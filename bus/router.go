@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sort"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -62,6 +63,14 @@ func (b *Bus) Start(ctx context.Context, m *fxcqrs.Mediator) error {
 	b.stopped = make(chan struct{})
 	go func() {
 		defer close(b.stopped)
+		// The router runs on a goroutine of its own, where a panic (a
+		// subscriber's, say) would take the process down: it is logged,
+		// and the bus has stopped.
+		defer func() {
+			if v := recover(); v != nil {
+				b.log.Error("router panicked; the bus consumes nothing more", zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			}
+		}()
 		if err := router.Run(context.Background()); err != nil {
 			b.log.Error("router stopped", zap.Error(err))
 		}
@@ -70,6 +79,7 @@ func (b *Bus) Start(ctx context.Context, m *fxcqrs.Mediator) error {
 	case <-router.Running():
 		return nil
 	case <-b.stopped:
+		b.router = nil // nothing runs: Stop has nothing to close
 		return errors.New("fxbus: the router stopped before it ran")
 	case <-ctx.Done():
 		_ = router.Close()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -127,7 +128,7 @@ func (r *relay) loop() {
 	defer r.releaseLeases()
 	backoff := r.cfg.RetryInitial
 	for {
-		sent, err := r.pass()
+		sent, err := r.safePass()
 		var wait time.Duration
 		switch {
 		case err != nil:
@@ -159,6 +160,19 @@ func (r *relay) loop() {
 		case <-t.C:
 		}
 	}
+}
+
+// safePass is pass with its panic (a publisher's, say) turned into an
+// error: the relay runs on a goroutine of its own, where a panic would
+// take the process down. The rows it was sending wait, as for any error.
+func (r *relay) safePass() (sent int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.log.Error("relay: a pass panicked; its rows wait", zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			err = fmt.Errorf("fxoutbox: relay panicked: %v", v)
+		}
+	}()
+	return r.pass()
 }
 
 // pass sends what it can of every topic it can lease, and reports how
