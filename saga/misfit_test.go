@@ -38,8 +38,10 @@ func TestMisfitSagasAreSetAside(t *testing.T) {
 	for _, st := range misfits {
 		require.NoError(t, store.Create(ctx, st))
 	}
-	require.NoError(t, store.Create(ctx, fxsaga.State{ID: "zz-fits", Name: "order", Status: fxsaga.Running, Step: 2, Version: 1,
-		Context: []byte(`{"ID":9,"Reserved":true,"Charged":1999}`)}))
+	require.NoError(t, store.Create(ctx, fxsaga.State{
+		ID: "zz-fits", Name: "order", Status: fxsaga.Running, Step: 2, Version: 1,
+		Context: []byte(`{"ID":9,"Reserved":true,"Charged":1999}`),
+	}))
 	core, logs := observer.New(zapcore.ErrorLevel)
 	w := newWorld()
 	r := newLoggedRunner(t, store, zap.New(core))
@@ -124,12 +126,6 @@ func TestEmptySagaIsRefused(t *testing.T) {
 	)
 	require.ErrorContains(t, app.Err(), "at least one step")
 }
-
-// Holder has a context field of an interface type: it marshals, but
-// cannot be read back.
-type Holder struct{ Thing any }
-
-type thing struct{ N int }
 
 type holdStep struct{ acted *int }
 

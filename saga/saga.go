@@ -286,7 +286,7 @@ type stepCall struct {
 
 // CallName names the step's call in logs and spans: "saga order: Charge
 // act".
-func (c stepCall) CallName() string { return c.Activity.name() }
+func (c stepCall) CallName() string { return c.name() }
 
 // SagaActivity is the act or compensation this call runs, for observers.
 func (c stepCall) SagaActivity() Activity { return c.Activity }
