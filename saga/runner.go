@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"strconv"
 	"sync"
 	"time"
 
@@ -217,37 +216,6 @@ func Stream[C any](ctx context.Context, r *Runner, s *Saga[C], c C) iter.Seq2[Pr
 	}
 }
 
-// Recover resumes every unfinished saga of s: forward if it had not begun
-// compensating, else compensation to the end. It returns each one's
-// outcome error joined.
-func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
-	if s.err != nil {
-		return s.err
-	}
-	if err := outside(ctx, s.name); err != nil {
-		return err
-	}
-	states, err := r.store.Claim(ctx, s.name)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, st := range states {
-		if !r.acquire(st.ID) {
-			continue // a Run of this process drives it
-		}
-		_, err := drive(ctx, r, s, st, nil)
-		r.release(st.ID)
-		if err != nil {
-			var sagaErr *Error
-			if !errors.As(err, &sagaErr) || sagaErr.Status == Failed || sagaErr.Status == SetAside {
-				errs = append(errs, err)
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // drive takes a saga from its state to a final one, or sets it aside when
 // its state does not fit the definition.
 func drive[C any](ctx context.Context, r *Runner, s *Saga[C], st State, report func(Progress[C])) (c C, err error) {
@@ -257,18 +225,6 @@ func drive[C any](ctx context.Context, r *Runner, s *Saga[C], st State, report f
 		return c, r.setAside(ctx, st, reason)
 	}
 	return driveSteps(ctx, r, s, st, report)
-}
-
-// setAside saves st as SetAside with reason, logs it at error level, and
-// returns the *Error that says so.
-func (r *Runner) setAside(ctx context.Context, st State, reason string) error {
-	st.Status, st.Error, st.Version = SetAside, reason, st.Version+1
-	if err := r.store.Save(ctx, st); err != nil {
-		return err
-	}
-	r.logger.Error("fxsaga: saga set aside: its stored state does not fit its definition; it needs a person",
-		zap.String("saga", st.Name), zap.String("id", st.ID), zap.Int("step", st.Step), zap.String("reason", reason))
-	return &Error{SagaID: st.ID, Err: errors.New(reason), Status: SetAside}
 }
 
 func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, report func(Progress[C])) (C, error) {
@@ -331,112 +287,4 @@ func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, rep
 		return c, nil
 	}
 	return compensate(ctx, r, s, st, c, failed, report)
-}
-
-// compensate undoes the completed steps in reverse, from st.Step down.
-func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C, cause error, report func(Progress[C])) (C, error) {
-	failedStep := ""
-	if next := st.Step + 1; next >= 0 && next < len(s.names) {
-		failedStep = s.names[next]
-	}
-	if cause == nil {
-		cause = errors.New(st.Error) // recovered: the cause as persisted
-	}
-	for st.Step >= 0 {
-		i := st.Step
-		var lastErr error
-		wait := r.cfg.CompensationBackoff
-		for attempt := 1; attempt <= r.cfg.CompensationAttempts; attempt++ {
-			var saved State
-			saved, lastErr = r.step(ctx, st, i, s.names[i], "compensate", func(ctx context.Context) (State, error) {
-				if err := s.steps[i].Compensate(ctx, &c); err != nil {
-					return st, err
-				}
-				st2 := st
-				st2.Step = i - 1
-				if st2.Step < 0 {
-					st2.Status = Compensated
-				}
-				return st2, nil
-			})
-			if lastErr == nil {
-				st = saved
-				if report != nil {
-					report(Progress[C]{SagaID: st.ID, Step: s.names[i], Action: "compensate", Context: c})
-				}
-			}
-			if lastErr == nil || errors.Is(lastErr, ErrFenced) {
-				break
-			}
-			if ctx.Err() != nil {
-				// Stopping, not failing: left Compensating, consistent,
-				// for recovery; never Failed for a cancellation.
-				return c, errors.Join(ctx.Err(), lastErr)
-			}
-			if attempt < r.cfg.CompensationAttempts {
-				select {
-				case <-time.After(wait):
-				case <-ctx.Done():
-					return c, ctx.Err() // left Compensating, consistent, for recovery
-				}
-				wait *= 2
-			}
-		}
-		if errors.Is(lastErr, ErrFenced) {
-			return c, lastErr
-		}
-		if lastErr != nil {
-			st.Status, st.Error, st.Version = Failed, fmt.Sprintf("%s; compensating %s: %v", st.Error, s.names[i], lastErr), st.Version+1
-			if err := r.store.Save(ctx, st); err != nil {
-				return c, err
-			}
-			r.logger.Error("fxsaga: saga failed: a compensation kept failing; it needs a person",
-				zap.String("saga", s.name), zap.String("id", st.ID), zap.String("step", s.names[i]),
-				zap.Int("attempts", r.cfg.CompensationAttempts), zap.Error(lastErr))
-			return c, &Error{SagaID: st.ID, Step: failedStep, Err: cause, Status: Failed, Compensation: lastErr}
-		}
-	}
-	if st.Status != Compensated { // nothing was left to compensate
-		st.Status, st.Version = Compensated, st.Version+1
-		if err := r.store.Save(ctx, st); err != nil {
-			return c, err
-		}
-	}
-	return c, &Error{SagaID: st.ID, Step: failedStep, Err: cause, Status: Compensated}
-}
-
-// step runs one act or compensation as a mediator call, and saves the
-// state work returns (its version bumped) in the step's transaction: the
-// step's writes, the saga's state and the log's entry commit together. A
-// failure is logged after the transaction rolled back. It returns the
-// state saved.
-func (r *Runner) step(ctx context.Context, st State, i int, name, action string, work func(context.Context) (State, error)) (State, error) {
-	var saved State
-	call := stepCall{
-		Activity: Activity{Saga: st.Name, ID: st.ID, Step: name, Action: action},
-		run: func(ctx context.Context) error {
-			next, err := work(ctx)
-			if err != nil {
-				return err
-			}
-			next.Version = st.Version + 1
-			if err := r.store.Save(ctx, next); err != nil {
-				return err
-			}
-			saved = next
-			return r.store.Log(ctx, Entry{SagaID: st.ID, Step: i, Action: action, At: r.now()})
-		},
-	}
-	key := st.ID + ":" + strconv.Itoa(i) + ":" + action
-	err := fxcqrs.Exec(context.WithValue(ctx, keyCtx{}, key), r.m, call)
-	var evErr *fxcqrs.EventError
-	if errors.As(err, &evErr) {
-		err = nil // the step's own work committed; its events' failures are theirs
-	}
-	if err != nil {
-		if logErr := r.store.Log(ctx, Entry{SagaID: st.ID, Step: i, Action: action, Err: err.Error(), At: r.now()}); logErr != nil {
-			r.logger.Warn("fxsaga: the step's failure could not be logged", zap.String("saga", st.ID), zap.Error(logErr))
-		}
-	}
-	return saved, err
 }

@@ -1,0 +1,46 @@
+package fxsaga
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/fxcqrs/fxcqrs"
+	"go.uber.org/zap"
+)
+
+// step runs one act or compensation as a mediator call, and saves the
+// state work returns (its version bumped) in the step's transaction: the
+// step's writes, the saga's state and the log's entry commit together. A
+// failure is logged after the transaction rolled back. It returns the
+// state saved.
+func (r *Runner) step(ctx context.Context, st State, i int, name, action string, work func(context.Context) (State, error)) (State, error) {
+	var saved State
+	call := stepCall{
+		Activity: Activity{Saga: st.Name, ID: st.ID, Step: name, Action: action},
+		run: func(ctx context.Context) error {
+			next, err := work(ctx)
+			if err != nil {
+				return err
+			}
+			next.Version = st.Version + 1
+			if err := r.store.Save(ctx, next); err != nil {
+				return err
+			}
+			saved = next
+			return r.store.Log(ctx, Entry{SagaID: st.ID, Step: i, Action: action, At: r.now()})
+		},
+	}
+	key := st.ID + ":" + strconv.Itoa(i) + ":" + action
+	err := fxcqrs.Exec(context.WithValue(ctx, keyCtx{}, key), r.m, call)
+	var evErr *fxcqrs.EventError
+	if errors.As(err, &evErr) {
+		err = nil // the step's own work committed; its events' failures are theirs
+	}
+	if err != nil {
+		if logErr := r.store.Log(ctx, Entry{SagaID: st.ID, Step: i, Action: action, Err: err.Error(), At: r.now()}); logErr != nil {
+			r.logger.Warn("fxsaga: the step's failure could not be logged", zap.String("saga", st.ID), zap.Error(logErr))
+		}
+	}
+	return saved, err
+}
