@@ -36,7 +36,7 @@ func Send[Res, Req any](ctx context.Context, m *Mediator, req Req) (Res, error) 
 		return zero, err
 	}
 	if !e.direct {
-		return callWrapped(m, e, f, h, req, runRequest[Req, Res])
+		return callWrapped[RequestHandler[Req, Res], Req, Res, requestRunner[Req, Res]](m, e, f, h, req)
 	}
 	res, err := runRequest(f, h, req)
 	if err != nil {
@@ -54,7 +54,7 @@ func Exec[Cmd any](ctx context.Context, m *Mediator, cmd Cmd) error {
 		return err
 	}
 	if !e.direct {
-		_, err = callWrapped(m, e, f, h, cmd, runCommand[Cmd])
+		_, err = callWrapped[CommandHandler[Cmd], Cmd, struct{}, commandRunner[Cmd]](m, e, f, h, cmd)
 		return err
 	}
 	_, err = runCommand(f, h, cmd)
@@ -135,6 +135,26 @@ func runCommand[Cmd any](ctx context.Context, h CommandHandler[Cmd], cmd Cmd) (_
 	return struct{}{}, h.Handle(ctx, cmd)
 }
 
+// runner runs a handler of one shape for the wrapped path. Its
+// implementations are empty types given as a type parameter: a generic
+// function passed as a value would be a closure over its dictionary, one
+// allocation per call.
+type runner[H, Req, Res any] interface {
+	run(ctx context.Context, h H, req Req) (Res, error)
+}
+
+type requestRunner[Req, Res any] struct{}
+
+func (requestRunner[Req, Res]) run(ctx context.Context, h RequestHandler[Req, Res], req Req) (Res, error) {
+	return runRequest(ctx, h, req)
+}
+
+type commandRunner[Cmd any] struct{}
+
+func (commandRunner[Cmd]) run(ctx context.Context, h CommandHandler[Cmd], cmd Cmd) (struct{}, error) {
+	return runCommand(ctx, h, cmd)
+}
+
 // recoverInto turns a panic into a *PanicError in *err. It must be
 // deferred directly.
 func recoverInto(err *error) {
@@ -145,15 +165,14 @@ func recoverInto(err *error) {
 
 // callWrapped is Send and Exec for a handler that middleware wraps, an
 // observer watches or a fallback backs: the observation starts, the chain
-// runs the handler through run, the fallback answers if it must, and the
+// runs the handler through R, the fallback answers if it must, and the
 // call ends.
-func callWrapped[H, Req, Res any](m *Mediator, e *handlerEntry, f *engine.Frame, h H, req Req,
-	run func(context.Context, H, Req) (Res, error),
-) (Res, error) {
+func callWrapped[H, Req, Res any, R runner[H, Req, Res]](m *Mediator, e *handlerEntry, f *engine.Frame, h H, req Req) (Res, error) {
 	var (
 		zero Res
 		call Call
 		o    *observation
+		r    R
 	)
 	if e.chain != nil || m.obs != nil { // a Call boxes req: only when someone hears of it
 		call = e.callOf(req)
@@ -162,12 +181,12 @@ func callWrapped[H, Req, Res any](m *Mediator, e *handlerEntry, f *engine.Frame,
 	res, used, err := guarded(m, f, e.fallback, e.name,
 		func(ctx context.Context) (Res, error) {
 			if e.chain == nil {
-				return run(ctx, h, req)
+				return r.run(ctx, h, req)
 			}
-			out, err := runChain(ctx, e.chain, call, func(ctx context.Context) (any, error) { return run(ctx, h, req) })
+			out, err := runChain(ctx, e.chain, call, func(ctx context.Context) (any, error) { return r.run(ctx, h, req) })
 			return answer[Res](e, out, err)
 		},
-		func(ctx context.Context) (Res, error) { return run(ctx, typedFallback[H](e.fallback), req) })
+		func(ctx context.Context) (Res, error) { return r.run(ctx, typedFallback[H](e.fallback), req) })
 	if o != nil {
 		o.fallback = used
 	}
