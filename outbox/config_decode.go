@@ -17,6 +17,16 @@ func (c *RelayConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	return unmarshal(confdecode.Shadow(c))
 }
 
+// UnmarshalJSON decodes a Config; InboxRetention and the relay's
+// durations may be duration strings ("168h") or nanoseconds.
+func (c *Config) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, confdecode.Shadow(c)) }
+
+// UnmarshalYAML decodes a Config; InboxRetention and the relay's
+// durations may be duration strings (168h) or nanoseconds.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	return unmarshal(confdecode.Shadow(c))
+}
+
 // MarshalText names the dialect: "postgresql", "mysql" or "sqlite".
 func (d Dialect) MarshalText() ([]byte, error) {
 	if d < PostgreSQL || d > SQLite {

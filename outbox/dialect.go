@@ -50,6 +50,9 @@ type Tables struct {
 	// Inbox holds the messages each handler has handled. Default
 	// "fxcqrs_inbox".
 	Inbox string `json:"inbox" yaml:"inbox"`
+	// Migrations records which of the schema's migrations were applied.
+	// Default "fxcqrs_outbox_migrations".
+	Migrations string `json:"migrations" yaml:"migrations"`
 }
 
 func (t Tables) withDefaults() Tables {
@@ -65,11 +68,22 @@ func (t Tables) withDefaults() Tables {
 	if t.Inbox == "" {
 		t.Inbox = "fxcqrs_inbox"
 	}
+	if t.Migrations == "" {
+		t.Migrations = "fxcqrs_outbox_migrations"
+	}
 	return t
 }
 
 func (t Tables) validate() error {
-	return sqlschema.CheckNames("fxoutbox", t.Outbox, t.DeadLetters, t.Leases, t.Inbox)
+	return sqlschema.CheckRoles("fxoutbox", []sqlschema.Role{
+		{Role: "Outbox", Name: t.Outbox}, {Role: "DeadLetters", Name: t.DeadLetters}, {Role: "Leases", Name: t.Leases},
+		{Role: "Inbox", Name: t.Inbox}, {Role: "Migrations", Name: t.Migrations},
+	}, sqlschema.Foreign("fxoutbox"))
+}
+
+// flavor is d as the shared migration machinery knows it.
+func (d Dialect) flavor() sqlschema.Flavor {
+	return map[Dialect]sqlschema.Flavor{PostgreSQL: sqlschema.PostgreSQL, MySQL: sqlschema.MySQL, SQLite: sqlschema.SQLite}[d]
 }
 
 // quote quotes a validated identifier for d.
@@ -117,16 +131,20 @@ func (d Dialect) queries(t Tables) queries {
 		SQLite:     "INSERT OR IGNORE INTO %s (%s) VALUES (%s)",
 	}[d]
 	q := queries{
-		insert:       "INSERT INTO " + o + " (topic, message_id, payload, metadata) VALUES (?, ?, ?, ?)",
-		topics:       "SELECT DISTINCT topic FROM " + o,
-		rows:         "SELECT id, message_id, payload, metadata FROM " + o + " WHERE topic = ? ORDER BY id LIMIT ?",
-		deleteRow:    "DELETE FROM " + o + " WHERE id = ?",
-		dead:         "INSERT INTO " + dl + " (id, topic, message_id, payload, metadata, error) VALUES (?, ?, ?, ?, ?, ?)",
-		renewLease:   "UPDATE " + l + " SET owner = ?, until_ns = ? WHERE topic = ? AND (owner = ? OR until_ns < ?)",
-		takeLease:    fmt.Sprintf(insertIgnore, l, "topic, owner, until_ns", "?, ?, ?"),
-		dropLeases:   "DELETE FROM " + l + " WHERE owner = ?",
-		inboxInsert:  fmt.Sprintf(insertIgnore, in, "handler, message_id", "?, ?"),
-		inboxCleanup: "DELETE FROM " + in + " WHERE handled_at < ?",
+		insert:      "INSERT INTO " + o + " (topic, message_id, payload, metadata) VALUES (?, ?, ?, ?)",
+		topics:      "SELECT DISTINCT topic FROM " + o,
+		rows:        "SELECT id, message_id, payload, metadata FROM " + o + " WHERE topic = ? ORDER BY id LIMIT ?",
+		deleteRow:   "DELETE FROM " + o + " WHERE id = ?",
+		dead:        "INSERT INTO " + dl + " (id, topic, message_id, payload, metadata, error) VALUES (?, ?, ?, ?, ?, ?)",
+		renewLease:  "UPDATE " + l + " SET owner = ?, until_ns = ? WHERE topic = ? AND (owner = ? OR until_ns < ?)",
+		takeLease:   fmt.Sprintf(insertIgnore, l, "topic, owner, until_ns", "?, ?, ?"),
+		dropLeases:  "DELETE FROM " + l + " WHERE owner = ?",
+		inboxInsert: fmt.Sprintf(insertIgnore, in, "handler, message_id, handled_ns", "?, ?, ?"),
+		inboxCleanup: map[Dialect]string{
+			PostgreSQL: "DELETE FROM " + in + " WHERE (handler, message_id) IN (SELECT handler, message_id FROM " + in + " WHERE handled_ns < ? LIMIT ?)",
+			MySQL:      "DELETE FROM " + in + " WHERE handled_ns < ? LIMIT ?",
+			SQLite:     "DELETE FROM " + in + " WHERE rowid IN (SELECT rowid FROM " + in + " WHERE handled_ns < ? LIMIT ?)",
+		}[d],
 	}
 	for _, p := range []*string{&q.insert, &q.topics, &q.rows, &q.deleteRow, &q.dead, &q.renewLease, &q.takeLease, &q.dropLeases, &q.inboxInsert, &q.inboxCleanup} {
 		*p = d.Rebind(*p)

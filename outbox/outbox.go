@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
@@ -32,6 +33,17 @@ type Config struct {
 	// runs without one, and the routed follow-ups it emitted are written
 	// in a transaction of their own after it returns.
 	EventTransactions bool `json:"eventTransactions" yaml:"eventTransactions"`
+	// InboxRetention is how long the inbox keeps each (handler, message id)
+	// record; older ones are deleted in the background, in bounded
+	// batches, by every replica's relay. Default 7 days, as NServiceBus
+	// keeps its deduplication data. A message the broker redelivers after
+	// its record was deleted is handled again: keep it longer than the
+	// broker may hold and redeliver a message.
+	InboxRetention time.Duration `json:"inboxRetention" yaml:"inboxRetention"`
+	// Now is the outbox's clock: the inbox's records and their clean-up,
+	// and the relay's leases, compare against it, in SQL. Default
+	// time.Now; tests pass their own.
+	Now func() time.Time `json:"-" yaml:"-"`
 	// Requests wraps requests (queries, Send) in a unit of work too.
 	// Default false: queries rarely write. For a finer scope, register
 	// Outbox.Middleware yourself with fxcqrs.ForMessages.
@@ -44,6 +56,7 @@ type Config struct {
 // Start and Stop it.
 type Outbox struct {
 	cfg   Config
+	db    *sql.DB
 	uow   *unitOfWork
 	relay *relay
 }
@@ -65,6 +78,12 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 		errs = append(errs, fmt.Errorf("fxoutbox.New: Config.Dialect must be fxoutbox.PostgreSQL, MySQL or SQLite: got %v", cfg.Dialect))
 	}
 	cfg.Tables = cfg.Tables.withDefaults()
+	if cfg.InboxRetention <= 0 {
+		cfg.InboxRetention = 7 * 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	errs = append(errs, cfg.Tables.validate())
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -74,9 +93,10 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	}
 	log = log.Named("fxoutbox")
 	q := cfg.Dialect.queries(cfg.Tables)
-	o := &Outbox{cfg: cfg}
-	o.relay = newRelay(db, q, bus.Publisher(), log, cfg.Relay)
-	o.uow = &unitOfWork{db: db, q: q, bus: bus, wake: o.relay.notify, inbox: cfg.Inbox, eagerEv: cfg.EventTransactions}
+	o := &Outbox{cfg: cfg, db: db}
+	o.relay = newRelay(db, q, bus.Publisher(), log, cfg.Relay, cfg.Now)
+	o.relay.cleanInbox = o.CleanInbox
+	o.uow = &unitOfWork{db: db, q: q, bus: bus, wake: o.relay.notify, inbox: cfg.Inbox, eagerEv: cfg.EventTransactions, now: cfg.Now}
 	return o, nil
 }
 
@@ -114,10 +134,41 @@ func (o *Outbox) Stats() Stats {
 	return Stats{Sent: o.relay.sent.Load(), DeadLettered: o.relay.deadLettered.Load(), PublishFailures: o.relay.failures.Load()}
 }
 
-// Start starts the relay.
-func (o *Outbox) Start(context.Context) error {
+// Start checks that the schema is at the version this code needs (see
+// Migrate), then starts the relay.
+func (o *Outbox) Start(ctx context.Context) error {
+	if err := CheckSchema(ctx, o.db, o.cfg.Dialect, o.cfg.Tables); err != nil {
+		return err
+	}
 	o.relay.start()
 	return nil
+}
+
+// inboxBatch bounds one clean-up statement, so that it holds its locks
+// briefly however many records are due.
+const inboxBatch = 1000
+
+// CleanInbox deletes the inbox's records older than InboxRetention by the
+// outbox's clock, in batches of a bounded size, and returns how many it
+// deleted. The relay runs it in the background on every replica (they may
+// run it at once); call it yourself from a job if you prefer.
+func (o *Outbox) CleanInbox(ctx context.Context) (int64, error) {
+	cutoff := o.cfg.Now().Add(-o.cfg.InboxRetention).UnixNano()
+	var total int64
+	for {
+		res, err := o.db.ExecContext(ctx, o.relay.q.inboxCleanup, cutoff, inboxBatch)
+		if err != nil {
+			return total, fmt.Errorf("fxoutbox: clean the inbox: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("fxoutbox: clean the inbox: %w", err)
+		}
+		total += n
+		if n < inboxBatch {
+			return total, nil
+		}
+	}
 }
 
 // Stop stops the relay after the batch in hand, within ctx.

@@ -32,6 +32,9 @@ type relay struct {
 	owner string
 	now   func() time.Time
 
+	cleanInbox func(context.Context) (int64, error) // the outbox's CleanInbox
+	cleanedAt  time.Time                            // by now; zero: never
+
 	wake chan struct{}
 	stop chan struct{}
 	done chan struct{}
@@ -88,11 +91,11 @@ func (c RelayConfig) withDefaults() RelayConfig {
 	return c
 }
 
-func newRelay(db *sql.DB, q queries, pub message.Publisher, log *zap.Logger, cfg RelayConfig) *relay {
+func newRelay(db *sql.DB, q queries, pub message.Publisher, log *zap.Logger, cfg RelayConfig, now func() time.Time) *relay {
 	return &relay{
 		db: db, q: q, pub: pub, log: log, cfg: cfg.withDefaults(),
 		owner: uuid.NewString(),
-		now:   time.Now,
+		now:   now,
 		wake:  make(chan struct{}, 1),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
@@ -129,10 +132,11 @@ func (r *relay) loop() {
 	backoff := r.cfg.RetryInitial
 	for {
 		sent, err := r.safePass()
+		r.maybeCleanInbox()
 		var wait time.Duration
 		switch {
 		case err != nil:
-			r.log.Warn("relay: broker or database unavailable; rows wait", zap.Error(err), zap.Duration("retryIn", backoff))
+			r.logFailure(err, backoff)
 			wait = backoff
 			backoff = min(2*backoff, r.cfg.RetryMax)
 		case sent > 0:
@@ -159,6 +163,62 @@ func (r *relay) loop() {
 			}
 		case <-t.C:
 		}
+	}
+}
+
+// brokerError is a publish the broker refused or could not take.
+type brokerError struct{ err error }
+
+func (e *brokerError) Error() string { return e.err.Error() }
+func (e *brokerError) Unwrap() error { return e.err }
+
+// logFailure says what stopped a pass: the broker, the database's
+// connection, or the database itself (a missing table, a constraint),
+// which no wait mends and which is logged at error level.
+func (r *relay) logFailure(err error, retryIn time.Duration) {
+	var be *brokerError
+	switch {
+	case errors.As(err, &be) && onlyBroker(err):
+		r.log.Warn("relay: the broker is unavailable or refused; rows wait", zap.Error(err), zap.Duration("retryIn", retryIn))
+	case r.db.PingContext(context.Background()) != nil:
+		r.log.Warn("relay: the database is unreachable; rows wait", zap.Error(err), zap.Duration("retryIn", retryIn))
+	default:
+		r.log.Error("relay: the database refused a statement (not the broker, not the connection): check the schema (fxoutbox.Migrate) and the database's log; rows wait",
+			zap.Error(err), zap.Duration("retryIn", retryIn))
+	}
+}
+
+// onlyBroker reports whether every error joined in err is the broker's.
+func onlyBroker(err error) bool {
+	var be *brokerError
+	if joined, ok := err.(interface{ Unwrap() []error }); ok { //nolint:errorlint // walking a join
+		for _, e := range joined.Unwrap() {
+			if !errors.As(e, &be) {
+				return false
+			}
+		}
+		return true
+	}
+	return errors.As(err, &be)
+}
+
+// inboxCleanEvery is how often, by the outbox's clock, a relay cleans the
+// inbox.
+const inboxCleanEvery = 10 * time.Minute
+
+// maybeCleanInbox cleans the inbox when it is due.
+func (r *relay) maybeCleanInbox() {
+	now := r.now()
+	if r.cleanInbox == nil || (!r.cleanedAt.IsZero() && now.Sub(r.cleanedAt) < inboxCleanEvery) {
+		return
+	}
+	r.cleanedAt = now
+	n, err := r.cleanInbox(context.Background())
+	switch {
+	case err != nil:
+		r.log.Warn("relay: the inbox was not cleaned; it is tried again later", zap.Error(err))
+	case n > 0:
+		r.log.Debug("relay: inbox cleaned", zap.Int64("records", n))
 	}
 }
 
@@ -278,7 +338,7 @@ func (r *relay) send(ctx context.Context, topic string) (int, error) {
 				continue
 			}
 			r.failures.Add(1)
-			return sent, fmt.Errorf("publish to %s: %w", topic, err)
+			return sent, &brokerError{fmt.Errorf("publish to %s: %w", topic, err)}
 		}
 		if _, err := r.db.ExecContext(ctx, r.q.deleteRow, rows[i].id); err != nil {
 			return sent, err // published, still in the outbox: sent again, at least once

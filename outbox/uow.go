@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
@@ -33,7 +34,8 @@ type unitOfWork struct {
 	bus     *fxbus.Bus
 	wake    func()
 	inbox   bool
-	eagerEv bool // event handlers get a transaction before they run
+	eagerEv bool             // event handlers get a transaction before they run
+	now     func() time.Time // the outbox's clock: what the inbox records
 }
 
 func (u *unitOfWork) MiddlewareOrder() int { return OrderUnitOfWork }
@@ -60,7 +62,7 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 	}
 	ctx = context.WithValue(ctx, txKey{}, tx)
 	if inbound {
-		res, err := tx.ExecContext(ctx, u.q.inboxInsert, call.Handler, fxbus.MessageID(ctx))
+		res, err := tx.ExecContext(ctx, u.q.inboxInsert, call.Handler, fxbus.MessageID(ctx), u.now().UnixNano())
 		if err == nil {
 			var n int64
 			if n, err = res.RowsAffected(); err == nil && n == 0 {

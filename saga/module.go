@@ -78,6 +78,7 @@ type recoveryParams struct {
 
 	Lifecycle fx.Lifecycle
 	Runner    *Runner
+	Store     Store
 	Config    Config      `optional:"true"`
 	Logger    *zap.Logger `optional:"true"`
 	Sagas     []recoverer `group:"fxsaga.sagas"`
@@ -98,6 +99,7 @@ func startRecovery(p recoveryParams) error {
 	if interval <= 0 {
 		interval = 30 * time.Second
 	}
+	checker, _ := p.Store.(interface{ CheckSchema(context.Context) error })
 	log := p.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -106,7 +108,12 @@ func startRecovery(p recoveryParams) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	p.Lifecycle.Append(fx.Hook{
-		OnStart: func(context.Context) error {
+		OnStart: func(start context.Context) error {
+			if checker != nil {
+				if err := checker.CheckSchema(start); err != nil {
+					return err
+				}
+			}
 			go func() {
 				defer close(done)
 				for {

@@ -3,7 +3,6 @@ package fxsaga
 import (
 	"context"
 	"database/sql"
-	"embed"
 	"errors"
 	"fmt"
 	"time"
@@ -13,9 +12,6 @@ import (
 	"github.com/google/uuid"
 )
 
-//go:embed migrations/*.sql
-var migrations embed.FS
-
 // Tables names the saga tables. Each is validated as an SQL identifier
 // and quoted.
 type Tables struct {
@@ -23,6 +19,9 @@ type Tables struct {
 	Sagas string `json:"sagas" yaml:"sagas"`
 	// Log holds every act and compensation. Default "fxcqrs_saga_log".
 	Log string `json:"log" yaml:"log"`
+	// Migrations records which of the schema's migrations were applied.
+	// Default "fxcqrs_saga_migrations".
+	Migrations string `json:"migrations" yaml:"migrations"`
 }
 
 func (t Tables) withDefaults() Tables {
@@ -32,39 +31,19 @@ func (t Tables) withDefaults() Tables {
 	if t.Log == "" {
 		t.Log = "fxcqrs_saga_log"
 	}
+	if t.Migrations == "" {
+		t.Migrations = "fxcqrs_saga_migrations"
+	}
 	return t
 }
 
-func (t Tables) validate() error { return sqlschema.CheckNames("fxsaga", t.Sagas, t.Log) }
+func (t Tables) validate() error {
+	return sqlschema.CheckRoles("fxsaga", []sqlschema.Role{
+		{Role: "Sagas", Name: t.Sagas}, {Role: "Log", Name: t.Log}, {Role: "Migrations", Name: t.Migrations},
+	}, sqlschema.Foreign("fxsaga"))
+}
 
 func quote(d fxoutbox.Dialect, name string) string { return sqlschema.Quote(d == fxoutbox.MySQL, name) }
-
-// Schema returns the SQL that creates the saga tables for d.
-func Schema(d fxoutbox.Dialect, t Tables) (string, error) {
-	t = t.withDefaults()
-	if err := t.validate(); err != nil {
-		return "", err
-	}
-	schema, err := sqlschema.Render(migrations, "migrations/"+d.String()+".sql", map[string]string{
-		"Sagas": quote(d, t.Sagas), "SagasIndex": quote(d, t.Sagas+"_name_status"), "Log": quote(d, t.Log),
-	})
-	if err != nil {
-		return "", fmt.Errorf("fxsaga: no schema for dialect %s: %w", d, err)
-	}
-	return schema, nil
-}
-
-// Migrate creates the saga tables if they do not exist.
-func Migrate(ctx context.Context, db *sql.DB, d fxoutbox.Dialect, t Tables) error {
-	schema, err := Schema(d, t)
-	if err != nil {
-		return err
-	}
-	if err := sqlschema.Run(ctx, db, schema); err != nil {
-		return fmt.Errorf("fxsaga: migrate (%s): %w", d, err)
-	}
-	return nil
-}
 
 // SQL is a Store on a database the outbox module speaks. It writes in the
 // unit of work's transaction when there is one (fxoutbox.Tx), so that a
@@ -73,11 +52,12 @@ func Migrate(ctx context.Context, db *sql.DB, d fxoutbox.Dialect, t Tables) erro
 // renewed by every save; a saga whose lease expired is claimed by another
 // replica, and the version bump of the claim fences the old owner.
 type SQL struct {
-	db    *sql.DB
-	d     fxoutbox.Dialect
-	owner string
-	lease time.Duration
-	now   func() time.Time
+	db     *sql.DB
+	d      fxoutbox.Dialect
+	tables Tables
+	owner  string
+	lease  time.Duration
+	now    func() time.Time
 
 	create, save, load, unfinished, failed, claimable, claim, log string
 }
@@ -94,7 +74,7 @@ func NewSQL(db *sql.DB, d fxoutbox.Dialect, t Tables, lease time.Duration) (*SQL
 	}
 	s, l := quote(d, t.Sagas), quote(d, t.Log)
 	st := &SQL{
-		db: db, d: d, owner: uuid.NewString(), lease: lease, now: time.Now,
+		db: db, d: d, tables: t, owner: uuid.NewString(), lease: lease, now: time.Now,
 		create:     "INSERT INTO " + s + " (id, name, status, step, context, version, error, owner, lease_until_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		save:       "UPDATE " + s + " SET status = ?, step = ?, context = ?, version = ?, error = ?, owner = ?, lease_until_ns = ? WHERE id = ? AND version = ?",
 		load:       "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE id = ?",

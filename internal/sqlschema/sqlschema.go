@@ -1,16 +1,17 @@
 // Package sqlschema is the SQL machinery the outbox and saga modules
 // share: table names checked as identifiers and quoted, schemas rendered
-// from their embedded templates, and run statement by statement. It knows
-// no module's tables.
+// from their embedded templates, numbered migrations applied under a lock
+// (migrate.go), and each module's default table names (Defaults), so that
+// none takes another's.
 package sqlschema
 
 import (
 	"bytes"
-	"context"
-	"database/sql"
+	"errors"
 	"fmt"
 	"io/fs"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -62,20 +63,6 @@ func Render(fsys fs.FS, path string, data map[string]string) (string, error) {
 	return b.String(), err
 }
 
-// Run runs schema's statements, separated by semicolons, one by one,
-// skipping the empty ones and those made only of comments.
-func Run(ctx context.Context, db *sql.DB, schema string) error {
-	for _, stmt := range strings.Split(schema, ";") {
-		if strings.TrimSpace(stripComments(stmt)) == "" {
-			continue
-		}
-		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func stripComments(stmt string) string {
 	var b strings.Builder
 	for _, line := range strings.Split(stmt, "\n") {
@@ -85,4 +72,46 @@ func stripComments(stmt string) string {
 		}
 	}
 	return b.String()
+}
+
+// Role is one table of a module: what it holds, and its name.
+type Role struct{ Role, Name string }
+
+// CheckRoles reports, as module's error, every name that is not an
+// identifier of at most MaxName characters, two roles given one name, and
+// a name that another module's tables (foreign, their default names) use.
+func CheckRoles(module string, roles []Role, foreign []string) error {
+	names := make([]string, len(roles))
+	for i, r := range roles {
+		names[i] = r.Name
+	}
+	errs := []error{CheckNames(module, names...)}
+	seen := map[string]string{}
+	for _, r := range roles {
+		if prev, ok := seen[r.Name]; ok {
+			errs = append(errs, fmt.Errorf("%s: tables %s and %s are both named %q: each role needs a table of its own", module, prev, r.Role, r.Name))
+		}
+		seen[r.Name] = r.Role
+		if slices.Contains(foreign, r.Name) {
+			errs = append(errs, fmt.Errorf("%s: table %s is named %q, which another fxcqrs module uses", module, r.Role, r.Name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Defaults is every module's default table names, by module.
+var Defaults = map[string][]string{
+	"fxoutbox": {"fxcqrs_outbox", "fxcqrs_outbox_dead", "fxcqrs_outbox_leases", "fxcqrs_inbox", "fxcqrs_outbox_migrations"},
+	"fxsaga":   {"fxcqrs_sagas", "fxcqrs_saga_log", "fxcqrs_saga_migrations"},
+}
+
+// Foreign is the default table names of every module but module.
+func Foreign(module string) []string {
+	var out []string
+	for m, names := range Defaults {
+		if m != module {
+			out = append(out, names...)
+		}
+	}
+	return out
 }

@@ -30,6 +30,13 @@ func TestRender(t *testing.T) {
 	require.Error(t, err, "a name the template needs and nobody gave")
 }
 
+func TestStripCommentsKeepsStatementsWhole(t *testing.T) {
+	t.Parallel()
+	parts := strings.Split(stripComments("-- a comment; with a semicolon\nCREATE TABLE t (id INT);\nSELECT 1"), ";")
+	require.Len(t, parts, 2)
+	assert.Equal(t, "CREATE TABLE t (id INT)", strings.TrimSpace(parts[0]))
+}
+
 func TestStripComments(t *testing.T) {
 	t.Parallel()
 	assert.Equal(t, "", strings.TrimSpace(stripComments("-- only\n  -- comments\n")))
