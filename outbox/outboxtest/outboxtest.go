@@ -51,6 +51,14 @@ var Dialects = []fxoutbox.Dialect{fxoutbox.SQLite, fxoutbox.PostgreSQL, fxoutbox
 // migrated.
 func Open(t testing.TB, d fxoutbox.Dialect) Database {
 	t.Helper()
+	db := OpenEmpty(t, d)
+	must(t, fxoutbox.Migrate(context.Background(), db.DB, d, fxoutbox.Tables{}))
+	return db
+}
+
+// OpenEmpty makes a database of t's own on d with no table in it.
+func OpenEmpty(t testing.TB, d fxoutbox.Dialect) Database {
+	t.Helper()
 	name := fmt.Sprintf("fxcqrs_test_%d", rand.Uint64()%1_000_000_000_000)
 	var db Database
 	switch d {
@@ -81,7 +89,6 @@ func Open(t testing.TB, d fxoutbox.Dialect) Database {
 	must(t, err)
 	t.Cleanup(func() { _ = pool.Close() })
 	db.DB = pool
-	must(t, fxoutbox.Migrate(context.Background(), pool, d, fxoutbox.Tables{}))
 	return db
 }
 
@@ -107,6 +114,17 @@ func ForEach(t *testing.T, test func(t *testing.T, d Database)) {
 		t.Run(dialect.String(), func(t *testing.T) {
 			t.Parallel()
 			test(t, Open(t, dialect))
+		})
+	}
+}
+
+// ForEachEmpty is ForEach on databases with no table in them.
+func ForEachEmpty(t *testing.T, test func(t *testing.T, d Database)) {
+	t.Helper()
+	for _, dialect := range Dialects {
+		t.Run(dialect.String(), func(t *testing.T) {
+			t.Parallel()
+			test(t, OpenEmpty(t, dialect))
 		})
 	}
 }
