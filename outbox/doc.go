@@ -55,8 +55,17 @@
 //
 // # Schema
 //
-// [Migrate] creates the tables, from SQL shipped in the module ([Schema]
-// returns it for your own migration tool); nothing is created behind the
-// application's back at run time. Table names are configurable, validated
-// as SQL identifiers and quoted.
+// The schema is numbered migrations per dialect, shipped in the module.
+// [Migrate] applies the ones not yet applied, recorded in the Migrations
+// table, under a lock that a second replica waits for; [Migrations] lists
+// them for your own migration tool (each records itself), and [Schema] is
+// all of them. Nothing is created behind the application's back at run
+// time: [Outbox.Start] checks that the schema is at the version the code
+// needs ([CheckSchema]) and fails with what to do when it is not. Table
+// names are configurable, up to 63 characters, validated as SQL
+// identifiers and quoted; index names derived from them always fit.
+//
+// The inbox's records are kept for Config.InboxRetention and then
+// deleted in bounded batches ([Outbox.CleanInbox], which every replica's
+// relay runs every 10 minutes by the outbox's clock).
 package fxoutbox

@@ -22,7 +22,8 @@
 // owner that lost the saga to another cannot write.
 //
 // Persistence: NewSQL stores sagas on PostgreSQL, MySQL/MariaDB or SQLite
-// (Migrate, or Schema for your migration tool), writing in the outbox
+// (Migrate, or Migrations for your migration tool, versioned as the
+// outbox's; Module checks the version at start), writing in the outbox
 // module's transaction; NewMemory is for tests. Each saga has an owner and
 // a lease, renewed by every save; recovery (Recover, or Module in the
 // background) claims only the sagas whose lease expired, so that several
