@@ -15,6 +15,9 @@ import (
 	"github.com/fxcqrs/fxcqrs/outbox/outboxtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // execAll runs statements separated by semicolons, comment lines dropped.
@@ -208,4 +211,26 @@ func TestInboxRetention(t *testing.T) {
 		require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_inbox") == 0 },
 			10*time.Second, 5*time.Millisecond, "the relay cleaned the inbox")
 	})
+}
+
+// A relay whose statements the database itself refuses (a table dropped
+// under it) says so at error level, not "broker unavailable".
+func TestRelaySaysTheDatabaseRefused(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	core, logs := observer.New(zapcore.WarnLevel)
+	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+	t.Cleanup(func() { _ = gc.Close() })
+	bus, err := fxbus.New(fxbus.Config{Publisher: gc}, nil, nil)
+	require.NoError(t, err)
+	o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect, Relay: fxoutbox.RelayConfig{PollInterval: 5 * time.Millisecond}}, zap.New(core))
+	require.NoError(t, err)
+	require.NoError(t, o.Start(context.Background()))
+	t.Cleanup(func() { require.NoError(t, o.Stop(context.Background())) })
+	_, err = d.DB.Exec("DROP TABLE fxcqrs_outbox")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return logs.FilterMessageSnippet("the database refused a statement").FilterLevelExact(zapcore.ErrorLevel).Len() > 0
+	}, 10*time.Second, 5*time.Millisecond)
+	assert.Zero(t, logs.FilterMessageSnippet("the broker is unavailable").Len())
 }
