@@ -80,7 +80,12 @@ func (m *Mediator) Stop(ctx context.Context) error {
 		if n == 0 {
 			break
 		}
-		m.log.Error("stop deadline passed with calls in flight", zap.Int64("inFlight", n), zap.Error(ctx.Err()))
+		st := m.eng.Stats()
+		m.log.Warn("stop deadline passed with calls in flight: their handlers finish on their own, no new invocation starts",
+			zap.Int64("calls", n),
+			zap.Int("eventHandlersRunning", st.Events.Running+st.StreamEvents.Running),
+			zap.Int("eventHandlersWaiting", st.Events.Waiting+st.StreamEvents.Waiting),
+			zap.Error(ctx.Err()))
 		return fmt.Errorf("fxcqrs: stop: %d calls still in flight: %w", n, ctx.Err())
 	}
 	m.eng.Wait()

@@ -2,6 +2,7 @@ package fxcqrs
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"reflect"
 	"runtime"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"sync/atomic"
 
+	"github.com/fxcqrs/fxcqrs/internal/deadline"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 )
@@ -34,7 +36,8 @@ const (
 // made before that invoke ran get [ErrNotReady].
 //
 // Its OnStart hook logs what is registered; its OnStop hook calls
-// [Mediator.Stop] with fx's stop context.
+// [Mediator.Stop] with half of what is left of fx's stop deadline, so that
+// the modules that stop after it (the outbox's relay) keep the rest.
 var Module = fx.Module("fxcqrs",
 	fx.Provide(provideMediator),
 	fx.Invoke(registerHandlers),
@@ -56,7 +59,13 @@ func provideMediator(p mediatorParams) (*Mediator, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.Lifecycle.Append(fx.Hook{OnStart: m.Start, OnStop: m.Stop})
+	p.Lifecycle.Append(fx.Hook{OnStart: m.Start, OnStop: func(ctx context.Context) error {
+		// Half of what is left of the stop deadline: the modules that
+		// stop after the mediator (the outbox's relay) need the rest.
+		ctx, cancel := deadline.Share(ctx, 0.5)
+		defer cancel()
+		return m.Stop(ctx)
+	}})
 	return m, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
@@ -45,6 +46,9 @@ type topicSubs struct {
 	only   *subscription // the topic's one subscription, if it has one
 	retry  RetryPolicy
 	dead   string
+	limit  int // messages in flight at most; 0: the default (see InFlight)
+
+	inFlight atomic.Int64 // messages between delivery and ack or nack
 }
 
 var _ fxcqrs.Forwarder = (*Bus)(nil)
@@ -135,11 +139,11 @@ func (b *Bus) addSubscriptions(subs []Subscription) []error {
 		s := sub.s
 		ts := b.topics[s.topic]
 		if ts == nil {
-			ts = &topicSubs{topic: s.topic, byName: map[string]*subscription{}, retry: s.retry, dead: s.deadLetter}
+			ts = &topicSubs{topic: s.topic, byName: map[string]*subscription{}, retry: s.retry, dead: s.deadLetter, limit: s.inFlight}
 			b.topics[s.topic] = ts
 		}
-		if ts.retry != s.retry || ts.dead != s.deadLetter {
-			errs = append(errs, fmt.Errorf("fxbus: the subscriptions of %q disagree on their retry policy or dead letter topic: one Watermill handler consumes a topic", s.topic))
+		if ts.retry != s.retry || ts.dead != s.deadLetter || ts.limit != s.inFlight {
+			errs = append(errs, fmt.Errorf("fxbus: the subscriptions of %q disagree on their retry policy, dead letter topic or messages in flight: one Watermill handler consumes a topic", s.topic))
 		}
 		name := s.name
 		if name == "" {

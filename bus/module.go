@@ -5,6 +5,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/internal/deadline"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 )
@@ -21,8 +22,8 @@ import (
 //
 // Its OnStart hook starts consuming the subscribed topics and returns once
 // the router runs; its OnStop hook, which runs before the mediator's, stops
-// consuming after the messages in flight finished, within fx's stop
-// deadline.
+// consuming after the messages in flight finished, within a third of fx's
+// stop deadline, so that the mediator and the relay after it keep theirs.
 //
 // fx.New fails, naming the culprit, for a route without a publisher, a
 // subscription without a subscriber, two routes of one type to one topic,
@@ -66,6 +67,12 @@ func provideBus(p busParams) (*Bus, error) {
 func startBus(lc fx.Lifecycle, b *Bus, m *fxcqrs.Mediator) {
 	lc.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error { return b.Start(ctx, m) },
-		OnStop:  b.Stop,
+		// A third of the stop deadline: the mediator and the relay stop
+		// after the bus and need theirs.
+		OnStop: func(ctx context.Context) error {
+			ctx, cancel := deadline.Share(ctx, 1.0/3)
+			defer cancel()
+			return b.Stop(ctx)
+		},
 	})
 }

@@ -56,8 +56,9 @@ func (b *Bus) Start(ctx context.Context, m *fxcqrs.Mediator) error {
 			ResetContextOnRetry: true,
 			Logger:              newLogger(b.log),
 		}
-		h := router.AddConsumerHandler("fxbus "+topic, topic, b.cfg.Subscriber, b.handler(ts, m))
-		h.AddMiddleware(poison, retry.Middleware)
+		sub := subscriber{Subscriber: b.cfg.Subscriber, limit: ts.inFlightLimit(m), inFlight: &ts.inFlight}
+		h := router.AddConsumerHandler("fxbus "+topic, topic, sub, b.handler(ts, m))
+		h.AddMiddleware(poison, b.logDeadLetter(ts), retry.Middleware)
 	}
 	b.router = router
 	b.stopped = make(chan struct{})
@@ -104,11 +105,54 @@ func (b *Bus) Stop(ctx context.Context) error {
 		case err = <-closed:
 			<-stopped
 		case <-ctx.Done():
-			err = fmt.Errorf("fxbus: Stop: messages still in flight: %w", ctx.Err())
+			n, byTopic := b.inFlight()
+			b.log.Warn("stop deadline passed with messages in flight; they are not acknowledged, and the broker redelivers them",
+				zap.Int64("messages", n), zap.Any("byTopic", byTopic))
+			err = fmt.Errorf("fxbus: Stop: %d messages still in flight: %w", n, ctx.Err())
 		}
 	}
 	if b.owned != nil {
 		err = errors.Join(err, b.owned.Close())
 	}
 	return err
+}
+
+// inFlightLimit is the topic's bound on messages in flight: its own, or
+// four times the mediator's event limit.
+func (ts *topicSubs) inFlightLimit(m *fxcqrs.Mediator) int {
+	if ts.limit > 0 {
+		return ts.limit
+	}
+	return max(4*m.Stats().Events.Limit, 4)
+}
+
+// inFlight counts the messages between delivery and ack or nack, in all
+// and by topic.
+func (b *Bus) inFlight() (int64, map[string]int64) {
+	var total int64
+	byTopic := map[string]int64{}
+	for topic, ts := range b.topics {
+		if n := ts.inFlight.Load(); n > 0 {
+			byTopic[topic] = n
+			total += n
+		}
+	}
+	return total, byTopic
+}
+
+// logDeadLetter logs, at warn level, each message that goes to the
+// topic's dead letter, with its id and the reason: what the poison
+// middleware, which runs outside it, publishes without a word. A message
+// nacked for redelivery is not one.
+func (b *Bus) logDeadLetter(ts *topicSubs) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := h(msg)
+			if err != nil && !errors.As(err, new(*redeliver)) {
+				b.log.Warn("message goes to the dead letter topic",
+					zap.String("topic", ts.topic), zap.String("deadLetter", ts.dead), zap.String("messageId", msg.UUID), zap.Error(err))
+			}
+			return out, err
+		}
+	}
 }

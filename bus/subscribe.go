@@ -18,6 +18,7 @@ type subscription struct {
 	name       string // the event's name on the wire; "" for the default
 	deadLetter string
 	retry      RetryPolicy
+	inFlight   int
 
 	decode  func(m Marshaler, data []byte) (any, error)
 	publish func(ctx context.Context, m *fxcqrs.Mediator, event any) error
@@ -69,6 +70,16 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 	return p
 }
 
+// InFlight bounds the topic's messages between their delivery and their
+// acknowledgement (or nack): while n are in flight the bus reads no more
+// from the broker, which keeps the rest, so that a burst costs neither
+// memory nor a goroutine per message. Default: four times the mediator's
+// Config.Events limit (at least 4). Every subscription of a topic must
+// agree on it.
+func InFlight(n int) SubscribeOption {
+	return subscribeFunc(func(s *subscription) { s.inFlight = n })
+}
+
 // Retry sets the subscription's retry policy.
 func Retry(p RetryPolicy) SubscribeOption {
 	return subscribeFunc(func(s *subscription) { s.retry = p })
@@ -111,6 +122,9 @@ func NewSubscription[E any](topic string, opts ...SubscribeOption) Subscription 
 	}
 	if s.typ.Kind() == reflect.Interface {
 		errs = append(errs, fmt.Errorf("fxbus.Subscribe[%s]: an interface type cannot be decoded: subscribe to each concrete event type", s.typ))
+	}
+	if s.inFlight < 0 {
+		errs = append(errs, fmt.Errorf("fxbus.Subscribe[%s]: InFlight must not be negative: got %d", s.typ, s.inFlight))
 	}
 	if s.deadLetter == topic {
 		errs = append(errs, fmt.Errorf("fxbus.Subscribe[%s]: the dead letter topic is the topic itself (%s)", s.typ, topic))

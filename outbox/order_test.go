@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
@@ -14,6 +15,9 @@ import (
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
 	"go.uber.org/fx/fxtest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // stopOrder records which module's OnStop hooks ran, in order.
@@ -29,8 +33,10 @@ func (s *stopOrder) LogEvent(e fxevent.Event) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, name := range []string{"Mediator", "Bus", "Outbox"} {
-		if strings.Contains(ev.FunctionName, "(*"+name+")") {
+	for name, hook := range map[string]string{
+		"Mediator": "fxcqrs.provideMediator.", "Bus": "/bus.startBus.", "Outbox": "(*Outbox).Stop",
+	} {
+		if strings.Contains(ev.FunctionName, hook) {
 			s.order = append(s.order, name)
 		}
 	}
@@ -67,4 +73,58 @@ func TestStopOrderDoesNotDependOnTheModulesOrder(t *testing.T) {
 		assert.Equal(t, first, rec.order, "modules order %v", p)
 	}
 	assert.Equal(t, []string{"Bus", "Mediator", "Outbox"}, first)
+}
+
+// An inbound handler that outlives fx's stop deadline does not starve the
+// hooks after the bus's: the mediator still stops (new calls get
+// ErrStopped) and so does the relay, and the late stop says what was in
+// flight.
+func TestStopDeadlineIsShared(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	rec := &stopOrder{}
+	core, logs := observer.New(zapcore.WarnLevel)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var (
+		m   *fxcqrs.Mediator
+		bus *fxbus.Bus
+	)
+	app := fx.New(
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
+		fx.WithLogger(func() fxevent.Logger { return rec }),
+		fx.Supply(d.DB, fxoutbox.Config{Dialect: fxoutbox.SQLite}, zap.New(core)),
+		fxbus.Route[OrderPlaced]("orders"),
+		fxbus.Subscribe[OrderPlaced]("orders"),
+		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
+			return func(ctx context.Context, c PlaceOrder) error {
+				fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID})
+				return nil
+			}
+		}),
+		fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] {
+			var once sync.Once
+			return func(ctx context.Context, _ OrderPlaced) error {
+				if fxbus.MessageID(ctx) != "" { // the inbound delivery, not the in-process one
+					once.Do(func() { close(entered) })
+					<-release
+				}
+				return nil
+			}
+		}),
+		fx.Populate(&m, &bus),
+	)
+	require.NoError(t, app.Err())
+	require.NoError(t, app.Start(context.Background()))
+	require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 1}))
+	<-entered
+
+	stop, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	require.Error(t, app.Stop(stop), "the bus could not finish")
+	require.ErrorIs(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 2}), fxcqrs.ErrStopped, "the mediator stopped all the same")
+	assert.Contains(t, rec.order, "Outbox", "and so did the relay")
+	assert.Equal(t, 1, logs.FilterMessageSnippet("stop deadline passed with messages in flight").Len())
+
+	close(release)
+	require.NoError(t, bus.Stop(context.Background()), "the router finishes once the handler returns")
 }

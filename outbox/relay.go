@@ -41,6 +41,7 @@ type relay struct {
 	once sync.Once
 
 	sent, deadLettered, failures atomic.Uint64
+	inHand                       atomic.Int64 // rows read and not yet deleted, in the batch being sent
 }
 
 // RelayConfig configures the relay. Every field is optional.
@@ -122,7 +123,10 @@ func (r *relay) close(ctx context.Context) error {
 	case <-r.done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("fxoutbox: relay still sending: %w", ctx.Err())
+		n := r.inHand.Load()
+		r.log.Warn("stop deadline passed with the relay still sending; the rows it has not deleted are sent again by the next relay",
+			zap.Int64("rowsInHand", n))
+		return fmt.Errorf("fxoutbox: relay still sending %d rows: %w", n, ctx.Err())
 	}
 }
 
@@ -320,6 +324,8 @@ func (r *relay) send(ctx context.Context, topic string) (int, error) {
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
+	r.inHand.Store(int64(len(rows)))
+	defer r.inHand.Store(0)
 	msgs := make([]*message.Message, len(rows))
 	for i, rw := range rows {
 		msg := message.NewMessage(rw.msgID, rw.payload)
@@ -345,6 +351,7 @@ func (r *relay) send(ctx context.Context, topic string) (int, error) {
 		}
 		sent++
 		r.sent.Add(1)
+		r.inHand.Add(-1)
 	}
 	return sent, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/internal/deadline"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 )
@@ -137,6 +138,10 @@ func startRecovery(p recoveryParams) error {
 			return nil
 		},
 		OnStop: func(stop context.Context) error {
+			// A third of the stop deadline: the mediator and the relay stop
+			// after it and need theirs.
+			stop, cancelShare := deadline.Share(stop, 1.0/3)
+			defer cancelShare()
 			cancel()
 			select {
 			case <-done:

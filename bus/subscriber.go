@@ -1,0 +1,65 @@
+package fxbus
+
+import (
+	"context"
+	"sync/atomic"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// subscriber is what the router consumes a topic through: the bus's
+// subscriber, bounded and not the router's to close.
+//
+// Watermill's router closes the subscribers of its handlers when it
+// closes; the bus promises never to close a subscriber it was given (one
+// GoChannel may serve several applications), so Close here does nothing
+// and the bus closes only what it made.
+//
+// The router starts a goroutine per message it receives; the bound keeps
+// at most limit messages of the topic between delivery and their ack or
+// nack, and stops reading the broker's channel while it is reached, so
+// that the broker holds the rest (backpressure, never a drop).
+type subscriber struct {
+	message.Subscriber
+	limit    int
+	inFlight *atomic.Int64 // the topic's messages between delivery and ack or nack
+}
+
+// Close does nothing: the bus closes what it owns itself.
+func (s subscriber) Close() error { return nil }
+
+// Subscribe relays topic's messages, at most limit unacknowledged at once.
+func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	in, err := s.Subscriber.Subscribe(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *message.Message)
+	slots := make(chan struct{}, s.limit)
+	go func() {
+		defer close(out)
+		for msg := range in {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				msg.Nack() // not handed over: the broker redelivers it
+				continue
+			}
+			s.inFlight.Add(1)
+			go func() { // at most limit of these wait at once
+				select {
+				case <-msg.Acked():
+				case <-msg.Nacked():
+				}
+				s.inFlight.Add(-1)
+				<-slots
+			}()
+			select {
+			case out <- msg:
+			case <-ctx.Done():
+				msg.Nack()
+			}
+		}
+	}()
+	return out, nil
+}
