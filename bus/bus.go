@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/fxcqrs/fxcqrs"
 	"go.uber.org/zap"
 )
@@ -26,7 +25,7 @@ import (
 type Bus struct {
 	cfg    Config
 	log    *zap.Logger
-	owned  *gochannel.GoChannel // the default publisher and subscriber, closed by Stop
+	owned  *embedded // the in-process broker, when no broker was given: let go of by Stop
 	names  map[reflect.Type]string
 	routes map[reflect.Type][]route // by exact type, interfaces included
 	ifaces []route                  // routes of interface types
@@ -83,13 +82,9 @@ func New(cfg Config, routes []Routing, subs []Subscription) (*Bus, error) {
 		return nil, err
 	}
 	if cfg.Publisher == nil && cfg.Subscriber == nil && (len(routes) > 0 || len(subs) > 0) {
-		embedded := gochannel.Config(cfg.Embedded)
-		if embedded.OutputChannelBuffer == 0 {
-			embedded.OutputChannelBuffer = 64
-		}
-		b.owned = gochannel.NewGoChannel(embedded, newLogger(b.log))
+		b.owned = acquireEmbedded(newLogger(b.log))
 		b.cfg.Publisher, b.cfg.Subscriber = b.owned, b.owned
-		b.log.Warn("no Watermill publisher or subscriber: using an in-process GoChannel, which is not durable " +
+		b.log.Warn("no Watermill publisher or subscriber: using the process's in-process GoChannel, which is not durable " +
 			"and reaches no other process; supply a message.Publisher and message.Subscriber for a real broker")
 	}
 	if len(routes) > 0 && b.cfg.Publisher == nil {

@@ -2,7 +2,6 @@ package fxbus
 
 import (
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"go.uber.org/zap"
 )
 
@@ -20,15 +19,4 @@ type Config struct {
 	Logger *zap.Logger
 	// Marshaler encodes events. Default: JSON.
 	Marshaler Marshaler
-	// Embedded configures the in-process GoChannel used when neither
-	// Publisher nor Subscriber is given. Default: a buffer of 64 messages,
-	// not persistent, publishing without waiting for an acknowledgement.
-	Embedded Embedded
 }
-
-// Embedded is the in-process broker's configuration: Watermill's
-// GoChannel's. Under fx, [Module] takes one from the graph, optionally. A
-// relay that deletes what it published once Publish returns needs
-// Persistent (a message published before its subscriber subscribed is
-// kept) and BlockPublishUntilSubscriberAck.
-type Embedded gochannel.Config

@@ -107,6 +107,10 @@
 //     the number of partitions a consumer group's members hold.
 //   - Redis Streams and SQL: one consumer group per service; order within
 //     a consumer.
-//   - GoChannel, the in-process default: every subscriber of a topic gets
-//     every message, in no guaranteed order; nothing survives the process.
+//   - GoChannel, the in-process default: one per process, shared by every
+//     application in it that was given no broker. Every subscriber of a
+//     topic gets every message, in no guaranteed order; nothing survives
+//     the process, and a message published to a topic nothing subscribes
+//     to is dropped (Bus.Publisher, which a relay delivers through,
+//     refuses it instead, so the row waits).
 package fxbus

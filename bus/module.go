@@ -15,7 +15,7 @@ import (
 // optional message.Publisher and message.Subscriber (provide the broker's
 // as these interfaces, with fx.As; with neither, an in-process GoChannel is
 // used and a warning says it is not durable), an optional *zap.Logger and
-// an optional [Marshaler] and an optional *[Embedded]. It provides the
+// an optional [Marshaler]. It provides the
 // fxcqrs.Forwarder that fxcqrs.Module takes, so routed events leave
 // through it; a module above it (the outbox's) may decorate that
 // Forwarder to take routed events another way.
@@ -43,7 +43,6 @@ type busParams struct {
 	Subscriber    message.Subscriber `optional:"true"`
 	Logger        *zap.Logger        `optional:"true"`
 	Marshaler     Marshaler          `optional:"true"`
-	Embedded      *Embedded          `optional:"true"`
 	Routes        []Routing          `group:"fxbus.routes"`
 	Subscriptions []Subscription     `group:"fxbus.subscriptions"`
 }
@@ -54,9 +53,6 @@ func provideBus(p busParams) (*Bus, error) {
 		Subscriber: p.Subscriber,
 		Logger:     p.Logger,
 		Marshaler:  p.Marshaler,
-	}
-	if p.Embedded != nil {
-		cfg.Embedded = *p.Embedded
 	}
 	return New(cfg, p.Routes, p.Subscriptions)
 }

@@ -111,6 +111,13 @@ func (b *Bus) Forward(ctx context.Context, events []any) error {
 	return nil
 }
 
-// Publisher returns the publisher the bus publishes with, the in-process
-// GoChannel included: the outbox module's relay delivers through it.
-func (b *Bus) Publisher() message.Publisher { return b.cfg.Publisher }
+// Publisher returns the publisher for a relay to deliver through (the
+// outbox module's): the bus's own, or, on the in-process broker, one that
+// refuses a topic nothing in the process subscribes to, since the
+// in-process broker keeps nothing and a relay deletes what it published.
+func (b *Bus) Publisher() message.Publisher {
+	if b.owned != nil {
+		return delivering{b.owned}
+	}
+	return b.cfg.Publisher
+}

@@ -2,6 +2,8 @@ package fxoutbox_test
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -51,14 +53,15 @@ func TestStopOrderDoesNotDependOnTheModulesOrder(t *testing.T) {
 	modules := []fx.Option{fxcqrs.Module, fxbus.Module, fxoutbox.Module}
 	perms := [][]int{{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}}
 	var first []string
+	tp := fmt.Sprintf("orders_%d", rand.Uint64()) // the in-process broker is the process's
 	for _, p := range perms {
 		rec := &stopOrder{}
 		app := fxtest.New(t,
 			modules[p[0]], modules[p[1]], modules[p[2]],
 			fx.WithLogger(func() fxevent.Logger { return rec }),
 			fx.Supply(d.DB, fxoutbox.Config{Dialect: fxoutbox.SQLite}),
-			fxbus.Route[OrderPlaced]("orders"),
-			fxbus.Subscribe[OrderPlaced]("orders"),
+			fxbus.Route[OrderPlaced](tp),
+			fxbus.Subscribe[OrderPlaced](tp),
 			fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
 				return func(context.Context, PlaceOrder) error { return nil }
 			}),
@@ -89,12 +92,13 @@ func TestStopDeadlineIsShared(t *testing.T) {
 		m   *fxcqrs.Mediator
 		bus *fxbus.Bus
 	)
+	tp := fmt.Sprintf("orders_%d", rand.Uint64())
 	app := fx.New(
 		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
 		fx.WithLogger(func() fxevent.Logger { return rec }),
 		fx.Supply(d.DB, fxoutbox.Config{Dialect: fxoutbox.SQLite}, zap.New(core)),
-		fxbus.Route[OrderPlaced]("orders"),
-		fxbus.Subscribe[OrderPlaced]("orders"),
+		fxbus.Route[OrderPlaced](tp),
+		fxbus.Subscribe[OrderPlaced](tp),
 		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
 			return func(ctx context.Context, c PlaceOrder) error {
 				fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID})
@@ -127,4 +131,55 @@ func TestStopDeadlineIsShared(t *testing.T) {
 
 	close(release)
 	require.NoError(t, bus.Stop(context.Background()), "the router finishes once the handler returns")
+}
+
+// Two applications in one binary on the defaults share the process's
+// in-process broker: what the producer's relay sends before the consumer
+// subscribed waits in the outbox, and arrives once it has; nothing is
+// deleted unreceived.
+func TestTwoAppsOnTheDefaults(t *testing.T) {
+	t.Parallel()
+	tp := fmt.Sprintf("orders_%d", rand.Uint64())
+	var producer *fxcqrs.Mediator
+	prod := fxtest.New(t,
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
+		fx.Supply(openDatabase(t, fxoutbox.SQLite).DB, fxoutbox.Config{Dialect: fxoutbox.SQLite, Relay: fxoutbox.RelayConfig{
+			PollInterval: 10 * time.Millisecond, RetryInitial: time.Millisecond, RetryMax: 20 * time.Millisecond,
+		}}),
+		fxbus.Route[OrderPlaced](tp),
+		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
+			return func(ctx context.Context, c PlaceOrder) error {
+				fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID})
+				return nil
+			}
+		}),
+		fx.Populate(&producer),
+	)
+	prod.RequireStart()
+	defer prod.RequireStop()
+	const n = 20
+	for i := range n {
+		require.NoError(t, fxcqrs.Exec(context.Background(), producer, PlaceOrder{ID: i}))
+	}
+
+	got := make(chan int, n)
+	cons := fxtest.New(t,
+		fxcqrs.Module, fxbus.Module,
+		fxbus.Subscribe[OrderPlaced](tp),
+		fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] {
+			return func(_ context.Context, e OrderPlaced) error { got <- e.ID; return nil }
+		}),
+	)
+	cons.RequireStart()
+	defer cons.RequireStop()
+	seen := map[int]bool{}
+	timeout := time.After(30 * time.Second)
+	for len(seen) < n {
+		select {
+		case id := <-got:
+			seen[id] = true
+		case <-timeout:
+			t.Fatalf("received %d of %d: the rows were sent where nobody listens", len(seen), n)
+		}
+	}
 }

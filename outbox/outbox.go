@@ -64,8 +64,8 @@ type Outbox struct {
 // New returns the outbox of db for bus, whose routed events it takes
 // over. Without fx, give the mediator the outbox's [Outbox.UnitOfWork] as
 // middleware and not the bus as its Forwarder (the outbox writes what the
-// bus would have published); a bus without a broker of its own needs
-// fxbus.Config.Embedded persistent and acknowledging.
+// bus would have published). The relay delivers through the bus's
+// Publisher.
 func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, error) {
 	var errs []error
 	if db == nil {
@@ -183,19 +183,11 @@ func (o *Outbox) Stop(ctx context.Context) error { return o.relay.close(ctx) }
 // It takes the routes over by decorating the fxcqrs.Forwarder that
 // fxbus.Module provides, so that the mediator forwards nothing itself
 // (and so that the relay stops after the mediator, see
-// takeOverForwarding); it
-// makes the bus's in-process broker, when the bus uses one, persistent and
-// acknowledging (its relay deletes a row once the publish returned). Use
-// it at the application's top level, where fxcqrs.Module sees the
-// decoration.
+// takeOverForwarding). Use it at the application's top level, where
+// fxcqrs.Module sees the decoration.
 var Module = fx.Options(
 	fx.Module("fxoutbox",
 		fx.Provide(provideOutbox),
-		fx.Supply(&fxbus.Embedded{
-			OutputChannelBuffer:            64,
-			Persistent:                     true,
-			BlockPublishUntilSubscriberAck: true,
-		}),
 		fxcqrs.AsMiddleware(func(o *Outbox) fxcqrs.Middleware { return o.UnitOfWork() }),
 	),
 	fx.Decorate(takeOverForwarding),
