@@ -9,9 +9,9 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
-	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/fxcqrs/fxcqrs/bus/natsjs"
 	nc "github.com/nats-io/nats.go"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
@@ -54,37 +54,15 @@ type broker struct {
 
 func natsBroker(t testing.TB) broker {
 	addr := requireService(t, "FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
-	js := func(group string) wnats.JetStreamConfig {
-		return wnats.JetStreamConfig{
-			AutoProvision:    true,
-			DurablePrefix:    group,
-			SubscribeOptions: []nc.SubOpt{nc.DeliverAll(), nc.AckExplicit(), nc.ManualAck(), nc.AckWait(2 * time.Second)},
-		}
-	}
 	return broker{
 		name: "nats-jetstream",
+		// The bus's own JetStream publisher and subscriber (natsjs), one
+		// PubSub per replica, on its group's durable consumer.
 		open: func(t testing.TB, group string) (message.Publisher, message.Subscriber) {
-			pub, err := wnats.NewPublisher(wnats.PublisherConfig{
-				URL:       addr,
-				Marshaler: &wnats.NATSMarshaler{},
-				JetStream: js(group),
-			}, watermill.NopLogger{})
+			ps, err := natsjs.New(natsjs.Config{URL: addr, Group: group, AckWait: 2 * time.Second})
 			require.NoError(t, err)
-			sub, err := wnats.NewSubscriber(wnats.SubscriberConfig{
-				URL:              addr,
-				QueueGroupPrefix: group,
-				SubscribersCount: 1,
-				AckWaitTimeout:   2 * time.Second,
-				CloseTimeout:     5 * time.Second,
-				Unmarshaler:      &wnats.NATSMarshaler{},
-				JetStream:        js(group),
-			}, watermill.NopLogger{})
-			require.NoError(t, err)
-			t.Cleanup(func() {
-				_ = sub.Close()
-				_ = pub.Close()
-			})
-			return pub, sub
+			t.Cleanup(func() { _ = ps.Close() })
+			return ps, ps
 		},
 		// A durable consumer that a subscription creates is deleted by the
 		// client when that subscription ends (nats.go deletes what it

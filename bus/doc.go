@@ -72,29 +72,22 @@
 // in what order, and how many at once, is the subscriber's. In every case,
 // a message's event handlers run under the mediator's own limits.
 //
-//   - NATS JetStream (watermill-nats): pass nats.ManualAck() (with
-//     nats.AckExplicit()) in JetStreamConfig.SubscribeOptions. Without it
-//     the NATS client acknowledges each message as soon as its callback
-//     returns, including one the Watermill subscriber gave up on when it
-//     closed or timed out waiting: that message is lost, never
-//     redelivered. (Found by this module's stop test; the Watermill
-//     adapter's own defaults do not set it.) One subscriber per topic
-//     delivers in stream order, one message at a time until it is
-//     acknowledged.
-//     Replicas share a topic through a durable queue consumer
-//     (QueueGroupPrefix with DurablePrefix); provision the stream and the
-//     consumer ahead (AckWait, DeliverGroup), because a consumer that a
-//     subscription creates is deleted by the NATS client when that
-//     subscription ends, and the other replicas then stall. Order across
-//     replicas is not kept; for per-key order, give each key its own
-//     subject. SubscribersCount above one processes in parallel, without
-//     order. A known race in watermill-nats v2.1.3, the newest: when a
-//     subscription ends (the bus stopping) while the NATS client is
-//     handing it a message, the adapter can close its output channel
-//     while that message's callback still selects on sending to it. The
-//     race detector reports it (this module's tests have hit it about
-//     once in fifty runs), and the callback can panic with "send on
-//     closed channel". Nothing outside the adapter orders the two.
+//   - NATS JetStream: use the bus's own publisher and subscriber,
+//     package natsjs (github.com/fxcqrs/fxcqrs/bus/natsjs), on the official
+//     client. It acknowledges manually, provisions each topic's stream and
+//     the service's durable queue consumer (which every replica joins and
+//     none deletes), sets Nats-Msg-Id so that JetStream drops a duplicate
+//     publish, and closes a subscription only after its callbacks in
+//     flight returned. One subscription per topic delivers in stream
+//     order; order across replicas is not kept. With watermill-nats
+//     instead (v2.1.3, the newest), pass nats.ManualAck() (without it a
+//     message the subscriber gave up on is acknowledged and lost),
+//     provision the consumer ahead (one a subscription creates is deleted
+//     when it ends), and know its close race: when a subscription ends
+//     while a message arrives, it can close its output channel while the
+//     message's callback still selects on sending to it, a data race and
+//     a "send on closed channel" panic (natsjs's TestCloseWhileDelivering
+//     with FXCQRS_STRESS_WATERMILL=1 catches it within a second here).
 //   - RabbitMQ (watermill-amqp): a pub/sub config with a queue per
 //     consumer group (GenerateQueueNameTopicNameWithSuffix) gives each
 //     service every message; replicas of a service share its queue.

@@ -26,12 +26,11 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
-	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
-	nc "github.com/nats-io/nats.go"
+	"github.com/fxcqrs/fxcqrs/bus/natsjs"
 	"go.uber.org/fx"
 )
 
@@ -73,27 +72,11 @@ func goChannel() (broker, func() error) {
 
 func natsBroker(url string) broker {
 	return func(service string) (message.Publisher, message.Subscriber, error) {
-		js := wnats.JetStreamConfig{
-			AutoProvision: true,
-			DurablePrefix: service,
-			// ManualAck: without it the NATS client acknowledges a message
-			// the subscriber gave up on, and it is lost (see fxbus).
-			SubscribeOptions: []nc.SubOpt{nc.DeliverNew(), nc.AckExplicit(), nc.ManualAck()},
-		}
-		pub, err := wnats.NewPublisher(wnats.PublisherConfig{URL: url, Marshaler: &wnats.NATSMarshaler{}, JetStream: js}, watermill.NopLogger{})
-		if err != nil {
-			return nil, nil, err
-		}
-		sub, err := wnats.NewSubscriber(wnats.SubscriberConfig{
-			URL:              url,
-			QueueGroupPrefix: service,
-			SubscribersCount: 1,
-			AckWaitTimeout:   30 * time.Second,
-			CloseTimeout:     5 * time.Second,
-			Unmarshaler:      &wnats.NATSMarshaler{},
-			JetStream:        js,
-		}, watermill.NopLogger{})
-		return pub, sub, err
+		// The bus's own JetStream publisher and subscriber: manual acks,
+		// the service's durable consumer per topic, message-id
+		// deduplication (see fxbus/natsjs).
+		ps, err := natsjs.New(natsjs.Config{URL: url, Group: service})
+		return ps, ps, err
 	}
 }
 

@@ -29,14 +29,13 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
+	"github.com/fxcqrs/fxcqrs/bus/natsjs"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	_ "github.com/jackc/pgx/v5/stdlib"
-	nc "github.com/nats-io/nats.go"
 	"go.uber.org/fx"
 	_ "modernc.org/sqlite"
 )
@@ -140,25 +139,14 @@ func serverSetup(pgDSN, natsURL string) (*setup, error) {
 		orders: orders, billing: billing,
 		topic: "orders_" + suffix,
 		broker: func(service string) (message.Publisher, message.Subscriber) {
-			js := wnats.JetStreamConfig{
-				AutoProvision: true,
-				DurablePrefix: service,
-				// ManualAck: without it a message the subscriber gave up
-				// on is acknowledged anyway, and lost (see fxbus).
-				SubscribeOptions: []nc.SubOpt{nc.DeliverAll(), nc.AckExplicit(), nc.ManualAck()},
+			// The bus's own JetStream publisher and subscriber (fxbus/natsjs).
+			ps, err := natsjs.New(natsjs.Config{URL: natsURL, Group: service})
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "outbox example:", err)
+				os.Exit(1)
 			}
-			pub, _ := wnats.NewPublisher(wnats.PublisherConfig{URL: natsURL, Marshaler: &wnats.NATSMarshaler{}, JetStream: js}, watermill.NopLogger{})
-			sub, _ := wnats.NewSubscriber(wnats.SubscriberConfig{
-				URL:              natsURL,
-				QueueGroupPrefix: service,
-				SubscribersCount: 1,
-				AckWaitTimeout:   30 * time.Second,
-				CloseTimeout:     5 * time.Second,
-				Unmarshaler:      &wnats.NATSMarshaler{},
-				JetStream:        js,
-			}, watermill.NopLogger{})
-			closers = append(closers, func() { _ = sub.Close(); _ = pub.Close() })
-			return pub, sub
+			closers = append(closers, func() { _ = ps.Close() })
+			return ps, ps
 		},
 		close: func() {
 			for _, c := range closers {

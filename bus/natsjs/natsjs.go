@@ -1,0 +1,292 @@
+// Package natsjs is NATS JetStream for fxbus, on the official client
+// (nats.go): a Watermill publisher and subscriber with the settings a
+// service needs and nothing to choose wrong. It is a package of its own so
+// that only its users compile the NATS client.
+//
+//	ps, err := natsjs.New(natsjs.Config{URL: "nats://127.0.0.1:4222", Group: "billing"})
+//	fx.Supply(fx.Annotate(ps, fx.As(new(message.Publisher)), fx.As(new(message.Subscriber))))
+//
+// What it chooses:
+//   - Publish waits for JetStream's acknowledgement of each message and
+//     sets Nats-Msg-Id to the message's id, so that JetStream drops a
+//     duplicate published again within the stream's duplicate window (a
+//     relay that was killed between publish and delete).
+//   - Subscribe provisions a stream per topic (named as the topic, which
+//     NATS requires to hold no dot, space or wildcard) and, per topic, a
+//     durable consumer named after Group with explicit acknowledgement,
+//     which every replica of the service joins as a queue subscriber:
+//     each message goes to one replica, and one that dies has its
+//     unacknowledged messages redelivered after AckWait. Replicas only
+//     join: the consumer outlives every subscription.
+//   - A message is acknowledged when the handler acks it, negatively
+//     acknowledged (redelivered at once) when it nacks it. Closing a
+//     subscription unsubscribes first, waits for the callbacks in flight,
+//     and only then closes the channel: no callback sends on a closed
+//     channel (the close race of watermill-nats's subscriber).
+//   - New connects, and fails naming the address when NATS cannot be
+//     reached: a service fails at start, not at its first message.
+//
+// Metadata travels as NATS headers, the payload as the message's data:
+// a consumer in another language reads both.
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+)
+
+// Config configures a PubSub. Group is required to subscribe.
+type Config struct {
+	// URL is the NATS server's. Default nats.DefaultURL
+	// (nats://127.0.0.1:4222).
+	URL string
+	// Options are the connection's, beside the URL (credentials, TLS).
+	Options []nats.Option
+	// Group names the service: its durable consumer on each topic, which
+	// its replicas share. Required to subscribe.
+	Group string
+	// AckWait is how long JetStream waits for a message's
+	// acknowledgement before it redelivers it. Default 30s.
+	AckWait time.Duration
+	// MaxDeliver bounds how often JetStream delivers a message. Default
+	// unbounded (-1): fxbus dead-letters a message that keeps failing.
+	MaxDeliver int
+}
+
+// PubSub publishes to and subscribes on NATS JetStream.
+type PubSub struct {
+	cfg  Config
+	conn *nats.Conn
+	js   nats.JetStreamContext
+
+	mu     sync.Mutex
+	subs   map[*subscription]struct{}
+	closed bool
+}
+
+var (
+	_ message.Publisher  = (*PubSub)(nil)
+	_ message.Subscriber = (*PubSub)(nil)
+)
+
+// New connects to NATS and returns a PubSub on it.
+func New(cfg Config) (*PubSub, error) {
+	if cfg.URL == "" {
+		cfg.URL = nats.DefaultURL
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.MaxDeliver == 0 {
+		cfg.MaxDeliver = -1
+	}
+	conn, err := nats.Connect(cfg.URL, cfg.Options...)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: NATS at %s cannot be reached: %w", cfg.URL, err)
+	}
+	js, err := conn.JetStream()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("natsjs: JetStream at %s: %w", cfg.URL, err)
+	}
+	if _, err := js.AccountInfo(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("natsjs: JetStream is not enabled at %s (start nats-server with -js): %w", cfg.URL, err)
+	}
+	return &PubSub{cfg: cfg, conn: conn, js: js, subs: map[*subscription]struct{}{}}, nil
+}
+
+// Publish publishes msgs to topic, in order, each acknowledged by
+// JetStream before the next is sent.
+func (p *PubSub) Publish(topic string, msgs ...*message.Message) error {
+	for _, msg := range msgs {
+		m := nats.NewMsg(topic)
+		m.Data = msg.Payload
+		for k, v := range msg.Metadata {
+			m.Header.Set(k, v)
+		}
+		m.Header.Set(nats.MsgIdHdr, msg.UUID)
+		_, err := p.js.PublishMsg(m)
+		if errors.Is(err, nats.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+			// No stream takes the subject yet: a producer may start before
+			// any consumer. Make it, then publish again.
+			if err = p.provisionStream(topic); err == nil {
+				_, err = p.js.PublishMsg(m)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("natsjs: publish to %s: %w", topic, err)
+		}
+	}
+	return nil
+}
+
+// Subscribe joins the Group's durable consumer on topic, provisioning the
+// stream and the consumer when they do not exist. The channel closes when
+// ctx ends or the PubSub closes, after every callback in flight returned.
+func (p *PubSub) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if p.cfg.Group == "" {
+		return nil, errors.New("natsjs: Subscribe needs Config.Group, the name of the service's durable consumer")
+	}
+	if err := p.provision(topic); err != nil {
+		return nil, err
+	}
+	s := &subscription{out: make(chan *message.Message), closing: make(chan struct{}), ackWait: p.cfg.AckWait}
+	sub, err := p.js.QueueSubscribe(topic, p.cfg.Group, s.deliver,
+		nats.Bind(topic, p.cfg.Group), nats.ManualAck())
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: subscribe to %s: %w", topic, err)
+	}
+	s.sub = sub
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		s.close()
+		return nil, errors.New("natsjs: closed")
+	}
+	p.subs[s] = struct{}{}
+	p.mu.Unlock()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-s.closing:
+		}
+		s.close()
+		p.mu.Lock()
+		delete(p.subs, s)
+		p.mu.Unlock()
+	}()
+	return s.out, nil
+}
+
+// provision makes topic's stream and the Group's consumer on it, unless
+// they exist.
+func (p *PubSub) provision(topic string) error {
+	if err := p.provisionStream(topic); err != nil {
+		return err
+	}
+	if _, err := p.js.ConsumerInfo(topic, p.cfg.Group); errors.Is(err, nats.ErrConsumerNotFound) {
+		_, err = p.js.AddConsumer(topic, &nats.ConsumerConfig{
+			Durable:        p.cfg.Group,
+			DeliverSubject: nats.NewInbox(),
+			DeliverGroup:   p.cfg.Group,
+			DeliverPolicy:  nats.DeliverAllPolicy,
+			AckPolicy:      nats.AckExplicitPolicy,
+			AckWait:        p.cfg.AckWait,
+			MaxDeliver:     p.cfg.MaxDeliver,
+		})
+		if err != nil && !errors.Is(err, nats.ErrConsumerNameAlreadyInUse) {
+			return fmt.Errorf("natsjs: consumer %s on %s: %w", p.cfg.Group, topic, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("natsjs: consumer %s on %s: %w", p.cfg.Group, topic, err)
+	}
+	return nil
+}
+
+// provisionStream makes topic's stream unless it exists.
+func (p *PubSub) provisionStream(topic string) error {
+	_, err := p.js.StreamInfo(topic)
+	if errors.Is(err, nats.ErrStreamNotFound) {
+		_, err = p.js.AddStream(&nats.StreamConfig{Name: topic, Subjects: []string{topic}})
+		if errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
+			err = nil
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("natsjs: stream %s: %w", topic, err)
+	}
+	return nil
+}
+
+// Close closes every subscription, then the connection.
+func (p *PubSub) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	subs := make([]*subscription, 0, len(p.subs))
+	for s := range p.subs {
+		subs = append(subs, s)
+	}
+	p.mu.Unlock()
+	for _, s := range subs {
+		s.close()
+	}
+	p.conn.Close()
+	return nil
+}
+
+// subscription is one Subscribe: its NATS subscription and its channel.
+type subscription struct {
+	sub      *nats.Subscription
+	ackWait  time.Duration
+	out      chan *message.Message
+	inFlight sync.WaitGroup // callbacks between entry and return
+	closing  chan struct{}  // closed by close: callbacks stop waiting
+	once     sync.Once
+	mu       sync.Mutex // guards closed against deliver's Add
+	closed   bool
+}
+
+// deliver is the NATS callback: it hands the message over and waits for
+// its ack or nack. A message not yet handed over when the subscription
+// closes is naked; one handed over is waited for, at most AckWait (after
+// which JetStream redelivers it anyway), so that closing never redelivers
+// a message whose handler is still running.
+func (s *subscription) deliver(m *nats.Msg) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = m.Nak()
+		return
+	}
+	s.inFlight.Add(1)
+	s.mu.Unlock()
+	defer s.inFlight.Done()
+
+	id := m.Header.Get(nats.MsgIdHdr)
+	msg := message.NewMessage(id, m.Data)
+	for k, v := range m.Header {
+		if k != nats.MsgIdHdr && len(v) > 0 {
+			msg.Metadata.Set(k, v[0])
+		}
+	}
+	select {
+	case s.out <- msg:
+	case <-s.closing:
+		_ = m.Nak()
+		return
+	}
+	t := time.NewTimer(s.ackWait)
+	defer t.Stop()
+	select {
+	case <-msg.Acked():
+		_ = m.Ack()
+	case <-msg.Nacked():
+		_ = m.Nak()
+	case <-t.C: // JetStream redelivers it
+	}
+}
+
+// close unsubscribes, waits for the callbacks in flight, then closes the
+// channel: nothing sends on it after.
+func (s *subscription) close() {
+	s.once.Do(func() {
+		_ = s.sub.Unsubscribe()
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		close(s.closing)
+		s.inFlight.Wait()
+		close(s.out)
+	})
+}

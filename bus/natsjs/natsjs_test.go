@@ -1,0 +1,275 @@
+package natsjs_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs/bus/natsjs"
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// natsURL is the server's address, FXCQRS_NATS_URL or its default; an
+// unreachable one skips, or fails under FXCQRS_REQUIRE_SERVICES=1.
+func natsURL(t testing.TB) string {
+	t.Helper()
+	addr := os.Getenv("FXCQRS_NATS_URL")
+	if addr == "" {
+		addr = "nats://127.0.0.1:4222"
+	}
+	u, err := url.Parse(addr)
+	require.NoError(t, err)
+	conn, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
+	if err != nil {
+		if os.Getenv("FXCQRS_REQUIRE_SERVICES") == "1" {
+			t.Fatalf("FXCQRS_NATS_URL=%s is unreachable and FXCQRS_REQUIRE_SERVICES=1: %v", addr, err)
+		}
+		t.Skipf("FXCQRS_NATS_URL=%s is unreachable (%v)", addr, err)
+	}
+	_ = conn.Close()
+	return addr
+}
+
+// topic is a stream of the test's own, deleted when it ends.
+func topic(t testing.TB, addr, base string) string {
+	t.Helper()
+	tp := fmt.Sprintf("%s_%d", base, rand.Uint64())
+	t.Cleanup(func() {
+		conn, err := nats.Connect(addr)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		if js, err := conn.JetStream(); err == nil {
+			_ = js.DeleteStream(tp)
+		}
+	})
+	return tp
+}
+
+func pubsub(t testing.TB, addr, group string) *natsjs.PubSub {
+	t.Helper()
+	ps, err := natsjs.New(natsjs.Config{URL: addr, Group: group, AckWait: 2 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, ps.Close()) })
+	return ps
+}
+
+func msg(id, payload string) *message.Message {
+	m := message.NewMessage(id, []byte(payload))
+	m.Metadata.Set("name", "OrderPlaced")
+	return m
+}
+
+func next(t testing.TB, ch <-chan *message.Message) *message.Message {
+	t.Helper()
+	select {
+	case m := <-ch:
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message within 10s")
+		return nil
+	}
+}
+
+// Messages arrive in order with their id and metadata; one published
+// twice with one id arrives once (JetStream's deduplication).
+func TestRoundTripAndDeduplication(t *testing.T) {
+	t.Parallel()
+	addr := natsURL(t)
+	tp := topic(t, addr, "orders")
+	ps := pubsub(t, addr, "svc")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := ps.Subscribe(ctx, tp)
+	require.NoError(t, err)
+	require.NoError(t, ps.Publish(tp, msg("id-1", "one"), msg("id-2", "two")))
+	require.NoError(t, ps.Publish(tp, msg("id-1", "one again")), "a duplicate is acknowledged")
+	require.NoError(t, ps.Publish(tp, msg("id-3", "three")))
+	for _, want := range []string{"one", "two", "three"} {
+		m := next(t, ch)
+		assert.Equal(t, want, string(m.Payload))
+		assert.Equal(t, "OrderPlaced", m.Metadata.Get("name"))
+		m.Ack()
+	}
+	select {
+	case m := <-ch:
+		t.Fatalf("a fourth message: %s", m.Payload)
+	case <-time.After(300 * time.Millisecond): // a bounded check that nothing more comes
+	}
+}
+
+// A producer may publish before any consumer subscribed: the stream is
+// made, and the consumer that subscribes later gets the message.
+func TestPublishBeforeSubscribe(t *testing.T) {
+	t.Parallel()
+	addr := natsURL(t)
+	tp := topic(t, addr, "early")
+	ps := pubsub(t, addr, "svc")
+	require.NoError(t, ps.Publish(tp, msg("e-1", "early")))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := ps.Subscribe(ctx, tp)
+	require.NoError(t, err)
+	m := next(t, ch)
+	assert.Equal(t, "early", string(m.Payload))
+	m.Ack()
+}
+
+// A nacked message is delivered again; an acked one is not.
+func TestNackRedelivers(t *testing.T) {
+	t.Parallel()
+	addr := natsURL(t)
+	tp := topic(t, addr, "nacked")
+	ps := pubsub(t, addr, "svc")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := ps.Subscribe(ctx, tp)
+	require.NoError(t, err)
+	require.NoError(t, ps.Publish(tp, msg("n-1", "x")))
+	first := next(t, ch)
+	first.Nack()
+	again := next(t, ch)
+	assert.Equal(t, "n-1", again.UUID)
+	again.Ack()
+}
+
+// Two replicas of one group share the topic: each message reaches one.
+func TestReplicasShareAGroup(t *testing.T) {
+	t.Parallel()
+	addr := natsURL(t)
+	tp := topic(t, addr, "shared")
+	a, b := pubsub(t, addr, "svc"), pubsub(t, addr, "svc")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	chA, err := a.Subscribe(ctx, tp)
+	require.NoError(t, err)
+	chB, err := b.Subscribe(ctx, tp)
+	require.NoError(t, err)
+	const n = 40
+	for i := range n {
+		require.NoError(t, a.Publish(tp, msg("s-"+strconv.Itoa(i), strconv.Itoa(i))))
+	}
+	seen := map[string]int{}
+	for len(seen) < n {
+		var m *message.Message
+		select {
+		case m = <-chA:
+		case m = <-chB:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("received %d of %d", len(seen), n)
+		}
+		seen[m.UUID]++
+		m.Ack()
+	}
+	for id, c := range seen {
+		assert.Equal(t, 1, c, id)
+	}
+}
+
+// An unreachable server fails New, naming it.
+func TestUnreachableFailsNew(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := "nats://" + l.Addr().String()
+	require.NoError(t, l.Close()) // nothing listens there now
+	_, err = natsjs.New(natsjs.Config{URL: addr, Options: []nats.Option{nats.Timeout(time.Second)}})
+	require.ErrorContains(t, err, "NATS at "+addr+" cannot be reached")
+}
+
+// subscriber is what the close stress loop subscribes with.
+type subscriber interface {
+	message.Subscriber
+}
+
+// TestCloseWhileDelivering closes a subscription while messages keep
+// arriving, many times: under -race, a callback that sends on the closed
+// channel, or races its close, fails the run. The bus's own subscriber
+// runs it on every test run (50 rounds; FXCQRS_STRESS_ROUNDS for more).
+// watermill-nats's subscriber has that race (it closes its output while a
+// callback may still select on sending to it): set
+// FXCQRS_STRESS_WATERMILL=1 to run the same loop on it and see it caught.
+func TestCloseWhileDelivering(t *testing.T) {
+	addr := natsURL(t)
+	rounds := 50
+	if n, err := strconv.Atoi(os.Getenv("FXCQRS_STRESS_ROUNDS")); err == nil {
+		rounds = n
+	}
+	subs := map[string]func(t *testing.T, group string) subscriber{
+		"natsjs": func(t *testing.T, group string) subscriber { return pubsub(t, addr, group) },
+	}
+	if os.Getenv("FXCQRS_STRESS_WATERMILL") == "1" {
+		subs["watermill-nats"] = func(t *testing.T, group string) subscriber {
+			js := wnats.JetStreamConfig{ // as the bus's broker tests configure it
+				AutoProvision: true, DurablePrefix: group,
+				SubscribeOptions: []nats.SubOpt{nats.DeliverAll(), nats.AckExplicit(), nats.ManualAck(), nats.AckWait(2 * time.Second)},
+			}
+			s, err := wnats.NewSubscriber(wnats.SubscriberConfig{
+				URL: addr, QueueGroupPrefix: group, SubscribersCount: 4, AckWaitTimeout: 2 * time.Second,
+				CloseTimeout: 5 * time.Second, Unmarshaler: &wnats.NATSMarshaler{}, JetStream: js,
+			}, watermill.NopLogger{})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = s.Close() })
+			return s
+		}
+	}
+	for name, open := range subs {
+		t.Run(name, func(t *testing.T) {
+			tp := topic(t, addr, "stress")
+			pub := pubsub(t, addr, "stress")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ch, err := pub.Subscribe(ctx, tp) // provisions the stream and the group's consumer
+			require.NoError(t, err)
+			cancel()
+			for range ch { //nolint:revive // drained: the subscription ended
+			}
+			var wg sync.WaitGroup
+			stop := make(chan struct{})
+			for p := range 4 { // a flood: callbacks are always in flight
+				wg.Go(func() {
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						_ = pub.Publish(tp, msg(fmt.Sprintf("m-%d-%d", p, i), "x"))
+					}
+				})
+			}
+			for round := range rounds {
+				sub := open(t, "stress")
+				ctx, cancel := context.WithCancel(context.Background())
+				ch, err := sub.Subscribe(ctx, tp)
+				require.NoError(t, err, "round %d", round)
+				for range 1 + round%3 {
+					(<-ch).Ack()
+				}
+				cancel() // close while messages arrive
+				for m := range ch {
+					m.Nack()
+				}
+				require.NoError(t, sub.Close())
+			}
+			close(stop)
+			wg.Wait()
+		})
+	}
+}
