@@ -15,11 +15,11 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
+	"github.com/fxcqrs/fxcqrs/bus/amqpbus"
 	"github.com/fxcqrs/fxcqrs/bus/natsjs"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	nc "github.com/nats-io/nats.go"
@@ -263,13 +263,9 @@ func brokerPubSub(broker, addr string) (message.Publisher, message.Subscriber, e
 	if broker == "nats" {
 		return natsPubSub(addr)
 	}
-	cfg := wamqp.NewDurablePubSubConfig(addr, wamqp.GenerateQueueNameTopicNameWithSuffix("billing"))
-	pub, err := wamqp.NewPublisher(cfg, watermill.NopLogger{})
-	if err != nil {
-		return nil, nil, err
-	}
-	sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
-	return pub, sub, err
+	// The bus's RabbitMQ preset: publisher confirms on pooled channels.
+	ps, err := amqpbus.New(amqpbus.Config{URL: addr, Group: "billing"})
+	return ps, ps, err
 }
 
 // forgetAMQP deletes the test's queue and exchange.
