@@ -21,9 +21,11 @@ import (
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	"github.com/fxcqrs/fxcqrs/bus/amqpbus"
 	"github.com/fxcqrs/fxcqrs/bus/natsjs"
+	"github.com/fxcqrs/fxcqrs/bus/redisbus"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	nc "github.com/nats-io/nats.go"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -59,6 +61,7 @@ func TestCrash(t *testing.T) {
 		{fxoutbox.MySQL, "nats"},
 		{fxoutbox.PostgreSQL, "amqp"},
 		{fxoutbox.MySQL, "amqp"},
+		{fxoutbox.PostgreSQL, "redis"},
 		{fxoutbox.SQLite, ""},
 	} {
 		name := tc.dialect.String() + "+" + tc.broker
@@ -104,6 +107,14 @@ func crash(t *testing.T, d database, broker string) {
 		require.NoError(t, err)
 		reachable(t, "FXCQRS_AMQP_URL", u.Host)
 		t.Cleanup(func() { forgetAMQP(addr, topic) })
+	case "redis":
+		addr = env("FXCQRS_REDIS_ADDR", "127.0.0.1:6379")
+		reachable(t, "FXCQRS_REDIS_ADDR", addr)
+		t.Cleanup(func() {
+			c := redis.NewClient(&redis.Options{Addr: addr})
+			_ = c.Del(context.Background(), topic).Err()
+			_ = c.Close()
+		})
 	}
 	if broker != "" {
 		stop := consume(t, d, broker, addr, topic)
@@ -260,8 +271,12 @@ func deliveryLog(db *sql.DB, d fxoutbox.Dialect) fxcqrs.Middleware {
 // brokerPubSub opens a publisher and a subscriber (of the billing group)
 // on broker at addr.
 func brokerPubSub(broker, addr string) (message.Publisher, message.Subscriber, error) {
-	if broker == "nats" {
+	switch broker {
+	case "nats":
 		return natsPubSub(addr)
+	case "redis":
+		ps, err := redisbus.New(redisbus.Config{Addr: addr, Group: "billing"})
+		return ps, ps, err
 	}
 	// The bus's RabbitMQ preset: publisher confirms on pooled channels.
 	ps, err := amqpbus.New(amqpbus.Config{URL: addr, Group: "billing"})
