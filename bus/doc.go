@@ -66,6 +66,15 @@
 // subscription its name names; a name no subscription of the topic has is
 // acknowledged and skipped.
 //
+// # Broker presets
+//
+// Three packages of this module make a broker's safe choices in one call,
+// each failing at construction, naming the address, when the broker
+// cannot be reached: natsjs (NATS JetStream, on nats.go), amqpbus
+// (RabbitMQ, with publisher confirms on pooled channels) and redisbus
+// (Redis Streams). Each returns one value that is both the
+// message.Publisher and the message.Subscriber Module takes.
+//
 // # Order and parallelism, per broker
 //
 // The router consumes each subscribed topic with one handler; what comes
