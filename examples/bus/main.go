@@ -25,11 +25,11 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
+	"github.com/fxcqrs/fxcqrs/bus/amqpbus"
 	"github.com/fxcqrs/fxcqrs/bus/natsjs"
 	"go.uber.org/fx"
 )
@@ -82,13 +82,10 @@ func natsBroker(url string) broker {
 
 func amqpBroker(url string) broker {
 	return func(service string) (message.Publisher, message.Subscriber, error) {
-		cfg := wamqp.NewDurablePubSubConfig(url, wamqp.GenerateQueueNameTopicNameWithSuffix(service))
-		pub, err := wamqp.NewPublisher(cfg, watermill.NopLogger{})
-		if err != nil {
-			return nil, nil, err
-		}
-		sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
-		return pub, sub, err
+		// The bus's RabbitMQ preset: publisher confirms on pooled
+		// channels, a durable queue per service (see fxbus/amqpbus).
+		ps, err := amqpbus.New(amqpbus.Config{URL: url, Group: service})
+		return ps, ps, err
 	}
 }
 
