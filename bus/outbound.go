@@ -121,3 +121,16 @@ func (b *Bus) Publisher() message.Publisher {
 	}
 	return b.cfg.Publisher
 }
+
+// BatchPublisher is a publisher that sends a batch of one topic's messages
+// without waiting on each and says how far the broker took them. The
+// outbox module's relay uses it when the bus's publisher has it (natsjs
+// does: JetStream's asynchronous publish); every other message.Publisher
+// is published to one message at a time, as Watermill's Publish reports
+// one error for all it was given.
+type BatchPublisher interface {
+	// PublishBatch publishes msgs to topic, in order, and returns how
+	// many of them, from the first, the broker acknowledged, with the
+	// error of the first it did not when that is not all of them.
+	PublishBatch(topic string, msgs []*message.Message) (acked int, err error)
+}

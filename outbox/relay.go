@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 )
@@ -51,11 +52,15 @@ type RelayConfig struct {
 	// process that crashed. Default 1s. A commit in this process wakes it
 	// at once.
 	PollInterval time.Duration `json:"pollInterval" yaml:"pollInterval"`
-	// BatchSize is how many rows of a topic one pass reads; they are
-	// published one by one, in id order. Default 100.
+	// BatchSize is how many rows of a topic one batch reads: they are
+	// published in id order, as one batch when the bus's publisher is an
+	// fxbus.BatchPublisher (NATS JetStream through natsjs), else one by
+	// one, and the ones the broker took are deleted in one statement.
+	// Default 100.
 	BatchSize int `json:"batchSize" yaml:"batchSize"`
-	// Lease is how long a relay owns a topic without renewing it. Default
-	// 30s.
+	// Lease is how long a relay owns a topic without renewing it; it
+	// renews it before each batch. A relay that dies leaves its topics to
+	// the others (or to its own restart) once it expires. Default 5s.
 	Lease time.Duration `json:"lease" yaml:"lease"`
 	// RetryInitial is the first wait after the broker refused. Default
 	// 100ms; it doubles up to RetryMax.
@@ -78,7 +83,7 @@ func (c RelayConfig) withDefaults() RelayConfig {
 		c.BatchSize = 100
 	}
 	if c.Lease <= 0 {
-		c.Lease = 30 * time.Second
+		c.Lease = 5 * time.Second
 	}
 	if c.RetryInitial <= 0 {
 		c.RetryInitial = 100 * time.Millisecond
@@ -334,26 +339,66 @@ func (r *relay) send(ctx context.Context, topic string) (int, error) {
 		}
 		msgs[i] = msg
 	}
-	sent := 0
+	acked, err := r.publish(topic, msgs)
+	sent, delErr := r.deleteSent(ctx, topic, rows[:acked])
+	switch {
+	case delErr != nil:
+		return sent, delErr // published, still in the outbox: sent again, at least once
+	case err == nil:
+		return sent, nil
+	case r.cfg.Undeliverable(err):
+		if err := r.deadLetter(ctx, topic, rows[acked], err); err != nil {
+			return sent, err
+		}
+		return sent + 1, nil // progress: the rows after it go in the next pass
+	}
+	r.failures.Add(1)
+	return sent, &brokerError{fmt.Errorf("publish to %s: %w", topic, err)}
+}
+
+// publish sends msgs to topic, in order, and returns how many, from the
+// first, the broker took: as one batch when the publisher can
+// (fxbus.BatchPublisher), else one by one, each waited for.
+func (r *relay) publish(topic string, msgs []*message.Message) (int, error) {
+	if bp, ok := r.pub.(fxbus.BatchPublisher); ok {
+		return bp.PublishBatch(topic, msgs)
+	}
 	for i, msg := range msgs {
 		if err := r.pub.Publish(topic, msg); err != nil {
-			if r.cfg.Undeliverable(err) {
-				if err := r.deadLetter(ctx, topic, rows[i], err); err != nil {
-					return sent, err
-				}
-				continue
-			}
-			r.failures.Add(1)
-			return sent, &brokerError{fmt.Errorf("publish to %s: %w", topic, err)}
+			return i, err
 		}
-		if _, err := r.db.ExecContext(ctx, r.q.deleteRow, rows[i].id); err != nil {
-			return sent, err // published, still in the outbox: sent again, at least once
-		}
-		sent++
-		r.sent.Add(1)
-		r.inHand.Add(-1)
 	}
-	return sent, nil
+	return len(msgs), nil
+}
+
+// deleteSent deletes the rows the broker took, in one statement, fenced
+// by this relay's lease on topic: a relay that lost its lease (it stalled
+// past it, and another took the topic over) deletes nothing, and the rows
+// go out again from the new owner.
+func (r *relay) deleteSent(ctx context.Context, topic string, rows []row) (int, error) {
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	args := make([]any, 0, len(rows)+3)
+	for _, rw := range rows {
+		args = append(args, rw.id)
+	}
+	args = append(args, topic, r.owner, r.now().UnixNano())
+	res, err := r.db.ExecContext(ctx, r.q.deleteSent(len(rows)), args...)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	if int(n) < len(rows) {
+		r.log.Warn("relay: lost its lease on a topic in the middle of a batch; the new owner sends those rows again",
+			zap.String("topic", topic), zap.Int("rows", len(rows)), zap.Int64("deleted", n))
+	}
+	r.sent.Add(uint64(n))
+	r.inHand.Add(-n)
+	return int(n), nil
 }
 
 func (r *relay) rows(ctx context.Context, topic string) ([]row, error) {

@@ -14,11 +14,25 @@ import (
 
 type txKey struct{}
 
+// unit is one unit of work's transaction and the outbox rows written in
+// it, nested calls' included: a commit that wrote none wakes no relay.
+type unit struct {
+	tx    *sql.Tx
+	wrote int
+}
+
 // Tx returns the transaction of the unit of work ctx belongs to, for the
 // handler's repositories to write in, or nil outside a unit of work.
 func Tx(ctx context.Context) *sql.Tx {
-	tx, _ := ctx.Value(txKey{}).(*sql.Tx)
-	return tx
+	if un := unitOf(ctx); un != nil {
+		return un.tx
+	}
+	return nil
+}
+
+func unitOf(ctx context.Context) *unit {
+	un, _ := ctx.Value(txKey{}).(*unit)
+	return un
 }
 
 // OrderUnitOfWork is the unit of work's middleware position: inside
@@ -44,7 +58,7 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 	if call.Kind == fxcqrs.KindStream {
 		return next(ctx) // a stream's items are not one unit of work
 	}
-	if outer := Tx(ctx); outer != nil {
+	if outer := unitOf(ctx); outer != nil {
 		// A call nested in another's unit of work joins it.
 		out, err := next(ctx)
 		if err == nil {
@@ -60,7 +74,8 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: begin: %w", err)
 	}
-	ctx = context.WithValue(ctx, txKey{}, tx)
+	un := &unit{tx: tx}
+	ctx = context.WithValue(ctx, txKey{}, un)
 	if inbound {
 		res, err := tx.ExecContext(ctx, u.q.inboxInsert, call.Handler, fxbus.MessageID(ctx), u.now().UnixNano())
 		if err == nil {
@@ -77,7 +92,7 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 	}
 	out, err := next(ctx)
 	if err == nil {
-		err = u.write(ctx, tx)
+		err = u.write(ctx, un)
 	}
 	if err != nil {
 		return out, errors.Join(err, rollback(tx))
@@ -85,7 +100,9 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 	if err := tx.Commit(); err != nil {
 		return out, fmt.Errorf("fxoutbox: commit: %w", err)
 	}
-	u.wake()
+	if un.wrote > 0 {
+		u.wake()
+	}
 	return out, nil
 }
 
@@ -100,7 +117,7 @@ func (u *unitOfWork) lazy(ctx context.Context, next fxcqrs.Next) (any, error) {
 	if err != nil {
 		return out, fmt.Errorf("fxoutbox: begin: %w", err)
 	}
-	if err := u.write(ctx, tx); err != nil {
+	if err := u.write(ctx, &unit{tx: tx}); err != nil {
 		return out, errors.Join(err, rollback(tx))
 	}
 	if err := tx.Commit(); err != nil {
@@ -127,8 +144,8 @@ func rollback(tx *sql.Tx) error {
 }
 
 // write inserts the routed events the handler of ctx emitted, in emit
-// order.
-func (u *unitOfWork) write(ctx context.Context, tx *sql.Tx) error {
+// order, in un's transaction, and counts them on un.
+func (u *unitOfWork) write(ctx context.Context, un *unit) error {
 	out, fails := u.bus.Messages(ctx, fxcqrs.Emitted(ctx))
 	if len(fails) > 0 {
 		return &fxbus.PublishError{Failures: fails}
@@ -138,9 +155,10 @@ func (u *unitOfWork) write(ctx context.Context, tx *sql.Tx) error {
 		if err != nil {
 			return fmt.Errorf("fxoutbox: metadata of %s: %w", o.Message.UUID, err)
 		}
-		if _, err := tx.ExecContext(ctx, u.q.insert, o.Topic, o.Message.UUID, []byte(o.Message.Payload), string(meta)); err != nil {
+		if _, err := un.tx.ExecContext(ctx, u.q.insert, o.Topic, o.Message.UUID, []byte(o.Message.Payload), string(meta)); err != nil {
 			return fmt.Errorf("fxoutbox: write to the outbox: %w", err)
 		}
+		un.wrote++
 	}
 	return nil
 }

@@ -106,12 +106,7 @@ func New(cfg Config) (*PubSub, error) {
 // JetStream before the next is sent.
 func (p *PubSub) Publish(topic string, msgs ...*message.Message) error {
 	for _, msg := range msgs {
-		m := nats.NewMsg(topic)
-		m.Data = msg.Payload
-		for k, v := range msg.Metadata {
-			m.Header.Set(k, v)
-		}
-		m.Header.Set(nats.MsgIdHdr, msg.UUID)
+		m := natsMsg(topic, msg)
 		_, err := p.js.PublishMsg(m)
 		if errors.Is(err, nats.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
 			// No stream takes the subject yet: a producer may start before
@@ -125,6 +120,66 @@ func (p *PubSub) Publish(topic string, msgs ...*message.Message) error {
 		}
 	}
 	return nil
+}
+
+// PublishBatch publishes msgs to topic without waiting on each (JetStream's
+// asynchronous publish), then waits for their acknowledgements, and
+// returns how many, from the first, JetStream acknowledged: what a relay
+// may delete. Messages after the first refused one may have been taken
+// too; sent again, JetStream drops them as duplicates within its window.
+func (p *PubSub) PublishBatch(topic string, msgs []*message.Message) (int, error) {
+	acked, err := p.publishAsync(topic, msgs)
+	if acked == 0 && (errors.Is(err, nats.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)) {
+		if err = p.provisionStream(topic); err == nil {
+			acked, err = p.publishAsync(topic, msgs)
+		}
+	}
+	if err != nil {
+		return acked, fmt.Errorf("natsjs: publish to %s: %w", topic, err)
+	}
+	return acked, nil
+}
+
+func (p *PubSub) publishAsync(topic string, msgs []*message.Message) (int, error) {
+	futures := make([]nats.PubAckFuture, 0, len(msgs))
+	var sendErr error
+	for _, msg := range msgs {
+		f, err := p.js.PublishMsgAsync(natsMsg(topic, msg))
+		if err != nil {
+			sendErr = err
+			break
+		}
+		futures = append(futures, f)
+	}
+	acked, firstErr := 0, error(nil)
+	for _, f := range futures { // every future is waited for, the failed ones' too
+		select {
+		case <-f.Ok():
+			if firstErr == nil {
+				acked++
+			}
+		case err := <-f.Err():
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	if firstErr == nil {
+		firstErr = sendErr
+	}
+	return acked, firstErr
+}
+
+// natsMsg is msg on the wire: its payload as data, its metadata as
+// headers, its id as Nats-Msg-Id for JetStream's deduplication.
+func natsMsg(topic string, msg *message.Message) *nats.Msg {
+	m := nats.NewMsg(topic)
+	m.Data = msg.Payload
+	for k, v := range msg.Metadata {
+		m.Header.Set(k, v)
+	}
+	m.Header.Set(nats.MsgIdHdr, msg.UUID)
+	return m
 }
 
 // Subscribe joins the Group's durable consumer on topic, provisioning the
