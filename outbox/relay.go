@@ -60,7 +60,9 @@ type RelayConfig struct {
 	BatchSize int `json:"batchSize" yaml:"batchSize"`
 	// Lease is how long a relay owns a topic without renewing it; it
 	// renews it before each batch. A relay that dies leaves its topics to
-	// the others (or to its own restart) once it expires. Default 5s.
+	// the others (or to its own restart) once it expires: with the
+	// defaults, delivery resumes within Lease + PollInterval, 5s. Default
+	// 4s.
 	Lease time.Duration `json:"lease" yaml:"lease"`
 	// RetryInitial is the first wait after the broker refused. Default
 	// 100ms; it doubles up to RetryMax.
@@ -83,7 +85,7 @@ func (c RelayConfig) withDefaults() RelayConfig {
 		c.BatchSize = 100
 	}
 	if c.Lease <= 0 {
-		c.Lease = 5 * time.Second
+		c.Lease = 4 * time.Second
 	}
 	if c.RetryInitial <= 0 {
 		c.RetryInitial = 100 * time.Millisecond
