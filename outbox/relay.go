@@ -33,6 +33,8 @@ type relay struct {
 	owner string
 	now   func() time.Time
 
+	renewed map[string]time.Time // by now: when this relay last renewed its lease on each topic (its goroutine's alone)
+
 	cleanInbox func(context.Context) (int64, error) // the outbox's CleanInbox
 	cleanedAt  time.Time                            // by now; zero: never
 
@@ -102,11 +104,12 @@ func (c RelayConfig) withDefaults() RelayConfig {
 func newRelay(db *sql.DB, q queries, pub message.Publisher, log *zap.Logger, cfg RelayConfig, now func() time.Time) *relay {
 	return &relay{
 		db: db, q: q, pub: pub, log: log, cfg: cfg.withDefaults(),
-		owner: uuid.NewString(),
-		now:   now,
-		wake:  make(chan struct{}, 1),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		owner:   uuid.NewString(),
+		now:     now,
+		renewed: map[string]time.Time{},
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 }
 
@@ -262,21 +265,41 @@ func (r *relay) pass() (int, error) {
 			return sent, nil
 		default:
 		}
-		ok, err := r.lease(ctx, topic)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if !ok {
-			continue // another relay sends this topic
-		}
-		n, err := r.send(ctx, topic)
+		n, err := r.drain(ctx, topic)
 		sent += n
 		if err != nil {
 			errs = append(errs, err) // other topics go on
 		}
 	}
 	return sent, errors.Join(errs...)
+}
+
+// batchesPerTurn is how many full batches of one topic a pass sends
+// before it turns to the next topic: a hot topic does not wait for a new
+// pass per batch, nor hold the others back for long.
+const batchesPerTurn = 16
+
+// drain sends topic's batches while this relay holds its lease, up to
+// batchesPerTurn of them.
+func (r *relay) drain(ctx context.Context, topic string) (int, error) {
+	sent := 0
+	for range batchesPerTurn {
+		ok, err := r.lease(ctx, topic)
+		if err != nil || !ok {
+			return sent, err // !ok: another relay sends this topic
+		}
+		n, err := r.send(ctx, topic)
+		sent += n
+		if err != nil || n < r.cfg.BatchSize {
+			return sent, err
+		}
+		select {
+		case <-r.stop:
+			return sent, nil
+		default:
+		}
+	}
+	return sent, nil
 }
 
 func (r *relay) topics(ctx context.Context) ([]string, error) {
@@ -298,14 +321,24 @@ func (r *relay) topics(ctx context.Context) ([]string, error) {
 }
 
 // lease takes or renews this relay's lease on topic.
+// A lease renewed less than a quarter of its length ago is not renewed
+// again: it still has three quarters to run, and the fenced delete checks
+// it anyway.
 func (r *relay) lease(ctx context.Context, topic string) (bool, error) {
-	now := r.now().UnixNano()
-	until := now + r.cfg.Lease.Nanoseconds()
-	res, err := r.db.ExecContext(ctx, r.q.renewLease, r.owner, until, topic, r.owner, now)
+	now := r.now()
+	if at, ok := r.renewed[topic]; ok && now.Sub(at) < r.cfg.Lease/4 {
+		return true, nil
+	}
+	delete(r.renewed, topic)
+	until := now.UnixNano() + r.cfg.Lease.Nanoseconds()
+	res, err := r.db.ExecContext(ctx, r.q.renewLease, r.owner, until, topic, r.owner, now.UnixNano())
 	if err != nil {
 		return false, err
 	}
 	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		if n == 1 {
+			r.renewed[topic] = now
+		}
 		return n == 1, err
 	}
 	res, err = r.db.ExecContext(ctx, r.q.takeLease, topic, r.owner, until)
@@ -313,6 +346,9 @@ func (r *relay) lease(ctx context.Context, topic string) (bool, error) {
 		return false, err
 	}
 	n, err := res.RowsAffected()
+	if n == 1 {
+		r.renewed[topic] = now
+	}
 	return n == 1, err
 }
 
@@ -395,6 +431,7 @@ func (r *relay) deleteSent(ctx context.Context, topic string, rows []row) (int, 
 		return 0, err
 	}
 	if int(n) < len(rows) {
+		delete(r.renewed, topic) // the lease is another's: ask the database next time
 		r.log.Warn("relay: lost its lease on a topic in the middle of a batch; the new owner sends those rows again",
 			zap.String("topic", topic), zap.Int("rows", len(rows)), zap.Int64("deleted", n))
 	}

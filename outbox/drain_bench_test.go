@@ -1,0 +1,119 @@
+package fxoutbox_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	fxbus "github.com/fxcqrs/fxcqrs/bus"
+	"github.com/fxcqrs/fxcqrs/bus/natsjs"
+	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	nc "github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+)
+
+// fill writes n outbox rows of one topic, as units of work would have.
+func fill(b *testing.B, d database, topic string, n int) {
+	b.Helper()
+	tx, err := d.DB.Begin()
+	require.NoError(b, err)
+	stmt, err := tx.Prepare(d.Dialect.Rebind("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata) VALUES (?, ?, ?, ?)"))
+	require.NoError(b, err)
+	for i := range n {
+		_, err := stmt.Exec(topic, fmt.Sprintf("m-%d-%d", rand.Uint64(), i), []byte(`{"id":1}`), `{"name":"OrderPlaced"}`)
+		require.NoError(b, err)
+	}
+	require.NoError(b, stmt.Close())
+	require.NoError(b, tx.Commit())
+}
+
+// BenchmarkRelayDrain: how fast the relay empties an outbox of b.N rows of
+// one topic into NATS JetStream, on PostgreSQL, against the limit measured
+// in the same run: a bare loop of the same SELECT, JetStream's
+// asynchronous publish of the batch, and one DELETE of its ids. Run with
+// -benchtime 20000x; the figure is rows/s.
+func BenchmarkRelayDrain(b *testing.B) {
+	addr := env("FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
+	reachable(b, "FXCQRS_NATS_URL", strings.TrimPrefix(addr, "nats://"))
+	d := openDatabase(b, fxoutbox.PostgreSQL)
+	conn, err := nc.Connect(addr)
+	require.NoError(b, err)
+	defer conn.Close()
+	js, err := conn.JetStream(nc.PublishAsyncMaxPending(4096))
+	require.NoError(b, err)
+
+	b.Run("relay", func(b *testing.B) {
+		topic := fmt.Sprintf("drain_%d", rand.Uint64())
+		defer func() { _ = js.DeleteStream(topic) }()
+		fill(b, d, topic, b.N)
+		ps, err := natsjs.New(natsjs.Config{URL: addr})
+		require.NoError(b, err)
+		defer ps.Close()
+		bus, err := fxbus.New(fxbus.Config{Publisher: ps}, nil, nil)
+		require.NoError(b, err)
+		o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect}, nil)
+		require.NoError(b, err)
+		b.ResetTimer()
+		start := time.Now()
+		require.NoError(b, o.Start(context.Background()))
+		for count(b, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox") > 0 {
+			time.Sleep(time.Millisecond) // a benchmark's poll, not synchronisation
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		require.NoError(b, o.Stop(context.Background()))
+		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "rows/s")
+	})
+
+	b.Run("limit", func(b *testing.B) {
+		topic := fmt.Sprintf("drain_%d", rand.Uint64())
+		_, err := js.AddStream(&nc.StreamConfig{Name: topic, Subjects: []string{topic}})
+		require.NoError(b, err)
+		defer func() { _ = js.DeleteStream(topic) }()
+		fill(b, d, topic, b.N)
+		sel := d.Dialect.Rebind("SELECT id, message_id, payload, metadata FROM fxcqrs_outbox WHERE topic = ? ORDER BY id LIMIT 100")
+		b.ResetTimer()
+		start := time.Now()
+		for {
+			rows, err := d.DB.Query(sel, topic)
+			require.NoError(b, err)
+			var ids []string
+			var futures []nc.PubAckFuture
+			for rows.Next() {
+				var (
+					id          int64
+					msgID, meta string
+					payload     []byte
+				)
+				require.NoError(b, rows.Scan(&id, &msgID, &payload, &meta))
+				m := nc.NewMsg(topic)
+				m.Data = payload
+				m.Header.Set(nc.MsgIdHdr, msgID)
+				f, err := js.PublishMsgAsync(m)
+				require.NoError(b, err)
+				futures = append(futures, f)
+				ids = append(ids, fmt.Sprint(id))
+			}
+			require.NoError(b, rows.Err())
+			_ = rows.Close()
+			if len(ids) == 0 {
+				break
+			}
+			for _, f := range futures {
+				select {
+				case <-f.Ok():
+				case err := <-f.Err():
+					b.Fatal(err)
+				}
+			}
+			_, err = d.DB.Exec("DELETE FROM fxcqrs_outbox WHERE id IN (" + strings.Join(ids, ",") + ")")
+			require.NoError(b, err)
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "rows/s")
+	})
+}
