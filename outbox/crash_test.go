@@ -8,8 +8,6 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"os"
-	"os/exec"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +20,7 @@ import (
 	"github.com/fxcqrs/fxcqrs/bus/amqpbus"
 	"github.com/fxcqrs/fxcqrs/bus/natsjs"
 	"github.com/fxcqrs/fxcqrs/bus/redisbus"
+	"github.com/fxcqrs/fxcqrs/internal/crashtest"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	nc "github.com/nats-io/nats.go"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -123,31 +122,14 @@ func crash(t *testing.T, d database, broker string) {
 		stop := consume(t, d, broker, addr, topic)
 		defer stop()
 	}
-	child := func(mode string, round int) *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.v")
-		cmd.Env = append(os.Environ(),
-			"FXCQRS_CRASH_CHILD="+mode,
-			"FXCQRS_CRASH_DIALECT="+d.Dialect.String(),
-			"FXCQRS_CRASH_DSN="+d.DSN,
-			"FXCQRS_CRASH_DRIVER="+d.Driver,
-			"FXCQRS_CRASH_BROKER="+broker,
-			"FXCQRS_CRASH_ADDR="+addr,
-			"FXCQRS_CRASH_TOPIC="+topic,
-			"FXCQRS_CRASH_FROM="+strconv.Itoa(round*1_000_000),
-		)
-		return cmd
-	}
-	for round := 1; round <= crashRounds; round++ {
-		cmd := child("produce", round)
-		require.NoError(t, cmd.Start())
-		// A random moment: mid-transaction, mid-publish, mid-delete.
-		time.Sleep(time.Duration(150+rand.IntN(350)) * time.Millisecond)
-		require.NoError(t, cmd.Process.Kill()) // SIGKILL
-		_ = cmd.Wait()
-	}
-	drain := child("drain", 0)
-	out, err := drain.CombinedOutput()
-	require.NoError(t, err, "drain: %s", out)
+	crashtest.Harness{Child: "TestCrashChild", Rounds: crashRounds, Env: map[string]string{
+		"FXCQRS_CRASH_DIALECT": d.Dialect.String(),
+		"FXCQRS_CRASH_DSN":     d.DSN,
+		"FXCQRS_CRASH_DRIVER":  d.Driver,
+		"FXCQRS_CRASH_BROKER":  broker,
+		"FXCQRS_CRASH_ADDR":    addr,
+		"FXCQRS_CRASH_TOPIC":   topic,
+	}}.Run(t)
 
 	committed := ids(t, d.DB, "SELECT id FROM orders")
 	require.NotEmpty(t, committed)
@@ -335,7 +317,7 @@ func consume(t *testing.T, d database, broker, addr, topic string) (stop func())
 // TestCrashChild is the producer process of TestCrash; it does nothing
 // unless TestCrash started it.
 func TestCrashChild(t *testing.T) {
-	mode := os.Getenv("FXCQRS_CRASH_CHILD")
+	mode := crashtest.Mode()
 	if mode == "" {
 		t.Skip("started by TestCrash only")
 	}
@@ -394,7 +376,7 @@ func TestCrashChild(t *testing.T) {
 	if sub != nil {
 		require.NoError(t, b.Start(context.Background(), m))
 	}
-	if mode == "drain" {
+	if mode == crashtest.Drain {
 		waitFor(t, func() bool { return count(t, db, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0 })
 		_ = b.Stop(context.Background())
 		_ = o.Stop(context.Background())
@@ -402,8 +384,7 @@ func TestCrashChild(t *testing.T) {
 		_ = pub.Close()
 		return
 	}
-	from, _ := strconv.Atoi(os.Getenv("FXCQRS_CRASH_FROM"))
-	for id := from; ; id++ { // until killed
+	for id := crashtest.Round() * 1_000_000; ; id++ { // until killed
 		_ = fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: id})
 	}
 }
