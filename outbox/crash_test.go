@@ -384,6 +384,7 @@ func TestCrashChild(t *testing.T) {
 		_ = pub.Close()
 		return
 	}
+	crashtest.Ready()
 	for id := crashtest.Round() * 1_000_000; ; id++ { // until killed
 		_ = fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: id})
 	}

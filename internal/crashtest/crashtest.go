@@ -15,13 +15,17 @@
 //	func TestCrashChild(t *testing.T) {
 //		switch crashtest.Mode() {
 //		case "": t.Skip("started by TestCrash only")
-//		case crashtest.Work: // run the workload until killed
+//		case crashtest.Work: // start, crashtest.Ready(), then the workload until killed
 //		case crashtest.Drain: // let what is in flight finish, then return
 //		}
 //	}
 package crashtest
 
 import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -57,7 +61,23 @@ type Harness struct {
 	// Seed fixes the kill moments. Default: FXCQRS_CRASH_SEED, else a
 	// random one; the test's log says which, to replay a failure.
 	Seed uint64
+	// AfterKill, when set, runs right after each round's child died, with
+	// the round: a test that measures what happens after a death starts
+	// its clock there.
+	AfterKill func(round int)
+	// NoDrain skips the Drain child.
+	NoDrain bool
 }
+
+// readyLine is what a Work child prints once it works: the harness times
+// the kill from there, not from the process's start, which a loaded
+// machine can make longer than the whole window.
+const readyLine = "crashtest: ready"
+
+// Ready tells the harness that this Work child has started its workload:
+// the moment it is killed is drawn from then on. Call it once, after the
+// set-up and before the workload.
+func Ready() { fmt.Println(readyLine) }
 
 // Mode is the mode a Harness started this process in, or "" when it was
 // not started by one.
@@ -93,19 +113,58 @@ func (h Harness) Run(t testing.TB) {
 	rnd := rand.New(rand.NewPCG(h.Seed, h.Seed))
 	for round := 1; round <= h.Rounds; round++ {
 		cmd := h.child(Work, round)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatalf("crashtest: round %d: %v", round, err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("crashtest: start round %d: %v", round, err)
 		}
-		// A random moment: mid-transaction, mid-publish, mid-delete.
+		if err := awaitReady(out, time.Minute); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatalf("crashtest: round %d: %v", round, err)
+		}
+		// A random moment of the work: mid-transaction, mid-publish,
+		// mid-delete.
 		up := h.MinUp + time.Duration(rnd.Int64N(int64(h.MaxUp-h.MinUp)))
 		time.Sleep(up)
 		if err := cmd.Process.Kill(); err != nil { // SIGKILL
 			t.Fatalf("crashtest: kill round %d: %v", round, err)
 		}
 		_ = cmd.Wait()
+		if h.AfterKill != nil {
+			h.AfterKill(round)
+		}
+	}
+	if h.NoDrain {
+		return
 	}
 	if out, err := h.child(Drain, 0).CombinedOutput(); err != nil {
 		t.Fatalf("crashtest: the drain failed: %v\n%s", err, out)
+	}
+}
+
+// awaitReady reads the child's output until its ready line, then keeps
+// reading it away so that the child never blocks on a full pipe.
+func awaitReady(out io.Reader, within time.Duration) error {
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if sc.Text() == readyLine {
+				ready <- nil
+				_, _ = io.Copy(io.Discard, out)
+				return
+			}
+		}
+		ready <- errors.New("the child ended before it said it was ready (crashtest.Ready)")
+	}()
+	select {
+	case err := <-ready:
+		return err
+	case <-time.After(within):
+		return fmt.Errorf("the child did not say it was ready within %v (crashtest.Ready)", within)
 	}
 }
 

@@ -36,6 +36,7 @@ func TestHarnessChild(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
 	if crashtest.Mode() == crashtest.Work {
+		crashtest.Ready()
 		select {} // until killed
 	}
 }
