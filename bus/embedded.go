@@ -2,8 +2,10 @@ package fxbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -23,7 +25,8 @@ var inProcess struct {
 
 // embedded is one bus's hold on the in-process broker.
 type embedded struct {
-	once sync.Once
+	once     sync.Once
+	released atomic.Bool // Close ran: this bus no longer holds the broker
 }
 
 func acquireEmbedded(log watermill.LoggerAdapter) *embedded {
@@ -37,21 +40,37 @@ func acquireEmbedded(log watermill.LoggerAdapter) *embedded {
 	return &embedded{}
 }
 
-func (e *embedded) broker() *gochannel.GoChannel {
+// errReleased is the error of a bus's publish or subscribe on the
+// in-process broker after the bus stopped (the mediator, which stops
+// after the bus, may still forward).
+var errReleased = errors.New("fxbus: the in-process broker: this bus has stopped")
+
+func (e *embedded) broker() (*gochannel.GoChannel, error) {
+	if e.released.Load() {
+		return nil, errReleased
+	}
 	inProcess.mu.Lock()
 	defer inProcess.mu.Unlock()
-	return inProcess.gc
+	return inProcess.gc, nil
 }
 
 // Publish publishes to the shared GoChannel.
 func (e *embedded) Publish(topic string, msgs ...*message.Message) error {
-	return e.broker().Publish(topic, msgs...)
+	gc, err := e.broker()
+	if err != nil {
+		return err
+	}
+	return gc.Publish(topic, msgs...)
 }
 
 // Subscribe subscribes to the shared GoChannel, counting the topic's live
 // subscriptions for delivering.
 func (e *embedded) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	in, err := e.broker().Subscribe(ctx, topic)
+	gc, err := e.broker()
+	if err != nil {
+		return nil, err
+	}
+	in, err := gc.Subscribe(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
@@ -77,6 +96,7 @@ func (e *embedded) Subscribe(ctx context.Context, topic string) (<-chan *message
 func (e *embedded) Close() error {
 	var err error
 	e.once.Do(func() {
+		e.released.Store(true)
 		inProcess.mu.Lock()
 		defer inProcess.mu.Unlock()
 		if inProcess.users--; inProcess.users == 0 {

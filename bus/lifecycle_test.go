@@ -137,3 +137,15 @@ func TestDeadLetterIsLogged(t *testing.T) {
 	assert.Equal(t, msg.UUID, fields["messageId"])
 	assert.Contains(t, fields["error"], "malformed message")
 }
+
+// A bus on the in-process broker that has stopped refuses to publish,
+// with an error, not a panic: the mediator stops after the bus and may
+// still forward.
+func TestStoppedEmbeddedBusRefuses(t *testing.T) {
+	t.Parallel()
+	b, err := fxbus.New(fxbus.Config{}, []fxbus.Routing{fxbus.NewRoute[OrderPlaced](topic(t, "late"))}, nil)
+	require.NoError(t, err)
+	require.NoError(t, b.Stop(context.Background()))
+	err = b.Forward(context.Background(), []any{OrderPlaced{ID: 1}})
+	require.ErrorContains(t, err, "this bus has stopped")
+}
