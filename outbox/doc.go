@@ -24,14 +24,21 @@
 // # Relay
 //
 // The relay, started and stopped by the lifecycle, reads the outbox topic
-// by topic, in id order, publishes each row through the bus's Watermill
-// publisher and deletes it once the broker took it: at least once. A
-// commit in this process wakes it at once; polling (Config.Relay) finds
-// rows of other processes and of a process that crashed. A relay owns a
-// topic under a lease, so that several replicas relay side by side without
-// sending one topic twice as a matter of course; a relay that dies leaves
-// its topics to the others when the lease expires (the replicas' clocks
-// must roughly agree). Order is per topic: the relay sends a topic's
+// by topic, in id order, a batch at a time (RelayConfig.BatchSize),
+// publishes the batch through the bus's publisher (at once when it is an
+// fxbus.BatchPublisher, as natsjs is; else one message after another) and
+// deletes the rows the broker acknowledged in one statement: at least
+// once. A kill between the publish and the delete sends that batch again
+// (JetStream drops the copies by message id). A commit in this process
+// that wrote rows wakes it at once; polling (Config.Relay) finds rows of
+// other processes and of a process that crashed. A relay owns a topic
+// under a lease, so that several replicas relay side by side without
+// sending one topic twice as a matter of course; its deletes are fenced by
+// the lease, and a relay that dies leaves its topics to the others when
+// the lease expires, 4s by default (the replicas' clocks must roughly
+// agree). When a broker refuses message k of a batch and takes later
+// ones, the rows from k on are sent again: those later ones reach the
+// consumer before k, the one exception to the order below. Order is per topic: the relay sends a topic's
 // committed rows in id order. Ids are taken when rows are inserted (a
 // PostgreSQL BIGSERIAL, a MySQL or MariaDB AUTO_INCREMENT), not when they
 // commit, so two overlapping transactions can commit against their ids'
