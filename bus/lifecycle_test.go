@@ -49,13 +49,12 @@ func TestStopLeavesAGivenSubscriberOpen(t *testing.T) {
 // gate is an event handler that holds every message until released, and
 // counts how many it holds at once.
 type gate struct {
-	mu       sync.Mutex
-	held     int
-	most     int
-	entered  chan struct{}
-	release  chan struct{}
-	handled  atomic.Int32
-	releaser sync.Once
+	mu      sync.Mutex
+	held    int
+	most    int
+	entered chan struct{}
+	release chan struct{}
+	handled atomic.Int32
 }
 
 func (g *gate) Handle(context.Context, OrderPlaced) error {

@@ -43,7 +43,7 @@ func (b *batcher) PublishBatch(topic string, msgs []*message.Message) (int, erro
 	if !refused {
 		keep = len(msgs)
 	}
-	if err := b.Publisher.Publish(topic, msgs[:keep]...); err != nil {
+	if err := b.Publish(topic, msgs[:keep]...); err != nil {
 		return 0, err
 	}
 	if keep < len(msgs) {

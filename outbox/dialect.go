@@ -76,8 +76,11 @@ func (t Tables) withDefaults() Tables {
 
 func (t Tables) validate() error {
 	return sqlschema.CheckRoles("fxoutbox", []sqlschema.Role{
-		{Role: "Outbox", Name: t.Outbox}, {Role: "DeadLetters", Name: t.DeadLetters}, {Role: "Leases", Name: t.Leases},
-		{Role: "Inbox", Name: t.Inbox}, {Role: "Migrations", Name: t.Migrations},
+		{Role: "Outbox", Name: t.Outbox},
+		{Role: "DeadLetters", Name: t.DeadLetters},
+		{Role: "Leases", Name: t.Leases},
+		{Role: "Inbox", Name: t.Inbox},
+		{Role: "Migrations", Name: t.Migrations},
 	}, sqlschema.Foreign("fxoutbox"))
 }
 

@@ -205,7 +205,7 @@ func (r *relay) logFailure(err error, retryIn time.Duration) {
 // onlyBroker reports whether every error joined in err is the broker's.
 func onlyBroker(err error) bool {
 	var be *brokerError
-	if joined, ok := err.(interface{ Unwrap() []error }); ok { //nolint:errorlint // walking a join
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
 		for _, e := range joined.Unwrap() {
 			if !errors.As(e, &be) {
 				return false

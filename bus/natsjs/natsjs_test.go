@@ -238,7 +238,7 @@ func TestCloseWhileDelivering(t *testing.T) {
 			ch, err := pub.Subscribe(ctx, tp) // provisions the stream and the group's consumer
 			require.NoError(t, err)
 			cancel()
-			for range ch { //nolint:revive // drained: the subscription ended
+			for range ch { // drained: the subscription ended
 			}
 			var wg sync.WaitGroup
 			stop := make(chan struct{})
