@@ -1,9 +1,6 @@
 package fxbus_test
 
 import (
-	"net"
-	"net/url"
-	"os"
 	"testing"
 	"time"
 
@@ -11,6 +8,7 @@ import (
 	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/fxcqrs/fxcqrs/bus/internal/brokertest"
 	"github.com/fxcqrs/fxcqrs/bus/natsjs"
 	nc "github.com/nats-io/nats.go"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -22,21 +20,7 @@ import (
 // variable, or fails it when FXCQRS_REQUIRE_SERVICES=1 (as in CI).
 func requireService(t testing.TB, env, def string) string {
 	t.Helper()
-	addr := os.Getenv(env)
-	if addr == "" {
-		addr = def
-	}
-	u, err := url.Parse(addr)
-	require.NoError(t, err, "%s=%s", env, addr)
-	conn, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
-	if err != nil {
-		if os.Getenv("FXCQRS_REQUIRE_SERVICES") == "1" {
-			t.Fatalf("%s=%s is unreachable and FXCQRS_REQUIRE_SERVICES=1: %v", env, addr, err)
-		}
-		t.Skipf("%s=%s is unreachable (%v): set %s to a running server, or FXCQRS_REQUIRE_SERVICES=1 to fail instead", env, addr, err, env)
-	}
-	_ = conn.Close()
-	return addr
+	return brokertest.Address(t, env, def)
 }
 
 // broker opens publishers and subscribers on one kind of broker. A

@@ -5,13 +5,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/url"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/bus/amqpbus"
+	"github.com/fxcqrs/fxcqrs/bus/internal/brokertest"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -20,25 +19,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// amqpURL is RabbitMQ's address, FXCQRS_AMQP_URL or its default; an
-// unreachable one skips, or fails under FXCQRS_REQUIRE_SERVICES=1.
 func amqpURL(t testing.TB) string {
-	t.Helper()
-	addr := os.Getenv("FXCQRS_AMQP_URL")
-	if addr == "" {
-		addr = "amqp://guest:guest@127.0.0.1:5672/"
-	}
-	u, err := url.Parse(addr)
-	require.NoError(t, err)
-	conn, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
-	if err != nil {
-		if os.Getenv("FXCQRS_REQUIRE_SERVICES") == "1" {
-			t.Fatalf("FXCQRS_AMQP_URL=%s is unreachable and FXCQRS_REQUIRE_SERVICES=1: %v", u.Redacted(), err)
-		}
-		t.Skipf("FXCQRS_AMQP_URL=%s is unreachable (%v)", u.Redacted(), err)
-	}
-	_ = conn.Close()
-	return addr
+	return brokertest.Address(t, "FXCQRS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 }
 
 // topic is an exchange of the test's own; it and group's queue are

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/url"
 	"os"
 	"strconv"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs/bus/internal/brokertest"
 	"github.com/fxcqrs/fxcqrs/bus/natsjs"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
@@ -24,25 +24,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// natsURL is the server's address, FXCQRS_NATS_URL or its default; an
-// unreachable one skips, or fails under FXCQRS_REQUIRE_SERVICES=1.
 func natsURL(t testing.TB) string {
-	t.Helper()
-	addr := os.Getenv("FXCQRS_NATS_URL")
-	if addr == "" {
-		addr = "nats://127.0.0.1:4222"
-	}
-	u, err := url.Parse(addr)
-	require.NoError(t, err)
-	conn, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
-	if err != nil {
-		if os.Getenv("FXCQRS_REQUIRE_SERVICES") == "1" {
-			t.Fatalf("FXCQRS_NATS_URL=%s is unreachable and FXCQRS_REQUIRE_SERVICES=1: %v", addr, err)
-		}
-		t.Skipf("FXCQRS_NATS_URL=%s is unreachable (%v)", addr, err)
-	}
-	_ = conn.Close()
-	return addr
+	return brokertest.Address(t, "FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
 }
 
 // topic is a stream of the test's own, deleted when it ends.

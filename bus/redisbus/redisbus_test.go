@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs/bus/internal/brokertest"
 	"github.com/fxcqrs/fxcqrs/bus/redisbus"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
@@ -20,23 +20,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// redisAddr is Redis's host:port, FXCQRS_REDIS_ADDR or its default; an
-// unreachable one skips, or fails under FXCQRS_REQUIRE_SERVICES=1.
 func redisAddr(t testing.TB) string {
-	t.Helper()
-	addr := os.Getenv("FXCQRS_REDIS_ADDR")
-	if addr == "" {
-		addr = "127.0.0.1:6379"
-	}
-	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		if os.Getenv("FXCQRS_REQUIRE_SERVICES") == "1" {
-			t.Fatalf("FXCQRS_REDIS_ADDR=%s is unreachable and FXCQRS_REQUIRE_SERVICES=1: %v", addr, err)
-		}
-		t.Skipf("FXCQRS_REDIS_ADDR=%s is unreachable (%v)", addr, err)
-	}
-	_ = conn.Close()
-	return addr
+	return brokertest.Address(t, "FXCQRS_REDIS_ADDR", "127.0.0.1:6379")
 }
 
 // topic is a stream of the test's own, deleted when it ends.

@@ -1,0 +1,68 @@
+package fxoutbox
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// What stops a relay's pass, as it says it, and its background clean-up
+// of the inbox.
+
+// brokerError is a publish the broker refused or could not take.
+type brokerError struct{ err error }
+
+func (e *brokerError) Error() string { return e.err.Error() }
+func (e *brokerError) Unwrap() error { return e.err }
+
+// logFailure says what stopped a pass: the broker, the database's
+// connection, or the database itself (a missing table, a constraint),
+// which no wait mends and which is logged at error level.
+func (r *relay) logFailure(err error, retryIn time.Duration) {
+	var be *brokerError
+	switch {
+	case errors.As(err, &be) && onlyBroker(err):
+		r.log.Warn("relay: the broker is unavailable or refused; rows wait", zap.Error(err), zap.Duration("retryIn", retryIn))
+	case r.db.PingContext(context.Background()) != nil:
+		r.log.Warn("relay: the database is unreachable; rows wait", zap.Error(err), zap.Duration("retryIn", retryIn))
+	default:
+		r.log.Error("relay: the database refused a statement (not the broker, not the connection): check the schema (fxoutbox.Migrate) and the database's log; rows wait",
+			zap.Error(err), zap.Duration("retryIn", retryIn))
+	}
+}
+
+// onlyBroker reports whether every error joined in err is the broker's.
+func onlyBroker(err error) bool {
+	var be *brokerError
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range joined.Unwrap() {
+			if !errors.As(e, &be) {
+				return false
+			}
+		}
+		return true
+	}
+	return errors.As(err, &be)
+}
+
+// inboxCleanEvery is how often, by the outbox's clock, a relay cleans the
+// inbox.
+const inboxCleanEvery = 10 * time.Minute
+
+// maybeCleanInbox cleans the inbox when it is due.
+func (r *relay) maybeCleanInbox() {
+	now := r.now()
+	if r.cleanInbox == nil || (!r.cleanedAt.IsZero() && now.Sub(r.cleanedAt) < inboxCleanEvery) {
+		return
+	}
+	r.cleanedAt = now
+	n, err := r.cleanInbox(context.Background())
+	switch {
+	case err != nil:
+		r.log.Warn("relay: the inbox was not cleaned; it is tried again later", zap.Error(err))
+	case n > 0:
+		r.log.Debug("relay: inbox cleaned", zap.Int64("records", n))
+	}
+}
