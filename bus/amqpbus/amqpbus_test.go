@@ -19,6 +19,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// amqpURL is the RabbitMQ server the tests use (see brokertest.Address).
 func amqpURL(t testing.TB) string {
 	return brokertest.Address(t, "FXCQRS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 }

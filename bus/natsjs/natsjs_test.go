@@ -24,6 +24,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// natsURL is the NATS server the tests use (see brokertest.Address).
 func natsURL(t testing.TB) string {
 	return brokertest.Address(t, "FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
 }

@@ -20,6 +20,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// redisAddr is the Redis server the tests use (see brokertest.Address).
 func redisAddr(t testing.TB) string {
 	return brokertest.Address(t, "FXCQRS_REDIS_ADDR", "127.0.0.1:6379")
 }
