@@ -42,7 +42,7 @@ func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[R
 			yield(zero, err)
 			return
 		}
-		s := streamCall[Req, Res]{m: m, f: f, ctx: f, yield: yield, fb: e.fallback, name: e.name}
+		s := streamCall[Req, Res]{m: m, f: f, ctx: f, yield: yield, e: e}
 		// Deferred: the consumer's loop body may panic through us.
 		defer s.end()
 		if e.direct {
@@ -89,16 +89,16 @@ func Stream[Res, Req any](ctx context.Context, m *Mediator, req Req) iter.Seq2[R
 // the fallback answers for; otherwise the consumer receives the cause.
 func (s *streamCall[Req, Res]) fallBack(req Req, o *observation) {
 	var zero Res
-	if !s.fb.answers(s.f, s.cause) {
+	if !s.e.fallback.answers(s.f, s.cause) {
 		s.deliver(zero, s.cause, true)
 		return
 	}
-	used := s.fb.takeOver(s.m, s.name, s.cause)
+	used := s.e.fallback.takeOver(s.m, s.e.name, s.cause)
 	if o != nil {
 		o.fallback = used
 	}
 	s.ctx, s.failed, s.cause = s.f, false, nil
-	s.run(typedFallback[StreamHandler[Req, Res]](s.fb), req)
+	s.run(typedFallback[StreamHandler[Req, Res]](s.e.fallback), req)
 }
 
 // streamCall is one iteration of a Stream.
@@ -113,9 +113,8 @@ type streamCall[Req, Res any] struct {
 	inConsumer bool  // the consumer's loop body is running
 	items      int   // items delivered
 
-	fb    *fallback // the handler's fallback, if any
-	name  string    // the handler's, for the fallback's log line
-	cause error     // why the fallback is to run: the primary failed before its first item
+	e     *handlerEntry // the handler's: its fallback, if any, and its name
+	cause error         // why the fallback is to run: the primary failed before its first item
 }
 
 func (s *streamCall[Req, Res]) run(h StreamHandler[Req, Res], req Req) {
@@ -190,7 +189,7 @@ func (s *streamCall[Req, Res]) iterate(h StreamHandler[Req, Res], req Req) {
 // mayFallBack reports whether the primary's err, before any item, is for
 // its fallback to answer.
 func (s *streamCall[Req, Res]) mayFallBack(err error) bool {
-	return s.items == 0 && !s.stopped && s.fb.answers(s.f, err)
+	return s.items == 0 && !s.stopped && s.e.fallback.answers(s.f, err)
 }
 
 // deliver hands one element to the consumer and reports whether it wants
