@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
+	"github.com/fxcqrs/fxcqrs/bus/amqpbus"
 	"github.com/fxcqrs/fxcqrs/bus/natsjs"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	nc "github.com/nats-io/nats.go"
@@ -116,4 +120,108 @@ func BenchmarkRelayDrain(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "rows/s")
 	})
+}
+
+// BenchmarkRelayDrainAMQP is BenchmarkRelayDrain on RabbitMQ with
+// publisher confirms, into a durable queue bound to the topic's exchange:
+// the relay (amqpbus's PublishBatch) against the limit, the same SELECT,
+// the batch published on one confirm-mode channel of amqp091, its
+// confirms awaited, one DELETE.
+func BenchmarkRelayDrainAMQP(b *testing.B) {
+	addr := env("FXCQRS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+	u, err := url.Parse(addr)
+	require.NoError(b, err)
+	reachable(b, "FXCQRS_AMQP_URL", u.Host)
+	d := openDatabase(b, fxoutbox.PostgreSQL)
+	provisioned := func(b *testing.B) (string, *amqpbus.PubSub) {
+		topic := fmt.Sprintf("drain_%d", rand.Uint64())
+		ps, err := amqpbus.New(amqpbus.Config{URL: addr, Group: "bench"})
+		require.NoError(b, err)
+		require.NoError(b, ps.Provision(topic))
+		b.Cleanup(func() { forgetAMQPQueue(addr, topic, "bench"); _ = ps.Close() })
+		return topic, ps
+	}
+
+	b.Run("relay", func(b *testing.B) {
+		topic, ps := provisioned(b)
+		fill(b, d, topic, b.N)
+		bus, err := fxbus.New(fxbus.Config{Publisher: ps}, nil, nil)
+		require.NoError(b, err)
+		o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect}, nil)
+		require.NoError(b, err)
+		b.ResetTimer()
+		start := time.Now()
+		require.NoError(b, o.Start(context.Background()))
+		for count(b, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox") > 0 {
+			time.Sleep(time.Millisecond) // a benchmark's poll, not synchronisation
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		require.NoError(b, o.Stop(context.Background()))
+		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "rows/s")
+	})
+
+	b.Run("limit", func(b *testing.B) {
+		topic, _ := provisioned(b)
+		fill(b, d, topic, b.N)
+		conn, err := amqp.Dial(addr)
+		require.NoError(b, err)
+		defer conn.Close()
+		ch, err := conn.Channel()
+		require.NoError(b, err)
+		require.NoError(b, ch.Confirm(false))
+		sel := d.Dialect.Rebind("SELECT id, message_id, payload FROM fxcqrs_outbox WHERE topic = ? ORDER BY id LIMIT 100")
+		ctx := context.Background()
+		b.ResetTimer()
+		start := time.Now()
+		for {
+			rows, err := d.DB.Query(sel, topic)
+			require.NoError(b, err)
+			var ids []string
+			var confirms []*amqp.DeferredConfirmation
+			for rows.Next() {
+				var (
+					id      int64
+					msgID   string
+					payload []byte
+				)
+				require.NoError(b, rows.Scan(&id, &msgID, &payload))
+				dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, topic, "", false, false, amqp.Publishing{
+					MessageId: msgID, Body: payload, DeliveryMode: amqp.Persistent,
+				})
+				require.NoError(b, err)
+				confirms = append(confirms, dc)
+				ids = append(ids, fmt.Sprint(id))
+			}
+			require.NoError(b, rows.Err())
+			_ = rows.Close()
+			if len(ids) == 0 {
+				break
+			}
+			for _, dc := range confirms {
+				ok, err := dc.WaitContext(ctx)
+				require.NoError(b, err)
+				require.True(b, ok)
+			}
+			_, err = d.DB.Exec("DELETE FROM fxcqrs_outbox WHERE id IN (" + strings.Join(ids, ",") + ")")
+			require.NoError(b, err)
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "rows/s")
+	})
+}
+
+// forgetAMQPQueue deletes group's queue on topic and topic's exchange.
+func forgetAMQPQueue(addr, topic, group string) {
+	conn, err := amqp.Dial(addr)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	if ch, err := conn.Channel(); err == nil {
+		_, _ = ch.QueueDelete(topic+"_"+group, false, false, false)
+		_ = ch.ExchangeDelete(topic, false, false)
+		_ = ch.Close()
+	}
 }

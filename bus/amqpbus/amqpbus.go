@@ -9,7 +9,9 @@
 //   - Publish waits for RabbitMQ's publisher confirm of each message, on a
 //     pool of channels opened once (a relay that deletes a row once the
 //     publish returned never deletes one RabbitMQ did not take), and marks
-//     messages persistent.
+//     messages persistent. PublishBatch (what the outbox's relay uses, as
+//     an fxbus.BatchPublisher) sends a whole batch on a confirm-mode
+//     channel before it waits for the confirms.
 //   - Each topic is a durable fanout exchange; each service (Group) has a
 //     durable queue on it, named topic_group, which its replicas share;
 //     every service gets every message. A fanout exchange drops what no
@@ -52,9 +54,10 @@ type Config struct {
 
 // PubSub publishes to and subscribes on RabbitMQ.
 type PubSub struct {
-	cfg Config
-	pub *wamqp.Publisher
-	sub *wamqp.Subscriber
+	cfg   Config
+	pub   *wamqp.Publisher
+	sub   *wamqp.Subscriber
+	batch batchChannel
 }
 
 var (
@@ -93,7 +96,7 @@ func New(cfg Config) (*PubSub, error) {
 		_ = pub.Close()
 		return nil, fmt.Errorf("amqpbus: RabbitMQ at %s cannot be reached: %w", redacted(cfg.URL), err)
 	}
-	return &PubSub{cfg: cfg, pub: pub, sub: sub}, nil
+	return &PubSub{cfg: cfg, pub: pub, sub: sub, batch: batchChannel{url: cfg.URL}}, nil
 }
 
 // Publish publishes msgs to topic, each confirmed by RabbitMQ.
@@ -107,8 +110,9 @@ func (p *PubSub) Subscribe(ctx context.Context, topic string) (<-chan *message.M
 	return p.sub.Subscribe(ctx, topic)
 }
 
-// Close closes the subscriber, then the publisher.
+// Close closes the subscriber, then the publishers.
 func (p *PubSub) Close() error {
+	p.batch.close()
 	return errors.Join(p.sub.Close(), p.pub.Close())
 }
 

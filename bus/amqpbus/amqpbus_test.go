@@ -94,3 +94,34 @@ func TestUnreachableFailsNew(t *testing.T) {
 	require.ErrorContains(t, err, "RabbitMQ at amqp://guest:xxxxx@"+l.Addr().String()+"/ cannot be reached")
 	assert.NotContains(t, err.Error(), "secret")
 }
+
+// A batch is confirmed as a whole and arrives in order, in the format
+// the subscriber reads.
+func TestPublishBatch(t *testing.T) {
+	t.Parallel()
+	addr := amqpURL(t)
+	tp := topic(t, addr, "billing")
+	ps, err := amqpbus.New(amqpbus.Config{URL: addr, Group: "billing", Prefetch: 1})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, ps.Close()) })
+	require.NoError(t, ps.Provision(tp))
+	var msgs []*message.Message
+	for i := range 50 {
+		m := message.NewMessage(fmt.Sprintf("b-%d", i), []byte(fmt.Sprint(i)))
+		m.Metadata.Set("name", "OrderPlaced")
+		msgs = append(msgs, m)
+	}
+	acked, err := ps.PublishBatch(tp, msgs)
+	require.NoError(t, err)
+	assert.Equal(t, 50, acked)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := ps.Subscribe(ctx, tp)
+	require.NoError(t, err)
+	for i := range 50 {
+		m := next(t, ch)
+		assert.Equal(t, fmt.Sprintf("b-%d", i), m.UUID)
+		assert.Equal(t, "OrderPlaced", m.Metadata.Get("name"))
+		m.Ack()
+	}
+}
