@@ -148,10 +148,10 @@ func (r *relay) loop() {
 			r.logFailure(err, backoff)
 			wait = backoff
 			backoff = min(2*backoff, r.cfg.RetryMax)
-		case sent > 0:
+		case sent >= r.cfg.BatchSize:
 			backoff = r.cfg.RetryInitial
-			continue // more may wait
-		default:
+			continue // a full batch: more may wait, no wake needed
+		default: // drained: the next commit wakes it, the poll finds the others' rows
 			backoff = r.cfg.RetryInitial
 			wait = r.cfg.PollInterval
 		}
