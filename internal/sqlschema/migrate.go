@@ -112,6 +112,13 @@ var sqliteLock sync.Mutex
 // statement commits on its own, so a migration that fails halfway must be
 // finished by hand (the error says which).
 func (s Set) Migrate(ctx context.Context, db *sql.DB) (err error) {
+	if s.Flavor == SQLite {
+		// Before the connection: opening one runs the DSN's pragmas
+		// (journal_mode), which meet another migration's writes with
+		// SQLITE_BUSY at once, whatever the busy timeout.
+		sqliteLock.Lock()
+		defer sqliteLock.Unlock()
+	}
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return err
@@ -205,8 +212,7 @@ func (s Set) lock(ctx context.Context, conn *sql.Conn) (func() error, error) {
 			return err
 		}, nil
 	}
-	sqliteLock.Lock()
-	return func() error { sqliteLock.Unlock(); return nil }, nil
+	return func() error { return nil }, nil // SQLite: Migrate holds sqliteLock
 }
 
 type querier interface {
