@@ -238,3 +238,19 @@ func TestTableNamesAreChecked(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, schema, "CREATE TABLE IF NOT EXISTS `my_outbox`")
 }
+
+// An outbox stopped without having started (an application whose start
+// failed before its hook, a test's clean-up) returns at once, and does
+// not start afterwards.
+func TestStopWithoutStart(t *testing.T) {
+	d := openDatabase(t, fxoutbox.SQLite)
+	b, err := fxbus.New(fxbus.Config{}, nil, nil)
+	require.NoError(t, err)
+	o, err := fxoutbox.New(d.DB, b, fxoutbox.Config{Dialect: d.Dialect}, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, o.Stop(ctx))
+	require.NoError(t, o.Start(context.Background()))
+	require.NoError(t, o.Stop(ctx))
+}

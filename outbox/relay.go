@@ -36,7 +36,10 @@ type relay struct {
 	wake chan struct{}
 	stop chan struct{}
 	done chan struct{}
-	once sync.Once
+
+	mu      sync.Mutex // guards started and closed
+	started bool
+	closed  bool
 
 	sent, deadLettered, failures atomic.Uint64
 	inHand                       atomic.Int64 // rows read and not yet deleted, in the batch being sent
@@ -116,14 +119,30 @@ func (r *relay) notify() {
 	}
 }
 
-// start runs the relay until stopped.
+// start runs the relay until stopped; once, and not after close.
 func (r *relay) start() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started || r.closed {
+		return
+	}
+	r.started = true
 	go r.loop()
 }
 
-// close stops the relay after the batch in hand, within ctx.
+// close stops the relay after the batch in hand, within ctx. A relay
+// never started has nothing in hand: close returns at once.
 func (r *relay) close(ctx context.Context) error {
-	r.once.Do(func() { close(r.stop) })
+	r.mu.Lock()
+	started := r.started
+	if !r.closed {
+		r.closed = true
+		close(r.stop)
+	}
+	r.mu.Unlock()
+	if !started {
+		return nil
+	}
 	select {
 	case <-r.done:
 		return nil
