@@ -25,6 +25,26 @@ func Emitted(ctx context.Context) []any {
 	return f.Events()
 }
 
+// Withdraw removes from what the current call or event handler invocation
+// has emitted so far the events whose type take reports true for, and
+// returns them in emit order (nil outside a call, or when none): the
+// mediator neither hands them to its Forwarder nor runs their in-process
+// handlers. The others keep their order. It is for middleware that
+// delivers some events itself, such as a unit of work that writes them to
+// a table in its transaction so that their handlers run from there, after
+// the commit and after a crash. The withdrawn events are the caller's to
+// deliver: withdrawing and dropping them loses them.
+func Withdraw(ctx context.Context, take func(t reflect.Type) bool) []any {
+	if ctx == nil {
+		return nil
+	}
+	f := engine.FrameOf(ctx)
+	if f == nil {
+		return nil
+	}
+	return f.Withdraw(take)
+}
+
 // Forwarder takes events out of the process: the bus module's routes are
 // one. The mediator hands it the events a handler emitted once the handler
 // and its whole middleware chain have succeeded, and before in-process

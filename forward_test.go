@@ -198,3 +198,45 @@ func TestForwarderFailureInBackground(t *testing.T) {
 	assert.ErrorIs(t, evErr, errLedger)
 	assert.NotErrorIs(t, evErr, errBroker, "the handler hears event handler failures; forwarding failures are logged")
 }
+
+// Withdraw takes the events of the types it is told out of what the
+// mediator processes, in emit order, and leaves the others in theirs:
+// neither the Forwarder nor an in-process handler sees a withdrawn one.
+func TestWithdraw(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		cfg  fxcqrs.Config
+	}{
+		{"parallel", fxcqrs.Config{}},
+		{"sequential", fxcqrs.Config{Events: fxcqrs.EventConfig{Sequential: true}}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			rec := &recorder{}
+			var withdrawn []any
+			fwd := &fakeForwarder{rec: rec, types: []reflect.Type{reflect.TypeFor[OrderPlaced](), reflect.TypeFor[Shipped]()}}
+			m := newMediator(t, mode.cfg,
+				fxcqrs.WithForwarder(fwd),
+				fxcqrs.WithMiddleware(fxcqrs.ForKinds(fxcqrs.MiddlewareFunc(func(ctx context.Context, call fxcqrs.Call, next fxcqrs.Next) (any, error) {
+					out, err := next(ctx)
+					withdrawn = fxcqrs.Withdraw(ctx, func(t reflect.Type) bool { return t == reflect.TypeFor[OrderPlaced]() })
+					return out, err
+				}), fxcqrs.KindCommand)),
+				fxcqrs.WithCommandHandlers(emitAll[PlaceOrder](
+					emit(OrderPlaced{ID: 1}), emit(Shipped{ID: 1}), emit(OrderPlaced{ID: 2}), emit(Audited{ID: 1}), emit(Shipped{ID: 2}))),
+				fxcqrs.WithEventHandlers(
+					eventFunc[OrderPlaced](func(_ context.Context, e OrderPlaced) error { rec.add(fmt.Sprint("placed ", e.ID)); return nil }),
+					eventFunc[Shipped](func(_ context.Context, e Shipped) error { rec.add(fmt.Sprint("shipped ", e.ID)); return nil }),
+					eventFunc[Audited](func(_ context.Context, e Audited) error { rec.add(fmt.Sprint("audited ", e.ID)); return nil }),
+				))
+			require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 1}))
+			assert.Equal(t, []any{OrderPlaced{ID: 1}, OrderPlaced{ID: 2}}, withdrawn)
+			got := rec.get()
+			assert.Equal(t, []string{"forward fxcqrs_test.Shipped", "forward fxcqrs_test.Shipped"}, got[:2], "the Forwarder sees the kept events only")
+			assert.ElementsMatch(t, []string{"shipped 1", "audited 1", "shipped 2"}, got[2:], "no in-process handler of a withdrawn event runs")
+			if mode.cfg.Events.Sequential {
+				assert.Equal(t, []string{"shipped 1", "audited 1", "shipped 2"}, got[2:], "the kept events keep their order")
+			}
+		})
+	}
+	assert.Nil(t, fxcqrs.Withdraw(context.Background(), func(reflect.Type) bool { return true }), "outside a call there is nothing to withdraw")
+}

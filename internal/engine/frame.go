@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"reflect"
 	"runtime"
 	"sync/atomic"
 )
@@ -204,6 +205,29 @@ func (f *Frame) Truncate(mark int) {
 		f.buf.recs = f.buf.recs[:mark]
 	}
 	f.state.unlock()
+}
+
+// Withdraw removes the events for which take reports true from what the
+// frame holds, keeping the others in their order, and returns the removed
+// ones, boxed, in emit order (nil when none).
+func (f *Frame) Withdraw(take func(reflect.Type) bool) []any {
+	if !f.state.lock() {
+		return nil
+	}
+	defer f.state.unlock()
+	recs := f.buf.recs
+	var out []any
+	kept := recs[:0]
+	for _, rec := range recs {
+		if take(rec.Type()) {
+			out = append(out, rec.Event())
+			continue
+		}
+		kept = append(kept, rec)
+	}
+	clear(recs[len(kept):])
+	f.buf.recs = kept
+	return out
 }
 
 // Open reports whether the frame's handler is still running.
