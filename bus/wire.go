@@ -129,3 +129,27 @@ func defaultName(t reflect.Type) string {
 	}
 	return t.Name()
 }
+
+// WithMessage returns ctx as the context of handling msg, as a
+// subscription gives it to its handlers: MessageID, CorrelationID and
+// CausationID report msg's, and the events emitted under it carry its
+// chain on. It is for code that delivers a stored message to the
+// mediator itself, such as the outbox's durable in-process delivery.
+func WithMessage(ctx context.Context, msg *message.Message) context.Context {
+	return withInbound(ctx, msg)
+}
+
+// NameOf returns the name event type t has on the wire: its route's or
+// subscription's Name, else the bare type name.
+func (b *Bus) NameOf(t reflect.Type) string { return b.nameOf(t) }
+
+// Encode returns event as a message, as a route would publish it: encoded
+// by the bus's Marshaler, named by NameOf, with a new id, and continuing
+// the chain of ctx (correlation and causation ids).
+func (b *Bus) Encode(ctx context.Context, event any) (*message.Message, error) {
+	return newMessage(ctx, b.cfg.Marshaler, b.nameOf(reflect.TypeOf(event)), event)
+}
+
+// Decode decodes a message's payload, encoded by the bus's Marshaler,
+// into the value into points to.
+func (b *Bus) Decode(payload []byte, into any) error { return b.cfg.Marshaler.Unmarshal(payload, into) }

@@ -50,6 +50,9 @@ type Tables struct {
 	// Inbox holds the messages each handler has handled. Default
 	// "fxcqrs_inbox".
 	Inbox string `json:"inbox" yaml:"inbox"`
+	// Scheduled holds the scheduled messages until they are due. Default
+	// "fxcqrs_outbox_scheduled".
+	Scheduled string `json:"scheduled" yaml:"scheduled"`
 	// Migrations records which of the schema's migrations were applied.
 	// Default "fxcqrs_outbox_migrations".
 	Migrations string `json:"migrations" yaml:"migrations"`
@@ -68,6 +71,9 @@ func (t Tables) withDefaults() Tables {
 	if t.Inbox == "" {
 		t.Inbox = "fxcqrs_inbox"
 	}
+	if t.Scheduled == "" {
+		t.Scheduled = "fxcqrs_outbox_scheduled"
+	}
 	if t.Migrations == "" {
 		t.Migrations = "fxcqrs_outbox_migrations"
 	}
@@ -80,6 +86,7 @@ func (t Tables) validate() error {
 		{Role: "DeadLetters", Name: t.DeadLetters},
 		{Role: "Leases", Name: t.Leases},
 		{Role: "Inbox", Name: t.Inbox},
+		{Role: "Scheduled", Name: t.Scheduled},
 		{Role: "Migrations", Name: t.Migrations},
 	}, sqlschema.Foreign("fxoutbox"))
 }
@@ -125,11 +132,18 @@ type queries struct {
 	dropLeases   string
 	inboxInsert  string
 	inboxCleanup string
+	retry        string
+	schedule     string
+	cancel       string
+	dueIDs       string
+	nextDue      string
+	promoteIn    string // with %s for the ids' placeholders
+	unscheduleIn string // likewise
 	dialect      Dialect
 }
 
 func (d Dialect) queries(t Tables) queries {
-	o, dl, l, in := d.quote(t.Outbox), d.quote(t.DeadLetters), d.quote(t.Leases), d.quote(t.Inbox)
+	o, dl, l, in, sc := d.quote(t.Outbox), d.quote(t.DeadLetters), d.quote(t.Leases), d.quote(t.Inbox), d.quote(t.Scheduled)
 	insertIgnore := map[Dialect]string{
 		PostgreSQL: "INSERT INTO %s (%s) VALUES (%s) ON CONFLICT DO NOTHING",
 		MySQL:      "INSERT IGNORE INTO %s (%s) VALUES (%s)",
@@ -142,21 +156,34 @@ func (d Dialect) queries(t Tables) queries {
 		topics: "WITH RECURSIVE t (topic) AS (SELECT MIN(topic) FROM " + o +
 			" UNION ALL SELECT (SELECT MIN(n.topic) FROM " + o + " n WHERE n.topic > t.topic) FROM t WHERE t.topic IS NOT NULL)" +
 			" SELECT topic FROM t WHERE topic IS NOT NULL",
-		rows:        "SELECT id, message_id, payload, metadata FROM " + o + " WHERE topic = ? ORDER BY id LIMIT ?",
-		deleteRow:   "DELETE FROM " + o + " WHERE id = ?",
-		deleteIn:    "DELETE FROM " + o + " WHERE id IN (%s) AND EXISTS (SELECT 1 FROM " + l + " WHERE topic = ? AND owner = ? AND until_ns >= ?)",
-		dead:        "INSERT INTO " + dl + " (id, topic, message_id, payload, metadata, error) VALUES (?, ?, ?, ?, ?, ?)",
-		renewLease:  "UPDATE " + l + " SET owner = ?, until_ns = ? WHERE topic = ? AND (owner = ? OR until_ns < ?)",
-		takeLease:   fmt.Sprintf(insertIgnore, l, "topic, owner, until_ns", "?, ?, ?"),
-		dropLeases:  "DELETE FROM " + l + " WHERE owner = ?",
-		inboxInsert: fmt.Sprintf(insertIgnore, in, "handler, message_id, handled_ns", "?, ?, ?"),
+		// due_ns is 0 but for a row of this service's own delivery waiting
+		// for its next attempt.
+		rows:     "SELECT id, message_id, payload, metadata, attempts FROM " + o + " WHERE topic = ? AND due_ns <= ? ORDER BY id LIMIT ?",
+		retry:    "UPDATE " + o + " SET attempts = attempts + 1, due_ns = ? WHERE id = ?",
+		schedule: "INSERT INTO " + sc + " (due_ns, topic, message_id, payload, metadata) VALUES (?, ?, ?, ?, ?)",
+		cancel:   "DELETE FROM " + sc + " WHERE message_id = ?",
+		dueIDs:   "SELECT id FROM " + sc + " WHERE due_ns <= ? ORDER BY due_ns, id LIMIT ?",
+		nextDue:  "SELECT MIN(due_ns) FROM " + sc,
+		promoteIn: "INSERT INTO " + o + " (topic, message_id, payload, metadata) SELECT topic, message_id, payload, metadata FROM " + sc +
+			" WHERE id IN (%s) ORDER BY due_ns, id",
+		unscheduleIn: "DELETE FROM " + sc + " WHERE id IN (%s)",
+		deleteRow:    "DELETE FROM " + o + " WHERE id = ?",
+		deleteIn:     "DELETE FROM " + o + " WHERE id IN (%s) AND EXISTS (SELECT 1 FROM " + l + " WHERE topic = ? AND owner = ? AND until_ns >= ?)",
+		dead:         "INSERT INTO " + dl + " (id, topic, message_id, payload, metadata, error) VALUES (?, ?, ?, ?, ?, ?)",
+		renewLease:   "UPDATE " + l + " SET owner = ?, until_ns = ? WHERE topic = ? AND (owner = ? OR until_ns < ?)",
+		takeLease:    fmt.Sprintf(insertIgnore, l, "topic, owner, until_ns", "?, ?, ?"),
+		dropLeases:   "DELETE FROM " + l + " WHERE owner = ?",
+		inboxInsert:  fmt.Sprintf(insertIgnore, in, "handler, message_id, handled_ns", "?, ?, ?"),
 		inboxCleanup: map[Dialect]string{
 			PostgreSQL: "DELETE FROM " + in + " WHERE (handler, message_id) IN (SELECT handler, message_id FROM " + in + " WHERE handled_ns < ? LIMIT ?)",
 			MySQL:      "DELETE FROM " + in + " WHERE handled_ns < ? LIMIT ?",
 			SQLite:     "DELETE FROM " + in + " WHERE rowid IN (SELECT rowid FROM " + in + " WHERE handled_ns < ? LIMIT ?)",
 		}[d],
 	}
-	for _, p := range []*string{&q.insert, &q.topics, &q.rows, &q.deleteRow, &q.dead, &q.renewLease, &q.takeLease, &q.dropLeases, &q.inboxInsert, &q.inboxCleanup} {
+	for _, p := range []*string{
+		&q.insert, &q.topics, &q.rows, &q.deleteRow, &q.dead, &q.renewLease, &q.takeLease, &q.dropLeases, &q.inboxInsert, &q.inboxCleanup,
+		&q.retry, &q.schedule, &q.cancel, &q.dueIDs, &q.nextDue,
+	} {
 		*p = d.Rebind(*p)
 	}
 	q.dialect = d

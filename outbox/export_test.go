@@ -3,3 +3,12 @@ package fxoutbox
 // SetWake replaces what a commit of o's unit of work calls to wake the
 // relay, for tests.
 func SetWake(o *Outbox, wake func()) { o.uow.wake = wake }
+
+// Passes returns how many passes o's relay has run, for tests that must
+// see it pass without delivering.
+func Passes(o *Outbox) uint64 { return o.relay.passes.Load() }
+
+// DueQueries returns the statements by which o's relay finds its due
+// schedules and the earliest one, with PostgreSQL's placeholders, for
+// tests that read their query plans.
+func DueQueries(o *Outbox) (due, next string) { return o.relay.q.dueIDs, o.relay.q.nextDue }

@@ -59,6 +59,9 @@ func migrationSet(d Dialect, t Tables) (sqlschema.Set, error) {
 		"Leases":            d.quote(t.Leases),
 		"Inbox":             d.quote(t.Inbox),
 		"InboxHandledIndex": d.quote(sqlschema.IndexName(t.Inbox, "handled")),
+		"Scheduled":         d.quote(t.Scheduled),
+		"ScheduledDueIndex": d.quote(sqlschema.IndexName(t.Scheduled, "due")),
+		"ScheduledIDIndex":  d.quote(sqlschema.IndexName(t.Scheduled, "message_id")),
 	})
 	if err != nil {
 		return sqlschema.Set{}, fmt.Errorf("fxoutbox: schema for %s: %w", d, err)

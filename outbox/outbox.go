@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
@@ -44,6 +45,13 @@ type Config struct {
 	// and the relay's leases, compare against it, in SQL. Default
 	// time.Now; tests pass their own.
 	Now func() time.Time `json:"-" yaml:"-"`
+	// Deliverables are the event types whose in-process handlers are
+	// durable (DurableEvent) and the command types that may be scheduled
+	// (ScheduledCommand). Under fx, register them with Durable and
+	// Schedulable instead.
+	Deliverables []Deliverable `json:"-" yaml:"-"`
+	// Delivery configures how the relay delivers them.
+	Delivery DeliveryConfig `json:"delivery" yaml:"delivery"`
 	// Requests wraps requests (queries, Send) in a unit of work too.
 	// Default false: queries rarely write. For a finer scope, register
 	// Outbox.Middleware yourself with fxcqrs.ForMessages.
@@ -55,10 +63,13 @@ type Config struct {
 // [New], register [Outbox.UnitOfWork] as the mediator's middleware, and
 // Start and Stop it.
 type Outbox struct {
-	cfg   Config
-	db    *sql.DB
-	uow   *unitOfWork
-	relay *relay
+	cfg      Config
+	db       *sql.DB
+	bus      *fxbus.Bus
+	reg      deliverables
+	mediator atomic.Pointer[fxcqrs.Mediator] // where the Deliverables run; see DeliverTo
+	uow      *unitOfWork
+	relay    *relay
 }
 
 // New returns the outbox of db for bus, whose routed events it takes
@@ -84,7 +95,14 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.Delivery = cfg.Delivery.withDefaults()
 	errs = append(errs, cfg.Tables.validate())
+	var reg deliverables
+	if bus != nil {
+		var err error
+		reg, err = newDeliverables(bus, cfg.Deliverables)
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -93,10 +111,16 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	}
 	log = log.Named("fxoutbox")
 	q := cfg.Dialect.queries(cfg.Tables)
-	o := &Outbox{cfg: cfg, db: db}
+	o := &Outbox{cfg: cfg, db: db, bus: bus, reg: reg}
 	o.relay = newRelay(db, q, bus.Publisher(), log, cfg.Relay, cfg.Now)
 	o.relay.cleanInbox = o.CleanInbox
-	o.uow = &unitOfWork{db: db, q: q, bus: bus, wake: o.relay.notify, inbox: cfg.Inbox, eagerEv: cfg.EventTransactions, now: cfg.Now}
+	o.relay.delivery = cfg.Delivery
+	o.relay.deliver = o.deliver
+	o.relay.delivering = func() bool { return o.mediator.Load() != nil }
+	o.uow = &unitOfWork{
+		db: db, q: q, bus: bus, wake: o.relay.notify, inbox: cfg.Inbox, eagerEv: cfg.EventTransactions, now: cfg.Now,
+		reg: reg, delivery: cfg.Delivery, wakeAt: o.relay.notifyAt,
+	}
 	return o, nil
 }
 
@@ -139,6 +163,9 @@ func (o *Outbox) Stats() Stats {
 func (o *Outbox) Start(ctx context.Context) error {
 	if err := CheckSchema(ctx, o.db, o.cfg.Dialect, o.cfg.Tables); err != nil {
 		return err
+	}
+	if len(o.reg.byName) > 0 && o.mediator.Load() == nil {
+		return errors.New("fxoutbox: Start: Config.Deliverables need the mediator they run on: call Outbox.DeliverTo before Start (fxoutbox.Module does)")
 	}
 	o.relay.start()
 	return nil
@@ -189,6 +216,7 @@ var Module = fx.Options(
 	fx.Module("fxoutbox",
 		fx.Provide(provideOutbox),
 		fxcqrs.AsMiddleware(func(o *Outbox) fxcqrs.Middleware { return o.UnitOfWork() }),
+		fx.Invoke(func(o *Outbox, m *fxcqrs.Mediator) { o.DeliverTo(m) }),
 	),
 	fx.Decorate(takeOverForwarding),
 )
@@ -203,15 +231,18 @@ func takeOverForwarding(fxcqrs.Forwarder, *Outbox) fxcqrs.Forwarder { return nil
 type outboxParams struct {
 	fx.In
 
-	DB        *sql.DB
-	Bus       *fxbus.Bus
-	Config    Config
-	Logger    *zap.Logger `optional:"true"`
-	Lifecycle fx.Lifecycle
+	DB           *sql.DB
+	Bus          *fxbus.Bus
+	Config       Config
+	Logger       *zap.Logger   `optional:"true"`
+	Deliverables []Deliverable `group:"fxoutbox.deliverables"`
+	Lifecycle    fx.Lifecycle
 }
 
 func provideOutbox(p outboxParams) (*Outbox, error) {
-	o, err := New(p.DB, p.Bus, p.Config, p.Logger)
+	cfg := p.Config
+	cfg.Deliverables = append(append([]Deliverable(nil), cfg.Deliverables...), p.Deliverables...)
+	o, err := New(p.DB, p.Bus, cfg, p.Logger)
 	if err != nil {
 		return nil, err
 	}

@@ -55,6 +55,7 @@ func newRig(t *testing.T, d database, cfg fxoutbox.Config, opts ...fxcqrs.Option
 	require.NoError(t, err)
 	m, err := fxcqrs.New(fxcqrs.Config{}, append(opts, fxcqrs.WithMiddleware(o.UnitOfWork()))...)
 	require.NoError(t, err)
+	o.DeliverTo(m)
 	require.NoError(t, o.Start(context.Background()))
 	require.NoError(t, bus.Start(context.Background(), m))
 	t.Cleanup(func() {

@@ -41,6 +41,16 @@ type relay struct {
 	started bool
 	closed  bool
 
+	// The delivery to this service's mediator (see local.go).
+	delivery   DeliveryConfig
+	deliver    func(context.Context, row) error
+	delivering func() bool  // a mediator is there to deliver to
+	nextAt     atomic.Int64 // the earliest schedule this process wrote and has not seen due, ns; 0: none
+
+	schedNext      int64     // the Scheduled table's earliest due time when last asked (the relay goroutine's alone)
+	schedCheckedAt time.Time // by now; zero: ask
+
+	passes                       atomic.Uint64 // for tests: how many passes ran
 	sent, deadLettered, failures atomic.Uint64
 	inHand                       atomic.Int64 // rows read and not yet deleted, in the batch being sent
 }
@@ -160,6 +170,7 @@ func (r *relay) loop() {
 	backoff := r.cfg.RetryInitial
 	for {
 		sent, err := r.safePass()
+		r.passes.Add(1)
 		r.maybeCleanInbox()
 		var wait time.Duration
 		switch {
@@ -172,7 +183,7 @@ func (r *relay) loop() {
 			continue // a full batch: more may wait, no wake needed
 		default: // drained: the next commit wakes it, the poll finds the others' rows
 			backoff = r.cfg.RetryInitial
-			wait = r.cfg.PollInterval
+			wait = r.idle(context.Background())
 		}
 		t := time.NewTimer(wait)
 		select {

@@ -34,13 +34,19 @@ func (r *relay) safePass() (sent int, err error) {
 // many rows it sent.
 func (r *relay) pass() (int, error) {
 	ctx := context.Background()
+	var errs []error
+	if err := r.promoteDue(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	topics, err := r.topics(ctx)
 	if err != nil {
-		return 0, err
+		return 0, errors.Join(append(errs, err)...)
 	}
 	sent := 0
-	var errs []error
 	for _, topic := range topics {
+		if topic == r.delivery.Topic && (r.delivering == nil || !r.delivering()) {
+			continue // no mediator here: a replica that has one delivers them
+		}
 		select {
 		case <-r.stop:
 			return sent, nil
@@ -138,6 +144,7 @@ type row struct {
 	msgID    string
 	payload  []byte
 	metadata string
+	attempts int
 }
 
 // send publishes a batch of topic's rows, in id order, and deletes the
@@ -150,6 +157,9 @@ func (r *relay) send(ctx context.Context, topic string) (int, error) {
 	}
 	r.inHand.Store(int64(len(rows)))
 	defer r.inHand.Store(0)
+	if topic == r.delivery.Topic {
+		return r.sendLocal(ctx, topic, rows)
+	}
 	msgs := make([]*message.Message, len(rows))
 	for i, rw := range rows {
 		msg := message.NewMessage(rw.msgID, rw.payload)
@@ -222,7 +232,7 @@ func (r *relay) deleteSent(ctx context.Context, topic string, rows []row) (int, 
 }
 
 func (r *relay) rows(ctx context.Context, topic string) ([]row, error) {
-	rs, err := r.db.QueryContext(ctx, r.q.rows, topic, r.cfg.BatchSize)
+	rs, err := r.db.QueryContext(ctx, r.q.rows, topic, r.now().UnixNano(), r.cfg.BatchSize)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +240,7 @@ func (r *relay) rows(ctx context.Context, topic string) ([]row, error) {
 	var out []row
 	for rs.Next() {
 		var rw row
-		if err := rs.Scan(&rw.id, &rw.msgID, &rw.payload, &rw.metadata); err != nil {
+		if err := rs.Scan(&rw.id, &rw.msgID, &rw.payload, &rw.metadata, &rw.attempts); err != nil {
 			return nil, err
 		}
 		out = append(out, rw)

@@ -3,7 +3,6 @@ package fxoutbox
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -18,7 +17,9 @@ type txKey struct{}
 // it, nested calls' included: a commit that wrote none wakes no relay.
 type unit struct {
 	tx    *sql.Tx
+	u     *unitOfWork
 	wrote int
+	due   int64 // the earliest due time of what it scheduled, in ns; 0: none
 }
 
 // Tx returns the transaction of the unit of work ctx belongs to, for the
@@ -43,13 +44,16 @@ const OrderUnitOfWork = fxcqrs.OrderRetry + 100
 // unitOfWork is the middleware that wraps a handler in a transaction and
 // writes the routed events it emitted to the outbox before it commits.
 type unitOfWork struct {
-	db      *sql.DB
-	q       queries
-	bus     *fxbus.Bus
-	wake    func()
-	inbox   bool
-	eagerEv bool             // event handlers get a transaction before they run
-	now     func() time.Time // the outbox's clock: what the inbox records
+	db       *sql.DB
+	q        queries
+	bus      *fxbus.Bus
+	wake     func()
+	inbox    bool
+	eagerEv  bool             // event handlers get a transaction before they run
+	now      func() time.Time // the outbox's clock: what the inbox records
+	reg      deliverables
+	delivery DeliveryConfig
+	wakeAt   func(dueNs int64) // a commit scheduled something: the relay's timer
 }
 
 func (u *unitOfWork) MiddlewareOrder() int { return OrderUnitOfWork }
@@ -66,7 +70,7 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 		}
 		return out, err
 	}
-	inbound := call.Kind == fxcqrs.KindEvent && u.inbox && fxbus.MessageID(ctx) != ""
+	inbound := u.inboxed(ctx, call.Kind)
 	if call.Kind == fxcqrs.KindEvent && !u.eagerEv && !inbound {
 		return u.lazy(ctx, next)
 	}
@@ -74,7 +78,7 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: begin: %w", err)
 	}
-	un := &unit{tx: tx}
+	un := &unit{tx: tx, u: u}
 	ctx = context.WithValue(ctx, txKey{}, un)
 	if inbound {
 		res, err := tx.ExecContext(ctx, u.q.inboxInsert, call.Handler, fxbus.MessageID(ctx), u.now().UnixNano())
@@ -100,36 +104,66 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 	if err := tx.Commit(); err != nil {
 		return out, fmt.Errorf("fxoutbox: commit: %w", err)
 	}
+	u.committed(un)
+	return out, nil
+}
+
+// inboxed reports whether a call of kind under ctx records its handler in
+// the inbox: an event handler of an inbound message when Config.Inbox is
+// on, and every handler the relay's own delivery runs (a durable event's,
+// a scheduled command's).
+func (u *unitOfWork) inboxed(ctx context.Context, kind fxcqrs.Kind) bool {
+	if fxbus.MessageID(ctx) == "" {
+		return false
+	}
+	_, local := deliveryOf(ctx)
+	switch kind {
+	case fxcqrs.KindEvent:
+		return u.inbox || local
+	case fxcqrs.KindCommand:
+		return local
+	}
+	return false
+}
+
+// committed wakes the relay for what un wrote: rows now, schedules at
+// their time.
+func (u *unitOfWork) committed(un *unit) {
 	if un.wrote > 0 {
 		u.wake()
 	}
-	return out, nil
+	if un.due != 0 && u.wakeAt != nil {
+		u.wakeAt(un.due)
+	}
 }
 
 // lazy runs an event handler without a transaction, and writes the routed
 // follow-ups it emitted in a transaction of their own.
 func (u *unitOfWork) lazy(ctx context.Context, next fxcqrs.Next) (any, error) {
 	out, err := next(ctx)
-	if err != nil || !u.routes(fxcqrs.Emitted(ctx)) {
+	if err != nil || !u.writes(fxcqrs.Emitted(ctx)) {
 		return out, err
 	}
 	tx, err := u.db.BeginTx(ctx, nil)
 	if err != nil {
 		return out, fmt.Errorf("fxoutbox: begin: %w", err)
 	}
-	if err := u.write(ctx, &unit{tx: tx}); err != nil {
+	un := &unit{tx: tx, u: u}
+	if err := u.write(ctx, un); err != nil {
 		return out, errors.Join(err, rollback(tx))
 	}
 	if err := tx.Commit(); err != nil {
 		return out, fmt.Errorf("fxoutbox: commit: %w", err)
 	}
-	u.wake()
+	u.committed(un)
 	return out, nil
 }
 
-func (u *unitOfWork) routes(events []any) bool {
+// writes reports whether any of events goes to the outbox: routed or
+// durable.
+func (u *unitOfWork) writes(events []any) bool {
 	for _, ev := range events {
-		if u.bus.Forwards(typeOf(ev)) {
+		if t := typeOf(ev); u.bus.Forwards(t) || u.reg.durable(t) {
 			return true
 		}
 	}
@@ -144,21 +178,17 @@ func rollback(tx *sql.Tx) error {
 }
 
 // write inserts the routed events the handler of ctx emitted, in emit
-// order, in un's transaction, and counts them on un.
+// order, then its durable ones (see writeLocal), in un's transaction, and
+// counts them on un.
 func (u *unitOfWork) write(ctx context.Context, un *unit) error {
 	out, fails := u.bus.Messages(ctx, fxcqrs.Emitted(ctx))
 	if len(fails) > 0 {
 		return &fxbus.PublishError{Failures: fails}
 	}
 	for _, o := range out {
-		meta, err := json.Marshal(o.Message.Metadata)
-		if err != nil {
-			return fmt.Errorf("fxoutbox: metadata of %s: %w", o.Message.UUID, err)
+		if err := u.insert(ctx, un, o.Topic, o.Message); err != nil {
+			return err
 		}
-		if _, err := un.tx.ExecContext(ctx, u.q.insert, o.Topic, o.Message.UUID, []byte(o.Message.Payload), string(meta)); err != nil {
-			return fmt.Errorf("fxoutbox: write to the outbox: %w", err)
-		}
-		un.wrote++
 	}
-	return nil
+	return u.writeLocal(ctx, un)
 }

@@ -1,0 +1,196 @@
+package fxoutbox_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs"
+	fxbus "github.com/fxcqrs/fxcqrs/bus"
+	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Shipped is a durable event: its in-process handlers run from a row.
+type Shipped struct{ ID int }
+
+// Chained is a durable event whose handler emits another, without end.
+type Chained struct{ N int }
+
+// tagged is a handler type per tag: the inbox knows a handler by its
+// type's name, so two handlers of one event need two types.
+type tagged[Tag, E any] func(context.Context, E) error
+
+func (f tagged[Tag, E]) Handle(ctx context.Context, e E) error { return f(ctx, e) }
+
+type (
+	tagGated struct{}
+	tagB     struct{}
+	tagFlaky struct{}
+)
+
+// fakeClock is the outbox's clock in tests: it moves when told.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// projection creates the table durable handlers write to.
+func projection(t *testing.T, d database) {
+	t.Helper()
+	for _, ddl := range []string{
+		"CREATE TABLE orders (id INTEGER PRIMARY KEY)",
+		"CREATE TABLE shipped (handler VARCHAR(64) NOT NULL, id INTEGER NOT NULL)",
+	} {
+		_, err := d.DB.Exec(ddl)
+		require.NoError(t, err)
+	}
+}
+
+// A durable event's handlers run from its row after the commit, each once
+// with its effect in the inbox's transaction; a rolled-back command's
+// event never runs; Exec does not wait for them; the handlers see the
+// row's message id; the row is deleted when every handler has it.
+func TestDurableEvent(t *testing.T) {
+	t.Parallel()
+	forEachDatabase(t, func(t *testing.T, d database) {
+		projection(t, d)
+		insertShipped := d.Dialect.Rebind("INSERT INTO shipped (handler, id) VALUES (?, ?)")
+		release := make(chan struct{})
+		var ids sync.Map
+		gated := tagged[tagGated, Shipped](func(ctx context.Context, e Shipped) error {
+			<-release
+			ids.Store("gated", fxbus.MessageID(ctx))
+			_, err := fxoutbox.Tx(ctx).ExecContext(ctx, insertShipped, "gated", e.ID)
+			return err
+		})
+		r := newRig(t, d, fxoutbox.Config{Deliverables: []fxoutbox.Deliverable{fxoutbox.DurableEvent[Shipped]()}},
+			fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
+				if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, d.Dialect.Rebind("INSERT INTO orders (id) VALUES (?)"), c.ID); err != nil {
+					return err
+				}
+				fxcqrs.Emit(ctx, Shipped(c))
+				if c.ID < 0 {
+					return errors.New("refused")
+				}
+				return nil
+			})),
+			fxcqrs.WithEventHandlers(gated, projectionB(insertShipped)))
+		require.Error(t, fxcqrs.Exec(context.Background(), r.m, PlaceOrder{ID: -1}))
+		// Exec returns while a handler is still held: the caller does not
+		// wait for durable handlers.
+		require.NoError(t, fxcqrs.Exec(context.Background(), r.m, PlaceOrder{ID: 7}))
+		assert.Equal(t, 1, count(t, d.DB, "SELECT COUNT(*) FROM orders"))
+		close(release)
+		require.Eventually(t, func() bool {
+			return count(t, d.DB, "SELECT COUNT(*) FROM shipped") == 2 && count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0
+		}, 10*time.Second, 5*time.Millisecond)
+		assert.Equal(t, 2, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_inbox"), "each handler recorded with its effect")
+		assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM shipped WHERE id < 0"), "a rolled-back command's event never runs")
+		id, _ := ids.Load("gated")
+		assert.NotEmpty(t, id, "the handler sees the row's message id, its idempotency key")
+	})
+}
+
+func projectionB(insert string) tagged[tagB, Shipped] {
+	return func(ctx context.Context, e Shipped) error {
+		_, err := fxoutbox.Tx(ctx).ExecContext(ctx, insert, "b", e.ID)
+		return err
+	}
+}
+
+// A failed durable handler is retried, with the handlers that succeeded
+// not run again; one that keeps failing goes to the dead letter table
+// with its error after MaxAttempts; a runaway chain of durable events
+// stops at fxcqrs.MaxDepth.
+func TestDurableRetriesAndDeadLetters(t *testing.T) {
+	t.Parallel()
+	forEachDatabase(t, func(t *testing.T, d database) {
+		projection(t, d)
+		insertShipped := d.Dialect.Rebind("INSERT INTO shipped (handler, id) VALUES (?, ?)")
+		var flaky, chained atomic.Int32
+		r := newRig(t, d, fxoutbox.Config{
+			Deliverables: []fxoutbox.Deliverable{fxoutbox.DurableEvent[Shipped](), fxoutbox.DurableEvent[Chained]()},
+			Delivery:     fxoutbox.DeliveryConfig{MaxAttempts: 3, RetryInitial: time.Millisecond, RetryMax: time.Millisecond},
+		},
+			fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
+				if c.ID == 0 {
+					fxcqrs.Emit(ctx, Chained{N: 1})
+					return nil
+				}
+				fxcqrs.Emit(ctx, Shipped(c))
+				return nil
+			})),
+			fxcqrs.WithEventHandlers(
+				projectionB(insertShipped),
+				tagged[tagFlaky, Shipped](func(ctx context.Context, e Shipped) error {
+					if e.ID == 2 {
+						return errors.New("always fails")
+					}
+					if flaky.Add(1) < 3 {
+						return errors.New("fails twice")
+					}
+					_, err := fxoutbox.Tx(ctx).ExecContext(ctx, insertShipped, "flaky", e.ID)
+					return err
+				}),
+				eventFunc[Chained](func(ctx context.Context, e Chained) error {
+					chained.Add(1)
+					fxcqrs.Emit(ctx, Chained{N: e.N + 1})
+					return nil
+				})))
+		require.NoError(t, fxcqrs.Exec(context.Background(), r.m, PlaceOrder{ID: 1}))
+		require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM shipped WHERE id = 1") == 2 },
+			10*time.Second, 5*time.Millisecond)
+		assert.Equal(t, 1, count(t, d.DB, "SELECT COUNT(*) FROM shipped WHERE id = 1 AND handler = 'b'"), "the handler that succeeded ran once")
+		assert.Equal(t, int32(3), flaky.Load(), "two failures, then its effect")
+
+		require.NoError(t, fxcqrs.Exec(context.Background(), r.m, PlaceOrder{ID: 2}))
+		require.NoError(t, fxcqrs.Exec(context.Background(), r.m, PlaceOrder{ID: 0}))
+		require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_dead") == 2 },
+			10*time.Second, 5*time.Millisecond)
+		var reason string
+		require.NoError(t, d.DB.QueryRow("SELECT error FROM fxcqrs_outbox_dead WHERE metadata LIKE '%Shipped%'").Scan(&reason))
+		assert.Contains(t, reason, "always fails")
+		require.NoError(t, d.DB.QueryRow("SELECT error FROM fxcqrs_outbox_dead WHERE metadata LIKE '%Chained%'").Scan(&reason))
+		assert.Contains(t, reason, fxcqrs.ErrMaxDepth.Error())
+		assert.Equal(t, int32(fxcqrs.MaxDepth-1+3), chained.Load(),
+			"each link up to MaxDepth ran once, then the last one failed its 3 attempts: its follow-up would be too deep")
+		assert.Equal(t, 1, count(t, d.DB, "SELECT COUNT(*) FROM shipped WHERE id = 2"), "the good handler of the dead row ran once")
+		assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox"))
+	})
+}
+
+// Config.Deliverables without a mediator to deliver to fails at Start,
+// saying what to do; two types with one name fail at New.
+func TestDeliverablesAreChecked(t *testing.T) {
+	d := openDatabase(t, fxoutbox.SQLite)
+	b, err := fxbus.New(fxbus.Config{}, nil, nil)
+	require.NoError(t, err)
+	o, err := fxoutbox.New(d.DB, b, fxoutbox.Config{Dialect: d.Dialect, Deliverables: []fxoutbox.Deliverable{fxoutbox.DurableEvent[Shipped]()}}, nil)
+	require.NoError(t, err)
+	err = o.Start(context.Background())
+	require.ErrorContains(t, err, "DeliverTo")
+	type any2 interface{ M() }
+	_, err = fxoutbox.New(d.DB, b, fxoutbox.Config{Dialect: d.Dialect, Deliverables: []fxoutbox.Deliverable{fxoutbox.DurableEvent[any2]()}}, nil)
+	require.ErrorContains(t, err, "interface type")
+	_, err = fxoutbox.New(d.DB, b, fxoutbox.Config{Dialect: d.Dialect, Deliverables: []fxoutbox.Deliverable{{}}}, nil)
+	require.ErrorContains(t, err, "zero Deliverable")
+}

@@ -1,0 +1,136 @@
+package fxoutbox
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs"
+	"go.uber.org/zap"
+)
+
+// The relay's delivery to this service's own mediator (see local.go), and
+// its timer for the schedules it knows of.
+
+// notifyAt tells the relay that a commit scheduled a row due at dueNs (by
+// the outbox's clock): it wakes then, or at once if that is earlier than
+// what it waits for.
+func (r *relay) notifyAt(dueNs int64) {
+	for {
+		cur := r.nextAt.Load()
+		if cur != 0 && cur <= dueNs {
+			return
+		}
+		if r.nextAt.CompareAndSwap(cur, dueNs) {
+			r.notify()
+			return
+		}
+	}
+}
+
+// earliestDue is when the earliest schedule is due as far as this relay
+// knows, in ns by the outbox's clock (0: none): the earliest this process
+// wrote, and what the Scheduled table said at most a poll interval ago
+// (an index lookup, not one per pass: a busy relay passes far more often).
+func (r *relay) earliestDue(ctx context.Context) int64 {
+	now := r.now()
+	if r.schedCheckedAt.IsZero() || now.Sub(r.schedCheckedAt) >= r.cfg.PollInterval || now.Before(r.schedCheckedAt) {
+		if due, err := r.nextDue(ctx); err == nil {
+			r.schedNext, r.schedCheckedAt = due, now
+		}
+	}
+	due := r.schedNext
+	if known := r.nextAt.Load(); known != 0 && (due == 0 || known < due) {
+		due = known
+	}
+	return due
+}
+
+// idle is how long a relay that drained everything waits before its next
+// pass: the poll interval, or less when a schedule falls due sooner.
+func (r *relay) idle(ctx context.Context) time.Duration {
+	wait := r.cfg.PollInterval
+	due := r.earliestDue(ctx)
+	if due == 0 {
+		return wait
+	}
+	return max(0, min(wait, time.Duration(due-r.now().UnixNano())))
+}
+
+// promoteDue moves the due schedules, if any is due as far as the relay
+// knows.
+func (r *relay) promoteDue(ctx context.Context) error {
+	due := r.earliestDue(ctx)
+	if due == 0 || due > r.now().UnixNano() {
+		return nil
+	}
+	r.nextAt.CompareAndSwap(due, 0) // what it waited for is due: the table says what is next
+	_, err := r.promote(ctx)
+	r.schedCheckedAt = time.Time{} // look again: more may wait
+	return err
+}
+
+// sendLocal delivers a batch of the delivery topic's rows to the mediator,
+// several at once, and deletes the delivered ones in one statement fenced
+// by the lease. A row whose delivery failed waits for its next attempt
+// with a backoff, or goes to the dead letter table after MaxAttempts (at
+// once when it is malformed); one the mediator refused because it is
+// stopping waits for the next relay.
+func (r *relay) sendLocal(ctx context.Context, topic string, rows []row) (int, error) {
+	errs := make([]error, len(rows))
+	sem := make(chan struct{}, r.delivery.Concurrency)
+	var wg sync.WaitGroup
+	for i := range rows {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = r.deliverSafely(ctx, rows[i])
+		})
+	}
+	wg.Wait()
+	var done []row
+	var failed []error
+	for i, rw := range rows {
+		err := errs[i]
+		switch {
+		case err == nil:
+			done = append(done, rw)
+		case errors.Is(err, fxcqrs.ErrStopped):
+			failed = append(failed, err) // not an attempt: the next relay delivers it
+		default:
+			if err := r.failLocal(ctx, topic, rw, err); err != nil {
+				failed = append(failed, err)
+			}
+		}
+	}
+	sent, err := r.deleteSent(ctx, topic, done)
+	return sent, errors.Join(append(failed, err)...)
+}
+
+// deliverSafely is deliver with a panic of ours turned into an error (a
+// handler's own panic is the mediator's *PanicError already).
+func (r *relay) deliverSafely(ctx context.Context, rw row) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &malformed{err: errors.New("delivery panicked")}
+			r.log.Error("relay: a delivery panicked", zap.Any("panic", v), zap.String("messageId", rw.msgID))
+		}
+	}()
+	return r.deliver(ctx, rw)
+}
+
+// failLocal schedules a failed row's next attempt, or dead-letters it.
+func (r *relay) failLocal(ctx context.Context, topic string, rw row, cause error) error {
+	var bad *malformed
+	failed := rw.attempts + 1
+	if errors.As(cause, &bad) || failed >= r.delivery.MaxAttempts {
+		return r.deadLetter(ctx, topic, rw, cause)
+	}
+	wait := r.delivery.backoff(failed)
+	r.log.Warn("relay: a durable delivery failed; it is tried again",
+		zap.String("messageId", rw.msgID), zap.Int("attempt", failed), zap.Duration("retryIn", wait), zap.Error(cause))
+	_, err := r.db.ExecContext(ctx, r.q.retry, r.now().Add(wait).UnixNano(), rw.id)
+	r.inHand.Add(-1)
+	return err
+}

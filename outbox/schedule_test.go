@@ -1,0 +1,210 @@
+package fxoutbox_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs"
+	fxbus "github.com/fxcqrs/fxcqrs/bus"
+	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Commands of the schedule tests.
+type (
+	// Remind schedules: a CancelUnpaid after Delay, or an OrderPlaced
+	// (routed) at Delay, and cancels Cancel when set.
+	Remind struct {
+		ID     int
+		Delay  time.Duration
+		Routed bool
+		Cancel string
+	}
+	// CancelUnpaid is the scheduled command.
+	CancelUnpaid struct{ ID int }
+)
+
+// passesWithout waits until o's relay has run n more passes, so that a
+// test knows the relay looked and did not deliver.
+func passesWithout(t *testing.T, o *fxoutbox.Outbox, n uint64) {
+	t.Helper()
+	from := fxoutbox.Passes(o)
+	require.Eventually(t, func() bool { return fxoutbox.Passes(o) >= from+n }, 10*time.Second, time.Millisecond)
+}
+
+// A scheduled command runs when its time comes by the outbox's clock,
+// never before, once, as an ordinary mediator call in a unit of work of
+// its own; a cancelled one never runs; a routed event is published at its
+// time; a schedule outside a unit of work is refused.
+func TestSchedule(t *testing.T) {
+	t.Parallel()
+	forEachDatabase(t, func(t *testing.T, d database) {
+		_, err := d.DB.Exec("CREATE TABLE cancelled (id INTEGER PRIMARY KEY)")
+		require.NoError(t, err)
+		clock := newFakeClock()
+		var (
+			mu  sync.Mutex
+			ids = map[int]string{}
+			ran = map[int]int{}
+		)
+		r := newRig(t, d, fxoutbox.Config{Now: clock.Now, Deliverables: []fxoutbox.Deliverable{fxoutbox.ScheduledCommand[CancelUnpaid]()}},
+			fxcqrs.WithCommandHandlers(
+				commandFunc[Remind](func(ctx context.Context, c Remind) error {
+					if c.Cancel != "" {
+						ok, err := fxoutbox.Cancel(ctx, c.Cancel)
+						if err == nil && !ok {
+							err = errors.New("not waiting")
+						}
+						return err
+					}
+					var msg any = CancelUnpaid{ID: c.ID}
+					if c.Routed {
+						msg = OrderPlaced{ID: c.ID}
+					}
+					id, err := fxoutbox.ScheduleAfter(ctx, c.Delay, msg)
+					mu.Lock()
+					ids[c.ID] = id
+					mu.Unlock()
+					return err
+				}),
+				commandFunc[CancelUnpaid](func(ctx context.Context, c CancelUnpaid) error {
+					if fxoutbox.Tx(ctx) == nil {
+						return errors.New("no unit of work")
+					}
+					mu.Lock()
+					ran[c.ID]++
+					mu.Unlock()
+					_, err := fxoutbox.Tx(ctx).ExecContext(ctx, d.Dialect.Rebind("INSERT INTO cancelled (id) VALUES (?)"), c.ID)
+					return err
+				}),
+			))
+		orders := received(t, r.gc, "orders")
+
+		require.NoError(t, fxcqrs.Exec(context.Background(), r.m, Remind{ID: 1, Delay: 30 * time.Minute}))
+		require.NoError(t, fxcqrs.Exec(context.Background(), r.m, Remind{ID: 2, Delay: 10 * time.Minute}))
+		require.NoError(t, fxcqrs.Exec(context.Background(), r.m, Remind{ID: 3, Delay: 20 * time.Minute, Routed: true}))
+		mu.Lock()
+		cancel := ids[2]
+		mu.Unlock()
+		require.NoError(t, fxcqrs.Exec(context.Background(), r.m, Remind{Cancel: cancel}))
+		assert.Error(t, fxcqrs.Exec(context.Background(), r.m, Remind{Cancel: cancel}), "cancelled once: no longer waiting")
+
+		clock.Advance(29*time.Minute + 59*time.Second)
+		passesWithout(t, r.outbox, 3)
+		assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM cancelled"), "not before its time")
+		msg := next(t, orders)
+		assert.JSONEq(t, `{"ID":3}`, string(msg.Payload), "the routed event went out at its time")
+		mu.Lock()
+		assert.Equal(t, ids[3], msg.UUID, "with the id Schedule returned")
+		mu.Unlock()
+
+		clock.Advance(time.Second)
+		require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM cancelled") == 1 }, 10*time.Second, time.Millisecond)
+		clock.Advance(time.Hour)
+		passesWithout(t, r.outbox, 3)
+		mu.Lock()
+		assert.Equal(t, map[int]int{1: 1}, ran, "the due one ran once; the cancelled one never")
+		mu.Unlock()
+		assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled"))
+
+		_, err = fxoutbox.Schedule(context.Background(), clock.Now(), CancelUnpaid{})
+		assert.ErrorIs(t, err, fxoutbox.ErrNoUnitOfWork)
+	})
+}
+
+// A scheduled command delivered twice (the relay killed between running it
+// and deleting its row) runs once: its message id is its idempotency key.
+func TestScheduledCommandRunsOnce(t *testing.T) {
+	t.Parallel()
+	forEachDatabase(t, func(t *testing.T, d database) {
+		var mu sync.Mutex
+		ran := 0
+		clock := newFakeClock()
+		r := newRig(t, d, fxoutbox.Config{Now: clock.Now, Deliverables: []fxoutbox.Deliverable{fxoutbox.ScheduledCommand[CancelUnpaid]()}},
+			fxcqrs.WithCommandHandlers(
+				commandFunc[Remind](func(ctx context.Context, c Remind) error {
+					_, err := fxoutbox.ScheduleAfter(ctx, c.Delay, CancelUnpaid{ID: c.ID})
+					return err
+				}),
+				commandFunc[CancelUnpaid](func(context.Context, CancelUnpaid) error {
+					mu.Lock()
+					ran++
+					mu.Unlock()
+					return nil
+				})))
+		require.NoError(t, fxcqrs.Exec(context.Background(), r.m, Remind{ID: 1, Delay: time.Minute}))
+		// The same schedule twice, as a crash between the command's commit
+		// and the row's delete leaves it.
+		_, err := d.DB.Exec("INSERT INTO fxcqrs_outbox_scheduled (due_ns, topic, message_id, payload, metadata) " +
+			"SELECT due_ns, topic, message_id, payload, metadata FROM fxcqrs_outbox_scheduled")
+		require.NoError(t, err)
+		clock.Advance(time.Minute)
+		require.Eventually(t, func() bool {
+			return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled")+count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0
+		}, 10*time.Second, time.Millisecond)
+		mu.Lock()
+		assert.Equal(t, 1, ran)
+		mu.Unlock()
+		assert.Equal(t, 1, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_inbox"))
+	})
+}
+
+// Schedule refuses what nothing would deliver.
+func TestScheduleRefusesTheUndeliverable(t *testing.T) {
+	d := openDatabase(t, fxoutbox.SQLite)
+	var err error
+	r := newRig(t, d, fxoutbox.Config{}, fxcqrs.WithCommandHandlers(commandFunc[Remind](func(ctx context.Context, _ Remind) error {
+		_, err = fxoutbox.ScheduleAfter(ctx, time.Minute, CancelUnpaid{})
+		return nil
+	})))
+	require.NoError(t, fxcqrs.Exec(context.Background(), r.m, Remind{}))
+	require.ErrorContains(t, err, "nothing delivers")
+}
+
+// With 100,000 schedules spread over an hour, finding the due ones and
+// the earliest is an index range scan, not a scan of every row: the
+// query plans on PostgreSQL, after ANALYZE, use the due index.
+func TestScheduleQueriesUseTheIndex(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.PostgreSQL)
+	clock := newFakeClock()
+	start := clock.Now().UnixNano()
+	_, err := d.DB.Exec(`INSERT INTO fxcqrs_outbox_scheduled (due_ns, topic, message_id, payload, metadata)
+		SELECT $1::bigint + (i::bigint * 36000000), 'orders', 'm-' || i, '\x7b7d'::bytea, '{}' FROM generate_series(1, 100000) AS i`, start)
+	require.NoError(t, err)
+	_, err = d.DB.Exec("ANALYZE fxcqrs_outbox_scheduled")
+	require.NoError(t, err)
+	o, err := fxoutbox.New(d.DB, mustBus(t), fxoutbox.Config{Dialect: d.Dialect, Now: clock.Now}, nil)
+	require.NoError(t, err)
+	due, nextDue := fxoutbox.DueQueries(o)
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{{due, []any{start + int64(time.Minute), 100}}, {nextDue, nil}} {
+		rows, err := d.DB.Query("EXPLAIN "+q.sql, q.args...)
+		require.NoError(t, err)
+		var plan []string
+		for rows.Next() {
+			var line string
+			require.NoError(t, rows.Scan(&line))
+			plan = append(plan, line)
+		}
+		require.NoError(t, rows.Err())
+		require.NoError(t, rows.Close())
+		joined := strings.Join(plan, "\n")
+		assert.Contains(t, joined, "fxcqrs_outbox_scheduled_due", "%s:\n%s", q.sql, joined)
+		assert.NotContains(t, joined, "Seq Scan", "%s:\n%s", q.sql, joined)
+	}
+}
+
+func mustBus(t *testing.T) *fxbus.Bus {
+	t.Helper()
+	b, err := fxbus.New(fxbus.Config{}, nil, nil)
+	require.NoError(t, err)
+	return b
+}
