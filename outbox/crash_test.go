@@ -47,6 +47,13 @@ import (
 
 const crashRounds = 5
 
+// FollowUp is the command each order of the durable crash test schedules;
+// DueNs is when it is due, by the wall clock the child's outbox uses.
+type FollowUp struct {
+	ID    int
+	DueNs int64
+}
+
 // relayBatch is the relay's default BatchSize, which the child keeps.
 const relayBatch = 100
 
@@ -65,6 +72,11 @@ func TestCrash(t *testing.T) {
 		{fxoutbox.MySQL, "amqp"},
 		{fxoutbox.PostgreSQL, "redis"},
 		{fxoutbox.SQLite, ""},
+		// Durable in-process delivery and scheduled commands: no broker,
+		// the handlers run from rows in the producer itself.
+		{fxoutbox.PostgreSQL, "durable"},
+		{fxoutbox.MySQL, "durable"},
+		{fxoutbox.SQLite, "durable"},
 	} {
 		name := tc.dialect.String() + "+" + tc.broker
 		if tc.broker == "" {
@@ -86,6 +98,7 @@ func crashTables(t testing.TB, db *sql.DB) {
 		"CREATE TABLE orders (id BIGINT PRIMARY KEY)",
 		"CREATE TABLE effects (order_id BIGINT NOT NULL)",
 		"CREATE TABLE deliveries (order_id BIGINT NOT NULL)",
+		"CREATE TABLE followups (order_id BIGINT NOT NULL, late_ns BIGINT NOT NULL)",
 	} {
 		_, err := db.Exec(ddl)
 		require.NoError(t, err)
@@ -118,7 +131,7 @@ func crash(t *testing.T, d database, broker string) {
 			_ = c.Close()
 		})
 	}
-	if broker != "" {
+	if broker != "" && broker != "durable" {
 		stop := consume(t, d, broker, addr, topic)
 		defer stop()
 	}
@@ -133,8 +146,21 @@ func crash(t *testing.T, d database, broker string) {
 
 	committed := ids(t, d.DB, "SELECT id FROM orders")
 	require.NotEmpty(t, committed)
-	if broker != "" {
+	if broker != "" && broker != "durable" {
 		waitFor(t, func() bool { return len(ids(t, d.DB, "SELECT DISTINCT order_id FROM effects")) >= len(committed) })
+	}
+	if broker == "durable" {
+		// Each committed order scheduled a follow-up command: it ran once,
+		// never before its time, and none of a rolled-back order.
+		followups := map[int64]int{}
+		for _, id := range ids(t, d.DB, "SELECT order_id FROM followups") {
+			followups[id]++
+		}
+		for _, id := range committed {
+			assert.Equal(t, 1, followups[id], "order %d: its scheduled follow-up exactly once", id)
+		}
+		assert.Len(t, followups, len(committed), "no follow-up of an order that never committed")
+		assert.Empty(t, ids(t, d.DB, "SELECT order_id FROM followups WHERE late_ns < 0"), "no follow-up ran before it was due")
 	}
 	effects := ids(t, d.DB, "SELECT order_id FROM effects")
 	deliveries := ids(t, d.DB, "SELECT order_id FROM deliveries")
@@ -341,26 +367,40 @@ func TestCrashChild(t *testing.T) {
 		subs []fxbus.Subscription
 		opts []fxcqrs.Option
 	)
-	if broker := os.Getenv("FXCQRS_CRASH_BROKER"); broker != "" {
+	durable := os.Getenv("FXCQRS_CRASH_BROKER") == "durable"
+	var deliverables []fxoutbox.Deliverable
+	routes := []fxbus.Routing{fxbus.NewRoute[OrderPlaced](topic)}
+	switch broker := os.Getenv("FXCQRS_CRASH_BROKER"); {
+	case durable:
+		// No broker: OrderPlaced's handler runs from its row, and each
+		// order schedules a follow-up command 0–50 ms later.
+		routes = nil
+		deliverables = []fxoutbox.Deliverable{fxoutbox.DurableEvent[OrderPlaced](), fxoutbox.ScheduledCommand[FollowUp]()}
+		opts = append(opts, billing(db, dialect), fxcqrs.WithMiddleware(deliveryLog(db, dialect)),
+			fxcqrs.WithCommandHandlers(commandFunc[FollowUp](func(ctx context.Context, c FollowUp) error {
+				_, err := fxoutbox.Tx(ctx).ExecContext(ctx, dialect.Rebind("INSERT INTO followups (order_id, late_ns) VALUES (?, ?)"),
+					c.ID, time.Now().UnixNano()-c.DueNs)
+				return err
+			})))
+	case broker != "":
 		var unused message.Subscriber
 		pub, unused, err = brokerPubSub(broker, os.Getenv("FXCQRS_CRASH_ADDR"))
 		require.NoError(t, err)
 		if both, ok := pub.(message.Subscriber); !ok || both != unused { // on NATS one PubSub is both
 			_ = unused.Close() // the consumer is the parent's
 		}
-	} else {
+	default:
 		// The in-process broker: the consumer lives here, and dies here.
 		gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 16, Persistent: true, BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
 		pub, sub = gc, gc
 		subs = []fxbus.Subscription{fxbus.NewSubscription[OrderPlaced](topic)}
 		opts = append(opts, billing(db, dialect), fxcqrs.WithMiddleware(deliveryLog(db, dialect)))
 	}
-	b, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub},
-		[]fxbus.Routing{fxbus.NewRoute[OrderPlaced](topic)}, subs)
+	b, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub}, routes, subs)
 	require.NoError(t, err)
 	// A short lease: each round's relay waits for the killed one's to
 	// expire before it takes the topic over.
-	o, err := fxoutbox.New(db, b, fxoutbox.Config{Dialect: dialect, Inbox: true, Relay: fxoutbox.RelayConfig{
+	o, err := fxoutbox.New(db, b, fxoutbox.Config{Dialect: dialect, Inbox: true, Deliverables: deliverables, Relay: fxoutbox.RelayConfig{
 		PollInterval: 20 * time.Millisecond,
 		Lease:        500 * time.Millisecond,
 	}}, nil)
@@ -372,6 +412,12 @@ func TestCrashChild(t *testing.T) {
 				return err
 			}
 			fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID})
+			if durable {
+				due := time.Now().Add(time.Duration(c.ID%50) * time.Millisecond)
+				if _, err := fxoutbox.Schedule(ctx, due, FollowUp{ID: c.ID, DueNs: due.UnixNano()}); err != nil {
+					return err
+				}
+			}
 			if c.ID%5 == 0 {
 				return errors.New("rolled back on purpose")
 			}
@@ -380,16 +426,21 @@ func TestCrashChild(t *testing.T) {
 	)
 	m, err := fxcqrs.New(fxcqrs.Config{}, opts...)
 	require.NoError(t, err)
+	o.DeliverTo(m)
 	require.NoError(t, o.Start(context.Background()))
 	if sub != nil {
 		require.NoError(t, b.Start(context.Background(), m))
 	}
 	if mode == crashtest.Drain {
-		waitFor(t, func() bool { return count(t, db, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0 })
+		waitFor(t, func() bool {
+			return count(t, db, "SELECT COUNT(*) FROM fxcqrs_outbox")+count(t, db, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled") == 0
+		})
 		_ = b.Stop(context.Background())
 		_ = o.Stop(context.Background())
 		_ = m.Stop(context.Background())
-		_ = pub.Close()
+		if pub != nil {
+			_ = pub.Close()
+		}
 		return
 	}
 	crashtest.Ready()

@@ -215,6 +215,9 @@ func (f *Frame) Withdraw(take func(reflect.Type) bool) []any {
 		return nil
 	}
 	defer f.state.unlock()
+	if f.buf.isHome() {
+		return nil // nothing emitted; the home buffer is shared, never written
+	}
 	recs := f.buf.recs
 	var out []any
 	kept := recs[:0]
@@ -223,7 +226,14 @@ func (f *Frame) Withdraw(take func(reflect.Type) bool) []any {
 			out = append(out, rec.Event())
 			continue
 		}
-		kept = append(kept, rec)
+		if out != nil {
+			kept = append(kept, rec)
+		} else {
+			kept = recs[:len(kept)+1] // nothing taken yet: in place already
+		}
+	}
+	if out == nil {
+		return nil
 	}
 	clear(recs[len(kept):])
 	f.buf.recs = kept
