@@ -60,6 +60,40 @@
 // redelivered message skips the handlers that handled it, and only a
 // handler that failed runs again.
 //
+// # Durable in-process events
+//
+// Without it, an event's in-process handlers run from memory after the
+// commit: best-effort, lost if the process dies between the commit and
+// them. Register the event type with [Durable] (or [DurableEvent] in
+// Config.Deliverables) and its handlers run from a row written in the
+// emitting transaction instead: the relay of any replica delivers it
+// after the commit, each handler's effect once through the inbox, failed
+// handlers retried with a backoff and dead-lettered after
+// DeliveryConfig.MaxAttempts. What that changes for the caller (Exec does
+// not wait for them, nested calls' and sequential order) is on
+// [DurableEvent].
+//
+// # Scheduled messages
+//
+// [Schedule], [ScheduleAfter] and [Cancel], from a handler in a unit of
+// work, write a message with a due time (in the Scheduled table, in the
+// handler's transaction) or delete one still waiting. When it is due by
+// Config.Now, the relay moves it into the outbox, where it takes its
+// place in its topic after every row already there: a scheduled message
+// joins its topic's order at its due time. It is a routed event
+// (published), a durable event (its handlers run) or a command registered
+// with [Schedulable] (Exec runs it, once per schedule through the inbox).
+// It is never delivered before its time, and at least once after it:
+// within the relay's poll interval when another replica wrote it, sooner
+// when this process did (its relay sets a timer for the earliest schedule
+// it wrote). There is no cross-process wake such as LISTEN/NOTIFY: the
+// poll bounds it. Finding the due rows is an index range scan, whatever
+// the number waiting.
+//
+// The relay compares due times and leases in SQL against Config.Now; it
+// waits between passes on the wall clock (a timer of at most the poll
+// interval), which a test's fake clock does not move.
+//
 // # Schema
 //
 // The schema is numbered migrations per dialect, shipped in the module.

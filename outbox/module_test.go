@@ -3,6 +3,7 @@ package fxoutbox_test
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -122,4 +123,54 @@ func newRelayOnly(t *testing.T, db *sql.DB, pub message.Publisher) *fxoutbox.Out
 	o, err := fxoutbox.New(db, bus, fxoutbox.Config{Dialect: fxoutbox.PostgreSQL, Relay: fxoutbox.RelayConfig{PollInterval: 5 * time.Millisecond, BatchSize: 7}}, nil)
 	require.NoError(t, err)
 	return o
+}
+
+// Under fx: fxoutbox.Durable and fxoutbox.Schedulable register their types
+// with the module, which gives the outbox its mediator: a durable event's
+// handler runs from its row, and a scheduled command runs when due.
+func TestModuleDurableAndScheduled(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	var m *fxcqrs.Mediator
+	handled := make(chan string, 2)
+	app := fxtest.New(t,
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
+		fx.Supply(d.DB, fxoutbox.Config{Dialect: fxoutbox.SQLite, Relay: fxoutbox.RelayConfig{PollInterval: 20 * time.Millisecond}}),
+		fxoutbox.Durable[Shipped](),
+		fxoutbox.Schedulable[CancelUnpaid](),
+		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
+			return func(ctx context.Context, c PlaceOrder) error {
+				fxcqrs.Emit(ctx, Shipped(c))
+				_, err := fxoutbox.ScheduleAfter(ctx, 0, CancelUnpaid(c))
+				return err
+			}
+		}),
+		fxcqrs.AsCommandHandler(func() commandFunc[CancelUnpaid] {
+			return func(ctx context.Context, c CancelUnpaid) error {
+				handled <- "scheduled " + fxbus.MessageID(ctx)
+				return nil
+			}
+		}),
+		fxcqrs.AsEventHandler(func() eventFunc[Shipped] {
+			return func(ctx context.Context, e Shipped) error {
+				handled <- "durable " + fxbus.MessageID(ctx)
+				return nil
+			}
+		}),
+		fx.Populate(&m),
+	)
+	app.RequireStart()
+	require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 3}))
+	var got []string
+	for range 2 {
+		select {
+		case h := <-handled:
+			got = append(got, h[:strings.IndexByte(h, ' ')])
+			assert.Greater(t, len(h), len("durable "), "run from a row: it has a message id")
+		case <-time.After(10 * time.Second):
+			t.Fatal("not delivered")
+		}
+	}
+	assert.ElementsMatch(t, []string{"durable", "scheduled"}, got)
+	app.RequireStop()
 }
