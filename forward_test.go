@@ -255,11 +255,13 @@ func TestWithdrawFromEmptyCallsAtOnce(t *testing.T) {
 		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(context.Context, PlaceOrder) error { return nil })))
 	var wg sync.WaitGroup
 	for range 8 {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() { // the root module supports Go 1.24: no WaitGroup.Go
+			defer wg.Done()
 			for range 100 {
 				assert.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{}))
 			}
-		})
+		}()
 	}
 	wg.Wait()
 }
