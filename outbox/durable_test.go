@@ -194,3 +194,41 @@ func TestDeliverablesAreChecked(t *testing.T) {
 	_, err = fxoutbox.New(d.DB, b, fxoutbox.Config{Dialect: d.Dialect, Deliverables: []fxoutbox.Deliverable{{}}}, nil)
 	require.ErrorContains(t, err, "zero Deliverable")
 }
+
+// A batch of durable deliveries that outlasts the relay's lease (handlers
+// are slower than a broker's acknowledgement) still deletes what it
+// delivered: the relay renews the lease before its fenced delete, instead
+// of sending the whole batch again.
+func TestDurableBatchOutlastsTheLease(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	clock := newFakeClock()
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var deliveries atomic.Int32
+	r := newRig(t, d, fxoutbox.Config{
+		Now:          clock.Now,
+		Relay:        fxoutbox.RelayConfig{Lease: time.Second},
+		Deliverables: []fxoutbox.Deliverable{fxoutbox.DurableEvent[Shipped]()},
+	},
+		fxcqrs.WithMiddleware(fxcqrs.ForKinds(fxcqrs.MiddlewareFunc(func(ctx context.Context, c fxcqrs.Call, next fxcqrs.Next) (any, error) {
+			deliveries.Add(1) // every delivery, before the inbox decides
+			return next(ctx)
+		}), fxcqrs.KindEvent)),
+		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
+			fxcqrs.Emit(ctx, Shipped(c))
+			return nil
+		})),
+		fxcqrs.WithEventHandlers(eventFunc[Shipped](func(context.Context, Shipped) error {
+			once.Do(func() { close(started) })
+			<-release
+			return nil
+		})))
+	require.NoError(t, fxcqrs.Exec(context.Background(), r.m, PlaceOrder{ID: 1}))
+	<-started
+	clock.Advance(3 * time.Second) // the lease the batch was read under has lapsed
+	close(release)
+	require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0 }, 10*time.Second, time.Millisecond)
+	passesWithout(t, r.outbox, 3)
+	assert.Equal(t, int32(1), deliveries.Load(), "delivered once: the batch's delete was not fenced out")
+}
