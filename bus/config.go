@@ -19,4 +19,7 @@ type Config struct {
 	Logger *zap.Logger
 	// Marshaler encodes events. Default: JSON.
 	Marshaler Marshaler
+	// Propagators carry what a call's context holds (a tenant, the trace
+	// context) in each message's metadata to its handlers. Default: none.
+	Propagators []Propagator
 }

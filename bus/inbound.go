@@ -45,7 +45,7 @@ func (b *Bus) handler(ts *topicSubs, m *fxcqrs.Mediator) message.NoPublishHandle
 		if err != nil {
 			return &malformed{err: fmt.Errorf("decode %s: %w", s.typ, err)}
 		}
-		ctx := fxcqrs.Foreground(withInbound(msg.Context(), msg))
+		ctx := fxcqrs.Foreground(b.extract(msg.Context(), msg))
 		err = s.publish(ctx, m, event)
 		switch {
 		case err == nil:

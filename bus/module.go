@@ -45,14 +45,16 @@ type busParams struct {
 	Marshaler     Marshaler          `optional:"true"`
 	Routes        []Routing          `group:"fxbus.routes"`
 	Subscriptions []Subscription     `group:"fxbus.subscriptions"`
+	Propagators   []Propagator       `group:"fxbus.propagators"`
 }
 
 func provideBus(p busParams) (*Bus, error) {
 	cfg := Config{
-		Publisher:  p.Publisher,
-		Subscriber: p.Subscriber,
-		Logger:     p.Logger,
-		Marshaler:  p.Marshaler,
+		Publisher:   p.Publisher,
+		Subscriber:  p.Subscriber,
+		Logger:      p.Logger,
+		Marshaler:   p.Marshaler,
+		Propagators: p.Propagators,
 	}
 	return New(cfg, p.Routes, p.Subscriptions)
 }

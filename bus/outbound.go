@@ -64,6 +64,9 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 			continue
 		}
 		msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(t), ev)
+		if err == nil {
+			b.inject(ctx, msg)
+		}
 		for i, r := range rs {
 			if err != nil {
 				fails = append(fails, PublishFailure{Topic: r.topic, Event: ev, Err: fmt.Errorf("marshal %s: %w", t, err)})

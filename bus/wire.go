@@ -131,12 +131,13 @@ func defaultName(t reflect.Type) string {
 }
 
 // WithMessage returns ctx as the context of handling msg, as a
-// subscription gives it to its handlers: MessageID, CorrelationID and
-// CausationID report msg's, and the events emitted under it carry its
-// chain on. It is for code that delivers a stored message to the
-// mediator itself, such as the outbox's durable in-process delivery.
-func WithMessage(ctx context.Context, msg *message.Message) context.Context {
-	return withInbound(ctx, msg)
+// subscription of b gives it to its handlers: MessageID, CorrelationID
+// and CausationID report msg's, the events emitted under it carry its
+// chain on, and b's Propagators have extracted what msg carries. It is
+// for code that delivers a stored message to the mediator itself, such as
+// the outbox's durable in-process delivery.
+func (b *Bus) WithMessage(ctx context.Context, msg *message.Message) context.Context {
+	return b.extract(ctx, msg)
 }
 
 // NameOf returns the name event type t has on the wire: its route's or
@@ -147,7 +148,11 @@ func (b *Bus) NameOf(t reflect.Type) string { return b.nameOf(t) }
 // by the bus's Marshaler, named by NameOf, with a new id, and continuing
 // the chain of ctx (correlation and causation ids).
 func (b *Bus) Encode(ctx context.Context, event any) (*message.Message, error) {
-	return newMessage(ctx, b.cfg.Marshaler, b.nameOf(reflect.TypeOf(event)), event)
+	msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(reflect.TypeOf(event)), event)
+	if err == nil {
+		b.inject(ctx, msg)
+	}
+	return msg, err
 }
 
 // Decode decodes a message's payload, encoded by the bus's Marshaler,

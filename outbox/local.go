@@ -218,7 +218,7 @@ func (o *Outbox) deliver(ctx context.Context, rw row) error {
 		return &malformed{err: fmt.Errorf("no durable event or scheduled command named %q is registered in this service", name)}
 	}
 	depth, _ := strconv.Atoi(msg.Metadata.Get(MetadataDepth))
-	ctx = context.WithValue(fxbus.WithMessage(ctx, msg), localKey{}, delivery{depth: depth})
+	ctx = context.WithValue(o.bus.WithMessage(ctx, msg), localKey{}, delivery{depth: depth})
 	m := o.mediator.Load()
 	return d.run(fxcqrs.Foreground(ctx), m, func(into any) error { return o.bus.Decode(rw.payload, into) })
 }
