@@ -302,7 +302,7 @@ func crashChild(out io.Writer, path string) error {
 	err = cmd.Run()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		return fmt.Errorf("the child was to be killed: %v", err)
+		return fmt.Errorf("the child was to be killed, and ended: %w", err)
 	}
 	fmt.Fprintln(out, "child: order 99 committed, then killed (SIGKILL) in the projection's handler")
 	return nil
