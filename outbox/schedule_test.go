@@ -208,3 +208,78 @@ func mustBus(t *testing.T) *fxbus.Bus {
 	require.NoError(t, err)
 	return b
 }
+
+// Two replicas share one PostgreSQL's schedules: each due command runs on
+// one of them, once, and is delivered once as a matter of course (no
+// delivery the inbox had to skip).
+func TestTwoReplicasShareSchedules(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.PostgreSQL)
+	clock := newFakeClock()
+	const n = 200
+	var (
+		mu         sync.Mutex
+		ran        = map[int]int{}
+		deliveries int
+	)
+	replica := func() *fxcqrs.Mediator {
+		b := mustBus(t)
+		o, err := fxoutbox.New(d.DB, b, fxoutbox.Config{
+			Dialect: d.Dialect, Now: clock.Now,
+			Relay:        fxoutbox.RelayConfig{PollInterval: 5 * time.Millisecond, BatchSize: 16},
+			Deliverables: []fxoutbox.Deliverable{fxoutbox.ScheduledCommand[CancelUnpaid]()},
+		}, nil)
+		require.NoError(t, err)
+		m, err := fxcqrs.New(fxcqrs.Config{},
+			fxcqrs.WithMiddleware(fxcqrs.ForKinds(fxcqrs.MiddlewareFunc(func(ctx context.Context, c fxcqrs.Call, next fxcqrs.Next) (any, error) {
+				if _, ok := c.Message.(CancelUnpaid); ok {
+					mu.Lock()
+					deliveries++ // before the inbox decides
+					mu.Unlock()
+				}
+				return next(ctx)
+			}), fxcqrs.KindCommand), o.UnitOfWork()),
+			fxcqrs.WithCommandHandlers(
+				commandFunc[Remind](func(ctx context.Context, c Remind) error {
+					_, err := fxoutbox.ScheduleAfter(ctx, c.Delay, CancelUnpaid{ID: c.ID})
+					return err
+				}),
+				commandFunc[CancelUnpaid](func(_ context.Context, c CancelUnpaid) error {
+					mu.Lock()
+					ran[c.ID]++
+					mu.Unlock()
+					return nil
+				})))
+		require.NoError(t, err)
+		o.DeliverTo(m)
+		require.NoError(t, o.Start(context.Background()))
+		t.Cleanup(func() {
+			require.NoError(t, m.Stop(context.Background()))
+			require.NoError(t, o.Stop(context.Background()))
+		})
+		return m
+	}
+	a, b := replica(), replica()
+	for i := range n {
+		m := a
+		if i%2 == 1 {
+			m = b
+		}
+		require.NoError(t, fxcqrs.Exec(context.Background(), m, Remind{ID: i, Delay: time.Duration(i) * time.Second}))
+	}
+	clock.Advance(n * time.Second)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ran) == n
+	}, 20*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool {
+		return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox")+count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled") == 0
+	}, 20*time.Second, time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range n {
+		assert.Equal(t, 1, ran[i], "command %d ran once", i)
+	}
+	assert.Equal(t, n, deliveries, "each schedule delivered once")
+}
