@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"reflect"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -445,4 +446,19 @@ func TestCancelWhileWaitingForSlot(t *testing.T) {
 	close(release)
 	require.NoError(t, <-first)
 	assert.Zero(t, shipped.Load())
+}
+
+// EventTypes lists the event types with handlers, interface types
+// included, and nothing else.
+func TestEventTypes(t *testing.T) {
+	type Lost interface{ Lost() }
+	m := newMediator(t, fxcqrs.Config{},
+		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(context.Context, PlaceOrder) error { return nil })),
+		fxcqrs.WithEventHandlers(
+			eventFunc[OrderPlaced](func(context.Context, OrderPlaced) error { return nil }),
+			eventFunc[Shipped](func(context.Context, Shipped) error { return nil }),
+			eventFunc[Shipped](func(context.Context, Shipped) error { return nil }),
+			eventFunc[Lost](func(context.Context, Lost) error { return nil }),
+		))
+	assert.ElementsMatch(t, []reflect.Type{reflect.TypeFor[OrderPlaced](), reflect.TypeFor[Shipped](), reflect.TypeFor[Lost]()}, m.EventTypes())
 }

@@ -283,3 +283,15 @@ func (m *Mediator) unhandled(t reflect.Type) {
 		zap.String("constructor", e.source),
 	)
 }
+
+// EventTypes returns the event types the mediator has handlers for,
+// concrete and interface types, in no particular order. It is for modules
+// that treat events by type, such as the outbox's durable delivery of
+// every handled event.
+func (m *Mediator) EventTypes() []reflect.Type {
+	out := make([]reflect.Type, 0, len(m.reg.events))
+	for t := range m.reg.events {
+		out = append(out, t)
+	}
+	return out
+}

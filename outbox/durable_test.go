@@ -232,3 +232,28 @@ func TestDurableBatchOutlastsTheLease(t *testing.T) {
 	passesWithout(t, r.outbox, 3)
 	assert.Equal(t, int32(1), deliveries.Load(), "delivered once: the batch's delete was not fenced out")
 }
+
+// DeliveryConfig.AllEvents, the module-wide default: every event type
+// with handlers is durable without being registered, and runs from a row.
+func TestDurableAllEvents(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	ids := make(chan string, 1)
+	r := newRig(t, d, fxoutbox.Config{Delivery: fxoutbox.DeliveryConfig{AllEvents: true}},
+		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
+			fxcqrs.Emit(ctx, Shipped(c))
+			return nil
+		})),
+		fxcqrs.WithEventHandlers(eventFunc[Shipped](func(ctx context.Context, _ Shipped) error {
+			ids <- fxbus.MessageID(ctx)
+			return nil
+		})))
+	require.NoError(t, fxcqrs.Exec(context.Background(), r.m, PlaceOrder{ID: 1}))
+	select {
+	case id := <-ids:
+		assert.NotEmpty(t, id, "run from a row: it has the row's message id")
+	case <-time.After(10 * time.Second):
+		t.Fatal("not delivered")
+	}
+	require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_inbox") == 1 }, 10*time.Second, time.Millisecond)
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	"go.uber.org/fx"
+	"go.uber.org/zap"
 )
 
 // Durable in-process delivery and scheduled commands: rows of the outbox
@@ -112,9 +113,17 @@ type DeliveryConfig struct {
 	RetryInitial time.Duration `json:"retryInitial" yaml:"retryInitial"`
 	// RetryMax bounds the wait between attempts. Default 5m.
 	RetryMax time.Duration `json:"retryMax" yaml:"retryMax"`
-	// Concurrency is how many rows of a batch are delivered at once (each
-	// row's handlers run under the mediator's own limit). Default 8.
+	// Concurrency is how many rows of a batch are delivered at once. Each
+	// row's handlers run under the mediator's limit on event handlers
+	// (Config.Events.MaxConcurrentHandlers, 1 by default: durable handlers
+	// then run one at a time in the service; raise it for throughput).
+	// Default 8.
 	Concurrency int `json:"concurrency" yaml:"concurrency"`
+	// AllEvents makes every concrete event type the mediator has handlers
+	// for durable, as if each were registered with Durable: the
+	// module-wide default. An event handled only by a handler of an
+	// interface type it implements is not included: register it.
+	AllEvents bool `json:"allEvents" yaml:"allEvents"`
 }
 
 func (c DeliveryConfig) withDefaults() DeliveryConfig {
@@ -213,7 +222,7 @@ func (o *Outbox) deliver(ctx context.Context, rw row) error {
 		return &malformed{err: fmt.Errorf("metadata: %w", err)}
 	}
 	name := msg.Metadata.Get(fxbus.MetadataName)
-	d := o.reg.byName[name]
+	d := o.reg.Load().byName[name]
 	if d == nil {
 		return &malformed{err: fmt.Errorf("no durable event or scheduled command named %q is registered in this service", name)}
 	}
@@ -225,17 +234,49 @@ func (o *Outbox) deliver(ctx context.Context, rw row) error {
 
 // DeliverTo gives the outbox the mediator that its durable events and
 // scheduled commands run on. fxoutbox.Module calls it; without fx, call it
-// before Start when Config.Deliverables is not empty.
-func (o *Outbox) DeliverTo(m *fxcqrs.Mediator) { o.mediator.Store(m) }
+// before Start, and before the first call, when Config.Deliverables is not
+// empty or DeliveryConfig.AllEvents is on.
+func (o *Outbox) DeliverTo(m *fxcqrs.Mediator) {
+	o.mediator.Store(m)
+	if !o.cfg.Delivery.AllEvents || m == nil {
+		return
+	}
+	ds := append([]Deliverable(nil), o.cfg.Deliverables...)
+	for _, t := range m.EventTypes() {
+		if t.Kind() != reflect.Interface {
+			ds = append(ds, dynamicEvent(t))
+		}
+	}
+	reg, err := newDeliverables(o.bus, ds)
+	if err != nil {
+		// Two handled types with one name: New checked the registered
+		// ones; these keep their in-memory delivery.
+		o.log.Error("fxoutbox: DeliveryConfig.AllEvents: some event types stay in memory", zap.Error(err))
+	}
+	o.reg.Store(&reg)
+}
+
+// dynamicEvent is DurableEvent of a type known at run time only (see
+// DeliveryConfig.AllEvents).
+func dynamicEvent(t reflect.Type) Deliverable {
+	return Deliverable{typ: t, run: func(ctx context.Context, m *fxcqrs.Mediator, decode func(any) error) error {
+		p := reflect.New(t)
+		if err := decode(p.Interface()); err != nil {
+			return &malformed{err: err}
+		}
+		return fxcqrs.Publish[any](ctx, m, p.Elem().Interface())
+	}}
+}
 
 // writeLocal withdraws the durable events the handler of ctx emitted from
 // the mediator's in-memory processing and writes them as rows of the
 // delivery topic in un's transaction.
 func (u *unitOfWork) writeLocal(ctx context.Context, un *unit) error {
-	if len(u.reg.events) == 0 {
+	reg := u.reg.Load()
+	if len(reg.events) == 0 {
 		return nil
 	}
-	events := fxcqrs.Withdraw(ctx, u.reg.durable)
+	events := fxcqrs.Withdraw(ctx, reg.durable)
 	if len(events) == 0 {
 		return nil
 	}

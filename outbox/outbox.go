@@ -66,7 +66,8 @@ type Outbox struct {
 	cfg      Config
 	db       *sql.DB
 	bus      *fxbus.Bus
-	reg      deliverables
+	reg      atomic.Pointer[deliverables] // replaced once by DeliverTo with AllEvents
+	log      *zap.Logger
 	mediator atomic.Pointer[fxcqrs.Mediator] // where the Deliverables run; see DeliverTo
 	uow      *unitOfWork
 	relay    *relay
@@ -111,7 +112,8 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	}
 	log = log.Named("fxoutbox")
 	q := cfg.Dialect.queries(cfg.Tables)
-	o := &Outbox{cfg: cfg, db: db, bus: bus, reg: reg}
+	o := &Outbox{cfg: cfg, db: db, bus: bus, log: log}
+	o.reg.Store(&reg)
 	o.relay = newRelay(db, q, bus.Publisher(), log, cfg.Relay, cfg.Now)
 	o.relay.cleanInbox = o.CleanInbox
 	o.relay.delivery = cfg.Delivery
@@ -119,7 +121,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	o.relay.delivering = func() bool { return o.mediator.Load() != nil }
 	o.uow = &unitOfWork{
 		db: db, q: q, bus: bus, wake: o.relay.notify, inbox: cfg.Inbox, eagerEv: cfg.EventTransactions, now: cfg.Now,
-		reg: reg, delivery: cfg.Delivery, wakeAt: o.relay.notifyAt,
+		reg: &o.reg, delivery: cfg.Delivery, wakeAt: o.relay.notifyAt,
 	}
 	return o, nil
 }
@@ -164,7 +166,7 @@ func (o *Outbox) Start(ctx context.Context) error {
 	if err := CheckSchema(ctx, o.db, o.cfg.Dialect, o.cfg.Tables); err != nil {
 		return err
 	}
-	if len(o.reg.byName) > 0 && o.mediator.Load() == nil {
+	if (len(o.reg.Load().byName) > 0 || o.cfg.Delivery.AllEvents) && o.mediator.Load() == nil {
 		return errors.New("fxoutbox: Start: Config.Deliverables need the mediator they run on: call Outbox.DeliverTo before Start (fxoutbox.Module does)")
 	}
 	o.relay.start()

@@ -77,7 +77,7 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 		return "", errors.New("fxoutbox.Schedule: nil message")
 	}
 	t := typeOf(msg)
-	d := u.reg.byName[u.bus.NameOf(t)]
+	d := u.reg.Load().byName[u.bus.NameOf(t)]
 	local := d != nil && d.typ == t
 	var rows []fxbus.Outgoing
 	if !local || !d.command {

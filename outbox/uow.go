@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
@@ -49,9 +50,9 @@ type unitOfWork struct {
 	bus      *fxbus.Bus
 	wake     func()
 	inbox    bool
-	eagerEv  bool             // event handlers get a transaction before they run
-	now      func() time.Time // the outbox's clock: what the inbox records
-	reg      deliverables
+	eagerEv  bool                          // event handlers get a transaction before they run
+	now      func() time.Time              // the outbox's clock: what the inbox records
+	reg      *atomic.Pointer[deliverables] // the Outbox's
 	delivery DeliveryConfig
 	wakeAt   func(dueNs int64) // a commit scheduled something: the relay's timer
 }
@@ -163,7 +164,7 @@ func (u *unitOfWork) lazy(ctx context.Context, next fxcqrs.Next) (any, error) {
 // durable.
 func (u *unitOfWork) writes(events []any) bool {
 	for _, ev := range events {
-		if t := typeOf(ev); u.bus.Forwards(t) || u.reg.durable(t) {
+		if t := typeOf(ev); u.bus.Forwards(t) || u.reg.Load().durable(t) {
 			return true
 		}
 	}
