@@ -105,10 +105,10 @@ func (r *relay) sendLocal(ctx context.Context, topic string, rows []row) (int, e
 		}
 	}
 	// Handlers take longer than a broker's acknowledgement: the batch may
-	// have outlasted the lease it was read under. Renew it now (or take it
-	// back if it lapsed and nobody took it), so that the fenced delete
-	// deletes what was delivered instead of sending it all again.
-	delete(r.renewed, topic)
+	// have outlasted the lease it was read under. Renew it now if a
+	// quarter of it has passed (or take it back if it lapsed and nobody
+	// took it), so that the fenced delete deletes what was delivered
+	// instead of sending it all again.
 	if _, err := r.lease(ctx, topic); err != nil {
 		failed = append(failed, err)
 	}
