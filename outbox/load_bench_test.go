@@ -22,8 +22,11 @@ import (
 // command a transaction that inserts its order and an outbox-shaped row,
 // on PostgreSQL: through the unit of work with the relay running and
 // delivering to NATS JetStream, against a plain transaction with the same
-// two INSERTs, in the same run. "backlog" is the rows still in the outbox
-// when the callers stop: the relay keeping up or not.
+// two INSERTs, its rows delivered by a relay that each commit wakes as the
+// unit of work's commits wake theirs (FXCQRS_BENCH_PLAIN_POLLS=1 leaves it
+// polling: it then falls behind and the plain side pays less), in the
+// same run. "backlog" is the rows still in the outbox when the callers
+// stop: the relay keeping up or not.
 func BenchmarkUnitOfWorkUnderLoad(b *testing.B) {
 	addr := env("FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
 	reachable(b, "FXCQRS_NATS_URL", strings.TrimPrefix(addr, "nats://"))
@@ -39,9 +42,10 @@ func BenchmarkUnitOfWorkUnderLoad(b *testing.B) {
 		b.Run(fmt.Sprintf("callers=%d/plain", callers), func(b *testing.B) {
 			topic := fmt.Sprintf("plain_%d", rand.Uint64())
 			ctx := context.Background()
-			// A relay delivers the plain transactions' rows too: both
-			// sides pay for the delivery on the same two cores.
-			stop := relayTo(b, d, addr)
+			// A relay delivers the plain transactions' rows too, woken by
+			// each commit as the unit of work wakes its own: both sides
+			// pay for the same delivery on the same two cores, at once.
+			stop, wake := relayTo(b, d, addr)
 			defer stop()
 			b.SetParallelism(par)
 			b.ResetTimer()
@@ -57,6 +61,9 @@ func BenchmarkUnitOfWorkUnderLoad(b *testing.B) {
 					}
 					if err == nil {
 						err = tx.Commit()
+					}
+					if err == nil && os.Getenv("FXCQRS_BENCH_PLAIN_POLLS") == "" {
+						wake()
 					}
 					if err != nil {
 						b.Error(err)
@@ -115,8 +122,9 @@ func BenchmarkUnitOfWorkUnderLoad(b *testing.B) {
 }
 
 // relayTo runs a relay of d's outbox into NATS JetStream at addr until the
-// returned function is called (again is harmless).
-func relayTo(b *testing.B, d database, addr string) func() {
+// returned function is called (again is harmless); wake wakes it, as a
+// unit of work's commit does.
+func relayTo(b *testing.B, d database, addr string) (stop, wake func()) {
 	b.Helper()
 	ps, err := natsjs.New(natsjs.Config{URL: addr})
 	require.NoError(b, err)
@@ -131,5 +139,5 @@ func relayTo(b *testing.B, d database, addr string) func() {
 			require.NoError(b, o.Stop(context.Background()))
 			_ = ps.Close()
 		})
-	}
+	}, func() { fxoutbox.Wake(o) }
 }
