@@ -45,6 +45,13 @@ type Config struct {
 	// and the relay's leases, compare against it, in SQL. Default
 	// time.Now; tests pass their own.
 	Now func() time.Time `json:"-" yaml:"-"`
+	// After is how the relay waits between passes (at most
+	// RelayConfig.PollInterval, less when a schedule falls due sooner) and
+	// after a failure: a channel that delivers once d has passed by the
+	// outbox's clock. Default time.After. A test that moves Now moves
+	// After with it, and the relay passes when the test says instead of
+	// when the wall clock does.
+	After func(d time.Duration) <-chan time.Time `json:"-" yaml:"-"`
 	// Deliverables are the event types whose in-process handlers are
 	// durable (DurableEvent) and the command types that may be scheduled
 	// (ScheduledCommand). Under fx, register them with Durable and
@@ -96,6 +103,9 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.After == nil {
+		cfg.After = time.After
+	}
 	cfg.Delivery = cfg.Delivery.withDefaults()
 	errs = append(errs, cfg.Tables.validate())
 	var reg deliverables
@@ -116,6 +126,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	o.reg.Store(&reg)
 	o.relay = newRelay(db, q, bus.Publisher(), log, cfg.Relay, cfg.Now)
 	o.relay.cleanInbox = o.CleanInbox
+	o.relay.after = cfg.After
 	o.relay.delivery = cfg.Delivery
 	o.relay.deliver = o.deliver
 	o.relay.delivering = func() bool { return o.mediator.Load() != nil }

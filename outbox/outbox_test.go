@@ -50,7 +50,9 @@ func newRig(t *testing.T, d database, cfg fxoutbox.Config, opts ...fxcqrs.Option
 		[]fxbus.Subscription{fxbus.NewSubscription[OrderPlaced]("inbound")})
 	require.NoError(t, err)
 	cfg.Dialect = d.Dialect
-	cfg.Relay.PollInterval = 50 * time.Millisecond
+	if cfg.Relay.PollInterval == 0 {
+		cfg.Relay.PollInterval = 50 * time.Millisecond
+	}
 	o, err := fxoutbox.New(d.DB, bus, cfg, nil)
 	require.NoError(t, err)
 	m, err := fxcqrs.New(fxcqrs.Config{}, append(opts, fxcqrs.WithMiddleware(o.UnitOfWork()))...)

@@ -37,6 +37,8 @@ type relay struct {
 	stop chan struct{}
 	done chan struct{}
 
+	after func(time.Duration) <-chan time.Time // Config.After
+
 	mu      sync.Mutex // guards started and closed
 	started bool
 	closed  bool
@@ -185,22 +187,20 @@ func (r *relay) loop() {
 			backoff = r.cfg.RetryInitial
 			wait = r.idle(context.Background())
 		}
-		t := time.NewTimer(wait)
+		timer := r.after(wait)
 		select {
 		case <-r.stop:
-			t.Stop()
 			return
 		case <-r.wake:
-			t.Stop()
 			if err != nil {
 				// The broker was down: a commit is no reason to hurry.
 				select {
 				case <-r.stop:
 					return
-				case <-time.After(wait):
+				case <-timer:
 				}
 			}
-		case <-t.C:
+		case <-timer:
 		}
 	}
 }

@@ -283,3 +283,43 @@ func TestTwoReplicasShareSchedules(t *testing.T) {
 	}
 	assert.Equal(t, n, deliveries, "each schedule delivered once")
 }
+
+// The relay waits on Config.After: with the fake clock's timers and an
+// hour's poll, a schedule 30 minutes ahead runs when the test moves the
+// clock 30 minutes on, not when the wall clock does.
+func TestRelayWaitsOnTheClock(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	clock := newFakeClock()
+	ran := make(chan int, 1)
+	r := newRig(t, d, fxoutbox.Config{
+		Now: clock.Now, After: clock.After, Relay: fxoutbox.RelayConfig{PollInterval: time.Hour},
+		Deliverables: []fxoutbox.Deliverable{fxoutbox.ScheduledCommand[CancelUnpaid]()},
+	},
+		fxcqrs.WithCommandHandlers(
+			commandFunc[Remind](func(ctx context.Context, c Remind) error {
+				_, err := fxoutbox.ScheduleAfter(ctx, c.Delay, CancelUnpaid{ID: c.ID})
+				return err
+			}),
+			commandFunc[CancelUnpaid](func(_ context.Context, c CancelUnpaid) error {
+				ran <- c.ID
+				return nil
+			})))
+	before := fxoutbox.Passes(r.outbox)
+	require.NoError(t, fxcqrs.Exec(context.Background(), r.m, Remind{ID: 5, Delay: 30 * time.Minute}))
+	// The commit woke the relay; its pass finds nothing due and it waits
+	// for the schedule's time, on the fake clock.
+	require.Eventually(t, func() bool { return fxoutbox.Passes(r.outbox) > before }, 10*time.Second, time.Millisecond)
+	select {
+	case <-ran:
+		t.Fatal("ran before its time")
+	default:
+	}
+	clock.Advance(30 * time.Minute)
+	select {
+	case id := <-ran:
+		assert.Equal(t, 5, id)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay did not pass when the clock reached the schedule")
+	}
+}
