@@ -15,8 +15,12 @@
 // A failed handler, a failed outbox write or a failed commit rolls back,
 // and the events go with it. A call made inside another's unit of work
 // joins it: its writes and routed events go into the outer transaction.
-// Requests are wrapped only when the middleware is scoped to them; streams
-// never are. Event handlers run without a transaction unless
+// Requests run in a transaction only with Config.Requests (or the
+// middleware scoped to them); without one, their routed events are
+// written in a transaction of their own after they return, as event
+// handlers' are. Streams are never wrapped, and under the outbox a stream
+// item's routed events are not written: emit them from a command. Event
+// handlers run without a transaction unless
 // Config.EventTransactions (or the inbox, for inbound messages) gives them
 // one; their routed follow-ups are written in a transaction of their own
 // after they return, never published directly.

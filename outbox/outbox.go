@@ -140,14 +140,28 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 // UnitOfWork returns the middleware that runs each command (and each event
 // handler) in a transaction, writes the routed events it emitted to the
 // outbox in that transaction, then commits; in-process event handlers run
-// after the commit. Requests are not wrapped unless the middleware is
-// scoped to them with fxcqrs.ForKinds or fxcqrs.ForMessages; streams never
-// are.
+// after the commit. A request runs without a transaction unless
+// Config.Requests: the routed and durable events it emitted are written
+// in a transaction of their own after it returns. Streams are never
+// wrapped.
 func (o *Outbox) UnitOfWork() fxcqrs.Middleware {
 	if o.cfg.Requests {
 		return fxcqrs.ForKinds(o.uow, fxcqrs.KindRequest, fxcqrs.KindCommand, fxcqrs.KindEvent)
 	}
-	return fxcqrs.ForKinds(o.uow, fxcqrs.KindCommand, fxcqrs.KindEvent)
+	return fxcqrs.ForKinds(requestsAfter{o.uow}, fxcqrs.KindRequest, fxcqrs.KindCommand, fxcqrs.KindEvent)
+}
+
+// requestsAfter is the unit of work that gives requests no transaction
+// but still writes what they emitted, as it does for event handlers: with
+// the outbox, the mediator has no Forwarder, and a routed event nothing
+// wrote would be lost.
+type requestsAfter struct{ *unitOfWork }
+
+func (r requestsAfter) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.Next) (any, error) {
+	if call.Kind == fxcqrs.KindRequest && unitOf(ctx) == nil {
+		return r.lazy(ctx, next)
+	}
+	return r.unitOfWork.Handle(ctx, call, next)
 }
 
 // Middleware returns the unit of work unscoped (streams excepted), to
