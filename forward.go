@@ -45,6 +45,20 @@ func Withdraw(ctx context.Context, take func(t reflect.Type) bool) []any {
 	return f.Withdraw(take)
 }
 
+// MarkForwarded tells the mediator that middleware has taken what the
+// current call or event handler invocation emitted out of the process
+// itself (a unit of work wrote the routed events to an outbox table): the
+// mediator does not hand them to its Forwarder. They still run in-process.
+// Call it once the handler has returned, with the context it ran under.
+func MarkForwarded(ctx context.Context) {
+	if ctx == nil {
+		return
+	}
+	if f := engine.FrameOf(ctx); f != nil {
+		f.MarkForwarded()
+	}
+}
+
 // Forwarder takes events out of the process: the bus module's routes are
 // one. The mediator hands it the events a handler emitted once the handler
 // and its whole middleware chain have succeeded, and before in-process

@@ -265,3 +265,36 @@ func TestWithdrawFromEmptyCallsAtOnce(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// MarkForwarded keeps what a call or an invocation emitted from the
+// Forwarder, and in-process handlers still run it; the calls and
+// invocations that did not mark theirs are forwarded as before.
+func TestMarkForwarded(t *testing.T) {
+	rec := &recorder{}
+	fwd := &fakeForwarder{rec: rec, types: []reflect.Type{reflect.TypeFor[OrderPlaced](), reflect.TypeFor[Shipped]()}}
+	m := newMediator(t, fxcqrs.Config{Events: fxcqrs.EventConfig{Sequential: true}},
+		fxcqrs.WithForwarder(fwd),
+		fxcqrs.WithMiddleware(fxcqrs.MiddlewareFunc(func(ctx context.Context, call fxcqrs.Call, next fxcqrs.Next) (any, error) {
+			out, err := next(ctx)
+			if c, ok := call.Message.(PlaceOrder); (ok && c.ID == 1) || call.Kind == fxcqrs.KindEvent {
+				fxcqrs.MarkForwarded(ctx)
+			}
+			return out, err
+		})),
+		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
+			fxcqrs.Emit(ctx, OrderPlaced(c))
+			return nil
+		})),
+		fxcqrs.WithEventHandlers(eventFunc[OrderPlaced](func(ctx context.Context, e OrderPlaced) error {
+			rec.add(fmt.Sprint("placed ", e.ID))
+			fxcqrs.Emit(ctx, Shipped(e))
+			return nil
+		}), eventFunc[Shipped](func(_ context.Context, e Shipped) error {
+			rec.add(fmt.Sprint("shipped ", e.ID))
+			return nil
+		})))
+	require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 1}))
+	assert.Equal(t, []string{"placed 1", "shipped 1"}, rec.get(), "marked: not forwarded, still run in-process; the invocation's follow-up marked too")
+	require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 2}))
+	assert.Equal(t, []string{"placed 1", "shipped 1", "forward fxcqrs_test.OrderPlaced", "placed 2", "shipped 2"}, rec.get(), "not marked: forwarded")
+}

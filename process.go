@@ -55,7 +55,7 @@ func beside(err, other error) error {
 // the caller receives beside a valid response.
 func (m *Mediator) process(f *engine.Frame, ln engine.Lane, buf *engine.Buffer) error {
 	var fwdErr error
-	if m.fwd != nil {
+	if m.fwd != nil && !buf.Forwarded() {
 		fwdErr = m.fwd.forward(f.Context, buf.Records())
 	}
 	err := eventError(m.eng.Process(f, ln, buf.Records()))

@@ -18,9 +18,9 @@
 // Requests run in a transaction only with Config.Requests (or the
 // middleware scoped to them); without one, their routed events are
 // written in a transaction of their own after they return, as event
-// handlers' are. Streams are never wrapped, and under the outbox a stream
-// item's routed events are not written: emit them from a command. Event
-// handlers run without a transaction unless
+// handlers' are. Streams are never wrapped: a stream item's routed events
+// are written by the outbox's Forwarder, in a transaction of their own,
+// after the item. Event handlers run without a transaction unless
 // Config.EventTransactions (or the inbox, for inbound messages) gives them
 // one; their routed follow-ups are written in a transaction of their own
 // after they return, never published directly.

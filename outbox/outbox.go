@@ -82,9 +82,10 @@ type Outbox struct {
 
 // New returns the outbox of db for bus, whose routed events it takes
 // over. Without fx, give the mediator the outbox's [Outbox.UnitOfWork] as
-// middleware and not the bus as its Forwarder (the outbox writes what the
-// bus would have published). The relay delivers through the bus's
-// Publisher.
+// middleware and [Outbox.Forwarder] as its Forwarder, not the bus (the
+// outbox writes what the bus would have published; the bus as Forwarder
+// would skip what the unit of work wrote, but publish a stream's events
+// directly). The relay delivers through the bus's Publisher.
 func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, error) {
 	var errs []error
 	if db == nil {
@@ -152,9 +153,8 @@ func (o *Outbox) UnitOfWork() fxcqrs.Middleware {
 }
 
 // requestsAfter is the unit of work that gives requests no transaction
-// but still writes what they emitted, as it does for event handlers: with
-// the outbox, the mediator has no Forwarder, and a routed event nothing
-// wrote would be lost.
+// but still writes what they emitted, as it does for event handlers (and
+// their durable events too, which no Forwarder takes).
 type requestsAfter struct{ *unitOfWork }
 
 func (r requestsAfter) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.Next) (any, error) {
@@ -163,6 +163,14 @@ func (r requestsAfter) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs
 	}
 	return r.unitOfWork.Handle(ctx, call, next)
 }
+
+// Forwarder returns the mediator's Forwarder under the outbox: give it to
+// fxcqrs.WithForwarder without fx, instead of the bus (fxoutbox.Module
+// does so). The unit of work writes the routed events of the calls it
+// wraps; this writes, in a transaction of their own, those of the calls it
+// does not (a stream's items), so that no routed event is published
+// directly or lost.
+func (o *Outbox) Forwarder() fxcqrs.Forwarder { return leftovers{o.uow} }
 
 // Middleware returns the unit of work unscoped (streams excepted), to
 // scope with fxcqrs.ForKinds or fxcqrs.ForMessages yourself, in place of
@@ -235,8 +243,8 @@ func (o *Outbox) Stop(ctx context.Context) error { return o.relay.close(ctx) }
 // the relay, which the lifecycle starts and stops, delivers them.
 //
 // It takes the routes over by decorating the fxcqrs.Forwarder that
-// fxbus.Module provides, so that the mediator forwards nothing itself
-// (and so that the relay stops after the mediator, see
+// fxbus.Module provides with the outbox's own (Outbox.Forwarder), so that
+// nothing is published directly (and so that the relay stops after the mediator, see
 // takeOverForwarding). Use it at the application's top level, where
 // fxcqrs.Module sees the decoration.
 var Module = fx.Options(
@@ -248,12 +256,12 @@ var Module = fx.Options(
 	fx.Decorate(takeOverForwarding),
 )
 
-// takeOverForwarding leaves the mediator no Forwarder: the outbox writes
-// the routed events. Taking the *Outbox builds it before the mediator, so
+// takeOverForwarding gives the mediator the outbox's Forwarder in place of
+// the bus: the outbox writes the routed events. Taking the *Outbox builds it before the mediator, so
 // that its hook is appended first and stops last, after the bus has
 // stopped taking messages and the mediator has drained, in whatever order
 // the application lists the modules.
-func takeOverForwarding(fxcqrs.Forwarder, *Outbox) fxcqrs.Forwarder { return nil }
+func takeOverForwarding(_ fxcqrs.Forwarder, o *Outbox) fxcqrs.Forwarder { return o.Forwarder() }
 
 type outboxParams struct {
 	fx.In

@@ -2,7 +2,16 @@ package fxoutbox_test
 
 import (
 	"context"
+	"iter"
 	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	fxbus "github.com/fxcqrs/fxcqrs/bus"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxtest"
 
 	"github.com/fxcqrs/fxcqrs"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
@@ -34,4 +43,64 @@ func TestRequestRoutedEvent(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, inTx, "a request has no transaction without Config.Requests")
 	assert.JSONEq(t, `{"ID":4}`, string(next(t, out).Payload))
+}
+
+// Quote is a stream request.
+type Quote struct{ N int }
+
+type streamFunc[Q, R any] func(context.Context, Q) iter.Seq2[R, error]
+
+func (f streamFunc[Q, R]) Handle(ctx context.Context, q Q) iter.Seq2[R, error] { return f(ctx, q) }
+
+// Under the module, a stream item's routed event goes through the outbox
+// (the outbox's Forwarder writes it): it was lost. A command's routed
+// event is written once, by its unit of work, not again by the Forwarder.
+func TestStreamRoutedEventUnderTheModule(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 16, Persistent: true}, watermill.NopLogger{})
+	t.Cleanup(func() { _ = gc.Close() })
+	out := received(t, gc, "orders")
+	var m *fxcqrs.Mediator
+	app := fxtest.New(t,
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
+		fx.Supply(d.DB, fxoutbox.Config{Dialect: fxoutbox.SQLite, Relay: fxoutbox.RelayConfig{PollInterval: 20 * time.Millisecond}}),
+		fx.Supply(fx.Annotate(gc, fx.As(new(message.Publisher)), fx.As(new(message.Subscriber)))),
+		fxbus.Route[OrderPlaced]("orders"),
+		fxcqrs.AsStreamHandler(func() streamFunc[Quote, int] {
+			return func(ctx context.Context, q Quote) iter.Seq2[int, error] {
+				return func(yield func(int, error) bool) {
+					for i := range q.N {
+						fxcqrs.Emit(ctx, OrderPlaced{ID: 100 + i})
+						if !yield(i, nil) {
+							return
+						}
+					}
+				}
+			}
+		}),
+		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
+			return func(ctx context.Context, c PlaceOrder) error {
+				fxcqrs.Emit(ctx, OrderPlaced(c))
+				return nil
+			}
+		}),
+		fx.Populate(&m),
+	)
+	app.RequireStart()
+	for _, err := range fxcqrs.Stream[int](context.Background(), m, Quote{N: 2}) {
+		require.NoError(t, err)
+	}
+	require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 1}))
+	var got []string
+	for range 3 {
+		got = append(got, string(next(t, out).Payload))
+	}
+	assert.ElementsMatch(t, []string{`{"ID":100}`, `{"ID":101}`, `{"ID":1}`}, got)
+	app.RequireStop()
+	select {
+	case msg := <-out:
+		t.Fatalf("published twice: %s", msg.Payload)
+	default:
+	}
 }

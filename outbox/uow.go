@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync/atomic"
 	"time"
 
@@ -182,7 +183,16 @@ func rollback(tx *sql.Tx) error {
 // order, then its durable ones (see writeLocal), in un's transaction, and
 // counts them on un.
 func (u *unitOfWork) write(ctx context.Context, un *unit) error {
-	out, fails := u.bus.Messages(ctx, fxcqrs.Emitted(ctx))
+	if err := u.writeRouted(ctx, un, fxcqrs.Emitted(ctx)); err != nil {
+		return err
+	}
+	fxcqrs.MarkForwarded(ctx) // written: the mediator's Forwarder (see leftovers) leaves them
+	return u.writeLocal(ctx, un)
+}
+
+// writeRouted inserts the routed ones of events in un's transaction.
+func (u *unitOfWork) writeRouted(ctx context.Context, un *unit, events []any) error {
+	out, fails := u.bus.Messages(ctx, events)
 	if len(fails) > 0 {
 		return &fxbus.PublishError{Failures: fails}
 	}
@@ -191,5 +201,30 @@ func (u *unitOfWork) write(ctx context.Context, un *unit) error {
 			return err
 		}
 	}
-	return u.writeLocal(ctx, un)
+	return nil
+}
+
+// leftovers is the mediator's Forwarder under the outbox. The unit of work
+// writes what the calls it wraps emitted, and marks it so; what no unit of
+// work wrapped (a stream's items) reaches leftovers, which writes the
+// routed events in a transaction of their own: through the outbox, never
+// published directly, never lost.
+type leftovers struct{ u *unitOfWork }
+
+func (l leftovers) Forwards(t reflect.Type) bool { return l.u.bus.Forwards(t) }
+
+func (l leftovers) Forward(ctx context.Context, events []any) error {
+	tx, err := l.u.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("fxoutbox: begin: %w", err)
+	}
+	un := &unit{tx: tx, u: l.u}
+	if err := l.u.writeRouted(ctx, un, events); err != nil {
+		return errors.Join(err, rollback(tx))
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("fxoutbox: commit: %w", err)
+	}
+	l.u.committed(un)
+	return nil
 }

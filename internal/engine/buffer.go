@@ -24,7 +24,15 @@ type Buffer struct {
 	inline [8]Record
 	slabs  [4]slabRef // more event types than this get copies of their own
 	link   *Buffer    // the next of a list of buffers held together
+
+	// forwarded: middleware took these events out of the process itself
+	// (an outbox wrote them): the Forward hook is not called for them.
+	forwarded bool
 }
+
+// Forwarded reports whether middleware marked the events as taken out of
+// the process (Frame.MarkForwarded).
+func (b *Buffer) Forwarded() bool { return b.forwarded }
 
 // Records returns the buffered events in emit order. They point into the
 // buffer: they are valid until it is released.
@@ -115,6 +123,7 @@ func (b *Buffer) Release() {
 	}
 	clear(b.recs)
 	b.recs = b.inline[:0]
+	b.forwarded = false
 	for i := range b.slabs {
 		r := &b.slabs[i]
 		if r.s != nil && !r.s.reset() {

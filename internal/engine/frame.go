@@ -240,6 +240,18 @@ func (f *Frame) Withdraw(take func(reflect.Type) bool) []any {
 	return out
 }
 
+// MarkForwarded marks what the frame holds as taken out of the process
+// by middleware: the Forward hook is not called for it.
+func (f *Frame) MarkForwarded() {
+	if !f.state.lock() {
+		return
+	}
+	if !f.buf.isHome() {
+		f.buf.forwarded = true
+	}
+	f.state.unlock()
+}
+
 // Open reports whether the frame's handler is still running.
 func (f *Frame) Open() bool {
 	return f.state.v.Load()&frameClosed == 0

@@ -105,6 +105,9 @@ func (e *Engine) invoke(f *Frame, rec *Record, h *Handler, queuedAt Mono, cancel
 // failure to fails. Callers check e.cfg.Forward and follow first, so that
 // the hot path pays a nil check, not a call.
 func (e *Engine) forward(f *Frame, h *Handler, follow *Buffer, fails []Failure) []Failure {
+	if follow.forwarded {
+		return fails // middleware took them out itself
+	}
 	if err := e.cfg.Forward(f.Context, follow.recs); err != nil {
 		fails = append(fails, Failure{Handler: h, Err: err, Started: true, Forwarding: true})
 	}
