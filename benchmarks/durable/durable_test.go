@@ -59,11 +59,7 @@ func service(b *testing.B, d outboxtest.Database, durable bool, opts ...fxcqrs.O
 // "lateness" from when each Remind was due to when it ran. Run with
 // -benchtime 5000x (10 s).
 func BenchmarkDurableLatency(b *testing.B) {
-	d := outboxtest.Open(b, fxoutbox.PostgreSQL)
-	d.DB.SetMaxOpenConns(32)
-	d.DB.SetMaxIdleConns(32)
-	_, err := d.DB.Exec("CREATE TABLE orders (id BIGINT PRIMARY KEY)")
-	require.NoError(b, err)
+	d := ordersDB(b)
 	var (
 		mu       sync.Mutex
 		nextID   int
@@ -135,11 +131,7 @@ func BenchmarkDurableLatency(b *testing.B) {
 // inbox record ("durable"). The time per op is until every handler has
 // run.
 func BenchmarkDurableCost(b *testing.B) {
-	d := outboxtest.Open(b, fxoutbox.PostgreSQL)
-	d.DB.SetMaxOpenConns(32)
-	d.DB.SetMaxIdleConns(32)
-	_, err := d.DB.Exec("CREATE TABLE orders (id BIGINT PRIMARY KEY)")
-	require.NoError(b, err)
+	d := ordersDB(b)
 	var (
 		idMu sync.Mutex
 		ids  int

@@ -13,7 +13,6 @@ import (
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	"github.com/fxcqrs/fxcqrs/bus/natsjs"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
-	"github.com/fxcqrs/fxcqrs/outbox/outboxtest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -103,12 +102,8 @@ func openLoop(n, rate int, send func(at time.Time)) {
 // -benchtime 6000x.
 func BenchmarkEmitToRemote(b *testing.B) {
 	addr := natsURL(b)
-	d := outboxtest.Open(b, fxoutbox.PostgreSQL)
-	d.DB.SetMaxOpenConns(32)
-	d.DB.SetMaxIdleConns(32) // database/sql keeps 2 by default: the rest would be reopened per call
+	d := ordersDB(b)
 	js := jetStream(b, addr)
-	_, err := d.DB.Exec("CREATE TABLE orders (id BIGINT PRIMARY KEY)")
-	require.NoError(b, err)
 	var (
 		idMu sync.Mutex
 		ids  int

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	"github.com/fxcqrs/fxcqrs/outbox/outboxtest"
 	nc "github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
@@ -44,4 +45,18 @@ func streamHolds(b testing.TB, js nc.JetStreamContext, topic string) uint64 {
 		return 0 // not made yet
 	}
 	return info.State.Msgs
+}
+
+// ordersDB is a PostgreSQL database of b's own with the outbox's tables
+// and an orders table, its pool sized as a service would size it: 32
+// connections, all kept idle between uses (database/sql keeps 2 by
+// default, and reopens the others per call).
+func ordersDB(b *testing.B) outboxtest.Database {
+	b.Helper()
+	d := outboxtest.Open(b, fxoutbox.PostgreSQL)
+	d.DB.SetMaxOpenConns(32)
+	d.DB.SetMaxIdleConns(32)
+	_, err := d.DB.Exec("CREATE TABLE orders (id BIGINT PRIMARY KEY)")
+	require.NoError(b, err)
+	return d
 }
