@@ -13,6 +13,10 @@ func Passes(o *Outbox) uint64 { return o.relay.passes.Load() }
 // tests that read their query plans.
 func DueQueries(o *Outbox) (due, next string) { return o.relay.q.dueIDs, o.relay.q.nextDue }
 
-// Wake wakes o's relay as a commit of its unit of work does, for a
-// benchmark's plain transactions to be delivered as promptly.
-func Wake(o *Outbox) { o.relay.notify() }
+// Wake wakes o's relay as a commit of its unit of work that wrote to
+// topic does, for a benchmark's plain transactions to be delivered as
+// promptly.
+func Wake(o *Outbox, topic string) {
+	o.relay.hint([]string{topic})
+	o.relay.notify()
+}

@@ -63,7 +63,7 @@ func BenchmarkUnitOfWorkUnderLoad(b *testing.B) {
 						err = tx.Commit()
 					}
 					if err == nil && os.Getenv("FXCQRS_BENCH_PLAIN_POLLS") == "" {
-						wake()
+						wake(topic)
 					}
 					if err != nil {
 						b.Error(err)
@@ -124,7 +124,7 @@ func BenchmarkUnitOfWorkUnderLoad(b *testing.B) {
 // relayTo runs a relay of d's outbox into NATS JetStream at addr until the
 // returned function is called (again is harmless); wake wakes it, as a
 // unit of work's commit does.
-func relayTo(b *testing.B, d database, addr string) (stop, wake func()) {
+func relayTo(b *testing.B, d database, addr string) (stop func(), wake func(topic string)) {
 	b.Helper()
 	ps, err := natsjs.New(natsjs.Config{URL: addr})
 	require.NoError(b, err)
@@ -139,5 +139,5 @@ func relayTo(b *testing.B, d database, addr string) (stop, wake func()) {
 			require.NoError(b, o.Stop(context.Background()))
 			_ = ps.Close()
 		})
-	}, func() { fxoutbox.Wake(o) }
+	}, func(topic string) { fxoutbox.Wake(o, topic) }
 }

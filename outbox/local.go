@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"time"
 
@@ -310,5 +311,8 @@ func (u *unitOfWork) insert(ctx context.Context, un *unit, topic string, msg *me
 		return fmt.Errorf("fxoutbox: write to the outbox: %w", err)
 	}
 	un.wrote++
+	if !slices.Contains(un.topics, topic) {
+		un.topics = append(un.topics, topic)
+	}
 	return nil
 }

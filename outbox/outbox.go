@@ -135,7 +135,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	o.relay.delivering = func() bool { return o.mediator.Load() != nil }
 	o.uow = &unitOfWork{
 		db: db, q: q, bus: bus, wake: o.relay.notify, inbox: cfg.Inbox, eagerEv: cfg.EventTransactions, now: cfg.Now,
-		reg: &o.reg, delivery: cfg.Delivery, wakeAt: o.relay.notifyAt,
+		reg: &o.reg, delivery: cfg.Delivery, wakeAt: o.relay.notifyAt, hint: o.relay.hint,
 	}
 	return o, nil
 }

@@ -49,6 +49,10 @@ type relay struct {
 	delivering func() bool  // a mediator is there to deliver to
 	nextAt     atomic.Int64 // the earliest schedule this process wrote and has not seen due, ns; 0: none
 
+	hintMu       sync.Mutex
+	hinted       map[string]struct{} // topics this process's commits wrote to since the last pass
+	discoveredAt time.Time           // by now: when a pass last read the topics from the table (the relay goroutine's)
+
 	schedNext      int64     // the Scheduled table's earliest due time when last asked (the relay goroutine's alone)
 	schedCheckedAt time.Time // by now; zero: ask
 
@@ -117,6 +121,7 @@ func newRelay(db *sql.DB, q queries, pub message.Publisher, log *zap.Logger, cfg
 		owner:   uuid.NewString(),
 		now:     now,
 		renewed: map[string]time.Time{},
+		hinted:  map[string]struct{}{},
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),

@@ -66,8 +66,11 @@ func (r *relay) promoteDue(ctx context.Context) error {
 		return nil
 	}
 	r.nextAt.CompareAndSwap(due, 0) // what it waited for is due: the table says what is next
-	_, err := r.promote(ctx)
+	moved, err := r.promote(ctx)
 	r.schedCheckedAt = time.Time{} // look again: more may wait
+	if moved > 0 {
+		r.discoveredAt = time.Time{} // the moved rows' topics: from the table
+	}
 	return err
 }
 

@@ -38,7 +38,7 @@ func (r *relay) pass() (int, error) {
 	if err := r.promoteDue(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	topics, err := r.topics(ctx)
+	topics, err := r.passTopics(ctx)
 	if err != nil {
 		return 0, errors.Join(append(errs, err)...)
 	}
@@ -58,7 +58,43 @@ func (r *relay) pass() (int, error) {
 			errs = append(errs, err) // other topics go on
 		}
 	}
+	if len(errs) > 0 || sent >= r.cfg.BatchSize {
+		r.discoveredAt = time.Time{} // rows may wait that no commit announces: look at the table next time
+	}
 	return sent, errors.Join(errs...)
+}
+
+// hint tells the relay which topics a commit of this process wrote to.
+func (r *relay) hint(topics []string) {
+	r.hintMu.Lock()
+	for _, t := range topics {
+		r.hinted[t] = struct{}{}
+	}
+	r.hintMu.Unlock()
+}
+
+// passTopics is what a pass sends: the topics the table holds, found at
+// least once per poll interval (and after a pass that left work behind),
+// else just those this process's commits announced since the last pass,
+// which spares the busy relay a statement per pass.
+func (r *relay) passTopics(ctx context.Context) ([]string, error) {
+	r.hintMu.Lock()
+	hinted := make([]string, 0, len(r.hinted))
+	for t := range r.hinted {
+		hinted = append(hinted, t)
+	}
+	clear(r.hinted)
+	r.hintMu.Unlock()
+	now := r.now()
+	if r.discoveredAt.IsZero() || now.Sub(r.discoveredAt) >= r.cfg.PollInterval || now.Before(r.discoveredAt) {
+		topics, err := r.topics(ctx)
+		if err == nil {
+			r.discoveredAt = now
+		}
+		return topics, err
+	}
+	sort.Strings(hinted)
+	return hinted, nil
 }
 
 // batchesPerTurn is how many full batches of one topic a pass sends

@@ -18,10 +18,11 @@ type txKey struct{}
 // unit is one unit of work's transaction and the outbox rows written in
 // it, nested calls' included: a commit that wrote none wakes no relay.
 type unit struct {
-	tx    *sql.Tx
-	u     *unitOfWork
-	wrote int
-	due   int64 // the earliest due time of what it scheduled, in ns; 0: none
+	tx     *sql.Tx
+	u      *unitOfWork
+	wrote  int
+	topics []string // where it wrote, each once: the relay's hint
+	due    int64    // the earliest due time of what it scheduled, in ns; 0: none
 }
 
 // Tx returns the transaction of the unit of work ctx belongs to, for the
@@ -56,6 +57,7 @@ type unitOfWork struct {
 	reg      *atomic.Pointer[deliverables] // the Outbox's
 	delivery DeliveryConfig
 	wakeAt   func(dueNs int64) // a commit scheduled something: the relay's timer
+	hint     func(topics []string)
 }
 
 func (u *unitOfWork) MiddlewareOrder() int { return OrderUnitOfWork }
@@ -132,6 +134,9 @@ func (u *unitOfWork) inboxed(ctx context.Context, kind fxcqrs.Kind) bool {
 // their time.
 func (u *unitOfWork) committed(un *unit) {
 	if un.wrote > 0 {
+		if u.hint != nil {
+			u.hint(un.topics)
+		}
 		u.wake()
 	}
 	if un.due != 0 && u.wakeAt != nil {
