@@ -50,9 +50,9 @@ type Config struct {
 	// After is how the relay waits between passes (at most
 	// RelayConfig.PollInterval, less when a schedule falls due sooner) and
 	// after a failure: a channel that delivers once d has passed by the
-	// outbox's clock. Default time.After. A test that moves Now moves
-	// After with it, and the relay passes when the test says instead of
-	// when the wall clock does.
+	// outbox's clock. Default time.After. A test gives Now and After
+	// from one fake clock: the relay then passes when the test moves that
+	// clock, not when the wall clock does.
 	After func(d time.Duration) <-chan time.Time `json:"-" yaml:"-"`
 	// Deliverables are the event types whose in-process handlers are
 	// durable (DurableEvent) and the command types that may be scheduled
