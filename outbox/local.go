@@ -52,9 +52,9 @@ type Deliverable struct {
 //     ones run when the relay delivers them, several rows at once
 //     (DeliveryConfig.Concurrency), each under the mediator's own limit;
 //   - a stream's "events before each item" does not hold for E;
-//   - an E emitted where no unit of work runs (a request, unless
-//     Config.Requests, or a stream) is run from memory, best-effort, as
-//     before.
+//   - an E emitted where no unit of work runs (a stream item) is run
+//     from memory, best-effort, as before, and a warning says so once per
+//     type: emit it from a command.
 //
 // "Effect once" covers what a handler writes in the database through
 // Tx(ctx), in the transaction that records it. An external side effect (a

@@ -79,6 +79,7 @@ type Outbox struct {
 	log      *zap.Logger
 	mediator atomic.Pointer[fxcqrs.Mediator] // where the Deliverables run; see DeliverTo
 	uow      *unitOfWork
+	left     *leftovers // the Forwarder
 	relay    *relay
 }
 
@@ -137,6 +138,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 		db: db, q: q, bus: bus, wake: o.relay.notify, inbox: cfg.Inbox, eagerEv: cfg.EventTransactions, now: cfg.Now,
 		reg: &o.reg, delivery: cfg.Delivery, wakeAt: o.relay.notifyAt, hint: o.relay.hint,
 	}
+	o.left = &leftovers{u: o.uow, log: log}
 	return o, nil
 }
 
@@ -172,7 +174,7 @@ func (r requestsAfter) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs
 // wraps; this writes, in a transaction of their own, those of the calls it
 // does not (a stream's items), so that no routed event is published
 // directly or lost.
-func (o *Outbox) Forwarder() fxcqrs.Forwarder { return leftovers{o.uow} }
+func (o *Outbox) Forwarder() fxcqrs.Forwarder { return o.left }
 
 // Middleware returns the unit of work unscoped (streams excepted), to
 // scope with fxcqrs.ForKinds or fxcqrs.ForMessages yourself, in place of

@@ -3,6 +3,7 @@ package fxoutbox_test
 import (
 	"context"
 	"iter"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +13,9 @@ import (
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxtest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/fxcqrs/fxcqrs"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
@@ -103,4 +107,45 @@ func TestStreamRoutedEventUnderTheModule(t *testing.T) {
 		t.Fatalf("published twice: %s", msg.Payload)
 	default:
 	}
+}
+
+// A durable event emitted where no unit of work runs (a stream item) has
+// no transaction to be written in: its handlers run from memory, and the
+// outbox says so once per type instead of weakening the promise in
+// silence.
+func TestDurableEventOutsideAUnitOfWorkIsSaid(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	core, logs := observer.New(zapcore.WarnLevel)
+	var m *fxcqrs.Mediator
+	var ran atomic.Int32
+	app := fxtest.New(t,
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
+		fx.Supply(d.DB, fxoutbox.Config{Dialect: fxoutbox.SQLite}, zap.New(core)),
+		fxoutbox.Durable[Shipped](),
+		fxcqrs.AsStreamHandler(func() streamFunc[Quote, int] {
+			return func(ctx context.Context, q Quote) iter.Seq2[int, error] {
+				return func(yield func(int, error) bool) {
+					for i := range q.N {
+						fxcqrs.Emit(ctx, Shipped{ID: i})
+						if !yield(i, nil) {
+							return
+						}
+					}
+				}
+			}
+		}),
+		fxcqrs.AsEventHandler(func() eventFunc[Shipped] {
+			return func(context.Context, Shipped) error { ran.Add(1); return nil }
+		}),
+		fx.Populate(&m),
+	)
+	app.RequireStart()
+	for _, err := range fxcqrs.Stream[int](context.Background(), m, Quote{N: 3}) {
+		require.NoError(t, err)
+	}
+	app.RequireStop()
+	assert.Equal(t, int32(3), ran.Load(), "run from memory")
+	assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox"), "not written: there was no transaction")
+	assert.Equal(t, 1, logs.FilterMessageSnippet("no unit of work runs").Len(), "said once for the type")
 }
