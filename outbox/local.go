@@ -216,6 +216,21 @@ func deliveryOf(ctx context.Context) (delivery, bool) {
 	return d, ok
 }
 
+// followUpDepth is the depth of a row written under ctx for this
+// service's own delivery (a durable event, a scheduled message): one past
+// the row being delivered, if any. Past fxcqrs.MaxDepth it is refused, as
+// the mediator refuses a runaway chain in memory.
+func followUpDepth(ctx context.Context, msg any) (int, error) {
+	depth := 1
+	if d, ok := deliveryOf(ctx); ok {
+		depth = d.depth + 1
+	}
+	if depth > fxcqrs.MaxDepth {
+		return 0, fmt.Errorf("fxoutbox: %T would be %d deliveries deep: %w", msg, depth, fxcqrs.ErrMaxDepth)
+	}
+	return depth, nil
+}
+
 // deliver runs one row of the delivery topic on the mediator.
 func (o *Outbox) deliver(ctx context.Context, rw row) error {
 	msg := message.NewMessage(rw.msgID, rw.payload)
@@ -281,12 +296,9 @@ func (u *unitOfWork) writeLocal(ctx context.Context, un *unit) error {
 	if len(events) == 0 {
 		return nil
 	}
-	depth := 1
-	if d, ok := deliveryOf(ctx); ok {
-		depth = d.depth + 1
-	}
-	if depth > fxcqrs.MaxDepth {
-		return fmt.Errorf("fxoutbox: durable events %d deep (%T): %w", depth, events[0], fxcqrs.ErrMaxDepth)
+	depth, err := followUpDepth(ctx, events[0])
+	if err != nil {
+		return err
 	}
 	for _, ev := range events {
 		msg, err := u.bus.Encode(ctx, ev)

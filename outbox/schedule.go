@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -88,15 +89,15 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 		}
 	}
 	if local {
+		depth, err := followUpDepth(ctx, msg)
+		if err != nil {
+			return "", err
+		}
 		m, err := u.bus.Encode(ctx, msg)
 		if err != nil {
 			return "", fmt.Errorf("fxoutbox.Schedule: encode %T: %w", msg, err)
 		}
-		depth := 1
-		if dl, ok := deliveryOf(ctx); ok {
-			depth = dl.depth + 1
-		}
-		m.Metadata.Set(MetadataDepth, fmt.Sprint(depth))
+		m.Metadata.Set(MetadataDepth, strconv.Itoa(depth))
 		rows = append(rows, fxbus.Outgoing{Topic: u.delivery.Topic, Message: m})
 	}
 	if len(rows) == 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -322,4 +323,37 @@ func TestRelayWaitsOnTheClock(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the relay did not pass when the clock reached the schedule")
 	}
+}
+
+// Again is a scheduled command that schedules itself.
+type Again struct{ N int }
+
+// A chain of schedules, each run scheduling the next, stops at
+// fxcqrs.MaxDepth as a chain of durable events does: the schedule past it
+// is refused, and its run dead-letters with ErrMaxDepth.
+func TestScheduleChainStopsAtMaxDepth(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	var runs atomic.Int32
+	r := newRig(t, d, fxoutbox.Config{
+		Deliverables: []fxoutbox.Deliverable{fxoutbox.ScheduledCommand[Again]()},
+		Delivery:     fxoutbox.DeliveryConfig{MaxAttempts: 1},
+	},
+		fxcqrs.WithCommandHandlers(
+			commandFunc[Remind](func(ctx context.Context, _ Remind) error {
+				_, err := fxoutbox.ScheduleAfter(ctx, 0, Again{N: 1})
+				return err
+			}),
+			commandFunc[Again](func(ctx context.Context, a Again) error {
+				runs.Add(1)
+				_, err := fxoutbox.ScheduleAfter(ctx, 0, Again{N: a.N + 1})
+				return err
+			})))
+	require.NoError(t, fxcqrs.Exec(context.Background(), r.m, Remind{}))
+	require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_dead") == 1 }, 20*time.Second, time.Millisecond)
+	var reason string
+	require.NoError(t, d.DB.QueryRow("SELECT error FROM fxcqrs_outbox_dead").Scan(&reason))
+	assert.Contains(t, reason, fxcqrs.ErrMaxDepth.Error())
+	assert.Equal(t, int32(fxcqrs.MaxDepth), runs.Load(), "each link up to MaxDepth ran once; the last one's schedule was refused")
+	assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled"))
 }
