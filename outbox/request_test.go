@@ -32,7 +32,8 @@ func (f requestFunc[Q, R]) Handle(ctx context.Context, q Q) (R, error) { return 
 
 // A request's routed event goes through the outbox, written in a
 // transaction of its own after the handler returns (the handler has
-// none): with the outbox the mediator has no Forwarder, and it was lost.
+// none). Before, no unit of work wrote it and no Forwarder took it: it
+// was lost.
 func TestRequestRoutedEvent(t *testing.T) {
 	t.Parallel()
 	d := openDatabase(t, fxoutbox.SQLite)

@@ -226,14 +226,7 @@ func (f *Frame) Withdraw(take func(reflect.Type) bool) []any {
 			out = append(out, rec.Event())
 			continue
 		}
-		if out != nil {
-			kept = append(kept, rec)
-		} else {
-			kept = recs[:len(kept)+1] // nothing taken yet: in place already
-		}
-	}
-	if out == nil {
-		return nil
+		kept = append(kept, rec)
 	}
 	clear(recs[len(kept):])
 	f.buf.recs = kept
