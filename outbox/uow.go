@@ -23,8 +23,9 @@ type unit struct {
 	tx     *sql.Tx
 	u      *unitOfWork
 	wrote  int
-	topics []string // where it wrote, each once: the relay's hint
-	due    int64    // the earliest due time of what it scheduled, in ns; 0: none
+	topics []string                // where it wrote, each once: the relay's hint
+	due    int64                   // the earliest due time of what it scheduled, in ns; 0: none
+	after  []func(context.Context) // AfterCommit's
 }
 
 // Tx returns the transaction of the unit of work ctx belongs to, for the
@@ -111,6 +112,7 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 		return out, fmt.Errorf("fxoutbox: commit: %w", err)
 	}
 	u.committed(un)
+	un.runAfter(ctx)
 	return out, nil
 }
 
@@ -119,7 +121,7 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 // on, and every handler the relay's own delivery runs (a durable event's,
 // a scheduled command's).
 func (u *unitOfWork) inboxed(ctx context.Context, kind fxcqrs.Kind) bool {
-	if fxbus.MessageID(ctx) == "" {
+	if fxbus.MessageID(ctx) == "" || ctx.Value(afterKey{}) != nil {
 		return false
 	}
 	_, local := deliveryOf(ctx)
