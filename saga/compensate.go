@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -11,10 +13,7 @@ import (
 
 // compensate undoes the completed steps in reverse, from st.Step down.
 func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C, cause error, report func(Progress[C])) (C, error) {
-	failedStep := ""
-	if next := st.Step + 1; next >= 0 && next < len(s.names) {
-		failedStep = s.names[next]
-	}
+	failedStep := failedStepOf(s, st)
 	if cause == nil {
 		cause = errors.New(st.Error) // recovered: the cause as persisted
 	}
@@ -25,6 +24,11 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 		for attempt := 1; attempt <= r.cfg.CompensationAttempts; attempt++ {
 			var saved State
 			saved, lastErr = r.step(ctx, st, i, s.names[i], "compensate", func(ctx context.Context) (State, error) {
+				if w, ok := s.waits[i]; ok && slices.Contains(st.TimedOut, i) {
+					if err := w.timeoutStep().Compensate(ctx, &c); err != nil {
+						return st, err
+					}
+				}
 				if err := s.steps[i].Compensate(ctx, &c); err != nil {
 					return st, err
 				}
@@ -79,4 +83,19 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 		}
 	}
 	return c, &Error{SagaID: st.ID, Step: failedStep, Err: cause, Status: Compensated}
+}
+
+// failedStepOf names the step whose failure (or deadline) st compensates:
+// the one its Error names ("step NAME: …"), else the one after the last
+// completed.
+func failedStepOf[C any](s *Saga[C], st State) string {
+	for _, n := range s.names {
+		if strings.HasPrefix(st.Error, "step "+n+": ") {
+			return n
+		}
+	}
+	if next := st.Step + 1; next >= 0 && next < len(s.names) {
+		return s.names[next]
+	}
+	return ""
 }

@@ -1,10 +1,14 @@
 package fxsaga
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
+	"time"
 )
 
 // Memory is a Store in memory, for tests.
@@ -64,11 +68,58 @@ func (m *Memory) Unfinished(_ context.Context, name string) ([]State, error) {
 	return out, nil
 }
 
-// Claim returns the unfinished sagas of name. A Memory store has one
-// process and is meant for one Runner, which skips the sagas it drives
-// itself: there are no leases, and no other owner to fence.
-func (m *Memory) Claim(ctx context.Context, name string) ([]State, error) {
-	return m.Unfinished(ctx, name)
+// Claim returns at most limit of the Running and Compensating sagas of
+// name, by id. A Memory store has one process and is meant for one
+// Runner, which skips the sagas it drives itself: there are no leases,
+// and no other owner to fence.
+func (m *Memory) Claim(_ context.Context, name string, limit int) ([]State, error) {
+	return m.pick(limit, func(a, b State) int { return strings.Compare(a.ID, b.ID) }, func(st State) bool {
+		return st.Name == name && (st.Status == Running || st.Status == Compensating)
+	}), nil
+}
+
+// Correlated returns the sagas waiting for the event named event with
+// key.
+func (m *Memory) Correlated(_ context.Context, event, key string) ([]State, error) {
+	return m.pick(0, func(a, b State) int { return strings.Compare(a.ID, b.ID) }, func(st State) bool {
+		return st.Status == Waiting && st.Awaiting == event && st.Key == key
+	}), nil
+}
+
+// Overdue returns at most limit of the sagas of name waiting past their
+// deadline at now, the earliest first.
+func (m *Memory) Overdue(_ context.Context, name string, now time.Time, limit int) ([]State, error) {
+	return m.pick(limit, byDeadline, func(st State) bool {
+		return st.Name == name && st.Status == Waiting && st.Deadline.Before(now)
+	}), nil
+}
+
+// Waiting returns at most limit of the waiting sagas of name, the
+// earliest deadline first.
+func (m *Memory) Waiting(_ context.Context, name string, limit int) ([]State, error) {
+	return m.pick(limit, byDeadline, func(st State) bool { return st.Name == name && st.Status == Waiting }), nil
+}
+
+func byDeadline(a, b State) int {
+	return cmp.Or(a.Deadline.Compare(b.Deadline), strings.Compare(a.ID, b.ID))
+}
+
+// pick returns the states keep keeps, ordered by order, at most limit
+// of them (0: all).
+func (m *Memory) pick(limit int, order func(a, b State) int, keep func(State) bool) []State {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []State
+	for _, st := range m.states {
+		if keep(st) {
+			out = append(out, st)
+		}
+	}
+	slices.SortFunc(out, order)
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out
 }
 
 // Log appends an entry.

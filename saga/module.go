@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/internal/deadline"
+	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 )
@@ -20,11 +24,33 @@ import (
 // RecoveryInterval, in the background; Stop ends recovery and waits, within
 // its deadline, for the saga in hand, leaving the rest consistent for the
 // next recovery.
+//
+// It also registers what times waiting sagas out (Await): the
+// DeadlineHandler, and Deadline as an fxoutbox.ScheduledCommand, which the
+// outbox module delivers at each deadline. Each event type a saga waits
+// for needs a Resume of its own.
 var Module = fx.Module("fxsaga",
 	fxcqrs.AsCommandHandler(func() StepHandler { return StepHandler{} }),
+	fxcqrs.AsCommandHandler(func(r *Runner) *DeadlineHandler { return &DeadlineHandler{binding{r}} }),
+	fxoutbox.Schedulable[Deadline](),
 	fx.Provide(provideRunner),
 	fx.Invoke(startRecovery),
 )
+
+// resumed is an event type a Resume resumes sagas on.
+type resumed struct{ t reflect.Type }
+
+// Resume registers the Resumer of event type E with the mediator: an E
+// that arrives, through an fxbus.Subscribe of another service's topic or
+// emitted in this process, resumes the sagas waiting for it (see Await).
+// A saga registered with Register that waits for an E without a Resume
+// fails fx.New, saying so.
+func Resume[E any]() fx.Option {
+	return fx.Options(
+		fxcqrs.AsEventHandler(func(r *Runner) *Resumer[E] { return &Resumer[E]{binding{r}} }),
+		fx.Provide(fx.Annotate(func() resumed { return resumed{reflect.TypeFor[E]()} }, fx.ResultTags(`group:"fxsaga.resumed"`))),
+	)
+}
 
 // Config configures Module. Every field is optional.
 type Config struct {
@@ -36,11 +62,7 @@ type Config struct {
 }
 
 // recoverer is a registered saga definition.
-type recoverer interface {
-	Name() string
-	definitionError() error
-	recoverWith(ctx context.Context, r *Runner) error
-}
+type recoverer = Definition
 
 func (s *Saga[C]) definitionError() error { return s.err }
 
@@ -83,6 +105,7 @@ type recoveryParams struct {
 	Config    Config      `optional:"true"`
 	Logger    *zap.Logger `optional:"true"`
 	Sagas     []recoverer `group:"fxsaga.sagas"`
+	Resumed   []resumed   `group:"fxsaga.resumed"`
 }
 
 func startRecovery(p recoveryParams) error {
@@ -95,6 +118,25 @@ func startRecovery(p recoveryParams) error {
 			return fmt.Errorf("fxsaga: two sagas are named %q", s.Name())
 		}
 		names[s.Name()] = true
+	}
+	if err := p.Runner.Add(p.Sagas...); err != nil {
+		return err
+	}
+	resumes := map[reflect.Type]bool{}
+	for _, r := range p.Resumed {
+		resumes[r.t] = true
+	}
+	slices.SortFunc(p.Sagas, func(a, b recoverer) int { return strings.Compare(a.Name(), b.Name()) })
+	var missing []error
+	for _, s := range p.Sagas {
+		for _, t := range s.awaited() {
+			if !resumes[t] {
+				missing = append(missing, fmt.Errorf("fxsaga: saga %s waits for %v, but nothing resumes it: add fxsaga.Resume[%v]() to the application", s.Name(), t, t))
+			}
+		}
+	}
+	if err := errors.Join(missing...); err != nil {
+		return err
 	}
 	interval := p.Config.RecoveryInterval
 	if interval <= 0 {

@@ -60,3 +60,49 @@ func TestModule(t *testing.T) {
 		"the graph's observer sees the recovered saga")
 	assert.Len(t, rec.finished, 6, "and the one run: 3 acts and itself")
 }
+
+// A saga that waits for an event no Resume registers fails fx.New,
+// naming the event and the option that fixes it.
+func TestModuleNeedsAResumePerAwaitedEvent(t *testing.T) {
+	t.Parallel()
+	w := newWorld()
+	app := fx.New(fx.NopLogger,
+		fxcqrs.Module, fxsaga.Module,
+		fx.Supply(fx.Annotate(fxsaga.NewMemory(), fx.As(new(fxsaga.Store)))),
+		fxsaga.Register[Order](func() *fxsaga.Saga[Order] { return waitingSaga(w, nil) }),
+	)
+	require.ErrorContains(t, app.Err(), "saga paid order waits for fxsaga_test.Paid, but nothing resumes it: add fxsaga.Resume[fxsaga_test.Paid]()")
+}
+
+// Under fx, with Resume, a published event resumes the saga that Run
+// left waiting.
+func TestModuleResumes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld()
+	c := newClock()
+	store := fxsaga.NewMemory()
+	var (
+		runner *fxsaga.Runner
+		saga   *fxsaga.Saga[Order]
+		m      *fxcqrs.Mediator
+	)
+	app := fxtest.New(t,
+		fxcqrs.Module, fxsaga.Module,
+		fx.Supply(fx.Annotate(store, fx.As(new(fxsaga.Store)))),
+		fx.Supply(fxsaga.Config{Runner: fxsaga.RunnerConfig{Now: c.Now}}),
+		fxsaga.Register[Order](func() *fxsaga.Saga[Order] { return waitingSaga(w, nil) }),
+		fxsaga.Resume[Paid](),
+		fx.Populate(&runner, &saga, &m),
+	)
+	app.RequireStart()
+	defer app.RequireStop()
+	_, err := fxsaga.Run(ctx, runner, saga, Order{ID: 1})
+	var pending *fxsaga.Pending
+	require.ErrorAs(t, err, &pending)
+	require.NoError(t, fxcqrs.Publish(ctx, m, Paid{OrderID: "1", Payment: "p-1"}))
+	st, err := store.Load(ctx, pending.SagaID)
+	require.NoError(t, err)
+	assert.Equal(t, fxsaga.Completed, st.Status)
+	assert.Equal(t, []string{"act reserve", "act ship"}, w.history())
+}

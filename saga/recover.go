@@ -7,9 +7,16 @@ import (
 	"go.uber.org/zap"
 )
 
-// Recover resumes every unfinished saga of s: forward if it had not begun
-// compensating, else compensation to the end. It returns each one's
-// outcome error joined.
+// recoveryBatch is how many sagas recovery claims, or times out, at once.
+const recoveryBatch = 100
+
+// Recover resumes every unfinished saga of s that no live owner drives:
+// forward if it had not begun compensating, else compensation to the end;
+// and times out the waiting ones whose deadline passed by the runner's
+// clock (the outbox's scheduled deadline does that on time; this is the
+// net under it, and the only timer of a store without the outbox). It
+// claims them a batch at a time, never all at once, and never a waiting
+// saga. It returns each one's outcome error joined.
 func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
 	if s.err != nil {
 		return s.err
@@ -17,22 +24,51 @@ func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
 	if err := outside(ctx, s.name); err != nil {
 		return err
 	}
-	states, err := r.store.Claim(ctx, s.name)
-	if err != nil {
-		return err
-	}
+	r.track(s)
 	var errs []error
-	for _, st := range states {
-		if !r.acquire(st.ID) {
-			continue // a Run of this process drives it
-		}
-		_, err := drive(ctx, r, s, st, nil)
-		r.release(st.ID)
+	for ctx.Err() == nil {
+		states, err := r.store.Claim(ctx, s.name, recoveryBatch)
 		if err != nil {
-			var sagaErr *Error
-			if !errors.As(err, &sagaErr) || sagaErr.Status == Failed || sagaErr.Status == SetAside {
-				errs = append(errs, err)
+			return errors.Join(append(errs, err)...)
+		}
+		driven := 0
+		for _, st := range states {
+			if !r.acquire(st.ID) {
+				continue // a Run of this process drives it
 			}
+			driven++
+			_, err := drive(ctx, r, s, st, nil)
+			r.release(st.ID)
+			if err != nil {
+				var sagaErr *Error
+				var waiting *Pending
+				if errors.As(err, &waiting) {
+					continue
+				}
+				if !errors.As(err, &sagaErr) || sagaErr.Status == Failed || sagaErr.Status == SetAside {
+					errs = append(errs, err)
+				}
+			}
+		}
+		if len(states) < recoveryBatch || driven == 0 {
+			break
+		}
+	}
+	for ctx.Err() == nil {
+		states, err := r.store.Overdue(ctx, s.name, r.now(), recoveryBatch)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		moved := 0
+		for _, st := range states {
+			if err := s.expireWith(ctx, r, st); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			moved++
+		}
+		if len(states) < recoveryBatch || moved == 0 {
+			break
 		}
 	}
 	return errors.Join(errs...)

@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"reflect"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
@@ -25,7 +28,11 @@ type Runner struct {
 	now    func() time.Time
 
 	mu      sync.Mutex
-	driving map[string]bool // the sagas this runner drives now
+	driving map[string]int                // the sagas this runner drives now, and by how many
+	defs    map[string]Definition         // Add's, by name
+	waits   map[reflect.Type][]Definition // the definitions that wait for each event type
+
+	unmatched atomic.Int64
 }
 
 // acquire marks saga id as driven by this runner, unless it already is:
@@ -34,17 +41,28 @@ type Runner struct {
 func (r *Runner) acquire(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.driving[id] {
+	if r.driving[id] > 0 {
 		return false
 	}
-	r.driving[id] = true
+	r.driving[id]++
 	return true
+}
+
+// hold marks saga id as driven by this runner, even if it already is: a
+// saga that resumed, whose version the resume took, while the Run that
+// left it waiting returns.
+func (r *Runner) hold(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.driving[id]++
 }
 
 func (r *Runner) release(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.driving, id)
+	if r.driving[id]--; r.driving[id] <= 0 {
+		delete(r.driving, id)
+	}
 }
 
 // RunnerConfig configures a Runner. Every field is optional.
@@ -65,6 +83,11 @@ type RunnerConfig struct {
 	// Module sets it to the mediator's observer (fxcqrs.Observer in the
 	// graph) when left nil.
 	Observer fxcqrs.Observer `json:"-" yaml:"-"`
+	// Now is the runner's clock: a waiting saga's deadline is its now plus
+	// Wait.Within, and recovery times out the sagas whose deadline is
+	// before it. Give the outbox the same clock (fxoutbox.Config.Now),
+	// which delivers the deadlines. Default time.Now.
+	Now func() time.Time `json:"-" yaml:"-"`
 }
 
 // Activity is a saga, or one of its steps' act or compensation: the
@@ -113,13 +136,91 @@ func NewRunner(m *fxcqrs.Mediator, store Store, cfg RunnerConfig, logger *zap.Lo
 	if cfg.CompensationBackoff <= 0 {
 		cfg.CompensationBackoff = 100 * time.Millisecond
 	}
-	return &Runner{m: m, store: store, cfg: cfg, logger: logger, now: time.Now, driving: map[string]bool{}}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Runner{
+		m: m, store: store, cfg: cfg, logger: logger, now: cfg.Now,
+		driving: map[string]int{}, defs: map[string]Definition{}, waits: map[reflect.Type][]Definition{},
+	}
+}
+
+// Definition is a saga's definition, whatever its context: *Saga[C]
+// implements it, and nothing else does.
+type Definition interface {
+	// Name returns the saga's name.
+	Name() string
+	definitionError() error
+	recoverWith(ctx context.Context, r *Runner) error
+	awaited() []reflect.Type
+	resumeWith(ctx context.Context, r *Runner, t reflect.Type, e any) (int, error)
+	expireWith(ctx context.Context, r *Runner, st State) error
+}
+
+// Add makes r resume and time out the waiting sagas of each definition
+// (see Await): the events and deadlines that reach r find their
+// definitions here. Module adds the sagas registered with Register. A
+// definition that cannot run, or a second one of a name, is an error.
+func (r *Runner) Add(sagas ...Definition) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, s := range sagas {
+		if err := s.definitionError(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if old, ok := r.defs[s.Name()]; ok {
+			if old != s {
+				errs = append(errs, fmt.Errorf("fxsaga: two sagas are named %q", s.Name()))
+			}
+			continue
+		}
+		r.defs[s.Name()] = s
+		for _, t := range s.awaited() {
+			r.waits[t] = append(r.waits[t], s)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// track makes s the definition of its name that r resumes and times out,
+// in place of an earlier one: Run and Recover track the definition they
+// are given, so that without fx a saga's events find it.
+func (r *Runner) track(s Definition) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.defs[s.Name()]; ok {
+		if old == s {
+			return
+		}
+		for t, defs := range r.waits {
+			r.waits[t] = slices.DeleteFunc(slices.Clone(defs), func(d Definition) bool { return d == old })
+		}
+	}
+	r.defs[s.Name()] = s
+	for _, t := range s.awaited() {
+		r.waits[t] = append(r.waits[t], s)
+	}
+}
+
+// Unmatched counts the events that reached a Resumer and resumed no saga:
+// late (the deadline won), duplicates under another id, or another saga's.
+func (r *Runner) Unmatched() int64 { return r.unmatched.Load() }
+
+func (r *Runner) definition(name string) Definition {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.defs[name]
 }
 
 // Run runs a new saga of s over c: its steps in order, each persisted with
 // the saga's state as it completes. When a step fails, the completed steps
 // are compensated in reverse, and Run returns an *Error saying which step
-// failed and what compensation did. It returns the final context.
+// failed and what compensation did. When it reaches a step that waits
+// (Await), it returns once the saga waits, with a *Pending that says for
+// what and until when: the event or the deadline goes on with it later,
+// on any replica. It returns the context as it is then.
 func Run[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (C, error) {
 	st, err := start(ctx, r, s, c)
 	if err != nil {
@@ -142,6 +243,7 @@ func start[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (State, error
 	if err != nil {
 		return State{}, fmt.Errorf("fxsaga: saga %s: context: %w", s.name, err)
 	}
+	r.track(s)
 	st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, Version: 1}
 	r.acquire(st.ID)
 	if err := r.store.Create(ctx, st); err != nil {
@@ -195,7 +297,7 @@ type Progress[C any] struct {
 
 // Stream runs a new saga as Run does and yields its progress step by step
 // (a server-sent events endpoint can show it), then, when it did not
-// complete, a final (zero, *Error). A consumer that stops early does not
+// complete, a final (zero, *Error), or (zero, *Pending) when it waits. A consumer that stops early does not
 // stop the saga: it runs to its end, or stays consistent for recovery.
 func Stream[C any](ctx context.Context, r *Runner, s *Saga[C], c C) iter.Seq2[Progress[C], error] {
 	return func(yield func(Progress[C], error) bool) {
@@ -235,9 +337,15 @@ func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, rep
 	var failed error
 	for st.Status == Running && st.Step < len(s.steps) {
 		i := st.Step
+		w, waits := s.waits[i]
+		timedOut := waits && slices.Contains(st.TimedOut, i)
+		action, act := "act", s.steps[i].Act
+		if timedOut {
+			action, act = "timeout", w.timeoutStep().Act
+		}
 		next := c
-		saved, err := r.step(ctx, st, i, s.names[i], "act", func(ctx context.Context) (State, error) {
-			if err := s.steps[i].Act(ctx, &next); err != nil {
+		saved, err := r.step(ctx, st, i, s.names[i], action, func(ctx context.Context) (State, error) {
+			if err := act(ctx, &next); err != nil {
 				return st, err
 			}
 			data, err := json.Marshal(next)
@@ -245,7 +353,11 @@ func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, rep
 				return st, err
 			}
 			st2 := st
-			st2.Step, st2.Context = i+1, data
+			st2.Context = data
+			if waits && !timedOut {
+				return beginWait(ctx, r, s, st2, i, w, &next)
+			}
+			st2.Step = i + 1
 			if st2.Step == len(s.steps) {
 				st2.Status = Completed
 			}
@@ -272,6 +384,11 @@ func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, rep
 			failed = err
 			st.Status, st.Error = Compensating, fmt.Sprintf("step %s: %v", s.names[i], err)
 			st.Step = i - 1 // the last completed step
+			if timedOut {
+				// The waiting step's own act committed before it waited;
+				// OnTimeout's did not.
+				st.Step, st.TimedOut = i, slices.DeleteFunc(slices.Clone(st.TimedOut), func(k int) bool { return k == i })
+			}
 			st.Version++
 			if err := r.store.Save(ctx, st); err != nil {
 				return c, err
@@ -279,12 +396,37 @@ func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, rep
 			break
 		}
 		c = next
+		if st.Status == Waiting {
+			return c, waitingOf(st, s.names[i])
+		}
 		if report != nil {
-			report(Progress[C]{SagaID: st.ID, Step: s.names[i], Action: "act", Context: c})
+			report(Progress[C]{SagaID: st.ID, Step: s.names[i], Action: action, Context: c})
 		}
 	}
-	if st.Status == Completed {
+	switch st.Status {
+	case Completed:
 		return c, nil
+	case Waiting:
+		return c, waitingOf(st, s.names[st.Step])
 	}
 	return compensate(ctx, r, s, st, c, failed, report)
+}
+
+// beginWait is st, whose step i has acted, saved as waiting for w's
+// event, with its deadline scheduled in the step's transaction when the
+// outbox's unit of work runs it (without one, recovery times it out).
+func beginWait[C any](ctx context.Context, r *Runner, s *Saga[C], st State, i int, w waiter[C], c *C) (State, error) {
+	key := w.key(c)
+	if key == "" {
+		return st, fmt.Errorf("fxsaga: saga %s: step %s: Key returned \"\": nothing could resume the saga", s.name, s.names[i])
+	}
+	st.Status, st.Awaiting, st.Key, st.Deadline = Waiting, w.eventName(), key, r.now().Add(w.within())
+	if fxoutbox.Tx(ctx) != nil {
+		id, err := fxoutbox.Schedule(ctx, st.Deadline, Deadline{Saga: s.name, ID: st.ID, Step: i, Version: st.Version + 1})
+		if err != nil {
+			return st, fmt.Errorf("fxsaga: saga %s: step %s: its deadline: %w (fxsaga.Module registers fxsaga.Deadline as a scheduled command; without fx, add fxoutbox.ScheduledCommand[fxsaga.Deadline]() to the outbox's Config.Deliverables)", s.name, s.names[i], err)
+		}
+		st.Timer = id
+	}
+	return st, nil
 }

@@ -35,6 +35,9 @@ type Status string
 
 // A saga's statuses. Running and Compensating are not final: recovery
 // resumes them. Compensating never acts again (strict backward recovery).
+// Waiting is not final either, but recovery leaves it alone: it waits for
+// an event (see Await), which resumes it, or for its deadline, which
+// times it out.
 // SetAside is a saga whose stored state no longer fits its definition (a
 // deployment removed or reordered steps while it was in flight, or its
 // context cannot be read back): recovery leaves it alone, logs it at
@@ -42,6 +45,7 @@ type Status string
 // Memory.Failed), for a person to decide; its Error says why.
 const (
 	Running      Status = "RUNNING"
+	Waiting      Status = "WAITING"
 	Compensating Status = "COMPENSATING"
 	Completed    Status = "COMPLETED"
 	Compensated  Status = "COMPENSATED"
@@ -60,7 +64,8 @@ type Saga[C any] struct {
 	name  string
 	steps []Step[C]
 	names []string
-	err   error // why the definition cannot run: Run, Stream, Recover and Register return it
+	waits map[int]waiter[C] // the steps that wait, by index
+	err   error             // why the definition cannot run: Run, Stream, Recover and Register return it
 }
 
 // Define returns the saga called name with steps, run in order. A saga
@@ -73,10 +78,18 @@ func Define[C any](name string, steps ...Step[C]) *Saga[C] {
 		s.err = fmt.Errorf("fxsaga.Define(%q): a saga needs at least one step", name)
 		return s
 	}
+	s.waits = map[int]waiter[C]{}
 	for i, st := range steps {
 		if st == nil {
 			s.err = fmt.Errorf("fxsaga.Define(%q): step %d is nil", name, i+1)
 			return s
+		}
+		if w, ok := st.(waiter[C]); ok {
+			if err := w.check(); err != nil {
+				s.err = fmt.Errorf("fxsaga.Define(%q): step %d: %w", name, i+1, err)
+				return s
+			}
+			s.waits[i] = w
 		}
 	}
 	s.names = uniqueNames(steps)
@@ -111,6 +124,14 @@ func uniqueNames[C any](steps []Step[C]) []string {
 // misfit says why st does not fit the definition, or "".
 func (s *Saga[C]) misfit(st State) string {
 	switch st.Status {
+	case Waiting:
+		w, ok := s.waits[st.Step]
+		if !ok {
+			return fmt.Sprintf("waiting at step %d, which does not wait in this definition: was a step changed while it waited?", st.Step)
+		}
+		if w.eventName() != st.Awaiting {
+			return fmt.Sprintf("waiting at step %d for %s, which now waits for %s: was a step changed while it waited?", st.Step, st.Awaiting, w.eventName())
+		}
 	case Running:
 		if st.Step < 0 || st.Step >= len(s.steps) {
 			return fmt.Sprintf("stored at step %d of a definition with %d steps: was a step removed while it ran?", st.Step, len(s.steps))
@@ -118,6 +139,11 @@ func (s *Saga[C]) misfit(st State) string {
 	case Compensating:
 		if st.Step < -1 || st.Step >= len(s.steps) {
 			return fmt.Sprintf("compensating from step %d of a definition with %d steps: was a step removed while it ran?", st.Step, len(s.steps))
+		}
+	}
+	for _, k := range st.TimedOut {
+		if w, ok := s.waits[k]; !ok || w.timeoutStep() == nil {
+			return fmt.Sprintf("timed out at step %d, which has no OnTimeout step in this definition: was a step changed while it ran?", k)
 		}
 	}
 	var c C
@@ -143,38 +169,73 @@ func (s *Saga[C]) Name() string { return s.name }
 
 // Mermaid renders the saga as a Mermaid flowchart: the actions in order,
 // each failure leading to the compensations of the steps before it, in
-// reverse.
+// reverse. A step that waits (Await) is a hexagon, left by the event it
+// waits for and by its deadline: to its OnTimeout step, or to its
+// compensation.
 func (s *Saga[C]) Mermaid() string {
 	var b strings.Builder
+	line := func(parts ...string) { b.WriteString("    " + strings.Join(parts, "") + "\n") }
+	act := func(i int) string { return "act" + strconv.Itoa(i) }
+	comp := func(i int) string {
+		if i < 0 {
+			return "compensated"
+		}
+		return "comp" + strconv.Itoa(i)
+	}
 	b.WriteString("flowchart TD\n")
-	b.WriteString("    start([" + s.name + "])\n")
+	line("start([", s.name, "])")
 	prev := "start"
 	for i, n := range s.names {
-		id := "act" + strconv.Itoa(i)
-		b.WriteString("    " + id + "[" + n + "]\n")
-		b.WriteString("    " + prev + " --> " + id + "\n")
-		prev = id
+		if _, ok := s.waits[i]; ok {
+			line(act(i), "{{", n, "}}")
+		} else {
+			line(act(i), "[", n, "]")
+		}
+		line(s.edge(prev, i), act(i))
+		prev = act(i)
 	}
-	b.WriteString("    done([completed])\n    " + prev + " --> done\n")
+	line("done([completed])")
+	line(s.edge(prev, len(s.names)), "done")
+	for i := range s.names {
+		w, ok := s.waits[i]
+		if !ok {
+			continue
+		}
+		next := "done"
+		if i+1 < len(s.names) {
+			next = act(i + 1)
+		}
+		within := `"no ` + w.eventName() + " within " + w.within().String() + `"`
+		if t := w.timeoutStep(); t != nil {
+			id := "timeout" + strconv.Itoa(i)
+			line(id, "[", stepName(t), "]")
+			line(act(i), " -. ", within, " .-> ", id)
+			line(id, " --> ", next)
+			line(id, " -. fails .-> ", comp(i))
+		} else {
+			line(act(i), " -. ", within, " .-> ", comp(i))
+		}
+	}
 	for i, n := range s.names {
-		b.WriteString("    comp" + strconv.Itoa(i) + "[/compensate " + n + "/]\n")
+		line(comp(i), "[/compensate ", n, "/]")
 	}
 	for i := range s.names {
-		from := "act" + strconv.Itoa(i)
-		to := "compensated"
-		if i > 0 {
-			to = "comp" + strconv.Itoa(i-1)
-		}
-		b.WriteString("    " + from + " -. fails .-> " + to + "\n")
+		line(act(i), " -. fails .-> ", comp(i-1))
 	}
-	for i := len(s.names) - 1; i > 0; i-- {
-		b.WriteString("    comp" + strconv.Itoa(i) + " --> comp" + strconv.Itoa(i-1) + "\n")
+	for i := len(s.names) - 1; i >= 0; i-- {
+		line(comp(i), " --> ", comp(i-1))
 	}
-	if len(s.names) > 0 {
-		b.WriteString("    comp0 --> compensated\n")
-	}
-	b.WriteString("    compensated([compensated])\n")
+	line("compensated([compensated])")
 	return b.String()
+}
+
+// edge is the start of the arrow from the node from to step i (or to
+// done): labelled with the event when step i-1 waits.
+func (s *Saga[C]) edge(from string, i int) string {
+	if w, ok := s.waits[i-1]; ok {
+		return from + ` -- "` + w.eventName() + `" --> `
+	}
+	return from + " --> "
 }
 
 // State is a saga's persisted state.
@@ -182,10 +243,26 @@ type State struct {
 	ID      string          // the saga's id, a UUID
 	Name    string          // the saga's definition
 	Status  Status          // where it is
-	Step    int             // Running: the next step to act; Compensating: the next to compensate
+	Step    int             // Running: the next step to act; Compensating: the next to compensate; Waiting: the step that waits
 	Context json.RawMessage // the saga's context, as JSON
 	Version int64           // bumped by every save: a fencing token
 	Error   string          // why it compensates, or why it failed
+
+	// Awaiting is the event type a Waiting saga waits for (its Go type,
+	// as fmt's %v prints it: "orders.PaymentConfirmed").
+	Awaiting string
+	// Key is the correlation a Waiting saga waits for: the event's Match
+	// must return it.
+	Key string
+	// Deadline is when a Waiting saga stops waiting and times out.
+	Deadline time.Time
+	// Timer is the id of the scheduled message (fxoutbox.Schedule) that
+	// times a Waiting saga out, when the outbox holds it; resuming cancels
+	// it.
+	Timer string
+	// TimedOut lists the steps whose deadline passed and whose OnTimeout
+	// step runs instead of the event's Then: compensation undoes that one.
+	TimedOut []int
 }
 
 // Entry is one line of a saga's log: an act or a compensation, and how it
@@ -208,6 +285,9 @@ var ErrFenced = errors.New("fxsaga: the saga was saved by another owner since")
 // of work it writes in ctx's transaction, so that a step's writes and the
 // saga's state commit together.
 type Store interface {
+	// Load returns a saga's state, in ctx's unit of work's transaction if
+	// it has one.
+	Load(ctx context.Context, id string) (State, error)
 	// Create stores a new saga.
 	Create(ctx context.Context, st State) error
 	// Save stores st if the stored version is st.Version-1, else returns
@@ -215,11 +295,19 @@ type Store interface {
 	Save(ctx context.Context, st State) error
 	// Log appends an entry to a saga's log.
 	Log(ctx context.Context, e Entry) error
-	// Claim takes over the unfinished sagas of name that no live owner
-	// drives, for recovery; a store shared by several processes bumps
-	// their versions (fencing the old owner) and returns them bumped. The
-	// Runner never drives twice a saga it already drives.
-	Claim(ctx context.Context, name string) ([]State, error)
+	// Claim takes over at most limit of the Running or Compensating sagas
+	// of name that no live owner drives, for recovery (a Waiting saga is
+	// never claimed); a store shared by several processes bumps their
+	// versions (fencing the old owner) and returns them bumped. The Runner
+	// never drives twice a saga it already drives.
+	Claim(ctx context.Context, name string, limit int) ([]State, error)
+	// Correlated returns the Waiting sagas that wait for the event type
+	// named event with the correlation key: an indexed lookup, in ctx's
+	// unit of work's transaction if it has one.
+	Correlated(ctx context.Context, event, key string) ([]State, error)
+	// Overdue returns at most limit of the Waiting sagas of name whose
+	// deadline is before now, earliest first.
+	Overdue(ctx context.Context, name string, now time.Time, limit int) ([]State, error)
 }
 
 // Reader reads what a Store keeps, for tools that inspect sagas rather
@@ -228,8 +316,12 @@ type Reader interface {
 	// Load returns a saga's state.
 	Load(ctx context.Context, id string) (State, error)
 	// Unfinished returns the sagas of the definition name that are not in
-	// a final status.
+	// a final status, the Waiting ones included.
 	Unfinished(ctx context.Context, name string) ([]State, error)
+	// Waiting returns at most limit of the Waiting sagas of the definition
+	// name, the earliest deadline first: what each waits for (Awaiting,
+	// Key) and until when (Deadline).
+	Waiting(ctx context.Context, name string, limit int) ([]State, error)
 }
 
 // Error is a saga that did not complete: which step failed, and how its

@@ -112,7 +112,7 @@ func (s takingOver) Act(ctx context.Context, _ *Order) error {
 	if err != nil {
 		return err
 	}
-	claimed, err := s.other.Claim(context.Background(), "fenced")
+	claimed, err := s.other.Claim(context.Background(), "fenced", 100)
 	if err != nil || len(claimed) != 1 {
 		return errors.Join(errors.New("the other replica did not claim the saga"), err)
 	}

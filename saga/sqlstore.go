@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs/internal/sqlschema"
@@ -60,7 +62,11 @@ type SQL struct {
 	now    func() time.Time
 
 	create, save, load, unfinished, failed, claimable, claim, log string
+	correlated, overdue, waiting                                  string
 }
+
+// columns are what a State is read from, in scan's order.
+const columns = "id, name, status, step, context, version, error, awaiting, correlation, deadline_ns, timer, timed_out"
 
 // NewSQL returns the store of db, whose dialect is d, with the given lease
 // (default 30s).
@@ -75,16 +81,21 @@ func NewSQL(db *sql.DB, d fxoutbox.Dialect, t Tables, lease time.Duration) (*SQL
 	s, l := quote(d, t.Sagas), quote(d, t.Log)
 	st := &SQL{
 		db: db, d: d, tables: t, owner: uuid.NewString(), lease: lease, now: time.Now,
-		create:     "INSERT INTO " + s + " (id, name, status, step, context, version, error, owner, lease_until_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		save:       "UPDATE " + s + " SET status = ?, step = ?, context = ?, version = ?, error = ?, owner = ?, lease_until_ns = ? WHERE id = ? AND version = ?",
-		load:       "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE id = ?",
-		unfinished: "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE name = ? AND status IN ('RUNNING', 'COMPENSATING') ORDER BY id",
-		failed:     "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE status IN ('FAILED', 'SET_ASIDE') ORDER BY id",
-		claimable:  "SELECT id, name, status, step, context, version, error FROM " + s + " WHERE name = ? AND status IN ('RUNNING', 'COMPENSATING') AND lease_until_ns < ? ORDER BY id",
+		create: "INSERT INTO " + s + " (id, name, status, step, context, version, error, owner, lease_until_ns, awaiting, correlation, deadline_ns, timer, timed_out)" +
+			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		save: "UPDATE " + s + " SET status = ?, step = ?, context = ?, version = ?, error = ?, owner = ?, lease_until_ns = ?," +
+			" awaiting = ?, correlation = ?, deadline_ns = ?, timer = ?, timed_out = ? WHERE id = ? AND version = ?",
+		load:       "SELECT " + columns + " FROM " + s + " WHERE id = ?",
+		unfinished: "SELECT " + columns + " FROM " + s + " WHERE name = ? AND status IN ('RUNNING', 'COMPENSATING', 'WAITING') ORDER BY id",
+		failed:     "SELECT " + columns + " FROM " + s + " WHERE status IN ('FAILED', 'SET_ASIDE') ORDER BY id",
+		claimable:  "SELECT " + columns + " FROM " + s + " WHERE name = ? AND status IN ('RUNNING', 'COMPENSATING') AND lease_until_ns < ? ORDER BY id LIMIT ?",
 		claim:      "UPDATE " + s + " SET owner = ?, lease_until_ns = ?, version = version + 1 WHERE id = ? AND version = ?",
 		log:        "INSERT INTO " + l + " (saga_id, step, action, error) VALUES (?, ?, ?, ?)",
+		correlated: "SELECT " + columns + " FROM " + s + " WHERE awaiting = ? AND correlation = ? AND status = 'WAITING' ORDER BY id",
+		overdue:    "SELECT " + columns + " FROM " + s + " WHERE name = ? AND status = 'WAITING' AND deadline_ns < ? ORDER BY deadline_ns, id LIMIT ?",
+		waiting:    "SELECT " + columns + " FROM " + s + " WHERE name = ? AND status = 'WAITING' ORDER BY deadline_ns, id LIMIT ?",
 	}
-	for _, q := range []*string{&st.create, &st.save, &st.load, &st.unfinished, &st.failed, &st.claimable, &st.claim, &st.log} {
+	for _, q := range []*string{&st.create, &st.save, &st.load, &st.unfinished, &st.failed, &st.claimable, &st.claim, &st.log, &st.correlated, &st.overdue, &st.waiting} {
 		*q = d.Rebind(*q)
 	}
 	return st, nil
@@ -107,14 +118,25 @@ func (s *SQL) until() int64 { return s.now().Add(s.lease).UnixNano() }
 
 // Create stores a new saga, owned by this replica.
 func (s *SQL) Create(ctx context.Context, st State) error {
-	_, err := s.conn(ctx).ExecContext(ctx, s.create, st.ID, st.Name, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, s.owner, s.until())
+	_, err := s.conn(ctx).ExecContext(ctx, s.create, st.ID, st.Name, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, s.owner, s.leaseOf(st),
+		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut))
 	return err
+}
+
+// leaseOf is the lease a save of st takes: none for a waiting saga, which
+// no one drives.
+func (s *SQL) leaseOf(st State) int64 {
+	if st.Status == Waiting {
+		return 0
+	}
+	return s.until()
 }
 
 // Save stores st if the stored version is st.Version-1, renewing this
 // replica's lease.
 func (s *SQL) Save(ctx context.Context, st State) error {
-	res, err := s.conn(ctx).ExecContext(ctx, s.save, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, s.owner, s.until(), st.ID, st.Version-1)
+	res, err := s.conn(ctx).ExecContext(ctx, s.save, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, s.owner, s.leaseOf(st),
+		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), st.ID, st.Version-1)
 	if err != nil {
 		return err
 	}
@@ -147,11 +169,11 @@ func (s *SQL) Failed(ctx context.Context) ([]State, error) {
 	return s.query(ctx, s.failed)
 }
 
-// Claim takes over the unfinished sagas of name whose owner's lease
-// expired (or that no one owns), bumping their version so that the old
-// owner can no longer save them.
-func (s *SQL) Claim(ctx context.Context, name string) ([]State, error) {
-	states, err := s.query(ctx, s.claimable, name, s.now().UnixNano())
+// Claim takes over at most limit of the Running and Compensating sagas of
+// name whose owner's lease expired (or that no one owns), bumping their
+// version so that the old owner can no longer save them.
+func (s *SQL) Claim(ctx context.Context, name string, limit int) ([]State, error) {
+	states, err := s.query(ctx, s.claimable, name, s.now().UnixNano(), limit)
 	if err != nil {
 		return nil, err
 	}
@@ -169,6 +191,24 @@ func (s *SQL) Claim(ctx context.Context, name string) ([]State, error) {
 	return claimed, nil
 }
 
+// Correlated returns the sagas waiting for the event named event with
+// key: one lookup in the index on (awaiting, correlation).
+func (s *SQL) Correlated(ctx context.Context, event, key string) ([]State, error) {
+	return s.query(ctx, s.correlated, event, key)
+}
+
+// Overdue returns at most limit of the sagas of name waiting past their
+// deadline at now, the earliest first.
+func (s *SQL) Overdue(ctx context.Context, name string, now time.Time, limit int) ([]State, error) {
+	return s.query(ctx, s.overdue, name, now.UnixNano(), limit)
+}
+
+// Waiting returns at most limit of the waiting sagas of name, the
+// earliest deadline first: what each waits for and until when.
+func (s *SQL) Waiting(ctx context.Context, name string, limit int) ([]State, error) {
+	return s.query(ctx, s.waiting, name, limit)
+}
+
 // Log appends an entry, in ctx's unit of work's transaction if it has one.
 func (s *SQL) Log(ctx context.Context, e Entry) error {
 	_, err := s.conn(ctx).ExecContext(ctx, s.log, e.SagaID, e.Step, e.Action, e.Err)
@@ -184,12 +224,51 @@ func (s *SQL) query(ctx context.Context, q string, args ...any) ([]State, error)
 	var out []State
 	for rows.Next() {
 		var st State
-		var status, context string
-		if err := rows.Scan(&st.ID, &st.Name, &status, &st.Step, &context, &st.Version, &st.Error); err != nil {
+		var status, context, timedOut string
+		var deadline int64
+		if err := rows.Scan(&st.ID, &st.Name, &status, &st.Step, &context, &st.Version, &st.Error,
+			&st.Awaiting, &st.Key, &deadline, &st.Timer, &timedOut); err != nil {
 			return nil, err
 		}
 		st.Status, st.Context = Status(status), []byte(context)
+		if deadline != 0 {
+			st.Deadline = time.Unix(0, deadline)
+		}
+		if st.TimedOut, err = splitSteps(timedOut); err != nil {
+			return nil, fmt.Errorf("fxsaga: saga %s: timed_out %q: %w", st.ID, timedOut, err)
+		}
 		out = append(out, st)
 	}
 	return out, rows.Err()
+}
+
+func deadlineNs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// joinSteps and splitSteps keep State.TimedOut as "2,5".
+func joinSteps(steps []int) string {
+	parts := make([]string, len(steps))
+	for i, s := range steps {
+		parts[i] = strconv.Itoa(s)
+	}
+	return strings.Join(parts, ",")
+}
+
+func splitSteps(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, p := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
