@@ -204,6 +204,10 @@ func (r *Runner) track(s Definition) {
 	}
 }
 
+// Store returns the store r keeps its sagas in: Load one by the id of
+// its Pending or Error.
+func (r *Runner) Store() Store { return r.store }
+
 // Unmatched counts the events that reached a Resumer and resumed no saga:
 // late (the deadline won), duplicates under another id, or another saga's.
 func (r *Runner) Unmatched() int64 { return r.unmatched.Load() }

@@ -1,33 +1,41 @@
-// Command saga places an order as a saga of three steps over one SQLite
-// database: reserve stock, charge the card, book a courier. Each step runs
-// in a transaction of its own (the outbox module's unit of work), in which
-// the step's writes and the saga's state commit together. With
-// -fail-shipping the courier refuses, and the completed steps are
-// compensated in reverse: the charge refunded (a compensating event tells
-// the customer), the stock released.
+// Command saga places an order as a saga that waits for another service.
+// Two services run in this program, each with its own SQLite database and
+// outbox, talking through the in-process broker:
+//
+//	orders:   reserve stock; request the payment and wait for it (30m); book a courier
+//	payments: PaymentRequested → charges the card → PaymentConfirmed
+//
+// The saga holds nothing while it waits: fxsaga.Run returns at once, and
+// the PaymentConfirmed that arrives resumes it. Each step commits with
+// its writes (the outbox's unit of work); the payment's wait commits with
+// the request that leaves for the payment service, so the answer cannot
+// come before the saga waits for it.
 //
 //	go run ./examples/saga
-//	go run ./examples/saga -fail-shipping
-//	go run ./examples/saga -mermaid    # the saga as a Mermaid flowchart
+//	go run ./examples/saga -no-payment      # the customer never pays: at the deadline the saga compensates
+//	go run ./examples/saga -fail-shipping   # the courier refuses: the payment is refunded, the stock released
+//	go run ./examples/saga -mermaid         # the saga as a Mermaid flowchart
 //
-// It needs no server: a SQLite file in a temporary directory and an
-// in-process Watermill GoChannel for the bus (nothing here is routed to it).
+// It needs no server: SQLite files in a temporary directory and the
+// in-process broker of fxbus. The payment deadline is 30 minutes, on the
+// clock the run is given; this command gives it -deadline (2s by
+// default) so that -no-payment ends soon.
 package main
 
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
@@ -45,13 +53,39 @@ type Order struct {
 	Shipment string `json:"shipment,omitempty"`
 }
 
-// CardRefunded is the compensating event the refund emits.
-type CardRefunded struct{ Order, Cents int }
+// The messages between the services, as both know them.
+type (
+	// PaymentRequested leaves orders for payments.
+	PaymentRequested struct {
+		OrderID int `json:"orderId"`
+		Cents   int `json:"cents"`
+	}
+	// PaymentConfirmed leaves payments for orders: it resumes the saga.
+	PaymentConfirmed struct {
+		OrderID int    `json:"orderId"`
+		Payment string `json:"payment"`
+	}
+	// RefundRequested leaves orders for payments when a paid order is
+	// compensated.
+	RefundRequested struct {
+		Payment string `json:"payment"`
+	}
+	// OrderSettled is the orders service's own event when the saga ends,
+	// either way.
+	OrderSettled struct{ ID int }
+)
 
-// out is where the steps say what they did.
-type out struct{ io.Writer }
+// out is where the services say what they did, a line at a time.
+type out struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
 
-func (o out) printf(format string, args ...any) { fmt.Fprintf(o, format+"\n", args...) }
+func (o out) printf(format string, args ...any) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	fmt.Fprintf(o.w, format+"\n", args...)
+}
 
 // ReserveStock takes one unit of the order's SKU.
 type ReserveStock struct{ out out }
@@ -68,46 +102,44 @@ func (s *ReserveStock) Act(ctx context.Context, o *Order) error {
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("%s is out of stock", o.SKU)
 	}
-	s.out.printf("  act  reserve stock: one %s", o.SKU)
+	s.out.printf("orders:   act  reserve stock: one %s", o.SKU)
 	return nil
 }
 
-// Compensate releases the unit.
+// Compensate releases the unit; the saga is over.
 func (s *ReserveStock) Compensate(ctx context.Context, o *Order) error {
 	if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, "UPDATE stock SET qty = qty + 1 WHERE sku = ?", o.SKU); err != nil {
 		return err
 	}
-	s.out.printf("  undo reserve stock: one %s back", o.SKU)
+	s.out.printf("orders:   undo reserve stock: one %s back", o.SKU)
+	fxcqrs.Emit(ctx, OrderSettled{ID: o.ID})
 	return nil
 }
 
-// ChargeCard charges the order. The payment provider is a table here; a
-// real one would get fxsaga.IdempotencyKey to deduplicate a retry.
-type ChargeCard struct{ out out }
+// RequestPayment asks the payment service for the order's amount; the
+// saga then waits for its PaymentConfirmed (see NewOrderSaga).
+type RequestPayment struct{ out out }
 
-// NewChargeCard is the step's constructor.
-func NewChargeCard(o out) *ChargeCard { return &ChargeCard{o} }
+// NewRequestPayment is the step's constructor.
+func NewRequestPayment(o out) *RequestPayment { return &RequestPayment{o} }
 
-// Act charges the card once per idempotency key.
-func (s *ChargeCard) Act(ctx context.Context, o *Order) error {
-	o.Payment = fmt.Sprintf("pay-%d", o.ID)
-	_, err := fxoutbox.Tx(ctx).ExecContext(ctx,
-		"INSERT INTO payments (key, payment, cents) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
-		fxsaga.IdempotencyKey(ctx), o.Payment, o.Cents)
-	if err != nil {
-		return err
-	}
-	s.out.printf("  act  charge card: %d cents (%s)", o.Cents, o.Payment)
+// Act emits the request, routed to the payment service through the
+// outbox: it leaves once the saga is saved waiting.
+func (s *RequestPayment) Act(ctx context.Context, o *Order) error {
+	fxcqrs.Emit(ctx, PaymentRequested{OrderID: o.ID, Cents: o.Cents})
+	s.out.printf("orders:   act  request payment: %d cents; the saga waits for PaymentConfirmed", o.Cents)
 	return nil
 }
 
-// Compensate refunds the charge and tells the customer.
-func (s *ChargeCard) Compensate(ctx context.Context, o *Order) error {
-	if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, "UPDATE payments SET refunded = 1 WHERE payment = ?", o.Payment); err != nil {
-		return err
+// Compensate refunds the payment if it came, and withdraws the request if
+// it did not.
+func (s *RequestPayment) Compensate(ctx context.Context, o *Order) error {
+	if o.Payment == "" {
+		s.out.printf("orders:   undo request payment: never paid, nothing to refund")
+		return nil
 	}
-	s.out.printf("  undo charge card: %d cents refunded", o.Cents)
-	fxcqrs.Emit(ctx, CardRefunded{Order: o.ID, Cents: o.Cents})
+	fxcqrs.Emit(ctx, RefundRequested{Payment: o.Payment})
+	s.out.printf("orders:   undo request payment: refund of %s requested", o.Payment)
 	return nil
 }
 
@@ -123,10 +155,10 @@ type Courier struct{ Refuses bool }
 // NewBookCourier is the step's constructor.
 func NewBookCourier(o out, c Courier) *BookCourier { return &BookCourier{o, c.Refuses} }
 
-// Act books the courier.
+// Act books the courier, once per idempotency key.
 func (s *BookCourier) Act(ctx context.Context, o *Order) error {
 	if s.refuse {
-		s.out.printf("  act  book courier: refused")
+		s.out.printf("orders:   act  book courier: refused")
 		return errors.New("no courier today")
 	}
 	o.Shipment = fmt.Sprintf("parcel-%d", o.ID)
@@ -134,42 +166,72 @@ func (s *BookCourier) Act(ctx context.Context, o *Order) error {
 	if err != nil {
 		return err
 	}
-	s.out.printf("  act  book courier: %s", o.Shipment)
+	s.out.printf("orders:   act  book courier: %s", o.Shipment)
+	fxcqrs.Emit(ctx, OrderSettled{ID: o.ID})
 	return nil
 }
 
-// Compensate cancels the booking. The last step's is never needed by
-// this saga (nothing follows it to fail), but recovery can call it
-// should the saga have been compensating when it crashed.
+// Compensate cancels the booking. Nothing follows this step to fail, but
+// recovery can call it should the saga have been compensating when it
+// crashed.
 func (s *BookCourier) Compensate(ctx context.Context, o *Order) error {
 	_, err := fxoutbox.Tx(ctx).ExecContext(ctx, "DELETE FROM shipments WHERE parcel = ?", o.Shipment)
 	return err
 }
 
+// Deadline is how long the saga waits for the payment.
+type Deadline time.Duration
+
 // NewOrderSaga defines the saga from its steps, which fx makes.
-func NewOrderSaga(r *ReserveStock, c *ChargeCard, b *BookCourier) *fxsaga.Saga[Order] {
-	return fxsaga.Define[Order]("order", r, c, b)
+func NewOrderSaga(r *ReserveStock, p *RequestPayment, b *BookCourier, within Deadline) *fxsaga.Saga[Order] {
+	return fxsaga.Define[Order]("order",
+		r,
+		fxsaga.Await(fxsaga.Wait[Order, PaymentConfirmed]{
+			Name:   "RequestPayment",
+			Step:   p,
+			Key:    func(o *Order) string { return strconv.Itoa(o.ID) },
+			Match:  func(e PaymentConfirmed) string { return strconv.Itoa(e.OrderID) },
+			Within: time.Duration(within),
+			Then: func(_ context.Context, o *Order, e PaymentConfirmed) error {
+				o.Payment = e.Payment
+				return nil
+			},
+		}),
+		b,
+	)
 }
 
-type refundNotifier struct{ out out }
-
-func (n refundNotifier) Handle(_ context.Context, e CardRefunded) error {
-	n.out.printf("  event CardRefunded: customer of order %d told of the %d cents refund", e.Order, e.Cents)
-	return nil
+// Clock is the time both services' outboxes and the saga runner read.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
 }
 
-func openDB(dir string) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "orders.db")+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
+type wallClock struct{}
+
+func (wallClock) Now() time.Time                         { return time.Now() }
+func (wallClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// options are what a run varies.
+type options struct {
+	refuseShipping bool
+	noPayment      bool
+	deadline       time.Duration
+	clock          Clock
+	// waiting, if set, is called once Run has returned the saga waiting
+	// (a test moves its clock there).
+	waiting func()
+}
+
+// openDB opens the SQLite database name in dir and creates its tables:
+// the service's own (schema) and those of the modules it runs.
+func openDB(dir, name string, schema []string, saga bool) (*sql.DB, error) {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, name)+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
 	if err != nil {
 		return nil, err
 	}
 	ctx := context.Background()
-	for _, q := range []string{
-		"CREATE TABLE stock (sku TEXT PRIMARY KEY, qty INTEGER NOT NULL)",
-		"INSERT INTO stock VALUES ('lamp', 3)",
-		"CREATE TABLE payments (key TEXT PRIMARY KEY, payment TEXT NOT NULL, cents INTEGER NOT NULL, refunded INTEGER NOT NULL DEFAULT 0)",
-		"CREATE TABLE shipments (key TEXT PRIMARY KEY, parcel TEXT NOT NULL)",
-	} {
+	for _, q := range schema {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			return nil, errors.Join(err, db.Close())
 		}
@@ -177,68 +239,186 @@ func openDB(dir string) (*sql.DB, error) {
 	if err := fxoutbox.Migrate(ctx, db, fxoutbox.SQLite, fxoutbox.Tables{}); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
-	if err := fxsaga.Migrate(ctx, db, fxoutbox.SQLite, fxsaga.Tables{}); err != nil {
-		return nil, errors.Join(err, db.Close())
+	if saga {
+		if err := fxsaga.Migrate(ctx, db, fxoutbox.SQLite, fxsaga.Tables{}); err != nil {
+			return nil, errors.Join(err, db.Close())
+		}
 	}
 	return db, nil
 }
 
-// run places order 7 with the saga and reports what is left in the
-// database.
-func run(ctx context.Context, w io.Writer, db *sql.DB, refuse bool) error {
-	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
-	defer gc.Close() //nolint:errcheck // nothing was published
-	var (
-		runner *fxsaga.Runner
-		saga   *fxsaga.Saga[Order]
+// outboxConfig is each service's: the inbox on (each message handled
+// once), the run's clock, a short poll for the other replica's rows.
+func outboxConfig(c Clock) fxoutbox.Config {
+	return fxoutbox.Config{
+		Dialect: fxoutbox.SQLite, Inbox: true, Now: c.Now, After: c.After,
+		Relay: fxoutbox.RelayConfig{PollInterval: 50 * time.Millisecond},
+	}
+}
+
+// paymentsApp is the payment service: it charges what is requested and
+// confirms it, unless the customer never pays; refunded receives each
+// payment it refunds.
+func paymentsApp(db *sql.DB, o out, opts options, refunded chan<- string) *fx.App {
+	return fx.New(
+		fx.NopLogger,
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
+		fx.Supply(db, outboxConfig(opts.clock)),
+		fxbus.Subscribe[PaymentRequested]("payments.requests"),
+		fxbus.Subscribe[RefundRequested]("payments.refunds"),
+		fxbus.Route[PaymentConfirmed]("payments.confirmed"),
+		fxcqrs.AsEventHandler(func() eventFunc[PaymentRequested] {
+			return func(ctx context.Context, e PaymentRequested) error {
+				if opts.noPayment {
+					o.printf("payments: order %d: %d cents requested; the customer never pays", e.OrderID, e.Cents)
+					return nil
+				}
+				payment := fmt.Sprintf("pay-%d", e.OrderID)
+				if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, "INSERT INTO payments (payment, cents) VALUES (?, ?)", payment, e.Cents); err != nil {
+					return err
+				}
+				o.printf("payments: order %d: %d cents charged (%s)", e.OrderID, e.Cents, payment)
+				fxcqrs.Emit(ctx, PaymentConfirmed{OrderID: e.OrderID, Payment: payment})
+				return nil
+			}
+		}),
+		// It says nothing of the refund here: that would race with the
+		// saga's next compensation in the output. The report shows it.
+		fxcqrs.AsEventHandler(func() eventFunc[RefundRequested] {
+			return func(ctx context.Context, e RefundRequested) error {
+				if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, "UPDATE payments SET refunded = 1 WHERE payment = ?", e.Payment); err != nil {
+					return err
+				}
+				return fxoutbox.AfterCommit(ctx, func(context.Context) { refunded <- e.Payment })
+			}
+		}),
 	)
-	app := fx.New(
+}
+
+// ordersApp is the orders service: it runs the saga, which the payment
+// service's PaymentConfirmed resumes; settled receives each order whose
+// saga ended.
+func ordersApp(db *sql.DB, o out, opts options, settled chan<- int, runner **fxsaga.Runner, saga **fxsaga.Saga[Order]) *fx.App {
+	return fx.New(
 		fx.NopLogger,
 		fxcqrs.Module, fxbus.Module, fxoutbox.Module, fxsaga.Module,
-		fx.Supply(db, fxoutbox.Config{Dialect: fxoutbox.SQLite}, out{w}, Courier{Refuses: refuse}),
-		fx.Supply(fx.Annotate(gc, fx.As(new(message.Publisher)))),
+		fx.Supply(db, outboxConfig(opts.clock), o, Courier{Refuses: opts.refuseShipping}, Deadline(opts.deadline)),
+		fx.Supply(fxsaga.Config{Runner: fxsaga.RunnerConfig{Now: opts.clock.Now}}),
 		fx.Provide(func(db *sql.DB) (fxsaga.Store, error) {
 			return fxsaga.NewSQL(db, fxoutbox.SQLite, fxsaga.Tables{}, 0)
 		}),
-		fx.Provide(NewReserveStock, NewChargeCard, NewBookCourier),
+		fx.Provide(NewReserveStock, NewRequestPayment, NewBookCourier),
 		fxsaga.Register[Order](NewOrderSaga),
-		fxcqrs.AsEventHandler(func(o out) refundNotifier { return refundNotifier{o} }),
-		fx.Populate(&runner, &saga),
+		fxbus.Route[PaymentRequested]("payments.requests"),
+		fxbus.Route[RefundRequested]("payments.refunds"),
+		fxbus.Subscribe[PaymentConfirmed]("payments.confirmed"),
+		fxsaga.Resume[PaymentConfirmed](),
+		fxcqrs.AsEventHandler(func() eventFunc[OrderSettled] {
+			return func(_ context.Context, e OrderSettled) error {
+				settled <- e.ID
+				return nil
+			}
+		}),
+		fx.Populate(runner, saga),
 	)
-	if err := app.Start(ctx); err != nil {
-		return err
-	}
-	defer app.Stop(context.Background()) //nolint:errcheck // the run's error matters more
+}
 
-	fmt.Fprintln(w, "saga order 7: reserve stock, charge card, book courier")
-	order, err := fxsaga.Run(ctx, runner, saga, Order{ID: 7, SKU: "lamp", Cents: 1999})
-	var sagaErr *fxsaga.Error
-	switch {
-	case errors.As(err, &sagaErr):
-		fmt.Fprintf(w, "%s: step %s failed (%v)\n", sagaErr.Status, sagaErr.Step, sagaErr.Err)
-	case err != nil:
+type eventFunc[E any] func(context.Context, E) error
+
+func (f eventFunc[E]) Handle(ctx context.Context, e E) error { return f(ctx, e) }
+
+// run places order 7 with the saga, waits until it settles, and reports
+// what each service's database holds.
+func run(ctx context.Context, w io.Writer, dir string, opts options) error {
+	o := out{mu: &sync.Mutex{}, w: w}
+	ordersDB, err := openDB(dir, "orders.db", []string{
+		"CREATE TABLE stock (sku TEXT PRIMARY KEY, qty INTEGER NOT NULL)",
+		"INSERT INTO stock VALUES ('lamp', 3)",
+		"CREATE TABLE shipments (key TEXT PRIMARY KEY, parcel TEXT NOT NULL)",
+	}, true)
+	if err != nil {
 		return err
-	default:
-		fmt.Fprintf(w, "COMPLETED: payment %s, shipment %s\n", order.Payment, order.Shipment)
+	}
+	defer ordersDB.Close()
+	paymentsDB, err := openDB(dir, "payments.db", []string{
+		"CREATE TABLE payments (payment TEXT PRIMARY KEY, cents INTEGER NOT NULL, refunded INTEGER NOT NULL DEFAULT 0)",
+	}, false)
+	if err != nil {
+		return err
+	}
+	defer paymentsDB.Close()
+
+	var (
+		runner   *fxsaga.Runner
+		saga     *fxsaga.Saga[Order]
+		settled  = make(chan int, 1)
+		refunded = make(chan string, 1)
+	)
+	payments := paymentsApp(paymentsDB, o, opts, refunded)
+	orders := ordersApp(ordersDB, o, opts, settled, &runner, &saga)
+	for _, app := range []*fx.App{payments, orders} {
+		if err := app.Start(ctx); err != nil {
+			return err
+		}
+		defer app.Stop(context.Background()) //nolint:errcheck // the run's error matters more
 	}
 
-	var stock, charged, refunded, parcels int
-	if err := db.QueryRowContext(ctx, "SELECT qty FROM stock WHERE sku = 'lamp'").Scan(&stock); err != nil {
+	o.printf("saga order 7: reserve stock, request payment and wait for it (%v), book courier", opts.deadline)
+	_, err = fxsaga.Run(ctx, runner, saga, Order{ID: 7, SKU: "lamp", Cents: 1999})
+	var pending *fxsaga.Pending
+	if !errors.As(err, &pending) {
+		return fmt.Errorf("the saga did not wait: %w", err)
+	}
+	if opts.waiting != nil {
+		opts.waiting()
+	}
+	select {
+	case <-settled:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	st, err := runner.Store().Load(ctx, pending.SagaID)
+	if err != nil {
 		return err
 	}
-	if err := db.QueryRowContext(ctx, "SELECT COUNT(*), COALESCE(SUM(refunded), 0) FROM payments").Scan(&charged, &refunded); err != nil {
+	var order Order
+	if err := json.Unmarshal(st.Context, &order); err != nil {
 		return err
 	}
-	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM shipments").Scan(&parcels); err != nil {
+	if st.Status == fxsaga.Compensated && order.Payment != "" {
+		select { // the refund, which the payment service makes on its own
+		case <-refunded:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	o.printf("fxsaga.Run had returned at once: waiting for %s %s; the saga is now %s", pending.Event, pending.Key, st.Status)
+	if st.Error != "" {
+		o.printf("  because %s", st.Error)
+	}
+	return report(ctx, o, ordersDB, paymentsDB)
+}
+
+// report prints what is left in the databases, and the saga's log.
+func report(ctx context.Context, o out, orders, payments *sql.DB) error {
+	var stock, parcels, charged, refunded int
+	if err := orders.QueryRowContext(ctx, "SELECT qty FROM stock WHERE sku = 'lamp'").Scan(&stock); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "database: %d lamps in stock, %d payment (%d refunded), %d shipment\n", stock, charged, refunded, parcels)
-	rows, err := db.QueryContext(ctx, "SELECT step, action, error FROM fxcqrs_saga_log ORDER BY id")
+	if err := orders.QueryRowContext(ctx, "SELECT COUNT(*) FROM shipments").Scan(&parcels); err != nil {
+		return err
+	}
+	if err := payments.QueryRowContext(ctx, "SELECT COUNT(*), COALESCE(SUM(refunded), 0) FROM payments").Scan(&charged, &refunded); err != nil {
+		return err
+	}
+	o.printf("orders:   %d lamps in stock, %d shipment", stock, parcels)
+	o.printf("payments: %d payment (%d refunded)", charged, refunded)
+	rows, err := orders.QueryContext(ctx, "SELECT step, action, error FROM fxcqrs_saga_log ORDER BY id")
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	fmt.Fprintln(w, "saga log:")
+	o.printf("saga log:")
 	for rows.Next() {
 		var (
 			step           int
@@ -250,29 +430,27 @@ func run(ctx context.Context, w io.Writer, db *sql.DB, refuse bool) error {
 		if reason == "" {
 			reason = "ok"
 		}
-		fmt.Fprintf(w, "  step %d %-10s %s\n", step, action, reason)
+		o.printf("  step %d %-10s %s", step, action, reason)
 	}
 	return rows.Err()
 }
 
 func main() {
 	refuse := flag.Bool("fail-shipping", false, "the courier refuses: the saga compensates")
+	noPayment := flag.Bool("no-payment", false, "the customer never pays: at the deadline the saga compensates")
+	deadline := flag.Duration("deadline", 2*time.Second, "how long the saga waits for the payment")
 	mermaid := flag.Bool("mermaid", false, "print the saga as a Mermaid flowchart and exit")
 	flag.Parse()
 	if *mermaid {
-		fmt.Print(NewOrderSaga(nil, nil, nil).Mermaid())
+		fmt.Print(NewOrderSaga(nil, nil, nil, Deadline(30*time.Minute)).Mermaid())
 		return
 	}
-	fmt.Println("database: SQLite, in a temporary directory (no server needed)")
+	fmt.Println("embedded defaults: SQLite files in a temporary directory, fxbus's in-process broker (no server needed)")
 	dir, err := os.MkdirTemp("", "fxcqrs-saga-example")
 	if err == nil {
-		var db *sql.DB
-		if db, err = openDB(dir); err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			err = run(ctx, os.Stdout, db, *refuse)
-			cancel()
-			err = errors.Join(err, db.Close())
-		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err = run(ctx, os.Stdout, dir, options{refuseShipping: *refuse, noPayment: *noPayment, deadline: *deadline, clock: wallClock{}})
+		cancel()
 		_ = os.RemoveAll(dir)
 	}
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,66 +17,171 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
 }
 
-func runExample(t *testing.T, refuse bool) string {
+// fakeClock is the run's clock, moved by the test.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []fakeTimer
+}
+
+type fakeTimer struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.timers = append(c.timers, fakeTimer{c.now.Add(d), ch})
+	return ch
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	kept := c.timers[:0]
+	for _, tm := range c.timers {
+		if tm.at.After(c.now) {
+			kept = append(kept, tm)
+			continue
+		}
+		tm.ch <- c.now
+	}
+	c.timers = kept
+}
+
+// syncBuffer is the run's output, read by the test while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// runExample runs the example on a fake clock with the shop's deadline,
+// 30 minutes; once the saga waits, after (if set) runs with the clock.
+func runExample(t *testing.T, opts options, after func(*fakeClock, *syncBuffer)) string {
 	t.Helper()
-	db, err := openDB(t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, db.Close()) })
+	clock := &fakeClock{now: time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)}
+	var out syncBuffer
+	opts.clock, opts.deadline = clock, 30*time.Minute
+	if after != nil {
+		opts.waiting = func() { after(clock, &out) }
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var out bytes.Buffer
-	require.NoError(t, run(ctx, &out, db, refuse))
+	require.NoError(t, run(ctx, &out, t.TempDir(), opts))
 	return out.String()
 }
 
 func lines(l ...string) string { return strings.Join(l, "\n") + "\n" }
 
-// Each step commits with its writes: the order is reserved, charged,
-// shipped.
-func TestSagaCompletes(t *testing.T) {
+// The payment service's confirmation resumes the waiting saga, which
+// books the courier.
+func TestSagaWaitsForThePayment(t *testing.T) {
 	assert.Equal(t, lines(
-		"saga order 7: reserve stock, charge card, book courier",
-		"  act  reserve stock: one lamp",
-		"  act  charge card: 1999 cents (pay-7)",
-		"  act  book courier: parcel-7",
-		"COMPLETED: payment pay-7, shipment parcel-7",
-		"database: 2 lamps in stock, 1 payment (0 refunded), 1 shipment",
+		"saga order 7: reserve stock, request payment and wait for it (30m0s), book courier",
+		"orders:   act  reserve stock: one lamp",
+		"orders:   act  request payment: 1999 cents; the saga waits for PaymentConfirmed",
+		"payments: order 7: 1999 cents charged (pay-7)",
+		"orders:   act  book courier: parcel-7",
+		"fxsaga.Run had returned at once: waiting for main.PaymentConfirmed 7; the saga is now COMPLETED",
+		"orders:   2 lamps in stock, 1 shipment",
+		"payments: 1 payment (0 refunded)",
 		"saga log:",
 		"  step 0 act        ok",
 		"  step 1 act        ok",
+		"  step 1 resume     ok",
 		"  step 2 act        ok",
-	), runExample(t, false))
+	), runExample(t, options{}, nil))
 }
 
-// The courier refuses: its step's writes roll back, the charge is
-// refunded (its compensating event handled) and the stock released, in
-// that order, and the log says so.
-func TestSagaCompensates(t *testing.T) {
+// The customer never pays: 30 minutes on, the deadline compensates the
+// saga, and not a moment before.
+func TestSagaDeadlineCompensates(t *testing.T) {
+	out := runExample(t, options{noPayment: true}, func(c *fakeClock, out *syncBuffer) {
+		require.Eventually(t, func() bool { return strings.Contains(out.String(), "never pays") }, 10*time.Second, time.Millisecond)
+		c.Advance(29 * time.Minute)
+		assert.NotContains(t, out.String(), "undo")
+		c.Advance(time.Minute)
+	})
 	assert.Equal(t, lines(
-		"saga order 7: reserve stock, charge card, book courier",
-		"  act  reserve stock: one lamp",
-		"  act  charge card: 1999 cents (pay-7)",
-		"  act  book courier: refused",
-		"  undo charge card: 1999 cents refunded",
-		"  event CardRefunded: customer of order 7 told of the 1999 cents refund",
-		"  undo reserve stock: one lamp back",
-		"COMPENSATED: step BookCourier failed (no courier today)",
-		"database: 3 lamps in stock, 1 payment (1 refunded), 0 shipment",
+		"saga order 7: reserve stock, request payment and wait for it (30m0s), book courier",
+		"orders:   act  reserve stock: one lamp",
+		"orders:   act  request payment: 1999 cents; the saga waits for PaymentConfirmed",
+		"payments: order 7: 1999 cents requested; the customer never pays",
+		"orders:   undo request payment: never paid, nothing to refund",
+		"orders:   undo reserve stock: one lamp back",
+		"fxsaga.Run had returned at once: waiting for main.PaymentConfirmed 7; the saga is now COMPENSATED",
+		"  because step RequestPayment: no main.PaymentConfirmed within 30m0s",
+		"orders:   3 lamps in stock, 0 shipment",
+		"payments: 0 payment (0 refunded)",
 		"saga log:",
 		"  step 0 act        ok",
 		"  step 1 act        ok",
+		"  step 1 deadline   ok",
+		"  step 1 compensate ok",
+		"  step 0 compensate ok",
+	), out)
+}
+
+// The courier refuses after the payment came: the payment is refunded by
+// the payment service, the stock released.
+func TestSagaCompensatesAPaidOrder(t *testing.T) {
+	assert.Equal(t, lines(
+		"saga order 7: reserve stock, request payment and wait for it (30m0s), book courier",
+		"orders:   act  reserve stock: one lamp",
+		"orders:   act  request payment: 1999 cents; the saga waits for PaymentConfirmed",
+		"payments: order 7: 1999 cents charged (pay-7)",
+		"orders:   act  book courier: refused",
+		"orders:   undo request payment: refund of pay-7 requested",
+		"orders:   undo reserve stock: one lamp back",
+		"fxsaga.Run had returned at once: waiting for main.PaymentConfirmed 7; the saga is now COMPENSATED",
+		"  because step BookCourier: no courier today",
+		"orders:   3 lamps in stock, 0 shipment",
+		"payments: 1 payment (1 refunded)",
+		"saga log:",
+		"  step 0 act        ok",
+		"  step 1 act        ok",
+		"  step 1 resume     ok",
 		"  step 2 act        no courier today",
 		"  step 1 compensate ok",
 		"  step 0 compensate ok",
-	), runExample(t, true))
+	), runExample(t, options{refuseShipping: true}, nil))
 }
 
 // The -mermaid flag's diagram, which the README shows: a change to the
 // saga or to the renderer shows here first.
 func TestMermaid(t *testing.T) {
-	d := NewOrderSaga(nil, nil, nil).Mermaid()
+	d := NewOrderSaga(nil, nil, nil, Deadline(30*time.Minute)).Mermaid()
 	assert.True(t, strings.HasPrefix(d, "flowchart TD\n"), d)
-	for _, edge := range []string{"act0 --> act1", "act1 --> act2", "act2 -. fails .-> comp1", "comp1 --> comp0", "act0 -. fails .-> compensated"} {
+	for _, edge := range []string{
+		"act1{{RequestPayment}}", `act1 -- "main.PaymentConfirmed" --> act2`,
+		`act1 -. "no main.PaymentConfirmed within 30m0s" .-> comp1`,
+		"act0 --> act1", "act2 -. fails .-> comp1", "comp1 --> comp0", "act0 -. fails .-> compensated",
+	} {
 		assert.Contains(t, d, edge)
 	}
 }
