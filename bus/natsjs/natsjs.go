@@ -19,7 +19,9 @@
 //     unacknowledged messages redelivered after AckWait. Replicas only
 //     join: the consumer outlives every subscription.
 //   - A message is acknowledged when the handler acks it, negatively
-//     acknowledged (redelivered at once) when it nacks it. Closing a
+//     acknowledged (redelivered at once) when it nacks it. The next is
+//     handed over before then: a topic is handled fxbus.InFlight messages
+//     at a time (InFlight(1): in order), not one at a time. Closing a
 //     subscription unsubscribes first, waits for the callbacks in flight,
 //     and only then closes the channel: no callback sends on a closed
 //     channel (the close race of watermill-nats's subscriber).

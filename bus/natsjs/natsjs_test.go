@@ -257,3 +257,28 @@ func TestCloseWhileDelivering(t *testing.T) {
 		})
 	}
 }
+
+// A message in handling does not hold the next one back: the subscription
+// hands the second over before the first is acknowledged, so that a
+// topic is processed InFlight messages at a time, not one (nats.go calls
+// a subscription's callbacks one after another).
+func TestTheNextMessageIsNotHeldBack(t *testing.T) {
+	t.Parallel()
+	addr := natsURL(t)
+	tp := topic(t, addr, "parallel")
+	// An AckWait longer than next waits: the first is not redelivered
+	// (which would free the callback) while the test waits for the second.
+	ps, err := natsjs.New(natsjs.Config{URL: addr, Group: "svc", AckWait: time.Minute})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, ps.Close()) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := ps.Subscribe(ctx, tp)
+	require.NoError(t, err)
+	require.NoError(t, ps.Publish(tp, msg("p-1", "one"), msg("p-2", "two")))
+	first := next(t, ch)
+	second := next(t, ch) // before first is acked
+	assert.Equal(t, []string{"one", "two"}, []string{string(first.Payload), string(second.Payload)}, "handed over in order")
+	second.Ack()
+	first.Ack()
+}

@@ -61,11 +61,18 @@ type subscription struct {
 	closed   bool
 }
 
-// deliver is the NATS callback: it hands the message over and waits for
-// its ack or nack. A message not yet handed over when the subscription
-// closes is naked; one handed over is waited for, at most AckWait (after
-// which JetStream redelivers it anyway), so that closing never redelivers
-// a message whose handler is still running.
+// deliver is the NATS callback: it hands the message over and returns, so
+// that the next message of the subscription can be handed over while this
+// one is handled (nats.go runs one subscription's callbacks one after
+// another: waiting here for the ack would process a topic one message at
+// a time, whatever fxbus.InFlight says). A goroutine waits for its ack or
+// nack, at most AckWait (after which JetStream redelivers it anyway). A
+// message not yet handed over when the subscription closes is nacked;
+// one handed over is waited for, so that closing never redelivers a
+// message whose handler is still running. The consumer's bound on
+// messages in flight is fxbus's (InFlight): while it is reached, the bus
+// reads no more, this callback waits to hand the next one over, and
+// JetStream keeps the rest.
 func (s *subscription) deliver(m *nats.Msg) {
 	s.mu.Lock()
 	if s.closed {
@@ -75,7 +82,6 @@ func (s *subscription) deliver(m *nats.Msg) {
 	}
 	s.inFlight.Add(1)
 	s.mu.Unlock()
-	defer s.inFlight.Done()
 
 	id := m.Header.Get(nats.MsgIdHdr)
 	msg := message.NewMessage(id, m.Data)
@@ -88,17 +94,21 @@ func (s *subscription) deliver(m *nats.Msg) {
 	case s.out <- msg:
 	case <-s.closing:
 		_ = m.Nak()
+		s.inFlight.Done()
 		return
 	}
-	t := time.NewTimer(s.ackWait)
-	defer t.Stop()
-	select {
-	case <-msg.Acked():
-		_ = m.Ack()
-	case <-msg.Nacked():
-		_ = m.Nak()
-	case <-t.C: // JetStream redelivers it
-	}
+	go func() {
+		defer s.inFlight.Done()
+		t := time.NewTimer(s.ackWait)
+		defer t.Stop()
+		select {
+		case <-msg.Acked():
+			_ = m.Ack()
+		case <-msg.Nacked():
+			_ = m.Nak()
+		case <-t.C: // JetStream redelivers it
+		}
+	}()
 }
 
 // close unsubscribes, waits for the callbacks in flight, then closes the
