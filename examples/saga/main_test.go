@@ -3,11 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	"github.com/fxcqrs/fxcqrs/outbox/outboxtest"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -86,13 +92,13 @@ func runExample(t *testing.T, opts options, after func(*fakeClock, *syncBuffer))
 	t.Helper()
 	clock := &fakeClock{now: time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)}
 	var out syncBuffer
-	opts.clock, opts.deadline = clock, 30*time.Minute
+	opts.clock, opts.deadline, opts.order = clock, 30*time.Minute, 7
 	if after != nil {
 		opts.waiting = func() { after(clock, &out) }
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	require.NoError(t, run(ctx, &out, t.TempDir(), opts))
+	require.NoError(t, run(ctx, &out, backend{dir: t.TempDir()}, "both", opts))
 	return out.String()
 }
 
@@ -184,4 +190,48 @@ func TestMermaid(t *testing.T) {
 	} {
 		assert.Contains(t, d, edge)
 	}
+}
+
+// -postgres and -nats, the two services as two runs (each what a process
+// of its role does): the payment service serves, the orders service's
+// saga waits for it and completes.
+func TestTwoProcesses(t *testing.T) {
+	natsURL := outboxtest.Env("FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
+	u, err := url.Parse(natsURL)
+	require.NoError(t, err)
+	outboxtest.Reachable(t, "FXCQRS_NATS_URL", u.Host)
+	pg := outboxtest.OpenEmpty(t, fxoutbox.PostgreSQL).DSN // a schema of the test's own
+	// Topics of the test's own, deleted after it.
+	old := topics
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	topics.requests, topics.refunds, topics.confirmed = old.requests+suffix, old.refunds+suffix, old.confirmed+suffix
+	t.Cleanup(func() {
+		if conn, err := nats.Connect(natsURL); err == nil {
+			if js, err := conn.JetStream(); err == nil {
+				for _, s := range []string{topics.requests, topics.refunds, topics.confirmed} {
+					_ = js.DeleteStream(s)
+				}
+			}
+			conn.Close()
+		}
+		topics = old
+	})
+	order := int(time.Now().UnixNano() % 1_000_000_000)
+	clock := wallClock{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var payments syncBuffer
+	served := make(chan error, 1)
+	go func() {
+		served <- run(ctx, &payments, backend{dir: t.TempDir(), pg: pg, natsURL: natsURL}, "payments", options{clock: clock})
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(payments.String(), "serving") }, 20*time.Second, time.Millisecond)
+	var orders syncBuffer
+	require.NoError(t, run(ctx, &orders, backend{dir: t.TempDir(), pg: pg, natsURL: natsURL}, "orders",
+		options{clock: clock, deadline: time.Minute, order: order}))
+	cancel()
+	require.NoError(t, <-served)
+	assert.Contains(t, orders.String(), "the saga is now COMPLETED", orders.String())
+	assert.Contains(t, orders.String(), "payments: 1 payment (0 refunded)")
+	assert.Contains(t, payments.String(), fmt.Sprintf("payments: order %d: 1999 cents charged", order))
 }
