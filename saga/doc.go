@@ -30,6 +30,57 @@
 // replicas can recover one database: the claim bumps the version, which
 // fences the old owner's next save. On SQLite, run one replica.
 //
+// # Sagas that wait
+//
+// A step made with Await waits for an event: another service's answer, a
+// webhook, a person's approval. Its Wait says which event type, how the
+// saga's context and the event correlate (Key, Match), how long it waits
+// (Within), what the event gives the saga (Then), and what runs if the
+// deadline passes first (OnTimeout; without it, the saga compensates).
+//
+//	fxsaga.Define[Order]("order", reserve,
+//		fxsaga.Await(fxsaga.Wait[Order, PaymentConfirmed]{
+//			Step:   requestPayment, // acts, and the saga waits, in one transaction
+//			Key:    func(o *Order) string { return o.ID },
+//			Match:  func(e PaymentConfirmed) string { return e.OrderID },
+//			Within: 30 * time.Minute,
+//		}),
+//		ship)
+//
+// Run returns a *Pending once the saga waits; it holds no goroutine and
+// no lease, only its row (Status Waiting, with what it waits for and
+// until when: Reader.Waiting lists them). Resume[E] (or a Resumer without
+// fx) makes the mediator's events of type E resume the sagas waiting for
+// their correlation, on whichever replica receives them: in one
+// transaction with the event's inbox record (the outbox's Config.Inbox,
+// or durable delivery), Then's writes and routed events, and the saga's
+// new state. The steps after it run in transactions of their own, after
+// that commit (fxoutbox.AfterCommit). The deadline is a scheduled message
+// of the outbox (Deadline, delivered to the DeadlineHandler), and
+// recovery times out overdue sagas too, which is the only timer of a
+// store without the outbox. The event and the deadline race with one
+// winner: each takes the saga from Waiting by its version, in its
+// transaction, and the other finds it moved on and does nothing.
+//
+// An event that resumes no saga (late, a duplicate under another id,
+// another saga's, an unknown key) is ignored, logged at debug level and
+// counted (Runner.Unmatched): events are facts that other services
+// consume too, and dead-lettering each one that concerns no saga here
+// would bury the letters that matter.
+//
+// Caveats:
+//   - A Then that fails fails the event's handling: the message is retried
+//     as its subscription retries, then dead-lettered, and the saga keeps
+//     waiting until its deadline (a replay of the letter resumes it).
+//   - A saga that waits twice for one event type and key cannot tell a
+//     late duplicate of the first event (under a new message id) from the
+//     second: give the second wait its own key.
+//   - The saga's deadline is the runner's clock's now plus Within
+//     (RunnerConfig.Now); the outbox delivers it by its own clock: give
+//     both the same one.
+//   - A definition changed while sagas wait (the wait moved or removed)
+//     sets those sagas aside when their event or deadline comes.
+//
 // Resilience: a step's act gets a circuit breaker or a fallback the way
 // any call does, by calling through the mediator a handler that has them
 // (fxcqrs.Breaker, fxcqrs.AsFallback). Compensations are retried with

@@ -153,6 +153,7 @@ func (r *Runner) deadline(ctx context.Context, d Deadline) error {
 	if def == nil {
 		return fmt.Errorf("fxsaga: a deadline of saga %s (%s), which is not defined in this service: add it with fxsaga.Register (or Runner.Add)", st.Name, st.ID)
 	}
+	st.Timer = "" // the message being delivered: nothing left to cancel
 	return def.expireWith(ctx, r, st)
 }
 
@@ -195,14 +196,15 @@ func (s *Saga[C]) expireWith(ctx context.Context, r *Runner, st State) error {
 }
 
 // goOn drives st on, from what its resume or timeout committed: after the
-// commit of ctx's unit of work if it has one, at once if not. It first
+// commit of ctx's unit of work if it has one, at once if not. Then it
 // cancels the deadline that timer names, in a transaction of its own: in
 // the resuming one it would lock the scheduled table against the relay
-// (MySQL found deadlocks), and it need not be there, since a deadline
-// that outlives its wait finds the saga moved on and does nothing.
+// (MySQL found deadlocks), and it need not be anywhere in particular,
+// since a deadline that outlives its wait finds the saga moved on and
+// does nothing; after the steps, it delays none of them.
 func goOn[C any](ctx context.Context, r *Runner, s *Saga[C], st State, timer string) {
 	run := func(ctx context.Context) {
-		r.cancelTimer(ctx, s.name, st.ID, timer)
+		defer r.cancelTimer(ctx, s.name, st.ID, timer)
 		r.hold(st.ID)
 		defer r.release(st.ID)
 		_, err := drive(ctx, r, s, st, nil)
