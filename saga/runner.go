@@ -159,8 +159,11 @@ type Definition interface {
 
 // Add makes r resume and time out the waiting sagas of each definition
 // (see Await): the events and deadlines that reach r find their
-// definitions here. Module adds the sagas registered with Register. A
-// definition that cannot run, or a second one of a name, is an error.
+// definitions here. Module adds the sagas registered with Register;
+// without fx, Add each saga that waits before its events can arrive (Run
+// and Recover add the one they are given, but a restarted process may
+// receive an event before either ran). A definition that cannot run, or
+// a second one of a name, is an error.
 func (r *Runner) Add(sagas ...Definition) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
