@@ -11,6 +11,7 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	"github.com/fxcqrs/fxcqrs/outbox/outboxtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -33,53 +34,11 @@ type (
 	tagFlaky struct{}
 )
 
-// fakeClock is the outbox's clock in tests: it moves when told, and its
-// timers (After) fire when it moves past them.
-type fakeClock struct {
-	mu     sync.Mutex
-	t      time.Time
-	timers []fakeTimer
-}
+// fakeClock is the outbox's clock in tests (see outboxtest.Clock).
+type fakeClock = outboxtest.Clock
 
-type fakeTimer struct {
-	at time.Time
-	ch chan time.Time
-}
-
-// After returns a channel that receives once the clock has moved d on.
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.t
-		return ch
-	}
-	c.timers = append(c.timers, fakeTimer{at: c.t.Add(d), ch: ch})
-	return ch
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-	kept := c.timers[:0]
-	for _, tm := range c.timers {
-		if tm.at.After(c.t) {
-			kept = append(kept, tm)
-			continue
-		}
-		tm.ch <- c.t
-	}
-	c.timers = kept
+func newFakeClock() *fakeClock {
+	return outboxtest.NewClock(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
 }
 
 // projection creates the table durable handlers write to.

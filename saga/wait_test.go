@@ -3,11 +3,11 @@ package fxsaga_test
 import (
 	"context"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/outbox/outboxtest"
 	fxsaga "github.com/fxcqrs/fxcqrs/saga"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -20,52 +20,9 @@ type Paid struct {
 }
 
 // clock is a fake clock the tests move by hand.
-type clock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []timer
-}
+type clock = outboxtest.Clock
 
-type timer struct {
-	at time.Time
-	ch chan time.Time
-}
-
-// After returns a channel that receives once the clock has moved d on.
-func (c *clock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.timers = append(c.timers, timer{at: c.now.Add(d), ch: ch})
-	return ch
-}
-
-func newClock() *clock { return &clock{now: time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.timers[:0]
-	for _, tm := range c.timers {
-		if tm.at.After(c.now) {
-			kept = append(kept, tm)
-			continue
-		}
-		tm.ch <- c.now
-	}
-	c.timers = kept
-}
+func newClock() *clock { return outboxtest.NewClock(time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)) }
 
 // awaitPayment waits for the order's Paid, for half an hour, and records
 // the payment in the saga's context.

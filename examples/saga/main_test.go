@@ -23,51 +23,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
 }
 
-// fakeClock is the run's clock, moved by the test.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []fakeTimer
-}
-
-type fakeTimer struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.timers = append(c.timers, fakeTimer{c.now.Add(d), ch})
-	return ch
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.timers[:0]
-	for _, tm := range c.timers {
-		if tm.at.After(c.now) {
-			kept = append(kept, tm)
-			continue
-		}
-		tm.ch <- c.now
-	}
-	c.timers = kept
-}
-
 // syncBuffer is the run's output, read by the test while it runs.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -88,9 +43,9 @@ func (s *syncBuffer) String() string {
 
 // runExample runs the example on a fake clock with the shop's deadline,
 // 30 minutes; once the saga waits, after (if set) runs with the clock.
-func runExample(t *testing.T, opts options, after func(*fakeClock, *syncBuffer)) string {
+func runExample(t *testing.T, opts options, after func(*outboxtest.Clock, *syncBuffer)) string {
 	t.Helper()
-	clock := &fakeClock{now: time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)}
+	clock := outboxtest.NewClock(time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC))
 	var out syncBuffer
 	opts.clock, opts.deadline, opts.order = clock, 30*time.Minute, 7
 	if after != nil {
@@ -127,7 +82,7 @@ func TestSagaWaitsForThePayment(t *testing.T) {
 // The customer never pays: 30 minutes on, the deadline compensates the
 // saga, and not a moment before.
 func TestSagaDeadlineCompensates(t *testing.T) {
-	out := runExample(t, options{noPayment: true}, func(c *fakeClock, out *syncBuffer) {
+	out := runExample(t, options{noPayment: true}, func(c *outboxtest.Clock, out *syncBuffer) {
 		require.Eventually(t, func() bool { return strings.Contains(out.String(), "never pays") }, 10*time.Second, time.Millisecond)
 		c.Advance(29 * time.Minute)
 		assert.NotContains(t, out.String(), "undo")
