@@ -22,4 +22,7 @@ type Config struct {
 	// Propagators carry what a call's context holds (a tenant, the trace
 	// context) in each message's metadata to its handlers. Default: none.
 	Propagators []Propagator
+	// Tracer follows each message through spans (the otel module's).
+	// Default: none, at no cost.
+	Tracer Tracer
 }

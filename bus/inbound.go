@@ -45,8 +45,10 @@ func (b *Bus) handler(ts *topicSubs, m *fxcqrs.Mediator) message.NoPublishHandle
 		if err != nil {
 			return &malformed{err: fmt.Errorf("decode %s: %w", s.typ, err)}
 		}
-		ctx := fxcqrs.Foreground(b.extract(msg.Context(), msg))
+		ctx, end := b.Process(msg.Context(), ts.topic, msg)
+		ctx = fxcqrs.Foreground(ctx)
 		err = s.publish(ctx, m, event)
+		end(err)
 		switch {
 		case err == nil:
 			return nil

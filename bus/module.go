@@ -46,6 +46,7 @@ type busParams struct {
 	Routes        []Routing          `group:"fxbus.routes"`
 	Subscriptions []Subscription     `group:"fxbus.subscriptions"`
 	Propagators   []Propagator       `group:"fxbus.propagators"`
+	Tracer        Tracer             `optional:"true"`
 }
 
 func provideBus(p busParams) (*Bus, error) {
@@ -55,6 +56,7 @@ func provideBus(p busParams) (*Bus, error) {
 		Logger:      p.Logger,
 		Marshaler:   p.Marshaler,
 		Propagators: p.Propagators,
+		Tracer:      p.Tracer,
 	}
 	return New(cfg, p.Routes, p.Subscriptions)
 }

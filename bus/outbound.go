@@ -65,7 +65,7 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 		}
 		msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(t), ev)
 		if err == nil {
-			b.inject(ctx, msg)
+			b.inject(b.create(ctx, msg, topicsOf(rs)), msg)
 		}
 		for i, r := range rs {
 			if err != nil {
@@ -80,6 +80,14 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 		}
 	}
 	return out, fails
+}
+
+func topicsOf(rs []route) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.topic
+	}
+	return out
 }
 
 // Forward publishes events to their routes' topics, each topic's messages
@@ -101,7 +109,10 @@ func (b *Bus) Forward(ctx context.Context, events []any) error {
 		for i, o := range batch {
 			msgs[i] = o.Message
 		}
-		if err := b.cfg.Publisher.Publish(topic, msgs...); err != nil {
+		end := b.Send(ctx, topic, msgs)
+		err := b.cfg.Publisher.Publish(topic, msgs...)
+		end(err)
+		if err != nil {
 			for _, o := range batch {
 				fails = append(fails, PublishFailure{Topic: topic, Event: o.Event, Err: err})
 			}

@@ -150,7 +150,7 @@ func (b *Bus) NameOf(t reflect.Type) string { return b.nameOf(t) }
 func (b *Bus) Encode(ctx context.Context, event any) (*message.Message, error) {
 	msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(reflect.TypeOf(event)), event)
 	if err == nil {
-		b.inject(ctx, msg)
+		b.inject(b.create(ctx, msg, nil), msg)
 	}
 	return msg, err
 }

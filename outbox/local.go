@@ -231,8 +231,9 @@ func followUpDepth(ctx context.Context, msg any) (int, error) {
 	return depth, nil
 }
 
-// deliver runs one row of the delivery topic on the mediator.
-func (o *Outbox) deliver(ctx context.Context, rw row) error {
+// deliver runs one row of the delivery topic on the mediator, as a
+// message the bus's Tracer sees processed.
+func (o *Outbox) deliver(ctx context.Context, rw row) (err error) {
 	msg := message.NewMessage(rw.msgID, rw.payload)
 	if err := json.Unmarshal([]byte(rw.metadata), &msg.Metadata); err != nil {
 		return &malformed{err: fmt.Errorf("metadata: %w", err)}
@@ -243,7 +244,9 @@ func (o *Outbox) deliver(ctx context.Context, rw row) error {
 		return &malformed{err: fmt.Errorf("no durable event or scheduled command named %q is registered in this service", name)}
 	}
 	depth, _ := strconv.Atoi(msg.Metadata.Get(MetadataDepth))
-	ctx = context.WithValue(o.bus.WithMessage(ctx, msg), localKey{}, delivery{depth: depth})
+	ctx, end := o.bus.Process(ctx, o.cfg.Delivery.Topic, msg)
+	defer func() { end(err) }()
+	ctx = context.WithValue(ctx, localKey{}, delivery{depth: depth})
 	m := o.mediator.Load()
 	return d.run(fxcqrs.Foreground(ctx), m, func(into any) error { return o.bus.Decode(rw.payload, into) })
 }

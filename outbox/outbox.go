@@ -130,6 +130,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	o.reg.Store(&reg)
 	o.relay = newRelay(db, q, bus.Publisher(), log, cfg.Relay, cfg.Now)
 	o.relay.cleanInbox = o.CleanInbox
+	o.relay.traceSend = bus.Send
 	o.relay.after = cfg.After
 	o.relay.delivery = cfg.Delivery
 	o.relay.deliver = o.deliver

@@ -20,13 +20,16 @@ func typeOf(v any) reflect.Type { return reflect.TypeOf(v) }
 // order the outbox recorded them (by id: the order of first write, not of
 // commit), each topic under a lease so that one relay at a time sends it.
 type relay struct {
-	db    *sql.DB
-	q     queries
-	pub   message.Publisher
-	log   *zap.Logger
-	cfg   RelayConfig
-	owner string
-	now   func() time.Time
+	db  *sql.DB
+	q   queries
+	pub message.Publisher
+	// traceSend reports each batch's publish to the bus's Tracer (see
+	// fxbus.Bus.Send).
+	traceSend func(ctx context.Context, topic string, msgs []*message.Message) func(error)
+	log       *zap.Logger
+	cfg       RelayConfig
+	owner     string
+	now       func() time.Time
 
 	renewed map[string]time.Time // by now: when this relay last renewed its lease on each topic (its goroutine's alone)
 

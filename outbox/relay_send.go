@@ -204,7 +204,9 @@ func (r *relay) send(ctx context.Context, topic string) (int, error) {
 		}
 		msgs[i] = msg
 	}
+	end := r.traceSend(ctx, topic, msgs)
 	acked, err := r.publish(topic, msgs)
+	end(err)
 	sent, delErr := r.deleteSent(ctx, topic, rows[:acked])
 	switch {
 	case delErr != nil:
