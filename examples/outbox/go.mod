@@ -5,6 +5,7 @@ go 1.26.0
 replace (
 	github.com/fxcqrs/fxcqrs => ../..
 	github.com/fxcqrs/fxcqrs/bus => ../../bus
+	github.com/fxcqrs/fxcqrs/otel => ../../otel
 	github.com/fxcqrs/fxcqrs/outbox => ../../outbox
 )
 
@@ -12,9 +13,12 @@ require (
 	github.com/ThreeDotsLabs/watermill v1.5.1
 	github.com/fxcqrs/fxcqrs v0.0.0-00010101000000-000000000000
 	github.com/fxcqrs/fxcqrs/bus v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/otel v0.0.0-00010101000000-000000000000
 	github.com/fxcqrs/fxcqrs/outbox v0.0.0-00010101000000-000000000000
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/stretchr/testify v1.12.1
+	go.opentelemetry.io/otel/sdk v1.47.0
+	go.opentelemetry.io/otel/trace v1.47.0
 	go.uber.org/fx v1.24.0
 	go.uber.org/goleak v1.3.0
 	modernc.org/sqlite v1.62.0
@@ -22,7 +26,10 @@ require (
 
 require (
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
+	github.com/go-logr/logr v1.4.4 // indirect
+	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
@@ -38,6 +45,10 @@ require (
 	github.com/pkg/errors v0.9.1 // indirect
 	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
 	github.com/sony/gobreaker v1.0.0 // indirect
+	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
+	go.opentelemetry.io/otel v1.47.0 // indirect
+	go.opentelemetry.io/otel/log v1.47.0 // indirect
+	go.opentelemetry.io/otel/metric v1.47.0 // indirect
 	go.uber.org/dig v1.19.0 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
 	go.uber.org/zap v1.28.0 // indirect

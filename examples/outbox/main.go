@@ -12,6 +12,13 @@
 //
 //	go run ./examples/outbox
 //	go run ./examples/outbox -postgres 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable' -nats nats://127.0.0.1:4222
+//	go run ./examples/outbox -otel    # and print the order's trace, across both services
+//
+// With -otel both services run the otel module (fxcqrsotel, otelbus) into
+// one OpenTelemetry SDK, recording in memory: the trace context of
+// OrderPlaced travels in its outbox row and on the broker, so that the
+// billing service's handling continues the trace of the orders service's
+// command.
 package main
 
 import (
@@ -173,7 +180,7 @@ func (l *line) printf(format string, args ...any) {
 	fmt.Fprintf(l.w, format+"\n", args...)
 }
 
-func service(ctx context.Context, s store, pub message.Publisher, sub message.Subscriber, inbox bool, opts ...fx.Option) (*fx.App, *fxcqrs.Mediator, error) {
+func service(ctx context.Context, s store, pub message.Publisher, sub message.Subscriber, inbox bool, tr *tracing, opts ...fx.Option) (*fx.App, *fxcqrs.Mediator, error) {
 	if err := fxoutbox.Migrate(ctx, s.db, s.dialect, fxoutbox.Tables{}); err != nil {
 		return nil, nil, err
 	}
@@ -185,6 +192,7 @@ func service(ctx context.Context, s store, pub message.Publisher, sub message.Su
 		fx.Supply(fx.Annotate(pub, fx.As(new(message.Publisher)))),
 		fx.Supply(fx.Annotate(sub, fx.As(new(message.Subscriber)))),
 		fx.Populate(&m),
+		tr.options(),
 	}, opts...)...)
 	if err := app.Start(ctx); err != nil {
 		return nil, nil, err
@@ -198,7 +206,7 @@ func pending(s store) int {
 	return n
 }
 
-func run(ctx context.Context, w io.Writer, st *setup) error {
+func run(ctx context.Context, w io.Writer, st *setup, tr *tracing) error {
 	l := &line{w: w}
 	for _, s := range []store{st.orders, st.billing} {
 		if _, err := s.db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, cents INTEGER NOT NULL)"); err != nil {
@@ -210,7 +218,7 @@ func run(ctx context.Context, w io.Writer, st *setup) error {
 	}
 	charged := make(chan string, 4) // message ids, once per charge
 	billingPub, billingSub := st.broker("billing")
-	billingApp, _, err := service(ctx, st.billing, billingPub, billingSub, true,
+	billingApp, _, err := service(ctx, st.billing, billingPub, billingSub, true, tr,
 		fxbus.Subscribe[OrderPlaced](st.topic),
 		fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] {
 			return func(ctx context.Context, e OrderPlaced) error {
@@ -231,7 +239,7 @@ func run(ctx context.Context, w io.Writer, st *setup) error {
 	defer billingApp.Stop(context.Background()) //nolint:errcheck // the run's error matters more
 
 	ordersPub, ordersSub := st.broker("orders")
-	ordersApp, orders, err := service(ctx, st.orders, ordersPub, ordersSub, false,
+	ordersApp, orders, err := service(ctx, st.orders, ordersPub, ordersSub, false, tr,
 		fxbus.Route[OrderPlaced](st.topic),
 		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
 			return func(ctx context.Context, c PlaceOrder) error {
@@ -284,13 +292,21 @@ func run(ctx context.Context, w io.Writer, st *setup) error {
 		return err
 	}
 	l.printf("billing  the same message again: skipped by the inbox; %d charge in all", charges)
+	if tr != nil {
+		return tr.print(ctx, w)
+	}
 	return nil
 }
 
 func main() {
 	pg := flag.String("postgres", "", "PostgreSQL DSN (default: SQLite files in a temporary directory)")
 	natsURL := flag.String("nats", "nats://127.0.0.1:4222", "NATS JetStream URL, with -postgres")
+	traced := flag.Bool("otel", false, "trace both services with OpenTelemetry and print the order's trace")
 	flag.Parse()
+	var tr *tracing
+	if *traced {
+		tr = newTracing()
+	}
 	var st *setup
 	var err error
 	if *pg == "" {
@@ -307,7 +323,7 @@ func main() {
 	defer st.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := run(ctx, os.Stdout, st); err != nil {
+	if err := run(ctx, os.Stdout, st, tr); err != nil {
 		fmt.Fprintln(os.Stderr, "outbox:", err)
 		cancel()
 		st.close()
