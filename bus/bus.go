@@ -36,6 +36,44 @@ type Bus struct {
 	mu      sync.Mutex
 	router  *message.Router
 	stopped chan struct{} // closed when the router's Run returned
+
+	handled, deadLettered, redelivered, skipped atomic.Uint64
+	received, attempts                          atomic.Uint64 // messages, and attempts at them: the difference is retries
+}
+
+// Stats counts what the bus's subscriptions did with the messages they
+// got, since the bus was made, for metrics (the otel module's read them).
+type Stats struct {
+	// Handled is the messages whose handlers succeeded: acknowledged.
+	Handled uint64
+	// Retried is the attempts made again after a failure, in the process
+	// (see Retry).
+	Retried uint64
+	// DeadLettered is the messages sent to their dead letter topic, after
+	// their retries or at once (a message that cannot be decoded).
+	DeadLettered uint64
+	// Redelivered is the messages nacked for the broker to deliver again:
+	// the mediator was stopping, or the message's context ended.
+	Redelivered uint64
+	// Skipped is the messages no subscription of their topic takes (their
+	// event name has none): acknowledged, unhandled.
+	Skipped uint64
+	// InFlight is the messages between delivery and ack or nack, now.
+	InFlight int64
+}
+
+// Stats returns the bus's counters.
+func (b *Bus) Stats() Stats {
+	n, _ := b.inFlight()
+	// Attempts first: a message received between the two reads counts
+	// in received only, which can undercount retries for a moment, never
+	// invent one.
+	attempts := b.attempts.Load()
+	retried := attempts - min(b.received.Load(), attempts)
+	return Stats{
+		Handled: b.handled.Load(), Retried: retried, DeadLettered: b.deadLettered.Load(),
+		Redelivered: b.redelivered.Load(), Skipped: b.skipped.Load(), InFlight: n,
+	}
 }
 
 // topicSubs is the subscriptions of one topic: one Watermill handler.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -226,7 +227,8 @@ func TestInboundRetryAndDeadLetter(t *testing.T) {
 
 	recovered := &flaky{n: 2, seen: newInbox[OrderPlaced]()}
 	var poisonedCalls, garbledCalls atomic.Int32
-	service(t, gc, gc,
+	var bus *fxbus.Bus
+	service(t, gc, gc, fx.Populate(&bus),
 		fxbus.Subscribe[OrderPlaced](ok, retry),
 		fxbus.Subscribe[OrderPaid](poisoned, retry),
 		fxbus.Subscribe[Shipped](garbled, retry, fxbus.DeadLetter("garbled_dead_"+garbled)),
@@ -264,6 +266,11 @@ func TestInboundRetryAndDeadLetter(t *testing.T) {
 	assert.Equal(t, id, dead.UUID)
 	assert.Contains(t, dead.Metadata.Get(middleware.ReasonForPoisonedKey), "malformed message")
 	assert.Zero(t, garbledCalls.Load(), "never handed to the mediator, never retried")
+	require.Eventually(t, func() bool { return bus.Stats().DeadLettered == 2 }, 10*time.Second, time.Millisecond)
+	st := bus.Stats()
+	assert.Equal(t, uint64(1), st.Handled, "the one that recovered")
+	assert.Equal(t, uint64(4), st.Retried, "two retries of each failing message; none of the malformed one")
+	assert.Zero(t, st.Redelivered)
 }
 
 // A message for an event name nobody here subscribes to is acknowledged
@@ -273,7 +280,8 @@ func TestUnknownEventNameIsSkipped(t *testing.T) {
 	gc := goChannel(t)
 	tp := topic(t, "mixed")
 	got := newInbox[OrderPlaced]()
-	service(t, gc, gc,
+	var bus *fxbus.Bus
+	service(t, gc, gc, fx.Populate(&bus),
 		fxbus.Subscribe[OrderPlaced](tp),
 		fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] {
 			return func(_ context.Context, e OrderPlaced) error { got.add(e); return nil }
@@ -286,6 +294,8 @@ func TestUnknownEventNameIsSkipped(t *testing.T) {
 	placed.Metadata.Set(fxbus.MetadataName, "OrderPlaced")
 	require.NoError(t, gc.Publish(tp, placed))
 	assert.Equal(t, []OrderPlaced{{ID: 3}}, got.wait(t, 1))
+	assert.Equal(t, uint64(1), bus.Stats().Skipped)
+	assert.Equal(t, uint64(1), bus.Stats().Handled)
 }
 
 // Misconfiguration fails fx.New, naming the culprit.

@@ -36,6 +36,7 @@ func (b *Bus) handler(ts *topicSubs, m *fxcqrs.Mediator) message.NoPublishHandle
 			case name == "":
 				return &malformed{err: fmt.Errorf("no %q metadata, and topic %q carries several event types", MetadataName, ts.topic)}
 			default:
+				b.skipped.Add(1)
 				b.log.Debug("message skipped: no subscription for its event name",
 					zap.String("topic", ts.topic), zap.String("name", name), zap.String("id", msg.UUID))
 				return nil
@@ -51,8 +52,10 @@ func (b *Bus) handler(ts *topicSubs, m *fxcqrs.Mediator) message.NoPublishHandle
 		end(err)
 		switch {
 		case err == nil:
+			b.handled.Add(1)
 			return nil
 		case errors.Is(err, fxcqrs.ErrStopped), ctx.Err() != nil:
+			b.redelivered.Add(1)
 			return &redeliver{err: err}
 		}
 		return err

@@ -58,7 +58,7 @@ func (b *Bus) Start(ctx context.Context, m *fxcqrs.Mediator) error {
 		}
 		sub := subscriber{Subscriber: b.cfg.Subscriber, limit: ts.inFlightLimit(m), inFlight: &ts.inFlight}
 		h := router.AddConsumerHandler("fxbus "+topic, topic, sub, b.handler(ts, m))
-		h.AddMiddleware(poison, b.logDeadLetter(ts), retry.Middleware)
+		h.AddMiddleware(poison, b.logDeadLetter(ts), retry.Middleware, b.countAttempts)
 	}
 	b.router = router
 	b.stopped = make(chan struct{})
@@ -144,11 +144,22 @@ func (b *Bus) inFlight() (int64, map[string]int64) {
 // topic's dead letter, with its id and the reason: what the poison
 // middleware, which runs outside it, publishes without a word. A message
 // nacked for redelivery is not one.
+// countAttempts, inside Retry, counts each attempt at a message: those
+// beyond the messages logDeadLetter saw are retries.
+func (b *Bus) countAttempts(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		b.attempts.Add(1)
+		return h(msg)
+	}
+}
+
 func (b *Bus) logDeadLetter(ts *topicSubs) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
+			b.received.Add(1)
 			out, err := h(msg)
 			if err != nil && !errors.As(err, new(*redeliver)) {
+				b.deadLettered.Add(1)
 				b.log.Warn("message goes to the dead letter topic",
 					zap.String("topic", ts.topic), zap.String("deadLetter", ts.dead), zap.String("messageId", msg.UUID), zap.Error(err))
 			}

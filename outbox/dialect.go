@@ -139,7 +139,9 @@ type queries struct {
 	nextDue      string
 	promoteIn    string // with %s for the ids' placeholders
 	unscheduleIn string // likewise
-	dialect      Dialect
+	// The read API's (inspect.go).
+	backlog, lag, deadByTopic, scheduledSummary string
+	dialect                                     Dialect
 }
 
 func (d Dialect) queries(t Tables) queries {
@@ -150,7 +152,7 @@ func (d Dialect) queries(t Tables) queries {
 		SQLite:     "INSERT OR IGNORE INTO %s (%s) VALUES (%s)",
 	}[d]
 	q := queries{
-		insert: "INSERT INTO " + o + " (topic, message_id, payload, metadata) VALUES (?, ?, ?, ?)",
+		insert: "INSERT INTO " + o + " (topic, message_id, payload, metadata, created_ns) VALUES (?, ?, ?, ?, ?)",
 		// Each topic by an index lookup from the previous one (a loose
 		// index scan): its cost grows with the topics, not the rows.
 		topics: "WITH RECURSIVE t (topic) AS (SELECT MIN(topic) FROM " + o +
@@ -164,16 +166,28 @@ func (d Dialect) queries(t Tables) queries {
 		cancel:   "DELETE FROM " + sc + " WHERE message_id = ?",
 		dueIDs:   "SELECT id FROM " + sc + " WHERE due_ns <= ? ORDER BY due_ns, id LIMIT ?",
 		nextDue:  "SELECT MIN(due_ns) FROM " + sc,
-		promoteIn: "INSERT INTO " + o + " (topic, message_id, payload, metadata) SELECT topic, message_id, payload, metadata FROM " + sc +
+		promoteIn: "INSERT INTO " + o + " (topic, message_id, payload, metadata, created_ns) SELECT topic, message_id, payload, metadata, due_ns FROM " + sc +
 			" WHERE id IN (%s) ORDER BY due_ns, id",
 		unscheduleIn: "DELETE FROM " + sc + " WHERE id IN (%s)",
-		deleteRow:    "DELETE FROM " + o + " WHERE id = ?",
-		deleteIn:     "DELETE FROM " + o + " WHERE id IN (%s) AND EXISTS (SELECT 1 FROM " + l + " WHERE topic = ? AND owner = ? AND until_ns >= ?)",
-		dead:         "INSERT INTO " + dl + " (id, topic, message_id, payload, metadata, error) VALUES (?, ?, ?, ?, ?, ?)",
-		renewLease:   "UPDATE " + l + " SET owner = ?, until_ns = ? WHERE topic = ? AND (owner = ? OR until_ns < ?)",
-		takeLease:    fmt.Sprintf(insertIgnore, l, "topic, owner, until_ns", "?, ?, ?"),
-		dropLeases:   "DELETE FROM " + l + " WHERE owner = ?",
-		inboxInsert:  fmt.Sprintf(insertIgnore, in, "handler, message_id, handled_ns", "?, ?, ?"),
+		// A due row's wait starts when it was written or, for a retry of
+		// this service's own delivery, when it fell due again.
+		backlog: "SELECT topic, COUNT(*), SUM(CASE WHEN due_ns <= ? THEN 1 ELSE 0 END)," +
+			" MIN(CASE WHEN due_ns <= ? THEN (CASE WHEN due_ns > created_ns THEN due_ns ELSE created_ns END) END)" +
+			" FROM " + o + " GROUP BY topic ORDER BY topic",
+		// The first row of each topic, by the loose index scan of topics.
+		lag: "WITH RECURSIVE t (topic) AS (SELECT MIN(topic) FROM " + o +
+			" UNION ALL SELECT (SELECT MIN(n.topic) FROM " + o + " n WHERE n.topic > t.topic) FROM t WHERE t.topic IS NOT NULL)" +
+			" SELECT MIN((SELECT CASE WHEN f.due_ns > f.created_ns THEN f.due_ns ELSE f.created_ns END FROM " + o +
+			" f WHERE f.topic = t.topic AND f.due_ns <= ? ORDER BY f.id LIMIT 1)) FROM t WHERE t.topic IS NOT NULL",
+		deadByTopic:      "SELECT topic, COUNT(*), MAX(failed_ns) FROM " + dl + " GROUP BY topic ORDER BY topic",
+		scheduledSummary: "SELECT COUNT(*), MIN(due_ns) FROM " + sc,
+		deleteRow:        "DELETE FROM " + o + " WHERE id = ?",
+		deleteIn:         "DELETE FROM " + o + " WHERE id IN (%s) AND EXISTS (SELECT 1 FROM " + l + " WHERE topic = ? AND owner = ? AND until_ns >= ?)",
+		dead:             "INSERT INTO " + dl + " (id, topic, message_id, payload, metadata, error, failed_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
+		renewLease:       "UPDATE " + l + " SET owner = ?, until_ns = ? WHERE topic = ? AND (owner = ? OR until_ns < ?)",
+		takeLease:        fmt.Sprintf(insertIgnore, l, "topic, owner, until_ns", "?, ?, ?"),
+		dropLeases:       "DELETE FROM " + l + " WHERE owner = ?",
+		inboxInsert:      fmt.Sprintf(insertIgnore, in, "handler, message_id, handled_ns", "?, ?, ?"),
 		inboxCleanup: map[Dialect]string{
 			PostgreSQL: "DELETE FROM " + in + " WHERE (handler, message_id) IN (SELECT handler, message_id FROM " + in + " WHERE handled_ns < ? LIMIT ?)",
 			MySQL:      "DELETE FROM " + in + " WHERE handled_ns < ? LIMIT ?",
@@ -183,6 +197,7 @@ func (d Dialect) queries(t Tables) queries {
 	for _, p := range []*string{
 		&q.insert, &q.topics, &q.rows, &q.deleteRow, &q.dead, &q.renewLease, &q.takeLease, &q.dropLeases, &q.inboxInsert, &q.inboxCleanup,
 		&q.retry, &q.schedule, &q.cancel, &q.dueIDs, &q.nextDue,
+		&q.backlog, &q.lag, &q.deadByTopic, &q.scheduledSummary,
 	} {
 		*p = d.Rebind(*p)
 	}

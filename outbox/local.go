@@ -322,7 +322,7 @@ func (u *unitOfWork) insert(ctx context.Context, un *unit, topic string, msg *me
 	if err != nil {
 		return fmt.Errorf("fxoutbox: metadata of %s: %w", msg.UUID, err)
 	}
-	if _, err := un.tx.ExecContext(ctx, u.q.insert, topic, msg.UUID, []byte(msg.Payload), string(meta)); err != nil {
+	if _, err := un.tx.ExecContext(ctx, u.q.insert, topic, msg.UUID, []byte(msg.Payload), string(meta), u.now().UnixNano()); err != nil {
 		return fmt.Errorf("fxoutbox: write to the outbox: %w", err)
 	}
 	un.wrote++

@@ -81,6 +81,7 @@ type Outbox struct {
 	uow      *unitOfWork
 	left     *leftovers // the Forwarder
 	relay    *relay
+	q        queries
 }
 
 // New returns the outbox of db for bus, whose routed events it takes
@@ -126,7 +127,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	}
 	log = log.Named("fxoutbox")
 	q := cfg.Dialect.queries(cfg.Tables)
-	o := &Outbox{cfg: cfg, db: db, bus: bus, log: log}
+	o := &Outbox{cfg: cfg, db: db, bus: bus, log: log, q: q}
 	o.reg.Store(&reg)
 	o.relay = newRelay(db, q, bus.Publisher(), log, cfg.Relay, cfg.Now)
 	o.relay.cleanInbox = o.CleanInbox
@@ -191,11 +192,18 @@ type Stats struct {
 	// PublishFailures is the publishes the broker refused, each retried
 	// later (the rows waited).
 	PublishFailures uint64
+	// InboxDuplicates is the handlings of an inbound message skipped
+	// because the inbox had recorded that handler with that message: the
+	// broker's redeliveries and duplicates, each absorbed once.
+	InboxDuplicates uint64
 }
 
-// Stats returns the relay's counters, for metrics.
+// Stats returns the relay's and the inbox's counters, for metrics.
 func (o *Outbox) Stats() Stats {
-	return Stats{Sent: o.relay.sent.Load(), DeadLettered: o.relay.deadLettered.Load(), PublishFailures: o.relay.failures.Load()}
+	return Stats{
+		Sent: o.relay.sent.Load(), DeadLettered: o.relay.deadLettered.Load(), PublishFailures: o.relay.failures.Load(),
+		InboxDuplicates: o.uow.duplicates.Load(),
+	}
 }
 
 // Start checks that the schema is at the version this code needs (see

@@ -230,6 +230,7 @@ func TestInboxHandlesOnce(t *testing.T) {
 		n, _ := calls.Load(5)
 		assert.Equal(t, 2, *n.(*int), "once per message id")
 		assert.Equal(t, 2, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_inbox"))
+		assert.Equal(t, uint64(1), r.outbox.Stats().InboxDuplicates, "the redelivery, counted")
 	})
 }
 

@@ -294,7 +294,7 @@ func (r *relay) deadLetter(ctx context.Context, topic string, rw row, cause erro
 	if err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, r.q.dead, rw.id, topic, rw.msgID, rw.payload, rw.metadata, cause.Error()); err != nil {
+	if _, err := tx.ExecContext(ctx, r.q.dead, rw.id, topic, rw.msgID, rw.payload, rw.metadata, cause.Error(), r.now().UnixNano()); err != nil {
 		return errors.Join(err, rollback(tx))
 	}
 	if _, err := tx.ExecContext(ctx, r.q.deleteRow, rw.id); err != nil {

@@ -61,6 +61,8 @@ type unitOfWork struct {
 	delivery DeliveryConfig
 	wakeAt   func(dueNs int64) // a commit scheduled something: the relay's timer
 	hint     func(topics []string)
+
+	duplicates atomic.Uint64 // inbound handlings skipped: the inbox had them
 }
 
 func (u *unitOfWork) MiddlewareOrder() int { return OrderUnitOfWork }
@@ -93,6 +95,7 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 			var n int64
 			if n, err = res.RowsAffected(); err == nil && n == 0 {
 				// This handler has handled this message: a redelivery.
+				u.duplicates.Add(1)
 				return nil, tx.Rollback()
 			}
 		}
