@@ -40,6 +40,7 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 				return st2, nil
 			})
 			if lastErr == nil {
+				r.compensations.Add(1)
 				st = saved
 				if report != nil {
 					report(Progress[C]{SagaID: st.ID, Step: s.names[i], Action: "compensate", Context: c})
@@ -48,6 +49,7 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 			if lastErr == nil || errors.Is(lastErr, ErrFenced) {
 				break
 			}
+			r.compFailures.Add(1)
 			if ctx.Err() != nil {
 				// Stopping, not failing: left Compensating, consistent,
 				// for recovery; never Failed for a cancellation.
@@ -70,6 +72,7 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 			if err := r.store.Save(ctx, st); err != nil {
 				return c, err
 			}
+			r.failed.Add(1)
 			r.logger.Error("fxsaga: saga failed: a compensation kept failing; it needs a person",
 				zap.String("saga", s.name), zap.String("id", st.ID), zap.String("step", s.names[i]),
 				zap.Int("attempts", r.cfg.CompensationAttempts), zap.Error(lastErr))

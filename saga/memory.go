@@ -156,3 +156,22 @@ func (m *Memory) Failed() []State {
 	}
 	return out
 }
+
+// Counts returns how many sagas of each name are in each status, by name
+// and status.
+func (m *Memory) Counts(context.Context) ([]Count, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := map[[2]string]int{}
+	for _, st := range m.states {
+		n[[2]string{st.Name, string(st.Status)}]++
+	}
+	out := make([]Count, 0, len(n))
+	for k, v := range n {
+		out = append(out, Count{Name: k[0], Status: Status(k[1]), N: v})
+	}
+	slices.SortFunc(out, func(a, b Count) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(string(a.Status), string(b.Status)))
+	})
+	return out, nil
+}

@@ -37,6 +37,7 @@ func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
 				continue // a Run of this process drives it
 			}
 			driven++
+			r.recovered.Add(1)
 			_, err := drive(ctx, r, s, st, nil)
 			r.release(st.ID)
 			if err != nil {

@@ -135,6 +135,7 @@ func resumeOne[C any](ctx context.Context, r *Runner, s *Saga[C], st State, e an
 	if err != nil {
 		return false, fmt.Errorf("fxsaga: saga %s (%s): resuming step %s: %w", s.name, st.ID, s.names[i], err)
 	}
+	r.resumed.Add(1)
 	goOn(ctx, r, s, saved, st.Timer)
 	return true, nil
 }
@@ -191,6 +192,7 @@ func (s *Saga[C]) expireWith(ctx context.Context, r *Runner, st State) error {
 	if err != nil {
 		return fmt.Errorf("fxsaga: saga %s (%s): its deadline at step %s: %w", s.name, st.ID, s.names[i], err)
 	}
+	r.timedOut.Add(1)
 	goOn(ctx, r, s, saved, st.Timer)
 	return nil
 }

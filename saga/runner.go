@@ -32,7 +32,37 @@ type Runner struct {
 	defs    map[string]Definition         // Add's, by name
 	waits   map[reflect.Type][]Definition // the definitions that wait for each event type
 
-	unmatched atomic.Int64
+	unmatched                                                         atomic.Int64
+	recovered, resumed, timedOut, compensations, compFailures, failed atomic.Uint64
+}
+
+// RunnerStats counts what a runner did since it was made, for metrics.
+type RunnerStats struct {
+	// Recovered is the sagas recovery drove on (claimed after their
+	// owner stopped or crashed).
+	Recovered uint64
+	// Resumed is the waiting sagas an event resumed.
+	Resumed uint64
+	// TimedOut is the waiting sagas whose deadline came first.
+	TimedOut uint64
+	// Compensations is the compensations that committed.
+	Compensations uint64
+	// CompensationFailures is the attempts at a compensation that failed
+	// (each retried, up to CompensationAttempts).
+	CompensationFailures uint64
+	// Failed is the sagas left Failed: a compensation kept failing.
+	Failed uint64
+	// Unmatched is the events that resumed no saga (see Unmatched).
+	Unmatched int64
+}
+
+// Stats returns the runner's counters.
+func (r *Runner) Stats() RunnerStats {
+	return RunnerStats{
+		Recovered: r.recovered.Load(), Resumed: r.resumed.Load(), TimedOut: r.timedOut.Load(),
+		Compensations: r.compensations.Load(), CompensationFailures: r.compFailures.Load(), Failed: r.failed.Load(),
+		Unmatched: r.unmatched.Load(),
+	}
 }
 
 // acquire marks saga id as driven by this runner, unless it already is:

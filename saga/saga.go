@@ -322,6 +322,16 @@ type Reader interface {
 	// name, the earliest deadline first: what each waits for (Awaiting,
 	// Key) and until when (Deadline).
 	Waiting(ctx context.Context, name string, limit int) ([]State, error)
+	// Counts returns how many sagas there are of each name in each
+	// status.
+	Counts(ctx context.Context) ([]Count, error)
+}
+
+// Count is how many sagas of a name are in a status.
+type Count struct {
+	Name   string
+	Status Status
+	N      int
 }
 
 // Error is a saga that did not complete: which step failed, and how its

@@ -195,6 +195,13 @@ func TestCompensationRetriesThenFails(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 3, tries, "CompensationAttempts")
+	st := r.Stats()
+	assert.Equal(t, uint64(1), st.Failed)
+	assert.Equal(t, uint64(2+3), st.CompensationFailures, "two failures of the first saga's, three of the second's")
+	assert.Equal(t, uint64(2), st.Compensations, "charge and reserve of the first saga")
+	counts, err := store.Counts(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, []fxsaga.Count{{Name: "order", Status: fxsaga.Compensated, N: 1}, {Name: "order", Status: fxsaga.Failed, N: 1}}, counts)
 	require.Equal(t, 1, logs.Len(), "a Failed saga is logged at error level")
 	entry := logs.All()[0]
 	assert.Equal(t, sagaErr.SagaID, entry.ContextMap()["id"])

@@ -62,7 +62,7 @@ type SQL struct {
 	now    func() time.Time
 
 	create, save, load, unfinished, failed, claimable, claim, log string
-	correlated, overdue, waiting                                  string
+	correlated, overdue, waiting, counts                          string
 }
 
 // columns are what a State is read from, in scan's order.
@@ -94,8 +94,9 @@ func NewSQL(db *sql.DB, d fxoutbox.Dialect, t Tables, lease time.Duration) (*SQL
 		correlated: "SELECT " + columns + " FROM " + s + " WHERE awaiting = ? AND correlation = ? AND status = 'WAITING' ORDER BY id",
 		overdue:    "SELECT " + columns + " FROM " + s + " WHERE name = ? AND status = 'WAITING' AND deadline_ns < ? ORDER BY deadline_ns, id LIMIT ?",
 		waiting:    "SELECT " + columns + " FROM " + s + " WHERE name = ? AND status = 'WAITING' ORDER BY deadline_ns, id LIMIT ?",
+		counts:     "SELECT name, status, COUNT(*) FROM " + s + " GROUP BY name, status ORDER BY name, status",
 	}
-	for _, q := range []*string{&st.create, &st.save, &st.load, &st.unfinished, &st.failed, &st.claimable, &st.claim, &st.log, &st.correlated, &st.overdue, &st.waiting} {
+	for _, q := range []*string{&st.create, &st.save, &st.load, &st.unfinished, &st.failed, &st.claimable, &st.claim, &st.log, &st.correlated, &st.overdue, &st.waiting, &st.counts} {
 		*q = d.Rebind(*q)
 	}
 	return st, nil
@@ -207,6 +208,29 @@ func (s *SQL) Overdue(ctx context.Context, name string, now time.Time, limit int
 // earliest deadline first: what each waits for and until when.
 func (s *SQL) Waiting(ctx context.Context, name string, limit int) ([]State, error) {
 	return s.query(ctx, s.waiting, name, limit)
+}
+
+// Counts returns how many sagas of each name are in each status: one
+// aggregate over the (name, status) index, which grows with the sagas
+// kept (finished ones included), for a metric collected every few
+// seconds.
+func (s *SQL) Counts(ctx context.Context) ([]Count, error) {
+	rows, err := s.db.QueryContext(ctx, s.counts)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Count
+	for rows.Next() {
+		var c Count
+		var status string
+		if err := rows.Scan(&c.Name, &status, &c.N); err != nil {
+			return nil, err
+		}
+		c.Status = Status(status)
+		out = append(out, c)
+	}
+	return out, rows.Err()
 }
 
 // Log appends an entry, in ctx's unit of work's transaction if it has one.

@@ -340,4 +340,7 @@ func TestWaitingQueriesUseTheIndex(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, overdue, 10, "bounded")
 	assert.Equal(t, "wait-1", overdue[0].ID, "earliest first")
+	counts, err := store.Counts(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []fxsaga.Count{{Name: "paid order", Status: fxsaga.Completed, N: 20000}, {Name: "paid order", Status: fxsaga.Waiting, N: 200}}, counts)
 }

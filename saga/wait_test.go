@@ -107,6 +107,7 @@ func TestAwaitResumes(t *testing.T) {
 	assert.Equal(t, fxsaga.Completed, st.Status)
 	assert.JSONEq(t, `{"ID":7,"Reserved":true,"Charged":1,"Shipment":"paid by p-7"}`, string(st.Context))
 	assert.Equal(t, []string{"act reserve", "act ship"}, w.history())
+	assert.Equal(t, uint64(1), r.Stats().Resumed)
 
 	require.NoError(t, fxcqrs.Publish(ctx, m, Paid{OrderID: "7", Payment: "p-7"}))
 	assert.Equal(t, int64(2), r.Unmatched(), "a duplicate never resumes a finished saga")
@@ -138,6 +139,7 @@ func TestAwaitDeadlineCompensates(t *testing.T) {
 	assert.Equal(t, fxsaga.Compensated, st.Status)
 	assert.Contains(t, st.Error, "no fxsaga_test.Paid within 30m0s")
 	assert.Equal(t, []string{"act reserve", "undo reserve"}, w.history())
+	assert.Equal(t, uint64(1), r.Stats().TimedOut)
 
 	require.NoError(t, fxcqrs.Publish(ctx, m, Paid{OrderID: "7", Payment: "late"}))
 	assert.Equal(t, int64(1), r.Unmatched())
