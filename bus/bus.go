@@ -1,6 +1,7 @@
 package fxbus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -244,4 +245,34 @@ func (b *Bus) nameOf(t reflect.Type) string {
 		return name
 	}
 	return defaultName(t)
+}
+
+// checker is a publisher or subscriber that can say whether its broker is
+// reachable (natsjs's PubSub can).
+type checker interface {
+	Check(ctx context.Context) error
+}
+
+// Checks are the bus's health checks (fxbus.Module registers them for
+// fxcqrs.HealthModule): fxbus.broker, readiness, when the publisher or the
+// subscriber can say whether its broker is reachable (natsjs can: an
+// in-memory look at its connection). A bus on a broker that cannot say
+// has none.
+func (b *Bus) Checks() []fxcqrs.Check {
+	var cs []checker
+	for _, c := range []any{b.cfg.Publisher, b.cfg.Subscriber} {
+		if c, ok := c.(checker); ok && !slices.ContainsFunc(cs, func(o checker) bool { return any(o) == any(c) }) {
+			cs = append(cs, c)
+		}
+	}
+	if len(cs) == 0 {
+		return nil
+	}
+	return []fxcqrs.Check{{Name: "fxbus.broker", Readiness: true, Run: func(ctx context.Context) error {
+		var errs []error
+		for _, c := range cs {
+			errs = append(errs, c.Check(ctx))
+		}
+		return errors.Join(errs...)
+	}}}
 }

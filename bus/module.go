@@ -33,6 +33,7 @@ var Module = fx.Module("fxbus",
 		provideBus,
 		func(b *Bus) fxcqrs.Forwarder { return b },
 	),
+	fxcqrs.AsChecks(func(b *Bus) []fxcqrs.Check { return b.Checks() }),
 	fx.Invoke(startBus),
 )
 

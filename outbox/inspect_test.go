@@ -35,7 +35,7 @@ func TestInspect(t *testing.T) {
 			fxbus.NewRoute[ToPoison]("poison"), fxbus.NewRoute[ToDown]("down"), fxbus.NewRoute[ToFine]("fine"),
 		}, nil)
 		require.NoError(t, err)
-		o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect, Now: clock.Now, After: clock.After, Relay: fxoutbox.RelayConfig{
+		o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect, Now: clock.Now, After: clock.After, MaxLag: 10 * time.Second, Relay: fxoutbox.RelayConfig{
 			Undeliverable: func(err error) bool { return errors.Is(err, errTooLarge) },
 		}}, nil)
 		require.NoError(t, err)
@@ -66,6 +66,8 @@ func TestInspect(t *testing.T) {
 		lag, err := o.Lag(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, 5*time.Second, lag)
+		health := fxcqrs.NewHealth(o.Checks()...)
+		require.NoError(t, health.Ready(ctx), "5s behind, within MaxLag")
 
 		require.NoError(t, fxcqrs.Exec(ctx, m, Later{}))
 		sched, err := o.Scheduled(ctx)
@@ -86,6 +88,8 @@ func TestInspect(t *testing.T) {
 		lag, err = o.Lag(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, 15*time.Second, lag, "the down topic's row still waits")
+		require.ErrorContains(t, health.Ready(ctx), "fxoutbox.relay: the relay is 15s behind, over Config.MaxLag (10s)")
+		require.NoError(t, health.Live(ctx), "unready, not dead")
 		backlog, err = o.Backlog(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, []fxoutbox.TopicBacklog{{Topic: "down", Rows: 1, Due: 1, Lag: 15 * time.Second}}, backlog)

@@ -30,9 +30,11 @@ func TestModule(t *testing.T) {
 	t.Cleanup(func() { _ = gc.Close() })
 	out := received(t, gc, "orders")
 	var m *fxcqrs.Mediator
+	var health *fxcqrs.Health
 	var inTx bool
 	app := fxtest.New(t,
-		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module, fxcqrs.HealthModule,
+		fx.Populate(&health),
 		fx.Supply(d.DB, fxoutbox.Config{Dialect: fxoutbox.SQLite}),
 		fx.Supply(fx.Annotate(gc, fx.As(new(message.Publisher)), fx.As(new(message.Subscriber)))),
 		fxbus.Route[OrderPlaced]("orders"),
@@ -46,6 +48,10 @@ func TestModule(t *testing.T) {
 		fx.Populate(&m),
 	)
 	app.RequireStart()
+	require.NoError(t, health.Ready(context.Background()), "the outbox's checks, registered by the module")
+	_, err := d.DB.Exec("DELETE FROM fxcqrs_outbox_migrations")
+	require.NoError(t, err)
+	require.ErrorContains(t, health.Live(context.Background()), "fxoutbox.schema", "a database that lost its schema is not alive")
 	require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 8}))
 	assert.True(t, inTx)
 	assert.JSONEq(t, `{"ID":8}`, string(next(t, out).Payload))

@@ -54,6 +54,10 @@ type Config struct {
 	// from one fake clock: the relay then passes when the test moves that
 	// clock, not when the wall clock does.
 	After func(d time.Duration) <-chan time.Time `json:"-" yaml:"-"`
+	// MaxLag is how far behind the relay may fall (Lag: the age of the
+	// oldest due row) before the outbox's readiness check fails. Default
+	// 1m.
+	MaxLag time.Duration `json:"maxLag" yaml:"maxLag"`
 	// Deliverables are the event types whose in-process handlers are
 	// durable (DurableEvent) and the command types that may be scheduled
 	// (ScheduledCommand). Under fx, register them with Durable and
@@ -110,6 +114,9 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	}
 	if cfg.After == nil {
 		cfg.After = time.After
+	}
+	if cfg.MaxLag <= 0 {
+		cfg.MaxLag = time.Minute
 	}
 	cfg.Delivery = cfg.Delivery.withDefaults()
 	errs = append(errs, cfg.Tables.validate())
@@ -263,6 +270,7 @@ func (o *Outbox) Stop(ctx context.Context) error { return o.relay.close(ctx) }
 var Module = fx.Options(
 	fx.Module("fxoutbox",
 		fx.Provide(provideOutbox),
+		fxcqrs.AsChecks(func(o *Outbox) []fxcqrs.Check { return o.Checks() }),
 		fxcqrs.AsMiddleware(func(o *Outbox) fxcqrs.Middleware { return o.UnitOfWork() }),
 		fx.Invoke(func(o *Outbox, m *fxcqrs.Mediator) { o.DeliverTo(m) }),
 	),

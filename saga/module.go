@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
@@ -33,9 +34,80 @@ var Module = fx.Module("fxsaga",
 	fxcqrs.AsCommandHandler(func() StepHandler { return StepHandler{} }),
 	fxcqrs.AsCommandHandler(func(r *Runner) *DeadlineHandler { return &DeadlineHandler{binding{r}} }),
 	fxoutbox.Schedulable[Deadline](),
-	fx.Provide(provideRunner),
+	fx.Provide(provideRunner, newRecovery),
+	fxcqrs.AsChecks(checks),
 	fx.Invoke(startRecovery),
 )
+
+// recovery is what the module's recovery loop did last, for its health
+// check.
+type recovery struct {
+	mu       sync.Mutex
+	now      func() time.Time
+	interval time.Duration
+	started  time.Time // when the loop began, zero before
+	passed   time.Time // when it last finished a pass over every saga
+}
+
+type recoveryStateParams struct {
+	fx.In
+
+	Runner *Runner
+	Config Config `optional:"true"`
+}
+
+func newRecovery(p recoveryStateParams) *recovery {
+	r, cfg := p.Runner, p.Config
+	interval := cfg.RecoveryInterval
+	if interval <= 0 {
+		interval = 30 * time.Second
+	}
+	return &recovery{now: r.now, interval: interval}
+}
+
+func (rc *recovery) began() {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.started = rc.now()
+}
+
+func (rc *recovery) pass() {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.passed = rc.now()
+}
+
+// checks are the module's health checks: fxsaga.schema, liveness, when
+// the store can check its schema (SQL: one read of its migrations
+// table), and fxsaga.recovery.
+func checks(rc *recovery, store Store) []fxcqrs.Check {
+	cs := []fxcqrs.Check{rc.check()}
+	if c, ok := store.(interface{ CheckSchema(context.Context) error }); ok {
+		cs = append(cs, fxcqrs.Check{Name: "fxsaga.schema", Run: c.CheckSchema})
+	}
+	return cs
+}
+
+// check is fxsaga.recovery, readiness: recovery finished a pass within
+// three of its intervals (a pass stuck on a saga, or a store that does
+// not answer, fails it). In-memory: it costs a lock.
+func (rc *recovery) check() fxcqrs.Check {
+	return fxcqrs.Check{Name: "fxsaga.recovery", Readiness: true, Run: func(context.Context) error {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		last := rc.passed
+		if last.IsZero() {
+			last = rc.started
+		}
+		if last.IsZero() {
+			return nil // not started: the application's start reports that
+		}
+		if since := rc.now().Sub(last); since > 3*rc.interval {
+			return fmt.Errorf("saga recovery has not finished a pass for %v (RecoveryInterval %v)", since, rc.interval)
+		}
+		return nil
+	}}
+}
 
 // resumed is an event type a Resume resumes sagas on.
 type resumed struct{ t reflect.Type }
@@ -106,6 +178,7 @@ type recoveryParams struct {
 	Logger    *zap.Logger `optional:"true"`
 	Sagas     []recoverer `group:"fxsaga.sagas"`
 	Resumed   []resumed   `group:"fxsaga.resumed"`
+	Recovery  *recovery
 }
 
 func startRecovery(p recoveryParams) error {
@@ -157,6 +230,7 @@ func startRecovery(p recoveryParams) error {
 					return err
 				}
 			}
+			p.Recovery.began()
 			go func() {
 				defer close(done)
 				for {
@@ -170,6 +244,7 @@ func startRecovery(p recoveryParams) error {
 							log.Error("saga recovery", zap.String("saga", s.Name()), zap.Error(err))
 						}
 					}
+					p.Recovery.pass()
 					select {
 					case <-ctx.Done():
 						return

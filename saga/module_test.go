@@ -106,3 +106,36 @@ func TestModuleResumes(t *testing.T) {
 	assert.Equal(t, fxsaga.Completed, st.Status)
 	assert.Equal(t, []string{"act reserve", "act ship"}, w.history())
 }
+
+// The module's health checks, registered: recovery's passes.
+func TestModuleRecoveryHealth(t *testing.T) {
+	t.Parallel()
+	var h *fxcqrs.Health
+	app := fxtest.New(t,
+		fxcqrs.Module, fxsaga.Module, fxcqrs.HealthModule,
+		fx.Supply(fx.Annotate(fxsaga.NewMemory(), fx.As(new(fxsaga.Store)))),
+		fxsaga.Register[Order](func() *fxsaga.Saga[Order] { return orderSaga(newWorld()) }),
+		fx.Populate(&h),
+	)
+	app.RequireStart()
+	defer app.RequireStop()
+	require.NoError(t, h.Ready(context.Background()))
+}
+
+// Recovery must finish a pass every three intervals, by the runner's
+// clock.
+func TestRecoveryCheck(t *testing.T) {
+	t.Parallel()
+	c := newClock()
+	check := fxsaga.RecoveryCheck(c.Now, time.Minute)
+	require.NoError(t, check.Run(context.Background()), "not started")
+	fxsaga.RecoveryBegan(check)
+	c.Advance(2 * time.Minute)
+	require.NoError(t, check.Run(context.Background()), "the first pass may take a while")
+	c.Advance(2 * time.Minute)
+	require.ErrorContains(t, check.Run(context.Background()), "saga recovery has not finished a pass for 4m0s")
+	fxsaga.RecoveryPassed(check)
+	require.NoError(t, check.Run(context.Background()))
+	c.Advance(3*time.Minute + time.Second)
+	require.Error(t, check.Run(context.Background()))
+}

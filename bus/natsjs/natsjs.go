@@ -33,6 +33,7 @@
 package natsjs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -240,5 +241,14 @@ func (p *PubSub) Close() error {
 		s.close()
 	}
 	p.conn.Close()
+	return nil
+}
+
+// Check reports whether the connection to NATS is up, for fxbus's health
+// check (fxbus.Bus.Checks): an in-memory look at the client's status.
+func (p *PubSub) Check(context.Context) error {
+	if s := p.conn.Status(); s != nats.CONNECTED {
+		return fmt.Errorf("natsjs: the connection to %s is %v", p.cfg.URL, s)
+	}
 	return nil
 }

@@ -30,6 +30,10 @@ type (
 	Audited struct{}
 )
 
+type eventFunc[E any] func(context.Context, E) error
+
+func (f eventFunc[E]) Handle(ctx context.Context, e E) error { return f(ctx, e) }
+
 type commandFunc[C any] func(context.Context, C) error
 
 func (f commandFunc[C]) Handle(ctx context.Context, c C) error { return f(ctx, c) }
