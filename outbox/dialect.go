@@ -53,6 +53,10 @@ type Tables struct {
 	// Scheduled holds the scheduled messages until they are due. Default
 	// "fxcqrs_outbox_scheduled".
 	Scheduled string `json:"scheduled" yaml:"scheduled"`
+	// Repairs records every repairing action of the repair tools (a
+	// replay, a discard), with who asked and why. Default
+	// "fxcqrs_outbox_repairs".
+	Repairs string `json:"repairs" yaml:"repairs"`
 	// Migrations records which of the schema's migrations were applied.
 	// Default "fxcqrs_outbox_migrations".
 	Migrations string `json:"migrations" yaml:"migrations"`
@@ -74,6 +78,9 @@ func (t Tables) withDefaults() Tables {
 	if t.Scheduled == "" {
 		t.Scheduled = "fxcqrs_outbox_scheduled"
 	}
+	if t.Repairs == "" {
+		t.Repairs = "fxcqrs_outbox_repairs"
+	}
 	if t.Migrations == "" {
 		t.Migrations = "fxcqrs_outbox_migrations"
 	}
@@ -87,6 +94,7 @@ func (t Tables) validate() error {
 		{Role: "Leases", Name: t.Leases},
 		{Role: "Inbox", Name: t.Inbox},
 		{Role: "Scheduled", Name: t.Scheduled},
+		{Role: "Repairs", Name: t.Repairs},
 		{Role: "Migrations", Name: t.Migrations},
 	}, sqlschema.Foreign("fxoutbox"))
 }
@@ -179,7 +187,7 @@ func (d Dialect) queries(t Tables) queries {
 			" UNION ALL SELECT (SELECT MIN(n.topic) FROM " + o + " n WHERE n.topic > t.topic) FROM t WHERE t.topic IS NOT NULL)" +
 			" SELECT MIN((SELECT CASE WHEN f.due_ns > f.created_ns THEN f.due_ns ELSE f.created_ns END FROM " + o +
 			" f WHERE f.topic = t.topic AND f.due_ns <= ? ORDER BY f.id LIMIT 1)) FROM t WHERE t.topic IS NOT NULL",
-		deadByTopic:      "SELECT topic, COUNT(*), MAX(failed_ns) FROM " + dl + " GROUP BY topic ORDER BY topic",
+		deadByTopic:      "SELECT topic, COUNT(*), MAX(failed_ns) FROM " + dl + " WHERE discarded_ns = 0 GROUP BY topic ORDER BY topic",
 		scheduledSummary: "SELECT COUNT(*), MIN(due_ns) FROM " + sc,
 		deleteRow:        "DELETE FROM " + o + " WHERE id = ?",
 		deleteIn:         "DELETE FROM " + o + " WHERE id IN (%s) AND EXISTS (SELECT 1 FROM " + l + " WHERE topic = ? AND owner = ? AND until_ns >= ?)",

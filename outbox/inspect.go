@@ -33,9 +33,9 @@ type TopicBacklog struct {
 // reads the whole outbox table (one aggregate over its rows): for a
 // dashboard or a metric collected every few seconds, not for a check per
 // request (see Lag).
-func (o *Outbox) Backlog(ctx context.Context) ([]TopicBacklog, error) {
-	now := o.cfg.Now().UnixNano()
-	rows, err := o.db.QueryContext(ctx, o.q.backlog, now, now)
+func (a *Admin) Backlog(ctx context.Context) ([]TopicBacklog, error) {
+	now := a.now().UnixNano()
+	rows, err := a.db.QueryContext(ctx, a.q.backlog, now, now)
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: backlog: %w", err)
 	}
@@ -60,10 +60,10 @@ func (o *Outbox) Backlog(ctx context.Context) ([]TopicBacklog, error) {
 // relay's lag. It reads the first row of each topic by the (topic, id)
 // index (one loose index scan over the topics, and a row per topic), so
 // it costs per topic, not per row: a health check can call it.
-func (o *Outbox) Lag(ctx context.Context) (time.Duration, error) {
-	now := o.cfg.Now().UnixNano()
+func (a *Admin) Lag(ctx context.Context) (time.Duration, error) {
+	now := a.now().UnixNano()
 	var oldest sql.NullInt64
-	if err := o.db.QueryRowContext(ctx, o.q.lag, now).Scan(&oldest); err != nil {
+	if err := a.db.QueryRowContext(ctx, a.q.lag, now).Scan(&oldest); err != nil {
 		return 0, fmt.Errorf("fxoutbox: lag: %w", err)
 	}
 	if !oldest.Valid || oldest.Int64 <= 0 || oldest.Int64 >= now {
@@ -83,10 +83,10 @@ type TopicDeadLetters struct {
 	Last time.Time
 }
 
-// DeadLetters returns the dead letters by topic: one aggregate over the
-// dead letter table.
-func (o *Outbox) DeadLetters(ctx context.Context) ([]TopicDeadLetters, error) {
-	rows, err := o.db.QueryContext(ctx, o.q.deadByTopic)
+// DeadLetters returns how many dead letters each topic has (the ones not
+// discarded): one aggregate over the dead letter table.
+func (a *Admin) DeadLetters(ctx context.Context) ([]TopicDeadLetters, error) {
+	rows, err := a.db.QueryContext(ctx, a.q.deadByTopic)
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: dead letters: %w", err)
 	}
@@ -117,10 +117,10 @@ type ScheduledSummary struct {
 
 // Scheduled returns how many messages are scheduled and when the next is
 // due: one aggregate over the scheduled table.
-func (o *Outbox) Scheduled(ctx context.Context) (ScheduledSummary, error) {
+func (a *Admin) Scheduled(ctx context.Context) (ScheduledSummary, error) {
 	var s ScheduledSummary
 	var next sql.NullInt64
-	if err := o.db.QueryRowContext(ctx, o.q.scheduledSummary).Scan(&s.Rows, &next); err != nil {
+	if err := a.db.QueryRowContext(ctx, a.q.scheduledSummary).Scan(&s.Rows, &next); err != nil {
 		return s, fmt.Errorf("fxoutbox: scheduled: %w", err)
 	}
 	if next.Valid {
@@ -142,7 +142,7 @@ func (o *Outbox) Checks() []fxcqrs.Check {
 			return CheckSchema(ctx, o.db, o.cfg.Dialect, o.cfg.Tables)
 		}},
 		{Name: "fxoutbox.relay", Readiness: true, Run: func(ctx context.Context) error {
-			lag, err := o.Lag(ctx)
+			lag, err := o.admin.Lag(ctx)
 			if err != nil {
 				return err
 			}
@@ -152,4 +152,20 @@ func (o *Outbox) Checks() []fxcqrs.Check {
 			return nil
 		}},
 	}
+}
+
+// Backlog is Admin.Backlog.
+func (o *Outbox) Backlog(ctx context.Context) ([]TopicBacklog, error) { return o.admin.Backlog(ctx) }
+
+// Lag is Admin.Lag.
+func (o *Outbox) Lag(ctx context.Context) (time.Duration, error) { return o.admin.Lag(ctx) }
+
+// DeadLetters is Admin.DeadLetters.
+func (o *Outbox) DeadLetters(ctx context.Context) ([]TopicDeadLetters, error) {
+	return o.admin.DeadLetters(ctx)
+}
+
+// Scheduled is Admin.Scheduled.
+func (o *Outbox) Scheduled(ctx context.Context) (ScheduledSummary, error) {
+	return o.admin.Scheduled(ctx)
 }

@@ -62,6 +62,7 @@ func migrationSet(d Dialect, t Tables) (sqlschema.Set, error) {
 		"Scheduled":         d.quote(t.Scheduled),
 		"ScheduledDueIndex": d.quote(sqlschema.IndexName(t.Scheduled, "due")),
 		"ScheduledIDIndex":  d.quote(sqlschema.IndexName(t.Scheduled, "message_id")),
+		"Repairs":           d.quote(t.Repairs),
 	})
 	if err != nil {
 		return sqlschema.Set{}, fmt.Errorf("fxoutbox: schema for %s: %w", d, err)

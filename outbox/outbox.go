@@ -86,6 +86,7 @@ type Outbox struct {
 	left     *leftovers // the Forwarder
 	relay    *relay
 	q        queries
+	admin    *Admin
 }
 
 // New returns the outbox of db for bus, whose routed events it takes
@@ -134,7 +135,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	}
 	log = log.Named("fxoutbox")
 	q := cfg.Dialect.queries(cfg.Tables)
-	o := &Outbox{cfg: cfg, db: db, bus: bus, log: log, q: q}
+	o := &Outbox{cfg: cfg, db: db, bus: bus, log: log, q: q, admin: &Admin{db: db, d: cfg.Dialect, t: cfg.Tables, q: q, now: cfg.Now}}
 	o.reg.Store(&reg)
 	o.relay = newRelay(db, q, bus.Publisher(), log, cfg.Relay, cfg.Now)
 	o.relay.cleanInbox = o.CleanInbox
