@@ -54,8 +54,9 @@ type Tables struct {
 	// "fxcqrs_outbox_scheduled".
 	Scheduled string `json:"scheduled" yaml:"scheduled"`
 	// Repairs records every repairing action of the repair tools (a
-	// replay, a discard), with who asked and why. Default
-	// "fxcqrs_outbox_repairs".
+	// replay, a discard), with who asked and why. Default: Outbox's name
+	// and "_repairs" ("fxcqrs_outbox_repairs"), so that two outboxes in
+	// one database that name their other tables apart need not name it.
 	Repairs string `json:"repairs" yaml:"repairs"`
 	// Migrations records which of the schema's migrations were applied.
 	// Default "fxcqrs_outbox_migrations".
@@ -79,7 +80,7 @@ func (t Tables) withDefaults() Tables {
 		t.Scheduled = "fxcqrs_outbox_scheduled"
 	}
 	if t.Repairs == "" {
-		t.Repairs = "fxcqrs_outbox_repairs"
+		t.Repairs = sqlschema.IndexName(t.Outbox, "repairs") // shortened, with a hash, past 63 characters
 	}
 	if t.Migrations == "" {
 		t.Migrations = "fxcqrs_outbox_migrations"

@@ -281,7 +281,11 @@ func start[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (State, error
 		return State{}, fmt.Errorf("fxsaga: saga %s: context: %w", s.name, err)
 	}
 	r.track(s)
-	st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, Version: 1}
+	shape, err := json.Marshal(s.Shape())
+	if err != nil {
+		return State{}, fmt.Errorf("fxsaga: saga %s: its shape: %w", s.name, err)
+	}
+	st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, Version: 1, Shape: shape}
 	r.acquire(st.ID)
 	if err := r.store.Create(ctx, st); err != nil {
 		r.release(st.ID)

@@ -3,6 +3,7 @@ package fxsaga
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -66,7 +67,7 @@ type SQL struct {
 }
 
 // columns are what a State is read from, in scan's order.
-const columns = "id, name, status, step, context, version, error, awaiting, correlation, deadline_ns, timer, timed_out"
+const columns = "id, name, status, step, context, version, error, awaiting, correlation, deadline_ns, timer, timed_out, shape"
 
 // NewSQL returns the store of db, whose dialect is d, with the given lease
 // (default 30s).
@@ -81,8 +82,8 @@ func NewSQL(db *sql.DB, d fxoutbox.Dialect, t Tables, lease time.Duration) (*SQL
 	s, l := quote(d, t.Sagas), quote(d, t.Log)
 	st := &SQL{
 		db: db, d: d, tables: t, owner: uuid.NewString(), lease: lease, now: time.Now,
-		create: "INSERT INTO " + s + " (id, name, status, step, context, version, error, owner, lease_until_ns, awaiting, correlation, deadline_ns, timer, timed_out)" +
-			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		create: "INSERT INTO " + s + " (id, name, status, step, context, version, error, owner, lease_until_ns, awaiting, correlation, deadline_ns, timer, timed_out, shape)" +
+			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		save: "UPDATE " + s + " SET status = ?, step = ?, context = ?, version = ?, error = ?, owner = ?, lease_until_ns = ?," +
 			" awaiting = ?, correlation = ?, deadline_ns = ?, timer = ?, timed_out = ? WHERE id = ? AND version = ?",
 		load:       "SELECT " + columns + " FROM " + s + " WHERE id = ?",
@@ -120,7 +121,7 @@ func (s *SQL) until() int64 { return s.now().Add(s.lease).UnixNano() }
 // Create stores a new saga, owned by this replica.
 func (s *SQL) Create(ctx context.Context, st State) error {
 	_, err := s.conn(ctx).ExecContext(ctx, s.create, st.ID, st.Name, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, s.owner, s.leaseOf(st),
-		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut))
+		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), string(st.Shape))
 	return err
 }
 
@@ -248,11 +249,14 @@ func (s *SQL) query(ctx context.Context, q string, args ...any) ([]State, error)
 	var out []State
 	for rows.Next() {
 		var st State
-		var status, context, timedOut string
+		var status, context, timedOut, shape string
 		var deadline int64
 		if err := rows.Scan(&st.ID, &st.Name, &status, &st.Step, &context, &st.Version, &st.Error,
-			&st.Awaiting, &st.Key, &deadline, &st.Timer, &timedOut); err != nil {
+			&st.Awaiting, &st.Key, &deadline, &st.Timer, &timedOut, &shape); err != nil {
 			return nil, err
+		}
+		if shape != "" {
+			st.Shape = json.RawMessage(shape)
 		}
 		st.Status, st.Context = Status(status), []byte(context)
 		if deadline != 0 {

@@ -1,0 +1,3 @@
+-- Each saga keeps its definition's shape (its steps' names and order, its
+-- waits), so that a tool without the service's code can draw it.
+ALTER TABLE {{.Sagas}} ADD COLUMN shape VARCHAR(8192) NOT NULL DEFAULT '';
