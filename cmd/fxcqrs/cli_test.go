@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	"github.com/fxcqrs/fxcqrs/outbox/outboxtest"
+	fxsaga "github.com/fxcqrs/fxcqrs/saga"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
+}
+
+// The command line on each database: the outbox's status, a dead letter
+// listed, shown, replayed; sagas counted, listed, shown with their
+// diagram, resolved; JSON for scripts.
+func TestCommandLine(t *testing.T) {
+	outboxtest.ForEach(t, func(t *testing.T, d outboxtest.Database) {
+		ctx := context.Background()
+		require.NoError(t, fxsaga.Migrate(ctx, d.DB, d.Dialect, fxsaga.Tables{}))
+		now := time.Now().UnixNano()
+		_, err := d.DB.Exec(d.Dialect.Rebind("INSERT INTO fxcqrs_outbox_dead (id, topic, message_id, payload, metadata, error, failed_ns) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+			41, "orders", "m-41", []byte(`{"id":41}`), `{"name":"OrderPlaced"}`, "message too large", now)
+		require.NoError(t, err)
+		_, err = d.DB.Exec(d.Dialect.Rebind("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata, created_ns) VALUES (?, ?, ?, ?, ?)"),
+			"payments", "m-9", []byte(`{}`), `{}`, now)
+		require.NoError(t, err)
+		store, err := fxsaga.NewSQL(d.DB, d.Dialect, fxsaga.Tables{}, 0)
+		require.NoError(t, err)
+		shape, err := json.Marshal(fxsaga.Shape{Name: "order", Steps: []fxsaga.ShapeStep{{Name: "Reserve"}, {Name: "Charge"}}})
+		require.NoError(t, err)
+		require.NoError(t, store.Create(ctx, fxsaga.State{
+			ID: "failed-1", Name: "order", Status: fxsaga.Failed, Step: 1, Version: 3,
+			Context: []byte(`{"id":7}`), Error: "step Charge: refused; compensating Charge: down", Shape: shape,
+		}))
+		require.NoError(t, store.Create(ctx, fxsaga.State{
+			ID: "waiting-1", Name: "order", Status: fxsaga.Waiting, Step: 1, Version: 2,
+			Context: []byte(`{}`), Awaiting: "orders.Paid", Key: "8", Deadline: time.Now().Add(time.Hour),
+		}))
+
+		cli := func(args ...string) string {
+			t.Helper()
+			var out bytes.Buffer
+			require.NoError(t, run(append([]string{"-dialect", d.Dialect.String(), "-dsn", d.DSN}, args...), &out), "fxcqrs %v", args)
+			return out.String()
+		}
+		status := cli("outbox", "status")
+		assert.Regexp(t, `orders\s+0\s+0\s+0s\s+1`, status)
+		assert.Regexp(t, `payments\s+1\s+1\s+\S+\s+0`, status)
+		assert.Contains(t, status, "scheduled: 0, next due none")
+
+		list := cli("dead", "list", "-name", "OrderPlaced")
+		assert.Regexp(t, `41\s+orders\s+OrderPlaced\s+m-41`, list)
+		assert.NotContains(t, cli("dead", "list", "-error", "timeout"), "m-41")
+		var letters []fxoutbox.DeadLetter
+		require.NoError(t, json.Unmarshal([]byte(cli("-json", "dead", "list")), &letters))
+		require.Len(t, letters, 1)
+		assert.Equal(t, "m-41", letters[0].MessageID)
+		assert.Contains(t, cli("dead", "show", "41"), `{"id":41}`)
+		assert.Contains(t, cli("dead", "replay", "-who", "ops", "-why", "limit raised", "41"), "replay: 1 of 1")
+		assert.Equal(t, 1, outboxtest.Count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox WHERE message_id = 'm-41'"), "back in the outbox")
+
+		assert.Regexp(t, `order\s+FAILED\s+1`, cli("saga", "list"))
+		assert.Contains(t, cli("saga", "list", "-status", "waiting"), "orders.Paid 8 until")
+		show := cli("saga", "show", "failed-1")
+		assert.Contains(t, show, "status:  FAILED at step 1")
+		assert.Contains(t, show, "class comp1 here")
+		assert.Contains(t, cli("saga", "resolve", "-who", "ops", "-why", "refunded by hand", "failed-1"), "is RESOLVED")
+		assert.Contains(t, cli("saga", "show", "failed-1"), "op:resolve    ops: refunded by hand")
+
+		var out bytes.Buffer
+		err = run([]string{"-dialect", d.Dialect.String(), "-dsn", d.DSN, "saga", "retry", "-who", "ops", "-why", "again", "failed-1"}, &out)
+		require.ErrorContains(t, err, "only a failed saga is retried")
+		err = run([]string{"-dialect", d.Dialect.String(), "-dsn", d.DSN, "dead", "frobnicate"}, &out)
+		require.ErrorContains(t, err, "unknown command")
+		assert.True(t, strings.Contains(err.Error(), "usage"))
+	})
+}
