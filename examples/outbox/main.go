@@ -13,6 +13,7 @@
 //	go run ./examples/outbox
 //	go run ./examples/outbox -postgres 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable' -nats nats://127.0.0.1:4222
 //	go run ./examples/outbox -otel    # and print the order's trace, across both services
+//	go run ./examples/outbox -console :8081   # then serve the repair console until ^C
 //
 // With -otel both services run the otel module (fxcqrsotel, otelbus) into
 // one OpenTelemetry SDK, recording in memory: the trace context of
@@ -29,8 +30,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
 	"time"
@@ -41,6 +45,7 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	"github.com/fxcqrs/fxcqrs/bus/natsjs"
+	fxconsole "github.com/fxcqrs/fxcqrs/console"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"go.uber.org/fx"
@@ -302,6 +307,7 @@ func main() {
 	pg := flag.String("postgres", "", "PostgreSQL DSN (default: SQLite files in a temporary directory)")
 	natsURL := flag.String("nats", "nats://127.0.0.1:4222", "NATS JetStream URL, with -postgres")
 	traced := flag.Bool("otel", false, "trace both services with OpenTelemetry and print the order's trace")
+	consoleAddr := flag.String("console", "", "after the run, serve the repair console of the orders service's outbox at this address (:8081) until interrupted")
 	flag.Parse()
 	var tr *tracing
 	if *traced {
@@ -329,4 +335,39 @@ func main() {
 		st.close()
 		os.Exit(1)
 	}
+	if *consoleAddr != "" {
+		if err := serveConsole(*consoleAddr, st.orders); err != nil {
+			fmt.Fprintln(os.Stderr, "outbox: console:", err)
+		}
+	}
+}
+
+// serveConsole serves the repair console of s's outbox at addr until the
+// process is interrupted. It lets everyone in (InsecureAllowEveryone):
+// an example on a developer's machine, never a served service.
+func serveConsole(addr string, s store) error {
+	admin, err := fxoutbox.NewAdmin(s.db, s.dialect, fxoutbox.Tables{}, nil)
+	if err != nil {
+		return err
+	}
+	console, err := fxconsole.New(admin, nil, fxconsole.Config{InsecureAllowEveryone: true, Actions: true})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("console of the orders service's outbox: http://%s/ (everyone may act: an example only); ^C to stop\n", ln.Addr())
+	srv := &http.Server{Handler: console, ReadHeaderTimeout: 5 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
