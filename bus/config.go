@@ -1,6 +1,8 @@
 package fxbus
 
 import (
+	"context"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/zap"
 )
@@ -25,4 +27,15 @@ type Config struct {
 	// Tracer follows each message through spans (the otel module's).
 	// Default: none, at no cost.
 	Tracer Tracer
+	// DeadLetters records each message a subscription dead-letters, beside
+	// its dead letter topic (the outbox module records them in SQL, for
+	// the repair tools). Default: none.
+	DeadLetters DeadLetterRecorder
+}
+
+// DeadLetterRecorder records a message a subscription of topic
+// dead-lettered, with why. An error is logged; the message goes to its
+// dead letter topic all the same.
+type DeadLetterRecorder interface {
+	RecordDeadLetter(ctx context.Context, topic string, msg *message.Message, reason error) error
 }

@@ -48,6 +48,7 @@ type busParams struct {
 	Subscriptions []Subscription     `group:"fxbus.subscriptions"`
 	Propagators   []Propagator       `group:"fxbus.propagators"`
 	Tracer        Tracer             `optional:"true"`
+	DeadLetters   DeadLetterRecorder `optional:"true"`
 }
 
 func provideBus(p busParams) (*Bus, error) {
@@ -58,6 +59,7 @@ func provideBus(p busParams) (*Bus, error) {
 		Marshaler:   p.Marshaler,
 		Propagators: p.Propagators,
 		Tracer:      p.Tracer,
+		DeadLetters: p.DeadLetters,
 	}
 	return New(cfg, p.Routes, p.Subscriptions)
 }

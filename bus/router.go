@@ -160,6 +160,11 @@ func (b *Bus) logDeadLetter(ts *topicSubs) message.HandlerMiddleware {
 			out, err := h(msg)
 			if err != nil && !errors.As(err, new(*redeliver)) {
 				b.deadLettered.Add(1)
+				if rec := b.cfg.DeadLetters; rec != nil {
+					if rerr := rec.RecordDeadLetter(context.WithoutCancel(msg.Context()), ts.topic, msg, err); rerr != nil {
+						b.log.Error("a dead letter could not be recorded; it is in its dead letter topic", zap.String("topic", ts.topic), zap.String("messageId", msg.UUID), zap.Error(rerr))
+					}
+				}
 				b.log.Warn("message goes to the dead letter topic",
 					zap.String("topic", ts.topic), zap.String("deadLetter", ts.dead), zap.String("messageId", msg.UUID), zap.Error(err))
 			}

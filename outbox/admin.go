@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
 )
 
@@ -50,10 +52,17 @@ func NewAdmin(db *sql.DB, d Dialect, t Tables, now func() time.Time) (*Admin, er
 func (o *Outbox) Admin() *Admin { return o.admin }
 
 // DeadLetter is one row the relay could not deliver, or whose delivery in
-// this service failed for good.
+// this service failed for good, or (Inbound) a message a subscription of
+// this service dead-lettered.
 type DeadLetter struct {
-	// ID is the row's id, by which Replay and Discard take it.
+	// ID is the letter's id, by which Replay and Discard take it:
+	// positive for the outbox's, negative for an inbound one.
 	ID int64
+	// Inbound is a message a subscription dead-lettered (recorded beside
+	// its dead letter topic); its replay publishes it to its topic again,
+	// through the outbox, for every subscriber of the topic (those with
+	// the inbox skip it if they had it).
+	Inbound bool
 	// Topic is where it was going.
 	Topic string
 	// MessageID is the message's id, which a replay keeps: the inbox of a
@@ -94,12 +103,44 @@ type DeadLetterFilter struct {
 	Limit int
 }
 
-// ListDead returns the dead letters f selects, oldest first.
+// ListDead returns the dead letters f selects, the outbox's and the
+// inbound ones, by when they failed.
 func (a *Admin) ListDead(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
-	q := "SELECT id, topic, message_id, payload, metadata, error, failed_ns, discarded_ns, discard_reason FROM " + a.d.quote(a.t.DeadLetters)
+	var out []DeadLetter
+	for _, inbound := range []bool{false, true} {
+		letters, err := a.listDead(ctx, f, inbound)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, letters...)
+	}
+	slices.SortStableFunc(out, func(x, y DeadLetter) int { return x.FailedAt.Compare(y.FailedAt) })
+	if len(out) > f.Limit {
+		out = out[:f.Limit]
+	}
+	return out, nil
+}
+
+// deadTable is the table of the outbox's dead letters, or the inbound
+// ones', and the letter's id in it.
+func (a *Admin) deadTable(id int64) (table string, rowID int64, inbound bool) {
+	if id < 0 {
+		return a.d.quote(a.t.InboundDead), -id, true
+	}
+	return a.d.quote(a.t.DeadLetters), id, false
+}
+
+const deadColumns = "id, topic, message_id, payload, metadata, error, failed_ns, discarded_ns, discard_reason"
+
+func (a *Admin) listDead(ctx context.Context, f DeadLetterFilter, inbound bool) ([]DeadLetter, error) {
+	table := a.d.quote(a.t.DeadLetters)
+	if inbound {
+		table = a.d.quote(a.t.InboundDead)
+	}
+	q := "SELECT " + deadColumns + " FROM " + table
 	var where []string
 	var args []any
 	if f.Discarded {
@@ -124,7 +165,7 @@ func (a *Admin) ListDead(ctx context.Context, f DeadLetterFilter) ([]DeadLetter,
 	defer rows.Close()
 	var out []DeadLetter
 	for rows.Next() && len(out) < f.Limit {
-		dl, err := scanDead(rows)
+		dl, err := scanDead(rows, inbound)
 		if err != nil {
 			return nil, err
 		}
@@ -138,8 +179,8 @@ func (a *Admin) ListDead(ctx context.Context, f DeadLetterFilter) ([]DeadLetter,
 
 // Dead returns the dead letter id.
 func (a *Admin) Dead(ctx context.Context, id int64) (DeadLetter, error) {
-	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT id, topic, message_id, payload, metadata, error, failed_ns, discarded_ns, discard_reason FROM "+
-		a.d.quote(a.t.DeadLetters)+" WHERE id = ?"), id)
+	table, rowID, inbound := a.deadTable(id)
+	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT "+deadColumns+" FROM "+table+" WHERE id = ?"), rowID)
 	if err != nil {
 		return DeadLetter{}, fmt.Errorf("fxoutbox: dead letter %d: %w", id, err)
 	}
@@ -147,11 +188,11 @@ func (a *Admin) Dead(ctx context.Context, id int64) (DeadLetter, error) {
 	if !rows.Next() {
 		return DeadLetter{}, errors.Join(fmt.Errorf("fxoutbox: no dead letter %d", id), rows.Err())
 	}
-	return scanDead(rows)
+	return scanDead(rows, inbound)
 }
 
-func scanDead(rows *sql.Rows) (DeadLetter, error) {
-	var dl DeadLetter
+func scanDead(rows *sql.Rows, inbound bool) (DeadLetter, error) {
+	dl := DeadLetter{Inbound: inbound}
 	var meta string
 	var failed, discarded int64
 	if err := rows.Scan(&dl.ID, &dl.Topic, &dl.MessageID, &dl.Payload, &meta, &dl.Error, &failed, &discarded, &dl.DiscardReason); err != nil {
@@ -161,6 +202,9 @@ func scanDead(rows *sql.Rows) (DeadLetter, error) {
 		dl.Metadata = map[string]string{"": meta} // shown as stored
 	}
 	dl.Name = dl.Metadata[fxbus.MetadataName]
+	if inbound {
+		dl.ID = -dl.ID
+	}
 	if failed > 0 {
 		dl.FailedAt = time.Unix(0, failed)
 	}
@@ -179,15 +223,16 @@ func scanDead(rows *sql.Rows) (DeadLetter, error) {
 // none.
 func (a *Admin) Replay(ctx context.Context, ids []int64, who, why string) (int, error) {
 	return a.repair(ctx, "replay", ids, who, why, func(tx *sql.Tx, id int64, now int64) (bool, error) {
+		table, rowID, _ := a.deadTable(id)
 		res, err := tx.ExecContext(ctx, a.d.Rebind("INSERT INTO "+a.d.quote(a.t.Outbox)+" (topic, message_id, payload, metadata, created_ns)"+
-			" SELECT topic, message_id, payload, metadata, ? FROM "+a.d.quote(a.t.DeadLetters)+" WHERE id = ? AND discarded_ns = 0"), now, id)
+			" SELECT topic, message_id, payload, metadata, ? FROM "+table+" WHERE id = ? AND discarded_ns = 0"), now, rowID)
 		if err != nil {
 			return false, err
 		}
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return false, err
 		}
-		_, err = tx.ExecContext(ctx, a.d.Rebind("DELETE FROM "+a.d.quote(a.t.DeadLetters)+" WHERE id = ?"), id)
+		_, err = tx.ExecContext(ctx, a.d.Rebind("DELETE FROM "+table+" WHERE id = ?"), rowID)
 		return err == nil, err
 	})
 }
@@ -201,7 +246,8 @@ func (a *Admin) Discard(ctx context.Context, ids []int64, who, why string) (int,
 		return 0, errors.New("fxoutbox: Discard: say why: the reason is what the letter keeps")
 	}
 	return a.repair(ctx, "discard", ids, who, why, func(tx *sql.Tx, id int64, now int64) (bool, error) {
-		res, err := tx.ExecContext(ctx, a.d.Rebind("UPDATE "+a.d.quote(a.t.DeadLetters)+" SET discarded_ns = ?, discard_reason = ? WHERE id = ? AND discarded_ns = 0"), now, why, id)
+		table, rowID, _ := a.deadTable(id)
+		res, err := tx.ExecContext(ctx, a.d.Rebind("UPDATE "+table+" SET discarded_ns = ?, discard_reason = ? WHERE id = ? AND discarded_ns = 0"), now, why, rowID)
 		if err != nil {
 			return false, err
 		}
@@ -299,3 +345,18 @@ func (a *Admin) Leases(ctx context.Context) ([]Lease, error) {
 	}
 	return out, rows.Err()
 }
+
+// RecordDeadLetter records msg, which a subscription of topic
+// dead-lettered, with why, among the inbound dead letters: the
+// fxbus.DeadLetterRecorder that fxoutbox.Module gives the bus.
+func (a *Admin) RecordDeadLetter(ctx context.Context, topic string, msg *message.Message, reason error) error {
+	meta, err := json.Marshal(msg.Metadata)
+	if err != nil {
+		return err
+	}
+	_, err = a.db.ExecContext(ctx, a.d.Rebind("INSERT INTO "+a.d.quote(a.t.InboundDead)+" (topic, message_id, payload, metadata, error, failed_ns) VALUES (?, ?, ?, ?, ?, ?)"),
+		topic, msg.UUID, []byte(msg.Payload), string(meta), reason.Error(), a.now().UnixNano())
+	return err
+}
+
+var _ fxbus.DeadLetterRecorder = (*Admin)(nil)

@@ -8,12 +8,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxtest"
 )
 
 // mendedPublisher refuses every message as too large until it is mended,
@@ -134,4 +138,70 @@ func TestAdminDeadLetters(t *testing.T) {
 		require.NoError(t, err)
 		assert.NotEmpty(t, leases, "the relay's")
 	})
+}
+
+// Under the outbox module, what a subscription dead-letters is recorded
+// in SQL too, listed with the outbox's letters (a negative id), and its
+// replay publishes it to its topic again, through the outbox, with its
+// id: the subscription handles it once it can.
+func TestInboundDeadLetters(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 16, Persistent: true}, watermill.NopLogger{})
+	t.Cleanup(func() { _ = gc.Close() })
+	var (
+		o       *fxoutbox.Outbox
+		fixed   atomic.Bool
+		handled = make(chan string, 4)
+	)
+	app := fxtest.New(t,
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
+		fx.Supply(d.DB, fxoutbox.Config{Dialect: fxoutbox.SQLite, Inbox: true, Relay: fxoutbox.RelayConfig{PollInterval: 10 * time.Millisecond}}),
+		fx.Supply(fx.Annotate(gc, fx.As(new(message.Publisher)), fx.As(new(message.Subscriber)))),
+		fxbus.Subscribe[OrderPlaced]("inbound", fxbus.Retry(fxbus.RetryPolicy{MaxRetries: 1, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond})),
+		fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] {
+			return func(ctx context.Context, e OrderPlaced) error {
+				if !fixed.Load() {
+					return errors.New("the ledger is down")
+				}
+				handled <- fxbus.MessageID(ctx)
+				return nil
+			}
+		}),
+		fx.Populate(&o),
+	)
+	app.RequireStart()
+	defer app.RequireStop()
+	msg := message.NewMessage(watermill.NewUUID(), []byte(`{"ID":5}`))
+	msg.Metadata.Set(fxbus.MetadataName, "OrderPlaced")
+	require.NoError(t, gc.Publish("inbound", msg))
+	var letters []fxoutbox.DeadLetter
+	waitFor(t, func() bool {
+		var err error
+		letters, err = o.Admin().ListDead(context.Background(), fxoutbox.DeadLetterFilter{Topic: "inbound"})
+		require.NoError(t, err)
+		return len(letters) == 1
+	})
+	l := letters[0]
+	assert.True(t, l.Inbound)
+	assert.Negative(t, l.ID)
+	assert.Equal(t, msg.UUID, l.MessageID)
+	assert.Contains(t, l.Error, "the ledger is down")
+	counts, err := o.Admin().DeadLetters(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, []fxoutbox.TopicDeadLetters{{Topic: "inbound", Rows: 1, Last: l.FailedAt}}, counts)
+
+	fixed.Store(true)
+	n, err := o.Admin().Replay(context.Background(), []int64{l.ID}, "ops", "the ledger is back")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	select {
+	case id := <-handled:
+		assert.Equal(t, msg.UUID, id, "handled with its own id")
+	case <-time.After(20 * time.Second):
+		t.Fatal("the replayed message was never handled")
+	}
+	left, err := o.Admin().ListDead(context.Background(), fxoutbox.DeadLetterFilter{})
+	require.NoError(t, err)
+	assert.Empty(t, left)
 }

@@ -58,6 +58,10 @@ type Tables struct {
 	// and "_repairs" ("fxcqrs_outbox_repairs"), so that two outboxes in
 	// one database that name their other tables apart need not name it.
 	Repairs string `json:"repairs" yaml:"repairs"`
+	// InboundDead records the messages inbound subscriptions
+	// dead-lettered, beside their dead letter topic, for the repair
+	// tools. Default: Outbox's name and "_inbound_dead".
+	InboundDead string `json:"inboundDead" yaml:"inboundDead"`
 	// Migrations records which of the schema's migrations were applied.
 	// Default "fxcqrs_outbox_migrations".
 	Migrations string `json:"migrations" yaml:"migrations"`
@@ -79,6 +83,9 @@ func (t Tables) withDefaults() Tables {
 	if t.Scheduled == "" {
 		t.Scheduled = "fxcqrs_outbox_scheduled"
 	}
+	if t.InboundDead == "" {
+		t.InboundDead = sqlschema.IndexName(t.Outbox, "inbound_dead")
+	}
 	if t.Repairs == "" {
 		t.Repairs = sqlschema.IndexName(t.Outbox, "repairs") // shortened, with a hash, past 63 characters
 	}
@@ -96,6 +103,7 @@ func (t Tables) validate() error {
 		{Role: "Inbox", Name: t.Inbox},
 		{Role: "Scheduled", Name: t.Scheduled},
 		{Role: "Repairs", Name: t.Repairs},
+		{Role: "InboundDead", Name: t.InboundDead},
 		{Role: "Migrations", Name: t.Migrations},
 	}, sqlschema.Foreign("fxoutbox"))
 }
@@ -149,8 +157,8 @@ type queries struct {
 	promoteIn    string // with %s for the ids' placeholders
 	unscheduleIn string // likewise
 	// The read API's (inspect.go).
-	backlog, lag, deadByTopic, scheduledSummary string
-	dialect                                     Dialect
+	backlog, lag, deadByTopic, inboundDeadByTopic, scheduledSummary string
+	dialect                                                         Dialect
 }
 
 func (d Dialect) queries(t Tables) queries {
@@ -190,13 +198,15 @@ func (d Dialect) queries(t Tables) queries {
 			" f WHERE f.topic = t.topic AND f.due_ns <= ? ORDER BY f.id LIMIT 1)) FROM t WHERE t.topic IS NOT NULL",
 		deadByTopic:      "SELECT topic, COUNT(*), MAX(failed_ns) FROM " + dl + " WHERE discarded_ns = 0 GROUP BY topic ORDER BY topic",
 		scheduledSummary: "SELECT COUNT(*), MIN(due_ns) FROM " + sc,
-		deleteRow:        "DELETE FROM " + o + " WHERE id = ?",
-		deleteIn:         "DELETE FROM " + o + " WHERE id IN (%s) AND EXISTS (SELECT 1 FROM " + l + " WHERE topic = ? AND owner = ? AND until_ns >= ?)",
-		dead:             "INSERT INTO " + dl + " (id, topic, message_id, payload, metadata, error, failed_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
-		renewLease:       "UPDATE " + l + " SET owner = ?, until_ns = ? WHERE topic = ? AND (owner = ? OR until_ns < ?)",
-		takeLease:        fmt.Sprintf(insertIgnore, l, "topic, owner, until_ns", "?, ?, ?"),
-		dropLeases:       "DELETE FROM " + l + " WHERE owner = ?",
-		inboxInsert:      fmt.Sprintf(insertIgnore, in, "handler, message_id, handled_ns", "?, ?, ?"),
+		inboundDeadByTopic: "SELECT topic, COUNT(*), MAX(failed_ns) FROM " + d.quote(t.InboundDead) +
+			" WHERE discarded_ns = 0 GROUP BY topic ORDER BY topic",
+		deleteRow:   "DELETE FROM " + o + " WHERE id = ?",
+		deleteIn:    "DELETE FROM " + o + " WHERE id IN (%s) AND EXISTS (SELECT 1 FROM " + l + " WHERE topic = ? AND owner = ? AND until_ns >= ?)",
+		dead:        "INSERT INTO " + dl + " (id, topic, message_id, payload, metadata, error, failed_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
+		renewLease:  "UPDATE " + l + " SET owner = ?, until_ns = ? WHERE topic = ? AND (owner = ? OR until_ns < ?)",
+		takeLease:   fmt.Sprintf(insertIgnore, l, "topic, owner, until_ns", "?, ?, ?"),
+		dropLeases:  "DELETE FROM " + l + " WHERE owner = ?",
+		inboxInsert: fmt.Sprintf(insertIgnore, in, "handler, message_id, handled_ns", "?, ?, ?"),
 		inboxCleanup: map[Dialect]string{
 			PostgreSQL: "DELETE FROM " + in + " WHERE (handler, message_id) IN (SELECT handler, message_id FROM " + in + " WHERE handled_ns < ? LIMIT ?)",
 			MySQL:      "DELETE FROM " + in + " WHERE handled_ns < ? LIMIT ?",
@@ -206,7 +216,7 @@ func (d Dialect) queries(t Tables) queries {
 	for _, p := range []*string{
 		&q.insert, &q.topics, &q.rows, &q.deleteRow, &q.dead, &q.renewLease, &q.takeLease, &q.dropLeases, &q.inboxInsert, &q.inboxCleanup,
 		&q.retry, &q.schedule, &q.cancel, &q.dueIDs, &q.nextDue,
-		&q.backlog, &q.lag, &q.deadByTopic, &q.scheduledSummary,
+		&q.backlog, &q.lag, &q.deadByTopic, &q.inboundDeadByTopic, &q.scheduledSummary,
 	} {
 		*p = d.Rebind(*p)
 	}

@@ -3,7 +3,9 @@ package fxoutbox
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
@@ -83,27 +85,46 @@ type TopicDeadLetters struct {
 	Last time.Time
 }
 
-// DeadLetters returns how many dead letters each topic has (the ones not
-// discarded): one aggregate over the dead letter table.
+// DeadLetters returns how many dead letters each topic has, the outbox's
+// and the inbound ones (those not discarded): one aggregate over each
+// table.
 func (a *Admin) DeadLetters(ctx context.Context) ([]TopicDeadLetters, error) {
-	rows, err := a.db.QueryContext(ctx, a.q.deadByTopic)
-	if err != nil {
-		return nil, fmt.Errorf("fxoutbox: dead letters: %w", err)
-	}
-	defer rows.Close()
-	var out []TopicDeadLetters
-	for rows.Next() {
-		var d TopicDeadLetters
-		var last int64
-		if err := rows.Scan(&d.Topic, &d.Rows, &last); err != nil {
+	byTopic := map[string]*TopicDeadLetters{}
+	var topics []string
+	for _, q := range []string{a.q.deadByTopic, a.q.inboundDeadByTopic} {
+		rows, err := a.db.QueryContext(ctx, q)
+		if err != nil {
 			return nil, fmt.Errorf("fxoutbox: dead letters: %w", err)
 		}
-		if last > 0 {
-			d.Last = time.Unix(0, last)
+		for rows.Next() {
+			var topic string
+			var n int
+			var last int64
+			if err := rows.Scan(&topic, &n, &last); err != nil {
+				_ = rows.Close()
+				return nil, fmt.Errorf("fxoutbox: dead letters: %w", err)
+			}
+			d := byTopic[topic]
+			if d == nil {
+				d = &TopicDeadLetters{Topic: topic}
+				byTopic[topic] = d
+				topics = append(topics, topic)
+			}
+			d.Rows += n
+			if t := time.Unix(0, last); last > 0 && t.After(d.Last) {
+				d.Last = t
+			}
 		}
-		out = append(out, d)
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return nil, fmt.Errorf("fxoutbox: dead letters: %w", err)
+		}
 	}
-	return out, rows.Err()
+	slices.Sort(topics)
+	out := make([]TopicDeadLetters, len(topics))
+	for i, t := range topics {
+		out[i] = *byTopic[t]
+	}
+	return out, nil
 }
 
 // ScheduledSummary is what waits for its time.

@@ -63,6 +63,7 @@ func migrationSet(d Dialect, t Tables) (sqlschema.Set, error) {
 		"ScheduledDueIndex": d.quote(sqlschema.IndexName(t.Scheduled, "due")),
 		"ScheduledIDIndex":  d.quote(sqlschema.IndexName(t.Scheduled, "message_id")),
 		"Repairs":           d.quote(t.Repairs),
+		"InboundDead":       d.quote(t.InboundDead),
 	})
 	if err != nil {
 		return sqlschema.Set{}, fmt.Errorf("fxoutbox: schema for %s: %w", d, err)

@@ -272,6 +272,12 @@ var Module = fx.Options(
 	fx.Module("fxoutbox",
 		fx.Provide(provideOutbox),
 		fxcqrs.AsChecks(func(o *Outbox) []fxcqrs.Check { return o.Checks() }),
+		// The bus records what its subscriptions dead-letter here, for the
+		// repair tools: from the database alone, so that the bus needs no
+		// *Outbox (which needs the bus).
+		fx.Provide(func(db *sql.DB, cfg Config) (fxbus.DeadLetterRecorder, error) {
+			return NewAdmin(db, cfg.Dialect, cfg.Tables, cfg.Now)
+		}),
 		fxcqrs.AsMiddleware(func(o *Outbox) fxcqrs.Middleware { return o.UnitOfWork() }),
 		fx.Invoke(func(o *Outbox, m *fxcqrs.Mediator) { o.DeliverTo(m) }),
 	),

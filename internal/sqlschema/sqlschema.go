@@ -101,7 +101,7 @@ func CheckRoles(module string, roles []Role, foreign []string) error {
 
 // Defaults is every module's default table names, by module.
 var Defaults = map[string][]string{
-	"fxoutbox": {"fxcqrs_outbox", "fxcqrs_outbox_dead", "fxcqrs_outbox_leases", "fxcqrs_inbox", "fxcqrs_outbox_scheduled", "fxcqrs_outbox_repairs", "fxcqrs_outbox_migrations"},
+	"fxoutbox": {"fxcqrs_outbox", "fxcqrs_outbox_dead", "fxcqrs_outbox_leases", "fxcqrs_inbox", "fxcqrs_outbox_scheduled", "fxcqrs_outbox_repairs", "fxcqrs_outbox_inbound_dead", "fxcqrs_outbox_migrations"},
 	"fxsaga":   {"fxcqrs_sagas", "fxcqrs_saga_log", "fxcqrs_saga_migrations"},
 }
 

@@ -11,3 +11,17 @@ CREATE TABLE {{.Repairs}} (
     who    VARCHAR(255) NOT NULL,
     why    TEXT         NOT NULL
 ) ENGINE = InnoDB;
+-- A message an inbound subscription dead-lettered, recorded here too: a
+-- broker such as RabbitMQ cannot browse its dead letter queue without
+-- consuming it, and the in-process broker keeps nothing.
+CREATE TABLE {{.InboundDead}} (
+    id             BIGINT        NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    topic          VARCHAR(255)  NOT NULL,
+    message_id     VARCHAR(64)   NOT NULL,
+    payload        LONGBLOB      NOT NULL,
+    metadata       TEXT          NOT NULL,
+    error          TEXT          NOT NULL,
+    failed_ns      BIGINT        NOT NULL,
+    discarded_ns   BIGINT        NOT NULL DEFAULT 0,
+    discard_reason VARCHAR(1024) NOT NULL DEFAULT ''
+) ENGINE = InnoDB;
