@@ -223,7 +223,11 @@ func TestEventAndDeadlineRace(t *testing.T) {
 		}
 		t.Logf("outcomes: %v; unmatched events: %d", outcomes, rig.r.Unmatched())
 		assert.Equal(t, int64(outcomes[fxsaga.Compensated]), rig.r.Unmatched(), "each event that lost is counted")
-		assert.Equal(t, 0, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled"), "no deadline left behind")
+		// Each deadline was cancelled or, due, moved into the outbox by the
+		// relay (a cancel that lost a lock to the relay leaves its row to
+		// the relay; the saga has moved on when it comes).
+		require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled") == 0 }, 20*time.Second, 5*time.Millisecond,
+			"no deadline left behind")
 	})
 }
 
