@@ -101,13 +101,9 @@ func resumeOne[C any](ctx context.Context, r *Runner, s *Saga[C], st State, e an
 	if w.match(e) != st.Key {
 		return false, nil
 	}
-	take := st
-	take.Status, take.Version = Running, st.Version+1
+	take := taken(st)
 	saved, err := r.step(ctx, take, i, s.names[i], "resume", func(ctx context.Context) (State, error) {
-		if err := r.store.Save(ctx, take); err != nil {
-			if errors.Is(err, ErrFenced) {
-				return take, errMovedOn
-			}
+		if err := r.take(ctx, take); err != nil {
 			return take, err
 		}
 		var c C
@@ -140,6 +136,24 @@ func resumeOne[C any](ctx context.Context, r *Runner, s *Saga[C], st State, e an
 	return true, nil
 }
 
+// taken is st taken out of Waiting: Running, one version on.
+func taken(st State) State {
+	st.Status, st.Version = Running, st.Version+1
+	return st
+}
+
+// take saves take, the saga taken out of Waiting, in ctx's transaction:
+// its row's lock decides the race between the event and the deadline.
+// The loser's save is fenced, which is errMovedOn: the other committed
+// first.
+func (r *Runner) take(ctx context.Context, take State) error {
+	err := r.store.Save(ctx, take)
+	if errors.Is(err, ErrFenced) {
+		return errMovedOn
+	}
+	return err
+}
+
 // deadline times the saga of d out, unless it moved on since.
 func (r *Runner) deadline(ctx context.Context, d Deadline) error {
 	st, err := r.store.Load(ctx, d.ID)
@@ -167,13 +181,9 @@ func (s *Saga[C]) expireWith(ctx context.Context, r *Runner, st State) error {
 	}
 	i := st.Step
 	w := s.waits[i]
-	take := st
-	take.Status, take.Version = Running, st.Version+1
+	take := taken(st)
 	saved, err := r.step(ctx, take, i, s.names[i], "deadline", func(ctx context.Context) (State, error) {
-		if err := r.store.Save(ctx, take); err != nil {
-			if errors.Is(err, ErrFenced) {
-				return take, errMovedOn
-			}
+		if err := r.take(ctx, take); err != nil {
 			return take, err
 		}
 		next := take
