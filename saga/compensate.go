@@ -18,6 +18,9 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 		cause = errors.New(st.Error) // recovered: the cause as persisted
 	}
 	for st.Step >= 0 {
+		if err := ctx.Err(); err != nil {
+			return c, err // stopping: left Compensating, consistent, for recovery
+		}
 		i := st.Step
 		var lastErr error
 		wait := r.cfg.CompensationBackoff

@@ -377,6 +377,9 @@ func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, rep
 	}
 	var failed error
 	for st.Status == Running && st.Step < len(s.steps) {
+		if err := ctx.Err(); err != nil {
+			return c, err // stopping: left Running, consistent, for recovery
+		}
 		i := st.Step
 		w, waits := s.waits[i]
 		timedOut := waits && slices.Contains(st.TimedOut, i)

@@ -37,7 +37,7 @@ func (r *Runner) step(ctx context.Context, st State, i int, name, action string,
 	if errors.As(err, &evErr) {
 		err = nil // the step's own work committed; its events' failures are theirs
 	}
-	if err != nil && !errors.Is(err, errMovedOn) {
+	if err != nil && !errors.Is(err, errMovedOn) && ctx.Err() == nil { // a stop is no failure of the step's
 		if logErr := r.store.Log(ctx, Entry{SagaID: st.ID, Step: i, Action: action, Err: err.Error(), At: r.now()}); logErr != nil {
 			r.logger.Warn("fxsaga: the step's failure could not be logged", zap.String("saga", st.ID), zap.Error(logErr))
 		}

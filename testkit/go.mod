@@ -6,12 +6,14 @@ replace (
 	github.com/fxcqrs/fxcqrs => ../
 	github.com/fxcqrs/fxcqrs/bus => ../bus
 	github.com/fxcqrs/fxcqrs/outbox => ../outbox
+	github.com/fxcqrs/fxcqrs/saga => ../saga
 )
 
 require (
 	github.com/fxcqrs/fxcqrs v0.0.0-00010101000000-000000000000
 	github.com/fxcqrs/fxcqrs/bus v0.0.0-00010101000000-000000000000
 	github.com/fxcqrs/fxcqrs/outbox v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/saga v0.0.0-00010101000000-000000000000
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
 	modernc.org/sqlite v1.62.0
