@@ -81,7 +81,10 @@ type CheckError struct {
 	Err  error
 }
 
+// Error names the check and says why it failed.
 func (e *CheckError) Error() string { return e.Name + ": " + e.Err.Error() }
+
+// Unwrap returns the check's error.
 func (e *CheckError) Unwrap() error { return e.Err }
 
 // Live runs the liveness checks and joins the failures' *CheckErrors.

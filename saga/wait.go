@@ -76,7 +76,6 @@ type waiter[C any] interface {
 	eventType() reflect.Type
 	eventName() string
 	within() time.Duration
-	before() Step[C]
 	timeoutStep() Step[C]
 	key(c *C) string
 	match(e any) string
@@ -133,7 +132,6 @@ func (s *waitStep[C, E]) check() error {
 func (s *waitStep[C, E]) eventType() reflect.Type { return reflect.TypeFor[E]() }
 func (s *waitStep[C, E]) eventName() string       { return s.eventType().String() }
 func (s *waitStep[C, E]) within() time.Duration   { return s.w.Within }
-func (s *waitStep[C, E]) before() Step[C]         { return s.w.Step }
 func (s *waitStep[C, E]) timeoutStep() Step[C]    { return s.w.OnTimeout }
 func (s *waitStep[C, E]) key(c *C) string         { return s.w.Key(c) }
 func (s *waitStep[C, E]) match(e any) string      { return s.w.Match(e.(E)) }
