@@ -276,3 +276,13 @@ func (b *Bus) Checks() []fxcqrs.Check {
 		return errors.Join(errs...)
 	}}}
 }
+
+// Subscribed returns the topics the bus's subscriptions consume, sorted.
+func (b *Bus) Subscribed() []string {
+	topics := make([]string, 0, len(b.topics))
+	for t := range b.topics {
+		topics = append(topics, t)
+	}
+	slices.Sort(topics)
+	return topics
+}
