@@ -20,8 +20,8 @@ import (
 	"github.com/fxcqrs/fxcqrs/bus/amqpbus"
 	"github.com/fxcqrs/fxcqrs/bus/natsjs"
 	"github.com/fxcqrs/fxcqrs/bus/redisbus"
-	"github.com/fxcqrs/fxcqrs/internal/crashtest"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	"github.com/fxcqrs/fxcqrs/testkit/crashtest"
 	nc "github.com/nats-io/nats.go"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
@@ -162,34 +162,15 @@ func crash(t *testing.T, d database, broker string) {
 		assert.Len(t, followups, len(committed), "no follow-up of an order that never committed")
 		assert.Empty(t, ids(t, d.DB, "SELECT order_id FROM followups WHERE late_ns < 0"), "no follow-up ran before it was due")
 	}
-	effects := ids(t, d.DB, "SELECT order_id FROM effects")
-	deliveries := ids(t, d.DB, "SELECT order_id FROM deliveries")
-
-	committedSet := map[int64]bool{}
 	for _, id := range committed {
 		assert.NotZero(t, id%5, "order %d was to roll back, and committed", id)
-		committedSet[id] = true
 	}
-	perOrder := map[int64]int{}
-	for _, id := range effects {
-		perOrder[id]++
-	}
-	for _, id := range committed {
-		assert.Equal(t, 1, perOrder[id], "order %d: its effect exactly once", id)
-	}
-	for id := range perOrder {
-		assert.True(t, committedSet[id], "order %d was never committed, yet delivered", id)
-	}
-	seen := map[int64]bool{}
-	dups := 0
-	for _, id := range deliveries {
-		assert.True(t, committedSet[id], "a delivery of order %d, which never committed", id)
-		if seen[id] {
-			dups++
-		}
-		seen[id] = true
-	}
-	assert.Len(t, seen, len(committed), "every committed order delivered")
+	// The outbox's promises, by the kit every service can use.
+	report, err := crashtest.CheckOutbox(context.Background(), d.DB, crashtest.Promises{
+		Committed: "SELECT id FROM orders", Deliveries: "SELECT order_id FROM deliveries", Effects: "SELECT order_id FROM effects",
+	})
+	require.NoError(t, err)
+	dups := report.Duplicates
 	// A kill between a batch's publish and its delete sends the batch
 	// again: at most one batch of duplicates per kill reaches the
 	// consumer (which redelivers on its own failures too).
@@ -206,7 +187,7 @@ func crash(t *testing.T, d database, broker string) {
 		require.NoError(t, err)
 		assert.Equal(t, uint64(len(committed)), info.State.Msgs, "one message in the stream per committed order: no relay duplicate")
 	}
-	t.Logf("%d kills: %d orders committed, %d delivered, %d raw duplicates, %d effects", crashRounds, len(committed), len(seen), dups, len(effects))
+	t.Logf("%d kills: %d orders committed, %d delivered, %d raw duplicates, %d effects", crashRounds, report.Committed, report.Delivered, dups, report.Effects)
 }
 
 func ids(t testing.TB, db *sql.DB, query string) []int64 {

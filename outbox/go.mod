@@ -5,6 +5,8 @@ go 1.26.0
 replace (
 	github.com/fxcqrs/fxcqrs => ../
 	github.com/fxcqrs/fxcqrs/bus => ../bus
+	github.com/fxcqrs/fxcqrs/saga => ../saga
+	github.com/fxcqrs/fxcqrs/testkit => ../testkit
 )
 
 require (
@@ -12,6 +14,7 @@ require (
 	github.com/ThreeDotsLabs/watermill-nats/v2 v2.1.3
 	github.com/fxcqrs/fxcqrs v0.0.0-00010101000000-000000000000
 	github.com/fxcqrs/fxcqrs/bus v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/testkit v0.0.0-00010101000000-000000000000
 	github.com/go-sql-driver/mysql v1.10.1
 	github.com/google/uuid v1.6.0
 	github.com/jackc/pgx/v5 v5.12.0

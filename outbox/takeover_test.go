@@ -15,8 +15,8 @@ import (
 
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	"github.com/fxcqrs/fxcqrs/bus/natsjs"
-	"github.com/fxcqrs/fxcqrs/internal/crashtest"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	"github.com/fxcqrs/fxcqrs/testkit/crashtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )

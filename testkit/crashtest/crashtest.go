@@ -3,7 +3,8 @@
 // (seeded, so that a failing run can be replayed), restarts it, and
 // finally runs it once more to drain: what durability tests are made of.
 // The caller then checks its invariants on what the children left in the
-// database.
+// database: CheckOutbox checks the outbox's. fxcqrs's own crash tests run
+// on it; so can a service's, against its own application.
 //
 // A test and its child live in one test file:
 //
@@ -23,6 +24,8 @@ package crashtest
 
 import (
 	"bufio"
+	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -175,4 +178,93 @@ func (h Harness) child(mode string, round int) *exec.Cmd {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	return cmd
+}
+
+// Promises are the queries CheckOutbox checks the outbox's promises with,
+// each returning one id per row: of what committed (the producer's
+// rows), of each delivery to the consumer (duplicates included), and of
+// each effect the consumer applied (once per id is the inbox's promise).
+type Promises struct {
+	Committed, Deliveries, Effects string
+}
+
+// Report is what CheckOutbox counted.
+type Report struct {
+	Committed  int // ids that committed
+	Delivered  int // of them, delivered at least once
+	Duplicates int // deliveries beyond the first of an id
+	Effects    int // effects applied
+}
+
+// CheckOutbox checks the outbox's promises on what a crash test left in
+// db: every committed id delivered; no delivery or effect of an id that
+// never committed (a rolled-back transaction's); each committed id's
+// effect applied once. It returns the counts, and an error that lists
+// every broken promise.
+func CheckOutbox(ctx context.Context, db *sql.DB, p Promises) (Report, error) {
+	committed, err := ids(ctx, db, p.Committed)
+	if err != nil {
+		return Report{}, err
+	}
+	deliveries, err := ids(ctx, db, p.Deliveries)
+	if err != nil {
+		return Report{}, err
+	}
+	effects, err := ids(ctx, db, p.Effects)
+	if err != nil {
+		return Report{}, err
+	}
+	r := Report{Committed: len(committed), Effects: len(effects)}
+	isCommitted := map[int64]bool{}
+	for _, id := range committed {
+		isCommitted[id] = true
+	}
+	var broken []error
+	delivered := map[int64]int{}
+	for _, id := range deliveries {
+		if !isCommitted[id] {
+			broken = append(broken, fmt.Errorf("%d was delivered, and never committed", id))
+		}
+		if delivered[id]++; delivered[id] > 1 {
+			r.Duplicates++
+		}
+	}
+	applied := map[int64]int{}
+	for _, id := range effects {
+		if !isCommitted[id] {
+			broken = append(broken, fmt.Errorf("%d had an effect, and never committed", id))
+		}
+		applied[id]++
+	}
+	for _, id := range committed {
+		if delivered[id] > 0 {
+			r.Delivered++
+		} else {
+			broken = append(broken, fmt.Errorf("%d committed, and was never delivered", id))
+		}
+		if n := applied[id]; n != 1 {
+			broken = append(broken, fmt.Errorf("%d committed, and had its effect %d times", id, n))
+		}
+	}
+	if len(broken) > 10 {
+		broken = append(broken[:10], fmt.Errorf("and %d more", len(broken)-10))
+	}
+	return r, errors.Join(broken...)
+}
+
+func ids(ctx context.Context, db *sql.DB, query string) ([]int64, error) {
+	rows, err := db.QueryContext(ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("crashtest: %s: %w", query, err)
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
 }
