@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+
+	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+)
+
+// dead list, show, replay, discard.
+
+func (c *cli) deadList(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("dead list", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var f fxoutbox.DeadLetterFilter
+	fs.StringVar(&f.Topic, "topic", "", "only this topic")
+	fs.StringVar(&f.Name, "name", "", "only this event name")
+	fs.StringVar(&f.ErrorContains, "error", "", "only letters whose error has this text")
+	since := fs.String("since", "", "failed at or after (RFC 3339)")
+	until := fs.String("until", "", "failed before (RFC 3339)")
+	fs.BoolVar(&f.Discarded, "discarded", false, "the discarded letters instead")
+	fs.IntVar(&f.Limit, "limit", 100, "at most this many")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if f.Since, err = parseTime(*since); err != nil {
+		return fmt.Errorf("-since: %w", err)
+	}
+	if f.Until, err = parseTime(*until); err != nil {
+		return fmt.Errorf("-until: %w", err)
+	}
+	dead, err := c.admin.ListDead(ctx, f)
+	if err != nil {
+		return err
+	}
+	rows := make([][]string, len(dead))
+	for i, d := range dead {
+		rows[i] = []string{strconv.FormatInt(d.ID, 10), d.Topic, d.Name, d.MessageID, timeOf(d.FailedAt), oneLine(d.Error, 80)}
+	}
+	return c.print(dead, []string{"ID", "TOPIC", "NAME", "MESSAGE", "FAILED", "ERROR"}, rows)
+}
+
+func (c *cli) deadShow(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return errors.New("dead show ID")
+	}
+	id, err := strconv.ParseInt(args[0], 10, 64)
+	if err != nil {
+		return fmt.Errorf("dead show: %q is no id", args[0])
+	}
+	d, err := c.admin.Dead(ctx, id)
+	if err != nil {
+		return err
+	}
+	if c.asJSON {
+		return c.print(d, nil, nil)
+	}
+	fmt.Fprintf(c.out, "id:       %d\ntopic:    %s\nname:     %s\nmessage:  %s\nfailed:   %s\nerror:    %s\n", d.ID, d.Topic, d.Name, d.MessageID, timeOf(d.FailedAt), d.Error)
+	if !d.Discarded.IsZero() {
+		fmt.Fprintf(c.out, "discarded: %s: %s\n", timeOf(d.Discarded), d.DiscardReason)
+	}
+	fmt.Fprintln(c.out, "metadata:")
+	for k, v := range d.Metadata {
+		fmt.Fprintf(c.out, "  %s: %s\n", k, v)
+	}
+	_, err = fmt.Fprintf(c.out, "payload:\n%s\n", d.Payload)
+	return err
+}
+
+func (c *cli) deadRepair(ctx context.Context, action string, args []string) error {
+	fs := flag.NewFlagSet("dead "+action, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	who := fs.String("who", os.Getenv("USER"), "who asks (recorded)")
+	why := fs.String("why", "", "why (recorded; a discarded letter keeps it)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var ids []int64
+	for _, a := range fs.Args() {
+		id, err := strconv.ParseInt(a, 10, 64)
+		if err != nil {
+			return fmt.Errorf("dead %s: %q is no id", action, a)
+		}
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		return fmt.Errorf("dead %s: which letters? give their ids", action)
+	}
+	do := c.admin.Replay
+	if action == "discard" {
+		do = c.admin.Discard
+	}
+	n, err := do(ctx, ids, *who, *why)
+	if err != nil {
+		return err
+	}
+	if c.asJSON {
+		return c.print(map[string]int{action + "ed": n}, nil, nil)
+	}
+	_, err = fmt.Fprintf(c.out, "%s: %d of %d (the others were replayed or discarded already, or are unknown)\n", action, n, len(ids))
+	return err
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	fxsaga "github.com/fxcqrs/fxcqrs/saga"
+)
+
+// saga list, show, retry, compensate, resolve.
+
+func (c *cli) sagaList(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("saga list", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	name := fs.String("name", "", "only this saga")
+	status := fs.String("status", "", "only this status: RUNNING, WAITING, COMPENSATING, FAILED, SET_ASIDE, …")
+	limit := fs.Int("limit", 100, "at most this many")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *name == "" && *status == "" {
+		counts, err := c.sagas.Counts(ctx)
+		if err != nil {
+			return err
+		}
+		rows := make([][]string, len(counts))
+		for i, n := range counts {
+			rows[i] = []string{n.Name, string(n.Status), strconv.Itoa(n.N)}
+		}
+		return c.print(counts, []string{"SAGA", "STATUS", "COUNT"}, rows)
+	}
+	states, err := c.sagas.List(ctx, *name, fxsaga.Status(strings.ToUpper(*status)), *limit)
+	if err != nil {
+		return err
+	}
+	rows := make([][]string, len(states))
+	for i, st := range states {
+		waits := ""
+		if st.Status == fxsaga.Waiting {
+			waits = st.Awaiting + " " + st.Key + " until " + timeOf(st.Deadline)
+		}
+		rows[i] = []string{st.ID, st.Name, string(st.Status), strconv.Itoa(st.Step), waits, oneLine(st.Error, 60)}
+	}
+	return c.print(states, []string{"ID", "SAGA", "STATUS", "STEP", "WAITS FOR", "ERROR"}, rows)
+}
+
+func (c *cli) sagaShow(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return errors.New("saga show ID")
+	}
+	st, err := c.sagas.Load(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	entries, err := c.sagas.Entries(ctx, st.ID)
+	if err != nil {
+		return err
+	}
+	sh, hasShape := fxsaga.ShapeOf(st)
+	if c.asJSON {
+		v := map[string]any{"state": st, "log": entries}
+		if hasShape {
+			v["mermaid"] = sh.MermaidAt(st)
+		}
+		return c.print(v, nil, nil)
+	}
+	fmt.Fprintf(c.out, "saga:    %s %s\nstatus:  %s at step %d (version %d)\n", st.Name, st.ID, st.Status, st.Step, st.Version)
+	if st.Status == fxsaga.Waiting {
+		fmt.Fprintf(c.out, "waits:   for %s %q until %s\n", st.Awaiting, st.Key, timeOf(st.Deadline))
+	}
+	if st.Error != "" {
+		fmt.Fprintf(c.out, "error:   %s\n", st.Error)
+	}
+	fmt.Fprintf(c.out, "context: %s\nlog:\n", st.Context)
+	for _, e := range entries {
+		outcome := "ok"
+		if e.Err != "" {
+			outcome = e.Err
+		}
+		fmt.Fprintf(c.out, "  step %d %-13s %s\n", e.Step, e.Action, outcome)
+	}
+	if hasShape {
+		fmt.Fprintf(c.out, "diagram (Mermaid; where it is: class here):\n%s", sh.MermaidAt(st))
+	}
+	return nil
+}
+
+func (c *cli) sagaMark(ctx context.Context, action string, args []string) error {
+	fs := flag.NewFlagSet("saga "+action, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	who := fs.String("who", os.Getenv("USER"), "who asks (logged)")
+	why := fs.String("why", "", "why (logged)")
+	from := fs.Int("from", -1, "compensate: the step to compensate from, by index")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("saga %s: which saga? give its id", action)
+	}
+	id := fs.Arg(0)
+	var st fxsaga.State
+	var err error
+	switch action {
+	case "retry":
+		st, err = c.sagas.Retry(ctx, id, *who, *why)
+	case "compensate":
+		if *from < 0 {
+			return errors.New("saga compensate: -from STEP says where compensation starts")
+		}
+		st, err = c.sagas.CompensateFrom(ctx, id, *from, *who, *why)
+	case "resolve":
+		st, err = c.sagas.Resolve(ctx, id, *who, *why)
+	}
+	if err != nil {
+		return err
+	}
+	if c.asJSON {
+		return c.print(st, nil, nil)
+	}
+	next := "a running replica's recovery takes it on its next pass: `saga show` tells when it has"
+	if st.Status == fxsaga.Resolved {
+		next = "nothing more runs"
+	}
+	_, err = fmt.Fprintf(c.out, "saga %s is %s at step %d: %s\n", st.ID, st.Status, st.Step, next)
+	return err
+}
