@@ -27,7 +27,7 @@ func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
 	r.track(s)
 	var errs []error
 	for ctx.Err() == nil {
-		states, err := r.store.Claim(ctx, s.name, recoveryBatch)
+		states, err := r.claim(ctx, s.name)
 		if err != nil {
 			return errors.Join(append(errs, err)...)
 		}
@@ -73,6 +73,17 @@ func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// claim is the store's Claim, leaving alone, where the store can, the
+// sagas r drives now (the SQL store: it would fence r's own next save).
+func (r *Runner) claim(ctx context.Context, name string) ([]State, error) {
+	if c, ok := r.store.(interface {
+		claimExcept(ctx context.Context, name string, limit int, except func(string) bool) ([]State, error)
+	}); ok {
+		return c.claimExcept(ctx, name, recoveryBatch, r.driven)
+	}
+	return r.store.Claim(ctx, name, recoveryBatch)
 }
 
 // setAside saves st as SetAside with reason, logs it at error level, and

@@ -86,6 +86,13 @@ func (r *Runner) hold(id string) {
 	r.driving[id]++
 }
 
+// driven reports whether r drives saga id now.
+func (r *Runner) driven(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.driving[id] > 0
+}
+
 func (r *Runner) release(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

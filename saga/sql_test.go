@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
@@ -178,4 +179,44 @@ func TestRunInsideTransaction(t *testing.T) {
 	assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_sagas"))
 	_, err := fxsaga.Run(context.Background(), r, fxsaga.Define[Order]("outside", emitting{}), Order{})
 	require.NoError(t, err, "outside a transaction it runs")
+}
+
+// slow is a step slower than its store's lease: it holds until the test
+// has run recovery on the same runner.
+type slow struct {
+	in, out chan struct{}
+}
+
+func (s slow) Act(context.Context, *Order) error {
+	close(s.in)
+	<-s.out
+	return nil
+}
+
+func (slow) Compensate(context.Context, *Order) error { return nil }
+
+// Recovery never takes a saga from a Run of its own runner, though the
+// saga's lease ran out under a slow step: the Run's next save is not
+// fenced by its own process.
+func TestRecoveryLeavesItsOwnRunAlone(t *testing.T) {
+	t.Parallel()
+	forEachDatabase(t, func(t *testing.T, d database) {
+		r, store, _ := newSQLRunner(t, d, setup{lease: time.Nanosecond})
+		step := slow{in: make(chan struct{}), out: make(chan struct{})}
+		s := fxsaga.Define[Order]("slow", step, writing{d: d, name: "after"})
+		_, err := d.DB.Exec("CREATE TABLE effects (saga_key VARCHAR(128) NOT NULL)")
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() {
+			_, err := fxsaga.Run(context.Background(), r, s, Order{ID: 1})
+			done <- err
+		}()
+		<-step.in // the Run is in its first step, its lease long gone
+		require.NoError(t, fxsaga.Recover(context.Background(), r, s))
+		close(step.out)
+		require.NoError(t, <-done, "not fenced by its own recovery")
+		left, err := store.Unfinished(context.Background(), "slow")
+		require.NoError(t, err)
+		assert.Empty(t, left)
+	})
 }

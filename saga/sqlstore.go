@@ -175,12 +175,23 @@ func (s *SQL) Failed(ctx context.Context) ([]State, error) {
 // name whose owner's lease expired (or that no one owns), bumping their
 // version so that the old owner can no longer save them.
 func (s *SQL) Claim(ctx context.Context, name string, limit int) ([]State, error) {
+	return s.claimExcept(ctx, name, limit, nil)
+}
+
+// claimExcept is Claim, leaving alone (unclaimed, its version as it is)
+// each saga except reports: one the runner drives now, whose lease ran
+// out under a slow step. Claiming it would fence the runner's own next
+// save.
+func (s *SQL) claimExcept(ctx context.Context, name string, limit int, except func(id string) bool) ([]State, error) {
 	states, err := s.query(ctx, s.claimable, name, s.now().UnixNano(), limit)
 	if err != nil {
 		return nil, err
 	}
 	var claimed []State
 	for _, st := range states {
+		if except != nil && except(st.ID) {
+			continue
+		}
 		res, err := s.db.ExecContext(ctx, s.claim, s.owner, s.until(), st.ID, st.Version)
 		if err != nil {
 			return claimed, err
