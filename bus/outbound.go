@@ -65,7 +65,7 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 		}
 		msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(t), ev)
 		if err == nil {
-			b.inject(b.create(ctx, msg, topicsOf(rs)), msg)
+			b.inject(b.createRouted(ctx, msg, rs), msg)
 		}
 		for i, r := range rs {
 			if err != nil {
@@ -80,6 +80,16 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 		}
 	}
 	return out, fails
+}
+
+// createRouted is create for a message of routes rs: their topics are
+// gathered only for a Tracer, so that without one a routed event costs
+// nothing more.
+func (b *Bus) createRouted(ctx context.Context, msg *message.Message, rs []route) context.Context {
+	if b.cfg.Tracer == nil {
+		return ctx
+	}
+	return b.cfg.Tracer.Create(ctx, msg, topicsOf(rs))
 }
 
 func topicsOf(rs []route) []string {

@@ -268,8 +268,9 @@ type Progress[C any] struct {
 
 // Stream runs a new saga as Run does and yields its progress step by step
 // (a server-sent events endpoint can show it), then, when it did not
-// complete, a final (zero, *Error), or (zero, *Pending) when it waits. A consumer that stops early does not
-// stop the saga: it runs to its end, or stays consistent for recovery.
+// complete, a final (zero, *Error), or (zero, *Pending) when it waits. A
+// consumer that stops early does not stop the saga: it runs to its end,
+// or stays consistent for recovery.
 func Stream[C any](ctx context.Context, r *Runner, s *Saga[C], c C) iter.Seq2[Progress[C], error] {
 	return func(yield func(Progress[C], error) bool) {
 		more := true

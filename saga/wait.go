@@ -95,7 +95,8 @@ func (s *waitStep[C, E]) Name() string {
 	return "wait for " + s.eventType().Name()
 }
 
-// Act is never called: the runner acts with Wait.Step and waits.
+// Act is Wait.Step's Act, if there is one; the runner then saves the
+// saga waiting, in the same transaction.
 func (s *waitStep[C, E]) Act(ctx context.Context, c *C) error {
 	if s.w.Step != nil {
 		return s.w.Step.Act(ctx, c)
