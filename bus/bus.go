@@ -39,6 +39,7 @@ type Bus struct {
 	stopped chan struct{} // closed when the router's Run returned
 
 	handled, deadLettered, redelivered, skipped atomic.Uint64
+	parkedMsgs                                  atomic.Uint64 // messages parked behind their key's dead letter
 	received, attempts                          atomic.Uint64 // messages, and attempts at them: the difference is retries
 }
 
@@ -59,6 +60,9 @@ type Stats struct {
 	// Skipped is the messages no subscription of their topic takes (their
 	// event name has none): acknowledged, unhandled.
 	Skipped uint64
+	// Parked is the messages parked behind their key's dead letter
+	// (see InOrder): acknowledged, recorded, not yet handled.
+	Parked uint64
 	// InFlight is the messages between delivery and ack or nack, now.
 	InFlight int64
 }
@@ -73,20 +77,22 @@ func (b *Bus) Stats() Stats {
 	retried := attempts - min(b.received.Load(), attempts)
 	return Stats{
 		Handled: b.handled.Load(), Retried: retried, DeadLettered: b.deadLettered.Load(),
-		Redelivered: b.redelivered.Load(), Skipped: b.skipped.Load(), InFlight: n,
+		Redelivered: b.redelivered.Load(), Skipped: b.skipped.Load(), Parked: b.parkedMsgs.Load(), InFlight: n,
 	}
 }
 
 // topicSubs is the subscriptions of one topic: one Watermill handler.
 type topicSubs struct {
-	topic  string
-	byName map[string]*subscription
-	only   *subscription // the topic's one subscription, if it has one
-	retry  RetryPolicy
-	dead   string
-	limit  int // messages in flight at most; 0: the default (see InFlight)
+	topic   string
+	byName  map[string]*subscription
+	only    *subscription // the topic's one subscription, if it has one
+	retry   RetryPolicy
+	dead    string
+	limit   int  // messages in flight at most; 0: the default (see InFlight)
+	inOrder bool // see InOrder
 
 	inFlight atomic.Int64 // messages between delivery and ack or nack
+	parked   parkedKeys   // with inOrder: the keys known to be parked
 }
 
 var _ fxcqrs.Forwarder = (*Bus)(nil)
@@ -173,11 +179,11 @@ func (b *Bus) addSubscriptions(subs []Subscription) []error {
 		s := sub.s
 		ts := b.topics[s.topic]
 		if ts == nil {
-			ts = &topicSubs{topic: s.topic, byName: map[string]*subscription{}, retry: s.retry, dead: s.deadLetter, limit: s.inFlight}
+			ts = &topicSubs{topic: s.topic, byName: map[string]*subscription{}, retry: s.retry, dead: s.deadLetter, limit: s.inFlight, inOrder: s.inOrder}
 			b.topics[s.topic] = ts
 		}
-		if ts.retry != s.retry || ts.dead != s.deadLetter || ts.limit != s.inFlight {
-			errs = append(errs, fmt.Errorf("fxbus: the subscriptions of %q disagree on their retry policy, dead letter topic or messages in flight: one Watermill handler consumes a topic", s.topic))
+		if ts.retry != s.retry || ts.dead != s.deadLetter || ts.limit != s.inFlight || ts.inOrder != s.inOrder {
+			errs = append(errs, fmt.Errorf("fxbus: the subscriptions of %q disagree on their retry policy, dead letter topic, messages in flight or InOrder: one Watermill handler consumes a topic", s.topic))
 		}
 		name := s.name
 		if name == "" {

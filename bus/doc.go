@@ -75,6 +75,40 @@
 // (Redis Streams). Each returns one value that is both the
 // message.Publisher and the message.Subscriber Module takes.
 //
+// # Order per key
+//
+// A route may key its events, with a function of the event (the
+// aggregate's id is the usual key):
+//
+//	fxbus.Route[OrderEvent]("orders", fxbus.KeyBy(func(e OrderEvent) string { return e.OrderID() }))
+//
+// The key travels in the [MetadataKey] metadata. Under the outbox module
+// the relay sends each key's rows in their order, over a topic's lanes
+// (see fxoutbox.RelayConfig.Lanes), which the replicas share. On the
+// consuming side, a subscription with [InOrder] hands a key's messages to
+// its handlers one after another and different keys in parallel, within
+// [InFlight]; with the outbox module, a message of a key that fails for
+// good parks the key's later messages behind it, and the other keys flow,
+// until a replay releases them in order (see InOrder). Without a key, a
+// topic keeps the order it always had. What each broker gives InOrder to
+// work with:
+//
+//   - NATS JetStream (natsjs): the stream's order to each subscribing
+//     process, several messages at once: InOrder keeps each key's order
+//     and runs the keys in parallel (TestInOrderKeepsEachKeysOrder).
+//   - RabbitMQ (watermill-amqp, amqpbus) and Redis Streams
+//     (watermill-redisstream, redisbus): their subscribers hand a consumer
+//     one message at a time and wait for its ack, so that a key's order
+//     holds and nothing runs in parallel, InOrder or not (tested too).
+//   - The in-process GoChannel hands each message over on a goroutine of
+//     its own: it keeps no order, with or without InOrder.
+//
+// In every case the order is the order of delivery to one process:
+// replicas that share one consumer group split a key's messages between
+// them, and the broker interleaves their handling. A key's order across
+// consuming replicas needs the broker to give each key to one consumer,
+// which none of these presets does yet.
+//
 // # Order and parallelism, per broker
 //
 // The router consumes each subscribed topic with one handler; what comes

@@ -2,6 +2,7 @@ package fxbus
 
 import (
 	"errors"
+	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs"
@@ -16,3 +17,9 @@ func HandlerForTest(b *Bus, topic string, m *fxcqrs.Mediator) message.NoPublishH
 // IsMalformed reports whether err sends a message to the dead letter at
 // once.
 func IsMalformed(err error) bool { return errors.As(err, new(*malformed)) }
+
+// OrderedSubscriber is sub as a topic with InOrder consumes it: at most
+// limit in flight, a key's messages one at a time.
+func OrderedSubscriber(sub message.Subscriber, limit int) message.Subscriber {
+	return subscriber{Subscriber: sub, limit: limit, inFlight: new(atomic.Int64), inOrder: true}
+}

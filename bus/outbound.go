@@ -76,6 +76,11 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 			if i > 0 {
 				m = msg.Copy() // a publisher may keep or change what it was given
 			}
+			if key := r.keyOf(ev); key != "" {
+				m.Metadata.Set(MetadataKey, key)
+			} else if i > 0 {
+				delete(m.Metadata, MetadataKey) // the first route's key is not this one's
+			}
 			out = append(out, Outgoing{Topic: r.topic, Message: m, Event: ev})
 		}
 	}

@@ -14,6 +14,9 @@ type route struct {
 	topic string
 	typ   reflect.Type
 	name  string // the event's name on the wire; "" for the default
+
+	keyType reflect.Type     // the type KeyBy was given; nil: no key
+	key     func(any) string // the event's key (see KeyBy)
 }
 
 // RouteOption configures a route.
@@ -32,6 +35,39 @@ func Name(name string) NameOption { return NameOption{name: name} }
 
 func (o NameOption) applyRoute(r *route)            { r.name = o.name }
 func (o NameOption) applySubscribe(s *subscription) { s.name = o.name }
+
+// KeyOption gives each event of a route a key. Make one with [KeyBy].
+type KeyOption struct {
+	typ reflect.Type
+	key func(any) string
+}
+
+// KeyBy gives each event of the route a key, such as its aggregate's id:
+// the relay and the consumers that ask for it ([InOrder]) keep the order
+// of one key's events while events of different keys go in parallel. The
+// key travels in the message's [MetadataKey] metadata, for consumers in
+// other languages; an empty key is no key. E must be the route's own type
+// parameter.
+//
+// Without a key, a route's events keep their topic's order, as they
+// always have.
+func KeyBy[E any](key func(E) string) KeyOption {
+	o := KeyOption{typ: reflect.TypeFor[E]()}
+	if key != nil {
+		o.key = func(ev any) string { return key(ev.(E)) }
+	}
+	return o
+}
+
+func (o KeyOption) applyRoute(r *route) { r.keyType, r.key = o.typ, o.key }
+
+// keyOf is the route's key for ev: "" without KeyBy.
+func (r route) keyOf(ev any) string {
+	if r.key == nil {
+		return ""
+	}
+	return r.key(ev)
+}
 
 // Routing is a route made for [New], without fx. Make one with [NewRoute].
 type Routing struct {
@@ -52,6 +88,12 @@ func NewRoute[E any](topic string, opts ...RouteOption) Routing {
 	}
 	if r.typ.Kind() == reflect.Interface && r.name != "" {
 		errs = append(errs, fmt.Errorf("fxbus.Route[%s]: Name on a route of an interface type: name the concrete types' routes or subscriptions", r.typ))
+	}
+	if r.keyType != nil && r.keyType != r.typ {
+		errs = append(errs, fmt.Errorf("fxbus.Route[%s]: KeyBy[%s] on it: give KeyBy the route's own type", r.typ, r.keyType))
+	}
+	if r.keyType != nil && r.key == nil {
+		errs = append(errs, fmt.Errorf("fxbus.Route[%s]: KeyBy with a nil function", r.typ))
 	}
 	return Routing{r: r, err: errors.Join(errs...)}
 }

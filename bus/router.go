@@ -56,9 +56,18 @@ func (b *Bus) Start(ctx context.Context, m *fxcqrs.Mediator) error {
 			ResetContextOnRetry: true,
 			Logger:              newLogger(b.log),
 		}
-		sub := subscriber{Subscriber: b.cfg.Subscriber, limit: ts.inFlightLimit(m), inFlight: &ts.inFlight}
+		sub := subscriber{Subscriber: b.cfg.Subscriber, limit: ts.inFlightLimit(m), inFlight: &ts.inFlight, inOrder: ts.inOrder}
 		h := router.AddConsumerHandler("fxbus "+topic, topic, sub, b.handler(ts, m))
-		h.AddMiddleware(poison, b.logDeadLetter(ts), retry.Middleware, b.countAttempts)
+		mws := []message.HandlerMiddleware{poison, b.logDeadLetter(ts)}
+		if ts.inOrder {
+			if err := b.loadParked(ctx, ts); err != nil {
+				return err
+			}
+			if p := b.parking(); p != nil {
+				mws = append(mws, b.park(ts, p))
+			}
+		}
+		h.AddMiddleware(append(mws, retry.Middleware, b.countAttempts)...)
 	}
 	b.router = router
 	b.stopped = make(chan struct{})
@@ -161,7 +170,12 @@ func (b *Bus) logDeadLetter(ts *topicSubs) message.HandlerMiddleware {
 			if err != nil && !errors.As(err, new(*redeliver)) {
 				b.deadLettered.Add(1)
 				if rec := b.cfg.DeadLetters; rec != nil {
-					if rerr := rec.RecordDeadLetter(context.WithoutCancel(msg.Context()), ts.topic, msg, err); rerr != nil {
+					ctx := context.WithoutCancel(msg.Context())
+					record := func() error { return rec.RecordDeadLetter(ctx, ts.topic, msg, err) }
+					if p, key := b.parking(), msg.Metadata.Get(MetadataKey); ts.inOrder && p != nil && key != "" {
+						record = func() error { return p.RecordParked(ctx, ts.topic, key, msg, err) }
+					}
+					if rerr := record(); rerr != nil {
 						b.log.Error("a dead letter could not be recorded; it is in its dead letter topic", zap.String("topic", ts.topic), zap.String("messageId", msg.UUID), zap.Error(rerr))
 					}
 				}

@@ -19,6 +19,7 @@ type subscription struct {
 	deadLetter string
 	retry      RetryPolicy
 	inFlight   int
+	inOrder    bool
 
 	decode  func(m Marshaler, data []byte) (any, error)
 	publish func(ctx context.Context, m *fxcqrs.Mediator, event any) error

@@ -23,21 +23,23 @@ type subscriber struct {
 	message.Subscriber
 	limit    int
 	inFlight *atomic.Int64 // the topic's messages between delivery and ack or nack
+	inOrder  bool          // a key's messages one at a time (see InOrder)
 }
 
 // Close does nothing: the bus closes what it owns itself.
 func (s subscriber) Close() error { return nil }
 
-// Subscribe relays topic's messages, at most limit unacknowledged at once.
+// Subscribe relays topic's messages, at most limit unacknowledged at once
+// and, with inOrder, one of each key at a time.
 func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	in, err := s.Subscriber.Subscribe(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
-	out := make(chan *message.Message)
+	q := &sequencer{out: make(chan *message.Message), done: ctx.Done(), waiting: map[string][]*message.Message{}}
 	slots := make(chan struct{}, s.limit)
 	go func() {
-		defer close(out)
+		defer q.close()
 		for msg := range in {
 			select {
 			case slots <- struct{}{}:
@@ -47,19 +49,24 @@ func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messag
 			}
 			s.inFlight.Add(1)
 			go func() { // at most limit of these wait at once
+				acked := false
 				select {
 				case <-msg.Acked():
+					acked = true
 				case <-msg.Nacked():
 				}
 				s.inFlight.Add(-1)
 				<-slots
+				if s.inOrder {
+					q.settled(msg, acked)
+				}
 			}()
-			select {
-			case out <- msg:
-			case <-ctx.Done():
-				msg.Nack()
+			if s.inOrder {
+				q.take(msg)
+			} else {
+				q.hand(msg)
 			}
 		}
 	}()
-	return out, nil
+	return q.out, nil
 }

@@ -30,6 +30,16 @@ const (
 	// MetadataCausationID is the id of the message whose handling emitted
 	// this one; absent at the start of a chain.
 	MetadataCausationID = "causation_id"
+	// MetadataKey is the event's key, when its route has one ([KeyBy]):
+	// the messages of one key keep their order, from the relay to the
+	// consumers that ask for it ([InOrder]).
+	MetadataKey = "key"
+	// MetadataReplay marks a message put back by a repair (a replay of a
+	// dead letter): it keeps its id, so that a handler that had it skips
+	// it by its inbox, and a broker that deduplicates by message id
+	// (JetStream, through natsjs) is given the id and this mark, so that it
+	// takes the replay as new.
+	MetadataReplay = "replay"
 )
 
 // Marshaler encodes events into message payloads and back.

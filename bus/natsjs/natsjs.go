@@ -36,6 +36,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -180,7 +181,7 @@ func natsMsg(topic string, msg *message.Message) *nats.Msg {
 	for k, v := range msg.Metadata {
 		m.Header.Set(k, v)
 	}
-	m.Header.Set(nats.MsgIdHdr, msg.UUID)
+	m.Header.Set(nats.MsgIdHdr, dedupID(msg.UUID, msg.Metadata.Get(metadataReplay)))
 	return m
 }
 
@@ -251,4 +252,27 @@ func (p *PubSub) Check(context.Context) error {
 		return fmt.Errorf("natsjs: the connection to %s is %v", p.cfg.URL, s)
 	}
 	return nil
+}
+
+// dedupID is the Nats-Msg-Id of a message: its id, for JetStream to drop a
+// duplicate publish within its window, and for a replay (see
+// fxbus.MetadataReplay) the id and its replay's mark, so that JetStream
+// takes the replay as new; messageID takes the mark off again.
+func dedupID(id, replay string) string {
+	if replay == "" {
+		return id
+	}
+	return id + replaySep + replay
+}
+
+const replaySep = "~replay~"
+
+// metadataReplay is fxbus.MetadataReplay (fxbus is not imported here: it
+// may import this package).
+const metadataReplay = "replay"
+
+// messageID is the message's own id, from its Nats-Msg-Id.
+func messageID(hdr string) string {
+	id, _, _ := strings.Cut(hdr, replaySep)
+	return id
 }

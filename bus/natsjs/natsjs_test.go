@@ -98,6 +98,38 @@ func TestRoundTripAndDeduplication(t *testing.T) {
 	}
 }
 
+// A replay (fxbus.MetadataReplay) of a message JetStream has seen is not
+// dropped as its duplicate, and arrives with the message's own id, so
+// that a handler's inbox still knows it; a second publish of the same
+// replay is a duplicate again.
+func TestReplayIsNotADuplicate(t *testing.T) {
+	t.Parallel()
+	addr := natsURL(t)
+	tp := topic(t, addr, "replays")
+	ps := pubsub(t, addr, "svc")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := ps.Subscribe(ctx, tp)
+	require.NoError(t, err)
+	require.NoError(t, ps.Publish(tp, msg("id-1", "first")))
+	replay := func() *message.Message {
+		m := msg("id-1", "replayed")
+		m.Metadata.Set("replay", "1700000000000000000")
+		return m
+	}
+	require.NoError(t, ps.Publish(tp, replay()))
+	require.NoError(t, ps.Publish(tp, replay()), "the same replay twice: a duplicate")
+	require.NoError(t, ps.Publish(tp, msg("id-2", "last")))
+	for _, want := range []string{"first", "replayed", "last"} {
+		m := next(t, ch)
+		assert.Equal(t, want, string(m.Payload))
+		if want != "last" {
+			assert.Equal(t, "id-1", m.UUID, "the replay keeps the message's id")
+		}
+		m.Ack()
+	}
+}
+
 // A producer may publish before any consumer subscribed: the stream is
 // made, and the consumer that subscribes later gets the message.
 func TestPublishBeforeSubscribe(t *testing.T) {

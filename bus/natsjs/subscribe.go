@@ -83,7 +83,7 @@ func (s *subscription) deliver(m *nats.Msg) {
 	s.inFlight.Add(1)
 	s.mu.Unlock()
 
-	id := m.Header.Get(nats.MsgIdHdr)
+	id := messageID(m.Header.Get(nats.MsgIdHdr))
 	msg := message.NewMessage(id, m.Data)
 	for k, v := range m.Header {
 		if k != nats.MsgIdHdr && len(v) > 0 {
