@@ -21,6 +21,8 @@ type Admin struct {
 	t   Tables
 	q   queries
 	now func() time.Time
+
+	lanes func(topic string) int // see WithLanes; nil: lane 0
 }
 
 // NewAdmin returns the Admin of db's outbox tables (t: defaults for the

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,6 +51,12 @@ type DeadLetter struct {
 	// DiscardReason why.
 	Discarded     time.Time
 	DiscardReason string
+	// Key is the key an inbound letter parks (see fxbus.InOrder), or "".
+	Key string
+	// Released is when it was replayed to release its key, by the
+	// outbox's clock (zero: it was not): it stays until the subscription
+	// has handled it.
+	Released time.Time
 }
 
 // DeadLetterFilter selects dead letters; its zero value selects every one
@@ -101,12 +108,19 @@ func (a *Admin) deadTable(id int64) (table string, rowID int64, inbound bool) {
 
 const deadColumns = "id, topic, message_id, payload, metadata, error, failed_ns, discarded_ns, discard_reason"
 
+// inboundColumns are deadColumns and the inbound letters' own.
+const inboundColumns = deadColumns + ", msg_key, released_ns"
+
 func (a *Admin) listDead(ctx context.Context, f DeadLetterFilter, inbound bool) ([]DeadLetter, error) {
 	table := a.d.quote(a.t.DeadLetters)
 	if inbound {
 		table = a.d.quote(a.t.InboundDead)
 	}
-	q := "SELECT " + deadColumns + " FROM " + table
+	cols := deadColumns
+	if inbound {
+		cols = inboundColumns
+	}
+	q := "SELECT " + cols + " FROM " + table
 	var where []string
 	var args []any
 	if f.Discarded {
@@ -146,7 +160,11 @@ func (a *Admin) listDead(ctx context.Context, f DeadLetterFilter, inbound bool) 
 // Dead returns the dead letter id.
 func (a *Admin) Dead(ctx context.Context, id int64) (DeadLetter, error) {
 	table, rowID, inbound := a.deadTable(id)
-	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT "+deadColumns+" FROM "+table+" WHERE id = ?"), rowID)
+	cols := deadColumns
+	if inbound {
+		cols = inboundColumns
+	}
+	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT "+cols+" FROM "+table+" WHERE id = ?"), rowID)
 	if err != nil {
 		return DeadLetter{}, fmt.Errorf("fxoutbox: dead letter %d: %w", id, err)
 	}
@@ -160,9 +178,16 @@ func (a *Admin) Dead(ctx context.Context, id int64) (DeadLetter, error) {
 func scanDead(rows *sql.Rows, inbound bool) (DeadLetter, error) {
 	dl := DeadLetter{Inbound: inbound}
 	var meta string
-	var failed, discarded int64
-	if err := rows.Scan(&dl.ID, &dl.Topic, &dl.MessageID, &dl.Payload, &meta, &dl.Error, &failed, &discarded, &dl.DiscardReason); err != nil {
+	var failed, discarded, released int64
+	dest := []any{&dl.ID, &dl.Topic, &dl.MessageID, &dl.Payload, &meta, &dl.Error, &failed, &discarded, &dl.DiscardReason}
+	if inbound {
+		dest = append(dest, &dl.Key, &released)
+	}
+	if err := rows.Scan(dest...); err != nil {
 		return dl, fmt.Errorf("fxoutbox: dead letters: %w", err)
+	}
+	if released > 0 {
+		dl.Released = time.Unix(0, released)
 	}
 	if err := json.Unmarshal([]byte(meta), &dl.Metadata); err != nil {
 		dl.Metadata = map[string]string{"": meta} // shown as stored
@@ -181,24 +206,40 @@ func scanDead(rows *sql.Rows, inbound bool) (DeadLetter, error) {
 }
 
 // Replay puts the dead letters ids back into the outbox, in one
-// transaction: each at the end of its topic, with its message id, payload
-// and metadata as they were (so that a handler that had it already skips
-// it, by its inbox), and out of the dead letters; the action is recorded
-// with who and why. A letter already replayed or discarded is skipped. It
-// returns how many it put back; a crash leaves all of them replayed or
-// none.
+// transaction: each at the end of its topic (of its key's lane), with its
+// message id, payload and metadata as they were (so that a handler that
+// had it already skips it, by its inbox), and out of the dead letters; the
+// action is recorded with who and why. A letter already replayed or
+// discarded is skipped. It returns how many it put back; a crash leaves
+// all of them replayed or none.
+//
+// An inbound letter that parks its key (see fxbus.InOrder) is released
+// rather than removed: it stays, marked released, until the subscription
+// has it back and handled it, so that the key's later messages keep
+// waiting behind it; Release replays all of a key's letters.
 func (a *Admin) Replay(ctx context.Context, ids []int64, who, why string) (int, error) {
 	return a.repair(ctx, "replay", ids, who, why, func(tx *sql.Tx, id int64, now int64) (bool, error) {
-		table, rowID, _ := a.deadTable(id)
-		res, err := tx.ExecContext(ctx, a.d.Rebind("INSERT INTO "+a.d.quote(a.t.Outbox)+" (topic, message_id, payload, metadata, created_ns)"+
-			" SELECT topic, message_id, payload, metadata, ? FROM "+table+" WHERE id = ? AND discarded_ns = 0"), now, rowID)
-		if err != nil {
+		table, rowID, inbound := a.deadTable(id)
+		var topic, meta, key string
+		q := "SELECT topic, metadata, '' FROM " + table + " WHERE id = ? AND discarded_ns = 0"
+		if inbound {
+			q = "SELECT topic, metadata, msg_key FROM " + table + " WHERE id = ? AND discarded_ns = 0 AND released_ns = 0"
+		}
+		switch err := tx.QueryRowContext(ctx, a.d.Rebind(q), rowID).Scan(&topic, &meta, &key); {
+		case errors.Is(err, sql.ErrNoRows):
+			return false, nil
+		case err != nil:
 			return false, err
 		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
+		if _, err := tx.ExecContext(ctx, a.d.Rebind("INSERT INTO "+a.d.quote(a.t.Outbox)+" (topic, lane, message_id, payload, metadata, created_ns)"+
+			" SELECT topic, ?, message_id, payload, ?, ? FROM "+table+" WHERE id = ?"), a.laneOf(topic, meta), replayed(meta, now), now, rowID); err != nil {
 			return false, err
 		}
-		_, err = tx.ExecContext(ctx, a.d.Rebind("DELETE FROM "+table+" WHERE id = ?"), rowID)
+		if key != "" {
+			_, err := tx.ExecContext(ctx, a.d.Rebind("UPDATE "+table+" SET released_ns = ? WHERE id = ?"), now, rowID)
+			return err == nil, err
+		}
+		_, err := tx.ExecContext(ctx, a.d.Rebind("DELETE FROM "+table+" WHERE id = ?"), rowID)
 		return err == nil, err
 	})
 }
@@ -226,13 +267,27 @@ func (a *Admin) Discard(ctx context.Context, ids []int64, who, why string) (int,
 // dead-lettered, with why, among the inbound dead letters: the
 // fxbus.DeadLetterRecorder that fxoutbox.Module gives the bus.
 func (a *Admin) RecordDeadLetter(ctx context.Context, topic string, msg *message.Message, reason error) error {
-	meta, err := json.Marshal(msg.Metadata)
-	if err != nil {
-		return err
-	}
-	_, err = a.db.ExecContext(ctx, a.d.Rebind("INSERT INTO "+a.d.quote(a.t.InboundDead)+" (topic, message_id, payload, metadata, error, failed_ns) VALUES (?, ?, ?, ?, ?, ?)"),
-		topic, msg.UUID, []byte(msg.Payload), string(meta), reason.Error(), a.now().UnixNano())
-	return err
+	return a.record(ctx, topic, "", msg, reason.Error())
 }
 
 var _ fxbus.DeadLetterRecorder = (*Admin)(nil)
+
+// replayed is a replayed letter's metadata: its own, marked with the
+// replay (fxbus.MetadataReplay), so that a broker that deduplicates by
+// message id takes it as new. Metadata that is not a JSON object is kept
+// as it is.
+func replayed(meta string, now int64) string {
+	var md map[string]string
+	if json.Unmarshal([]byte(meta), &md) != nil {
+		return meta
+	}
+	if md == nil {
+		md = map[string]string{}
+	}
+	md[fxbus.MetadataReplay] = strconv.FormatInt(now, 10)
+	out, err := json.Marshal(md)
+	if err != nil {
+		return meta
+	}
+	return string(out)
+}

@@ -154,6 +154,9 @@ type queries struct {
 	cancel       string
 	dueIDs       string
 	nextDue      string
+	lanes        string // the lanes of a topic that hold rows
+	members      string // how many relays are alive
+	dropLease    string
 	promoteIn    string // with %s for the ids' placeholders
 	unscheduleIn string // likewise
 	// The read API's (inspect.go).
@@ -169,7 +172,13 @@ func (d Dialect) queries(t Tables) queries {
 		SQLite:     "INSERT OR IGNORE INTO %s (%s) VALUES (%s)",
 	}[d]
 	q := queries{
-		insert: "INSERT INTO " + o + " (topic, message_id, payload, metadata, created_ns) VALUES (?, ?, ?, ?, ?)",
+		insert: "INSERT INTO " + o + " (topic, lane, message_id, payload, metadata, created_ns) VALUES (?, ?, ?, ?, ?, ?)",
+		// Each lane of a topic by an index lookup from the previous one.
+		lanes: "WITH RECURSIVE l (lane) AS (SELECT MIN(lane) FROM " + o + " WHERE topic = ?" +
+			" UNION ALL SELECT (SELECT MIN(n.lane) FROM " + o + " n WHERE n.topic = ? AND n.lane > l.lane) FROM l WHERE l.lane IS NOT NULL)" +
+			" SELECT lane FROM l WHERE lane IS NOT NULL",
+		members:   "SELECT COUNT(*) FROM " + l + " WHERE topic LIKE ? AND until_ns >= ?",
+		dropLease: "DELETE FROM " + l + " WHERE topic = ? AND owner = ?",
 		// Each topic by an index lookup from the previous one (a loose
 		// index scan): its cost grows with the topics, not the rows.
 		topics: "WITH RECURSIVE t (topic) AS (SELECT MIN(topic) FROM " + o +
@@ -177,13 +186,13 @@ func (d Dialect) queries(t Tables) queries {
 			" SELECT topic FROM t WHERE topic IS NOT NULL",
 		// due_ns is 0 but for a row of this service's own delivery waiting
 		// for its next attempt.
-		rows:     "SELECT id, message_id, payload, metadata, attempts FROM " + o + " WHERE topic = ? AND due_ns <= ? ORDER BY id LIMIT ?",
+		rows:     "SELECT id, message_id, payload, metadata, attempts FROM " + o + " WHERE topic = ? AND lane = ? AND due_ns <= ? ORDER BY id LIMIT ?",
 		retry:    "UPDATE " + o + " SET attempts = attempts + 1, due_ns = ? WHERE id = ?",
-		schedule: "INSERT INTO " + sc + " (due_ns, topic, message_id, payload, metadata) VALUES (?, ?, ?, ?, ?)",
+		schedule: "INSERT INTO " + sc + " (due_ns, topic, lane, message_id, payload, metadata) VALUES (?, ?, ?, ?, ?, ?)",
 		cancel:   "DELETE FROM " + sc + " WHERE message_id = ?",
 		dueIDs:   "SELECT id FROM " + sc + " WHERE due_ns <= ? ORDER BY due_ns, id LIMIT ?",
 		nextDue:  "SELECT MIN(due_ns) FROM " + sc,
-		promoteIn: "INSERT INTO " + o + " (topic, message_id, payload, metadata, created_ns) SELECT topic, message_id, payload, metadata, due_ns FROM " + sc +
+		promoteIn: "INSERT INTO " + o + " (topic, lane, message_id, payload, metadata, created_ns) SELECT topic, lane, message_id, payload, metadata, due_ns FROM " + sc +
 			" WHERE id IN (%s) ORDER BY due_ns, id",
 		unscheduleIn: "DELETE FROM " + sc + " WHERE id IN (%s)",
 		// A due row's wait starts when it was written or, for a retry of
@@ -215,7 +224,7 @@ func (d Dialect) queries(t Tables) queries {
 	}
 	for _, p := range []*string{
 		&q.insert, &q.topics, &q.rows, &q.deleteRow, &q.dead, &q.renewLease, &q.takeLease, &q.dropLeases, &q.inboxInsert, &q.inboxCleanup,
-		&q.retry, &q.schedule, &q.cancel, &q.dueIDs, &q.nextDue,
+		&q.retry, &q.schedule, &q.cancel, &q.dueIDs, &q.nextDue, &q.lanes, &q.members, &q.dropLease,
 		&q.backlog, &q.lag, &q.deadByTopic, &q.inboundDeadByTopic, &q.scheduledSummary,
 	} {
 		*p = d.Rebind(*p)

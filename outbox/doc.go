@@ -57,6 +57,46 @@
 // On SQLite, run one replica: its transactions serialize, and it has no
 // other process to share the file with.
 //
+// # Order per key: lanes
+//
+// A row whose message has a key (fxbus.KeyBy; the fxbus.MetadataKey
+// metadata) goes in one of its topic's lanes, RelayConfig.Lanes of them (1
+// by default; TopicLanes per topic), by a stable hash of the key (FNV-1a
+// modulo the lanes: LaneOf); a row without a key goes in lane 0. Each lane
+// is sent like a topic before: in id order, under a lease of its own,
+// with fenced deletes. So a key's rows keep their order (the per-topic
+// order above, within the key), while a topic's lanes go out side by side
+// and the relays of several replicas share them: each takes its fair
+// part, the lanes divided by the relays alive (each renews a member lease
+// beside its lanes'), and gives back, between batches, what it holds
+// beyond that part when another relay appears. A relay that dies leaves
+// its lanes to the others when their leases expire, as topics before.
+//
+// A key's lane depends on the number of lanes: changing it while the
+// topic has rows waiting could put a key's new rows in another lane than
+// its old ones, which the relay might send after them. Change it on a
+// drained topic (Admin.Backlog shows none of its rows), with every replica
+// stopped or none writing to it. A scheduled keyed message keeps its lane
+// while it waits, in the scheduled table, so that it holds nothing back:
+// it joins its key's order when it falls due, behind every row of the key
+// already in the lane.
+//
+// A row the relay dead-letters (only with RelayConfig.Undeliverable, or
+// metadata that does not parse) does not hold its key back: the key's
+// later rows go on. The order-keeping dead letter is the consumer's:
+// under Module, the Admin is the bus's fxbus.Parking, so that a
+// subscription with fxbus.InOrder parks a key's messages behind its first
+// that failed for good, in the inbound dead letters table
+// (DeadLetter.Key), while the other keys flow. Admin.Replay of such a
+// letter, or Admin.Release of the whole key, releases it: the letters go
+// back to their topic through the outbox, in their order and in their
+// key's lane, and stay, marked released, until the subscription has
+// handled them (a released letter that fails again parks the key again,
+// in its place). Admin.Discard of a letter takes it out of the key's
+// line. A replay carries the fxbus.MetadataReplay mark, which natsjs puts
+// in the Nats-Msg-Id, so that JetStream does not drop it as a duplicate
+// of the original within its window.
+//
 // # Inbox
 //
 // With Config.Inbox, an inbound message (fxbus.Subscribe) runs each event

@@ -17,6 +17,6 @@ func DueQueries(o *Outbox) (due, next string) { return o.relay.q.dueIDs, o.relay
 // topic does, for a benchmark's plain transactions to be delivered as
 // promptly.
 func Wake(o *Outbox, topic string) {
-	o.relay.hint([]string{topic})
+	o.relay.hint([]lane{{topic, 0}})
 	o.relay.notify()
 }

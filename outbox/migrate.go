@@ -53,17 +53,19 @@ func migrationSet(d Dialect, t Tables) (sqlschema.Set, error) {
 		return sqlschema.Set{}, err
 	}
 	ms, err := sqlschema.Load(migrations, "migrations/"+d.String(), d.flavor(), t.Migrations, map[string]string{
-		"Outbox":            d.quote(t.Outbox),
-		"OutboxIndex":       d.quote(sqlschema.IndexName(t.Outbox, "topic_id")),
-		"DeadLetters":       d.quote(t.DeadLetters),
-		"Leases":            d.quote(t.Leases),
-		"Inbox":             d.quote(t.Inbox),
-		"InboxHandledIndex": d.quote(sqlschema.IndexName(t.Inbox, "handled")),
-		"Scheduled":         d.quote(t.Scheduled),
-		"ScheduledDueIndex": d.quote(sqlschema.IndexName(t.Scheduled, "due")),
-		"ScheduledIDIndex":  d.quote(sqlschema.IndexName(t.Scheduled, "message_id")),
-		"Repairs":           d.quote(t.Repairs),
-		"InboundDead":       d.quote(t.InboundDead),
+		"Outbox":              d.quote(t.Outbox),
+		"OutboxIndex":         d.quote(sqlschema.IndexName(t.Outbox, "topic_id")),
+		"OutboxLaneIndex":     d.quote(sqlschema.IndexName(t.Outbox, "topic_lane_id")),
+		"DeadLetters":         d.quote(t.DeadLetters),
+		"Leases":              d.quote(t.Leases),
+		"Inbox":               d.quote(t.Inbox),
+		"InboxHandledIndex":   d.quote(sqlschema.IndexName(t.Inbox, "handled")),
+		"Scheduled":           d.quote(t.Scheduled),
+		"ScheduledDueIndex":   d.quote(sqlschema.IndexName(t.Scheduled, "due")),
+		"ScheduledIDIndex":    d.quote(sqlschema.IndexName(t.Scheduled, "message_id")),
+		"Repairs":             d.quote(t.Repairs),
+		"InboundDead":         d.quote(t.InboundDead),
+		"InboundDeadKeyIndex": d.quote(sqlschema.IndexName(t.InboundDead, "key")),
 	})
 	if err != nil {
 		return sqlschema.Set{}, fmt.Errorf("fxoutbox: schema for %s: %w", d, err)

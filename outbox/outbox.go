@@ -120,7 +120,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 		cfg.MaxLag = time.Minute
 	}
 	cfg.Delivery = cfg.Delivery.withDefaults()
-	errs = append(errs, cfg.Tables.validate())
+	errs = append(errs, cfg.Tables.validate(), cfg.Relay.validateLanes())
 	var reg deliverables
 	if bus != nil {
 		var err error
@@ -135,7 +135,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	}
 	log = log.Named("fxoutbox")
 	q := cfg.Dialect.queries(cfg.Tables)
-	o := &Outbox{cfg: cfg, db: db, bus: bus, log: log, q: q, admin: &Admin{db: db, d: cfg.Dialect, t: cfg.Tables, q: q, now: cfg.Now}}
+	o := &Outbox{cfg: cfg, db: db, bus: bus, log: log, q: q, admin: &Admin{db: db, d: cfg.Dialect, t: cfg.Tables, q: q, now: cfg.Now, lanes: cfg.Relay.withDefaults().lanesOf}}
 	o.reg.Store(&reg)
 	o.relay = newRelay(db, q, bus.Publisher(), log, cfg.Relay, cfg.Now)
 	o.relay.cleanInbox = o.CleanInbox
@@ -147,6 +147,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	o.uow = &unitOfWork{
 		db: db, q: q, bus: bus, wake: o.relay.notify, inbox: cfg.Inbox, eagerEv: cfg.EventTransactions, now: cfg.Now,
 		reg: &o.reg, delivery: cfg.Delivery, wakeAt: o.relay.notifyAt, hint: o.relay.hint,
+		lanes: o.relay.cfg.lanesOf,
 	}
 	o.left = &leftovers{u: o.uow, log: log}
 	return o, nil
@@ -275,8 +276,14 @@ var Module = fx.Options(
 		// The bus records what its subscriptions dead-letter here, for the
 		// repair tools: from the database alone, so that the bus needs no
 		// *Outbox (which needs the bus).
+		// It is the bus's Parking too (see fxbus.InOrder), replaying into
+		// the relay's lanes.
 		fx.Provide(func(db *sql.DB, cfg Config) (fxbus.DeadLetterRecorder, error) {
-			return NewAdmin(db, cfg.Dialect, cfg.Tables, cfg.Now)
+			a, err := NewAdmin(db, cfg.Dialect, cfg.Tables, cfg.Now)
+			if err != nil {
+				return nil, err
+			}
+			return a.WithLanes(cfg.Relay), nil
 		}),
 		fxcqrs.AsMiddleware(func(o *Outbox) fxcqrs.Middleware { return o.UnitOfWork() }),
 		fx.Invoke(func(o *Outbox, m *fxcqrs.Mediator) { o.DeliverTo(m) }),

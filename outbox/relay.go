@@ -31,7 +31,9 @@ type relay struct {
 	owner     string
 	now       func() time.Time
 
-	renewed map[string]time.Time // by now: when this relay last renewed its lease on each topic (its goroutine's alone)
+	renewed map[string]time.Time // by now: when this relay last renewed each lease it holds, by name (its goroutine's alone)
+	live    int                  // how many relays were alive when last asked (see members)
+	liveAt  time.Time            // by now
 
 	cleanInbox func(context.Context) (int64, error) // the outbox's CleanInbox
 	cleanedAt  time.Time                            // by now; zero: never
@@ -53,8 +55,8 @@ type relay struct {
 	nextAt     atomic.Int64 // the earliest schedule this process wrote and has not seen due, ns; 0: none
 
 	hintMu       sync.Mutex
-	hinted       map[string]struct{} // topics this process's commits wrote to since the last pass
-	discoveredAt time.Time           // by now: when a pass last read the topics from the table (the relay goroutine's)
+	hinted       map[lane]struct{} // lanes this process's commits wrote to since the last pass
+	discoveredAt time.Time         // by now: when a pass last read the topics from the table (the relay goroutine's)
 
 	schedNext      int64     // the Scheduled table's earliest due time when last asked (the relay goroutine's alone)
 	schedCheckedAt time.Time // by now; zero: ask
@@ -83,6 +85,24 @@ type RelayConfig struct {
 	// defaults, delivery resumes within Lease + PollInterval, 5s. Default
 	// 4s.
 	Lease time.Duration `json:"lease" yaml:"lease"`
+	// Lanes is how many lanes a topic's keyed rows are spread over
+	// (fxbus.KeyBy gives a route's events their keys), unless TopicLanes
+	// says otherwise. Each lane is sent in order under a lease of its
+	// own, so that the rows of one key keep their order while the relays
+	// of several replicas share the topic's lanes, each its fair part.
+	// Rows without a key go in lane 0 and keep their topic's order.
+	// Default 1: the topic is one lane, sent by one relay at a time.
+	//
+	// A key's lane is a hash of the key modulo the number of lanes: to
+	// change the number of a topic with rows of it waiting would put a
+	// key's new rows in another lane than its old ones, which could then
+	// overtake them. Change it on a drained topic: stop writing to it (or
+	// run the new number only once Admin.Backlog shows none of its rows
+	// waiting), then deploy the new number everywhere.
+	Lanes int `json:"lanes" yaml:"lanes"`
+	// TopicLanes sets the number of lanes of some topics, by topic; the
+	// others have Lanes. Each must be at least 1.
+	TopicLanes map[string]int `json:"topicLanes" yaml:"topicLanes"`
 	// RetryInitial is the first wait after the broker refused. Default
 	// 100ms; it doubles up to RetryMax.
 	RetryInitial time.Duration `json:"retryInitial" yaml:"retryInitial"`
@@ -124,7 +144,7 @@ func newRelay(db *sql.DB, q queries, pub message.Publisher, log *zap.Logger, cfg
 		owner:   uuid.NewString(),
 		now:     now,
 		renewed: map[string]time.Time{},
-		hinted:  map[string]struct{}{},
+		hinted:  map[lane]struct{}{},
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),

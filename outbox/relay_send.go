@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"time"
 
@@ -30,15 +31,15 @@ func (r *relay) safePass() (sent int, err error) {
 	return r.pass()
 }
 
-// pass sends what it can of every topic it can lease, and reports how
-// many rows it sent.
+// pass sends what it can of every topic's lanes it can lease, and
+// reports how many rows it sent.
 func (r *relay) pass() (int, error) {
 	ctx := context.Background()
 	var errs []error
 	if err := r.promoteDue(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	topics, err := r.passTopics(ctx)
+	topics, lanes, err := r.passLanes(ctx)
 	if err != nil {
 		return 0, errors.Join(append(errs, err)...)
 	}
@@ -52,7 +53,7 @@ func (r *relay) pass() (int, error) {
 			return sent, nil
 		default:
 		}
-		n, err := r.drain(ctx, topic)
+		n, err := r.sendTopic(ctx, topic, lanes[topic])
 		sent += n
 		if err != nil {
 			errs = append(errs, err) // other topics go on
@@ -64,65 +65,79 @@ func (r *relay) pass() (int, error) {
 	return sent, errors.Join(errs...)
 }
 
-// hint tells the relay which topics a commit of this process wrote to.
-func (r *relay) hint(topics []string) {
+// hint tells the relay which lanes a commit of this process wrote to.
+func (r *relay) hint(lanes []lane) {
 	r.hintMu.Lock()
-	for _, t := range topics {
-		r.hinted[t] = struct{}{}
+	for _, l := range lanes {
+		r.hinted[l] = struct{}{}
 	}
 	r.hintMu.Unlock()
 }
 
-// passTopics is what a pass sends: the topics the table holds, found at
-// least once per poll interval (and after a pass that left work behind),
-// else just those this process's commits announced since the last pass,
-// which spares the busy relay a statement per pass.
-func (r *relay) passTopics(ctx context.Context) ([]string, error) {
+// passLanes is what a pass sends, topic by topic in order, each topic's
+// lanes in order: the lanes the table holds, found at least once per poll
+// interval (and after a pass that left work behind), else just those this
+// process's commits announced since the last pass, which spares the busy
+// relay a statement per pass.
+func (r *relay) passLanes(ctx context.Context) ([]string, map[string][]int, error) {
 	r.hintMu.Lock()
-	hinted := make([]string, 0, len(r.hinted))
-	for t := range r.hinted {
-		hinted = append(hinted, t)
+	lanes := map[string][]int{}
+	for l := range r.hinted {
+		lanes[l.topic] = append(lanes[l.topic], l.n)
 	}
 	clear(r.hinted)
 	r.hintMu.Unlock()
 	now := r.now()
 	if r.discoveredAt.IsZero() || now.Sub(r.discoveredAt) >= r.cfg.PollInterval || now.Before(r.discoveredAt) {
-		topics, err := r.topics(ctx)
-		if err == nil {
-			r.discoveredAt = now
+		found, err := r.topics(ctx)
+		if err != nil {
+			return nil, nil, err
 		}
-		return topics, err
+		for _, topic := range found {
+			ns, err := r.laneNumbers(ctx, topic)
+			if err != nil {
+				return nil, nil, err
+			}
+			lanes[topic] = append(lanes[topic], ns...)
+		}
+		r.discoveredAt = now
 	}
-	sort.Strings(hinted)
-	return hinted, nil
+	topics := make([]string, 0, len(lanes))
+	for topic, ns := range lanes {
+		topics = append(topics, topic)
+		slices.Sort(ns)
+		lanes[topic] = slices.Compact(ns)
+	}
+	sort.Strings(topics)
+	return topics, lanes, nil
 }
 
-// batchesPerTurn is how many full batches of one topic a pass sends
-// before it turns to the next topic: a hot topic does not wait for a new
+// batchesPerTurn is how many full batches of one lane a pass sends
+// before it turns to the next lane: a hot lane does not wait for a new
 // pass per batch, nor hold the others back for long.
 const batchesPerTurn = 16
 
-// drain sends topic's batches while this relay holds its lease, up to
-// batchesPerTurn of them.
-func (r *relay) drain(ctx context.Context, topic string) (int, error) {
-	sent := 0
+// drain sends l's batches while this relay holds its lease, up to
+// batchesPerTurn of them; held says whether it held the lease.
+func (r *relay) drain(ctx context.Context, l lane) (sent int, held bool, err error) {
 	for range batchesPerTurn {
-		ok, err := r.lease(ctx, topic)
+		ok, err := r.lease(ctx, l.lease())
 		if err != nil || !ok {
-			return sent, err // !ok: another relay sends this topic
+			return sent, held, err // !ok: another relay sends this lane
 		}
-		n, err := r.send(ctx, topic)
+		held = true
+		n, err := r.send(ctx, l)
 		sent += n
 		if err != nil || n < r.cfg.BatchSize {
-			return sent, err
+			return sent, held, err
 		}
 		select {
 		case <-r.stop:
-			return sent, nil
+			return sent, held, nil
 		default:
 		}
 	}
-	return sent, nil
+	return sent, held, nil
 }
 
 func (r *relay) topics(ctx context.Context) ([]string, error) {
@@ -143,7 +158,8 @@ func (r *relay) topics(ctx context.Context) ([]string, error) {
 	return topics, rows.Err()
 }
 
-// lease takes or renews this relay's lease on topic.
+// lease takes or renews this relay's lease named topic (a lane's, the
+// schedules', or the relay's own member lease).
 // A lease renewed less than a quarter of its length ago is not renewed
 // again: it still has three quarters to run, and the fenced delete checks
 // it anyway.
@@ -183,11 +199,12 @@ type row struct {
 	attempts int
 }
 
-// send publishes a batch of topic's rows, in id order, and deletes the
+// send publishes a batch of l's rows, in id order, and deletes the
 // rows the broker took. A row whose own message the broker refuses goes
 // to the dead letter table; the rows after it go in the next batch.
-func (r *relay) send(ctx context.Context, topic string) (int, error) {
-	rows, err := r.rows(ctx, topic)
+func (r *relay) send(ctx context.Context, l lane) (int, error) {
+	topic := l.topic
+	rows, err := r.rows(ctx, l)
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
@@ -207,7 +224,7 @@ func (r *relay) send(ctx context.Context, topic string) (int, error) {
 	end := r.traceSend(ctx, topic, msgs)
 	acked, err := r.publish(topic, msgs)
 	end(err)
-	sent, delErr := r.deleteSent(ctx, topic, rows[:acked])
+	sent, delErr := r.deleteSent(ctx, l.lease(), rows[:acked])
 	switch {
 	case delErr != nil:
 		return sent, delErr // published, still in the outbox: sent again, at least once
@@ -239,10 +256,10 @@ func (r *relay) publish(topic string, msgs []*message.Message) (int, error) {
 }
 
 // deleteSent deletes the rows the broker took, in one statement, fenced
-// by this relay's lease on topic: a relay that lost its lease (it stalled
+// by this relay's lease named lease (its lane's): a relay that lost its lease (it stalled
 // past it, and another took the topic over) deletes nothing, and the rows
 // go out again from the new owner.
-func (r *relay) deleteSent(ctx context.Context, topic string, rows []row) (int, error) {
+func (r *relay) deleteSent(ctx context.Context, lease string, rows []row) (int, error) {
 	if len(rows) == 0 {
 		return 0, nil
 	}
@@ -250,7 +267,7 @@ func (r *relay) deleteSent(ctx context.Context, topic string, rows []row) (int, 
 	for _, rw := range rows {
 		args = append(args, rw.id)
 	}
-	args = append(args, topic, r.owner, r.now().UnixNano())
+	args = append(args, lease, r.owner, r.now().UnixNano())
 	res, err := r.db.ExecContext(ctx, r.q.deleteSent(len(rows)), args...)
 	if err != nil {
 		return 0, err
@@ -260,17 +277,17 @@ func (r *relay) deleteSent(ctx context.Context, topic string, rows []row) (int, 
 		return 0, err
 	}
 	if int(n) < len(rows) {
-		delete(r.renewed, topic) // the lease is another's: ask the database next time
-		r.log.Warn("relay: lost its lease on a topic in the middle of a batch; the new owner sends those rows again",
-			zap.String("topic", topic), zap.Int("rows", len(rows)), zap.Int64("deleted", n))
+		delete(r.renewed, lease) // the lease is another's: ask the database next time
+		r.log.Warn("relay: lost its lease on a lane in the middle of a batch; the new owner sends those rows again",
+			zap.String("lease", lease), zap.Int("rows", len(rows)), zap.Int64("deleted", n))
 	}
 	r.sent.Add(uint64(n))
 	r.inHand.Add(-n)
 	return int(n), nil
 }
 
-func (r *relay) rows(ctx context.Context, topic string) ([]row, error) {
-	rs, err := r.db.QueryContext(ctx, r.q.rows, topic, r.now().UnixNano(), r.cfg.BatchSize)
+func (r *relay) rows(ctx context.Context, l lane) ([]row, error) {
+	rs, err := r.db.QueryContext(ctx, r.q.rows, l.topic, l.n, r.now().UnixNano(), r.cfg.BatchSize)
 	if err != nil {
 		return nil, err
 	}

@@ -110,7 +110,7 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 		if err != nil {
 			return "", fmt.Errorf("fxoutbox.Schedule: metadata: %w", err)
 		}
-		if _, err := un.tx.ExecContext(ctx, u.q.schedule, due, r.Topic, id, []byte(r.Message.Payload), string(meta)); err != nil {
+		if _, err := un.tx.ExecContext(ctx, u.q.schedule, due, r.Topic, u.laneOf(r.Topic, r.Message), id, []byte(r.Message.Payload), string(meta)); err != nil {
 			return "", fmt.Errorf("fxoutbox.Schedule: %w", err)
 		}
 	}

@@ -20,12 +20,12 @@ type txKey struct{}
 // unit is one unit of work's transaction and the outbox rows written in
 // it, nested calls' included: a commit that wrote none wakes no relay.
 type unit struct {
-	tx     *sql.Tx
-	u      *unitOfWork
-	wrote  int
-	topics []string                // where it wrote, each once: the relay's hint
-	due    int64                   // the earliest due time of what it scheduled, in ns; 0: none
-	after  []func(context.Context) // AfterCommit's
+	tx    *sql.Tx
+	u     *unitOfWork
+	wrote int
+	lanes []lane                  // where it wrote, each once: the relay's hint
+	due   int64                   // the earliest due time of what it scheduled, in ns; 0: none
+	after []func(context.Context) // AfterCommit's
 }
 
 // Tx returns the transaction of the unit of work ctx belongs to, for the
@@ -60,7 +60,8 @@ type unitOfWork struct {
 	reg      *atomic.Pointer[deliverables] // the Outbox's
 	delivery DeliveryConfig
 	wakeAt   func(dueNs int64) // a commit scheduled something: the relay's timer
-	hint     func(topics []string)
+	hint     func(lanes []lane)
+	lanes    func(topic string) int // how many lanes topic's keyed rows are spread over
 
 	duplicates atomic.Uint64 // inbound handlings skipped: the inbox had them
 }
@@ -142,7 +143,7 @@ func (u *unitOfWork) inboxed(ctx context.Context, kind fxcqrs.Kind) bool {
 func (u *unitOfWork) committed(un *unit) {
 	if un.wrote > 0 {
 		if u.hint != nil {
-			u.hint(un.topics)
+			u.hint(un.lanes)
 		}
 		u.wake()
 	}

@@ -35,6 +35,7 @@ const usage = `usage: fxcqrs [-dialect D -dsn DSN] [-json] COMMAND
   dead show ID
   dead replay -who ME -why REASON ID...
   dead discard -who ME -why REASON ID...
+  dead release -topic T -key K -who ME -why REASON
   saga list [-name N] [-status S] [-limit N]
   saga show ID
   saga retry -who ME -why REASON ID
@@ -86,6 +87,8 @@ func run(args []string, out io.Writer) error {
 		return c.deadShow(ctx, rest[2:])
 	case "dead replay", "dead discard":
 		return c.deadRepair(ctx, rest[1], rest[2:])
+	case "dead release":
+		return c.deadRelease(ctx, rest[2:])
 	case "saga list":
 		return c.sagaList(ctx, rest[2:])
 	case "saga show":

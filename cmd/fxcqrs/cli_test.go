@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
 	"github.com/fxcqrs/fxcqrs/outbox/outboxtest"
 	fxsaga "github.com/fxcqrs/fxcqrs/saga"
@@ -68,6 +71,16 @@ func TestCommandLine(t *testing.T) {
 		assert.Contains(t, cli("dead", "show", "41"), `{"id":41}`)
 		assert.Contains(t, cli("dead", "replay", "-who", "ops", "-why", "limit raised", "41"), "replay: 1 of 1")
 		assert.Equal(t, 1, outboxtest.Count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox WHERE message_id = 'm-41'"), "back in the outbox")
+
+		// A key parked by a subscription with fxbus.InOrder: released.
+		park := message.NewMessage("m-k1", []byte(`{"id":7}`))
+		park.Metadata.Set(fxbus.MetadataKey, "order-7")
+		admin, err := fxoutbox.NewAdmin(d.DB, d.Dialect, fxoutbox.Tables{}, nil)
+		require.NoError(t, err)
+		require.NoError(t, admin.RecordParked(context.Background(), "orders", "order-7", park, errors.New("refused")))
+		assert.Contains(t, cli("dead", "release", "-topic", "orders", "-key", "order-7", "-who", "ops", "-why", "fixed"), "release: 1 letters of key order-7")
+		assert.Contains(t, cli("dead", "show", "-1"), "parks key: order-7")
+		assert.Equal(t, 1, outboxtest.Count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox WHERE message_id = 'm-k1'"), "back in the outbox")
 
 		assert.Regexp(t, `order\s+FAILED\s+1`, cli("saga", "list"))
 		assert.Contains(t, cli("saga", "list", "-status", "waiting"), "orders.Paid 8 until")

@@ -65,6 +65,12 @@ func (c *cli) deadShow(ctx context.Context, args []string) error {
 	if !d.Discarded.IsZero() {
 		fmt.Fprintf(c.out, "discarded: %s: %s\n", timeOf(d.Discarded), d.DiscardReason)
 	}
+	if d.Key != "" {
+		fmt.Fprintf(c.out, "parks key: %s\n", d.Key)
+	}
+	if !d.Released.IsZero() {
+		fmt.Fprintf(c.out, "released: %s (waits until the subscription has it)\n", timeOf(d.Released))
+	}
 	fmt.Fprintln(c.out, "metadata:")
 	for k, v := range d.Metadata {
 		fmt.Fprintf(c.out, "  %s: %s\n", k, v)
@@ -104,5 +110,31 @@ func (c *cli) deadRepair(ctx context.Context, action string, args []string) erro
 		return c.print(map[string]int{action + "ed": n}, nil, nil)
 	}
 	_, err = fmt.Fprintf(c.out, "%s: %d of %d (the others were replayed or discarded already, or are unknown)\n", action, n, len(ids))
+	return err
+}
+
+// deadRelease replays every parked letter of a key (see
+// fxoutbox.Admin.Release).
+func (c *cli) deadRelease(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("dead release", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	topic := fs.String("topic", "", "the topic (required)")
+	key := fs.String("key", "", "the parked key (required)")
+	who := fs.String("who", os.Getenv("USER"), "who asks (recorded)")
+	why := fs.String("why", "", "why (recorded)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *topic == "" || *key == "" {
+		return errors.New("dead release: -topic and -key name the parked key")
+	}
+	n, err := c.admin.Release(ctx, *topic, *key, *who, *why)
+	if err != nil {
+		return err
+	}
+	if c.asJSON {
+		return c.print(map[string]int{"released": n}, nil, nil)
+	}
+	_, err = fmt.Fprintf(c.out, "release: %d letters of key %s on %s go back, in their order\n", n, *key, *topic)
 	return err
 }

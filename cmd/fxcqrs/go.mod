@@ -10,6 +10,8 @@ replace (
 )
 
 require (
+	github.com/ThreeDotsLabs/watermill v1.5.1
+	github.com/fxcqrs/fxcqrs/bus v0.0.0-00010101000000-000000000000
 	github.com/fxcqrs/fxcqrs/outbox v0.0.0-00010101000000-000000000000
 	github.com/fxcqrs/fxcqrs/saga v0.0.0-00010101000000-000000000000
 	github.com/go-sql-driver/mysql v1.10.1
@@ -21,11 +23,9 @@ require (
 
 require (
 	filippo.io/edwards25519 v1.2.0 // indirect
-	github.com/ThreeDotsLabs/watermill v1.5.1 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
 	github.com/fxcqrs/fxcqrs v0.0.0-00010101000000-000000000000 // indirect
-	github.com/fxcqrs/fxcqrs/bus v0.0.0-00010101000000-000000000000 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
