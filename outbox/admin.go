@@ -112,7 +112,11 @@ func (a *Admin) Repairs(ctx context.Context, limit int) ([]Repair, error) {
 	return out, rows.Err()
 }
 
-// Lease is which relay owns a topic, until when.
+// Lease is which relay owns what, until when. Topic is the lease's name:
+// a topic (its lane 0), a topic's other lane ("orders#3"), the right to
+// move due schedules ("fxcqrs:scheduled"), or a relay's own member lease
+// ("fxcqrs:relay:" and its owner id), by which the relays count each other
+// to share a topic's lanes.
 type Lease struct {
 	Topic, Owner string
 	Until        time.Time

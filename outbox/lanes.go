@@ -116,7 +116,17 @@ func share(lanes, members int) int { return (lanes + members - 1) / max(members,
 // share, those nobody holds; then gives back the lanes it holds beyond
 // its share, between batches, for another relay to take.
 func (r *relay) sendTopic(ctx context.Context, topic string, lanes []int) (int, error) {
-	fair := len(lanes)
+	// The topic's lanes are its configured number, and any beyond that
+	// still holding rows (the number was lowered): the lanes of this pass
+	// may be only those a commit just wrote to.
+	all := slices.Clone(lanes)
+	for n := range r.cfg.lanesOf(topic) {
+		if !slices.Contains(all, n) {
+			all = append(all, n)
+		}
+	}
+	slices.Sort(all)
+	fair := len(all)
 	if fair > 1 {
 		live, err := r.members(ctx)
 		if err != nil {
@@ -124,7 +134,7 @@ func (r *relay) sendTopic(ctx context.Context, topic string, lanes []int) (int, 
 		}
 		fair = share(fair, live)
 	}
-	held := r.held(topic, lanes)
+	held := r.held(topic, all)
 	sent := 0
 	var errs []error
 	for _, n := range lanes {
@@ -145,6 +155,7 @@ func (r *relay) sendTopic(ctx context.Context, topic string, lanes []int) (int, 
 			errs = append(errs, err)
 		}
 	}
+	slices.Sort(held)
 	for len(held) > fair { // give back the last ones
 		n := held[len(held)-1]
 		held = held[:len(held)-1]
