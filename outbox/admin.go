@@ -57,6 +57,9 @@ func (a *Admin) repair(ctx context.Context, action string, ids []int64, who, why
 	if err != nil {
 		return 0, fmt.Errorf("fxoutbox: %s: %w", action, err)
 	}
+	if err := a.writeFirst(ctx, tx); err != nil {
+		return 0, errors.Join(fmt.Errorf("fxoutbox: %s: %w", action, err), rollback(tx))
+	}
 	now := a.now().UnixNano()
 	var done []string
 	for _, id := range ids {
@@ -140,4 +143,16 @@ func (a *Admin) Leases(ctx context.Context) ([]Lease, error) {
 		out = append(out, l)
 	}
 	return out, rows.Err()
+}
+
+// writeFirst begins tx with a write that changes nothing, on SQLite: a
+// transaction that reads first and writes after fails with SQLITE_BUSY
+// when another connection wrote in between, while one that writes first
+// waits for the lock (busy_timeout). Elsewhere it does nothing.
+func (a *Admin) writeFirst(ctx context.Context, tx *sql.Tx) error {
+	if a.d != SQLite {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, "UPDATE "+a.d.quote(a.t.Repairs)+" SET why = why WHERE id = -1")
+	return err
 }

@@ -113,14 +113,15 @@ func (a *Admin) Admit(ctx context.Context, topic, key string, msg *message.Messa
 
 func (a *Admin) admit(ctx context.Context, tx *sql.Tx, topic, key string, msg *message.Message) (fxbus.Admission, error) {
 	in := a.d.quote(a.t.InboundDead)
-	// The key's letters, locked (FOR UPDATE where the dialect has it) so
-	// that a release and an admission of the key take turns.
-	lock := " FOR UPDATE"
-	if a.d == SQLite {
-		lock = ""
+	// A write that changes nothing first: it locks the key's letters (a
+	// release and an admission of the key take turns), and on SQLite it
+	// takes the write lock before the read, so that the writes after it
+	// cannot fail with SQLITE_BUSY.
+	if _, err := tx.ExecContext(ctx, a.d.Rebind("UPDATE "+in+" SET released_ns = released_ns WHERE topic = ? AND msg_key = ? AND discarded_ns = 0"), topic, key); err != nil {
+		return 0, err
 	}
 	rows, err := tx.QueryContext(ctx, a.d.Rebind("SELECT id, message_id, released_ns FROM "+in+
-		" WHERE topic = ? AND msg_key = ? AND discarded_ns = 0 ORDER BY id"+lock), topic, key)
+		" WHERE topic = ? AND msg_key = ? AND discarded_ns = 0 ORDER BY id"), topic, key)
 	if err != nil {
 		return 0, err
 	}
