@@ -33,6 +33,9 @@ func rig(t *testing.T) (*fxoutbox.Admin, *fxsaga.SQL, outboxtest.Database) {
 	_, err := d.DB.Exec("INSERT INTO fxcqrs_outbox_dead (id, topic, message_id, payload, metadata, error, failed_ns) VALUES (7, ?, 'm-7', ?, ?, ?, 1)",
 		"orders"+hostile, []byte(`{"note":"`+hostile+`"}`), `{"name":"OrderPlaced"}`, "refused: "+hostile)
 	require.NoError(t, err)
+	// And an inbound letter that parks a hostile key.
+	_, err = d.DB.Exec("INSERT INTO fxcqrs_outbox_inbound_dead (topic, msg_key, message_id, payload, metadata, error, failed_ns) VALUES ('moves', ?, 'm-1', '{}', '{}', 'refused', 1)", hostile)
+	require.NoError(t, err)
 	admin, err := fxoutbox.NewAdmin(d.DB, d.Dialect, fxoutbox.Tables{}, nil)
 	require.NoError(t, err)
 	store, err := fxsaga.NewSQL(d.DB, d.Dialect, fxsaga.Tables{}, 0)
@@ -87,12 +90,14 @@ func TestEscapes(t *testing.T) {
 	admin, store, _ := rig(t)
 	c, err := fxconsole.New(admin, store, fxconsole.Config{InsecureAllowEveryone: true})
 	require.NoError(t, err)
-	for _, path := range []string{"/", "/dead", "/dead/7", "/sagas?status=failed", "/sagas/s-1"} {
+	for _, path := range []string{"/", "/dead", "/dead/7", "/dead/-1", "/sagas?status=failed", "/sagas/s-1"} {
 		code, body := get(t, c, path)
 		require.Equal(t, http.StatusOK, code, path)
 		assert.NotContains(t, body, "<script>", path)
 		assert.Contains(t, body, "&lt;script&gt;", path)
 	}
+	_, body := get(t, c, "/dead/-1")
+	assert.Contains(t, body, `<td id="key">&lt;script&gt;`, "the parked key, shown escaped")
 }
 
 // Read-only unless Actions: a POST changes nothing. With Actions, a

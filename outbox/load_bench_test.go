@@ -2,6 +2,7 @@ package fxoutbox_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -47,6 +48,11 @@ func BenchmarkUnitOfWorkUnderLoad(b *testing.B) {
 			// pay for the same delivery on the same two cores, at once.
 			stop, wake := relayTo(b, d, addr)
 			defer stop()
+			// The row is shaped as the unit of work's are: a message id as
+			// long, and metadata as the bus writes it (name, content type,
+			// correlation id), so that the relay and the broker move the
+			// same bytes on both sides.
+			meta := plainMetadata(b)
 			b.SetParallelism(par)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
@@ -57,7 +63,7 @@ func BenchmarkUnitOfWorkUnderLoad(b *testing.B) {
 						_, err = tx.ExecContext(ctx, insertOrder, id)
 					}
 					if err == nil {
-						_, err = tx.ExecContext(ctx, insertRow, topic, fmt.Sprint("p-", id), []byte(`{"ID":1}`), `{}`)
+						_, err = tx.ExecContext(ctx, insertRow, topic, fmt.Sprintf("%036d", id), []byte(`{"ID":1}`), meta)
 					}
 					if err == nil {
 						err = tx.Commit()
@@ -140,4 +146,17 @@ func relayTo(b *testing.B, d database, addr string) (stop func(), wake func(topi
 			_ = ps.Close()
 		})
 	}, func(topic string) { fxoutbox.Wake(o, topic) }
+}
+
+// plainMetadata is the metadata the bus writes for an OrderPlaced, as the
+// plain side's rows carry it.
+func plainMetadata(b *testing.B) string {
+	b.Helper()
+	bus, err := fxbus.New(fxbus.Config{}, nil, nil)
+	require.NoError(b, err)
+	msg, err := bus.Encode(context.Background(), OrderPlaced{ID: 1})
+	require.NoError(b, err)
+	meta, err := json.Marshal(msg.Metadata)
+	require.NoError(b, err)
+	return string(meta)
 }
