@@ -141,6 +141,7 @@ type queries struct {
 	insert       string
 	topics       string
 	rows         string
+	rowsAfter    string // rows, after a row id
 	deleteRow    string
 	deleteIn     string // with %s for the ids' placeholders; see deleteSent
 	dead         string
@@ -186,12 +187,13 @@ func (d Dialect) queries(t Tables) queries {
 			" SELECT topic FROM t WHERE topic IS NOT NULL",
 		// due_ns is 0 but for a row of this service's own delivery waiting
 		// for its next attempt.
-		rows:     "SELECT id, message_id, payload, metadata, attempts FROM " + o + " WHERE topic = ? AND lane = ? AND due_ns <= ? ORDER BY id LIMIT ?",
-		retry:    "UPDATE " + o + " SET attempts = attempts + 1, due_ns = ? WHERE id = ?",
-		schedule: "INSERT INTO " + sc + " (due_ns, topic, lane, message_id, payload, metadata) VALUES (?, ?, ?, ?, ?, ?)",
-		cancel:   "DELETE FROM " + sc + " WHERE message_id = ?",
-		dueIDs:   "SELECT id FROM " + sc + " WHERE due_ns <= ? ORDER BY due_ns, id LIMIT ?",
-		nextDue:  "SELECT MIN(due_ns) FROM " + sc,
+		rows:      "SELECT id, message_id, payload, metadata, attempts FROM " + o + " WHERE topic = ? AND lane = ? AND due_ns <= ? ORDER BY id LIMIT ?",
+		rowsAfter: "SELECT id, message_id, payload, metadata, attempts FROM " + o + " WHERE topic = ? AND lane = ? AND due_ns <= ? AND id > ? ORDER BY id LIMIT ?",
+		retry:     "UPDATE " + o + " SET attempts = attempts + 1, due_ns = ? WHERE id = ?",
+		schedule:  "INSERT INTO " + sc + " (due_ns, topic, lane, message_id, payload, metadata) VALUES (?, ?, ?, ?, ?, ?)",
+		cancel:    "DELETE FROM " + sc + " WHERE message_id = ?",
+		dueIDs:    "SELECT id FROM " + sc + " WHERE due_ns <= ? ORDER BY due_ns, id LIMIT ?",
+		nextDue:   "SELECT MIN(due_ns) FROM " + sc,
 		promoteIn: "INSERT INTO " + o + " (topic, lane, message_id, payload, metadata, created_ns) SELECT topic, lane, message_id, payload, metadata, due_ns FROM " + sc +
 			" WHERE id IN (%s) ORDER BY due_ns, id",
 		unscheduleIn: "DELETE FROM " + sc + " WHERE id IN (%s)",
@@ -223,7 +225,7 @@ func (d Dialect) queries(t Tables) queries {
 		}[d],
 	}
 	for _, p := range []*string{
-		&q.insert, &q.topics, &q.rows, &q.deleteRow, &q.dead, &q.renewLease, &q.takeLease, &q.dropLeases, &q.inboxInsert, &q.inboxCleanup,
+		&q.insert, &q.topics, &q.rows, &q.rowsAfter, &q.deleteRow, &q.dead, &q.renewLease, &q.takeLease, &q.dropLeases, &q.inboxInsert, &q.inboxCleanup,
 		&q.retry, &q.schedule, &q.cancel, &q.dueIDs, &q.nextDue, &q.lanes, &q.members, &q.dropLease,
 		&q.backlog, &q.lag, &q.deadByTopic, &q.inboundDeadByTopic, &q.scheduledSummary,
 	} {

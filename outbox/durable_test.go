@@ -245,3 +245,63 @@ func TestDurableAllEvents(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_inbox") == 1 }, 10*time.Second, time.Millisecond)
 }
+
+// Slow is a durable event whose handler waits until the test lets it go.
+type Slow struct{ ID int }
+
+// A durable row committed while another row's handler is still running
+// does not wait for it: the relay reads the rows its process's commits
+// announce while a batch is delivered, and starts them in the places
+// left. Before, a batch waited for its slowest delivery.
+func TestDurableRowDoesNotWaitForTheBatch(t *testing.T) {
+	t.Parallel()
+	// Not SQLite: there the first handler's transaction holds the one
+	// write lock, and the second command cannot commit at all.
+	d := openDatabase(t, fxoutbox.PostgreSQL)
+	bus, err := fxbus.New(fxbus.Config{}, nil, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, bus.Stop(context.Background())) })
+	o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect, Relay: fxoutbox.RelayConfig{PollInterval: time.Hour},
+		Deliverables: []fxoutbox.Deliverable{fxoutbox.DurableEvent[Slow](), fxoutbox.DurableEvent[Shipped]()}}, nil)
+	require.NoError(t, err)
+	entered, release, shipped := make(chan struct{}), make(chan struct{}), make(chan int, 1)
+	m, err := fxcqrs.New(fxcqrs.Config{Events: fxcqrs.EventConfig{MaxConcurrentHandlers: 4}},
+		fxcqrs.WithMiddleware(o.UnitOfWork()),
+		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
+			if c.ID == 1 {
+				fxcqrs.Emit(ctx, Slow{ID: 1})
+			} else {
+				fxcqrs.Emit(ctx, Shipped{ID: c.ID})
+			}
+			return nil
+		})),
+		fxcqrs.WithEventHandlers(
+			eventFunc[Slow](func(context.Context, Slow) error {
+				close(entered)
+				<-release
+				return nil
+			}),
+			eventFunc[Shipped](func(_ context.Context, e Shipped) error { shipped <- e.ID; return nil }),
+		))
+	require.NoError(t, err)
+	o.DeliverTo(m)
+	require.NoError(t, o.Start(context.Background()))
+	t.Cleanup(func() {
+		require.NoError(t, m.Stop(context.Background()))
+		require.NoError(t, o.Stop(context.Background()))
+	})
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(letGo) // first, should the test fail while the handler waits
+	require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 1}))
+	<-entered
+	require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 2}))
+	select {
+	case id := <-shipped:
+		assert.Equal(t, 2, id)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the second row waited for the first row's handler")
+	}
+	letGo()
+	waitFor(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0 })
+}

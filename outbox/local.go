@@ -114,7 +114,8 @@ type DeliveryConfig struct {
 	RetryInitial time.Duration `json:"retryInitial" yaml:"retryInitial"`
 	// RetryMax bounds the wait between attempts. Default 5m.
 	RetryMax time.Duration `json:"retryMax" yaml:"retryMax"`
-	// Concurrency is how many rows of a batch are delivered at once. Each
+	// Concurrency is how many rows are delivered at once (a row committed
+	// while others are delivered starts as soon as a place is free). Each
 	// row's handlers run under the mediator's limit on event handlers
 	// (Config.Events.MaxConcurrentHandlers, 1 by default: durable handlers
 	// then run one at a time in the service; raise it for throughput).

@@ -3,7 +3,6 @@ package fxoutbox
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
@@ -74,38 +73,81 @@ func (r *relay) promoteDue(ctx context.Context) error {
 	return err
 }
 
-// sendLocal delivers a batch of the delivery topic's rows to the mediator,
-// several at once, and deletes the delivered ones in one statement fenced
-// by the lease. A row whose delivery failed waits for its next attempt
-// with a backoff, or goes to the dead letter table after MaxAttempts (at
-// once when it is malformed); one the mediator refused because it is
-// stopping waits for the next relay.
+// sendLocal delivers the delivery topic's rows to the mediator,
+// Concurrency at a time, and deletes the delivered ones in one statement
+// fenced by the lease. While they are delivered, the rows that this
+// process's commits announce are read (those after the last it read) and
+// started as places free up, so that a row committed during a slow
+// delivery does not wait for the whole batch; up to batchesPerTurn
+// batches' worth of rows per call. A row whose delivery failed waits for
+// its next attempt with a backoff, or goes to the dead letter table after
+// MaxAttempts (at once when it is malformed); one the mediator refused
+// because it is stopping waits for the next relay.
 func (r *relay) sendLocal(ctx context.Context, topic string, rows []row) (int, error) {
-	errs := make([]error, len(rows))
-	sem := make(chan struct{}, r.delivery.Concurrency)
-	var wg sync.WaitGroup
-	for i := range rows {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			errs[i] = r.deliverSafely(ctx, rows[i])
-		})
+	type result struct {
+		rw  row
+		err error
 	}
-	wg.Wait()
-	var done []row
-	var failed []error
-	for i, rw := range rows {
-		err := errs[i]
-		switch {
-		case err == nil:
-			done = append(done, rw)
-		case errors.Is(err, fxcqrs.ErrStopped):
-			failed = append(failed, err) // not an attempt: the next relay delivers it
-		default:
-			if err := r.failLocal(ctx, topic, rw, err); err != nil {
-				failed = append(failed, err)
-			}
+	var (
+		results = make(chan result, r.delivery.Concurrency)
+		pending = rows
+		last    = rows[len(rows)-1].id
+		read    = len(rows)
+		budget  = r.cfg.BatchSize * batchesPerTurn
+		running int
+		stop    = r.stop
+		woken   bool // a wake was taken here: the loop must see it too
+		done    []row
+		failed  []error
+	)
+	for len(pending) > 0 || running > 0 {
+		for len(pending) > 0 && running < r.delivery.Concurrency {
+			rw := pending[0]
+			pending = pending[1:]
+			running++
+			go func() { results <- result{rw, r.deliverSafely(ctx, rw)} }()
 		}
+		more := r.wake
+		if read >= budget {
+			more = nil // enough for one call: the next pass reads the rest
+		}
+		select {
+		case res := <-results:
+			running--
+			switch {
+			case res.err == nil:
+				done = append(done, res.rw)
+			case errors.Is(res.err, fxcqrs.ErrStopped):
+				failed = append(failed, res.err) // not an attempt: the next relay delivers it
+			default:
+				if err := r.failLocal(ctx, topic, res.rw, res.err); err != nil {
+					failed = append(failed, err)
+				}
+			}
+		case <-more:
+			woken = true
+			if ok, err := r.lease(ctx, topic); err != nil || !ok {
+				read = budget // the lease is in doubt: finish what runs, read no more
+				continue
+			}
+			next, err := r.rowsAfter(ctx, lane{topic, 0}, last)
+			if err != nil {
+				failed = append(failed, err)
+				read = budget
+				continue
+			}
+			if len(next) > 0 {
+				last = next[len(next)-1].id
+				read += len(next)
+				r.inHand.Add(int64(len(next)))
+				pending = append(pending, next...)
+			}
+		case <-stop:
+			read, stop = budget, nil // stopping: finish what runs, read no more
+		}
+	}
+	if woken {
+		r.notify() // the commits it announced may have written other topics' rows too
 	}
 	// Handlers take longer than a broker's acknowledgement: the batch may
 	// have outlasted the lease it was read under. Renew it now if a

@@ -286,8 +286,19 @@ func (r *relay) deleteSent(ctx context.Context, lease string, rows []row) (int, 
 	return int(n), nil
 }
 
+// rows reads a batch of l's due rows, in id order.
 func (r *relay) rows(ctx context.Context, l lane) ([]row, error) {
-	rs, err := r.db.QueryContext(ctx, r.q.rows, l.topic, l.n, r.now().UnixNano(), r.cfg.BatchSize)
+	return r.queryRows(ctx, r.q.rows, l.topic, l.n, r.now().UnixNano(), r.cfg.BatchSize)
+}
+
+// rowsAfter reads a batch of l's due rows after the row id after, in id
+// order.
+func (r *relay) rowsAfter(ctx context.Context, l lane, after int64) ([]row, error) {
+	return r.queryRows(ctx, r.q.rowsAfter, l.topic, l.n, r.now().UnixNano(), after, r.cfg.BatchSize)
+}
+
+func (r *relay) queryRows(ctx context.Context, query string, args ...any) ([]row, error) {
+	rs, err := r.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
