@@ -462,3 +462,18 @@ func TestEventTypes(t *testing.T) {
 		))
 	assert.ElementsMatch(t, []reflect.Type{reflect.TypeFor[OrderPlaced](), reflect.TypeFor[Shipped](), reflect.TypeFor[Lost]()}, m.EventTypes())
 }
+
+// EventHandlers names an event type's own handlers, two of one type
+// twice, and none for a type nothing handles.
+func TestEventHandlers(t *testing.T) {
+	m := newMediator(t, fxcqrs.Config{},
+		fxcqrs.WithEventHandlers(
+			eventFunc[Shipped](func(context.Context, Shipped) error { return nil }),
+			eventFunc[Shipped](func(context.Context, Shipped) error { return nil }),
+		))
+	names := m.EventHandlers(reflect.TypeFor[Shipped]())
+	require.Len(t, names, 2)
+	assert.Equal(t, names[0], names[1])
+	assert.Contains(t, names[0], "eventFunc[")
+	assert.Empty(t, m.EventHandlers(reflect.TypeFor[OrderPlaced]()))
+}

@@ -295,3 +295,16 @@ func (m *Mediator) EventTypes() []reflect.Type {
 	}
 	return out
 }
+
+// EventHandlers returns the names of the handlers registered for event
+// type t itself (not those of interfaces it implements), in the order
+// they run: the names by which a Call and the outbox's inbox know them.
+// Two handlers of one type share a name.
+func (m *Mediator) EventHandlers(t reflect.Type) []string {
+	hs := m.reg.events[t]
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = h.Name
+	}
+	return out
+}

@@ -305,3 +305,38 @@ func TestDurableRowDoesNotWaitForTheBatch(t *testing.T) {
 	letGo()
 	waitFor(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0 })
 }
+
+// The inbox knows a handler by its type's name: two handlers of one type
+// of an event it records are refused at Start, naming the type, where
+// the second would otherwise be skipped for every message as a
+// redelivery of the first; without the inbox, or for an event it does
+// not record, they are fine.
+func TestTwoHandlersOfOneTypeUnderTheInbox(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	start := func(cfg fxoutbox.Config) error {
+		bus, err := fxbus.New(fxbus.Config{}, nil, nil)
+		require.NoError(t, err)
+		cfg.Dialect = d.Dialect
+		o, err := fxoutbox.New(d.DB, bus, cfg, nil)
+		require.NoError(t, err)
+		m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithMiddleware(o.UnitOfWork()), fxcqrs.WithEventHandlers(
+			eventFunc[OrderPlaced](func(context.Context, OrderPlaced) error { return nil }),
+			eventFunc[OrderPlaced](func(context.Context, OrderPlaced) error { return nil }),
+			eventFunc[Shipped](func(context.Context, Shipped) error { return nil }),
+		))
+		require.NoError(t, err)
+		o.DeliverTo(m)
+		err = o.Start(context.Background())
+		require.NoError(t, o.Stop(context.Background()))
+		return err
+	}
+	err := start(fxoutbox.Config{Inbox: true})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "OrderPlaced has two handlers of one type")
+	assert.Contains(t, err.Error(), "eventFunc[")
+	assert.NotContains(t, err.Error(), "Shipped", "one handler of Shipped")
+	require.NoError(t, start(fxoutbox.Config{}), "no inbox, no durable event: both run")
+	require.NoError(t, start(fxoutbox.Config{Deliverables: []fxoutbox.Deliverable{fxoutbox.DurableEvent[Shipped]()}}),
+		"a durable event with one handler")
+}

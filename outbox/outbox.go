@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -224,8 +226,39 @@ func (o *Outbox) Start(ctx context.Context) error {
 	if (len(o.reg.Load().byName) > 0 || o.cfg.Delivery.AllEvents) && o.mediator.Load() == nil {
 		return errors.New("fxoutbox: Start: Config.Deliverables need the mediator they run on: call Outbox.DeliverTo before Start (fxoutbox.Module does)")
 	}
+	if m := o.mediator.Load(); m != nil {
+		if err := o.checkInboxNames(m); err != nil {
+			return err
+		}
+	}
 	o.relay.start()
 	return nil
+}
+
+// checkInboxNames refuses two handlers of one event that the inbox would
+// take for one: it knows a handler by its type's name, so that the second
+// of two handlers of one type (two values of one function adapter or of
+// one struct) would be skipped as a redelivery of the first.
+// Checked for the events the inbox records: every one with Config.Inbox,
+// else the durable ones.
+func (o *Outbox) checkInboxNames(m *fxcqrs.Mediator) error {
+	reg := o.reg.Load()
+	var errs []error
+	for _, t := range m.EventTypes() {
+		if !o.cfg.Inbox && !reg.durable(t) {
+			continue
+		}
+		seen := map[string]bool{}
+		for _, name := range m.EventHandlers(t) {
+			if seen[name] {
+				errs = append(errs, fmt.Errorf("fxoutbox: %v has two handlers of one type, %s: the inbox knows a handler by its type's name and would run only the first of them for each message; give each a type of its own (a named type per handler)", t, name))
+				break
+			}
+			seen[name] = true
+		}
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
 }
 
 // inboxBatch bounds one clean-up statement, so that it holds its locks
