@@ -3,12 +3,15 @@ package fxoutbox_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
@@ -356,4 +359,89 @@ func TestScheduleChainStopsAtMaxDepth(t *testing.T) {
 	assert.Contains(t, reason, fxcqrs.ErrMaxDepth.Error())
 	assert.Equal(t, int32(fxcqrs.MaxDepth), runs.Load(), "each link up to MaxDepth ran once; the last one's schedule was refused")
 	assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled"))
+}
+
+// duePublisher takes what the relay sends and counts the messages that
+// went out before their time (their id says when they were due).
+type duePublisher struct {
+	clock       *fakeClock
+	start       int64
+	sent, early atomic.Int64
+}
+
+func (p *duePublisher) Publish(_ string, msgs ...*message.Message) error {
+	now := p.clock.Now().UnixNano()
+	for _, m := range msgs {
+		var i int64
+		if _, err := fmt.Sscanf(m.UUID, "m-%d", &i); err == nil && p.start+i*int64(36*time.Millisecond) > now {
+			p.early.Add(1)
+		}
+	}
+	p.sent.Add(int64(len(msgs)))
+	return nil
+}
+func (p *duePublisher) Close() error { return nil }
+
+// 100,000 schedules over an hour of fake time, the clock moved a minute
+// at a time: each minute's rows go out once due and never before, and the
+// relay's passes per minute and the process's heap stay flat from the
+// first minutes to the last (no scan of every row per wake, nothing kept
+// per schedule in memory). Not parallel: it reads the heap.
+func TestHourOfSchedules(t *testing.T) {
+	if testing.Short() {
+		t.Skip("an hour of fake time over 100,000 rows; not with -short")
+	}
+	d := openDatabase(t, fxoutbox.PostgreSQL)
+	clock := newFakeClock()
+	start := clock.Now().UnixNano()
+	const rows = 100000 // one every 36ms: an hour
+	_, err := d.DB.Exec(`INSERT INTO fxcqrs_outbox_scheduled (due_ns, topic, message_id, payload, metadata)
+		SELECT $1::bigint + (i::bigint * 36000000), 'orders', 'm-' || i, '\x7b7d'::bytea, '{}' FROM generate_series(1, 100000) AS i`, start)
+	require.NoError(t, err)
+	_, err = d.DB.Exec("ANALYZE fxcqrs_outbox_scheduled")
+	require.NoError(t, err)
+	pub := &duePublisher{clock: clock, start: start}
+	bus, err := fxbus.New(fxbus.Config{Publisher: pub}, nil, nil)
+	require.NoError(t, err)
+	o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect, Now: clock.Now, After: clock.After}, nil)
+	require.NoError(t, err)
+	require.NoError(t, o.Start(context.Background()))
+	t.Cleanup(func() { require.NoError(t, o.Stop(context.Background())) })
+
+	heap := func() uint64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	var passes []uint64
+	var heaps []uint64
+	for range 60 {
+		before := fxoutbox.Passes(o)
+		clock.Advance(time.Minute)
+		waitFor(t, func() bool {
+			due := min((clock.Now().UnixNano()-start)/int64(36*time.Millisecond), rows)
+			if pub.sent.Load() >= due {
+				return true
+			}
+			clock.Advance(36 * time.Millisecond) // a relay that set its timer after the move waits on it: one row on
+			return false
+		})
+		passes = append(passes, fxoutbox.Passes(o)-before)
+		heaps = append(heaps, heap())
+	}
+	assert.EqualValues(t, rows, pub.sent.Load(), "every schedule sent once due")
+	assert.Zero(t, pub.early.Load(), "none before its time")
+	mean := func(xs []uint64) float64 {
+		var s uint64
+		for _, x := range xs {
+			s += x
+		}
+		return float64(s) / float64(len(xs))
+	}
+	early, late := mean(passes[1:11]), mean(passes[50:60])
+	t.Logf("relay passes per fake minute: %.1f in minutes 2-11, %.1f in minutes 51-60; heap %.1f MiB after minute 10, %.1f MiB after minute 60",
+		early, late, float64(heaps[9])/(1<<20), float64(heaps[59])/(1<<20))
+	assert.LessOrEqual(t, late, 2*early+5, "the relay's work per minute stays flat")
+	assert.Less(t, float64(heaps[59]), float64(heaps[9])+8<<20, "the heap stays flat")
 }
