@@ -30,8 +30,8 @@ type Config struct {
 	// message id: the id and the handler's writes commit in one
 	// transaction, and a redelivery skips the handlers that handled it.
 	// Default false. The inbox knows a handler by its name (its type's):
-	// two handlers of one event must be of two types, or the second is
-	// taken for the first and skipped.
+	// two handlers of one event must be of two types (Start refuses two
+	// of one type, which the inbox would take for one).
 	Inbox bool `json:"inbox" yaml:"inbox"`
 	// EventTransactions gives every event handler a transaction before it
 	// runs (Tx(ctx) is not nil in it). Default false: an event handler
