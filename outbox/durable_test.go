@@ -261,8 +261,10 @@ func TestDurableRowDoesNotWaitForTheBatch(t *testing.T) {
 	bus, err := fxbus.New(fxbus.Config{}, nil, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, bus.Stop(context.Background())) })
-	o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect, Relay: fxoutbox.RelayConfig{PollInterval: time.Hour},
-		Deliverables: []fxoutbox.Deliverable{fxoutbox.DurableEvent[Slow](), fxoutbox.DurableEvent[Shipped]()}}, nil)
+	o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{
+		Dialect: d.Dialect, Relay: fxoutbox.RelayConfig{PollInterval: time.Hour},
+		Deliverables: []fxoutbox.Deliverable{fxoutbox.DurableEvent[Slow](), fxoutbox.DurableEvent[Shipped]()},
+	}, nil)
 	require.NoError(t, err)
 	entered, release, shipped := make(chan struct{}), make(chan struct{}), make(chan int, 1)
 	m, err := fxcqrs.New(fxcqrs.Config{Events: fxcqrs.EventConfig{MaxConcurrentHandlers: 4}},
