@@ -7,6 +7,11 @@ import (
 	"hash/fnv"
 	"slices"
 	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	fxbus "github.com/fxcqrs/fxcqrs/bus"
+	"go.uber.org/zap"
 )
 
 // Order per key. A row whose message has a key (fxbus.KeyBy puts it in
@@ -190,4 +195,57 @@ func (r *relay) laneNumbers(ctx context.Context, topic string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, rows.Err()
+}
+
+// lease takes or renews this relay's lease named topic (a lane's, the
+// schedules', or the relay's own member lease).
+// A lease renewed less than a quarter of its length ago is not renewed
+// again: it still has three quarters to run, and the fenced delete checks
+// it anyway.
+func (r *relay) lease(ctx context.Context, topic string) (bool, error) {
+	now := r.now()
+	if at, ok := r.renewed[topic]; ok && now.Sub(at) < r.cfg.Lease/4 {
+		return true, nil
+	}
+	delete(r.renewed, topic)
+	until := now.UnixNano() + r.cfg.Lease.Nanoseconds()
+	res, err := r.db.ExecContext(ctx, r.q.renewLease, r.owner, until, topic, r.owner, now.UnixNano())
+	if err != nil {
+		return false, err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		if n == 1 {
+			r.renewed[topic] = now
+		}
+		return n == 1, err
+	}
+	res, err = r.db.ExecContext(ctx, r.q.takeLease, topic, r.owner, until)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	if n == 1 {
+		r.renewed[topic] = now
+	}
+	return n == 1, err
+}
+
+// releaseLeases drops every lease this relay holds, as it stops: its
+// lanes go to the others at once, not when they expire.
+func (r *relay) releaseLeases() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := r.db.ExecContext(ctx, r.q.dropLeases, r.owner); err != nil {
+		r.log.Warn("relay: leases not released; they expire", zap.Error(err))
+	}
+}
+
+// laneOf is the lane of topic that msg's row goes in: by its key, if it
+// has one.
+func (u *unitOfWork) laneOf(topic string, msg *message.Message) int {
+	key := msg.Metadata.Get(fxbus.MetadataKey)
+	if key == "" || u.lanes == nil {
+		return 0
+	}
+	return laneOf(key, u.lanes(topic))
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"strconv"
 	"time"
 
@@ -315,31 +314,4 @@ func (u *unitOfWork) writeLocal(ctx context.Context, un *unit) error {
 		}
 	}
 	return nil
-}
-
-// insert writes msg as a row of topic in un's transaction.
-func (u *unitOfWork) insert(ctx context.Context, un *unit, topic string, msg *message.Message) error {
-	meta, err := json.Marshal(msg.Metadata)
-	if err != nil {
-		return fmt.Errorf("fxoutbox: metadata of %s: %w", msg.UUID, err)
-	}
-	l := lane{topic, u.laneOf(topic, msg)}
-	if _, err := un.tx.ExecContext(ctx, u.q.insert, topic, l.n, msg.UUID, []byte(msg.Payload), string(meta), u.now().UnixNano()); err != nil {
-		return fmt.Errorf("fxoutbox: write to the outbox: %w", err)
-	}
-	un.wrote++
-	if !slices.Contains(un.lanes, l) {
-		un.lanes = append(un.lanes, l)
-	}
-	return nil
-}
-
-// laneOf is the lane of topic that msg's row goes in: by its key, if it
-// has one.
-func (u *unitOfWork) laneOf(topic string, msg *message.Message) int {
-	key := msg.Metadata.Get(fxbus.MetadataKey)
-	if key == "" || u.lanes == nil {
-		return 0
-	}
-	return laneOf(key, u.lanes(topic))
 }

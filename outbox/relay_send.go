@@ -158,39 +158,6 @@ func (r *relay) topics(ctx context.Context) ([]string, error) {
 	return topics, rows.Err()
 }
 
-// lease takes or renews this relay's lease named topic (a lane's, the
-// schedules', or the relay's own member lease).
-// A lease renewed less than a quarter of its length ago is not renewed
-// again: it still has three quarters to run, and the fenced delete checks
-// it anyway.
-func (r *relay) lease(ctx context.Context, topic string) (bool, error) {
-	now := r.now()
-	if at, ok := r.renewed[topic]; ok && now.Sub(at) < r.cfg.Lease/4 {
-		return true, nil
-	}
-	delete(r.renewed, topic)
-	until := now.UnixNano() + r.cfg.Lease.Nanoseconds()
-	res, err := r.db.ExecContext(ctx, r.q.renewLease, r.owner, until, topic, r.owner, now.UnixNano())
-	if err != nil {
-		return false, err
-	}
-	if n, err := res.RowsAffected(); err != nil || n == 1 {
-		if n == 1 {
-			r.renewed[topic] = now
-		}
-		return n == 1, err
-	}
-	res, err = r.db.ExecContext(ctx, r.q.takeLease, topic, r.owner, until)
-	if err != nil {
-		return false, err
-	}
-	n, err := res.RowsAffected()
-	if n == 1 {
-		r.renewed[topic] = now
-	}
-	return n == 1, err
-}
-
 type row struct {
 	id       int64
 	msgID    string
@@ -333,12 +300,4 @@ func (r *relay) deadLetter(ctx context.Context, topic string, rw row, cause erro
 	}
 	r.deadLettered.Add(1)
 	return nil
-}
-
-func (r *relay) releaseLeases() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := r.db.ExecContext(ctx, r.q.dropLeases, r.owner); err != nil {
-		r.log.Warn("relay: leases not released; they expire", zap.Error(err))
-	}
 }

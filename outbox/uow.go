@@ -3,13 +3,16 @@ package fxoutbox
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs"
 	fxbus "github.com/fxcqrs/fxcqrs/bus"
 	"go.uber.org/zap"
@@ -265,5 +268,22 @@ func (l *leftovers) Forward(ctx context.Context, events []any) error {
 		return fmt.Errorf("fxoutbox: commit: %w", err)
 	}
 	l.u.committed(un)
+	return nil
+}
+
+// insert writes msg as a row of topic in un's transaction.
+func (u *unitOfWork) insert(ctx context.Context, un *unit, topic string, msg *message.Message) error {
+	meta, err := json.Marshal(msg.Metadata)
+	if err != nil {
+		return fmt.Errorf("fxoutbox: metadata of %s: %w", msg.UUID, err)
+	}
+	l := lane{topic, u.laneOf(topic, msg)}
+	if _, err := un.tx.ExecContext(ctx, u.q.insert, topic, l.n, msg.UUID, []byte(msg.Payload), string(meta), u.now().UnixNano()); err != nil {
+		return fmt.Errorf("fxoutbox: write to the outbox: %w", err)
+	}
+	un.wrote++
+	if !slices.Contains(un.lanes, l) {
+		un.lanes = append(un.lanes, l)
+	}
 	return nil
 }
