@@ -190,9 +190,10 @@ func crash(t *testing.T, d database, broker string) {
 	t.Logf("%d kills: %d orders committed, %d delivered, %d raw duplicates, %d effects", crashRounds, report.Committed, report.Delivered, dups, report.Effects)
 }
 
-func ids(t testing.TB, db *sql.DB, query string) []int64 {
+// ids runs query (with args) and returns its one integer column.
+func ids(t testing.TB, db *sql.DB, query string, args ...any) []int64 {
 	t.Helper()
-	rows, err := db.Query(query)
+	rows, err := db.Query(query, args...)
 	require.NoError(t, err)
 	defer rows.Close()
 	var out []int64

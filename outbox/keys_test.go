@@ -2,13 +2,11 @@ package fxoutbox_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -489,19 +487,7 @@ func TestLanesReplicaChild(t *testing.T) {
 	if crashtest.Mode() == "" {
 		t.Skip("started by TestLanesSharedByReplicas only")
 	}
-	db, err := sql.Open("pgx", os.Getenv("FXCQRS_CRASH_DSN"))
-	require.NoError(t, err)
-	ps, err := natsjs.New(natsjs.Config{URL: os.Getenv("FXCQRS_CRASH_ADDR")})
-	require.NoError(t, err)
-	bus, err := fxbus.New(fxbus.Config{Publisher: ps}, nil, nil)
-	require.NoError(t, err)
-	o, err := fxoutbox.New(db, bus, fxoutbox.Config{Dialect: fxoutbox.PostgreSQL, Relay: fxoutbox.RelayConfig{
-		PollInterval: 50 * time.Millisecond, Lease: time.Second, Lanes: 8,
-	}}, nil)
-	require.NoError(t, err)
-	require.NoError(t, o.Start(context.Background()))
-	crashtest.Ready()
-	select {} // until killed
+	relayUntilKilled(t, fxoutbox.RelayConfig{PollInterval: 50 * time.Millisecond, Lease: time.Second, Lanes: 8})
 }
 
 // streamOrder reads topic's JetStream stream from its start: each key's
@@ -634,23 +620,13 @@ func TestReplicasShareLanesFairly(t *testing.T) {
 	})
 	defer func() { close(stop); wg.Wait() }()
 	// held is how many of the topic's lanes each relay holds, by owner.
-	held := func() []int {
-		rows, err := d.DB.Query(d.Dialect.Rebind("SELECT COUNT(*) FROM fxcqrs_outbox_leases WHERE (topic = ? OR topic LIKE ?) AND until_ns >= ? GROUP BY owner ORDER BY COUNT(*)"),
+	held := func() []int64 {
+		return ids(t, d.DB, d.Dialect.Rebind("SELECT COUNT(*) FROM fxcqrs_outbox_leases WHERE (topic = ? OR topic LIKE ?) AND until_ns >= ? GROUP BY owner ORDER BY COUNT(*)"),
 			tp, tp+"#%", time.Now().UnixNano())
-		require.NoError(t, err)
-		defer rows.Close()
-		var out []int
-		for rows.Next() {
-			var n int
-			require.NoError(t, rows.Scan(&n))
-			out = append(out, n)
-		}
-		require.NoError(t, rows.Err())
-		return out
 	}
 	// steady waits for the lanes to be held as want, in five samples in a
 	// row, 50ms apart.
-	steady := func(want ...int) {
+	steady := func(want ...int64) {
 		t.Helper()
 		inARow := 0
 		waitFor(t, func() bool {

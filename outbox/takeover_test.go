@@ -125,13 +125,20 @@ func TestTakeoverChild(t *testing.T) {
 	if crashtest.Mode() == "" {
 		t.Skip("started by TestTakeoverAfterKill only")
 	}
+	relayUntilKilled(t, fxoutbox.RelayConfig{})
+}
+
+// relayUntilKilled is a crash test's relaying replica: a relay with cfg on
+// FXCQRS_CRASH_DSN's PostgreSQL into FXCQRS_CRASH_ADDR's NATS, until the
+// harness kills it.
+func relayUntilKilled(t *testing.T, cfg fxoutbox.RelayConfig) {
 	db, err := sql.Open("pgx", os.Getenv("FXCQRS_CRASH_DSN"))
 	require.NoError(t, err)
 	ps, err := natsjs.New(natsjs.Config{URL: os.Getenv("FXCQRS_CRASH_ADDR")})
 	require.NoError(t, err)
 	bus, err := fxbus.New(fxbus.Config{Publisher: ps}, nil, nil)
 	require.NoError(t, err)
-	o, err := fxoutbox.New(db, bus, fxoutbox.Config{Dialect: fxoutbox.PostgreSQL}, nil)
+	o, err := fxoutbox.New(db, bus, fxoutbox.Config{Dialect: fxoutbox.PostgreSQL, Relay: cfg}, nil)
 	require.NoError(t, err)
 	require.NoError(t, o.Start(context.Background()))
 	crashtest.Ready()
