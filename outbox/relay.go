@@ -16,9 +16,10 @@ import (
 
 func typeOf(v any) reflect.Type { return reflect.TypeOf(v) }
 
-// relay delivers the outbox's rows to the broker: topic by topic, in the
-// order the outbox recorded them (by id: the order of first write, not of
-// commit), each topic under a lease so that one relay at a time sends it.
+// relay delivers the outbox's rows to the broker: topic by topic and lane
+// by lane, in the order the outbox recorded them (by id: the order of
+// first write, not of commit), each lane under a lease so that one relay
+// at a time sends it (see lanes.go).
 type relay struct {
 	db  *sql.DB
 	q   queries
@@ -79,8 +80,9 @@ type RelayConfig struct {
 	// one, and the ones the broker took are deleted in one statement.
 	// Default 100.
 	BatchSize int `json:"batchSize" yaml:"batchSize"`
-	// Lease is how long a relay owns a topic without renewing it; it
-	// renews it before each batch. A relay that dies leaves its topics to
+	// Lease is how long a relay owns a topic's lane (a topic nobody keys
+	// is one lane) without renewing it; it renews it before each batch,
+	// at most once per quarter lease. A relay that dies leaves its lanes to
 	// the others (or to its own restart) once it expires: with the
 	// defaults, delivery resumes within Lease + PollInterval, 5s. Default
 	// 4s.
