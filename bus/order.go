@@ -165,7 +165,7 @@ func (b *Bus) park(ts *topicSubs, p Parking) message.HandlerMiddleware {
 				switch {
 				case err == nil:
 					if aerr := p.Arrived(ctx, ts.topic, key, msg.UUID); aerr != nil {
-						b.log.Error("a released message was handled and is still parked: it is skipped when it comes again, by the inbox", zap.String("topic", ts.topic), zap.String("messageId", msg.UUID), zap.Error(aerr))
+						b.log.Error("a released message was handled and is still recorded as parked: when it comes again, a handler with the inbox skips it", zap.String("topic", ts.topic), zap.String("messageId", msg.UUID), zap.Error(aerr))
 					}
 					return out, nil
 				case errors.As(err, new(*redeliver)):
