@@ -29,6 +29,20 @@ func natsURL(t testing.TB) string {
 	return brokertest.Address(t, "FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
 }
 
+// subscribed is a PubSub of the "svc" group subscribed to a stream of
+// the test's own, until the test ends.
+func subscribed(t *testing.T, base string) (*natsjs.PubSub, string, <-chan *message.Message) {
+	t.Helper()
+	addr := natsURL(t)
+	tp := topic(t, addr, base)
+	ps := pubsub(t, addr, "svc")
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ch, err := ps.Subscribe(ctx, tp)
+	require.NoError(t, err)
+	return ps, tp, ch
+}
+
 // topic is a stream of the test's own, deleted when it ends.
 func topic(t testing.TB, addr, base string) string {
 	t.Helper()
@@ -75,13 +89,7 @@ func next(t testing.TB, ch <-chan *message.Message) *message.Message {
 // twice with one id arrives once (JetStream's deduplication).
 func TestRoundTripAndDeduplication(t *testing.T) {
 	t.Parallel()
-	addr := natsURL(t)
-	tp := topic(t, addr, "orders")
-	ps := pubsub(t, addr, "svc")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ch, err := ps.Subscribe(ctx, tp)
-	require.NoError(t, err)
+	ps, tp, ch := subscribed(t, "orders")
 	require.NoError(t, ps.Publish(tp, msg("id-1", "one"), msg("id-2", "two")))
 	require.NoError(t, ps.Publish(tp, msg("id-1", "one again")), "a duplicate is acknowledged")
 	require.NoError(t, ps.Publish(tp, msg("id-3", "three")))
@@ -104,13 +112,7 @@ func TestRoundTripAndDeduplication(t *testing.T) {
 // replay is a duplicate again.
 func TestReplayIsNotADuplicate(t *testing.T) {
 	t.Parallel()
-	addr := natsURL(t)
-	tp := topic(t, addr, "replays")
-	ps := pubsub(t, addr, "svc")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ch, err := ps.Subscribe(ctx, tp)
-	require.NoError(t, err)
+	ps, tp, ch := subscribed(t, "replays")
 	require.NoError(t, ps.Publish(tp, msg("id-1", "first")))
 	replay := func() *message.Message {
 		m := msg("id-1", "replayed")
@@ -150,13 +152,7 @@ func TestPublishBeforeSubscribe(t *testing.T) {
 // A nacked message is delivered again; an acked one is not.
 func TestNackRedelivers(t *testing.T) {
 	t.Parallel()
-	addr := natsURL(t)
-	tp := topic(t, addr, "nacked")
-	ps := pubsub(t, addr, "svc")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ch, err := ps.Subscribe(ctx, tp)
-	require.NoError(t, err)
+	ps, tp, ch := subscribed(t, "nacked")
 	require.NoError(t, ps.Publish(tp, msg("n-1", "x")))
 	first := next(t, ch)
 	first.Nack()
