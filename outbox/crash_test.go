@@ -233,16 +233,7 @@ func provisionNATS(t testing.TB, addr, topic string) {
 		DeliverPolicy: nc.DeliverAllPolicy, AckPolicy: nc.AckExplicitPolicy, AckWait: 2 * time.Second,
 	})
 	require.NoError(t, err)
-	t.Cleanup(func() {
-		conn, err := nc.Connect(addr)
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		if js, err := conn.JetStream(); err == nil {
-			_ = js.DeleteStream(topic)
-		}
-	})
+	dropStreamAtCleanup(t, addr, topic)
 }
 
 // natsPubSub is the bus's own JetStream publisher and subscriber, on the

@@ -131,9 +131,8 @@ func plainSide(b *testing.B, d database, addr string, ids *atomic.Int64) func() 
 	insertRow := d.Dialect.Rebind("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata) VALUES (?, ?, ?, ?)")
 	topic := fmt.Sprintf("plain_%d", rand.Uint64())
 	dropStreamAtCleanup(b, addr, topic)
-	stop, wake := relayTo(b, d, addr)
+	wake := relayTo(b, d, addr)
 	b.Cleanup(func() {
-		stop()
 		_, err := d.DB.Exec(d.Dialect.Rebind("DELETE FROM fxcqrs_outbox WHERE topic = ?"), topic)
 		require.NoError(b, err)
 	})
@@ -199,18 +198,22 @@ func outboxSide(b *testing.B, d database, addr string, ids *atomic.Int64) (call 
 	return func() error {
 			return fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: int(ids.Add(1))})
 		}, func() int {
+			// Called from require.Eventually's goroutine too: b.Error,
+			// not FailNow; -1 is never a backlog the caller waits for.
 			var n int
-			require.NoError(b, d.DB.QueryRow(count, topic).Scan(&n))
+			if err := d.DB.QueryRow(count, topic).Scan(&n); err != nil {
+				b.Error(err)
+				return -1
+			}
 			return n
 		}
 }
 
-// dropStreamAtCleanup deletes the JetStream stream of topic, which the
-// relay's first publish makes, once b is done: the shared server keeps no
-// benchmark's messages.
-func dropStreamAtCleanup(b *testing.B, addr, topic string) {
-	b.Helper()
-	b.Cleanup(func() {
+// dropStreamAtCleanup deletes the JetStream stream of topic once t is
+// done: the shared server keeps no test's or benchmark's messages.
+func dropStreamAtCleanup(t testing.TB, addr, topic string) {
+	t.Helper()
+	t.Cleanup(func() {
 		conn, err := nc.Connect(addr)
 		if err != nil {
 			return
@@ -222,10 +225,9 @@ func dropStreamAtCleanup(b *testing.B, addr, topic string) {
 	})
 }
 
-// relayTo runs a relay of d's outbox into NATS JetStream at addr until the
-// returned function is called (again is harmless); wake wakes it, as a
-// unit of work's commit does.
-func relayTo(b *testing.B, d database, addr string) (stop func(), wake func(topic string)) {
+// relayTo runs a relay of d's outbox into NATS JetStream at addr until b
+// is done; wake wakes it, as a unit of work's commit does.
+func relayTo(b *testing.B, d database, addr string) (wake func(topic string)) {
 	b.Helper()
 	ps, err := natsjs.New(natsjs.Config{URL: addr})
 	require.NoError(b, err)
@@ -234,13 +236,11 @@ func relayTo(b *testing.B, d database, addr string) (stop func(), wake func(topi
 	o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect}, nil)
 	require.NoError(b, err)
 	require.NoError(b, o.Start(context.Background()))
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			require.NoError(b, o.Stop(context.Background()))
-			_ = ps.Close()
-		})
-	}, func(topic string) { fxoutbox.Wake(o, topic) }
+	b.Cleanup(func() {
+		require.NoError(b, o.Stop(context.Background()))
+		_ = ps.Close()
+	})
+	return func(topic string) { fxoutbox.Wake(o, topic) }
 }
 
 // plainMetadata is the metadata the bus writes for an OrderPlaced, as the
