@@ -213,6 +213,7 @@ func TestParkedKeyHoldsBackOnlyItsKey(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, d database) {
 		tp := fmt.Sprintf("moves_%d", rand.Uint32())
 		provisionNATS(t, addr, tp)
+		dropStreamAtCleanup(t, addr, tp+"_poison") // the bus's dead letter topic
 		keys := []string{"bad", "good-1", "good-2", "good-3"}
 		var (
 			fixed atomic.Bool
@@ -309,6 +310,7 @@ func TestReleasedMessageThatFailsAgainParksAgain(t *testing.T) {
 	d := openDatabase(t, fxoutbox.PostgreSQL)
 	tp := fmt.Sprintf("moves_%d", rand.Uint32())
 	provisionNATS(t, addr, tp)
+	dropStreamAtCleanup(t, addr, tp+"_poison") // the bus's dead letter topic
 	var (
 		fails atomic.Int64 // failures of bad's first message still to come
 		got   perKey
