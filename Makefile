@@ -6,14 +6,19 @@ GOLANGCI_LINT_VERSION := v2.15.0
 BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
 GOBIN := $(shell go env GOPATH)/bin
 
+# Runs a command in every module, each whatever the one before did, one
+# ok/FAIL line per module, and fails at the end if any module failed.
+EACH := MODULES="$(MODULES)" $(CURDIR)/.ci/each
+
 .PHONY: test
 test: ## go test -race in every module, then the allocation counts (which need the race detector off)
-	@set -e; for m in $(MODULES); do echo "== go test -race $$m"; (cd $$m && go test -race -count=1 ./...); done
-	@echo "== go test -run TestAllocations ."; go test -count=1 -run 'TestAllocations' .
+	@status=0; $(EACH) 'go test -race' go test -race -count=1 $(TESTFLAGS) ./... || status=1; \
+		echo "== go test -run TestAllocations ."; go test -count=1 -run 'TestAllocations' . || status=1; \
+		exit $$status
 
 .PHONY: vet
 vet:
-	@set -e; for m in $(MODULES); do (cd $$m && go vet ./...); done
+	@$(EACH) 'go vet' go vet ./...
 
 # The oldest Go the library supports, as the README says. A dependency
 # upgrade that raises go.mod's directive fails CI instead of passing silently.
@@ -28,7 +33,7 @@ check-go-version:
 lint: vet check-go-version ## go vet, the go directive, and golangci-lint (installed at a pinned version)
 	@test -x $(GOBIN)/golangci-lint && $(GOBIN)/golangci-lint version 2>/dev/null | grep -q $(GOLANGCI_LINT_VERSION:v%=%) || \
 		go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
-	@set -e; for m in $(MODULES); do echo "== golangci-lint $$m"; (cd $$m && $(GOBIN)/golangci-lint run ./...); done
+	@$(EACH) golangci-lint $(GOBIN)/golangci-lint run ./...
 
 .PHONY: bench
 bench: ## the benchmark suite (benchmarks/), 6 counts each, summarised by benchstat
@@ -37,8 +42,8 @@ bench: ## the benchmark suite (benchmarks/), 6 counts each, summarised by benchs
 
 .PHONY: bench-smoke
 bench-smoke: ## every benchmark once, so none rots
-	@set -e; for m in $(MODULES); do (cd $$m && go test -run '^$$' -bench . -benchtime 1x ./... > /dev/null); done
+	@$(EACH) bench-smoke sh -c 'out=$$(go test -run "^$$" -bench . -benchtime 1x ./... 2>&1) || { echo "$$out"; exit 1; }' 
 
 .PHONY: build
 build:
-	@set -e; for m in $(MODULES); do (cd $$m && go build ./...); done
+	@$(EACH) 'go build' go build -o /dev/null ./... # -o: a module of one main package writes no binary into the tree

@@ -87,13 +87,26 @@ func main() {
 	crash := flag.Bool("crash", false, "first place an order in a child process killed between the commit and the projection's handler")
 	delay := flag.Duration("delay", time.Second, "how long an order may stay unpaid")
 	flag.Parse()
-	if err := entry(os.Stdout, *crash, *delay); err != nil {
+	if err := entry(os.Stdout, *crash, *delay, wallClock); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
 
-func entry(out io.Writer, crash bool, delay time.Duration) error {
+// clock is the example's time: now is the outbox's clock (fxoutbox.Config.Now,
+// which decides when a schedule is due), and pass is called where the
+// example waits for an unpaid order's time to run out. The program runs on
+// the wall clock, where time passes by itself; its test moves a fake clock
+// on, so that what it checks is the order of events, not the machine's
+// speed.
+type clock struct {
+	now  func() time.Time
+	pass func(time.Duration)
+}
+
+var wallClock = clock{now: time.Now, pass: func(time.Duration) {}}
+
+func entry(out io.Writer, crash bool, delay time.Duration, clk clock) error {
 	if path := os.Getenv("FXCQRS_DURABLE_CHILD"); path != "" {
 		return child(path)
 	}
@@ -111,7 +124,7 @@ func entry(out io.Writer, crash bool, delay time.Duration) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return run(ctx, out, path, delay, crash)
+	return run(ctx, out, path, delay, clk, crash)
 }
 
 // open opens and migrates the database at path.
@@ -131,11 +144,11 @@ func open(path string) (*sql.DB, error) {
 }
 
 // app builds the service on db; m receives its mediator.
-func app(db *sql.DB, e *env, m **fxcqrs.Mediator) *fx.App {
+func app(db *sql.DB, e *env, now func() time.Time, m **fxcqrs.Mediator) *fx.App {
 	return fx.New(
 		fx.NopLogger,
 		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
-		fx.Supply(db, fxoutbox.Config{Dialect: fxoutbox.SQLite, Relay: fxoutbox.RelayConfig{PollInterval: 50 * time.Millisecond, Lease: time.Second}}),
+		fx.Supply(db, fxoutbox.Config{Dialect: fxoutbox.SQLite, Now: now, Relay: fxoutbox.RelayConfig{PollInterval: 50 * time.Millisecond, Lease: time.Second}}),
 		fx.Supply(e),
 		fxoutbox.Durable[OrderPlaced](),
 		fxoutbox.Durable[OrderCancelled](),
@@ -222,7 +235,7 @@ func delayOf(ctx context.Context) time.Duration {
 
 // run places orders 1 and 2, pays 1, and waits for 2 to be cancelled by
 // its schedule, printing the projection as the relay keeps it.
-func run(ctx context.Context, out io.Writer, path string, delay time.Duration, crashed bool) error {
+func run(ctx context.Context, out io.Writer, path string, delay time.Duration, clk clock, crashed bool) error {
 	db, err := open(path)
 	if err != nil {
 		return err
@@ -230,7 +243,7 @@ func run(ctx context.Context, out io.Writer, path string, delay time.Duration, c
 	defer db.Close()
 	e := &env{cancelled: make(chan int, 4), projected: make(chan struct{}, 16)}
 	var m *fxcqrs.Mediator
-	a := app(db, e, &m)
+	a := app(db, e, clk.now, &m)
 	if err := a.Start(ctx); err != nil {
 		return err
 	}
@@ -257,10 +270,11 @@ func run(ctx context.Context, out io.Writer, path string, delay time.Duration, c
 		return err
 	}
 	fmt.Fprintln(out, "order 1 paid: its cancellation is cancelled")
+	clk.pass(delay)
 	select {
 	case id := <-e.cancelled:
 		if id != 2 {
-			return fmt.Errorf("order %d was cancelled, and it was paid", id)
+			return fmt.Errorf("order %d was cancelled; only order 2 was to be", id)
 		}
 		fmt.Fprintf(out, "order %d: not paid in time, cancelled by its schedule\n", id)
 	case <-ctx.Done():
@@ -316,11 +330,11 @@ func child(path string) error {
 	defer db.Close()
 	e := &env{crashIn: true, cancelled: make(chan int, 4), projected: make(chan struct{}, 16)}
 	var m *fxcqrs.Mediator
-	a := app(db, e, &m)
+	a := app(db, e, time.Now, &m)
 	if err := a.Start(context.Background()); err != nil {
 		return err
 	}
-	ctx := context.WithValue(context.Background(), delayKey{}, time.Hour)
+	ctx := context.WithValue(context.Background(), delayKey{}, 24*time.Hour) // not due in this run
 	if err := fxcqrs.Exec(ctx, m, PlaceOrder{ID: 99}); err != nil {
 		return err
 	}
