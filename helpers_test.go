@@ -54,7 +54,7 @@ func newMediator(t testing.TB, cfg fxcqrs.Config, opts ...fxcqrs.Option) *fxcqrs
 	m, err := fxcqrs.New(cfg, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		require.NoError(t, m.Stop(ctx))
 	})
@@ -113,7 +113,7 @@ func (g *gauge) snapshot() (cur, peak, total int) {
 // waitFor blocks until cond holds on the gauge, or fails the test.
 func (g *gauge) waitFor(t testing.TB, what string, cond func(cur, peak, total int) bool) {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
+	deadline := time.After(time.Minute)
 	for {
 		g.mu.Lock()
 		ok := cond(g.cur, g.peak, g.total)

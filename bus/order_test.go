@@ -155,7 +155,7 @@ func TestInOrderHandsOverAfterTheAck(t *testing.T) {
 		select {
 		case m := <-out:
 			return m.UUID
-		case <-time.After(10 * time.Second):
+		case <-time.After(time.Minute):
 			return "nothing"
 		}
 	}
@@ -174,7 +174,7 @@ func TestInOrderHandsOverAfterTheAck(t *testing.T) {
 	a2.Nack()
 	select {
 	case <-a3.Nacked(): // nacked behind a2: the broker redelivers both
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("a3 was neither nacked nor handed over")
 	}
 }

@@ -198,7 +198,7 @@ func TestInboundDeadLetters(t *testing.T) {
 	select {
 	case id := <-handled:
 		assert.Equal(t, msg.UUID, id, "handled with its own id")
-	case <-time.After(20 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("the replayed message was never handled")
 	}
 	left, err := o.Admin().ListDead(context.Background(), fxoutbox.DeadLetterFilter{})

@@ -216,7 +216,7 @@ func TestDurableBatchOutlastsTheLease(t *testing.T) {
 	<-started
 	clock.Advance(3 * time.Second) // the lease the batch was read under has lapsed
 	close(release)
-	require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0 }, time.Minute, time.Millisecond)
 	passesWithout(t, r.outbox, 3)
 	assert.Equal(t, int32(1), deliveries.Load(), "delivered once: the batch's delete was not fenced out")
 }
@@ -240,10 +240,10 @@ func TestDurableAllEvents(t *testing.T) {
 	select {
 	case id := <-ids:
 		assert.NotEmpty(t, id, "run from a row: it has the row's message id")
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("not delivered")
 	}
-	require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_inbox") == 1 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_inbox") == 1 }, time.Minute, time.Millisecond)
 }
 
 // Slow is a durable event whose handler waits until the test lets it go.
@@ -301,7 +301,7 @@ func TestDurableRowDoesNotWaitForTheBatch(t *testing.T) {
 	select {
 	case id := <-shipped:
 		assert.Equal(t, 2, id)
-	case <-time.After(20 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("the second row waited for the first row's handler")
 	}
 	letGo()

@@ -90,7 +90,7 @@ func next(t *testing.T, ch <-chan *message.Message) *message.Message {
 	select {
 	case msg := <-ch:
 		return msg
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("no message came")
 		return nil
 	}
@@ -252,7 +252,7 @@ func TestStopWithoutStart(t *testing.T) {
 	require.NoError(t, err)
 	o, err := fxoutbox.New(d.DB, b, fxoutbox.Config{Dialect: d.Dialect}, nil)
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	require.NoError(t, o.Stop(ctx))
 	require.NoError(t, o.Start(context.Background()))

@@ -24,7 +24,10 @@ import (
 // A relaying replica killed with SIGKILL leaves its topic to another
 // within the lease (4s) and a poll (1s): the test measures the gap from
 // the kill to the first message written after it, on PostgreSQL and NATS
-// JetStream, and bounds it with slack for a loaded machine.
+// JetStream, and logs it (about 5s on an idle machine). Its bound is 30s:
+// wide enough that a machine busy with other work never reaches it (the
+// gap includes the new replica's start), narrow enough to catch a
+// takeover that waits for anything but the lease.
 func TestTakeoverAfterKill(t *testing.T) {
 	t.Parallel()
 	addr := env("FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
@@ -117,7 +120,7 @@ func TestTakeoverAfterKill(t *testing.T) {
 		return false
 	})
 	t.Logf("delivery resumed %v after the relaying replica was killed", gap.Round(time.Millisecond))
-	assert.Less(t, gap, 8*time.Second, "within the lease and a poll, with slack for a loaded machine")
+	assert.Less(t, gap, 30*time.Second, "within the lease and a poll, with slack for a busy machine")
 }
 
 // TestTakeoverChild is the relaying replica TestTakeoverAfterKill kills.

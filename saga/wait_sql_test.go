@@ -226,7 +226,7 @@ func TestEventAndDeadlineRace(t *testing.T) {
 		// Each deadline was cancelled or, due, moved into the outbox by the
 		// relay (a cancel that lost a lock to the relay leaves its row to
 		// the relay; the saga has moved on when it comes).
-		require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled") == 0 }, 20*time.Second, 5*time.Millisecond,
+		require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled") == 0 }, time.Minute, 5*time.Millisecond,
 			"no deadline left behind")
 	})
 }

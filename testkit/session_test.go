@@ -94,7 +94,7 @@ func TestSessionSaysWhatIsPending(t *testing.T) {
 	s.Timeout = 50 * time.Millisecond
 	done := make(chan error)
 	go func() { done <- fxcqrs.Exec(context.Background(), s.Mediator, Order{ID: 1}) }()
-	require.Eventually(t, func() bool { return s.Mediator.Stats().InFlight == 1 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return s.Mediator.Stats().InFlight == 1 }, time.Minute, time.Millisecond)
 	err := s.Settle(context.Background())
 	require.ErrorContains(t, err, "not settled after 50ms: 1 mediator calls in flight")
 	close(block)

@@ -19,7 +19,7 @@ func TestBusExample(t *testing.T) {
 	b, closeIt := goChannel()
 	t.Cleanup(func() { require.NoError(t, closeIt()) })
 	var out bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	require.NoError(t, run(ctx, &out, b, ""))
 	assert.Equal(t, strings.Join([]string{

@@ -83,7 +83,7 @@ func TestSagaWaitsForThePayment(t *testing.T) {
 // saga, and not a moment before.
 func TestSagaDeadlineCompensates(t *testing.T) {
 	out := runExample(t, options{noPayment: true}, func(c *outboxtest.Clock, out *syncBuffer) {
-		require.Eventually(t, func() bool { return strings.Contains(out.String(), "never pays") }, 10*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return strings.Contains(out.String(), "never pays") }, time.Minute, time.Millisecond)
 		c.Advance(29 * time.Minute)
 		assert.NotContains(t, out.String(), "undo")
 		c.Advance(time.Minute)
@@ -180,7 +180,7 @@ func TestTwoProcesses(t *testing.T) {
 	go func() {
 		served <- run(ctx, &payments, backend{dir: t.TempDir(), pg: pg, natsURL: natsURL}, "payments", options{clock: clock})
 	}()
-	require.Eventually(t, func() bool { return strings.Contains(payments.String(), "serving") }, 20*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(payments.String(), "serving") }, time.Minute, time.Millisecond)
 	var orders syncBuffer
 	require.NoError(t, run(ctx, &orders, backend{dir: t.TempDir(), pg: pg, natsURL: natsURL}, "orders",
 		options{clock: clock, deadline: time.Minute, order: order}))

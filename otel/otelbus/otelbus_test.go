@@ -149,7 +149,7 @@ func TestOneTraceAcrossServices(t *testing.T) {
 			require.NoError(t, fxcqrs.Exec(context.Background(), m, PlaceOrder{ID: 7}))
 			select {
 			case <-paid:
-			case <-time.After(10 * time.Second):
+			case <-time.After(time.Minute):
 				t.Fatal("PaymentReceived never came back")
 			}
 			require.NoError(t, tp.ForceFlush(context.Background()))
