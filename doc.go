@@ -187,7 +187,7 @@
 // An [Observer] sees calls started and finished, and invocations queued,
 // started and finished, with durations and errors; the context it returns
 // for a call is the parent of that call's invocations. The module
-// github.com/fxcqrs/fxcqrs/otel adapts it to OpenTelemetry spans and
+// github.com/fxcqrs/fxcqrs/fxcqrsotel adapts it to OpenTelemetry spans and
 // metrics. [Mediator.Stats] gives the counters without one.
 //
 // # Testing handlers

@@ -9,7 +9,7 @@ import (
 
 // Observer sees what the mediator does: calls, and event handler
 // invocations queued, started and finished. It is how tracing and metrics
-// attach (the module github.com/fxcqrs/fxcqrs/otel adapts OpenTelemetry)
+// attach (the module github.com/fxcqrs/fxcqrs/fxcqrsotel adapts OpenTelemetry)
 // without the core depending on them. A mediator without an observer pays
 // nothing for the feature.
 //

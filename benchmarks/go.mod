@@ -6,8 +6,8 @@ require (
 	github.com/ThreeDotsLabs/watermill v1.5.1
 	github.com/ThreeDotsLabs/watermill-sql/v4 v4.1.2
 	github.com/fxcqrs/fxcqrs v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/bus v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/outbox v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxbus v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxoutbox v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
@@ -53,6 +53,6 @@ require (
 
 replace (
 	github.com/fxcqrs/fxcqrs => ../
-	github.com/fxcqrs/fxcqrs/bus => ../bus
-	github.com/fxcqrs/fxcqrs/outbox => ../outbox
+	github.com/fxcqrs/fxcqrs/fxbus => ../fxbus
+	github.com/fxcqrs/fxcqrs/fxoutbox => ../fxoutbox
 )

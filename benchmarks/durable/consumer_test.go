@@ -14,10 +14,10 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/fxcqrs/fxcqrs"
-	fxbus "github.com/fxcqrs/fxcqrs/bus"
-	"github.com/fxcqrs/fxcqrs/bus/natsjs"
-	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
-	"github.com/fxcqrs/fxcqrs/outbox/outboxtest"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxbus/natsjs"
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
 	"github.com/stretchr/testify/require"
 )
 

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
-	fxbus "github.com/fxcqrs/fxcqrs/bus"
-	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
-	"github.com/fxcqrs/fxcqrs/outbox/outboxtest"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
 	"github.com/stretchr/testify/require"
 )
 

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
-	fxbus "github.com/fxcqrs/fxcqrs/bus"
-	"github.com/fxcqrs/fxcqrs/bus/natsjs"
-	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxbus/natsjs"
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
 	"github.com/stretchr/testify/require"
 )
 

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
-	"github.com/fxcqrs/fxcqrs/outbox/outboxtest"
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
 	nc "github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"

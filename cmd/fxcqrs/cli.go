@@ -13,8 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
-	fxsaga "github.com/fxcqrs/fxcqrs/saga"
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxsaga"
 	_ "github.com/go-sql-driver/mysql"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite"

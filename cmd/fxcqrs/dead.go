@@ -9,7 +9,7 @@ import (
 	"os"
 	"strconv"
 
-	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
 )
 
 // dead list, show, replay, discard.

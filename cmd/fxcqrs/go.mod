@@ -4,16 +4,16 @@ go 1.26.0
 
 replace (
 	github.com/fxcqrs/fxcqrs => ../..
-	github.com/fxcqrs/fxcqrs/bus => ../../bus
-	github.com/fxcqrs/fxcqrs/outbox => ../../outbox
-	github.com/fxcqrs/fxcqrs/saga => ../../saga
+	github.com/fxcqrs/fxcqrs/fxbus => ../../fxbus
+	github.com/fxcqrs/fxcqrs/fxoutbox => ../../fxoutbox
+	github.com/fxcqrs/fxcqrs/fxsaga => ../../fxsaga
 )
 
 require (
 	github.com/ThreeDotsLabs/watermill v1.5.1
-	github.com/fxcqrs/fxcqrs/bus v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/outbox v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/saga v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxbus v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxoutbox v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxsaga v0.0.0-00010101000000-000000000000
 	github.com/go-sql-driver/mysql v1.10.1
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/stretchr/testify v1.12.1

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
 )
 
 // outbox status.

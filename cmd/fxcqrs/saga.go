@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	fxsaga "github.com/fxcqrs/fxcqrs/saga"
+	"github.com/fxcqrs/fxcqrs/fxsaga"
 )
 
 // saga list, show, retry, compensate, resolve.

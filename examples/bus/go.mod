@@ -4,13 +4,13 @@ go 1.26.0
 
 replace (
 	github.com/fxcqrs/fxcqrs => ../..
-	github.com/fxcqrs/fxcqrs/bus => ../../bus
+	github.com/fxcqrs/fxcqrs/fxbus => ../../fxbus
 )
 
 require (
 	github.com/ThreeDotsLabs/watermill v1.5.1
 	github.com/fxcqrs/fxcqrs v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/bus v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxbus v0.0.0-00010101000000-000000000000
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/fx v1.24.0
 	go.uber.org/goleak v1.3.0

@@ -28,9 +28,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/fxcqrs/fxcqrs"
-	fxbus "github.com/fxcqrs/fxcqrs/bus"
-	"github.com/fxcqrs/fxcqrs/bus/amqpbus"
-	"github.com/fxcqrs/fxcqrs/bus/natsjs"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxbus/amqpbus"
+	"github.com/fxcqrs/fxcqrs/fxbus/natsjs"
 	"go.uber.org/fx"
 )
 

@@ -4,14 +4,14 @@ go 1.26.0
 
 replace (
 	github.com/fxcqrs/fxcqrs => ../..
-	github.com/fxcqrs/fxcqrs/bus => ../../bus
-	github.com/fxcqrs/fxcqrs/outbox => ../../outbox
+	github.com/fxcqrs/fxcqrs/fxbus => ../../fxbus
+	github.com/fxcqrs/fxcqrs/fxoutbox => ../../fxoutbox
 )
 
 require (
 	github.com/fxcqrs/fxcqrs v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/bus v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/outbox v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxbus v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxoutbox v0.0.0-00010101000000-000000000000
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/fx v1.24.0
 	go.uber.org/goleak v1.3.0

@@ -38,8 +38,8 @@ import (
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
-	fxbus "github.com/fxcqrs/fxcqrs/bus"
-	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
 	"go.uber.org/fx"
 	_ "modernc.org/sqlite"
 )

@@ -4,20 +4,20 @@ go 1.26.0
 
 replace (
 	github.com/fxcqrs/fxcqrs => ../..
-	github.com/fxcqrs/fxcqrs/bus => ../../bus
-	github.com/fxcqrs/fxcqrs/console => ../../console
-	github.com/fxcqrs/fxcqrs/otel => ../../otel
-	github.com/fxcqrs/fxcqrs/outbox => ../../outbox
-	github.com/fxcqrs/fxcqrs/saga => ../../saga
+	github.com/fxcqrs/fxcqrs/fxbus => ../../fxbus
+	github.com/fxcqrs/fxcqrs/fxconsole => ../../fxconsole
+	github.com/fxcqrs/fxcqrs/fxcqrsotel => ../../fxcqrsotel
+	github.com/fxcqrs/fxcqrs/fxoutbox => ../../fxoutbox
+	github.com/fxcqrs/fxcqrs/fxsaga => ../../fxsaga
 )
 
 require (
 	github.com/ThreeDotsLabs/watermill v1.5.1
 	github.com/fxcqrs/fxcqrs v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/bus v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/console v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/otel v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/outbox v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxbus v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxconsole v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxcqrsotel v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxoutbox v0.0.0-00010101000000-000000000000
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/stretchr/testify v1.12.1
 	go.opentelemetry.io/otel/sdk v1.47.0
@@ -31,7 +31,7 @@ require (
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
-	github.com/fxcqrs/fxcqrs/saga v0.0.0-00010101000000-000000000000 // indirect
+	github.com/fxcqrs/fxcqrs/fxsaga v0.0.0-00010101000000-000000000000 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/google/uuid v1.6.0 // indirect

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	fxcqrsotel "github.com/fxcqrs/fxcqrs/otel"
-	"github.com/fxcqrs/fxcqrs/otel/otelbus"
+	"github.com/fxcqrs/fxcqrs/fxcqrsotel"
+	"github.com/fxcqrs/fxcqrs/fxcqrsotel/otelbus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"

@@ -4,17 +4,17 @@ go 1.26.0
 
 replace (
 	github.com/fxcqrs/fxcqrs => ../..
-	github.com/fxcqrs/fxcqrs/bus => ../../bus
-	github.com/fxcqrs/fxcqrs/outbox => ../../outbox
-	github.com/fxcqrs/fxcqrs/saga => ../../saga
+	github.com/fxcqrs/fxcqrs/fxbus => ../../fxbus
+	github.com/fxcqrs/fxcqrs/fxoutbox => ../../fxoutbox
+	github.com/fxcqrs/fxcqrs/fxsaga => ../../fxsaga
 )
 
 require (
 	github.com/ThreeDotsLabs/watermill v1.5.1
 	github.com/fxcqrs/fxcqrs v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/bus v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/outbox v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/saga v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxbus v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxoutbox v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxsaga v0.0.0-00010101000000-000000000000
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/nats-io/nats.go v1.53.1
 	github.com/stretchr/testify v1.12.1

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	fxoutbox "github.com/fxcqrs/fxcqrs/outbox"
-	"github.com/fxcqrs/fxcqrs/outbox/outboxtest"
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

@@ -1,0 +1,152 @@
+// Package fxbus takes an fxcqrs mediator's events out of the process and
+// brings other services' events in, through Watermill and any broker it
+// speaks: NATS JetStream, RabbitMQ, Kafka, Redis Streams, SQL. It is a
+// module of its own (github.com/fxcqrs/fxcqrs/fxbus), so that services that
+// stay in one process never download Watermill.
+//
+// # Routes and subscriptions
+//
+//	fx.New(
+//		fxcqrs.Module,
+//		fxbus.Module,
+//		fx.Provide(func() (message.Publisher, message.Subscriber) { ... }), // the broker
+//		fxbus.Route[OrderPlaced]("orders"),                                 // out
+//		fxbus.Subscribe[PaymentReceived]("payments"),                       // in
+//		fxcqrs.AsCommandHandler(NewPlaceOrderHandler),
+//		fxcqrs.AsEventHandler(NewShipOnPayment),
+//	)
+//
+// A routed event that a handler emits is published once the handler and
+// its whole middleware chain have succeeded (after a transaction that
+// middleware commits), and before in-process event handlers run it; it is
+// still processed in-process by its own handlers. Follow-ups that event
+// handlers emit are routed the same way. An event that entered through a
+// subscription is not routed out again; its handlers' follow-ups are.
+//
+// A subscribed message is decoded and processed with fxcqrs.Publish, in the
+// foreground, under the mediator's limits like any event. It is
+// acknowledged when Publish returns nil; retried in the process with
+// backoff when it fails ([Retry]), then sent to a dead letter topic with
+// the reason ([DeadLetter]); nacked for redelivery when the mediator is
+// stopping or the message's context ended. A message that cannot be
+// decoded goes to the dead letter at once. Processing is at least once: a
+// redelivered message runs its handlers again (the outbox module's inbox
+// runs each handler once per message id).
+//
+// Without fx, make a [Bus] with [New], [NewRoute] and [NewSubscription],
+// pass it to fxcqrs.WithForwarder, and [Bus.Start] it with the mediator.
+//
+// # What a publish failure means: the dual write
+//
+// Without the outbox module, publishing is a second write beside the
+// handler's own (its database transaction): the two can disagree. If the
+// broker refuses the message, the call still returns its valid response,
+// with a [*PublishError] naming the events that did not leave, and nothing
+// retries them. If the process dies between the handler's commit and the
+// publish, the events are lost without a word. If the handler's
+// transaction rolls back after the chain returned (it should not: commit
+// in middleware), the events have left anyway. The outbox module closes
+// this window: it writes routed events in the handler's own transaction
+// and a relay delivers them at least once.
+//
+// # Wire format
+//
+// The payload is the event, JSON by default ([Marshaler]). The metadata
+// carries the event's stable name ([MetadataName]: its Go type's bare
+// name unless [Name] sets one, so a package rename does not change it),
+// the payload's content type, and the correlation and causation ids
+// ([MetadataCorrelationID], [MetadataCausationID]). The message id is a
+// UUIDv7. The correlation id is the id of the first message of a causal
+// chain; each message's causation id is the id of the message whose
+// handling emitted it. A consumer in another language reads the name to
+// choose the type and the payload as JSON. Two types with one name are a
+// startup error.
+//
+// Several event types may share a topic: each message goes to the
+// subscription its name names; a name no subscription of the topic has is
+// acknowledged and skipped.
+//
+// # Broker presets
+//
+// Three packages of this module make a broker's safe choices in one call,
+// each failing at construction, naming the address, when the broker
+// cannot be reached: natsjs (NATS JetStream, on nats.go), amqpbus
+// (RabbitMQ, with publisher confirms on pooled channels) and redisbus
+// (Redis Streams). Each returns one value that is both the
+// message.Publisher and the message.Subscriber Module takes.
+//
+// # Order per key
+//
+// A route may key its events, with a function of the event (the
+// aggregate's id is the usual key):
+//
+//	fxbus.Route[OrderEvent]("orders", fxbus.KeyBy(func(e OrderEvent) string { return e.OrderID() }))
+//
+// The key travels in the [MetadataKey] metadata. Under the outbox module
+// the relay sends each key's rows in their order, over a topic's lanes
+// (see fxoutbox.RelayConfig.Lanes), which the replicas share. On the
+// consuming side, a subscription with [InOrder] hands a key's messages to
+// its handlers one after another and different keys in parallel, within
+// [InFlight]; with the outbox module, a message of a key that fails for
+// good parks the key's later messages behind it, and the other keys flow,
+// until a replay releases them in order (see InOrder). Without a key, a
+// topic keeps the order it always had. What each broker gives InOrder to
+// work with:
+//
+//   - NATS JetStream (natsjs): the stream's order to each subscribing
+//     process, several messages at once: InOrder keeps each key's order
+//     and runs the keys in parallel (TestInOrderKeepsEachKeysOrder).
+//   - RabbitMQ (watermill-amqp, amqpbus) and Redis Streams
+//     (watermill-redisstream, redisbus): their subscribers hand a consumer
+//     one message at a time and wait for its ack, so that a key's order
+//     holds and nothing runs in parallel, InOrder or not (tested too).
+//   - The in-process GoChannel hands each message over on a goroutine of
+//     its own: it keeps no order, with or without InOrder.
+//
+// In every case the order is the order of delivery to one process:
+// replicas that share one consumer group split a key's messages between
+// them, and the broker interleaves their handling. A key's order across
+// consuming replicas needs the broker to give each key to one consumer,
+// which none of these presets does yet.
+//
+// # Order and parallelism, per broker
+//
+// The router consumes each subscribed topic with one handler; what comes
+// in what order, and how many at once, is the subscriber's. In every case,
+// a message's event handlers run under the mediator's own limits.
+//
+//   - NATS JetStream: use the bus's own publisher and subscriber,
+//     package natsjs (github.com/fxcqrs/fxcqrs/fxbus/natsjs), on the official
+//     client. It acknowledges manually, provisions each topic's stream and
+//     the service's durable queue consumer (which every replica joins and
+//     none deletes), sets Nats-Msg-Id so that JetStream drops a duplicate
+//     publish, and closes a subscription only after its callbacks in
+//     flight returned. One subscription per topic delivers in stream
+//     order; order across replicas is not kept. With watermill-nats
+//     instead (v2.1.3, the newest), pass nats.ManualAck() (without it a
+//     message the subscriber gave up on is acknowledged and lost),
+//     provision the consumer ahead (one a subscription creates is deleted
+//     when it ends), and know its close race: when a subscription ends
+//     while a message arrives, it can close its output channel while the
+//     message's callback still selects on sending to it, a data race and
+//     a "send on closed channel" panic (natsjs's TestCloseWhileDelivering
+//     with FXCQRS_STRESS_WATERMILL=1 catches it within a second here).
+//   - RabbitMQ (watermill-amqp): a pub/sub config with a queue per
+//     consumer group (GenerateQueueNameTopicNameWithSuffix) gives each
+//     service every message; replicas of a service share its queue.
+//     Consume.Qos.PrefetchCount 1 keeps a queue's order for one consumer; a
+//     nacked message is requeued, and with several consumers order is not
+//     kept. A fanout exchange drops messages no queue is bound to yet,
+//     dead letter topics included: bind their queues before relying on
+//     them.
+//   - Kafka: order per partition; the message key picks it. Parallelism is
+//     the number of partitions a consumer group's members hold.
+//   - Redis Streams and SQL: one consumer group per service; order within
+//     a consumer.
+//   - GoChannel, the in-process default: one per process, shared by every
+//     application in it that was given no broker. Every subscriber of a
+//     topic gets every message, in no guaranteed order; nothing survives
+//     the process, and a message published to a topic nothing subscribes
+//     to is dropped (Bus.Publisher, which a relay delivers through,
+//     refuses it instead, so the row waits).
+package fxbus

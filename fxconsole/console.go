@@ -1,0 +1,215 @@
+// Package fxconsole is a web console for what fxcqrs's durable path
+// holds: an http.Handler a service mounts, server-rendered, with no
+// listener, no build step and no external asset of its own. It shows the
+// outbox's backlog and lag, the dead letters (filtered, shown, replayed
+// or discarded) and the sagas (by name and status, one with its log and
+// the step it stopped at), on the repair API of the outbox
+// (fxoutbox.Admin) and of the saga store (fxsaga.SQL).
+//
+//	mux.Handle("/ops/", http.StripPrefix("/ops", console))
+//
+// It cannot know who calls it, so it takes an authorization function
+// (Config.Authorize) and refuses every request it refuses; only
+// Config.InsecureAllowEveryone, for a developer's own machine, turns that
+// off. It runs read-only unless Config.Actions is set; a state-changing
+// request from another origin is refused (net/http's
+// CrossOriginProtection); every value it shows, a dead letter's payload
+// first, is escaped by html/template.
+package fxconsole
+
+import (
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxsaga"
+	"go.uber.org/fx"
+)
+
+//go:embed templates/*.html
+var templates embed.FS
+
+// Config configures the console.
+type Config struct {
+	// Authorize says whether r may see the console (and act, when
+	// Actions is set): a session, a header set by the service's auth
+	// proxy. Required, unless InsecureAllowEveryone.
+	Authorize func(r *http.Request) bool
+	// InsecureAllowEveryone lets every caller in, without Authorize: for
+	// a developer's own machine only, never a served one.
+	InsecureAllowEveryone bool
+	// Actions enables the repairs: replaying and discarding dead
+	// letters, marking sagas. Default off: the console only reads.
+	Actions bool
+	// Who names the caller in the repair records. Default: "console".
+	Who func(r *http.Request) string
+}
+
+// Console is the console's handler. Make one with New.
+type Console struct {
+	admin *fxoutbox.Admin
+	sagas *fxsaga.SQL
+	cfg   Config
+	pages *template.Template
+	mux   *http.ServeMux
+	h     http.Handler // serve, behind the cross-origin protection
+}
+
+// New returns the console of admin's outbox and sagas' store (either may
+// be nil: its pages say so). It refuses a Config without Authorize and
+// without InsecureAllowEveryone.
+func New(admin *fxoutbox.Admin, sagas *fxsaga.SQL, cfg Config) (*Console, error) {
+	if cfg.Authorize == nil && !cfg.InsecureAllowEveryone {
+		return nil, errors.New("fxconsole.New: Config.Authorize is required: the console cannot know who calls it (set InsecureAllowEveryone on a developer's machine only)")
+	}
+	if cfg.Who == nil {
+		cfg.Who = func(*http.Request) string { return "console" }
+	}
+	pages, err := template.New("").Funcs(template.FuncMap{
+		"time": func(t time.Time) string {
+			if t.IsZero() {
+				return "-"
+			}
+			return t.UTC().Format(time.RFC3339)
+		},
+		"dur": func(d time.Duration) string { return d.Round(time.Millisecond).String() },
+	}).ParseFS(templates, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	c := &Console{admin: admin, sagas: sagas, cfg: cfg, pages: pages, mux: http.NewServeMux()}
+	c.mux.HandleFunc("GET /{$}", c.overview)
+	c.mux.HandleFunc("GET /dead", c.deadList)
+	c.mux.HandleFunc("GET /dead/{id}", c.deadShow)
+	c.mux.HandleFunc("POST /dead/{action}", c.deadRepair)
+	c.mux.HandleFunc("GET /sagas", c.sagaList)
+	c.mux.HandleFunc("GET /sagas/{id}", c.sagaShow)
+	c.mux.HandleFunc("POST /sagas/{id}/{action}", c.sagaMark)
+	c.h = http.NewCrossOriginProtection().Handler(http.HandlerFunc(c.serve))
+	return c, nil
+}
+
+// ServeHTTP refuses a state-changing request from another origin, then
+// authorizes the request, then serves it.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) { c.h.ServeHTTP(w, r) }
+
+func (c *Console) serve(w http.ResponseWriter, r *http.Request) {
+	if !c.cfg.InsecureAllowEveryone && !c.cfg.Authorize(r) {
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return
+	}
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	if r.Method == http.MethodPost && !c.cfg.Actions {
+		http.Error(w, "the console is read-only: Config.Actions is off", http.StatusForbidden)
+		return
+	}
+	c.mux.ServeHTTP(w, r)
+}
+
+// page is what every template gets.
+type page struct {
+	Base    string // the console's root, relative to the page: "./", "../"
+	Title   string
+	Actions bool
+	Error   string
+	Notice  string
+	Data    any
+}
+
+func (c *Console) render(w http.ResponseWriter, r *http.Request, name, title string, data any, err error) {
+	p := page{Base: relative(r, "/"), Title: title, Actions: c.cfg.Actions, Data: data, Notice: r.URL.Query().Get("notice")}
+	if p.Base == "" {
+		p.Base = "./"
+	}
+	code := http.StatusOK
+	if err != nil {
+		p.Error, code = err.Error(), http.StatusInternalServerError
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(code)
+	if err := c.pages.ExecuteTemplate(w, name, p); err != nil {
+		fmt.Fprintf(w, "<p>template: %s</p>", template.HTMLEscapeString(err.Error()))
+	}
+}
+
+// redirect sends the browser back to path with a notice (303: GET).
+// The Location is relative, set by hand: http.Redirect would resolve it
+// against the path the handler sees, which lacks the prefix the console
+// is mounted under.
+func redirect(w http.ResponseWriter, r *http.Request, path, notice string) {
+	w.Header().Set("Location", relative(r, path)+"?notice="+urlQuery(notice))
+	w.WriteHeader(http.StatusSeeOther)
+}
+
+// relative is path as seen from the request's own URL, so that the
+// console works under any prefix it is mounted at.
+func relative(r *http.Request, path string) string {
+	depth := strings.Count(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	return strings.Repeat("../", depth) + strings.TrimPrefix(path, "/")
+}
+
+func urlQuery(s string) string { return template.URLQueryEscaper(s) }
+
+type overviewData struct {
+	Backlog   []fxoutbox.TopicBacklog
+	Dead      []fxoutbox.TopicDeadLetters
+	Scheduled fxoutbox.ScheduledSummary
+	Leases    []fxoutbox.Lease
+	Sagas     []fxsaga.Count
+	Repairs   []fxoutbox.Repair
+}
+
+func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
+	var d overviewData
+	var errs []error
+	if c.admin != nil {
+		var err error
+		d.Backlog, err = c.admin.Backlog(r.Context())
+		errs = append(errs, err)
+		d.Dead, err = c.admin.DeadLetters(r.Context())
+		errs = append(errs, err)
+		d.Scheduled, err = c.admin.Scheduled(r.Context())
+		errs = append(errs, err)
+		d.Leases, err = c.admin.Leases(r.Context())
+		errs = append(errs, err)
+		d.Repairs, err = c.admin.Repairs(r.Context(), 10)
+		errs = append(errs, err)
+	}
+	if c.sagas != nil {
+		var err error
+		d.Sagas, err = c.sagas.Counts(r.Context())
+		errs = append(errs, err)
+	}
+	c.render(w, r, "overview.html", "Overview", d, errors.Join(errs...))
+}
+
+// Module provides the *Console of the graph's outbox (*fxoutbox.Outbox)
+// and saga store (an *fxsaga.SQL as its fxsaga.Store), each optional, with
+// the graph's Config, which is required (its Authorize is). Mount it:
+//
+//	fx.Invoke(func(mux *http.ServeMux, c *fxconsole.Console) { mux.Handle("/ops/", http.StripPrefix("/ops", c)) })
+var Module = fx.Module("fxconsole", fx.Provide(provide))
+
+type params struct {
+	fx.In
+
+	Config Config
+	Outbox *fxoutbox.Outbox `optional:"true"`
+	Store  fxsaga.Store     `optional:"true"`
+}
+
+func provide(p params) (*Console, error) {
+	var admin *fxoutbox.Admin
+	if p.Outbox != nil {
+		admin = p.Outbox.Admin()
+	}
+	sagas, _ := p.Store.(*fxsaga.SQL)
+	return New(admin, sagas, p.Config)
+}

@@ -1,0 +1,76 @@
+package fxconsole
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
+)
+
+// The dead letters' pages and actions.
+
+type deadListData struct {
+	Filter  fxoutbox.DeadLetterFilter
+	Letters []fxoutbox.DeadLetter
+}
+
+func (c *Console) deadList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := fxoutbox.DeadLetterFilter{Topic: q.Get("topic"), Name: q.Get("name"), ErrorContains: q.Get("error"), Discarded: q.Get("discarded") == "on", Limit: 200}
+	var d deadListData
+	d.Filter = f
+	var err error
+	if c.admin == nil {
+		err = errors.New("no outbox")
+	} else {
+		d.Letters, err = c.admin.ListDead(r.Context(), f)
+	}
+	c.render(w, r, "dead.html", "Dead letters", d, err)
+}
+
+func (c *Console) deadShow(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || c.admin == nil {
+		http.NotFound(w, r)
+		return
+	}
+	letter, err := c.admin.Dead(r.Context(), id)
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	c.render(w, r, "letter.html", "Dead letter "+strconv.FormatInt(id, 10), letter, nil)
+}
+
+func (c *Console) deadRepair(w http.ResponseWriter, r *http.Request) {
+	action := r.PathValue("action")
+	if (action != "replay" && action != "discard") || c.admin == nil {
+		http.NotFound(w, r)
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	var ids []int64
+	for _, s := range r.PostForm["id"] {
+		id, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			http.Error(w, "bad id", http.StatusBadRequest)
+			return
+		}
+		ids = append(ids, id)
+	}
+	do := c.admin.Replay
+	if action == "discard" {
+		do = c.admin.Discard
+	}
+	n, err := do(r.Context(), ids, c.cfg.Who(r), r.PostForm.Get("why"))
+	if err != nil {
+		redirect(w, r, "/dead", action+" failed: "+err.Error())
+		return
+	}
+	redirect(w, r, "/dead", fmt.Sprintf("%s: %d of %d", action, n, len(ids)))
+}

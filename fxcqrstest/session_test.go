@@ -1,0 +1,112 @@
+package fxcqrstest_test
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxcqrstest"
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/fx"
+)
+
+type (
+	Order  struct{ ID int }
+	Placed struct{ ID int }
+	Remind struct{ ID int }
+)
+
+type commandFunc[C any] func(context.Context, C) error
+
+func (f commandFunc[C]) Handle(ctx context.Context, c C) error { return f(ctx, c) }
+
+type eventFunc[E any] func(context.Context, E) error
+
+func (f eventFunc[E]) Handle(ctx context.Context, e E) error { return f(ctx, e) }
+
+// A session over an application on the in-process broker: the command,
+// its routed event through the outbox, the relay and the broker back to
+// the application's own subscription, whose handler schedules a reminder
+// an hour on. Settle returns once all of it has happened, and the
+// reminder is not due; once the clock passes it, Settle returns after it
+// ran. No sleep in the test.
+func TestSession(t *testing.T) {
+	t.Parallel()
+	d := outboxtest.Open(t, fxoutbox.SQLite)
+	clock := outboxtest.NewClock(time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC))
+	var reminded atomic.Int32
+	s := fxcqrstest.NewSession(t, clock.Now,
+		fx.NopLogger,
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
+		fx.Supply(d.DB, fxoutbox.Config{Dialect: d.Dialect, Inbox: true, Now: clock.Now, After: clock.After}),
+		fxbus.Route[Placed]("placed"),
+		fxbus.Subscribe[Placed]("placed"),
+		fxoutbox.Schedulable[Remind](),
+		fxcqrs.AsCommandHandler(func() commandFunc[Order] {
+			return func(ctx context.Context, c Order) error {
+				fxcqrs.Emit(ctx, Placed(c))
+				return nil
+			}
+		}),
+		fxcqrs.AsEventHandler(func() eventFunc[Placed] {
+			return func(ctx context.Context, e Placed) error {
+				if fxbus.MessageID(ctx) == "" {
+					return nil // the in-process copy: the inbound one schedules
+				}
+				_, err := fxoutbox.ScheduleAfter(ctx, time.Hour, Remind(e))
+				return err
+			}
+		}),
+		fxcqrs.AsCommandHandler(func() commandFunc[Remind] {
+			return func(context.Context, Remind) error { reminded.Add(1); return nil }
+		}),
+	)
+	ctx := context.Background()
+	require.NoError(t, fxcqrs.Exec(ctx, s.Mediator, Order{ID: 7}))
+	require.NoError(t, s.Settle(ctx))
+	happened := names(s.Happened())
+	assert.Contains(t, happened, "sent Placed @placed")
+	assert.Contains(t, happened, "processed Placed @placed")
+	assert.Zero(t, reminded.Load(), "not due")
+
+	clock.Advance(time.Hour)
+	require.NoError(t, s.Settle(ctx))
+	assert.Equal(t, int32(1), reminded.Load())
+	assert.Contains(t, names(s.Happened()), "processed Remind @fxcqrs.local", "the scheduled command, delivered")
+	t.Logf("happened: %s", strings.Join(names(s.Happened()), " | "))
+}
+
+// Settle says what is still pending when it gives up.
+func TestSessionSaysWhatIsPending(t *testing.T) {
+	t.Parallel()
+	block := make(chan struct{})
+	s := fxcqrstest.NewSession(t, nil, fx.NopLogger, fxcqrs.Module,
+		fxcqrs.AsCommandHandler(func() commandFunc[Order] {
+			return func(context.Context, Order) error { <-block; return nil }
+		}))
+	s.Timeout = 50 * time.Millisecond
+	done := make(chan error)
+	go func() { done <- fxcqrs.Exec(context.Background(), s.Mediator, Order{ID: 1}) }()
+	require.Eventually(t, func() bool { return s.Mediator.Stats().InFlight == 1 }, time.Minute, time.Millisecond)
+	err := s.Settle(context.Background())
+	require.ErrorContains(t, err, "not settled after 50ms: 1 mediator calls in flight")
+	close(block)
+	require.NoError(t, <-done)
+	s.Timeout = 10 * time.Second
+	require.NoError(t, s.Settle(context.Background()))
+}
+
+func names(hs []fxcqrstest.Happening) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = h.String()
+	}
+	return out
+}

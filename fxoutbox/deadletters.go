@@ -1,0 +1,293 @@
+package fxoutbox
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+)
+
+// The dead letters, the outbox's and the inbound ones: listed, shown,
+// replayed, discarded (see Admin).
+
+// DeadLetter is one row the relay could not deliver, or whose delivery in
+// this service failed for good, or (Inbound) a message a subscription of
+// this service dead-lettered.
+type DeadLetter struct {
+	// ID is the letter's id, by which Replay and Discard take it:
+	// positive for the outbox's, negative for an inbound one.
+	ID int64
+	// Inbound is a message a subscription dead-lettered (recorded beside
+	// its dead letter topic); its replay publishes it to its topic again,
+	// through the outbox, for every subscriber of the topic (those with
+	// the inbox skip it if they had it).
+	Inbound bool
+	// Topic is where it was going.
+	Topic string
+	// MessageID is the message's id, which a replay keeps: the inbox of a
+	// handler that had it already skips it.
+	MessageID string
+	// Name is the event's name on the wire (fxbus.MetadataName).
+	Name string
+	// Payload is the message as it would have been sent: untrusted input
+	// to whoever shows it.
+	Payload []byte
+	// Metadata is the message's metadata.
+	Metadata map[string]string
+	// Error is why it failed.
+	Error string
+	// FailedAt is when, by the outbox's clock (zero for letters older than
+	// the schema's version 4).
+	FailedAt time.Time
+	// Discarded is when it was discarded (zero: it was not), and
+	// DiscardReason why.
+	Discarded     time.Time
+	DiscardReason string
+	// Key is the key an inbound letter parks (see fxbus.InOrder), or "".
+	Key string
+	// Released is when it was replayed to release its key, by the
+	// outbox's clock (zero: it was not): it stays until the subscription
+	// has handled it.
+	Released time.Time
+}
+
+// DeadLetterFilter selects dead letters; its zero value selects every one
+// that was not discarded.
+type DeadLetterFilter struct {
+	// Topic, if set, is the only topic.
+	Topic string
+	// Name, if set, is the only event name.
+	Name string
+	// ErrorContains, if set, must be in the letter's error.
+	ErrorContains string
+	// Since and Until, if set, bound when it failed: [Since, Until).
+	Since, Until time.Time
+	// Discarded selects the discarded letters instead.
+	Discarded bool
+	// Limit bounds how many are returned. Default 100.
+	Limit int
+}
+
+// ListDead returns the dead letters f selects, the outbox's and the
+// inbound ones, by when they failed.
+func (a *Admin) ListDead(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	var out []DeadLetter
+	for _, inbound := range []bool{false, true} {
+		letters, err := a.listDead(ctx, f, inbound)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, letters...)
+	}
+	slices.SortStableFunc(out, func(x, y DeadLetter) int { return x.FailedAt.Compare(y.FailedAt) })
+	if len(out) > f.Limit {
+		out = out[:f.Limit]
+	}
+	return out, nil
+}
+
+// deadTable is the table of the outbox's dead letters, or the inbound
+// ones', and the letter's id in it.
+func (a *Admin) deadTable(id int64) (table string, rowID int64, inbound bool) {
+	if id < 0 {
+		return a.d.quote(a.t.InboundDead), -id, true
+	}
+	return a.d.quote(a.t.DeadLetters), id, false
+}
+
+const deadColumns = "id, topic, message_id, payload, metadata, error, failed_ns, discarded_ns, discard_reason"
+
+// inboundColumns are deadColumns and the inbound letters' own.
+const inboundColumns = deadColumns + ", msg_key, released_ns"
+
+func (a *Admin) listDead(ctx context.Context, f DeadLetterFilter, inbound bool) ([]DeadLetter, error) {
+	table := a.d.quote(a.t.DeadLetters)
+	if inbound {
+		table = a.d.quote(a.t.InboundDead)
+	}
+	cols := deadColumns
+	if inbound {
+		cols = inboundColumns
+	}
+	q := "SELECT " + cols + " FROM " + table
+	var where []string
+	var args []any
+	if f.Discarded {
+		where = append(where, "discarded_ns > 0")
+	} else {
+		where = append(where, "discarded_ns = 0")
+	}
+	if f.Topic != "" {
+		where, args = append(where, "topic = ?"), append(args, f.Topic)
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, "failed_ns >= ?"), append(args, f.Since.UnixNano())
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, "failed_ns < ?"), append(args, f.Until.UnixNano())
+	}
+	q += " WHERE " + strings.Join(where, " AND ") + " ORDER BY id"
+	rows, err := a.db.QueryContext(ctx, a.d.Rebind(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("fxoutbox: dead letters: %w", err)
+	}
+	defer rows.Close()
+	var out []DeadLetter
+	for rows.Next() && len(out) < f.Limit {
+		dl, err := scanDead(rows, inbound)
+		if err != nil {
+			return nil, err
+		}
+		if f.Name != "" && dl.Name != f.Name || f.ErrorContains != "" && !strings.Contains(dl.Error, f.ErrorContains) {
+			continue
+		}
+		out = append(out, dl)
+	}
+	return out, rows.Err()
+}
+
+// Dead returns the dead letter id.
+func (a *Admin) Dead(ctx context.Context, id int64) (DeadLetter, error) {
+	table, rowID, inbound := a.deadTable(id)
+	cols := deadColumns
+	if inbound {
+		cols = inboundColumns
+	}
+	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT "+cols+" FROM "+table+" WHERE id = ?"), rowID)
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("fxoutbox: dead letter %d: %w", id, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return DeadLetter{}, errors.Join(fmt.Errorf("fxoutbox: no dead letter %d", id), rows.Err())
+	}
+	return scanDead(rows, inbound)
+}
+
+func scanDead(rows *sql.Rows, inbound bool) (DeadLetter, error) {
+	dl := DeadLetter{Inbound: inbound}
+	var meta string
+	var failed, discarded, released int64
+	dest := []any{&dl.ID, &dl.Topic, &dl.MessageID, &dl.Payload, &meta, &dl.Error, &failed, &discarded, &dl.DiscardReason}
+	if inbound {
+		dest = append(dest, &dl.Key, &released)
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return dl, fmt.Errorf("fxoutbox: dead letters: %w", err)
+	}
+	if released > 0 {
+		dl.Released = time.Unix(0, released)
+	}
+	if err := json.Unmarshal([]byte(meta), &dl.Metadata); err != nil {
+		dl.Metadata = map[string]string{"": meta} // shown as stored
+	}
+	dl.Name = dl.Metadata[fxbus.MetadataName]
+	if inbound {
+		dl.ID = -dl.ID
+	}
+	if failed > 0 {
+		dl.FailedAt = time.Unix(0, failed)
+	}
+	if discarded > 0 {
+		dl.Discarded = time.Unix(0, discarded)
+	}
+	return dl, nil
+}
+
+// Replay puts the dead letters ids back into the outbox, in one
+// transaction: each at the end of its topic (of its key's lane), with its
+// message id, payload and metadata as they were (so that a handler that
+// had it already skips it, by its inbox), and out of the dead letters; the
+// action is recorded with who and why. A letter already replayed or
+// discarded is skipped. It returns how many it put back; a crash leaves
+// all of them replayed or none.
+//
+// An inbound letter that parks its key (see fxbus.InOrder) is released
+// rather than removed: it stays, marked released, until the subscription
+// has it back and handled it, so that the key's later messages keep
+// waiting behind it; Release replays all of a key's letters.
+func (a *Admin) Replay(ctx context.Context, ids []int64, who, why string) (int, error) {
+	return a.repair(ctx, "replay", ids, who, why, func(tx *sql.Tx, id int64, now int64) (bool, error) {
+		table, rowID, inbound := a.deadTable(id)
+		var topic, meta, key string
+		q := "SELECT topic, metadata, '' FROM " + table + " WHERE id = ? AND discarded_ns = 0"
+		if inbound {
+			q = "SELECT topic, metadata, msg_key FROM " + table + " WHERE id = ? AND discarded_ns = 0 AND released_ns = 0"
+		}
+		switch err := tx.QueryRowContext(ctx, a.d.Rebind(q), rowID).Scan(&topic, &meta, &key); {
+		case errors.Is(err, sql.ErrNoRows):
+			return false, nil
+		case err != nil:
+			return false, err
+		}
+		if _, err := tx.ExecContext(ctx, a.d.Rebind("INSERT INTO "+a.d.quote(a.t.Outbox)+" (topic, lane, message_id, payload, metadata, created_ns)"+
+			" SELECT topic, ?, message_id, payload, ?, ? FROM "+table+" WHERE id = ?"), a.laneOf(topic, meta), replayed(meta, now), now, rowID); err != nil {
+			return false, err
+		}
+		if key != "" {
+			_, err := tx.ExecContext(ctx, a.d.Rebind("UPDATE "+table+" SET released_ns = ? WHERE id = ?"), now, rowID)
+			return err == nil, err
+		}
+		_, err := tx.ExecContext(ctx, a.d.Rebind("DELETE FROM "+table+" WHERE id = ?"), rowID)
+		return err == nil, err
+	})
+}
+
+// Discard marks the dead letters ids discarded, with why as the reason
+// they keep; the action is recorded with who and why. A discarded letter
+// stays, listed with DeadLetterFilter.Discarded. It returns how many it
+// discarded.
+func (a *Admin) Discard(ctx context.Context, ids []int64, who, why string) (int, error) {
+	if strings.TrimSpace(why) == "" {
+		return 0, errors.New("fxoutbox: Discard: say why: the reason is what the letter keeps")
+	}
+	return a.repair(ctx, "discard", ids, who, why, func(tx *sql.Tx, id int64, now int64) (bool, error) {
+		table, rowID, _ := a.deadTable(id)
+		res, err := tx.ExecContext(ctx, a.d.Rebind("UPDATE "+table+" SET discarded_ns = ?, discard_reason = ? WHERE id = ? AND discarded_ns = 0"), now, why, rowID)
+		if err != nil {
+			return false, err
+		}
+		n, err := res.RowsAffected()
+		return n > 0, err
+	})
+}
+
+// RecordDeadLetter records msg, which a subscription of topic
+// dead-lettered, with why, among the inbound dead letters: the
+// fxbus.DeadLetterRecorder that fxoutbox.Module gives the bus.
+func (a *Admin) RecordDeadLetter(ctx context.Context, topic string, msg *message.Message, reason error) error {
+	return a.record(ctx, topic, "", msg, reason.Error())
+}
+
+var _ fxbus.DeadLetterRecorder = (*Admin)(nil)
+
+// replayed is a replayed letter's metadata: its own, marked with the
+// replay (fxbus.MetadataReplay), so that a broker that deduplicates by
+// message id takes it as new. Metadata that is not a JSON object is kept
+// as it is.
+func replayed(meta string, now int64) string {
+	var md map[string]string
+	if json.Unmarshal([]byte(meta), &md) != nil {
+		return meta
+	}
+	if md == nil {
+		md = map[string]string{}
+	}
+	md[fxbus.MetadataReplay] = strconv.FormatInt(now, 10)
+	out, err := json.Marshal(md)
+	if err != nil {
+		return meta
+	}
+	return string(out)
+}

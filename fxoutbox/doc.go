@@ -1,0 +1,156 @@
+// Package fxoutbox ties an fxcqrs mediator's routed events to the
+// database commit: a transactional outbox with a relay, and an inbox. It is
+// a module of its own (github.com/fxcqrs/fxcqrs/fxoutbox), on database/sql:
+// PostgreSQL 13+ (pgx's stdlib driver), MySQL 8.0+ or MariaDB 10.6+, and
+// SQLite 3.35+ (modernc.org/sqlite, pure Go) as the embedded default. It
+// imports no driver: the application does.
+//
+// # Unit of work
+//
+// Each command, and each event handler, runs in a transaction that begins
+// before the handler; [Tx] gives it to the handler's repositories. When the
+// handler succeeds, the routed events it emitted (see fxbus.Route) are
+// written to the outbox table in that transaction, then it commits; the
+// in-process event handlers run after the commit and see committed state.
+// A failed handler, a failed outbox write or a failed commit rolls back,
+// and the events go with it. A call made inside another's unit of work
+// joins it: its writes and routed events go into the outer transaction.
+// Requests run in a transaction only with Config.Requests (or the
+// middleware scoped to them); without one, their routed events are
+// written in a transaction of their own after they return, as event
+// handlers' are. Streams are never wrapped: a stream item's routed events
+// are written by the outbox's Forwarder, in a transaction of their own,
+// after the item. Event handlers run without a transaction unless
+// Config.EventTransactions (or the inbox, for inbound messages) gives them
+// one; their routed follow-ups are written in a transaction of their own
+// after they return, never published directly.
+//
+// # Relay
+//
+// The relay, started and stopped by the lifecycle, reads the outbox topic
+// by topic, in id order, a batch at a time (RelayConfig.BatchSize),
+// publishes the batch through the bus's publisher (at once when it is an
+// fxbus.BatchPublisher, as natsjs is; else one message after another) and
+// deletes the rows the broker acknowledged in one statement: at least
+// once. A kill between the publish and the delete sends that batch again
+// (JetStream drops the copies by message id). A commit in this process
+// that wrote rows wakes it at once; polling (Config.Relay) finds rows of
+// other processes and of a process that crashed. A relay owns a topic
+// under a lease, so that several replicas relay side by side without
+// sending one topic twice as a matter of course; its deletes are fenced by
+// the lease, and a relay that dies leaves its topics to the others when
+// the lease expires, 4s by default (the replicas' clocks must roughly
+// agree). When a broker refuses message k of a batch and takes later
+// ones, the rows from k on are sent again: those later ones reach the
+// consumer before k, the one exception to the order below. Order is per topic: the relay sends a topic's
+// committed rows in id order. Ids are taken when rows are inserted (a
+// PostgreSQL BIGSERIAL, a MySQL or MariaDB AUTO_INCREMENT), not when they
+// commit, so two overlapping transactions can commit against their ids'
+// order: when the relay has already sent the row with the higher id, the
+// lower one follows it. Within one transaction, and between transactions
+// that do not overlap, the order is the emit order. SQLite runs one writer
+// at a time: there ids follow commits. Broker and connection failures are
+// retried with backoff while rows wait; only a failure that
+// RelayConfig.Undeliverable blames on the message moves its row to the
+// dead letter table, with an error log.
+//
+// On SQLite, run one replica: its transactions serialize, and it has no
+// other process to share the file with.
+//
+// # Order per key: lanes
+//
+// A row whose message has a key (fxbus.KeyBy; the fxbus.MetadataKey
+// metadata) goes in one of its topic's lanes, RelayConfig.Lanes of them (1
+// by default; TopicLanes per topic), by a stable hash of the key (FNV-1a
+// modulo the lanes: LaneOf); a row without a key goes in lane 0. Each lane
+// is sent like a topic before: in id order, under a lease of its own,
+// with fenced deletes. So a key's rows keep their order (the per-topic
+// order above, within the key), while a topic's lanes go out side by side
+// and the relays of several replicas share them: each takes its fair
+// part, the lanes divided by the relays alive (each renews a member lease
+// beside its lanes'), and gives back, between batches, what it holds
+// beyond that part when another relay appears. A relay that dies leaves
+// its lanes to the others when their leases expire, as topics before.
+//
+// A key's lane depends on the number of lanes: changing it while the
+// topic has rows waiting could put a key's new rows in another lane than
+// its old ones, which the relay might send after them. Change it on a
+// drained topic (Admin.Backlog shows none of its rows), with every replica
+// stopped or none writing to it. A scheduled keyed message keeps its lane
+// while it waits, in the scheduled table, so that it holds nothing back:
+// it joins its key's order when it falls due, behind every row of the key
+// already in the lane.
+//
+// A row the relay dead-letters (only with RelayConfig.Undeliverable, or
+// metadata that does not parse) does not hold its key back: the key's
+// later rows go on. The order-keeping dead letter is the consumer's:
+// under Module, the Admin is the bus's fxbus.Parking, so that a
+// subscription with fxbus.InOrder parks a key's messages behind its first
+// that failed for good, in the inbound dead letters table
+// (DeadLetter.Key), while the other keys flow. Admin.Replay of such a
+// letter, or Admin.Release of the whole key, releases it: the letters go
+// back to their topic through the outbox, in their order and in their
+// key's lane, and stay, marked released, until the subscription has
+// handled them (a released letter that fails again parks the key again,
+// in its place). Admin.Discard of a letter takes it out of the key's
+// line. A replay carries the fxbus.MetadataReplay mark, which natsjs puts
+// in the Nats-Msg-Id, so that JetStream does not drop it as a duplicate
+// of the original within its window.
+//
+// # Inbox
+//
+// With Config.Inbox, an inbound message (fxbus.Subscribe) runs each event
+// handler in a transaction that first records (handler, message id): a
+// redelivered message skips the handlers that handled it, and only a
+// handler that failed runs again.
+//
+// # Durable in-process events
+//
+// Without it, an event's in-process handlers run from memory after the
+// commit: best-effort, lost if the process dies between the commit and
+// them. Register the event type with [Durable] (or [DurableEvent] in
+// Config.Deliverables) and its handlers run from a row written in the
+// emitting transaction instead: the relay of any replica delivers it
+// after the commit, each handler's effect once through the inbox, failed
+// handlers retried with a backoff and dead-lettered after
+// DeliveryConfig.MaxAttempts. What that changes for the caller (Exec does
+// not wait for them, nested calls' and sequential order) is on
+// [DurableEvent].
+//
+// # Scheduled messages
+//
+// [Schedule], [ScheduleAfter] and [Cancel], from a handler in a unit of
+// work, write a message with a due time (in the Scheduled table, in the
+// handler's transaction) or delete one still waiting. When it is due by
+// Config.Now, the relay moves it into the outbox, where it takes its
+// place in its topic after every row already there: a scheduled message
+// joins its topic's order at its due time. It is a routed event
+// (published), a durable event (its handlers run) or a command registered
+// with [Schedulable] (Exec runs it, once per schedule through the inbox).
+// It is never delivered before its time, and at least once after it:
+// within the relay's poll interval when another replica wrote it, sooner
+// when this process did (its relay sets a timer for the earliest schedule
+// it wrote). There is no cross-process wake such as LISTEN/NOTIFY: the
+// poll bounds it. Finding the due rows is an index range scan, whatever
+// the number waiting.
+//
+// The relay compares due times and leases in SQL against Config.Now; it
+// waits between passes on the wall clock (a timer of at most the poll
+// interval), which a test's fake clock does not move.
+//
+// # Schema
+//
+// The schema is numbered migrations per dialect, shipped in the module.
+// [Migrate] applies the ones not yet applied, recorded in the Migrations
+// table, under a lock that a second replica waits for; [Migrations] lists
+// them for your own migration tool (each records itself), and [Schema] is
+// all of them. Nothing is created behind the application's back at run
+// time: [Outbox.Start] checks that the schema is at the version the code
+// needs ([CheckSchema]) and fails with what to do when it is not. Table
+// names are configurable, up to 63 characters, validated as SQL
+// identifiers and quoted; index names derived from them always fit.
+//
+// The inbox's records are kept for Config.InboxRetention and then
+// deleted in bounded batches ([Outbox.CleanInbox], which every replica's
+// relay runs every 10 minutes by the outbox's clock).
+package fxoutbox

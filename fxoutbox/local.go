@@ -1,0 +1,317 @@
+package fxoutbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"go.uber.org/fx"
+	"go.uber.org/zap"
+)
+
+// Durable in-process delivery and scheduled commands: rows of the outbox
+// that the relay delivers to this service's own mediator instead of a
+// broker.
+
+// Deliverable is a message type the relay can deliver to this service's
+// mediator from a row: an event whose in-process handlers are durable
+// ([DurableEvent]), or a command that may be scheduled
+// ([ScheduledCommand]). Give them to [Config].Deliverables, or under fx
+// register them with [Durable] and [Schedulable].
+type Deliverable struct {
+	typ     reflect.Type
+	command bool
+	run     func(ctx context.Context, m *fxcqrs.Mediator, decode func(into any) error) error
+}
+
+// DurableEvent makes the in-process handlers of event type E durable:
+// an E emitted under the unit of work is not run from memory after the
+// commit but written, in the emitting transaction, as a row that the
+// relay (of any replica) delivers to this service's handlers of E after
+// the commit. Each handler's effect happens once through the inbox's
+// (handler, message id) record, which commits with the handler's own
+// writes; a failed handler is retried with a backoff and, after
+// DeliveryConfig.MaxAttempts, the row goes to the dead letter table with
+// its error. The row is deleted when every handler has it.
+//
+// What changes for E, against an in-memory event:
+//   - the caller does not wait: Exec returns once the transaction has
+//     committed, before E's handlers run, and an *EventError cannot
+//     report them (the relay logs, retries and dead-letters instead);
+//   - an E emitted by a nested call runs after the outer transaction
+//     commits, not before the nested call returns;
+//   - Config.Events.Sequential orders the in-memory events only: durable
+//     ones run when the relay delivers them, several rows at once
+//     (DeliveryConfig.Concurrency), each under the mediator's own limit;
+//   - a stream's "events before each item" does not hold for E;
+//   - an E emitted where no unit of work runs (a stream item) is run
+//     from memory, best-effort, as before, and a warning says so once per
+//     type: emit it from a command.
+//
+// "Effect once" covers what a handler writes in the database through
+// Tx(ctx), in the transaction that records it. An external side effect (a
+// mail, an HTTP call) happens at least once: use fxbus.MessageID(ctx) as
+// its idempotency key.
+func DurableEvent[E any]() Deliverable {
+	return Deliverable{typ: reflect.TypeFor[E](), run: func(ctx context.Context, m *fxcqrs.Mediator, decode func(any) error) error {
+		var e E
+		if err := decode(&e); err != nil {
+			return &malformed{err: err}
+		}
+		return fxcqrs.Publish(ctx, m, e)
+	}}
+}
+
+// ScheduledCommand lets commands of type C be scheduled with [Schedule]:
+// when due, the relay runs Exec with the command, an ordinary mediator
+// call (middleware, unit of work, observer), with the schedule's message
+// id as its idempotency key: the inbox records (command handler, message
+// id) in the command's transaction, so a redelivered schedule runs it
+// once.
+func ScheduledCommand[C any]() Deliverable {
+	return Deliverable{typ: reflect.TypeFor[C](), command: true, run: func(ctx context.Context, m *fxcqrs.Mediator, decode func(any) error) error {
+		var c C
+		if err := decode(&c); err != nil {
+			return &malformed{err: err}
+		}
+		return fxcqrs.Exec(ctx, m, c)
+	}}
+}
+
+// Durable registers [DurableEvent] of E with fxoutbox.Module.
+func Durable[E any]() fx.Option { return supplyDeliverable(DurableEvent[E]()) }
+
+// Schedulable registers [ScheduledCommand] of C with fxoutbox.Module.
+func Schedulable[C any]() fx.Option { return supplyDeliverable(ScheduledCommand[C]()) }
+
+func supplyDeliverable(d Deliverable) fx.Option {
+	return fx.Provide(fx.Annotate(func() Deliverable { return d }, fx.ResultTags(`group:"fxoutbox.deliverables"`)))
+}
+
+// DeliveryConfig configures durable in-process delivery and scheduled
+// commands. Every field is optional.
+type DeliveryConfig struct {
+	// Topic is the outbox topic of the rows this service delivers to
+	// itself. Default "fxcqrs.local". Services that share one outbox
+	// table must each set their own: a relay delivers the Topic's rows to
+	// its own mediator.
+	Topic string `json:"topic" yaml:"topic"`
+	// MaxAttempts is how many times a row is delivered before it goes to
+	// the dead letter table with its last error. Default 5.
+	MaxAttempts int `json:"maxAttempts" yaml:"maxAttempts"`
+	// RetryInitial is the wait, by the outbox's clock, before a failed
+	// row's second attempt; it doubles per attempt up to RetryMax.
+	// Default 1s. A retried row waits at least until the relay's next
+	// poll.
+	RetryInitial time.Duration `json:"retryInitial" yaml:"retryInitial"`
+	// RetryMax bounds the wait between attempts. Default 5m.
+	RetryMax time.Duration `json:"retryMax" yaml:"retryMax"`
+	// Concurrency is how many rows are delivered at once (a row committed
+	// while others are delivered starts as soon as a place is free). Each
+	// row's handlers run under the mediator's limit on event handlers
+	// (Config.Events.MaxConcurrentHandlers, 1 by default: durable handlers
+	// then run one at a time in the service; raise it for throughput).
+	// Default 8.
+	Concurrency int `json:"concurrency" yaml:"concurrency"`
+	// AllEvents makes every concrete event type the mediator has handlers
+	// for durable, as if each were registered with Durable: the
+	// module-wide default. An event handled only by a handler of an
+	// interface type it implements is not included: register it.
+	AllEvents bool `json:"allEvents" yaml:"allEvents"`
+}
+
+func (c DeliveryConfig) withDefaults() DeliveryConfig {
+	if c.Topic == "" {
+		c.Topic = "fxcqrs.local"
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 5
+	}
+	if c.RetryInitial <= 0 {
+		c.RetryInitial = time.Second
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 5 * time.Minute
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 8
+	}
+	return c
+}
+
+// backoff is the wait before attempt n+1, after n failed ones.
+func (c DeliveryConfig) backoff(failed int) time.Duration {
+	d := c.RetryInitial
+	for i := 1; i < failed && d < c.RetryMax; i++ {
+		d *= 2
+	}
+	return min(d, c.RetryMax)
+}
+
+// MetadataDepth is the metadata key of a durable row's depth: how many
+// durable deliveries led to it. A durable handler's durable follow-up is
+// one deeper, and one past fxcqrs.MaxDepth is refused, as the mediator
+// refuses a runaway chain in memory.
+const MetadataDepth = "fxcqrs_depth"
+
+// deliverables is the service's registry of what it delivers to itself.
+type deliverables struct {
+	events map[reflect.Type]*Deliverable
+	byName map[string]*Deliverable
+}
+
+func newDeliverables(bus *fxbus.Bus, ds []Deliverable) (deliverables, error) {
+	reg := deliverables{events: map[reflect.Type]*Deliverable{}, byName: map[string]*Deliverable{}}
+	var errs []error
+	for i := range ds {
+		d := &ds[i]
+		if d.typ == nil {
+			errs = append(errs, errors.New("fxoutbox: a zero Deliverable: make it with DurableEvent or ScheduledCommand"))
+			continue
+		}
+		if d.typ.Kind() == reflect.Interface {
+			errs = append(errs, fmt.Errorf("fxoutbox: %v is an interface type: a Deliverable names a concrete type", d.typ))
+			continue
+		}
+		name := bus.NameOf(d.typ)
+		if other, ok := reg.byName[name]; ok {
+			if other.typ == d.typ && other.command == d.command {
+				continue // registered twice: harmless
+			}
+			errs = append(errs, fmt.Errorf("fxoutbox: %v and %v have the same name %q: name one of them with fxbus.Name on its route", other.typ, d.typ, name))
+			continue
+		}
+		reg.byName[name] = d
+		if !d.command {
+			reg.events[d.typ] = d
+		}
+	}
+	return reg, errors.Join(errs...)
+}
+
+func (r deliverables) durable(t reflect.Type) bool { return r.events[t] != nil }
+
+// malformed is a row that cannot be delivered however often it is tried.
+type malformed struct{ err error }
+
+func (e *malformed) Error() string { return "malformed: " + e.err.Error() }
+func (e *malformed) Unwrap() error { return e.err }
+
+// localKey marks the context of a row's delivery: the unit of work
+// records each handler in the inbox, and durable follow-ups are one
+// deeper.
+type localKey struct{}
+
+type delivery struct{ depth int }
+
+func deliveryOf(ctx context.Context) (delivery, bool) {
+	d, ok := ctx.Value(localKey{}).(delivery)
+	return d, ok
+}
+
+// followUpDepth is the depth of a row written under ctx for this
+// service's own delivery (a durable event, a scheduled message): one past
+// the row being delivered, if any. Past fxcqrs.MaxDepth it is refused, as
+// the mediator refuses a runaway chain in memory.
+func followUpDepth(ctx context.Context, msg any) (int, error) {
+	depth := 1
+	if d, ok := deliveryOf(ctx); ok {
+		depth = d.depth + 1
+	}
+	if depth > fxcqrs.MaxDepth {
+		return 0, fmt.Errorf("fxoutbox: %T would be %d deliveries deep: %w", msg, depth, fxcqrs.ErrMaxDepth)
+	}
+	return depth, nil
+}
+
+// deliver runs one row of the delivery topic on the mediator, as a
+// message the bus's Tracer sees processed.
+func (o *Outbox) deliver(ctx context.Context, rw row) (err error) {
+	msg := message.NewMessage(rw.msgID, rw.payload)
+	if err := json.Unmarshal([]byte(rw.metadata), &msg.Metadata); err != nil {
+		return &malformed{err: fmt.Errorf("metadata: %w", err)}
+	}
+	name := msg.Metadata.Get(fxbus.MetadataName)
+	d := o.reg.Load().byName[name]
+	if d == nil {
+		return &malformed{err: fmt.Errorf("no durable event or scheduled command named %q is registered in this service", name)}
+	}
+	depth, _ := strconv.Atoi(msg.Metadata.Get(MetadataDepth))
+	ctx, end := o.bus.Process(ctx, o.cfg.Delivery.Topic, msg)
+	defer func() { end(err) }()
+	ctx = context.WithValue(ctx, localKey{}, delivery{depth: depth})
+	m := o.mediator.Load()
+	return d.run(fxcqrs.Foreground(ctx), m, func(into any) error { return o.bus.Decode(rw.payload, into) })
+}
+
+// DeliverTo gives the outbox the mediator that its durable events and
+// scheduled commands run on. fxoutbox.Module calls it; without fx, call it
+// before Start, and before the first call, when Config.Deliverables is not
+// empty or DeliveryConfig.AllEvents is on.
+func (o *Outbox) DeliverTo(m *fxcqrs.Mediator) {
+	o.mediator.Store(m)
+	if !o.cfg.Delivery.AllEvents || m == nil {
+		return
+	}
+	ds := append([]Deliverable(nil), o.cfg.Deliverables...)
+	for _, t := range m.EventTypes() {
+		if t.Kind() != reflect.Interface {
+			ds = append(ds, dynamicEvent(t))
+		}
+	}
+	reg, err := newDeliverables(o.bus, ds)
+	if err != nil {
+		// Two handled types with one name: New checked the registered
+		// ones; these keep their in-memory delivery.
+		o.log.Error("fxoutbox: DeliveryConfig.AllEvents: some event types stay in memory", zap.Error(err))
+	}
+	o.reg.Store(&reg)
+}
+
+// dynamicEvent is DurableEvent of a type known at run time only (see
+// DeliveryConfig.AllEvents).
+func dynamicEvent(t reflect.Type) Deliverable {
+	return Deliverable{typ: t, run: func(ctx context.Context, m *fxcqrs.Mediator, decode func(any) error) error {
+		p := reflect.New(t)
+		if err := decode(p.Interface()); err != nil {
+			return &malformed{err: err}
+		}
+		return fxcqrs.Publish[any](ctx, m, p.Elem().Interface())
+	}}
+}
+
+// writeLocal withdraws the durable events the handler of ctx emitted from
+// the mediator's in-memory processing and writes them as rows of the
+// delivery topic in un's transaction.
+func (u *unitOfWork) writeLocal(ctx context.Context, un *unit) error {
+	reg := u.reg.Load()
+	if len(reg.events) == 0 {
+		return nil
+	}
+	events := fxcqrs.Withdraw(ctx, reg.durable)
+	if len(events) == 0 {
+		return nil
+	}
+	depth, err := followUpDepth(ctx, events[0])
+	if err != nil {
+		return err
+	}
+	for _, ev := range events {
+		msg, err := u.bus.Encode(ctx, ev)
+		if err != nil {
+			return fmt.Errorf("fxoutbox: encode %T: %w", ev, err)
+		}
+		msg.Metadata.Set(MetadataDepth, strconv.Itoa(depth))
+		if err := u.insert(ctx, un, u.delivery.Topic, msg); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,289 @@
+package fxoutbox
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"go.uber.org/zap"
+)
+
+type txKey struct{}
+
+// unit is one unit of work's transaction and the outbox rows written in
+// it, nested calls' included: a commit that wrote none wakes no relay.
+type unit struct {
+	tx    *sql.Tx
+	u     *unitOfWork
+	wrote int
+	lanes []lane                  // where it wrote, each once: the relay's hint
+	due   int64                   // the earliest due time of what it scheduled, in ns; 0: none
+	after []func(context.Context) // AfterCommit's
+}
+
+// Tx returns the transaction of the unit of work ctx belongs to, for the
+// handler's repositories to write in, or nil outside a unit of work.
+func Tx(ctx context.Context) *sql.Tx {
+	if un := unitOf(ctx); un != nil {
+		return un.tx
+	}
+	return nil
+}
+
+func unitOf(ctx context.Context) *unit {
+	un, _ := ctx.Value(txKey{}).(*unit)
+	return un
+}
+
+// OrderUnitOfWork is the unit of work's middleware position: inside
+// Retry (each attempt has a transaction of its own, so a failed attempt's
+// writes are rolled back with it) and inside Timeout.
+const OrderUnitOfWork = fxcqrs.OrderRetry + 100
+
+// unitOfWork is the middleware that wraps a handler in a transaction and
+// writes the routed events it emitted to the outbox before it commits.
+type unitOfWork struct {
+	db       *sql.DB
+	q        queries
+	bus      *fxbus.Bus
+	wake     func()
+	inbox    bool
+	eagerEv  bool                          // event handlers get a transaction before they run
+	now      func() time.Time              // the outbox's clock: what the inbox records
+	reg      *atomic.Pointer[deliverables] // the Outbox's
+	delivery DeliveryConfig
+	wakeAt   func(dueNs int64) // a commit scheduled something: the relay's timer
+	hint     func(lanes []lane)
+	lanes    func(topic string) int // how many lanes topic's keyed rows are spread over
+
+	duplicates atomic.Uint64 // inbound handlings skipped: the inbox had them
+}
+
+func (u *unitOfWork) MiddlewareOrder() int { return OrderUnitOfWork }
+
+func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.Next) (any, error) {
+	if call.Kind == fxcqrs.KindStream {
+		return next(ctx) // a stream's items are not one unit of work
+	}
+	if outer := unitOf(ctx); outer != nil {
+		// A call nested in another's unit of work joins it.
+		out, err := next(ctx)
+		if err == nil {
+			err = u.write(ctx, outer)
+		}
+		return out, err
+	}
+	inbound := u.inboxed(ctx, call.Kind)
+	if call.Kind == fxcqrs.KindEvent && !u.eagerEv && !inbound {
+		return u.lazy(ctx, next)
+	}
+	tx, err := u.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("fxoutbox: begin: %w", err)
+	}
+	un := &unit{tx: tx, u: u}
+	ctx = context.WithValue(ctx, txKey{}, un)
+	if inbound {
+		res, err := tx.ExecContext(ctx, u.q.inboxInsert, call.Handler, fxbus.MessageID(ctx), u.now().UnixNano())
+		if err == nil {
+			var n int64
+			if n, err = res.RowsAffected(); err == nil && n == 0 {
+				// This handler has handled this message: a redelivery.
+				u.duplicates.Add(1)
+				return nil, tx.Rollback()
+			}
+		}
+		if err != nil {
+			_ = tx.Rollback()
+			return nil, fmt.Errorf("fxoutbox: inbox: %w", err)
+		}
+	}
+	out, err := next(ctx)
+	if err == nil {
+		err = u.write(ctx, un)
+	}
+	if err != nil {
+		return out, errors.Join(err, rollback(tx))
+	}
+	if err := tx.Commit(); err != nil {
+		return out, fmt.Errorf("fxoutbox: commit: %w", err)
+	}
+	u.committed(un)
+	un.runAfter(ctx)
+	return out, nil
+}
+
+// inboxed reports whether a call of kind under ctx records its handler in
+// the inbox: an event handler of an inbound message when Config.Inbox is
+// on, and every handler the relay's own delivery runs (a durable event's,
+// a scheduled command's).
+func (u *unitOfWork) inboxed(ctx context.Context, kind fxcqrs.Kind) bool {
+	if fxbus.MessageID(ctx) == "" || ctx.Value(afterKey{}) != nil {
+		return false
+	}
+	_, local := deliveryOf(ctx)
+	switch kind {
+	case fxcqrs.KindEvent:
+		return u.inbox || local
+	case fxcqrs.KindCommand:
+		return local
+	}
+	return false
+}
+
+// committed wakes the relay for what un wrote: rows now, schedules at
+// their time.
+func (u *unitOfWork) committed(un *unit) {
+	if un.wrote > 0 {
+		if u.hint != nil {
+			u.hint(un.lanes)
+		}
+		u.wake()
+	}
+	if un.due != 0 && u.wakeAt != nil {
+		u.wakeAt(un.due)
+	}
+}
+
+// lazy runs an event handler without a transaction, and writes the routed
+// follow-ups it emitted in a transaction of their own.
+func (u *unitOfWork) lazy(ctx context.Context, next fxcqrs.Next) (any, error) {
+	out, err := next(ctx)
+	if err != nil || !u.writes(fxcqrs.Emitted(ctx)) {
+		return out, err
+	}
+	tx, err := u.db.BeginTx(ctx, nil)
+	if err != nil {
+		return out, fmt.Errorf("fxoutbox: begin: %w", err)
+	}
+	un := &unit{tx: tx, u: u}
+	if err := u.write(ctx, un); err != nil {
+		return out, errors.Join(err, rollback(tx))
+	}
+	if err := tx.Commit(); err != nil {
+		return out, fmt.Errorf("fxoutbox: commit: %w", err)
+	}
+	u.committed(un)
+	return out, nil
+}
+
+// writes reports whether any of events goes to the outbox: routed or
+// durable.
+func (u *unitOfWork) writes(events []any) bool {
+	for _, ev := range events {
+		if t := typeOf(ev); u.bus.Forwards(t) || u.reg.Load().durable(t) {
+			return true
+		}
+	}
+	return false
+}
+
+func rollback(tx *sql.Tx) error {
+	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+		return fmt.Errorf("fxoutbox: rollback: %w", err)
+	}
+	return nil
+}
+
+// write inserts the routed events the handler of ctx emitted, in emit
+// order, then its durable ones (see writeLocal), in un's transaction, and
+// counts them on un.
+func (u *unitOfWork) write(ctx context.Context, un *unit) error {
+	if err := u.writeRouted(ctx, un, fxcqrs.Emitted(ctx)); err != nil {
+		return err
+	}
+	fxcqrs.MarkForwarded(ctx) // written: the mediator's Forwarder (see leftovers) leaves them
+	return u.writeLocal(ctx, un)
+}
+
+// writeRouted inserts the routed ones of events in un's transaction.
+func (u *unitOfWork) writeRouted(ctx context.Context, un *unit, events []any) error {
+	out, fails := u.bus.Messages(ctx, events)
+	if len(fails) > 0 {
+		return &fxbus.PublishError{Failures: fails}
+	}
+	for _, o := range out {
+		if err := u.insert(ctx, un, o.Topic, o.Message); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// leftovers is the mediator's Forwarder under the outbox. The unit of work
+// writes what the calls it wraps emitted, and marks it so; what no unit of
+// work wrapped (a stream's items) reaches leftovers, which writes the
+// routed events in a transaction of their own: through the outbox, never
+// published directly, never lost. A durable event there has no
+// transaction to be written in, and its handlers run from memory: it says
+// so, once per type, instead of weakening the promise in silence.
+type leftovers struct {
+	u      *unitOfWork
+	log    *zap.Logger
+	warned sync.Map // reflect.Type → struct{}
+}
+
+func (l *leftovers) Forwards(t reflect.Type) bool {
+	return l.u.bus.Forwards(t) || l.u.reg.Load().durable(t)
+}
+
+func (l *leftovers) Forward(ctx context.Context, events []any) error {
+	routed := events[:0:0]
+	for _, ev := range events {
+		t := typeOf(ev)
+		if l.u.bus.Forwards(t) {
+			routed = append(routed, ev)
+		}
+		if l.u.reg.Load().durable(t) {
+			if _, seen := l.warned.LoadOrStore(t, struct{}{}); !seen {
+				l.log.Warn("a durable event was emitted where no unit of work runs (a stream item, or a call the unit of work is not scoped to): "+
+					"its handlers run from memory, best-effort, and a crash after the call loses them; emit it from a command",
+					zap.Stringer("event", t))
+			}
+		}
+	}
+	if len(routed) == 0 {
+		return nil
+	}
+	events = routed
+	tx, err := l.u.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("fxoutbox: begin: %w", err)
+	}
+	un := &unit{tx: tx, u: l.u}
+	if err := l.u.writeRouted(ctx, un, events); err != nil {
+		return errors.Join(err, rollback(tx))
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("fxoutbox: commit: %w", err)
+	}
+	l.u.committed(un)
+	return nil
+}
+
+// insert writes msg as a row of topic in un's transaction.
+func (u *unitOfWork) insert(ctx context.Context, un *unit, topic string, msg *message.Message) error {
+	meta, err := json.Marshal(msg.Metadata)
+	if err != nil {
+		return fmt.Errorf("fxoutbox: metadata of %s: %w", msg.UUID, err)
+	}
+	l := lane{topic, u.laneOf(topic, msg)}
+	if _, err := un.tx.ExecContext(ctx, u.q.insert, topic, l.n, msg.UUID, []byte(msg.Payload), string(meta), u.now().UnixNano()); err != nil {
+		return fmt.Errorf("fxoutbox: write to the outbox: %w", err)
+	}
+	un.wrote++
+	if !slices.Contains(un.lanes, l) {
+		un.lanes = append(un.lanes, l)
+	}
+	return nil
+}
