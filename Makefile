@@ -29,8 +29,12 @@ check-go-version:
 	@v=$$(GOWORK=off go list -m -f '{{.GoVersion}}'); case $$v in $(GO_MIN)|$(GO_MIN).*) ;; \
 		*) echo "go.mod says go $$v; the README promises Go $(GO_MIN)"; exit 1;; esac
 
+.PHONY: check-modules
+check-modules: ## the modules require one another without a loop
+	@.ci/modgraph
+
 .PHONY: lint
-lint: vet check-go-version ## go vet, the go directive, and golangci-lint (installed at a pinned version)
+lint: vet check-go-version check-modules ## go vet, the go directive, and golangci-lint (installed at a pinned version)
 	@test -x $(GOBIN)/golangci-lint && $(GOBIN)/golangci-lint version 2>/dev/null | grep -q $(GOLANGCI_LINT_VERSION:v%=%) || \
 		go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	@$(EACH) golangci-lint $(GOBIN)/golangci-lint run ./...

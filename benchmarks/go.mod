@@ -54,5 +54,6 @@ require (
 replace (
 	github.com/fxcqrs/fxcqrs => ../
 	github.com/fxcqrs/fxcqrs/fxbus => ../fxbus
+	github.com/fxcqrs/fxcqrs/fxcqrstest/crashtest => ../fxcqrstest/crashtest
 	github.com/fxcqrs/fxcqrs/fxoutbox => ../fxoutbox
 )

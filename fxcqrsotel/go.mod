@@ -67,6 +67,7 @@ require (
 replace (
 	github.com/fxcqrs/fxcqrs => ../
 	github.com/fxcqrs/fxcqrs/fxbus => ../fxbus
+	github.com/fxcqrs/fxcqrs/fxcqrstest/crashtest => ../fxcqrstest/crashtest
 	github.com/fxcqrs/fxcqrs/fxoutbox => ../fxoutbox
 	github.com/fxcqrs/fxcqrs/fxsaga => ../fxsaga
 )

@@ -5,8 +5,7 @@ go 1.26.0
 replace (
 	github.com/fxcqrs/fxcqrs => ../
 	github.com/fxcqrs/fxcqrs/fxbus => ../fxbus
-	github.com/fxcqrs/fxcqrs/fxsaga => ../fxsaga
-	github.com/fxcqrs/fxcqrs/fxcqrstest => ../fxcqrstest
+	github.com/fxcqrs/fxcqrs/fxcqrstest/crashtest => ../fxcqrstest/crashtest
 )
 
 require (
@@ -14,7 +13,7 @@ require (
 	github.com/ThreeDotsLabs/watermill-nats/v2 v2.1.3
 	github.com/fxcqrs/fxcqrs v0.0.0-00010101000000-000000000000
 	github.com/fxcqrs/fxcqrs/fxbus v0.0.0-00010101000000-000000000000
-	github.com/fxcqrs/fxcqrs/fxcqrstest v0.0.0-00010101000000-000000000000
+	github.com/fxcqrs/fxcqrs/fxcqrstest/crashtest v0.0.0-00010101000000-000000000000
 	github.com/go-sql-driver/mysql v1.10.1
 	github.com/google/uuid v1.6.0
 	github.com/jackc/pgx/v5 v5.12.0

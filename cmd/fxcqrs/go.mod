@@ -5,6 +5,7 @@ go 1.26.0
 replace (
 	github.com/fxcqrs/fxcqrs => ../..
 	github.com/fxcqrs/fxcqrs/fxbus => ../../fxbus
+	github.com/fxcqrs/fxcqrs/fxcqrstest/crashtest => ../../fxcqrstest/crashtest
 	github.com/fxcqrs/fxcqrs/fxoutbox => ../../fxoutbox
 	github.com/fxcqrs/fxcqrs/fxsaga => ../../fxsaga
 )

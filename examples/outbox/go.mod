@@ -7,6 +7,7 @@ replace (
 	github.com/fxcqrs/fxcqrs/fxbus => ../../fxbus
 	github.com/fxcqrs/fxcqrs/fxconsole => ../../fxconsole
 	github.com/fxcqrs/fxcqrs/fxcqrsotel => ../../fxcqrsotel
+	github.com/fxcqrs/fxcqrs/fxcqrstest/crashtest => ../../fxcqrstest/crashtest
 	github.com/fxcqrs/fxcqrs/fxoutbox => ../../fxoutbox
 	github.com/fxcqrs/fxcqrs/fxsaga => ../../fxsaga
 )
