@@ -36,7 +36,7 @@ func (s *stopOrder) LogEvent(e fxevent.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for name, hook := range map[string]string{
-		"Mediator": "fxcqrs.provideMediator.", "Bus": "/bus.startBus.", "Outbox": "(*Outbox).Stop",
+		"Mediator": "fxcqrs.provideMediator.", "Bus": "/fxbus.startBus.", "Outbox": "(*Outbox).Stop",
 	} {
 		if strings.Contains(ev.FunctionName, hook) {
 			s.order = append(s.order, name)
