@@ -181,7 +181,8 @@ func (h Harness) child(mode string, round int) *exec.Cmd {
 }
 
 // Promises are the queries CheckOutbox checks the outbox's promises with,
-// each returning one id per row: of what committed (the producer's
+// each returning one id per row, of any type the driver scans (an
+// integer, a text, a UUID; two ids are the same when their text is): of what committed (the producer's
 // rows), of each delivery to the consumer (duplicates included), and of
 // each effect the consumer applied (once per id is the inbox's promise).
 type Promises struct {
@@ -215,24 +216,24 @@ func CheckOutbox(ctx context.Context, db *sql.DB, p Promises) (Report, error) {
 		return Report{}, err
 	}
 	r := Report{Committed: len(committed), Effects: len(effects)}
-	isCommitted := map[int64]bool{}
+	isCommitted := map[string]bool{}
 	for _, id := range committed {
 		isCommitted[id] = true
 	}
 	var broken []error
-	delivered := map[int64]int{}
+	delivered := map[string]int{}
 	for _, id := range deliveries {
 		if !isCommitted[id] {
-			broken = append(broken, fmt.Errorf("%d was delivered, and never committed", id))
+			broken = append(broken, fmt.Errorf("%s was delivered, and never committed", id))
 		}
 		if delivered[id]++; delivered[id] > 1 {
 			r.Duplicates++
 		}
 	}
-	applied := map[int64]int{}
+	applied := map[string]int{}
 	for _, id := range effects {
 		if !isCommitted[id] {
-			broken = append(broken, fmt.Errorf("%d had an effect, and never committed", id))
+			broken = append(broken, fmt.Errorf("%s had an effect, and never committed", id))
 		}
 		applied[id]++
 	}
@@ -240,10 +241,10 @@ func CheckOutbox(ctx context.Context, db *sql.DB, p Promises) (Report, error) {
 		if delivered[id] > 0 {
 			r.Delivered++
 		} else {
-			broken = append(broken, fmt.Errorf("%d committed, and was never delivered", id))
+			broken = append(broken, fmt.Errorf("%s committed, and was never delivered", id))
 		}
 		if n := applied[id]; n != 1 {
-			broken = append(broken, fmt.Errorf("%d committed, and had its effect %d times", id, n))
+			broken = append(broken, fmt.Errorf("%s committed, and had its effect %d times", id, n))
 		}
 	}
 	if len(broken) > 10 {
@@ -252,19 +253,28 @@ func CheckOutbox(ctx context.Context, db *sql.DB, p Promises) (Report, error) {
 	return r, errors.Join(broken...)
 }
 
-func ids(ctx context.Context, db *sql.DB, query string) ([]int64, error) {
+// ids runs query and returns its rows' one column as text, so that an id
+// of any type compares (an integer, a text, a UUID or bytes).
+func ids(ctx context.Context, db *sql.DB, query string) ([]string, error) {
 	rows, err := db.QueryContext(ctx, query)
 	if err != nil {
 		return nil, fmt.Errorf("crashtest: %s: %w", query, err)
 	}
 	defer rows.Close()
-	var out []int64
+	var out []string
 	for rows.Next() {
-		var id int64
+		var id any
 		if err := rows.Scan(&id); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("crashtest: %s: %w", query, err)
 		}
-		out = append(out, id)
+		switch v := id.(type) {
+		case nil:
+			return nil, fmt.Errorf("crashtest: %s: a NULL id", query)
+		case []byte:
+			out = append(out, string(v))
+		default:
+			out = append(out, fmt.Sprint(v))
+		}
 	}
 	return out, rows.Err()
 }

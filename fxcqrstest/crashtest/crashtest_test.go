@@ -78,3 +78,32 @@ func TestCheckOutbox(t *testing.T) {
 		assert.ErrorContains(t, err, want)
 	}
 }
+
+// Ids of any type: text ids, as a service whose keys are UUIDs or codes
+// has, and an integer id compared with its text in another table.
+func TestCheckOutboxTextIDs(t *testing.T) {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "c.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	for _, q := range []string{
+		"CREATE TABLE bookings (id TEXT)", "CREATE TABLE deliveries (booking_id TEXT)", "CREATE TABLE effects (booking_id BLOB)",
+		"INSERT INTO bookings VALUES ('b-1'), ('b-2')",
+		"INSERT INTO deliveries VALUES ('b-1'), ('b-2'), ('b-2')",
+		"INSERT INTO effects VALUES (CAST('b-1' AS BLOB)), (CAST('b-2' AS BLOB))",
+	} {
+		_, err := db.Exec(q)
+		require.NoError(t, err)
+	}
+	p := crashtest.Promises{Committed: "SELECT id FROM bookings", Deliveries: "SELECT booking_id FROM deliveries", Effects: "SELECT booking_id FROM effects"}
+	r, err := crashtest.CheckOutbox(context.Background(), db, p)
+	require.NoError(t, err)
+	assert.Equal(t, crashtest.Report{Committed: 2, Delivered: 2, Duplicates: 1, Effects: 2}, r)
+
+	_, err = db.Exec("INSERT INTO deliveries VALUES ('b-9')")
+	require.NoError(t, err)
+	_, err = crashtest.CheckOutbox(context.Background(), db, p)
+	assert.ErrorContains(t, err, "b-9 was delivered, and never committed")
+
+	_, err = crashtest.CheckOutbox(context.Background(), db, crashtest.Promises{Committed: "SELECT NULL", Deliveries: p.Deliveries, Effects: p.Effects})
+	assert.ErrorContains(t, err, "a NULL id")
+}
