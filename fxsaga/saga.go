@@ -239,8 +239,19 @@ func (e *Error) Error() string {
 	return s
 }
 
-// Unwrap returns the step's error and the compensation's.
-func (e *Error) Unwrap() []error { return []error{e.Err, e.Compensation} }
+// Unwrap returns the step's error and the compensation's, leaving out
+// the nil ones as errors.Join does: the compensation's is nil unless the
+// saga Failed, and a nil in the result breaks code that walks the chain
+// (testify's ErrorAs dereferenced it).
+func (e *Error) Unwrap() []error {
+	errs := make([]error, 0, 2)
+	for _, err := range []error{e.Err, e.Compensation} {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
 
 type keyCtx struct{}
 
