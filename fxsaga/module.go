@@ -133,9 +133,6 @@ type Config struct {
 	RecoveryInterval time.Duration `json:"recoveryInterval" yaml:"recoveryInterval"`
 }
 
-// recoverer is a registered saga definition.
-type recoverer = Definition
-
 func (s *Saga[C]) definitionError() error { return s.err }
 
 func (s *Saga[C]) recoverWith(ctx context.Context, r *Runner) error { return Recover(ctx, r, s) }
@@ -146,7 +143,7 @@ func (s *Saga[C]) recoverWith(ctx context.Context, r *Runner) error { return Rec
 func Register[C any](constructor any) fx.Option {
 	return fx.Options(
 		fx.Provide(constructor),
-		fx.Provide(fx.Annotate(func(s *Saga[C]) recoverer { return s }, fx.ResultTags(`group:"fxsaga.sagas"`))),
+		fx.Provide(fx.Annotate(func(s *Saga[C]) Definition { return s }, fx.ResultTags(`group:"fxsaga.sagas"`))),
 	)
 }
 
@@ -176,7 +173,7 @@ type recoveryParams struct {
 	Store     Store
 	Config    Config      `optional:"true"`
 	Logger    *zap.Logger `optional:"true"`
-	Sagas     []recoverer `group:"fxsaga.sagas"`
+	Sagas     []Definition `group:"fxsaga.sagas"`
 	Resumed   []resumed   `group:"fxsaga.resumed"`
 	Recovery  *recovery
 }
@@ -199,7 +196,7 @@ func startRecovery(p recoveryParams) error {
 	for _, r := range p.Resumed {
 		resumes[r.t] = true
 	}
-	slices.SortFunc(p.Sagas, func(a, b recoverer) int { return strings.Compare(a.Name(), b.Name()) })
+	slices.SortFunc(p.Sagas, func(a, b Definition) int { return strings.Compare(a.Name(), b.Name()) })
 	var missing []error
 	for _, s := range p.Sagas {
 		for _, t := range s.awaited() {
@@ -273,7 +270,7 @@ func startRecovery(p recoveryParams) error {
 
 // recoverSafely recovers s, a panic included: recovery runs on a goroutine
 // of its own, where a panic would take the process down, at every restart.
-func recoverSafely(ctx context.Context, s recoverer, r *Runner) (err error) {
+func recoverSafely(ctx context.Context, s Definition, r *Runner) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = fmt.Errorf("fxsaga: recovering saga %s panicked: %v\n%s", s.Name(), v, debug.Stack())
