@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 )
 
 // Admin reads and repairs what the outbox's tables hold: the read API
@@ -19,7 +21,7 @@ type Admin struct {
 	db  *sql.DB
 	d   Dialect
 	t   Tables
-	q   queries
+	q   schema.Queries
 	now func() time.Time
 
 	lanes func(topic string) int // see WithLanes; nil: lane 0
@@ -35,14 +37,14 @@ func NewAdmin(db *sql.DB, d Dialect, t Tables, now func() time.Time) (*Admin, er
 	if d < PostgreSQL || d > SQLite {
 		return nil, fmt.Errorf("fxoutbox.NewAdmin: unknown dialect %v", d)
 	}
-	t = t.withDefaults()
-	if err := t.validate(); err != nil {
+	t = schema.WithDefaults(t)
+	if err := schema.Validate(t); err != nil {
 		return nil, err
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &Admin{db: db, d: d, t: t, q: d.queries(t), now: now}, nil
+	return &Admin{db: db, d: d, t: t, q: schema.NewQueries(d, t), now: now}, nil
 }
 
 // Admin returns the outbox's Admin, on its clock.
@@ -72,7 +74,7 @@ func (a *Admin) repair(ctx context.Context, action string, ids []int64, who, why
 		}
 	}
 	if len(done) > 0 {
-		if _, err := tx.ExecContext(ctx, a.d.Rebind("INSERT INTO "+a.d.quote(a.t.Repairs)+" (at_ns, action, target, who, why) VALUES (?, ?, ?, ?, ?)"),
+		if _, err := tx.ExecContext(ctx, a.d.Rebind("INSERT INTO "+schema.Quote(a.d, a.t.Repairs)+" (at_ns, action, target, who, why) VALUES (?, ?, ?, ?, ?)"),
 			now, action, "dead letters "+strings.Join(done, ","), who, why); err != nil {
 			return 0, errors.Join(fmt.Errorf("fxoutbox: %s: record: %w", action, err), rollback(tx))
 		}
@@ -97,7 +99,7 @@ func (a *Admin) Repairs(ctx context.Context, limit int) ([]Repair, error) {
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT at_ns, action, target, who, why FROM "+a.d.quote(a.t.Repairs)+" ORDER BY id DESC LIMIT ?"), limit)
+	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT at_ns, action, target, who, why FROM "+schema.Quote(a.d, a.t.Repairs)+" ORDER BY id DESC LIMIT ?"), limit)
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: repairs: %w", err)
 	}
@@ -127,7 +129,7 @@ type Lease struct {
 
 // Leases returns the relays' leases, by topic.
 func (a *Admin) Leases(ctx context.Context) ([]Lease, error) {
-	rows, err := a.db.QueryContext(ctx, "SELECT topic, owner, until_ns FROM "+a.d.quote(a.t.Leases)+" ORDER BY topic")
+	rows, err := a.db.QueryContext(ctx, "SELECT topic, owner, until_ns FROM "+schema.Quote(a.d, a.t.Leases)+" ORDER BY topic")
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: leases: %w", err)
 	}
@@ -153,6 +155,6 @@ func (a *Admin) writeFirst(ctx context.Context, tx *sql.Tx) error {
 	if a.d != SQLite {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, "UPDATE "+a.d.quote(a.t.Repairs)+" SET why = why WHERE id = -1")
+	_, err := tx.ExecContext(ctx, "UPDATE "+schema.Quote(a.d, a.t.Repairs)+" SET why = why WHERE id = -1")
 	return err
 }

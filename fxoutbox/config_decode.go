@@ -2,7 +2,6 @@ package fxoutbox
 
 import (
 	"encoding/json"
-	"fmt"
 
 	"github.com/fxcqrs/fxcqrs/internal/confdecode"
 )
@@ -25,28 +24,4 @@ func (c *Config) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, confde
 // durations may be duration strings (168h) or nanoseconds.
 func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	return unmarshal(confdecode.Shadow(c))
-}
-
-// MarshalText names the dialect: "postgresql", "mysql" or "sqlite".
-func (d Dialect) MarshalText() ([]byte, error) {
-	if d < PostgreSQL || d > SQLite {
-		return nil, fmt.Errorf("fxoutbox: unknown %v", d)
-	}
-	return []byte(d.String()), nil
-}
-
-// UnmarshalText reads a dialect's name, as configuration files give it:
-// "postgresql" (or "postgres"), "mysql" (or "mariadb"), "sqlite".
-func (d *Dialect) UnmarshalText(b []byte) error {
-	switch string(b) {
-	case "postgresql", "postgres":
-		*d = PostgreSQL
-	case "mysql", "mariadb":
-		*d = MySQL
-	case "sqlite":
-		*d = SQLite
-	default:
-		return fmt.Errorf("fxoutbox: unknown dialect %q: want postgresql, mysql or sqlite", b)
-	}
-	return nil
 }

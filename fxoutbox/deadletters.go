@@ -13,6 +13,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 )
 
 // The dead letters, the outbox's and the inbound ones: listed, shown,
@@ -101,9 +102,9 @@ func (a *Admin) ListDead(ctx context.Context, f DeadLetterFilter) ([]DeadLetter,
 // ones', and the letter's id in it.
 func (a *Admin) deadTable(id int64) (table string, rowID int64, inbound bool) {
 	if id < 0 {
-		return a.d.quote(a.t.InboundDead), -id, true
+		return schema.Quote(a.d, a.t.InboundDead), -id, true
 	}
-	return a.d.quote(a.t.DeadLetters), id, false
+	return schema.Quote(a.d, a.t.DeadLetters), id, false
 }
 
 const deadColumns = "id, topic, message_id, payload, metadata, error, failed_ns, discarded_ns, discard_reason"
@@ -112,9 +113,9 @@ const deadColumns = "id, topic, message_id, payload, metadata, error, failed_ns,
 const inboundColumns = deadColumns + ", msg_key, released_ns"
 
 func (a *Admin) listDead(ctx context.Context, f DeadLetterFilter, inbound bool) ([]DeadLetter, error) {
-	table := a.d.quote(a.t.DeadLetters)
+	table := schema.Quote(a.d, a.t.DeadLetters)
 	if inbound {
-		table = a.d.quote(a.t.InboundDead)
+		table = schema.Quote(a.d, a.t.InboundDead)
 	}
 	cols := deadColumns
 	if inbound {
@@ -231,7 +232,7 @@ func (a *Admin) Replay(ctx context.Context, ids []int64, who, why string) (int, 
 		case err != nil:
 			return false, err
 		}
-		if _, err := tx.ExecContext(ctx, a.d.Rebind("INSERT INTO "+a.d.quote(a.t.Outbox)+" (topic, lane, message_id, payload, metadata, created_ns)"+
+		if _, err := tx.ExecContext(ctx, a.d.Rebind("INSERT INTO "+schema.Quote(a.d, a.t.Outbox)+" (topic, lane, message_id, payload, metadata, created_ns)"+
 			" SELECT topic, ?, message_id, payload, ?, ? FROM "+table+" WHERE id = ?"), a.laneOf(topic, meta), replayed(meta, now), now, rowID); err != nil {
 			return false, err
 		}

@@ -11,7 +11,7 @@ func Passes(o *Outbox) uint64 { return o.relay.passes.Load() }
 // DueQueries returns the statements by which o's relay finds its due
 // schedules and the earliest one, with PostgreSQL's placeholders, for
 // tests that read their query plans.
-func DueQueries(o *Outbox) (due, next string) { return o.relay.q.dueIDs, o.relay.q.nextDue }
+func DueQueries(o *Outbox) (due, next string) { return o.relay.q.DueIDs, o.relay.q.NextDue }
 
 // Wake wakes o's relay as a commit of its unit of work that wrote to
 // topic does, for a benchmark's plain transactions to be delivered as

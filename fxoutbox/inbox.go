@@ -25,7 +25,7 @@ func (o *Outbox) CleanInbox(ctx context.Context) (int64, error) {
 	cutoff := o.cfg.Now().Add(-o.cfg.InboxRetention).UnixNano()
 	var total int64
 	for {
-		res, err := o.db.ExecContext(ctx, o.relay.q.inboxCleanup, cutoff, inboxBatch)
+		res, err := o.db.ExecContext(ctx, o.relay.q.InboxCleanup, cutoff, inboxBatch)
 		if err != nil {
 			return total, fmt.Errorf("fxoutbox: clean the inbox: %w", err)
 		}

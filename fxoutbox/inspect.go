@@ -37,7 +37,7 @@ type TopicBacklog struct {
 // request (see Lag).
 func (a *Admin) Backlog(ctx context.Context) ([]TopicBacklog, error) {
 	now := a.now().UnixNano()
-	rows, err := a.db.QueryContext(ctx, a.q.backlog, now, now)
+	rows, err := a.db.QueryContext(ctx, a.q.Backlog, now, now)
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: backlog: %w", err)
 	}
@@ -65,7 +65,7 @@ func (a *Admin) Backlog(ctx context.Context) ([]TopicBacklog, error) {
 func (a *Admin) Lag(ctx context.Context) (time.Duration, error) {
 	now := a.now().UnixNano()
 	var oldest sql.NullInt64
-	if err := a.db.QueryRowContext(ctx, a.q.lag, now).Scan(&oldest); err != nil {
+	if err := a.db.QueryRowContext(ctx, a.q.Lag, now).Scan(&oldest); err != nil {
 		return 0, fmt.Errorf("fxoutbox: lag: %w", err)
 	}
 	if !oldest.Valid || oldest.Int64 <= 0 || oldest.Int64 >= now {
@@ -91,7 +91,7 @@ type TopicDeadLetters struct {
 func (a *Admin) DeadLetters(ctx context.Context) ([]TopicDeadLetters, error) {
 	byTopic := map[string]*TopicDeadLetters{}
 	var topics []string
-	for _, q := range []string{a.q.deadByTopic, a.q.inboundDeadByTopic} {
+	for _, q := range []string{a.q.DeadByTopic, a.q.InboundDeadByTopic} {
 		rows, err := a.db.QueryContext(ctx, q)
 		if err != nil {
 			return nil, fmt.Errorf("fxoutbox: dead letters: %w", err)
@@ -141,7 +141,7 @@ type ScheduledSummary struct {
 func (a *Admin) Scheduled(ctx context.Context) (ScheduledSummary, error) {
 	var s ScheduledSummary
 	var next sql.NullInt64
-	if err := a.db.QueryRowContext(ctx, a.q.scheduledSummary).Scan(&s.Rows, &next); err != nil {
+	if err := a.db.QueryRowContext(ctx, a.q.ScheduledSummary).Scan(&s.Rows, &next); err != nil {
 		return s, fmt.Errorf("fxoutbox: scheduled: %w", err)
 	}
 	if next.Valid {

@@ -93,7 +93,7 @@ func (r *relay) members(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	var n int
-	if err := r.db.QueryRowContext(ctx, r.q.members, memberPrefix+"%", now.UnixNano()).Scan(&n); err != nil {
+	if err := r.db.QueryRowContext(ctx, r.q.Members, memberPrefix+"%", now.UnixNano()).Scan(&n); err != nil {
 		return 0, err
 	}
 	r.live, r.liveAt = max(n, 1), now
@@ -174,14 +174,14 @@ func (r *relay) sendTopic(ctx context.Context, topic string, lanes []int) (int, 
 // giveBack drops this relay's lease on l, for another relay to take it.
 func (r *relay) giveBack(ctx context.Context, l lane) error {
 	delete(r.renewed, l.lease())
-	_, err := r.db.ExecContext(ctx, r.q.dropLease, l.lease(), r.owner)
+	_, err := r.db.ExecContext(ctx, r.q.DropLease, l.lease(), r.owner)
 	return err
 }
 
 // laneNumbers returns the lanes of topic that hold rows: a loose index
 // scan, one lookup per lane.
 func (r *relay) laneNumbers(ctx context.Context, topic string) ([]int, error) {
-	rows, err := r.db.QueryContext(ctx, r.q.lanes, topic, topic)
+	rows, err := r.db.QueryContext(ctx, r.q.Lanes, topic, topic)
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +209,7 @@ func (r *relay) lease(ctx context.Context, topic string) (bool, error) {
 	}
 	delete(r.renewed, topic)
 	until := now.UnixNano() + r.cfg.Lease.Nanoseconds()
-	res, err := r.db.ExecContext(ctx, r.q.renewLease, r.owner, until, topic, r.owner, now.UnixNano())
+	res, err := r.db.ExecContext(ctx, r.q.RenewLease, r.owner, until, topic, r.owner, now.UnixNano())
 	if err != nil {
 		return false, err
 	}
@@ -219,7 +219,7 @@ func (r *relay) lease(ctx context.Context, topic string) (bool, error) {
 		}
 		return n == 1, err
 	}
-	res, err = r.db.ExecContext(ctx, r.q.takeLease, topic, r.owner, until)
+	res, err = r.db.ExecContext(ctx, r.q.TakeLease, topic, r.owner, until)
 	if err != nil {
 		return false, err
 	}
@@ -235,7 +235,7 @@ func (r *relay) lease(ctx context.Context, topic string) (bool, error) {
 func (r *relay) releaseLeases() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := r.db.ExecContext(ctx, r.q.dropLeases, r.owner); err != nil {
+	if _, err := r.db.ExecContext(ctx, r.q.DropLeases, r.owner); err != nil {
 		r.log.Warn("relay: leases not released; they expire", zap.Error(err))
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 )
@@ -85,7 +86,7 @@ type Outbox struct {
 	uow      *unitOfWork
 	left     *leftovers // the Forwarder
 	relay    *relay
-	q        queries
+	q        schema.Queries
 	admin    *Admin
 }
 
@@ -106,7 +107,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	if cfg.Dialect < PostgreSQL || cfg.Dialect > SQLite {
 		errs = append(errs, fmt.Errorf("fxoutbox.New: Config.Dialect must be fxoutbox.PostgreSQL, MySQL or SQLite: got %v", cfg.Dialect))
 	}
-	cfg.Tables = cfg.Tables.withDefaults()
+	cfg.Tables = schema.WithDefaults(cfg.Tables)
 	if cfg.InboxRetention <= 0 {
 		cfg.InboxRetention = 7 * 24 * time.Hour
 	}
@@ -120,7 +121,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 		cfg.MaxLag = time.Minute
 	}
 	cfg.Delivery = cfg.Delivery.withDefaults()
-	errs = append(errs, cfg.Tables.validate(), cfg.Relay.validateLanes())
+	errs = append(errs, schema.Validate(cfg.Tables), cfg.Relay.validateLanes())
 	var reg deliverables
 	if bus != nil {
 		var err error
@@ -134,7 +135,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 		log = zap.NewNop()
 	}
 	log = log.Named("fxoutbox")
-	q := cfg.Dialect.queries(cfg.Tables)
+	q := schema.NewQueries(cfg.Dialect, cfg.Tables)
 	o := &Outbox{cfg: cfg, db: db, bus: bus, log: log, q: q, admin: &Admin{db: db, d: cfg.Dialect, t: cfg.Tables, q: q, now: cfg.Now, lanes: cfg.Relay.withDefaults().lanesOf}}
 	o.reg.Store(&reg)
 	o.relay = newRelay(db, q, bus.Publisher(), log, cfg.Relay, cfg.Now)

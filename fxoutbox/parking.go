@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -64,14 +65,14 @@ func (a *Admin) record(ctx context.Context, topic, key string, msg *message.Mess
 	if err != nil {
 		return err
 	}
-	_, err = a.db.ExecContext(ctx, a.d.Rebind("INSERT INTO "+a.d.quote(a.t.InboundDead)+" (topic, msg_key, message_id, payload, metadata, error, failed_ns) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+	_, err = a.db.ExecContext(ctx, a.d.Rebind("INSERT INTO "+schema.Quote(a.d, a.t.InboundDead)+" (topic, msg_key, message_id, payload, metadata, error, failed_ns) VALUES (?, ?, ?, ?, ?, ?, ?)"),
 		topic, key, msg.UUID, []byte(msg.Payload), string(meta), reason, a.now().UnixNano())
 	return err
 }
 
 // ParkedKeys returns topic's keys that have parked messages.
 func (a *Admin) ParkedKeys(ctx context.Context, topic string) ([]string, error) {
-	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT DISTINCT msg_key FROM "+a.d.quote(a.t.InboundDead)+
+	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT DISTINCT msg_key FROM "+schema.Quote(a.d, a.t.InboundDead)+
 		" WHERE topic = ? AND msg_key <> '' AND discarded_ns = 0"), topic)
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: parked keys: %w", err)
@@ -112,7 +113,7 @@ func (a *Admin) Admit(ctx context.Context, topic, key string, msg *message.Messa
 }
 
 func (a *Admin) admit(ctx context.Context, tx *sql.Tx, topic, key string, msg *message.Message) (fxbus.Admission, error) {
-	in := a.d.quote(a.t.InboundDead)
+	in := schema.Quote(a.d, a.t.InboundDead)
 	// A write that changes nothing first: it locks the key's letters (a
 	// release and an admission of the key take turns), and on SQLite it
 	// takes the write lock before the read, so that the writes after it
@@ -167,7 +168,7 @@ func (a *Admin) admit(ctx context.Context, tx *sql.Tx, topic, key string, msg *m
 
 // Arrived deletes the released letter id of key: handled.
 func (a *Admin) Arrived(ctx context.Context, topic, key, id string) error {
-	_, err := a.db.ExecContext(ctx, a.d.Rebind("DELETE FROM "+a.d.quote(a.t.InboundDead)+
+	_, err := a.db.ExecContext(ctx, a.d.Rebind("DELETE FROM "+schema.Quote(a.d, a.t.InboundDead)+
 		" WHERE topic = ? AND msg_key = ? AND message_id = ? AND released_ns > 0"), topic, key, id)
 	return err
 }
@@ -175,7 +176,7 @@ func (a *Admin) Arrived(ctx context.Context, topic, key, id string) error {
 // Repark parks the released letter id of key again, in its place, with
 // reason as its error.
 func (a *Admin) Repark(ctx context.Context, topic, key, id string, reason error) error {
-	_, err := a.db.ExecContext(ctx, a.d.Rebind("UPDATE "+a.d.quote(a.t.InboundDead)+
+	_, err := a.db.ExecContext(ctx, a.d.Rebind("UPDATE "+schema.Quote(a.d, a.t.InboundDead)+
 		" SET released_ns = 0, error = ?, failed_ns = ? WHERE topic = ? AND msg_key = ? AND message_id = ? AND released_ns > 0"),
 		reason.Error(), a.now().UnixNano(), topic, key, id)
 	return err
@@ -186,7 +187,7 @@ func (a *Admin) Repark(ctx context.Context, topic, key, id string, reason error)
 // key's messages then go, in order, behind the first. It returns how many
 // letters it released; none when the key has nothing parked.
 func (a *Admin) Release(ctx context.Context, topic, key, who, why string) (int, error) {
-	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT id FROM "+a.d.quote(a.t.InboundDead)+
+	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT id FROM "+schema.Quote(a.d, a.t.InboundDead)+
 		" WHERE topic = ? AND msg_key = ? AND discarded_ns = 0 AND released_ns = 0 ORDER BY id"), topic, key)
 	if err != nil {
 		return 0, fmt.Errorf("fxoutbox: Release: %w", err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 )
@@ -22,7 +23,7 @@ func typeOf(v any) reflect.Type { return reflect.TypeOf(v) }
 // at a time sends it (see lanes.go).
 type relay struct {
 	db  *sql.DB
-	q   queries
+	q   schema.Queries
 	pub message.Publisher
 	// traceSend reports each batch's publish to the bus's Tracer (see
 	// fxbus.Bus.Send).
@@ -140,7 +141,7 @@ func (c RelayConfig) withDefaults() RelayConfig {
 	return c
 }
 
-func newRelay(db *sql.DB, q queries, pub message.Publisher, log *zap.Logger, cfg RelayConfig, now func() time.Time) *relay {
+func newRelay(db *sql.DB, q schema.Queries, pub message.Publisher, log *zap.Logger, cfg RelayConfig, now func() time.Time) *relay {
 	return &relay{
 		db: db, q: q, pub: pub, log: log, cfg: cfg.withDefaults(),
 		owner:   uuid.NewString(),

@@ -183,7 +183,7 @@ func (r *relay) failLocal(ctx context.Context, topic string, rw row, cause error
 	wait := r.delivery.backoff(failed)
 	r.log.Warn("relay: a durable delivery failed; it is tried again",
 		zap.String("messageId", rw.msgID), zap.Int("attempt", failed), zap.Duration("retryIn", wait), zap.Error(cause))
-	_, err := r.db.ExecContext(ctx, r.q.retry, r.now().Add(wait).UnixNano(), rw.id)
+	_, err := r.db.ExecContext(ctx, r.q.Retry, r.now().Add(wait).UnixNano(), rw.id)
 	r.inHand.Add(-1)
 	return err
 }

@@ -141,7 +141,7 @@ func (r *relay) drain(ctx context.Context, l lane) (sent int, held bool, err err
 }
 
 func (r *relay) topics(ctx context.Context) ([]string, error) {
-	rows, err := r.db.QueryContext(ctx, r.q.topics)
+	rows, err := r.db.QueryContext(ctx, r.q.Topics)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +235,7 @@ func (r *relay) deleteSent(ctx context.Context, lease string, rows []row) (int, 
 		args = append(args, rw.id)
 	}
 	args = append(args, lease, r.owner, r.now().UnixNano())
-	res, err := r.db.ExecContext(ctx, r.q.deleteSent(len(rows)), args...)
+	res, err := r.db.ExecContext(ctx, r.q.DeleteSent(len(rows)), args...)
 	if err != nil {
 		return 0, err
 	}
@@ -255,13 +255,13 @@ func (r *relay) deleteSent(ctx context.Context, lease string, rows []row) (int, 
 
 // rows reads a batch of l's due rows, in id order.
 func (r *relay) rows(ctx context.Context, l lane) ([]row, error) {
-	return r.queryRows(ctx, r.q.rows, l.topic, l.n, r.now().UnixNano(), r.cfg.BatchSize)
+	return r.queryRows(ctx, r.q.Rows, l.topic, l.n, r.now().UnixNano(), r.cfg.BatchSize)
 }
 
 // rowsAfter reads a batch of l's due rows after the row id after, in id
 // order.
 func (r *relay) rowsAfter(ctx context.Context, l lane, after int64) ([]row, error) {
-	return r.queryRows(ctx, r.q.rowsAfter, l.topic, l.n, r.now().UnixNano(), after, r.cfg.BatchSize)
+	return r.queryRows(ctx, r.q.RowsAfter, l.topic, l.n, r.now().UnixNano(), after, r.cfg.BatchSize)
 }
 
 func (r *relay) queryRows(ctx context.Context, query string, args ...any) ([]row, error) {
@@ -289,10 +289,10 @@ func (r *relay) deadLetter(ctx context.Context, topic string, rw row, cause erro
 	if err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, r.q.dead, rw.id, topic, rw.msgID, rw.payload, rw.metadata, cause.Error(), r.now().UnixNano()); err != nil {
+	if _, err := tx.ExecContext(ctx, r.q.Dead, rw.id, topic, rw.msgID, rw.payload, rw.metadata, cause.Error(), r.now().UnixNano()); err != nil {
 		return errors.Join(err, rollback(tx))
 	}
-	if _, err := tx.ExecContext(ctx, r.q.deleteRow, rw.id); err != nil {
+	if _, err := tx.ExecContext(ctx, r.q.DeleteRow, rw.id); err != nil {
 		return errors.Join(err, rollback(tx))
 	}
 	if err := tx.Commit(); err != nil {

@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 )
 
 // Scheduled messages: rows of the Scheduled table, each with its due time,
@@ -65,7 +65,7 @@ func Cancel(ctx context.Context, id string) (bool, error) {
 	if un == nil || un.u == nil {
 		return false, ErrNoUnitOfWork
 	}
-	res, err := un.tx.ExecContext(ctx, un.u.q.cancel, id)
+	res, err := un.tx.ExecContext(ctx, un.u.q.Cancel, id)
 	if err != nil {
 		return false, fmt.Errorf("fxoutbox: cancel %s: %w", id, err)
 	}
@@ -110,7 +110,7 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 		if err != nil {
 			return "", fmt.Errorf("fxoutbox.Schedule: metadata: %w", err)
 		}
-		if _, err := un.tx.ExecContext(ctx, u.q.schedule, due, r.Topic, u.laneOf(r.Topic, r.Message), id, []byte(r.Message.Payload), string(meta)); err != nil {
+		if _, err := un.tx.ExecContext(ctx, u.q.Schedule, due, r.Topic, u.laneOf(r.Topic, r.Message), id, []byte(r.Message.Payload), string(meta)); err != nil {
 			return "", fmt.Errorf("fxoutbox.Schedule: %w", err)
 		}
 	}
@@ -151,7 +151,7 @@ func (r *relay) promote(ctx context.Context) (int, error) {
 }
 
 func (r *relay) dueIDs(ctx context.Context) ([]any, error) {
-	rs, err := r.db.QueryContext(ctx, r.q.dueIDs, r.now().UnixNano(), r.cfg.BatchSize)
+	rs, err := r.db.QueryContext(ctx, r.q.DueIDs, r.now().UnixNano(), r.cfg.BatchSize)
 	if err != nil {
 		return nil, err
 	}
@@ -168,15 +168,14 @@ func (r *relay) dueIDs(ctx context.Context) ([]any, error) {
 }
 
 func (r *relay) move(ctx context.Context, ids []any) error {
-	in := strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")
 	tx, err := r.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, r.q.dialect.Rebind(fmt.Sprintf(r.q.promoteIn, in)), ids...); err != nil {
+	if _, err := tx.ExecContext(ctx, schema.In(r.q.Dialect, r.q.PromoteIn, len(ids)), ids...); err != nil {
 		return errors.Join(err, rollback(tx))
 	}
-	res, err := tx.ExecContext(ctx, r.q.dialect.Rebind(fmt.Sprintf(r.q.unscheduleIn, in)), ids...)
+	res, err := tx.ExecContext(ctx, schema.In(r.q.Dialect, r.q.UnscheduleIn, len(ids)), ids...)
 	if err != nil {
 		return errors.Join(err, rollback(tx))
 	}
@@ -190,7 +189,7 @@ func (r *relay) move(ctx context.Context, ids []any) error {
 // outbox's clock, or 0 when none waits: an index lookup.
 func (r *relay) nextDue(ctx context.Context) (int64, error) {
 	var due sql.NullInt64
-	if err := r.db.QueryRowContext(ctx, r.q.nextDue).Scan(&due); err != nil {
+	if err := r.db.QueryRowContext(ctx, r.q.NextDue).Scan(&due); err != nil {
 		return 0, err
 	}
 	return due.Int64, nil

@@ -15,6 +15,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 	"go.uber.org/zap"
 )
 
@@ -54,7 +55,7 @@ const OrderUnitOfWork = fxcqrs.OrderRetry + 100
 // writes the routed events it emitted to the outbox before it commits.
 type unitOfWork struct {
 	db       *sql.DB
-	q        queries
+	q        schema.Queries
 	bus      *fxbus.Bus
 	wake     func()
 	inbox    bool
@@ -94,7 +95,7 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 	un := &unit{tx: tx, u: u}
 	ctx = context.WithValue(ctx, txKey{}, un)
 	if inbound {
-		res, err := tx.ExecContext(ctx, u.q.inboxInsert, call.Handler, fxbus.MessageID(ctx), u.now().UnixNano())
+		res, err := tx.ExecContext(ctx, u.q.InboxInsert, call.Handler, fxbus.MessageID(ctx), u.now().UnixNano())
 		if err == nil {
 			var n int64
 			if n, err = res.RowsAffected(); err == nil && n == 0 {
@@ -278,7 +279,7 @@ func (u *unitOfWork) insert(ctx context.Context, un *unit, topic string, msg *me
 		return fmt.Errorf("fxoutbox: metadata of %s: %w", msg.UUID, err)
 	}
 	l := lane{topic, u.laneOf(topic, msg)}
-	if _, err := un.tx.ExecContext(ctx, u.q.insert, topic, l.n, msg.UUID, []byte(msg.Payload), string(meta), u.now().UnixNano()); err != nil {
+	if _, err := un.tx.ExecContext(ctx, u.q.Insert, topic, l.n, msg.UUID, []byte(msg.Payload), string(meta), u.now().UnixNano()); err != nil {
 		return fmt.Errorf("fxoutbox: write to the outbox: %w", err)
 	}
 	un.wrote++

@@ -1,4 +1,4 @@
-package fxoutbox
+package schema
 
 import (
 	"context"
@@ -45,32 +45,32 @@ func Migrations(d Dialect, t Tables) ([]Migration, error) {
 }
 
 func migrationSet(d Dialect, t Tables) (sqlschema.Set, error) {
-	if d < PostgreSQL || d > SQLite {
+	if !Known(d) {
 		return sqlschema.Set{}, fmt.Errorf("fxoutbox: no schema for %v", d)
 	}
-	t = t.withDefaults()
-	if err := t.validate(); err != nil {
+	t = WithDefaults(t)
+	if err := Validate(t); err != nil {
 		return sqlschema.Set{}, err
 	}
-	ms, err := sqlschema.Load(migrations, "migrations/"+d.String(), d.flavor(), t.Migrations, map[string]string{
-		"Outbox":              d.quote(t.Outbox),
-		"OutboxIndex":         d.quote(sqlschema.IndexName(t.Outbox, "topic_id")),
-		"OutboxLaneIndex":     d.quote(sqlschema.IndexName(t.Outbox, "topic_lane_id")),
-		"DeadLetters":         d.quote(t.DeadLetters),
-		"Leases":              d.quote(t.Leases),
-		"Inbox":               d.quote(t.Inbox),
-		"InboxHandledIndex":   d.quote(sqlschema.IndexName(t.Inbox, "handled")),
-		"Scheduled":           d.quote(t.Scheduled),
-		"ScheduledDueIndex":   d.quote(sqlschema.IndexName(t.Scheduled, "due")),
-		"ScheduledIDIndex":    d.quote(sqlschema.IndexName(t.Scheduled, "message_id")),
-		"Repairs":             d.quote(t.Repairs),
-		"InboundDead":         d.quote(t.InboundDead),
-		"InboundDeadKeyIndex": d.quote(sqlschema.IndexName(t.InboundDead, "key")),
+	ms, err := sqlschema.Load(migrations, "migrations/"+d.String(), flavor(d), t.Migrations, map[string]string{
+		"Outbox":              Quote(d, t.Outbox),
+		"OutboxIndex":         Quote(d, sqlschema.IndexName(t.Outbox, "topic_id")),
+		"OutboxLaneIndex":     Quote(d, sqlschema.IndexName(t.Outbox, "topic_lane_id")),
+		"DeadLetters":         Quote(d, t.DeadLetters),
+		"Leases":              Quote(d, t.Leases),
+		"Inbox":               Quote(d, t.Inbox),
+		"InboxHandledIndex":   Quote(d, sqlschema.IndexName(t.Inbox, "handled")),
+		"Scheduled":           Quote(d, t.Scheduled),
+		"ScheduledDueIndex":   Quote(d, sqlschema.IndexName(t.Scheduled, "due")),
+		"ScheduledIDIndex":    Quote(d, sqlschema.IndexName(t.Scheduled, "message_id")),
+		"Repairs":             Quote(d, t.Repairs),
+		"InboundDead":         Quote(d, t.InboundDead),
+		"InboundDeadKeyIndex": Quote(d, sqlschema.IndexName(t.InboundDead, "key")),
 	})
 	if err != nil {
 		return sqlschema.Set{}, fmt.Errorf("fxoutbox: schema for %s: %w", d, err)
 	}
-	return sqlschema.Set{Module: "fxoutbox", Flavor: d.flavor(), Versions: t.Migrations, Migrations: ms}, nil
+	return sqlschema.Set{Module: "fxoutbox", Flavor: flavor(d), Versions: t.Migrations, Migrations: ms}, nil
 }
 
 // Schema returns the SQL that creates the outbox's tables for d, with the
@@ -85,17 +85,7 @@ func Schema(d Dialect, t Tables) (string, error) {
 }
 
 // Migrate applies the outbox's migrations that db has not applied yet, in
-// order, recorded in the Migrations table. Replicas may run it at once: it
-// takes a lock (an advisory lock on PostgreSQL, GET_LOCK on MySQL) and
-// the second finds the work done. Each migration runs in a transaction on
-// PostgreSQL and SQLite; MySQL commits DDL statement by statement, so a
-// migration that fails there halfway must be finished by hand (the error
-// names it). A database that the older, unversioned Migrate created is
-// upgraded: the first migration finds its tables and changes nothing.
-//
-// The outbox creates nothing behind the application's back at run time:
-// call Migrate at deployment, or run Migrations with your own tool. The
-// module checks at start that the schema is at the version it needs.
+// order (see fxoutbox.Migrate).
 func Migrate(ctx context.Context, db *sql.DB, d Dialect, t Tables) error {
 	set, err := migrationSet(d, t)
 	if err != nil {
@@ -104,10 +94,9 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect, t Tables) error {
 	return set.Migrate(ctx, db)
 }
 
-// CheckSchema reports whether db's outbox schema is at the version this
-// code needs, with an error that names the table and says what to do
-// when it is not. The outbox's Start runs it.
-func CheckSchema(ctx context.Context, db *sql.DB, d Dialect, t Tables) error {
+// Check reports whether db's outbox schema is at the version this code
+// needs (see fxoutbox.CheckSchema).
+func Check(ctx context.Context, db *sql.DB, d Dialect, t Tables) error {
 	set, err := migrationSet(d, t)
 	if err != nil {
 		return err
