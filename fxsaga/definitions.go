@@ -22,6 +22,10 @@ type Definition interface {
 	expireWith(ctx context.Context, r *Runner, st State) error
 }
 
+func (s *Saga[C]) definitionError() error { return s.err }
+
+func (s *Saga[C]) recoverWith(ctx context.Context, r *Runner) error { return Recover(ctx, r, s) }
+
 // Add makes r resume and time out the waiting sagas of each definition
 // (see Await): the events and deadlines that reach r find their
 // definitions here. Module adds the sagas registered with Register;

@@ -1,19 +1,15 @@
 package fxsaga
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"reflect"
-	"runtime/debug"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
-	"github.com/fxcqrs/fxcqrs/internal/deadline"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 )
@@ -36,77 +32,18 @@ var Module = fx.Module("fxsaga",
 	fxoutbox.Schedulable[Deadline](),
 	fx.Provide(provideRunner, newRecovery),
 	fxcqrs.AsChecks(checks),
-	fx.Invoke(startRecovery),
+	fx.Invoke(recoverRegistered),
 )
-
-// recovery is what the module's recovery loop did last, for its health
-// check.
-type recovery struct {
-	mu       sync.Mutex
-	now      func() time.Time
-	interval time.Duration
-	started  time.Time // when the loop began, zero before
-	passed   time.Time // when it last finished a pass over every saga
-}
-
-type recoveryStateParams struct {
-	fx.In
-
-	Runner *Runner
-	Config Config `optional:"true"`
-}
-
-func newRecovery(p recoveryStateParams) *recovery {
-	r, cfg := p.Runner, p.Config
-	interval := cfg.RecoveryInterval
-	if interval <= 0 {
-		interval = 30 * time.Second
-	}
-	return &recovery{now: r.now, interval: interval}
-}
-
-func (rc *recovery) began() {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	rc.started = rc.now()
-}
-
-func (rc *recovery) pass() {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	rc.passed = rc.now()
-}
 
 // checks are the module's health checks: fxsaga.schema, liveness, when
 // the store can check its schema (SQL: one read of its migrations
 // table), and fxsaga.recovery.
 func checks(rc *recovery, store Store) []fxcqrs.Check {
 	cs := []fxcqrs.Check{rc.check()}
-	if c, ok := store.(interface{ CheckSchema(context.Context) error }); ok {
+	if c, ok := store.(schemaChecker); ok {
 		cs = append(cs, fxcqrs.Check{Name: "fxsaga.schema", Run: c.CheckSchema})
 	}
 	return cs
-}
-
-// check is fxsaga.recovery, readiness: recovery finished a pass within
-// three of its intervals (a pass stuck on a saga, or a store that does
-// not answer, fails it). In-memory: it costs a lock.
-func (rc *recovery) check() fxcqrs.Check {
-	return fxcqrs.Check{Name: "fxsaga.recovery", Readiness: true, Run: func(context.Context) error {
-		rc.mu.Lock()
-		defer rc.mu.Unlock()
-		last := rc.passed
-		if last.IsZero() {
-			last = rc.started
-		}
-		if last.IsZero() {
-			return nil // not started: the application's start reports that
-		}
-		if since := rc.now().Sub(last); since > 3*rc.interval {
-			return fmt.Errorf("saga recovery has not finished a pass for %v (RecoveryInterval %v)", since, rc.interval)
-		}
-		return nil
-	}}
 }
 
 // resumed is an event type a Resume resumes sagas on.
@@ -133,9 +70,12 @@ type Config struct {
 	RecoveryInterval time.Duration `json:"recoveryInterval" yaml:"recoveryInterval"`
 }
 
-func (s *Saga[C]) definitionError() error { return s.err }
-
-func (s *Saga[C]) recoverWith(ctx context.Context, r *Runner) error { return Recover(ctx, r, s) }
+func (c Config) recoveryInterval() time.Duration {
+	if c.RecoveryInterval <= 0 {
+		return 30 * time.Second
+	}
+	return c.RecoveryInterval
+}
 
 // Register provides a saga definition to fx: constructor returns a
 // *Saga[C] (its steps are its dependencies), which handlers can inject to
@@ -165,22 +105,54 @@ func provideRunner(p runnerParams) *Runner {
 	return NewRunner(p.Mediator, p.Store, cfg, p.Logger)
 }
 
+type recoveryStateParams struct {
+	fx.In
+
+	Runner *Runner
+	Config Config `optional:"true"`
+}
+
+func newRecovery(p recoveryStateParams) *recovery {
+	return &recovery{now: p.Runner.now, interval: p.Config.recoveryInterval()}
+}
+
 type recoveryParams struct {
 	fx.In
 
 	Lifecycle fx.Lifecycle
 	Runner    *Runner
 	Store     Store
-	Config    Config      `optional:"true"`
-	Logger    *zap.Logger `optional:"true"`
+	Config    Config       `optional:"true"`
+	Logger    *zap.Logger  `optional:"true"`
 	Sagas     []Definition `group:"fxsaga.sagas"`
-	Resumed   []resumed   `group:"fxsaga.resumed"`
+	Resumed   []resumed    `group:"fxsaga.resumed"`
 	Recovery  *recovery
 }
 
-func startRecovery(p recoveryParams) error {
+// recoverRegistered adds the sagas registered with Register to the
+// runner, once it knows they can run, and recovers them in the background
+// while the application runs.
+func recoverRegistered(p recoveryParams) error {
+	if err := checkNames(p.Sagas); err != nil {
+		return err
+	}
+	if err := p.Runner.Add(p.Sagas...); err != nil {
+		return err
+	}
+	slices.SortFunc(p.Sagas, func(a, b Definition) int { return strings.Compare(a.Name(), b.Name()) })
+	if err := checkResumed(p.Sagas, p.Resumed); err != nil {
+		return err
+	}
+	loop := newRecoveryLoop(p.Runner, p.Store, p.Sagas, p.Config.recoveryInterval(), p.Logger, p.Recovery)
+	p.Lifecycle.Append(fx.Hook{OnStart: loop.start, OnStop: loop.stop})
+	return nil
+}
+
+// checkNames returns the first registered saga that cannot run, or the
+// first name two sagas share.
+func checkNames(sagas []Definition) error {
 	names := map[string]bool{}
-	for _, s := range p.Sagas {
+	for _, s := range sagas {
 		if err := s.definitionError(); err != nil {
 			return err
 		}
@@ -189,92 +161,23 @@ func startRecovery(p recoveryParams) error {
 		}
 		names[s.Name()] = true
 	}
-	if err := p.Runner.Add(p.Sagas...); err != nil {
-		return err
-	}
+	return nil
+}
+
+// checkResumed says, for each saga, each event type it waits for that no
+// Resume resumes: such a saga would wait until its deadline every time.
+func checkResumed(sagas []Definition, resumed []resumed) error {
 	resumes := map[reflect.Type]bool{}
-	for _, r := range p.Resumed {
+	for _, r := range resumed {
 		resumes[r.t] = true
 	}
-	slices.SortFunc(p.Sagas, func(a, b Definition) int { return strings.Compare(a.Name(), b.Name()) })
 	var missing []error
-	for _, s := range p.Sagas {
+	for _, s := range sagas {
 		for _, t := range s.awaited() {
 			if !resumes[t] {
 				missing = append(missing, fmt.Errorf("fxsaga: saga %s waits for %v, but nothing resumes it: add fxsaga.Resume[%v]() to the application", s.Name(), t, t))
 			}
 		}
 	}
-	if err := errors.Join(missing...); err != nil {
-		return err
-	}
-	interval := p.Config.RecoveryInterval
-	if interval <= 0 {
-		interval = 30 * time.Second
-	}
-	checker, _ := p.Store.(interface{ CheckSchema(context.Context) error })
-	log := p.Logger
-	if log == nil {
-		log = zap.NewNop()
-	}
-	log = log.Named("fxsaga")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	p.Lifecycle.Append(fx.Hook{
-		OnStart: func(start context.Context) error {
-			if checker != nil {
-				if err := checker.CheckSchema(start); err != nil {
-					return err
-				}
-			}
-			p.Recovery.began()
-			go func() {
-				defer close(done)
-				for {
-					for _, s := range p.Sagas {
-						switch err := recoverSafely(ctx, s, p.Runner); {
-						case err == nil, errors.Is(err, context.Canceled):
-						case errors.Is(err, ErrFenced):
-							// Another replica took a saga over: it drives it now.
-							log.Info("saga recovery: a saga was taken over", zap.String("saga", s.Name()), zap.Error(err))
-						default:
-							log.Error("saga recovery", zap.String("saga", s.Name()), zap.Error(err))
-						}
-					}
-					p.Recovery.pass()
-					select {
-					case <-ctx.Done():
-						return
-					case <-time.After(interval):
-					}
-				}
-			}()
-			return nil
-		},
-		OnStop: func(stop context.Context) error {
-			// A third of the stop deadline: the mediator and the relay stop
-			// after it and need theirs.
-			stop, cancelShare := deadline.Share(stop, 1.0/3)
-			defer cancelShare()
-			cancel()
-			select {
-			case <-done:
-				return nil
-			case <-stop.Done():
-				return fmt.Errorf("fxsaga: recovery still running: %w", stop.Err())
-			}
-		},
-	})
-	return nil
-}
-
-// recoverSafely recovers s, a panic included: recovery runs on a goroutine
-// of its own, where a panic would take the process down, at every restart.
-func recoverSafely(ctx context.Context, s Definition, r *Runner) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = fmt.Errorf("fxsaga: recovering saga %s panicked: %v\n%s", s.Name(), v, debug.Stack())
-		}
-	}()
-	return s.recoverWith(ctx, r)
+	return errors.Join(missing...)
 }
