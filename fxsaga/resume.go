@@ -245,7 +245,7 @@ func (r *Runner) cancelTimer(ctx context.Context, saga, id, timer string) {
 	if timer == "" {
 		return
 	}
-	call := stepCall{
+	call := StepCall{
 		Activity: Activity{Saga: saga, ID: id, Step: "deadline", Action: "cancel"},
 		run: func(ctx context.Context) error {
 			if fxoutbox.Tx(ctx) == nil {

@@ -7,8 +7,6 @@ import (
 	"reflect"
 	"strings"
 	"time"
-
-	"github.com/fxcqrs/fxcqrs"
 )
 
 // Step is one step of a saga over its context C: an action and the
@@ -263,30 +261,6 @@ func IdempotencyKey(ctx context.Context) string {
 	k, _ := ctx.Value(keyCtx{}).(string)
 	return k
 }
-
-// stepCall runs one act or compensation as a mediator call, so that it can
-// Emit and a unit of work (the outbox's) wraps it. Logs and spans name it
-// by its activity.
-type stepCall struct {
-	Activity
-	run func(ctx context.Context) error
-}
-
-// CallName names the step's call in logs and spans: "saga order: Charge
-// act".
-func (c stepCall) CallName() string { return c.name() }
-
-// SagaActivity is the act or compensation this call runs, for observers.
-func (c stepCall) SagaActivity() Activity { return c.Activity }
-
-// StepHandler runs the saga's steps as commands: register it with the
-// mediator (Module does under fx).
-type StepHandler struct{}
-
-// Handle runs the step.
-func (StepHandler) Handle(ctx context.Context, c stepCall) error { return c.run(ctx) }
-
-var _ fxcqrs.CommandHandler[stepCall] = StepHandler{}
 
 var (
 	_ Reader = (*Memory)(nil)

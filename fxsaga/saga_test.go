@@ -400,3 +400,12 @@ func TestRecoveryLeavesRunningSagas(t *testing.T) {
 	assert.Equal(t, "parcel", o.Shipment)
 	assert.Equal(t, []string{"act reserve", "act ship"}, w.history())
 }
+
+// StepHandler's command is a type a user can name, and one that no Runner
+// made is an error, not a panic.
+func TestStepHandlerRefusesACallNoRunnerMade(t *testing.T) {
+	t.Parallel()
+	var h fxcqrs.CommandHandler[fxsaga.StepCall] = fxsaga.StepHandler{}
+	err := h.Handle(context.Background(), fxsaga.StepCall{Activity: fxsaga.Activity{Saga: "order", Step: "Charge", Action: "act"}})
+	require.ErrorContains(t, err, "fxsaga: StepHandler: a StepCall that no Runner made")
+}

@@ -9,6 +9,36 @@ import (
 	"go.uber.org/zap"
 )
 
+// StepHandler runs the saga's steps as commands: register it with the
+// mediator (Module does under fx).
+type StepHandler struct{}
+
+var _ fxcqrs.CommandHandler[StepCall] = StepHandler{}
+
+// Handle runs the step.
+func (StepHandler) Handle(ctx context.Context, c StepCall) error {
+	if c.run == nil {
+		return errors.New("fxsaga: StepHandler: a StepCall that no Runner made has nothing to run")
+	}
+	return c.run(ctx)
+}
+
+// StepCall is one act or compensation of a saga's step, run as a command
+// of the mediator so that it can Emit and a unit of work (the outbox's)
+// wraps it: what StepHandler handles. Only a Runner makes one. Logs and
+// spans name it by its Activity.
+type StepCall struct {
+	Activity
+	run func(ctx context.Context) error
+}
+
+// CallName names the step's call in logs and spans: "saga order: Charge
+// act".
+func (c StepCall) CallName() string { return c.name() }
+
+// SagaActivity is the act or compensation this call runs, for observers.
+func (c StepCall) SagaActivity() Activity { return c.Activity }
+
 // step runs one act or compensation as a mediator call, and saves the
 // state work returns (its version bumped) in the step's transaction: the
 // step's writes, the saga's state and the log's entry commit together. A
@@ -16,7 +46,7 @@ import (
 // state saved.
 func (r *Runner) step(ctx context.Context, st State, i int, name, action string, work func(context.Context) (State, error)) (State, error) {
 	var saved State
-	call := stepCall{
+	call := StepCall{
 		Activity: Activity{Saga: st.Name, ID: st.ID, Step: name, Action: action},
 		run: func(ctx context.Context) error {
 			next, err := work(ctx)
