@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
@@ -42,8 +43,9 @@ type UnitOfWork struct {
 	// Mediator is the mediator the calls run on.
 	Mediator *fxcqrs.Mediator
 
-	bus  *fxbus.Bus
-	rows string // the query of the outbox rows written since an id
+	bus       *fxbus.Bus
+	rows      string // the query of the outbox rows written since an id
+	scheduled string // the query of the scheduled rows written since an id
 }
 
 // Option configures NewUnitOfWork.
@@ -56,6 +58,7 @@ type options struct {
 	commands []any
 	requests []any
 	events   []any
+	deliver  []fxoutbox.Deliverable
 	config   fxcqrs.Config
 }
 
@@ -87,6 +90,16 @@ func EventHandlers(handlers ...any) Option {
 	return func(o *options) { o.events = append(o.events, handlers...) }
 }
 
+// Deliverables registers durable events and schedulable commands
+// (fxoutbox.DurableEvent, fxoutbox.ScheduledCommand), as
+// fxoutbox.Config.Deliverables does under the outbox: a handler may then
+// schedule them (fxoutbox.Schedule, ScheduleAfter, Cancel), and
+// Result.Scheduled shows what a call scheduled. Nothing delivers them: a
+// UnitOfWork has no relay (a Session runs the whole application).
+func Deliverables(ds ...fxoutbox.Deliverable) Option {
+	return func(o *options) { o.deliver = append(o.deliver, ds...) }
+}
+
 // NewUnitOfWork returns the UnitOfWork of opts; it stops, and closes the
 // database it made, when t ends.
 func NewUnitOfWork(t testing.TB, opts ...Option) *UnitOfWork {
@@ -111,18 +124,21 @@ func NewUnitOfWork(t testing.TB, opts ...Option) *UnitOfWork {
 	}
 	bus, err := fxbus.New(fxbus.Config{}, o.routes, nil)
 	must(t, err)
-	out, err := fxoutbox.New(o.db, bus, fxoutbox.Config{Dialect: o.dialect, Requests: true}, nil)
+	out, err := fxoutbox.New(o.db, bus, fxoutbox.Config{Dialect: o.dialect, Requests: true, Deliverables: o.deliver}, nil)
 	must(t, err)
+	u := &UnitOfWork{
+		DB: o.db, Dialect: o.dialect, bus: bus,
+		rows:      o.dialect.Rebind("SELECT id, topic, message_id, payload, metadata FROM fxcqrs_outbox WHERE id > ? ORDER BY id"),
+		scheduled: o.dialect.Rebind("SELECT id, due_ns, topic, message_id, payload, metadata FROM fxcqrs_outbox_scheduled WHERE id > ? ORDER BY id"),
+	}
 	m, err := fxcqrs.New(o.config,
 		fxcqrs.WithCommandHandlers(o.commands...), fxcqrs.WithRequestHandlers(o.requests...), fxcqrs.WithEventHandlers(o.events...),
-		fxcqrs.WithMiddleware(out.UnitOfWork(), rollback{bus}), fxcqrs.WithForwarder(out.Forwarder()))
+		fxcqrs.WithMiddleware(out.UnitOfWork(), rollback{u}), fxcqrs.WithForwarder(out.Forwarder()))
 	must(t, err)
 	out.DeliverTo(m)
 	t.Cleanup(func() { _ = m.Stop(context.Background()) })
-	return &UnitOfWork{
-		DB: o.db, Dialect: o.dialect, Mediator: m, bus: bus,
-		rows: o.dialect.Rebind("SELECT id, topic, message_id, payload, metadata FROM fxcqrs_outbox WHERE id > ? ORDER BY id"),
-	}
+	u.Mediator = m
+	return u
 }
 
 func must(t testing.TB, err error) {
@@ -142,6 +158,18 @@ type Message struct {
 	Metadata  map[string]string
 }
 
+// Scheduled is what a call scheduled (fxoutbox.Schedule): a message to be
+// delivered at At, to its topic (a route's, or the outbox's delivery
+// topic for a scheduled command or a durable event).
+type Scheduled struct {
+	At        time.Time
+	Topic     string
+	MessageID string // the id Schedule returned, which Cancel takes
+	Name      string // the message's name on the wire
+	Payload   []byte
+	Metadata  map[string]string
+}
+
 // Result is what a call did.
 type Result struct {
 	// Response is a request's response.
@@ -152,6 +180,9 @@ type Result struct {
 	// Outbox is what it wrote to the outbox, in order: what the relay
 	// would publish after the commit.
 	Outbox []Message
+	// Scheduled is what it scheduled, in order, and did not cancel
+	// (register what it schedules with Deliverables, or route it).
+	Scheduled []Scheduled
 	// Events is every event its handler emitted, routed or not, in order.
 	Events []any
 	// Committed reports whether its transaction committed (Commit).
@@ -188,11 +219,13 @@ type captureKey struct{}
 
 // capture is what the rollback middleware saw of one call.
 type capture struct {
-	commit  bool
-	events  []any
-	written []Message
-	before  int64
-	err     error
+	commit      bool
+	events      []any
+	written     []Message
+	scheduled   []Scheduled
+	before      int64 // the outbox's last id before the call
+	beforeSched int64 // the scheduled table's
+	err         error
 }
 
 func (u *UnitOfWork) run(ctx context.Context, opts []CallOption, do func(context.Context) (any, error)) Result {
@@ -204,6 +237,9 @@ func (u *UnitOfWork) run(ctx context.Context, opts []CallOption, do func(context
 	if err := u.DB.QueryRowContext(ctx, "SELECT COALESCE(MAX(id), 0) FROM fxcqrs_outbox").Scan(&cp.before); err != nil {
 		return Result{Err: fmt.Errorf("fxcqrstest: the outbox: %w", err)}
 	}
+	if err := u.DB.QueryRowContext(ctx, "SELECT COALESCE(MAX(id), 0) FROM fxcqrs_outbox_scheduled").Scan(&cp.beforeSched); err != nil {
+		return Result{Err: fmt.Errorf("fxcqrstest: the scheduled messages: %w", err)}
+	}
 	res, err := do(context.WithValue(ctx, captureKey{}, cp))
 	if errors.Is(err, errRolledBack) {
 		err = nil // the rollback the test asked for
@@ -211,10 +247,43 @@ func (u *UnitOfWork) run(ctx context.Context, opts []CallOption, do func(context
 	out := Result{Response: res, Err: errors.Join(err, cp.err), Events: cp.events, Committed: c.commit && err == nil}
 	if out.Committed {
 		out.Outbox, out.Err = u.written(ctx, cp.before, out.Err)
+		var serr error
+		out.Scheduled, serr = u.scheduledSince(ctx, u.DB, cp.beforeSched)
+		out.Err = errors.Join(out.Err, serr)
 	} else {
-		out.Outbox = cp.written
+		out.Outbox, out.Scheduled = cp.written, cp.scheduled
 	}
 	return out
+}
+
+// querier is a *sql.DB or a *sql.Tx.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// scheduledSince reads, through q, the scheduled rows written after id
+// before.
+func (u *UnitOfWork) scheduledSince(ctx context.Context, q querier, before int64) ([]Scheduled, error) {
+	rows, err := q.QueryContext(ctx, u.scheduled, before)
+	if err != nil {
+		return nil, fmt.Errorf("fxcqrstest: the scheduled messages: %w", err)
+	}
+	defer rows.Close()
+	var out []Scheduled
+	for rows.Next() {
+		var s Scheduled
+		var id, due int64
+		var meta string
+		if err := rows.Scan(&id, &due, &s.Topic, &s.MessageID, &s.Payload, &meta); err != nil {
+			return out, err
+		}
+		if err := json.Unmarshal([]byte(meta), &s.Metadata); err != nil {
+			return out, err
+		}
+		s.At, s.Name = time.Unix(0, due), s.Metadata[fxbus.MetadataName]
+		out = append(out, s)
+	}
+	return out, rows.Err()
 }
 
 // written reads the outbox rows written after id before.
@@ -249,7 +318,7 @@ var errRolledBack = errors.New("fxcqrstest: rolled back, as the test asked")
 // emitted, the messages the unit of work is about to write, and, unless
 // the call commits, fails the call so that the unit of work rolls it
 // back.
-type rollback struct{ bus *fxbus.Bus }
+type rollback struct{ u *UnitOfWork }
 
 func (rollback) MiddlewareOrder() int { return fxoutbox.OrderUnitOfWork + 1 }
 
@@ -266,7 +335,13 @@ func (r rollback) Handle(ctx context.Context, c fxcqrs.Call, next fxcqrs.Next) (
 	if cp.commit {
 		return res, nil
 	}
-	msgs, fails := r.bus.Messages(ctx, cp.events)
+	if tx := fxoutbox.Tx(ctx); tx != nil {
+		var err error
+		if cp.scheduled, err = r.u.scheduledSince(ctx, tx, cp.beforeSched); err != nil {
+			cp.err = errors.Join(cp.err, err)
+		}
+	}
+	msgs, fails := r.u.bus.Messages(ctx, cp.events)
 	for _, f := range fails {
 		cp.err = errors.Join(cp.err, f.Err)
 	}

@@ -3,6 +3,7 @@ package fxcqrstest_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
@@ -128,4 +129,58 @@ func TestUnitOfWorkCatchesAnEmitAfterAFailedWrite(t *testing.T) {
 	require.Error(t, res.Err, "the event of a failed write reached the outbox")
 	assert.False(t, res.Committed)
 	assert.Equal(t, 1, outboxtest.Count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox"), "only the first call's")
+}
+
+type (
+	HoldRoom   struct{ ID int }
+	ExpireHold struct{ ID int }
+)
+
+// holdRoom holds a room and schedules the hold's expiry an hour on.
+type holdRoom struct{}
+
+func (holdRoom) Handle(ctx context.Context, c HoldRoom) error {
+	_, err := fxoutbox.ScheduleAfter(ctx, time.Hour, ExpireHold(c))
+	return err
+}
+
+type expireHold struct{}
+
+func (expireHold) Handle(context.Context, ExpireHold) error { return nil }
+
+// A handler that schedules a command: registered with Deliverables, the
+// schedule is written in the call's transaction and shown in the result,
+// rolled back or committed.
+func TestUnitOfWorkSchedules(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	uow := fxcqrstest.NewUnitOfWork(t,
+		fxcqrstest.Handlers(holdRoom{}, expireHold{}),
+		fxcqrstest.Deliverables(fxoutbox.ScheduledCommand[ExpireHold]()))
+
+	before := time.Now()
+	res := fxcqrstest.Exec(ctx, uow, HoldRoom{ID: 3})
+	require.NoError(t, res.Err)
+	require.Len(t, res.Scheduled, 1)
+	s := res.Scheduled[0]
+	assert.Equal(t, "ExpireHold", s.Name)
+	assert.JSONEq(t, `{"ID":3}`, string(s.Payload))
+	assert.NotEmpty(t, s.MessageID)
+	assert.WithinRange(t, s.At, before.Add(time.Hour), time.Now().Add(time.Hour))
+	assert.Zero(t, outboxtest.Count(t, uow.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled"), "rolled back")
+
+	res = fxcqrstest.Exec(ctx, uow, HoldRoom{ID: 4}, fxcqrstest.Commit())
+	require.NoError(t, res.Err)
+	require.Len(t, res.Scheduled, 1)
+	assert.JSONEq(t, `{"ID":4}`, string(res.Scheduled[0].Payload))
+	assert.Equal(t, 1, outboxtest.Count(t, uow.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled"), "committed")
+}
+
+// Without Deliverables the schedule is refused, naming the option.
+func TestUnitOfWorkScheduleUnregistered(t *testing.T) {
+	t.Parallel()
+	uow := fxcqrstest.NewUnitOfWork(t, fxcqrstest.Handlers(holdRoom{}))
+	res := fxcqrstest.Exec(context.Background(), uow, HoldRoom{ID: 1})
+	assert.ErrorContains(t, res.Err, "nothing delivers")
+	assert.Empty(t, res.Scheduled)
 }
