@@ -65,21 +65,67 @@ func NewSagas(t testing.TB, opts ...SagasOption) *Sagas {
 	return s
 }
 
-// runner makes a runner of its own, as a new process would.
-func (s *Sagas) runner() *fxsaga.Runner {
+// binder is a saga handler to bind to the runner it works for
+// (fxsaga.DeadlineHandler, fxsaga.Resumer).
+type binder interface{ Bind(r *fxsaga.Runner) }
+
+// runner makes a runner of its own, as a new process would, with the
+// event handlers given (Resumers), each bound to it. On SQL its steps run
+// in the outbox's unit of work, and a saga that waits schedules its
+// Deadline there, as under fxsaga.Module; nothing delivers the deadline
+// (there is no relay): Recover times out what is overdue by the clock.
+func (s *Sagas) runner(events ...binder) (*fxsaga.Runner, *fxcqrs.Mediator) {
 	s.t.Helper()
-	opts := []fxcqrs.Option{fxcqrs.WithCommandHandlers(fxsaga.StepHandler{})}
+	deadlines := fxsaga.NewDeadlineHandler()
+	handlers := make([]any, len(events))
+	for i, e := range events {
+		handlers[i] = e
+	}
+	opts := []fxcqrs.Option{fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}, deadlines), fxcqrs.WithEventHandlers(handlers...)}
 	if s.db != nil {
 		bus, err := fxbus.New(fxbus.Config{}, nil, nil)
 		must(s.t, err)
-		o, err := fxoutbox.New(s.db, bus, fxoutbox.Config{Dialect: s.d, Now: s.Clock.Now, After: s.Clock.After}, nil)
+		o, err := fxoutbox.New(s.db, bus, fxoutbox.Config{
+			Dialect: s.d, Now: s.Clock.Now, After: s.Clock.After,
+			Deliverables: []fxoutbox.Deliverable{fxoutbox.ScheduledCommand[fxsaga.Deadline]()},
+		}, nil)
 		must(s.t, err)
 		opts = append(opts, fxcqrs.WithMiddleware(o.UnitOfWork()), fxcqrs.WithForwarder(o.Forwarder()))
 	}
 	m, err := fxcqrs.New(fxcqrs.Config{}, opts...)
 	must(s.t, err)
 	s.t.Cleanup(func() { _ = m.Stop(context.Background()) })
-	return fxsaga.NewRunner(m, s.Store, fxsaga.RunnerConfig{CompensationAttempts: 3, CompensationBackoff: time.Microsecond, Now: s.Clock.Now}, nil)
+	r := fxsaga.NewRunner(m, s.Store, fxsaga.RunnerConfig{CompensationAttempts: 3, CompensationBackoff: time.Microsecond, Now: s.Clock.Now}, nil)
+	deadlines.Bind(r)
+	for _, e := range events {
+		e.Bind(r)
+	}
+	return r, m
+}
+
+// Deliver delivers event e to the sagas of def that wait for it (see
+// fxsaga.Await), on a runner of its own, as the process that receives e
+// from a subscription would: the saga waiting with e's correlation
+// resumes and goes on, within Deliver, to its next wait or its end. An
+// event no saga waits for is no error (fxsaga.Resumer ignores it). To
+// time a wait out instead, move s.Clock past its deadline and Recover.
+func Deliver[C, E any](ctx context.Context, s *Sagas, def *fxsaga.Saga[C], e E) error {
+	s.t.Helper()
+	resumer := fxsaga.NewResumer[E]()
+	r, m := s.runner(resumer)
+	if err := r.Add(def); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.mu.Lock()
+	s.cancel = cancel
+	s.mu.Unlock()
+	err := fxcqrs.Publish(ctx, m, e)
+	if ctx.Err() != nil {
+		return ErrCrashed
+	}
+	return err
 }
 
 // ErrCrashed is the error of a Run that a Faults.Crash* stopped: the
@@ -91,7 +137,7 @@ var ErrCrashed = errors.New("fxcqrstest: the process crashed (a fault injected)"
 // Run's own outcome (nil, *fxsaga.Error, *fxsaga.Pending).
 func Run[C any](ctx context.Context, s *Sagas, def *fxsaga.Saga[C], c C) (string, error) {
 	s.t.Helper()
-	r := s.runner()
+	r, _ := s.runner()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.mu.Lock()
@@ -141,7 +187,7 @@ func (s *Sagas) idOf(_ context.Context, id, name string) string {
 // Recover recovers the sagas of def on a new runner, as a restarted
 // process does, and returns recovery's error (see fxsaga.Recover).
 func Recover[C any](ctx context.Context, s *Sagas, def *fxsaga.Saga[C]) error {
-	r := s.runner()
+	r, _ := s.runner()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/fxcqrs/fxcqrs/fxcqrstest"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
@@ -112,4 +113,81 @@ func TestSagaCompensationFaults(t *testing.T) {
 			"compensate 0: compensation refused (a fault injected)", "compensate 0: compensation refused (a fault injected)", "compensate 0",
 		}, s.Log(id))
 	})
+}
+
+type (
+	Booking struct {
+		ID      string
+		Booked  []string
+		Payment string
+	}
+	Paid struct{ Booking, Payment string }
+)
+
+// hotelStep books name on a Booking.
+type hotelStep struct{ name string }
+
+func (h hotelStep) Name() string { return h.name }
+
+func (h hotelStep) Act(_ context.Context, b *Booking) error {
+	b.Booked = append(b.Booked, h.name)
+	return nil
+}
+
+func (hotelStep) Compensate(context.Context, *Booking) error { return nil }
+
+// paidBooking holds a room, waits a day for its payment, then confirms.
+func paidBooking() *fxsaga.Saga[Booking] {
+	step := func(name string) fxsaga.Step[Booking] { return hotelStep{name} }
+	return fxsaga.Define[Booking]("paid booking",
+		step("hold"),
+		fxsaga.Await(fxsaga.Wait[Booking, Paid]{
+			Name:   "payment",
+			Key:    func(b *Booking) string { return b.ID },
+			Match:  func(p Paid) string { return p.Booking },
+			Within: 24 * time.Hour,
+			Then:   func(_ context.Context, b *Booking, p Paid) error { b.Payment = p.Payment; return nil },
+		}),
+		step("confirm"),
+	)
+}
+
+// A saga that waits, on each store: it waits (on SQL its deadline is
+// scheduled in the step's transaction), a delivered event resumes it to
+// its end; another one, never paid, times out when the clock passes its
+// deadline and Recover runs.
+func TestSagaThatWaits(t *testing.T) {
+	eachStore(t, func(t *testing.T, newSagas func() *fxcqrstest.Sagas) {
+		ctx := context.Background()
+		s := newSagas()
+		def := paidBooking()
+
+		id, err := fxcqrstest.Run(ctx, s, def, Booking{ID: "b-1"})
+		var pending *fxsaga.Pending
+		require.ErrorAs(t, err, &pending)
+		assert.Equal(t, "b-1", pending.Key)
+		assert.Equal(t, fxsaga.Waiting, s.State(id).Status)
+
+		require.NoError(t, fxcqrstest.Deliver(ctx, s, def, Paid{Booking: "b-1", Payment: "p-9"}))
+		assert.Equal(t, fxsaga.Completed, s.State(id).Status)
+		assert.Equal(t, []string{"act 0", "act 1", "act 2"}, actions(s.Log(id)))
+		require.NoError(t, fxcqrstest.Deliver(ctx, s, def, Paid{Booking: "b-1", Payment: "again"}), "late: ignored")
+
+		unpaid, err := fxcqrstest.Run(ctx, s, def, Booking{ID: "b-2"})
+		require.ErrorAs(t, err, &pending)
+		s.Clock.Advance(25 * time.Hour)
+		require.NoError(t, fxcqrstest.Recover(ctx, s, def))
+		assert.Equal(t, fxsaga.Compensated, s.State(unpaid).Status)
+	})
+}
+
+// actions keeps the log's acts, in order.
+func actions(log []string) []string {
+	var out []string
+	for _, l := range log {
+		if len(l) > 3 && l[:3] == "act" {
+			out = append(out, l)
+		}
+	}
+	return out
 }
