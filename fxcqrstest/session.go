@@ -85,6 +85,10 @@ func (h Happening) String() string {
 // NewSession starts the application of opts, with now as the clock that
 // decides which scheduled messages are due (nil: time.Now; give the one
 // the application's outbox runs on, outboxtest.Clock's Now).
+//
+// fx's own log of the application's start and stop (some 60 lines a
+// test) is written to the test's log under go test -v only; an
+// fx.WithLogger among opts replaces that choice.
 func NewSession(t testing.TB, now func() time.Time, opts ...fx.Option) *Session {
 	t.Helper()
 	if now == nil {
@@ -92,6 +96,9 @@ func NewSession(t testing.TB, now func() time.Time, opts ...fx.Option) *Session 
 	}
 	j := &journal{sent: map[string]int{}, processed: map[string]int{}}
 	s := &Session{t: t, now: now, j: j, Timeout: 10 * time.Second}
+	if !testing.Verbose() {
+		opts = append([]fx.Option{fx.NopLogger}, opts...)
+	}
 	s.App = fxtest.New(t, append(opts,
 		fx.Supply(fx.Annotate(j, fx.As(new(fxcqrs.Observer)))),
 		fx.Supply(fx.Annotate(j, fx.As(new(fxbus.Tracer)))),
@@ -176,7 +183,7 @@ func (s *Session) pending(ctx context.Context) ([]string, error) {
 		}
 		for _, b := range backlog {
 			if b.Due > 0 {
-				out = append(out, fmt.Sprintf("%d outbox rows due on %s", b.Due, b.Topic))
+				out = append(out, fmt.Sprintf("%d outbox rows due on %s (after a failed pass the relay waits its retry backoff on the outbox's clock, Config.After: a fake clock must be moved for it to retry)", b.Due, b.Topic))
 			}
 		}
 		sched, err := o.Scheduled(ctx)

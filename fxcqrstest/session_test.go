@@ -2,7 +2,9 @@ package fxcqrstest_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -109,4 +111,36 @@ func names(hs []fxcqrstest.Happening) []string {
 		out[i] = h.String()
 	}
 	return out
+}
+
+// loggingTB records what is written to the test's log.
+type loggingTB struct {
+	testing.TB
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *loggingTB) Logf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, fmt.Sprintf(format, args...))
+}
+
+func (l *loggingTB) Log(args ...any) { l.Logf("%s", fmt.Sprint(args...)) }
+
+// A session's application writes fx's log of its start and stop to the
+// test's log only under go test -v.
+func TestSessionIsQuiet(t *testing.T) {
+	t.Parallel()
+	tb := &loggingTB{TB: t}
+	s := fxcqrstest.NewSession(tb, nil, fxcqrs.Module)
+	require.NoError(t, s.Settle(context.Background()))
+	require.NoError(t, s.App.Stop(context.Background()))
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	if testing.Verbose() {
+		assert.NotEmpty(t, tb.lines, "-v: fx's log")
+		return
+	}
+	assert.Empty(t, tb.lines, "fx's log, unasked")
 }
