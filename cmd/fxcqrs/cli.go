@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
 	"github.com/fxcqrs/fxcqrs/fxsaga"
@@ -128,11 +131,48 @@ func timeOf(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-// oneLine is s on one line, cut to n runes.
+// oneLine is s on one line, cut to n runes, made safe for a terminal
+// (see safe).
 func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
+	s = safe(strings.Join(strings.Fields(s), " "), false)
 	if r := []rune(s); len(r) > n {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// safe is s with every rune a terminal would act on instead of showing
+// written as a Go escape (\x1b, \u202e), and every byte that is not
+// UTF-8 as \xNN: a dead letter's error, payload and metadata are anyone's
+// input, and an escape sequence in them must not clear the operator's
+// screen, set the window's title or turn text around. With lines, a
+// newline and a tab are kept (a payload's own layout); without, they are
+// escaped too. A backslash is written as it is: the output is for eyes,
+// not for parsing (-json is).
+func safe(s string, lines bool) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) && !(lines && (r == '\n' || r == '\t')) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case lines && (r == '\n' || r == '\t'), r != utf8.RuneError && unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRuneToASCII(r) // '\x1b', '\u202e'
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
 }

@@ -98,3 +98,65 @@ func TestCommandLine(t *testing.T) {
 		assert.True(t, strings.Contains(err.Error(), "usage"))
 	})
 }
+
+// What a terminal would act on is escaped, wherever a letter's or a
+// saga's untrusted text is printed: an escape sequence clears no screen
+// and sets no title, a bidi override turns no text around.
+func TestSafe(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain text, ünïcödé 文字":              "plain text, ünïcödé 文字",
+		"\x1b[2J\x1b]0;pwned\x07":             `\x1b[2J\x1b]0;pwned\a`,
+		"abc\u202edef":                        `abc\u202edef`,
+		"bad \xff byte":                       `bad \xff byte`,
+		"two\nlines\tand a tab":               `two\nlines\tand a tab`,
+		"del \x7f and nul \x00 and bs \x08 x": `del \x7f and nul \x00 and bs \b x`,
+	} {
+		assert.Equal(t, want, safe(in, false), "%q", in)
+	}
+	assert.Equal(t, "two\nlines\tand a tab \\x1b", safe("two\nlines\tand a tab \x1b", true), "a payload keeps its layout")
+	assert.Equal(t, `a \x1b[2J b`, oneLine("a\n\x1b[2J  b", 80))
+}
+
+// A hostile dead letter, listed and shown: no byte of its escape
+// sequences reaches the terminal; -json writes a text payload as text as
+// well as in base64.
+func TestHostileLetter(t *testing.T) {
+	d := outboxtest.Open(t, fxoutbox.SQLite)
+	hostile := "\x1b[2J\x1b]0;pwned\x07"
+	_, err := d.DB.Exec(d.Dialect.Rebind("INSERT INTO fxcqrs_outbox_dead (id, topic, message_id, payload, metadata, error, failed_ns) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+		7, "orders"+hostile, "m-7"+hostile, []byte(`{"note":"`+hostile+`"}`), `{"name":"Evil\u001b[2J"}`, "refused: "+hostile, time.Now().UnixNano())
+	require.NoError(t, err)
+	cli := func(args ...string) string {
+		t.Helper()
+		var out bytes.Buffer
+		require.NoError(t, run(append([]string{"-dialect", d.Dialect.String(), "-dsn", d.DSN}, args...), &out), "fxcqrs %v", args)
+		return out.String()
+	}
+	for _, out := range []string{cli("dead", "list"), cli("dead", "show", "7"), cli("dead", "show", "--", "7")} {
+		assert.NotContains(t, out, "\x1b", out)
+		assert.NotContains(t, out, "\x07", out)
+		assert.Contains(t, out, `\x1b[2J`)
+	}
+	var shown struct {
+		Payload     []byte
+		PayloadText string `json:"payloadText"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(cli("-json", "dead", "show", "7")), &shown))
+	assert.Equal(t, `{"note":"`+hostile+`"}`, shown.PayloadText)
+	assert.Equal(t, shown.PayloadText, string(shown.Payload))
+}
+
+// dead show takes "--" before a negative id, as the README says and as
+// replay and discard do.
+func TestDeadShowNegativeID(t *testing.T) {
+	d := outboxtest.Open(t, fxoutbox.SQLite)
+	admin, err := fxoutbox.NewAdmin(d.DB, d.Dialect, fxoutbox.Tables{}, nil)
+	require.NoError(t, err)
+	require.NoError(t, admin.RecordParked(context.Background(), "orders", "order-7", message.NewMessage("m-parked", []byte(`{}`)), errors.New("refused")))
+	var out bytes.Buffer
+	require.NoError(t, run([]string{"-dialect", d.Dialect.String(), "-dsn", d.DSN, "dead", "show", "--", "-1"}, &out))
+	assert.Contains(t, out.String(), "message:  m-parked")
+	out.Reset()
+	require.NoError(t, run([]string{"-dialect", d.Dialect.String(), "-dsn", d.DSN, "dead", "show", "-1"}, &out), "without --: still an id")
+	assert.Contains(t, out.String(), "message:  m-parked")
+}

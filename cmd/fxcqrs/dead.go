@@ -6,8 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
 )
@@ -41,12 +44,15 @@ func (c *cli) deadList(ctx context.Context, args []string) error {
 	}
 	rows := make([][]string, len(dead))
 	for i, d := range dead {
-		rows[i] = []string{strconv.FormatInt(d.ID, 10), d.Topic, d.Name, d.MessageID, timeOf(d.FailedAt), oneLine(d.Error, 80)}
+		rows[i] = []string{strconv.FormatInt(d.ID, 10), safe(d.Topic, false), safe(d.Name, false), safe(d.MessageID, false), timeOf(d.FailedAt), oneLine(d.Error, 80)}
 	}
 	return c.print(dead, []string{"ID", "TOPIC", "NAME", "MESSAGE", "FAILED", "ERROR"}, rows)
 }
 
 func (c *cli) deadShow(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "--" { // before a negative id, as replay and discard take it
+		args = args[1:]
+	}
 	if len(args) != 1 {
 		return errors.New("dead show ID")
 	}
@@ -59,24 +65,41 @@ func (c *cli) deadShow(ctx context.Context, args []string) error {
 		return err
 	}
 	if c.asJSON {
-		return c.print(d, nil, nil)
+		return c.print(shownLetter{d, payloadText(d.Payload)}, nil, nil)
 	}
-	fmt.Fprintf(c.out, "id:       %d\ntopic:    %s\nname:     %s\nmessage:  %s\nfailed:   %s\nerror:    %s\n", d.ID, d.Topic, d.Name, d.MessageID, timeOf(d.FailedAt), d.Error)
+	fmt.Fprintf(c.out, "id:       %d\ntopic:    %s\nname:     %s\nmessage:  %s\nfailed:   %s\nerror:    %s\n",
+		d.ID, safe(d.Topic, false), safe(d.Name, false), safe(d.MessageID, false), timeOf(d.FailedAt), safe(d.Error, true))
 	if !d.Discarded.IsZero() {
-		fmt.Fprintf(c.out, "discarded: %s: %s\n", timeOf(d.Discarded), d.DiscardReason)
+		fmt.Fprintf(c.out, "discarded: %s: %s\n", timeOf(d.Discarded), safe(d.DiscardReason, true))
 	}
 	if d.Key != "" {
-		fmt.Fprintf(c.out, "parks key: %s\n", d.Key)
+		fmt.Fprintf(c.out, "parks key: %s\n", safe(d.Key, false))
 	}
 	if !d.Released.IsZero() {
 		fmt.Fprintf(c.out, "released: %s (waits until the subscription has it)\n", timeOf(d.Released))
 	}
 	fmt.Fprintln(c.out, "metadata:")
-	for k, v := range d.Metadata {
-		fmt.Fprintf(c.out, "  %s: %s\n", k, v)
+	for _, k := range slices.Sorted(maps.Keys(d.Metadata)) {
+		fmt.Fprintf(c.out, "  %s: %s\n", safe(k, false), safe(d.Metadata[k], false))
 	}
-	_, err = fmt.Fprintf(c.out, "payload:\n%s\n", d.Payload)
+	_, err = fmt.Fprintf(c.out, "payload:\n%s\n", safe(string(d.Payload), true))
 	return err
+}
+
+// shownLetter is a dead letter as dead show -json writes it: the letter,
+// whose payload JSON writes in base64 (it may be any bytes), and, when the
+// payload is UTF-8 text, that text, escaped by JSON.
+type shownLetter struct {
+	fxoutbox.DeadLetter
+	PayloadText string `json:"payloadText,omitempty"`
+}
+
+// payloadText is p as text, or "" when p is not UTF-8.
+func payloadText(p []byte) string {
+	if !utf8.Valid(p) {
+		return ""
+	}
+	return string(p)
 }
 
 func (c *cli) deadRepair(ctx context.Context, action string, args []string) error {

@@ -45,7 +45,7 @@ func (c *cli) sagaList(ctx context.Context, args []string) error {
 		if st.Status == fxsaga.Waiting {
 			waits = st.Awaiting + " " + st.Key + " until " + timeOf(st.Deadline)
 		}
-		rows[i] = []string{st.ID, st.Name, string(st.Status), strconv.Itoa(st.Step), waits, oneLine(st.Error, 60)}
+		rows[i] = []string{safe(st.ID, false), safe(st.Name, false), string(st.Status), strconv.Itoa(st.Step), oneLine(waits, 60), oneLine(st.Error, 60)}
 	}
 	return c.print(states, []string{"ID", "SAGA", "STATUS", "STEP", "WAITS FOR", "ERROR"}, rows)
 }
@@ -75,15 +75,15 @@ func (c *cli) sagaShow(ctx context.Context, args []string) error {
 		fmt.Fprintf(c.out, "waits:   for %s %q until %s\n", st.Awaiting, st.Key, timeOf(st.Deadline))
 	}
 	if st.Error != "" {
-		fmt.Fprintf(c.out, "error:   %s\n", st.Error)
+		fmt.Fprintf(c.out, "error:   %s\n", safe(st.Error, true))
 	}
-	fmt.Fprintf(c.out, "context: %s\nlog:\n", st.Context)
+	fmt.Fprintf(c.out, "context: %s\nlog:\n", safe(string(st.Context), true))
 	for _, e := range entries {
 		outcome := "ok"
 		if e.Err != "" {
 			outcome = e.Err
 		}
-		fmt.Fprintf(c.out, "  step %d %-13s %s\n", e.Step, e.Action, outcome)
+		fmt.Fprintf(c.out, "  step %d %-13s %s\n", e.Step, e.Action, safe(outcome, false))
 	}
 	if hasShape {
 		fmt.Fprintf(c.out, "diagram (Mermaid; where it is: class here):\n%s", sh.MermaidAt(st))
