@@ -150,7 +150,7 @@ func TestScheduledCommandRunsOnce(t *testing.T) {
 		clock.Advance(time.Minute)
 		require.Eventually(t, func() bool {
 			return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled")+count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0
-		}, 10*time.Second, time.Millisecond)
+		}, time.Minute, time.Millisecond)
 		mu.Lock()
 		assert.Equal(t, 1, ran)
 		mu.Unlock()
@@ -276,10 +276,10 @@ func TestTwoReplicasShareSchedules(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(ran) == n
-	}, 20*time.Second, time.Millisecond)
+	}, time.Minute, time.Millisecond)
 	require.Eventually(t, func() bool {
 		return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox")+count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled") == 0
-	}, 20*time.Second, time.Millisecond)
+	}, time.Minute, time.Millisecond)
 	mu.Lock()
 	defer mu.Unlock()
 	for i := range n {

@@ -45,7 +45,7 @@ func TestModule(t *testing.T) {
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
 		return slices.Contains(rec.finished, "saga order: ok") // after the saga's last save
-	}, 10*time.Second, time.Millisecond, "recovered at start")
+	}, time.Minute, time.Millisecond, "recovered at start")
 	st, err := store.Load(ctx, "interrupted")
 	require.NoError(t, err)
 	assert.Equal(t, fxsaga.Completed, st.Status)

@@ -210,7 +210,7 @@ func TestEventAndDeadlineRace(t *testing.T) {
 				outcomes[st.Status]++
 			}
 			return outcomes[fxsaga.Completed]+outcomes[fxsaga.Compensated] == sagas
-		}, 20*time.Second, 5*time.Millisecond, "every saga ends")
+		}, time.Minute, 5*time.Millisecond, "every saga ends")
 		for _, id := range ids {
 			st, err := rig.store.Load(ctx, id)
 			require.NoError(t, err)

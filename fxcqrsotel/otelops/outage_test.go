@@ -115,7 +115,7 @@ func TestThroughAnOutage(t *testing.T) {
 	assert.Equal(t, float64(3), backlog(), "the rows wait")
 
 	ns.start()
-	require.Eventually(t, func() bool { return backlog() == 0 && health.Ready(ctx) == nil }, 30*time.Second, 5*time.Millisecond, "sent, and ready again")
+	require.Eventually(t, func() bool { return backlog() == 0 && health.Ready(ctx) == nil }, time.Minute, 5*time.Millisecond, "sent, and ready again")
 
 	garbled := message.NewMessage("garbled-1", []byte(`{"N": "not a number"`))
 	garbled.Metadata.Set(fxbus.MetadataName, "Garbled")
