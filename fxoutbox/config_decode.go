@@ -6,16 +6,6 @@ import (
 	"github.com/fxcqrs/fxcqrs/internal/confdecode"
 )
 
-// UnmarshalJSON decodes a RelayConfig; its durations may be duration
-// strings ("1s") or nanoseconds.
-func (c *RelayConfig) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, confdecode.Shadow(c)) }
-
-// UnmarshalYAML decodes a RelayConfig; its durations may be duration
-// strings (1s) or nanoseconds.
-func (c *RelayConfig) UnmarshalYAML(unmarshal func(any) error) error {
-	return unmarshal(confdecode.Shadow(c))
-}
-
 // UnmarshalJSON decodes a Config; InboxRetention and the relay's
 // durations may be duration strings ("168h") or nanoseconds.
 func (c *Config) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, confdecode.Shadow(c)) }

@@ -25,7 +25,7 @@ func (o *Outbox) CleanInbox(ctx context.Context) (int64, error) {
 	cutoff := o.cfg.Now().Add(-o.cfg.InboxRetention).UnixNano()
 	var total int64
 	for {
-		res, err := o.db.ExecContext(ctx, o.relay.q.InboxCleanup, cutoff, inboxBatch)
+		res, err := o.db.ExecContext(ctx, o.q.InboxCleanup, cutoff, inboxBatch)
 		if err != nil {
 			return total, fmt.Errorf("fxoutbox: clean the inbox: %w", err)
 		}
@@ -46,11 +46,10 @@ func (o *Outbox) CleanInbox(ctx context.Context) (int64, error) {
 // one struct) would be skipped as a redelivery of the first.
 // Checked for the events the inbox records: every one with Config.Inbox,
 // else the durable ones.
-func (o *Outbox) checkInboxNames(m *fxcqrs.Mediator) error {
-	reg := o.reg.Load()
+func checkInboxNames(m *fxcqrs.Mediator, reg *deliverables, inbox bool) error {
 	var errs []error
 	for _, t := range m.EventTypes() {
-		if !o.cfg.Inbox && !reg.durable(t) {
+		if !inbox && !reg.durable(t) {
 			continue
 		}
 		seen := map[string]bool{}

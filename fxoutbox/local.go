@@ -7,18 +7,20 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
-	"time"
+	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/relay"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 )
 
 // Durable in-process delivery and scheduled commands: rows of the outbox
 // that the relay delivers to this service's own mediator instead of a
-// broker.
+// broker. What may be delivered so (the Deliverables), and the mediator
+// they run on.
 
 // Deliverable is a message type the relay can deliver to this service's
 // mediator from a row: an event whose in-process handlers are durable
@@ -63,7 +65,7 @@ func DurableEvent[E any]() Deliverable {
 	return Deliverable{typ: reflect.TypeFor[E](), run: func(ctx context.Context, m *fxcqrs.Mediator, decode func(any) error) error {
 		var e E
 		if err := decode(&e); err != nil {
-			return &malformed{err: err}
+			return &relay.PermanentError{Err: err}
 		}
 		return fxcqrs.Publish(ctx, m, e)
 	}}
@@ -79,7 +81,7 @@ func ScheduledCommand[C any]() Deliverable {
 	return Deliverable{typ: reflect.TypeFor[C](), command: true, run: func(ctx context.Context, m *fxcqrs.Mediator, decode func(any) error) error {
 		var c C
 		if err := decode(&c); err != nil {
-			return &malformed{err: err}
+			return &relay.PermanentError{Err: err}
 		}
 		return fxcqrs.Exec(ctx, m, c)
 	}}
@@ -93,66 +95,6 @@ func Schedulable[C any]() fx.Option { return supplyDeliverable(ScheduledCommand[
 
 func supplyDeliverable(d Deliverable) fx.Option {
 	return fx.Provide(fx.Annotate(func() Deliverable { return d }, fx.ResultTags(`group:"fxoutbox.deliverables"`)))
-}
-
-// DeliveryConfig configures durable in-process delivery and scheduled
-// commands. Every field is optional.
-type DeliveryConfig struct {
-	// Topic is the outbox topic of the rows this service delivers to
-	// itself. Default "fxcqrs.local". Services that share one outbox
-	// table must each set their own: a relay delivers the Topic's rows to
-	// its own mediator.
-	Topic string `json:"topic" yaml:"topic"`
-	// MaxAttempts is how many times a row is delivered before it goes to
-	// the dead letter table with its last error. Default 5.
-	MaxAttempts int `json:"maxAttempts" yaml:"maxAttempts"`
-	// RetryInitial is the wait, by the outbox's clock, before a failed
-	// row's second attempt; it doubles per attempt up to RetryMax.
-	// Default 1s. A retried row waits at least until the relay's next
-	// poll.
-	RetryInitial time.Duration `json:"retryInitial" yaml:"retryInitial"`
-	// RetryMax bounds the wait between attempts. Default 5m.
-	RetryMax time.Duration `json:"retryMax" yaml:"retryMax"`
-	// Concurrency is how many rows are delivered at once (a row committed
-	// while others are delivered starts as soon as a place is free). Each
-	// row's handlers run under the mediator's limit on event handlers
-	// (Config.Events.MaxConcurrentHandlers, 1 by default: durable handlers
-	// then run one at a time in the service; raise it for throughput).
-	// Default 8.
-	Concurrency int `json:"concurrency" yaml:"concurrency"`
-	// AllEvents makes every concrete event type the mediator has handlers
-	// for durable, as if each were registered with Durable: the
-	// module-wide default. An event handled only by a handler of an
-	// interface type it implements is not included: register it.
-	AllEvents bool `json:"allEvents" yaml:"allEvents"`
-}
-
-func (c DeliveryConfig) withDefaults() DeliveryConfig {
-	if c.Topic == "" {
-		c.Topic = "fxcqrs.local"
-	}
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 5
-	}
-	if c.RetryInitial <= 0 {
-		c.RetryInitial = time.Second
-	}
-	if c.RetryMax <= 0 {
-		c.RetryMax = 5 * time.Minute
-	}
-	if c.Concurrency <= 0 {
-		c.Concurrency = 8
-	}
-	return c
-}
-
-// backoff is the wait before attempt n+1, after n failed ones.
-func (c DeliveryConfig) backoff(failed int) time.Duration {
-	d := c.RetryInitial
-	for i := 1; i < failed && d < c.RetryMax; i++ {
-		d *= 2
-	}
-	return min(d, c.RetryMax)
 }
 
 // MetadataDepth is the metadata key of a durable row's depth: how many
@@ -198,11 +140,92 @@ func newDeliverables(bus *fxbus.Bus, ds []Deliverable) (deliverables, error) {
 
 func (r deliverables) durable(t reflect.Type) bool { return r.events[t] != nil }
 
-// malformed is a row that cannot be delivered however often it is tried.
-type malformed struct{ err error }
+// deliverer runs the rows of the delivery topic on this service's
+// mediator: the relay's Local. It knows what is durable (the registry,
+// which the unit of work reads too) and the mediator, both given once:
+// the registry by New, replaced by DeliverTo with AllEvents, the mediator
+// by DeliverTo.
+type deliverer struct {
+	bus       *fxbus.Bus
+	log       *zap.Logger
+	topic     string        // DeliveryConfig.Topic
+	allEvents bool          // DeliveryConfig.AllEvents
+	given     []Deliverable // Config.Deliverables
+	reg       atomic.Pointer[deliverables]
+	mediator  atomic.Pointer[fxcqrs.Mediator]
+}
 
-func (e *malformed) Error() string { return "malformed: " + e.err.Error() }
-func (e *malformed) Unwrap() error { return e.err }
+func newDeliverer(bus *fxbus.Bus, log *zap.Logger, cfg Config, reg deliverables) *deliverer {
+	d := &deliverer{bus: bus, log: log, topic: cfg.Delivery.Topic, allEvents: cfg.Delivery.AllEvents, given: cfg.Deliverables}
+	d.reg.Store(&reg)
+	return d
+}
+
+// registry is what this service delivers to itself.
+func (d *deliverer) registry() *deliverables { return d.reg.Load() }
+
+// Ready reports whether the mediator has been given.
+func (d *deliverer) Ready() bool { return d.mediator.Load() != nil }
+
+// Deliver runs one row of the delivery topic on the mediator, as a
+// message the bus's Tracer sees processed.
+func (d *deliverer) Deliver(ctx context.Context, msgID string, payload []byte, metadata string) (err error) {
+	msg := message.NewMessage(msgID, payload)
+	if err := json.Unmarshal([]byte(metadata), &msg.Metadata); err != nil {
+		return &relay.PermanentError{Err: fmt.Errorf("metadata: %w", err)}
+	}
+	name := msg.Metadata.Get(fxbus.MetadataName)
+	dv := d.registry().byName[name]
+	if dv == nil {
+		return &relay.PermanentError{Err: fmt.Errorf("no durable event or scheduled command named %q is registered in this service", name)}
+	}
+	depth, _ := strconv.Atoi(msg.Metadata.Get(MetadataDepth))
+	ctx, end := d.bus.Process(ctx, d.topic, msg)
+	defer func() { end(err) }()
+	ctx = context.WithValue(ctx, localKey{}, delivery{depth: depth})
+	m := d.mediator.Load()
+	return dv.run(fxcqrs.Foreground(ctx), m, func(into any) error { return d.bus.Decode(payload, into) })
+}
+
+// deliverTo gives the deliverer its mediator and, with AllEvents, makes
+// every concrete event type it handles durable.
+func (d *deliverer) deliverTo(m *fxcqrs.Mediator) {
+	d.mediator.Store(m)
+	if !d.allEvents || m == nil {
+		return
+	}
+	ds := append([]Deliverable(nil), d.given...)
+	for _, t := range m.EventTypes() {
+		if t.Kind() != reflect.Interface {
+			ds = append(ds, dynamicEvent(t))
+		}
+	}
+	reg, err := newDeliverables(d.bus, ds)
+	if err != nil {
+		// Two handled types with one name: New checked the registered
+		// ones; these keep their in-memory delivery.
+		d.log.Error("fxoutbox: DeliveryConfig.AllEvents: some event types stay in memory", zap.Error(err))
+	}
+	d.reg.Store(&reg)
+}
+
+// DeliverTo gives the outbox the mediator that its durable events and
+// scheduled commands run on. fxoutbox.Module calls it; without fx, call it
+// before Start, and before the first call, when Config.Deliverables is not
+// empty or DeliveryConfig.AllEvents is on.
+func (o *Outbox) DeliverTo(m *fxcqrs.Mediator) { o.local.deliverTo(m) }
+
+// dynamicEvent is DurableEvent of a type known at run time only (see
+// DeliveryConfig.AllEvents).
+func dynamicEvent(t reflect.Type) Deliverable {
+	return Deliverable{typ: t, run: func(ctx context.Context, m *fxcqrs.Mediator, decode func(any) error) error {
+		p := reflect.New(t)
+		if err := decode(p.Interface()); err != nil {
+			return &relay.PermanentError{Err: err}
+		}
+		return fxcqrs.Publish[any](ctx, m, p.Elem().Interface())
+	}}
+}
 
 // localKey marks the context of a row's delivery: the unit of work
 // records each handler in the inbox, and durable follow-ups are one
@@ -229,89 +252,4 @@ func followUpDepth(ctx context.Context, msg any) (int, error) {
 		return 0, fmt.Errorf("fxoutbox: %T would be %d deliveries deep: %w", msg, depth, fxcqrs.ErrMaxDepth)
 	}
 	return depth, nil
-}
-
-// deliver runs one row of the delivery topic on the mediator, as a
-// message the bus's Tracer sees processed.
-func (o *Outbox) deliver(ctx context.Context, rw row) (err error) {
-	msg := message.NewMessage(rw.msgID, rw.payload)
-	if err := json.Unmarshal([]byte(rw.metadata), &msg.Metadata); err != nil {
-		return &malformed{err: fmt.Errorf("metadata: %w", err)}
-	}
-	name := msg.Metadata.Get(fxbus.MetadataName)
-	d := o.reg.Load().byName[name]
-	if d == nil {
-		return &malformed{err: fmt.Errorf("no durable event or scheduled command named %q is registered in this service", name)}
-	}
-	depth, _ := strconv.Atoi(msg.Metadata.Get(MetadataDepth))
-	ctx, end := o.bus.Process(ctx, o.cfg.Delivery.Topic, msg)
-	defer func() { end(err) }()
-	ctx = context.WithValue(ctx, localKey{}, delivery{depth: depth})
-	m := o.mediator.Load()
-	return d.run(fxcqrs.Foreground(ctx), m, func(into any) error { return o.bus.Decode(rw.payload, into) })
-}
-
-// DeliverTo gives the outbox the mediator that its durable events and
-// scheduled commands run on. fxoutbox.Module calls it; without fx, call it
-// before Start, and before the first call, when Config.Deliverables is not
-// empty or DeliveryConfig.AllEvents is on.
-func (o *Outbox) DeliverTo(m *fxcqrs.Mediator) {
-	o.mediator.Store(m)
-	if !o.cfg.Delivery.AllEvents || m == nil {
-		return
-	}
-	ds := append([]Deliverable(nil), o.cfg.Deliverables...)
-	for _, t := range m.EventTypes() {
-		if t.Kind() != reflect.Interface {
-			ds = append(ds, dynamicEvent(t))
-		}
-	}
-	reg, err := newDeliverables(o.bus, ds)
-	if err != nil {
-		// Two handled types with one name: New checked the registered
-		// ones; these keep their in-memory delivery.
-		o.log.Error("fxoutbox: DeliveryConfig.AllEvents: some event types stay in memory", zap.Error(err))
-	}
-	o.reg.Store(&reg)
-}
-
-// dynamicEvent is DurableEvent of a type known at run time only (see
-// DeliveryConfig.AllEvents).
-func dynamicEvent(t reflect.Type) Deliverable {
-	return Deliverable{typ: t, run: func(ctx context.Context, m *fxcqrs.Mediator, decode func(any) error) error {
-		p := reflect.New(t)
-		if err := decode(p.Interface()); err != nil {
-			return &malformed{err: err}
-		}
-		return fxcqrs.Publish[any](ctx, m, p.Elem().Interface())
-	}}
-}
-
-// writeLocal withdraws the durable events the handler of ctx emitted from
-// the mediator's in-memory processing and writes them as rows of the
-// delivery topic in un's transaction.
-func (u *unitOfWork) writeLocal(ctx context.Context, un *unit) error {
-	reg := u.reg.Load()
-	if len(reg.events) == 0 {
-		return nil
-	}
-	events := fxcqrs.Withdraw(ctx, reg.durable)
-	if len(events) == 0 {
-		return nil
-	}
-	depth, err := followUpDepth(ctx, events[0])
-	if err != nil {
-		return err
-	}
-	for _, ev := range events {
-		msg, err := u.bus.Encode(ctx, ev)
-		if err != nil {
-			return fmt.Errorf("fxoutbox: encode %T: %w", ev, err)
-		}
-		msg.Metadata.Set(MetadataDepth, strconv.Itoa(depth))
-		if err := u.insert(ctx, un, u.delivery.Topic, msg); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -5,13 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/relay"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
-	"go.uber.org/fx"
 	"go.uber.org/zap"
 )
 
@@ -77,17 +76,14 @@ type Config struct {
 // [New], register [Outbox.UnitOfWork] as the mediator's middleware, and
 // Start and Stop it.
 type Outbox struct {
-	cfg      Config
-	db       *sql.DB
-	bus      *fxbus.Bus
-	reg      atomic.Pointer[deliverables] // replaced once by DeliverTo with AllEvents
-	log      *zap.Logger
-	mediator atomic.Pointer[fxcqrs.Mediator] // where the Deliverables run; see DeliverTo
-	uow      *unitOfWork
-	left     *leftovers // the Forwarder
-	relay    *relay
-	q        schema.Queries
-	admin    *Admin
+	cfg   Config
+	db    *sql.DB
+	q     schema.Queries
+	local *deliverer // the durable events' and scheduled commands' mediator
+	uow   *unitOfWork
+	left  *leftovers // the Forwarder
+	relay *relay.Relay
+	admin *Admin
 }
 
 // New returns the outbox of db for bus, whose routed events it takes
@@ -120,8 +116,8 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	if cfg.MaxLag <= 0 {
 		cfg.MaxLag = time.Minute
 	}
-	cfg.Delivery = cfg.Delivery.withDefaults()
-	errs = append(errs, schema.Validate(cfg.Tables), cfg.Relay.validateLanes())
+	cfg.Delivery = relay.DeliveryDefaults(cfg.Delivery)
+	errs = append(errs, schema.Validate(cfg.Tables), relay.ValidateLanes(cfg.Relay))
 	var reg deliverables
 	if bus != nil {
 		var err error
@@ -136,19 +132,16 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	}
 	log = log.Named("fxoutbox")
 	q := schema.NewQueries(cfg.Dialect, cfg.Tables)
-	o := &Outbox{cfg: cfg, db: db, bus: bus, log: log, q: q, admin: &Admin{db: db, d: cfg.Dialect, t: cfg.Tables, q: q, now: cfg.Now, lanes: cfg.Relay.withDefaults().lanesOf}}
-	o.reg.Store(&reg)
-	o.relay = newRelay(db, q, bus.Publisher(), log, cfg.Relay, cfg.Now)
-	o.relay.cleanInbox = o.CleanInbox
-	o.relay.traceSend = bus.Send
-	o.relay.after = cfg.After
-	o.relay.delivery = cfg.Delivery
-	o.relay.deliver = o.deliver
-	o.relay.delivering = func() bool { return o.mediator.Load() != nil }
+	lanes := func(topic string) int { return relay.LanesOf(cfg.Relay, topic) }
+	local := newDeliverer(bus, log, cfg, reg)
+	o := &Outbox{cfg: cfg, db: db, q: q, local: local, admin: &Admin{db: db, d: cfg.Dialect, t: cfg.Tables, q: q, now: cfg.Now, lanes: lanes}}
+	o.relay = relay.New(relay.Params{
+		DB: db, Queries: q, Bus: bus, Local: local, Log: log, Config: cfg.Relay, Delivery: cfg.Delivery,
+		Now: cfg.Now, After: cfg.After, CleanInbox: o.CleanInbox,
+	})
 	o.uow = &unitOfWork{
-		db: db, q: q, bus: bus, wake: o.relay.notify, inbox: cfg.Inbox, eagerEv: cfg.EventTransactions, now: cfg.Now,
-		reg: &o.reg, delivery: cfg.Delivery, wakeAt: o.relay.notifyAt, hint: o.relay.hint,
-		lanes: o.relay.cfg.lanesOf,
+		db: db, q: q, bus: bus, local: local, relay: o.relay, inbox: cfg.Inbox, eagerEv: cfg.EventTransactions, now: cfg.Now,
+		lanes: lanes,
 	}
 	o.left = &leftovers{u: o.uow, log: log}
 	return o, nil
@@ -210,8 +203,9 @@ type Stats struct {
 
 // Stats returns the relay's and the inbox's counters, for metrics.
 func (o *Outbox) Stats() Stats {
+	r := o.relay.Stats()
 	return Stats{
-		Sent: o.relay.sent.Load(), DeadLettered: o.relay.deadLettered.Load(), PublishFailures: o.relay.failures.Load(),
+		Sent: r.Sent, DeadLettered: r.DeadLettered, PublishFailures: r.PublishFailures,
 		InboxDuplicates: o.uow.duplicates.Load(),
 	}
 }
@@ -222,79 +216,17 @@ func (o *Outbox) Start(ctx context.Context) error {
 	if err := CheckSchema(ctx, o.db, o.cfg.Dialect, o.cfg.Tables); err != nil {
 		return err
 	}
-	if (len(o.reg.Load().byName) > 0 || o.cfg.Delivery.AllEvents) && o.mediator.Load() == nil {
+	if (len(o.local.registry().byName) > 0 || o.cfg.Delivery.AllEvents) && !o.local.Ready() {
 		return errors.New("fxoutbox: Start: Config.Deliverables need the mediator they run on: call Outbox.DeliverTo before Start (fxoutbox.Module does)")
 	}
-	if m := o.mediator.Load(); m != nil {
-		if err := o.checkInboxNames(m); err != nil {
+	if m := o.local.mediator.Load(); m != nil {
+		if err := checkInboxNames(m, o.local.registry(), o.cfg.Inbox); err != nil {
 			return err
 		}
 	}
-	o.relay.start()
+	o.relay.Start()
 	return nil
 }
 
 // Stop stops the relay after the batch in hand, within ctx.
-func (o *Outbox) Stop(ctx context.Context) error { return o.relay.close(ctx) }
-
-// Module is the transactional outbox and inbox for an fx application. It
-// takes a *sql.DB and a Config from the graph, and the fxbus.Bus of
-// fxbus.Module, whose routes it takes over: routed events are written to
-// the outbox in the handler's transaction instead of being published, and
-// the relay, which the lifecycle starts and stops, delivers them.
-//
-// It takes the routes over by decorating the fxcqrs.Forwarder that
-// fxbus.Module provides with the outbox's own (Outbox.Forwarder), so that
-// nothing is published directly (and so that the relay stops after the mediator, see
-// takeOverForwarding). Use it at the application's top level, where
-// fxcqrs.Module sees the decoration.
-var Module = fx.Options(
-	fx.Module("fxoutbox",
-		fx.Provide(provideOutbox),
-		fxcqrs.AsChecks(func(o *Outbox) []fxcqrs.Check { return o.Checks() }),
-		// The bus records what its subscriptions dead-letter here, for the
-		// repair tools: from the database alone, so that the bus needs no
-		// *Outbox (which needs the bus).
-		// It is the bus's Parking too (see fxbus.InOrder), replaying into
-		// the relay's lanes.
-		fx.Provide(func(db *sql.DB, cfg Config) (fxbus.DeadLetterRecorder, error) {
-			a, err := NewAdmin(db, cfg.Dialect, cfg.Tables, cfg.Now)
-			if err != nil {
-				return nil, err
-			}
-			return a.WithLanes(cfg.Relay), nil
-		}),
-		fxcqrs.AsMiddleware(func(o *Outbox) fxcqrs.Middleware { return o.UnitOfWork() }),
-		fx.Invoke(func(o *Outbox, m *fxcqrs.Mediator) { o.DeliverTo(m) }),
-	),
-	fx.Decorate(takeOverForwarding),
-)
-
-// takeOverForwarding gives the mediator the outbox's Forwarder in place of
-// the bus: the outbox writes the routed events. Taking the *Outbox builds it before the mediator, so
-// that its hook is appended first and stops last, after the bus has
-// stopped taking messages and the mediator has drained, in whatever order
-// the application lists the modules.
-func takeOverForwarding(_ fxcqrs.Forwarder, o *Outbox) fxcqrs.Forwarder { return o.Forwarder() }
-
-type outboxParams struct {
-	fx.In
-
-	DB           *sql.DB
-	Bus          *fxbus.Bus
-	Config       Config
-	Logger       *zap.Logger   `optional:"true"`
-	Deliverables []Deliverable `group:"fxoutbox.deliverables"`
-	Lifecycle    fx.Lifecycle
-}
-
-func provideOutbox(p outboxParams) (*Outbox, error) {
-	cfg := p.Config
-	cfg.Deliverables = append(append([]Deliverable(nil), cfg.Deliverables...), p.Deliverables...)
-	o, err := New(p.DB, p.Bus, cfg, p.Logger)
-	if err != nil {
-		return nil, err
-	}
-	p.Lifecycle.Append(fx.Hook{OnStart: o.Start, OnStop: o.Stop})
-	return o, nil
-}
+func (o *Outbox) Stop(ctx context.Context) error { return o.relay.Close(ctx) }

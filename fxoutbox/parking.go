@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/relay"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -36,7 +37,7 @@ const ParkedBehind = "parked behind message"
 // row in lane 0 until told.
 func (a *Admin) WithLanes(cfg RelayConfig) *Admin {
 	c := *a
-	c.lanes = cfg.lanesOf
+	c.lanes = func(topic string) int { return relay.LanesOf(cfg, topic) }
 	return &c
 }
 
@@ -49,7 +50,7 @@ func (a *Admin) laneOf(topic, meta string) int {
 	if json.Unmarshal([]byte(meta), &md) != nil {
 		return 0
 	}
-	return laneOf(md[fxbus.MetadataKey], a.lanes(topic))
+	return schema.LaneOf(md[fxbus.MetadataKey], a.lanes(topic))
 }
 
 // RecordParked records msg, of topic and key, which a subscription with

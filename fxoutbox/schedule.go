@@ -2,15 +2,14 @@ package fxoutbox
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs/fxbus"
-	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 )
 
 // Scheduled messages: rows of the Scheduled table, each with its due time,
@@ -77,8 +76,8 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 	if msg == nil {
 		return "", errors.New("fxoutbox.Schedule: nil message")
 	}
-	t := typeOf(msg)
-	d := u.reg.Load().byName[u.bus.NameOf(t)]
+	t := reflect.TypeOf(msg)
+	d := u.local.registry().byName[u.bus.NameOf(t)]
 	local := d != nil && d.typ == t
 	var rows []fxbus.Outgoing
 	if !local || !d.command {
@@ -98,7 +97,7 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 			return "", fmt.Errorf("fxoutbox.Schedule: encode %T: %w", msg, err)
 		}
 		m.Metadata.Set(MetadataDepth, strconv.Itoa(depth))
-		rows = append(rows, fxbus.Outgoing{Topic: u.delivery.Topic, Message: m})
+		rows = append(rows, fxbus.Outgoing{Topic: u.local.topic, Message: m})
 	}
 	if len(rows) == 0 {
 		return "", fmt.Errorf("fxoutbox.Schedule: nothing delivers %v: route it (fxbus.Route), or register it with fxoutbox.Durable or fxoutbox.Schedulable", t)
@@ -118,79 +117,4 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 		un.due = due
 	}
 	return id, nil
-}
-
-// scheduleLease is the leases table's name for the right to move due
-// schedules into the outbox, which one relay holds at a time.
-const scheduleLease = "fxcqrs:scheduled"
-
-// promote moves the scheduled rows due by the outbox's clock into the
-// outbox, in due order, a batch per transaction, while this relay holds
-// the schedule lease; it returns how many it moved. Each batch's DELETE
-// must delete every row its INSERT copied, or the batch rolls back: a
-// relay that lost the lease in between cannot move a row twice.
-func (r *relay) promote(ctx context.Context) (int, error) {
-	moved := 0
-	for {
-		ok, err := r.lease(ctx, scheduleLease)
-		if err != nil || !ok {
-			return moved, err
-		}
-		ids, err := r.dueIDs(ctx)
-		if err != nil || len(ids) == 0 {
-			return moved, err
-		}
-		if err := r.move(ctx, ids); err != nil {
-			return moved, err
-		}
-		moved += len(ids)
-		if len(ids) < r.cfg.BatchSize {
-			return moved, nil
-		}
-	}
-}
-
-func (r *relay) dueIDs(ctx context.Context) ([]any, error) {
-	rs, err := r.db.QueryContext(ctx, r.q.DueIDs, r.now().UnixNano(), r.cfg.BatchSize)
-	if err != nil {
-		return nil, err
-	}
-	defer rs.Close()
-	var ids []any
-	for rs.Next() {
-		var id int64
-		if err := rs.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rs.Err()
-}
-
-func (r *relay) move(ctx context.Context, ids []any) error {
-	tx, err := r.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, schema.In(r.q.Dialect, r.q.PromoteIn, len(ids)), ids...); err != nil {
-		return errors.Join(err, rollback(tx))
-	}
-	res, err := tx.ExecContext(ctx, schema.In(r.q.Dialect, r.q.UnscheduleIn, len(ids)), ids...)
-	if err != nil {
-		return errors.Join(err, rollback(tx))
-	}
-	if n, err := res.RowsAffected(); err != nil || int(n) != len(ids) {
-		return errors.Join(err, rollback(tx), fmt.Errorf("moved %d of %d due schedules: another relay took them", n, len(ids)))
-	}
-	return tx.Commit()
-}
-
-// nextDue returns when the earliest scheduled row is due, in ns by the
-// outbox's clock, or 0 when none waits: an index lookup.
-func (r *relay) nextDue(ctx context.Context) (int64, error) {
-	var due sql.NullInt64
-	if err := r.db.QueryRowContext(ctx, r.q.NextDue).Scan(&due); err != nil {
-		return 0, err
-	}
-	return due.Int64, nil
 }

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
-	"sync"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -16,7 +16,6 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
-	"go.uber.org/zap"
 )
 
 type txKey struct{}
@@ -27,7 +26,7 @@ type unit struct {
 	tx    *sql.Tx
 	u     *unitOfWork
 	wrote int
-	lanes []lane                  // where it wrote, each once: the relay's hint
+	lanes []schema.Lane           // where it wrote, each once: the relay's hint
 	due   int64                   // the earliest due time of what it scheduled, in ns; 0: none
 	after []func(context.Context) // AfterCommit's
 }
@@ -54,20 +53,24 @@ const OrderUnitOfWork = fxcqrs.OrderRetry + 100
 // unitOfWork is the middleware that wraps a handler in a transaction and
 // writes the routed events it emitted to the outbox before it commits.
 type unitOfWork struct {
-	db       *sql.DB
-	q        schema.Queries
-	bus      *fxbus.Bus
-	wake     func()
-	inbox    bool
-	eagerEv  bool                          // event handlers get a transaction before they run
-	now      func() time.Time              // the outbox's clock: what the inbox records
-	reg      *atomic.Pointer[deliverables] // the Outbox's
-	delivery DeliveryConfig
-	wakeAt   func(dueNs int64) // a commit scheduled something: the relay's timer
-	hint     func(lanes []lane)
-	lanes    func(topic string) int // how many lanes topic's keyed rows are spread over
+	db      *sql.DB
+	q       schema.Queries
+	bus     *fxbus.Bus
+	local   *deliverer // what is durable, and where it goes
+	relay   announcer  // told what each commit wrote
+	inbox   bool
+	eagerEv bool                   // event handlers get a transaction before they run
+	now     func() time.Time       // the outbox's clock: what the inbox records
+	lanes   func(topic string) int // how many lanes topic's keyed rows are spread over
 
 	duplicates atomic.Uint64 // inbound handlings skipped: the inbox had them
+}
+
+// announcer is told what a commit wrote: rows in lanes, to send now, and
+// schedules, to move when due (the relay).
+type announcer interface {
+	Wrote(lanes []schema.Lane)
+	ScheduledAt(dueNs int64)
 }
 
 func (u *unitOfWork) MiddlewareOrder() int { return OrderUnitOfWork }
@@ -146,13 +149,10 @@ func (u *unitOfWork) inboxed(ctx context.Context, kind fxcqrs.Kind) bool {
 // their time.
 func (u *unitOfWork) committed(un *unit) {
 	if un.wrote > 0 {
-		if u.hint != nil {
-			u.hint(un.lanes)
-		}
-		u.wake()
+		u.relay.Wrote(un.lanes)
 	}
-	if un.due != 0 && u.wakeAt != nil {
-		u.wakeAt(un.due)
+	if un.due != 0 {
+		u.relay.ScheduledAt(un.due)
 	}
 }
 
@@ -182,7 +182,7 @@ func (u *unitOfWork) lazy(ctx context.Context, next fxcqrs.Next) (any, error) {
 // durable.
 func (u *unitOfWork) writes(events []any) bool {
 	for _, ev := range events {
-		if t := typeOf(ev); u.bus.Forwards(t) || u.reg.Load().durable(t) {
+		if t := reflect.TypeOf(ev); u.bus.Forwards(t) || u.local.registry().durable(t) {
 			return true
 		}
 	}
@@ -221,70 +221,58 @@ func (u *unitOfWork) writeRouted(ctx context.Context, un *unit, events []any) er
 	return nil
 }
 
-// leftovers is the mediator's Forwarder under the outbox. The unit of work
-// writes what the calls it wraps emitted, and marks it so; what no unit of
-// work wrapped (a stream's items) reaches leftovers, which writes the
-// routed events in a transaction of their own: through the outbox, never
-// published directly, never lost. A durable event there has no
-// transaction to be written in, and its handlers run from memory: it says
-// so, once per type, instead of weakening the promise in silence.
-type leftovers struct {
-	u      *unitOfWork
-	log    *zap.Logger
-	warned sync.Map // reflect.Type → struct{}
-}
-
-func (l *leftovers) Forwards(t reflect.Type) bool {
-	return l.u.bus.Forwards(t) || l.u.reg.Load().durable(t)
-}
-
-func (l *leftovers) Forward(ctx context.Context, events []any) error {
-	routed := events[:0:0]
-	for _, ev := range events {
-		t := typeOf(ev)
-		if l.u.bus.Forwards(t) {
-			routed = append(routed, ev)
-		}
-		if l.u.reg.Load().durable(t) {
-			if _, seen := l.warned.LoadOrStore(t, struct{}{}); !seen {
-				l.log.Warn("a durable event was emitted where no unit of work runs (a stream item, or a call the unit of work is not scoped to): "+
-					"its handlers run from memory, best-effort, and a crash after the call loses them; emit it from a command",
-					zap.Stringer("event", t))
-			}
-		}
-	}
-	if len(routed) == 0 {
-		return nil
-	}
-	events = routed
-	tx, err := l.u.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("fxoutbox: begin: %w", err)
-	}
-	un := &unit{tx: tx, u: l.u}
-	if err := l.u.writeRouted(ctx, un, events); err != nil {
-		return errors.Join(err, rollback(tx))
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("fxoutbox: commit: %w", err)
-	}
-	l.u.committed(un)
-	return nil
-}
-
 // insert writes msg as a row of topic in un's transaction.
 func (u *unitOfWork) insert(ctx context.Context, un *unit, topic string, msg *message.Message) error {
 	meta, err := json.Marshal(msg.Metadata)
 	if err != nil {
 		return fmt.Errorf("fxoutbox: metadata of %s: %w", msg.UUID, err)
 	}
-	l := lane{topic, u.laneOf(topic, msg)}
-	if _, err := un.tx.ExecContext(ctx, u.q.Insert, topic, l.n, msg.UUID, []byte(msg.Payload), string(meta), u.now().UnixNano()); err != nil {
+	l := schema.Lane{Topic: topic, N: u.laneOf(topic, msg)}
+	if _, err := un.tx.ExecContext(ctx, u.q.Insert, topic, l.N, msg.UUID, []byte(msg.Payload), string(meta), u.now().UnixNano()); err != nil {
 		return fmt.Errorf("fxoutbox: write to the outbox: %w", err)
 	}
 	un.wrote++
 	if !slices.Contains(un.lanes, l) {
 		un.lanes = append(un.lanes, l)
+	}
+	return nil
+}
+
+// laneOf is the lane of topic that msg's row goes in: by its key, if it
+// has one.
+func (u *unitOfWork) laneOf(topic string, msg *message.Message) int {
+	key := msg.Metadata.Get(fxbus.MetadataKey)
+	if key == "" || u.lanes == nil {
+		return 0
+	}
+	return schema.LaneOf(key, u.lanes(topic))
+}
+
+// writeLocal withdraws the durable events the handler of ctx emitted from
+// the mediator's in-memory processing and writes them as rows of the
+// delivery topic in un's transaction.
+func (u *unitOfWork) writeLocal(ctx context.Context, un *unit) error {
+	reg := u.local.registry()
+	if len(reg.events) == 0 {
+		return nil
+	}
+	events := fxcqrs.Withdraw(ctx, reg.durable)
+	if len(events) == 0 {
+		return nil
+	}
+	depth, err := followUpDepth(ctx, events[0])
+	if err != nil {
+		return err
+	}
+	for _, ev := range events {
+		msg, err := u.bus.Encode(ctx, ev)
+		if err != nil {
+			return fmt.Errorf("fxoutbox: encode %T: %w", ev, err)
+		}
+		msg.Metadata.Set(MetadataDepth, strconv.Itoa(depth))
+		if err := u.insert(ctx, un, u.local.topic, msg); err != nil {
+			return err
+		}
 	}
 	return nil
 }

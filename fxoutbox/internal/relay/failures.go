@@ -1,4 +1,4 @@
-package fxoutbox
+package relay
 
 import (
 	"context"
@@ -20,7 +20,7 @@ func (e *brokerError) Unwrap() error { return e.err }
 // logFailure says what stopped a pass: the broker, the database's
 // connection, or the database itself (a missing table, a constraint),
 // which no wait mends and which is logged at error level.
-func (r *relay) logFailure(err error, retryIn time.Duration) {
+func (r *Relay) logFailure(err error, retryIn time.Duration) {
 	var be *brokerError
 	switch {
 	case errors.As(err, &be) && onlyBroker(err):
@@ -52,7 +52,7 @@ func onlyBroker(err error) bool {
 const inboxCleanEvery = 10 * time.Minute
 
 // maybeCleanInbox cleans the inbox when it is due.
-func (r *relay) maybeCleanInbox() {
+func (r *Relay) maybeCleanInbox() {
 	now := r.now()
 	if r.cleanInbox == nil || (!r.cleanedAt.IsZero() && now.Sub(r.cleanedAt) < inboxCleanEvery) {
 		return

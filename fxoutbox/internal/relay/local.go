@@ -1,77 +1,13 @@
-package fxoutbox
+package relay
 
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 	"go.uber.org/zap"
 )
-
-// The relay's delivery to this service's own mediator (see local.go), and
-// its timer for the schedules it knows of.
-
-// notifyAt tells the relay that a commit scheduled a row due at dueNs (by
-// the outbox's clock): it wakes then, or at once if that is earlier than
-// what it waits for.
-func (r *relay) notifyAt(dueNs int64) {
-	for {
-		cur := r.nextAt.Load()
-		if cur != 0 && cur <= dueNs {
-			return
-		}
-		if r.nextAt.CompareAndSwap(cur, dueNs) {
-			r.notify()
-			return
-		}
-	}
-}
-
-// earliestDue is when the earliest schedule is due as far as this relay
-// knows, in ns by the outbox's clock (0: none): the earliest this process
-// wrote, and what the Scheduled table said at most a poll interval ago
-// (an index lookup, not one per pass: a busy relay passes far more often).
-func (r *relay) earliestDue(ctx context.Context) int64 {
-	now := r.now()
-	if r.schedCheckedAt.IsZero() || now.Sub(r.schedCheckedAt) >= r.cfg.PollInterval || now.Before(r.schedCheckedAt) {
-		if due, err := r.nextDue(ctx); err == nil {
-			r.schedNext, r.schedCheckedAt = due, now
-		}
-	}
-	due := r.schedNext
-	if known := r.nextAt.Load(); known != 0 && (due == 0 || known < due) {
-		due = known
-	}
-	return due
-}
-
-// idle is how long a relay that drained everything waits before its next
-// pass: the poll interval, or less when a schedule falls due sooner.
-func (r *relay) idle(ctx context.Context) time.Duration {
-	wait := r.cfg.PollInterval
-	due := r.earliestDue(ctx)
-	if due == 0 {
-		return wait
-	}
-	return max(0, min(wait, time.Duration(due-r.now().UnixNano())))
-}
-
-// promoteDue moves the due schedules, if any is due as far as the relay
-// knows.
-func (r *relay) promoteDue(ctx context.Context) error {
-	due := r.earliestDue(ctx)
-	if due == 0 || due > r.now().UnixNano() {
-		return nil
-	}
-	r.nextAt.CompareAndSwap(due, 0) // what it waited for is due: the table says what is next
-	moved, err := r.promote(ctx)
-	r.schedCheckedAt = time.Time{} // look again: more may wait
-	if moved > 0 {
-		r.discoveredAt = time.Time{} // the moved rows' topics: from the table
-	}
-	return err
-}
 
 // sendLocal delivers the delivery topic's rows to the mediator,
 // Concurrency at a time, and deletes the delivered ones in one statement
@@ -83,7 +19,7 @@ func (r *relay) promoteDue(ctx context.Context) error {
 // its next attempt with a backoff, or goes to the dead letter table after
 // MaxAttempts (at once when it is malformed); one the mediator refused
 // because it is stopping waits for the next relay.
-func (r *relay) sendLocal(ctx context.Context, topic string, rows []row) (int, error) {
+func (r *Relay) sendLocal(ctx context.Context, topic string, rows []row) (int, error) {
 	type result struct {
 		rw  row
 		err error
@@ -130,7 +66,7 @@ func (r *relay) sendLocal(ctx context.Context, topic string, rows []row) (int, e
 				read = budget // the lease is in doubt: finish what runs, read no more
 				continue
 			}
-			next, err := r.rowsAfter(ctx, lane{topic, 0}, last)
+			next, err := r.rowsAfter(ctx, schema.Lane{Topic: topic}, last)
 			if err != nil {
 				failed = append(failed, err)
 				read = budget
@@ -163,27 +99,37 @@ func (r *relay) sendLocal(ctx context.Context, topic string, rows []row) (int, e
 
 // deliverSafely is deliver with a panic of ours turned into an error (a
 // handler's own panic is the mediator's *PanicError already).
-func (r *relay) deliverSafely(ctx context.Context, rw row) (err error) {
+func (r *Relay) deliverSafely(ctx context.Context, rw row) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			err = &malformed{err: errors.New("delivery panicked")}
+			err = &PermanentError{Err: errors.New("delivery panicked")}
 			r.log.Error("relay: a delivery panicked", zap.Any("panic", v), zap.String("messageId", rw.msgID))
 		}
 	}()
-	return r.deliver(ctx, rw)
+	return r.local.Deliver(ctx, rw.msgID, rw.payload, rw.metadata)
 }
 
 // failLocal schedules a failed row's next attempt, or dead-letters it.
-func (r *relay) failLocal(ctx context.Context, topic string, rw row, cause error) error {
-	var bad *malformed
+func (r *Relay) failLocal(ctx context.Context, topic string, rw row, cause error) error {
+	var bad *PermanentError
 	failed := rw.attempts + 1
 	if errors.As(cause, &bad) || failed >= r.delivery.MaxAttempts {
 		return r.deadLetter(ctx, topic, rw, cause)
 	}
-	wait := r.delivery.backoff(failed)
+	wait := retryAfter(r.delivery, failed)
 	r.log.Warn("relay: a durable delivery failed; it is tried again",
 		zap.String("messageId", rw.msgID), zap.Int("attempt", failed), zap.Duration("retryIn", wait), zap.Error(cause))
 	_, err := r.db.ExecContext(ctx, r.q.Retry, r.now().Add(wait).UnixNano(), rw.id)
 	r.inHand.Add(-1)
 	return err
 }
+
+// PermanentError is a row that cannot be delivered however often it is
+// tried (it does not decode, no handler is registered for its name, its
+// delivery panicked): the relay dead-letters it at once instead of
+// retrying it. Its text keeps the "malformed: " that the dead letters
+// have always recorded.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return "malformed: " + e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }

@@ -1,0 +1,181 @@
+package relay
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs/internal/confdecode"
+)
+
+// Config configures the relay (fxoutbox.RelayConfig). Every field is
+// optional.
+type Config struct {
+	// PollInterval is how often the relay looks for rows that no commit
+	// in this process announced: rows of other processes, and of a
+	// process that crashed. Default 1s. A commit in this process wakes it
+	// at once.
+	PollInterval time.Duration `json:"pollInterval" yaml:"pollInterval"`
+	// BatchSize is how many rows of a topic one batch reads: they are
+	// published in id order, as one batch when the bus's publisher is an
+	// fxbus.BatchPublisher (NATS JetStream through natsjs), else one by
+	// one, and the ones the broker took are deleted in one statement.
+	// Default 100.
+	BatchSize int `json:"batchSize" yaml:"batchSize"`
+	// Lease is how long a relay owns a topic's lane (a topic nobody keys
+	// is one lane) without renewing it; it renews it before each batch,
+	// at most once per quarter lease. A relay that dies leaves its lanes to
+	// the others (or to its own restart) once it expires: with the
+	// defaults, delivery resumes within Lease + PollInterval, 5s. Default
+	// 4s.
+	Lease time.Duration `json:"lease" yaml:"lease"`
+	// Lanes is how many lanes a topic's keyed rows are spread over
+	// (fxbus.KeyBy gives a route's events their keys), unless TopicLanes
+	// says otherwise. Each lane is sent in order under a lease of its
+	// own, so that the rows of one key keep their order while the relays
+	// of several replicas share the topic's lanes, each its fair part.
+	// Rows without a key go in lane 0 and keep their topic's order.
+	// Default 1: the topic is one lane, sent by one relay at a time.
+	//
+	// A key's lane is a hash of the key modulo the number of lanes: to
+	// change the number of a topic with rows of it waiting would put a
+	// key's new rows in another lane than its old ones, which could then
+	// overtake them. Change it on a drained topic: stop writing to it (or
+	// run the new number only once Admin.Backlog shows none of its rows
+	// waiting), then deploy the new number everywhere.
+	Lanes int `json:"lanes" yaml:"lanes"`
+	// TopicLanes sets the number of lanes of some topics, by topic; the
+	// others have Lanes. Each must be at least 1.
+	TopicLanes map[string]int `json:"topicLanes" yaml:"topicLanes"`
+	// RetryInitial is the first wait after the broker refused. Default
+	// 100ms; it doubles up to RetryMax.
+	RetryInitial time.Duration `json:"retryInitial" yaml:"retryInitial"`
+	// RetryMax bounds the wait between tries. Default 10s.
+	RetryMax time.Duration `json:"retryMax" yaml:"retryMax"`
+	// Undeliverable says whether a publish error is the message's own (it
+	// is too large, the broker refuses it as invalid): such a row goes to
+	// the dead letter table, with an error log. Default: none is; every
+	// error is the broker's or the connection's, retried forever while
+	// rows wait.
+	Undeliverable func(error) bool `json:"-" yaml:"-"`
+}
+
+// WithDefaults is c with the defaults for its zero fields. A function,
+// not a method: fxoutbox.RelayConfig hands Config on, whose method set
+// users see.
+func WithDefaults(c Config) Config {
+	if c.PollInterval <= 0 {
+		c.PollInterval = time.Second
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 100
+	}
+	if c.Lease <= 0 {
+		c.Lease = 4 * time.Second
+	}
+	if c.RetryInitial <= 0 {
+		c.RetryInitial = 100 * time.Millisecond
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 10 * time.Second
+	}
+	if c.Undeliverable == nil {
+		c.Undeliverable = func(error) bool { return false }
+	}
+	return c
+}
+
+// UnmarshalJSON decodes a RelayConfig; its durations may be duration
+// strings ("1s") or nanoseconds.
+func (c *Config) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, confdecode.Shadow(c)) }
+
+// UnmarshalYAML decodes a RelayConfig; its durations may be duration
+// strings (1s) or nanoseconds.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	return unmarshal(confdecode.Shadow(c))
+}
+
+// LanesOf is how many lanes topic's keyed rows are spread over under c.
+func LanesOf(c Config, topic string) int {
+	if n, ok := c.TopicLanes[topic]; ok && n > 0 {
+		return n
+	}
+	if c.Lanes > 0 {
+		return c.Lanes
+	}
+	return 1
+}
+
+// ValidateLanes checks c's numbers of lanes.
+func ValidateLanes(c Config) error {
+	if c.Lanes < 0 {
+		return fmt.Errorf("fxoutbox: Relay.Lanes must not be negative: got %d", c.Lanes)
+	}
+	for topic, n := range c.TopicLanes {
+		if n < 1 {
+			return fmt.Errorf("fxoutbox: Relay.TopicLanes[%q] must be at least 1: got %d", topic, n)
+		}
+	}
+	return nil
+}
+
+// DeliveryConfig configures durable in-process delivery and scheduled
+// commands. Every field is optional.
+type DeliveryConfig struct {
+	// Topic is the outbox topic of the rows this service delivers to
+	// itself. Default "fxcqrs.local". Services that share one outbox
+	// table must each set their own: a relay delivers the Topic's rows to
+	// its own mediator.
+	Topic string `json:"topic" yaml:"topic"`
+	// MaxAttempts is how many times a row is delivered before it goes to
+	// the dead letter table with its last error. Default 5.
+	MaxAttempts int `json:"maxAttempts" yaml:"maxAttempts"`
+	// RetryInitial is the wait, by the outbox's clock, before a failed
+	// row's second attempt; it doubles per attempt up to RetryMax.
+	// Default 1s. A retried row waits at least until the relay's next
+	// poll.
+	RetryInitial time.Duration `json:"retryInitial" yaml:"retryInitial"`
+	// RetryMax bounds the wait between attempts. Default 5m.
+	RetryMax time.Duration `json:"retryMax" yaml:"retryMax"`
+	// Concurrency is how many rows are delivered at once (a row committed
+	// while others are delivered starts as soon as a place is free). Each
+	// row's handlers run under the mediator's limit on event handlers
+	// (Config.Events.MaxConcurrentHandlers, 1 by default: durable handlers
+	// then run one at a time in the service; raise it for throughput).
+	// Default 8.
+	Concurrency int `json:"concurrency" yaml:"concurrency"`
+	// AllEvents makes every concrete event type the mediator has handlers
+	// for durable, as if each were registered with Durable: the
+	// module-wide default. An event handled only by a handler of an
+	// interface type it implements is not included: register it.
+	AllEvents bool `json:"allEvents" yaml:"allEvents"`
+}
+
+// DeliveryDefaults is c with the defaults for its zero fields.
+func DeliveryDefaults(c DeliveryConfig) DeliveryConfig {
+	if c.Topic == "" {
+		c.Topic = "fxcqrs.local"
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 5
+	}
+	if c.RetryInitial <= 0 {
+		c.RetryInitial = time.Second
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 5 * time.Minute
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 8
+	}
+	return c
+}
+
+// retryAfter is the wait before attempt n+1, after n failed ones.
+func retryAfter(c DeliveryConfig, failed int) time.Duration {
+	d := c.RetryInitial
+	for i := 1; i < failed && d < c.RetryMax; i++ {
+		d *= 2
+	}
+	return min(d, c.RetryMax)
+}

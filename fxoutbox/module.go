@@ -1,0 +1,72 @@
+package fxoutbox
+
+import (
+	"database/sql"
+
+	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"go.uber.org/fx"
+	"go.uber.org/zap"
+)
+
+// Module is the transactional outbox and inbox for an fx application. It
+// takes a *sql.DB and a Config from the graph, and the fxbus.Bus of
+// fxbus.Module, whose routes it takes over: routed events are written to
+// the outbox in the handler's transaction instead of being published, and
+// the relay, which the lifecycle starts and stops, delivers them.
+//
+// It takes the routes over by decorating the fxcqrs.Forwarder that
+// fxbus.Module provides with the outbox's own (Outbox.Forwarder), so that
+// nothing is published directly (and so that the relay stops after the mediator, see
+// takeOverForwarding). Use it at the application's top level, where
+// fxcqrs.Module sees the decoration.
+var Module = fx.Options(
+	fx.Module("fxoutbox",
+		fx.Provide(provideOutbox),
+		fxcqrs.AsChecks(func(o *Outbox) []fxcqrs.Check { return o.Checks() }),
+		// The bus records what its subscriptions dead-letter here, for the
+		// repair tools: from the database alone, so that the bus needs no
+		// *Outbox (which needs the bus).
+		// It is the bus's Parking too (see fxbus.InOrder), replaying into
+		// the relay's lanes.
+		fx.Provide(func(db *sql.DB, cfg Config) (fxbus.DeadLetterRecorder, error) {
+			a, err := NewAdmin(db, cfg.Dialect, cfg.Tables, cfg.Now)
+			if err != nil {
+				return nil, err
+			}
+			return a.WithLanes(cfg.Relay), nil
+		}),
+		fxcqrs.AsMiddleware(func(o *Outbox) fxcqrs.Middleware { return o.UnitOfWork() }),
+		fx.Invoke(func(o *Outbox, m *fxcqrs.Mediator) { o.DeliverTo(m) }),
+	),
+	fx.Decorate(takeOverForwarding),
+)
+
+// takeOverForwarding gives the mediator the outbox's Forwarder in place of
+// the bus: the outbox writes the routed events. Taking the *Outbox builds it before the mediator, so
+// that its hook is appended first and stops last, after the bus has
+// stopped taking messages and the mediator has drained, in whatever order
+// the application lists the modules.
+func takeOverForwarding(_ fxcqrs.Forwarder, o *Outbox) fxcqrs.Forwarder { return o.Forwarder() }
+
+type outboxParams struct {
+	fx.In
+
+	DB           *sql.DB
+	Bus          *fxbus.Bus
+	Config       Config
+	Logger       *zap.Logger   `optional:"true"`
+	Deliverables []Deliverable `group:"fxoutbox.deliverables"`
+	Lifecycle    fx.Lifecycle
+}
+
+func provideOutbox(p outboxParams) (*Outbox, error) {
+	cfg := p.Config
+	cfg.Deliverables = append(append([]Deliverable(nil), cfg.Deliverables...), p.Deliverables...)
+	o, err := New(p.DB, p.Bus, cfg, p.Logger)
+	if err != nil {
+		return nil, err
+	}
+	p.Lifecycle.Append(fx.Hook{OnStart: o.Start, OnStop: o.Stop})
+	return o, nil
+}
