@@ -23,10 +23,13 @@ func drive[C any](ctx context.Context, r *Runner, s *Saga[C], st State, report f
 	return driveSteps(ctx, r, s, st, report)
 }
 
+// driveSteps acts st's steps from st.Step on, each in a transaction of
+// its own, until the saga completes, waits, or a step fails; then it
+// compensates.
 func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, report func(Progress[C])) (C, error) {
-	var c C
-	if err := json.Unmarshal(st.Context, &c); err != nil {
-		return c, fmt.Errorf("fxsaga: saga %s: context: %w", st.ID, err)
+	c, err := contextOf[C](st)
+	if err != nil {
+		return c, err
 	}
 	var failed error
 	for st.Status == Running && st.Step < len(s.steps) {
@@ -34,35 +37,11 @@ func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, rep
 			return c, err // stopping: left Running, consistent, for recovery
 		}
 		i := st.Step
-		w, waits := s.waits[i]
-		timedOut := waits && slices.Contains(st.TimedOut, i)
-		action, act := "act", s.steps[i].Act
-		if timedOut {
-			action, act = "timeout", w.timeoutStep().Act
-		}
+		action, act := s.actOf(st, i)
 		next := c
 		saved, err := r.step(ctx, st, i, s.names[i], action, func(ctx context.Context) (State, error) {
-			if err := act(ctx, &next); err != nil {
-				return st, err
-			}
-			data, err := json.Marshal(next)
-			if err != nil {
-				return st, err
-			}
-			st2 := st
-			st2.Context = data
-			if waits && !timedOut {
-				return beginWait(ctx, r, s, st2, i, w, &next)
-			}
-			st2.Step = i + 1
-			if st2.Step == len(s.steps) {
-				st2.Status = Completed
-			}
-			return st2, nil
+			return advance(ctx, r, s, st, act, &next)
 		})
-		if err == nil {
-			st = saved // only once the step's transaction committed
-		}
 		if errors.Is(err, ErrFenced) {
 			return c, err // another owner drives it now
 		}
@@ -71,28 +50,13 @@ func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, rep
 			return c, errors.Join(ctx.Err(), err)
 		}
 		if err != nil {
-			// The compensations see the context as committed, not as the
-			// failed act left it (a map or a slice it changed is shared).
-			var committed C
-			if err := json.Unmarshal(st.Context, &committed); err != nil {
-				return c, fmt.Errorf("fxsaga: saga %s: context: %w", st.ID, err)
-			}
-			c = committed
 			failed = err
-			st.Status, st.Error = Compensating, fmt.Sprintf("step %s: %v", s.names[i], err)
-			st.Step = i - 1 // the last completed step
-			if timedOut {
-				// The waiting step's own act committed before it waited;
-				// OnTimeout's did not.
-				st.Step, st.TimedOut = i, slices.DeleteFunc(slices.Clone(st.TimedOut), func(k int) bool { return k == i })
-			}
-			st.Version++
-			if err := r.store.Save(ctx, st); err != nil {
+			if st, c, err = failStep(ctx, r, s, st, c, err); err != nil {
 				return c, err
 			}
 			break
 		}
-		c = next
+		st, c = saved, next // only once the step's transaction committed
 		if st.Status == Waiting {
 			return c, waitingOf(st, s.names[i])
 		}
@@ -107,6 +71,78 @@ func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, rep
 		return c, waitingOf(st, s.names[st.Step])
 	}
 	return compensate(ctx, r, s, st, c, failed, report)
+}
+
+// contextOf reads st's context back.
+func contextOf[C any](st State) (C, error) {
+	var c C
+	if err := json.Unmarshal(st.Context, &c); err != nil {
+		return c, fmt.Errorf("fxsaga: saga %s: context: %w", st.ID, err)
+	}
+	return c, nil
+}
+
+// timedOut reports whether step i of st waited and its deadline passed,
+// so that its OnTimeout step acts instead of the event's Then.
+func (s *Saga[C]) timedOut(st State, i int) bool {
+	_, waits := s.waits[i]
+	return waits && slices.Contains(st.TimedOut, i)
+}
+
+// actOf is what acts at step i of st, and its action's name: the step's
+// Act, or its OnTimeout step's once the step timed out.
+func (s *Saga[C]) actOf(st State, i int) (string, func(context.Context, *C) error) {
+	if s.timedOut(st, i) {
+		return "timeout", s.waits[i].timeoutStep().Act
+	}
+	return "act", s.steps[i].Act
+}
+
+// advance runs act, st's step's, over c, and returns the state that
+// follows, for the step's transaction to save: waiting for the step's
+// event when it waits (and has not timed out), else at the next step, or
+// Completed after the last.
+func advance[C any](ctx context.Context, r *Runner, s *Saga[C], st State, act func(context.Context, *C) error, c *C) (State, error) {
+	i := st.Step
+	if err := act(ctx, c); err != nil {
+		return st, err
+	}
+	data, err := json.Marshal(*c)
+	if err != nil {
+		return st, err
+	}
+	next := st
+	next.Context = data
+	if w, waits := s.waits[i]; waits && !s.timedOut(st, i) {
+		return beginWait(ctx, r, s, next, i, w, c)
+	}
+	next.Step = i + 1
+	if next.Step == len(s.steps) {
+		next.Status = Completed
+	}
+	return next, nil
+}
+
+// failStep saves st, whose step failed with cause, as Compensating from
+// the last step that committed. The compensations see the context as
+// committed, not as the failed act left c (a map or a slice it changed is
+// shared): failStep returns that one.
+func failStep[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C, cause error) (State, C, error) {
+	committed, err := contextOf[C](st)
+	if err != nil {
+		return st, c, err
+	}
+	i := st.Step
+	timedOut := s.timedOut(st, i)
+	st.Status, st.Error = Compensating, fmt.Sprintf("step %s: %v", s.names[i], cause)
+	st.Step = i - 1 // the last completed step
+	if timedOut {
+		// The waiting step's own act committed before it waited;
+		// OnTimeout's did not.
+		st.Step, st.TimedOut = i, slices.DeleteFunc(slices.Clone(st.TimedOut), func(k int) bool { return k == i })
+	}
+	st.Version++
+	return st, committed, r.store.Save(ctx, st)
 }
 
 // beginWait is st, whose step i has acted, saved as waiting for w's

@@ -206,6 +206,31 @@ func TestAwaitOnTimeout(t *testing.T) {
 	assert.Equal(t, []string{"act reserve", "act remind", "undo remind", "undo reserve"}, w2.history())
 }
 
+// When the OnTimeout step itself fails, compensation starts at the step
+// that waited (its own act committed before it waited), not at the
+// OnTimeout step, whose act did not commit; the error names the OnTimeout
+// step's failure.
+func TestAwaitOnTimeoutFails(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newClock()
+	r, _, store := waitRig(t, c)
+	w := newWorld()
+	w.failAct["remind"] = true
+	s := waitingSaga(w, Remind{step{"remind", w, func(*Order) {}}})
+	_, err := fxsaga.Run(ctx, r, s, Order{ID: 7})
+	var pending *fxsaga.Pending
+	require.ErrorAs(t, err, &pending)
+	c.Advance(time.Hour)
+	require.NoError(t, fxsaga.Recover(ctx, r, s), "a compensated saga is an outcome, not a recovery failure")
+	st, err := store.Load(ctx, pending.SagaID)
+	require.NoError(t, err)
+	assert.Equal(t, fxsaga.Compensated, st.Status)
+	assert.Empty(t, st.TimedOut, "the timed-out step is compensated as a plain one")
+	assert.Contains(t, st.Error, "remind refused")
+	assert.Equal(t, []string{"act reserve", "undo reserve"}, w.history())
+}
+
 // Stream ends with the *Pending of a saga that waits.
 func TestStreamWaits(t *testing.T) {
 	t.Parallel()
