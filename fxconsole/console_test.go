@@ -123,6 +123,11 @@ func TestActions(t *testing.T) {
 	rec = post(t, rw, "/dead/replay", form, "Origin", "https://evil.example", "Host", "console.example")
 	assert.Equal(t, http.StatusForbidden, rec.Code, "cross-origin, by Origin")
 	assert.Equal(t, 1, outboxtest.Count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_dead"))
+	for _, why := range []string{"", "  "} {
+		rec = post(t, rw, "/dead/replay", url.Values{"id": {"7"}, "why": {why}}, "Sec-Fetch-Site", "same-origin")
+		assert.Contains(t, rec.Header().Get("Location"), "say+why", "a replay without why: refused")
+	}
+	assert.Equal(t, 1, outboxtest.Count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_dead"), "nothing replayed without why")
 	rec = post(t, rw, "/dead/replay", form, "Sec-Fetch-Site", "same-origin")
 	assert.Equal(t, http.StatusSeeOther, rec.Code)
 	assert.Contains(t, rec.Header().Get("Location"), "replay%3A+1+of+1")

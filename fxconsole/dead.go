@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
 )
@@ -54,6 +55,11 @@ func (c *Console) deadRepair(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	why := strings.TrimSpace(r.PostForm.Get("why"))
+	if why == "" { // the form requires it; a hand-made POST must too: every repair keeps who and why
+		redirect(w, r, "/dead", action+" refused: say why (the reason is kept with the repair)")
+		return
+	}
 	var ids []int64
 	for _, s := range r.PostForm["id"] {
 		id, err := strconv.ParseInt(s, 10, 64)
@@ -67,7 +73,7 @@ func (c *Console) deadRepair(w http.ResponseWriter, r *http.Request) {
 	if action == "discard" {
 		do = c.admin.Discard
 	}
-	n, err := do(r.Context(), ids, c.cfg.Who(r), r.PostForm.Get("why"))
+	n, err := do(r.Context(), ids, c.cfg.Who(r), why)
 	if err != nil {
 		redirect(w, r, "/dead", action+" failed: "+err.Error())
 		return
