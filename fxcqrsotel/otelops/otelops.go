@@ -43,7 +43,6 @@ package otelops
 
 import (
 	"context"
-	"errors"
 
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxcqrsotel"
@@ -75,91 +74,13 @@ type Sources struct {
 // what unregisters them.
 func Register(mp metric.MeterProvider, src Sources) (unregister func() error, err error) {
 	m := mp.Meter(fxcqrsotel.ScopeName)
-	var errs []error
-	gauge := func(name, unit, desc string) metric.Int64ObservableGauge {
-		g, err := m.Int64ObservableGauge(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		return g
-	}
-	fgauge := func(name, unit, desc string) metric.Float64ObservableGauge {
-		g, err := m.Float64ObservableGauge(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		return g
-	}
-	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
-		c, err := m.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		return c
-	}
-	var (
-		backlog   = gauge("fxcqrs.outbox.backlog", "{row}", "Rows waiting in the outbox, by topic")
-		lag       = fgauge("fxcqrs.outbox.lag", "s", "How long the oldest due row of a topic has waited in the outbox")
-		dead      = gauge("fxcqrs.outbox.dead_letters", "{row}", "Dead letters of the outbox, by topic")
-		scheduled = gauge("fxcqrs.outbox.scheduled", "{message}", "Scheduled messages not yet moved into the outbox")
-		inFlight  = gauge("fxcqrs.bus.in_flight", "{message}", "Inbound messages between delivery and acknowledgement")
-		sagas     = gauge("fxcqrs.sagas", "{saga}", "Sagas, by name and status")
-		relayed   = counter("fxcqrs.outbox.relayed", "{row}", "Rows the relay published and deleted")
-		failures  = counter("fxcqrs.outbox.publish_failures", "{publish}", "Publishes the broker refused")
-		deadLet   = counter("fxcqrs.outbox.dead_lettered", "{row}", "Rows moved to the dead letters")
-		dups      = counter("fxcqrs.inbox.duplicates", "{handling}", "Inbound handlings the inbox skipped")
-		inbound   = counter("fxcqrs.bus.messages", "{message}", "Inbound messages, by outcome")
-		runner    = counter("fxcqrs.saga.events", "{saga}", "What saga runners did, by outcome")
-	)
-	if err := errors.Join(errs...); err != nil {
+	in, err := newInstruments(m)
+	if err != nil {
 		return nil, err
 	}
-	outcome := func(s string) metric.ObserveOption { return metric.WithAttributes(OutcomeKey.String(s)) }
 	reg, err := m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
-		var errs []error
-		if src.Outbox != nil {
-			rows, err := src.Outbox.Backlog(ctx)
-			errs = append(errs, err)
-			for _, b := range rows {
-				topic := metric.WithAttributes(TopicKey.String(b.Topic))
-				o.ObserveInt64(backlog, int64(b.Rows), topic)
-				o.ObserveFloat64(lag, b.Lag.Seconds(), topic)
-			}
-			letters, err := src.Outbox.DeadLetters(ctx)
-			errs = append(errs, err)
-			for _, d := range letters {
-				o.ObserveInt64(dead, int64(d.Rows), metric.WithAttributes(TopicKey.String(d.Topic)))
-			}
-			sched, err := src.Outbox.Scheduled(ctx)
-			errs = append(errs, err)
-			o.ObserveInt64(scheduled, int64(sched.Rows))
-			st := src.Outbox.Stats()
-			o.ObserveInt64(relayed, int64(st.Sent))
-			o.ObserveInt64(failures, int64(st.PublishFailures))
-			o.ObserveInt64(deadLet, int64(st.DeadLettered))
-			o.ObserveInt64(dups, int64(st.InboxDuplicates))
-		}
-		if src.Bus != nil {
-			st := src.Bus.Stats()
-			o.ObserveInt64(inFlight, st.InFlight)
-			o.ObserveInt64(inbound, int64(st.Handled), outcome("handled"))
-			o.ObserveInt64(inbound, int64(st.Retried), outcome("retried"))
-			o.ObserveInt64(inbound, int64(st.DeadLettered), outcome("dead_lettered"))
-			o.ObserveInt64(inbound, int64(st.Redelivered), outcome("redelivered"))
-			o.ObserveInt64(inbound, int64(st.Skipped), outcome("skipped"))
-		}
-		if src.Sagas != nil {
-			counts, err := src.Sagas.Counts(ctx)
-			errs = append(errs, err)
-			for _, c := range counts {
-				o.ObserveInt64(sagas, int64(c.N), metric.WithAttributes(SagaKey.String(c.Name), StatusKey.String(string(c.Status))))
-			}
-		}
-		if src.Runner != nil {
-			st := src.Runner.Stats()
-			for name, n := range map[string]uint64{
-				"recovered": st.Recovered, "resumed": st.Resumed, "timed_out": st.TimedOut, "compensated": st.Compensations,
-				"compensation_failed": st.CompensationFailures, "failed": st.Failed, "unmatched": uint64(max(st.Unmatched, 0)),
-			} {
-				o.ObserveInt64(runner, int64(n), outcome(name))
-			}
-		}
-		return errors.Join(errs...)
-	}, backlog, lag, dead, scheduled, inFlight, sagas, relayed, failures, deadLet, dups, inbound, runner)
+		return in.observe(ctx, o, src)
+	}, in.all()...)
 	if err != nil {
 		return nil, err
 	}
