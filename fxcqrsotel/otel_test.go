@@ -80,10 +80,10 @@ func TestSpansShowTheFanOut(t *testing.T) {
 	for _, s := range ended {
 		byName[s.Name()] = s
 	}
-	call := byName["command github.com/fxcqrs/fxcqrs/otel_test.PlaceOrder"]
+	call := byName["command github.com/fxcqrs/fxcqrs/fxcqrsotel_test.PlaceOrder"]
 	require.NotNil(t, call, "names: %v", byName)
-	placed := byName["event github.com/fxcqrs/fxcqrs/otel_test.OrderPlaced -> github.com/fxcqrs/fxcqrs/otel_test.onPlaced"]
-	shipped := byName["event github.com/fxcqrs/fxcqrs/otel_test.Shipped -> github.com/fxcqrs/fxcqrs/otel_test.onShipped"]
+	placed := byName["event github.com/fxcqrs/fxcqrs/fxcqrsotel_test.OrderPlaced -> github.com/fxcqrs/fxcqrs/fxcqrsotel_test.onPlaced"]
+	shipped := byName["event github.com/fxcqrs/fxcqrs/fxcqrsotel_test.Shipped -> github.com/fxcqrs/fxcqrs/fxcqrsotel_test.onShipped"]
 	require.NotNil(t, placed)
 	require.NotNil(t, shipped)
 
