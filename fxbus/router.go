@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime/debug"
-	"sort"
+	"slices"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -31,60 +32,14 @@ func (b *Bus) Start(ctx context.Context, m *fxcqrs.Mediator) error {
 	if err != nil {
 		return err
 	}
-	topics := make([]string, 0, len(b.topics))
-	for topic := range b.topics {
-		topics = append(topics, topic)
-	}
-	sort.Strings(topics)
-	for _, topic := range topics {
-		ts := b.topics[topic]
-		poison, err := middleware.PoisonQueueWithFilter(b.cfg.Publisher, ts.dead, func(err error) bool {
-			return !errors.As(err, new(*redeliver))
-		})
-		if err != nil {
+	for _, topic := range slices.Sorted(maps.Keys(b.topics)) {
+		if err := b.addHandler(ctx, router, b.topics[topic], m); err != nil {
 			return err
 		}
-		retry := middleware.Retry{
-			MaxRetries:          ts.retry.MaxRetries,
-			InitialInterval:     ts.retry.InitialInterval,
-			MaxInterval:         ts.retry.MaxInterval,
-			Multiplier:          2,
-			RandomizationFactor: 0.2,
-			ShouldRetry: func(p middleware.RetryParams) bool {
-				return !errors.As(p.Err, new(*malformed)) && !errors.As(p.Err, new(*redeliver))
-			},
-			ResetContextOnRetry: true,
-			Logger:              newLogger(b.log),
-		}
-		sub := subscriber{Subscriber: b.cfg.Subscriber, limit: ts.inFlightLimit(m), inFlight: &ts.inFlight, inOrder: ts.inOrder}
-		h := router.AddConsumerHandler("fxbus "+topic, topic, sub, b.handler(ts, m))
-		mws := []message.HandlerMiddleware{poison, b.logDeadLetter(ts)}
-		if ts.inOrder {
-			if err := b.loadParked(ctx, ts); err != nil {
-				return err
-			}
-			if p := b.parking(); p != nil {
-				mws = append(mws, b.park(ts, p))
-			}
-		}
-		h.AddMiddleware(append(mws, retry.Middleware, b.countAttempts)...)
 	}
 	b.router = router
 	b.stopped = make(chan struct{})
-	go func() {
-		defer close(b.stopped)
-		// The router runs on a goroutine of its own, where a panic (a
-		// subscriber's, say) would take the process down: it is logged,
-		// and the bus has stopped.
-		defer func() {
-			if v := recover(); v != nil {
-				b.log.Error("router panicked; the bus consumes nothing more", zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
-			}
-		}()
-		if err := router.Run(context.Background()); err != nil {
-			b.log.Error("router stopped", zap.Error(err))
-		}
-	}()
+	go b.run(router, b.stopped)
 	select {
 	case <-router.Running():
 		return nil
@@ -94,6 +49,65 @@ func (b *Bus) Start(ctx context.Context, m *fxcqrs.Mediator) error {
 	case <-ctx.Done():
 		_ = router.Close()
 		return fmt.Errorf("fxbus: Start: %w", ctx.Err())
+	}
+}
+
+// addHandler adds the handler of ts's topic to router, its middleware
+// from the outside in: the poison queue (the topic's dead letter), the
+// dead letter's log and record, parking (InOrder), retries, and the count
+// of attempts. An InOrder topic loads its parked keys first.
+func (b *Bus) addHandler(ctx context.Context, router *message.Router, ts *topicSubs, m *fxcqrs.Mediator) error {
+	poison, err := middleware.PoisonQueueWithFilter(b.cfg.Publisher, ts.dead, func(err error) bool {
+		return !errors.As(err, new(*redeliver))
+	})
+	if err != nil {
+		return err
+	}
+	sub := subscriber{Subscriber: b.cfg.Subscriber, limit: ts.inFlightLimit(m), inFlight: &ts.inFlight, inOrder: ts.inOrder}
+	h := router.AddConsumerHandler("fxbus "+ts.topic, ts.topic, sub, b.handler(ts, m))
+	mws := []message.HandlerMiddleware{poison, b.logDeadLetter(ts)}
+	if ts.inOrder {
+		if err := b.loadParked(ctx, ts); err != nil {
+			return err
+		}
+		if p := b.parking(); p != nil {
+			mws = append(mws, b.park(ts, p))
+		}
+	}
+	h.AddMiddleware(append(mws, b.retry(ts).Middleware, b.countAttempts)...)
+	return nil
+}
+
+// retry retries a message of ts's topic that failed, with backoff as
+// its RetryPolicy says: not one that cannot be decoded, which would fail
+// again, nor one nacked for redelivery.
+func (b *Bus) retry(ts *topicSubs) middleware.Retry {
+	return middleware.Retry{
+		MaxRetries:          ts.retry.MaxRetries,
+		InitialInterval:     ts.retry.InitialInterval,
+		MaxInterval:         ts.retry.MaxInterval,
+		Multiplier:          2,
+		RandomizationFactor: 0.2,
+		ShouldRetry: func(p middleware.RetryParams) bool {
+			return !errors.As(p.Err, new(*malformed)) && !errors.As(p.Err, new(*redeliver))
+		},
+		ResetContextOnRetry: true,
+		Logger:              newLogger(b.log),
+	}
+}
+
+// run runs router until it is closed, then closes stopped. It runs on a
+// goroutine of its own, where a panic (a subscriber's, say) would take
+// the process down: it is logged, and the bus has stopped.
+func (b *Bus) run(router *message.Router, stopped chan struct{}) {
+	defer close(stopped)
+	defer func() {
+		if v := recover(); v != nil {
+			b.log.Error("router panicked; the bus consumes nothing more", zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	if err := router.Run(context.Background()); err != nil {
+		b.log.Error("router stopped", zap.Error(err))
 	}
 }
 
