@@ -1,160 +1,65 @@
 package fxoutbox
 
 import (
-	"context"
 	"database/sql"
-	"errors"
-	"fmt"
-	"strings"
 	"time"
 
-	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/admin"
 )
 
-// Admin reads and repairs what the outbox's tables hold: the read API
-// (Backlog, Lag, DeadLetters, Scheduled, Leases), and the dead letters,
-// listed, replayed and discarded. It needs only the database: no bus, no
-// relay, no running service (the command line, cmd/fxcqrs, uses it), and
-// it is safe to use while replicas run: a replay is one transaction,
-// which the relays see as new rows.
-type Admin struct {
-	db  *sql.DB
-	d   Dialect
-	t   Tables
-	q   schema.Queries
-	now func() time.Time
+// The read and repair API, handed on from its own package
+// (internal/admin): it needs only the database, and the console and the
+// command line use it.
 
-	lanes func(topic string) int // see WithLanes; nil: lane 0
-}
+// Admin reads and repairs what the outbox's tables hold: the read API
+// (Backlog, Lag, DeadLetters, Scheduled, Leases), the dead letters,
+// listed (ListDead, Dead), replayed (Replay) and discarded (Discard), the
+// parked keys of ordered subscriptions (ParkedKeys, Release), and the
+// record of every repair (Repairs). It needs only the database: no bus,
+// no relay, no running service (the command line, cmd/fxcqrs, uses it),
+// and it is safe to use while replicas run: a replay is one transaction,
+// which the relays see as new rows. It is the bus's
+// fxbus.DeadLetterRecorder and fxbus.Parking under fxoutbox.Module.
+type Admin = admin.Admin
 
 // NewAdmin returns the Admin of db's outbox tables (t: defaults for the
 // empty names), on the clock now (nil: time.Now), which must be the
 // services' for the lags and ages it reports to mean anything.
 func NewAdmin(db *sql.DB, d Dialect, t Tables, now func() time.Time) (*Admin, error) {
-	if db == nil {
-		return nil, errors.New("fxoutbox.NewAdmin: nil *sql.DB")
-	}
-	if d < PostgreSQL || d > SQLite {
-		return nil, fmt.Errorf("fxoutbox.NewAdmin: unknown dialect %v", d)
-	}
-	t = schema.WithDefaults(t)
-	if err := schema.Validate(t); err != nil {
-		return nil, err
-	}
-	if now == nil {
-		now = time.Now
-	}
-	return &Admin{db: db, d: d, t: t, q: schema.NewQueries(d, t), now: now}, nil
+	return admin.New(db, d, t, now)
 }
 
-// Admin returns the outbox's Admin, on its clock.
-func (o *Outbox) Admin() *Admin { return o.admin }
+// DeadLetter is one row the relay could not deliver, or whose delivery in
+// this service failed for good, or (Inbound) a message a subscription of
+// this service dead-lettered. Its ID is positive for the outbox's letters
+// and negative for inbound ones: Replay and Discard take either.
+type DeadLetter = admin.DeadLetter
 
-// repair runs one action on ids in one transaction, and records it.
-func (a *Admin) repair(ctx context.Context, action string, ids []int64, who, why string, do func(tx *sql.Tx, id, now int64) (bool, error)) (int, error) {
-	if strings.TrimSpace(who) == "" {
-		return 0, fmt.Errorf("fxoutbox: %s: say who asks: every repair is recorded", action)
-	}
-	tx, err := a.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("fxoutbox: %s: %w", action, err)
-	}
-	if err := a.writeFirst(ctx, tx); err != nil {
-		return 0, errors.Join(fmt.Errorf("fxoutbox: %s: %w", action, err), rollback(tx))
-	}
-	now := a.now().UnixNano()
-	var done []string
-	for _, id := range ids {
-		ok, err := do(tx, id, now)
-		if err != nil {
-			return 0, errors.Join(fmt.Errorf("fxoutbox: %s %d: %w", action, id, err), rollback(tx))
-		}
-		if ok {
-			done = append(done, fmt.Sprint(id))
-		}
-	}
-	if len(done) > 0 {
-		if _, err := tx.ExecContext(ctx, a.d.Rebind("INSERT INTO "+schema.Quote(a.d, a.t.Repairs)+" (at_ns, action, target, who, why) VALUES (?, ?, ?, ?, ?)"),
-			now, action, "dead letters "+strings.Join(done, ","), who, why); err != nil {
-			return 0, errors.Join(fmt.Errorf("fxoutbox: %s: record: %w", action, err), rollback(tx))
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("fxoutbox: %s: commit: %w", action, err)
-	}
-	return len(done), nil
-}
+// DeadLetterFilter selects dead letters for Admin.ListDead; its zero
+// value selects every one that was not discarded.
+type DeadLetterFilter = admin.DeadLetterFilter
 
-// Repair is one recorded repairing action.
-type Repair struct {
-	At       time.Time
-	Action   string // "replay", "discard"
-	Target   string // what it acted on: "dead letters 4,7"
-	Who, Why string
-}
+// Repair is one recorded repairing action (a replay, a discard), with
+// who asked and why.
+type Repair = admin.Repair
 
-// Repairs returns the last limit repairing actions (default 100), newest
-// first.
-func (a *Admin) Repairs(ctx context.Context, limit int) ([]Repair, error) {
-	if limit <= 0 {
-		limit = 100
-	}
-	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT at_ns, action, target, who, why FROM "+schema.Quote(a.d, a.t.Repairs)+" ORDER BY id DESC LIMIT ?"), limit)
-	if err != nil {
-		return nil, fmt.Errorf("fxoutbox: repairs: %w", err)
-	}
-	defer rows.Close()
-	var out []Repair
-	for rows.Next() {
-		var r Repair
-		var at int64
-		if err := rows.Scan(&at, &r.Action, &r.Target, &r.Who, &r.Why); err != nil {
-			return nil, fmt.Errorf("fxoutbox: repairs: %w", err)
-		}
-		r.At = time.Unix(0, at)
-		out = append(out, r)
-	}
-	return out, rows.Err()
-}
+// Lease is which relay owns what, until when: a topic's lane, the right
+// to move due schedules ("fxcqrs:scheduled"), or a relay's own member
+// lease ("fxcqrs:relay:" and its owner id).
+type Lease = admin.Lease
 
-// Lease is which relay owns what, until when. Topic is the lease's name:
-// a topic (its lane 0), a topic's other lane ("orders#3"), the right to
-// move due schedules ("fxcqrs:scheduled"), or a relay's own member lease
-// ("fxcqrs:relay:" and its owner id), by which the relays count each other
-// to share a topic's lanes.
-type Lease struct {
-	Topic, Owner string
-	Until        time.Time
-}
+// TopicBacklog is what waits in the outbox for one topic: its rows, those
+// due, and the lag of the oldest due one.
+type TopicBacklog = admin.TopicBacklog
 
-// Leases returns the relays' leases, by topic.
-func (a *Admin) Leases(ctx context.Context) ([]Lease, error) {
-	rows, err := a.db.QueryContext(ctx, "SELECT topic, owner, until_ns FROM "+schema.Quote(a.d, a.t.Leases)+" ORDER BY topic")
-	if err != nil {
-		return nil, fmt.Errorf("fxoutbox: leases: %w", err)
-	}
-	defer rows.Close()
-	var out []Lease
-	for rows.Next() {
-		var l Lease
-		var until int64
-		if err := rows.Scan(&l.Topic, &l.Owner, &until); err != nil {
-			return nil, fmt.Errorf("fxoutbox: leases: %w", err)
-		}
-		l.Until = time.Unix(0, until)
-		out = append(out, l)
-	}
-	return out, rows.Err()
-}
+// TopicDeadLetters is the dead letters of one topic: how many, and when
+// the newest failed.
+type TopicDeadLetters = admin.TopicDeadLetters
 
-// writeFirst begins tx with a write that changes nothing, on SQLite: a
-// transaction that reads first and writes after fails with SQLITE_BUSY
-// when another connection wrote in between, while one that writes first
-// waits for the lock (busy_timeout). Elsewhere it does nothing.
-func (a *Admin) writeFirst(ctx context.Context, tx *sql.Tx) error {
-	if a.d != SQLite {
-		return nil
-	}
-	_, err := tx.ExecContext(ctx, "UPDATE "+schema.Quote(a.d, a.t.Repairs)+" SET why = why WHERE id = -1")
-	return err
-}
+// ScheduledSummary is what waits for its time: how many scheduled
+// messages, and when the next is due.
+type ScheduledSummary = admin.ScheduledSummary
+
+// ParkedBehind begins the error of a dead letter that did not fail but
+// was parked behind its key's first one (see fxbus.InOrder).
+const ParkedBehind = admin.ParkedBehind

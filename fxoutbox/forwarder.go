@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sync"
 
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 	"go.uber.org/zap"
 )
 
@@ -52,7 +53,7 @@ func (l *leftovers) Forward(ctx context.Context, events []any) error {
 	}
 	un := &unit{tx: tx, u: l.u}
 	if err := l.u.writeRouted(ctx, un, events); err != nil {
-		return errors.Join(err, rollback(tx))
+		return errors.Join(err, schema.Rollback(tx))
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("fxoutbox: commit: %w", err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/admin"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/relay"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 	"go.uber.org/zap"
@@ -134,7 +135,11 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	q := schema.NewQueries(cfg.Dialect, cfg.Tables)
 	lanes := func(topic string) int { return relay.LanesOf(cfg.Relay, topic) }
 	local := newDeliverer(bus, log, cfg, reg)
-	o := &Outbox{cfg: cfg, db: db, q: q, local: local, admin: &Admin{db: db, d: cfg.Dialect, t: cfg.Tables, q: q, now: cfg.Now, lanes: lanes}}
+	adm, err := admin.New(db, cfg.Dialect, cfg.Tables, cfg.Now)
+	if err != nil {
+		return nil, err
+	}
+	o := &Outbox{cfg: cfg, db: db, q: q, local: local, admin: adm.WithLanes(cfg.Relay)}
 	o.relay = relay.New(relay.Params{
 		DB: db, Queries: q, Bus: bus, Local: local, Log: log, Config: cfg.Relay, Delivery: cfg.Delivery,
 		Now: cfg.Now, After: cfg.After, CleanInbox: o.CleanInbox,
@@ -227,6 +232,9 @@ func (o *Outbox) Start(ctx context.Context) error {
 	o.relay.Start()
 	return nil
 }
+
+// Admin returns the outbox's Admin, on its clock.
+func (o *Outbox) Admin() *Admin { return o.admin }
 
 // Stop stops the relay after the batch in hand, within ctx.
 func (o *Outbox) Stop(ctx context.Context) error { return o.relay.Close(ctx) }

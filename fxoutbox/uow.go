@@ -117,7 +117,7 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 		err = u.write(ctx, un)
 	}
 	if err != nil {
-		return out, errors.Join(err, rollback(tx))
+		return out, errors.Join(err, schema.Rollback(tx))
 	}
 	if err := tx.Commit(); err != nil {
 		return out, fmt.Errorf("fxoutbox: commit: %w", err)
@@ -169,7 +169,7 @@ func (u *unitOfWork) lazy(ctx context.Context, next fxcqrs.Next) (any, error) {
 	}
 	un := &unit{tx: tx, u: u}
 	if err := u.write(ctx, un); err != nil {
-		return out, errors.Join(err, rollback(tx))
+		return out, errors.Join(err, schema.Rollback(tx))
 	}
 	if err := tx.Commit(); err != nil {
 		return out, fmt.Errorf("fxoutbox: commit: %w", err)
@@ -187,13 +187,6 @@ func (u *unitOfWork) writes(events []any) bool {
 		}
 	}
 	return false
-}
-
-func rollback(tx *sql.Tx) error {
-	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
-		return fmt.Errorf("fxoutbox: rollback: %w", err)
-	}
-	return nil
 }
 
 // write inserts the routed events the handler of ctx emitted, in emit

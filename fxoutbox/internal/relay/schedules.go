@@ -127,14 +127,14 @@ func (r *Relay) move(ctx context.Context, ids []any) error {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, schema.In(r.q.Dialect, r.q.PromoteIn, len(ids)), ids...); err != nil {
-		return errors.Join(err, rollback(tx))
+		return errors.Join(err, schema.Rollback(tx))
 	}
 	res, err := tx.ExecContext(ctx, schema.In(r.q.Dialect, r.q.UnscheduleIn, len(ids)), ids...)
 	if err != nil {
-		return errors.Join(err, rollback(tx))
+		return errors.Join(err, schema.Rollback(tx))
 	}
 	if n, err := res.RowsAffected(); err != nil || int(n) != len(ids) {
-		return errors.Join(err, rollback(tx), fmt.Errorf("moved %d of %d due schedules: another relay took them", n, len(ids)))
+		return errors.Join(err, schema.Rollback(tx), fmt.Errorf("moved %d of %d due schedules: another relay took them", n, len(ids)))
 	}
 	return tx.Commit()
 }

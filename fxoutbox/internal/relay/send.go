@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -145,21 +144,14 @@ func (r *Relay) deadLetter(ctx context.Context, topic string, rw row, cause erro
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, r.q.Dead, rw.id, topic, rw.msgID, rw.payload, rw.metadata, cause.Error(), r.now().UnixNano()); err != nil {
-		return errors.Join(err, rollback(tx))
+		return errors.Join(err, schema.Rollback(tx))
 	}
 	if _, err := tx.ExecContext(ctx, r.q.DeleteRow, rw.id); err != nil {
-		return errors.Join(err, rollback(tx))
+		return errors.Join(err, schema.Rollback(tx))
 	}
 	if err := tx.Commit(); err != nil {
 		return err
 	}
 	r.deadLettered.Add(1)
-	return nil
-}
-
-func rollback(tx *sql.Tx) error {
-	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
-		return fmt.Errorf("fxoutbox: rollback: %w", err)
-	}
 	return nil
 }

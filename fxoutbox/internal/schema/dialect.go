@@ -7,6 +7,8 @@
 package schema
 
 import (
+	"database/sql"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -99,4 +101,12 @@ func flavor(d Dialect) sqlschema.Flavor {
 // statements that take a list of ids.
 func In(d Dialect, query string, n int) string {
 	return d.Rebind(fmt.Sprintf(query, strings.TrimSuffix(strings.Repeat("?, ", n), ", ")))
+}
+
+// Rollback rolls tx back; a transaction already done is no error.
+func Rollback(tx *sql.Tx) error {
+	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+		return fmt.Errorf("fxoutbox: rollback: %w", err)
+	}
+	return nil
 }

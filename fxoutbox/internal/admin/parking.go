@@ -1,4 +1,4 @@
-package fxoutbox
+package admin
 
 import (
 	"context"
@@ -8,11 +8,10 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/relay"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
-
-	"github.com/ThreeDotsLabs/watermill/message"
 )
 
 // The parked keys of subscriptions that keep their keys' order
@@ -35,7 +34,7 @@ const ParkedBehind = "parked behind message"
 // lanes cfg gives their topics (see RelayConfig.Lanes): the Admin an
 // Outbox makes has its relay's; one made by NewAdmin puts every replayed
 // row in lane 0 until told.
-func (a *Admin) WithLanes(cfg RelayConfig) *Admin {
+func (a *Admin) WithLanes(cfg relay.Config) *Admin {
 	c := *a
 	c.lanes = func(topic string) int { return relay.LanesOf(cfg, topic) }
 	return &c
@@ -108,7 +107,7 @@ func (a *Admin) Admit(ctx context.Context, topic, key string, msg *message.Messa
 	}
 	adm, err := a.admit(ctx, tx, topic, key, msg)
 	if err != nil {
-		return 0, errors.Join(err, rollback(tx))
+		return 0, errors.Join(err, schema.Rollback(tx))
 	}
 	return adm, tx.Commit()
 }

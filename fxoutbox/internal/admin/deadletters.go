@@ -1,4 +1,4 @@
-package fxoutbox
+package admin
 
 import (
 	"context"
