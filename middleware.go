@@ -68,7 +68,9 @@ type Call struct {
 	// CallName() string, what that returns: a message that stands for
 	// many (the saga module's steps) names each call for logs and spans.
 	MessageType string
-	// Handler is the handler's full type name; empty for KindPublish.
+	// Handler is the handler's full type name, or the name it gives itself
+	// (NamedHandler: EventFunc, CommandFunc, RequestFunc); empty for
+	// KindPublish.
 	Handler string
 }
 

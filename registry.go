@@ -65,6 +65,7 @@ type eventHandler struct {
 	fallback *fallback    // nil when it has none
 	source   string       // the fx constructor, when known
 	order    int          // registration order: the last tie-break
+	named    bool         // its Name is its own (NamedHandler), not its type's
 }
 
 // registry maps message types to handlers. It is written during
@@ -105,14 +106,19 @@ func (r *registry) add(reg registration) error {
 	if err != nil {
 		return fmt.Errorf("%w%s", err, from(reg.source))
 	}
+	name, named, err := handlerName(h, typeName(t))
+	if err != nil {
+		return fmt.Errorf("%s handler: %w%s", reg.role, err, from(reg.source))
+	}
 	r.count++
 	if reg.role == roleEvent {
 		eh := &eventHandler{
-			Handler: engine.Handler{Value: h, Name: typeName(t)},
+			Handler: engine.Handler{Value: h, Name: name},
 			event:   spec.message,
 			msgName: typeName(spec.message),
 			source:  reg.source,
 			order:   r.count,
+			named:   named,
 		}
 		eh.Root = eh
 		r.events[spec.message] = append(r.events[spec.message], eh)
@@ -122,12 +128,12 @@ func (r *registry) add(reg registration) error {
 		return fmt.Errorf("%s has two handlers: %s (%s handler%s) and %s (%s handler%s)",
 			typeName(spec.message),
 			prev.name, prev.role, from(prev.source),
-			typeName(t), reg.role, from(reg.source))
+			name, reg.role, from(reg.source))
 	}
 	r.handlers[spec.message] = &handlerEntry{
 		role:    reg.role,
 		handler: h,
-		name:    typeName(t),
+		name:    name,
 		msgName: typeName(spec.message),
 		source:  reg.source,
 		message: spec.message,
@@ -155,6 +161,32 @@ func (r *registry) sortEvents() {
 	}
 }
 
+// sameNames reports each name that two handlers of one event type share
+// where either gave it itself (NamedHandler): the inbox would know them as
+// one handler. Two handlers of one type, neither named, keep their type's
+// name as before (the outbox refuses them where its inbox records them).
+func (r *registry) sameNames() []error {
+	var errs []error
+	for t, hs := range r.events {
+		for i := 1; i < len(hs); i++ { // sorted by name: equal names are neighbours
+			a, b := hs[i-1], hs[i]
+			if a.Name == b.Name && (a.named || b.named) {
+				errs = append(errs, fmt.Errorf("%s has two handlers named %q%s and%s: a handler's name is what the inbox records its effects under; give each its own",
+					typeName(t), a.Name, from(a.source), fromOr(b.source, " another")))
+			}
+		}
+	}
+	return errs
+}
+
+// fromOr is from(source), or alt when source is unknown.
+func fromOr(source, alt string) string {
+	if source == "" {
+		return alt
+	}
+	return from(source)
+}
+
 func from(source string) string {
 	if source == "" {
 		return ""
@@ -172,6 +204,7 @@ func (r *registry) addAll(regs []registration, mws []registeredMiddleware) error
 		}
 	}
 	r.sortEvents()
+	errs = append(errs, r.sameNames()...)
 	for i, mw := range mws {
 		if mw.mw == nil {
 			errs = append(errs, fmt.Errorf("middleware is nil%s", from(mw.source)))
