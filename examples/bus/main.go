@@ -62,46 +62,42 @@ func (l *log) printf(format string, args ...any) {
 	fmt.Fprintf(l.w, format+"\n", args...)
 }
 
-// broker makes each service's publisher and subscriber.
-type broker func(service string) (message.Publisher, message.Subscriber, error)
+// broker is each service's broker, as one fx option: a preset's module,
+// or the in-process GoChannel that both services share.
+type broker func(service string) fx.Option
 
 func goChannel() (broker, func() error) {
 	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 16}, watermill.NopLogger{})
-	return func(string) (message.Publisher, message.Subscriber, error) { return gc, gc, nil }, gc.Close
+	return func(string) fx.Option {
+		return fx.Supply(fx.Annotate(gc, fx.As(new(message.Publisher))), fx.Annotate(gc, fx.As(new(message.Subscriber))))
+	}, gc.Close
 }
 
 func natsBroker(url string) broker {
-	return func(service string) (message.Publisher, message.Subscriber, error) {
+	return func(service string) fx.Option {
 		// The bus's own JetStream publisher and subscriber: manual acks,
 		// the service's durable consumer per topic, message-id
-		// deduplication (see fxbus/natsjs).
-		ps, err := natsjs.New(natsjs.Config{URL: url, Group: service})
-		return ps, ps, err
+		// deduplication (see fxbus/natsjs). Closed when the app stops.
+		return natsjs.Module(natsjs.Config{URL: url, Group: service})
 	}
 }
 
 func amqpBroker(url string) broker {
-	return func(service string) (message.Publisher, message.Subscriber, error) {
+	return func(service string) fx.Option {
 		// The bus's RabbitMQ preset: publisher confirms on pooled
 		// channels, a durable queue per service (see fxbus/amqpbus).
-		ps, err := amqpbus.New(amqpbus.Config{URL: url, Group: service})
-		return ps, ps, err
+		return amqpbus.Module(amqpbus.Config{URL: url, Group: service})
 	}
 }
 
 // service starts one fx application over the broker.
 func service(ctx context.Context, name string, b broker, opts ...fx.Option) (*fx.App, *fxcqrs.Mediator, error) {
-	pub, sub, err := b(name)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", name, err)
-	}
 	var m *fxcqrs.Mediator
 	app := fx.New(append([]fx.Option{
 		fx.NopLogger,
 		fxcqrs.Module,
 		fxbus.Module,
-		fx.Supply(fx.Annotate(pub, fx.As(new(message.Publisher)))),
-		fx.Supply(fx.Annotate(sub, fx.As(new(message.Subscriber)))),
+		b(name),
 		fx.Populate(&m),
 	}, opts...)...)
 	if err := app.Start(ctx); err != nil {

@@ -33,6 +33,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs/fxbus/internal/preset"
+	"go.uber.org/fx"
 )
 
 // Config configures a PubSub. URL and Group are required.
@@ -71,6 +73,21 @@ func (c Config) pubsubConfig() wamqp.Config {
 	cfg.Publish.ChannelPoolSize = c.Channels
 	cfg.Consume.Qos.PrefetchCount = c.Prefetch
 	return cfg
+}
+
+// Module is the preset under fx, one line in an application:
+//
+//	fx.New(fxcqrs.Module, fxbus.Module,
+//		amqpbus.Module(amqpbus.Config{URL: "amqp://guest:guest@127.0.0.1:5672/", Group: "billing"}),
+//		…)
+//
+// It makes the PubSub with New as the graph is built (fx.New fails with
+// New's error), gives it to fxbus as the message.Publisher and the
+// message.Subscriber (and provides the *PubSub itself), and closes it
+// when the application stops, after the bus has stopped consuming.
+// Without fx, call New and give the PubSub to fxbus.Config.
+func Module(cfg Config) fx.Option {
+	return preset.Module("amqpbus", func() (*PubSub, error) { return New(cfg) })
 }
 
 // New connects to RabbitMQ and returns a PubSub on it.

@@ -41,7 +41,9 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs/fxbus/internal/preset"
 	"github.com/nats-io/nats.go"
+	"go.uber.org/fx"
 )
 
 // Config configures a PubSub. Group is required to subscribe.
@@ -77,6 +79,21 @@ var (
 	_ message.Publisher  = (*PubSub)(nil)
 	_ message.Subscriber = (*PubSub)(nil)
 )
+
+// Module is the preset under fx, one line in an application:
+//
+//	fx.New(fxcqrs.Module, fxbus.Module,
+//		natsjs.Module(natsjs.Config{URL: "nats://127.0.0.1:4222", Group: "billing"}),
+//		…)
+//
+// It makes the PubSub with New as the graph is built (fx.New fails with
+// New's error), gives it to fxbus as the message.Publisher and the
+// message.Subscriber (and provides the *PubSub itself), and closes it
+// when the application stops, after the bus has stopped consuming.
+// Without fx, call New and give the PubSub to fxbus.Config.
+func Module(cfg Config) fx.Option {
+	return preset.Module("natsjs", func() (*PubSub, error) { return New(cfg) })
+}
 
 // New connects to NATS and returns a PubSub on it.
 func New(cfg Config) (*PubSub, error) {
