@@ -2,22 +2,19 @@ package fxoutbox
 
 import "github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 
-// countWakes calls wake for a commit's wake in place of the relay's; a
-// commit's schedules still reach the relay.
-type countWakes struct {
-	announcer
-	wake func()
-}
+// wakeFunc is called for a commit's wake in place of the relay.
+type wakeFunc func()
 
-func (c countWakes) Wrote([]schema.Lane) { c.wake() }
+func (f wakeFunc) Wrote([]schema.Lane) { f() }
 
 // SetWake replaces what a commit of o's unit of work calls to wake the
 // relay, for tests.
-func SetWake(o *Outbox, wake func()) { o.uow.relay = countWakes{o.uow.relay, wake} }
+func SetWake(o *Outbox, wake func()) { o.uow.sender = wakeFunc(wake) }
 
-// Passes returns how many passes o's relay has run, for tests that must
-// see it pass without delivering.
-func Passes(o *Outbox) uint64 { return o.relay.Passes() }
+// Passes returns how many passes o's relay and rounds its schedule
+// promoter have run, for tests that must see them look without
+// delivering.
+func Passes(o *Outbox) uint64 { return o.relay.Passes() + o.promoter.Rounds() }
 
 // DueQueries returns the statements by which o's relay finds its due
 // schedules and the earliest one, with PostgreSQL's placeholders, for

@@ -1,7 +1,6 @@
 package fxoutbox
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,35 +9,8 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 )
 
-// The inbox's upkeep: its records' clean-up, and the check that it can
-// tell a service's handlers apart.
-
-// inboxBatch bounds one clean-up statement, so that it holds its locks
-// briefly however many records are due.
-const inboxBatch = 1000
-
-// CleanInbox deletes the inbox's records older than InboxRetention by the
-// outbox's clock, in batches of a bounded size, and returns how many it
-// deleted. The relay runs it in the background on every replica (they may
-// run it at once); call it yourself from a job if you prefer.
-func (o *Outbox) CleanInbox(ctx context.Context) (int64, error) {
-	cutoff := o.cfg.Now().Add(-o.cfg.InboxRetention).UnixNano()
-	var total int64
-	for {
-		res, err := o.db.ExecContext(ctx, o.q.InboxCleanup, cutoff, inboxBatch)
-		if err != nil {
-			return total, fmt.Errorf("fxoutbox: clean the inbox: %w", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return total, fmt.Errorf("fxoutbox: clean the inbox: %w", err)
-		}
-		total += n
-		if n < inboxBatch {
-			return total, nil
-		}
-	}
-}
+// The check that the inbox can tell a service's handlers apart (its
+// records' clean-up is upkeep's InboxCleaner).
 
 // checkInboxNames refuses two handlers of one event that the inbox would
 // take for one: it knows a handler by its type's name, so that the second

@@ -12,6 +12,8 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/admin"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/relay"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/upkeep"
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 )
 
@@ -77,14 +79,16 @@ type Config struct {
 // [New], register [Outbox.UnitOfWork] as the mediator's middleware, and
 // Start and Stop it.
 type Outbox struct {
-	cfg   Config
-	db    *sql.DB
-	q     schema.Queries
-	local *deliverer // the durable events' and scheduled commands' mediator
-	uow   *unitOfWork
-	left  *leftovers // the Forwarder
-	relay *relay.Relay
-	admin *Admin
+	cfg      Config
+	db       *sql.DB
+	q        schema.Queries
+	local    *deliverer // the durable events' and scheduled commands' mediator
+	uow      *unitOfWork
+	left     *leftovers // the Forwarder
+	relay    *relay.Relay
+	promoter *upkeep.SchedulePromoter // beside the relay: due schedules into the outbox
+	cleaner  *upkeep.InboxCleaner     // beside the relay: the inbox's old records out
+	admin    *Admin
 }
 
 // New returns the outbox of db for bus, whose routed events it takes
@@ -140,13 +144,22 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 		return nil, err
 	}
 	o := &Outbox{cfg: cfg, db: db, q: q, local: local, admin: adm.WithLanes(cfg.Relay)}
+	owner := uuid.NewString() // the relay's leases and the schedules'
 	o.relay = relay.New(relay.Params{
 		DB: db, Queries: q, Bus: bus, Local: local, Log: log, Config: cfg.Relay, Delivery: cfg.Delivery,
-		Now: cfg.Now, After: cfg.After, CleanInbox: o.CleanInbox,
+		Now: cfg.Now, After: cfg.After, Owner: owner,
 	})
+	rc := relay.WithDefaults(cfg.Relay)
+	o.promoter = upkeep.NewSchedulePromoter(upkeep.PromoterParams{
+		DB: db, Queries: q, Owner: owner, Sender: o.relay, Log: log, Now: cfg.Now, After: cfg.After,
+		Config: upkeep.PromoterConfig{
+			PollInterval: rc.PollInterval, BatchSize: rc.BatchSize, Lease: rc.Lease, RetryInitial: rc.RetryInitial, RetryMax: rc.RetryMax,
+		},
+	})
+	o.cleaner = upkeep.NewInboxCleaner(db, q, upkeep.InboxCleanerConfig{Retention: cfg.InboxRetention}, log, cfg.Now, cfg.After)
 	o.uow = &unitOfWork{
-		db: db, q: q, bus: bus, local: local, relay: o.relay, inbox: cfg.Inbox, eagerEv: cfg.EventTransactions, now: cfg.Now,
-		lanes: lanes,
+		db: db, q: q, bus: bus, local: local, sender: o.relay, scheduler: o.promoter,
+		inbox: cfg.Inbox, eagerEv: cfg.EventTransactions, now: cfg.Now, lanes: lanes,
 	}
 	o.left = &leftovers{u: o.uow, log: log}
 	return o, nil
@@ -216,7 +229,8 @@ func (o *Outbox) Stats() Stats {
 }
 
 // Start checks that the schema is at the version this code needs (see
-// Migrate), then starts the relay.
+// Migrate), then starts the relay and, beside it, the promotion of due
+// schedules and the inbox's clean-up.
 func (o *Outbox) Start(ctx context.Context) error {
 	if err := CheckSchema(ctx, o.db, o.cfg.Dialect, o.cfg.Tables); err != nil {
 		return err
@@ -230,11 +244,23 @@ func (o *Outbox) Start(ctx context.Context) error {
 		}
 	}
 	o.relay.Start()
+	o.promoter.Start()
+	o.cleaner.Start()
 	return nil
 }
 
 // Admin returns the outbox's Admin, on its clock.
 func (o *Outbox) Admin() *Admin { return o.admin }
 
-// Stop stops the relay after the batch in hand, within ctx.
-func (o *Outbox) Stop(ctx context.Context) error { return o.relay.Close(ctx) }
+// Stop stops the promotion of schedules and the inbox's clean-up, then
+// the relay after the batch in hand, within ctx; the relay gives back its
+// leases as it stops.
+func (o *Outbox) Stop(ctx context.Context) error {
+	return errors.Join(o.promoter.Close(ctx), o.cleaner.Close(ctx), o.relay.Close(ctx))
+}
+
+// CleanInbox deletes the inbox's records older than InboxRetention by the
+// outbox's clock, in batches of a bounded size, and returns how many it
+// deleted. The outbox runs it in the background on every replica (they
+// may run it at once); call it yourself from a job if you prefer.
+func (o *Outbox) CleanInbox(ctx context.Context) (int64, error) { return o.cleaner.Clean(ctx) }

@@ -53,24 +53,18 @@ const OrderUnitOfWork = fxcqrs.OrderRetry + 100
 // unitOfWork is the middleware that wraps a handler in a transaction and
 // writes the routed events it emitted to the outbox before it commits.
 type unitOfWork struct {
-	db      *sql.DB
-	q       schema.Queries
-	bus     *fxbus.Bus
-	local   *deliverer // what is durable, and where it goes
-	relay   announcer  // told what each commit wrote
-	inbox   bool
-	eagerEv bool                   // event handlers get a transaction before they run
-	now     func() time.Time       // the outbox's clock: what the inbox records
-	lanes   func(topic string) int // how many lanes topic's keyed rows are spread over
+	db        *sql.DB
+	q         schema.Queries
+	bus       *fxbus.Bus
+	local     *deliverer                              // what is durable, and where it goes
+	sender    interface{ Wrote(lanes []schema.Lane) } // the relay: told where a commit wrote rows
+	scheduler interface{ ScheduledAt(dueNs int64) }   // the schedule promoter: told when a commit's schedules fall due
+	inbox     bool
+	eagerEv   bool                   // event handlers get a transaction before they run
+	now       func() time.Time       // the outbox's clock: what the inbox records
+	lanes     func(topic string) int // how many lanes topic's keyed rows are spread over
 
 	duplicates atomic.Uint64 // inbound handlings skipped: the inbox had them
-}
-
-// announcer is told what a commit wrote: rows in lanes, to send now, and
-// schedules, to move when due (the relay).
-type announcer interface {
-	Wrote(lanes []schema.Lane)
-	ScheduledAt(dueNs int64)
 }
 
 func (u *unitOfWork) MiddlewareOrder() int { return OrderUnitOfWork }
@@ -149,10 +143,10 @@ func (u *unitOfWork) inboxed(ctx context.Context, kind fxcqrs.Kind) bool {
 // their time.
 func (u *unitOfWork) committed(un *unit) {
 	if un.wrote > 0 {
-		u.relay.Wrote(un.lanes)
+		u.sender.Wrote(un.lanes)
 	}
 	if un.due != 0 {
-		u.relay.ScheduledAt(un.due)
+		u.scheduler.ScheduledAt(un.due)
 	}
 }
 

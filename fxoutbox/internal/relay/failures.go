@@ -8,8 +8,7 @@ import (
 	"go.uber.org/zap"
 )
 
-// What stops a relay's pass, as it says it, and its background clean-up
-// of the inbox.
+// What stops a relay's pass, as it says it.
 
 // brokerError is a publish the broker refused or could not take.
 type brokerError struct{ err error }
@@ -45,24 +44,4 @@ func onlyBroker(err error) bool {
 		return true
 	}
 	return errors.As(err, &be)
-}
-
-// inboxCleanEvery is how often, by the outbox's clock, a relay cleans the
-// inbox.
-const inboxCleanEvery = 10 * time.Minute
-
-// maybeCleanInbox cleans the inbox when it is due.
-func (r *Relay) maybeCleanInbox() {
-	now := r.now()
-	if r.cleanInbox == nil || (!r.cleanedAt.IsZero() && now.Sub(r.cleanedAt) < inboxCleanEvery) {
-		return
-	}
-	r.cleanedAt = now
-	n, err := r.cleanInbox(context.Background())
-	switch {
-	case err != nil:
-		r.log.Warn("relay: the inbox was not cleaned; it is tried again later", zap.Error(err))
-	case n > 0:
-		r.log.Debug("relay: inbox cleaned", zap.Int64("records", n))
-	}
 }

@@ -22,7 +22,7 @@ func (r *Relay) members(ctx context.Context) (int, error) {
 	if r.live > 0 && now.Sub(r.liveAt) < r.cfg.Lease/4 && !now.Before(r.liveAt) {
 		return r.live, nil
 	}
-	if _, err := r.lease(ctx, memberPrefix+r.owner); err != nil {
+	if _, err := r.leases.Take(ctx, memberPrefix+r.leases.Owner()); err != nil {
 		return 0, err
 	}
 	var n int
@@ -36,10 +36,9 @@ func (r *Relay) members(ctx context.Context) (int, error) {
 // held is the lanes of topic this relay holds a lease on that has not
 // run out, in order.
 func (r *Relay) held(topic string, lanes []int) []int {
-	now := r.now()
 	var out []int
 	for _, n := range lanes {
-		if at, ok := r.renewed[schema.Lane{Topic: topic, N: n}.Lease()]; ok && now.Sub(at) < r.cfg.Lease {
+		if r.leases.Held(schema.Lane{Topic: topic, N: n}.Lease()) {
 			out = append(out, n)
 		}
 	}
@@ -106,9 +105,7 @@ func (r *Relay) sendTopic(ctx context.Context, topic string, lanes []int) (int, 
 
 // giveBack drops this relay's lease on l, for another relay to take it.
 func (r *Relay) giveBack(ctx context.Context, l schema.Lane) error {
-	delete(r.renewed, l.Lease())
-	_, err := r.db.ExecContext(ctx, r.q.DropLease, l.Lease(), r.owner)
-	return err
+	return r.leases.GiveBack(ctx, l.Lease())
 }
 
 // laneNumbers returns the lanes of topic that hold rows: a loose index
@@ -130,45 +127,12 @@ func (r *Relay) laneNumbers(ctx context.Context, topic string) ([]int, error) {
 	return out, rows.Err()
 }
 
-// lease takes or renews this relay's lease named topic (a lane's, the
-// schedules', or the relay's own member lease).
-// A lease renewed less than a quarter of its length ago is not renewed
-// again: it still has three quarters to run, and the fenced delete checks
-// it anyway.
-func (r *Relay) lease(ctx context.Context, topic string) (bool, error) {
-	now := r.now()
-	if at, ok := r.renewed[topic]; ok && now.Sub(at) < r.cfg.Lease/4 {
-		return true, nil
-	}
-	delete(r.renewed, topic)
-	until := now.UnixNano() + r.cfg.Lease.Nanoseconds()
-	res, err := r.db.ExecContext(ctx, r.q.RenewLease, r.owner, until, topic, r.owner, now.UnixNano())
-	if err != nil {
-		return false, err
-	}
-	if n, err := res.RowsAffected(); err != nil || n == 1 {
-		if n == 1 {
-			r.renewed[topic] = now
-		}
-		return n == 1, err
-	}
-	res, err = r.db.ExecContext(ctx, r.q.TakeLease, topic, r.owner, until)
-	if err != nil {
-		return false, err
-	}
-	n, err := res.RowsAffected()
-	if n == 1 {
-		r.renewed[topic] = now
-	}
-	return n == 1, err
-}
-
 // releaseLeases drops every lease this relay holds, as it stops: its
 // lanes go to the others at once, not when they expire.
 func (r *Relay) releaseLeases() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := r.db.ExecContext(ctx, r.q.DropLeases, r.owner); err != nil {
+	if err := r.leases.ReleaseAll(ctx); err != nil {
 		r.log.Warn("relay: leases not released; they expire", zap.Error(err))
 	}
 }

@@ -62,7 +62,7 @@ func (r *Relay) sendLocal(ctx context.Context, topic string, rows []row) (int, e
 			}
 		case <-more:
 			woken = true
-			if ok, err := r.lease(ctx, topic); err != nil || !ok {
+			if ok, err := r.leases.Take(ctx, topic); err != nil || !ok {
 				read = budget // the lease is in doubt: finish what runs, read no more
 				continue
 			}
@@ -90,7 +90,7 @@ func (r *Relay) sendLocal(ctx context.Context, topic string, rows []row) (int, e
 	// quarter of it has passed (or take it back if it lapsed and nobody
 	// took it), so that the fenced delete deletes what was delivered
 	// instead of sending it all again.
-	if _, err := r.lease(ctx, topic); err != nil {
+	if _, err := r.leases.Take(ctx, topic); err != nil {
 		failed = append(failed, err)
 	}
 	sent, err := r.deleteSent(ctx, topic, done)

@@ -33,12 +33,9 @@ func (r *Relay) safePass() (sent int, err error) {
 func (r *Relay) pass() (int, error) {
 	ctx := context.Background()
 	var errs []error
-	if err := r.promoteDue(ctx); err != nil {
-		errs = append(errs, err)
-	}
 	topics, lanes, err := r.passLanes(ctx)
 	if err != nil {
-		return 0, errors.Join(append(errs, err)...)
+		return 0, err
 	}
 	sent := 0
 	for _, topic := range topics {
@@ -75,6 +72,9 @@ func (r *Relay) passLanes(ctx context.Context) ([]string, map[string][]int, erro
 	}
 	clear(r.hinted)
 	r.hintMu.Unlock()
+	if r.discover.Swap(false) {
+		r.discoveredAt = time.Time{} // the moved rows' topics: from the table
+	}
 	now := r.now()
 	if r.discoveredAt.IsZero() || now.Sub(r.discoveredAt) >= r.cfg.PollInterval || now.Before(r.discoveredAt) {
 		found, err := r.topics(ctx)
@@ -109,7 +109,7 @@ const batchesPerTurn = 16
 // batchesPerTurn of them; held says whether it held the lease.
 func (r *Relay) drain(ctx context.Context, l schema.Lane) (sent int, held bool, err error) {
 	for range batchesPerTurn {
-		ok, err := r.lease(ctx, l.Lease())
+		ok, err := r.leases.Take(ctx, l.Lease())
 		if err != nil || !ok {
 			return sent, held, err // !ok: another relay sends this lane
 		}

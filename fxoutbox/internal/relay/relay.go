@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/lease"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
-	"github.com/google/uuid"
 	"go.uber.org/zap"
 )
 
@@ -53,8 +53,8 @@ type Params struct {
 	// Now and After are the outbox's clock (fxoutbox.Config.Now, After).
 	Now   func() time.Time
 	After func(time.Duration) <-chan time.Time
-	// CleanInbox is run in the background at most every inboxCleanEvery.
-	CleanInbox func(context.Context) (int64, error)
+	// Owner is the owner of the relay's leases (a uuid per process).
+	Owner string
 }
 
 // Relay delivers the outbox's rows to the broker: topic by topic and lane
@@ -70,16 +70,12 @@ type Relay struct {
 	log      *zap.Logger
 	cfg      Config
 	delivery DeliveryConfig
-	owner    string
 	now      func() time.Time
 	after    func(time.Duration) <-chan time.Time
 
-	renewed map[string]time.Time // by now: when this relay last renewed each lease it holds, by name (its goroutine's alone)
-	live    int                  // how many relays were alive when last asked (see members)
-	liveAt  time.Time            // by now
-
-	cleanInbox func(context.Context) (int64, error)
-	cleanedAt  time.Time // by now; zero: never
+	leases *lease.Holder // its lanes' and its member lease (the relay goroutine's alone)
+	live   int           // how many relays were alive when last asked (see members)
+	liveAt time.Time     // by now
 
 	wake chan struct{}
 	stop chan struct{}
@@ -89,14 +85,10 @@ type Relay struct {
 	started bool
 	closed  bool
 
-	nextAt atomic.Int64 // the earliest schedule this process wrote and has not seen due, ns; 0: none
-
 	hintMu       sync.Mutex
 	hinted       map[schema.Lane]struct{} // lanes this process's commits wrote to since the last pass
 	discoveredAt time.Time                // by now: when a pass last read the topics from the table (the relay goroutine's)
-
-	schedNext      int64     // the Scheduled table's earliest due time when last asked (the relay goroutine's alone)
-	schedCheckedAt time.Time // by now; zero: ask
+	discover     atomic.Bool              // rows came that no commit announced (see Discover): read the table next pass
 
 	passes                       atomic.Uint64 // for tests: how many passes ran
 	sent, deadLettered, failures atomic.Uint64
@@ -105,18 +97,17 @@ type Relay struct {
 
 // New returns the relay p describes, not started.
 func New(p Params) *Relay {
+	cfg := WithDefaults(p.Config)
 	return &Relay{
 		db: p.DB, q: p.Queries, bus: p.Bus, pub: p.Bus.Publisher(), local: p.Local, log: p.Log,
-		cfg: WithDefaults(p.Config), delivery: DeliveryDefaults(p.Delivery),
-		owner:      uuid.NewString(),
-		now:        p.Now,
-		after:      p.After,
-		cleanInbox: p.CleanInbox,
-		renewed:    map[string]time.Time{},
-		hinted:     map[schema.Lane]struct{}{},
-		wake:       make(chan struct{}, 1),
-		stop:       make(chan struct{}),
-		done:       make(chan struct{}),
+		cfg: cfg, delivery: DeliveryDefaults(p.Delivery),
+		now:    p.Now,
+		after:  p.After,
+		leases: lease.NewHolder(p.DB, p.Queries, p.Owner, cfg.Lease, p.Now),
+		hinted: map[schema.Lane]struct{}{},
+		wake:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 }
 
@@ -141,6 +132,14 @@ func (r *Relay) Wrote(lanes []schema.Lane) {
 		r.hinted[l] = struct{}{}
 	}
 	r.hintMu.Unlock()
+	r.notify()
+}
+
+// Discover tells the relay that rows came into the outbox that no commit
+// of this process announced (due schedules, moved in): its next pass,
+// which it runs at once, reads the topics from the table.
+func (r *Relay) Discover() {
+	r.discover.Store(true)
 	r.notify()
 }
 
@@ -194,7 +193,6 @@ func (r *Relay) loop() {
 	for {
 		sent, err := r.safePass()
 		r.passes.Add(1)
-		r.maybeCleanInbox()
 		var wait time.Duration
 		switch {
 		case err != nil:
@@ -206,7 +204,7 @@ func (r *Relay) loop() {
 			continue // a full batch: more may wait, no wake needed
 		default: // drained: the next commit wakes it, the poll finds the others' rows
 			backoff = r.cfg.RetryInitial
-			wait = r.idle(context.Background())
+			wait = r.cfg.PollInterval
 		}
 		timer := r.after(wait)
 		select {

@@ -88,7 +88,7 @@ func (r *Relay) deleteSent(ctx context.Context, lease string, rows []row) (int, 
 	for _, rw := range rows {
 		args = append(args, rw.id)
 	}
-	args = append(args, lease, r.owner, r.now().UnixNano())
+	args = append(args, lease, r.leases.Owner(), r.now().UnixNano())
 	res, err := r.db.ExecContext(ctx, r.q.DeleteSent(len(rows)), args...)
 	if err != nil {
 		return 0, err
@@ -98,7 +98,7 @@ func (r *Relay) deleteSent(ctx context.Context, lease string, rows []row) (int, 
 		return 0, err
 	}
 	if int(n) < len(rows) {
-		delete(r.renewed, lease) // the lease is another's: ask the database next time
+		r.leases.Lost(lease) // the lease is another's: ask the database next time
 		r.log.Warn("relay: lost its lease on a lane in the middle of a batch; the new owner sends those rows again",
 			zap.String("lease", lease), zap.Int("rows", len(rows)), zap.Int64("deleted", n))
 	}

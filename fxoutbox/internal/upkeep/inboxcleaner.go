@@ -1,0 +1,97 @@
+package upkeep
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
+	"go.uber.org/zap"
+)
+
+// InboxCleanerConfig configures the inbox's clean-up.
+type InboxCleanerConfig struct {
+	// Retention is how long a record is kept (fxoutbox.Config.InboxRetention).
+	Retention time.Duration
+	// Every is how often, by the outbox's clock, the cleaner runs; it
+	// runs once when it starts. Default 10m.
+	Every time.Duration
+	// Batch bounds one clean-up statement, so that it holds its locks
+	// briefly however many records are due. Default 1000.
+	Batch int
+}
+
+// InboxCleaner deletes the inbox's records older than their retention, in
+// bounded batches, when it starts and then every so often. Every replica
+// runs one (they may run at once: a record is deleted once).
+type InboxCleaner struct {
+	service
+	db    *sql.DB
+	q     schema.Queries
+	cfg   InboxCleanerConfig
+	log   *zap.Logger
+	now   func() time.Time
+	after func(time.Duration) <-chan time.Time
+}
+
+// NewInboxCleaner returns the cleaner of the inbox q names, on the
+// outbox's clock (now, after).
+func NewInboxCleaner(db *sql.DB, q schema.Queries, cfg InboxCleanerConfig, log *zap.Logger, now func() time.Time, after func(time.Duration) <-chan time.Time) *InboxCleaner {
+	if cfg.Every <= 0 {
+		cfg.Every = 10 * time.Minute
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 1000
+	}
+	return &InboxCleaner{service: newService("inbox cleaner"), db: db, q: q, cfg: cfg, log: log, now: now, after: after}
+}
+
+// Clean deletes the records older than the retention by the outbox's
+// clock, a batch per statement, and returns how many it deleted
+// (fxoutbox.Outbox.CleanInbox).
+func (c *InboxCleaner) Clean(ctx context.Context) (int64, error) {
+	cutoff := c.now().Add(-c.cfg.Retention).UnixNano()
+	var total int64
+	for {
+		res, err := c.db.ExecContext(ctx, c.q.InboxCleanup, cutoff, c.cfg.Batch)
+		if err != nil {
+			return total, fmt.Errorf("fxoutbox: clean the inbox: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("fxoutbox: clean the inbox: %w", err)
+		}
+		total += n
+		if n < int64(c.cfg.Batch) {
+			return total, nil
+		}
+	}
+}
+
+// Start runs the cleaner until Close.
+func (c *InboxCleaner) Start() { c.start(c.loop) }
+
+// Close stops the cleaner after the batch in hand, within ctx.
+func (c *InboxCleaner) Close(ctx context.Context) error { return c.close(ctx) }
+
+func (c *InboxCleaner) loop() {
+	for {
+		var n int64
+		err := safely(c.log, "the inbox's clean-up", func() (err error) {
+			n, err = c.Clean(context.Background())
+			return err
+		})
+		switch {
+		case err != nil:
+			c.log.Warn("upkeep: the inbox was not cleaned; it is tried again later", zap.Error(err))
+		case n > 0:
+			c.log.Debug("upkeep: inbox cleaned", zap.Int64("records", n))
+		}
+		select {
+		case <-c.stop:
+			return
+		case <-c.after(c.cfg.Every):
+		}
+	}
+}
