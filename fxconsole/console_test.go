@@ -2,12 +2,16 @@ package fxconsole_test
 
 import (
 	"context"
+	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fxcqrs/fxcqrs/fxconsole"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
@@ -142,4 +146,46 @@ func TestActions(t *testing.T) {
 	st, err := store.Load(context.Background(), "s-1")
 	require.NoError(t, err)
 	assert.Equal(t, fxsaga.Resolved, st.Status)
+}
+
+// 1,300 letters: the newest is on the first page, the total is shown,
+// and the older pages reach the oldest, filters kept.
+func TestDeadLetterPaging(t *testing.T) {
+	d := outboxtest.Open(t, fxoutbox.SQLite)
+	tx, err := d.DB.Begin()
+	require.NoError(t, err)
+	for i := 1; i <= 1300; i++ {
+		_, err := tx.Exec("INSERT INTO fxcqrs_outbox_dead (id, topic, message_id, payload, metadata, error, failed_ns) VALUES (?, 'orders', ?, '{}', '{}', 'refused', ?)",
+			i, fmt.Sprintf("m-%d", i), int64(i)*int64(time.Second))
+		require.NoError(t, err)
+	}
+	require.NoError(t, tx.Commit())
+	admin, err := fxoutbox.NewAdmin(d.DB, d.Dialect, fxoutbox.Tables{}, nil)
+	require.NoError(t, err)
+	c, err := fxconsole.New(admin, nil, fxconsole.Config{InsecureAllowEveryone: true})
+	require.NoError(t, err)
+
+	code, body := get(t, c, "/dead?topic=orders")
+	require.Equal(t, http.StatusOK, code)
+	has := func(s string) bool { return strings.Contains(body, s) }
+	assert.True(t, has("letters 1–200 of 1300, the newest first"))
+	assert.True(t, has(`href="./dead/1300"`), "the newest on the first page")
+	assert.False(t, has(`href="./dead/1100"`))
+	assert.False(t, has(`id="newer"`))
+	var path string
+	pages := 1
+	for {
+		m := regexp.MustCompile(`id="older" href="dead\?([^"]+)"`).FindStringSubmatch(body)
+		if m == nil {
+			break
+		}
+		path = "/dead?" + html.UnescapeString(m[1])
+		assert.Contains(t, path, "topic=orders", "the filter is kept")
+		_, body = get(t, c, path)
+		pages++
+	}
+	assert.Equal(t, 7, pages)
+	assert.True(t, has("letters 1201–1300 of 1300"))
+	assert.True(t, has(`href="./dead/1"`), "the last page has the oldest")
+	assert.True(t, has(`id="newer"`))
 }

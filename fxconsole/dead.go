@@ -12,21 +12,43 @@ import (
 
 // The dead letters' pages and actions.
 
+// deadPage is how many letters a page of the list shows.
+const deadPage = 200
+
 type deadListData struct {
 	Filter  fxoutbox.DeadLetterFilter
 	Letters []fxoutbox.DeadLetter
+	// Total is how many letters the filter selects; From and To number
+	// the page's first and last of them, newest first.
+	Total, From, To int
+	// Newer and Older are the offsets of the pages either side, -1 where
+	// there is none.
+	Newer, Older int
 }
 
 func (c *Console) deadList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := fxoutbox.DeadLetterFilter{Topic: q.Get("topic"), Name: q.Get("name"), ErrorContains: q.Get("error"), Discarded: q.Get("discarded") == "on", Limit: 200}
-	var d deadListData
-	d.Filter = f
+	offset, _ := strconv.Atoi(q.Get("offset"))
+	f := fxoutbox.DeadLetterFilter{
+		Topic: q.Get("topic"), Name: q.Get("name"), ErrorContains: q.Get("error"), Discarded: q.Get("discarded") == "on",
+		NewestFirst: true, Limit: deadPage, Offset: max(offset, 0),
+	}
+	d := deadListData{Filter: f}
 	var err error
 	if c.admin == nil {
 		err = errors.New("no outbox")
-	} else {
-		d.Letters, err = c.admin.ListDead(r.Context(), f)
+	} else if d.Letters, err = c.admin.ListDead(r.Context(), f); err == nil {
+		d.Total, err = c.admin.CountDead(r.Context(), f)
+	}
+	if len(d.Letters) > 0 {
+		d.From, d.To = f.Offset+1, f.Offset+len(d.Letters)
+	}
+	d.Newer, d.Older = -1, -1
+	if f.Offset > 0 {
+		d.Newer = max(f.Offset-deadPage, 0)
+	}
+	if d.To < d.Total {
+		d.Older = d.To
 	}
 	c.render(w, r, "dead.html", "Dead letters", d, err)
 }

@@ -152,7 +152,7 @@ func oneLine(s string, n int) string {
 func safe(s string, lines bool) string {
 	clean := true
 	for _, r := range s {
-		if r == utf8.RuneError || !unicode.IsPrint(r) && !(lines && (r == '\n' || r == '\t')) {
+		if r == utf8.RuneError || !unicode.IsPrint(r) && (!lines || r != '\n' && r != '\t') {
 			clean = false
 			break
 		}

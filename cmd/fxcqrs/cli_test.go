@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -159,4 +160,33 @@ func TestDeadShowNegativeID(t *testing.T) {
 	out.Reset()
 	require.NoError(t, run([]string{"-dialect", d.Dialect.String(), "-dsn", d.DSN, "dead", "show", "-1"}, &out), "without --: still an id")
 	assert.Contains(t, out.String(), "message:  m-parked")
+}
+
+// dead list: the newest first, a page at a time, with the total; -oldest
+// for the other order.
+func TestDeadListPages(t *testing.T) {
+	d := outboxtest.Open(t, fxoutbox.SQLite)
+	tx, err := d.DB.Begin()
+	require.NoError(t, err)
+	for i := 1; i <= 1300; i++ {
+		_, err := tx.Exec("INSERT INTO fxcqrs_outbox_dead (id, topic, message_id, payload, metadata, error, failed_ns) VALUES (?, 'orders', ?, '{}', '{}', 'refused', ?)",
+			i, fmt.Sprintf("m-%d", i), int64(i)*int64(time.Second))
+		require.NoError(t, err)
+	}
+	require.NoError(t, tx.Commit())
+	cli := func(args ...string) string {
+		t.Helper()
+		var out bytes.Buffer
+		require.NoError(t, run(append([]string{"-dialect", d.Dialect.String(), "-dsn", d.DSN, "dead", "list"}, args...), &out))
+		return out.String()
+	}
+	first := cli()
+	assert.Regexp(t, `(?m)^1300\s+orders`, first, "the newest first")
+	assert.NotContains(t, first, "m-1200 ")
+	assert.Contains(t, first, "letters 1-100 of 1300, the newest first; the next: -offset 100")
+	last := cli("-offset", "1200")
+	assert.Regexp(t, `(?m)^1\s+orders`, last, "paging reaches the oldest")
+	assert.Contains(t, last, "letters 1201-1300 of 1300, the newest first\n")
+	assert.Regexp(t, `(?m)^1\s+orders`, cli("-oldest", "-limit", "1"))
+	assert.Contains(t, cli("-offset", "5000"), "none of 1300 letters")
 }

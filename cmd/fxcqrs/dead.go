@@ -28,9 +28,12 @@ func (c *cli) deadList(ctx context.Context, args []string) error {
 	until := fs.String("until", "", "failed before (RFC 3339)")
 	fs.BoolVar(&f.Discarded, "discarded", false, "the discarded letters instead")
 	fs.IntVar(&f.Limit, "limit", 100, "at most this many")
+	fs.IntVar(&f.Offset, "offset", 0, "skip this many (a page: -offset 100 -limit 100)")
+	oldest := fs.Bool("oldest", false, "the oldest first (default: the newest first)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	f.NewestFirst = !*oldest
 	var err error
 	if f.Since, err = parseTime(*since); err != nil {
 		return fmt.Errorf("-since: %w", err)
@@ -46,7 +49,27 @@ func (c *cli) deadList(ctx context.Context, args []string) error {
 	for i, d := range dead {
 		rows[i] = []string{strconv.FormatInt(d.ID, 10), safe(d.Topic, false), safe(d.Name, false), safe(d.MessageID, false), timeOf(d.FailedAt), oneLine(d.Error, 80)}
 	}
-	return c.print(dead, []string{"ID", "TOPIC", "NAME", "MESSAGE", "FAILED", "ERROR"}, rows)
+	if err := c.print(dead, []string{"ID", "TOPIC", "NAME", "MESSAGE", "FAILED", "ERROR"}, rows); err != nil || c.asJSON {
+		return err
+	}
+	total, err := c.admin.CountDead(ctx, f)
+	if err != nil {
+		return err
+	}
+	order := "the newest first"
+	if *oldest {
+		order = "the oldest first"
+	}
+	if len(dead) == 0 {
+		_, err = fmt.Fprintf(c.out, "none of %d letters\n", total)
+		return err
+	}
+	_, err = fmt.Fprintf(c.out, "letters %d-%d of %d, %s", f.Offset+1, f.Offset+len(dead), total, order)
+	if next := f.Offset + len(dead); next < total {
+		_, err = fmt.Fprintf(c.out, "; the next: -offset %d", next)
+	}
+	fmt.Fprintln(c.out)
+	return err
 }
 
 func (c *cli) deadShow(ctx context.Context, args []string) error {

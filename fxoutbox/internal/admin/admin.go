@@ -53,10 +53,14 @@ func New(db *sql.DB, d schema.Dialect, t schema.Tables, now func() time.Time) (*
 	return &Admin{db: db, d: d, t: t, q: schema.NewQueries(d, t), now: now}, nil
 }
 
-// repair runs one action on ids in one transaction, and records it.
+// repair runs one action on ids in one transaction, and records it with
+// who asked and why: both are required.
 func (a *Admin) repair(ctx context.Context, action string, ids []int64, who, why string, do func(tx *sql.Tx, id, now int64) (bool, error)) (int, error) {
 	if strings.TrimSpace(who) == "" {
 		return 0, fmt.Errorf("fxoutbox: %s: say who asks: every repair is recorded", action)
+	}
+	if strings.TrimSpace(why) == "" {
+		return 0, fmt.Errorf("fxoutbox: %s: say why: every repair is recorded with its reason", action)
 	}
 	tx, err := a.db.BeginTx(ctx, nil)
 	if err != nil {

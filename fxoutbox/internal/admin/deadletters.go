@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,27 +76,64 @@ type DeadLetterFilter struct {
 	Discarded bool
 	// Limit bounds how many are returned. Default 100.
 	Limit int
+	// NewestFirst lists the letters that failed last first: what an
+	// operator looks for in an incident. Default: the oldest first.
+	NewestFirst bool
+	// Offset skips that many letters of the order asked for: with Limit,
+	// a page (CountDead says how many there are).
+	Offset int
 }
 
 // ListDead returns the dead letters f selects, the outbox's and the
-// inbound ones, by when they failed.
+// inbound ones, by when they failed: the oldest first, or the newest
+// (NewestFirst); Offset and Limit page through them.
 func (a *Admin) ListDead(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
+	f.Offset = max(f.Offset, 0)
 	var out []DeadLetter
 	for _, inbound := range []bool{false, true} {
-		letters, err := a.listDead(ctx, f, inbound)
+		letters, err := a.listDead(ctx, f, inbound, f.Offset+f.Limit)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, letters...)
 	}
-	slices.SortStableFunc(out, func(x, y DeadLetter) int { return x.FailedAt.Compare(y.FailedAt) })
+	slices.SortStableFunc(out, func(x, y DeadLetter) int {
+		if f.NewestFirst {
+			x, y = y, x
+		}
+		return x.FailedAt.Compare(y.FailedAt)
+	})
+	out = out[min(f.Offset, len(out)):]
 	if len(out) > f.Limit {
 		out = out[:f.Limit]
 	}
 	return out, nil
+}
+
+// CountDead returns how many dead letters f selects (its Limit and Offset
+// aside): the total a page of ListDead is out of.
+func (a *Admin) CountDead(ctx context.Context, f DeadLetterFilter) (int, error) {
+	n := 0
+	for _, inbound := range []bool{false, true} {
+		if f.Name == "" && f.ErrorContains == "" {
+			table, where, args := a.deadQuery(f, inbound)
+			var c int
+			if err := a.db.QueryRowContext(ctx, a.d.Rebind("SELECT COUNT(*) FROM "+table+where), args...).Scan(&c); err != nil {
+				return 0, fmt.Errorf("fxoutbox: dead letters: %w", err)
+			}
+			n += c
+			continue
+		}
+		letters, err := a.listDead(ctx, f, inbound, math.MaxInt) // the name is in the metadata: read them
+		if err != nil {
+			return 0, err
+		}
+		n += len(letters)
+	}
+	return n, nil
 }
 
 // deadTable is the table of the outbox's dead letters, or the inbound
@@ -112,40 +150,25 @@ const deadColumns = "id, topic, message_id, payload, metadata, error, failed_ns,
 // inboundColumns are deadColumns and the inbound letters' own.
 const inboundColumns = deadColumns + ", msg_key, released_ns"
 
-func (a *Admin) listDead(ctx context.Context, f DeadLetterFilter, inbound bool) ([]DeadLetter, error) {
-	table := schema.Quote(a.d, a.t.DeadLetters)
-	if inbound {
-		table = schema.Quote(a.d, a.t.InboundDead)
-	}
+// listDead reads up to limit of the letters f selects from the outbox's
+// table or the inbound one, in f's order.
+func (a *Admin) listDead(ctx context.Context, f DeadLetterFilter, inbound bool, limit int) ([]DeadLetter, error) {
+	table, where, args := a.deadQuery(f, inbound)
 	cols := deadColumns
 	if inbound {
 		cols = inboundColumns
 	}
-	q := "SELECT " + cols + " FROM " + table
-	var where []string
-	var args []any
-	if f.Discarded {
-		where = append(where, "discarded_ns > 0")
-	} else {
-		where = append(where, "discarded_ns = 0")
+	order := " ORDER BY id"
+	if f.NewestFirst {
+		order = " ORDER BY id DESC"
 	}
-	if f.Topic != "" {
-		where, args = append(where, "topic = ?"), append(args, f.Topic)
-	}
-	if !f.Since.IsZero() {
-		where, args = append(where, "failed_ns >= ?"), append(args, f.Since.UnixNano())
-	}
-	if !f.Until.IsZero() {
-		where, args = append(where, "failed_ns < ?"), append(args, f.Until.UnixNano())
-	}
-	q += " WHERE " + strings.Join(where, " AND ") + " ORDER BY id"
-	rows, err := a.db.QueryContext(ctx, a.d.Rebind(q), args...)
+	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT "+cols+" FROM "+table+where+order), args...)
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: dead letters: %w", err)
 	}
 	defer rows.Close()
 	var out []DeadLetter
-	for rows.Next() && len(out) < f.Limit {
+	for rows.Next() && len(out) < limit {
 		dl, err := scanDead(rows, inbound)
 		if err != nil {
 			return nil, err
@@ -156,6 +179,31 @@ func (a *Admin) listDead(ctx context.Context, f DeadLetterFilter, inbound bool) 
 		out = append(out, dl)
 	}
 	return out, rows.Err()
+}
+
+// deadQuery is the table of f's letters, outbound or inbound, and the
+// WHERE clause of what SQL can select of f, with its arguments.
+func (a *Admin) deadQuery(f DeadLetterFilter, inbound bool) (table, where string, args []any) {
+	table = schema.Quote(a.d, a.t.DeadLetters)
+	if inbound {
+		table = schema.Quote(a.d, a.t.InboundDead)
+	}
+	var conds []string
+	if f.Discarded {
+		conds = append(conds, "discarded_ns > 0")
+	} else {
+		conds = append(conds, "discarded_ns = 0")
+	}
+	if f.Topic != "" {
+		conds, args = append(conds, "topic = ?"), append(args, f.Topic)
+	}
+	if !f.Since.IsZero() {
+		conds, args = append(conds, "failed_ns >= ?"), append(args, f.Since.UnixNano())
+	}
+	if !f.Until.IsZero() {
+		conds, args = append(conds, "failed_ns < ?"), append(args, f.Until.UnixNano())
+	}
+	return table, " WHERE " + strings.Join(conds, " AND "), args
 }
 
 // Dead returns the dead letter id.

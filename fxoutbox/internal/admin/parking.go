@@ -187,6 +187,9 @@ func (a *Admin) Repark(ctx context.Context, topic, key, id string, reason error)
 // key's messages then go, in order, behind the first. It returns how many
 // letters it released; none when the key has nothing parked.
 func (a *Admin) Release(ctx context.Context, topic, key, who, why string) (int, error) {
+	if strings.TrimSpace(why) == "" {
+		return 0, errors.New("fxoutbox: release: say why: every repair is recorded with its reason")
+	}
 	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT id FROM "+schema.Quote(a.d, a.t.InboundDead)+
 		" WHERE topic = ? AND msg_key = ? AND discarded_ns = 0 AND released_ns = 0 ORDER BY id"), topic, key)
 	if err != nil {
