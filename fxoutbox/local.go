@@ -97,6 +97,12 @@ func supplyDeliverable(d Deliverable) fx.Option {
 	return fx.Provide(fx.Annotate(func() Deliverable { return d }, fx.ResultTags(`group:"fxoutbox.deliverables"`)))
 }
 
+// DeliveryConfig configures durable in-process delivery and scheduled
+// commands: Topic (default "fxcqrs.local"), MaxAttempts (5),
+// RetryInitial (1s) and RetryMax (5m) between attempts, Concurrency (8)
+// and AllEvents. Every field is optional.
+type DeliveryConfig = relay.DeliveryConfig
+
 // MetadataDepth is the metadata key of a durable row's depth: how many
 // durable deliveries led to it. A durable handler's durable follow-up is
 // one deeper, and one past fxcqrs.MaxDepth is refused, as the mediator
@@ -155,8 +161,11 @@ type deliverer struct {
 	mediator  atomic.Pointer[fxcqrs.Mediator]
 }
 
-func newDeliverer(bus *fxbus.Bus, log *zap.Logger, cfg Config, reg deliverables) *deliverer {
-	d := &deliverer{bus: bus, log: log, topic: cfg.Delivery.Topic, allEvents: cfg.Delivery.AllEvents, given: cfg.Deliverables}
+// newDeliverer returns the deliverer of given (Config.Deliverables),
+// registered as reg, to the delivery topic (DeliveryConfig.Topic), with
+// DeliveryConfig.AllEvents.
+func newDeliverer(bus *fxbus.Bus, log *zap.Logger, topic string, allEvents bool, given []Deliverable, reg deliverables) *deliverer {
+	d := &deliverer{bus: bus, log: log, topic: topic, allEvents: allEvents, given: given}
 	d.reg.Store(&reg)
 	return d
 }
@@ -208,12 +217,6 @@ func (d *deliverer) deliverTo(m *fxcqrs.Mediator) {
 	}
 	d.reg.Store(&reg)
 }
-
-// DeliverTo gives the outbox the mediator that its durable events and
-// scheduled commands run on. fxoutbox.Module calls it; without fx, call it
-// before Start, and before the first call, when Config.Deliverables is not
-// empty or DeliveryConfig.AllEvents is on.
-func (o *Outbox) DeliverTo(m *fxcqrs.Mediator) { o.local.deliverTo(m) }
 
 // dynamicEvent is DurableEvent of a type known at run time only (see
 // DeliveryConfig.AllEvents).

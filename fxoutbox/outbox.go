@@ -10,6 +10,7 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/admin"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/lease"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/relay"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/upkeep"
@@ -138,22 +139,25 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	log = log.Named("fxoutbox")
 	q := schema.NewQueries(cfg.Dialect, cfg.Tables)
 	lanes := func(topic string) int { return relay.LanesOf(cfg.Relay, topic) }
-	local := newDeliverer(bus, log, cfg, reg)
+	local := newDeliverer(bus, log, cfg.Delivery.Topic, cfg.Delivery.AllEvents, cfg.Deliverables, reg)
 	adm, err := admin.New(db, cfg.Dialect, cfg.Tables, cfg.Now)
 	if err != nil {
 		return nil, err
 	}
 	o := &Outbox{cfg: cfg, db: db, q: q, local: local, admin: adm.WithLanes(cfg.Relay)}
-	owner := uuid.NewString() // the relay's leases and the schedules'
+	// One owner for the process's leases, a Holder per goroutine: the
+	// relay's release at stop gives the schedule lease back too.
+	rc := relay.WithDefaults(cfg.Relay)
+	owner, leases := uuid.NewString(), lease.Statements{Renew: q.RenewLease, Take: q.TakeLease, Drop: q.DropLease, DropAll: q.DropLeases}
 	o.relay = relay.New(relay.Params{
 		DB: db, Queries: q, Bus: bus, Local: local, Log: log, Config: cfg.Relay, Delivery: cfg.Delivery,
-		Now: cfg.Now, After: cfg.After, Owner: owner,
+		Now: cfg.Now, After: cfg.After, Leases: lease.NewHolder(db, leases, owner, rc.Lease, cfg.Now),
 	})
-	rc := relay.WithDefaults(cfg.Relay)
 	o.promoter = upkeep.NewSchedulePromoter(upkeep.PromoterParams{
-		DB: db, Queries: q, Owner: owner, Sender: o.relay, Log: log, Now: cfg.Now, After: cfg.After,
+		DB: db, Queries: q, Sender: o.relay, Log: log, Now: cfg.Now, After: cfg.After,
+		Leases: lease.NewHolder(db, leases, owner, rc.Lease, cfg.Now),
 		Config: upkeep.PromoterConfig{
-			PollInterval: rc.PollInterval, BatchSize: rc.BatchSize, Lease: rc.Lease, RetryInitial: rc.RetryInitial, RetryMax: rc.RetryMax,
+			PollInterval: rc.PollInterval, BatchSize: rc.BatchSize, RetryInitial: rc.RetryInitial, RetryMax: rc.RetryMax,
 		},
 	})
 	o.cleaner = upkeep.NewInboxCleaner(db, q, upkeep.InboxCleanerConfig{Retention: cfg.InboxRetention}, log, cfg.Now, cfg.After)
@@ -248,6 +252,12 @@ func (o *Outbox) Start(ctx context.Context) error {
 	o.cleaner.Start()
 	return nil
 }
+
+// DeliverTo gives the outbox the mediator that its durable events and
+// scheduled commands run on. fxoutbox.Module calls it; without fx, call it
+// before Start, and before the first call, when Config.Deliverables is not
+// empty or DeliveryConfig.AllEvents is on.
+func (o *Outbox) DeliverTo(m *fxcqrs.Mediator) { o.local.deliverTo(m) }
 
 // Admin returns the outbox's Admin, on its clock.
 func (o *Outbox) Admin() *Admin { return o.admin }

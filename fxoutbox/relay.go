@@ -7,7 +7,8 @@ import (
 
 // The relay's configuration, handed on from the relay's own package
 // (internal/relay), which holds the relay: its loop, lanes and leases,
-// the publish, and the durable delivery to this service's mediator.
+// the publish, and the durable delivery to this service's mediator
+// (whose DeliveryConfig is with the Deliverables, local.go).
 
 // RelayConfig configures the relay: PollInterval (default 1s), BatchSize
 // (100), Lease (4s), Lanes and TopicLanes (order per key: 1 lane per
@@ -16,12 +17,6 @@ import (
 // message's own). Every field is optional; in JSON and YAML its durations
 // may be duration strings ("1s") or nanoseconds.
 type RelayConfig = relay.Config
-
-// DeliveryConfig configures durable in-process delivery and scheduled
-// commands: Topic (default "fxcqrs.local"), MaxAttempts (5),
-// RetryInitial (1s) and RetryMax (5m) between attempts, Concurrency (8)
-// and AllEvents. Every field is optional.
-type DeliveryConfig = relay.DeliveryConfig
 
 // LaneOf returns the lane among lanes that the rows of key go in: for
 // tests and tools that check how keys spread.

@@ -18,11 +18,6 @@ import (
 // out as any row does: a scheduled message joins its topic's order at
 // its due time, not at the time it was written.
 
-// ErrNoUnitOfWork is returned by Schedule and Cancel called outside a
-// unit of work: a schedule is written in the handler's transaction, so
-// that it exists if and only if the handler's writes commit.
-var ErrNoUnitOfWork = errors.New("fxoutbox: no unit of work in the context: schedule from a handler the outbox's unit of work wraps")
-
 // Schedule writes msg, in the unit of work of ctx, to be delivered at at
 // by the outbox's clock, and returns its message id, by which Cancel
 // finds it. msg is

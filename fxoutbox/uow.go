@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
+	"go.uber.org/zap"
 )
 
 type txKey struct{}
@@ -43,6 +45,51 @@ func Tx(ctx context.Context) *sql.Tx {
 func unitOf(ctx context.Context) *unit {
 	un, _ := ctx.Value(txKey{}).(*unit)
 	return un
+}
+
+// ErrNoUnitOfWork is returned by Schedule and Cancel called outside a
+// unit of work: a schedule is written in the handler's transaction, so
+// that it exists if and only if the handler's writes commit.
+var ErrNoUnitOfWork = errors.New("fxoutbox: no unit of work in the context: schedule from a handler the outbox's unit of work wraps")
+
+// AfterCommit arranges for fn to run once the unit of work of ctx has
+// committed, on the goroutine that committed it, before the call that
+// began the unit of work returns; if it rolls back, fn never runs. fn gets
+// a context outside that unit of work: the calls it makes through the
+// mediator are units of work of their own, not joined to the one that
+// committed, and not taken for redeliveries of the inbound message that
+// began it (the inbox records none of them under its id). It keeps the
+// rest of ctx: cancellation, the mediator's call, the message's
+// correlation.
+//
+// It is what fxsaga uses to go on with a saga's next steps once the step
+// that resumed it has committed. A crash after the commit and before fn
+// ran or finished loses fn: use it for work that something else recovers
+// (the saga's recovery, here), never as the only record of work to do.
+//
+// It returns ErrNoUnitOfWork outside a unit of work.
+func AfterCommit(ctx context.Context, fn func(ctx context.Context)) error {
+	un := unitOf(ctx)
+	if un == nil {
+		return ErrNoUnitOfWork
+	}
+	un.after = append(un.after, fn)
+	return nil
+}
+
+// afterKey marks a context given to an AfterCommit function: the unit of
+// work records nothing in the inbox under it.
+type afterKey struct{}
+
+// runAfter runs the functions un's commit was waiting for.
+func (un *unit) runAfter(ctx context.Context) {
+	if len(un.after) == 0 {
+		return
+	}
+	ctx = context.WithValue(context.WithValue(ctx, txKey{}, (*unit)(nil)), afterKey{}, true)
+	for _, fn := range un.after {
+		fn(ctx)
+	}
 }
 
 // OrderUnitOfWork is the unit of work's middleware position: inside
@@ -261,5 +308,56 @@ func (u *unitOfWork) writeLocal(ctx context.Context, un *unit) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// leftovers is the mediator's Forwarder under the outbox. The unit of work
+// writes what the calls it wraps emitted, and marks it so; what no unit of
+// work wrapped (a stream's items) reaches leftovers, which writes the
+// routed events in a transaction of their own: through the outbox, never
+// published directly, never lost. A durable event there has no
+// transaction to be written in, and its handlers run from memory: it says
+// so, once per type, instead of weakening the promise in silence.
+type leftovers struct {
+	u      *unitOfWork
+	log    *zap.Logger
+	warned sync.Map // reflect.Type → struct{}
+}
+
+func (l *leftovers) Forwards(t reflect.Type) bool {
+	return l.u.bus.Forwards(t) || l.u.local.registry().durable(t)
+}
+
+func (l *leftovers) Forward(ctx context.Context, events []any) error {
+	routed := events[:0:0]
+	for _, ev := range events {
+		t := reflect.TypeOf(ev)
+		if l.u.bus.Forwards(t) {
+			routed = append(routed, ev)
+		}
+		if l.u.local.registry().durable(t) {
+			if _, seen := l.warned.LoadOrStore(t, struct{}{}); !seen {
+				l.log.Warn("a durable event was emitted where no unit of work runs (a stream item, or a call the unit of work is not scoped to): "+
+					"its handlers run from memory, best-effort, and a crash after the call loses them; emit it from a command",
+					zap.Stringer("event", t))
+			}
+		}
+	}
+	if len(routed) == 0 {
+		return nil
+	}
+	events = routed
+	tx, err := l.u.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("fxoutbox: begin: %w", err)
+	}
+	un := &unit{tx: tx, u: l.u}
+	if err := l.u.writeRouted(ctx, un, events); err != nil {
+		return errors.Join(err, schema.Rollback(tx))
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("fxoutbox: commit: %w", err)
+	}
+	l.u.committed(un)
 	return nil
 }

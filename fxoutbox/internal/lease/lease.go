@@ -9,16 +9,27 @@ import (
 	"context"
 	"database/sql"
 	"time"
-
-	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 )
+
+// Statements are the leases table's statements, with the dialect's
+// placeholders (the outbox's schema builds them).
+type Statements struct {
+	// Renew takes (owner, until, name, owner, now): it renews the lease
+	// of the owner, or takes one that expired.
+	Renew string
+	// Take takes (name, owner, until): it inserts a lease nobody has, or
+	// does nothing.
+	Take string
+	// Drop takes (name, owner); DropAll takes (owner).
+	Drop, DropAll string
+}
 
 // Holder takes and renews leases for one owner. It remembers when it
 // last renewed each, so that it asks the database at most once per
 // quarter lease; it belongs to one goroutine.
 type Holder struct {
 	db      *sql.DB
-	q       schema.Queries
+	st      Statements
 	owner   string
 	length  time.Duration
 	now     func() time.Time
@@ -27,8 +38,8 @@ type Holder struct {
 
 // NewHolder returns the Holder of owner's leases of length, on the clock
 // now.
-func NewHolder(db *sql.DB, q schema.Queries, owner string, length time.Duration, now func() time.Time) *Holder {
-	return &Holder{db: db, q: q, owner: owner, length: length, now: now, renewed: map[string]time.Time{}}
+func NewHolder(db *sql.DB, st Statements, owner string, length time.Duration, now func() time.Time) *Holder {
+	return &Holder{db: db, st: st, owner: owner, length: length, now: now, renewed: map[string]time.Time{}}
 }
 
 // Owner is the owner the leases are taken for.
@@ -45,7 +56,7 @@ func (h *Holder) Take(ctx context.Context, name string) (bool, error) {
 	}
 	delete(h.renewed, name)
 	until := now.UnixNano() + h.length.Nanoseconds()
-	res, err := h.db.ExecContext(ctx, h.q.RenewLease, h.owner, until, name, h.owner, now.UnixNano())
+	res, err := h.db.ExecContext(ctx, h.st.Renew, h.owner, until, name, h.owner, now.UnixNano())
 	if err != nil {
 		return false, err
 	}
@@ -55,7 +66,7 @@ func (h *Holder) Take(ctx context.Context, name string) (bool, error) {
 		}
 		return n == 1, err
 	}
-	res, err = h.db.ExecContext(ctx, h.q.TakeLease, name, h.owner, until)
+	res, err = h.db.ExecContext(ctx, h.st.Take, name, h.owner, until)
 	if err != nil {
 		return false, err
 	}
@@ -80,7 +91,7 @@ func (h *Holder) Lost(name string) { delete(h.renewed, name) }
 // GiveBack drops the lease name, for another owner to take it.
 func (h *Holder) GiveBack(ctx context.Context, name string) error {
 	delete(h.renewed, name)
-	_, err := h.db.ExecContext(ctx, h.q.DropLease, name, h.owner)
+	_, err := h.db.ExecContext(ctx, h.st.Drop, name, h.owner)
 	return err
 }
 
@@ -89,6 +100,6 @@ func (h *Holder) GiveBack(ctx context.Context, name string) error {
 // it expires.
 func (h *Holder) ReleaseAll(ctx context.Context) error {
 	clear(h.renewed)
-	_, err := h.db.ExecContext(ctx, h.q.DropLeases, h.owner)
+	_, err := h.db.ExecContext(ctx, h.st.DropAll, h.owner)
 	return err
 }

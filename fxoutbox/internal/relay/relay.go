@@ -53,8 +53,9 @@ type Params struct {
 	// Now and After are the outbox's clock (fxoutbox.Config.Now, After).
 	Now   func() time.Time
 	After func(time.Duration) <-chan time.Time
-	// Owner is the owner of the relay's leases (a uuid per process).
-	Owner string
+	// Leases holds the relay's leases (its lanes', its member lease): a
+	// Holder of its own, for its goroutine alone.
+	Leases *lease.Holder
 }
 
 // Relay delivers the outbox's rows to the broker: topic by topic and lane
@@ -103,7 +104,7 @@ func New(p Params) *Relay {
 		cfg: cfg, delivery: DeliveryDefaults(p.Delivery),
 		now:    p.Now,
 		after:  p.After,
-		leases: lease.NewHolder(p.DB, p.Queries, p.Owner, cfg.Lease, p.Now),
+		leases: p.Leases,
 		hinted: map[schema.Lane]struct{}{},
 		wake:   make(chan struct{}, 1),
 		stop:   make(chan struct{}),

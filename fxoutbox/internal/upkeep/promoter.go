@@ -25,8 +25,6 @@ type PromoterConfig struct {
 	PollInterval time.Duration
 	// BatchSize is how many schedules one transaction moves.
 	BatchSize int
-	// Lease is the length of the schedule lease.
-	Lease time.Duration
 	// RetryInitial is the first wait after a failed round; it doubles up
 	// to RetryMax.
 	RetryInitial, RetryMax time.Duration
@@ -43,9 +41,10 @@ type Sender interface {
 type PromoterParams struct {
 	DB      *sql.DB
 	Queries schema.Queries
-	// Owner is the owner of the schedule lease: the relay's, so that the
-	// relay's release at stop gives it back too.
-	Owner  string
+	// Leases holds the schedule lease: a Holder of its own, for the
+	// promoter's goroutine, with the relay's owner, so that the relay's
+	// release at stop gives the lease back too.
+	Leases *lease.Holder
 	Config PromoterConfig
 	Sender Sender
 	Log    *zap.Logger
@@ -83,7 +82,7 @@ func NewSchedulePromoter(p PromoterParams) *SchedulePromoter {
 	return &SchedulePromoter{
 		service: newService("schedule promoter"),
 		db:      p.DB, q: p.Queries, cfg: p.Config, sender: p.Sender, log: p.Log, now: p.Now, after: p.After,
-		leases: lease.NewHolder(p.DB, p.Queries, p.Owner, p.Config.Lease, p.Now),
+		leases: p.Leases,
 		wake:   make(chan struct{}, 1),
 	}
 }
