@@ -19,31 +19,31 @@ import (
 // its next attempt with a backoff, or goes to the dead letter table after
 // MaxAttempts (at once when it is malformed); one the mediator refused
 // because it is stopping waits for the next relay.
-func (r *Relay) sendLocal(ctx context.Context, topic string, rows []row) (int, error) {
+func (s *sender) sendLocal(ctx context.Context, topic string, rows []row) (int, error) {
 	type result struct {
 		rw  row
 		err error
 	}
 	var (
-		results = make(chan result, r.delivery.Concurrency)
+		results = make(chan result, s.delivery.Concurrency)
 		pending = rows
 		last    = rows[len(rows)-1].id
 		read    = len(rows)
-		budget  = r.cfg.BatchSize * batchesPerTurn
+		budget  = s.cfg.BatchSize * batchesPerTurn
 		running int
-		stop    = r.stop
+		stop    = s.stop
 		woken   bool // a wake was taken here: the loop must see it too
 		done    []row
 		failed  []error
 	)
 	for len(pending) > 0 || running > 0 {
-		for len(pending) > 0 && running < r.delivery.Concurrency {
+		for len(pending) > 0 && running < s.delivery.Concurrency {
 			rw := pending[0]
 			pending = pending[1:]
 			running++
-			go func() { results <- result{rw, r.deliverSafely(ctx, rw)} }()
+			go func() { results <- result{rw, s.deliverSafely(ctx, rw)} }()
 		}
-		more := r.wake
+		more := s.wake
 		if read >= budget {
 			more = nil // enough for one call: the next pass reads the rest
 		}
@@ -56,17 +56,17 @@ func (r *Relay) sendLocal(ctx context.Context, topic string, rows []row) (int, e
 			case errors.Is(res.err, fxcqrs.ErrStopped):
 				failed = append(failed, res.err) // not an attempt: the next relay delivers it
 			default:
-				if err := r.failLocal(ctx, topic, res.rw, res.err); err != nil {
+				if err := s.failLocal(ctx, topic, res.rw, res.err); err != nil {
 					failed = append(failed, err)
 				}
 			}
 		case <-more:
 			woken = true
-			if ok, err := r.leases.Take(ctx, topic); err != nil || !ok {
+			if ok, err := s.leases.Take(ctx, topic); err != nil || !ok {
 				read = budget // the lease is in doubt: finish what runs, read no more
 				continue
 			}
-			next, err := r.rowsAfter(ctx, schema.Lane{Topic: topic}, last)
+			next, err := s.rowsAfter(ctx, schema.Lane{Topic: topic}, last)
 			if err != nil {
 				failed = append(failed, err)
 				read = budget
@@ -75,7 +75,7 @@ func (r *Relay) sendLocal(ctx context.Context, topic string, rows []row) (int, e
 			if len(next) > 0 {
 				last = next[len(next)-1].id
 				read += len(next)
-				r.inHand.Add(int64(len(next)))
+				s.inHand.Add(int64(len(next)))
 				pending = append(pending, next...)
 			}
 		case <-stop:
@@ -83,44 +83,44 @@ func (r *Relay) sendLocal(ctx context.Context, topic string, rows []row) (int, e
 		}
 	}
 	if woken {
-		r.notify() // the commits it announced may have written other topics' rows too
+		wakeUp(s.wake) // the commits it announced may have written other topics' rows too
 	}
 	// Handlers take longer than a broker's acknowledgement: the batch may
 	// have outlasted the lease it was read under. Renew it now if a
 	// quarter of it has passed (or take it back if it lapsed and nobody
 	// took it), so that the fenced delete deletes what was delivered
 	// instead of sending it all again.
-	if _, err := r.leases.Take(ctx, topic); err != nil {
+	if _, err := s.leases.Take(ctx, topic); err != nil {
 		failed = append(failed, err)
 	}
-	sent, err := r.deleteSent(ctx, topic, done)
+	sent, err := s.deleteSent(ctx, topic, done)
 	return sent, errors.Join(append(failed, err)...)
 }
 
 // deliverSafely is deliver with a panic of ours turned into an error (a
 // handler's own panic is the mediator's *PanicError already).
-func (r *Relay) deliverSafely(ctx context.Context, rw row) (err error) {
+func (s *sender) deliverSafely(ctx context.Context, rw row) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &PermanentError{Err: errors.New("delivery panicked")}
-			r.log.Error("relay: a delivery panicked", zap.Any("panic", v), zap.String("messageId", rw.msgID))
+			s.log.Error("relay: a delivery panicked", zap.Any("panic", v), zap.String("messageId", rw.msgID))
 		}
 	}()
-	return r.local.Deliver(ctx, rw.msgID, rw.payload, rw.metadata)
+	return s.local.Deliver(ctx, rw.msgID, rw.payload, rw.metadata)
 }
 
 // failLocal schedules a failed row's next attempt, or dead-letters it.
-func (r *Relay) failLocal(ctx context.Context, topic string, rw row, cause error) error {
+func (s *sender) failLocal(ctx context.Context, topic string, rw row, cause error) error {
 	var bad *PermanentError
 	failed := rw.attempts + 1
-	if errors.As(cause, &bad) || failed >= r.delivery.MaxAttempts {
-		return r.deadLetter(ctx, topic, rw, cause)
+	if errors.As(cause, &bad) || failed >= s.delivery.MaxAttempts {
+		return s.deadLetter(ctx, topic, rw, cause)
 	}
-	wait := retryAfter(r.delivery, failed)
-	r.log.Warn("relay: a durable delivery failed; it is tried again",
+	wait := retryAfter(s.delivery, failed)
+	s.log.Warn("relay: a durable delivery failed; it is tried again",
 		zap.String("messageId", rw.msgID), zap.Int("attempt", failed), zap.Duration("retryIn", wait), zap.Error(cause))
-	_, err := r.db.ExecContext(ctx, r.q.Retry, r.now().Add(wait).UnixNano(), rw.id)
-	r.inHand.Add(-1)
+	_, err := s.db.ExecContext(ctx, s.q.Retry, s.now().Add(wait).UnixNano(), rw.id)
+	s.inHand.Add(-1)
 	return err
 }
 

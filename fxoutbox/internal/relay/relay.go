@@ -8,7 +8,9 @@ package relay
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,14 +67,13 @@ type Params struct {
 type Relay struct {
 	db       *sql.DB
 	q        schema.Queries
-	bus      Bus
-	pub      message.Publisher
 	local    Local
 	log      *zap.Logger
 	cfg      Config
 	delivery DeliveryConfig
 	now      func() time.Time
 	after    func(time.Duration) <-chan time.Time
+	sender   *sender // sends a lane's batch
 
 	leases *lease.Holder // its lanes' and its member lease (the relay goroutine's alone)
 	live   int           // how many relays were alive when last asked (see members)
@@ -91,24 +92,26 @@ type Relay struct {
 	discoveredAt time.Time                // by now: when a pass last read the topics from the table (the relay goroutine's)
 	discover     atomic.Bool              // rows came that no commit announced (see Discover): read the table next pass
 
-	passes                       atomic.Uint64 // for tests: how many passes ran
-	sent, deadLettered, failures atomic.Uint64
-	inHand                       atomic.Int64 // rows read and not yet deleted, in the batch being sent
+	passes atomic.Uint64 // for tests: how many passes ran
 }
 
 // New returns the relay p describes, not started.
 func New(p Params) *Relay {
-	cfg := WithDefaults(p.Config)
+	cfg, delivery := WithDefaults(p.Config), DeliveryDefaults(p.Delivery)
+	wake, stop := make(chan struct{}, 1), make(chan struct{})
 	return &Relay{
-		db: p.DB, q: p.Queries, bus: p.Bus, pub: p.Bus.Publisher(), local: p.Local, log: p.Log,
-		cfg: cfg, delivery: DeliveryDefaults(p.Delivery),
+		db: p.DB, q: p.Queries, local: p.Local, log: p.Log, cfg: cfg, delivery: delivery,
 		now:    p.Now,
 		after:  p.After,
 		leases: p.Leases,
 		hinted: map[schema.Lane]struct{}{},
-		wake:   make(chan struct{}, 1),
-		stop:   make(chan struct{}),
+		wake:   wake,
+		stop:   stop,
 		done:   make(chan struct{}),
+		sender: &sender{
+			db: p.DB, q: p.Queries, bus: p.Bus, pub: p.Bus.Publisher(), local: p.Local, log: p.Log, cfg: cfg, delivery: delivery,
+			now: p.Now, leases: p.Leases, wake: wake, stop: stop,
+		},
 	}
 }
 
@@ -119,7 +122,8 @@ type Stats struct {
 
 // Stats returns the relay's counters.
 func (r *Relay) Stats() Stats {
-	return Stats{Sent: r.sent.Load(), DeadLettered: r.deadLettered.Load(), PublishFailures: r.failures.Load()}
+	s := r.sender
+	return Stats{Sent: s.sent.Load(), DeadLettered: s.deadLettered.Load(), PublishFailures: s.failures.Load()}
 }
 
 // Passes returns how many passes the relay has run, for tests.
@@ -145,9 +149,12 @@ func (r *Relay) Discover() {
 }
 
 // notify wakes the relay: a commit put rows in the outbox.
-func (r *Relay) notify() {
+func (r *Relay) notify() { wakeUp(r.wake) }
+
+// wakeUp wakes whoever waits on wake, or leaves the wake it holds.
+func wakeUp(wake chan struct{}) {
 	select {
-	case r.wake <- struct{}{}:
+	case wake <- struct{}{}:
 	default:
 	}
 }
@@ -180,7 +187,7 @@ func (r *Relay) Close(ctx context.Context) error {
 	case <-r.done:
 		return nil
 	case <-ctx.Done():
-		n := r.inHand.Load()
+		n := r.sender.inHand.Load()
 		r.log.Warn("stop deadline passed with the relay still sending; the rows it has not deleted are sent again by the next relay",
 			zap.Int64("rowsInHand", n))
 		return fmt.Errorf("fxoutbox: relay still sending %d rows: %w", n, ctx.Err())
@@ -223,4 +230,78 @@ func (r *Relay) loop() {
 		case <-timer:
 		}
 	}
+}
+
+// safePass is pass with its panic (a publisher's, say) turned into an
+// error: the relay runs on a goroutine of its own, where a panic would
+// take the process down. The rows it was sending wait, as for any error.
+func (r *Relay) safePass() (sent int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.log.Error("relay: a pass panicked; its rows wait", zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			err = fmt.Errorf("fxoutbox: relay panicked: %v", v)
+		}
+	}()
+	return r.pass()
+}
+
+// pass sends what it can of every topic's lanes it can lease, and
+// reports how many rows it sent.
+func (r *Relay) pass() (int, error) {
+	ctx := context.Background()
+	var errs []error
+	topics, lanes, err := r.passLanes(ctx)
+	if err != nil {
+		return 0, err
+	}
+	sent := 0
+	for _, topic := range topics {
+		if topic == r.delivery.Topic && (!r.local.Ready()) {
+			continue // no mediator here: a replica that has one delivers them
+		}
+		select {
+		case <-r.stop:
+			return sent, nil
+		default:
+		}
+		n, err := r.sendTopic(ctx, topic, lanes[topic])
+		sent += n
+		if err != nil {
+			errs = append(errs, err) // other topics go on
+		}
+	}
+	if len(errs) > 0 || sent >= r.cfg.BatchSize {
+		r.discoveredAt = time.Time{} // rows may wait that no commit announces: look at the table next time
+	}
+	return sent, errors.Join(errs...)
+}
+
+// logFailure says what stopped a pass: the broker, the database's
+// connection, or the database itself (a missing table, a constraint),
+// which no wait mends and which is logged at error level.
+func (r *Relay) logFailure(err error, retryIn time.Duration) {
+	var be *brokerError
+	switch {
+	case errors.As(err, &be) && onlyBroker(err):
+		r.log.Warn("relay: the broker is unavailable or refused; rows wait", zap.Error(err), zap.Duration("retryIn", retryIn))
+	case r.db.PingContext(context.Background()) != nil:
+		r.log.Warn("relay: the database is unreachable; rows wait", zap.Error(err), zap.Duration("retryIn", retryIn))
+	default:
+		r.log.Error("relay: the database refused a statement (not the broker, not the connection): check the schema (fxoutbox.Migrate) and the database's log; rows wait",
+			zap.Error(err), zap.Duration("retryIn", retryIn))
+	}
+}
+
+// onlyBroker reports whether every error joined in err is the broker's.
+func onlyBroker(err error) bool {
+	var be *brokerError
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range joined.Unwrap() {
+			if !errors.As(e, &be) {
+				return false
+			}
+		}
+		return true
+	}
+	return errors.As(err, &be)
 }

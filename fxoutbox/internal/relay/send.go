@@ -2,15 +2,41 @@ package relay
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/lease"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 	"go.uber.org/zap"
 )
+
+// sender sends one lane's batch: it reads the rows, publishes them (or
+// delivers the delivery topic's to this service's mediator, local.go),
+// deletes those that went out under the lane's lease, and dead-letters
+// what cannot go. It runs on the relay's goroutine, with its leases.
+type sender struct {
+	db       *sql.DB
+	q        schema.Queries
+	bus      Bus
+	pub      message.Publisher
+	local    Local
+	log      *zap.Logger
+	cfg      Config
+	delivery DeliveryConfig
+	now      func() time.Time
+	leases   *lease.Holder
+	wake     chan struct{}   // the relay's: what commits announce, which a durable delivery reads too
+	stop     <-chan struct{} // the relay's
+
+	sent, deadLettered, failures atomic.Uint64
+	inHand                       atomic.Int64 // rows read and not yet deleted, in the batch being sent
+}
 
 type row struct {
 	id       int64
@@ -23,53 +49,53 @@ type row struct {
 // send publishes a batch of l's rows, in id order, and deletes the
 // rows the broker took. A row whose own message the broker refuses goes
 // to the dead letter table; the rows after it go in the next batch.
-func (r *Relay) send(ctx context.Context, l schema.Lane) (int, error) {
+func (s *sender) send(ctx context.Context, l schema.Lane) (int, error) {
 	topic := l.Topic
-	rows, err := r.rows(ctx, l)
+	rows, err := s.rows(ctx, l)
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
-	r.inHand.Store(int64(len(rows)))
-	defer r.inHand.Store(0)
-	if topic == r.delivery.Topic {
-		return r.sendLocal(ctx, topic, rows)
+	s.inHand.Store(int64(len(rows)))
+	defer s.inHand.Store(0)
+	if topic == s.delivery.Topic {
+		return s.sendLocal(ctx, topic, rows)
 	}
 	msgs := make([]*message.Message, len(rows))
 	for i, rw := range rows {
 		msg := message.NewMessage(rw.msgID, rw.payload)
 		if err := json.Unmarshal([]byte(rw.metadata), &msg.Metadata); err != nil {
-			return 0, r.deadLetter(ctx, topic, rw, fmt.Errorf("metadata: %w", err))
+			return 0, s.deadLetter(ctx, topic, rw, fmt.Errorf("metadata: %w", err))
 		}
 		msgs[i] = msg
 	}
-	end := r.bus.Send(ctx, topic, msgs)
-	acked, err := r.publish(topic, msgs)
+	end := s.bus.Send(ctx, topic, msgs)
+	acked, err := s.publish(topic, msgs)
 	end(err)
-	sent, delErr := r.deleteSent(ctx, l.Lease(), rows[:acked])
+	sent, delErr := s.deleteSent(ctx, l.Lease(), rows[:acked])
 	switch {
 	case delErr != nil:
 		return sent, delErr // published, still in the outbox: sent again, at least once
 	case err == nil:
 		return sent, nil
-	case r.cfg.Undeliverable(err):
-		if err := r.deadLetter(ctx, topic, rows[acked], err); err != nil {
+	case s.cfg.Undeliverable(err):
+		if err := s.deadLetter(ctx, topic, rows[acked], err); err != nil {
 			return sent, err
 		}
 		return sent + 1, nil // progress: the rows after it go in the next pass
 	}
-	r.failures.Add(1)
+	s.failures.Add(1)
 	return sent, &brokerError{fmt.Errorf("publish to %s: %w", topic, err)}
 }
 
 // publish sends msgs to topic, in order, and returns how many, from the
 // first, the broker took: as one batch when the publisher can
 // (fxbus.BatchPublisher), else one by one, each waited for.
-func (r *Relay) publish(topic string, msgs []*message.Message) (int, error) {
-	if bp, ok := r.pub.(fxbus.BatchPublisher); ok {
+func (s *sender) publish(topic string, msgs []*message.Message) (int, error) {
+	if bp, ok := s.pub.(fxbus.BatchPublisher); ok {
 		return bp.PublishBatch(topic, msgs)
 	}
 	for i, msg := range msgs {
-		if err := r.pub.Publish(topic, msg); err != nil {
+		if err := s.pub.Publish(topic, msg); err != nil {
 			return i, err
 		}
 	}
@@ -80,7 +106,7 @@ func (r *Relay) publish(topic string, msgs []*message.Message) (int, error) {
 // by this relay's lease named lease (its lane's): a relay that lost its lease (it stalled
 // past it, and another took the topic over) deletes nothing, and the rows
 // go out again from the new owner.
-func (r *Relay) deleteSent(ctx context.Context, lease string, rows []row) (int, error) {
+func (s *sender) deleteSent(ctx context.Context, lease string, rows []row) (int, error) {
 	if len(rows) == 0 {
 		return 0, nil
 	}
@@ -88,8 +114,8 @@ func (r *Relay) deleteSent(ctx context.Context, lease string, rows []row) (int, 
 	for _, rw := range rows {
 		args = append(args, rw.id)
 	}
-	args = append(args, lease, r.leases.Owner(), r.now().UnixNano())
-	res, err := r.db.ExecContext(ctx, r.q.DeleteSent(len(rows)), args...)
+	args = append(args, lease, s.leases.Owner(), s.now().UnixNano())
+	res, err := s.db.ExecContext(ctx, s.q.DeleteSent(len(rows)), args...)
 	if err != nil {
 		return 0, err
 	}
@@ -98,28 +124,28 @@ func (r *Relay) deleteSent(ctx context.Context, lease string, rows []row) (int, 
 		return 0, err
 	}
 	if int(n) < len(rows) {
-		r.leases.Lost(lease) // the lease is another's: ask the database next time
-		r.log.Warn("relay: lost its lease on a lane in the middle of a batch; the new owner sends those rows again",
+		s.leases.Lost(lease) // the lease is another's: ask the database next time
+		s.log.Warn("relay: lost its lease on a lane in the middle of a batch; the new owner sends those rows again",
 			zap.String("lease", lease), zap.Int("rows", len(rows)), zap.Int64("deleted", n))
 	}
-	r.sent.Add(uint64(n))
-	r.inHand.Add(-n)
+	s.sent.Add(uint64(n))
+	s.inHand.Add(-n)
 	return int(n), nil
 }
 
 // rows reads a batch of l's due rows, in id order.
-func (r *Relay) rows(ctx context.Context, l schema.Lane) ([]row, error) {
-	return r.queryRows(ctx, r.q.Rows, l.Topic, l.N, r.now().UnixNano(), r.cfg.BatchSize)
+func (s *sender) rows(ctx context.Context, l schema.Lane) ([]row, error) {
+	return s.queryRows(ctx, s.q.Rows, l.Topic, l.N, s.now().UnixNano(), s.cfg.BatchSize)
 }
 
 // rowsAfter reads a batch of l's due rows after the row id after, in id
 // order.
-func (r *Relay) rowsAfter(ctx context.Context, l schema.Lane, after int64) ([]row, error) {
-	return r.queryRows(ctx, r.q.RowsAfter, l.Topic, l.N, r.now().UnixNano(), after, r.cfg.BatchSize)
+func (s *sender) rowsAfter(ctx context.Context, l schema.Lane, after int64) ([]row, error) {
+	return s.queryRows(ctx, s.q.RowsAfter, l.Topic, l.N, s.now().UnixNano(), after, s.cfg.BatchSize)
 }
 
-func (r *Relay) queryRows(ctx context.Context, query string, args ...any) ([]row, error) {
-	rs, err := r.db.QueryContext(ctx, query, args...)
+func (s *sender) queryRows(ctx context.Context, query string, args ...any) ([]row, error) {
+	rs, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -136,22 +162,28 @@ func (r *Relay) queryRows(ctx context.Context, query string, args ...any) ([]row
 }
 
 // deadLetter moves a row to the dead letter table, in one transaction.
-func (r *Relay) deadLetter(ctx context.Context, topic string, rw row, cause error) error {
-	r.log.Error("relay: message cannot be delivered; moved to the dead letter table",
+func (s *sender) deadLetter(ctx context.Context, topic string, rw row, cause error) error {
+	s.log.Error("relay: message cannot be delivered; moved to the dead letter table",
 		zap.String("topic", topic), zap.String("messageId", rw.msgID), zap.Int64("row", rw.id), zap.Error(cause))
-	tx, err := r.db.BeginTx(ctx, nil)
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, r.q.Dead, rw.id, topic, rw.msgID, rw.payload, rw.metadata, cause.Error(), r.now().UnixNano()); err != nil {
+	if _, err := tx.ExecContext(ctx, s.q.Dead, rw.id, topic, rw.msgID, rw.payload, rw.metadata, cause.Error(), s.now().UnixNano()); err != nil {
 		return errors.Join(err, schema.Rollback(tx))
 	}
-	if _, err := tx.ExecContext(ctx, r.q.DeleteRow, rw.id); err != nil {
+	if _, err := tx.ExecContext(ctx, s.q.DeleteRow, rw.id); err != nil {
 		return errors.Join(err, schema.Rollback(tx))
 	}
 	if err := tx.Commit(); err != nil {
 		return err
 	}
-	r.deadLettered.Add(1)
+	s.deadLettered.Add(1)
 	return nil
 }
+
+// brokerError is a publish the broker refused or could not take.
+type brokerError struct{ err error }
+
+func (e *brokerError) Error() string { return e.err.Error() }
+func (e *brokerError) Unwrap() error { return e.err }
