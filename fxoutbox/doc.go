@@ -122,15 +122,16 @@
 // [Schedule], [ScheduleAfter] and [Cancel], from a handler in a unit of
 // work, write a message with a due time (in the Scheduled table, in the
 // handler's transaction) or delete one still waiting. When it is due by
-// Config.Now, the relay moves it into the outbox, where it takes its
+// Config.Now, a loop beside the relay moves it into the outbox (one
+// replica at a time, under a lease) and wakes the relay; there it takes its
 // place in its topic after every row already there: a scheduled message
 // joins its topic's order at its due time. It is a routed event
 // (published), a durable event (its handlers run) or a command registered
 // with [Schedulable] (Exec runs it, once per schedule through the inbox).
 // It is never delivered before its time, and at least once after it:
 // within the relay's poll interval when another replica wrote it, sooner
-// when this process did (its relay sets a timer for the earliest schedule
-// it wrote). There is no cross-process wake such as LISTEN/NOTIFY: the
+// when this process did (it sets a timer for the earliest schedule it
+// wrote). There is no cross-process wake such as LISTEN/NOTIFY: the
 // poll bounds it. Finding the due rows is an index range scan, whatever
 // the number waiting.
 //
@@ -151,6 +152,7 @@
 // identifiers and quoted; index names derived from them always fit.
 //
 // The inbox's records are kept for Config.InboxRetention and then
-// deleted in bounded batches ([Outbox.CleanInbox], which every replica's
-// relay runs every 10 minutes by the outbox's clock).
+// deleted in bounded batches ([Outbox.CleanInbox], which every replica
+// runs beside its relay when it starts and then every 10 minutes by the
+// outbox's clock).
 package fxoutbox

@@ -42,7 +42,7 @@ type Config struct {
 	EventTransactions bool `json:"eventTransactions" yaml:"eventTransactions"`
 	// InboxRetention is how long the inbox keeps each (handler, message id)
 	// record; older ones are deleted in the background, in bounded
-	// batches, by every replica's relay. Default 7 days, as NServiceBus
+	// batches, by every replica (beside its relay). Default 7 days, as NServiceBus
 	// keeps its deduplication data. A message the broker redelivers after
 	// its record was deleted is handled again: keep it longer than the
 	// broker may hold and redeliver a message.
@@ -52,11 +52,13 @@ type Config struct {
 	// time.Now; tests pass their own.
 	Now func() time.Time `json:"-" yaml:"-"`
 	// After is how the relay waits between passes (at most
-	// RelayConfig.PollInterval, less when a schedule falls due sooner) and
-	// after a failure: a channel that delivers once d has passed by the
-	// outbox's clock. Default time.After. A test gives Now and After
-	// from one fake clock: the relay then passes when the test moves that
-	// clock, not when the wall clock does.
+	// RelayConfig.PollInterval) and after a failure, and how the
+	// background work beside it waits: the schedules' move (until the
+	// next schedule falls due, at most the poll interval) and the inbox's
+	// clean-up. A channel that delivers once d has passed by the outbox's
+	// clock. Default time.After. A test gives Now and After from one fake
+	// clock: the relay then passes when the test moves that clock, not
+	// when the wall clock does.
 	After func(d time.Duration) <-chan time.Time `json:"-" yaml:"-"`
 	// MaxLag is how far behind the relay may fall (Lag: the age of the
 	// oldest due row) before the outbox's readiness check fails. Default

@@ -30,7 +30,7 @@ import (
 // Anything else is refused: nothing would deliver it. A message is never
 // delivered before at; it is delivered at least once after it (with the
 // inbox, its effects once): within the relay's poll interval of at when
-// another replica scheduled it, sooner when this process did (its relay
+// another replica scheduled it, sooner when this process did (its outbox
 // sets a timer for the earliest schedule it knows of). A time in the past
 // is due at once.
 func Schedule(ctx context.Context, at time.Time, msg any) (string, error) {
