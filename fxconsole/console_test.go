@@ -189,3 +189,21 @@ func TestDeadLetterPaging(t *testing.T) {
 	assert.True(t, has(`href="./dead/1"`), "the last page has the oldest")
 	assert.True(t, has(`id="newer"`))
 }
+
+// The sagas of a booking, found by their business key.
+func TestSagasByKey(t *testing.T) {
+	admin, store, _ := rig(t)
+	ctx := context.Background()
+	require.NoError(t, store.Create(ctx, fxsaga.State{ID: "b1-done", Name: "booking", Status: fxsaga.Completed, Version: 3, Context: []byte(`{}`), BusinessKey: "b1"}))
+	require.NoError(t, store.Create(ctx, fxsaga.State{ID: "b1-now", Name: "booking", Status: fxsaga.Waiting, Version: 2, Context: []byte(`{}`), BusinessKey: "b1"}))
+	c, err := fxconsole.New(admin, store, fxconsole.Config{InsecureAllowEveryone: true})
+	require.NoError(t, err)
+	_, body := get(t, c, "/sagas?key=b1")
+	now, done := strings.Index(body, `href="./sagas/b1-now"`), strings.Index(body, `href="./sagas/b1-done"`)
+	require.True(t, now > 0 && done > 0, "both listed")
+	assert.Less(t, now, done, "the unfinished one first")
+	_, body = get(t, c, "/sagas?key=b2")
+	assert.True(t, strings.Contains(body, `id="no-sagas"`))
+	_, body = get(t, c, "/sagas/b1-now")
+	assert.True(t, strings.Contains(body, `<td id="business-key">b1</td>`))
+}

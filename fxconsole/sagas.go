@@ -12,9 +12,10 @@ import (
 // The sagas' pages and marks.
 
 type sagaListData struct {
-	Name, Status string
-	Counts       []fxsaga.Count
-	Sagas        []fxsaga.State
+	Name, Status, Key string
+	Counts            []fxsaga.Count
+	Sagas             []fxsaga.State
+	Searched          bool // a list was asked for: say when it is empty
 }
 
 func (c *Console) sagaList(w http.ResponseWriter, r *http.Request) {
@@ -22,11 +23,17 @@ func (c *Console) sagaList(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, "sagas.html", "Sagas", sagaListData{}, errors.New("no saga store"))
 		return
 	}
-	d := sagaListData{Name: r.URL.Query().Get("name"), Status: strings.ToUpper(r.URL.Query().Get("status"))}
+	q := r.URL.Query()
+	d := sagaListData{Name: q.Get("name"), Status: strings.ToUpper(q.Get("status")), Key: strings.TrimSpace(q.Get("key"))}
 	var err error
-	if d.Name == "" && d.Status == "" {
+	switch {
+	case d.Key != "": // the sagas of a booking, an order: by business key (fxsaga.Saga.KeyBy)
+		d.Searched = true
+		d.Sagas, err = c.sagas.ByKey(r.Context(), d.Name, d.Key)
+	case d.Name == "" && d.Status == "":
 		d.Counts, err = c.sagas.Counts(r.Context())
-	} else {
+	default:
+		d.Searched = true
 		d.Sagas, err = c.sagas.List(r.Context(), d.Name, fxsaga.Status(d.Status), 200)
 	}
 	c.render(w, r, "sagas.html", "Sagas", d, err)

@@ -16,11 +16,11 @@ func (c *RunnerConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	return unmarshal(confdecode.Shadow(c))
 }
 
-// UnmarshalJSON decodes a Config; RecoveryInterval may be a duration
+// UnmarshalJSON decodes a Config; RecoveryInterval and Lease may be a duration
 // string ("30s") or nanoseconds.
 func (c *Config) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, confdecode.Shadow(c)) }
 
-// UnmarshalYAML decodes a Config; RecoveryInterval may be a duration
+// UnmarshalYAML decodes a Config; RecoveryInterval and Lease may be a duration
 // string (30s) or nanoseconds.
 func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	return unmarshal(confdecode.Shadow(c))

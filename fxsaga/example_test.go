@@ -106,3 +106,35 @@ func (hotel) Act(_ context.Context, t *Trip) error {
 }
 
 func (hotel) Compensate(context.Context, *Trip) error { return nil }
+
+// A saga found by its business key, the trip's booking reference: while
+// one waits for its approval, a second start for the same booking is
+// refused and names it.
+func ExampleSaga_KeyBy() {
+	m, _ := fxcqrs.New(fxcqrs.Config{},
+		fxcqrs.WithCommandHandlers(fxsaga.StepHandler{}, fxsaga.NewDeadlineHandler()),
+		fxcqrs.WithEventHandlers(fxsaga.NewResumer[Approved]()))
+	defer m.Stop(context.Background()) //nolint:errcheck // an example
+	store := fxsaga.NewMemory()
+	runner := fxsaga.NewRunner(m, store, fxsaga.RunnerConfig{}, nil)
+	trip := fxsaga.Define[Trip]("trip",
+		BookFlight{},
+		fxsaga.Await(fxsaga.Wait[Trip, Approved]{
+			Key:    func(t *Trip) string { return t.Flight },
+			Match:  func(a Approved) string { return a.Trip },
+			Within: 48 * time.Hour,
+		}),
+	).KeyBy(func(t *Trip) string { return "booking-" + t.Hotel })
+
+	ctx := context.Background()
+	_, _ = fxsaga.Run(ctx, runner, trip, Trip{Hotel: "7"})
+	_, err := fxsaga.Run(ctx, runner, trip, Trip{Hotel: "7"})
+	var started *fxsaga.AlreadyStarted
+	fmt.Println(errors.As(err, &started))
+	found, _ := store.ByKey(ctx, "trip", "booking-7")
+	fmt.Println(len(found), found[0].Status, found[0].ID == started.SagaID)
+	// Output:
+	// flight booked
+	// true
+	// 1 WAITING true
+}

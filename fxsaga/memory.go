@@ -28,8 +28,43 @@ func (m *Memory) Create(_ context.Context, st State) error {
 	if _, ok := m.states[st.ID]; ok {
 		return fmt.Errorf("fxsaga: saga %s exists", st.ID)
 	}
+	if st.holdsKey() {
+		for _, other := range m.states {
+			if other.Name == st.Name && other.BusinessKey == st.BusinessKey && other.holdsKey() {
+				return &AlreadyStarted{Saga: st.Name, Key: st.BusinessKey, SagaID: other.ID}
+			}
+		}
+	}
 	m.states[st.ID] = st
 	return nil
+}
+
+// ByKey returns the sagas of name ("": every name) with business key
+// key, the unfinished first, then by id.
+func (m *Memory) ByKey(_ context.Context, name, key string) ([]State, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []State
+	for _, st := range m.states {
+		if (name == "" || st.Name == name) && st.BusinessKey == key && key != "" {
+			out = append(out, st)
+		}
+	}
+	sortByKey(out)
+	return out, nil
+}
+
+// sortByKey puts the unfinished sagas first, then orders by id.
+func sortByKey(states []State) {
+	slices.SortFunc(states, func(a, b State) int {
+		if af, bf := a.Status.Final(), b.Status.Final(); af != bf {
+			if bf {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
 }
 
 // Save stores st if the stored version is st.Version-1.

@@ -50,6 +50,7 @@ func migrationSet(d fxoutbox.Dialect, t Tables) (sqlschema.Set, error) {
 	ms, err := sqlschema.Load(migrations, "migrations/"+d.String(), f, t.Migrations, map[string]string{
 		"Sagas": quote(d, t.Sagas), "SagasIndex": quote(d, sqlschema.IndexName(t.Sagas, "name_status")), "Log": quote(d, t.Log),
 		"WaitingIndex": quote(d, sqlschema.IndexName(t.Sagas, "waiting")), "DeadlineIndex": quote(d, sqlschema.IndexName(t.Sagas, "deadline")),
+		"KeyIndex": quote(d, sqlschema.IndexName(t.Sagas, "business_key")), "ActiveKeyIndex": quote(d, sqlschema.IndexName(t.Sagas, "active_key")),
 	})
 	if err != nil {
 		return sqlschema.Set{}, fmt.Errorf("fxsaga: schema for %s: %w", d, err)

@@ -1,6 +1,7 @@
 package fxsaga
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
 	"reflect"
@@ -63,8 +64,15 @@ func Resume[E any]() fx.Option {
 
 // Config configures Module. Every field is optional.
 type Config struct {
-	// Runner configures the runner.
+	// Runner configures the runner. Its clock (RunnerConfig.Now) defaults
+	// to the outbox's (fxoutbox.Config.Now) when the graph has an
+	// fxoutbox.Config, so that a test's fake clock is given once.
 	Runner RunnerConfig `json:"runner" yaml:"runner"`
+	// Tables names SQLStore's tables. Default: Tables' defaults.
+	Tables Tables `json:"tables" yaml:"tables"`
+	// Lease is how long SQLStore's replica owns a saga it drives before
+	// another replica may claim it, renewed by every save. Default 30s.
+	Lease time.Duration `json:"lease" yaml:"lease"`
 	// RecoveryInterval is how often unfinished sagas are looked for.
 	// Default 30s.
 	RecoveryInterval time.Duration `json:"recoveryInterval" yaml:"recoveryInterval"`
@@ -93,6 +101,7 @@ type runnerParams struct {
 	Mediator *fxcqrs.Mediator
 	Store    Store
 	Config   Config          `optional:"true"`
+	Outbox   fxoutbox.Config `optional:"true"`
 	Logger   *zap.Logger     `optional:"true"`
 	Observer fxcqrs.Observer `optional:"true"`
 }
@@ -102,7 +111,42 @@ func provideRunner(p runnerParams) *Runner {
 	if cfg.Observer == nil {
 		cfg.Observer = p.Observer
 	}
+	if cfg.Now == nil {
+		cfg.Now = p.Outbox.Now // nil without one: NewRunner's default
+	}
 	return NewRunner(p.Mediator, p.Store, cfg, p.Logger)
+}
+
+// SQLStore keeps the sagas on the outbox's database, under fx: it
+// provides the Store as the SQL store of the graph's *sql.DB, of the
+// dialect of its fxoutbox.Config, with Config's Tables and Lease and the
+// outbox's clock. With it an application names its database and its
+// dialect once, for the outbox:
+//
+//	fx.New(fxcqrs.Module, fxbus.Module, fxoutbox.Module, fxsaga.Module, fxsaga.SQLStore,
+//		fx.Supply(db, fxoutbox.Config{Dialect: fxoutbox.PostgreSQL}), …)
+//
+// Without fx, or with another database, provide a Store yourself
+// (NewSQL, NewMemory).
+var SQLStore = fx.Provide(provideSQLStore)
+
+type sqlStoreParams struct {
+	fx.In
+
+	DB     *sql.DB
+	Outbox fxoutbox.Config
+	Config Config `optional:"true"`
+}
+
+func provideSQLStore(p sqlStoreParams) (Store, error) {
+	st, err := NewSQL(p.DB, p.Outbox.Dialect, p.Config.Tables, p.Config.Lease)
+	if err != nil {
+		return nil, err
+	}
+	if p.Outbox.Now != nil {
+		st.now = p.Outbox.Now
+	}
+	return st, nil
 }
 
 type recoveryStateParams struct {

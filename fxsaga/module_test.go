@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
 	"github.com/fxcqrs/fxcqrs/fxsaga"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -138,4 +140,35 @@ func TestRecoveryCheck(t *testing.T) {
 	require.NoError(t, check.Run(context.Background()))
 	c.Advance(3*time.Minute + time.Second)
 	require.Error(t, check.Run(context.Background()))
+}
+
+// SQLStore: the sagas on the outbox's database and dialect, named once,
+// and the runner on the outbox's clock, given once.
+func TestSQLStoreModule(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	c := newClock()
+	w := newWorld()
+	var (
+		runner *fxsaga.Runner
+		store  fxsaga.Store
+	)
+	app := fxtest.New(t, fx.NopLogger,
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module, fxsaga.Module, fxsaga.SQLStore,
+		fx.Supply(d.DB, fxoutbox.Config{Dialect: d.Dialect, Now: c.Now, After: c.After}),
+		fx.Supply(fxsaga.Config{Lease: time.Minute}),
+		fxsaga.Resume[Paid](),
+		fxsaga.Register[Order](func() *fxsaga.Saga[Order] { return waitingSaga(w, nil).KeyBy(orderKey) }),
+		fx.Populate(&runner, &store),
+	)
+	app.RequireStart()
+	defer app.RequireStop()
+	require.IsType(t, &fxsaga.SQL{}, store)
+	_, err := fxsaga.Run(context.Background(), runner, waitingSaga(w, nil).KeyBy(orderKey), Order{ID: 3})
+	var pending *fxsaga.Pending
+	require.ErrorAs(t, err, &pending)
+	assert.Equal(t, c.Now().Add(30*time.Minute), pending.Until, "the runner keeps the outbox's clock")
+	found, err := store.(fxsaga.Reader).ByKey(context.Background(), "paid order", "3")
+	require.NoError(t, err)
+	require.Len(t, found, 1, "on the outbox's database")
 }

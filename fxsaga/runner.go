@@ -216,6 +216,11 @@ func start[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (State, error
 		return State{}, fmt.Errorf("fxsaga: saga %s: its shape: %w", s.name, err)
 	}
 	st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, Version: 1, Shape: shape}
+	if s.key != nil {
+		if st.BusinessKey = s.key(&c); len(st.BusinessKey) > MaxKey {
+			return State{}, fmt.Errorf("fxsaga: saga %s: its key is %d bytes, more than MaxKey (%d)", s.name, len(st.BusinessKey), MaxKey)
+		}
+	}
 	r.acquire(st.ID)
 	if err := r.store.Create(ctx, st); err != nil {
 		r.release(st.ID)

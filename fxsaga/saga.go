@@ -64,7 +64,38 @@ type Saga[C any] struct {
 	steps []Step[C]
 	names []string
 	waits map[int]waiter[C] // the steps that wait, by index
+	key   func(c *C) string // its business key (KeyBy), or nil
 	err   error             // why the definition cannot run: Run, Stream, Recover and Register return it
+}
+
+// MaxKey is the longest business key, in bytes (see Saga.KeyBy).
+const MaxKey = 255
+
+// KeyBy declares the saga's business key, read from its context as it
+// starts: the booking or the order it is about. A saga is then found by
+// it (Reader.ByKey; fxcqrs saga show -key K), and a definition has at
+// most one unfinished saga (Running, Waiting or Compensating) per key:
+// Run and Stream of a second one return an *AlreadyStarted that names
+// the first, and start nothing. Once the first completes, compensates or
+// fails, the key is free again. A key "" starts a saga without one; a
+// key over MaxKey bytes is refused. It returns s, for Define's caller:
+//
+//	fxsaga.Define[Booking]("booking", hold, pay, confirm).KeyBy(func(b *Booking) string { return b.ID })
+func (s *Saga[C]) KeyBy(key func(c *C) string) *Saga[C] {
+	s.key = key
+	return s
+}
+
+// AlreadyStarted is the error of Run and Stream for a saga whose business
+// key (Saga.KeyBy) an unfinished saga of the same definition has.
+type AlreadyStarted struct {
+	Saga   string // the definition's name
+	Key    string // the business key
+	SagaID string // the unfinished saga's id: Load it, or wait for it
+}
+
+func (e *AlreadyStarted) Error() string {
+	return fmt.Sprintf("fxsaga: saga %s of key %q is already started (%s) and not finished", e.Saga, e.Key, e.SagaID)
 }
 
 // Define returns the saga called name with steps, run in order. A saga
@@ -195,7 +226,14 @@ type State struct {
 	// for tools that draw it without the service's code (empty for sagas
 	// older than the schema's version 3).
 	Shape json.RawMessage
+	// BusinessKey is what the saga is about, from its context when it
+	// began (Saga.KeyBy): "" without one.
+	BusinessKey string
 }
+
+// holdsKey reports whether st holds its business key against a second
+// saga of its definition: it has one, and is not finished.
+func (st State) holdsKey() bool { return st.BusinessKey != "" && !st.Status.Final() }
 
 // Entry is one line of a saga's log: an act or a compensation, and how it
 // ended.

@@ -63,14 +63,17 @@ type SQL struct {
 	now    func() time.Time
 
 	create, save, load, unfinished, failed, claimable, claim, log string
-	correlated, overdue, waiting, counts                          string
+	correlated, overdue, waiting, counts, byKey, active           string
 }
 
 // columns are what a State is read from, in scan's order.
-const columns = "id, name, status, step, context, version, error, awaiting, correlation, deadline_ns, timer, timed_out, shape"
+const columns = "id, name, status, step, context, version, error, awaiting, correlation, deadline_ns, timer, timed_out, shape, business_key"
 
-// NewSQL returns the store of db, whose dialect is d, with the given lease
-// (default 30s).
+// NewSQL returns the store of db, whose dialect is d, in the tables t
+// (Tables{}: the defaults). lease is how long this replica owns a saga it
+// drives before another replica may claim it, renewed by every save; 0
+// means the default, 30s. Under fx, SQLStore makes it from the outbox's
+// configuration.
 func NewSQL(db *sql.DB, d fxoutbox.Dialect, t Tables, lease time.Duration) (*SQL, error) {
 	t = t.withDefaults()
 	if err := t.validate(); err != nil {
@@ -82,10 +85,10 @@ func NewSQL(db *sql.DB, d fxoutbox.Dialect, t Tables, lease time.Duration) (*SQL
 	s, l := quote(d, t.Sagas), quote(d, t.Log)
 	st := &SQL{
 		db: db, d: d, tables: t, owner: uuid.NewString(), lease: lease, now: time.Now,
-		create: "INSERT INTO " + s + " (id, name, status, step, context, version, error, owner, lease_until_ns, awaiting, correlation, deadline_ns, timer, timed_out, shape)" +
-			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		create: "INSERT INTO " + s + " (id, name, status, step, context, version, error, owner, lease_until_ns, awaiting, correlation, deadline_ns, timer, timed_out, shape, business_key, active_key)" +
+			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		save: "UPDATE " + s + " SET status = ?, step = ?, context = ?, version = ?, error = ?, owner = ?, lease_until_ns = ?," +
-			" awaiting = ?, correlation = ?, deadline_ns = ?, timer = ?, timed_out = ? WHERE id = ? AND version = ?",
+			" awaiting = ?, correlation = ?, deadline_ns = ?, timer = ?, timed_out = ?, active_key = ? WHERE id = ? AND version = ?",
 		load:       "SELECT " + columns + " FROM " + s + " WHERE id = ?",
 		unfinished: "SELECT " + columns + " FROM " + s + " WHERE name = ? AND status IN ('RUNNING', 'COMPENSATING', 'WAITING') ORDER BY id",
 		failed:     "SELECT " + columns + " FROM " + s + " WHERE status IN ('FAILED', 'SET_ASIDE') ORDER BY id",
@@ -96,8 +99,10 @@ func NewSQL(db *sql.DB, d fxoutbox.Dialect, t Tables, lease time.Duration) (*SQL
 		overdue:    "SELECT " + columns + " FROM " + s + " WHERE name = ? AND status = 'WAITING' AND deadline_ns < ? ORDER BY deadline_ns, id LIMIT ?",
 		waiting:    "SELECT " + columns + " FROM " + s + " WHERE name = ? AND status = 'WAITING' ORDER BY deadline_ns, id LIMIT ?",
 		counts:     "SELECT name, status, COUNT(*) FROM " + s + " GROUP BY name, status ORDER BY name, status",
+		byKey:      "SELECT " + columns + " FROM " + s + " WHERE (name = ? OR ? = '') AND business_key = ? ORDER BY id",
+		active:     "SELECT " + columns + " FROM " + s + " WHERE name = ? AND active_key = ?",
 	}
-	for _, q := range []*string{&st.create, &st.save, &st.load, &st.unfinished, &st.failed, &st.claimable, &st.claim, &st.log, &st.correlated, &st.overdue, &st.waiting, &st.counts} {
+	for _, q := range []*string{&st.create, &st.save, &st.load, &st.unfinished, &st.failed, &st.claimable, &st.claim, &st.log, &st.correlated, &st.overdue, &st.waiting, &st.counts, &st.byKey, &st.active} {
 		*q = d.Rebind(*q)
 	}
 	return st, nil
@@ -118,11 +123,40 @@ func (s *SQL) conn(ctx context.Context) execer {
 
 func (s *SQL) until() int64 { return s.now().Add(s.lease).UnixNano() }
 
-// Create stores a new saga, owned by this replica.
+// Create stores a new saga, owned by this replica. A saga whose business
+// key an unfinished one of its definition holds is refused by the key's
+// unique index: the error is then an *AlreadyStarted naming that one.
 func (s *SQL) Create(ctx context.Context, st State) error {
 	_, err := s.conn(ctx).ExecContext(ctx, s.create, st.ID, st.Name, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, s.owner, s.leaseOf(st),
-		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), string(st.Shape))
+		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), string(st.Shape), st.BusinessKey, activeKey(st))
+	if err != nil && st.holdsKey() {
+		// The drivers word a unique violation each their own way: whether
+		// the key is held is what the table says.
+		if held, qerr := s.query(ctx, s.active, st.Name, st.BusinessKey); qerr == nil && len(held) > 0 {
+			return &AlreadyStarted{Saga: st.Name, Key: st.BusinessKey, SagaID: held[0].ID}
+		}
+	}
 	return err
+}
+
+// activeKey is the active_key column of st: its business key while it
+// holds it, else NULL, which the unique index lets many rows have.
+func activeKey(st State) any {
+	if !st.holdsKey() {
+		return nil
+	}
+	return st.BusinessKey
+}
+
+// ByKey returns the sagas of name ("": every name) with business key
+// key, the unfinished first, then by id.
+func (s *SQL) ByKey(ctx context.Context, name, key string) ([]State, error) {
+	if key == "" {
+		return nil, nil
+	}
+	states, err := s.query(ctx, s.byKey, name, name, key)
+	sortByKey(states)
+	return states, err
 }
 
 // leaseOf is the lease a save of st takes: none for a waiting saga, which
@@ -138,7 +172,7 @@ func (s *SQL) leaseOf(st State) int64 {
 // replica's lease.
 func (s *SQL) Save(ctx context.Context, st State) error {
 	res, err := s.conn(ctx).ExecContext(ctx, s.save, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, s.owner, s.leaseOf(st),
-		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), st.ID, st.Version-1)
+		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), activeKey(st), st.ID, st.Version-1)
 	if err != nil {
 		return err
 	}
@@ -263,7 +297,7 @@ func (s *SQL) query(ctx context.Context, q string, args ...any) ([]State, error)
 		var status, context, timedOut, shape string
 		var deadline int64
 		if err := rows.Scan(&st.ID, &st.Name, &status, &st.Step, &context, &st.Version, &st.Error,
-			&st.Awaiting, &st.Key, &deadline, &st.Timer, &timedOut, &shape); err != nil {
+			&st.Awaiting, &st.Key, &deadline, &st.Timer, &timedOut, &shape, &st.BusinessKey); err != nil {
 			return nil, err
 		}
 		if shape != "" {

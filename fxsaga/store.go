@@ -51,6 +51,10 @@ type Reader interface {
 	// Unfinished returns the sagas of the definition name that are not in
 	// a final status, the Waiting ones included.
 	Unfinished(ctx context.Context, name string) ([]State, error)
+	// ByKey returns the sagas of the definition name ("": of every
+	// definition) whose business key (Saga.KeyBy) is key, the unfinished
+	// ones first.
+	ByKey(ctx context.Context, name, key string) ([]State, error)
 	// Waiting returns at most limit of the Waiting sagas of the definition
 	// name, the earliest deadline first: what each waits for (Awaiting,
 	// Key) and until when (Deadline).

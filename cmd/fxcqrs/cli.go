@@ -34,13 +34,13 @@ type cli struct {
 
 const usage = `usage: fxcqrs [-dialect D -dsn DSN] [-json] COMMAND
   outbox status
-  dead list [-topic T] [-name N] [-error TEXT] [-since T] [-until T] [-discarded] [-limit N]
+  dead list [-topic T] [-name N] [-error TEXT] [-since T] [-until T] [-discarded] [-limit N] [-offset N] [-oldest]
   dead show ID
   dead replay -who ME -why REASON ID...
   dead discard -who ME -why REASON ID...
   dead release -topic T -key K -who ME -why REASON
   saga list [-name N] [-status S] [-limit N]
-  saga show ID
+  saga show ID | saga show -key KEY [-saga NAME]
   saga retry -who ME -why REASON ID
   saga compensate -from STEP -who ME -why REASON ID
   saga resolve -who ME -why REASON ID`

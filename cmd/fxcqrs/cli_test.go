@@ -190,3 +190,25 @@ func TestDeadListPages(t *testing.T) {
 	assert.Regexp(t, `(?m)^1\s+orders`, cli("-oldest", "-limit", "1"))
 	assert.Contains(t, cli("-offset", "5000"), "none of 1300 letters")
 }
+
+// saga show -key: the saga of a booking, found by its business key, the
+// unfinished one first.
+func TestSagaShowByKey(t *testing.T) {
+	d := outboxtest.Open(t, fxoutbox.SQLite)
+	ctx := context.Background()
+	require.NoError(t, fxsaga.Migrate(ctx, d.DB, d.Dialect, fxsaga.Tables{}))
+	store, err := fxsaga.NewSQL(d.DB, d.Dialect, fxsaga.Tables{}, 0)
+	require.NoError(t, err)
+	require.NoError(t, store.Create(ctx, fxsaga.State{ID: "old", Name: "booking", Status: fxsaga.Completed, Version: 3, Context: []byte(`{}`), BusinessKey: "b-1"}))
+	require.NoError(t, store.Create(ctx, fxsaga.State{ID: "new", Name: "booking", Status: fxsaga.Waiting, Version: 2, Context: []byte(`{}`), BusinessKey: "b-1"}))
+	var out bytes.Buffer
+	require.NoError(t, run([]string{"-dialect", d.Dialect.String(), "-dsn", d.DSN, "saga", "show", "-key", "b-1"}, &out))
+	assert.Contains(t, out.String(), "saga:    booking new")
+	assert.Contains(t, out.String(), "key:     b-1")
+	assert.Contains(t, out.String(), "(2 sagas have the key \"b-1\"; the others: old)")
+	out.Reset()
+	require.NoError(t, run([]string{"-dialect", d.Dialect.String(), "-dsn", d.DSN, "saga", "show", "-key", "b-1", "-saga", "booking"}, &out))
+	assert.Contains(t, out.String(), "saga:    booking new")
+	err = run([]string{"-dialect", d.Dialect.String(), "-dsn", d.DSN, "saga", "show", "-key", "b-2"}, &out)
+	assert.ErrorContains(t, err, `no saga has the key "b-2"`)
+}

@@ -51,10 +51,25 @@ func (c *cli) sagaList(ctx context.Context, args []string) error {
 }
 
 func (c *cli) sagaShow(ctx context.Context, args []string) error {
-	if len(args) != 1 {
-		return errors.New("saga show ID")
+	fs := flag.NewFlagSet("saga show", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	key := fs.String("key", "", "the saga of this business key (fxsaga.Saga.KeyBy), the unfinished one first, instead of an id")
+	name := fs.String("saga", "", "with -key: only this saga definition")
+	if err := fs.Parse(args); err != nil {
+		return err
 	}
-	st, err := c.sagas.Load(ctx, args[0])
+	var (
+		st  fxsaga.State
+		err error
+	)
+	switch args = fs.Args(); {
+	case *key != "" && len(args) == 0:
+		st, err = c.sagaOfKey(ctx, *name, *key)
+	case *key == "" && len(args) == 1:
+		st, err = c.sagas.Load(ctx, args[0])
+	default:
+		return errors.New("saga show ID, or saga show -key KEY [-saga NAME]")
+	}
 	if err != nil {
 		return err
 	}
@@ -70,7 +85,10 @@ func (c *cli) sagaShow(ctx context.Context, args []string) error {
 		}
 		return c.print(v, nil, nil)
 	}
-	fmt.Fprintf(c.out, "saga:    %s %s\nstatus:  %s at step %d (version %d)\n", st.Name, st.ID, st.Status, st.Step, st.Version)
+	fmt.Fprintf(c.out, "saga:    %s %s\nstatus:  %s at step %d (version %d)\n", safe(st.Name, false), safe(st.ID, false), st.Status, st.Step, st.Version)
+	if st.BusinessKey != "" {
+		fmt.Fprintf(c.out, "key:     %s\n", safe(st.BusinessKey, false))
+	}
 	if st.Status == fxsaga.Waiting {
 		fmt.Fprintf(c.out, "waits:   for %s %q until %s\n", st.Awaiting, st.Key, timeOf(st.Deadline))
 	}
@@ -129,4 +147,25 @@ func (c *cli) sagaMark(ctx context.Context, action string, args []string) error 
 	}
 	_, err = fmt.Fprintf(c.out, "saga %s is %s at step %d: %s\n", st.ID, st.Status, st.Step, next)
 	return err
+}
+
+// sagaOfKey is the saga of business key key (of definition name, or of
+// any), the unfinished one first; where others have the key too, a first
+// line names them.
+func (c *cli) sagaOfKey(ctx context.Context, name, key string) (fxsaga.State, error) {
+	states, err := c.sagas.ByKey(ctx, name, key)
+	if err != nil {
+		return fxsaga.State{}, err
+	}
+	if len(states) == 0 {
+		return fxsaga.State{}, fmt.Errorf("no saga has the key %q", key)
+	}
+	if len(states) > 1 && !c.asJSON {
+		ids := make([]string, len(states)-1)
+		for i, st := range states[1:] {
+			ids[i] = st.ID
+		}
+		fmt.Fprintf(c.out, "(%d sagas have the key %q; the others: %s)\n", len(states), safe(key, false), strings.Join(ids, ", "))
+	}
+	return states[0], nil
 }

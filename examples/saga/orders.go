@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
@@ -20,13 +19,10 @@ import (
 func ordersApp(svc service, o out, opts options, settled chan<- int, runner **fxsaga.Runner, saga **fxsaga.Saga[Order]) *fx.App {
 	return fx.New(
 		fx.NopLogger,
-		fxcqrs.Module, fxbus.Module, fxoutbox.Module, fxsaga.Module,
+		// The sagas on the outbox's database, dialect and clock, named once.
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module, fxsaga.Module, fxsaga.SQLStore,
 		svc.options(),
 		fx.Supply(svc.db, svc.outboxConfig(opts.clock), o, svc.sql, Courier{Refuses: opts.refuseShipping}, Deadline(opts.deadline)),
-		fx.Supply(fxsaga.Config{Runner: fxsaga.RunnerConfig{Now: opts.clock.Now}}),
-		fx.Provide(func(db *sql.DB) (fxsaga.Store, error) {
-			return fxsaga.NewSQL(db, svc.sql.Dialect, fxsaga.Tables{}, 0)
-		}),
 		fx.Provide(NewReserveStock, NewRequestPayment, NewBookCourier),
 		fxsaga.Register[Order](NewOrderSaga),
 		fxbus.Route[PaymentRequested](topics.requests),

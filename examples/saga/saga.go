@@ -39,5 +39,5 @@ func NewOrderSaga(r *ReserveStock, p *RequestPayment, b *BookCourier, within Dea
 			},
 		}),
 		b,
-	)
+	).KeyBy(func(o *Order) string { return strconv.Itoa(o.ID) }) // one saga per order at a time, found by it
 }
