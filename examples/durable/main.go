@@ -61,15 +61,6 @@ type commandFunc[C any] func(context.Context, C) error
 
 func (f commandFunc[C]) Handle(ctx context.Context, c C) error { return f(ctx, c) }
 
-// The projection's handlers, one type each: the inbox knows a handler by
-// its type's name.
-type (
-	onPlaced    func(context.Context, OrderPlaced) error
-	onCancelled func(context.Context, OrderCancelled) error
-)
-
-func (f onPlaced) Handle(ctx context.Context, e OrderPlaced) error       { return f(ctx, e) }
-func (f onCancelled) Handle(ctx context.Context, e OrderCancelled) error { return f(ctx, e) }
 
 const schema = `
 CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, status TEXT NOT NULL, reminder TEXT NOT NULL);
@@ -156,8 +147,15 @@ func app(db *sql.DB, e *env, now func() time.Time, m **fxcqrs.Mediator) *fx.App 
 		fxcqrs.AsCommandHandler(newPlaceOrder),
 		fxcqrs.AsCommandHandler(newPayOrder),
 		fxcqrs.AsCommandHandler(newCancelUnpaid),
-		fxcqrs.AsEventHandler(newOnPlaced),
-		fxcqrs.AsEventHandler(newOnCancelled),
+		// One projection type, a method per event, each handler under a
+		// name of its own: the name the inbox records its effects under.
+		fx.Provide(func(d *env) projection { return projection{d} }),
+		fxcqrs.AsEventHandler(func(p projection) fxcqrs.EventHandler[OrderPlaced] {
+			return fxcqrs.EventFunc("projection.placed", p.placed)
+		}),
+		fxcqrs.AsEventHandler(func(p projection) fxcqrs.EventHandler[OrderCancelled] {
+			return fxcqrs.EventFunc("projection.cancelled", p.cancelled)
+		}),
 		fx.Populate(m),
 	)
 }
@@ -205,25 +203,24 @@ func newCancelUnpaid(d *env) commandFunc[CancelUnpaid] {
 	}
 }
 
-func newOnPlaced(d *env) onPlaced {
-	return func(ctx context.Context, e OrderPlaced) error {
-		if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, "UPDATE summary SET n = n + 1 WHERE name = 'placed'"); err != nil {
-			return err
-		}
-		if d.crashIn {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL) // after the commit, before this handler's own
-		}
-		d.projected <- struct{}{}
-		return nil
-	}
-}
+// projection keeps the summary, a method per event it follows.
+type projection struct{ d *env }
 
-func newOnCancelled(d *env) onCancelled {
-	return func(ctx context.Context, _ OrderCancelled) error {
-		_, err := fxoutbox.Tx(ctx).ExecContext(ctx, "UPDATE summary SET n = n + 1 WHERE name = 'cancelled'")
-		d.projected <- struct{}{}
+func (p projection) placed(ctx context.Context, _ OrderPlaced) error {
+	if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, "UPDATE summary SET n = n + 1 WHERE name = 'placed'"); err != nil {
 		return err
 	}
+	if p.d.crashIn {
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL) // after the commit, before this handler's own
+	}
+	p.d.projected <- struct{}{}
+	return nil
+}
+
+func (p projection) cancelled(ctx context.Context, _ OrderCancelled) error {
+	_, err := fxoutbox.Tx(ctx).ExecContext(ctx, "UPDATE summary SET n = n + 1 WHERE name = 'cancelled'")
+	p.d.projected <- struct{}{}
+	return err
 }
 
 type delayKey struct{}
