@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/fx"
 )
 
 func orderKey(o *Order) string { return strconv.Itoa(o.ID) }
@@ -129,4 +130,23 @@ func TestBusinessKeyRace(t *testing.T) {
 			assert.Equal(t, started[0], id)
 		}
 	})
+}
+
+// A nil key function is the definition's error: Run refuses it, and
+// Register fails the application's start.
+func TestBusinessKeyNil(t *testing.T) {
+	t.Parallel()
+	def := fxsaga.Define[Order]("nil key", awaitPayment(nil)).KeyBy(nil)
+	r, _, _ := waitRig(t, newClock())
+	_, err := fxsaga.Run(context.Background(), r, def, Order{ID: 1})
+	assert.ErrorContains(t, err, "a nil key function")
+	app := fx.New(fx.NopLogger, fxcqrs.Module, fxsaga.Module,
+		fx.Supply(fx.Annotate(fxsaga.NewMemory(), fx.As(new(fxsaga.Store)))),
+		fxsaga.Resume[Paid](),
+		fxsaga.Register[Order](func() *fxsaga.Saga[Order] { return def }))
+	err = app.Err()
+	if err == nil {
+		err = app.Start(context.Background())
+	}
+	assert.ErrorContains(t, err, "a nil key function")
 }

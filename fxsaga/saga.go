@@ -78,10 +78,14 @@ const MaxKey = 255
 // Run and Stream of a second one return an *AlreadyStarted that names
 // the first, and start nothing. Once the first completes, compensates or
 // fails, the key is free again. A key "" starts a saga without one; a
-// key over MaxKey bytes is refused. It returns s, for Define's caller:
+// key over MaxKey bytes is refused. A nil key is the definition's error,
+// which Register turns into fx.New's. It returns s, for Define's caller:
 //
 //	fxsaga.Define[Booking]("booking", hold, pay, confirm).KeyBy(func(b *Booking) string { return b.ID })
 func (s *Saga[C]) KeyBy(key func(c *C) string) *Saga[C] {
+	if key == nil && s.err == nil {
+		s.err = fmt.Errorf("fxsaga.Define(%q).KeyBy: a nil key function", s.name)
+	}
 	s.key = key
 	return s
 }
