@@ -31,6 +31,11 @@ import (
 // without OnTimeout, the saga compensates. The event and the deadline race
 // with one winner: the first to commit; the other finds the saga no longer
 // waiting and does nothing.
+// MaxWithin is the longest wait: 100 years. A deadline is kept in
+// nanoseconds since 1970 in an int64, which run out in 2262; a longer
+// Within would wrap round to a deadline in the past.
+const MaxWithin = 100 * 365 * 24 * time.Hour
+
 type Wait[C, E any] struct {
 	// Name names the step in errors, logs and diagrams. Default: Step's
 	// name, else "wait for E".
@@ -47,7 +52,8 @@ type Wait[C, E any] struct {
 	// it resumes. An event whose Match is "" resumes none.
 	Match func(e E) string
 	// Within is how long the saga waits: its deadline is the runner's
-	// clock's now plus Within, when it begins to wait. It must be
+	// clock's now plus Within, when it begins to wait, at most MaxWithin.
+	// It must be
 	// positive: a saga that waits for ever is a leak no one sees.
 	Within time.Duration
 	// Then, if set, runs when the event arrives, in the resuming
@@ -126,6 +132,9 @@ func (s *waitStep[C, E]) check() error {
 	}
 	if s.w.Within <= 0 {
 		errs = append(errs, fmt.Errorf("fxsaga.Await: Within must be positive: got %v", s.w.Within))
+	}
+	if s.w.Within > MaxWithin {
+		errs = append(errs, fmt.Errorf("fxsaga.Await: Within is at most MaxWithin (%v, 100 years: a deadline is kept in nanoseconds since 1970, which run out in 2262): got %v", MaxWithin, s.w.Within))
 	}
 	return errors.Join(errs...)
 }

@@ -2,6 +2,8 @@ package fxsaga_test
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"strconv"
 	"testing"
 	"time"
@@ -265,6 +267,23 @@ func TestAwaitChecksItsDefinition(t *testing.T) {
 	}))
 	_, err = fxsaga.Run(context.Background(), newRunner(t, fxsaga.NewMemory()), s, Order{})
 	assert.ErrorContains(t, err, "is an interface")
+
+	// A wait past 2262 would wrap round to a deadline in the past and
+	// compensate at once: refused, naming the limit.
+	for _, within := range []time.Duration{time.Duration(math.MaxInt64), fxsaga.MaxWithin + time.Nanosecond} {
+		s = fxsaga.Define[Order]("long", awaitPaymentWithin(within))
+		_, err = fxsaga.Run(context.Background(), newRunner(t, fxsaga.NewMemory()), s, Order{})
+		assert.ErrorContains(t, err, "Within is at most MaxWithin", "%v", within)
+	}
+	s = fxsaga.Define[Order]("longest", awaitPaymentWithin(fxsaga.MaxWithin))
+	_, err = fxsaga.Run(context.Background(), newRunner(t, fxsaga.NewMemory()), s, Order{})
+	assert.NotContains(t, fmt.Sprint(err), "MaxWithin", "a hundred years is allowed")
+}
+
+func awaitPaymentWithin(within time.Duration) fxsaga.Step[Order] {
+	return fxsaga.Await(fxsaga.Wait[Order, Paid]{
+		Key: func(o *Order) string { return strconv.Itoa(o.ID) }, Match: func(p Paid) string { return p.OrderID }, Within: within,
+	})
 }
 
 // A Key that returns "" fails the step: nothing could ever resume it.
