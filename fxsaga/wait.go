@@ -8,6 +8,11 @@ import (
 	"time"
 )
 
+// MaxWithin is the longest wait: 100 years. A deadline is kept in
+// nanoseconds since 1970 in an int64, which run out in 2262; a longer
+// Within would wrap round to a deadline in the past.
+const MaxWithin = 100 * 365 * 24 * time.Hour
+
 // Wait describes a step that waits for an event: a payment provider's
 // webhook, another service's StockReserved, a person's approval. Make it a
 // step with Await. Key, Match and Within are required.
@@ -31,11 +36,6 @@ import (
 // without OnTimeout, the saga compensates. The event and the deadline race
 // with one winner: the first to commit; the other finds the saga no longer
 // waiting and does nothing.
-// MaxWithin is the longest wait: 100 years. A deadline is kept in
-// nanoseconds since 1970 in an int64, which run out in 2262; a longer
-// Within would wrap round to a deadline in the past.
-const MaxWithin = 100 * 365 * 24 * time.Hour
-
 type Wait[C, E any] struct {
 	// Name names the step in errors, logs and diagrams. Default: Step's
 	// name, else "wait for E".
