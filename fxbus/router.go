@@ -163,10 +163,6 @@ func (b *Bus) inFlight() (int64, map[string]int64) {
 	return total, byTopic
 }
 
-// logDeadLetter logs, at warn level, each message that goes to the
-// topic's dead letter, with its id and the reason: what the poison
-// middleware, which runs outside it, publishes without a word. A message
-// nacked for redelivery is not one.
 // countAttempts, inside Retry, counts each attempt at a message: those
 // beyond the messages logDeadLetter saw are retries.
 func (b *Bus) countAttempts(h message.HandlerFunc) message.HandlerFunc {
@@ -176,6 +172,10 @@ func (b *Bus) countAttempts(h message.HandlerFunc) message.HandlerFunc {
 	}
 }
 
+// logDeadLetter logs, at warn level, each message that goes to the
+// topic's dead letter, with its id and the reason: what the poison
+// middleware, which runs outside it, publishes without a word. A message
+// nacked for redelivery is not one.
 func (b *Bus) logDeadLetter(ts *topicSubs) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {

@@ -80,7 +80,6 @@ type setup struct {
 	orders, billing store
 	broker          func(service string) (message.Publisher, message.Subscriber)
 	topic           string
-	syncPublish     bool // Publish returns once the subscriber acknowledged
 	close           func()
 }
 
@@ -104,9 +103,8 @@ func sqliteSetup() (*setup, error) {
 	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 16, Persistent: true, BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
 	return &setup{
 		orders: orders, billing: billing,
-		broker:      func(string) (message.Publisher, message.Subscriber) { return gc, gc },
-		topic:       "orders",
-		syncPublish: true,
+		broker: func(string) (message.Publisher, message.Subscriber) { return gc, gc },
+		topic:  "orders",
 		close: func() {
 			_ = gc.Close()
 			_ = orders.db.Close()
@@ -213,30 +211,16 @@ func pending(s store) int {
 
 func run(ctx context.Context, w io.Writer, st *setup, tr *tracing) error {
 	l := &line{w: w}
-	for _, s := range []store{st.orders, st.billing} {
-		if _, err := s.db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, cents INTEGER NOT NULL)"); err != nil {
-			return err
-		}
-		if _, err := s.db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS charges (order_id INTEGER NOT NULL, cents INTEGER NOT NULL)"); err != nil {
-			return err
-		}
+	if err := createTables(ctx, st); err != nil {
+		return err
 	}
 	charged := make(chan string, 4) // message ids, once per charge
 	billingPub, billingSub := st.broker("billing")
+	var billingOutbox *fxoutbox.Outbox
 	billingApp, _, err := service(ctx, st.billing, billingPub, billingSub, true, tr,
 		fxbus.Subscribe[OrderPlaced](st.topic),
-		fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] {
-			return func(ctx context.Context, e OrderPlaced) error {
-				tx := fxoutbox.Tx(ctx) // the inbox's transaction
-				q := st.billing.dialect.Rebind("INSERT INTO charges (order_id, cents) VALUES (?, ?)")
-				if _, err := tx.ExecContext(ctx, q, e.ID, e.Cents); err != nil {
-					return err
-				}
-				l.printf("billing  OrderPlaced %d delivered; charged %d cents in the inbox's transaction", e.ID, e.Cents)
-				charged <- fxbus.MessageID(ctx)
-				return nil
-			}
-		}),
+		fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] { return charge(st, l, charged) }),
+		fx.Populate(&billingOutbox),
 	)
 	if err != nil {
 		return err
@@ -246,59 +230,117 @@ func run(ctx context.Context, w io.Writer, st *setup, tr *tracing) error {
 	ordersPub, ordersSub := st.broker("orders")
 	ordersApp, orders, err := service(ctx, st.orders, ordersPub, ordersSub, false, tr,
 		fxbus.Route[OrderPlaced](st.topic),
-		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
-			return func(ctx context.Context, c PlaceOrder) error {
-				q := st.orders.dialect.Rebind("INSERT INTO orders (id, cents) VALUES (?, ?)")
-				if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, q, c.ID, c.Cents); err != nil {
-					return err
-				}
-				fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID, Cents: c.Cents})
-				l.printf("orders   PlaceOrder %d: the order and OrderPlaced written in one transaction", c.ID)
-				return nil
-			}
-		}),
+		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] { return placeOrder(st, l) }),
 	)
 	if err != nil {
 		return err
 	}
 	defer ordersApp.Stop(context.Background()) //nolint:errcheck // the run's error matters more
 
-	if err := fxcqrs.Exec(ctx, orders, PlaceOrder{ID: 42, Cents: 1999}); err != nil {
+	id, err := placeAndRelay(ctx, st, l, orders, charged)
+	if err != nil {
 		return err
+	}
+	if err := redeliver(ctx, st, l, billingPub, billingOutbox, id); err != nil {
+		return err
+	}
+	if tr != nil {
+		return tr.print(ctx, w)
+	}
+	return nil
+}
+
+// createTables makes each service's own table.
+func createTables(ctx context.Context, st *setup) error {
+	for _, s := range []store{st.orders, st.billing} {
+		if _, err := s.db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, cents INTEGER NOT NULL)"); err != nil {
+			return err
+		}
+		if _, err := s.db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS charges (order_id INTEGER NOT NULL, cents INTEGER NOT NULL)"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// charge is the billing service's handler: it charges the order in the
+// inbox's transaction, and tells charged the message's id.
+func charge(st *setup, l *line, charged chan<- string) eventFunc[OrderPlaced] {
+	return func(ctx context.Context, e OrderPlaced) error {
+		tx := fxoutbox.Tx(ctx) // the inbox's transaction
+		q := st.billing.dialect.Rebind("INSERT INTO charges (order_id, cents) VALUES (?, ?)")
+		if _, err := tx.ExecContext(ctx, q, e.ID, e.Cents); err != nil {
+			return err
+		}
+		l.printf("billing  OrderPlaced %d delivered; charged %d cents in the inbox's transaction", e.ID, e.Cents)
+		charged <- fxbus.MessageID(ctx)
+		return nil
+	}
+}
+
+// placeOrder is the orders service's handler: the order and its event in
+// one transaction.
+func placeOrder(st *setup, l *line) commandFunc[PlaceOrder] {
+	return func(ctx context.Context, c PlaceOrder) error {
+		q := st.orders.dialect.Rebind("INSERT INTO orders (id, cents) VALUES (?, ?)")
+		if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, q, c.ID, c.Cents); err != nil {
+			return err
+		}
+		fxcqrs.Emit(ctx, OrderPlaced{ID: c.ID, Cents: c.Cents})
+		l.printf("orders   PlaceOrder %d: the order and OrderPlaced written in one transaction", c.ID)
+		return nil
+	}
+}
+
+// placeAndRelay places order 42, waits for billing to charge it and for
+// the relay to delete its row, and returns the message's id.
+func placeAndRelay(ctx context.Context, st *setup, l *line, orders *fxcqrs.Mediator, charged <-chan string) (string, error) {
+	if err := fxcqrs.Exec(ctx, orders, PlaceOrder{ID: 42, Cents: 1999}); err != nil {
+		return "", err
 	}
 	var id string
 	select {
 	case id = <-charged:
 	case <-ctx.Done():
-		return errors.New("OrderPlaced never arrived: " + ctx.Err().Error())
+		return "", errors.New("OrderPlaced never arrived: " + ctx.Err().Error())
 	}
-	for pending(st.orders) > 0 { // the relay deletes a row once the broker took it
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
+	if err := poll(ctx, func() bool { return pending(st.orders) == 0 }); err != nil { // the relay deletes a row once the broker took it
+		return "", err
 	}
 	l.printf("orders   the relay sent it: %d rows left in the outbox", pending(st.orders))
+	return id, nil
+}
 
-	// The broker delivers the same message again, as brokers do.
+// redeliver has the broker deliver message id again, as brokers do, and
+// waits for billing's inbox to skip it.
+func redeliver(ctx context.Context, st *setup, l *line, pub message.Publisher, billing *fxoutbox.Outbox, id string) error {
 	dup := message.NewMessage(id, []byte(`{"id":42,"cents":1999}`))
 	dup.Metadata.Set(fxbus.MetadataName, "OrderPlaced")
-	if err := billingPub.Publish(st.topic, dup); err != nil {
+	// A replay's mark: JetStream, which drops a second publish of one id
+	// within its window, takes it as new; the consumer sees the same id.
+	dup.Metadata.Set(fxbus.MetadataReplay, "example")
+	if err := pub.Publish(st.topic, dup); err != nil {
 		return err
 	}
-	if !st.syncPublish {
-		// Over a real broker, Publish returns before the duplicate is
-		// handled, and a skipped message announces nothing: wait a little.
-		time.Sleep(500 * time.Millisecond)
+	if err := poll(ctx, func() bool { return billing.Stats().InboxDuplicates > 0 }); err != nil {
+		return err
 	}
 	var charges int
 	if err := st.billing.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM charges").Scan(&charges); err != nil {
 		return err
 	}
 	l.printf("billing  the same message again: skipped by the inbox; %d charge in all", charges)
-	if tr != nil {
-		return tr.print(ctx, w)
+	return nil
+}
+
+// poll waits, a look every 10ms, until done or ctx ends.
+func poll(ctx context.Context, done func() bool) error {
+	for !done() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	return nil
 }
