@@ -101,6 +101,51 @@ type Outbox struct {
 // would skip what the unit of work wrote, but publish a stream's events
 // directly). The relay delivers through the bus's Publisher.
 func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, error) {
+	cfg, reg, err := checkConfig(db, bus, cfg)
+	if err != nil {
+		return nil, err
+	}
+	adm, err := admin.New(db, cfg.Dialect, cfg.Tables, cfg.Now)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	log = log.Named("fxoutbox")
+	q := schema.NewQueries(cfg.Dialect, cfg.Tables)
+	local := newDeliverer(bus, log, cfg.Delivery.Topic, cfg.Delivery.AllEvents, cfg.Deliverables, reg)
+	// One owner for the process's leases, a Holder per goroutine: the
+	// relay's release at stop gives the schedule lease back too.
+	rc := relay.WithDefaults(cfg.Relay)
+	owner, leases := uuid.NewString(), lease.Statements{Renew: q.RenewLease, Take: q.TakeLease, Drop: q.DropLease, DropAll: q.DropLeases}
+	sender := relay.New(relay.Params{
+		DB: db, Queries: q, Bus: bus, Local: local, Log: log, Config: cfg.Relay, Delivery: cfg.Delivery,
+		Now: cfg.Now, After: cfg.After, Leases: lease.NewHolder(db, leases, owner, rc.Lease, cfg.Now),
+	})
+	promoter := upkeep.NewSchedulePromoter(upkeep.PromoterParams{
+		DB: db, Queries: q, Sender: sender, Log: log, Now: cfg.Now, After: cfg.After,
+		Leases: lease.NewHolder(db, leases, owner, rc.Lease, cfg.Now),
+		Config: upkeep.PromoterConfig{
+			PollInterval: rc.PollInterval, BatchSize: rc.BatchSize, RetryInitial: rc.RetryInitial, RetryMax: rc.RetryMax,
+		},
+	})
+	uow := &unitOfWork{
+		db: db, q: q, bus: bus, local: local, sender: sender, scheduler: promoter,
+		inbox: cfg.Inbox, eagerEv: cfg.EventTransactions, now: cfg.Now,
+		lanes: func(topic string) int { return relay.LanesOf(cfg.Relay, topic) },
+	}
+	return &Outbox{
+		cfg: cfg, db: db, q: q, local: local, uow: uow, left: &leftovers{u: uow, log: log},
+		relay: sender, promoter: promoter,
+		cleaner: upkeep.NewInboxCleaner(db, q, upkeep.InboxCleanerConfig{Retention: cfg.InboxRetention}, log, cfg.Now, cfg.After),
+		admin:   adm.WithLanes(cfg.Relay),
+	}, nil
+}
+
+// checkConfig fills in cfg's defaults and reports every problem of db,
+// bus and cfg at once; it returns the registry of cfg's Deliverables.
+func checkConfig(db *sql.DB, bus *fxbus.Bus, cfg Config) (Config, deliverables, error) {
 	var errs []error
 	if db == nil {
 		errs = append(errs, errors.New("fxoutbox.New: nil *sql.DB"))
@@ -132,43 +177,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 		reg, err = newDeliverables(bus, cfg.Deliverables)
 		errs = append(errs, err)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	if log == nil {
-		log = zap.NewNop()
-	}
-	log = log.Named("fxoutbox")
-	q := schema.NewQueries(cfg.Dialect, cfg.Tables)
-	lanes := func(topic string) int { return relay.LanesOf(cfg.Relay, topic) }
-	local := newDeliverer(bus, log, cfg.Delivery.Topic, cfg.Delivery.AllEvents, cfg.Deliverables, reg)
-	adm, err := admin.New(db, cfg.Dialect, cfg.Tables, cfg.Now)
-	if err != nil {
-		return nil, err
-	}
-	o := &Outbox{cfg: cfg, db: db, q: q, local: local, admin: adm.WithLanes(cfg.Relay)}
-	// One owner for the process's leases, a Holder per goroutine: the
-	// relay's release at stop gives the schedule lease back too.
-	rc := relay.WithDefaults(cfg.Relay)
-	owner, leases := uuid.NewString(), lease.Statements{Renew: q.RenewLease, Take: q.TakeLease, Drop: q.DropLease, DropAll: q.DropLeases}
-	o.relay = relay.New(relay.Params{
-		DB: db, Queries: q, Bus: bus, Local: local, Log: log, Config: cfg.Relay, Delivery: cfg.Delivery,
-		Now: cfg.Now, After: cfg.After, Leases: lease.NewHolder(db, leases, owner, rc.Lease, cfg.Now),
-	})
-	o.promoter = upkeep.NewSchedulePromoter(upkeep.PromoterParams{
-		DB: db, Queries: q, Sender: o.relay, Log: log, Now: cfg.Now, After: cfg.After,
-		Leases: lease.NewHolder(db, leases, owner, rc.Lease, cfg.Now),
-		Config: upkeep.PromoterConfig{
-			PollInterval: rc.PollInterval, BatchSize: rc.BatchSize, RetryInitial: rc.RetryInitial, RetryMax: rc.RetryMax,
-		},
-	})
-	o.cleaner = upkeep.NewInboxCleaner(db, q, upkeep.InboxCleanerConfig{Retention: cfg.InboxRetention}, log, cfg.Now, cfg.After)
-	o.uow = &unitOfWork{
-		db: db, q: q, bus: bus, local: local, sender: o.relay, scheduler: o.promoter,
-		inbox: cfg.Inbox, eagerEv: cfg.EventTransactions, now: cfg.Now, lanes: lanes,
-	}
-	o.left = &leftovers{u: o.uow, log: log}
-	return o, nil
+	return cfg, reg, errors.Join(errs...)
 }
 
 // UnitOfWork returns the middleware that runs each command (and each event

@@ -47,9 +47,10 @@ func unitOf(ctx context.Context) *unit {
 	return un
 }
 
-// ErrNoUnitOfWork is returned by Schedule and Cancel called outside a
-// unit of work: a schedule is written in the handler's transaction, so
-// that it exists if and only if the handler's writes commit.
+// ErrNoUnitOfWork is returned by Schedule, Cancel and AfterCommit called
+// outside a unit of work: a schedule is written in the handler's
+// transaction, so that it exists if and only if the handler's writes
+// commit.
 var ErrNoUnitOfWork = errors.New("fxoutbox: no unit of work in the context: schedule from a handler the outbox's unit of work wraps")
 
 // AfterCommit arranges for fn to run once the unit of work of ctx has
