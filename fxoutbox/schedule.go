@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"strconv"
 	"time"
@@ -32,7 +33,7 @@ import (
 // inbox, its effects once): within the relay's poll interval of at when
 // another replica scheduled it, sooner when this process did (its outbox
 // sets a timer for the earliest schedule it knows of). A time in the past
-// is due at once.
+// is due at once; a time after LatestSchedule is refused.
 func Schedule(ctx context.Context, at time.Time, msg any) (string, error) {
 	un := unitOf(ctx)
 	if un == nil || un.u == nil {
@@ -40,6 +41,13 @@ func Schedule(ctx context.Context, at time.Time, msg any) (string, error) {
 	}
 	return un.u.schedule(ctx, un, at, msg)
 }
+
+// LatestSchedule is the latest time Schedule takes: a schedule's time is
+// kept in nanoseconds since 1970 in an int64, which run out at
+// 2262-04-11T23:47:16Z. A later time (or a ScheduleAfter that reaches
+// past it) is refused: it would wrap round into the past and be
+// delivered at once.
+var LatestSchedule = time.Unix(0, math.MaxInt64).UTC()
 
 // ScheduleAfter is Schedule at the outbox's clock's now plus d.
 func ScheduleAfter(ctx context.Context, d time.Duration, msg any) (string, error) {
@@ -71,6 +79,9 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 	if msg == nil {
 		return "", errors.New("fxoutbox.Schedule: nil message")
 	}
+	if at.After(LatestSchedule) {
+		return "", fmt.Errorf("fxoutbox.Schedule: %s is after LatestSchedule (%s): a schedule's time is kept in nanoseconds since 1970, which run out then", at.UTC().Format(time.RFC3339), LatestSchedule.Format(time.RFC3339))
+	}
 	t := reflect.TypeOf(msg)
 	d := u.local.registry().byName[u.bus.NameOf(t)]
 	local := d != nil && d.typ == t
@@ -98,7 +109,10 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 		return "", fmt.Errorf("fxoutbox.Schedule: nothing delivers %v: route it (fxbus.Route), or register it with fxoutbox.Durable or fxoutbox.Schedulable", t)
 	}
 	id := rows[0].Message.UUID
-	due := at.UnixNano()
+	due := int64(1) // a time before 1970 is as past as 1970, and its nanoseconds may not fit
+	if at.After(time.Unix(0, 1)) {
+		due = at.UnixNano()
+	}
 	for _, r := range rows {
 		meta, err := json.Marshal(r.Message.Metadata)
 		if err != nil {
