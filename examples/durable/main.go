@@ -61,7 +61,6 @@ type commandFunc[C any] func(context.Context, C) error
 
 func (f commandFunc[C]) Handle(ctx context.Context, c C) error { return f(ctx, c) }
 
-
 const schema = `
 CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, status TEXT NOT NULL, reminder TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS summary (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
