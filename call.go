@@ -155,14 +155,6 @@ func (commandRunner[Cmd]) run(ctx context.Context, h CommandHandler[Cmd], cmd Cm
 	return runCommand(ctx, h, cmd)
 }
 
-// recoverInto turns a panic into a *PanicError in *err. It must be
-// deferred directly.
-func recoverInto(err *error) {
-	if r := recover(); r != nil {
-		*err = newPanicError(r)
-	}
-}
-
 // callWrapped is Send and Exec for a handler that middleware wraps, an
 // observer watches or a fallback backs: the observation starts, the chain
 // runs the handler through R, the fallback answers if it must, and the

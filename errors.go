@@ -128,6 +128,14 @@ func newPanicError(v any) *PanicError {
 	return &PanicError{Value: v, Stack: debug.Stack()}
 }
 
+// recoverInto turns a panic into a *PanicError in *err. It must be
+// deferred directly.
+func recoverInto(err *error) {
+	if r := recover(); r != nil {
+		*err = newPanicError(r)
+	}
+}
+
 // Error reports the panic value; %+v adds the stack.
 func (e *PanicError) Error() string {
 	return fmt.Sprintf("fxcqrs: handler panicked: %v", e.Value)

@@ -42,6 +42,19 @@ func eventError(fails []engine.Failure) error {
 	return err
 }
 
+// beside joins the errors a call returns beside a valid response (an
+// *EventError and what a Forwarder reported): nil when both are, the one
+// error itself when one is.
+func beside(err, other error) error {
+	switch {
+	case other == nil:
+		return err
+	case err == nil:
+		return other
+	}
+	return errors.Join(err, other)
+}
+
 // publicError turns the engine's own errors into the public ones.
 func publicError(err error) error {
 	switch e := err.(type) { //nolint:errorlint // the engine returns its own errors unwrapped

@@ -6,6 +6,8 @@ import (
 	"iter"
 	"reflect"
 	"strings"
+
+	"github.com/fxcqrs/fxcqrs/internal/engine"
 )
 
 // RequestHandler handles a request of type Req and answers with a Res.
@@ -217,4 +219,23 @@ func describeMethod(ft reflect.Type, first int) string {
 		b.WriteString(")")
 	}
 	return b.String()
+}
+
+// typeName is a type's full name with its package path, the key that
+// orders event handlers and the name errors use.
+func typeName(t reflect.Type) string { return engine.TypeName(t) }
+
+// fromOr is from(source), or alt when source is unknown.
+func fromOr(source, alt string) string {
+	if source == "" {
+		return alt
+	}
+	return from(source)
+}
+
+func from(source string) string {
+	if source == "" {
+		return ""
+	}
+	return " from " + source
 }

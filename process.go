@@ -1,8 +1,6 @@
 package fxcqrs
 
 import (
-	"errors"
-
 	"github.com/fxcqrs/fxcqrs/internal/engine"
 )
 
@@ -35,19 +33,6 @@ func (m *Mediator) endEvents(f *engine.Frame, buf *engine.Buffer, err error, o *
 	o.finish(f, err)
 	m.eng.Leave(f)
 	return err
-}
-
-// beside joins the errors a call returns beside a valid response (an
-// *EventError and what a Forwarder reported): nil when both are, the one
-// error itself when one is.
-func beside(err, other error) error {
-	switch {
-	case other == nil:
-		return err
-	case err == nil:
-		return other
-	}
-	return errors.Join(err, other)
 }
 
 // process hands what a call's handler emitted to the Forwarder, if any,

@@ -13,10 +13,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// typeName is a type's full name with its package path, the key that
-// orders event handlers and the name errors use.
-func typeName(t reflect.Type) string { return engine.TypeName(t) }
-
 // handlerEntry is the one handler of a request, command or stream type.
 type handlerEntry struct {
 	role     role
@@ -177,21 +173,6 @@ func (r *registry) sameNames() []error {
 		}
 	}
 	return errs
-}
-
-// fromOr is from(source), or alt when source is unknown.
-func fromOr(source, alt string) string {
-	if source == "" {
-		return alt
-	}
-	return from(source)
-}
-
-func from(source string) string {
-	if source == "" {
-		return ""
-	}
-	return " from " + source
 }
 
 // addAll registers every registration and middleware and reports every
