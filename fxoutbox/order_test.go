@@ -96,7 +96,12 @@ func TestStopDeadlineIsShared(t *testing.T) {
 	app := fx.New(
 		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
 		fx.WithLogger(func() fxevent.Logger { return rec }),
-		fx.Supply(d.DB, fxoutbox.Config{Dialect: fxoutbox.SQLite}, zap.New(core)),
+		// Two event slots: the inbound handler holds one while it waits
+		// for release, and the relay may deliver it (woken by the commit)
+		// before Exec's own in-process handling of the event has taken
+		// the only one, which would then wait for release too.
+		fx.Supply(d.DB, fxoutbox.Config{Dialect: fxoutbox.SQLite}, zap.New(core),
+			fxcqrs.Config{Events: fxcqrs.EventConfig{MaxConcurrentHandlers: 2}}),
 		fxbus.Route[OrderPlaced](tp),
 		fxbus.Subscribe[OrderPlaced](tp),
 		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
