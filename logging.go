@@ -94,21 +94,3 @@ func (l logging) write(call Call, err error, elapsed time.Duration) {
 		)
 	}
 }
-
-// callEnder is middleware that also reports a call once its caller's
-// result, events included, is known. The mediator calls it after the
-// call's events ran.
-type callEnder interface {
-	callEnded(ctx context.Context, call Call, err error, elapsed time.Duration)
-}
-
-// endersOf returns the members of chain, unwrapped, that are callEnders.
-func endersOf(chain []Middleware) []callEnder {
-	var enders []callEnder
-	for _, mw := range chain {
-		if c, ok := mw.(callEnder); ok {
-			enders = append(enders, c)
-		}
-	}
-	return enders
-}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"time"
 )
 
 // Kind is what a middleware or an observer sees being called.
@@ -77,16 +78,6 @@ type Call struct {
 // callNamer is a request, command or stream request type that names its
 // calls; see Call.MessageType.
 type callNamer interface{ CallName() string }
-
-// callOf is what middleware and observers see of a call to e's handler
-// with msg.
-func (e *handlerEntry) callOf(msg any) Call {
-	call := Call{Kind: e.role.kind(), Message: msg, MessageType: e.msgName, Handler: e.name}
-	if e.named {
-		call.MessageType = msg.(callNamer).CallName()
-	}
-	return call
-}
 
 // Next calls the rest of the chain and, at its end, the handler. It
 // returns the handler's response for KindRequest, nil otherwise. The
@@ -242,6 +233,24 @@ func unwrap(mw Middleware) Middleware {
 
 // middlewareName names a middleware by its type.
 func middlewareName(mw Middleware) string { return typeName(reflect.TypeOf(unwrap(mw))) }
+
+// callEnder is middleware that also reports a call once its caller's
+// result, events included, is known. The mediator calls it after the
+// call's events ran.
+type callEnder interface {
+	callEnded(ctx context.Context, call Call, err error, elapsed time.Duration)
+}
+
+// endersOf returns the members of chain, unwrapped, that are callEnders.
+func endersOf(chain []Middleware) []callEnder {
+	var enders []callEnder
+	for _, mw := range chain {
+		if c, ok := mw.(callEnder); ok {
+			enders = append(enders, c)
+		}
+	}
+	return enders
+}
 
 // binder is middleware that keeps state per handler (the circuit
 // breaker): the mediator binds it to each handler it wraps, once, at

@@ -281,6 +281,16 @@ func (e *handlerEntry) mismatch(api string, want reflect.Type) error {
 	return fmt.Errorf("fxcqrs.%s: the handler of %s (%s) returns %s, not %s", api, e.msgName, e.name, typeName(e.result), typeName(asked.result))
 }
 
+// callOf is what middleware and observers see of a call to e's handler
+// with msg.
+func (e *handlerEntry) callOf(msg any) Call {
+	call := Call{Kind: e.role.kind(), Message: msg, MessageType: e.msgName, Handler: e.name}
+	if e.named {
+		call.MessageType = msg.(callNamer).CallName()
+	}
+	return call
+}
+
 // unhandled is called once for each event type that has no event handler:
 // when the type has a handler of another role (an event handler registered
 // with AsCommandHandler has the same Handle shape), the events it was meant
