@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 
 	"github.com/fxcqrs/fxcqrs/internal/engine"
-	"go.uber.org/fx"
 	"go.uber.org/zap"
 )
 
@@ -140,62 +139,12 @@ func guarded[Res any](m *Mediator, f *engine.Frame, fb *fallback, handler string
 	return res, used, nil
 }
 
-// WithFallback registers the fallback of a request, command or stream
-// handler, with New. Which handler it backs is found from its Handle
-// method: the one of the same message type.
-func WithFallback(fallback any, opts ...FallbackOption) Option {
-	s := newFallbackSpec(fallback, "", nil, opts)
-	return optionFunc(func(o *options) { o.fallbacks = append(o.fallbacks, s) })
-}
-
-// WithEventFallback registers, with New, the fallback of the event
-// handlers of type Primary.
-func WithEventFallback[Primary any](fallback any, opts ...FallbackOption) Option {
-	s := newFallbackSpec(fallback, "", reflect.TypeFor[Primary](), opts)
-	return optionFunc(func(o *options) { o.fallbacks = append(o.fallbacks, s) })
-}
-
-// AsFallback registers with fx the constructor of a request, command or
-// stream handler's fallback. Which handler it backs is found from its
-// Handle method: the one of the same message type, which must have the
-// same response type. A handler has at most one fallback.
-//
-//	fxcqrs.AsRequestHandler(NewLivePrices),
-//	fxcqrs.AsFallback(NewCachedPrices, fxcqrs.FallbackOn(isUnavailable)),
-func AsFallback(constructor any, opts ...FallbackOption) fx.Option {
-	return asFallback("AsFallback", constructor, nil, opts)
-}
-
-// AsEventFallback registers with fx the constructor of the fallback of the
-// event handlers of type Primary: an event type has many handlers, so the
-// fallback names the one it backs.
-//
-//	fxcqrs.AsEventHandler(NewSendEmail),
-//	fxcqrs.AsEventFallback[*SendEmail](NewQueueEmail),
-func AsEventFallback[Primary any](constructor any, opts ...FallbackOption) fx.Option {
-	return asFallback("AsEventFallback", constructor, reflect.TypeFor[Primary](), opts)
-}
-
 func newFallbackSpec(h any, source string, primary reflect.Type, opts []FallbackOption) fallbackSpec {
 	s := fallbackSpec{handler: h, source: source, primary: primary}
 	for _, opt := range opts {
 		opt(&s)
 	}
 	return s
-}
-
-const fallbacksGroup = `group:"fxcqrs.fallbacks"`
-
-func asFallback(api string, constructor any, primary reflect.Type, opts []FallbackOption) fx.Option {
-	result, source, err := constructorResult(api, constructor)
-	if err != nil {
-		return fx.Error(err)
-	}
-	if _, err := fallbackShape(result, primary != nil); err != nil {
-		return fx.Error(fmt.Errorf("fxcqrs.%s(%s): %w", api, source, err))
-	}
-	return provideMember("fallback", source, constructor, nil, fallbacksGroup,
-		func(h any) fallbackSpec { return newFallbackSpec(h, source, primary, opts) })
 }
 
 // fallbackShape finds the role a fallback of type t can back from its

@@ -80,11 +80,6 @@ type Forwarder interface {
 	Forward(ctx context.Context, events []any) error
 }
 
-// WithForwarder sets the mediator's Forwarder.
-func WithForwarder(f Forwarder) Option {
-	return optionFunc(func(o *options) { o.forwarder = f })
-}
-
 // forwarding adapts a Forwarder to the engine: it asks Forwards once per
 // event type and boxes only the events that leave.
 type forwarding struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/fxcqrs/fxcqrs/internal/engine"
 	"go.uber.org/zap"
@@ -98,6 +99,26 @@ func WithMiddleware(mws ...Middleware) Option {
 // WithObserver sets the mediator's observer.
 func WithObserver(obs Observer) Option {
 	return optionFunc(func(o *options) { o.observer = obs })
+}
+
+// WithForwarder sets the mediator's Forwarder.
+func WithForwarder(f Forwarder) Option {
+	return optionFunc(func(o *options) { o.forwarder = f })
+}
+
+// WithFallback registers the fallback of a request, command or stream
+// handler, with New. Which handler it backs is found from its Handle
+// method: the one of the same message type.
+func WithFallback(fallback any, opts ...FallbackOption) Option {
+	s := newFallbackSpec(fallback, "", nil, opts)
+	return optionFunc(func(o *options) { o.fallbacks = append(o.fallbacks, s) })
+}
+
+// WithEventFallback registers, with New, the fallback of the event
+// handlers of type Primary.
+func WithEventFallback[Primary any](fallback any, opts ...FallbackOption) Option {
+	s := newFallbackSpec(fallback, "", reflect.TypeFor[Primary](), opts)
+	return optionFunc(func(o *options) { o.fallbacks = append(o.fallbacks, s) })
 }
 
 // New returns a mediator with the given handlers, ready for calls. It

@@ -170,6 +170,41 @@ func asHandler(k role, api string, constructor any, anns []fx.Annotation) fx.Opt
 		func(h any) registration { return registration{role: k, handler: h, source: source} })
 }
 
+// AsFallback registers with fx the constructor of a request, command or
+// stream handler's fallback. Which handler it backs is found from its
+// Handle method: the one of the same message type, which must have the
+// same response type. A handler has at most one fallback.
+//
+//	fxcqrs.AsRequestHandler(NewLivePrices),
+//	fxcqrs.AsFallback(NewCachedPrices, fxcqrs.FallbackOn(isUnavailable)),
+func AsFallback(constructor any, opts ...FallbackOption) fx.Option {
+	return asFallback("AsFallback", constructor, nil, opts)
+}
+
+// AsEventFallback registers with fx the constructor of the fallback of the
+// event handlers of type Primary: an event type has many handlers, so the
+// fallback names the one it backs.
+//
+//	fxcqrs.AsEventHandler(NewSendEmail),
+//	fxcqrs.AsEventFallback[*SendEmail](NewQueueEmail),
+func AsEventFallback[Primary any](constructor any, opts ...FallbackOption) fx.Option {
+	return asFallback("AsEventFallback", constructor, reflect.TypeFor[Primary](), opts)
+}
+
+const fallbacksGroup = `group:"fxcqrs.fallbacks"`
+
+func asFallback(api string, constructor any, primary reflect.Type, opts []FallbackOption) fx.Option {
+	result, source, err := constructorResult(api, constructor)
+	if err != nil {
+		return fx.Error(err)
+	}
+	if _, err := fallbackShape(result, primary != nil); err != nil {
+		return fx.Error(fmt.Errorf("fxcqrs.%s(%s): %w", api, source, err))
+	}
+	return provideMember("fallback", source, constructor, nil, fallbacksGroup,
+		func(h any) fallbackSpec { return newFallbackSpec(h, source, primary, opts) })
+}
+
 // handlerSeq makes the name of each member's fx value unique.
 var handlerSeq atomic.Uint64
 
