@@ -2,11 +2,13 @@ package fxoutbox
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"time"
 
@@ -61,18 +63,61 @@ func ScheduleAfter(ctx context.Context, d time.Duration, msg any) (string, error
 // Cancel deletes the scheduled message id, in the unit of work of ctx,
 // and reports whether it was still waiting: false when it was due and is
 // already on its way (or never existed). The cancellation takes effect if
-// the transaction commits.
+// the transaction commits. A cancel at the moment the relay moves the
+// schedule, as it falls due, waits for the move and answers false (on
+// MySQL it locks the schedule's rows by their ids, as the move does: a
+// deadlock between the two had rolled back the caller's whole
+// transaction).
 func Cancel(ctx context.Context, id string) (bool, error) {
 	un := unitOf(ctx)
 	if un == nil || un.u == nil {
 		return false, ErrNoUnitOfWork
 	}
-	res, err := un.tx.ExecContext(ctx, un.u.q.Cancel, id)
+	if un.u.q.CancelIDs == "" {
+		res, err := un.tx.ExecContext(ctx, un.u.q.Cancel, id)
+		if err != nil {
+			return false, fmt.Errorf("fxoutbox: cancel %s: %w", id, err)
+		}
+		n, err := res.RowsAffected()
+		return n > 0, err
+	}
+	rowIDs, err := scheduledRows(ctx, un.tx, un.u.q.CancelIDs, id)
 	if err != nil {
 		return false, fmt.Errorf("fxoutbox: cancel %s: %w", id, err)
 	}
-	n, err := res.RowsAffected()
-	return n > 0, err
+	cancelled := false
+	for _, rowID := range rowIDs { // one row per route of the message, by id
+		res, err := un.tx.ExecContext(ctx, un.u.q.Cancel, rowID)
+		if err != nil {
+			return false, fmt.Errorf("fxoutbox: cancel %s: %w", id, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return false, fmt.Errorf("fxoutbox: cancel %s: %w", id, err)
+		}
+		cancelled = cancelled || n > 0
+	}
+	return cancelled, nil
+}
+
+// scheduledRows returns the ids of the scheduled rows of message id, in
+// order, with a read that takes no lock.
+func scheduledRows(ctx context.Context, tx *sql.Tx, query, id string) ([]int64, error) {
+	rs, err := tx.QueryContext(ctx, query, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	var out []int64
+	for rs.Next() {
+		var rowID int64
+		if err := rs.Scan(&rowID); err != nil {
+			return nil, err
+		}
+		out = append(out, rowID)
+	}
+	slices.Sort(out)
+	return out, rs.Err()
 }
 
 func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg any) (string, error) {

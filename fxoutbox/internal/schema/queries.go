@@ -20,7 +20,8 @@ type Queries struct {
 	InboxCleanup string
 	Retry        string
 	Schedule     string
-	Cancel       string
+	CancelIDs    string // MySQL: a schedule's rows, by its message id, read first so that Cancel locks by id; "" elsewhere
+	Cancel       string // a schedule's rows, by message id; on MySQL one row, by id
 	DueIDs       string
 	NextDue      string
 	Lanes        string // the lanes of a topic that hold rows
@@ -28,6 +29,7 @@ type Queries struct {
 	DropLease    string
 	PromoteIn    string // with %s for the ids' placeholders; see In
 	UnscheduleIn string // likewise
+	LockIn       string // likewise: the due rows locked for writing before they move ("" on SQLite, which locks the database)
 	// The read API's.
 	Backlog, Lag, DeadByTopic, InboundDeadByTopic, ScheduledSummary string
 	Dialect                                                         Dialect
@@ -67,6 +69,7 @@ func NewQueries(d Dialect, t Tables) Queries {
 		PromoteIn: "INSERT INTO " + o + " (topic, lane, message_id, payload, metadata, created_ns) SELECT topic, lane, message_id, payload, metadata, due_ns FROM " + sc +
 			" WHERE id IN (%s) ORDER BY due_ns, id",
 		UnscheduleIn: "DELETE FROM " + sc + " WHERE id IN (%s)",
+		LockIn:       "SELECT id FROM " + sc + " WHERE id IN (%s) ORDER BY id FOR UPDATE",
 		// A due row's wait starts when it was written or, for a retry of
 		// this service's own delivery, when it fell due again.
 		Backlog: "SELECT topic, COUNT(*), SUM(CASE WHEN due_ns <= ? THEN 1 ELSE 0 END)," +
@@ -96,10 +99,20 @@ func NewQueries(d Dialect, t Tables) Queries {
 	}
 	for _, p := range []*string{
 		&q.Insert, &q.Topics, &q.Rows, &q.RowsAfter, &q.DeleteRow, &q.Dead, &q.RenewLease, &q.TakeLease, &q.DropLeases, &q.InboxInsert, &q.InboxCleanup,
-		&q.Retry, &q.Schedule, &q.Cancel, &q.DueIDs, &q.NextDue, &q.Lanes, &q.Members, &q.DropLease,
+		&q.Retry, &q.Schedule, &q.CancelIDs, &q.Cancel, &q.DueIDs, &q.NextDue, &q.Lanes, &q.Members, &q.DropLease,
 		&q.Backlog, &q.Lag, &q.DeadByTopic, &q.InboundDeadByTopic, &q.ScheduledSummary,
 	} {
 		*p = d.Rebind(*p)
+	}
+	switch d {
+	case SQLite:
+		q.LockIn = ""
+	case MySQL:
+		// InnoDB locks a DELETE by message_id in its index first and the
+		// row after, the move of due schedules the row first: the two
+		// deadlocked. A cancel on MySQL reads the ids, then deletes by id.
+		q.CancelIDs = d.Rebind("SELECT id FROM " + sc + " WHERE message_id = ?")
+		q.Cancel = d.Rebind("DELETE FROM " + sc + " WHERE id = ?")
 	}
 	q.Dialect = d
 	return q

@@ -234,6 +234,18 @@ func (p *SchedulePromoter) move(ctx context.Context, ids []any) error {
 	if err != nil {
 		return err
 	}
+	if p.q.LockIn != "" {
+		// Locked for writing first, by id: the INSERT … SELECT below would
+		// take shared locks and the DELETE upgrade them, and a Cancel
+		// waiting in between deadlocked with it on MariaDB.
+		rs, err := tx.QueryContext(ctx, schema.In(p.q.Dialect, p.q.LockIn, len(ids)), ids...)
+		if err == nil {
+			err = rs.Close()
+		}
+		if err != nil {
+			return errors.Join(err, schema.Rollback(tx))
+		}
+	}
 	if _, err := tx.ExecContext(ctx, schema.In(p.q.Dialect, p.q.PromoteIn, len(ids)), ids...); err != nil {
 		return errors.Join(err, schema.Rollback(tx))
 	}
