@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"time"
 
 	"github.com/fxcqrs/fxcqrs/internal/engine"
 	"github.com/fxcqrs/fxcqrs/internal/typekey"
@@ -122,6 +123,29 @@ func open[T, H any](ctx context.Context, m *Mediator, r role, api string, msg *T
 	return e, h, f, nil
 }
 
+// noHandler is the error of a call whose type has no handler in the role
+// asked for; it says what the type has instead, when it has something.
+func (m *Mediator) noHandler(typ reflect.Type, api string) error {
+	if hs := m.reg.events[typ]; len(hs) > 0 && m.reg.handlers[typ] == nil {
+		return fmt.Errorf("fxcqrs.%s: %w for %s: it has event handlers only (%s); call Publish", api, ErrNoHandler, typeName(typ), hs[0].Name)
+	}
+	if e := m.reg.handlers[typ]; e != nil {
+		use := map[role]string{roleRequest: "Send", roleCommand: "Exec", roleStream: "Stream"}[e.role]
+		return fmt.Errorf("fxcqrs.%s: %w for %s: it has a %s handler (%s); call %s", api, ErrNoHandler, typeName(typ), e.role, e.name, use)
+	}
+	// The commonest slip: a pointer sent for a value type, or the reverse.
+	var alt reflect.Type
+	if typ.Kind() == reflect.Pointer {
+		alt = typ.Elem()
+	} else {
+		alt = reflect.PointerTo(typ)
+	}
+	if other := m.reg.handlers[alt]; other != nil {
+		return fmt.Errorf("fxcqrs.%s: %w for %s (%s has one: types match exactly)", api, ErrNoHandler, typeName(typ), typeName(alt))
+	}
+	return fmt.Errorf("fxcqrs.%s: %w for %s", api, ErrNoHandler, typeName(typ))
+}
+
 // runRequest and runCommand run a request or command handler, its panic
 // recovered: one per handler shape, both answering a response so that the
 // wrapped path serves both.
@@ -153,6 +177,28 @@ type commandRunner[Cmd any] struct{}
 
 func (commandRunner[Cmd]) run(ctx context.Context, h CommandHandler[Cmd], cmd Cmd) (struct{}, error) {
 	return runCommand(ctx, h, cmd)
+}
+
+// observe tells the observer a call started; its context becomes the
+// parent of everything the call does.
+func (m *Mediator) observe(f *engine.Frame, call Call) *observation {
+	f.Context = m.obs.CallStarted(f.Context, CallStarted{Call: call})
+	return &observation{obs: m.obs, call: call, start: time.Now()}
+}
+
+// observeCall starts the observation of a call to e's handler, or returns
+// nil when nothing hears its end.
+func (m *Mediator) observeCall(f *engine.Frame, e *handlerEntry, call Call) *observation {
+	var o *observation
+	if m.obs != nil {
+		o = m.observe(f, call)
+	} else if len(e.enders) > 0 {
+		o = &observation{call: call, start: time.Now()}
+	}
+	if o != nil {
+		o.enders = e.enders
+	}
+	return o
 }
 
 // callWrapped is Send and Exec for a handler that middleware wraps, an

@@ -1,11 +1,9 @@
 package fxcqrs
 
 import (
-	"context"
 	"errors"
 
 	"github.com/fxcqrs/fxcqrs/internal/engine"
-	"go.uber.org/zap"
 )
 
 // eventError turns the engine's failures into the public *EventError; nil
@@ -68,16 +66,4 @@ func publicError(err error) error {
 		return &notStartedError{cause: cause}
 	}
 	return err
-}
-
-// backgroundFailed receives the failures of a background batch. The
-// BackgroundErrorHandler hears the event handlers' failures; a Forwarder's
-// failures are logged with them.
-func (m *Mediator) backgroundFailed(ctx context.Context, fails []engine.Failure) {
-	err := eventError(fails)
-	m.log.Error("background event handlers failed", zap.Error(err))
-	var evErr *EventError
-	if m.onBackgroundError != nil && errors.As(err, &evErr) {
-		m.onBackgroundError(ctx, evErr)
-	}
 }

@@ -2,6 +2,7 @@ package fxcqrs
 
 import (
 	"context"
+	"reflect"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs/internal/engine"
@@ -10,6 +11,31 @@ import (
 // This file is an event handler invocation that middleware wraps, an
 // observer watches or a fallback backs; the engine calls the others
 // directly.
+
+// eventTable gives the engine every event type's handlers, in order: the
+// concrete types' and, apart, the interface types'. A handler with
+// middleware, or under an observer, runs through runEvent.
+func (m *Mediator) eventTable() (map[reflect.Type][]*engine.Handler, []engine.Interface) {
+	concrete := make(map[reflect.Type][]*engine.Handler, len(m.reg.events))
+	var ifaces []engine.Interface
+	for t, hs := range m.reg.events {
+		ehs := make([]*engine.Handler, len(hs))
+		for i, h := range hs {
+			if h.chain != nil || m.obs != nil || h.fallback != nil {
+				h.Run = func(f *engine.Frame, rec engine.Record, _ *engine.Handler, queuedAt engine.Mono) error {
+					return m.runEvent(f, rec, h, queuedAt)
+				}
+			}
+			ehs[i] = &h.Handler
+		}
+		if t.Kind() == reflect.Interface {
+			ifaces = append(ifaces, engine.Interface{Type: t, Handlers: ehs})
+		} else {
+			concrete[t] = ehs
+		}
+	}
+	return concrete, ifaces
+}
 
 // runEvent is the engine's Run for an event handler with middleware, under
 // an observer, or with a fallback. A failed attempt's follow-ups are dropped at once, so
@@ -54,4 +80,19 @@ func (m *Mediator) runEvent(f *engine.Frame, rec engine.Record, h *eventHandler,
 func runEventHandler(ctx context.Context, rec engine.Record, h *engine.Handler) (err error) {
 	defer recoverInto(&err)
 	return rec.Call(ctx, h)
+}
+
+// reporter tells the observer what the engine queues and never starts.
+type reporter struct{ m *Mediator }
+
+func (r reporter) Queued(ctx context.Context, rec engine.Record, h *engine.Handler) {
+	r.m.obs.InvocationQueued(ctx, InvocationQueued{Call: eventCall(rec, h)})
+}
+
+func (r reporter) NotStarted(ctx context.Context, rec engine.Record, h *engine.Handler, err error, queued bool) {
+	r.m.obs.InvocationFinished(ctx, InvocationFinished{Call: eventCall(rec, h), Err: publicError(err), Queued: queued})
+}
+
+func eventCall(rec engine.Record, h *engine.Handler) Call {
+	return Call{Kind: KindEvent, Message: rec.Event(), MessageType: h.Root.(*eventHandler).messageType(rec), Handler: h.Name}
 }

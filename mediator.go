@@ -180,6 +180,18 @@ func newMediator(cfg Config, log *zap.Logger, onBackgroundError BackgroundErrorH
 	return m, nil
 }
 
+// backgroundFailed receives the failures of a background batch. The
+// BackgroundErrorHandler hears the event handlers' failures; a Forwarder's
+// failures are logged with them.
+func (m *Mediator) backgroundFailed(ctx context.Context, fails []engine.Failure) {
+	err := eventError(fails)
+	m.log.Error("background event handlers failed", zap.Error(err))
+	var evErr *EventError
+	if m.onBackgroundError != nil && errors.As(err, &evErr) {
+		m.onBackgroundError(ctx, evErr)
+	}
+}
+
 // register fills the registry and makes the mediator ready. What a call
 // needs to know of its handler is decided here, once: its chain, bound;
 // its fallback; whether it takes the fast path.
@@ -206,6 +218,47 @@ func (m *Mediator) register(regs []registration, mws []registeredMiddleware, fal
 	concrete, ifaces := m.eventTable()
 	m.eng.SetHandlers(concrete, ifaces, m.unhandled)
 	return nil
+}
+
+// binder is middleware that keeps state per handler (the circuit
+// breaker): the mediator binds it to each handler it wraps, once, at
+// registration, and the handler's chain holds what bind returns.
+type binder interface {
+	bind(m *Mediator, handler, message string) (Middleware, error)
+}
+
+// bindChain replaces the binders of chain, a handler's, with their bound
+// middleware.
+func (m *Mediator) bindChain(chain []Middleware, handler, message string) error {
+	var errs []error
+	for i, mw := range chain {
+		if b, ok := mw.(binder); ok {
+			bound, err := b.bind(m, handler, message)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", handler, err))
+				continue
+			}
+			chain[i] = bound
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unhandled is called once for each event type that has no event handler:
+// when the type has a handler of another role (an event handler registered
+// with AsCommandHandler has the same Handle shape), the events it was meant
+// for would vanish without a word, so it warns.
+func (m *Mediator) unhandled(t reflect.Type) {
+	e := m.reg.handlers[t]
+	if e == nil {
+		return
+	}
+	m.log.Warn("event has no event handler, but its type has a "+e.role.String()+" handler; was it meant to be registered as an event handler?",
+		zap.String("event", typeName(t)),
+		zap.String("handler", e.name),
+		zap.String("registeredAs", e.role.registeredAs()),
+		zap.String("constructor", e.source),
+	)
 }
 
 // Stats is a snapshot of a mediator's counters.
@@ -243,4 +296,29 @@ func (m *Mediator) Stats() Stats {
 		Events:       DispatchStats(s.Events),
 		StreamEvents: DispatchStats(s.StreamEvents),
 	}
+}
+
+// EventTypes returns the event types the mediator has handlers for,
+// concrete and interface types, in no particular order. It is for modules
+// that treat events by type, such as the outbox's durable delivery of
+// every handled event.
+func (m *Mediator) EventTypes() []reflect.Type {
+	out := make([]reflect.Type, 0, len(m.reg.events))
+	for t := range m.reg.events {
+		out = append(out, t)
+	}
+	return out
+}
+
+// EventHandlers returns the names of the handlers registered for event
+// type t itself (not those of interfaces it implements), in the order
+// they run: the names by which a Call and the outbox's inbox know them.
+// Two handlers of one type share a name.
+func (m *Mediator) EventHandlers(t reflect.Type) []string {
+	hs := m.reg.events[t]
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = h.Name
+	}
+	return out
 }

@@ -3,7 +3,6 @@ package fxcqrs
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -250,30 +249,6 @@ func endersOf(chain []Middleware) []callEnder {
 		}
 	}
 	return enders
-}
-
-// binder is middleware that keeps state per handler (the circuit
-// breaker): the mediator binds it to each handler it wraps, once, at
-// registration, and the handler's chain holds what bind returns.
-type binder interface {
-	bind(m *Mediator, handler, message string) (Middleware, error)
-}
-
-// bindChain replaces the binders of chain, a handler's, with their bound
-// middleware.
-func (m *Mediator) bindChain(chain []Middleware, handler, message string) error {
-	var errs []error
-	for i, mw := range chain {
-		if b, ok := mw.(binder); ok {
-			bound, err := b.bind(m, handler, message)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", handler, err))
-				continue
-			}
-			chain[i] = bound
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // runChain runs chain around last. Panics anywhere in it become a

@@ -143,13 +143,6 @@ type observation struct {
 	fallback FallbackUsed
 }
 
-// observe tells the observer a call started; its context becomes the
-// parent of everything the call does.
-func (m *Mediator) observe(f *engine.Frame, call Call) *observation {
-	f.Context = m.obs.CallStarted(f.Context, CallStarted{Call: call})
-	return &observation{obs: m.obs, call: call, start: time.Now()}
-}
-
 // finish tells the observer and the enders the call ended with err. A nil
 // observation does nothing.
 func (o *observation) finish(f *engine.Frame, err error) {
@@ -163,34 +156,4 @@ func (o *observation) finish(f *engine.Frame, err error) {
 	for _, c := range o.enders {
 		c.callEnded(f.Context, o.call, err, elapsed)
 	}
-}
-
-// observeCall starts the observation of a call to e's handler, or returns
-// nil when nothing hears its end.
-func (m *Mediator) observeCall(f *engine.Frame, e *handlerEntry, call Call) *observation {
-	var o *observation
-	if m.obs != nil {
-		o = m.observe(f, call)
-	} else if len(e.enders) > 0 {
-		o = &observation{call: call, start: time.Now()}
-	}
-	if o != nil {
-		o.enders = e.enders
-	}
-	return o
-}
-
-// reporter tells the observer what the engine queues and never starts.
-type reporter struct{ m *Mediator }
-
-func (r reporter) Queued(ctx context.Context, rec engine.Record, h *engine.Handler) {
-	r.m.obs.InvocationQueued(ctx, InvocationQueued{Call: eventCall(rec, h)})
-}
-
-func (r reporter) NotStarted(ctx context.Context, rec engine.Record, h *engine.Handler, err error, queued bool) {
-	r.m.obs.InvocationFinished(ctx, InvocationFinished{Call: eventCall(rec, h), Err: publicError(err), Queued: queued})
-}
-
-func eventCall(rec engine.Record, h *engine.Handler) Call {
-	return Call{Kind: KindEvent, Message: rec.Event(), MessageType: h.Root.(*eventHandler).messageType(rec), Handler: h.Name}
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/fxcqrs/fxcqrs/internal/engine"
 	"github.com/fxcqrs/fxcqrs/internal/typekey"
-	"go.uber.org/zap"
 )
 
 // handlerEntry is the one handler of a request, command or stream type.
@@ -213,31 +212,6 @@ func (r *registry) addAll(regs []registration, mws []registeredMiddleware) error
 	return errors.Join(errs...)
 }
 
-// eventTable gives the engine every event type's handlers, in order: the
-// concrete types' and, apart, the interface types'. A handler with
-// middleware, or under an observer, runs through runEvent.
-func (m *Mediator) eventTable() (map[reflect.Type][]*engine.Handler, []engine.Interface) {
-	concrete := make(map[reflect.Type][]*engine.Handler, len(m.reg.events))
-	var ifaces []engine.Interface
-	for t, hs := range m.reg.events {
-		ehs := make([]*engine.Handler, len(hs))
-		for i, h := range hs {
-			if h.chain != nil || m.obs != nil || h.fallback != nil {
-				h.Run = func(f *engine.Frame, rec engine.Record, _ *engine.Handler, queuedAt engine.Mono) error {
-					return m.runEvent(f, rec, h, queuedAt)
-				}
-			}
-			ehs[i] = &h.Handler
-		}
-		if t.Kind() == reflect.Interface {
-			ifaces = append(ifaces, engine.Interface{Type: t, Handlers: ehs})
-		} else {
-			concrete[t] = ehs
-		}
-	}
-	return concrete, ifaces
-}
-
 // messageType is the name of the event h handles in rec: its own event
 // type's, or, for a handler of an interface type, the event's.
 func (h *eventHandler) messageType(rec engine.Record) string {
@@ -245,29 +219,6 @@ func (h *eventHandler) messageType(rec engine.Record) string {
 		return typeName(rec.Type())
 	}
 	return h.msgName
-}
-
-// noHandler is the error of a call whose type has no handler in the role
-// asked for; it says what the type has instead, when it has something.
-func (m *Mediator) noHandler(typ reflect.Type, api string) error {
-	if hs := m.reg.events[typ]; len(hs) > 0 && m.reg.handlers[typ] == nil {
-		return fmt.Errorf("fxcqrs.%s: %w for %s: it has event handlers only (%s); call Publish", api, ErrNoHandler, typeName(typ), hs[0].Name)
-	}
-	if e := m.reg.handlers[typ]; e != nil {
-		use := map[role]string{roleRequest: "Send", roleCommand: "Exec", roleStream: "Stream"}[e.role]
-		return fmt.Errorf("fxcqrs.%s: %w for %s: it has a %s handler (%s); call %s", api, ErrNoHandler, typeName(typ), e.role, e.name, use)
-	}
-	// The commonest slip: a pointer sent for a value type, or the reverse.
-	var alt reflect.Type
-	if typ.Kind() == reflect.Pointer {
-		alt = typ.Elem()
-	} else {
-		alt = reflect.PointerTo(typ)
-	}
-	if other := m.reg.handlers[alt]; other != nil {
-		return fmt.Errorf("fxcqrs.%s: %w for %s (%s has one: types match exactly)", api, ErrNoHandler, typeName(typ), typeName(alt))
-	}
-	return fmt.Errorf("fxcqrs.%s: %w for %s", api, ErrNoHandler, typeName(typ))
 }
 
 // mismatch is the error of a call that asked e's handler to be a want (a
@@ -289,46 +240,4 @@ func (e *handlerEntry) callOf(msg any) Call {
 		call.MessageType = msg.(callNamer).CallName()
 	}
 	return call
-}
-
-// unhandled is called once for each event type that has no event handler:
-// when the type has a handler of another role (an event handler registered
-// with AsCommandHandler has the same Handle shape), the events it was meant
-// for would vanish without a word, so it warns.
-func (m *Mediator) unhandled(t reflect.Type) {
-	e := m.reg.handlers[t]
-	if e == nil {
-		return
-	}
-	m.log.Warn("event has no event handler, but its type has a "+e.role.String()+" handler; was it meant to be registered as an event handler?",
-		zap.String("event", typeName(t)),
-		zap.String("handler", e.name),
-		zap.String("registeredAs", e.role.registeredAs()),
-		zap.String("constructor", e.source),
-	)
-}
-
-// EventTypes returns the event types the mediator has handlers for,
-// concrete and interface types, in no particular order. It is for modules
-// that treat events by type, such as the outbox's durable delivery of
-// every handled event.
-func (m *Mediator) EventTypes() []reflect.Type {
-	out := make([]reflect.Type, 0, len(m.reg.events))
-	for t := range m.reg.events {
-		out = append(out, t)
-	}
-	return out
-}
-
-// EventHandlers returns the names of the handlers registered for event
-// type t itself (not those of interfaces it implements), in the order
-// they run: the names by which a Call and the outbox's inbox know them.
-// Two handlers of one type share a name.
-func (m *Mediator) EventHandlers(t reflect.Type) []string {
-	hs := m.reg.events[t]
-	out := make([]string, len(hs))
-	for i, h := range hs {
-		out[i] = h.Name
-	}
-	return out
 }
