@@ -123,7 +123,10 @@
 // work, write a message with a due time (in the Scheduled table, in the
 // handler's transaction) or delete one still waiting. When it is due by
 // Config.Now, a loop beside the relay moves it into the outbox (one
-// replica at a time, under a lease) and wakes the relay; there it takes its
+// replica at a time, under a lease: two replicas share the schedules as
+// a failover, not a spread — one moves them all while its lease holds,
+// and another takes over within the lease when it dies) and wakes the
+// relay; there it takes its
 // place in its topic after every row already there: a scheduled message
 // joins its topic's order at its due time. It is a routed event
 // (published), a durable event (its handlers run) or a command registered
@@ -135,9 +138,17 @@
 // poll bounds it. Finding the due rows is an index range scan, whatever
 // the number waiting.
 //
-// The relay compares due times and leases in SQL against Config.Now; it
-// waits between passes on the wall clock (a timer of at most the poll
-// interval), which a test's fake clock does not move.
+// The relay compares due times and leases in SQL against Config.Now, and
+// waits between passes, after a failure and for the next schedule with
+// Config.After: by default the wall clock's timers; a test that gives Now
+// and After from one fake clock (outboxtest.Clock) moves the relay by
+// moving that clock, and a retry after a failed pass waits for it too.
+//
+// The latest time a schedule takes is [LatestSchedule] (2262-04-11: its
+// nanoseconds since 1970 must fit an int64); fxsaga's waits end within
+// fxsaga.MaxWithin. A [Cancel] that meets the move of its schedule waits
+// for it and answers false; it fails only with the database (a lost
+// connection, or a deadlock with the caller's own other writes).
 //
 // # Schema
 //

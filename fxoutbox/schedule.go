@@ -151,7 +151,7 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 		rows = append(rows, fxbus.Outgoing{Topic: u.local.topic, Message: m})
 	}
 	if len(rows) == 0 {
-		return "", fmt.Errorf("fxoutbox.Schedule: nothing delivers %v: route it (fxbus.Route), or register it with fxoutbox.Durable or fxoutbox.Schedulable", t)
+		return "", fmt.Errorf("fxoutbox.Schedule: nothing delivers %v: route it (fxbus.Route), or register it with fxoutbox.Durable or fxoutbox.Schedulable%s", t, pointerHint(t, u.local.registry().byName, u.bus))
 	}
 	id := rows[0].Message.UUID
 	due := int64(1) // a time before 1970 is as past as 1970, and its nanoseconds may not fit
@@ -171,4 +171,18 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 		un.due = due
 	}
 	return id, nil
+}
+
+// pointerHint says, when t is *T and T is what is registered (or the
+// other way round), which one was: the type names differ by one star,
+// easy to miss in the error above.
+func pointerHint[D any](t reflect.Type, registered map[string]D, bus interface{ NameOf(reflect.Type) string }) string {
+	other := reflect.PointerTo(t)
+	if t.Kind() == reflect.Pointer {
+		other = t.Elem()
+	}
+	if _, ok := registered[bus.NameOf(other)]; ok {
+		return fmt.Sprintf("; %v is registered: schedule a %v, or register %v", other, other, t)
+	}
+	return ""
 }

@@ -54,3 +54,19 @@ func TestScheduleTimeLimits(t *testing.T) {
 	assert.Equal(t, 1, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled WHERE due_ns = 9223372036854775807"))
 	require.NoError(t, schedule(time.Date(1500, 1, 1, 0, 0, 0, 0, time.UTC), 0), "long past: due at once")
 }
+
+// A command registered by value and scheduled by pointer (or the other
+// way round): the error says which one is registered.
+func TestScheduleNamesThePointerMismatch(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	var err error
+	r := newRig(t, d, fxoutbox.Config{Deliverables: []fxoutbox.Deliverable{fxoutbox.ScheduledCommand[CancelUnpaid]()}},
+		fxcqrs.WithCommandHandlers(commandFunc[Remind](func(ctx context.Context, _ Remind) error {
+			_, err = fxoutbox.ScheduleAfter(ctx, time.Minute, &CancelUnpaid{ID: 1})
+			return nil
+		})))
+	require.NoError(t, fxcqrs.Exec(context.Background(), r.m, Remind{}))
+	assert.ErrorContains(t, err, "nothing delivers *fxoutbox_test.CancelUnpaid")
+	assert.ErrorContains(t, err, "fxoutbox_test.CancelUnpaid is registered: schedule a fxoutbox_test.CancelUnpaid, or register *fxoutbox_test.CancelUnpaid")
+}
