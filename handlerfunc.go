@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"unicode"
 )
 
 // NamedHandler is a handler that gives its own name, in place of its
@@ -87,7 +88,7 @@ func handlerName(h any, typeName string) (name string, named bool, err error) {
 		return "", true, fmt.Errorf("the handler named %q has a nil func", n.HandlerName())
 	}
 	name = n.HandlerName()
-	if name == "" || strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' }) {
+	if name == "" || strings.ContainsFunc(name, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) {
 		return "", true, fmt.Errorf("%s names itself %q: a handler's name is not empty and has no spaces", typeName, name)
 	}
 	return name, true, nil

@@ -95,11 +95,13 @@ func TestHandlerFuncsRefused(t *testing.T) {
 		fxcqrs.EventFunc("projector.booked", func(context.Context, RoomBooked) error { return nil }),
 		fxcqrs.EventFunc("", p.Cancelled),
 		fxcqrs.EventFunc[RoomCancelled]("has space", nil),
+		fxcqrs.EventFunc("no\u00a0break", p.Cancelled),
 	))
 	require.Error(t, err)
 	assert.ErrorContains(t, err, `RoomBooked has two handlers named "projector.booked"`)
 	assert.ErrorContains(t, err, `a handler's name is not empty and has no spaces`)
 	assert.ErrorContains(t, err, `the handler named "has space" has a nil func`)
+	assert.ErrorContains(t, err, `names itself "no\u00a0break"`)
 
 	// A name may not be another handler's type name either.
 	_, err = fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithEventHandlers(

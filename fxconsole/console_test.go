@@ -188,6 +188,8 @@ func TestDeadLetterPaging(t *testing.T) {
 	assert.True(t, has("letters 1201–1300 of 1300"))
 	assert.True(t, has(`href="./dead/1"`), "the last page has the oldest")
 	assert.True(t, has(`id="newer"`))
+	_, body = get(t, c, "/dead?offset=5000")
+	assert.False(t, has(`id="older"`), "past the end: nothing older")
 }
 
 // The sagas of a booking, found by their business key.

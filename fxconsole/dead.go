@@ -47,7 +47,7 @@ func (c *Console) deadList(w http.ResponseWriter, r *http.Request) {
 	if f.Offset > 0 {
 		d.Newer = max(f.Offset-deadPage, 0)
 	}
-	if d.To < d.Total {
+	if len(d.Letters) > 0 && d.To < d.Total {
 		d.Older = d.To
 	}
 	c.render(w, r, "dead.html", "Dead letters", d, err)

@@ -98,3 +98,31 @@ func TestRepairsNeedWhy(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 }
+
+// The order is by when a letter failed, not by its id: an outbox letter
+// keeps its row's id, and a row retried for long fails after the rows
+// written after it.
+func TestDeadLettersByWhenTheyFailed(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	ctx := context.Background()
+	for id, failed := range map[int]int64{1: 3, 2: 1, 3: 2} {
+		_, err := d.DB.Exec(d.Dialect.Rebind("INSERT INTO fxcqrs_outbox_dead (id, topic, message_id, payload, metadata, error, failed_ns) VALUES (?, 'orders', ?, '{}', '{}', 'refused', ?)"),
+			id, fmt.Sprint("m-", id), failed*int64(time.Second))
+		require.NoError(t, err)
+	}
+	admin, err := fxoutbox.NewAdmin(d.DB, d.Dialect, fxoutbox.Tables{}, nil)
+	require.NoError(t, err)
+	ids := func(f fxoutbox.DeadLetterFilter) []string {
+		letters, err := admin.ListDead(ctx, f)
+		require.NoError(t, err)
+		var out []string
+		for _, l := range letters {
+			out = append(out, l.MessageID)
+		}
+		return out
+	}
+	assert.Equal(t, []string{"m-1", "m-3", "m-2"}, ids(fxoutbox.DeadLetterFilter{NewestFirst: true}))
+	assert.Equal(t, []string{"m-2", "m-3", "m-1"}, ids(fxoutbox.DeadLetterFilter{}))
+	assert.Equal(t, []string{"m-3"}, ids(fxoutbox.DeadLetterFilter{NewestFirst: true, Offset: 1, Limit: 1}))
+}

@@ -150,3 +150,35 @@ func TestBusinessKeyNil(t *testing.T) {
 	}
 	assert.ErrorContains(t, err, "a nil key function")
 }
+
+// A failed saga frees its key; a newer saga takes it; a retry of the
+// failed one is then refused with the newer one's id, not a constraint
+// error of the database's.
+func TestRetryOfAFailedSagaWhoseKeyIsTaken(t *testing.T) {
+	t.Parallel()
+	forEachDatabase(t, func(t *testing.T, d database) {
+		ctx := context.Background()
+		store, err := fxsaga.NewSQL(d.DB, d.Dialect, fxsaga.Tables{}, 0)
+		require.NoError(t, err)
+		require.NoError(t, store.Create(ctx, fxsaga.State{ID: "old", Name: "booking", Status: fxsaga.Failed, Version: 3, Context: []byte(`{}`), BusinessKey: "b-1"}))
+		require.NoError(t, store.Create(ctx, fxsaga.State{ID: "new", Name: "booking", Status: fxsaga.Running, Version: 1, Context: []byte(`{}`), BusinessKey: "b-1"}))
+		_, err = store.Retry(ctx, "old", "ops", "try again")
+		var started *fxsaga.AlreadyStarted
+		require.ErrorAs(t, err, &started)
+		assert.Equal(t, "new", started.SagaID)
+		st, err := store.Load(ctx, "old")
+		require.NoError(t, err)
+		assert.Equal(t, fxsaga.Failed, st.Status, "unchanged")
+
+		// Keys compare byte for byte on every database.
+		require.NoError(t, store.Create(ctx, fxsaga.State{ID: "upper", Name: "booking", Status: fxsaga.Running, Version: 1, Context: []byte(`{}`), BusinessKey: "B-1"}))
+		require.NoError(t, store.Create(ctx, fxsaga.State{ID: "spaced", Name: "booking", Status: fxsaga.Running, Version: 1, Context: []byte(`{}`), BusinessKey: "b-1 "}))
+		found, err := store.ByKey(ctx, "booking", "b-1")
+		require.NoError(t, err)
+		ids := []string{}
+		for _, s := range found {
+			ids = append(ids, s.ID)
+		}
+		assert.Equal(t, []string{"new", "old"}, ids)
+	})
+}

@@ -122,6 +122,15 @@ func (s *SQL) mark(ctx context.Context, id, action, who, why string, change func
 	if err := change(&st); err != nil {
 		return State{}, err
 	}
+	if st.holdsKey() { // back to work: its key may be another's since it failed
+		held, err := s.query(ctx, s.active, st.Name, st.BusinessKey)
+		if err != nil {
+			return State{}, err
+		}
+		if len(held) > 0 && held[0].ID != st.ID {
+			return State{}, &AlreadyStarted{Saga: st.Name, Key: st.BusinessKey, SagaID: held[0].ID}
+		}
+	}
 	st.Version++
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {

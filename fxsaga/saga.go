@@ -76,8 +76,11 @@ const MaxKey = 255
 // it (Reader.ByKey; fxcqrs saga show -key K), and a definition has at
 // most one unfinished saga (Running, Waiting or Compensating) per key:
 // Run and Stream of a second one return an *AlreadyStarted that names
-// the first, and start nothing. Once the first completes, compensates or
-// fails, the key is free again. A key "" starts a saga without one; a
+// the first, and start nothing. Once the first completes, compensates,
+// fails or is set aside, the key is free again (a failed saga's effects
+// may still stand: a person looks at it); a repair that puts it back to
+// work (SQL.Retry, CompensateFrom) while a newer saga holds its key is
+// refused with an *AlreadyStarted naming that one. A key "" starts a saga without one; a
 // key over MaxKey bytes is refused. A nil key is the definition's error,
 // which Register turns into fx.New's. It returns s, for Define's caller:
 //
@@ -90,7 +93,8 @@ func (s *Saga[C]) KeyBy(key func(c *C) string) *Saga[C] {
 	return s
 }
 
-// AlreadyStarted is the error of Run and Stream for a saga whose business
+// AlreadyStarted is the error of Run and Stream (and of a repair that puts
+// a saga back to work) for a saga whose business
 // key (Saga.KeyBy) an unfinished saga of the same definition has.
 type AlreadyStarted struct {
 	Saga   string // the definition's name

@@ -159,9 +159,12 @@ func (a *Admin) listDead(ctx context.Context, f DeadLetterFilter, inbound bool, 
 	if inbound {
 		cols = inboundColumns
 	}
-	order := " ORDER BY id"
+	// By when they failed, not by id: an outbox letter keeps its row's
+	// id, which says when the message was written, and one retried for
+	// long fails long after the rows written after it.
+	order := " ORDER BY failed_ns, id"
 	if f.NewestFirst {
-		order = " ORDER BY id DESC"
+		order = " ORDER BY failed_ns DESC, id DESC"
 	}
 	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT "+cols+" FROM "+table+where+order), args...)
 	if err != nil {

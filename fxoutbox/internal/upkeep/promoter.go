@@ -237,12 +237,10 @@ func (p *SchedulePromoter) move(ctx context.Context, ids []any) error {
 	if p.q.LockIn != "" {
 		// Locked for writing first, by id: the INSERT … SELECT below would
 		// take shared locks and the DELETE upgrade them, and a Cancel
-		// waiting in between deadlocked with it on MariaDB.
-		rs, err := tx.QueryContext(ctx, schema.In(p.q.Dialect, p.q.LockIn, len(ids)), ids...)
-		if err == nil {
-			err = rs.Close()
-		}
-		if err != nil {
+		// waiting in between deadlocked with it on MariaDB. A schedule
+		// that a Cancel deleted since it was read is not among the rows
+		// locked: the others move without it.
+		if ids, err = p.lock(ctx, tx, ids); err != nil || len(ids) == 0 {
 			return errors.Join(err, schema.Rollback(tx))
 		}
 	}
@@ -257,6 +255,25 @@ func (p *SchedulePromoter) move(ctx context.Context, ids []any) error {
 		return errors.Join(err, schema.Rollback(tx), fmt.Errorf("moved %d of %d due schedules: another relay took them", n, len(ids)))
 	}
 	return tx.Commit()
+}
+
+// lock locks the scheduled rows ids for writing in tx and returns the ids
+// of those still there.
+func (p *SchedulePromoter) lock(ctx context.Context, tx *sql.Tx, ids []any) ([]any, error) {
+	rs, err := tx.QueryContext(ctx, schema.In(p.q.Dialect, p.q.LockIn, len(ids)), ids...)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	var locked []any
+	for rs.Next() {
+		var id int64
+		if err := rs.Scan(&id); err != nil {
+			return nil, err
+		}
+		locked = append(locked, id)
+	}
+	return locked, rs.Err()
 }
 
 // nextDue returns when the earliest scheduled row is due, in ns by the
