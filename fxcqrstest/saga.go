@@ -116,11 +116,8 @@ func Deliver[C, E any](ctx context.Context, s *Sagas, def *fxsaga.Saga[C], e E) 
 	if err := r.Add(def); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := s.begin(ctx)
 	defer cancel()
-	s.mu.Lock()
-	s.cancel = cancel
-	s.mu.Unlock()
 	err := fxcqrs.Publish(ctx, m, e)
 	if ctx.Err() != nil {
 		return ErrCrashed
@@ -138,11 +135,8 @@ var ErrCrashed = errors.New("fxcqrstest: the process crashed (a fault injected)"
 func Run[C any](ctx context.Context, s *Sagas, def *fxsaga.Saga[C], c C) (string, error) {
 	s.t.Helper()
 	r, _ := s.runner()
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := s.begin(ctx)
 	defer cancel()
-	s.mu.Lock()
-	s.cancel = cancel
-	s.mu.Unlock()
 	var id string
 	var err error
 	for p, perr := range fxsaga.Stream(ctx, r, def, c) {
@@ -188,16 +182,22 @@ func (s *Sagas) idOf(_ context.Context, id, name string) string {
 // process does, and returns recovery's error (see fxsaga.Recover).
 func Recover[C any](ctx context.Context, s *Sagas, def *fxsaga.Saga[C]) error {
 	r, _ := s.runner()
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := s.begin(ctx)
 	defer cancel()
-	s.mu.Lock()
-	s.cancel = cancel
-	s.mu.Unlock()
 	err := fxsaga.Recover(ctx, r, def)
 	if ctx.Err() != nil {
 		return ErrCrashed
 	}
 	return err
+}
+
+// begin makes ctx the current runner's, which a crash cancels.
+func (s *Sagas) begin(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	s.mu.Lock()
+	s.cancel = cancel
+	s.mu.Unlock()
+	return ctx, cancel
 }
 
 // crash stops the current runner where it is.
