@@ -36,7 +36,9 @@ type Session struct {
 	App *fxtest.App
 	// Mediator is the application's.
 	Mediator *fxcqrs.Mediator
-	// Timeout bounds Settle and WaitFor. Default 10s.
+	// Timeout bounds Settle and WaitFor: a bound only a hang should
+	// reach, since they return as soon as the application has settled,
+	// however busy the machine. Default 1m.
 	Timeout time.Duration
 
 	t     testing.TB
@@ -95,7 +97,7 @@ func NewSession(t testing.TB, now func() time.Time, opts ...fx.Option) *Session 
 		now = time.Now
 	}
 	j := &journal{sent: map[string]int{}, processed: map[string]int{}}
-	s := &Session{t: t, now: now, j: j, Timeout: 10 * time.Second}
+	s := &Session{t: t, now: now, j: j, Timeout: time.Minute}
 	if !testing.Verbose() {
 		opts = append([]fx.Option{fx.NopLogger}, opts...)
 	}

@@ -202,10 +202,11 @@ func (p *SchedulePromoter) promote(ctx context.Context) (int, error) {
 		if err != nil || len(ids) == 0 {
 			return moved, err
 		}
-		if err := p.move(ctx, ids); err != nil {
+		n, err := p.move(ctx, ids)
+		moved += n
+		if err != nil {
 			return moved, err
 		}
-		moved += len(ids)
 		if len(ids) < p.cfg.BatchSize {
 			return moved, nil
 		}
@@ -229,10 +230,13 @@ func (p *SchedulePromoter) dueIDs(ctx context.Context) ([]any, error) {
 	return ids, rs.Err()
 }
 
-func (p *SchedulePromoter) move(ctx context.Context, ids []any) error {
+// move moves the scheduled rows ids into the outbox in one transaction
+// and returns how many it moved: fewer than ids when a Cancel took some
+// first.
+func (p *SchedulePromoter) move(ctx context.Context, ids []any) (int, error) {
 	tx, err := p.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if p.q.LockIn != "" {
 		// Locked for writing first, by id: the INSERT … SELECT below would
@@ -241,20 +245,20 @@ func (p *SchedulePromoter) move(ctx context.Context, ids []any) error {
 		// that a Cancel deleted since it was read is not among the rows
 		// locked: the others move without it.
 		if ids, err = p.lock(ctx, tx, ids); err != nil || len(ids) == 0 {
-			return errors.Join(err, schema.Rollback(tx))
+			return 0, errors.Join(err, schema.Rollback(tx))
 		}
 	}
 	if _, err := tx.ExecContext(ctx, schema.In(p.q.Dialect, p.q.PromoteIn, len(ids)), ids...); err != nil {
-		return errors.Join(err, schema.Rollback(tx))
+		return 0, errors.Join(err, schema.Rollback(tx))
 	}
 	res, err := tx.ExecContext(ctx, schema.In(p.q.Dialect, p.q.UnscheduleIn, len(ids)), ids...)
 	if err != nil {
-		return errors.Join(err, schema.Rollback(tx))
+		return 0, errors.Join(err, schema.Rollback(tx))
 	}
 	if n, err := res.RowsAffected(); err != nil || int(n) != len(ids) {
-		return errors.Join(err, schema.Rollback(tx), fmt.Errorf("moved %d of %d due schedules: another relay took them", n, len(ids)))
+		return 0, errors.Join(err, schema.Rollback(tx), fmt.Errorf("moved %d of %d due schedules: another relay took them", n, len(ids)))
 	}
-	return tx.Commit()
+	return len(ids), tx.Commit()
 }
 
 // lock locks the scheduled rows ids for writing in tx and returns the ids
