@@ -23,6 +23,7 @@ type (
 	Order  struct{ ID int }
 	Placed struct{ ID int }
 	Remind struct{ ID int }
+	Noted  struct{ ID int }
 )
 
 type commandFunc[C any] func(context.Context, C) error
@@ -143,4 +144,59 @@ func TestSessionIsQuiet(t *testing.T) {
 		return
 	}
 	assert.Empty(t, tb.lines, "fx's log, unasked")
+}
+
+// Commands that schedule, one after another, while the relay sends and
+// deletes the rows of the ones before: on SQLite's one connection they
+// wait for each other instead of failing with SQLITE_BUSY (fxoutbox's
+// Start refuses a pool of more; outboxtest opens one).
+func TestSessionOnSQLiteBesideABusyRelay(t *testing.T) {
+	t.Parallel()
+	d := outboxtest.Open(t, fxoutbox.SQLite)
+	clock := outboxtest.NewClock(time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC))
+	var placed atomic.Int32
+	s := fxcqrstest.NewSession(t, clock.Now,
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
+		fx.Supply(d.DB, fxoutbox.Config{Dialect: d.Dialect, Inbox: true, Now: clock.Now, After: clock.After}),
+		fxbus.Route[Placed]("placed"),
+		fxbus.Subscribe[Placed]("placed"),
+		fxoutbox.Schedulable[Remind](),
+		fxoutbox.Durable[Noted](),
+		fxcqrs.AsCommandHandler(func() commandFunc[Order] {
+			return func(ctx context.Context, c Order) error {
+				// A read before the writes: in WAL mode the transaction
+				// that read turns into a writer, which a second
+				// connection's commit makes fail at once.
+				var n int
+				if err := fxoutbox.Tx(ctx).QueryRowContext(ctx, "SELECT COUNT(*) FROM fxcqrs_outbox").Scan(&n); err != nil {
+					return err
+				}
+				fxcqrs.Emit(ctx, Placed(c))
+				fxcqrs.Emit(ctx, Noted(c))
+				_, err := fxoutbox.ScheduleAfter(ctx, time.Hour, Remind(c))
+				return err
+			}
+		}),
+		fxcqrs.AsEventHandler(func() eventFunc[Noted] {
+			return func(context.Context, Noted) error { return nil }
+		}),
+		fxcqrs.AsEventHandler(func() eventFunc[Placed] {
+			return func(ctx context.Context, _ Placed) error {
+				if fxbus.MessageID(ctx) != "" {
+					placed.Add(1)
+				}
+				return nil
+			}
+		}),
+		fxcqrs.AsCommandHandler(func() commandFunc[Remind] {
+			return func(context.Context, Remind) error { return nil }
+		}),
+	)
+	ctx := context.Background()
+	const commands = 30
+	for i := range commands {
+		require.NoError(t, fxcqrs.Exec(ctx, s.Mediator, Order{ID: i}), "command %d", i)
+	}
+	require.NoError(t, s.Settle(ctx))
+	assert.Equal(t, int32(commands), placed.Load())
 }

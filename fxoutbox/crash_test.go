@@ -22,6 +22,7 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxbus/redisbus"
 	"github.com/fxcqrs/fxcqrs/fxcqrstest/crashtest"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
 	nc "github.com/nats-io/nats.go"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
@@ -329,7 +330,7 @@ func TestCrashChild(t *testing.T) {
 		t.Skip("started by TestCrash only")
 	}
 	dialect := map[string]fxoutbox.Dialect{"postgresql": fxoutbox.PostgreSQL, "mysql": fxoutbox.MySQL, "sqlite": fxoutbox.SQLite}[os.Getenv("FXCQRS_CRASH_DIALECT")]
-	db, err := sql.Open(os.Getenv("FXCQRS_CRASH_DRIVER"), os.Getenv("FXCQRS_CRASH_DSN"))
+	db, err := outboxtest.Database{Dialect: dialect, Driver: os.Getenv("FXCQRS_CRASH_DRIVER"), DSN: os.Getenv("FXCQRS_CRASH_DSN")}.Pool()
 	require.NoError(t, err)
 	defer db.Close()
 	topic := os.Getenv("FXCQRS_CRASH_TOPIC")

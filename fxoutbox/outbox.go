@@ -247,6 +247,9 @@ func (o *Outbox) Stats() Stats {
 // Migrate), then starts the relay and, beside it, the promotion of due
 // schedules and the inbox's clean-up.
 func (o *Outbox) Start(ctx context.Context) error {
+	if err := checkSingleWriter(o.db, o.cfg.Dialect); err != nil {
+		return err
+	}
 	if err := CheckSchema(ctx, o.db, o.cfg.Dialect, o.cfg.Tables); err != nil {
 		return err
 	}
@@ -285,3 +288,24 @@ func (o *Outbox) Stop(ctx context.Context) error {
 // deleted. The outbox runs it in the background on every replica (they
 // may run it at once); call it yourself from a job if you prefer.
 func (o *Outbox) CleanInbox(ctx context.Context) (int64, error) { return o.cleaner.Clean(ctx) }
+
+// checkSingleWriter refuses a SQLite pool that may open more than one
+// connection. SQLite has one writer: two connections that write at once
+// meet SQLITE_BUSY (or, in WAL mode, SQLITE_BUSY_SNAPSHOT when a read
+// transaction turns into a write), which a command sees as a failure
+// while the relay deletes what it sent. With one connection they wait
+// for each other in the pool instead. A UnitOfWork without a relay is
+// not started and not refused.
+func checkSingleWriter(db *sql.DB, d Dialect) error {
+	if d != SQLite {
+		return nil
+	}
+	if n := db.Stats().MaxOpenConnections; n != 1 {
+		limit := "no limit"
+		if n > 1 {
+			limit = fmt.Sprintf("up to %d", n)
+		}
+		return fmt.Errorf("fxoutbox: Start: the SQLite pool allows %s connections; SQLite has one writer, and the relay's writes would meet the commands' with SQLITE_BUSY: call db.SetMaxOpenConns(1) (see the package doc, \"SQLite\")", limit)
+	}
+	return nil
+}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
 	"github.com/fxcqrs/fxcqrs/fxsaga"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -53,6 +54,7 @@ func TestCrash(t *testing.T) {
 }
 
 func sagaCrash(t *testing.T, d database) {
+	ext := externalDatabase(t, d)
 	serial := map[fxoutbox.Dialect]string{
 		fxoutbox.PostgreSQL: "BIGSERIAL PRIMARY KEY",
 		fxoutbox.MySQL:      "BIGINT AUTO_INCREMENT PRIMARY KEY",
@@ -62,7 +64,7 @@ func sagaCrash(t *testing.T, d database) {
 		"CREATE TABLE calls (seq " + serial + ", order_id BIGINT NOT NULL, step VARCHAR(16) NOT NULL, action VARCHAR(16) NOT NULL, saga_key VARCHAR(128) NOT NULL)",
 		"CREATE TABLE effects (saga_key VARCHAR(128) PRIMARY KEY, order_id BIGINT NOT NULL)",
 	} {
-		_, err := d.DB.Exec(ddl)
+		_, err := ext.DB.Exec(ddl)
 		require.NoError(t, err)
 	}
 	child := func(mode string, round int) *exec.Cmd {
@@ -71,6 +73,7 @@ func sagaCrash(t *testing.T, d database) {
 			"FXCQRS_SAGA_CRASH="+mode,
 			"FXCQRS_SAGA_CRASH_DIALECT="+d.Dialect.String(),
 			"FXCQRS_SAGA_CRASH_DSN="+d.DSN,
+			"FXCQRS_SAGA_CRASH_EXTERNAL_DSN="+ext.DSN,
 			"FXCQRS_SAGA_CRASH_DRIVER="+d.Driver,
 			"FXCQRS_SAGA_CRASH_FROM="+strconv.Itoa(round*1_000_000),
 		)
@@ -129,16 +132,16 @@ func sagaCrash(t *testing.T, d database) {
 
 	// Strict backward: per order, no act called after the first
 	// compensation was.
-	assert.Zero(t, count(t, d.DB, `SELECT COUNT(*) FROM calls a JOIN calls c
+	assert.Zero(t, count(t, ext.DB, `SELECT COUNT(*) FROM calls a JOIN calls c
 		ON a.order_id = c.order_id AND a.action = 'act' AND c.action = 'compensate' AND a.seq > c.seq`),
 		"a step acted after its saga began compensating")
 	// One key per (order, step, act or compensate), across restarts: the
 	// external service's deduplication held.
-	assert.Zero(t, count(t, d.DB, `SELECT COUNT(*) FROM (SELECT order_id, step, action FROM calls
+	assert.Zero(t, count(t, ext.DB, `SELECT COUNT(*) FROM (SELECT order_id, step, action FROM calls
 		GROUP BY order_id, step, action HAVING COUNT(DISTINCT saga_key) > 1) unstable`))
 	// Every completed saga's three effects, every compensated one's four.
 	assert.Equal(t, 3*outcomes[fxsaga.Completed]+4*outcomes[fxsaga.Compensated]+2*outcomes[fxsaga.Failed],
-		count(t, d.DB, "SELECT COUNT(*) FROM effects"))
+		count(t, ext.DB, "SELECT COUNT(*) FROM effects"))
 	// The Failed ones listed, for a person to look at.
 	store, err := fxsaga.NewSQL(d.DB, d.Dialect, fxsaga.Tables{}, 0)
 	require.NoError(t, err)
@@ -148,7 +151,7 @@ func sagaCrash(t *testing.T, d database) {
 	for _, st := range failed {
 		assert.Contains(t, st.Error, "charge compensate refused")
 	}
-	calls, keys := count(t, d.DB, "SELECT COUNT(*) FROM calls"), count(t, d.DB, "SELECT COUNT(DISTINCT saga_key) FROM calls")
+	calls, keys := count(t, ext.DB, "SELECT COUNT(*) FROM calls"), count(t, ext.DB, "SELECT COUNT(DISTINCT saga_key) FROM calls")
 	t.Logf("%d kills: %v; %d external calls, under %d keys: %d re-run after a crash (the failing refunds' retries aside)",
 		sagaCrashRounds, outcomes, calls, keys, calls-keys-2*outcomes[fxsaga.Failed])
 }
@@ -207,9 +210,15 @@ func TestCrashChild(t *testing.T) {
 		t.Skip("started by TestCrash only")
 	}
 	dialect := map[string]fxoutbox.Dialect{"postgresql": fxoutbox.PostgreSQL, "mysql": fxoutbox.MySQL, "sqlite": fxoutbox.SQLite}[os.Getenv("FXCQRS_SAGA_CRASH_DIALECT")]
-	db, err := sql.Open(os.Getenv("FXCQRS_SAGA_CRASH_DRIVER"), os.Getenv("FXCQRS_SAGA_CRASH_DSN"))
+	db, err := outboxtest.Database{Dialect: dialect, Driver: os.Getenv("FXCQRS_SAGA_CRASH_DRIVER"), DSN: os.Getenv("FXCQRS_SAGA_CRASH_DSN")}.Pool()
 	require.NoError(t, err)
 	defer db.Close()
+	extDB := db
+	if dsn := os.Getenv("FXCQRS_SAGA_CRASH_EXTERNAL_DSN"); dsn != os.Getenv("FXCQRS_SAGA_CRASH_DSN") {
+		extDB, err = outboxtest.Database{Dialect: dialect, Driver: os.Getenv("FXCQRS_SAGA_CRASH_DRIVER"), DSN: dsn}.Pool()
+		require.NoError(t, err)
+		defer extDB.Close()
+	}
 
 	// A short lease: the next process takes the killed one's sagas over
 	// soon after.
@@ -218,9 +227,9 @@ func TestCrashChild(t *testing.T) {
 		config: fxsaga.RunnerConfig{CompensationAttempts: 3, CompensationBackoff: time.Millisecond},
 	})
 	s := fxsaga.Define[Order]("crash",
-		external{db, dialect, "reserve", never, never},
-		external{db, dialect, "charge", never, func(id int) bool { return id%35 == 0 }},
-		external{db, dialect, "ship", func(id int) bool { return id%5 == 0 }, never},
+		external{extDB, dialect, "reserve", never, never},
+		external{extDB, dialect, "charge", never, func(id int) bool { return id%35 == 0 }},
+		external{extDB, dialect, "ship", func(id int) bool { return id%5 == 0 }, never},
 	)
 	ctx := context.Background()
 
@@ -287,4 +296,16 @@ func requireOutcomes(t *testing.T, err error) {
 	if !outcomes(err) {
 		t.Fatalf("not a saga's outcome: %v", err)
 	}
+}
+
+// externalDatabase is where a test's fake remote service keeps what it
+// records: d itself, but on SQLite a database of its own, since a step's
+// transaction holds SQLite's one connection (its single writer), and a
+// remote service is not in the saga's database anyway.
+func externalDatabase(t testing.TB, d database) database {
+	t.Helper()
+	if d.Dialect != fxoutbox.SQLite {
+		return d
+	}
+	return outboxtest.OpenEmpty(t, fxoutbox.SQLite)
 }

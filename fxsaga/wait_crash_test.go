@@ -80,14 +80,16 @@ func waitCrash(t *testing.T, d database, addr string) {
 		fxoutbox.MySQL:      "BIGINT AUTO_INCREMENT PRIMARY KEY",
 		fxoutbox.SQLite:     "INTEGER PRIMARY KEY AUTOINCREMENT",
 	}[d.Dialect]
+	ext := externalDatabase(t, d)
 	for _, ddl := range []string{
 		"CREATE TABLE calls (seq " + serial + ", order_id BIGINT NOT NULL, step VARCHAR(16) NOT NULL, action VARCHAR(16) NOT NULL, saga_key VARCHAR(128) NOT NULL)",
 		"CREATE TABLE effects (saga_key VARCHAR(128) PRIMARY KEY, order_id BIGINT NOT NULL)",
-		"CREATE TABLE charges (order_id BIGINT PRIMARY KEY)",
 	} {
-		_, err := d.DB.Exec(ddl)
+		_, err := ext.DB.Exec(ddl)
 		require.NoError(t, err)
 	}
+	_, err := d.DB.Exec("CREATE TABLE charges (order_id BIGINT PRIMARY KEY)")
+	require.NoError(t, err)
 	suffix := strconv.FormatUint(rand.Uint64(), 36)
 	t.Cleanup(func() {
 		conn, err := nc.Connect(addr)
@@ -115,6 +117,7 @@ func waitCrash(t *testing.T, d database, addr string) {
 		cmd.Env = append(os.Environ(),
 			"FXCQRS_WAIT_CRASH="+mode, "FXCQRS_WAIT_CRASH_ROLE="+role,
 			"FXCQRS_WAIT_CRASH_DIALECT="+d.Dialect.String(), "FXCQRS_WAIT_CRASH_DSN="+d.DSN,
+			"FXCQRS_WAIT_CRASH_EXTERNAL_DSN="+ext.DSN,
 			"FXCQRS_WAIT_CRASH_DRIVER="+d.Driver, "FXCQRS_WAIT_CRASH_NATS="+addr,
 			"FXCQRS_WAIT_CRASH_SUFFIX="+suffix, "FXCQRS_WAIT_CRASH_FROM="+strconv.Itoa(round*1_000_000),
 		)
@@ -227,15 +230,15 @@ func waitCrash(t *testing.T, d database, addr string) {
 	}
 	require.NotZero(t, outcomes["completed"])
 	require.NotZero(t, outcomes["never paid"])
-	assert.Zero(t, count(t, d.DB, `SELECT COUNT(*) FROM calls a JOIN calls c
+	assert.Zero(t, count(t, ext.DB, `SELECT COUNT(*) FROM calls a JOIN calls c
 		ON a.order_id = c.order_id AND a.action = 'act' AND c.action = 'compensate' AND a.seq > c.seq`),
 		"a step acted after its saga began compensating")
-	assert.Zero(t, count(t, d.DB, `SELECT COUNT(*) FROM (SELECT order_id, step, action FROM calls
+	assert.Zero(t, count(t, ext.DB, `SELECT COUNT(*) FROM (SELECT order_id, step, action FROM calls
 		GROUP BY order_id, step, action HAVING COUNT(DISTINCT saga_key) > 1) unstable`), "one idempotency key per call")
 	// A completed saga: reserve, ship; a compensated one: reserve and its
 	// compensation.
-	assert.Equal(t, 2*len(sagas), count(t, d.DB, "SELECT COUNT(*) FROM effects"))
-	calls := count(t, d.DB, "SELECT COUNT(*) FROM calls")
+	assert.Equal(t, 2*len(sagas), count(t, ext.DB, "SELECT COUNT(*) FROM effects"))
+	calls := count(t, ext.DB, "SELECT COUNT(*) FROM calls")
 	t.Logf("%d rounds of kills: %d sagas, %v; %d external calls, %d re-run after a crash",
 		waitCrashRounds, len(sagas), outcomes, calls, calls-2*len(sagas))
 }
@@ -251,9 +254,15 @@ func TestWaitCrashChild(t *testing.T) {
 	}
 	role := os.Getenv("FXCQRS_WAIT_CRASH_ROLE")
 	dialect := map[string]fxoutbox.Dialect{"postgresql": fxoutbox.PostgreSQL, "mysql": fxoutbox.MySQL, "sqlite": fxoutbox.SQLite}[os.Getenv("FXCQRS_WAIT_CRASH_DIALECT")]
-	db, err := sql.Open(os.Getenv("FXCQRS_WAIT_CRASH_DRIVER"), os.Getenv("FXCQRS_WAIT_CRASH_DSN"))
+	db, err := outboxtest.Database{Dialect: dialect, Driver: os.Getenv("FXCQRS_WAIT_CRASH_DRIVER"), DSN: os.Getenv("FXCQRS_WAIT_CRASH_DSN")}.Pool()
 	require.NoError(t, err)
 	defer db.Close()
+	extDB := db
+	if dsn := os.Getenv("FXCQRS_WAIT_CRASH_EXTERNAL_DSN"); dsn != os.Getenv("FXCQRS_WAIT_CRASH_DSN") {
+		extDB, err = outboxtest.Database{Dialect: dialect, Driver: os.Getenv("FXCQRS_WAIT_CRASH_DRIVER"), DSN: dsn}.Pool()
+		require.NoError(t, err)
+		defer extDB.Close()
+	}
 	suffix := os.Getenv("FXCQRS_WAIT_CRASH_SUFFIX")
 	requests, paid := "wait_requests_"+suffix, "wait_paid_"+suffix
 	ctx := context.Background()
@@ -271,7 +280,7 @@ func TestWaitCrashChild(t *testing.T) {
 			}),
 			fx.Supply(fxsaga.Config{RecoveryInterval: 100 * time.Millisecond, Runner: fxsaga.RunnerConfig{CompensationBackoff: time.Millisecond}}),
 			fx.Provide(func() (fxsaga.Store, error) { return fxsaga.NewSQL(db, dialect, fxsaga.Tables{}, 300*time.Millisecond) }),
-			fxsaga.Register[Order](func() *fxsaga.Saga[Order] { return crashWaitSaga(db, dialect) }),
+			fxsaga.Register[Order](func() *fxsaga.Saga[Order] { return crashWaitSaga(extDB, dialect) }),
 			fxbus.Route[PaymentRequested](requests),
 			fxbus.Subscribe[Paid](paid),
 			fxsaga.Resume[Paid](),
@@ -367,16 +376,18 @@ func (requestPayment) Act(ctx context.Context, o *Order) error {
 
 func (requestPayment) Compensate(context.Context, *Order) error { return nil }
 
-func crashWaitSaga(db *sql.DB, dialect fxoutbox.Dialect) *fxsaga.Saga[Order] {
+// crashWaitSaga is the saga the wait crash test runs; its external
+// steps record on ext, the fake remote service's database.
+func crashWaitSaga(ext *sql.DB, dialect fxoutbox.Dialect) *fxsaga.Saga[Order] {
 	return fxsaga.Define[Order]("crash wait",
-		external{db, dialect, "reserve", never, never},
+		external{ext, dialect, "reserve", never, never},
 		fxsaga.Await(fxsaga.Wait[Order, Paid]{
 			Step:   requestPayment{},
 			Key:    func(o *Order) string { return strconv.Itoa(o.ID) },
 			Match:  func(p Paid) string { return p.OrderID },
 			Within: 1500 * time.Millisecond,
 		}),
-		external{db, dialect, "ship", never, never},
+		external{ext, dialect, "ship", never, never},
 	)
 }
 

@@ -89,7 +89,10 @@ func sqliteSetup() (*setup, error) {
 		return nil, err
 	}
 	open := func(name string) (store, error) {
-		db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, name)+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
+		db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, name)+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate")
+		if err == nil {
+			db.SetMaxOpenConns(1) // SQLite has one writer (fxoutbox's doc, "SQLite")
+		}
 		return store{db: db, dialect: fxoutbox.SQLite}, err
 	}
 	orders, err := open("orders.db")

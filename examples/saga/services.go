@@ -67,13 +67,16 @@ func (b backend) open(name string, schema []string, tables fxoutbox.Tables, saga
 // or PostgreSQL at pg) and creates its tables: its own (schema) and those
 // of the modules it runs.
 func openService(dir, pg, name string, schema []string, tables fxoutbox.Tables, saga bool) (service, error) {
-	driver, dsn, d := "sqlite", "file:"+filepath.Join(dir, name+".db")+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)", fxoutbox.SQLite
+	driver, dsn, d := "sqlite", "file:"+filepath.Join(dir, name+".db")+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate", fxoutbox.SQLite
 	if pg != "" {
 		driver, dsn, d = "pgx", pg, fxoutbox.PostgreSQL
 	}
 	db, err := sql.Open(driver, dsn)
 	if err != nil {
 		return service{}, err
+	}
+	if d == fxoutbox.SQLite {
+		db.SetMaxOpenConns(1) // SQLite has one writer (fxoutbox's doc, "SQLite")
 	}
 	ctx := context.Background()
 	for _, q := range schema {

@@ -64,7 +64,7 @@ func OpenEmpty(t testing.TB, d fxoutbox.Dialect) Database {
 	switch d {
 	case fxoutbox.SQLite:
 		path := filepath.Join(t.TempDir(), "test.db")
-		db = Database{Driver: "sqlite", DSN: "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)"}
+		db = Database{Driver: "sqlite", DSN: "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate"}
 	case fxoutbox.PostgreSQL:
 		u, err := url.Parse(Env("FXCQRS_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"))
 		must(t, err)
@@ -85,11 +85,25 @@ func OpenEmpty(t testing.TB, d fxoutbox.Dialect) Database {
 		t.Fatalf("outboxtest: unknown dialect %v", d)
 	}
 	db.Dialect = d
-	pool, err := sql.Open(db.Driver, db.DSN)
+	pool, err := db.Pool()
 	must(t, err)
 	t.Cleanup(func() { _ = pool.Close() })
 	db.DB = pool
 	return db
+}
+
+// Pool opens a pool on the database, as a child process of the test
+// does: on SQLite, with one connection, the single writer fxoutbox
+// requires (see fxoutbox's package doc, "SQLite").
+func (d Database) Pool() (*sql.DB, error) {
+	pool, err := sql.Open(d.Driver, d.DSN)
+	if err != nil {
+		return nil, err
+	}
+	if d.Dialect == fxoutbox.SQLite {
+		pool.SetMaxOpenConns(1)
+	}
+	return pool, nil
 }
 
 // admin runs create on the server now and drop when the test ends.
