@@ -209,3 +209,45 @@ func TestSagasByKey(t *testing.T) {
 	_, body = get(t, c, "/sagas/b1-now")
 	assert.True(t, strings.Contains(body, `<td id="business-key">b1</td>`))
 }
+
+// 1,300 failed sagas: the newest is on the first page, the total is
+// shown, and the older pages reach the oldest, the filter kept.
+func TestSagaPaging(t *testing.T) {
+	d := outboxtest.Open(t, fxoutbox.SQLite)
+	require.NoError(t, fxsaga.Migrate(context.Background(), d.DB, d.Dialect, fxsaga.Tables{}))
+	tx, err := d.DB.Begin()
+	require.NoError(t, err)
+	for i := 1; i <= 1300; i++ {
+		_, err := tx.Exec("INSERT INTO fxcqrs_sagas (id, name, status, step, context, version, error, owner, lease_until_ns, created_ns) VALUES (?, 'booking', 'FAILED', 0, '{}', 1, 'refused', '', 0, ?)",
+			fmt.Sprintf("s-%04d", i), int64(i)*int64(time.Second))
+		require.NoError(t, err)
+	}
+	require.NoError(t, tx.Commit())
+	store, err := fxsaga.NewSQL(d.DB, d.Dialect, fxsaga.Tables{}, 0)
+	require.NoError(t, err)
+	c, err := fxconsole.New(nil, store, fxconsole.Config{InsecureAllowEveryone: true})
+	require.NoError(t, err)
+
+	code, body := get(t, c, "/sagas?status=FAILED")
+	require.Equal(t, http.StatusOK, code)
+	has := func(s string) bool { return strings.Contains(body, s) }
+	assert.True(t, has("sagas 1–200 of 1300, the newest first"))
+	assert.True(t, has(`sagas/s-1300"`), "the newest on the first page")
+	assert.False(t, has(`sagas/s-1100"`))
+	assert.False(t, has(`id="newer"`))
+	pages := 1
+	for {
+		m := regexp.MustCompile(`id="older" href="[^"]*sagas\?([^"]+)"`).FindStringSubmatch(body)
+		if m == nil {
+			break
+		}
+		path := "/sagas?" + html.UnescapeString(m[1])
+		assert.Contains(t, path, "status=FAILED", "the filter is kept")
+		_, body = get(t, c, path)
+		pages++
+	}
+	assert.Equal(t, 7, pages)
+	assert.True(t, has("sagas 1201–1300 of 1300"))
+	assert.True(t, has(`sagas/s-0001"`), "the last page has the oldest")
+	assert.True(t, has(`id="newer"`))
+}

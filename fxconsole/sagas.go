@@ -16,7 +16,16 @@ type sagaListData struct {
 	Counts            []fxsaga.Count
 	Sagas             []fxsaga.State
 	Searched          bool // a list was asked for: say when it is empty
+	// Paged says the list is a page of a name's or a status's sagas, the
+	// newest first: Total of them, From to To on this page, and Newer and
+	// Older the offsets of the pages either side (-1: none).
+	Paged           bool
+	Total, From, To int
+	Newer, Older    int
 }
+
+// sagaPage is how many sagas a page of the list shows.
+const sagaPage = 200
 
 func (c *Console) sagaList(w http.ResponseWriter, r *http.Request) {
 	if c.sagas == nil {
@@ -33,8 +42,20 @@ func (c *Console) sagaList(w http.ResponseWriter, r *http.Request) {
 	case d.Name == "" && d.Status == "":
 		d.Counts, err = c.sagas.Counts(r.Context())
 	default:
-		d.Searched = true
-		d.Sagas, err = c.sagas.List(r.Context(), d.Name, fxsaga.Status(d.Status), 200)
+		d.Searched, d.Paged = true, true
+		offset, _ := strconv.Atoi(q.Get("offset"))
+		f := fxsaga.Filter{Name: d.Name, Status: fxsaga.Status(d.Status), Limit: sagaPage, Offset: max(offset, 0)}
+		d.Sagas, d.Total, err = c.sagas.Page(r.Context(), f)
+		d.Newer, d.Older = -1, -1
+		if len(d.Sagas) > 0 {
+			d.From, d.To = f.Offset+1, f.Offset+len(d.Sagas)
+			if d.To < d.Total {
+				d.Older = d.To
+			}
+		}
+		if f.Offset > 0 {
+			d.Newer = max(f.Offset-sagaPage, 0)
+		}
 	}
 	c.render(w, r, "sagas.html", "Sagas", d, err)
 }

@@ -29,3 +29,6 @@ type RecoveryProbe struct {
 // RecoveryBegan and RecoveryPassed are what the loop records.
 func RecoveryBegan(p RecoveryProbe)  { p.rc.began() }
 func RecoveryPassed(p RecoveryProbe) { p.rc.pass() }
+
+// SetClock sets the store's clock, which dates a saga's creation.
+func SetClock(s *SQL, now func() time.Time) { s.now = now }

@@ -35,6 +35,9 @@ func (m *Memory) Create(_ context.Context, st State) error {
 			}
 		}
 	}
+	if st.Created.IsZero() {
+		st.Created = time.Now()
+	}
 	m.states[st.ID] = st
 	return nil
 }
@@ -71,9 +74,11 @@ func sortByKey(states []State) {
 func (m *Memory) Save(_ context.Context, st State) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.states[st.ID].Version != st.Version-1 {
+	old := m.states[st.ID]
+	if old.Version != st.Version-1 {
 		return ErrFenced
 	}
+	st.Created = old.Created
 	m.states[st.ID] = st
 	return nil
 }

@@ -16,25 +16,60 @@ import (
 // code, so the tools never run them: recovery does, on its next pass,
 // which the saga's status and log then show.
 
+// Filter selects sagas for Page.
+type Filter struct {
+	// Name is the definition's ("": every definition).
+	Name string
+	// Status is the status ("": every status).
+	Status Status
+	// Limit bounds the page (default 100); Offset skips that many first.
+	Limit, Offset int
+	// OldestFirst lists the oldest first; by default the newest are, by
+	// State.Created (the sagas created before migration 0005 count as the
+	// oldest).
+	OldestFirst bool
+}
+
 // List returns at most limit (default 100) sagas of name ("": every name)
-// in status ("": every status), by id.
+// in status ("": every status), the newest first: Page's first page.
 func (s *SQL) List(ctx context.Context, name string, status Status, limit int) ([]State, error) {
-	if limit <= 0 {
-		limit = 100
+	page, _, err := s.Page(ctx, Filter{Name: name, Status: status, Limit: limit})
+	return page, err
+}
+
+// Page returns the sagas f selects, a page of them, the newest first
+// unless f.OldestFirst, and how many f selects in all: what an operator's
+// list shows, so that the newest failures are on the first page and the
+// total says how many more there are.
+func (s *SQL) Page(ctx context.Context, f Filter) ([]State, int, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
 	}
-	q := "SELECT " + columns + " FROM " + quote(s.d, s.tables.Sagas)
 	var where []string
 	var args []any
-	if name != "" {
-		where, args = append(where, "name = ?"), append(args, name)
+	if f.Name != "" {
+		where, args = append(where, "name = ?"), append(args, f.Name)
 	}
-	if status != "" {
-		where, args = append(where, "status = ?"), append(args, string(status))
+	if f.Status != "" {
+		where, args = append(where, "status = ?"), append(args, string(f.Status))
 	}
+	from := " FROM " + quote(s.d, s.tables.Sagas)
 	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
+		from += " WHERE " + strings.Join(where, " AND ")
 	}
-	return s.query(ctx, s.d.Rebind(q+" ORDER BY id LIMIT ?"), append(args, limit)...)
+	order := " ORDER BY created_ns DESC, id DESC"
+	if f.OldestFirst {
+		order = " ORDER BY created_ns, id"
+	}
+	page, err := s.query(ctx, s.d.Rebind("SELECT "+columns+from+order+" LIMIT ? OFFSET ?"), append(args, f.Limit, max(f.Offset, 0))...)
+	if err != nil {
+		return nil, 0, err
+	}
+	var total int
+	if err := s.db.QueryRowContext(ctx, s.d.Rebind("SELECT COUNT(*)"+from), args...).Scan(&total); err != nil {
+		return nil, 0, err
+	}
+	return page, total, nil
 }
 
 // Entries returns the log of saga id, in order.

@@ -237,6 +237,9 @@ type State struct {
 	// BusinessKey is what the saga is about, from its context when it
 	// began (Saga.KeyBy): "" without one.
 	BusinessKey string
+	// Created is when the saga was created, by its store's clock; zero
+	// for a saga created before the store kept it (migration 0005).
+	Created time.Time
 }
 
 // holdsKey reports whether st holds its business key against a second

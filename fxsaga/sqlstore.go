@@ -67,7 +67,7 @@ type SQL struct {
 }
 
 // columns are what a State is read from, in scan's order.
-const columns = "id, name, status, step, context, version, error, awaiting, correlation, deadline_ns, timer, timed_out, shape, business_key"
+const columns = "id, name, status, step, context, version, error, awaiting, correlation, deadline_ns, timer, timed_out, shape, business_key, created_ns"
 
 // NewSQL returns the store of db, whose dialect is d, in the tables t
 // (Tables{}: the defaults). lease is how long this replica owns a saga it
@@ -85,8 +85,8 @@ func NewSQL(db *sql.DB, d fxoutbox.Dialect, t Tables, lease time.Duration) (*SQL
 	s, l := quote(d, t.Sagas), quote(d, t.Log)
 	st := &SQL{
 		db: db, d: d, tables: t, owner: uuid.NewString(), lease: lease, now: time.Now,
-		create: "INSERT INTO " + s + " (id, name, status, step, context, version, error, owner, lease_until_ns, awaiting, correlation, deadline_ns, timer, timed_out, shape, business_key, active_key)" +
-			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		create: "INSERT INTO " + s + " (id, name, status, step, context, version, error, owner, lease_until_ns, awaiting, correlation, deadline_ns, timer, timed_out, shape, business_key, active_key, created_ns)" +
+			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		save: "UPDATE " + s + " SET status = ?, step = ?, context = ?, version = ?, error = ?, owner = ?, lease_until_ns = ?," +
 			" awaiting = ?, correlation = ?, deadline_ns = ?, timer = ?, timed_out = ?, active_key = ? WHERE id = ? AND version = ?",
 		load:       "SELECT " + columns + " FROM " + s + " WHERE id = ?",
@@ -128,7 +128,7 @@ func (s *SQL) until() int64 { return s.now().Add(s.lease).UnixNano() }
 // unique index: the error is then an *AlreadyStarted naming that one.
 func (s *SQL) Create(ctx context.Context, st State) error {
 	_, err := s.conn(ctx).ExecContext(ctx, s.create, st.ID, st.Name, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, s.owner, s.leaseOf(st),
-		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), string(st.Shape), st.BusinessKey, activeKey(st))
+		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), string(st.Shape), st.BusinessKey, activeKey(st), s.now().UnixNano())
 	if err != nil && st.holdsKey() {
 		// The drivers word a unique violation each their own way: whether
 		// the key is held is what the table says.
@@ -295,10 +295,13 @@ func (s *SQL) query(ctx context.Context, q string, args ...any) ([]State, error)
 	for rows.Next() {
 		var st State
 		var status, context, timedOut, shape string
-		var deadline int64
+		var deadline, created int64
 		if err := rows.Scan(&st.ID, &st.Name, &status, &st.Step, &context, &st.Version, &st.Error,
-			&st.Awaiting, &st.Key, &deadline, &st.Timer, &timedOut, &shape, &st.BusinessKey); err != nil {
+			&st.Awaiting, &st.Key, &deadline, &st.Timer, &timedOut, &shape, &st.BusinessKey, &created); err != nil {
 			return nil, err
+		}
+		if created != 0 {
+			st.Created = time.Unix(0, created)
 		}
 		if shape != "" {
 			st.Shape = json.RawMessage(shape)

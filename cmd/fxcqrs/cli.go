@@ -39,7 +39,7 @@ const usage = `usage: fxcqrs [-dialect D -dsn DSN] [-json] COMMAND
   dead replay -who ME -why REASON ID...
   dead discard -who ME -why REASON ID...
   dead release -topic T -key K -who ME -why REASON
-  saga list [-name N] [-status S] [-limit N]
+  saga list [-name N] [-status S] [-limit N] [-offset N] [-oldest]
   saga show ID | saga show -key KEY [-saga NAME]
   saga retry -who ME -why REASON ID
   saga compensate -from STEP -who ME -why REASON ID

@@ -212,3 +212,34 @@ func TestSagaShowByKey(t *testing.T) {
 	err = run([]string{"-dialect", d.Dialect.String(), "-dsn", d.DSN, "saga", "show", "-key", "b-2"}, &out)
 	assert.ErrorContains(t, err, `no saga has the key "b-2"`)
 }
+
+// saga list: the newest first, a page at a time, with the total; -oldest
+// for the other order.
+func TestSagaListPages(t *testing.T) {
+	d := outboxtest.Open(t, fxoutbox.SQLite)
+	ctx := context.Background()
+	require.NoError(t, fxsaga.Migrate(ctx, d.DB, d.Dialect, fxsaga.Tables{}))
+	tx, err := d.DB.Begin()
+	require.NoError(t, err)
+	for i := 1; i <= 1300; i++ {
+		_, err := tx.Exec("INSERT INTO fxcqrs_sagas (id, name, status, step, context, version, error, owner, lease_until_ns, created_ns) VALUES (?, 'booking', 'FAILED', 0, '{}', 1, 'refused', '', 0, ?)",
+			fmt.Sprintf("s-%04d", i), int64(i)*int64(time.Second))
+		require.NoError(t, err)
+	}
+	require.NoError(t, tx.Commit())
+	cli := func(args ...string) string {
+		t.Helper()
+		var out bytes.Buffer
+		require.NoError(t, run(append([]string{"-dialect", d.Dialect.String(), "-dsn", d.DSN, "saga", "list", "-status", "failed"}, args...), &out))
+		return out.String()
+	}
+	first := cli()
+	assert.Regexp(t, `(?m)^s-1300\s+booking`, first, "the newest first")
+	assert.NotContains(t, first, "s-1200 ")
+	assert.Contains(t, first, "sagas 1-100 of 1300, the newest first; the next: -offset 100")
+	last := cli("-offset", "1200")
+	assert.Regexp(t, `(?m)^s-0001\s+booking`, last, "paging reaches the oldest")
+	assert.Contains(t, last, "sagas 1201-1300 of 1300, the newest first\n")
+	assert.Regexp(t, `(?m)^s-0001\s+booking`, cli("-oldest", "-limit", "1"))
+	assert.Contains(t, cli("-offset", "5000"), "none of 1300 sagas")
+}

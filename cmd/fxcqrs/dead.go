@@ -56,19 +56,25 @@ func (c *cli) deadList(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	return c.pageLine("letters", f.Offset, len(dead), total, *oldest)
+}
+
+// pageLine says which of a list's total of things the page of n from
+// offset shows, in which order, and the offset of the next page.
+func (c *cli) pageLine(things string, offset, n, total int, oldest bool) error {
 	order := "the newest first"
-	if *oldest {
+	if oldest {
 		order = "the oldest first"
 	}
-	if len(dead) == 0 {
-		_, err = fmt.Fprintf(c.out, "none of %d letters\n", total)
+	if n == 0 {
+		_, err := fmt.Fprintf(c.out, "none of %d %s\n", total, things)
 		return err
 	}
-	_, err = fmt.Fprintf(c.out, "letters %d-%d of %d, %s", f.Offset+1, f.Offset+len(dead), total, order)
-	if next := f.Offset + len(dead); next < total {
-		_, err = fmt.Fprintf(c.out, "; the next: -offset %d", next)
+	line := fmt.Sprintf("%s %d-%d of %d, %s", things, offset+1, offset+n, total, order)
+	if next := offset + n; next < total {
+		line += fmt.Sprintf("; the next: -offset %d", next)
 	}
-	fmt.Fprintln(c.out)
+	_, err := fmt.Fprintln(c.out, line)
 	return err
 }
 

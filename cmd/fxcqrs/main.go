@@ -9,7 +9,7 @@
 //	fxcqrs dead show ID
 //	fxcqrs dead replay -who ME -why REASON ID...
 //	fxcqrs dead discard -who ME -why REASON ID...
-//	fxcqrs saga list [-name N] [-status S] [-limit N]
+//	fxcqrs saga list [-name N] [-status S] [-limit N] [-offset N] [-oldest]
 //	fxcqrs saga show ID                 # its state, context, log and diagram, where it stopped marked
 //	fxcqrs saga retry -who ME -why REASON ID
 //	fxcqrs saga compensate -from STEP -who ME -why REASON ID

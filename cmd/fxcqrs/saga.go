@@ -21,6 +21,8 @@ func (c *cli) sagaList(ctx context.Context, args []string) error {
 	name := fs.String("name", "", "only this saga")
 	status := fs.String("status", "", "only this status: RUNNING, WAITING, COMPENSATING, FAILED, SET_ASIDE, …")
 	limit := fs.Int("limit", 100, "at most this many")
+	offset := fs.Int("offset", 0, "skip this many (a page: -offset 100 -limit 100)")
+	oldest := fs.Bool("oldest", false, "the oldest first (default: the newest first)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -35,7 +37,8 @@ func (c *cli) sagaList(ctx context.Context, args []string) error {
 		}
 		return c.print(counts, []string{"SAGA", "STATUS", "COUNT"}, rows)
 	}
-	states, err := c.sagas.List(ctx, *name, fxsaga.Status(strings.ToUpper(*status)), *limit)
+	f := fxsaga.Filter{Name: *name, Status: fxsaga.Status(strings.ToUpper(*status)), Limit: *limit, Offset: *offset, OldestFirst: *oldest}
+	states, total, err := c.sagas.Page(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -45,9 +48,12 @@ func (c *cli) sagaList(ctx context.Context, args []string) error {
 		if st.Status == fxsaga.Waiting {
 			waits = st.Awaiting + " " + st.Key + " until " + timeOf(st.Deadline)
 		}
-		rows[i] = []string{safe(st.ID, false), safe(st.Name, false), string(st.Status), strconv.Itoa(st.Step), oneLine(waits, 60), oneLine(st.Error, 60)}
+		rows[i] = []string{safe(st.ID, false), safe(st.Name, false), string(st.Status), timeOf(st.Created), strconv.Itoa(st.Step), oneLine(waits, 60), oneLine(st.Error, 60)}
 	}
-	return c.print(states, []string{"ID", "SAGA", "STATUS", "STEP", "WAITS FOR", "ERROR"}, rows)
+	if err := c.print(states, []string{"ID", "SAGA", "STATUS", "CREATED", "STEP", "WAITS FOR", "ERROR"}, rows); err != nil || c.asJSON {
+		return err
+	}
+	return c.pageLine("sagas", f.Offset, len(states), total, *oldest)
 }
 
 func (c *cli) sagaShow(ctx context.Context, args []string) error {
