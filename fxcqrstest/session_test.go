@@ -158,8 +158,10 @@ func TestSessionOnSQLiteBesideABusyRelay(t *testing.T) {
 	s := fxcqrstest.NewSession(t, clock.Now,
 		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
 		fx.Supply(d.DB, fxoutbox.Config{Dialect: d.Dialect, Inbox: true, Now: clock.Now, After: clock.After}),
-		fxbus.Route[Placed]("placed"),
-		fxbus.Subscribe[Placed]("placed"),
+		// A topic of its own: the in-process broker is the process's,
+		// shared with TestSession running beside it.
+		fxbus.Route[Placed]("placed-busy"),
+		fxbus.Subscribe[Placed]("placed-busy"),
 		fxoutbox.Schedulable[Remind](),
 		fxoutbox.Durable[Noted](),
 		fxcqrs.AsCommandHandler(func() commandFunc[Order] {
