@@ -121,6 +121,7 @@ func run(ctx context.Context, w io.Writer, b broker, suffix string) error {
 	paid := make(chan struct{})
 	var placedID, placedCorrelation string
 
+	// snippet:billing
 	billingApp, _, err := service(ctx, "billing", b,
 		fxbus.Subscribe[OrderPlaced](orders),
 		fxbus.Route[PaymentReceived](payments),
@@ -133,6 +134,7 @@ func run(ctx context.Context, w io.Writer, b broker, suffix string) error {
 			}
 		}),
 	)
+	// end snippet
 	if err != nil {
 		return err
 	}

@@ -188,12 +188,14 @@ func service(ctx context.Context, s store, pub message.Publisher, sub message.Su
 		return nil, nil, err
 	}
 	var m *fxcqrs.Mediator
+	// snippet:service
 	app := fx.New(append([]fx.Option{
 		fx.NopLogger,
 		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
 		fx.Supply(s.db, fxoutbox.Config{Dialect: s.dialect, Inbox: inbox, Relay: fxoutbox.RelayConfig{PollInterval: 200 * time.Millisecond}}),
 		fx.Supply(fx.Annotate(pub, fx.As(new(message.Publisher)))),
 		fx.Supply(fx.Annotate(sub, fx.As(new(message.Subscriber)))),
+		// end snippet
 		fx.Populate(&m),
 		tr.options(),
 	}, opts...)...)

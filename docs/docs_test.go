@@ -1,0 +1,155 @@
+package docs
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "copy each drifted snippet's source region into its page")
+
+// root is the repository, one folder up.
+const root = ".."
+
+func pages(t *testing.T) []string {
+	t.Helper()
+	p, err := Pages(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p) < 2 {
+		t.Fatalf("found %d pages under %s: README.md and docs/*.md expected", len(p), root)
+	}
+	return p
+}
+
+// TestSnippets fails when a page's Go snippet is not the region of the
+// tested file its marker names. Fix: `go test -run TestSnippets -update`
+// in docs/ copies the sources into the pages.
+func TestSnippets(t *testing.T) {
+	problems, fixed := CheckSnippets(root, pages(t))
+	if *update {
+		for page, text := range fixed {
+			if err := os.WriteFile(filepath.Join(root, page), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("updated %s", page)
+		}
+		return
+	}
+	for _, p := range problems {
+		t.Error(p)
+	}
+}
+
+// TestLinks fails when a relative link or an #anchor of README.md or
+// docs/*.md points nowhere.
+func TestLinks(t *testing.T) {
+	for _, p := range CheckLinks(root, pages(t)) {
+		t.Error(p)
+	}
+}
+
+// TestTroubleshooting fails when an error the start path can return has
+// no row in docs/troubleshooting.md, or a row names an error that is
+// gone. See StartErrors for what the enumeration sees and what it cannot.
+func TestTroubleshooting(t *testing.T) {
+	errs, err := StartErrors(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(errs) < 20 {
+		t.Fatalf("the enumeration found %d start errors: it has stopped seeing the code", len(errs))
+	}
+	for _, p := range CheckTroubleshooting(root, errs) {
+		t.Error(p)
+	}
+}
+
+// The checks on a broken fixture: each must fail, and say what to do.
+
+const fixture = "testdata/broken"
+
+func TestSnippetCheckFailsOnDrift(t *testing.T) {
+	problems, fixed := CheckSnippets(fixture, []string{"docs/page.md"})
+	want := []string{
+		"docs/page.md:5: the snippet differs from src/a.go#greet", // drifted
+		"docs/page.md:11: a ```go block without a `<!-- snippet:", // unmarked
+		"docs/page.md:16: snippet src/a.go#gone: the file has no", // no region
+		"docs/page.md:21: snippet src/missing.go#x: open",         // no file
+	}
+	assertProblems(t, problems, want)
+	if !strings.Contains(problems[0].What, `- fmt.Println("hello")   (source)`) || !strings.Contains(problems[0].What, "-update") {
+		t.Errorf("the drift's message has no diff or no fix: %s", problems[0].What)
+	}
+	if !strings.Contains(fixed["docs/page.md"], "fmt.Println(\"hello\")") {
+		t.Errorf("-update would not copy the source into the page:\n%s", fixed["docs/page.md"])
+	}
+	// The example function is taken whole, and matches.
+	if _, err := Region(fixture, "src/a.go", "ExampleGreet"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestLinkCheckFailsOnDeadLinks(t *testing.T) {
+	problems := CheckLinks(fixture, []string{"README.md", "docs/page.md"})
+	assertProblems(t, problems, []string{
+		`README.md:3: link "docs/nowhere.md" points at docs/nowhere.md, which does not exist`,
+		`README.md:4: link "docs/page.md#no-such-heading": docs/page.md has no heading whose anchor is #no-such-heading`,
+		`README.md:5: link "#missing": README.md has no heading`,
+		`docs/page.md:25: link "../../../../outside.md" leaves the repository`,
+	})
+}
+
+func TestTroubleshootingCheckFailsBothWays(t *testing.T) {
+	errs, err := packageStartErrors(fixture, "lib")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, e := range errs {
+		keys = append(keys, e.Key)
+	}
+	// runtime's error is after a go statement; wrapped's "nil" is a fragment.
+	if strings.Join(keys, "|") != "lib.New: the name is empty|lib: start: no broker at" && strings.Join(keys, "|") != "lib: start: no broker at|lib.New: the name is empty" {
+		t.Fatalf("enumerated %q", keys)
+	}
+	problems := CheckTroubleshooting(fixture, errs)
+	assertProblems(t, problems, []string{
+		`docs/troubleshooting.md:7: the row for "lib.Old: gone" names no error`,
+		`lib/lib.go:`, // lib: start: no broker at has no row
+	})
+	if !strings.Contains(problems[1].What, `"lib: start: no broker at %s"`) {
+		t.Errorf("the missing row's problem does not name the message: %s", problems[1])
+	}
+}
+
+func TestSlug(t *testing.T) {
+	for heading, want := range map[string]string{
+		"Sagas that wait":                      "sagas-that-wait",
+		"The `fxbus` module: across processes": "the-fxbus-module-across-processes",
+		"NATS JetStream (natsjs)":              "nats-jetstream-natsjs",
+		"[Linked](x.md) heading":               "linked-heading",
+	} {
+		if got := Slug(strings.ReplaceAll(heading, "`", "")); got != want {
+			t.Errorf("Slug(%q) = %q, want %q", heading, got, want)
+		}
+	}
+}
+
+func assertProblems(t *testing.T, got []Problem, prefixes []string) {
+	t.Helper()
+	if len(got) != len(prefixes) {
+		for _, p := range got {
+			t.Log(p)
+		}
+		t.Fatalf("%d problems, want %d", len(got), len(prefixes))
+	}
+	for i, p := range got {
+		if !strings.HasPrefix(p.String(), prefixes[i]) {
+			t.Errorf("problem %d:\n  got  %s\n  want %s…", i, p, prefixes[i])
+		}
+	}
+}
