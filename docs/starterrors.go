@@ -180,8 +180,10 @@ func errorLiteral(call *ast.CallExpr) (string, bool) {
 		return "", false
 	}
 	pkg, ok := sel.X.(*ast.Ident)
-	isErr := pkg.Name == "fmt" && sel.Sel.Name == "Errorf" || pkg.Name == "errors" && sel.Sel.Name == "New"
-	if !ok || !isErr {
+	if !ok {
+		return "", false
+	}
+	if isErr := pkg.Name == "fmt" && sel.Sel.Name == "Errorf" || pkg.Name == "errors" && sel.Sel.Name == "New"; !isErr {
 		return "", false
 	}
 	lit, ok := call.Args[0].(*ast.BasicLit)
