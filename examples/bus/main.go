@@ -31,6 +31,7 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/amqpbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/natsjs"
+	"github.com/nats-io/nats.go"
 	"go.uber.org/fx"
 )
 
@@ -177,6 +178,24 @@ func run(ctx context.Context, w io.Writer, b broker, suffix string) error {
 	}
 }
 
+// removeStreams deletes the JetStream streams the run made, so that a
+// shared server keeps nothing of it. A stream is named after its topic
+// today; natsjs may map topics to other names (issue 40).
+func removeStreams(url string, topics ...string) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err != nil {
+		return
+	}
+	for _, t := range topics {
+		_ = js.DeleteStream(t)
+	}
+}
+
 func main() {
 	kind := flag.String("broker", "gochannel", "gochannel (in-process, not durable), nats or amqp")
 	natsURL := flag.String("nats", "nats://127.0.0.1:4222", "NATS JetStream URL, with -broker nats")
@@ -205,7 +224,11 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := run(ctx, os.Stdout, b, suffix); err != nil {
+	err := run(ctx, os.Stdout, b, suffix)
+	if *kind == "nats" {
+		removeStreams(*natsURL, "orders"+suffix, "payments"+suffix)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bus:", err)
 		os.Exit(1)
 	}
