@@ -215,10 +215,10 @@ func service(ctx context.Context, s store, pub message.Publisher, sub message.Su
 		fx.Supply(s.db, fxoutbox.Config{Dialect: s.dialect, Inbox: inbox, Relay: fxoutbox.RelayConfig{PollInterval: 200 * time.Millisecond}}),
 		fx.Supply(fx.Annotate(pub, fx.As(new(message.Publisher)))),
 		fx.Supply(fx.Annotate(sub, fx.As(new(message.Subscriber)))),
-		// end snippet
 		fx.Populate(&m),
 		tr.options(),
 	}, opts...)...)
+	// end snippet
 	if err := app.Start(ctx); err != nil {
 		return nil, nil, err
 	}
