@@ -343,3 +343,55 @@ func Slug(heading string) string {
 	}
 	return b.String()
 }
+
+// RepoURL is the prefix of a link into the repository from a package's
+// documentation, which pkg.go.dev shows away from the repository.
+const RepoURL = "https://github.com/fxcqrs/fxcqrs/blob/main/"
+
+var repoLinkRE = regexp.MustCompile(regexp.QuoteMeta(RepoURL) + `([^\s)#]+)(?:#([\w-]+))?`)
+
+// CheckDocGoLinks checks that every link of a doc.go file (found under
+// root, anywhere) into the repository (RepoURL) names a file that exists,
+// and a heading of it when it has an #anchor.
+func CheckDocGoLinks(root string) []Problem {
+	var problems []Problem
+	anchors := map[string]map[string]bool{}
+	_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata") {
+			if d != nil && d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.Name() != "doc.go" {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, path)
+		for i, line := range strings.Split(string(data), "\n") {
+			for _, m := range repoLinkRE.FindAllStringSubmatch(line, -1) {
+				target := strings.TrimRight(m[1], ".,;:")
+				if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(target))); err != nil {
+					problems = append(problems, Problem{fmt.Sprintf("%s:%d", filepath.ToSlash(rel), i+1), fmt.Sprintf("link %s%s: %s does not exist in the repository", RepoURL, target, target)})
+					continue
+				}
+				if m[2] == "" || !strings.HasSuffix(target, ".md") {
+					continue
+				}
+				a, ok := anchors[target]
+				if !ok {
+					a = Anchors(root, target)
+					anchors[target] = a
+				}
+				if !a[m[2]] {
+					problems = append(problems, Problem{fmt.Sprintf("%s:%d", filepath.ToSlash(rel), i+1), fmt.Sprintf("link to %s#%s: no such heading", target, m[2])})
+				}
+			}
+		}
+		return nil
+	})
+	return problems
+}

@@ -52,6 +52,14 @@ func TestLinks(t *testing.T) {
 	}
 }
 
+// TestDocGoLinks fails when a package's doc.go links to a page or file of
+// the repository that is not there.
+func TestDocGoLinks(t *testing.T) {
+	for _, p := range CheckDocGoLinks(root) {
+		t.Error(p)
+	}
+}
+
 // TestTroubleshooting fails when an error the start path can return has
 // no row in docs/troubleshooting.md, or a row names an error that is
 // gone. See StartErrors for what the enumeration sees and what it cannot.
@@ -100,6 +108,13 @@ func TestLinkCheckFailsOnDeadLinks(t *testing.T) {
 		`README.md:4: link "docs/page.md#no-such-heading": docs/page.md has no heading whose anchor is #no-such-heading`,
 		`README.md:5: link "#missing": README.md has no heading`,
 		`docs/page.md:25: link "../../../../outside.md" leaves the repository`,
+	})
+}
+
+func TestDocGoLinkCheckFailsOnDeadLinks(t *testing.T) {
+	assertProblems(t, CheckDocGoLinks(fixture), []string{
+		"lib/doc.go:3: link https://github.com/fxcqrs/fxcqrs/blob/main/docs/gone.md: docs/gone.md does not exist",
+		"lib/doc.go:4: link to docs/page.md#nowhere: no such heading",
 	})
 }
 
