@@ -45,8 +45,8 @@ type onShipped func(context.Context, OrderShipped) error
 
 func (f onShipped) Handle(ctx context.Context, e OrderShipped) error { return f(ctx, e) }
 
-// start starts an application and returns its mediator and a stop.
-func start(opts ...fx.Option) (*fxcqrs.Mediator, func()) {
+// startExample starts an application and returns its mediator and a stop.
+func startExample(opts ...fx.Option) (*fxcqrs.Mediator, func()) {
 	var m *fxcqrs.Mediator
 	app := fx.New(append([]fx.Option{fx.NopLogger, fxcqrs.Module, fxbus.Module, fx.Populate(&m)}, opts...)...)
 	if err := app.Start(context.Background()); err != nil {
@@ -62,7 +62,7 @@ func start(opts ...fx.Option) (*fxcqrs.Mediator, func()) {
 // services on a real broker.
 func ExampleRoute() {
 	got := make(chan OrderShipped, 1)
-	_, stopMailing := start(
+	_, stopMailing := startExample(
 		fxbus.Subscribe[OrderShipped]("example-shipments"),
 		fxcqrs.AsEventHandler(func() onShipped {
 			return func(_ context.Context, e OrderShipped) error {
@@ -72,7 +72,7 @@ func ExampleRoute() {
 		}),
 	)
 	defer stopMailing()
-	shipping, stopShipping := start(
+	shipping, stopShipping := startExample(
 		fxbus.Route[OrderShipped]("example-shipments"),
 		fxcqrs.AsCommandHandler(func() shipOrder { return shipOrder{} }),
 	)
@@ -104,7 +104,7 @@ func ExampleKeyBy() {
 		seen = map[string][]int{}
 		all  = make(chan struct{}, 6)
 	)
-	_, stopMailing := start(
+	_, stopMailing := startExample(
 		fxbus.Subscribe[OrderShipped]("example-keyed", fxbus.InOrder()),
 		fxcqrs.AsEventHandler(func() onShipped {
 			return func(_ context.Context, e OrderShipped) error {
@@ -117,7 +117,7 @@ func ExampleKeyBy() {
 		}),
 	)
 	defer stopMailing()
-	shipping, stopShipping := start(
+	shipping, stopShipping := startExample(
 		fxbus.Route[OrderShipped]("example-keyed", fxbus.KeyBy(func(e OrderShipped) string { return e.Order })),
 		fxcqrs.AsCommandHandler(func() shipAll { return shipAll{} }),
 	)

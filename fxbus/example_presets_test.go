@@ -33,7 +33,7 @@ func TestExamplePresets(t *testing.T) {
 	}{
 		{"natsjs", func(t *testing.T, topic string) func(string) fx.Option {
 			url := brokertest.Address(t, "FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
-			t.Cleanup(func() { deleteStream(t, url, topic) })
+			t.Cleanup(func() { exampleDeleteStream(t, url, topic) })
 			// snippet:natsjs
 			return func(service string) fx.Option {
 				return natsjs.Module(natsjs.Config{URL: url, Group: service})
@@ -42,7 +42,7 @@ func TestExamplePresets(t *testing.T) {
 		}},
 		{"amqpbus", func(t *testing.T, topic string) func(string) fx.Option {
 			url := brokertest.Address(t, "FXCQRS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-			t.Cleanup(func() { deleteQueues(t, url, topic, "shipping", "mailing") })
+			t.Cleanup(func() { exampleDeleteQueues(t, url, topic, "shipping", "mailing") })
 			// snippet:amqpbus
 			return func(service string) fx.Option {
 				return amqpbus.Module(amqpbus.Config{URL: url, Group: service})
@@ -68,7 +68,7 @@ func TestExamplePresets(t *testing.T) {
 			topic := fmt.Sprintf("example_%d", rand.Uint64())
 			broker := tc.broker(t, topic)
 			got := make(chan OrderShipped, 1)
-			_, stopMailing := start(broker("mailing"),
+			_, stopMailing := startExample(broker("mailing"),
 				fxbus.Subscribe[OrderShipped](topic),
 				fxcqrs.AsEventHandler(func() onShipped {
 					return func(_ context.Context, e OrderShipped) error {
@@ -77,7 +77,7 @@ func TestExamplePresets(t *testing.T) {
 					}
 				}))
 			defer stopMailing()
-			shipping, stopShipping := start(broker("shipping"),
+			shipping, stopShipping := startExample(broker("shipping"),
 				fxbus.Route[OrderShipped](topic),
 				fxcqrs.AsCommandHandler(func() shipOrder { return shipOrder{} }))
 			defer stopShipping()
@@ -93,7 +93,7 @@ func TestExamplePresets(t *testing.T) {
 	}
 }
 
-func deleteStream(t *testing.T, url, topic string) {
+func exampleDeleteStream(t *testing.T, url, topic string) {
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Logf("clean-up: %v", err)
@@ -105,9 +105,9 @@ func deleteStream(t *testing.T, url, topic string) {
 	}
 }
 
-// deleteQueues deletes the queues amqpbus names topic_group, and the
+// exampleDeleteQueues deletes the queues amqpbus names topic_group, and the
 // topic's exchange.
-func deleteQueues(t *testing.T, url, topic string, groups ...string) {
+func exampleDeleteQueues(t *testing.T, url, topic string, groups ...string) {
 	conn, err := amqp.Dial(url)
 	if err != nil {
 		t.Logf("clean-up: %v", err)
