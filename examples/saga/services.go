@@ -105,6 +105,8 @@ func natsBroker(url, group string) (fx.Option, func() error, error) {
 	), ps.Close, nil
 }
 
+// snippet:config
+
 // outboxConfig is each service's: the inbox on (each message handled
 // once), the run's clock, a short poll for the other replica's rows.
 func (s service) outboxConfig(c Clock) fxoutbox.Config {
@@ -113,6 +115,8 @@ func (s service) outboxConfig(c Clock) fxoutbox.Config {
 		Relay: fxoutbox.RelayConfig{PollInterval: 50 * time.Millisecond},
 	}
 }
+
+// end snippet
 
 func (s service) options() fx.Option {
 	if s.broker == nil {
