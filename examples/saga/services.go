@@ -63,6 +63,8 @@ func (b backend) open(name string, schema []string, tables fxoutbox.Tables, saga
 	}, nil
 }
 
+// snippet:open
+
 // openService opens the service's database (the SQLite file name in dir,
 // or PostgreSQL at pg) and creates its tables: its own (schema) and those
 // of the modules it runs.
@@ -91,6 +93,8 @@ func openService(dir, pg, name string, schema []string, tables fxoutbox.Tables, 
 	}
 	return service{db: db, sql: SQL{d}, tables: tables}, nil
 }
+
+// end snippet
 
 // natsBroker is the service's JetStream publisher and subscriber, its
 // replicas one consumer group.
