@@ -52,6 +52,43 @@ func TestLinks(t *testing.T) {
 	}
 }
 
+// TestPerformanceTable fails when the performance page's benchmark table
+// is not what benchmarks/results.txt says.
+func TestPerformanceTable(t *testing.T) {
+	problems, want := CheckPerformance(root)
+	if *update && want != "" {
+		if err := os.WriteFile(filepath.Join(root, "docs", "performance.md"), []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	for _, p := range problems {
+		t.Error(p)
+	}
+}
+
+func TestPerformanceCheckFailsOnATypedFigure(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"docs", "benchmarks"} {
+		if err := os.MkdirAll(filepath.Join(dir, f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	results := "pkg: x\n                 │ bench.out │\n                 │  sec/op   │\nSend/fxcqrs-2     42.47n ± 6%\ngeomean 1\n"
+	page := "# P\n" + perfBegin + "\n| `Send/fxcqrs` | 41 | | |\n" + perfEnd + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "benchmarks", "results.txt"), []byte(results), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "docs", "performance.md"), []byte(page), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	problems, want := CheckPerformance(dir)
+	assertProblems(t, problems, []string{"docs/performance.md: the benchmark table differs"})
+	if !strings.Contains(want, "| `Send/fxcqrs` | 42.47n ± 6% |  |  |") {
+		t.Errorf("the page it would write:\n%s", want)
+	}
+}
+
 // TestDocGoLinks fails when a package's doc.go links to a page or file of
 // the repository that is not there.
 func TestDocGoLinks(t *testing.T) {
