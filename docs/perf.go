@@ -25,7 +25,10 @@ func PerfTable(path string) (string, error) {
 		return "", err
 	}
 	defer f.Close() //nolint:errcheck // read only
-	type row struct{ sec, bytes, allocs string }
+	type row struct {
+		sec, bytes, allocs string
+		other              []string
+	}
 	rows := map[string]*row{}
 	var order []string
 	unit := ""
@@ -58,7 +61,7 @@ func PerfTable(path string) (string, error) {
 		case "allocs/op":
 			r.allocs = value
 		default:
-			r.sec = value + " " + unit // the scale benchmarks' own units
+			r.other = append(r.other, value+" "+unit) // the scale benchmarks' own units
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -68,7 +71,11 @@ func PerfTable(path string) (string, error) {
 	b.WriteString("| benchmark | time/op | B/op | allocs/op |\n| --- | ---: | ---: | ---: |\n")
 	for _, n := range order {
 		r := rows[n]
-		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", n, r.sec, r.bytes, r.allocs)
+		sec := r.sec
+		if len(r.other) > 0 {
+			sec += " (" + strings.Join(r.other, ", ") + ")"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", n, sec, r.bytes, r.allocs)
 	}
 	return strings.TrimRight(b.String(), "\n"), nil
 }
