@@ -113,6 +113,21 @@ func TestTroubleshooting(t *testing.T) {
 	}
 }
 
+// TestLogMessages fails when a message the library logs at warn or error
+// level has no row in docs/troubleshooting.md, or a row's message is gone.
+func TestLogMessages(t *testing.T) {
+	msgs, err := LogMessages(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) < 20 {
+		t.Fatalf("found %d logged messages: the enumeration has stopped seeing the code", len(msgs))
+	}
+	for _, p := range CheckLogMessages(root, msgs) {
+		t.Error(p)
+	}
+}
+
 // The checks on a broken fixture: each must fail, and say what to do.
 
 const fixture = "testdata/broken"
@@ -176,6 +191,20 @@ func TestTroubleshootingCheckFailsBothWays(t *testing.T) {
 	if !strings.Contains(problems[1].What, `"lib: start: no broker at %s"`) {
 		t.Errorf("the missing row's problem does not name the message: %s", problems[1])
 	}
+}
+
+func TestLogMessageCheckFailsBothWays(t *testing.T) {
+	msgs, err := LogMessages(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 2 || msgs[0].Key != "lib: broker away" || msgs[1].Key != "lib: poison message" {
+		t.Fatalf("enumerated %+v", msgs)
+	}
+	assertProblems(t, CheckLogMessages(fixture, msgs), []string{
+		`docs/troubleshooting.md:18: the row for "lib: gone" names no message`,
+		`lib/log.go:`, // the poison message has no row
+	})
 }
 
 func TestSlug(t *testing.T) {

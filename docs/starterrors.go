@@ -233,10 +233,9 @@ func Key(format string) string {
 	return api + ": " + strings.TrimSpace(rest)
 }
 
-// troubleshootingKeys returns the code spans of the first column of the
-// table rows under the heading "Start errors" of troubleshooting.md, up
-// to the next heading of the same or a higher level.
-func troubleshootingKeys(page string) (map[string]int, error) {
+// sectionKeys returns the code spans of the first column of the table
+// rows under the "## "+heading of page, up to the next "## " heading.
+func sectionKeys(page, heading string) (map[string]int, error) {
 	data, err := os.ReadFile(page)
 	if err != nil {
 		return nil, err
@@ -245,7 +244,7 @@ func troubleshootingKeys(page string) (map[string]int, error) {
 	in := false
 	for i, line := range strings.Split(string(data), "\n") {
 		if strings.HasPrefix(line, "## ") {
-			in = strings.TrimSpace(strings.TrimPrefix(line, "## ")) == "Start errors"
+			in = strings.TrimSpace(strings.TrimPrefix(line, "## ")) == heading
 			continue
 		}
 		if !in || !strings.HasPrefix(line, "| `") {
@@ -265,7 +264,7 @@ func troubleshootingKeys(page string) (map[string]int, error) {
 // for a key the code no longer has.
 func CheckTroubleshooting(root string, errs []StartError) []Problem {
 	page := filepath.Join(root, "docs", "troubleshooting.md")
-	keys, err := troubleshootingKeys(page)
+	keys, err := sectionKeys(page, "Start errors")
 	if err != nil {
 		return []Problem{{"docs/troubleshooting.md", err.Error()}}
 	}
