@@ -32,6 +32,7 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxbus/amqpbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/natsjs"
 	"github.com/nats-io/nats.go"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/fx"
 )
 
@@ -196,6 +197,25 @@ func removeStreams(url string, topics ...string) {
 	}
 }
 
+// removeQueues deletes the run's queues (topic to group) and the topics'
+// exchanges, so that a shared RabbitMQ keeps nothing of it.
+func removeQueues(url string, queues map[string]string) {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return
+	}
+	defer conn.Close() //nolint:errcheck // a clean-up
+	ch, err := conn.Channel()
+	if err != nil {
+		return
+	}
+	defer ch.Close() //nolint:errcheck // a clean-up
+	for topic, group := range queues {
+		_, _ = ch.QueueDelete(topic+"_"+group, false, false, false)
+		_ = ch.ExchangeDelete(topic, false, false)
+	}
+}
+
 func main() {
 	kind := flag.String("broker", "gochannel", "gochannel (in-process, not durable), nats or amqp")
 	natsURL := flag.String("nats", "nats://127.0.0.1:4222", "NATS JetStream URL, with -broker nats")
@@ -225,8 +245,12 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err := run(ctx, os.Stdout, b, suffix)
-	if *kind == "nats" {
+	switch *kind {
+	case "nats":
 		removeStreams(*natsURL, "orders"+suffix, "payments"+suffix)
+	case "amqp":
+		// amqpbus names a service's queue topic_group.
+		removeQueues(*amqpURL, map[string]string{"orders" + suffix: "billing", "payments" + suffix: "orders"})
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bus:", err)
