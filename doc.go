@@ -7,6 +7,11 @@
 // when they are done. The behaviour is python-cqrs's "Parallel Event
 // Processing", with what that library gets wrong fixed.
 //
+// This is the reference. The guide, a page per concept with examples, is
+// in the repository's docs folder: getting started (https://github.com/fxcqrs/fxcqrs/blob/main/docs/getting-started.md),
+// the mediator (https://github.com/fxcqrs/fxcqrs/blob/main/docs/mediator.md), middleware (https://github.com/fxcqrs/fxcqrs/blob/main/docs/middleware.md),
+// and troubleshooting (https://github.com/fxcqrs/fxcqrs/blob/main/docs/troubleshooting.md).
+//
 // # Handlers
 //
 // The kind of handler is given by its Handle method:

@@ -5,6 +5,10 @@
 // SQLite 3.35+ (modernc.org/sqlite, pure Go) as the embedded default. It
 // imports no driver: the application does.
 //
+// This is the reference; the guide's pages are the outbox and the inbox
+// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/outbox.md), durable events and schedules (https://github.com/fxcqrs/fxcqrs/blob/main/docs/durable.md),
+// order per key (https://github.com/fxcqrs/fxcqrs/blob/main/docs/order.md) and repair (https://github.com/fxcqrs/fxcqrs/blob/main/docs/repair.md).
+//
 // # Unit of work
 //
 // Each command, and each event handler, runs in a transaction that begins

@@ -7,6 +7,8 @@
 // compensation began, else compensation to the end, never acting again
 // (strict backward recovery, as python-cqrs's saga has it).
 //
+// This is the reference; the guide's page is https://github.com/fxcqrs/fxcqrs/blob/main/docs/sagas.md.
+//
 //	s := fxsaga.Define[Order]("order", reserve, charge, ship)
 //	order, err := fxsaga.Run(ctx, runner, s, Order{ID: 7})
 //	var sagaErr *fxsaga.Error // which step failed, and what compensation did

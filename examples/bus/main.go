@@ -31,6 +31,8 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/amqpbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/natsjs"
+	"github.com/nats-io/nats.go"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/fx"
 )
 
@@ -121,6 +123,7 @@ func run(ctx context.Context, w io.Writer, b broker, suffix string) error {
 	paid := make(chan struct{})
 	var placedID, placedCorrelation string
 
+	// snippet:billing
 	billingApp, _, err := service(ctx, "billing", b,
 		fxbus.Subscribe[OrderPlaced](orders),
 		fxbus.Route[PaymentReceived](payments),
@@ -133,6 +136,7 @@ func run(ctx context.Context, w io.Writer, b broker, suffix string) error {
 			}
 		}),
 	)
+	// end snippet
 	if err != nil {
 		return err
 	}
@@ -175,6 +179,43 @@ func run(ctx context.Context, w io.Writer, b broker, suffix string) error {
 	}
 }
 
+// removeStreams deletes the JetStream streams the run made, so that a
+// shared server keeps nothing of it. A stream is named after its topic
+// today; natsjs may map topics to other names (issue 40).
+func removeStreams(url string, topics ...string) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err != nil {
+		return
+	}
+	for _, t := range topics {
+		_ = js.DeleteStream(t)
+	}
+}
+
+// removeQueues deletes the run's queues (topic to group) and the topics'
+// exchanges, so that a shared RabbitMQ keeps nothing of it.
+func removeQueues(url string, queues map[string]string) {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return
+	}
+	defer conn.Close() //nolint:errcheck // a clean-up
+	ch, err := conn.Channel()
+	if err != nil {
+		return
+	}
+	defer ch.Close() //nolint:errcheck // a clean-up
+	for topic, group := range queues {
+		_, _ = ch.QueueDelete(topic+"_"+group, false, false, false)
+		_ = ch.ExchangeDelete(topic, false, false)
+	}
+}
+
 func main() {
 	kind := flag.String("broker", "gochannel", "gochannel (in-process, not durable), nats or amqp")
 	natsURL := flag.String("nats", "nats://127.0.0.1:4222", "NATS JetStream URL, with -broker nats")
@@ -203,7 +244,15 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := run(ctx, os.Stdout, b, suffix); err != nil {
+	err := run(ctx, os.Stdout, b, suffix)
+	switch *kind {
+	case "nats":
+		removeStreams(*natsURL, "orders"+suffix, "payments"+suffix)
+	case "amqp":
+		// amqpbus names a service's queue topic_group.
+		removeQueues(*amqpURL, map[string]string{"orders" + suffix: "billing", "payments" + suffix: "orders"})
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bus:", err)
 		os.Exit(1)
 	}

@@ -137,12 +137,14 @@ func open(path string) (*sql.DB, error) {
 func app(db *sql.DB, e *env, now func() time.Time, m **fxcqrs.Mediator) *fx.App {
 	return fx.New(
 		fx.NopLogger,
+		// snippet:durable
 		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
 		fx.Supply(db, fxoutbox.Config{Dialect: fxoutbox.SQLite, Now: now, Relay: fxoutbox.RelayConfig{PollInterval: 50 * time.Millisecond, Lease: time.Second}}),
 		fx.Supply(e),
 		fxoutbox.Durable[OrderPlaced](),
 		fxoutbox.Durable[OrderCancelled](),
 		fxoutbox.Schedulable[CancelUnpaid](),
+		// end snippet
 		fxcqrs.AsCommandHandler(newPlaceOrder),
 		fxcqrs.AsCommandHandler(newPayOrder),
 		fxcqrs.AsCommandHandler(newCancelUnpaid),
@@ -159,6 +161,7 @@ func app(db *sql.DB, e *env, now func() time.Time, m **fxcqrs.Mediator) *fx.App 
 	)
 }
 
+// snippet:schedule
 func newPlaceOrder(d *env) commandFunc[PlaceOrder] {
 	return func(ctx context.Context, c PlaceOrder) error {
 		reminder, err := fxoutbox.ScheduleAfter(ctx, delayOf(ctx), CancelUnpaid(c))
@@ -172,6 +175,8 @@ func newPlaceOrder(d *env) commandFunc[PlaceOrder] {
 		return nil
 	}
 }
+
+// end snippet
 
 func newPayOrder(d *env) commandFunc[PayOrder] {
 	return func(ctx context.Context, c PayOrder) error {

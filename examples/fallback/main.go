@@ -108,12 +108,14 @@ func run(w io.Writer) error {
 		fxcqrs.Module,
 		fx.Supply(p),
 		fx.Provide(func() fxcqrs.Observer { return states{w: w} }),
+		// snippet:guarded
 		fxcqrs.AsMiddleware(func() fxcqrs.Middleware {
 			return fxcqrs.Breaker(fxcqrs.BreakerConfig{ConsecutiveFailures: 3, OpenDuration: 30 * time.Second, Now: clk.Now})
 		}),
 		fxcqrs.AsRequestHandler(func(p *provider) LivePrices { return LivePrices{p: p} }),
 		fxcqrs.AsFallback(func() CachedPrices { return CachedPrices{} },
 			fxcqrs.FallbackOn(func(err error) bool { return errors.Is(err, errProviderDown) })),
+		// end snippet
 		fx.Populate(&m),
 	)
 	if err := app.Start(context.Background()); err != nil {

@@ -48,6 +48,7 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxconsole"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/nats-io/nats.go"
 	"go.uber.org/fx"
 	_ "modernc.org/sqlite"
 )
@@ -165,6 +166,7 @@ func serverSetup(pgDSN, natsURL string) (*setup, error) {
 			for _, c := range closers {
 				c()
 			}
+			removeStreams(natsURL, "orders_"+suffix)
 			_, _ = admin.Exec("DROP SCHEMA example_orders_" + suffix + " CASCADE")
 			_, _ = admin.Exec("DROP SCHEMA example_billing_" + suffix + " CASCADE")
 			_ = orders.db.Close()
@@ -172,6 +174,24 @@ func serverSetup(pgDSN, natsURL string) (*setup, error) {
 			_ = admin.Close()
 		},
 	}, nil
+}
+
+// removeStreams deletes the JetStream streams the example made, so that
+// a shared server keeps nothing of it. A stream is named after its topic
+// today; natsjs may map topics to other names (issue 40).
+func removeStreams(url string, topics ...string) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err != nil {
+		return
+	}
+	for _, t := range topics {
+		_ = js.DeleteStream(t)
+	}
 }
 
 // line prints the timeline.
@@ -191,6 +211,7 @@ func service(ctx context.Context, s store, pub message.Publisher, sub message.Su
 		return nil, nil, err
 	}
 	var m *fxcqrs.Mediator
+	// snippet:service
 	app := fx.New(append([]fx.Option{
 		fx.NopLogger,
 		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
@@ -200,6 +221,7 @@ func service(ctx context.Context, s store, pub message.Publisher, sub message.Su
 		fx.Populate(&m),
 		tr.options(),
 	}, opts...)...)
+	// end snippet
 	if err := app.Start(ctx); err != nil {
 		return nil, nil, err
 	}

@@ -36,6 +36,8 @@ import (
 	"os"
 	"os/signal"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 func main() {
@@ -93,7 +95,31 @@ func start(role, pg, natsURL string, opts options) error {
 		ctx, cancel = context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 	}
-	return run(ctx, os.Stdout, backend{dir: dir, pg: pg, natsURL: natsURL}, role, opts)
+	err = run(ctx, os.Stdout, backend{dir: dir, pg: pg, natsURL: natsURL}, role, opts)
+	if role == "both" && natsURL != "" {
+		// One process ran both services: nothing else needs the streams.
+		// (Two processes share them; remove them by hand when done.)
+		removeStreams(natsURL, topics.requests, topics.refunds, topics.confirmed)
+	}
+	return err
+}
+
+// removeStreams deletes the JetStream streams the run made, so that a
+// shared server keeps nothing of it. A stream is named after its topic
+// today; natsjs may map topics to other names (issue 40).
+func removeStreams(url string, names ...string) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		_ = js.DeleteStream(n)
+	}
 }
 
 // options are what a run varies.

@@ -20,6 +20,7 @@ func ordersApp(svc service, o out, opts options, settled chan<- int, runner **fx
 	return fx.New(
 		fx.NopLogger,
 		// The sagas on the outbox's database, dialect and clock, named once.
+		// snippet:wiring
 		fxcqrs.Module, fxbus.Module, fxoutbox.Module, fxsaga.Module, fxsaga.SQLStore,
 		svc.options(),
 		fx.Supply(svc.db, svc.outboxConfig(opts.clock), o, svc.sql, Courier{Refuses: opts.refuseShipping}, Deadline(opts.deadline)),
@@ -29,6 +30,7 @@ func ordersApp(svc service, o out, opts options, settled chan<- int, runner **fx
 		fxbus.Route[RefundRequested](topics.refunds),
 		fxbus.Subscribe[PaymentConfirmed](topics.confirmed),
 		fxsaga.Resume[PaymentConfirmed](),
+		// end snippet
 		fxcqrs.AsEventHandler(func() eventFunc[OrderSettled] {
 			return func(_ context.Context, e OrderSettled) error {
 				settled <- e.ID

@@ -13,6 +13,8 @@ import (
 // The payment service the saga talks to: it charges what is requested
 // and confirms it, and refunds on request.
 
+// snippet:payments
+
 // paymentsApp is the payment service: it charges what is requested and
 // confirms it, unless the customer never pays; refunded receives each
 // payment it refunds.
@@ -56,6 +58,8 @@ func paymentsApp(svc service, o out, opts options, refunded chan<- string) *fx.A
 		}),
 	)
 }
+
+// end snippet
 
 // paymentsSchema is the payment service's own table.
 var paymentsSchema = []string{

@@ -24,6 +24,7 @@ type Order struct {
 type Deadline time.Duration
 
 // NewOrderSaga defines the saga from its steps, which fx makes.
+// snippet:saga
 func NewOrderSaga(r *ReserveStock, p *RequestPayment, b *BookCourier, within Deadline) *fxsaga.Saga[Order] {
 	return fxsaga.Define[Order]("order",
 		r,
@@ -41,3 +42,5 @@ func NewOrderSaga(r *ReserveStock, p *RequestPayment, b *BookCourier, within Dea
 		b,
 	).KeyBy(func(o *Order) string { return strconv.Itoa(o.ID) }) // one saga per order at a time, found by it
 }
+
+// end snippet

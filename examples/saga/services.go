@@ -63,6 +63,8 @@ func (b backend) open(name string, schema []string, tables fxoutbox.Tables, saga
 	}, nil
 }
 
+// snippet:open
+
 // openService opens the service's database (the SQLite file name in dir,
 // or PostgreSQL at pg) and creates its tables: its own (schema) and those
 // of the modules it runs.
@@ -95,6 +97,8 @@ func openService(dir, pg, name string, schema []string, tables fxoutbox.Tables, 
 	return service{db: db, sql: SQL{d}, tables: tables}, nil
 }
 
+// end snippet
+
 // natsBroker is the service's JetStream publisher and subscriber, its
 // replicas one consumer group.
 func natsBroker(url, group string) (fx.Option, func() error, error) {
@@ -108,6 +112,8 @@ func natsBroker(url, group string) (fx.Option, func() error, error) {
 	), ps.Close, nil
 }
 
+// snippet:config
+
 // outboxConfig is each service's: the inbox on (each message handled
 // once), the run's clock, a short poll for the other replica's rows.
 func (s service) outboxConfig(c Clock) fxoutbox.Config {
@@ -116,6 +122,8 @@ func (s service) outboxConfig(c Clock) fxoutbox.Config {
 		Relay: fxoutbox.RelayConfig{PollInterval: 50 * time.Millisecond},
 	}
 }
+
+// end snippet
 
 func (s service) options() fx.Option {
 	if s.broker == nil {

@@ -46,6 +46,8 @@ func (s *ReserveStock) Compensate(ctx context.Context, o *Order) error {
 	return nil
 }
 
+// snippet:step
+
 // RequestPayment asks the payment service for the order's amount; the
 // saga then waits for its PaymentConfirmed (see NewOrderSaga).
 type RequestPayment struct{ out out }
@@ -72,6 +74,8 @@ func (s *RequestPayment) Compensate(ctx context.Context, o *Order) error {
 	s.out.printf("orders:   undo request payment: refund of %s requested", o.Payment)
 	return nil
 }
+
+// end snippet
 
 // BookCourier books the parcel; it fails when the courier refuses.
 type BookCourier struct {

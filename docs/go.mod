@@ -1,0 +1,3 @@
+module github.com/fxcqrs/fxcqrs/docs
+
+go 1.24.0
