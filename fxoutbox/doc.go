@@ -60,20 +60,12 @@
 //
 // # SQLite
 //
-// On SQLite, run one replica: its transactions serialize, and it has no
-// other process to share the file with. Open its pool with one connection
-// (db.SetMaxOpenConns(1)); Start refuses a pool that allows more. SQLite
-// has one writer: with two connections, a command's transaction and the
-// relay's would meet with SQLITE_BUSY, or SQLITE_BUSY_SNAPSHOT when a
-// transaction that read turns into a write in WAL mode, and the command
-// would fail. With one connection they wait for each other in the pool.
-// Opening the file with "_txlock=immediate" (modernc.org/sqlite) makes
-// every transaction take the write lock when it begins, which is what
-// the one connection does anyway; and WAL ("_pragma=journal_mode(WAL)")
-// lets a tool read while the service writes. A step of your own that must
-// write outside the command's transaction (a fake remote service in a
-// test) needs a database of its own: the one connection is the
-// command's until it commits.
+// On SQLite, run one replica, and open its pool with one connection
+// (db.SetMaxOpenConns(1)): SQLite has one writer, and Start refuses a
+// pool that allows more, since a command's transaction and the relay's
+// would meet with SQLITE_BUSY. Why, and how to open the file, in the
+// production checklist
+// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/production.md#sqlites-single-writer).
 //
 // # Order per key: lanes
 //
