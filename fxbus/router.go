@@ -182,8 +182,9 @@ func (b *Bus) run(router *message.Router, stopped chan struct{}) {
 
 // Stop stops consuming: it waits, until ctx ends, for the messages being
 // processed to finish, then returns. A message whose processing had not
-// finished is not acknowledged: the broker redelivers it. Stop closes the
-// in-process GoChannel the bus made, never a publisher or subscriber it
+// finished is not acknowledged: the broker redelivers it. Stop lets go of
+// the in-process broker the bus holds (the last bus to let go closes
+// it), and never closes a publisher or subscriber it
 // was given.
 func (b *Bus) Stop(ctx context.Context) error {
 	b.mu.Lock()

@@ -12,7 +12,7 @@ import (
 //
 // Watermill's router closes the subscribers of its handlers when it
 // closes; the bus promises never to close a subscriber it was given (one
-// GoChannel may serve several applications), so Close here does nothing
+// broker may serve several applications), so Close here does nothing
 // and the bus closes only what it made.
 //
 // The router starts a goroutine per message it receives; the bound keeps
