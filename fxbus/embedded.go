@@ -442,17 +442,14 @@ func (g *memGroup) reclaim() {
 	clear(g.busy)
 }
 
-// putBack puts ent back among the pending messages, in its place.
+// putBack puts ent back among the pending messages, in its place: before
+// the first that was published after it (the ones put back are near the
+// front).
 func (g *memGroup) putBack(ent *entry) {
-	i, _ := slices.BinarySearchFunc(g.pending, ent.seq, func(p *entry, seq uint64) int {
-		switch {
-		case p.seq < seq:
-			return -1
-		case p.seq > seq:
-			return 1
-		}
-		return 0
-	})
+	i := slices.IndexFunc(g.pending, func(p *entry) bool { return p.seq > ent.seq })
+	if i < 0 {
+		i = len(g.pending)
+	}
 	g.pending = slices.Insert(g.pending, i, ent)
 }
 

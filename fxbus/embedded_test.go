@@ -259,3 +259,25 @@ func TestEmbeddedRefuses(t *testing.T) {
 	caps := e.Capabilities()
 	assert.Equal(t, fxbus.Capabilities{Name: "embedded", OrderPerKey: true, Parallel: true, MaxPayload: 10, TopicRule: "any non-empty name"}, caps)
 }
+
+// A bus on an in-process broker it was given: a message that dead-letters
+// to a topic nothing subscribes to is dropped there (with a log line), and
+// acknowledged, not nacked and redelivered again and again; the next
+// message, behind it in InFlight(1), is handled.
+func TestEmbeddedDeadLetterWithoutSubscriber(t *testing.T) {
+	t.Parallel()
+	e := embeddedBroker(t, fxbus.EmbeddedConfig{})
+	tp := topic(t, "garbled")
+	got := newInbox[OrderPlaced]()
+	var bus *fxbus.Bus
+	service(t, e, e, fx.Populate(&bus),
+		fxbus.Subscribe[OrderPlaced](tp, fxbus.InFlight(1)),
+		fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] {
+			return func(_ context.Context, e OrderPlaced) error { got.add(e); return nil }
+		}))
+	bad := message.NewMessage(watermill.NewUUID(), []byte(`{"id": "not a number"`))
+	good := message.NewMessage(watermill.NewUUID(), []byte(`{"id": 2}`))
+	require.NoError(t, e.Publish(tp, bad, good))
+	assert.Equal(t, []OrderPlaced{{ID: 2}}, got.wait(t, 1))
+	assert.Equal(t, uint64(1), bus.Stats().DeadLettered)
+}
