@@ -281,3 +281,41 @@ func TestEmbeddedDeadLetterWithoutSubscriber(t *testing.T) {
 	assert.Equal(t, []OrderPlaced{{ID: 2}}, got.wait(t, 1))
 	assert.Equal(t, uint64(1), bus.Stats().DeadLettered)
 }
+
+// On the defaults (no broker given), a subscription with InOrder keeps
+// each key's order while the keys run in parallel, as on NATS.
+func TestEmbeddedInOrderOnTheDefaults(t *testing.T) {
+	t.Parallel()
+	const keys, perKey = 4, 60
+	tp := topic(t, "moves")
+	got := newKeyOrder()
+	service(t, nil, nil,
+		fx.Supply(fxcqrs.Config{Events: fxcqrs.EventConfig{MaxConcurrentHandlers: 8}}),
+		fxbus.Subscribe[Moved](tp, fxbus.InOrder(), fxbus.InFlight(16)),
+		fxcqrs.AsEventHandler(func() eventFunc[Moved] {
+			return func(ctx context.Context, e Moved) error {
+				if fxbus.MessageID(ctx) != "" {
+					got.handle(e)
+				}
+				return nil
+			}
+		}),
+	)
+	producer := service(t, nil, nil,
+		fxbus.Route[Moved](tp, fxbus.KeyBy(func(e Moved) string { return e.Key })),
+		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
+			return func(ctx context.Context, c PlaceOrder) error {
+				for k := range keys {
+					fxcqrs.Emit(ctx, Moved{Key: fmt.Sprintf("k%d", k), Seq: c.ID})
+				}
+				return nil
+			}
+		}),
+	)
+	for s := range perKey {
+		require.NoError(t, fxcqrs.Exec(context.Background(), producer, PlaceOrder{ID: s}))
+	}
+	require.Eventually(t, func() bool { return got.total.Load() >= keys*perKey }, 2*time.Minute, 5*time.Millisecond)
+	got.check(t, keys, perKey)
+	assert.Greater(t, got.most.Load(), int64(1), "different keys ran in parallel")
+}
