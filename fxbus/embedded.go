@@ -27,7 +27,10 @@ import (
 //     consumer is that far behind (the outbox relay's publish waits for
 //     room in the queues of the topic's subscriptions, not for the
 //     handlers). A waiting publish fails, never hangs, when the group's
-//     last subscription ends or the broker closes.
+//     last subscription ends or the broker closes. A handler that
+//     publishes into its own topic's full queue (or around a cycle of
+//     topics) waits on itself until its subscription ends: keep such a
+//     loop's fan-out below the queue.
 //   - A publish to a topic that no subscription in the process consumes
 //     fails: the broker keeps nothing for later.
 //   - A payload above [EmbeddedConfig.MaxPayload] (64 MiB by default)
