@@ -475,7 +475,9 @@ func (e *Embedded) work(s *memSub) {
 		for k, v := range h.ent.metadata {
 			msg.Metadata[k] = v
 		}
-		msg.SetContext(s.ctx)
+		// The message outlives its subscription's context: a consumer that
+		// stops finishes what it holds (a bus's Stop waits for it).
+		msg.SetContext(context.WithoutCancel(s.ctx))
 		select {
 		case s.out <- msg:
 			e.sent(s)

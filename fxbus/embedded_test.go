@@ -180,6 +180,7 @@ func TestEmbeddedRestartRedeliversFirst(t *testing.T) {
 			cancel()
 			for range ch { // the subscription ends
 			}
+			assert.NoError(t, m1.Context().Err(), "a message outlives its subscription's context: its consumer finishes it")
 
 			ch2, err := sub.SubscribeFlow(context.Background(), tp, fxbus.Flow{InFlight: 2, InOrder: true})
 			require.NoError(t, err)
