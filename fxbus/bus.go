@@ -34,9 +34,15 @@ type Bus struct {
 
 	resolved sync.Map // reflect.Type → []route: every route an event type matches
 
-	mu      sync.Mutex
-	router  *message.Router
-	stopped chan struct{} // closed when the router's Run returned
+	declared []declared // every topic the routes, subscriptions and dead letters declare
+
+	mu          sync.Mutex
+	provisioned bool // Provision made the declared topics
+	router      *message.Router
+	stopped     chan struct{}      // closed when the router's Run returned
+	runErr      error              // the router's Run's error, read once stopped is closed
+	unsubscribe context.CancelFunc // ends the subscriptions Start made
+	settled     chan struct{}      // a message in flight was acknowledged or nacked
 
 	handled, deadLettered, redelivered, skipped atomic.Uint64
 	parkedMsgs                                  atomic.Uint64 // messages parked behind their key's dead letter
@@ -93,6 +99,7 @@ type topicSubs struct {
 
 	inFlight atomic.Int64 // messages between delivery and ack or nack
 	parked   parkedKeys   // with inOrder: the keys known to be parked
+	decoded  sync.Map     // *message.Message → *decoded: the messages being processed
 }
 
 var _ fxcqrs.Forwarder = (*Bus)(nil)
@@ -100,14 +107,18 @@ var _ fxcqrs.Forwarder = (*Bus)(nil)
 // New returns a bus with the given routes and subscriptions. It reports
 // every problem at once: a route without a publisher, a subscription
 // without a subscriber, two routes of one type to one topic, two types
-// with one name on the wire.
+// with one name on the wire, and a topic (a route's, a subscription's or
+// a dead letter's) that the publisher or the subscriber, when it is a
+// [Broker], does not take: the error names the topic, what declared it
+// and the broker's rule.
 func New(cfg Config, routes []Routing, subs []Subscription) (*Bus, error) {
 	b := &Bus{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		names:  map[reflect.Type]string{},
-		routes: map[reflect.Type][]route{},
-		topics: map[string]*topicSubs{},
+		cfg:     cfg,
+		log:     cfg.Logger,
+		names:   map[reflect.Type]string{},
+		routes:  map[reflect.Type][]route{},
+		topics:  map[string]*topicSubs{},
+		settled: make(chan struct{}, 1),
 	}
 	if b.log == nil {
 		b.log = zap.NewNop()
@@ -127,9 +138,9 @@ func New(cfg Config, routes []Routing, subs []Subscription) (*Bus, error) {
 		return nil, err
 	}
 	if cfg.Publisher == nil && cfg.Subscriber == nil && (len(routes) > 0 || len(subs) > 0) {
-		b.owned = acquireEmbedded(newLogger(b.log))
+		b.owned = acquireEmbedded()
 		b.cfg.Publisher, b.cfg.Subscriber = b.owned, b.owned
-		b.log.Warn("no Watermill publisher or subscriber: using the process's in-process GoChannel, which is not durable " +
+		b.log.Warn("no Watermill publisher or subscriber: using the process's in-process broker, which is not durable " +
 			"and reaches no other process; supply a message.Publisher and message.Subscriber for a real broker")
 	}
 	if len(routes) > 0 && b.cfg.Publisher == nil {
@@ -144,6 +155,8 @@ func New(cfg Config, routes []Routing, subs []Subscription) (*Bus, error) {
 	errs = append(errs, b.addRoutes(routes)...)
 	errs = append(errs, b.addSubscriptions(subs)...)
 	errs = append(errs, b.checkNames(routes, subs)...)
+	b.declared = declaredTopics(routes, subs)
+	errs = append(errs, b.checkTopics(b.declared)...)
 	if err := errors.Join(errs...); err != nil {
 		if b.owned != nil {
 			_ = b.owned.Close()
@@ -267,7 +280,7 @@ type checker interface {
 func (b *Bus) Checks() []fxcqrs.Check {
 	var cs []checker
 	for _, c := range []any{b.cfg.Publisher, b.cfg.Subscriber} {
-		if c, ok := c.(checker); ok && !slices.ContainsFunc(cs, func(o checker) bool { return any(o) == any(c) }) {
+		if c, ok := c.(checker); ok && !slices.ContainsFunc(cs, func(o checker) bool { return same(any(o), any(c)) }) {
 			cs = append(cs, c)
 		}
 	}

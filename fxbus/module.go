@@ -13,21 +13,26 @@ import (
 // Module joins the mediator to a Watermill broker. It takes the routes
 // ([Route]) and subscriptions ([Subscribe]) registered with fx, an
 // optional message.Publisher and message.Subscriber (provide the broker's
-// as these interfaces, with fx.As; with neither, an in-process GoChannel is
+// as these interfaces, with fx.As; with neither, the in-process broker is
 // used and a warning says it is not durable), an optional *zap.Logger and
 // an optional [Marshaler]. It provides the
 // fxcqrs.Forwarder that fxcqrs.Module takes, so routed events leave
 // through it; a module above it (the outbox's) may decorate that
 // Forwarder to take routed events another way.
 //
-// Its OnStart hook starts consuming the subscribed topics and returns once
-// the router runs; its OnStop hook, which runs before the mediator's, stops
+// fx.Start provisions the topics the routes, subscriptions and dead letters
+// declare, on a broker that provisions ([Provisioner]), before any module
+// that needs the bus starts (the outbox's relay publishes through it);
+// then, after the mediator, it starts consuming the subscribed topics and
+// returns once the router runs. A broker that refuses a subscription fails
+// fx.Start with its reason in the error; its OnStop hook, which runs before the mediator's, stops
 // consuming after the messages in flight finished, within a third of fx's
 // stop deadline, so that the mediator and the relay after it keep theirs.
 //
 // fx.New fails, naming the culprit, for a route without a publisher, a
 // subscription without a subscriber, two routes of one type to one topic,
-// two types with one name on the wire, or an empty topic.
+// two types with one name on the wire, an empty topic, or a topic the
+// broker does not take (its [Broker.CheckTopic] rule).
 var Module = fx.Module("fxbus",
 	fx.Provide(
 		provideBus,
@@ -49,9 +54,22 @@ type busParams struct {
 	Propagators   []Propagator       `group:"fxbus.propagators"`
 	Tracer        Tracer             `optional:"true"`
 	DeadLetters   DeadLetterRecorder `optional:"true"`
+	Lifecycle     fx.Lifecycle
 }
 
 func provideBus(p busParams) (*Bus, error) {
+	b, err := newBus(p)
+	if err != nil {
+		return nil, err
+	}
+	// Provisioning is a hook of its own, appended as the bus is made: before
+	// the hooks of whatever needs the bus (the outbox's relay, which
+	// publishes), so that they find its topics made.
+	p.Lifecycle.Append(fx.Hook{OnStart: b.Provision})
+	return b, nil
+}
+
+func newBus(p busParams) (*Bus, error) {
 	cfg := Config{
 		Publisher:   p.Publisher,
 		Subscriber:  p.Subscriber,
