@@ -113,11 +113,10 @@ func newChart(id, title, unit, desc string, from, to time.Time, ss []series, mar
 		c.YTicks = append(c.YTicks, tick{Pos: y(v), Label: number(v)})
 	}
 	layout := "15:04"
-	if to.Sub(from) < 10*time.Minute {
+	if to.Sub(from) < 5*time.Minute {
 		layout = "15:04:05"
 	}
-	for i := range 5 {
-		t := from.Add(time.Duration(float64(to.Sub(from)) * float64(i) / 4))
+	for _, t := range timeTicks(from, to) {
 		c.XTicks = append(c.XTicks, tick{Pos: x(t), Label: t.UTC().Format(layout)})
 	}
 	var now []string
@@ -132,7 +131,7 @@ func newChart(id, title, unit, desc string, from, to time.Time, ss []series, mar
 		l.Points, l.Values = strings.Join(pts, " "), strings.Join(vals, " ")
 		if n := len(s.Values); n > 0 {
 			l.Latest = number(s.Values[n-1])
-			now = append(now, s.Name+" "+l.Latest+" "+unit)
+			now = append(now, strings.TrimSpace(s.Name+" "+l.Latest+" "+unit))
 		}
 		c.Lines = append(c.Lines, l)
 	}
@@ -170,6 +169,30 @@ func (c *chart) table(ss []series) {
 		t := order[k]
 		c.Rows = append(c.Rows, append([]string{t.UTC().Format("15:04:05")}, times[t]...))
 	}
+}
+
+// timeTicks are the round times in [from, to] at the smallest step of
+// 10s, 15s, 30s, 1m, 2m, 5m, 10m, 15m, 30m, 1h or 2h that makes at most
+// six of them: an axis' labels that read as times.
+func timeTicks(from, to time.Time) []time.Time {
+	span := to.Sub(from)
+	step := 2 * time.Hour
+	for _, s := range []time.Duration{
+		10 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute,
+		5 * time.Minute, 10 * time.Minute, 15 * time.Minute, 30 * time.Minute, time.Hour,
+	} {
+		if span/s <= 5 {
+			step = s
+			break
+		}
+	}
+	var out []time.Time
+	for t := from.Truncate(step); !t.After(to); t = t.Add(step) {
+		if !t.Before(from) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // niceMax is the smallest 1, 2 or 5 times a power of ten at or above v

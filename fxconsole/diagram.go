@@ -29,6 +29,7 @@ const (
 
 type diagram struct {
 	W, H        int
+	LegendY     float64
 	Title, Desc string
 	Nodes       []dnode
 	Edges       []dedge
@@ -62,7 +63,7 @@ type dedge struct {
 func sagaDiagram(sh fxsaga.Shape, st *fxsaga.State, log []fxsaga.Entry) diagram {
 	n := len(sh.Steps)
 	rowY := func(i int) float64 { return dgFirst + dgRow*float64(i+1) }
-	d := diagram{W: dgW, H: int(rowY(n) + dgBoxH + 10), Title: "Saga " + sh.Name}
+	d := diagram{W: dgW, H: int(rowY(n) + dgBoxH + 30), Title: "Saga " + sh.Name, LegendY: rowY(n) + dgBoxH/2 + 22}
 	box := func(id, class, label string, cx, cy float64) dnode {
 		short := label
 		if r := []rune(label); len(r) > dgLabelChars {
@@ -102,15 +103,13 @@ func sagaDiagram(sh fxsaga.Shape, st *fxsaga.State, log []fxsaga.Entry) diagram 
 		}
 		d.Nodes = append(d.Nodes, act, comp)
 		// The flow down, the failure across to the compensation before.
-		prevY, label := dgFirst, ""
+		// (A wait's own note says what leads on from it.)
+		prevY := dgFirst
 		if i > 0 {
 			prevY = rowY(i - 1)
-			if a := sh.Steps[i-1].Awaits; a != "" {
-				label = a
-			}
 		}
-		d.Edges = append(d.Edges, flow(dgActX, prevY, y, label))
-		d.Edges = append(d.Edges, dedge{X1: dgActX + dgBoxW/2, Y1: y, X2: dgCompX - dgBoxW/2, Y2: y - dgRow + dgBoxH/2, Class: "fail", Label: "fails", LX: (dgActX + dgCompX) / 2, LY: y - dgRow/2 + 4})
+		d.Edges = append(d.Edges, flow(dgActX, prevY, y))
+		d.Edges = append(d.Edges, dedge{X1: dgActX + dgBoxW/2, Y1: y, X2: dgCompX - dgBoxW/2, Y2: y - dgRow + dgBoxH/2, Class: "fail"})
 		d.Edges = append(d.Edges, dedge{X1: dgCompX, Y1: y - dgBoxH/2, X2: dgCompX, Y2: y - dgRow + dgBoxH/2, Class: "flow comp"})
 	}
 	end := box("done", "end", "completed", dgActX, rowY(n))
@@ -118,11 +117,11 @@ func sagaDiagram(sh fxsaga.Shape, st *fxsaga.State, log []fxsaga.Entry) diagram 
 		end.Class += " done"
 	}
 	d.Nodes = append(d.Nodes, end)
-	last, label := dgFirst, ""
+	last := dgFirst
 	if n > 0 {
-		last, label = rowY(n-1), sh.Steps[n-1].Awaits
+		last = rowY(n - 1)
 	}
-	d.Edges = append(d.Edges, flow(dgActX, last, rowY(n), label))
+	d.Edges = append(d.Edges, flow(dgActX, last, rowY(n)))
 	where := ""
 	for i := range d.Nodes {
 		if d.Nodes[i].ID == here {
@@ -145,12 +144,8 @@ func sagaDiagram(sh fxsaga.Shape, st *fxsaga.State, log []fxsaga.Entry) diagram 
 	return d
 }
 
-func flow(x, fromY, toY float64, label string) dedge {
-	e := dedge{X1: x, Y1: fromY + dgBoxH/2, X2: x, Y2: toY - dgBoxH/2, Class: "flow"}
-	if label != "" {
-		e.Label, e.LX, e.LY = "on "+label, x+8, (fromY+toY)/2+4
-	}
-	return e
+func flow(x, fromY, toY float64) dedge {
+	return dedge{X1: x, Y1: fromY + dgBoxH/2, X2: x, Y2: toY - dgBoxH/2, Class: "flow"}
 }
 
 // hexagon is the points of a wait's hexagon in n's box.
@@ -199,4 +194,3 @@ func did(st fxsaga.State, i int) bool {
 	}
 	return false
 }
-
