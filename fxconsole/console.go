@@ -1,10 +1,10 @@
 // Package fxconsole is a web console for what fxcqrs's durable path
 // holds: an http.Handler a service mounts, server-rendered, with no
-// listener, no build step and no external asset of its own. It shows the
-// outbox's backlog and lag, the dead letters (filtered, shown, replayed
-// or discarded) and the sagas (by name and status, one with its log and
-// the step it stopped at), on the repair API of the outbox
-// (fxoutbox.Admin) and of the saga store (fxsaga.SQL).
+// listener, no build step, no script and no external asset of its own.
+// It shows the outbox's backlog and lag, the dead letters (filtered,
+// shown, replayed or discarded) and the sagas (by name and status, one
+// with its log and the step it stopped at), on the repair API of the
+// outbox (fxoutbox.Admin) and of the saga store (fxsaga.SQL).
 //
 //	mux.Handle("/ops/", http.StripPrefix("/ops", console))
 //
@@ -15,6 +15,38 @@
 // request from another origin is refused (net/http's
 // CrossOriginProtection); every value it shows, a dead letter's payload
 // first, is escaped by html/template.
+//
+// # Is something wrong?
+//
+// The overview opens on the answer: the health checks' state (WithChecks;
+// under fx, the checks the modules register), the worst lag, the
+// backlogs that grew over the last five minutes, and the newest dead
+// letters. Then its charts.
+//
+// # Charts
+//
+// Once started (Console.Start; under fx, the lifecycle does it) the
+// console samples, every Config.SampleEvery (15s), each topic's backlog
+// and lag, the dead letters and the keys they park, the sagas waiting and
+// failed, and, when it has the counters (WithOutboxStats, WithBusStats;
+// under fx, the graph's outbox and bus), the rows relayed and the
+// messages handled. It keeps Config.Samples of them (480: two hours) in
+// memory, per replica, and draws them as inline SVG: the overview's
+// charts, and a topic's (/topic?name=...), with their axes, units, the
+// current values, and a mark where a repair happened (the outbox's
+// recorded replays and discards, and the saga marks this console made).
+// Each chart has its text alternative (a title, a description, a table
+// of the newest values) and scales to a phone's width. The pages say how
+// old the newest sample is. The samples start when the console does:
+// there is no history from before, nor from another replica.
+//
+// # Sagas drawn
+//
+// A saga's page draws it from the shape it was started with
+// (fxsaga.State.Shape): the steps down, the waits with their deadline,
+// the compensations up, the steps done and the one where it stands
+// marked; beside it the Mermaid source. A list of one saga's name draws
+// its definition.
 package fxconsole
 
 import (
