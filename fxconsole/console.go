@@ -1,10 +1,10 @@
 // Package fxconsole is a web console for what fxcqrs's durable path
 // holds: an http.Handler a service mounts, server-rendered, with no
-// listener, no build step and no external asset of its own. It shows the
-// outbox's backlog and lag, the dead letters (filtered, shown, replayed
-// or discarded) and the sagas (by name and status, one with its log and
-// the step it stopped at), on the repair API of the outbox
-// (fxoutbox.Admin) and of the saga store (fxsaga.SQL).
+// listener, no build step, no script and no external asset of its own.
+// It shows the outbox's backlog and lag, the dead letters (filtered,
+// shown, replayed or discarded) and the sagas (by name and status, one
+// with its log and the step it stopped at), on the repair API of the
+// outbox (fxoutbox.Admin) and of the saga store (fxsaga.SQL).
 //
 //	mux.Handle("/ops/", http.StripPrefix("/ops", console))
 //
@@ -15,6 +15,38 @@
 // request from another origin is refused (net/http's
 // CrossOriginProtection); every value it shows, a dead letter's payload
 // first, is escaped by html/template.
+//
+// # Is something wrong?
+//
+// The overview opens on the answer: the health checks' state (WithChecks;
+// under fx, the checks the modules register), the worst lag, the
+// backlogs that grew over the last five minutes, and the newest dead
+// letters. Then its charts.
+//
+// # Charts
+//
+// Once started (Console.Start; under fx, the lifecycle does it) the
+// console samples, every Config.SampleEvery (15s), each topic's backlog
+// and lag, the dead letters and the keys they park, the sagas waiting and
+// failed, and, when it has the counters (WithOutboxStats, WithBusStats;
+// under fx, the graph's outbox and bus), the rows relayed and the
+// messages handled. It keeps Config.Samples of them (480: two hours) in
+// memory, per replica, and draws them as inline SVG: the overview's
+// charts, and a topic's (/topic?name=...), with their axes, units, the
+// current values, and a mark where a repair happened (the outbox's
+// recorded replays and discards, and the saga marks this console made).
+// Each chart has its text alternative (a title, a description, a table
+// of the newest values) and scales to a phone's width. The pages say how
+// old the newest sample is. The samples start when the console does:
+// there is no history from before, nor from another replica.
+//
+// # Sagas drawn
+//
+// A saga's page draws it from the shape it was started with
+// (fxsaga.State.Shape): the steps down, the waits with their deadline,
+// the compensations up, the steps done and the one where it stands
+// marked; beside it the Mermaid source. A list of one saga's name draws
+// its definition.
 package fxconsole
 
 import (
@@ -24,8 +56,11 @@ import (
 	"html/template"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
 	"github.com/fxcqrs/fxcqrs/fxsaga"
 	"go.uber.org/fx"
@@ -48,6 +83,19 @@ type Config struct {
 	Actions bool
 	// Who names the caller in the repair records. Default: "console".
 	Who func(r *http.Request) string
+
+	// SampleEvery is how often the console samples what its charts draw
+	// (see Console.Start). Default DefaultSampleEvery (15s).
+	SampleEvery time.Duration
+	// Samples is how many samples it keeps, the oldest dropped first.
+	// Default DefaultSamples: two hours at the default interval.
+	Samples int
+	// Now is the console's clock, by which samples are taken and their
+	// age said: the outbox's, for the ages to agree. Default time.Now.
+	Now func() time.Time
+	// After waits for the next sample, as time.After does (the default):
+	// a test's fake clock drives the sampling loop through it.
+	After func(time.Duration) <-chan time.Time
 }
 
 // Console is the console's handler. Make one with New.
@@ -58,17 +106,41 @@ type Console struct {
 	pages *template.Template
 	mux   *http.ServeMux
 	h     http.Handler // serve, behind the cross-origin protection
+
+	outboxStats func() fxoutbox.Stats
+	busStats    func() fxbus.Stats
+	checks      []fxcqrs.Check
+
+	ring       ring
+	loop       sync.Mutex // guards stop and done
+	stop, done chan struct{}
+	marksMu    sync.Mutex
+	marks      []repairMark // the saga marks this console made
 }
 
 // New returns the console of admin's outbox and sagas' store (either may
-// be nil: its pages say so). It refuses a Config without Authorize and
-// without InsecureAllowEveryone.
-func New(admin *fxoutbox.Admin, sagas *fxsaga.SQL, cfg Config) (*Console, error) {
+// be nil: its pages say so), with the sources opts add (the outbox's and
+// the bus's counters, the health checks). It refuses a Config without
+// Authorize and without InsecureAllowEveryone. Its charts draw the
+// samples it takes once started (Start).
+func New(admin *fxoutbox.Admin, sagas *fxsaga.SQL, cfg Config, opts ...Option) (*Console, error) {
 	if cfg.Authorize == nil && !cfg.InsecureAllowEveryone {
 		return nil, errors.New("fxconsole.New: Config.Authorize is required: the console cannot know who calls it (set InsecureAllowEveryone on a developer's machine only)")
 	}
 	if cfg.Who == nil {
 		cfg.Who = func(*http.Request) string { return "console" }
+	}
+	if cfg.SampleEvery <= 0 {
+		cfg.SampleEvery = DefaultSampleEvery
+	}
+	if cfg.Samples <= 0 {
+		cfg.Samples = DefaultSamples
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
 	}
 	pages, err := template.New("").Funcs(template.FuncMap{
 		"time": func(t time.Time) string {
@@ -78,12 +150,17 @@ func New(admin *fxoutbox.Admin, sagas *fxsaga.SQL, cfg Config) (*Console, error)
 			return t.UTC().Format(time.RFC3339)
 		},
 		"dur": func(d time.Duration) string { return d.Round(time.Millisecond).String() },
+		"ago": func(d time.Duration) string { return d.Round(time.Second).String() },
 	}).ParseFS(templates, "templates/*.html")
 	if err != nil {
 		return nil, err
 	}
-	c := &Console{admin: admin, sagas: sagas, cfg: cfg, pages: pages, mux: http.NewServeMux()}
+	c := &Console{admin: admin, sagas: sagas, cfg: cfg, pages: pages, mux: http.NewServeMux(), ring: ring{buf: make([]Sample, cfg.Samples)}}
+	for _, o := range opts {
+		o(c)
+	}
 	c.mux.HandleFunc("GET /{$}", c.overview)
+	c.mux.HandleFunc("GET /topic", c.topic)
 	c.mux.HandleFunc("GET /dead", c.deadList)
 	c.mux.HandleFunc("GET /dead/{id}", c.deadShow)
 	c.mux.HandleFunc("POST /dead/{action}", c.deadRepair)
@@ -158,6 +235,16 @@ func relative(r *http.Request, path string) string {
 func urlQuery(s string) string { return template.URLQueryEscaper(s) }
 
 type overviewData struct {
+	// What answers "is something wrong?", first.
+	Checks     []checkState
+	ChecksFail int
+	WorstLag   TopicSample
+	LagBad     bool // the worst lag is a minute or more
+	Growing    []growth
+	NewestDead []fxoutbox.DeadLetter
+	Freshness  freshness
+	Charts     []chart
+
 	Backlog   []fxoutbox.TopicBacklog
 	Dead      []fxoutbox.TopicDeadLetters
 	Scheduled fxoutbox.ScheduledSummary
@@ -169,9 +256,27 @@ type overviewData struct {
 func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 	var d overviewData
 	var errs []error
+	d.Checks = c.runChecks(r.Context())
+	for _, ch := range d.Checks {
+		if ch.Err != "" {
+			d.ChecksFail++
+		}
+	}
+	samples := c.ring.all()
+	marks, err := c.repairMarks(r.Context())
+	errs = append(errs, err)
+	d.Charts, d.Growing, d.Freshness = overviewCharts(samples, marks), growing(samples), c.freshness(samples)
 	if c.admin != nil {
 		var err error
 		d.Backlog, err = c.admin.Backlog(r.Context())
+		errs = append(errs, err)
+		for _, b := range d.Backlog {
+			if b.Lag > d.WorstLag.Lag {
+				d.WorstLag = TopicSample{Topic: b.Topic, Rows: b.Rows, Due: b.Due, Lag: b.Lag}
+			}
+		}
+		d.LagBad = d.WorstLag.Lag >= time.Minute
+		d.NewestDead, err = c.admin.ListDead(r.Context(), fxoutbox.DeadLetterFilter{NewestFirst: true, Limit: 5})
 		errs = append(errs, err)
 		d.Dead, err = c.admin.DeadLetters(r.Context())
 		errs = append(errs, err)
@@ -190,9 +295,12 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, "overview.html", "Overview", d, errors.Join(errs...))
 }
 
-// Module provides the *Console of the graph's outbox (*fxoutbox.Outbox)
-// and saga store (an *fxsaga.SQL as its fxsaga.Store), each optional, with
-// the graph's Config, which is required (its Authorize is). Mount it:
+// Module provides the *Console of the graph's outbox (*fxoutbox.Outbox:
+// its Admin and its counters), bus (*fxbus.Bus: its counters), saga
+// store (an *fxsaga.SQL as its fxsaga.Store) and health checks (those
+// registered with fxcqrs.AsCheck), each optional, with the graph's
+// Config, which is required (its Authorize is); the fx lifecycle starts
+// and stops its sampling. Mount it:
 //
 //	fx.Invoke(func(mux *http.ServeMux, c *fxconsole.Console) { mux.Handle("/ops/", http.StripPrefix("/ops", c)) })
 var Module = fx.Module("fxconsole", fx.Provide(provide))
@@ -200,16 +308,30 @@ var Module = fx.Module("fxconsole", fx.Provide(provide))
 type params struct {
 	fx.In
 
-	Config Config
-	Outbox *fxoutbox.Outbox `optional:"true"`
-	Store  fxsaga.Store     `optional:"true"`
+	Lifecycle fx.Lifecycle
+	Config    Config
+	Outbox    *fxoutbox.Outbox `optional:"true"`
+	Bus       *fxbus.Bus       `optional:"true"`
+	Store     fxsaga.Store     `optional:"true"`
+	Checks    []fxcqrs.Check   `group:"fxcqrs.checks"`
 }
 
 func provide(p params) (*Console, error) {
 	var admin *fxoutbox.Admin
+	var opts []Option
 	if p.Outbox != nil {
 		admin = p.Outbox.Admin()
+		opts = append(opts, WithOutboxStats(p.Outbox.Stats))
 	}
+	if p.Bus != nil {
+		opts = append(opts, WithBusStats(p.Bus.Stats))
+	}
+	opts = append(opts, WithChecks(p.Checks...))
 	sagas, _ := p.Store.(*fxsaga.SQL)
-	return New(admin, sagas, p.Config)
+	c, err := New(admin, sagas, p.Config, opts...)
+	if err != nil {
+		return nil, err
+	}
+	p.Lifecycle.Append(fx.StartStopHook(c.Start, c.Stop))
+	return c, nil
 }

@@ -22,6 +22,8 @@ type sagaListData struct {
 	Paged           bool
 	Total, From, To int
 	Newer, Older    int
+	// Diagram is the definition's shape, when the list is of one name.
+	Diagram *diagram
 }
 
 // sagaPage is how many sagas a page of the list shows.
@@ -57,6 +59,15 @@ func (c *Console) sagaList(w http.ResponseWriter, r *http.Request) {
 			d.Newer = max(f.Offset-sagaPage, 0)
 		}
 	}
+	if d.Name != "" {
+		for _, st := range d.Sagas {
+			if sh, ok := fxsaga.ShapeOf(st); ok {
+				dg := sagaDiagram(sh, nil, nil)
+				d.Diagram = &dg
+				break
+			}
+		}
+	}
 	c.render(w, r, "sagas.html", "Sagas", d, err)
 }
 
@@ -65,6 +76,7 @@ type sagaData struct {
 	Log     []fxsaga.Entry
 	Steps   []stepRow
 	Mermaid string
+	Diagram *diagram
 }
 
 type stepRow struct {
@@ -87,6 +99,8 @@ func (c *Console) sagaShow(w http.ResponseWriter, r *http.Request) {
 	d.Log, err = c.sagas.Entries(r.Context(), st.ID)
 	if sh, ok := fxsaga.ShapeOf(st); ok {
 		d.Mermaid = sh.MermaidAt(st)
+		dg := sagaDiagram(sh, &st, d.Log)
+		d.Diagram = &dg
 		for i, s := range sh.Steps {
 			d.Steps = append(d.Steps, stepRow{Index: i, ShapeStep: s, Here: i == st.Step && !st.Status.Final() || i == st.Step && st.Status == fxsaga.Failed})
 		}
@@ -124,6 +138,8 @@ func (c *Console) sagaMark(w http.ResponseWriter, r *http.Request) {
 	notice := r.PathValue("action") + ": marked; the service's recovery acts on its next pass"
 	if err != nil {
 		notice = r.PathValue("action") + " failed: " + err.Error()
+	} else {
+		c.mark(r.PathValue("action") + " saga " + id + " by " + who + ": " + why)
 	}
 	redirect(w, r, "/sagas/"+id, notice)
 }
