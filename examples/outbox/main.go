@@ -421,6 +421,11 @@ func serveConsole(addr string, s store) error {
 	if err != nil {
 		return err
 	}
+	// The charts draw the samples the console takes from now on.
+	if err := console.Start(context.Background()); err != nil {
+		return err
+	}
+	defer func() { _ = console.Stop(context.Background()) }()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
