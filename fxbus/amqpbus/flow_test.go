@@ -185,3 +185,85 @@ func TestInOrderNackComesBackFirst(t *testing.T) {
 		assert.Equal(t, want, handled[k])
 	}
 }
+
+// A 20 MB message is published, confirmed, delivered and acknowledged.
+func TestLargeMessage(t *testing.T) {
+	t.Parallel()
+	addr := amqpURL(t)
+	tp := topic(t, addr, "billing")
+	ps := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
+	require.NoError(t, ps.Provision(context.Background(), tp))
+	big := make([]byte, 20<<20)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	require.NoError(t, ps.Publish(tp, message.NewMessage("big", big)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 4})
+	require.NoError(t, err)
+	got := next(t, ch)
+	assert.Equal(t, "big", got.UUID)
+	assert.Equal(t, big, []byte(got.Payload))
+	got.Ack()
+}
+
+// Messages a subscription held when it ended (handed over and not
+// acknowledged, or not handed over yet) come back first, in the queue's
+// order, to the next subscription: after a clean stop and after the
+// connection dies (a killed process).
+func TestRestartKeepsOrder(t *testing.T) {
+	t.Parallel()
+	addr := amqpURL(t)
+	tp := topic(t, addr, "billing")
+	ps := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
+	require.NoError(t, ps.Provision(context.Background(), tp))
+	var msgs []*message.Message
+	for i := range 40 {
+		msgs = append(msgs, keyed(fmt.Sprintf("m-%02d", i), "k"+strconv.Itoa(i%2)))
+	}
+	_, err := ps.PublishBatch(tp, msgs)
+	require.NoError(t, err)
+	want := map[string]int{"k0": 0, "k1": 1} // each key's next
+	done := 0
+	check := func(m *message.Message) {
+		t.Helper()
+		k := m.Metadata.Get(fxbus.MetadataKey)
+		require.Equal(t, fmt.Sprintf("m-%02d", want[k]), m.UUID, "key %s", k)
+		want[k] += 2
+		done++
+		m.Ack()
+	}
+	// A clean stop with two handed over (one per key) and six queued.
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 8, InOrder: true})
+	require.NoError(t, err)
+	for range 4 {
+		check(next(t, ch))
+	}
+	held := []*message.Message{next(t, ch), next(t, ch)}
+	cancel()
+	for _, m := range held {
+		m.Nack()
+	}
+	for range ch {
+		// drained until it closes
+	}
+	// A killed consumer: its connection dies with what it held.
+	killed := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
+	ch, err = killed.SubscribeFlow(context.Background(), tp, fxbus.Flow{InFlight: 8, InOrder: true})
+	require.NoError(t, err)
+	for range 4 {
+		check(next(t, ch))
+	}
+	_ = next(t, ch) // handed over, never settled
+	require.NoError(t, killed.Close())
+
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	ch, err = ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 8, InOrder: true})
+	require.NoError(t, err)
+	for done < 40 {
+		check(next(t, ch))
+	}
+}

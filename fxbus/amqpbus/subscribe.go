@@ -193,12 +193,12 @@ func (c *consumer) run(ctx context.Context, deliveries <-chan amqp.Delivery, han
 			break
 		}
 	}
+	c.watch.Wait() // acks already made go out before the channel closes
 	c.mu.Lock()
 	c.ch = nil
 	c.mu.Unlock()
 	_ = ch.Close()
 	<-drained
-	c.watch.Wait()
 }
 
 // receive queues deliveries until ctx ends (true) or the channel is lost
@@ -303,7 +303,8 @@ func (c *consumer) hand(ctx context.Context) {
 					c.settle(it, true)
 				case <-msg.Nacked():
 					c.settle(it, false)
-				case <-c.p.closing: // the channel closes: RabbitMQ requeues it
+				case <-c.p.closing: // settled already, or RabbitMQ requeues it
+					c.settleDone(it, msg)
 				}
 			}()
 		case <-ctx.Done():
@@ -313,6 +314,17 @@ func (c *consumer) hand(ctx context.Context) {
 			c.unhand(it)
 			return
 		}
+	}
+}
+
+// settleDone settles msg if it was acknowledged or nacked already.
+func (c *consumer) settleDone(it *delivery, msg *message.Message) {
+	select {
+	case <-msg.Acked():
+		c.settle(it, true)
+	case <-msg.Nacked():
+		c.settle(it, false)
+	default:
 	}
 }
 

@@ -305,7 +305,12 @@ func (s *stream) hand(ctx context.Context) {
 					s.settle(ctx, e, true)
 				case <-msg.Nacked():
 					s.settle(ctx, e, false)
-				case <-s.p.closing: // it stays pending under the Consumer's name
+				case <-s.p.closing: // settled already, or it stays pending under the Consumer's name
+					select {
+					case <-msg.Acked():
+						s.settle(ctx, e, true)
+					default:
+					}
 				}
 			}()
 		case <-ctx.Done():
