@@ -228,3 +228,37 @@ func TestRestartResumesPendingFirst(t *testing.T) {
 		assert.True(t, seen[id], id)
 	}
 }
+
+// Replicas on one host take names of their own by default; a replica
+// started again after a clean stop takes its name back; a name a live
+// process holds is refused.
+func TestConsumerNames(t *testing.T) {
+	t.Parallel()
+	addr := redisAddr(t)
+	tp := topic(t, addr)
+	group := fmt.Sprintf("names-%d", time.Now().UnixNano())
+	subscribe := func(ps *redisbus.PubSub) error {
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		_, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 1})
+		return err
+	}
+	first, err := redisbus.New(redisbus.Config{Addr: addr, Group: group})
+	require.NoError(t, err)
+	require.NoError(t, subscribe(first))
+	second := pubsub(t, addr, group)
+	require.NoError(t, subscribe(second))
+	assert.NotEqual(t, first.Consumer(), second.Consumer())
+	assert.Equal(t, first.Consumer()+"-1", second.Consumer())
+	name := first.Consumer()
+	require.NoError(t, first.Close())
+	again := pubsub(t, addr, group)
+	require.NoError(t, subscribe(again))
+	assert.Equal(t, name, again.Consumer())
+
+	clash, err := redisbus.New(redisbus.Config{Addr: addr, Group: group, Consumer: name})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, clash.Close()) })
+	err = subscribe(clash)
+	require.ErrorContains(t, err, fmt.Sprintf("the consumer name %q (Config.Consumer) is in use by another live process", name))
+}

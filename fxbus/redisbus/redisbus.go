@@ -30,11 +30,15 @@ type Config struct {
 	// unacknowledged is recorded under this name, and a replica
 	// restarted under the same name takes it back first. It must stay the
 	// same across the replica's restarts and differ between replicas
-	// running at once (two processes under one name take each other's
-	// messages). Default: Group-hostname, right where each replica has a
-	// host name of its own and keeps it (a pod of a StatefulSet, a VM);
-	// set it (to a pod's ordinal name, say) where two replicas share a
-	// host.
+	// running at once: a process holds its name under a lease in Redis
+	// (renewed every second, expiring 3 s after the last renewal), and a
+	// subscription under a name a live process holds fails. Default:
+	// Group-hostname, or Group-hostname-1, -2, … when a live process of
+	// this host holds it: each replica with a host name of its own (a
+	// pod, a VM) keeps one name, and replicas sharing a host take the
+	// first free ones. A killed process's name is free once its lease
+	// expires; its successor waits for that (at most 5 s) to take the
+	// name, and its pending entries, back.
 	Consumer string
 	// MaxIdleTime is how long a message may stay unacknowledged with
 	// another consumer of the Group before this one claims it: the
@@ -53,6 +57,12 @@ type PubSub struct {
 	client *redis.Client
 	pub    *redisstream.Publisher
 	known  sync.Map // topics whose stream exists
+
+	host      string // the default consumer name's
+
+	leaseMu sync.Mutex
+	name    string // the consumer name this process holds, once it subscribed
+	token   string
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -93,12 +103,9 @@ func New(cfg Config) (*PubSub, error) {
 	if cfg.MaxPayload <= 0 {
 		cfg.MaxPayload = 512 << 20
 	}
-	if cfg.Consumer == "" && cfg.Group != "" {
-		host, err := os.Hostname()
-		if err != nil || host == "" {
-			return nil, fmt.Errorf("redisbus: Config.Consumer is not set and the host has no name to make one of: %w", err)
-		}
-		cfg.Consumer = cfg.Group + "-" + host
+	host, _ := os.Hostname()
+	if cfg.Consumer == "" && cfg.Group != "" && host == "" {
+		return nil, errors.New("redisbus: Config.Consumer is not set and the host has no name to make one of")
 	}
 	opts := cfg.Options
 	opts.Addr = cfg.Addr
@@ -116,7 +123,7 @@ func New(cfg Config) (*PubSub, error) {
 		_ = client.Close()
 		return nil, fmt.Errorf("redisbus: %w", err)
 	}
-	return &PubSub{cfg: cfg, client: client, pub: pub, closing: make(chan struct{})}, nil
+	return &PubSub{cfg: cfg, client: client, pub: pub, host: host, closing: make(chan struct{})}, nil
 }
 
 // topicRule is what CheckTopic allows: any key name, but the bus's
@@ -211,6 +218,14 @@ func (p *PubSub) Publish(topic string, msgs ...*message.Message) error {
 		return fmt.Errorf("redisbus: publish to %s: %w", topic, err)
 	}
 	return nil
+}
+
+// Consumer is the name this process consumes under in the Group, once it
+// subscribed ("" before): Config.Consumer, or the default it took.
+func (p *PubSub) Consumer() string {
+	p.leaseMu.Lock()
+	defer p.leaseMu.Unlock()
+	return p.name
 }
 
 // Close ends the subscriptions (what they hold unacknowledged stays

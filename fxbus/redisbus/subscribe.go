@@ -48,12 +48,16 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	if err := p.provision(ctx, topic); err != nil {
 		return nil, fmt.Errorf("redisbus: subscribe to %s for %q: %w", topic, p.cfg.Group, err)
 	}
+	name, err := p.consumer(ctx)
+	if err != nil {
+		return nil, err
+	}
 	// Reads block on a client of their own, closed to end one at once.
 	opts := *p.client.Options()
 	opts.PoolSize = 1
 	reader := redis.NewClient(&opts)
 	s := &stream{
-		p: p, topic: topic, flow: flow, reader: reader,
+		p: p, topic: topic, flow: flow, reader: reader, name: name,
 		out:  make(chan *message.Message),
 		wake: make(chan struct{}, 1),
 		free: make(chan struct{}, 1),
@@ -93,6 +97,7 @@ type stream struct {
 	p      *PubSub
 	topic  string
 	flow   fxbus.Flow
+	name   string // the Consumer
 	reader *redis.Client
 	out    chan *message.Message
 	wake   chan struct{} // the queue changed
@@ -153,7 +158,7 @@ func (s *stream) read(ctx context.Context) {
 		case claim != "": // dead consumers', idle for MaxIdleTime
 			var next string
 			xs, next, err = s.reader.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-				Stream: s.topic, Group: cfg.Group, Consumer: cfg.Consumer,
+				Stream: s.topic, Group: cfg.Group, Consumer: s.name,
 				MinIdle: cfg.MaxIdleTime, Start: claim, Count: int64(n),
 			}).Result()
 			if err == nil {
@@ -183,7 +188,7 @@ func (s *stream) read(ctx context.Context) {
 
 func (s *stream) readGroup(ctx context.Context, from string, n int, block time.Duration) ([]redis.XMessage, error) {
 	res, err := s.reader.XReadGroup(ctx, &redis.XReadGroupArgs{
-		Group: s.p.cfg.Group, Consumer: s.p.cfg.Consumer,
+		Group: s.p.cfg.Group, Consumer: s.name,
 		Streams: []string{s.topic, from}, Count: int64(n), Block: block,
 	}).Result()
 	if errors.Is(err, redis.Nil) {
