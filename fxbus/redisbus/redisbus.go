@@ -58,7 +58,7 @@ type PubSub struct {
 	pub    *redisstream.Publisher
 	known  sync.Map // topics whose stream exists
 
-	host      string // the default consumer name's
+	host string // the default consumer name's
 
 	leaseMu sync.Mutex
 	name    string // the consumer name this process holds, once it subscribed
