@@ -61,8 +61,10 @@
 // come back after an upgrade), then new entries. So a key's order holds
 // through a clean restart and a kill, for one consuming process at a
 // time; entries claimed from a dead consumer come after their idle time,
-// out of order with what was handled meanwhile. A handler that runs
-// longer than MaxIdleTime may see its entry claimed by another replica.
+// out of order with what was handled meanwhile. A subscription claims
+// the entries it holds again every third of MaxIdleTime (XCLAIM JUSTID,
+// which resets their idle time), so that a handler running longer than
+// MaxIdleTime keeps its entry instead of another replica claiming it.
 //
 // A subscription that ends (its context) stops reading; what it handed
 // over may still be acknowledged until the PubSub closes; what it holds

@@ -262,3 +262,41 @@ func TestConsumerNames(t *testing.T) {
 	err = subscribe(clash)
 	require.ErrorContains(t, err, fmt.Sprintf("the consumer name %q (Config.Consumer) is in use by another live process", name))
 }
+
+// What a subscription holds is claimed again now and then, which resets
+// its idle time: a handler that runs longer than MaxIdleTime keeps its
+// entry, instead of another replica claiming it.
+func TestHeldEntriesStayFresh(t *testing.T) {
+	t.Parallel()
+	addr := redisAddr(t)
+	tp := topic(t, addr)
+	ps := pubsubAs(t, addr, "billing", "billing-0")
+	require.NoError(t, ps.Provision(context.Background(), tp))
+	publishN(t, ps, tp, "f", 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 1})
+	require.NoError(t, err)
+	m := next(t, ch) // a handler that runs long
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	idle := func() time.Duration {
+		p, err := c.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: tp, Group: "billing", Start: "-", End: "+", Count: 1}).Result()
+		require.NoError(t, err)
+		require.Len(t, p, 1)
+		return p[0].Idle
+	}
+	// As if it had been held for an hour.
+	require.NoError(t, c.Do(context.Background(), "XCLAIM", tp, "billing", "billing-0", 0, idle0ID(t, c, tp), "IDLE", time.Hour.Milliseconds(), "JUSTID").Err())
+	require.GreaterOrEqual(t, idle(), time.Hour)
+	redisbus.KeepHeld(ps)
+	assert.Less(t, idle(), time.Hour)
+	m.Ack()
+}
+
+func idle0ID(t *testing.T, c *redis.Client, tp string) string {
+	t.Helper()
+	xs, err := c.XRange(context.Background(), tp, "-", "+").Result()
+	require.NoError(t, err)
+	return xs[0].ID
+}

@@ -60,6 +60,9 @@ type PubSub struct {
 
 	host string // the default consumer name's
 
+	streamsMu sync.Mutex
+	streams   map[*stream]bool // the subscriptions
+
 	leaseMu sync.Mutex
 	name    string // the consumer name this process holds, once it subscribed
 	token   string

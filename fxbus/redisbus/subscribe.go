@@ -57,7 +57,7 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	opts.PoolSize = 1
 	reader := redis.NewClient(&opts)
 	s := &stream{
-		p: p, topic: topic, flow: flow, reader: reader, name: name,
+		p: p, ctx: ctx, topic: topic, flow: flow, reader: reader, name: name,
 		out:  make(chan *message.Message),
 		wake: make(chan struct{}, 1),
 		free: make(chan struct{}, 1),
@@ -65,7 +65,17 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 		q:    lanes.New[*entry](flow.InOrder),
 		held: map[string]bool{},
 	}
-	p.subs.Add(3)
+	p.streamsMu.Lock()
+	if p.streams == nil {
+		p.streams = map[*stream]bool{}
+	}
+	p.streams[s] = true
+	p.streamsMu.Unlock()
+	p.subs.Add(4)
+	go func() {
+		defer p.subs.Done()
+		s.keepHeld(ctx)
+	}()
 	handed, read := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer p.subs.Done()
@@ -88,6 +98,9 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 		<-handed
 		close(s.out)
 		s.settleAll()
+		p.streamsMu.Lock()
+		delete(p.streams, s)
+		p.streamsMu.Unlock()
 	}()
 	return s.out, nil
 }
@@ -95,6 +108,7 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 // stream is one subscription.
 type stream struct {
 	p      *PubSub
+	ctx    context.Context // the subscription's, for KeepHeld in tests
 	topic  string
 	flow   fxbus.Flow
 	name   string // the Consumer
@@ -377,6 +391,41 @@ func (s *stream) settleAll() {
 		break
 	}
 	s.watch.Wait()
+}
+
+// keepHeld claims again, every third of MaxIdleTime, the entries this
+// subscription holds, which resets their idle time: a handler that runs
+// longer than MaxIdleTime keeps its entry instead of another replica
+// claiming it and handling it beside it.
+func (s *stream) keepHeld(ctx context.Context) {
+	t := time.NewTicker(max(s.p.cfg.MaxIdleTime/3, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.claimHeld(ctx)
+		case <-ctx.Done():
+			return
+		case <-s.p.closing:
+			return
+		}
+	}
+}
+
+// claimHeld resets the idle time of the entries held.
+func (s *stream) claimHeld(ctx context.Context) {
+	s.mu.Lock()
+	ids := make([]string, 0, len(s.held))
+	for id := range s.held {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	_ = s.p.client.XClaimJustID(ctx, &redis.XClaimArgs{
+		Stream: s.topic, Group: s.p.cfg.Group, Consumer: s.name, Messages: ids,
+	}).Err()
 }
 
 func signal(ch chan struct{}) {
