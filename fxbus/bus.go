@@ -135,9 +135,9 @@ func New(cfg Config, routes []Routing, subs []Subscription) (*Bus, error) {
 		return nil, err
 	}
 	if cfg.Publisher == nil && cfg.Subscriber == nil && (len(routes) > 0 || len(subs) > 0) {
-		b.owned = acquireEmbedded(newLogger(b.log))
+		b.owned = acquireEmbedded()
 		b.cfg.Publisher, b.cfg.Subscriber = b.owned, b.owned
-		b.log.Warn("no Watermill publisher or subscriber: using the process's in-process GoChannel, which is not durable " +
+		b.log.Warn("no Watermill publisher or subscriber: using the process's in-process broker, which is not durable " +
 			"and reaches no other process; supply a message.Publisher and message.Subscriber for a real broker")
 	}
 	if len(routes) > 0 && b.cfg.Publisher == nil {
