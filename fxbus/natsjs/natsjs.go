@@ -34,13 +34,12 @@ package natsjs
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/internal/preset"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/fx"
@@ -70,14 +69,20 @@ type PubSub struct {
 	conn *nats.Conn
 	js   nats.JetStreamContext
 
-	mu     sync.Mutex
-	subs   map[*subscription]struct{}
-	closed bool
+	mu      sync.Mutex
+	streams map[string]string   // stream name → the topic CheckTopic let map to it
+	ready   map[string]struct{} // topics whose stream is known to exist
+	subs    map[*subscription]struct{}
+	closed  bool
+	closing chan struct{} // closed by Close
 }
 
 var (
-	_ message.Publisher  = (*PubSub)(nil)
-	_ message.Subscriber = (*PubSub)(nil)
+	_ message.Publisher    = (*PubSub)(nil)
+	_ message.Subscriber   = (*PubSub)(nil)
+	_ fxbus.Broker         = (*PubSub)(nil)
+	_ fxbus.Provisioner    = (*PubSub)(nil)
+	_ fxbus.FlowSubscriber = (*PubSub)(nil)
 )
 
 // Module is the preset under fx, one line in an application:
@@ -119,130 +124,31 @@ func New(cfg Config) (*PubSub, error) {
 		conn.Close()
 		return nil, fmt.Errorf("natsjs: JetStream is not enabled at %s (start nats-server with -js): %w", cfg.URL, err)
 	}
-	return &PubSub{cfg: cfg, conn: conn, js: js, subs: map[*subscription]struct{}{}}, nil
+	return &PubSub{
+		cfg: cfg, conn: conn, js: js,
+		streams: map[string]string{}, ready: map[string]struct{}{},
+		subs: map[*subscription]struct{}{}, closing: make(chan struct{}),
+	}, nil
 }
 
-// Publish publishes msgs to topic, in order, each acknowledged by
-// JetStream before the next is sent.
-func (p *PubSub) Publish(topic string, msgs ...*message.Message) error {
-	for _, msg := range msgs {
-		m := natsMsg(topic, msg)
-		_, err := p.js.PublishMsg(m)
-		if errors.Is(err, nats.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
-			// No stream takes the subject yet: a producer may start before
-			// any consumer. Make it, then publish again.
-			if err = p.provisionStream(topic); err == nil {
-				_, err = p.js.PublishMsg(m)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("natsjs: publish to %s: %w", topic, err)
-		}
+// Capabilities states what the PubSub does: a key's order through a
+// nack, a redelivery and a restart (one consuming process at a time),
+// parallel consumption, the largest payload (the server's max_payload
+// less an allowance for headers: 1 MiB less 8 KiB on a default server)
+// and the topic rule (see CheckTopic).
+func (p *PubSub) Capabilities() fxbus.Capabilities {
+	return fxbus.Capabilities{
+		Name:        "nats-jetstream",
+		OrderPerKey: true,
+		Parallel:    true,
+		MaxPayload:  p.maxPayload(),
+		TopicRule:   topicRule,
 	}
-	return nil
 }
 
-// PublishBatch publishes msgs to topic without waiting on each (JetStream's
-// asynchronous publish), then waits for their acknowledgements, and
-// returns how many, from the first, JetStream acknowledged: what a relay
-// may delete. Messages after the first refused one may have been taken
-// too; sent again, JetStream drops them as duplicates within its window.
-func (p *PubSub) PublishBatch(topic string, msgs []*message.Message) (int, error) {
-	acked, err := p.publishAsync(topic, msgs)
-	if acked == 0 && (errors.Is(err, nats.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)) {
-		if err = p.provisionStream(topic); err == nil {
-			acked, err = p.publishAsync(topic, msgs)
-		}
-	}
-	if err != nil {
-		return acked, fmt.Errorf("natsjs: publish to %s: %w", topic, err)
-	}
-	return acked, nil
-}
-
-func (p *PubSub) publishAsync(topic string, msgs []*message.Message) (int, error) {
-	futures := make([]nats.PubAckFuture, 0, len(msgs))
-	var sendErr error
-	for _, msg := range msgs {
-		f, err := p.js.PublishMsgAsync(natsMsg(topic, msg))
-		if err != nil {
-			sendErr = err
-			break
-		}
-		futures = append(futures, f)
-	}
-	acked, firstErr := 0, error(nil)
-	for _, f := range futures { // every future is waited for, the failed ones' too
-		select {
-		case <-f.Ok():
-			if firstErr == nil {
-				acked++
-			}
-		case err := <-f.Err():
-			if firstErr == nil {
-				firstErr = err
-			}
-		}
-	}
-	if firstErr == nil {
-		firstErr = sendErr
-	}
-	return acked, firstErr
-}
-
-// natsMsg is msg on the wire: its payload as data, its metadata as
-// headers, its id as Nats-Msg-Id for JetStream's deduplication.
-func natsMsg(topic string, msg *message.Message) *nats.Msg {
-	m := nats.NewMsg(topic)
-	m.Data = msg.Payload
-	for k, v := range msg.Metadata {
-		m.Header.Set(k, v)
-	}
-	m.Header.Set(nats.MsgIdHdr, dedupID(msg.UUID, msg.Metadata.Get(metadataReplay)))
-	return m
-}
-
-// provision makes topic's stream and the Group's consumer on it, unless
-// they exist.
-func (p *PubSub) provision(topic string) error {
-	if err := p.provisionStream(topic); err != nil {
-		return err
-	}
-	if _, err := p.js.ConsumerInfo(topic, p.cfg.Group); errors.Is(err, nats.ErrConsumerNotFound) {
-		_, err = p.js.AddConsumer(topic, &nats.ConsumerConfig{
-			Durable:        p.cfg.Group,
-			DeliverSubject: nats.NewInbox(),
-			DeliverGroup:   p.cfg.Group,
-			DeliverPolicy:  nats.DeliverAllPolicy,
-			AckPolicy:      nats.AckExplicitPolicy,
-			AckWait:        p.cfg.AckWait,
-			MaxDeliver:     p.cfg.MaxDeliver,
-		})
-		if err != nil && !errors.Is(err, nats.ErrConsumerNameAlreadyInUse) {
-			return fmt.Errorf("natsjs: consumer %s on %s: %w", p.cfg.Group, topic, err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("natsjs: consumer %s on %s: %w", p.cfg.Group, topic, err)
-	}
-	return nil
-}
-
-// provisionStream makes topic's stream unless it exists.
-func (p *PubSub) provisionStream(topic string) error {
-	_, err := p.js.StreamInfo(topic)
-	if errors.Is(err, nats.ErrStreamNotFound) {
-		_, err = p.js.AddStream(&nats.StreamConfig{Name: topic, Subjects: []string{topic}})
-		if errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
-			err = nil
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("natsjs: stream %s: %w", topic, err)
-	}
-	return nil
-}
-
-// Close closes every subscription, then the connection.
+// Close stops every subscription (each gives back, in stream order, what
+// it holds: a message whose handler still runs is given back too, and a
+// replica or the next start has it again), then closes the connection.
 func (p *PubSub) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -256,8 +162,13 @@ func (p *PubSub) Close() error {
 	}
 	p.mu.Unlock()
 	for _, s := range subs {
-		s.close()
+		s.stop()
 	}
+	close(p.closing)
+	for _, s := range subs {
+		s.goroutines.Wait()
+	}
+	_ = p.conn.FlushTimeout(time.Second) // what was given back reaches the server
 	p.conn.Close()
 	return nil
 }
@@ -269,27 +180,4 @@ func (p *PubSub) Check(context.Context) error {
 		return fmt.Errorf("natsjs: the connection to %s is %v", p.cfg.URL, s)
 	}
 	return nil
-}
-
-// dedupID is the Nats-Msg-Id of a message: its id, for JetStream to drop a
-// duplicate publish within its window, and for a replay (see
-// fxbus.MetadataReplay) the id and its replay's mark, so that JetStream
-// takes the replay as new; messageID takes the mark off again.
-func dedupID(id, replay string) string {
-	if replay == "" {
-		return id
-	}
-	return id + replaySep + replay
-}
-
-const replaySep = "~replay~"
-
-// metadataReplay is fxbus.MetadataReplay (fxbus is not imported here: it
-// may import this package).
-const metadataReplay = "replay"
-
-// messageID is the message's own id, from its Nats-Msg-Id.
-func messageID(hdr string) string {
-	id, _, _ := strings.Cut(hdr, replaySep)
-	return id
 }

@@ -54,7 +54,7 @@ func topic(t testing.TB, addr, base string) string {
 		}
 		defer conn.Close()
 		if js, err := conn.JetStream(); err == nil {
-			_ = js.DeleteStream(tp)
+			_ = js.DeleteStream(natsjs.StreamName(tp))
 		}
 	})
 	return tp
@@ -132,13 +132,16 @@ func TestReplayIsNotADuplicate(t *testing.T) {
 	}
 }
 
-// A producer may publish before any consumer subscribed: the stream is
-// made, and the consumer that subscribes later gets the message.
+// A producer may publish before any consumer subscribed, once the topic
+// is provisioned (the bus provisions its routes' topics at start): the
+// consumer that subscribes later gets the message. A stream another
+// process made counts as provisioned.
 func TestPublishBeforeSubscribe(t *testing.T) {
 	t.Parallel()
 	addr := natsURL(t)
 	tp := topic(t, addr, "early")
 	ps := pubsub(t, addr, "svc")
+	require.NoError(t, pubsub(t, addr, "other").Provision(context.Background(), tp))
 	require.NoError(t, ps.Publish(tp, msg("e-1", "early")))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -310,3 +313,15 @@ func TestTheNextMessageIsNotHeldBack(t *testing.T) {
 	second.Ack()
 	first.Ack()
 }
+
+func jetStream(t testing.TB, addr string) nats.JetStreamContext {
+	t.Helper()
+	conn, err := nats.Connect(addr)
+	require.NoError(t, err)
+	t.Cleanup(conn.Close)
+	js, err := conn.JetStream()
+	require.NoError(t, err)
+	return js
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
