@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -152,62 +151,6 @@ func TestPublishBeforeSubscribe(t *testing.T) {
 	m.Ack()
 }
 
-// A nacked message is delivered again; an acked one is not.
-func TestNackRedelivers(t *testing.T) {
-	t.Parallel()
-	ps, tp, ch := subscribed(t, "nacked")
-	require.NoError(t, ps.Publish(tp, msg("n-1", "x")))
-	first := next(t, ch)
-	first.Nack()
-	again := next(t, ch)
-	assert.Equal(t, "n-1", again.UUID)
-	again.Ack()
-}
-
-// Two replicas of one group share the topic: each message reaches one.
-func TestReplicasShareAGroup(t *testing.T) {
-	t.Parallel()
-	addr := natsURL(t)
-	tp := topic(t, addr, "shared")
-	a, b := pubsub(t, addr, "svc"), pubsub(t, addr, "svc")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	chA, err := a.Subscribe(ctx, tp)
-	require.NoError(t, err)
-	chB, err := b.Subscribe(ctx, tp)
-	require.NoError(t, err)
-	const n = 40
-	for i := range n {
-		require.NoError(t, a.Publish(tp, msg("s-"+strconv.Itoa(i), strconv.Itoa(i))))
-	}
-	seen := map[string]int{}
-	for len(seen) < n {
-		var m *message.Message
-		select {
-		case m = <-chA:
-		case m = <-chB:
-		case <-time.After(time.Minute):
-			t.Fatalf("received %d of %d", len(seen), n)
-		}
-		seen[m.UUID]++
-		m.Ack()
-	}
-	for id, c := range seen {
-		assert.Equal(t, 1, c, id)
-	}
-}
-
-// An unreachable server fails New, naming it.
-func TestUnreachableFailsNew(t *testing.T) {
-	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := "nats://" + l.Addr().String()
-	require.NoError(t, l.Close()) // nothing listens there now
-	_, err = natsjs.New(natsjs.Config{URL: addr, Options: []nats.Option{nats.Timeout(time.Second)}})
-	require.ErrorContains(t, err, "NATS at "+addr+" cannot be reached")
-}
-
 // subscriber is what the close stress loop subscribes with.
 type subscriber interface {
 	message.Subscriber
@@ -287,31 +230,6 @@ func TestCloseWhileDelivering(t *testing.T) {
 			wg.Wait()
 		})
 	}
-}
-
-// A message in handling does not hold the next one back: the subscription
-// hands the second over before the first is acknowledged, so that a
-// topic is processed InFlight messages at a time, not one (nats.go calls
-// a subscription's callbacks one after another).
-func TestTheNextMessageIsNotHeldBack(t *testing.T) {
-	t.Parallel()
-	addr := natsURL(t)
-	tp := topic(t, addr, "parallel")
-	// An AckWait longer than next waits: the first is not redelivered
-	// (which would free the callback) while the test waits for the second.
-	ps, err := natsjs.New(natsjs.Config{URL: addr, Group: "svc", AckWait: time.Minute})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, ps.Close()) })
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ch, err := ps.Subscribe(ctx, tp)
-	require.NoError(t, err)
-	require.NoError(t, ps.Publish(tp, msg("p-1", "one"), msg("p-2", "two")))
-	first := next(t, ch)
-	second := next(t, ch) // before first is acked
-	assert.Equal(t, []string{"one", "two"}, []string{string(first.Payload), string(second.Payload)}, "handed over in order")
-	second.Ack()
-	first.Ack()
 }
 
 func jetStream(t testing.TB, addr string) nats.JetStreamContext {

@@ -42,15 +42,24 @@ func (p *PubSub) Publish(topic string, msgs ...*message.Message) error {
 // returns how many, from the first, JetStream acknowledged: what a relay
 // may delete. Messages after the first refused one may have been taken
 // too; sent again, JetStream drops them as duplicates within its window.
+// A message above the limit is not sent, nor any after it: those before
+// it are, and the error names the limit.
 func (p *PubSub) PublishBatch(topic string, msgs []*message.Message) (int, error) {
-	if err := p.checkPublish(topic, msgs); err != nil {
+	if err := p.provisioned(topic); err != nil {
 		return 0, err
 	}
-	acked, err := p.publishAsync(topic, msgs)
+	send, tooLarge := msgs, error(nil)
+	for i, msg := range msgs {
+		if err := p.checkSize(topic, msg); err != nil {
+			send, tooLarge = msgs[:i], err
+			break
+		}
+	}
+	acked, err := p.publishAsync(topic, send)
 	if err != nil {
 		return acked, fmt.Errorf("natsjs: publish to %s: %w", topic, err)
 	}
-	return acked, nil
+	return acked, tooLarge
 }
 
 // checkPublish refuses, before anything is sent, a topic nobody
@@ -59,15 +68,23 @@ func (p *PubSub) checkPublish(topic string, msgs []*message.Message) error {
 	if err := p.provisioned(topic); err != nil {
 		return err
 	}
-	limit, server := p.maxPayload(), p.conn.MaxPayload()
 	for _, msg := range msgs {
-		if n := len(msg.Payload); n > limit {
-			return fmt.Errorf("natsjs: publish to %s: message %s has a payload of %d bytes, above the limit of %d (the server's max_payload, %d, less %d for headers)",
-				topic, msg.UUID, n, limit, server, headerAllowance)
+		if err := p.checkSize(topic, msg); err != nil {
+			return err
 		}
-		if n := len(msg.Payload) + headerSize(msg); int64(n) > server {
-			return fmt.Errorf("natsjs: publish to %s: message %s has %d bytes with its headers, above the server's max_payload of %d", topic, msg.UUID, n, server)
-		}
+	}
+	return nil
+}
+
+// checkSize refuses a message above the limit, naming it.
+func (p *PubSub) checkSize(topic string, msg *message.Message) error {
+	limit, server := p.maxPayload(), p.conn.MaxPayload()
+	if n := len(msg.Payload); n > limit {
+		return fmt.Errorf("natsjs: publish to %s: message %s has a payload of %d bytes, above the limit of %d (the server's max_payload, %d, less %d for headers)",
+			topic, msg.UUID, n, limit, server, headerAllowance)
+	}
+	if n := len(msg.Payload) + headerSize(msg); int64(n) > server {
+		return fmt.Errorf("natsjs: publish to %s: message %s has %d bytes with its headers, above the server's max_payload of %d", topic, msg.UUID, n, server)
 	}
 	return nil
 }

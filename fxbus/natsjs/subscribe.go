@@ -356,9 +356,9 @@ func (s *subscription) handOver() {
 			}
 			s.mu.Lock()
 		}
-		if s.stopping {
+		if s.stopping || s.ctx.Err() != nil {
 			s.mu.Unlock()
-			return
+			return // nothing is handed over once the subscriber stops
 		}
 		d := s.ready[0]
 		s.ready = s.ready[1:]
@@ -373,15 +373,24 @@ func (s *subscription) handOver() {
 				defer s.goroutines.Done()
 				s.await(d, msg)
 			}()
+		case <-s.ctx.Done():
+			s.unhand(d)
+			return
 		case <-s.stopC:
-			s.mu.Lock()
-			d.msg, d.handed = nil, false
-			s.handed--
-			s.finish()
-			s.mu.Unlock()
+			s.unhand(d)
 			return
 		}
 	}
+}
+
+// unhand takes back d, which the subscriber did not take: it stays held,
+// to be given back with the rest.
+func (s *subscription) unhand(d *delivery) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d.msg, d.handed = nil, false
+	s.handed--
+	s.finish()
 }
 
 // await waits for the handler's ack or nack of d, or the PubSub's close.
