@@ -35,16 +35,10 @@ type Adapter struct {
 	// dead letter topics.
 	Forget func(t testing.TB, topics ...string)
 
-	// InProcess says the broker lives in the test's process (the
-	// embedded broker): it has no consumer groups, so that every
-	// subscriber of a topic gets every message, and it keeps nothing for
-	// a subscriber that is gone, so that what a closed subscriber had
-	// not acknowledged does not come back to the next one. The cases
-	// check that instead. Optional.
-	InProcess bool
 	// BadTopic is a topic the adapter's CheckTopic refuses, such as
-	// "payments.confirmed" where a topic names a NATS stream. Required
-	// when the adapter states a Capabilities.TopicRule.
+	// "payments.confirmed" where a topic names a NATS stream. Without it,
+	// an adapter that states a Capabilities.TopicRule is checked to
+	// refuse the empty topic only, naming its rule.
 	BadTopic string
 	// Unreachable makes the adapter as its constructor would against a
 	// broker at addr ("127.0.0.1:port", where nothing listens) and

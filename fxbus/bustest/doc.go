@@ -26,7 +26,7 @@
 //
 //   - Capabilities: the adapter is an fxbus.Broker with a Name; its
 //     CheckTopic takes the suite's topics; Parallel comes with
-//     fxbus.FlowSubscriber; a TopicRule comes with Adapter.BadTopic.
+//     fxbus.FlowSubscriber.
 //   - PublishSubscribe: one group gets every message with its id,
 //     payload and metadata; two groups each get all; two replicas of a
 //     group share (each message to one of them); ThroughTheBus: two event
@@ -66,7 +66,8 @@
 //     logs what happened.
 //   - TopicRule: Adapter.BadTopic fails CheckTopic, and fxbus.New with a
 //     route, a subscription or a dead letter topic on it, each naming the
-//     topic and the rule.
+//     topic and the rule (without a BadTopic, the empty topic fails
+//     CheckTopic naming the rule); an adapter with no rule takes any.
 //   - Unreachable: the adapter's constructor against an address where
 //     nothing listens fails naming the address (Adapter.Unreachable).
 //

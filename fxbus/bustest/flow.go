@@ -276,7 +276,7 @@ func (s *suite) inOrder(t *testing.T) {
 // opens for the same group and takes the rest, while more is published.
 // Effects happen once per message id, as the inbox makes them: a message
 // handled twice is no violation, a later message's effect before an
-// earlier one's is. Nothing is lost, unless the broker is in-process.
+// earlier one's is. Nothing is lost.
 func (s *suite) orderAcrossRestart(t *testing.T, abandon bool) {
 	if abandon && s.a.Abandon == nil {
 		t.Log("Adapter.Abandon is not given: the adapter cannot model a crash here")
@@ -335,9 +335,6 @@ func (s *suite) orderAcrossRestart(t *testing.T, abandon bool) {
 	more := keyedStream(keys, first, second)
 	publish(t, prod, tp, more...)
 	want := append(ids(sent), ids(more)...)
-	if s.a.InProcess {
-		want = ids(more) // what the first consumer held is gone with it
-	}
 	require.True(t, waitFor(func() bool { return eff.has(want) }), "effects of %d messages, of %d published", eff.count(), len(sent)+len(more))
 	eff.checkOrder(t, caps)
 }
