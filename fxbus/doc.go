@@ -200,9 +200,10 @@
 //   - Redis Streams and SQL: one consumer group per service; order within
 //     a consumer.
 //   - The in-process broker, the default: one per process, shared by
-//     every application in it that was given no broker. Every
-//     subscription of a topic gets every message ([Embedded.Group] makes
-//     subscriptions share a group's); nothing survives the process, and a
+//     every application in it that was given no broker. Every bus that
+//     subscribes to a topic gets each of its messages (an [Embedded]
+//     given as the broker is one consumer group, and [Embedded.Group]
+//     names others); nothing survives the process, and a
 //     message published to a topic nothing subscribes to is dropped
 //     (Bus.Publisher, which a relay delivers through, refuses it instead,
 //     so the row waits).

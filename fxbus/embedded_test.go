@@ -158,40 +158,41 @@ func TestEmbeddedInOrderThroughNacks(t *testing.T) {
 
 // A consumer group's subscription that ends gives its unacknowledged
 // messages back: the group's next subscription (a restart in the
-// process) gets them first, in their order, before the key's later ones.
+// process) gets them first, in their order, before the key's later ones;
+// in a named group, and in the broker's default one.
 func TestEmbeddedRestartRedeliversFirst(t *testing.T) {
 	t.Parallel()
 	e := embeddedBroker(t, fxbus.EmbeddedConfig{})
-	tp := topic(t, "restart")
-	first := e.Group("svc")
-	ctx, cancel := context.WithCancel(context.Background())
-	ch, err := first.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 2, InOrder: true})
-	require.NoError(t, err)
-	for s := range 4 {
-		require.NoError(t, e.Publish(tp, keyed("a", s)))
-	}
-	m0 := <-ch
-	assert.Equal(t, "0", string(m0.Payload))
-	m0.Ack()
-	m1 := <-ch // held, never acknowledged: the process dies with it
-	assert.Equal(t, "1", string(m1.Payload))
-	cancel()
-	for range ch { // the subscription ends
-	}
-	require.NoError(t, first.Close())
+	for name, sub := range map[string]fxbus.FlowSubscriber{"named": e.Group("svc"), "default": e} {
+		t.Run(name, func(t *testing.T) {
+			tp := topic(t, "restart")
+			ctx, cancel := context.WithCancel(context.Background())
+			ch, err := sub.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 2, InOrder: true})
+			require.NoError(t, err)
+			for s := range 4 {
+				require.NoError(t, e.Publish(tp, keyed("a", s)))
+			}
+			m0 := <-ch
+			assert.Equal(t, "0", string(m0.Payload))
+			m0.Ack()
+			m1 := <-ch // held, never acknowledged: the process dies with it
+			assert.Equal(t, "1", string(m1.Payload))
+			cancel()
+			for range ch { // the subscription ends
+			}
 
-	second := e.Group("svc")
-	t.Cleanup(func() { _ = second.Close() })
-	ch2, err := second.SubscribeFlow(context.Background(), tp, fxbus.Flow{InFlight: 2, InOrder: true})
-	require.NoError(t, err)
-	var got []string
-	for range 3 {
-		msg := <-ch2
-		got = append(got, string(msg.Payload))
-		msg.Ack()
+			ch2, err := sub.SubscribeFlow(context.Background(), tp, fxbus.Flow{InFlight: 2, InOrder: true})
+			require.NoError(t, err)
+			var got []string
+			for range 3 {
+				msg := <-ch2
+				got = append(got, string(msg.Payload))
+				msg.Ack()
+			}
+			assert.Equal(t, []string{"1", "2", "3"}, got)
+			m1.Ack() // late: counts for nothing
+		})
 	}
-	assert.Equal(t, []string{"1", "2", "3"}, got)
-	m1.Ack() // late: counts for nothing
 }
 
 // A publish waits while a subscribed group's queue is full, and fails,
@@ -258,4 +259,64 @@ func TestEmbeddedRefuses(t *testing.T) {
 	require.NoError(t, e.CheckTopic("payments.confirmed"))
 	caps := e.Capabilities()
 	assert.Equal(t, fxbus.Capabilities{Name: "embedded", OrderPerKey: true, Parallel: true, MaxPayload: 10, TopicRule: "any non-empty name"}, caps)
+}
+
+// A bus on an in-process broker it was given: a message that dead-letters
+// to a topic nothing subscribes to is dropped there (with a log line), and
+// acknowledged, not nacked and redelivered again and again; the next
+// message, behind it in InFlight(1), is handled.
+func TestEmbeddedDeadLetterWithoutSubscriber(t *testing.T) {
+	t.Parallel()
+	e := embeddedBroker(t, fxbus.EmbeddedConfig{})
+	tp := topic(t, "garbled")
+	got := newInbox[OrderPlaced]()
+	var bus *fxbus.Bus
+	service(t, e, e, fx.Populate(&bus),
+		fxbus.Subscribe[OrderPlaced](tp, fxbus.InFlight(1)),
+		fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] {
+			return func(_ context.Context, e OrderPlaced) error { got.add(e); return nil }
+		}))
+	bad := message.NewMessage(watermill.NewUUID(), []byte(`{"id": "not a number"`))
+	good := message.NewMessage(watermill.NewUUID(), []byte(`{"id": 2}`))
+	require.NoError(t, e.Publish(tp, bad, good))
+	assert.Equal(t, []OrderPlaced{{ID: 2}}, got.wait(t, 1))
+	assert.Equal(t, uint64(1), bus.Stats().DeadLettered)
+}
+
+// On the defaults (no broker given), a subscription with InOrder keeps
+// each key's order while the keys run in parallel, as on NATS.
+func TestEmbeddedInOrderOnTheDefaults(t *testing.T) {
+	t.Parallel()
+	const keys, perKey = 4, 60
+	tp := topic(t, "moves")
+	got := newKeyOrder()
+	service(t, nil, nil,
+		fx.Supply(fxcqrs.Config{Events: fxcqrs.EventConfig{MaxConcurrentHandlers: 8}}),
+		fxbus.Subscribe[Moved](tp, fxbus.InOrder(), fxbus.InFlight(16)),
+		fxcqrs.AsEventHandler(func() eventFunc[Moved] {
+			return func(ctx context.Context, e Moved) error {
+				if fxbus.MessageID(ctx) != "" {
+					got.handle(e)
+				}
+				return nil
+			}
+		}),
+	)
+	producer := service(t, nil, nil,
+		fxbus.Route[Moved](tp, fxbus.KeyBy(func(e Moved) string { return e.Key })),
+		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
+			return func(ctx context.Context, c PlaceOrder) error {
+				for k := range keys {
+					fxcqrs.Emit(ctx, Moved{Key: fmt.Sprintf("k%d", k), Seq: c.ID})
+				}
+				return nil
+			}
+		}),
+	)
+	for s := range perKey {
+		require.NoError(t, fxcqrs.Exec(context.Background(), producer, PlaceOrder{ID: s}))
+	}
+	require.Eventually(t, func() bool { return got.total.Load() >= keys*perKey }, 2*time.Minute, 5*time.Millisecond)
+	got.check(t, keys, perKey)
+	assert.Greater(t, got.most.Load(), int64(1), "different keys ran in parallel")
 }

@@ -123,7 +123,7 @@ func drain(ctx context.Context, subs []*subscribed) {
 // letter), the dead letter's log and record, parking (InOrder), decoding
 // (once, for every attempt), retries, and the count of attempts. An InOrder topic loads its parked keys first.
 func (b *Bus) addHandler(ctx context.Context, router *message.Router, ts *topicSubs, m *fxcqrs.Mediator, sub *subscribed) error {
-	poison, err := middleware.PoisonQueueWithFilter(b.cfg.Publisher, ts.dead, func(err error) bool {
+	poison, err := middleware.PoisonQueueWithFilter(deadLetterPublisher{b.cfg.Publisher, b.log}, ts.dead, func(err error) bool {
 		return !errors.As(err, new(*redeliver))
 	})
 	if err != nil {
@@ -142,6 +142,30 @@ func (b *Bus) addHandler(ctx context.Context, router *message.Router, ts *topicS
 	h.AddMiddleware(append(mws, b.decodeOnce(ts), b.retry(ts).Middleware, b.countAttempts)...)
 	return nil
 }
+
+// deadLetterPublisher publishes dead letters. On the in-process broker, a
+// dead letter topic nothing in the process subscribes to drops its
+// messages (the broker keeps nothing, and its log line and record are
+// where it is), instead of failing the poison queue, which would nack the
+// message and have it redelivered again and again.
+type deadLetterPublisher struct {
+	message.Publisher
+	log *zap.Logger
+}
+
+// Publish publishes msgs to the dead letter topic.
+func (p deadLetterPublisher) Publish(topic string, msgs ...*message.Message) error {
+	err := p.Publisher.Publish(topic, msgs...)
+	if errors.As(err, new(*errNoSubscriber)) {
+		p.log.Warn("nothing in the process subscribes to the dead letter topic, and the in-process broker keeps nothing: the dead letter is dropped",
+			zap.String("deadLetter", topic), zap.Int("messages", len(msgs)))
+		return nil
+	}
+	return err
+}
+
+// Close does nothing: the bus closes what it owns itself.
+func (p deadLetterPublisher) Close() error { return nil }
 
 // retry retries a message of ts's topic that failed, with backoff as
 // its RetryPolicy says: not one that cannot be decoded, which would fail
