@@ -81,13 +81,24 @@
 // key's messages between them: order per key is not kept across them
 // (give each key to one consuming process, or run one at a time: stop
 // the old process before the new one starts). Every message is still
-// handled, at least once. A replica that starts while another holds
-// messages and pulls none (its InFlight reached) remakes the consumer
-// under it: the other's messages are delivered again, and the other stops
-// acknowledging what it held (it learns the consumer was deleted); an
-// acknowledgement already on its way can reach the new consumer, which
-// takes it. After a reconnection, a message lost in transit comes back
-// after AckWait, behind its key's newer ones.
+// handled, at least once. A subscription does not remake the consumer
+// while another process pulls from it; but one that starts while another
+// holds messages and pulls none (its InFlight reached) remakes it under
+// that process: the messages it holds are delivered again (the inbox
+// skips them), and its acknowledgements reach the new consumer, which
+// has the same name. One for a message the new consumer delivered is
+// taken (it was handled); one for a message it has not delivered yet can,
+// by a coincidence of delivery sequences, move the new consumer's ack
+// floor past messages it still holds, which a later remake would then
+// skip. A subscription that learns the consumer was deleted (its pull is
+// answered so) stops acknowledging what it held. So run one consuming
+// process per group while its subscription starts (stop the old process
+// before the new one starts), which is also what keeps a key's order.
+// A process that vanished without closing its connection (a network cut)
+// is taken as pulling until its pull request expires (10s): a process
+// that starts before that does not remake the consumer, and the vanished
+// one's messages come back after AckWait, behind newer ones; so does a
+// message lost in transit during a reconnection.
 //
 // # Upgrading
 //
