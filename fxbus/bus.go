@@ -42,6 +42,7 @@ type Bus struct {
 	stopped     chan struct{}      // closed when the router's Run returned
 	runErr      error              // the router's Run's error, read once stopped is closed
 	unsubscribe context.CancelFunc // ends the subscriptions Start made
+	settled     chan struct{}      // a message in flight was acknowledged or nacked
 
 	handled, deadLettered, redelivered, skipped atomic.Uint64
 	parkedMsgs                                  atomic.Uint64 // messages parked behind their key's dead letter
@@ -98,6 +99,7 @@ type topicSubs struct {
 
 	inFlight atomic.Int64 // messages between delivery and ack or nack
 	parked   parkedKeys   // with inOrder: the keys known to be parked
+	decoded  sync.Map     // *message.Message → *decoded: the messages being processed
 }
 
 var _ fxcqrs.Forwarder = (*Bus)(nil)
@@ -111,11 +113,12 @@ var _ fxcqrs.Forwarder = (*Bus)(nil)
 // and the broker's rule.
 func New(cfg Config, routes []Routing, subs []Subscription) (*Bus, error) {
 	b := &Bus{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		names:  map[reflect.Type]string{},
-		routes: map[reflect.Type][]route{},
-		topics: map[string]*topicSubs{},
+		cfg:     cfg,
+		log:     cfg.Logger,
+		names:   map[reflect.Type]string{},
+		routes:  map[reflect.Type][]route{},
+		topics:  map[string]*topicSubs{},
+		settled: make(chan struct{}, 1),
 	}
 	if b.log == nil {
 		b.log = zap.NewNop()

@@ -12,7 +12,7 @@ type Config struct {
 	// Publisher publishes routed events and dead letters: any Watermill
 	// publisher (NATS JetStream, RabbitMQ, Kafka, Redis Streams, SQL).
 	// Required when there are routes or subscriptions, unless Subscriber
-	// is nil too: then both are an in-process GoChannel.
+	// is nil too: then both are the in-process broker (see [Embedded]).
 	Publisher message.Publisher
 	// Subscriber consumes the subscribed topics. Required when there are
 	// subscriptions, with the same exception.

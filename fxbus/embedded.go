@@ -27,7 +27,10 @@ import (
 //     consumer is that far behind (the outbox relay's publish waits for
 //     room in the queues of the topic's subscriptions, not for the
 //     handlers). A waiting publish fails, never hangs, when the group's
-//     last subscription ends or the broker closes.
+//     last subscription ends or the broker closes. A handler that
+//     publishes into its own topic's full queue (or around a cycle of
+//     topics) waits on itself until its subscription ends: keep such a
+//     loop's fan-out below the queue.
 //   - A publish to a topic that no subscription in the process consumes
 //     fails: the broker keeps nothing for later.
 //   - A payload above [EmbeddedConfig.MaxPayload] (64 MiB by default)
@@ -442,17 +445,14 @@ func (g *memGroup) reclaim() {
 	clear(g.busy)
 }
 
-// putBack puts ent back among the pending messages, in its place.
+// putBack puts ent back among the pending messages, in its place: before
+// the first that was published after it (the ones put back are near the
+// front).
 func (g *memGroup) putBack(ent *entry) {
-	i, _ := slices.BinarySearchFunc(g.pending, ent.seq, func(p *entry, seq uint64) int {
-		switch {
-		case p.seq < seq:
-			return -1
-		case p.seq > seq:
-			return 1
-		}
-		return 0
-	})
+	i := slices.IndexFunc(g.pending, func(p *entry) bool { return p.seq > ent.seq })
+	if i < 0 {
+		i = len(g.pending)
+	}
 	g.pending = slices.Insert(g.pending, i, ent)
 }
 

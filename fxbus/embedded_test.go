@@ -259,3 +259,63 @@ func TestEmbeddedRefuses(t *testing.T) {
 	caps := e.Capabilities()
 	assert.Equal(t, fxbus.Capabilities{Name: "embedded", OrderPerKey: true, Parallel: true, MaxPayload: 10, TopicRule: "any non-empty name"}, caps)
 }
+
+// A bus on an in-process broker it was given: a message that dead-letters
+// to a topic nothing subscribes to is dropped there (with a log line), and
+// acknowledged, not nacked and redelivered again and again; the next
+// message, behind it in InFlight(1), is handled.
+func TestEmbeddedDeadLetterWithoutSubscriber(t *testing.T) {
+	t.Parallel()
+	e := embeddedBroker(t, fxbus.EmbeddedConfig{})
+	tp := topic(t, "garbled")
+	got := newInbox[OrderPlaced]()
+	var bus *fxbus.Bus
+	service(t, e, e, fx.Populate(&bus),
+		fxbus.Subscribe[OrderPlaced](tp, fxbus.InFlight(1)),
+		fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] {
+			return func(_ context.Context, e OrderPlaced) error { got.add(e); return nil }
+		}))
+	bad := message.NewMessage(watermill.NewUUID(), []byte(`{"id": "not a number"`))
+	good := message.NewMessage(watermill.NewUUID(), []byte(`{"id": 2}`))
+	require.NoError(t, e.Publish(tp, bad, good))
+	assert.Equal(t, []OrderPlaced{{ID: 2}}, got.wait(t, 1))
+	assert.Equal(t, uint64(1), bus.Stats().DeadLettered)
+}
+
+// On the defaults (no broker given), a subscription with InOrder keeps
+// each key's order while the keys run in parallel, as on NATS.
+func TestEmbeddedInOrderOnTheDefaults(t *testing.T) {
+	t.Parallel()
+	const keys, perKey = 4, 60
+	tp := topic(t, "moves")
+	got := newKeyOrder()
+	service(t, nil, nil,
+		fx.Supply(fxcqrs.Config{Events: fxcqrs.EventConfig{MaxConcurrentHandlers: 8}}),
+		fxbus.Subscribe[Moved](tp, fxbus.InOrder(), fxbus.InFlight(16)),
+		fxcqrs.AsEventHandler(func() eventFunc[Moved] {
+			return func(ctx context.Context, e Moved) error {
+				if fxbus.MessageID(ctx) != "" {
+					got.handle(e)
+				}
+				return nil
+			}
+		}),
+	)
+	producer := service(t, nil, nil,
+		fxbus.Route[Moved](tp, fxbus.KeyBy(func(e Moved) string { return e.Key })),
+		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
+			return func(ctx context.Context, c PlaceOrder) error {
+				for k := range keys {
+					fxcqrs.Emit(ctx, Moved{Key: fmt.Sprintf("k%d", k), Seq: c.ID})
+				}
+				return nil
+			}
+		}),
+	)
+	for s := range perKey {
+		require.NoError(t, fxcqrs.Exec(context.Background(), producer, PlaceOrder{ID: s}))
+	}
+	require.Eventually(t, func() bool { return got.total.Load() >= keys*perKey }, 2*time.Minute, 5*time.Millisecond)
+	got.check(t, keys, perKey)
+	assert.Greater(t, got.most.Load(), int64(1), "different keys ran in parallel")
+}

@@ -21,5 +21,5 @@ func IsMalformed(err error) bool { return errors.As(err, new(*malformed)) }
 // OrderedSubscriber is sub as a topic with InOrder consumes it: at most
 // limit in flight, a key's messages one at a time.
 func OrderedSubscriber(sub message.Subscriber, limit int) message.Subscriber {
-	return subscriber{Subscriber: sub, limit: limit, inFlight: new(atomic.Int64), inOrder: true}
+	return subscriber{Subscriber: sub, limit: limit, inFlight: new(atomic.Int64), settled: make(chan struct{}, 1), inOrder: true}
 }

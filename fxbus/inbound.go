@@ -24,31 +24,72 @@ type redeliver struct{ err error }
 func (e *redeliver) Error() string { return "not processed, to be redelivered: " + e.err.Error() }
 func (e *redeliver) Unwrap() error { return e.err }
 
-// handler processes one topic's messages.
+// decoded is a message's event, decoded once however often its handlers
+// are retried: a large payload costs its decoding (JSON scans every byte,
+// twice) once, not once per attempt.
+type decoded struct {
+	sub   *subscription
+	event any
+}
+
+// decode finds msg's subscription and decodes its event: nil, nil for a
+// message no subscription of the topic takes (skipped).
+func (b *Bus) decode(ts *topicSubs, msg *message.Message) (*decoded, error) {
+	name := msg.Metadata.Get(MetadataName)
+	s := ts.byName[name]
+	if s == nil {
+		switch {
+		case name == "" && ts.only != nil:
+			s = ts.only
+		case name == "":
+			return nil, &malformed{err: fmt.Errorf("no %q metadata, and topic %q carries several event types", MetadataName, ts.topic)}
+		default:
+			b.skipped.Add(1)
+			b.log.Debug("message skipped: no subscription for its event name",
+				zap.String("topic", ts.topic), zap.String("name", name), zap.String("id", msg.UUID))
+			return nil, nil
+		}
+	}
+	event, err := s.decode(b.cfg.Marshaler, msg.Payload)
+	if err != nil {
+		return nil, &malformed{err: fmt.Errorf("decode %s: %w", s.typ, err)}
+	}
+	return &decoded{sub: s, event: event}, nil
+}
+
+// decodeOnce is the middleware, outside the retries, that decodes each
+// message of ts's topic once for every attempt at it.
+func (b *Bus) decodeOnce(ts *topicSubs) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			d, err := b.decode(ts, msg)
+			if err != nil || d == nil {
+				b.attempts.Add(1) // an attempt, the only one: Stats' retries are attempts beyond the messages
+				return nil, err
+			}
+			ts.decoded.Store(msg, d)
+			defer ts.decoded.Delete(msg)
+			return h(msg)
+		}
+	}
+}
+
+// handler processes one topic's messages: their events decoded by
+// decodeOnce, or decoded here.
 func (b *Bus) handler(ts *topicSubs, m *fxcqrs.Mediator) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
-		name := msg.Metadata.Get(MetadataName)
-		s := ts.byName[name]
-		if s == nil {
-			switch {
-			case name == "" && ts.only != nil:
-				s = ts.only
-			case name == "":
-				return &malformed{err: fmt.Errorf("no %q metadata, and topic %q carries several event types", MetadataName, ts.topic)}
-			default:
-				b.skipped.Add(1)
-				b.log.Debug("message skipped: no subscription for its event name",
-					zap.String("topic", ts.topic), zap.String("name", name), zap.String("id", msg.UUID))
-				return nil
+		var d *decoded
+		if v, ok := ts.decoded.Load(msg); ok {
+			d = v.(*decoded)
+		} else {
+			var err error
+			if d, err = b.decode(ts, msg); err != nil || d == nil {
+				return err
 			}
-		}
-		event, err := s.decode(b.cfg.Marshaler, msg.Payload)
-		if err != nil {
-			return &malformed{err: fmt.Errorf("decode %s: %w", s.typ, err)}
 		}
 		ctx, end := b.Process(msg.Context(), ts.topic, msg)
 		ctx = fxcqrs.Foreground(ctx)
-		err = s.publish(ctx, m, event)
+		err := d.sub.publish(ctx, m, d.event)
 		end(err)
 		switch {
 		case err == nil:

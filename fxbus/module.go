@@ -13,7 +13,7 @@ import (
 // Module joins the mediator to a Watermill broker. It takes the routes
 // ([Route]) and subscriptions ([Subscribe]) registered with fx, an
 // optional message.Publisher and message.Subscriber (provide the broker's
-// as these interfaces, with fx.As; with neither, an in-process GoChannel is
+// as these interfaces, with fx.As; with neither, the in-process broker is
 // used and a warning says it is not durable), an optional *zap.Logger and
 // an optional [Marshaler]. It provides the
 // fxcqrs.Forwarder that fxcqrs.Module takes, so routed events leave

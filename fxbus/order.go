@@ -261,6 +261,12 @@ func (q *sequencer) hand(msg *message.Message) {
 
 func (q *sequencer) send(msg *message.Message) {
 	select {
+	case <-q.done: // ended: nothing more is handed over, though out is ready
+		msg.Nack()
+		return
+	default:
+	}
+	select {
 	case q.out <- msg:
 	case <-q.done:
 		msg.Nack()

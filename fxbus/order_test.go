@@ -202,3 +202,40 @@ func redisBroker(t testing.TB) broker {
 		forget:  func(testing.TB, ...string) {},
 	}
 }
+
+// A subscription whose context ended hands nothing more over, though its
+// reader is ready: every message that still comes from the broker is
+// nacked, for the broker to redeliver, and none reaches a router that is
+// closing (Watermill's could take it after its Close returned).
+func TestEndedSubscriptionHandsNothingOver(t *testing.T) {
+	t.Parallel()
+	in := make(chan *message.Message)
+	sub := fxbus.OrderedSubscriber(staticSubscriber(in), 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	out, err := sub.Subscribe(ctx, "t")
+	require.NoError(t, err)
+	cancel()
+	var received atomic.Int32
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for m := range out {
+			received.Add(1)
+			m.Ack()
+		}
+	}()
+	for i := range 50 {
+		m := message.NewMessage(fmt.Sprint(i), nil)
+		in <- m
+		select {
+		case <-m.Nacked():
+		case <-m.Acked():
+			t.Fatalf("message %d was handed over after the subscription ended", i)
+		case <-time.After(time.Minute):
+			t.Fatalf("message %d was neither nacked nor handed over", i)
+		}
+	}
+	close(in)
+	<-drained
+	assert.Zero(t, received.Load())
+}

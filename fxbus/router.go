@@ -53,7 +53,7 @@ func (b *Bus) Start(ctx context.Context, m *fxcqrs.Mediator) error {
 	for i, topic := range topics {
 		ts := b.topics[topic]
 		tctx, cancel := context.WithCancel(subCtx)
-		sub := subscriber{Subscriber: b.cfg.Subscriber, limit: ts.inFlightLimit(m), inFlight: &ts.inFlight, inOrder: ts.inOrder}
+		sub := subscriber{Subscriber: b.cfg.Subscriber, limit: ts.inFlightLimit(m), inFlight: &ts.inFlight, settled: b.settled, inOrder: ts.inOrder}
 		ch, err := sub.Subscribe(tctx, topic)
 		if err != nil {
 			cancel()
@@ -120,10 +120,10 @@ func drain(ctx context.Context, subs []*subscribed) {
 
 // addHandler adds the handler of ts's topic to router, consuming sub, its
 // middleware from the outside in: the poison queue (the topic's dead
-// letter), the dead letter's log and record, parking (InOrder), retries,
-// and the count of attempts. An InOrder topic loads its parked keys first.
+// letter), the dead letter's log and record, parking (InOrder), decoding
+// (once, for every attempt), retries, and the count of attempts. An InOrder topic loads its parked keys first.
 func (b *Bus) addHandler(ctx context.Context, router *message.Router, ts *topicSubs, m *fxcqrs.Mediator, sub *subscribed) error {
-	poison, err := middleware.PoisonQueueWithFilter(b.cfg.Publisher, ts.dead, func(err error) bool {
+	poison, err := middleware.PoisonQueueWithFilter(deadLetterPublisher{b.cfg.Publisher, b.log}, ts.dead, func(err error) bool {
 		return !errors.As(err, new(*redeliver))
 	})
 	if err != nil {
@@ -139,9 +139,33 @@ func (b *Bus) addHandler(ctx context.Context, router *message.Router, ts *topicS
 			mws = append(mws, b.park(ts, p))
 		}
 	}
-	h.AddMiddleware(append(mws, b.retry(ts).Middleware, b.countAttempts)...)
+	h.AddMiddleware(append(mws, b.decodeOnce(ts), b.retry(ts).Middleware, b.countAttempts)...)
 	return nil
 }
+
+// deadLetterPublisher publishes dead letters. On the in-process broker, a
+// dead letter topic nothing in the process subscribes to drops its
+// messages (the broker keeps nothing, and its log line and record are
+// where it is), instead of failing the poison queue, which would nack the
+// message and have it redelivered again and again.
+type deadLetterPublisher struct {
+	message.Publisher
+	log *zap.Logger
+}
+
+// Publish publishes msgs to the dead letter topic.
+func (p deadLetterPublisher) Publish(topic string, msgs ...*message.Message) error {
+	err := p.Publisher.Publish(topic, msgs...)
+	if errors.As(err, new(*errNoSubscriber)) {
+		p.log.Warn("nothing in the process subscribes to the dead letter topic, and the in-process broker keeps nothing: the dead letter is dropped",
+			zap.String("deadLetter", topic), zap.Int("messages", len(msgs)))
+		return nil
+	}
+	return err
+}
+
+// Close does nothing: the bus closes what it owns itself.
+func (p deadLetterPublisher) Close() error { return nil }
 
 // retry retries a message of ts's topic that failed, with backoff as
 // its RetryPolicy says: not one that cannot be decoded, which would fail
@@ -182,8 +206,9 @@ func (b *Bus) run(router *message.Router, stopped chan struct{}) {
 
 // Stop stops consuming: it waits, until ctx ends, for the messages being
 // processed to finish, then returns. A message whose processing had not
-// finished is not acknowledged: the broker redelivers it. Stop closes the
-// in-process GoChannel the bus made, never a publisher or subscriber it
+// finished is not acknowledged: the broker redelivers it. Stop lets go of
+// the in-process broker the bus holds (the last bus to let go closes
+// it), and never closes a publisher or subscriber it
 // was given.
 func (b *Bus) Stop(ctx context.Context) error {
 	b.mu.Lock()
@@ -196,11 +221,12 @@ func (b *Bus) Stop(ctx context.Context) error {
 		select {
 		case err = <-closed:
 			<-stopped
+			// Watermill's router can return from Close with a message it
+			// took as it closed still in its handler: wait for those too.
+			unsubscribe()
+			err = errors.Join(err, b.waitSettled(ctx))
 		case <-ctx.Done():
-			n, byTopic := b.inFlight()
-			b.log.Warn("stop deadline passed with messages in flight; they are not acknowledged, and the broker redelivers them",
-				zap.Int64("messages", n), zap.Any("byTopic", byTopic))
-			err = fmt.Errorf("fxbus: Stop: %d messages still in flight: %w", n, ctx.Err())
+			err = b.stopLate(ctx)
 		}
 	}
 	if unsubscribe != nil {
@@ -210,6 +236,30 @@ func (b *Bus) Stop(ctx context.Context) error {
 		err = errors.Join(err, b.owned.Close())
 	}
 	return err
+}
+
+// waitSettled waits, until ctx ends, for the messages in flight to be
+// acknowledged or nacked.
+func (b *Bus) waitSettled(ctx context.Context) error {
+	for {
+		if n, _ := b.inFlight(); n == 0 {
+			return nil
+		}
+		select {
+		case <-b.settled:
+		case <-ctx.Done():
+			return b.stopLate(ctx)
+		}
+	}
+}
+
+// stopLate is Stop's error when its deadline passed with messages in
+// flight.
+func (b *Bus) stopLate(ctx context.Context) error {
+	n, byTopic := b.inFlight()
+	b.log.Warn("stop deadline passed with messages in flight; they are not acknowledged, and the broker redelivers them",
+		zap.Int64("messages", n), zap.Any("byTopic", byTopic))
+	return fmt.Errorf("fxbus: Stop: %d messages still in flight: %w", n, ctx.Err())
 }
 
 // inFlightLimit is the topic's bound on messages in flight: its own, or

@@ -12,7 +12,7 @@ import (
 //
 // Watermill's router closes the subscribers of its handlers when it
 // closes; the bus promises never to close a subscriber it was given (one
-// GoChannel may serve several applications), so Close here does nothing
+// broker may serve several applications), so Close here does nothing
 // and the bus closes only what it made.
 //
 // The router starts a goroutine per message it receives; the bound keeps
@@ -23,6 +23,7 @@ type subscriber struct {
 	message.Subscriber
 	limit    int
 	inFlight *atomic.Int64 // the topic's messages between delivery and ack or nack
+	settled  chan struct{} // a message was acknowledged or nacked, if anyone listens
 	inOrder  bool          // a key's messages one at a time (see InOrder)
 }
 
@@ -51,10 +52,14 @@ func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messag
 	go func() {
 		defer q.close()
 		for msg := range in {
+			if ctx.Err() != nil { // ended: hand nothing more over, whatever is ready
+				msg.Nack() // not handed over: the broker redelivers it
+				continue
+			}
 			select {
 			case slots <- struct{}{}:
 			case <-ctx.Done():
-				msg.Nack() // not handed over: the broker redelivers it
+				msg.Nack()
 				continue
 			}
 			s.inFlight.Add(1)
@@ -66,6 +71,10 @@ func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messag
 				case <-msg.Nacked():
 				}
 				s.inFlight.Add(-1)
+				select { // for Stop, which waits for the messages in flight
+				case s.settled <- struct{}{}:
+				default:
+				}
 				<-slots
 				if s.inOrder {
 					q.settled(msg, acked)
