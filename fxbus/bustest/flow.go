@@ -95,8 +95,7 @@ func (s *suite) inFlightAdapter(t *testing.T) {
 	// correct adapter passes however long it lasts.
 	select {
 	case msg := <-ch:
-		msg.Ack()
-		t.Errorf("handed over a message (%s) while %d were unacknowledged, with Flow.InFlight %d", msg.UUID, n, n)
+		t.Fatalf("handed over a message (%s) while %d were unacknowledged, with Flow.InFlight %d", msg.UUID, n, n)
 	case <-time.After(200 * time.Millisecond):
 	}
 	held[0].Ack()
