@@ -3,6 +3,7 @@ package natsjs
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -34,8 +35,9 @@ func (p *PubSub) consumerConfig(start uint64) *nats.ConsumerConfig {
 //     remade as a pull consumer from its ack floor + 1, so that every
 //     message it had not acknowledged is delivered again, in stream order;
 //   - a pull consumer with messages delivered and not acknowledged while
-//     no other process pulls from it (a process that held them was killed
-//     or stopped): remade from its ack floor + 1 the same way, so that the
+//     no other process consumes from it (none pulls, none answers on the
+//     presence subject: the process that held them was killed or
+//     stopped): remade from its ack floor + 1 the same way, so that the
 //     dead process's messages come back before the newer ones of their
 //     keys. What it had handled after the floor comes back too: the inbox
 //     skips it.
@@ -54,10 +56,27 @@ func (p *PubSub) ensureConsumer(topic string) (remade bool, err error) {
 		return false, fmt.Errorf("natsjs: consumer %s on %s: %w", group, stream, err)
 	case info.Config.DeliverSubject != "":
 		return true, p.remake(stream, info, "it is a push consumer, made before natsjs pulled")
-	case info.NumAckPending > 0 && info.NumWaiting == 0:
-		return true, p.remake(stream, info, "it has messages delivered and not acknowledged, and no process pulls from it")
+	case info.NumAckPending > 0 && info.NumWaiting == 0 && !p.othersConsume(topic):
+		return true, p.remake(stream, info, "it has messages delivered and not acknowledged, and no process consumes from it")
 	}
 	return false, nil
+}
+
+// presenceSubject is where every subscription of group on topic answers,
+// for as long as it holds messages: a starting subscription asks it
+// before it remakes the consumer, so as never to remake it under a live
+// process (one whose InFlight is reached pulls nothing, and JetStream
+// cannot tell it from a dead one).
+func presenceSubject(topic, group string) string {
+	return "_NATSJS.consuming." + streamName(topic) + "." + group
+}
+
+// othersConsume reports whether a subscription of the group on topic
+// answers on its presence subject; no answer within a second counts as
+// one, so that a slow process is not taken for a dead one.
+func (p *PubSub) othersConsume(topic string) bool {
+	_, err := p.conn.Request(presenceSubject(topic, p.cfg.Group), nil, time.Second)
+	return !errors.Is(err, nats.ErrNoResponders)
 }
 
 // remake deletes the consumer info describes and makes it again, in the

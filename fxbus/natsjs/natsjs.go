@@ -68,8 +68,8 @@
 //     subscription holds is given back (nacked) in stream order, whatever
 //     order the handlers nacked in;
 //   - a kill: when a subscription starts and finds messages delivered and
-//     not acknowledged while no process pulls from the consumer (the one
-//     that held them died), it remakes the consumer from its ack floor +
+//     not acknowledged while no other process consumes from the consumer
+//     (the one that held them died), it remakes the consumer from its ack floor +
 //     1, so that everything after the floor is delivered again, in stream
 //     order, before anything newer. Messages that were handled after the
 //     floor come again too: the inbox (fxoutbox) skips them, so give an
@@ -81,13 +81,18 @@
 // key's messages between them: order per key is not kept across them
 // (give each key to one consuming process, or run one at a time: stop
 // the old process before the new one starts). Every message is still
-// handled, at least once. A replica that starts while another holds
-// messages and pulls none (its InFlight reached) remakes the consumer
-// under it: the other's messages are delivered again, and the other stops
-// acknowledging what it held (it learns the consumer was deleted); an
-// acknowledgement already on its way can reach the new consumer, which
-// takes it. After a reconnection, a message lost in transit comes back
-// after AckWait, behind its key's newer ones.
+// handled, at least once. A subscription never remakes the consumer
+// under another process that consumes from it: each subscription answers
+// on a presence subject of its group and topic until it has given back
+// what it held, and a starting one asks there, and looks for open pulls,
+// before it remakes (a process whose InFlight is reached pulls nothing:
+// JetStream alone cannot tell it from a dead one). A process that
+// vanished without closing its connection (a network cut) counts as
+// consuming until the server notices: its messages come back after
+// AckWait, behind newer ones; so does a message lost in transit during a
+// reconnection. A subscription that learns the consumer was deleted (its
+// pull is answered so) stops acknowledging what it held: the new
+// consumer delivers it again.
 //
 // # Upgrading
 //

@@ -287,3 +287,42 @@ func TestUpgradeFromAnIdlePushConsumer(t *testing.T) {
 	assert.Equal(t, "after", string(m.Payload))
 	m.Ack()
 }
+
+// A subscription that starts while a replica of its group holds messages
+// and pulls none (its InFlight reached) does not remake the consumer
+// under it: the replica's acknowledgements are the consumer's, and
+// nothing is delivered twice.
+func TestNoRemakeUnderALiveReplica(t *testing.T) {
+	t.Parallel()
+	addr := natsURL(t)
+	tp := topic(t, addr, "live")
+	busy := pubsub(t, addr, "svc")
+	require.NoError(t, busy.Provision(context.Background(), tp))
+	publishKeyed(t, busy, tp, "a", 1, 2)
+	ch, _ := flowSub(t, busy, tp, fxbus.Flow{InFlight: 2})
+	first, second := next(t, ch), next(t, ch) // its InFlight reached: it pulls nothing
+	eventually(t, "the replica's pull ends", func() bool { return consumerInfo(t, addr, tp, "svc").NumWaiting == 0 })
+	before := consumerInfo(t, addr, tp, "svc")
+	require.Equal(t, 2, before.NumAckPending)
+
+	starting := pubsub(t, addr, "svc")
+	sch, _ := flowSub(t, starting, tp, fxbus.Flow{InFlight: 2})
+	after := consumerInfo(t, addr, tp, "svc")
+	assert.Equal(t, before.Created, after.Created, "the consumer was not remade")
+	first.Ack()
+	second.Ack()
+	eventually(t, "the replica's acks are taken", func() bool { return consumerInfo(t, addr, tp, "svc").AckFloor.Stream == 2 })
+	publishKeyed(t, busy, tp, "a", 3, 3)
+	var got string
+	select {
+	case m := <-sch:
+		got = string(m.Payload)
+		m.Ack()
+	case m := <-ch:
+		got = string(m.Payload)
+		m.Ack()
+	case <-time.After(time.Minute):
+		t.Fatal("a:3 never came")
+	}
+	assert.Equal(t, "a:3", got, "nothing delivered twice")
+}

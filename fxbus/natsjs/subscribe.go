@@ -79,6 +79,11 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: subscribe to %s: %w", topic, err)
 	}
+	s.presence, err = p.conn.Subscribe(presenceSubject(topic, p.cfg.Group), func(m *nats.Msg) { _ = m.Respond(nil) })
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("natsjs: subscribe to %s: %w", topic, err)
+	}
 	// What arrives is bounded by the pulls, never by the client's limits:
 	// a slow consumer's drop would lose a message until AckWait.
 	_ = sub.SetPendingLimits(-1, -1)
@@ -87,6 +92,7 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	if p.closed {
 		p.mu.Unlock()
 		_ = sub.Unsubscribe()
+		_ = s.presence.Unsubscribe()
 		return nil, errors.New("natsjs: closed")
 	}
 	p.subs[s] = struct{}{}
@@ -111,6 +117,7 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 		case <-s.done:
 		case <-p.closing:
 		}
+		_ = s.presence.Unsubscribe() // nothing held any more
 		p.mu.Lock()
 		delete(p.subs, s)
 		p.mu.Unlock()
@@ -127,6 +134,7 @@ type subscription struct {
 	flow        fxbus.Flow
 	inbox       string
 	sub         *nats.Subscription // on inbox.*: what the pulls bring
+	presence    *nats.Subscription // answers a starting subscription: this one consumes (see othersConsume)
 	out         chan *message.Message
 
 	mu       sync.Mutex
