@@ -38,7 +38,7 @@ func conformance(t testing.TB) bustest.Adapter {
 			}
 			defer ch.Close()
 			for _, tp := range topics {
-				for _, group := range bustest.Groups() {
+				for _, group := range bustest.Groups(tp) {
 					_, _ = ch.QueueDelete(tp+"_"+group, false, false, false)
 				}
 				_ = ch.ExchangeDelete(tp, false, false)
@@ -50,14 +50,6 @@ func conformance(t testing.TB) bustest.Adapter {
 		},
 		Pending: map[string]string{
 			"InOrder": "amqpbus: a key's message handled after a later one of its key when the bus nacks at random (5 to 7 wrong-order pairs of 180), issue 42",
-			// fxbus (wt-bus) dead-letters a message whose context ended
-			// before its first attempt when a bus stops: Watermill's Retry
-			// returns the bare context error, which the poison filter does
-			// not take for a redelivery. Seen on every broker; the message
-			// is lost to its consumers.
-			"CloseWhileDelivering/BusStop": busStopPending,
-			"OrderAcrossRestart/Close":     busStopPending,
-			"Redelivery/StoppingReplica":   busStopPending,
 		},
 	}
 }
@@ -71,7 +63,3 @@ func TestConformance(t *testing.T) {
 // BenchmarkConformance is the suite's InFlight benchmark on RabbitMQ
 // (see bustest.Bench).
 func BenchmarkConformance(b *testing.B) { bustest.Bench(b, conformance(b)) }
-
-// busStopPending is why the cases that stop a bus while it consumes are
-// pending: see Adapter.Pending.
-const busStopPending = "fxbus dead-letters a message whose context ended before its first attempt when a bus stops (\"context canceled\"), issue 40"
