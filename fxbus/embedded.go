@@ -44,10 +44,12 @@ import (
 // back to its group, in their place: a named group's next subscription
 // (a restart in the process) gets them first.
 //
-// Subscribe and SubscribeFlow consume in a group of the subscription's
-// own: every subscription of a topic gets every message. [Embedded.Group]
-// names a group whose subscriptions share its messages, as replicas of one
-// service share a consumer group on a broker.
+// A consumer group's subscriptions share its messages, as replicas of one
+// service share a consumer group on a broker; every group of a topic gets
+// every message. An Embedded's own Subscribe and SubscribeFlow consume in
+// its default group; [Embedded.Group] names another. On the process's
+// broker, each subscription of a bus is a group of its own, dropped when
+// it ends: every bus that subscribes to a topic gets each message.
 type Embedded struct {
 	cfg EmbeddedConfig
 
@@ -209,11 +211,16 @@ func (e *Embedded) Subscribe(ctx context.Context, topic string) (<-chan *message
 	return e.SubscribeFlow(ctx, topic, Flow{InFlight: e.cfg.InFlight})
 }
 
-// SubscribeFlow consumes topic in a consumer group of the subscription's
-// own, under flow, until ctx ends or the broker closes.
+// SubscribeFlow consumes topic in the broker's default consumer group
+// (the one Group("default") names), under flow, until ctx ends or the
+// broker closes.
 func (e *Embedded) SubscribeFlow(ctx context.Context, topic string, flow Flow) (<-chan *message.Message, error) {
-	return e.subscribe(ctx, topic, "", flow)
+	return e.subscribe(ctx, topic, DefaultEmbeddedGroup, flow)
 }
+
+// DefaultEmbeddedGroup is the consumer group of an [Embedded] broker's own
+// subscriptions.
+const DefaultEmbeddedGroup = "default"
 
 // Group returns the consumer group name of the broker: its subscriptions
 // share the group's messages, and the group keeps them between its
@@ -370,7 +377,7 @@ func (e *Embedded) subscribe(ctx context.Context, topic, group string, flow Flow
 		t = &memTopic{groups: map[string]*memGroup{}}
 		e.topics[topic] = t
 	}
-	own := group == ""
+	own := group == "" // a subscription of a bus on the process's broker
 	if own {
 		group = fmt.Sprintf("\x00subscription %d", ownGroups.Add(1))
 	}
@@ -468,7 +475,9 @@ func (e *Embedded) work(s *memSub) {
 		for k, v := range h.ent.metadata {
 			msg.Metadata[k] = v
 		}
-		msg.SetContext(s.ctx)
+		// The message outlives its subscription's context: a consumer that
+		// stops finishes what it holds (a bus's Stop waits for it).
+		msg.SetContext(context.WithoutCancel(s.ctx))
 		select {
 		case s.out <- msg:
 			e.sent(s)
@@ -612,22 +621,21 @@ func (e *embedded) Publish(topic string, msgs ...*message.Message) error {
 	return nil
 }
 
-// Subscribe subscribes to the in-process broker.
+// Subscribe subscribes to the in-process broker, in a consumer group of
+// the subscription's own.
 func (e *embedded) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	b, err := e.broker()
-	if err != nil {
-		return nil, err
-	}
-	return b.Subscribe(ctx, topic)
+	return e.SubscribeFlow(ctx, topic, Flow{InFlight: e.b.cfg.InFlight})
 }
 
-// SubscribeFlow subscribes to the in-process broker under flow.
+// SubscribeFlow subscribes to the in-process broker under flow, in a
+// consumer group of the subscription's own, so that every bus of the
+// process that subscribes to a topic gets each of its messages.
 func (e *embedded) SubscribeFlow(ctx context.Context, topic string, flow Flow) (<-chan *message.Message, error) {
 	b, err := e.broker()
 	if err != nil {
 		return nil, err
 	}
-	return b.SubscribeFlow(ctx, topic, flow)
+	return b.subscribe(ctx, topic, "", flow) // a group of its own: every bus gets every message
 }
 
 // Close lets go of the in-process broker; the last bus to let go closes it.

@@ -158,40 +158,42 @@ func TestEmbeddedInOrderThroughNacks(t *testing.T) {
 
 // A consumer group's subscription that ends gives its unacknowledged
 // messages back: the group's next subscription (a restart in the
-// process) gets them first, in their order, before the key's later ones.
+// process) gets them first, in their order, before the key's later ones;
+// in a named group, and in the broker's default one.
 func TestEmbeddedRestartRedeliversFirst(t *testing.T) {
 	t.Parallel()
 	e := embeddedBroker(t, fxbus.EmbeddedConfig{})
-	tp := topic(t, "restart")
-	first := e.Group("svc")
-	ctx, cancel := context.WithCancel(context.Background())
-	ch, err := first.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 2, InOrder: true})
-	require.NoError(t, err)
-	for s := range 4 {
-		require.NoError(t, e.Publish(tp, keyed("a", s)))
-	}
-	m0 := <-ch
-	assert.Equal(t, "0", string(m0.Payload))
-	m0.Ack()
-	m1 := <-ch // held, never acknowledged: the process dies with it
-	assert.Equal(t, "1", string(m1.Payload))
-	cancel()
-	for range ch { // the subscription ends
-	}
-	require.NoError(t, first.Close())
+	for name, sub := range map[string]fxbus.FlowSubscriber{"named": e.Group("svc"), "default": e} {
+		t.Run(name, func(t *testing.T) {
+			tp := topic(t, "restart")
+			ctx, cancel := context.WithCancel(context.Background())
+			ch, err := sub.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 2, InOrder: true})
+			require.NoError(t, err)
+			for s := range 4 {
+				require.NoError(t, e.Publish(tp, keyed("a", s)))
+			}
+			m0 := <-ch
+			assert.Equal(t, "0", string(m0.Payload))
+			m0.Ack()
+			m1 := <-ch // held, never acknowledged: the process dies with it
+			assert.Equal(t, "1", string(m1.Payload))
+			cancel()
+			for range ch { // the subscription ends
+			}
+			assert.NoError(t, m1.Context().Err(), "a message outlives its subscription's context: its consumer finishes it")
 
-	second := e.Group("svc")
-	t.Cleanup(func() { _ = second.Close() })
-	ch2, err := second.SubscribeFlow(context.Background(), tp, fxbus.Flow{InFlight: 2, InOrder: true})
-	require.NoError(t, err)
-	var got []string
-	for range 3 {
-		msg := <-ch2
-		got = append(got, string(msg.Payload))
-		msg.Ack()
+			ch2, err := sub.SubscribeFlow(context.Background(), tp, fxbus.Flow{InFlight: 2, InOrder: true})
+			require.NoError(t, err)
+			var got []string
+			for range 3 {
+				msg := <-ch2
+				got = append(got, string(msg.Payload))
+				msg.Ack()
+			}
+			assert.Equal(t, []string{"1", "2", "3"}, got)
+			m1.Ack() // late: counts for nothing
+		})
 	}
-	assert.Equal(t, []string{"1", "2", "3"}, got)
-	m1.Ack() // late: counts for nothing
 }
 
 // A publish waits while a subscribed group's queue is full, and fails,

@@ -148,3 +148,69 @@ func TestStoppedEmbeddedBusRefuses(t *testing.T) {
 	err = b.Forward(context.Background(), []any{OrderPlaced{ID: 1}})
 	require.ErrorContains(t, err, "this bus has stopped")
 }
+
+// A message whose context ended before its handlers ran (a broker ends
+// its messages' contexts with their subscription's, as the bus stops) is
+// nacked for redelivery, not sent to the dead letter with "context
+// canceled".
+func TestMessageWithEndedContextIsRedelivered(t *testing.T) {
+	t.Parallel()
+	gc := goChannel(t)
+	in := make(chan *message.Message, 1)
+	tp := topic(t, "ended")
+	var bus *fxbus.Bus
+	service(t, gc, &oneChannel{ch: in, topic: tp, Subscriber: gc}, fx.Populate(&bus),
+		fxbus.Subscribe[OrderPlaced](tp),
+		fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] {
+			return func(context.Context, OrderPlaced) error { return nil }
+		}))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	msg := message.NewMessage(watermill.NewUUID(), []byte(`{"id":1}`))
+	msg.SetContext(ctx)
+	in <- msg
+	select {
+	case <-msg.Nacked():
+	case <-msg.Acked():
+		t.Fatal("acknowledged: sent to the dead letter")
+	case <-time.After(time.Minute):
+		t.Fatal("neither acknowledged nor nacked")
+	}
+	assert.Zero(t, bus.Stats().DeadLettered)
+	assert.Equal(t, uint64(1), bus.Stats().Redelivered)
+}
+
+// oneChannel hands over what comes on ch for topic, until the
+// subscription's context ends, and subscribes other topics through the
+// Subscriber.
+type oneChannel struct {
+	message.Subscriber
+	ch    chan *message.Message
+	topic string
+}
+
+func (s *oneChannel) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if topic == s.topic {
+		out := make(chan *message.Message)
+		go func() {
+			defer close(out)
+			for {
+				select {
+				case msg := <-s.ch:
+					select {
+					case out <- msg:
+					case <-ctx.Done():
+						msg.Nack()
+						return
+					}
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+		return out, nil
+	}
+	return s.Subscriber.Subscribe(ctx, topic)
+}
+
+func (s *oneChannel) Close() error { return nil }

@@ -303,6 +303,13 @@ func (b *Bus) logDeadLetter(ts *topicSubs) message.HandlerMiddleware {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			b.received.Add(1)
 			out, err := h(msg)
+			if ctx := msg.Context(); err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) && !errors.As(err, new(*redeliver)) {
+				// The message's context ended (its subscription's, on
+				// some brokers, as the bus stops) before its handlers
+				// ran, or in the retries' wait: it was not processed.
+				b.redelivered.Add(1)
+				err = &redeliver{err: err}
+			}
 			if err != nil && !errors.As(err, new(*redeliver)) {
 				b.deadLettered.Add(1)
 				if rec := b.cfg.DeadLetters; rec != nil {
