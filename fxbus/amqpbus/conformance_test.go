@@ -49,15 +49,15 @@ func conformance(t testing.TB) bustest.Adapter {
 			return err
 		},
 		Pending: map[string]string{
-			"Capabilities": "amqpbus states no capabilities yet (fxbus.Broker), issue 40",
-			"TopicRule":    "amqpbus states no topic rule yet (fxbus.Broker.CheckTopic), issue 40",
-			// A clean stop of a bus (fxbus, wt-bus) sometimes dead-letters a
-			// message whose context ended before its first attempt, with
-			// "context canceled" (Watermill's Retry returns the context's
-			// error, which the poison filter does not take for a
-			// redelivery): the message is lost to its consumers.
-			"CloseWhileDelivering/BusStop": "fxbus dead-letters a message whose context ended before its first attempt when a bus stops (\"context canceled\"), issue 40",
-			"OrderAcrossRestart/Close":     "fxbus dead-letters a message whose context ended before its first attempt when a bus stops (\"context canceled\"), issue 40",
+			"InOrder": "amqpbus: a key's message handled after a later one of its key when the bus nacks at random (5 to 7 wrong-order pairs of 180), issue 42",
+			// fxbus (wt-bus) dead-letters a message whose context ended
+			// before its first attempt when a bus stops: Watermill's Retry
+			// returns the bare context error, which the poison filter does
+			// not take for a redelivery. Seen on every broker; the message
+			// is lost to its consumers.
+			"CloseWhileDelivering/BusStop": busStopPending,
+			"OrderAcrossRestart/Close":     busStopPending,
+			"Redelivery/StoppingReplica":   busStopPending,
 		},
 	}
 }
@@ -71,3 +71,7 @@ func TestConformance(t *testing.T) {
 // BenchmarkConformance is the suite's InFlight benchmark on RabbitMQ
 // (see bustest.Bench).
 func BenchmarkConformance(b *testing.B) { bustest.Bench(b, conformance(b)) }
+
+// busStopPending is why the cases that stop a bus while it consumes are
+// pending: see Adapter.Pending.
+const busStopPending = "fxbus dead-letters a message whose context ended before its first attempt when a bus stops (\"context canceled\"), issue 40"

@@ -207,8 +207,9 @@ func (s *suite) throughTheBus(t *testing.T) {
 }
 
 // A BatchPublisher reports how many of a batch, from the first, the
-// broker took: all of a good batch; those before the first it refused
-// (a payload above the adapter's MaxPayload); none on a topic nobody
+// broker took, and those arrive: all of a good batch; at most those
+// before the first it refused (a payload above the adapter's
+// MaxPayload), never the refused one; none on a topic nobody
 // provisioned, when the adapter provisions.
 func (s *suite) batchAcks(t *testing.T) {
 	tp := s.topic(t, "batch")
@@ -234,9 +235,12 @@ func (s *suite) batchAcks(t *testing.T) {
 		acked, err = bp.PublishBatch(tp, second)
 		require.Error(t, err, "a batch with a message above MaxPayload (%d bytes) at index 2", caps.MaxPayload)
 		assert.Contains(t, err.Error(), fmt.Sprint(caps.MaxPayload), "the error names the limit")
-		assert.Equal(t, 2, acked, "the acknowledged prefix is the two messages before the refused one: %v", err)
-		// The prefix arrives; those after the refused one may have been
-		// taken too, as the contract allows.
+		require.LessOrEqual(t, acked, 2, "acknowledged beyond the refused message at index 2: %v", err)
+		if acked < 2 {
+			t.Logf("%d of the 2 messages before the refused one acknowledged: %v", acked, err)
+		}
+		// The acknowledged prefix arrives; those after it may have been
+		// taken too, as the contract allows, never the refused one.
 		var seen []string
 		require.True(t, waitFor(func() bool {
 			select {
@@ -245,7 +249,12 @@ func (s *suite) batchAcks(t *testing.T) {
 				seen = append(seen, msg.UUID)
 			default:
 			}
-			return slices.Contains(seen, second[0].UUID) && slices.Contains(seen, second[1].UUID)
+			for _, m := range second[:acked] {
+				if !slices.Contains(seen, m.UUID) {
+					return false
+				}
+			}
+			return true
 		}), "the acknowledged prefix arrives: got %v", seen)
 		assert.NotContains(t, seen, second[2].UUID, "the refused message arrived")
 	} else {
