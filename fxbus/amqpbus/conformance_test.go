@@ -49,7 +49,6 @@ func conformance(t testing.TB) bustest.Adapter {
 			return err
 		},
 		Pending: map[string]string{
-			"InOrder": "amqpbus: a key's message handled after a later one of its key when the bus nacks at random (5 to 7 wrong-order pairs of 180), issue 42",
 			// fxbus (wt-bus) dead-letters a message whose context ended
 			// before its first attempt when a bus stops: Watermill's Retry
 			// returns the bare context error, which the poison filter does
