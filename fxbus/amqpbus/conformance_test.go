@@ -48,9 +48,6 @@ func conformance(t testing.TB) bustest.Adapter {
 			_, err := amqpbus.New(amqpbus.Config{URL: "amqp://guest:guest@" + addr + "/", Group: "a"})
 			return err
 		},
-		Pending: map[string]string{
-			"InOrder": "amqpbus: a key's message handled after a later one of its key when the bus nacks at random (5 to 7 wrong-order pairs of 180), issue 42",
-		},
 	}
 }
 

@@ -44,10 +44,12 @@
 // nacked (requeued) by itself. With InOrder, the subscriber hands a key's
 // messages over one at a time in the queue's order, and a nacked message
 // is requeued together with the key's messages received after it, in
-// order, before any other acknowledgement goes out; until it comes back,
-// a later message of its key that arrives is requeued too. RabbitMQ puts
-// a requeued message back in its place, so the key's order holds through
-// a nack.
+// order, before any other acknowledgement goes out. Until all of them
+// have come back, a later message of the key that arrives is requeued
+// too, and those that came back are held; then they are handed over by
+// their places in the queue (the order they first arrived in), whatever
+// order they came back in. So a nacked message is never overtaken by its
+// key's later ones.
 //
 // When a subscription ends (its context), RabbitMQ stops delivering to
 // it; the channel closes once what was handed over is settled (or the

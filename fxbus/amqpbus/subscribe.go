@@ -48,7 +48,8 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 		wake:    make(chan struct{}, 1),
 		idle:    make(chan struct{}, 1),
 		q:       lanes.New[*delivery](flow.InOrder),
-		awaited: map[string]map[string]bool{},
+		awaited: map[string]map[string]uint64{},
+		parked:  map[string][]*delivery{},
 		strays:  map[string]int{},
 	}
 	deliveries, err := c.open()
@@ -86,8 +87,9 @@ type consumer struct {
 	seq     uint64 // arrival order
 	q       *lanes.Queue[*delivery]
 	handed  int
-	awaited map[string]map[string]bool // by key: ids nacked and not back yet
-	strays  map[string]int             // by key: later messages requeued while waiting
+	awaited map[string]map[string]uint64 // by key: ids nacked and not back yet, with their ranks
+	parked  map[string][]*delivery       // by key: those back, until all are
+	strays  map[string]int               // by key: later messages requeued while waiting
 	watch   sync.WaitGroup
 }
 
@@ -150,6 +152,7 @@ func (c *consumer) run(ctx context.Context, deliveries <-chan amqp.Delivery, han
 		c.mu.Lock()
 		c.q.Drain()
 		clear(c.awaited)
+		clear(c.parked)
 		clear(c.strays)
 		c.ch = nil
 		c.mu.Unlock()
@@ -241,8 +244,14 @@ func (c *consumer) reopen(ctx context.Context) (<-chan amqp.Delivery, bool) {
 	}
 }
 
-// take queues d, or, when d's key waits for nacked messages to come back
-// and d is not one of them, requeues d too: it was behind them.
+// take queues d. A key that waits for nacked messages to come back keeps
+// order by rank, the place of a message in the queue: a message's rank is
+// its arrival count when it first arrived on this channel, kept when it
+// comes back, and the queue hands over by rank. Those that come back are
+// parked until all have (RabbitMQ puts each back in its place, but one
+// requeued later may arrive after an earlier one that was already on its
+// way); a later message of the key that arrives meanwhile is requeued
+// too, and awaited.
 func (c *consumer) take(d amqp.Delivery) {
 	key, _ := d.Headers[fxbus.MetadataKey].(string)
 	id, _ := d.Headers[wamqp.DefaultMessageUUIDHeaderKey].(string)
@@ -250,24 +259,33 @@ func (c *consumer) take(d amqp.Delivery) {
 	defer c.mu.Unlock()
 	c.seq++
 	it := &delivery{d: d, seq: c.seq, key: key, id: id, gen: c.gen}
-	if aw := c.awaited[key]; c.flow.InOrder && key != "" && len(aw) > 0 {
-		switch {
-		case aw[id]:
-			delete(aw, id)
-		case c.strays[key] < strayLimit:
-			c.strays[key]++
-			aw[id] = true
-			_ = d.Nack(false, true)
-			return
-		default:
-			clear(aw)
-		}
-		if len(aw) == 0 {
-			delete(c.awaited, key)
-			delete(c.strays, key)
-		}
+	aw := c.awaited[key]
+	if !c.flow.InOrder || key == "" || len(aw) == 0 {
+		c.q.Push(it)
+		c.signal(c.wake)
+		return
 	}
-	c.q.Push(it)
+	if rank, ok := aw[id]; ok {
+		delete(aw, id)
+		it.seq = rank
+	} else if c.strays[key] < strayLimit {
+		c.strays[key]++
+		aw[id] = it.seq
+		_ = d.Nack(false, true)
+		return
+	} else { // something awaited never came back: go on without it
+		clear(aw)
+	}
+	c.parked[key] = append(c.parked[key], it)
+	if len(aw) > 0 {
+		return
+	}
+	for _, p := range c.parked[key] {
+		c.q.Push(p)
+	}
+	delete(c.parked, key)
+	delete(c.awaited, key)
+	delete(c.strays, key)
 	c.signal(c.wake)
 }
 
@@ -357,14 +375,14 @@ func (c *consumer) settle(it *delivery, acked bool) {
 	case c.flow.InOrder && it.key != "":
 		aw := c.awaited[it.key]
 		if aw == nil {
-			aw = map[string]bool{}
+			aw = map[string]uint64{}
 			c.awaited[it.key] = aw
 		}
 		_ = it.d.Nack(false, true)
-		aw[it.id] = true
+		aw[it.id] = it.seq
 		for _, later := range c.q.Remove(it.key, it.seq) {
 			_ = later.d.Nack(false, true)
-			aw[later.id] = true
+			aw[later.id] = later.seq
 		}
 	default:
 		_ = it.d.Nack(false, true)
