@@ -1,27 +1,3 @@
-// Package amqpbus is RabbitMQ for fxbus: watermill-amqp with the settings
-// a service needs. It is a package of its own so that only its users
-// compile the AMQP client.
-//
-//	ps, err := amqpbus.New(amqpbus.Config{URL: "amqp://guest:guest@127.0.0.1:5672/", Group: "billing"})
-//	fx.Supply(fx.Annotate(ps, fx.As(new(message.Publisher)), fx.As(new(message.Subscriber))))
-//
-// What it chooses:
-//   - Publish waits for RabbitMQ's publisher confirm of each message, on a
-//     pool of channels opened once (a relay that deletes a row once the
-//     publish returned never deletes one RabbitMQ did not take), and marks
-//     messages persistent. PublishBatch (what the outbox's relay uses, as
-//     an fxbus.BatchPublisher) sends a whole batch on a confirm-mode
-//     channel before it waits for the confirms.
-//   - Each topic is a durable fanout exchange; each service (Group) has a
-//     durable queue on it, named topic_group, which its replicas share;
-//     every service gets every message. A fanout exchange drops what no
-//     queue is bound to yet: Subscribe binds the service's queue, and
-//     [Provision] binds it ahead, before anything is published, in one
-//     call per service.
-//   - Consumers acknowledge manually; a nacked message is requeued.
-//     Prefetch bounds what RabbitMQ hands a consumer before its acks.
-//   - New connects, and fails naming the address (without its password)
-//     when RabbitMQ cannot be reached.
 package amqpbus
 
 import (
@@ -29,51 +5,61 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
+	"sync"
 
-	"github.com/ThreeDotsLabs/watermill"
-	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/internal/preset"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/fx"
 )
 
-// Config configures a PubSub. URL and Group are required.
+// Config configures a PubSub. URL is required; Group to subscribe.
 type Config struct {
 	// URL is RabbitMQ's, such as amqp://guest:guest@127.0.0.1:5672/.
 	URL string
 	// Group names the service: its durable queue on each topic, which
-	// its replicas share.
+	// its replicas share. Required to subscribe; a PubSub without one
+	// only publishes, and Provision declares only exchanges.
 	Group string
-	// Prefetch bounds the messages RabbitMQ hands one consumer before
-	// they are acknowledged. Default 16; 1 keeps a queue's order for one
-	// consumer.
+	// Prefetch is a plain Subscribe's bound on the messages RabbitMQ
+	// hands the consumer before they are acknowledged (SubscribeFlow
+	// takes the subscription's InFlight instead). Default 16.
 	Prefetch int
-	// Channels is the size of the publisher's channel pool. Default 8.
+	// Channels is the size of the publisher's pool of confirm-mode
+	// channels. Default 8.
 	Channels int
-	// Logger is Watermill's. Default: none.
-	Logger watermill.LoggerAdapter
+	// MaxPayload is the server's max_message_size, in bytes: a message
+	// larger (payload and headers) fails to publish, naming it. Default
+	// RabbitMQ's own: 128 MiB before 4.0, 16 MiB from 4.0 (read from the
+	// server's version when New connects).
+	MaxPayload int
 }
 
-// PubSub publishes to and subscribes on RabbitMQ.
+// PubSub publishes to and subscribes on RabbitMQ. It is an
+// fxbus.Broker, an fxbus.Provisioner, an fxbus.FlowSubscriber and an
+// fxbus.BatchPublisher.
 type PubSub struct {
-	cfg   Config
-	pub   *wamqp.Publisher
-	sub   *wamqp.Subscriber
-	batch batchChannel
+	cfg Config
+	pub *publisher
+
+	subMu   sync.Mutex
+	subConn *amqp.Connection // the consumers', redialled when lost
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	subs      sync.WaitGroup // subscriptions' goroutines
 }
 
 var (
-	_ message.Publisher  = (*PubSub)(nil)
-	_ message.Subscriber = (*PubSub)(nil)
+	_ message.Publisher    = (*PubSub)(nil)
+	_ message.Subscriber   = (*PubSub)(nil)
+	_ fxbus.Broker         = (*PubSub)(nil)
+	_ fxbus.Provisioner    = (*PubSub)(nil)
+	_ fxbus.FlowSubscriber = (*PubSub)(nil)
+	_ fxbus.BatchPublisher = (*PubSub)(nil)
 )
-
-func (c Config) pubsubConfig() wamqp.Config {
-	cfg := wamqp.NewDurablePubSubConfig(c.URL, wamqp.GenerateQueueNameTopicNameWithSuffix(c.Group))
-	cfg.Publish.ConfirmDelivery = true
-	cfg.Publish.ChannelPoolSize = c.Channels
-	cfg.Consume.Qos.PrefetchCount = c.Prefetch
-	return cfg
-}
 
 // Module is the preset under fx, one line in an application:
 //
@@ -92,8 +78,8 @@ func Module(cfg Config) fx.Option {
 
 // New connects to RabbitMQ and returns a PubSub on it.
 func New(cfg Config) (*PubSub, error) {
-	if cfg.URL == "" || cfg.Group == "" {
-		return nil, errors.New("amqpbus: Config.URL and Config.Group are required")
+	if cfg.URL == "" {
+		return nil, errors.New("amqpbus: Config.URL is required")
 	}
 	if cfg.Prefetch <= 0 {
 		cfg.Prefetch = 16
@@ -101,48 +87,153 @@ func New(cfg Config) (*PubSub, error) {
 	if cfg.Channels <= 0 {
 		cfg.Channels = 8
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = watermill.NopLogger{}
-	}
-	pub, err := wamqp.NewPublisher(cfg.pubsubConfig(), cfg.Logger)
+	conn, err := amqp.Dial(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("amqpbus: RabbitMQ at %s cannot be reached: %w", redacted(cfg.URL), err)
 	}
-	sub, err := wamqp.NewSubscriber(cfg.pubsubConfig(), cfg.Logger)
-	if err != nil {
-		_ = pub.Close()
-		return nil, fmt.Errorf("amqpbus: RabbitMQ at %s cannot be reached: %w", redacted(cfg.URL), err)
+	if cfg.MaxPayload <= 0 {
+		cfg.MaxPayload = defaultMaxPayload(conn)
 	}
-	return &PubSub{cfg: cfg, pub: pub, sub: sub, batch: batchChannel{url: cfg.URL}}, nil
+	p := &PubSub{cfg: cfg, subConn: conn, closing: make(chan struct{})}
+	p.pub = newPublisher(cfg.URL, cfg.Channels, cfg.MaxPayload)
+	return p, nil
 }
 
-// Publish publishes msgs to topic, each confirmed by RabbitMQ.
-func (p *PubSub) Publish(topic string, msgs ...*message.Message) error {
-	return p.pub.Publish(topic, msgs...)
+// defaultMaxPayload is RabbitMQ's default max_message_size for the
+// server's version: 128 MiB from 3.8, 16 MiB from 4.0.
+func defaultMaxPayload(conn *amqp.Connection) int {
+	v, _ := conn.Properties["version"].(string)
+	if major, _, _ := strings.Cut(v, "."); major != "" && major >= "4" && len(major) == 1 {
+		return 16 << 20
+	}
+	return 128 << 20
 }
 
-// Subscribe consumes the Group's queue on topic, declaring and binding it
-// if it does not exist.
-func (p *PubSub) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	return p.sub.Subscribe(ctx, topic)
+// Capabilities states what RabbitMQ gives: a queue's order, kept per key
+// under InOrder through nacks and restarts (a closed channel's
+// unacknowledged messages go back to their places), InFlight messages at
+// once (the channel's prefetch), and the server's message size limit.
+func (p *PubSub) Capabilities() fxbus.Capabilities {
+	return fxbus.Capabilities{
+		Name:        "rabbitmq",
+		OrderPerKey: true,
+		Parallel:    true,
+		MaxPayload:  p.cfg.MaxPayload,
+		TopicRule:   p.topicRule(),
+	}
 }
 
-// Close closes the subscriber, then the publishers.
-func (p *PubSub) Close() error {
-	p.batch.close()
-	return errors.Join(p.sub.Close(), p.pub.Close())
+func (p *PubSub) topicRule() string {
+	return fmt.Sprintf("1 to %d bytes of letters, digits, '-', '_', '.' and ':' (an exchange name; its queue, topic_%s, has at most 255), not starting with \"amq.\"", 255-len(p.queueSuffix()), p.cfg.Group)
 }
 
-// Provision declares each topic's exchange and the Group's queue bound to
-// it, as Subscribe would, so that what is published before the service
-// first subscribes waits in its queue.
-func (p *PubSub) Provision(topics ...string) error {
-	for _, topic := range topics {
-		if err := p.sub.SubscribeInitialize(topic); err != nil {
-			return fmt.Errorf("amqpbus: provision %s for %s: %w", topic, p.cfg.Group, err)
+func (p *PubSub) queueSuffix() string {
+	if p.cfg.Group == "" {
+		return ""
+	}
+	return "_" + p.cfg.Group
+}
+
+// CheckTopic says whether topic can name an exchange and, with the
+// Group, a queue.
+func (p *PubSub) CheckTopic(topic string) error {
+	ok := topic != "" && len(topic)+len(p.queueSuffix()) <= 255 && !strings.HasPrefix(topic, "amq.")
+	for _, r := range topic {
+		if !ok {
+			break
 		}
+		ok = r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.:", r)
+	}
+	if !ok {
+		return fmt.Errorf("amqpbus: topic %q is not one RabbitMQ takes: %s", topic, p.topicRule())
 	}
 	return nil
+}
+
+// queue is the Group's queue on topic.
+func (p *PubSub) queue(topic string) string { return topic + p.queueSuffix() }
+
+// Provision declares each topic's exchange (a durable fanout) and, with a
+// Group, the Group's durable queue bound to it, so that what is published
+// before the service first subscribes waits in its queue. Publish refuses
+// a topic whose exchange does not exist.
+func (p *PubSub) Provision(ctx context.Context, topics ...string) error {
+	conn, err := p.connection()
+	if err != nil {
+		return fmt.Errorf("amqpbus: provision %s: %w", strings.Join(topics, ", "), err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("amqpbus: provision %s: %w", strings.Join(topics, ", "), err)
+	}
+	defer ch.Close()
+	for _, topic := range topics {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("amqpbus: provision %s: %w", topic, err)
+		}
+		if err := p.CheckTopic(topic); err != nil {
+			return err
+		}
+		if err := p.declare(ch, topic); err != nil {
+			return fmt.Errorf("amqpbus: provision %s for %q: %w", topic, p.cfg.Group, err)
+		}
+		p.pub.known.Store(topic, true)
+	}
+	return nil
+}
+
+// declare declares topic's exchange and the Group's queue bound to it,
+// as watermill-amqp's durable pub/sub did (a deployment's exchanges and
+// queues are those).
+func (p *PubSub) declare(ch *amqp.Channel, topic string) error {
+	if err := ch.ExchangeDeclare(topic, "fanout", true, false, false, false, nil); err != nil {
+		return err
+	}
+	if p.cfg.Group == "" {
+		return nil
+	}
+	q := p.queue(topic)
+	if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+		return err
+	}
+	return ch.QueueBind(q, "", topic, false, nil)
+}
+
+// connection is the consumers' connection, dialled again when lost.
+func (p *PubSub) connection() (*amqp.Connection, error) {
+	p.subMu.Lock()
+	defer p.subMu.Unlock()
+	select {
+	case <-p.closing:
+		return nil, errors.New("the PubSub is closed")
+	default:
+	}
+	if p.subConn == nil || p.subConn.IsClosed() {
+		conn, err := amqp.Dial(p.cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("RabbitMQ at %s cannot be reached: %w", redacted(p.cfg.URL), err)
+		}
+		p.subConn = conn
+	}
+	return p.subConn, nil
+}
+
+// Close ends the subscriptions (what they hold and was not acknowledged
+// goes back to the queue, in place), then closes the connections.
+func (p *PubSub) Close() error {
+	p.closeOnce.Do(func() { close(p.closing) })
+	p.subs.Wait()
+	p.subMu.Lock()
+	var err error
+	if p.subConn != nil && !p.subConn.IsClosed() {
+		err = p.subConn.Close()
+	}
+	p.subConn = nil
+	p.subMu.Unlock()
+	if errors.Is(err, amqp.ErrClosed) {
+		err = nil
+	}
+	return errors.Join(err, p.pub.close())
 }
 
 // redacted is u without its password.

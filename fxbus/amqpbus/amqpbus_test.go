@@ -54,7 +54,7 @@ func TestProvisionThenPublishThenSubscribe(t *testing.T) {
 	ps, err := amqpbus.New(amqpbus.Config{URL: addr, Group: "billing"})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, ps.Close()) })
-	require.NoError(t, ps.Provision(tp))
+	require.NoError(t, ps.Provision(context.Background(), tp))
 	m := message.NewMessage("a-1", []byte("early"))
 	m.Metadata.Set("name", "OrderPlaced")
 	require.NoError(t, ps.Publish(tp, m))
@@ -104,7 +104,7 @@ func TestPublishBatch(t *testing.T) {
 	ps, err := amqpbus.New(amqpbus.Config{URL: addr, Group: "billing", Prefetch: 1})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, ps.Close()) })
-	require.NoError(t, ps.Provision(tp))
+	require.NoError(t, ps.Provision(context.Background(), tp))
 	var msgs []*message.Message
 	for i := range 50 {
 		m := message.NewMessage(fmt.Sprintf("b-%d", i), []byte(fmt.Sprint(i)))

@@ -6,41 +6,126 @@
 //	ps, err := natsjs.New(natsjs.Config{URL: "nats://127.0.0.1:4222", Group: "billing"})
 //	fx.Supply(fx.Annotate(ps, fx.As(new(message.Publisher)), fx.As(new(message.Subscriber))))
 //
-// What it chooses:
-//   - Publish waits for JetStream's acknowledgement of each message and
-//     sets Nats-Msg-Id to the message's id, so that JetStream drops a
-//     duplicate published again within the stream's duplicate window (a
-//     relay that was killed between publish and delete).
-//   - Subscribe provisions a stream per topic (named as the topic, which
-//     NATS requires to hold no dot, space or wildcard) and, per topic, a
-//     durable consumer named after Group with explicit acknowledgement,
-//     which every replica of the service joins as a queue subscriber:
-//     each message goes to one replica, and one that dies has its
-//     unacknowledged messages redelivered after AckWait. Replicas only
-//     join: the consumer outlives every subscription.
-//   - A message is acknowledged when the handler acks it, negatively
-//     acknowledged (redelivered at once) when it nacks it. The next is
-//     handed over before then: a topic is handled fxbus.InFlight messages
-//     at a time (InFlight(1): in order), not one at a time. Closing a
-//     subscription unsubscribes first, waits for the callbacks in flight,
-//     and only then closes the channel: no callback sends on a closed
-//     channel (the close race of watermill-nats's subscriber).
-//   - New connects, and fails naming the address when NATS cannot be
-//     reached: a service fails at start, not at its first message.
+// The PubSub is an fxbus.Broker, an fxbus.Provisioner and an
+// fxbus.FlowSubscriber: see [PubSub.Capabilities].
 //
-// Metadata travels as NATS headers, the payload as the message's data:
-// a consumer in another language reads both.
+// # Topics and streams
+//
+// A topic is a NATS subject without wildcards ("payments.confirmed"); it
+// is kept in a stream of its own, named after it with each dot made an
+// underscore ("payments_confirmed"), since a stream's name may hold no
+// dot. [PubSub.CheckTopic] refuses a topic no stream can take (a space,
+// a wildcard, a path separator, an empty token) and a second topic that
+// would share a first one's stream ("a.b" after "a_b"), naming the topic
+// and the rule: the bus checks every topic it is given when it is made.
+//
+// Provisioning is explicit: [PubSub.Provision] makes the topics' streams,
+// and the bus provisions every topic its routes, subscriptions and dead
+// letters declare when it starts. Publish to a topic nobody provisioned
+// fails naming it (a mistyped topic no longer makes a stream that nobody
+// reads); a stream another process made counts, once seen on the server.
+// The group's durable consumer is made when a subscription starts, and
+// reads the stream from its first message: nothing published before is
+// missed, and a service that only publishes leaves no idle consumer.
+//
+// # Publishing
+//
+// Publish waits for JetStream's acknowledgement of each message and sets
+// Nats-Msg-Id to the message's id, so that JetStream drops a duplicate
+// published again within the stream's duplicate window (a relay killed
+// between publish and delete); PublishBatch publishes a batch at once and
+// says which prefix JetStream took. A payload above MaxPayload (the
+// server's max_payload, 1 MiB by default, less 8 KiB for the headers)
+// fails before it is sent, naming the limit. Metadata travels as NATS
+// headers, the payload as the message's data: a consumer in another
+// language reads both.
+//
+// # Consuming
+//
+// Each subscription pulls from the group's durable consumer on the
+// topic's stream (explicit acknowledgement, AckWait, MaxDeliver), which
+// every replica of the service shares: each message goes to one replica.
+// It never holds more than its InFlight messages (fxbus.InFlight:
+// handed over, or waiting behind their key) between their delivery and
+// their ack or nack: it asks JetStream for no more, and JetStream keeps
+// the rest. While it holds a message it tells JetStream, every AckWait/4,
+// that the message is in progress: a handler that runs longer than
+// AckWait keeps its message instead of its being delivered again beside
+// it. A message is acknowledged when the handler acks it, and nacked
+// (redelivered at once, before newer messages) when it nacks it.
+//
+// # Order per key
+//
+// With fxbus.InOrder, a key's messages are handed over one at a time, in
+// stream order, and a key's order holds, for one consuming process at a
+// time, through:
+//   - a nack: the key's messages held behind the nacked one are nacked
+//     after it, in order, and a later message of the key that arrives
+//     before the nacked one is back is nacked too; JetStream redelivers
+//     nacked messages in the order of their nacks, before new ones, so
+//     none overtakes it;
+//   - an orderly stop: once the handlers in flight are done, what the
+//     subscription holds is given back (nacked) in stream order, whatever
+//     order the handlers nacked in;
+//   - a kill: when a subscription starts and finds messages delivered and
+//     not acknowledged while no other process consumes from the consumer
+//     (the one that held them died), it remakes the consumer from its ack floor +
+//     1, so that everything after the floor is delivered again, in stream
+//     order, before anything newer. Messages that were handled after the
+//     floor come again too: the inbox (fxoutbox) skips them, so give an
+//     InOrder subscription the inbox. fxbus.InFlight(1) is in order the
+//     same way, without InOrder (the bus gives the adapter its InFlight
+//     through SubscribeFlow; Subscribe alone holds up to 64).
+//
+// Several replicas that consume one topic share its consumer and split a
+// key's messages between them: order per key is not kept across them
+// (give each key to one consuming process, or run one at a time: stop
+// the old process before the new one starts). Every message is still
+// handled, at least once. A subscription never remakes the consumer
+// under another process that consumes from it: each subscription answers
+// on a presence subject of its group and topic until it has given back
+// what it held, and a starting one asks there, and looks for open pulls,
+// before it remakes (a process whose InFlight is reached pulls nothing:
+// JetStream alone cannot tell it from a dead one). A process that
+// vanished without closing its connection (a network cut) counts as
+// consuming until the server notices: its messages come back after
+// AckWait, behind newer ones; so does a message lost in transit during a
+// reconnection. A subscription that learns the consumer was deleted (its
+// pull is answered so) stops acknowledging what it held: the new
+// consumer delivers it again.
+//
+// A server bug to know: NATS before 2.10.14 (the 2.9 line included) can
+// lose a redelivery it takes while the pull requests waiting are ones
+// whose subscriber just left, and deliver the next message twice
+// instead (nats-server #5305, "delivery count going backwards"): the lost
+// one comes back after AckWait. Here it shows when a subscription stops
+// with a pull open while another process of its group consumes: a
+// message it gave back can reach the other process after its key's next
+// one. A restart of the one consuming process is not affected (the
+// consumer is remade from its ack floor).
+//
+// # Upgrading
+//
+// natsjs made push consumers before (DeliverSubject set, joined as a
+// queue group). The first subscription of the new code to find one
+// remakes it as a pull consumer from its ack floor + 1: every message it
+// had not acknowledged is delivered again, in order, nothing pending is
+// lost, and messages handled after the floor come again (the inbox skips
+// them). Stop every process of the old version first: one still bound
+// to the push consumer receives nothing more.
+//
+// New connects, and fails naming the address when NATS cannot be
+// reached: a service fails at start, not at its first message.
 package natsjs
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/internal/preset"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/fx"
@@ -70,14 +155,20 @@ type PubSub struct {
 	conn *nats.Conn
 	js   nats.JetStreamContext
 
-	mu     sync.Mutex
-	subs   map[*subscription]struct{}
-	closed bool
+	mu      sync.Mutex
+	streams map[string]string   // stream name → the topic CheckTopic let map to it
+	ready   map[string]struct{} // topics whose stream is known to exist
+	subs    map[*subscription]struct{}
+	closed  bool
+	closing chan struct{} // closed by Close
 }
 
 var (
-	_ message.Publisher  = (*PubSub)(nil)
-	_ message.Subscriber = (*PubSub)(nil)
+	_ message.Publisher    = (*PubSub)(nil)
+	_ message.Subscriber   = (*PubSub)(nil)
+	_ fxbus.Broker         = (*PubSub)(nil)
+	_ fxbus.Provisioner    = (*PubSub)(nil)
+	_ fxbus.FlowSubscriber = (*PubSub)(nil)
 )
 
 // Module is the preset under fx, one line in an application:
@@ -119,130 +210,31 @@ func New(cfg Config) (*PubSub, error) {
 		conn.Close()
 		return nil, fmt.Errorf("natsjs: JetStream is not enabled at %s (start nats-server with -js): %w", cfg.URL, err)
 	}
-	return &PubSub{cfg: cfg, conn: conn, js: js, subs: map[*subscription]struct{}{}}, nil
+	return &PubSub{
+		cfg: cfg, conn: conn, js: js,
+		streams: map[string]string{}, ready: map[string]struct{}{},
+		subs: map[*subscription]struct{}{}, closing: make(chan struct{}),
+	}, nil
 }
 
-// Publish publishes msgs to topic, in order, each acknowledged by
-// JetStream before the next is sent.
-func (p *PubSub) Publish(topic string, msgs ...*message.Message) error {
-	for _, msg := range msgs {
-		m := natsMsg(topic, msg)
-		_, err := p.js.PublishMsg(m)
-		if errors.Is(err, nats.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
-			// No stream takes the subject yet: a producer may start before
-			// any consumer. Make it, then publish again.
-			if err = p.provisionStream(topic); err == nil {
-				_, err = p.js.PublishMsg(m)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("natsjs: publish to %s: %w", topic, err)
-		}
+// Capabilities states what the PubSub does: a key's order through a
+// nack, a redelivery and a restart (one consuming process at a time),
+// parallel consumption, the largest payload (the server's max_payload
+// less an allowance for headers: 1 MiB less 8 KiB on a default server)
+// and the topic rule (see CheckTopic).
+func (p *PubSub) Capabilities() fxbus.Capabilities {
+	return fxbus.Capabilities{
+		Name:        "nats-jetstream",
+		OrderPerKey: true,
+		Parallel:    true,
+		MaxPayload:  p.maxPayload(),
+		TopicRule:   topicRule,
 	}
-	return nil
 }
 
-// PublishBatch publishes msgs to topic without waiting on each (JetStream's
-// asynchronous publish), then waits for their acknowledgements, and
-// returns how many, from the first, JetStream acknowledged: what a relay
-// may delete. Messages after the first refused one may have been taken
-// too; sent again, JetStream drops them as duplicates within its window.
-func (p *PubSub) PublishBatch(topic string, msgs []*message.Message) (int, error) {
-	acked, err := p.publishAsync(topic, msgs)
-	if acked == 0 && (errors.Is(err, nats.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)) {
-		if err = p.provisionStream(topic); err == nil {
-			acked, err = p.publishAsync(topic, msgs)
-		}
-	}
-	if err != nil {
-		return acked, fmt.Errorf("natsjs: publish to %s: %w", topic, err)
-	}
-	return acked, nil
-}
-
-func (p *PubSub) publishAsync(topic string, msgs []*message.Message) (int, error) {
-	futures := make([]nats.PubAckFuture, 0, len(msgs))
-	var sendErr error
-	for _, msg := range msgs {
-		f, err := p.js.PublishMsgAsync(natsMsg(topic, msg))
-		if err != nil {
-			sendErr = err
-			break
-		}
-		futures = append(futures, f)
-	}
-	acked, firstErr := 0, error(nil)
-	for _, f := range futures { // every future is waited for, the failed ones' too
-		select {
-		case <-f.Ok():
-			if firstErr == nil {
-				acked++
-			}
-		case err := <-f.Err():
-			if firstErr == nil {
-				firstErr = err
-			}
-		}
-	}
-	if firstErr == nil {
-		firstErr = sendErr
-	}
-	return acked, firstErr
-}
-
-// natsMsg is msg on the wire: its payload as data, its metadata as
-// headers, its id as Nats-Msg-Id for JetStream's deduplication.
-func natsMsg(topic string, msg *message.Message) *nats.Msg {
-	m := nats.NewMsg(topic)
-	m.Data = msg.Payload
-	for k, v := range msg.Metadata {
-		m.Header.Set(k, v)
-	}
-	m.Header.Set(nats.MsgIdHdr, dedupID(msg.UUID, msg.Metadata.Get(metadataReplay)))
-	return m
-}
-
-// provision makes topic's stream and the Group's consumer on it, unless
-// they exist.
-func (p *PubSub) provision(topic string) error {
-	if err := p.provisionStream(topic); err != nil {
-		return err
-	}
-	if _, err := p.js.ConsumerInfo(topic, p.cfg.Group); errors.Is(err, nats.ErrConsumerNotFound) {
-		_, err = p.js.AddConsumer(topic, &nats.ConsumerConfig{
-			Durable:        p.cfg.Group,
-			DeliverSubject: nats.NewInbox(),
-			DeliverGroup:   p.cfg.Group,
-			DeliverPolicy:  nats.DeliverAllPolicy,
-			AckPolicy:      nats.AckExplicitPolicy,
-			AckWait:        p.cfg.AckWait,
-			MaxDeliver:     p.cfg.MaxDeliver,
-		})
-		if err != nil && !errors.Is(err, nats.ErrConsumerNameAlreadyInUse) {
-			return fmt.Errorf("natsjs: consumer %s on %s: %w", p.cfg.Group, topic, err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("natsjs: consumer %s on %s: %w", p.cfg.Group, topic, err)
-	}
-	return nil
-}
-
-// provisionStream makes topic's stream unless it exists.
-func (p *PubSub) provisionStream(topic string) error {
-	_, err := p.js.StreamInfo(topic)
-	if errors.Is(err, nats.ErrStreamNotFound) {
-		_, err = p.js.AddStream(&nats.StreamConfig{Name: topic, Subjects: []string{topic}})
-		if errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
-			err = nil
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("natsjs: stream %s: %w", topic, err)
-	}
-	return nil
-}
-
-// Close closes every subscription, then the connection.
+// Close stops every subscription (each gives back, in stream order, what
+// it holds: a message whose handler still runs is given back too, and a
+// replica or the next start has it again), then closes the connection.
 func (p *PubSub) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -256,8 +248,13 @@ func (p *PubSub) Close() error {
 	}
 	p.mu.Unlock()
 	for _, s := range subs {
-		s.close()
+		s.stop()
 	}
+	close(p.closing)
+	for _, s := range subs {
+		s.goroutines.Wait()
+	}
+	_ = p.conn.FlushTimeout(time.Second) // what was given back reaches the server
 	p.conn.Close()
 	return nil
 }
@@ -269,27 +266,4 @@ func (p *PubSub) Check(context.Context) error {
 		return fmt.Errorf("natsjs: the connection to %s is %v", p.cfg.URL, s)
 	}
 	return nil
-}
-
-// dedupID is the Nats-Msg-Id of a message: its id, for JetStream to drop a
-// duplicate publish within its window, and for a replay (see
-// fxbus.MetadataReplay) the id and its replay's mark, so that JetStream
-// takes the replay as new; messageID takes the mark off again.
-func dedupID(id, replay string) string {
-	if replay == "" {
-		return id
-	}
-	return id + replaySep + replay
-}
-
-const replaySep = "~replay~"
-
-// metadataReplay is fxbus.MetadataReplay (fxbus is not imported here: it
-// may import this package).
-const metadataReplay = "replay"
-
-// messageID is the message's own id, from its Nats-Msg-Id.
-func messageID(hdr string) string {
-	id, _, _ := strings.Cut(hdr, replaySep)
-	return id
 }

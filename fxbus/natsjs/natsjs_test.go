@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -54,7 +53,7 @@ func topic(t testing.TB, addr, base string) string {
 		}
 		defer conn.Close()
 		if js, err := conn.JetStream(); err == nil {
-			_ = js.DeleteStream(tp)
+			_ = js.DeleteStream(natsjs.StreamName(tp))
 		}
 	})
 	return tp
@@ -132,13 +131,16 @@ func TestReplayIsNotADuplicate(t *testing.T) {
 	}
 }
 
-// A producer may publish before any consumer subscribed: the stream is
-// made, and the consumer that subscribes later gets the message.
+// A producer may publish before any consumer subscribed, once the topic
+// is provisioned (the bus provisions its routes' topics at start): the
+// consumer that subscribes later gets the message. A stream another
+// process made counts as provisioned.
 func TestPublishBeforeSubscribe(t *testing.T) {
 	t.Parallel()
 	addr := natsURL(t)
 	tp := topic(t, addr, "early")
 	ps := pubsub(t, addr, "svc")
+	require.NoError(t, pubsub(t, addr, "other").Provision(context.Background(), tp))
 	require.NoError(t, ps.Publish(tp, msg("e-1", "early")))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -147,62 +149,6 @@ func TestPublishBeforeSubscribe(t *testing.T) {
 	m := next(t, ch)
 	assert.Equal(t, "early", string(m.Payload))
 	m.Ack()
-}
-
-// A nacked message is delivered again; an acked one is not.
-func TestNackRedelivers(t *testing.T) {
-	t.Parallel()
-	ps, tp, ch := subscribed(t, "nacked")
-	require.NoError(t, ps.Publish(tp, msg("n-1", "x")))
-	first := next(t, ch)
-	first.Nack()
-	again := next(t, ch)
-	assert.Equal(t, "n-1", again.UUID)
-	again.Ack()
-}
-
-// Two replicas of one group share the topic: each message reaches one.
-func TestReplicasShareAGroup(t *testing.T) {
-	t.Parallel()
-	addr := natsURL(t)
-	tp := topic(t, addr, "shared")
-	a, b := pubsub(t, addr, "svc"), pubsub(t, addr, "svc")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	chA, err := a.Subscribe(ctx, tp)
-	require.NoError(t, err)
-	chB, err := b.Subscribe(ctx, tp)
-	require.NoError(t, err)
-	const n = 40
-	for i := range n {
-		require.NoError(t, a.Publish(tp, msg("s-"+strconv.Itoa(i), strconv.Itoa(i))))
-	}
-	seen := map[string]int{}
-	for len(seen) < n {
-		var m *message.Message
-		select {
-		case m = <-chA:
-		case m = <-chB:
-		case <-time.After(time.Minute):
-			t.Fatalf("received %d of %d", len(seen), n)
-		}
-		seen[m.UUID]++
-		m.Ack()
-	}
-	for id, c := range seen {
-		assert.Equal(t, 1, c, id)
-	}
-}
-
-// An unreachable server fails New, naming it.
-func TestUnreachableFailsNew(t *testing.T) {
-	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := "nats://" + l.Addr().String()
-	require.NoError(t, l.Close()) // nothing listens there now
-	_, err = natsjs.New(natsjs.Config{URL: addr, Options: []nats.Option{nats.Timeout(time.Second)}})
-	require.ErrorContains(t, err, "NATS at "+addr+" cannot be reached")
 }
 
 // subscriber is what the close stress loop subscribes with.
@@ -286,27 +232,14 @@ func TestCloseWhileDelivering(t *testing.T) {
 	}
 }
 
-// A message in handling does not hold the next one back: the subscription
-// hands the second over before the first is acknowledged, so that a
-// topic is processed InFlight messages at a time, not one (nats.go calls
-// a subscription's callbacks one after another).
-func TestTheNextMessageIsNotHeldBack(t *testing.T) {
-	t.Parallel()
-	addr := natsURL(t)
-	tp := topic(t, addr, "parallel")
-	// An AckWait longer than next waits: the first is not redelivered
-	// (which would free the callback) while the test waits for the second.
-	ps, err := natsjs.New(natsjs.Config{URL: addr, Group: "svc", AckWait: time.Minute})
+func jetStream(t testing.TB, addr string) nats.JetStreamContext {
+	t.Helper()
+	conn, err := nats.Connect(addr)
 	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, ps.Close()) })
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ch, err := ps.Subscribe(ctx, tp)
+	t.Cleanup(conn.Close)
+	js, err := conn.JetStream()
 	require.NoError(t, err)
-	require.NoError(t, ps.Publish(tp, msg("p-1", "one"), msg("p-2", "two")))
-	first := next(t, ch)
-	second := next(t, ch) // before first is acked
-	assert.Equal(t, []string{"one", "two"}, []string{string(first.Payload), string(second.Payload)}, "handed over in order")
-	second.Ack()
-	first.Ack()
+	return js
 }
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,38 +1,19 @@
-// Package redisbus is Redis Streams for fxbus: watermill-redisstream with
-// the settings a service needs. It is a package of its own so that only
-// its users compile the Redis client.
-//
-//	ps, err := redisbus.New(redisbus.Config{Addr: "127.0.0.1:6379", Group: "billing"})
-//	fx.Supply(fx.Annotate(ps, fx.As(new(message.Publisher)), fx.As(new(message.Subscriber))))
-//
-// What it chooses:
-//   - Each topic is a stream; each service (Group) a consumer group on it,
-//     created to read from the stream's first entry, so that what was
-//     published before the service first subscribed is not skipped. Every
-//     service gets every message; a service's replicas share its group.
-//   - Each replica is a consumer of its own (a random name per process);
-//     a message a dead replica held unacknowledged is claimed by another
-//     after MaxIdleTime. A nacked message is delivered again.
-//   - Streams are not trimmed: trimming can drop entries a group has not
-//     read. Trim them yourself (XTRIM) once every group has read them.
-//   - Publish returns once Redis has taken the entry; what Redis keeps
-//     across its own restart is its persistence settings' (AOF), not
-//     this package's.
-//   - New pings Redis, and fails naming the address when it cannot be
-//     reached.
 package redisbus
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/internal/preset"
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/fx"
 )
@@ -45,23 +26,58 @@ type Config struct {
 	Options redis.Options
 	// Group names the service: its consumer group on each topic.
 	Group string
-	// MaxIdleTime is how long a message may stay unacknowledged with a
-	// consumer before another replica claims it. Default 30s.
+	// Consumer names this replica in the Group: what it holds
+	// unacknowledged is recorded under this name, and a replica
+	// restarted under the same name takes it back first. It must stay the
+	// same across the replica's restarts and differ between replicas
+	// running at once: a process holds its name under a lease in Redis
+	// (renewed every second, expiring 3 s after the last renewal), and a
+	// subscription under a name a live process holds fails. Default:
+	// Group-hostname, or Group-hostname-1, -2, … when a live process of
+	// this host holds it: each replica with a host name of its own (a
+	// pod, a VM) keeps one name, and replicas sharing a host take the
+	// first free ones. A killed process's name is free once its lease
+	// expires; its successor waits for that (at most 5 s) to take the
+	// name, and its pending entries, back.
+	Consumer string
+	// MaxIdleTime is how long a message may stay unacknowledged with
+	// another consumer of the Group before this one claims it: the
+	// consumer is taken for dead (one that was renamed, or removed).
+	// Default 30s.
 	MaxIdleTime time.Duration
-	// Logger is Watermill's. Default: none.
-	Logger watermill.LoggerAdapter
+	// MaxPayload is the largest payload Publish sends, in bytes. Default
+	// 512 MiB, Redis's own limit on one value (proto-max-bulk-len).
+	MaxPayload int
 }
 
-// PubSub publishes to and subscribes on Redis Streams.
+// PubSub publishes to and subscribes on Redis Streams. It is an
+// fxbus.Broker, an fxbus.Provisioner and an fxbus.FlowSubscriber.
 type PubSub struct {
+	cfg    Config
 	client *redis.Client
 	pub    *redisstream.Publisher
-	sub    *redisstream.Subscriber // nil without a Group
+	known  sync.Map // topics whose stream exists
+
+	host string // the default consumer name's
+
+	streamsMu sync.Mutex
+	streams   map[*stream]bool // the subscriptions
+
+	leaseMu sync.Mutex
+	name    string // the consumer name this process holds, once it subscribed
+	token   string
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	subs      sync.WaitGroup
 }
 
 var (
-	_ message.Publisher  = (*PubSub)(nil)
-	_ message.Subscriber = (*PubSub)(nil)
+	_ message.Publisher    = (*PubSub)(nil)
+	_ message.Subscriber   = (*PubSub)(nil)
+	_ fxbus.Broker         = (*PubSub)(nil)
+	_ fxbus.Provisioner    = (*PubSub)(nil)
+	_ fxbus.FlowSubscriber = (*PubSub)(nil)
 )
 
 // Module is the preset under fx, one line in an application:
@@ -87,8 +103,12 @@ func New(cfg Config) (*PubSub, error) {
 	if cfg.MaxIdleTime <= 0 {
 		cfg.MaxIdleTime = 30 * time.Second
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = watermill.NopLogger{}
+	if cfg.MaxPayload <= 0 {
+		cfg.MaxPayload = 512 << 20
+	}
+	host, _ := os.Hostname()
+	if cfg.Consumer == "" && cfg.Group != "" && host == "" {
+		return nil, errors.New("redisbus: Config.Consumer is not set and the host has no name to make one of")
 	}
 	opts := cfg.Options
 	opts.Addr = cfg.Addr
@@ -101,56 +121,122 @@ func New(cfg Config) (*PubSub, error) {
 	}
 	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{
 		Client: client, Marshaller: redisstream.DefaultMarshallerUnmarshaller{},
-	}, cfg.Logger)
+	}, watermill.NopLogger{})
 	if err != nil {
 		_ = client.Close()
 		return nil, fmt.Errorf("redisbus: %w", err)
 	}
-	ps := &PubSub{client: client, pub: pub}
-	if cfg.Group != "" {
-		ps.sub, err = redisstream.NewSubscriber(redisstream.SubscriberConfig{
-			Client:        client,
-			Unmarshaller:  redisstream.DefaultMarshallerUnmarshaller{},
-			ConsumerGroup: cfg.Group,
-			Consumer:      cfg.Group + "-" + uuid.NewString(),
-			OldestId:      "0", // a new group reads the stream from its first entry
-			MaxIdleTime:   cfg.MaxIdleTime,
-			// A closed client ends the reading at once (else it logs and
-			// sleeps half a second per attempt, outliving Close).
-			ShouldStopOnReadErrors: func(err error) bool {
-				return errors.Is(err, redis.ErrClosed) || errors.Is(err, context.Canceled)
-			},
-		}, cfg.Logger)
-		if err != nil {
-			_ = client.Close()
-			return nil, fmt.Errorf("redisbus: %w", err)
+	return &PubSub{cfg: cfg, client: client, pub: pub, host: host, closing: make(chan struct{})}, nil
+}
+
+// topicRule is what CheckTopic allows: any key name, but the bus's
+// topics are names people type.
+const topicRule = "1 to 1024 bytes, no spaces or control characters (a stream's key)"
+
+// Capabilities states what Redis Streams give: a stream's order, kept
+// per key under InOrder through nacks and restarts of a consumer (its
+// pending entries come back first), InFlight entries at once, and the
+// largest payload.
+func (p *PubSub) Capabilities() fxbus.Capabilities {
+	return fxbus.Capabilities{
+		Name:        "redis-streams",
+		OrderPerKey: true,
+		Parallel:    true,
+		MaxPayload:  p.cfg.MaxPayload,
+		TopicRule:   topicRule,
+	}
+}
+
+// CheckTopic says whether topic can name a stream.
+func (p *PubSub) CheckTopic(topic string) error {
+	ok := topic != "" && len(topic) <= 1024
+	for _, r := range topic {
+		if r <= ' ' || r == 0x7f {
+			ok = false
 		}
 	}
-	return ps, nil
+	if !ok {
+		return fmt.Errorf("redisbus: topic %q is not one Redis Streams take here: %s", topic, topicRule)
+	}
+	return nil
 }
 
-// Publish appends msgs to topic's stream, in order.
+// Provision makes each topic's stream and, with a Group, the Group's
+// consumer group on it, reading from the stream's first entry (so that
+// what is published before the service first subscribes is read).
+// Publish refuses a topic whose stream does not exist.
+func (p *PubSub) Provision(ctx context.Context, topics ...string) error {
+	for _, topic := range topics {
+		if err := p.CheckTopic(topic); err != nil {
+			return err
+		}
+		if err := p.provision(ctx, topic); err != nil {
+			return fmt.Errorf("redisbus: provision %s for %q: %w", topic, p.cfg.Group, err)
+		}
+	}
+	return nil
+}
+
+func (p *PubSub) provision(ctx context.Context, topic string) error {
+	group := p.cfg.Group
+	if group == "" { // a stream without a group: made with a group of its own, dropped
+		group = "fxbus-provision"
+	}
+	err := p.client.XGroupCreateMkStream(ctx, topic, group, "0").Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return err
+	}
+	if p.cfg.Group == "" && err == nil {
+		if err := p.client.XGroupDestroy(ctx, topic, group).Err(); err != nil {
+			return err
+		}
+	}
+	p.known.Store(topic, true)
+	return nil
+}
+
+// ErrNotProvisioned is returned (wrapped, naming the topic) by a publish
+// to a topic whose stream does not exist.
+var ErrNotProvisioned = errors.New("the topic is not provisioned (no stream of its name: Provision makes it)")
+
+// Publish appends msgs to topic's stream, in order. A topic whose stream
+// does not exist fails, naming it (XADD would make one nobody reads).
 func (p *PubSub) Publish(topic string, msgs ...*message.Message) error {
-	return p.pub.Publish(topic, msgs...)
-}
-
-// Subscribe reads topic's stream in the Group's consumer group.
-func (p *PubSub) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	if p.sub == nil {
-		return nil, errors.New("redisbus: Subscribe needs Config.Group, the name of the service's consumer group")
+	for _, msg := range msgs {
+		if len(msg.Payload) > p.cfg.MaxPayload {
+			return fmt.Errorf("redisbus: publish to %s: message %s has a payload of %d bytes, above MaxPayload, %d", topic, msg.UUID, len(msg.Payload), p.cfg.MaxPayload)
+		}
 	}
-	return p.sub.Subscribe(ctx, topic)
+	if _, ok := p.known.Load(topic); !ok {
+		n, err := p.client.Exists(context.Background(), topic).Result()
+		if err != nil {
+			return fmt.Errorf("redisbus: publish to %s: %w", topic, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("redisbus: publish to %s: %w", topic, ErrNotProvisioned)
+		}
+		p.known.Store(topic, true)
+	}
+	if err := p.pub.Publish(topic, msgs...); err != nil {
+		return fmt.Errorf("redisbus: publish to %s: %w", topic, err)
+	}
+	return nil
 }
 
-// Close closes the subscriber, the publisher and their client (each of
-// watermill-redisstream's closes the client it was given: the second
-// finds it closed).
+// Consumer is the name this process consumes under in the Group, once it
+// subscribed ("" before): Config.Consumer, or the default it took.
+func (p *PubSub) Consumer() string {
+	p.leaseMu.Lock()
+	defer p.leaseMu.Unlock()
+	return p.name
+}
+
+// Close ends the subscriptions (what they hold unacknowledged stays
+// pending under the Consumer's name), then closes the client.
 func (p *PubSub) Close() error {
-	var errs []error
-	if p.sub != nil {
-		errs = append(errs, p.sub.Close())
-	}
-	errs = append(errs, p.pub.Close(), p.client.Close())
+	p.closeOnce.Do(func() { close(p.closing) })
+	p.subs.Wait()
+	errs := []error{p.pub.Close(), p.client.Close()}
 	for i, err := range errs {
 		if errors.Is(err, redis.ErrClosed) {
 			errs[i] = nil

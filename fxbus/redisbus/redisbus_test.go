@@ -39,7 +39,13 @@ func topic(t testing.TB, addr string) string {
 
 func pubsub(t testing.TB, addr, group string) *redisbus.PubSub {
 	t.Helper()
-	ps, err := redisbus.New(redisbus.Config{Addr: addr, Group: group})
+	return pubsubAs(t, addr, group, "")
+}
+
+// pubsubAs is a replica of group named consumer ("": the default).
+func pubsubAs(t testing.TB, addr, group, consumer string) *redisbus.PubSub {
+	t.Helper()
+	ps, err := redisbus.New(redisbus.Config{Addr: addr, Group: group, Consumer: consumer})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, ps.Close()) })
 	return ps
@@ -64,6 +70,7 @@ func TestPublishBeforeSubscribe(t *testing.T) {
 	addr := redisAddr(t)
 	tp := topic(t, addr)
 	ps := pubsub(t, addr, "billing")
+	require.NoError(t, ps.Provision(context.Background(), tp))
 	m := message.NewMessage("r-1", []byte("early"))
 	m.Metadata.Set("name", "OrderPlaced")
 	require.NoError(t, ps.Publish(tp, m))
@@ -86,7 +93,7 @@ func TestReplicasShareAGroup(t *testing.T) {
 	t.Parallel()
 	addr := redisAddr(t)
 	tp := topic(t, addr)
-	a, b := pubsub(t, addr, "billing"), pubsub(t, addr, "billing")
+	a, b := pubsubAs(t, addr, "billing", "billing-a"), pubsubAs(t, addr, "billing", "billing-b")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	chA, err := a.Subscribe(ctx, tp)

@@ -1,0 +1,66 @@
+// Package amqpbus is RabbitMQ for fxbus: a publisher and a subscriber on
+// amqp091-go with the settings a service needs. It is a package of its
+// own so that only its users compile the AMQP client.
+//
+//	ps, err := amqpbus.New(amqpbus.Config{URL: "amqp://guest:guest@127.0.0.1:5672/", Group: "billing"})
+//	fx.Supply(fx.Annotate(ps, fx.As(new(message.Publisher)), fx.As(new(message.Subscriber))))
+//
+// # Topics and provisioning
+//
+// Each topic is a durable fanout exchange; each service (Group) has a
+// durable queue on it, named topic_group, which its replicas share; every
+// service gets every message. A topic name is 1 to 255 bytes (with
+// "_"+Group, for the queue) of letters, digits, '-', '_', '.' and ':',
+// not starting with "amq." ([PubSub.CheckTopic]).
+//
+// Provisioning is explicit: [PubSub.Provision] (which the bus calls for
+// its topics at start) declares the exchange and, with a Group, binds the
+// Group's queue. A publish to a topic whose exchange does not exist fails
+// with [ErrNotProvisioned], naming the topic, instead of being dropped. A
+// fanout exchange still drops what no queue is bound to yet: provision a
+// consuming service's queue before anything it must read is published
+// (run its Provision ahead, or start it once). A PubSub without a Group
+// only publishes, and its Provision declares only exchanges.
+//
+// # Publishing
+//
+// Publish waits for RabbitMQ's publisher confirm of each message, on a
+// pool of confirm-mode channels of a connection of its own (a relay that
+// deletes a row once the publish returned never deletes one RabbitMQ did
+// not take), and marks messages persistent. PublishBatch (what the
+// outbox's relay uses, as an fxbus.BatchPublisher) sends a whole batch
+// before it waits for the confirms. A message larger than the server's
+// max_message_size ([Config.MaxPayload]: 128 MiB by default before
+// RabbitMQ 4.0, 16 MiB from 4.0) fails to publish, naming the limit.
+// Messages are written as watermill-amqp wrote them (payload as the
+// body, metadata as headers, the id in the _watermill_message_uuid
+// header), so queues filled by earlier versions are read as they were.
+//
+// # Consuming
+//
+// A subscription ([PubSub.SubscribeFlow]) is a channel with the
+// subscription's InFlight as its prefetch: RabbitMQ hands over that many
+// messages before the first is acknowledged, and each is acknowledged or
+// nacked (requeued) by itself. With InOrder, the subscriber hands a key's
+// messages over one at a time in the queue's order, and a nacked message
+// is requeued together with the key's messages received after it, in
+// order, before any other acknowledgement goes out. Until all of them
+// have come back, a later message of the key that arrives is requeued
+// too, and those that came back are held; then they are handed over by
+// their places in the queue (the order they first arrived in), whatever
+// order they came back in. So a nacked message is never overtaken by its
+// key's later ones.
+//
+// When a subscription ends (its context), RabbitMQ stops delivering to
+// it; the channel closes once what was handed over is settled (or the
+// PubSub closes), and what was not handed over goes back to the queue in
+// place. A killed process's channel closes with its connection: RabbitMQ
+// requeues what it held, in place, and the next consumer gets it first.
+// So a key's order holds through a nack, a clean restart and a kill, for
+// one consuming process at a time (two replicas share the queue and
+// split a key's messages between them). A lost channel is opened again,
+// backing off up to 5 s; messages handed over on the lost one come again.
+//
+// New connects, and fails naming the address (without its password)
+// when RabbitMQ cannot be reached.
+package amqpbus

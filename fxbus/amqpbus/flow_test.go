@@ -1,0 +1,269 @@
+package amqpbus_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxbus/amqpbus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func newPubSub(t testing.TB, cfg amqpbus.Config) *amqpbus.PubSub {
+	t.Helper()
+	ps, err := amqpbus.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, ps.Close()) })
+	return ps
+}
+
+func keyed(id, key string) *message.Message {
+	m := message.NewMessage(id, []byte(id))
+	m.Metadata.Set(fxbus.MetadataKey, key)
+	return m
+}
+
+// InFlight messages are handed over before the first is acknowledged
+// (watermill-amqp handed over one and waited for its ack).
+func TestInFlightHandedOverBeforeAcks(t *testing.T) {
+	t.Parallel()
+	addr := amqpURL(t)
+	tp := topic(t, addr, "billing")
+	ps := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
+	require.NoError(t, ps.Provision(context.Background(), tp))
+	for i := range 20 {
+		require.NoError(t, ps.Publish(tp, message.NewMessage("p-"+strconv.Itoa(i), nil)))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 16})
+	require.NoError(t, err)
+	var held []*message.Message
+	for range 16 {
+		held = append(held, next(t, ch))
+	}
+	for i, m := range held {
+		assert.Equal(t, "p-"+strconv.Itoa(i), m.UUID)
+		m.Ack()
+	}
+	for i := 16; i < 20; i++ {
+		next(t, ch).Ack()
+	}
+}
+
+// A message watermill-amqp published (what a deployment's queues hold
+// when it upgrades) is read with its id and metadata.
+func TestReadsWatermillAMQPMessages(t *testing.T) {
+	t.Parallel()
+	addr := amqpURL(t)
+	tp := topic(t, addr, "billing")
+	ps := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
+	require.NoError(t, ps.Provision(context.Background(), tp))
+	old, err := wamqp.NewPublisher(wamqp.NewDurablePubSubConfig(addr, wamqp.GenerateQueueNameTopicNameWithSuffix("billing")), watermill.NopLogger{})
+	require.NoError(t, err)
+	m := message.NewMessage("old-1", []byte(`{"a":1}`))
+	m.Metadata.Set("name", "OrderPlaced")
+	m.Metadata.Set(fxbus.MetadataKey, "k1")
+	require.NoError(t, old.Publish(tp, m))
+	require.NoError(t, old.Close())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 4, InOrder: true})
+	require.NoError(t, err)
+	got := next(t, ch)
+	assert.Equal(t, "old-1", got.UUID)
+	assert.Equal(t, `{"a":1}`, string(got.Payload))
+	assert.Equal(t, message.Metadata{"name": "OrderPlaced", fxbus.MetadataKey: "k1"}, got.Metadata)
+	got.Ack()
+}
+
+// A publish to a topic nobody provisioned fails naming it; RabbitMQ
+// would have dropped it.
+func TestPublishToUnprovisionedTopicFails(t *testing.T) {
+	t.Parallel()
+	addr := amqpURL(t)
+	tp := topic(t, addr, "billing")
+	ps := newPubSub(t, amqpbus.Config{URL: addr})
+	err := ps.Publish(tp, message.NewMessage("x", nil))
+	require.ErrorIs(t, err, amqpbus.ErrNotProvisioned)
+	assert.ErrorContains(t, err, "amqpbus: publish to "+tp)
+	require.NoError(t, ps.Provision(context.Background(), tp))
+	require.NoError(t, ps.Publish(tp, message.NewMessage("x", nil)))
+}
+
+// A message above MaxPayload fails to publish, naming the limit.
+func TestPublishAboveMaxPayloadFails(t *testing.T) {
+	t.Parallel()
+	addr := amqpURL(t)
+	tp := topic(t, addr, "billing")
+	ps := newPubSub(t, amqpbus.Config{URL: addr, MaxPayload: 1000})
+	require.NoError(t, ps.Provision(context.Background(), tp))
+	assert.Equal(t, 1000, ps.Capabilities().MaxPayload)
+	err := ps.Publish(tp, message.NewMessage("big", make([]byte, 1001)))
+	require.ErrorContains(t, err, "max_message_size of 1000")
+	def := newPubSub(t, amqpbus.Config{URL: addr})
+	assert.GreaterOrEqual(t, def.Capabilities().MaxPayload, 16<<20)
+}
+
+func TestCheckTopic(t *testing.T) {
+	t.Parallel()
+	ps := newPubSub(t, amqpbus.Config{URL: amqpURL(t), Group: "billing"})
+	require.NoError(t, ps.CheckTopic("payments.confirmed"))
+	require.NoError(t, ps.CheckTopic(strings.Repeat("a", 255-len("_billing"))))
+	for _, bad := range []string{"", "amq.x", "a b", strings.Repeat("a", 255-len("_billing")+1)} {
+		err := ps.CheckTopic(bad)
+		require.Error(t, err, bad)
+		assert.ErrorContains(t, err, fmt.Sprintf("%q", bad))
+		assert.ErrorContains(t, err, "not starting with")
+	}
+}
+
+// With InOrder a key's messages are handed over one at a time while other
+// keys' go beside them; a nacked message comes back before its key's
+// later messages, which wait for it.
+func TestInOrderNackComesBackFirst(t *testing.T) {
+	t.Parallel()
+	addr := amqpURL(t)
+	tp := topic(t, addr, "billing")
+	ps := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
+	require.NoError(t, ps.Provision(context.Background(), tp))
+	const perKey = 30
+	var msgs []*message.Message
+	for i := range perKey {
+		for _, k := range []string{"a", "b", "c"} {
+			msgs = append(msgs, keyed(fmt.Sprintf("%s-%02d", k, i), k))
+		}
+	}
+	_, err := ps.PublishBatch(tp, msgs)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 8, InOrder: true})
+	require.NoError(t, err)
+
+	handled := map[string][]string{}
+	nacked := map[string]bool{}
+	var held []*message.Message
+	for n := 0; n < 3*perKey; {
+		held = append(held, next(t, ch))
+		// Three are handed over at once (one per key) before any ack.
+		if len(held) < 3 {
+			continue
+		}
+		keys := map[string]bool{}
+		for _, m := range held {
+			k := m.Metadata.Get(fxbus.MetadataKey)
+			require.False(t, keys[k], "two of key %s handed over at once", k)
+			keys[k] = true
+		}
+		for _, m := range held {
+			k := m.Metadata.Get(fxbus.MetadataKey)
+			if strings.HasSuffix(m.UUID, "5") && !nacked[m.UUID] { // every tenth, once
+				nacked[m.UUID] = true
+				m.Nack()
+				continue
+			}
+			handled[k] = append(handled[k], m.UUID)
+			n++
+			m.Ack()
+		}
+		held = held[:0]
+	}
+	for _, k := range []string{"a", "b", "c"} {
+		var want []string
+		for i := range perKey {
+			want = append(want, fmt.Sprintf("%s-%02d", k, i))
+		}
+		assert.Equal(t, want, handled[k])
+	}
+}
+
+// A 20 MB message is published, confirmed, delivered and acknowledged.
+func TestLargeMessage(t *testing.T) {
+	t.Parallel()
+	addr := amqpURL(t)
+	tp := topic(t, addr, "billing")
+	ps := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
+	require.NoError(t, ps.Provision(context.Background(), tp))
+	big := make([]byte, 20<<20)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	require.NoError(t, ps.Publish(tp, message.NewMessage("big", big)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 4})
+	require.NoError(t, err)
+	got := next(t, ch)
+	assert.Equal(t, "big", got.UUID)
+	assert.Equal(t, big, []byte(got.Payload))
+	got.Ack()
+}
+
+// Messages a subscription held when it ended (handed over and not
+// acknowledged, or not handed over yet) come back first, in the queue's
+// order, to the next subscription: after a clean stop and after the
+// connection dies (a killed process).
+func TestRestartKeepsOrder(t *testing.T) {
+	t.Parallel()
+	addr := amqpURL(t)
+	tp := topic(t, addr, "billing")
+	ps := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
+	require.NoError(t, ps.Provision(context.Background(), tp))
+	var msgs []*message.Message
+	for i := range 40 {
+		msgs = append(msgs, keyed(fmt.Sprintf("m-%02d", i), "k"+strconv.Itoa(i%2)))
+	}
+	_, err := ps.PublishBatch(tp, msgs)
+	require.NoError(t, err)
+	want := map[string]int{"k0": 0, "k1": 1} // each key's next
+	done := 0
+	check := func(m *message.Message) {
+		t.Helper()
+		k := m.Metadata.Get(fxbus.MetadataKey)
+		require.Equal(t, fmt.Sprintf("m-%02d", want[k]), m.UUID, "key %s", k)
+		want[k] += 2
+		done++
+		m.Ack()
+	}
+	// A clean stop with two handed over (one per key) and six queued.
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 8, InOrder: true})
+	require.NoError(t, err)
+	for range 4 {
+		check(next(t, ch))
+	}
+	held := []*message.Message{next(t, ch), next(t, ch)}
+	cancel()
+	for _, m := range held {
+		m.Nack()
+	}
+	for range ch {
+		// drained until it closes
+	}
+	// A killed consumer: its connection dies with what it held.
+	killed := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
+	ch, err = killed.SubscribeFlow(context.Background(), tp, fxbus.Flow{InFlight: 8, InOrder: true})
+	require.NoError(t, err)
+	for range 4 {
+		check(next(t, ch))
+	}
+	_ = next(t, ch) // handed over, never settled
+	require.NoError(t, killed.Close())
+
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	ch, err = ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 8, InOrder: true})
+	require.NoError(t, err)
+	for done < 40 {
+		check(next(t, ch))
+	}
+}
