@@ -94,10 +94,6 @@ func ExampleRoute() {
 // A keyed route and a subscription that keeps each key's order: an
 // order's events are handled in the order they were emitted, while
 // different orders' events may run at once.
-//
-// It has no Output line yet, so it is compiled but not run: on the
-// in-process broker it printed "order b events 3 1 5" (issue 40 makes
-// that broker keep order per key; pin the output once it does).
 func ExampleKeyBy() {
 	var (
 		mu   sync.Mutex
@@ -142,7 +138,7 @@ func ExampleKeyBy() {
 	for _, k := range keys {
 		fmt.Println("order", k, "events", strings.Trim(fmt.Sprint(seen[k]), "[]"))
 	}
-	// Wanted, once the in-process broker keeps order per key:
+	// Output:
 	// order a events 0 2 4
 	// order b events 1 3 5
 }
