@@ -48,12 +48,13 @@
 //
 // Each replica is a consumer of the group named [Config.Consumer], which
 // stays the same across the replica's restarts and differs between
-// replicas: a process holds its name under a lease in Redis (renewed
-// every second, 3 s to live), a subscription under a name a live process
-// holds fails naming it, and the default name is Group-hostname, or
-// Group-hostname-1, -2, … for the replicas after the first on one host.
-// A killed replica's successor waits for its lease to run out (at most
-// 5 s) and takes its name back. When a subscription starts it reads first the entries its
+// replicas: a process holds its name on a topic under a lease in Redis
+// (renewed every second, 3 s to live), a subscription under a name a live
+// process holds fails naming it, and the default name is Group-hostname,
+// or Group-hostname-1, -2, … for the replicas after the first on one
+// host. A killed replica's successor waits for its lease to run out (at
+// most 5 s) and takes its name back. When a subscription starts it reads
+// first the entries its
 // Consumer holds pending — what the process held when it stopped or was
 // killed — in stream order, then the entries of other consumers idle for
 // [Config.MaxIdleTime] (default 30 s: a consumer taken for dead; this is

@@ -248,19 +248,19 @@ func TestConsumerNames(t *testing.T) {
 	require.NoError(t, subscribe(first))
 	second := pubsub(t, addr, group)
 	require.NoError(t, subscribe(second))
-	assert.NotEqual(t, first.Consumer(), second.Consumer())
-	assert.Equal(t, first.Consumer()+"-1", second.Consumer())
-	name := first.Consumer()
+	assert.NotEqual(t, first.Consumer(tp), second.Consumer(tp))
+	assert.Equal(t, first.Consumer(tp)+"-1", second.Consumer(tp))
+	name := first.Consumer(tp)
 	require.NoError(t, first.Close())
 	again := pubsub(t, addr, group)
 	require.NoError(t, subscribe(again))
-	assert.Equal(t, name, again.Consumer())
+	assert.Equal(t, name, again.Consumer(tp))
 
 	clash, err := redisbus.New(redisbus.Config{Addr: addr, Group: group, Consumer: name})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, clash.Close()) })
 	err = subscribe(clash)
-	require.ErrorContains(t, err, fmt.Sprintf("the consumer name %q (Config.Consumer) is in use by another live process", name))
+	require.ErrorContains(t, err, fmt.Sprintf("the consumer name %q (Config.Consumer) is in use on %s by another live process", name, tp))
 }
 
 // What a subscription holds is claimed again now and then, which resets

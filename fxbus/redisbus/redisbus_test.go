@@ -18,7 +18,11 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// go-redis retries a failed dial on a goroutine that sleeps a second
+// before it sees its pool closed (the suite cuts connections).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
+}
 
 // redisAddr is the Redis server the tests use (see brokertest.Address).
 func redisAddr(t testing.TB) string {

@@ -48,7 +48,7 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	if err := p.provision(ctx, topic); err != nil {
 		return nil, fmt.Errorf("redisbus: subscribe to %s for %q: %w", topic, p.cfg.Group, err)
 	}
-	name, err := p.consumer(ctx)
+	name, err := p.consumer(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
