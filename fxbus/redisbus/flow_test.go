@@ -90,19 +90,6 @@ func TestReadsWatermillRedisstreamEntries(t *testing.T) {
 	got.Ack()
 }
 
-// A publish to a topic nobody provisioned fails naming it.
-func TestPublishToUnprovisionedTopicFails(t *testing.T) {
-	t.Parallel()
-	addr := redisAddr(t)
-	tp := topic(t, addr)
-	ps := pubsub(t, addr, "")
-	err := ps.Publish(tp, message.NewMessage("x", nil))
-	require.ErrorIs(t, err, redisbus.ErrNotProvisioned)
-	assert.ErrorContains(t, err, "redisbus: publish to "+tp)
-	require.NoError(t, ps.Provision(context.Background(), tp))
-	require.NoError(t, ps.Publish(tp, message.NewMessage("x", nil)))
-}
-
 func TestCheckTopic(t *testing.T) {
 	t.Parallel()
 	ps := pubsub(t, redisAddr(t), "billing")
@@ -111,62 +98,6 @@ func TestCheckTopic(t *testing.T) {
 		err := ps.CheckTopic(bad)
 		require.Error(t, err, bad)
 		assert.ErrorContains(t, err, "no spaces")
-	}
-}
-
-// With InOrder a key's entries are handed over one at a time while other
-// keys' go beside them; a nacked entry comes back before its key's later
-// entries.
-func TestInOrderNackComesBackFirst(t *testing.T) {
-	t.Parallel()
-	addr := redisAddr(t)
-	tp := topic(t, addr)
-	ps := pubsubAs(t, addr, "billing", "billing-0")
-	require.NoError(t, ps.Provision(context.Background(), tp))
-	const perKey = 30
-	for i := range perKey {
-		for _, k := range []string{"a", "b", "c"} {
-			require.NoError(t, ps.Publish(tp, keyed(fmt.Sprintf("%s-%02d", k, i), k)))
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ch, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 8, InOrder: true})
-	require.NoError(t, err)
-
-	handled := map[string][]string{}
-	nacked := map[string]bool{}
-	var held []*message.Message
-	for n := 0; n < 3*perKey; {
-		held = append(held, next(t, ch))
-		if len(held) < 3 {
-			continue
-		}
-		keys := map[string]bool{}
-		for _, m := range held {
-			k := m.Metadata.Get(fxbus.MetadataKey)
-			require.False(t, keys[k], "two of key %s handed over at once", k)
-			keys[k] = true
-		}
-		for _, m := range held {
-			k := m.Metadata.Get(fxbus.MetadataKey)
-			if strings.HasSuffix(m.UUID, "5") && !nacked[m.UUID] {
-				nacked[m.UUID] = true
-				m.Nack()
-				continue
-			}
-			handled[k] = append(handled[k], m.UUID)
-			n++
-			m.Ack()
-		}
-		held = held[:0]
-	}
-	for _, k := range []string{"a", "b", "c"} {
-		var want []string
-		for i := range perKey {
-			want = append(want, fmt.Sprintf("%s-%02d", k, i))
-		}
-		assert.Equal(t, want, handled[k])
 	}
 }
 
