@@ -231,3 +231,34 @@ func idle0ID(t *testing.T, c *redis.Client, tp string) string {
 	require.NoError(t, err)
 	return xs[0].ID
 }
+
+// What a replica that stopped left pending (its name is free) is claimed
+// at once by another, before new entries, not after MaxIdleTime.
+func TestStoppedReplicasEntriesClaimedAtOnce(t *testing.T) {
+	t.Parallel()
+	addr := redisAddr(t)
+	tp := topic(t, addr)
+	stopped, err := redisbus.New(redisbus.Config{Addr: addr, Group: "billing", Consumer: "billing-a", MaxIdleTime: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, stopped.Provision(context.Background(), tp))
+	publishN(t, stopped, tp, "o", 6)
+	ch, err := stopped.SubscribeFlow(context.Background(), tp, fxbus.Flow{InFlight: 4})
+	require.NoError(t, err)
+	for range 4 {
+		_ = next(t, ch) // held when it stops
+	}
+	require.NoError(t, stopped.Close())
+
+	other, err := redisbus.New(redisbus.Config{Addr: addr, Group: "billing", Consumer: "billing-b", MaxIdleTime: time.Hour})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, other.Close()) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err = other.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 8})
+	require.NoError(t, err)
+	for i := range 6 {
+		m := next(t, ch)
+		assert.Equal(t, fmt.Sprintf("o-%02d", i), m.UUID)
+		m.Ack()
+	}
+}

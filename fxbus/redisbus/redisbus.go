@@ -42,9 +42,9 @@ type Config struct {
 	// name, and its pending entries, back.
 	Consumer string
 	// MaxIdleTime is how long a message may stay unacknowledged with
-	// another consumer of the Group before this one claims it: the
-	// consumer is taken for dead (one that was renamed, or removed).
-	// Default 30s.
+	// another consumer of the Group, whose name a process holds, before
+	// this one claims it: the consumer is taken for dead. Entries of a
+	// name nobody holds are claimed at once. Default 30s.
 	MaxIdleTime time.Duration
 	// MaxPayload is the largest payload Publish sends, in bytes. Default
 	// 512 MiB, Redis's own limit on one value (proto-max-bulk-len).
