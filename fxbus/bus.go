@@ -280,7 +280,7 @@ type checker interface {
 func (b *Bus) Checks() []fxcqrs.Check {
 	var cs []checker
 	for _, c := range []any{b.cfg.Publisher, b.cfg.Subscriber} {
-		if c, ok := c.(checker); ok && !slices.ContainsFunc(cs, func(o checker) bool { return any(o) == any(c) }) {
+		if c, ok := c.(checker); ok && !slices.ContainsFunc(cs, func(o checker) bool { return same(any(o), any(c)) }) {
 			cs = append(cs, c)
 		}
 	}

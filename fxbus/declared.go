@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 )
@@ -48,11 +49,20 @@ func declaredTopics(routes []Routing, subs []Subscription) []declared {
 func brokersOf[I any](pub, sub any) []I {
 	var out []I
 	for _, v := range []any{pub, sub} {
-		if i, ok := v.(I); ok && !slices.ContainsFunc(out, func(o I) bool { return any(o) == v }) {
+		if i, ok := v.(I); ok && !slices.ContainsFunc(out, func(o I) bool { return same(any(o), v) }) {
 			out = append(out, i)
 		}
 	}
 	return out
+}
+
+// same reports whether a and b are one value; a value of a type that
+// cannot be compared (a struct holding a map, say) is only itself.
+func same(a, b any) bool {
+	if t := reflect.TypeOf(a); t == nil || !t.Comparable() || t != reflect.TypeOf(b) {
+		return false
+	}
+	return a == b
 }
 
 // checkTopics checks every declared topic with the publisher's and the

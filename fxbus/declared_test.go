@@ -192,3 +192,35 @@ func TestStartProvisionsOnce(t *testing.T) {
 	require.NoError(t, m.Stop(context.Background()))
 	assert.Equal(t, []string{"provision " + out}, b.recorded())
 }
+
+// mapBroker is a publisher and subscriber of a type that cannot be
+// compared (it holds a map), given as both: the bus tells them apart
+// without a panic and provisions each.
+type mapBroker struct {
+	message.Publisher
+	message.Subscriber
+	provisioned map[string]int
+	mu          *sync.Mutex
+}
+
+func (m mapBroker) Provision(_ context.Context, topics ...string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, tp := range topics {
+		m.provisioned[tp]++
+	}
+	return nil
+}
+
+func (m mapBroker) Close() error { return nil }
+
+func TestIncomparableBrokerIsProvisioned(t *testing.T) {
+	t.Parallel()
+	gc := goChannel(t)
+	b := mapBroker{Publisher: gc, Subscriber: gc, provisioned: map[string]int{}, mu: new(sync.Mutex)}
+	tp := topic(t, "orders")
+	service(t, b, b, fxbus.Subscribe[OrderPlaced](tp))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	assert.Equal(t, map[string]int{tp: 2, tp + "_poison": 2}, b.provisioned, "once on the publisher, once on the subscriber: two values")
+}

@@ -40,9 +40,14 @@ import (
 // published; with a Flow's InOrder, a key's next message is handed over
 // only once the one before it is acknowledged, and a nacked message comes
 // back first, before its key's later ones (as NATS JetStream does with
-// natsjs). A subscription that ends gives its unacknowledged messages
-// back to its group, in their place: a named group's next subscription
-// (a restart in the process) gets them first.
+// natsjs). A message outlives its subscription's context: a consumer that
+// stops finishes, acknowledges or nacks what it holds. What an ended
+// subscription holds unacknowledged goes back to its group, in its place,
+// when the group's next subscription starts with no other live (a restart
+// in the process): that subscription gets them first, and their late
+// acks count for nothing. While another subscription of the group lives,
+// they wait for their ack or nack (the broker has no clock to time them
+// out).
 //
 // A consumer group's subscriptions share its messages, as replicas of one
 // service share a consumer group on a broker; every group of a topic gets
