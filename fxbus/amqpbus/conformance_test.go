@@ -38,7 +38,7 @@ func conformance(t testing.TB) bustest.Adapter {
 			}
 			defer ch.Close()
 			for _, tp := range topics {
-				for _, group := range bustest.Groups() {
+				for _, group := range bustest.Groups(tp) {
 					_, _ = ch.QueueDelete(tp+"_"+group, false, false, false)
 				}
 				_ = ch.ExchangeDelete(tp, false, false)

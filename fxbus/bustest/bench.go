@@ -44,7 +44,7 @@ func Bench(b *testing.B, a Adapter) {
 
 func (s *suite) bench(b *testing.B, inFlight int, inOrder bool) {
 	tp := s.topic(b, "bench")
-	pub, sub := s.open(b, "a", tp, tp+"_poison")
+	pub, sub := s.open(b, group(tp, "a"), tp, tp+"_poison")
 	var (
 		gate    = make(chan struct{})
 		handled sync.Map
@@ -66,7 +66,7 @@ func (s *suite) bench(b *testing.B, inFlight int, inOrder bool) {
 		}
 		return nil
 	})
-	prod, _ := s.a.Open(b, "p")
+	prod, _ := s.a.Open(b, group(tp, "p"))
 	msgs := make([]*message.Message, b.N)
 	for i := range msgs {
 		msgs[i] = keyedMessage(fmt.Sprintf("k%02d", i%64), i/64)

@@ -28,7 +28,7 @@ type Adapter struct {
 	// again to model a restart or another replica. Register cleanup with
 	// t.Cleanup. Required.
 	//
-	// The suite uses the groups "a", "b", "dead" and "p" (see Groups).
+	// The suite's groups are named after the case's topic (see Groups).
 	Open func(t testing.TB, group string) (message.Publisher, message.Subscriber)
 	// Forget deletes what the broker keeps of topics (optional). The
 	// suite calls it when a case ends, with the case's topics and their
@@ -60,10 +60,20 @@ type Adapter struct {
 	Pending map[string]string
 }
 
-// Groups returns the consumer groups the suite opens the adapter with,
-// for an Adapter.Forget that must name what it deletes by group (a
-// RabbitMQ queue per topic and group).
-func Groups() []string { return []string{"a", "b", "dead", "p"} }
+// Groups returns the consumer groups the suite opens the adapter with on
+// topic, one of the suite's topics or its dead letter topic, for an
+// Adapter.Forget that must name what it deletes by group (a RabbitMQ
+// queue per topic and group). Each case has groups of its own, as each
+// is a service of its own: a case's replicas and restarts share a group,
+// and what a broker keeps per group (a consumer name under a lease, say)
+// is not shared with the cases that run beside it.
+func Groups(topic string) []string {
+	base := strings.TrimSuffix(topic, "_poison")
+	return []string{group(base, "a"), group(base, "b"), group(base, "dead"), group(base, "p")}
+}
+
+// group is the consumer group name of the case whose topic is tp.
+func group(tp, name string) string { return tp + "_" + name }
 
 // deadline bounds every wait of the suite: generous, because the
 // brokers run on a loaded machine; it only stops a broken case.

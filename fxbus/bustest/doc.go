@@ -71,9 +71,11 @@
 //   - Unreachable: the adapter's constructor against an address where
 //     nothing listens fails naming the address (Adapter.Unreachable).
 //
-// Every topic is the case's own (bustest_<case>_<random>), and
-// Adapter.Forget deletes it when the case ends. Cases run in parallel and
-// wait on conditions with generous deadlines, never on time.
+// Every topic is the case's own (bustest_<case>_<random>), and so are its
+// consumer groups (named after the topic, see Groups): each case is a
+// service of its own. Adapter.Forget deletes the topics when the case
+// ends. Cases run in parallel and wait on conditions with generous
+// deadlines, never on time.
 //
 // # Pending cases
 //

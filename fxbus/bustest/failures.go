@@ -24,9 +24,9 @@ import (
 // A nacked message comes back, with its id, payload and metadata.
 func (s *suite) nackRedelivers(t *testing.T) {
 	tp := s.topic(t, "nack")
-	_, sub := s.open(t, "a", tp)
+	_, sub := s.open(t, group(tp, "a"), tp)
 	ch := subscribe(t, sub, tp)
-	pub, _ := s.a.Open(t, "p")
+	pub, _ := s.a.Open(t, group(tp, "p"))
 	sent := newMessages(1, "nack")[0]
 	publish(t, pub, tp, sent)
 	first := receive(t, ch, 1, false)[0]
@@ -46,11 +46,11 @@ func (s *suite) nackRedelivers(t *testing.T) {
 // once the stopping one is gone.)
 func (s *suite) stoppingReplica(t *testing.T) {
 	tp := s.topic(t, "stopping")
-	_, deadSub := s.open(t, "dead", tp+"_poison")
+	_, deadSub := s.open(t, group(tp, "dead"), tp+"_poison")
 	dead := subscribe(t, deadSub, tp+"_poison")
 
 	// Replica 1: consuming, but its mediator has stopped.
-	pub1, sub1 := s.open(t, "a", tp, tp+"_poison")
+	pub1, sub1 := s.open(t, group(tp, "a"), tp, tp+"_poison")
 	stopped, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithEventHandlers(eventFunc[Keyed](func(context.Context, Keyed) error {
 		t.Error("a stopped mediator ran a handler")
 		return nil
@@ -72,7 +72,7 @@ func (s *suite) stoppingReplica(t *testing.T) {
 	t.Cleanup(stop1)
 
 	// Replica 2: healthy.
-	pub2, sub2 := s.open(t, "a", tp, tp+"_poison")
+	pub2, sub2 := s.open(t, group(tp, "a"), tp, tp+"_poison")
 	var (
 		mu      sync.Mutex
 		handled = map[int]bool{}
@@ -89,7 +89,7 @@ func (s *suite) stoppingReplica(t *testing.T) {
 		return nil
 	})
 
-	pub, _ := s.a.Open(t, "p")
+	pub, _ := s.a.Open(t, group(tp, "p"))
 	const n = 20
 	for i := range n {
 		publish(t, pub, tp, keyedMessage("", i))
@@ -148,9 +148,9 @@ func (c *countingSubscriber) Subscribe(ctx context.Context, topic string) (<-cha
 // group's next subscriber.
 func (s *suite) closeSubscriber(t *testing.T) {
 	tp := s.topic(t, "close")
-	_, sub := s.open(t, "a", tp)
+	_, sub := s.open(t, group(tp, "a"), tp)
 	ch := subscribe(t, sub, tp)
-	pub, _ := s.a.Open(t, "p")
+	pub, _ := s.a.Open(t, group(tp, "p"))
 	sent := newMessages(20, "close")
 	publish(t, pub, tp, sent...)
 	acked := map[string]bool{}
@@ -195,7 +195,7 @@ func (s *suite) closeSubscriber(t *testing.T) {
 	for _, m := range held {
 		m.Nack() // after Close: no panic
 	}
-	_, again := s.open(t, "a", tp)
+	_, again := s.open(t, group(tp, "a"), tp)
 	ch2 := subscribe(t, again, tp)
 	want := map[string]bool{}
 	for _, m := range sent {
@@ -232,16 +232,16 @@ func (s *suite) busStop(t *testing.T) {
 	}
 	entered, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	pub1, sub1 := s.open(t, "a", tp, tp+"_poison")
+	pub1, sub1 := s.open(t, group(tp, "a"), tp, tp+"_poison")
 	c1 := consume(t, pub1, sub1, tp, consumerConfig{}, func(_ context.Context, e Keyed) error {
 		once.Do(func() { close(entered); <-release })
 		record(e.Seq)
 		return nil
 	})
-	pub2, sub2 := s.open(t, "a", tp, tp+"_poison")
+	pub2, sub2 := s.open(t, group(tp, "a"), tp, tp+"_poison")
 	consume(t, pub2, sub2, tp, consumerConfig{}, func(_ context.Context, e Keyed) error { record(e.Seq); return nil })
 
-	pub, _ := s.a.Open(t, "p")
+	pub, _ := s.a.Open(t, group(tp, "p"))
 	const n = 30
 	for i := range n {
 		publish(t, pub, tp, keyedMessage("", i))
@@ -267,15 +267,15 @@ func (s *suite) busStop(t *testing.T) {
 // payload, metadata, the reason and the topic it failed on.
 func (s *suite) deadLetter(t *testing.T) {
 	tp := s.topic(t, "poisoned")
-	_, deadSub := s.open(t, "dead", tp+"_poison")
+	_, deadSub := s.open(t, group(tp, "dead"), tp+"_poison")
 	dead := subscribe(t, deadSub, tp+"_poison")
-	pub, sub := s.open(t, "a", tp, tp+"_poison")
+	pub, sub := s.open(t, group(tp, "a"), tp, tp+"_poison")
 	var calls atomic.Int32
 	consume(t, pub, sub, tp, consumerConfig{retry: fxbus.RetryPolicy{MaxRetries: 1, InitialInterval: time.Millisecond}}, func(context.Context, Keyed) error {
 		calls.Add(1)
 		return errors.New("ledger rejects it")
 	})
-	producer, _ := s.a.Open(t, "p")
+	producer, _ := s.a.Open(t, group(tp, "p"))
 	sent := keyedMessage("k", 9)
 	sent.Metadata.Set("bustest", "kept")
 	publish(t, producer, tp, sent)
@@ -297,9 +297,9 @@ func (s *suite) deadLetter(t *testing.T) {
 // does not drop a replay.
 func (s *suite) replayMark(t *testing.T) {
 	tp := s.topic(t, "replay")
-	_, sub := s.open(t, "a", tp)
+	_, sub := s.open(t, group(tp, "a"), tp)
 	ch := subscribe(t, sub, tp)
-	pub, _ := s.a.Open(t, "p")
+	pub, _ := s.a.Open(t, group(tp, "p"))
 	orig := newMessages(1, "replay")[0]
 	publish(t, pub, tp, orig)
 	require.Equal(t, orig.UUID, receive(t, ch, 1, true)[0].UUID)
@@ -322,9 +322,9 @@ func (s *suite) replayMark(t *testing.T) {
 // checked at largestSent, and one byte above it.
 func (s *suite) largePayload(t *testing.T) {
 	tp := s.topic(t, "large")
-	_, sub := s.open(t, "a", tp)
+	_, sub := s.open(t, group(tp, "a"), tp)
 	ch := subscribe(t, sub, tp)
-	pub, _ := s.a.Open(t, "p")
+	pub, _ := s.a.Open(t, group(tp, "p"))
 	caps, _ := capsOf(pub, sub)
 	size := caps.MaxPayload
 	switch {
@@ -355,8 +355,8 @@ func (s *suite) largePayload(t *testing.T) {
 // the adapter provisions (fxbus.Provisioner); otherwise the case says
 // what the adapter does.
 func (s *suite) unknownTopic(t *testing.T) {
-	pub, sub := s.a.Open(t, "p")
 	tp := s.topic(t, "unknown")
+	pub, sub := s.a.Open(t, group(tp, "p"))
 	err := pub.Publish(tp, newMessages(1, "unknown")...)
 	if provisioner(pub, sub) == nil {
 		t.Logf("the adapter is not an fxbus.Provisioner: a publish to a topic nobody provisioned returned %v", err)

@@ -24,7 +24,7 @@ import (
 func (s *suite) inFlightBus(t *testing.T) {
 	const n = 4
 	tp := s.topic(t, "inflight")
-	pub, sub := s.open(t, "a", tp, tp+"_poison")
+	pub, sub := s.open(t, group(tp, "a"), tp, tp+"_poison")
 	caps, _ := capsOf(pub, sub)
 	var (
 		running, most atomic.Int64
@@ -50,7 +50,7 @@ func (s *suite) inFlightBus(t *testing.T) {
 		}
 		return nil
 	})
-	prod, _ := s.a.Open(t, "p")
+	prod, _ := s.a.Open(t, group(tp, "p"))
 	const total = 3 * n
 	for i := range total {
 		publish(t, prod, tp, keyedMessage("", i))
@@ -74,7 +74,7 @@ func (s *suite) inFlightBus(t *testing.T) {
 // are neither acknowledged nor nacked, and the next once one is.
 func (s *suite) inFlightAdapter(t *testing.T) {
 	tp := s.topic(t, "flow")
-	pub, sub := s.open(t, "a", tp)
+	pub, sub := s.open(t, group(tp, "a"), tp)
 	caps, _ := capsOf(pub, sub)
 	fs, ok := sub.(fxbus.FlowSubscriber)
 	if !ok {
@@ -87,7 +87,7 @@ func (s *suite) inFlightAdapter(t *testing.T) {
 	t.Cleanup(cancel)
 	ch, err := fs.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: n})
 	require.NoError(t, err)
-	prod, _ := s.a.Open(t, "p")
+	prod, _ := s.a.Open(t, group(tp, "p"))
 	sent := newMessages(2*n, "flow")
 	publish(t, prod, tp, sent...)
 	held := receive(t, ch, n, false)
@@ -227,7 +227,7 @@ var errNack = fmt.Errorf("bustest: nacked on purpose: %w", fxcqrs.ErrStopped)
 func (s *suite) inOrder(t *testing.T) {
 	const keys, perKey = 6, 30
 	tp := s.topic(t, "inorder")
-	pub, sub := s.open(t, "a", tp, tp+"_poison")
+	pub, sub := s.open(t, group(tp, "a"), tp, tp+"_poison")
 	caps, _ := capsOf(pub, sub)
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
@@ -260,7 +260,7 @@ func (s *suite) inOrder(t *testing.T) {
 		eff.record(0, id, e)
 		return nil
 	})
-	prod, _ := s.a.Open(t, "p")
+	prod, _ := s.a.Open(t, group(tp, "p"))
 	sent := keyedStream(keys, 0, perKey)
 	publish(t, prod, tp, sent...)
 	require.True(t, waitFor(func() bool { return eff.has(ids(sent)) }), "effects of %d of %d messages", eff.count(), len(sent))
@@ -286,7 +286,7 @@ func (s *suite) orderAcrossRestart(t *testing.T, abandon bool) {
 	eff := newEffects()
 	threshold := keys * first / 3
 
-	pub1, sub1 := s.open(t, "a", tp, tp+"_poison")
+	pub1, sub1 := s.open(t, group(tp, "a"), tp, tp+"_poison")
 	caps, _ := capsOf(pub1, sub1)
 	resume := make(chan struct{}) // Close: lets the first consumer's halted handlers finish
 	var resumeOnce sync.Once
@@ -308,7 +308,7 @@ func (s *suite) orderAcrossRestart(t *testing.T, abandon bool) {
 	})
 	t.Cleanup(letGo) // before c1 stops (cleanups run last first)
 
-	prod, _ := s.a.Open(t, "p")
+	prod, _ := s.a.Open(t, group(tp, "p"))
 	sent := keyedStream(keys, 0, first)
 	publish(t, prod, tp, sent...)
 	require.True(t, waitFor(func() bool { return eff.count() >= threshold }), "the first consumer handled %d of %d", eff.count(), threshold)
@@ -326,7 +326,7 @@ func (s *suite) orderAcrossRestart(t *testing.T, abandon bool) {
 	}
 	t.Logf("the first consumer stopped after %d effects", eff.count())
 
-	pub2, sub2 := s.open(t, "a", tp, tp+"_poison")
+	pub2, sub2 := s.open(t, group(tp, "a"), tp, tp+"_poison")
 	consume(t, pub2, sub2, tp, cfg, func(ctx context.Context, e Keyed) error {
 		eff.record(2, fxbus.MessageID(ctx), e)
 		return nil

@@ -40,9 +40,9 @@ func (s *suite) capabilities(t *testing.T) {
 // and metadata.
 func (s *suite) oneGroupGetsAll(t *testing.T) {
 	tp := s.topic(t, "one")
-	_, sub := s.open(t, "a", tp)
+	_, sub := s.open(t, group(tp, "a"), tp)
 	ch := subscribe(t, sub, tp)
-	pub, _ := s.a.Open(t, "p")
+	pub, _ := s.a.Open(t, group(tp, "p"))
 	sent := newMessages(20, "one")
 	publish(t, pub, tp, sent[:10]...) // ten in one call
 	for _, m := range sent[10:] {     // ten in a call each
@@ -67,10 +67,10 @@ func (s *suite) oneGroupGetsAll(t *testing.T) {
 // Two groups (two services) each get every message.
 func (s *suite) twoGroupsEachGetAll(t *testing.T) {
 	tp := s.topic(t, "two")
-	_, subA := s.open(t, "a", tp)
-	_, subB := s.open(t, "b", tp)
+	_, subA := s.open(t, group(tp, "a"), tp)
+	_, subB := s.open(t, group(tp, "b"), tp)
 	chA, chB := subscribe(t, subA, tp), subscribe(t, subB, tp)
-	pub, _ := s.a.Open(t, "p")
+	pub, _ := s.a.Open(t, group(tp, "p"))
 	sent := newMessages(10, "two")
 	publish(t, pub, tp, sent...)
 	assert.ElementsMatch(t, ids(sent), ids(receive(t, chA, len(sent), true)), "group a")
@@ -81,10 +81,10 @@ func (s *suite) twoGroupsEachGetAll(t *testing.T) {
 // of them.
 func (s *suite) replicasShare(t *testing.T) {
 	tp := s.topic(t, "replicas")
-	_, sub1 := s.open(t, "a", tp)
-	_, sub2 := s.open(t, "a", tp)
+	_, sub1 := s.open(t, group(tp, "a"), tp)
+	_, sub2 := s.open(t, group(tp, "a"), tp)
 	ch1, ch2 := subscribe(t, sub1, tp), subscribe(t, sub2, tp)
-	pub, _ := s.a.Open(t, "p")
+	pub, _ := s.a.Open(t, group(tp, "p"))
 	sent := newMessages(40, "replica")
 	publish(t, pub, tp, sent...)
 
@@ -149,7 +149,7 @@ func (f commandFunc[C]) Handle(ctx context.Context, c C) error { return f(ctx, c
 // wire, and its correlation id crosses.
 func (s *suite) throughTheBus(t *testing.T) {
 	tp := s.topic(t, "bus")
-	cpub, csub := s.open(t, "a", tp, tp+"_poison")
+	cpub, csub := s.open(t, group(tp, "a"), tp, tp+"_poison")
 	var (
 		mu   sync.Mutex
 		got  []string
@@ -178,7 +178,7 @@ func (s *suite) throughTheBus(t *testing.T) {
 		assert.NoError(t, m.Stop(context.Background()))
 	})
 
-	ppub, _ := s.a.Open(t, "p")
+	ppub, _ := s.a.Open(t, group(tp, "p"))
 	pbus, err := fxbus.New(fxbus.Config{Publisher: ppub}, []fxbus.Routing{
 		fxbus.NewRoute[Placed](tp, fxbus.Name("bustest.Placed")),
 		fxbus.NewRoute[Lost](tp, fxbus.Name("bustest.Lost")),
@@ -213,8 +213,8 @@ func (s *suite) throughTheBus(t *testing.T) {
 // provisioned, when the adapter provisions.
 func (s *suite) batchAcks(t *testing.T) {
 	tp := s.topic(t, "batch")
-	_, sub := s.open(t, "a", tp)
-	pub, _ := s.a.Open(t, "p")
+	_, sub := s.open(t, group(tp, "a"), tp)
+	pub, _ := s.a.Open(t, group(tp, "p"))
 	bp, ok := pub.(fxbus.BatchPublisher)
 	if !ok {
 		t.Logf("the publisher (%T) is not an fxbus.BatchPublisher: a relay publishes one message at a time; nothing to check", pub)

@@ -59,16 +59,6 @@ func conformance(t testing.TB) bustest.Adapter {
 			return err
 		},
 		BadTopic: "payments confirmed", // a dot is fine: the stream's name has _ there
-		Pending: map[string]string{
-			// fxbus (wt-bus) dead-letters a message whose context ended
-			// before its first attempt when a bus stops: Watermill's Retry
-			// returns the bare context error, which the poison filter does
-			// not take for a redelivery. Seen on every broker; the message
-			// is lost to its consumers.
-			"CloseWhileDelivering/BusStop": busStopPending,
-			"OrderAcrossRestart/Close":     busStopPending,
-			"Redelivery/StoppingReplica":   busStopPending,
-		},
 	}
 }
 
@@ -81,7 +71,3 @@ func TestConformance(t *testing.T) {
 // BenchmarkConformance is the suite's InFlight benchmark on NATS
 // JetStream (see bustest.Bench).
 func BenchmarkConformance(b *testing.B) { bustest.Bench(b, conformance(b)) }
-
-// busStopPending is why the cases that stop a bus while it consumes are
-// pending: see Adapter.Pending.
-const busStopPending = "fxbus dead-letters a message whose context ended before its first attempt when a bus stops (\"context canceled\"), issue 40"

@@ -94,6 +94,16 @@
 // pull is answered so) stops acknowledging what it held: the new
 // consumer delivers it again.
 //
+// A server bug to know: NATS before 2.10.14 (the 2.9 line included) can
+// lose a redelivery it takes while the pull requests waiting are ones
+// whose subscriber just left, and deliver the next message twice
+// instead (nats-server #5305, "delivery count going backwards"): the lost
+// one comes back after AckWait. Here it shows when a subscription stops
+// with a pull open while another process of its group consumes: a
+// message it gave back can reach the other process after its key's next
+// one. A restart of the one consuming process is not affected (the
+// consumer is remade from its ack floor).
+//
 // # Upgrading
 //
 // natsjs made push consumers before (DeliverSubject set, joined as a
