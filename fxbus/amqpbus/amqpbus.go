@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
@@ -35,6 +37,15 @@ type Config struct {
 	// RabbitMQ's own: 128 MiB before 4.0, 16 MiB from 4.0 (read from the
 	// server's version when New connects).
 	MaxPayload int
+	// Dial opens the TCP connections (a proxy, a test that cuts them as a
+	// killed process's are). Default: amqp091's, 30 s to connect.
+	Dial func(network, addr string) (net.Conn, error)
+}
+
+// dial connects to url as amqp.Dial does (10 s heartbeats), through
+// Config.Dial.
+func (c Config) dial(url string) (*amqp.Connection, error) {
+	return amqp.DialConfig(url, amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US", Dial: c.Dial})
 }
 
 // PubSub publishes to and subscribes on RabbitMQ. It is an
@@ -87,7 +98,7 @@ func New(cfg Config) (*PubSub, error) {
 	if cfg.Channels <= 0 {
 		cfg.Channels = 8
 	}
-	conn, err := amqp.Dial(cfg.URL)
+	conn, err := cfg.dial(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("amqpbus: RabbitMQ at %s cannot be reached: %w", redacted(cfg.URL), err)
 	}
@@ -95,7 +106,7 @@ func New(cfg Config) (*PubSub, error) {
 		cfg.MaxPayload = defaultMaxPayload(conn)
 	}
 	p := &PubSub{cfg: cfg, subConn: conn, closing: make(chan struct{})}
-	p.pub = newPublisher(cfg.URL, cfg.Channels, cfg.MaxPayload)
+	p.pub = newPublisher(cfg, cfg.Channels, cfg.MaxPayload)
 	return p, nil
 }
 
@@ -209,7 +220,7 @@ func (p *PubSub) connection() (*amqp.Connection, error) {
 	default:
 	}
 	if p.subConn == nil || p.subConn.IsClosed() {
-		conn, err := amqp.Dial(p.cfg.URL)
+		conn, err := p.cfg.dial(p.cfg.URL)
 		if err != nil {
 			return nil, fmt.Errorf("RabbitMQ at %s cannot be reached: %w", redacted(p.cfg.URL), err)
 		}

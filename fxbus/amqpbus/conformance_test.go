@@ -1,6 +1,7 @@
 package amqpbus_test
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -12,18 +13,25 @@ import (
 )
 
 // conformance is amqpbus as the conformance suite opens it: a PubSub per
-// group and replica. It cannot model a killed process (Abandon): its
-// connections are not dialed through anything the test holds; RabbitMQ
-// requeues a dropped connection's unacknowledged messages at once, as it
-// does a closed one's.
+// group and replica, its connections dialed through a Severable so that
+// the suite can kill it (RabbitMQ requeues a dropped connection's
+// unacknowledged messages at once, in place).
 func conformance(t testing.TB) bustest.Adapter {
 	addr := brokertest.Address(t, "FXCQRS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+	var severables sync.Map // *amqpbus.PubSub → *bustest.Severable
 	return bustest.Adapter{
 		Open: func(t testing.TB, group string) (message.Publisher, message.Subscriber) {
-			ps, err := amqpbus.New(amqpbus.Config{URL: addr, Group: group})
+			sev := &bustest.Severable{}
+			ps, err := amqpbus.New(amqpbus.Config{URL: addr, Group: group, Dial: sev.Dial})
 			require.NoError(t, err)
+			severables.Store(ps, sev)
 			t.Cleanup(func() { _ = ps.Close() })
 			return ps, ps
+		},
+		Abandon: func(t testing.TB, _ message.Publisher, sub message.Subscriber) {
+			sev, ok := severables.Load(sub)
+			require.True(t, ok, "not a PubSub of Open")
+			sev.(*bustest.Severable).Sever()
 		},
 		Forget: func(t testing.TB, topics ...string) {
 			conn, err := amqp.Dial(addr)

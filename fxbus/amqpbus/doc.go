@@ -61,6 +61,11 @@
 // split a key's messages between them). A lost channel is opened again,
 // backing off up to 5 s; messages handed over on the lost one come again.
 //
+// RabbitMQ has no acknowledgement deadline to renew: a handler may hold
+// its message as long as it runs, up to the server's consumer_timeout
+// (30 minutes by default), past which RabbitMQ closes the channel and
+// requeues what it held (the subscription opens a new one).
+//
 // New connects, and fails naming the address (without its password)
 // when RabbitMQ cannot be reached.
 package amqpbus

@@ -30,34 +30,6 @@ func keyed(id, key string) *message.Message {
 	return m
 }
 
-// InFlight messages are handed over before the first is acknowledged
-// (watermill-amqp handed over one and waited for its ack).
-func TestInFlightHandedOverBeforeAcks(t *testing.T) {
-	t.Parallel()
-	addr := amqpURL(t)
-	tp := topic(t, addr, "billing")
-	ps := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
-	require.NoError(t, ps.Provision(context.Background(), tp))
-	for i := range 20 {
-		require.NoError(t, ps.Publish(tp, message.NewMessage("p-"+strconv.Itoa(i), nil)))
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ch, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 16})
-	require.NoError(t, err)
-	var held []*message.Message
-	for range 16 {
-		held = append(held, next(t, ch))
-	}
-	for i, m := range held {
-		assert.Equal(t, "p-"+strconv.Itoa(i), m.UUID)
-		m.Ack()
-	}
-	for i := 16; i < 20; i++ {
-		next(t, ch).Ack()
-	}
-}
-
 // A message watermill-amqp published (what a deployment's queues hold
 // when it upgrades) is read with its id and metadata.
 func TestReadsWatermillAMQPMessages(t *testing.T) {
@@ -85,20 +57,6 @@ func TestReadsWatermillAMQPMessages(t *testing.T) {
 	got.Ack()
 }
 
-// A publish to a topic nobody provisioned fails naming it; RabbitMQ
-// would have dropped it.
-func TestPublishToUnprovisionedTopicFails(t *testing.T) {
-	t.Parallel()
-	addr := amqpURL(t)
-	tp := topic(t, addr, "billing")
-	ps := newPubSub(t, amqpbus.Config{URL: addr})
-	err := ps.Publish(tp, message.NewMessage("x", nil))
-	require.ErrorIs(t, err, amqpbus.ErrNotProvisioned)
-	assert.ErrorContains(t, err, "amqpbus: publish to "+tp)
-	require.NoError(t, ps.Provision(context.Background(), tp))
-	require.NoError(t, ps.Publish(tp, message.NewMessage("x", nil)))
-}
-
 // A message above MaxPayload fails to publish, naming the limit.
 func TestPublishAboveMaxPayloadFails(t *testing.T) {
 	t.Parallel()
@@ -124,88 +82,6 @@ func TestCheckTopic(t *testing.T) {
 		assert.ErrorContains(t, err, fmt.Sprintf("%q", bad))
 		assert.ErrorContains(t, err, "not starting with")
 	}
-}
-
-// With InOrder a key's messages are handed over one at a time while other
-// keys' go beside them; a nacked message comes back before its key's
-// later messages, which wait for it.
-func TestInOrderNackComesBackFirst(t *testing.T) {
-	t.Parallel()
-	addr := amqpURL(t)
-	tp := topic(t, addr, "billing")
-	ps := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
-	require.NoError(t, ps.Provision(context.Background(), tp))
-	const perKey = 30
-	var msgs []*message.Message
-	for i := range perKey {
-		for _, k := range []string{"a", "b", "c"} {
-			msgs = append(msgs, keyed(fmt.Sprintf("%s-%02d", k, i), k))
-		}
-	}
-	_, err := ps.PublishBatch(tp, msgs)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ch, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 8, InOrder: true})
-	require.NoError(t, err)
-
-	handled := map[string][]string{}
-	nacked := map[string]bool{}
-	var held []*message.Message
-	for n := 0; n < 3*perKey; {
-		held = append(held, next(t, ch))
-		// Three are handed over at once (one per key) before any ack.
-		if len(held) < 3 {
-			continue
-		}
-		keys := map[string]bool{}
-		for _, m := range held {
-			k := m.Metadata.Get(fxbus.MetadataKey)
-			require.False(t, keys[k], "two of key %s handed over at once", k)
-			keys[k] = true
-		}
-		for _, m := range held {
-			k := m.Metadata.Get(fxbus.MetadataKey)
-			if strings.HasSuffix(m.UUID, "5") && !nacked[m.UUID] { // every tenth, once
-				nacked[m.UUID] = true
-				m.Nack()
-				continue
-			}
-			handled[k] = append(handled[k], m.UUID)
-			n++
-			m.Ack()
-		}
-		held = held[:0]
-	}
-	for _, k := range []string{"a", "b", "c"} {
-		var want []string
-		for i := range perKey {
-			want = append(want, fmt.Sprintf("%s-%02d", k, i))
-		}
-		assert.Equal(t, want, handled[k])
-	}
-}
-
-// A 20 MB message is published, confirmed, delivered and acknowledged.
-func TestLargeMessage(t *testing.T) {
-	t.Parallel()
-	addr := amqpURL(t)
-	tp := topic(t, addr, "billing")
-	ps := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
-	require.NoError(t, ps.Provision(context.Background(), tp))
-	big := make([]byte, 20<<20)
-	for i := range big {
-		big[i] = byte(i)
-	}
-	require.NoError(t, ps.Publish(tp, message.NewMessage("big", big)))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ch, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 4})
-	require.NoError(t, err)
-	got := next(t, ch)
-	assert.Equal(t, "big", got.UUID)
-	assert.Equal(t, big, []byte(got.Payload))
-	got.Ack()
 }
 
 // Messages a subscription held when it ended (handed over and not

@@ -22,7 +22,7 @@ var marshaler = wamqp.DefaultMarshaler{}
 // of its own (a publisher that RabbitMQ slows down by flow control does
 // not slow the consumers), opened on first use and again after a failure.
 type publisher struct {
-	url        string
+	cfg        Config
 	maxPayload int
 	pool       chan *pubChannel
 	known      sync.Map // topics whose exchange exists
@@ -34,8 +34,8 @@ type publisher struct {
 
 type pubChannel struct{ ch *amqp.Channel }
 
-func newPublisher(url string, channels, maxPayload int) *publisher {
-	p := &publisher{url: url, maxPayload: maxPayload, pool: make(chan *pubChannel, channels)}
+func newPublisher(cfg Config, channels, maxPayload int) *publisher {
+	p := &publisher{cfg: cfg, maxPayload: maxPayload, pool: make(chan *pubChannel, channels)}
 	for range channels {
 		p.pool <- &pubChannel{}
 	}
@@ -168,9 +168,9 @@ func (p *publisher) connection() (*amqp.Connection, error) {
 		return nil, errors.New("the PubSub is closed")
 	}
 	if p.conn == nil || p.conn.IsClosed() {
-		conn, err := amqp.Dial(p.url)
+		conn, err := p.cfg.dial(p.cfg.URL)
 		if err != nil {
-			return nil, fmt.Errorf("RabbitMQ at %s cannot be reached: %w", redacted(p.url), err)
+			return nil, fmt.Errorf("RabbitMQ at %s cannot be reached: %w", redacted(p.cfg.URL), err)
 		}
 		p.conn = conn
 	}

@@ -48,17 +48,21 @@
 //
 // Each replica is a consumer of the group named [Config.Consumer], which
 // stays the same across the replica's restarts and differs between
-// replicas: a process holds its name under a lease in Redis (renewed
-// every second, 3 s to live), a subscription under a name a live process
-// holds fails naming it, and the default name is Group-hostname, or
-// Group-hostname-1, -2, … for the replicas after the first on one host.
-// A killed replica's successor waits for its lease to run out (at most
-// 5 s) and takes its name back. When a subscription starts it reads first the entries its
+// replicas: a process holds its name on a topic under a lease in Redis
+// (renewed every second, 3 s to live), a subscription under a name a live
+// process holds fails naming it, and the default name is Group-hostname,
+// or Group-hostname-1, -2, … for the replicas after the first on one
+// host. A killed replica's successor waits for its lease to run out (at
+// most 5 s) and takes its name back. When a subscription starts it reads
+// first the entries its
 // Consumer holds pending — what the process held when it stopped or was
-// killed — in stream order, then the entries of other consumers idle for
-// [Config.MaxIdleTime] (default 30 s: a consumer taken for dead; this is
-// also how entries of the random consumer names earlier versions used
-// come back after an upgrade), then new entries. So a key's order holds
+// killed — in stream order, then the entries pending under names no
+// process holds (a replica that stopped, one that died over 3 s ago, and
+// the random consumer names earlier versions used: after an upgrade
+// their entries come back at once; stop the old version's processes
+// first), then those of other consumers idle for [Config.MaxIdleTime]
+// (default 30 s: a consumer taken for dead), then new entries. An idle
+// subscription looks for such entries again every 2 s. So a key's order holds
 // through a clean restart and a kill, for one consuming process at a
 // time; entries claimed from a dead consumer come after their idle time,
 // out of order with what was handled meanwhile. A subscription claims

@@ -90,19 +90,6 @@ func TestReadsWatermillRedisstreamEntries(t *testing.T) {
 	got.Ack()
 }
 
-// A publish to a topic nobody provisioned fails naming it.
-func TestPublishToUnprovisionedTopicFails(t *testing.T) {
-	t.Parallel()
-	addr := redisAddr(t)
-	tp := topic(t, addr)
-	ps := pubsub(t, addr, "")
-	err := ps.Publish(tp, message.NewMessage("x", nil))
-	require.ErrorIs(t, err, redisbus.ErrNotProvisioned)
-	assert.ErrorContains(t, err, "redisbus: publish to "+tp)
-	require.NoError(t, ps.Provision(context.Background(), tp))
-	require.NoError(t, ps.Publish(tp, message.NewMessage("x", nil)))
-}
-
 func TestCheckTopic(t *testing.T) {
 	t.Parallel()
 	ps := pubsub(t, redisAddr(t), "billing")
@@ -111,62 +98,6 @@ func TestCheckTopic(t *testing.T) {
 		err := ps.CheckTopic(bad)
 		require.Error(t, err, bad)
 		assert.ErrorContains(t, err, "no spaces")
-	}
-}
-
-// With InOrder a key's entries are handed over one at a time while other
-// keys' go beside them; a nacked entry comes back before its key's later
-// entries.
-func TestInOrderNackComesBackFirst(t *testing.T) {
-	t.Parallel()
-	addr := redisAddr(t)
-	tp := topic(t, addr)
-	ps := pubsubAs(t, addr, "billing", "billing-0")
-	require.NoError(t, ps.Provision(context.Background(), tp))
-	const perKey = 30
-	for i := range perKey {
-		for _, k := range []string{"a", "b", "c"} {
-			require.NoError(t, ps.Publish(tp, keyed(fmt.Sprintf("%s-%02d", k, i), k)))
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ch, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 8, InOrder: true})
-	require.NoError(t, err)
-
-	handled := map[string][]string{}
-	nacked := map[string]bool{}
-	var held []*message.Message
-	for n := 0; n < 3*perKey; {
-		held = append(held, next(t, ch))
-		if len(held) < 3 {
-			continue
-		}
-		keys := map[string]bool{}
-		for _, m := range held {
-			k := m.Metadata.Get(fxbus.MetadataKey)
-			require.False(t, keys[k], "two of key %s handed over at once", k)
-			keys[k] = true
-		}
-		for _, m := range held {
-			k := m.Metadata.Get(fxbus.MetadataKey)
-			if strings.HasSuffix(m.UUID, "5") && !nacked[m.UUID] {
-				nacked[m.UUID] = true
-				m.Nack()
-				continue
-			}
-			handled[k] = append(handled[k], m.UUID)
-			n++
-			m.Ack()
-		}
-		held = held[:0]
-	}
-	for _, k := range []string{"a", "b", "c"} {
-		var want []string
-		for i := range perKey {
-			want = append(want, fmt.Sprintf("%s-%02d", k, i))
-		}
-		assert.Equal(t, want, handled[k])
 	}
 }
 
@@ -248,19 +179,19 @@ func TestConsumerNames(t *testing.T) {
 	require.NoError(t, subscribe(first))
 	second := pubsub(t, addr, group)
 	require.NoError(t, subscribe(second))
-	assert.NotEqual(t, first.Consumer(), second.Consumer())
-	assert.Equal(t, first.Consumer()+"-1", second.Consumer())
-	name := first.Consumer()
+	assert.NotEqual(t, first.Consumer(tp), second.Consumer(tp))
+	assert.Equal(t, first.Consumer(tp)+"-1", second.Consumer(tp))
+	name := first.Consumer(tp)
 	require.NoError(t, first.Close())
 	again := pubsub(t, addr, group)
 	require.NoError(t, subscribe(again))
-	assert.Equal(t, name, again.Consumer())
+	assert.Equal(t, name, again.Consumer(tp))
 
 	clash, err := redisbus.New(redisbus.Config{Addr: addr, Group: group, Consumer: name})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, clash.Close()) })
 	err = subscribe(clash)
-	require.ErrorContains(t, err, fmt.Sprintf("the consumer name %q (Config.Consumer) is in use by another live process", name))
+	require.ErrorContains(t, err, fmt.Sprintf("the consumer name %q (Config.Consumer) is in use on %s by another live process", name, tp))
 }
 
 // What a subscription holds is claimed again now and then, which resets
@@ -299,4 +230,35 @@ func idle0ID(t *testing.T, c *redis.Client, tp string) string {
 	xs, err := c.XRange(context.Background(), tp, "-", "+").Result()
 	require.NoError(t, err)
 	return xs[0].ID
+}
+
+// What a replica that stopped left pending (its name is free) is claimed
+// at once by another, before new entries, not after MaxIdleTime.
+func TestStoppedReplicasEntriesClaimedAtOnce(t *testing.T) {
+	t.Parallel()
+	addr := redisAddr(t)
+	tp := topic(t, addr)
+	stopped, err := redisbus.New(redisbus.Config{Addr: addr, Group: "billing", Consumer: "billing-a", MaxIdleTime: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, stopped.Provision(context.Background(), tp))
+	publishN(t, stopped, tp, "o", 6)
+	ch, err := stopped.SubscribeFlow(context.Background(), tp, fxbus.Flow{InFlight: 4})
+	require.NoError(t, err)
+	for range 4 {
+		_ = next(t, ch) // held when it stops
+	}
+	require.NoError(t, stopped.Close())
+
+	other, err := redisbus.New(redisbus.Config{Addr: addr, Group: "billing", Consumer: "billing-b", MaxIdleTime: time.Hour})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, other.Close()) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err = other.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 8})
+	require.NoError(t, err)
+	for i := range 6 {
+		m := next(t, ch)
+		assert.Equal(t, fmt.Sprintf("o-%02d", i), m.UUID)
+		m.Ack()
+	}
 }

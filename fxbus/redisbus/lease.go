@@ -9,9 +9,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// A replica's consumer name is held under a lease in Redis while it
-// subscribes, so that two live processes never consume under one name
-// (each would take the other's pending entries for its own).
+// A replica's consumer name on a topic is held under a lease in Redis
+// while it subscribes, so that two live processes never consume a stream
+// under one name (each would take the other's pending entries for its
+// own).
 
 const (
 	leaseEvery = time.Second    // how often a holder renews its lease
@@ -31,20 +32,21 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0`)
 
-func (p *PubSub) leaseKey(name string) string {
-	return "fxbus:redisbus:consumer:" + p.cfg.Group + ":" + name
+func (p *PubSub) leaseKey(topic, name string) string {
+	return "fxbus:redisbus:consumer:" + topic + ":" + p.cfg.Group + ":" + name
 }
 
-// consumer returns the name this process consumes under, taking it on
-// first use: Config.Consumer, or the first default name no live process
-// holds. A name whose holder died (its lease is no longer renewed) is
-// taken once its lease expires, within leaseTTL, so that a killed
-// replica started again gets its own name, and its pending entries, back.
-func (p *PubSub) consumer(ctx context.Context) (string, error) {
+// consumer returns the name this process consumes topic under, taking it
+// on first use: Config.Consumer, or the first default name no live
+// process holds on topic. A name whose holder died (its lease is no
+// longer renewed) is taken once its lease expires, within leaseTTL, so
+// that a killed replica started again gets its own name, and its pending
+// entries, back.
+func (p *PubSub) consumer(ctx context.Context, topic string) (string, error) {
 	p.leaseMu.Lock()
 	defer p.leaseMu.Unlock()
-	if p.name != "" {
-		return p.name, nil
+	if l, ok := p.leases[topic]; ok {
+		return l.name, nil
 	}
 	explicit := p.cfg.Consumer != ""
 	base := p.cfg.Consumer
@@ -57,23 +59,29 @@ func (p *PubSub) consumer(ctx context.Context) (string, error) {
 		if slot > 0 {
 			name = fmt.Sprintf("%s-%d", base, slot)
 		}
-		live, err := p.takeLease(ctx, p.leaseKey(name), token)
+		live, err := p.takeLease(ctx, p.leaseKey(topic, name), token)
 		if err != nil {
-			return "", fmt.Errorf("redisbus: take the consumer name %q: %w", name, err)
+			return "", fmt.Errorf("redisbus: take the consumer name %q on %s: %w", name, topic, err)
 		}
 		if live {
 			if explicit {
-				return "", fmt.Errorf("redisbus: the consumer name %q (Config.Consumer) is in use by another live process of group %q; give each replica a name of its own", name, p.cfg.Group)
+				return "", fmt.Errorf("redisbus: the consumer name %q (Config.Consumer) is in use on %s by another live process of group %q; give each replica a name of its own", name, topic, p.cfg.Group)
 			}
 			continue
 		}
-		p.name, p.token = name, token
-		p.subs.Add(1)
-		go p.renew(p.leaseKey(name), token)
+		if p.leases == nil {
+			p.leases = map[string]lease{}
+			p.subs.Add(1)
+			go p.renew()
+		}
+		p.leases[topic] = lease{key: p.leaseKey(topic, name), name: name, token: token}
 		return name, nil
 	}
-	return "", fmt.Errorf("redisbus: %d consumer names of group %q on this host are in use (%s…): set Config.Consumer", maxSlots, p.cfg.Group, base)
+	return "", fmt.Errorf("redisbus: %d consumer names of group %q on %s on this host are in use (%s…): set Config.Consumer", maxSlots, p.cfg.Group, topic, base)
 }
+
+// lease is a consumer name held on a topic.
+type lease struct{ key, name, token string }
 
 // takeLease takes key for token and returns false, or returns true when
 // a live process holds it: its lease decays slower than the clock over
@@ -122,17 +130,30 @@ func (p *PubSub) wait(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// renew renews the lease until the PubSub closes, then releases it.
-func (p *PubSub) renew(key, token string) {
+// renew renews the leases until the PubSub closes, then releases them.
+func (p *PubSub) renew() {
 	defer p.subs.Done()
 	t := time.NewTicker(leaseEvery)
 	defer t.Stop()
+	held := func() []lease {
+		p.leaseMu.Lock()
+		defer p.leaseMu.Unlock()
+		ls := make([]lease, 0, len(p.leases))
+		for _, l := range p.leases {
+			ls = append(ls, l)
+		}
+		return ls
+	}
 	for {
 		select {
 		case <-t.C:
-			_ = renewLease.Run(context.Background(), p.client, []string{key}, token, leaseTTL.Milliseconds()).Err()
+			for _, l := range held() {
+				_ = renewLease.Run(context.Background(), p.client, []string{l.key}, l.token, leaseTTL.Milliseconds()).Err()
+			}
 		case <-p.closing:
-			_ = releaseLease.Run(context.Background(), p.client, []string{key}, token).Err()
+			for _, l := range held() {
+				_ = releaseLease.Run(context.Background(), p.client, []string{l.key}, l.token).Err()
+			}
 			return
 		}
 	}

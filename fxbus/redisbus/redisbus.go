@@ -30,20 +30,21 @@ type Config struct {
 	// unacknowledged is recorded under this name, and a replica
 	// restarted under the same name takes it back first. It must stay the
 	// same across the replica's restarts and differ between replicas
-	// running at once: a process holds its name under a lease in Redis
-	// (renewed every second, expiring 3 s after the last renewal), and a
-	// subscription under a name a live process holds fails. Default:
-	// Group-hostname, or Group-hostname-1, -2, … when a live process of
-	// this host holds it: each replica with a host name of its own (a
-	// pod, a VM) keeps one name, and replicas sharing a host take the
-	// first free ones. A killed process's name is free once its lease
+	// running at once: a process holds its name on each topic under a
+	// lease in Redis (renewed every second, expiring 3 s after the last
+	// renewal), and a subscription under a name a live process holds
+	// fails. Default: Group-hostname, or Group-hostname-1, -2, … when a
+	// live process of this host holds it on the topic: each replica with
+	// a host name of its own (a pod, a VM) keeps one name, and replicas
+	// sharing a host take the first free ones (a replica restarted alone
+	// gets its own back). A killed process's name is free once its lease
 	// expires; its successor waits for that (at most 5 s) to take the
 	// name, and its pending entries, back.
 	Consumer string
 	// MaxIdleTime is how long a message may stay unacknowledged with
-	// another consumer of the Group before this one claims it: the
-	// consumer is taken for dead (one that was renamed, or removed).
-	// Default 30s.
+	// another consumer of the Group, whose name a process holds, before
+	// this one claims it: the consumer is taken for dead. Entries of a
+	// name nobody holds are claimed at once. Default 30s.
 	MaxIdleTime time.Duration
 	// MaxPayload is the largest payload Publish sends, in bytes. Default
 	// 512 MiB, Redis's own limit on one value (proto-max-bulk-len).
@@ -64,8 +65,7 @@ type PubSub struct {
 	streams   map[*stream]bool // the subscriptions
 
 	leaseMu sync.Mutex
-	name    string // the consumer name this process holds, once it subscribed
-	token   string
+	leases  map[string]lease // by topic: the consumer names this process holds
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -223,12 +223,13 @@ func (p *PubSub) Publish(topic string, msgs ...*message.Message) error {
 	return nil
 }
 
-// Consumer is the name this process consumes under in the Group, once it
-// subscribed ("" before): Config.Consumer, or the default it took.
-func (p *PubSub) Consumer() string {
+// Consumer is the name this process consumes topic under in the Group,
+// once it subscribed to it ("" before): Config.Consumer, or the default
+// it took.
+func (p *PubSub) Consumer(topic string) string {
 	p.leaseMu.Lock()
 	defer p.leaseMu.Unlock()
-	return p.name
+	return p.leases[topic].name
 }
 
 // Close ends the subscriptions (what they hold unacknowledged stays

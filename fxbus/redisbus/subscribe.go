@@ -48,7 +48,7 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	if err := p.provision(ctx, topic); err != nil {
 		return nil, fmt.Errorf("redisbus: subscribe to %s for %q: %w", topic, p.cfg.Group, err)
 	}
-	name, err := p.consumer(ctx)
+	name, err := p.consumer(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ const blockFor = 2 * time.Second
 // own pending ones, then dead consumers', then new ones.
 func (s *stream) read(ctx context.Context) {
 	cfg := s.p.cfg
-	own, claim := "0", "0-0"
+	own, claim, orphansDone := "0", "0-0", false
 	for ctx.Err() == nil {
 		n := s.places(ctx)
 		if n == 0 {
@@ -169,7 +169,11 @@ func (s *stream) read(ctx context.Context) {
 			} else if len(xs) > 0 {
 				own = xs[len(xs)-1].ID
 			}
+		case claim == "0-0" && !orphansDone: // stopped or dead consumers', whose names nobody holds
+			xs, err = s.claimOrphans(ctx, n)
+			orphansDone = err == nil && len(xs) < n
 		case claim != "": // dead consumers', idle for MaxIdleTime
+			orphansDone = false
 			var next string
 			xs, next, err = s.reader.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 				Stream: s.topic, Group: cfg.Group, Consumer: s.name,
@@ -198,6 +202,46 @@ func (s *stream) read(ctx context.Context) {
 		}
 		s.take(ctx, xs)
 	}
+}
+
+// claimOrphans claims up to n entries pending under consumer names of
+// the Group that no process holds (a replica that stopped, or died over
+// leaseTTL ago, or a consumer of an earlier version), at once rather
+// than after MaxIdleTime.
+func (s *stream) claimOrphans(ctx context.Context, n int) ([]redis.XMessage, error) {
+	consumers, err := s.reader.XInfoConsumers(ctx, s.topic, s.p.cfg.Group).Result()
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, c := range consumers {
+		if c.Name == s.name || c.Pending == 0 || len(ids) >= n {
+			continue
+		}
+		held, err := s.reader.Exists(ctx, s.p.leaseKey(s.topic, c.Name)).Result()
+		if err != nil {
+			return nil, err
+		}
+		if held > 0 {
+			continue
+		}
+		pending, err := s.reader.XPendingExt(ctx, &redis.XPendingExtArgs{
+			Stream: s.topic, Group: s.p.cfg.Group, Consumer: c.Name,
+			Start: "-", End: "+", Count: int64(n - len(ids)),
+		}).Result()
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range pending {
+			ids = append(ids, p.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	return s.reader.XClaim(ctx, &redis.XClaimArgs{
+		Stream: s.topic, Group: s.p.cfg.Group, Consumer: s.name, Messages: ids,
+	}).Result()
 }
 
 func (s *stream) readGroup(ctx context.Context, from string, n int, block time.Duration) ([]redis.XMessage, error) {
