@@ -229,7 +229,11 @@ func (r *Relay) loop() {
 			backoff = r.cfg.RetryInitial
 			wait = r.cfg.PollInterval
 		}
-		timer, window := r.after(wait), r.sender.windowEnd()
+		timer := r.after(wait)
+		var window <-chan time.Time
+		if err == nil { // after a failure the backoff decides: the next pass records what is due
+			window = r.sender.windowEnd()
+		}
 		select {
 		case <-r.stop:
 			return
@@ -240,7 +244,6 @@ func (r *Relay) loop() {
 				case <-r.stop:
 					return
 				case <-timer:
-				case <-window:
 				}
 			}
 		case <-timer:
