@@ -270,12 +270,9 @@ func (r *Relay) safePass() (sent int, err error) {
 func (r *Relay) pass() (int, error) {
 	ctx := context.Background()
 	var errs []error
-	if err := r.sender.recordDue(ctx, false); err != nil {
-		errs = append(errs, err) // the sends go on: their rows wait in progress
-	}
 	topics, lanes, err := r.passLanes(ctx)
 	if err != nil {
-		return 0, errors.Join(append(errs, err)...)
+		return 0, errors.Join(err, r.sender.recordDue(ctx, false))
 	}
 	sent := 0
 	for _, topic := range topics {
@@ -295,6 +292,11 @@ func (r *Relay) pass() (int, error) {
 	}
 	if len(errs) > 0 || sent >= r.cfg.BatchSize {
 		r.discoveredAt = time.Time{} // rows may wait that no commit announces: look at the table next time
+	}
+	// The windows that ended are recorded after the sends, which their
+	// delete would otherwise hold up.
+	if err := r.sender.recordDue(ctx, false); err != nil {
+		errs = append(errs, err)
 	}
 	return sent, errors.Join(errs...)
 }
