@@ -103,8 +103,9 @@ func (s *sender) recordDue(ctx context.Context, all bool) error {
 }
 
 // windowEnd is a channel that receives when the first lane's window
-// ends, or nil if no progress waits.
-func (s *sender) windowEnd() <-chan time.Time {
+// ends, or nil if no progress waits; or if that window has ended already
+// and ended is false.
+func (s *sender) windowEnd(ended bool) <-chan time.Time {
 	var at time.Time
 	for _, p := range s.progress {
 		if end := p.since.Add(s.cfg.ProgressInterval); at.IsZero() || end.Before(at) {
@@ -114,5 +115,9 @@ func (s *sender) windowEnd() <-chan time.Time {
 	if at.IsZero() {
 		return nil
 	}
-	return s.wallAfter(max(at.Sub(s.wallNow()), 0))
+	wait := at.Sub(s.wallNow())
+	if wait <= 0 && !ended {
+		return nil
+	}
+	return s.wallAfter(max(wait, 0))
 }

@@ -230,10 +230,10 @@ func (r *Relay) loop() {
 			wait = r.cfg.PollInterval
 		}
 		timer := r.after(wait)
-		var window <-chan time.Time
-		if err == nil { // after a failure the backoff decides: the next pass records what is due
-			window = r.sender.windowEnd()
-		}
+		// A window that ends later wakes the relay to record it; one that
+		// has ended and is not recorded after a failed pass waits for the
+		// backoff (a database outage must not spin the loop).
+		window := r.sender.windowEnd(err == nil)
 		select {
 		case <-r.stop:
 			return
