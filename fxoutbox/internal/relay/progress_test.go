@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -187,5 +188,36 @@ func TestProgressLeaseLost(t *testing.T) {
 		require.NoError(t, b.Close(context.Background()))
 		assert.Zero(t, waiting(t, d), "b recorded its progress as it stopped")
 		assert.Len(t, pubB.published(), rows)
+	})
+}
+
+// The window's settings decode as the others do, durations as strings,
+// and the window stays within a quarter lease, which fences its delete.
+func TestProgressConfig(t *testing.T) {
+	var c relay.Config
+	require.NoError(t, json.Unmarshal([]byte(`{"progressInterval":"250ms","progressRows":10}`), &c))
+	assert.Equal(t, 250*time.Millisecond, c.ProgressInterval)
+	assert.Equal(t, 10, c.ProgressRows)
+	d := relay.WithDefaults(relay.Config{})
+	assert.Equal(t, 100*time.Millisecond, d.ProgressInterval)
+	assert.Equal(t, 1000, d.ProgressRows)
+	assert.Equal(t, time.Second, relay.WithDefaults(relay.Config{ProgressInterval: time.Minute}).ProgressInterval, "a quarter of the 4s lease")
+	assert.Negative(t, relay.WithDefaults(relay.Config{ProgressInterval: -1}).ProgressInterval, "negative: every batch")
+}
+
+// With a negative ProgressInterval each batch is deleted as it is
+// published, as before windows: the clock never moves here.
+func TestProgressEveryBatch(t *testing.T) {
+	outboxtest.ForEach(t, func(t *testing.T, d outboxtest.Database) {
+		insertRows(t, d, "orders", 1, 5)
+		clock := outboxtest.NewClock(time.Now())
+		pub := &publisher{}
+		r := newRelay(d, clock, "a", pub, relay.Config{BatchSize: 2, ProgressInterval: -1})
+		r.Start()
+		r.Wrote([]schema.Lane{{Topic: "orders"}})
+		eventually(t, func() bool { return waiting(t, d) == 0 }, "every batch deleted as it went")
+		assert.Equal(t, []string{"m1", "m2", "m3", "m4", "m5"}, pub.published())
+		assert.Equal(t, uint64(5), r.Stats().Sent)
+		require.NoError(t, r.Close(context.Background()))
 	})
 }
