@@ -60,7 +60,9 @@
 // PostgreSQL BIGSERIAL, a MySQL or MariaDB AUTO_INCREMENT), not when they
 // commit, so two overlapping transactions can commit against their ids'
 // order: when the relay has already sent the row with the higher id, the
-// lower one follows it. Within one transaction, and between transactions
+// lower one follows it (once the relay's window is recorded, within
+// RelayConfig.ProgressInterval: until then it reads after the rows it
+// sent). Within one transaction, and between transactions
 // that do not overlap, the order is the emit order. SQLite runs one writer
 // at a time: there ids follow commits. Broker and connection failures are
 // retried with backoff while rows wait; only a failure that

@@ -44,7 +44,8 @@ import (
 // is the three together); BenchmarkUnitOfWorkWAL counts their WAL
 // flushes and transactions; "backlog", the most of the unit
 // of work's rows still in the outbox as one of its turns ends: the relay
-// keeping up or not. Run it with a fixed count, as in -benchtime 8000x,
+// keeping up or not (rows it published count until its window's delete,
+// RelayConfig.ProgressInterval: a window's worth is no lag). Run it with a fixed count, as in -benchtime 8000x,
 // and several -count for benchstat.
 // FXCQRS_BENCH_AA=1 runs the plain side against itself, so that "ratio"
 // shows how far from 1 the harness alone strays on the machine.
