@@ -179,3 +179,14 @@ func (e *effects) wrongOrder() int {
 	}
 	return bad
 }
+
+// handle takes n messages from ch within wait, calling fn with each and
+// acknowledging it.
+func handle(t testing.TB, ch <-chan *message.Message, n int, fn func(*message.Message)) {
+	t.Helper()
+	for range n {
+		m := receive(t, ch, 1)[0]
+		fn(m)
+		m.Ack()
+	}
+}
