@@ -23,7 +23,11 @@ func requireService(t testing.TB, env, def string) string {
 	return brokertest.Address(t, env, def)
 }
 
-// broker opens publishers and subscribers on one kind of broker. A
+// broker opens publishers and subscribers on one kind of broker, for the
+// bus's own tests and benchmarks over real brokers. What every broker
+// adapter must do is the conformance suite's (package bustest, run from
+// each adapter's conformance_test.go and from conformance_test.go here
+// for the in-process broker). A
 // subscriber's group is its consumer group: subscribers of one group share
 // a topic's messages, as replicas of one service do; each group gets all.
 type broker struct {
@@ -121,34 +125,6 @@ func rabbitBroker(t testing.TB) broker {
 			}
 		},
 	}
-}
-
-// forEachBroker runs test against each real broker, in subtests that
-// skip (or fail, in CI) on their own when their broker is unreachable.
-func forEachBroker(t *testing.T, test func(t *testing.T, b broker)) {
-	for name, open := range map[string]func(testing.TB) broker{"nats-jetstream": natsBroker, "rabbitmq": rabbitBroker} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			test(t, open(t))
-		})
-	}
-}
-
-// drain waits for n messages on ch, acknowledging them.
-func drain(t testing.TB, ch <-chan *message.Message, n int) []*message.Message {
-	t.Helper()
-	var got []*message.Message
-	deadline := time.After(30 * time.Second)
-	for len(got) < n {
-		select {
-		case msg := <-ch:
-			msg.Ack()
-			got = append(got, msg)
-		case <-deadline:
-			t.Fatalf("waited for %d messages, got %d", n, len(got))
-		}
-	}
-	return got
 }
 
 // goChannelBroker is the in-process broker, as a broker: every subscriber

@@ -34,9 +34,14 @@ type Bus struct {
 
 	resolved sync.Map // reflect.Type → []route: every route an event type matches
 
-	mu      sync.Mutex
-	router  *message.Router
-	stopped chan struct{} // closed when the router's Run returned
+	declared []declared // every topic the routes, subscriptions and dead letters declare
+
+	mu          sync.Mutex
+	provisioned bool // Provision made the declared topics
+	router      *message.Router
+	stopped     chan struct{}      // closed when the router's Run returned
+	runErr      error              // the router's Run's error, read once stopped is closed
+	unsubscribe context.CancelFunc // ends the subscriptions Start made
 
 	handled, deadLettered, redelivered, skipped atomic.Uint64
 	parkedMsgs                                  atomic.Uint64 // messages parked behind their key's dead letter
@@ -100,7 +105,10 @@ var _ fxcqrs.Forwarder = (*Bus)(nil)
 // New returns a bus with the given routes and subscriptions. It reports
 // every problem at once: a route without a publisher, a subscription
 // without a subscriber, two routes of one type to one topic, two types
-// with one name on the wire.
+// with one name on the wire, and a topic (a route's, a subscription's or
+// a dead letter's) that the publisher or the subscriber, when it is a
+// [Broker], does not take: the error names the topic, what declared it
+// and the broker's rule.
 func New(cfg Config, routes []Routing, subs []Subscription) (*Bus, error) {
 	b := &Bus{
 		cfg:    cfg,
@@ -144,6 +152,8 @@ func New(cfg Config, routes []Routing, subs []Subscription) (*Bus, error) {
 	errs = append(errs, b.addRoutes(routes)...)
 	errs = append(errs, b.addSubscriptions(subs)...)
 	errs = append(errs, b.checkNames(routes, subs)...)
+	b.declared = declaredTopics(routes, subs)
+	errs = append(errs, b.checkTopics(b.declared)...)
 	if err := errors.Join(errs...); err != nil {
 		if b.owned != nil {
 			_ = b.owned.Close()

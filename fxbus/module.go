@@ -20,14 +20,19 @@ import (
 // through it; a module above it (the outbox's) may decorate that
 // Forwarder to take routed events another way.
 //
-// Its OnStart hook starts consuming the subscribed topics and returns once
-// the router runs; its OnStop hook, which runs before the mediator's, stops
+// fx.Start provisions the topics the routes, subscriptions and dead letters
+// declare, on a broker that provisions ([Provisioner]), before any module
+// that needs the bus starts (the outbox's relay publishes through it);
+// then, after the mediator, it starts consuming the subscribed topics and
+// returns once the router runs. A broker that refuses a subscription fails
+// fx.Start with its reason in the error; its OnStop hook, which runs before the mediator's, stops
 // consuming after the messages in flight finished, within a third of fx's
 // stop deadline, so that the mediator and the relay after it keep theirs.
 //
 // fx.New fails, naming the culprit, for a route without a publisher, a
 // subscription without a subscriber, two routes of one type to one topic,
-// two types with one name on the wire, or an empty topic.
+// two types with one name on the wire, an empty topic, or a topic the
+// broker does not take (its [Broker.CheckTopic] rule).
 var Module = fx.Module("fxbus",
 	fx.Provide(
 		provideBus,
@@ -49,9 +54,22 @@ type busParams struct {
 	Propagators   []Propagator       `group:"fxbus.propagators"`
 	Tracer        Tracer             `optional:"true"`
 	DeadLetters   DeadLetterRecorder `optional:"true"`
+	Lifecycle     fx.Lifecycle
 }
 
 func provideBus(p busParams) (*Bus, error) {
+	b, err := newBus(p)
+	if err != nil {
+		return nil, err
+	}
+	// Provisioning is a hook of its own, appended as the bus is made: before
+	// the hooks of whatever needs the bus (the outbox's relay, which
+	// publishes), so that they find its topics made.
+	p.Lifecycle.Append(fx.Hook{OnStart: b.Provision})
+	return b, nil
+}
+
+func newBus(p busParams) (*Bus, error) {
 	cfg := Config{
 		Publisher:   p.Publisher,
 		Subscriber:  p.Subscriber,

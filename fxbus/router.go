@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"runtime/debug"
-	"slices"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -14,30 +12,58 @@ import (
 	"go.uber.org/zap"
 )
 
-// Start runs the subscriptions, processing their messages with m, and
-// returns once they run. A bus without subscriptions starts nothing.
+// Start provisions the topics the bus declares (see [Bus.Provision]),
+// subscribes to its subscribed topics and runs their handlers, processing
+// their messages with m, and returns once they run. Every error carries
+// its cause: a subscription the broker refuses fails Start naming the
+// topic and the broker's reason, and nothing is left running. A bus
+// without subscriptions only provisions.
 func (b *Bus) Start(ctx context.Context, m *fxcqrs.Mediator) error {
 	if m == nil {
 		return errors.New("fxbus: Start: nil *fxcqrs.Mediator")
-	}
-	if len(b.topics) == 0 {
-		return nil
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.router != nil {
 		return errors.New("fxbus: Start: already started")
 	}
-	router, err := message.NewRouter(message.RouterConfig{}, newLogger(b.log))
-	if err != nil {
+	if err := b.provisionLocked(ctx); err != nil {
 		return err
 	}
-	for _, topic := range slices.Sorted(maps.Keys(b.topics)) {
-		if err := b.addHandler(ctx, router, b.topics[topic], m); err != nil {
+	if len(b.topics) == 0 {
+		return nil
+	}
+	router, err := message.NewRouter(message.RouterConfig{}, newLogger(b.log))
+	if err != nil {
+		return fmt.Errorf("fxbus: Start: %w", err)
+	}
+	topics := b.sortedTopics()
+	subs := make([]*subscribed, len(topics))
+	for i, topic := range topics {
+		subs[i] = &subscribed{}
+		if err := b.addHandler(ctx, router, b.topics[topic], m, subs[i]); err != nil {
 			return err
 		}
 	}
-	b.router = router
+	// The bus subscribes itself, before the router runs, so that a
+	// subscription the broker refuses fails here, with its cause, and
+	// the router (which would log the cause, and leave a goroutine behind
+	// after a failed Run) never runs.
+	subCtx, unsubscribe := context.WithCancel(context.Background())
+	for i, topic := range topics {
+		ts := b.topics[topic]
+		tctx, cancel := context.WithCancel(subCtx)
+		sub := subscriber{Subscriber: b.cfg.Subscriber, limit: ts.inFlightLimit(m), inFlight: &ts.inFlight, inOrder: ts.inOrder}
+		ch, err := sub.Subscribe(tctx, topic)
+		if err != nil {
+			cancel()
+			unsubscribe()
+			drain(ctx, subs[:i])
+			return fmt.Errorf("fxbus: Start: subscribe to %q: %w", topic, err)
+		}
+		subs[i].ch, subs[i].cancel = ch, cancel
+	}
+	b.router, b.unsubscribe = router, unsubscribe
 	b.stopped = make(chan struct{})
 	go b.run(router, b.stopped)
 	select {
@@ -45,25 +71,64 @@ func (b *Bus) Start(ctx context.Context, m *fxcqrs.Mediator) error {
 		return nil
 	case <-b.stopped:
 		b.router = nil // nothing runs: Stop has nothing to close
-		return errors.New("fxbus: the router stopped before it ran")
+		unsubscribe()
+		drain(ctx, subs)
+		return fmt.Errorf("fxbus: the router stopped before it ran: %w", b.runErr)
 	case <-ctx.Done():
 		_ = router.Close()
+		unsubscribe()
 		return fmt.Errorf("fxbus: Start: %w", ctx.Err())
 	}
 }
 
-// addHandler adds the handler of ts's topic to router, its middleware
-// from the outside in: the poison queue (the topic's dead letter), the
-// dead letter's log and record, parking (InOrder), retries, and the count
-// of attempts. An InOrder topic loads its parked keys first.
-func (b *Bus) addHandler(ctx context.Context, router *message.Router, ts *topicSubs, m *fxcqrs.Mediator) error {
+// subscribed is a subscription Start made, as the router consumes it: the
+// router's end of it (its handler's context) ends it.
+type subscribed struct {
+	ch     <-chan *message.Message
+	cancel context.CancelFunc
+}
+
+// Subscribe returns the subscription Start made.
+func (s *subscribed) Subscribe(ctx context.Context, _ string) (<-chan *message.Message, error) {
+	context.AfterFunc(ctx, s.cancel)
+	return s.ch, nil
+}
+
+// Close does nothing: the bus closes what it owns itself.
+func (s *subscribed) Close() error { return nil }
+
+// drain nacks what the subscriptions Start made still hand over, until
+// they close (their contexts were cancelled) or ctx ends, so that nothing
+// they started outlives a failed Start.
+func drain(ctx context.Context, subs []*subscribed) {
+	for _, s := range subs {
+		if s.ch == nil {
+			continue
+		}
+		for open := true; open; {
+			select {
+			case msg, ok := <-s.ch:
+				if open = ok; ok {
+					msg.Nack()
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// addHandler adds the handler of ts's topic to router, consuming sub, its
+// middleware from the outside in: the poison queue (the topic's dead
+// letter), the dead letter's log and record, parking (InOrder), retries,
+// and the count of attempts. An InOrder topic loads its parked keys first.
+func (b *Bus) addHandler(ctx context.Context, router *message.Router, ts *topicSubs, m *fxcqrs.Mediator, sub *subscribed) error {
 	poison, err := middleware.PoisonQueueWithFilter(b.cfg.Publisher, ts.dead, func(err error) bool {
 		return !errors.As(err, new(*redeliver))
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("fxbus: Start: the dead letter of %q: %w", ts.topic, err)
 	}
-	sub := subscriber{Subscriber: b.cfg.Subscriber, limit: ts.inFlightLimit(m), inFlight: &ts.inFlight, inOrder: ts.inOrder}
 	h := router.AddConsumerHandler("fxbus "+ts.topic, ts.topic, sub, b.handler(ts, m))
 	mws := []message.HandlerMiddleware{poison, b.logDeadLetter(ts)}
 	if ts.inOrder {
@@ -103,12 +168,16 @@ func (b *Bus) run(router *message.Router, stopped chan struct{}) {
 	defer close(stopped)
 	defer func() {
 		if v := recover(); v != nil {
+			b.runErr = fmt.Errorf("the router panicked: %v", v)
 			b.log.Error("router panicked; the bus consumes nothing more", zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
 		}
 	}()
 	if err := router.Run(context.Background()); err != nil {
+		b.runErr = err
 		b.log.Error("router stopped", zap.Error(err))
+		return
 	}
+	b.runErr = errors.New("it stopped without an error")
 }
 
 // Stop stops consuming: it waits, until ctx ends, for the messages being
@@ -118,7 +187,7 @@ func (b *Bus) run(router *message.Router, stopped chan struct{}) {
 // was given.
 func (b *Bus) Stop(ctx context.Context) error {
 	b.mu.Lock()
-	router, stopped := b.router, b.stopped
+	router, stopped, unsubscribe := b.router, b.stopped, b.unsubscribe
 	b.mu.Unlock()
 	var err error
 	if router != nil {
@@ -133,6 +202,9 @@ func (b *Bus) Stop(ctx context.Context) error {
 				zap.Int64("messages", n), zap.Any("byTopic", byTopic))
 			err = fmt.Errorf("fxbus: Stop: %d messages still in flight: %w", n, ctx.Err())
 		}
+	}
+	if unsubscribe != nil {
+		unsubscribe()
 	}
 	if b.owned != nil {
 		err = errors.Join(err, b.owned.Close())

@@ -30,9 +30,19 @@ type subscriber struct {
 func (s subscriber) Close() error { return nil }
 
 // Subscribe relays topic's messages, at most limit unacknowledged at once
-// and, with inOrder, one of each key at a time.
+// and, with inOrder, one of each key at a time. A subscriber that consumes
+// under a Flow (a FlowSubscriber) is asked for the same: it then holds no
+// more than limit from the broker, and the bound here is a guard.
 func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	in, err := s.Subscriber.Subscribe(ctx, topic)
+	var (
+		in  <-chan *message.Message
+		err error
+	)
+	if fs, ok := s.Subscriber.(FlowSubscriber); ok {
+		in, err = fs.SubscribeFlow(ctx, topic, Flow{InFlight: s.limit, InOrder: s.inOrder})
+	} else {
+		in, err = s.Subscriber.Subscribe(ctx, topic)
+	}
 	if err != nil {
 		return nil, err
 	}
