@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -152,6 +153,7 @@ func New(cfg Config) (*PubSub, error) {
 		kgo.RequiredAcks(kgo.AllISRAcks()), // and idempotence, franz-go's default, stays on
 		kgo.ProducerBatchMaxBytes(int32(cfg.MaxRecordBytes)),
 		kgo.UnknownTopicRetries(2),
+		kgo.RecordPartitioner(partitioner()),
 	)
 	prod, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -297,4 +299,21 @@ func (p *PubSub) Check(ctx context.Context) error {
 		return fmt.Errorf("kafkabus: no broker of %s answers: %w", strings.Join(p.cfg.Brokers, ", "), err)
 	}
 	return nil
+}
+
+// partitioner puts a keyed record where Kafka's own clients do (murmur2 of
+// the key), and spreads records without a key over the partitions in
+// turn, one record each, so that the consumers of a group share them
+// (franz-go's default keeps a partition for a whole batch).
+func partitioner() kgo.Partitioner {
+	return kgo.BasicConsistentPartitioner(func(topic string) func(*kgo.Record, int) int {
+		keyed := kgo.StickyKeyPartitioner(nil).ForTopic(topic)
+		var next atomic.Uint64
+		return func(r *kgo.Record, n int) int {
+			if r.Key != nil {
+				return keyed.Partition(r, n)
+			}
+			return int((next.Add(1) - 1) % uint64(n))
+		}
+	})
 }

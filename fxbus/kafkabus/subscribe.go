@@ -15,10 +15,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// Subscribe is SubscribeFlow with InFlight 1: a plain Watermill
-// subscription handles a topic one message at a time, in offset order.
+// SubscribeInFlight is the InFlight of a plain Subscribe.
+const SubscribeInFlight = 16
+
+// Subscribe is SubscribeFlow with InFlight SubscribeInFlight and InOrder:
+// a key's messages one at a time, in offset order, other keys beside them.
+// (Watermill's router acknowledges each message before it takes the next:
+// under it, a topic is handled one message at a time.)
 func (p *PubSub) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	return p.SubscribeFlow(ctx, topic, fxbus.Flow{InFlight: 1, InOrder: true})
+	return p.SubscribeFlow(ctx, topic, fxbus.Flow{InFlight: SubscribeInFlight, InOrder: true})
 }
 
 // SubscribeFlow joins the Group's consumer group on topic (cooperative
