@@ -60,10 +60,10 @@
 // messages are handed over at once; with InOrder, a key's next message
 // only once the one before it was acknowledged, so different keys of one
 // partition run side by side and a key's run one after another. A nacked
-// message is handed over again, before its key's later ones. Each
-// partition reads up to InFlight records ahead (16 at least) and is then
-// paused until its first ones are handled: a slow key holds back its own
-// partition, never the others.
+// message is handed over again, before its key's later ones. A
+// subscription holds at most 4×InFlight records (64 at least): handed
+// over, waiting behind their key, or acknowledged behind one that is not;
+// a slow message holds the others back once they fill that.
 //
 // Offsets: a partition's committed offset is the one after its highest
 // contiguous acknowledged message. A message acknowledged while one before

@@ -47,9 +47,9 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 		flow.InFlight = 1
 	}
 	c := &consumer{
-		topic: topic, flow: flow, ahead: max(flow.InFlight, minAhead), drainWait: p.cfg.RebalanceTimeout / 2,
+		topic: topic, flow: flow, limit: max(4*flow.InFlight, minHeld), drainWait: p.cfg.RebalanceTimeout / 2,
 		out: make(chan *message.Message), parts: map[int32]*partition{}, busy: map[string]bool{},
-		handWake: make(chan struct{}, 1), commitWake: make(chan struct{}, 1),
+		handWake: make(chan struct{}, 1), pollWake: make(chan struct{}, 1), commitWake: make(chan struct{}, 1),
 		closing: make(chan struct{}), abandon: make(chan struct{}),
 	}
 	opts := append(clientOpts(p.cfg),
@@ -96,15 +96,19 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	return c.out, nil
 }
 
-// minAhead is the fewest records a partition holds before it is paused:
-// enough to find the next key free to run behind a slow one.
-const minAhead = 16
+// minHeld is the fewest records a subscription holds (handed over,
+// waiting behind their key, or acknowledged behind one that is not) before
+// it stops reading: enough to find keys free to run behind a slow one.
+// The subscription does not pause partitions to bound each one: a resumed
+// partition waits for the broker's fetch already in flight, up to its
+// long poll, which stalled consuming.
+const minHeld = 64
 
 // consumer is one SubscribeFlow: a group member of its own on one topic.
 type consumer struct {
 	topic     string
 	flow      fxbus.Flow
-	ahead     int           // records a partition holds (handed over, waiting, acknowledged behind one that is not) before it is paused
+	limit     int           // records held (handed over or waiting) at most
 	drainWait time.Duration // how long a revoke or a close waits for messages in flight
 	cl        *kgo.Client
 	out       chan *message.Message
@@ -113,12 +117,12 @@ type consumer struct {
 	parts    map[int32]*partition // assigned to this member
 	busy     map[string]bool      // keys with a message handed over (InOrder)
 	inFlight int                  // handed over, not settled
+	held     int                  // entries in parts
 	turn     int                  // the partition the next search starts at
 
-	handWake, commitWake chan struct{}
+	handWake, pollWake, commitWake chan struct{}
 
 	commitMu sync.Mutex // one commit at a time, so none goes back
-	pauseMu  sync.Mutex // one pause or resume at a time, decided and done together
 
 	closing  chan struct{} // closed by close: hand over nothing more
 	abandon  chan struct{} // closed once close stopped waiting for messages in flight
@@ -135,7 +139,6 @@ type partition struct {
 	entries  []*entry
 	inFlight int
 	draining bool          // revoked: hand over nothing more
-	paused   bool          // its fetching is paused: it holds ahead records
 	stop     chan struct{} // closed when draining starts
 	drained  chan struct{} // closed when draining and nothing is in flight
 	commit   kgo.EpochOffset
@@ -226,32 +229,11 @@ func (c *consumer) forget(ps []*partition) {
 	for _, p := range ps {
 		if c.parts[p.num] == p {
 			delete(c.parts, p.num)
+			c.held -= len(p.entries)
 		}
 	}
 	c.mu.Unlock()
-	for _, p := range ps {
-		c.pace(p) // a partition given up is fetched again if it comes back
-	}
-}
-
-// pace pauses fetching p while it holds ahead records or more, and
-// resumes it below: a partition whose key is slow fills up and waits, and
-// the others go on. The decision and the call are made under pauseMu, so
-// that the client's state is the last decision's.
-func (c *consumer) pace(p *partition) {
-	c.pauseMu.Lock()
-	defer c.pauseMu.Unlock()
-	c.mu.Lock()
-	want := c.parts[p.num] == p && len(p.entries) >= c.ahead
-	was := p.paused
-	p.paused = want
-	c.mu.Unlock()
-	switch {
-	case want && !was:
-		c.cl.PauseFetchPartitions(map[string][]int32{c.topic: {p.num}})
-	case !want && was:
-		c.cl.ResumeFetchPartitions(map[string][]int32{c.topic: {p.num}})
-	}
+	signal(c.pollWake)
 }
 
 // toCommit is what ps were handled to and is not committed yet; c.mu held.
@@ -313,16 +295,25 @@ func (c *consumer) commitNow(ctx context.Context) {
 	c.mu.Unlock()
 }
 
-// poll reads records into their partitions; a partition that holds
-// ahead records is paused until it holds fewer (see pace).
+// poll reads records while fewer than limit are held.
 func (c *consumer) poll(ctx context.Context) {
 	defer c.loops.Done()
 	for {
-		fs := c.cl.PollRecords(ctx, 4*c.ahead)
+		c.mu.Lock()
+		room := c.limit - c.held
+		c.mu.Unlock()
+		if room <= 0 {
+			select {
+			case <-c.pollWake:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		fs := c.cl.PollRecords(ctx, room)
 		if ctx.Err() != nil || fs.IsClientClosed() {
 			return
 		}
-		var filled []*partition
 		c.mu.Lock()
 		fs.EachRecord(func(r *kgo.Record) {
 			p, ok := c.parts[r.Partition]
@@ -333,14 +324,9 @@ func (c *consumer) poll(ctx context.Context) {
 				return
 			}
 			p.entries = append(p.entries, &entry{rec: r})
-			if len(p.entries) == c.ahead {
-				filled = append(filled, p)
-			}
+			c.held++
 		})
 		c.mu.Unlock()
-		for _, p := range filled {
-			c.pace(p)
-		}
 		signal(c.handWake)
 	}
 }
@@ -454,6 +440,9 @@ func (c *consumer) settle(p *partition, e *entry, acked bool) {
 			last := p.entries[i-1].rec
 			p.commit = kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: last.Offset + 1}
 			p.entries = slices.Delete(p.entries, 0, i)
+			if c.parts[p.num] == p {
+				c.held -= i
+			}
 			moved = true
 		}
 	}
@@ -464,12 +453,9 @@ func (c *consumer) settle(p *partition, e *entry, acked bool) {
 			close(p.drained)
 		}
 	}
-	resume := moved && p.paused && len(p.entries) < c.ahead
 	c.mu.Unlock()
-	if resume {
-		c.pace(p)
-	}
 	signal(c.handWake)
+	signal(c.pollWake)
 	if moved {
 		signal(c.commitWake)
 	}
