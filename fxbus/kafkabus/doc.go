@@ -40,7 +40,7 @@
 // the idempotent producer). Two keys of one partition interleave as their
 // lanes send them.
 //
-// A payload over [Capabilities]' MaxPayload (Config.MaxRecordBytes less
+// A payload over [PubSub.Capabilities]' MaxPayload (Config.MaxRecordBytes less
 // [MetadataAllowance]) fails to publish with the limit in the error,
 // before anything is sent. Publishing to a topic that does not exist fails
 // naming it: topics are made ahead of time by [PubSub.Provision]
