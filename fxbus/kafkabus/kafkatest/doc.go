@@ -8,12 +8,15 @@
 //     (keys, batches, limits, provisioning), consuming (order per key,
 //     InFlight, offsets, restarts, a cooperative group of three members
 //     joining and leaving, revokes), the fx module through the bus.
+//
 //   - conformance_test.go: the broker conformance suite (bustest.Run).
+//
 //   - crash_test.go: TestCrash, PostgreSQL and kfake in the test process,
 //     the relaying producer and the consumer killed with SIGKILL as child
 //     processes (it skips without PostgreSQL, naming FXCQRS_POSTGRES_URL).
+//
 //   - bench_test.go: the relay's drain and the consumer with the inbox,
 //     each against bare franz-go in the same run:
 //
-//	go test -run '^$' -bench 'RelayDrain|Consume|Conformance' -benchtime 3000x -benchmem .
+//     go test -run '^$' -bench 'RelayDrain|Consume|Conformance' -benchtime 3000x -benchmem .
 package kafkatest
