@@ -58,6 +58,16 @@ type Provisioner interface {
 	Provision(ctx context.Context, topics ...string) error
 }
 
+// ConsumerProvisioner is a Provisioner whose consuming side needs more
+// than its publishing side: a queue of the service's own, say, which a
+// service that only publishes to the topic must not leave behind for
+// nobody to read. The bus then calls Provision for the topics it
+// publishes to (its routes') and ProvisionConsumer for those it consumes
+// or keeps (its subscriptions' and their dead letters').
+type ConsumerProvisioner interface {
+	ProvisionConsumer(ctx context.Context, topics ...string) error
+}
+
 // Flow is what a subscription asks of the adapter that consumes for it.
 type Flow struct {
 	// InFlight bounds the messages handed over and not yet acknowledged

@@ -18,28 +18,35 @@ import (
 type declared struct {
 	topic string
 	by    string // "the route of T", "the subscription of T", "the dead letter of the subscriptions to t"
+	// consumed says the bus consumes the topic or keeps what it sends
+	// there (a subscription's, a dead letter's), not only publishes to it.
+	consumed bool
 }
 
 // declaredTopics returns every topic the routes, subscriptions and dead
 // letters declare, each with its first declarer, in a fixed order.
 func declaredTopics(routes []Routing, subs []Subscription) []declared {
 	var out []declared
-	seen := map[string]bool{}
-	add := func(topic, by string) {
-		if topic == "" || seen[topic] {
+	at := map[string]int{}
+	add := func(topic, by string, consumed bool) {
+		if topic == "" {
 			return
 		}
-		seen[topic] = true
-		out = append(out, declared{topic: topic, by: by})
+		if i, ok := at[topic]; ok {
+			out[i].consumed = out[i].consumed || consumed
+			return
+		}
+		at[topic] = len(out)
+		out = append(out, declared{topic: topic, by: by, consumed: consumed})
 	}
 	for _, r := range routes {
-		add(r.r.topic, fmt.Sprintf("the route of %s", r.r.typ))
+		add(r.r.topic, fmt.Sprintf("the route of %s", r.r.typ), false)
 	}
 	for _, s := range subs {
-		add(s.s.topic, fmt.Sprintf("the subscription of %s", s.s.typ))
+		add(s.s.topic, fmt.Sprintf("the subscription of %s", s.s.typ), true)
 	}
 	for _, s := range subs {
-		add(s.s.deadLetter, fmt.Sprintf("the dead letter of the subscription of %s to %q", s.s.typ, s.s.topic))
+		add(s.s.deadLetter, fmt.Sprintf("the dead letter of the subscription of %s to %q", s.s.typ, s.s.topic), true)
 	}
 	return out
 }
@@ -112,9 +119,14 @@ func (b *Bus) provisionLocked(ctx context.Context) error {
 	if b.provisioned {
 		return nil
 	}
-	topics := make([]string, 0, len(b.declared))
+	var topics, published, consumed []string
 	for _, d := range b.declared {
 		topics = append(topics, d.topic)
+		if d.consumed {
+			consumed = append(consumed, d.topic)
+		} else {
+			published = append(published, d.topic)
+		}
 	}
 	if len(topics) == 0 {
 		b.provisioned = true
@@ -122,8 +134,16 @@ func (b *Bus) provisionLocked(ctx context.Context) error {
 	}
 	var errs []error
 	for _, p := range brokersOf[Provisioner](b.cfg.Publisher, b.cfg.Subscriber) {
-		if err := p.Provision(ctx, topics...); err != nil {
-			errs = append(errs, err)
+		cp, ok := p.(ConsumerProvisioner)
+		if !ok {
+			errs = append(errs, p.Provision(ctx, topics...))
+			continue
+		}
+		if len(published) > 0 {
+			errs = append(errs, p.Provision(ctx, published...))
+		}
+		if len(consumed) > 0 {
+			errs = append(errs, cp.ProvisionConsumer(ctx, consumed...))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -35,9 +35,22 @@
 // by topic, in id order, a batch at a time (RelayConfig.BatchSize),
 // publishes the batch through the bus's publisher (at once when it is an
 // fxbus.BatchPublisher, as natsjs is; else one message after another) and
-// deletes the rows the broker acknowledged in one statement: at least
-// once. A kill between the publish and the delete sends that batch again
-// (JetStream drops the copies by message id). A commit in this process
+// deletes the rows the broker acknowledged: at least once. It deletes
+// them once per window, not per batch (RelayConfig.ProgressInterval, 100ms,
+// or RelayConfig.ProgressRows, 1000 rows, whichever comes first; and when
+// it gives a lane back or stops), in one statement fenced by the lane's
+// lease, so that at low load its deletes do not add a commit, a WAL flush,
+// to each command's; it reads on after the rows it has published and not
+// deleted, and never sends them again itself. A kill sends again what the
+// relay had published and not deleted: per lane, at most ProgressRows +
+// BatchSize - 1 rows (1099 with the defaults), those published within the
+// last ProgressInterval (and the batch in hand). JetStream drops such
+// copies by message id within its duplicate window (2 minutes by
+// default); the inbox makes any copy harmless. A negative
+// ProgressInterval deletes each batch as it is published: the bound is
+// then one batch. A relay that lost a lane's lease deletes none of its
+// rows: they are the new owner's to send and delete. Until they are
+// deleted, published rows count in Backlog and Lag (a window at most). A commit in this process
 // that wrote rows wakes it at once; polling (Config.Relay) finds rows of
 // other processes and of a process that crashed. A relay owns a topic
 // under a lease, so that several replicas relay side by side without
@@ -51,7 +64,9 @@
 // PostgreSQL BIGSERIAL, a MySQL or MariaDB AUTO_INCREMENT), not when they
 // commit, so two overlapping transactions can commit against their ids'
 // order: when the relay has already sent the row with the higher id, the
-// lower one follows it. Within one transaction, and between transactions
+// lower one follows it (once the relay's window is recorded, within
+// RelayConfig.ProgressInterval: until then it reads after the rows it
+// sent). Within one transaction, and between transactions
 // that do not overlap, the order is the emit order. SQLite runs one writer
 // at a time: there ids follow commits. Broker and connection failures are
 // retried with backoff while rows wait; only a failure that

@@ -148,7 +148,7 @@ func BenchmarkRelayDrainAMQP(b *testing.B) {
 		topic := fmt.Sprintf("drain_%d", rand.Uint64())
 		ps, err := amqpbus.New(amqpbus.Config{URL: addr, Group: "bench"})
 		require.NoError(b, err)
-		require.NoError(b, ps.Provision(context.Background(), topic))
+		require.NoError(b, ps.ProvisionConsumer(context.Background(), topic))
 		b.Cleanup(func() { forgetAMQPQueue(addr, topic, "bench"); _ = ps.Close() })
 		return topic, ps
 	}

@@ -27,10 +27,11 @@ func exampleService(opts ...fx.Option) (*fxcqrs.Mediator, *sql.DB, func()) {
 	if err != nil {
 		panic(err)
 	}
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "app.db")+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "app.db")+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate")
 	if err != nil {
 		panic(err)
 	}
+	db.SetMaxOpenConns(1) // SQLite has one writer
 	ctx := context.Background()
 	if err := fxoutbox.Migrate(ctx, db, fxoutbox.SQLite, fxoutbox.Tables{}); err != nil {
 		panic(err)

@@ -85,6 +85,11 @@ func TestInspect(t *testing.T) {
 		assert.Equal(t, 1, dead[0].Rows)
 		assert.True(t, dead[0].Last.Equal(t0.Add(5*time.Second)), "failed at %v", dead[0].Last)
 		clock.Advance(10 * time.Second)
+		// The fine row's window has ended (RelayConfig.ProgressInterval):
+		// the relay deletes it.
+		waitFor(t, func() bool {
+			return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox WHERE topic = 'fine'") == 0
+		})
 		lag, err = o.Lag(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, 15*time.Second, lag, "the down topic's row still waits")

@@ -2,6 +2,7 @@ package fxoutbox_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -28,14 +29,23 @@ import (
 // unit of work's commits wake theirs (FXCQRS_BENCH_PLAIN_POLLS=1 leaves it
 // polling: it then falls behind and the plain side pays less).
 //
-// The two sides run in turns of a few hundred commands each, the side
+// A second baseline, "plain2", is the same transaction with nothing
+// delivering its rows: the order and a raw INSERT of an outbox-shaped row
+// into a table of its own that no relay reads (see plain2Side). Against
+// it the unit of work pays for its relay too, which the first baseline
+// pays as well.
+//
+// The three sides run in turns of a few hundred commands each, the side
 // that goes first changing every turn, so that what the machine does in a
 // given second (a slow fsync, a neighbour) falls on both. The figures:
 // "ratio", the unit of work's commands/s ÷ the plain transaction's over
-// the whole run; "plain-µs/op" and "outbox-µs/op", each side's time per
-// command (ns/op is the two together); "backlog", the most of the unit
+// the whole run, "ratio2" the same against plain2; "plain-µs/op",
+// "plain2-µs/op" and "outbox-µs/op", each side's time per command (ns/op
+// is the three together); BenchmarkUnitOfWorkWAL counts their WAL
+// flushes and transactions; "backlog", the most of the unit
 // of work's rows still in the outbox as one of its turns ends: the relay
-// keeping up or not. Run it with a fixed count, as in -benchtime 8000x,
+// keeping up or not (rows it published count until its window's delete,
+// RelayConfig.ProgressInterval: a window's worth is no lag). Run it with a fixed count, as in -benchtime 8000x,
 // and several -count for benchstat.
 // FXCQRS_BENCH_AA=1 runs the plain side against itself, so that "ratio"
 // shows how far from 1 the harness alone strays on the machine.
@@ -55,9 +65,9 @@ func BenchmarkUnitOfWorkUnderLoad(b *testing.B) {
 			if os.Getenv("FXCQRS_BENCH_AA") != "" {
 				outbox = plainSide(b, d, addr, &ids) // both sides plain: the harness's own spread
 			}
-			sides := [2]func() error{plain, outbox}
+			sides := [3]func() error{plain, outbox, plain2Side(b, d, &ids)}
 			var (
-				spent [2]time.Duration
+				spent [3]time.Duration
 				worst int
 			)
 			turn := max(200, 16*callers)
@@ -72,8 +82,8 @@ func BenchmarkUnitOfWorkUnderLoad(b *testing.B) {
 			b.ResetTimer()
 			for done, i := 0, 0; done < b.N; done, i = done+turn, i+1 {
 				n := min(turn, b.N-done)
-				for k := range 2 {
-					s := (i + k) % 2
+				for k := range len(sides) {
+					s := (i + k) % len(sides)
 					took, err := callConcurrently(n, callers, sides[s])
 					if err != nil {
 						b.Fatal(err)
@@ -86,7 +96,9 @@ func BenchmarkUnitOfWorkUnderLoad(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(spent[0])/float64(spent[1]), "ratio")
+			b.ReportMetric(float64(spent[2])/float64(spent[1]), "ratio2")
 			b.ReportMetric(float64(spent[0].Microseconds())/float64(b.N), "plain-µs/op")
+			b.ReportMetric(float64(spent[2].Microseconds())/float64(b.N), "plain2-µs/op")
 			b.ReportMetric(float64(spent[1].Microseconds())/float64(b.N), "outbox-µs/op")
 			b.ReportMetric(float64(worst), "backlog")
 		})
@@ -161,6 +173,44 @@ func plainSide(b *testing.B, d database, addr string, ids *atomic.Int64) func() 
 		}
 		return nil
 	}
+}
+
+// plain2Side is the baseline without a relay: a plain transaction
+// inserting an order and an outbox-shaped row (the unit of work's shape,
+// as plainSide writes it) into plain2_outbox, a table of the outbox's
+// shape that nothing reads or deletes from.
+func plain2Side(b *testing.B, d database, ids *atomic.Int64) func() error {
+	b.Helper()
+	plain2Table(b, d.DB)
+	insertOrder := d.Dialect.Rebind("INSERT INTO orders (id) VALUES (?)")
+	insertRow := d.Dialect.Rebind("INSERT INTO plain2_outbox (topic, message_id, payload, metadata) VALUES (?, ?, ?, ?)")
+	topic := fmt.Sprintf("plain2_%d", rand.Uint64())
+	meta := plainMetadata(b)
+	ctx := context.Background()
+	return func() error {
+		id := ids.Add(1)
+		tx, err := d.DB.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, insertOrder, id)
+		if err == nil {
+			_, err = tx.ExecContext(ctx, insertRow, topic, fmt.Sprintf("%036d", id), []byte(`{"ID":1}`), meta)
+		}
+		if err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		return tx.Commit()
+	}
+}
+
+// plain2Table makes plain2_outbox, of the outbox table's shape (its
+// columns, defaults and indexes), once per database.
+func plain2Table(b *testing.B, db *sql.DB) {
+	b.Helper()
+	_, err := db.Exec("CREATE TABLE IF NOT EXISTS plain2_outbox (LIKE fxcqrs_outbox INCLUDING ALL)")
+	require.NoError(b, err)
 }
 
 // outboxSide is the same command through the unit of work, its event

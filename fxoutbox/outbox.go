@@ -301,11 +301,11 @@ func checkSingleWriter(db *sql.DB, d Dialect) error {
 		return nil
 	}
 	if n := db.Stats().MaxOpenConnections; n != 1 {
-		limit := "no limit"
+		limit := "any number of connections"
 		if n > 1 {
-			limit = fmt.Sprintf("up to %d", n)
+			limit = fmt.Sprintf("up to %d connections", n)
 		}
-		return fmt.Errorf("fxoutbox: Start: the SQLite pool allows %s connections; SQLite has one writer, and the relay's writes would meet the commands' with SQLITE_BUSY: call db.SetMaxOpenConns(1) (see the package doc, \"SQLite\")", limit)
+		return fmt.Errorf("fxoutbox: Start: the SQLite pool allows %s; SQLite has one writer, and the relay's writes would meet the commands' with SQLITE_BUSY: call db.SetMaxOpenConns(1) (see the package doc, \"SQLite\")", limit)
 	}
 	return nil
 }

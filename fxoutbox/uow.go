@@ -3,7 +3,6 @@ package fxoutbox
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -28,7 +27,8 @@ type unit struct {
 	tx    *sql.Tx
 	u     *unitOfWork
 	wrote int
-	lanes []schema.Lane           // where it wrote, each once: the relay's hint
+	lanes []schema.Lane // where it wrote, each once: the relay's hint (in lane0 while it is one)
+	lane0 [1]schema.Lane
 	due   int64                   // the earliest due time of what it scheduled, in ns; 0: none
 	after []func(context.Context) // AfterCommit's
 }
@@ -258,16 +258,17 @@ func (u *unitOfWork) writeRouted(ctx context.Context, un *unit, events []any) er
 
 // insert writes msg as a row of topic in un's transaction.
 func (u *unitOfWork) insert(ctx context.Context, un *unit, topic string, msg *message.Message) error {
-	meta, err := json.Marshal(msg.Metadata)
-	if err != nil {
-		return fmt.Errorf("fxoutbox: metadata of %s: %w", msg.UUID, err)
-	}
+	var buf [256]byte
+	meta := appendMetadata(buf[:0], msg.Metadata)
 	l := schema.Lane{Topic: topic, N: u.laneOf(topic, msg)}
 	if _, err := un.tx.ExecContext(ctx, u.q.Insert, topic, l.N, msg.UUID, []byte(msg.Payload), string(meta), u.now().UnixNano()); err != nil {
 		return fmt.Errorf("fxoutbox: write to the outbox: %w", err)
 	}
 	un.wrote++
 	if !slices.Contains(un.lanes, l) {
+		if un.lanes == nil {
+			un.lanes = un.lane0[:0] // the common case, one lane: no allocation of its own
+		}
 		un.lanes = append(un.lanes, l)
 	}
 	return nil

@@ -64,12 +64,13 @@ type PubSub struct {
 }
 
 var (
-	_ message.Publisher    = (*PubSub)(nil)
-	_ message.Subscriber   = (*PubSub)(nil)
-	_ fxbus.Broker         = (*PubSub)(nil)
-	_ fxbus.Provisioner    = (*PubSub)(nil)
-	_ fxbus.FlowSubscriber = (*PubSub)(nil)
-	_ fxbus.BatchPublisher = (*PubSub)(nil)
+	_ message.Publisher         = (*PubSub)(nil)
+	_ message.Subscriber        = (*PubSub)(nil)
+	_ fxbus.Broker              = (*PubSub)(nil)
+	_ fxbus.Provisioner         = (*PubSub)(nil)
+	_ fxbus.ConsumerProvisioner = (*PubSub)(nil)
+	_ fxbus.FlowSubscriber      = (*PubSub)(nil)
+	_ fxbus.BatchPublisher      = (*PubSub)(nil)
 )
 
 // Module is the preset under fx, one line in an application:
@@ -164,11 +165,29 @@ func (p *PubSub) CheckTopic(topic string) error {
 // queue is the Group's queue on topic.
 func (p *PubSub) queue(topic string) string { return topic + p.queueSuffix() }
 
-// Provision declares each topic's exchange (a durable fanout) and, with a
-// Group, the Group's durable queue bound to it, so that what is published
-// before the service first subscribes waits in its queue. Publish refuses
-// a topic whose exchange does not exist.
+// Provision declares each topic's exchange (a durable fanout): what
+// publishing needs. Publish refuses a topic whose exchange does not exist.
+// RabbitMQ drops a message published to an exchange that no queue is
+// bound to: a consuming service's queue is made by ProvisionConsumer,
+// which the bus calls at the consumer's start; make it ahead (from a
+// deploy job, with the consumer's Group) when a publisher may start
+// first.
 func (p *PubSub) Provision(ctx context.Context, topics ...string) error {
+	return p.provision(ctx, false, topics)
+}
+
+// ProvisionConsumer declares each topic's exchange and the Group's
+// durable queue bound to it, so that what is published before the service
+// first subscribes waits in its queue: what consuming needs. The bus calls
+// it for the topics it subscribes to and for their dead letters (so that
+// they are kept in a queue of the service's, not dropped), and Provision
+// for those it only publishes to, which leaves no queue for nobody to
+// read.
+func (p *PubSub) ProvisionConsumer(ctx context.Context, topics ...string) error {
+	return p.provision(ctx, true, topics)
+}
+
+func (p *PubSub) provision(ctx context.Context, consume bool, topics []string) error {
 	conn, err := p.connection()
 	if err != nil {
 		return fmt.Errorf("amqpbus: provision %s: %w", strings.Join(topics, ", "), err)
@@ -185,7 +204,11 @@ func (p *PubSub) Provision(ctx context.Context, topics ...string) error {
 		if err := p.CheckTopic(topic); err != nil {
 			return err
 		}
-		if err := p.declare(ch, topic); err != nil {
+		declare := p.declareExchange
+		if consume {
+			declare = p.declare
+		}
+		if err := declare(ch, topic); err != nil {
 			return fmt.Errorf("amqpbus: provision %s for %q: %w", topic, p.cfg.Group, err)
 		}
 		p.pub.known.Store(topic, true)
@@ -193,11 +216,16 @@ func (p *PubSub) Provision(ctx context.Context, topics ...string) error {
 	return nil
 }
 
+// declareExchange declares topic's exchange, a durable fanout.
+func (*PubSub) declareExchange(ch *amqp.Channel, topic string) error {
+	return ch.ExchangeDeclare(topic, "fanout", true, false, false, false, nil)
+}
+
 // declare declares topic's exchange and the Group's queue bound to it,
 // as watermill-amqp's durable pub/sub did (a deployment's exchanges and
 // queues are those).
 func (p *PubSub) declare(ch *amqp.Channel, topic string) error {
-	if err := ch.ExchangeDeclare(topic, "fanout", true, false, false, false, nil); err != nil {
+	if err := p.declareExchange(ch, topic); err != nil {
 		return err
 	}
 	if p.cfg.Group == "" {

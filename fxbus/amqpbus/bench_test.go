@@ -28,7 +28,7 @@ func BenchmarkConsume(b *testing.B) {
 			addr := amqpURL(b)
 			tp := topic(b, addr, "bench")
 			ps := newPubSub(b, amqpbus.Config{URL: addr, Group: "bench"})
-			require.NoError(b, ps.Provision(context.Background(), tp))
+			require.NoError(b, ps.ProvisionConsumer(context.Background(), tp))
 			msgs := make([]*message.Message, 0, 500)
 			for i := range b.N {
 				msgs = append(msgs, keyed(fmt.Sprint(i), fmt.Sprint(i%64)))

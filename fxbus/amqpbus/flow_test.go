@@ -37,7 +37,7 @@ func TestReadsWatermillAMQPMessages(t *testing.T) {
 	addr := amqpURL(t)
 	tp := topic(t, addr, "billing")
 	ps := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
-	require.NoError(t, ps.Provision(context.Background(), tp))
+	require.NoError(t, ps.ProvisionConsumer(context.Background(), tp))
 	old, err := wamqp.NewPublisher(wamqp.NewDurablePubSubConfig(addr, wamqp.GenerateQueueNameTopicNameWithSuffix("billing")), watermill.NopLogger{})
 	require.NoError(t, err)
 	m := message.NewMessage("old-1", []byte(`{"a":1}`))
@@ -63,7 +63,7 @@ func TestPublishAboveMaxPayloadFails(t *testing.T) {
 	addr := amqpURL(t)
 	tp := topic(t, addr, "billing")
 	ps := newPubSub(t, amqpbus.Config{URL: addr, MaxPayload: 1000})
-	require.NoError(t, ps.Provision(context.Background(), tp))
+	require.NoError(t, ps.ProvisionConsumer(context.Background(), tp))
 	assert.Equal(t, 1000, ps.Capabilities().MaxPayload)
 	err := ps.Publish(tp, message.NewMessage("big", make([]byte, 1001)))
 	require.ErrorContains(t, err, "max_message_size of 1000")
@@ -93,7 +93,7 @@ func TestRestartKeepsOrder(t *testing.T) {
 	addr := amqpURL(t)
 	tp := topic(t, addr, "billing")
 	ps := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
-	require.NoError(t, ps.Provision(context.Background(), tp))
+	require.NoError(t, ps.ProvisionConsumer(context.Background(), tp))
 	var msgs []*message.Message
 	for i := range 40 {
 		msgs = append(msgs, keyed(fmt.Sprintf("m-%02d", i), "k"+strconv.Itoa(i%2)))

@@ -50,7 +50,7 @@ func TestKillAndRestartKeepOrder(t *testing.T) {
 		_ = c.Close()
 	})
 	ps := newPubSub(t, amqpbus.Config{URL: addr, Group: "billing"})
-	require.NoError(t, ps.Provision(context.Background(), tp))
+	require.NoError(t, ps.ProvisionConsumer(context.Background(), tp))
 	seed := rand.Uint64()
 	if s, err := strconv.ParseUint(os.Getenv("FXCQRS_CRASH_SEED"), 10, 64); err == nil {
 		seed = s

@@ -199,15 +199,19 @@ func provisioner(pub message.Publisher, sub message.Subscriber) fxbus.Provisione
 	return nil
 }
 
-// open opens the adapter for group and provisions topics on it, as the
-// bus does at start, when it is a Provisioner.
+// open opens the adapter for group and provisions topics on it for the
+// group to consume, as the bus does at start, when it is a Provisioner.
 func (s *suite) open(t testing.TB, group string, topics ...string) (message.Publisher, message.Subscriber) {
 	t.Helper()
 	pub, sub := s.a.Open(t, group)
 	if p := provisioner(pub, sub); p != nil && len(topics) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), deadline)
 		defer cancel()
-		require.NoError(t, p.Provision(ctx, topics...), "provision %v for group %s", topics, group)
+		if cp, ok := p.(fxbus.ConsumerProvisioner); ok {
+			require.NoError(t, cp.ProvisionConsumer(ctx, topics...), "provision %v for group %s to consume", topics, group)
+		} else {
+			require.NoError(t, p.Provision(ctx, topics...), "provision %v for group %s", topics, group)
+		}
 	}
 	return pub, sub
 }

@@ -67,6 +67,9 @@ func (r *Relay) drain(ctx context.Context, l schema.Lane) (sent int, held bool, 
 	for range batchesPerTurn {
 		ok, err := r.leases.Take(ctx, l.Lease())
 		if err != nil || !ok {
+			if err == nil {
+				r.sender.forget(l) // its rows sent and not deleted are the new owner's
+			}
 			return sent, held, err // !ok: another relay sends this lane
 		}
 		held = true
@@ -197,6 +200,9 @@ func (r *Relay) sendTopic(ctx context.Context, topic string, lanes []int) (int, 
 
 // giveBack drops this relay's lease on l, for another relay to take it.
 func (r *Relay) giveBack(ctx context.Context, l schema.Lane) error {
+	if err := r.sender.record(ctx, l); err != nil {
+		return err // kept a while longer: given back at the next pass
+	}
 	return r.leases.GiveBack(ctx, l.Lease())
 }
 

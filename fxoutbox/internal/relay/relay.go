@@ -55,6 +55,13 @@ type Params struct {
 	// Now and After are the outbox's clock (fxoutbox.Config.Now, After).
 	Now   func() time.Time
 	After func(time.Duration) <-chan time.Time
+	// WallNow and WallAfter are the clock a lane's progress window
+	// (Config.ProgressInterval) is measured on: time.Now and time.After
+	// unless set. A window batches the database's work in real time: a
+	// test's fake outbox clock (Now, After), which moves only when told,
+	// must not hold the relay's deletes back.
+	WallNow   func() time.Time
+	WallAfter func(time.Duration) <-chan time.Time
 	// Leases holds the relay's leases (its lanes', its member lease): a
 	// Holder of its own, for its goroutine alone.
 	Leases *lease.Holder
@@ -98,6 +105,12 @@ type Relay struct {
 // New returns the relay p describes, not started.
 func New(p Params) *Relay {
 	cfg, delivery := WithDefaults(p.Config), DeliveryDefaults(p.Delivery)
+	if p.WallNow == nil {
+		p.WallNow = time.Now
+	}
+	if p.WallAfter == nil {
+		p.WallAfter = time.After
+	}
 	wake, stop := make(chan struct{}, 1), make(chan struct{})
 	return &Relay{
 		db: p.DB, q: p.Queries, local: p.Local, log: p.Log, cfg: cfg, delivery: delivery,
@@ -111,6 +124,7 @@ func New(p Params) *Relay {
 		sender: &sender{
 			db: p.DB, q: p.Queries, bus: p.Bus, pub: p.Bus.Publisher(), local: p.Local, log: p.Log, cfg: cfg, delivery: delivery,
 			now: p.Now, leases: p.Leases, wake: wake, stop: stop,
+			progress: map[schema.Lane]*progress{}, wallNow: p.WallNow, wallAfter: p.WallAfter,
 		},
 	}
 }
@@ -187,7 +201,7 @@ func (r *Relay) Close(ctx context.Context) error {
 	case <-r.done:
 		return nil
 	case <-ctx.Done():
-		n := r.sender.inHand.Load()
+		n := r.sender.inHand.Load() + r.sender.unrecorded.Load()
 		r.log.Warn("stop deadline passed with the relay still sending; the rows it has not deleted are sent again by the next relay",
 			zap.Int64("rowsInHand", n))
 		return fmt.Errorf("fxoutbox: relay still sending %d rows: %w", n, ctx.Err())
@@ -197,6 +211,7 @@ func (r *Relay) Close(ctx context.Context) error {
 func (r *Relay) loop() {
 	defer close(r.done)
 	defer r.releaseLeases()
+	defer r.recordAll()
 	backoff := r.cfg.RetryInitial
 	for {
 		sent, err := r.safePass()
@@ -215,6 +230,10 @@ func (r *Relay) loop() {
 			wait = r.cfg.PollInterval
 		}
 		timer := r.after(wait)
+		// A window that ends later wakes the relay to record it; one that
+		// has ended and is not recorded after a failed pass waits for the
+		// backoff (a database outage must not spin the loop).
+		window := r.sender.windowEnd(err == nil)
 		select {
 		case <-r.stop:
 			return
@@ -228,6 +247,7 @@ func (r *Relay) loop() {
 				}
 			}
 		case <-timer:
+		case <-window: // a lane's progress is to be recorded
 		}
 	}
 }
@@ -252,7 +272,7 @@ func (r *Relay) pass() (int, error) {
 	var errs []error
 	topics, lanes, err := r.passLanes(ctx)
 	if err != nil {
-		return 0, err
+		return 0, errors.Join(err, r.sender.recordDue(ctx, false))
 	}
 	sent := 0
 	for _, topic := range topics {
@@ -273,7 +293,23 @@ func (r *Relay) pass() (int, error) {
 	if len(errs) > 0 || sent >= r.cfg.BatchSize {
 		r.discoveredAt = time.Time{} // rows may wait that no commit announces: look at the table next time
 	}
+	// The windows that ended are recorded after the sends, which their
+	// delete would otherwise hold up.
+	if err := r.sender.recordDue(ctx, false); err != nil {
+		errs = append(errs, err)
+	}
 	return sent, errors.Join(errs...)
+}
+
+// recordAll records every lane's progress as the relay stops, so that
+// the next relay does not send those rows again.
+func (r *Relay) recordAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.sender.recordDue(ctx, true); err != nil {
+		r.log.Warn("relay: rows sent and not deleted as it stopped; the next relay sends them again",
+			zap.Int64("rows", r.sender.unrecorded.Load()), zap.Error(err))
+	}
 }
 
 // logFailure says what stopped a pass: the broker, the database's

@@ -36,6 +36,11 @@ type sender struct {
 
 	sent, deadLettered, failures atomic.Uint64
 	inHand                       atomic.Int64 // rows read and not yet deleted, in the batch being sent
+	unrecorded                   atomic.Int64 // rows published and not yet deleted, in progress
+
+	progress  map[schema.Lane]*progress // each lane's published rows not yet deleted (progress.go)
+	wallNow   func() time.Time          // the progress windows' clock (Params.WallNow)
+	wallAfter func(time.Duration) <-chan time.Time
 }
 
 type row struct {
@@ -49,9 +54,31 @@ type row struct {
 // send publishes a batch of l's rows, in id order, and deletes the
 // rows the broker took. A row whose own message the broker refuses goes
 // to the dead letter table; the rows after it go in the next batch.
+//
+// The rows published are deleted once per window (progress.go), or at
+// once when Config.ProgressInterval is negative; until then the lane is
+// read after the last of them. It returns how many rows it published (or
+// delivered, on the delivery topic).
 func (s *sender) send(ctx context.Context, l schema.Lane) (int, error) {
 	topic := l.Topic
-	rows, err := s.rows(ctx, l)
+	p := s.progress[l]
+	if p != nil && len(p.ids) >= s.cfg.ProgressRows {
+		// A full window whose delete failed: no more rows until it is
+		// recorded, so that what a crash sends again stays bounded.
+		if err := s.record(ctx, l); err != nil {
+			return 0, err
+		}
+		p = s.progress[l]
+	}
+	var (
+		rows []row
+		err  error
+	)
+	if p != nil {
+		rows, err = s.rowsAfter(ctx, l, p.last())
+	} else {
+		rows, err = s.rows(ctx, l)
+	}
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
@@ -71,7 +98,18 @@ func (s *sender) send(ctx context.Context, l schema.Lane) (int, error) {
 	end := s.bus.Send(ctx, topic, msgs)
 	acked, err := s.publish(topic, msgs)
 	end(err)
-	sent, delErr := s.deleteSent(ctx, l.Lease(), rows[:acked])
+	var (
+		sent   = acked
+		delErr error
+	)
+	if s.deferred() {
+		s.published(l, rows[:acked])
+		if s.due(l, s.wallNow()) {
+			delErr = s.record(ctx, l)
+		}
+	} else {
+		sent, delErr = s.deleteSent(ctx, l.Lease(), rows[:acked])
+	}
 	switch {
 	case delErr != nil:
 		return sent, delErr // published, still in the outbox: sent again, at least once
@@ -107,30 +145,49 @@ func (s *sender) publish(topic string, msgs []*message.Message) (int, error) {
 // past it, and another took the topic over) deletes nothing, and the rows
 // go out again from the new owner.
 func (s *sender) deleteSent(ctx context.Context, lease string, rows []row) (int, error) {
-	if len(rows) == 0 {
-		return 0, nil
+	ids := make([]int64, len(rows))
+	for i, rw := range rows {
+		ids[i] = rw.id
 	}
-	args := make([]any, 0, len(rows)+3)
-	for _, rw := range rows {
-		args = append(args, rw.id)
+	n, err := s.deleteIDs(ctx, lease, ids)
+	s.inHand.Add(-int64(n))
+	return n, err
+}
+
+// maxDelete is the most ids one fenced delete names.
+const maxDelete = 1000
+
+// deleteIDs deletes the rows ids, sent under the lease named lease, in a
+// statement per maxDelete of them, each fenced by the lease; it stops at
+// the first the fence held back.
+func (s *sender) deleteIDs(ctx context.Context, lease string, ids []int64) (int, error) {
+	deleted := 0
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), maxDelete)]
+		ids = ids[len(chunk):]
+		args := make([]any, 0, len(chunk)+3)
+		for _, id := range chunk {
+			args = append(args, id)
+		}
+		args = append(args, lease, s.leases.Owner(), s.now().UnixNano())
+		res, err := s.db.ExecContext(ctx, s.q.DeleteSent(len(chunk)), args...)
+		if err != nil {
+			return deleted, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return deleted, err
+		}
+		s.sent.Add(uint64(n))
+		deleted += int(n)
+		if int(n) < len(chunk) {
+			s.leases.Lost(lease) // the lease is another's: ask the database next time
+			s.log.Warn("relay: lost its lease on a lane with rows sent and not deleted; the new owner sends those rows again",
+				zap.String("lease", lease), zap.Int("rows", len(chunk)), zap.Int64("deleted", n))
+			break
+		}
 	}
-	args = append(args, lease, s.leases.Owner(), s.now().UnixNano())
-	res, err := s.db.ExecContext(ctx, s.q.DeleteSent(len(rows)), args...)
-	if err != nil {
-		return 0, err
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, err
-	}
-	if int(n) < len(rows) {
-		s.leases.Lost(lease) // the lease is another's: ask the database next time
-		s.log.Warn("relay: lost its lease on a lane in the middle of a batch; the new owner sends those rows again",
-			zap.String("lease", lease), zap.Int("rows", len(rows)), zap.Int64("deleted", n))
-	}
-	s.sent.Add(uint64(n))
-	s.inHand.Add(-n)
-	return int(n), nil
+	return deleted, nil
 }
 
 // rows reads a batch of l's due rows, in id order.
