@@ -59,6 +59,7 @@ func BenchmarkRelayDrain(b *testing.B) {
 			topic := fmt.Sprintf("drain_%d", rand.Uint64())
 			defer func() { _ = js.DeleteStream(topic) }()
 			fillLanes(b, d, topic, b.N, lanes)
+			provisionStream(b, addr, topic)
 			ps, err := natsjs.New(natsjs.Config{URL: addr})
 			require.NoError(b, err)
 			defer ps.Close()

@@ -143,6 +143,7 @@ func plainSide(b *testing.B, d database, addr string, ids *atomic.Int64) func() 
 	insertRow := d.Dialect.Rebind("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata) VALUES (?, ?, ?, ?)")
 	topic := fmt.Sprintf("plain_%d", rand.Uint64())
 	dropStreamAtCleanup(b, addr, topic)
+	provisionStream(b, addr, topic)
 	wake := relayTo(b, d, addr)
 	b.Cleanup(func() {
 		_, err := d.DB.Exec(d.Dialect.Rebind("DELETE FROM fxcqrs_outbox WHERE topic = ?"), topic)
@@ -225,6 +226,7 @@ func outboxSide(b *testing.B, d database, addr string, ids *atomic.Int64) (call 
 	require.NoError(b, err)
 	bus, err := fxbus.New(fxbus.Config{Publisher: ps}, []fxbus.Routing{fxbus.NewRoute[OrderPlaced](topic)}, nil)
 	require.NoError(b, err)
+	require.NoError(b, bus.Provision(context.Background())) // as fxbus.Module does before the relay starts
 	o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect}, nil)
 	require.NoError(b, err)
 	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithMiddleware(o.UnitOfWork()),
@@ -273,6 +275,17 @@ func dropStreamAtCleanup(t testing.TB, addr, topic string) {
 			_ = js.DeleteStream(topic)
 		}
 	})
+}
+
+// provisionStream makes topic's stream, as the bus of the service that
+// routes to it does when it starts: natsjs publishes only to a
+// provisioned topic.
+func provisionStream(t testing.TB, addr, topic string) {
+	t.Helper()
+	ps, err := natsjs.New(natsjs.Config{URL: addr})
+	require.NoError(t, err)
+	defer ps.Close()
+	require.NoError(t, ps.Provision(context.Background(), topic))
 }
 
 // relayTo runs a relay of d's outbox into NATS JetStream at addr until b

@@ -51,6 +51,7 @@ func BenchmarkConsume(b *testing.B) {
 		ps, err := natsjs.New(natsjs.Config{URL: addr, Group: "svc_" + topic})
 		require.NoError(b, err)
 		b.Cleanup(func() { _ = ps.Close() })
+		require.NoError(b, ps.Provision(context.Background(), topic))
 		msgs := make([]*message.Message, 0, 1000)
 		for i := range b.N {
 			msg := message.NewMessage(watermill.NewUUID(), fmt.Appendf(nil, `{"ID":%d}`, i))
