@@ -2,6 +2,7 @@ package fxoutbox_test
 
 import (
 	"context"
+	"database/sql"
 	"slices"
 	"sync"
 	"testing"
@@ -55,27 +56,7 @@ func BenchmarkUnitOfWork(b *testing.B) {
 		}
 	})
 	b.Run("outbox", func(b *testing.B) {
-		gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
-		defer gc.Close()
-		bus, err := fxbus.New(fxbus.Config{Publisher: gc}, []fxbus.Routing{fxbus.NewRoute[OrderPlaced]("orders")}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithMiddleware(o.UnitOfWork()),
-			fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
-				if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, insert, c.ID); err != nil {
-					return err
-				}
-				fxcqrs.Emit(ctx, OrderPlaced(c))
-				return nil
-			})))
-		if err != nil {
-			b.Fatal(err)
-		}
+		m := outboxMediator(b, d.DB, d.Dialect, insert)
 		b.ReportAllocs()
 		for b.Loop() {
 			id++
@@ -84,6 +65,41 @@ func BenchmarkUnitOfWork(b *testing.B) {
 			}
 		}
 	})
+}
+
+// outboxMediator is the benchmarks' mediator with the outbox on db: its
+// PlaceOrder runs insertOrder in the unit of work and emits OrderPlaced,
+// routed to a Go channel. The relay is not started. The mediator and the
+// channel are stopped when b ends.
+func outboxMediator(b *testing.B, db *sql.DB, dialect fxoutbox.Dialect, insertOrder string) *fxcqrs.Mediator {
+	b.Helper()
+	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+	b.Cleanup(func() { _ = gc.Close() })
+	bus, err := fxbus.New(fxbus.Config{Publisher: gc}, []fxbus.Routing{fxbus.NewRoute[OrderPlaced]("orders")}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	o, err := fxoutbox.New(db, bus, fxoutbox.Config{Dialect: dialect}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithMiddleware(o.UnitOfWork()),
+		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
+			if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, insertOrder, c.ID); err != nil {
+				return err
+			}
+			fxcqrs.Emit(ctx, OrderPlaced(c))
+			return nil
+		})))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := m.Stop(context.Background()); err != nil {
+			b.Error(err)
+		}
+	})
+	return m
 }
 
 // BenchmarkCommitToHandler: commands at a steady 500 per second through

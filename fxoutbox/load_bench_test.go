@@ -153,20 +153,7 @@ func plainSide(b *testing.B, d database, addr string, ids *atomic.Int64) func() 
 	polls := os.Getenv("FXCQRS_BENCH_PLAIN_POLLS") != ""
 	ctx := context.Background()
 	return func() error {
-		id := ids.Add(1)
-		tx, err := d.DB.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, insertOrder, id)
-		if err == nil {
-			_, err = tx.ExecContext(ctx, insertRow, topic, fmt.Sprintf("%036d", id), []byte(`{"ID":1}`), meta)
-		}
-		if err != nil {
-			_ = tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
+		if err := plainTx(ctx, d.DB, insertOrder, insertRow, topic, ids.Add(1), meta); err != nil {
 			return err
 		}
 		if !polls {
@@ -189,21 +176,27 @@ func plain2Side(b *testing.B, d database, ids *atomic.Int64) func() error {
 	meta := plainMetadata(b)
 	ctx := context.Background()
 	return func() error {
-		id := ids.Add(1)
-		tx, err := d.DB.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, insertOrder, id)
-		if err == nil {
-			_, err = tx.ExecContext(ctx, insertRow, topic, fmt.Sprintf("%036d", id), []byte(`{"ID":1}`), meta)
-		}
-		if err != nil {
-			_ = tx.Rollback()
-			return err
-		}
-		return tx.Commit()
+		return plainTx(ctx, d.DB, insertOrder, insertRow, topic, ids.Add(1), meta)
 	}
+}
+
+// plainTx is the baselines' transaction: order id inserted by insertOrder
+// and an outbox-shaped row by insertRow, committed, or rolled back on an
+// error.
+func plainTx(ctx context.Context, db *sql.DB, insertOrder, insertRow, topic string, id int64, meta string) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, insertOrder, id)
+	if err == nil {
+		_, err = tx.ExecContext(ctx, insertRow, topic, fmt.Sprintf("%036d", id), []byte(`{"ID":1}`), meta)
+	}
+	if err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
 }
 
 // plain2Table makes plain2_outbox, of the outbox table's shape (its

@@ -9,10 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/fxcqrs/fxcqrs"
-	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
 )
 
@@ -53,32 +50,7 @@ func BenchmarkGoCostPerCommand(b *testing.B) {
 		}
 	})
 	b.Run("outbox", func(b *testing.B) {
-		gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
-		defer gc.Close()
-		bus, err := fxbus.New(fxbus.Config{Publisher: gc}, []fxbus.Routing{fxbus.NewRoute[OrderPlaced]("orders")}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		o, err := fxoutbox.New(db, bus, fxoutbox.Config{Dialect: fxoutbox.PostgreSQL}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithMiddleware(o.UnitOfWork()),
-			fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
-				if _, err := fxoutbox.Tx(ctx).ExecContext(ctx, insertOrder, c.ID); err != nil {
-					return err
-				}
-				fxcqrs.Emit(ctx, OrderPlaced(c))
-				return nil
-			})))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer func() {
-			if err := m.Stop(ctx); err != nil {
-				b.Error(err)
-			}
-		}()
+		m := outboxMediator(b, db, fxoutbox.PostgreSQL, insertOrder)
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := fxcqrs.Exec(ctx, m, PlaceOrder{ID: int(ids.Add(1))}); err != nil {

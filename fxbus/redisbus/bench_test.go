@@ -2,50 +2,20 @@ package redisbus_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 
-	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxbus/internal/brokertest"
 	"github.com/stretchr/testify/require"
 )
 
-// BenchmarkConsume consumes b.N messages published ahead, each
-// acknowledged on a goroutine of its own as a handler would: InFlight(16)
-// against InFlight(1), and InOrder over 64 keys against the same
-// subscription without it. Compare the sub-benchmarks of one run.
+// BenchmarkConsume compares Flows over one stream (see
+// brokertest.BenchConsume). Compare the sub-benchmarks of one run.
 func BenchmarkConsume(b *testing.B) {
-	for _, tc := range []struct {
-		name string
-		flow fxbus.Flow
-	}{
-		{"InFlight1", fxbus.Flow{InFlight: 1}},
-		{"InFlight16", fxbus.Flow{InFlight: 16}},
-		{"InFlight16InOrder64Keys", fxbus.Flow{InFlight: 16, InOrder: true}},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			addr := redisAddr(b)
-			tp := topic(b, addr)
-			ps := pubsubAs(b, addr, "bench", "bench-0")
-			require.NoError(b, ps.Provision(context.Background(), tp))
-			msgs := make([]*message.Message, 0, 500)
-			for i := range b.N {
-				msgs = append(msgs, keyed(fmt.Sprint(i), fmt.Sprint(i%64)))
-				if len(msgs) == cap(msgs) || i == b.N-1 {
-					require.NoError(b, ps.Publish(tp, msgs...))
-					msgs = msgs[:0]
-				}
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			b.ReportAllocs()
-			b.ResetTimer()
-			ch, err := ps.SubscribeFlow(ctx, tp, tc.flow)
-			require.NoError(b, err)
-			for range b.N {
-				m := <-ch
-				go m.Ack()
-			}
-		})
-	}
+	brokertest.BenchConsume(b, func(b *testing.B) brokertest.Consume {
+		addr := redisAddr(b)
+		tp := topic(b, addr)
+		ps := pubsubAs(b, addr, "bench", "bench-0")
+		require.NoError(b, ps.Provision(context.Background(), tp))
+		return brokertest.Consume{Topic: tp, Subscriber: ps, Publish: ps.Publish}
+	})
 }

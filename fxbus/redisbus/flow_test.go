@@ -17,12 +17,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func keyed(id, key string) *message.Message {
-	m := message.NewMessage(id, []byte(id))
-	m.Metadata.Set(fxbus.MetadataKey, key)
-	return m
-}
-
 func publishN(t testing.TB, ps *redisbus.PubSub, tp, prefix string, n int) {
 	t.Helper()
 	for i := range n {

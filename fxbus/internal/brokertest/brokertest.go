@@ -1,4 +1,5 @@
-// Package brokertest finds the brokers the bus's tests run against.
+// Package brokertest finds the brokers the bus's tests run against, and
+// holds the harness the adapters' kill-and-restart tests share.
 package brokertest
 
 import (
