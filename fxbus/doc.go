@@ -147,66 +147,32 @@
 // good parks the key's later messages behind it, and the other keys flow,
 // until a replay releases them in order (see InOrder). Without a key, a
 // topic keeps the order it always had. What each broker gives InOrder to
-// work with:
-//
-//   - NATS JetStream (natsjs): the stream's order to each subscribing
-//     process, several messages at once: InOrder keeps each key's order
-//     and runs the keys in parallel (TestInOrderKeepsEachKeysOrder).
-//   - RabbitMQ (watermill-amqp, amqpbus) and Redis Streams
-//     (watermill-redisstream, redisbus): their subscribers hand a consumer
-//     one message at a time and wait for its ack, so that a key's order
-//     holds and nothing runs in parallel, InOrder or not (tested too).
-//   - The in-process broker ([Embedded]): publish order to each
-//     subscription, several messages at once; with InOrder a key's
-//     messages one at a time, a nacked one first (tested with random
-//     nacks).
-//
-// In every case the order is the order of delivery to one process:
-// replicas that share one consumer group split a key's messages between
-// them, and the broker interleaves their handling. A key's order across
-// consuming replicas needs the broker to give each key to one consumer,
-// which none of these presets does yet.
+// work with: each preset hands a subscription up to InFlight messages at
+// once and, with InOrder, brings a key's nacked message back before the
+// key's later ones, through a clean restart and a kill of the consuming
+// process (for one consuming process at a time; Kafka keeps a key's order
+// across replicas too, since a partition has one consumer). What holds per
+// broker, and what bounds it, is in the order page
+// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/order.md#per-broker);
+// package bustest checks each adapter's claims.
 //
 // # Order and parallelism, per broker
 //
 // The router consumes each subscribed topic with one handler; what comes
-// in what order, and how many at once, is the subscriber's. In every case,
-// a message's event handlers run under the mediator's own limits.
-//
-//   - NATS JetStream: use the bus's own publisher and subscriber,
-//     package natsjs (github.com/fxcqrs/fxcqrs/fxbus/natsjs), on the official
-//     client. It acknowledges manually, provisions each topic's stream and
-//     the service's durable queue consumer (which every replica joins and
-//     none deletes), sets Nats-Msg-Id so that JetStream drops a duplicate
-//     publish, and closes a subscription only after its callbacks in
-//     flight returned. One subscription per topic delivers in stream
-//     order; order across replicas is not kept. With watermill-nats
-//     instead (v2.1.3, the newest), pass nats.ManualAck() (without it a
-//     message the subscriber gave up on is acknowledged and lost),
-//     provision the consumer ahead (one a subscription creates is deleted
-//     when it ends), and know its close race: when a subscription ends
-//     while a message arrives, it can close its output channel while the
-//     message's callback still selects on sending to it, a data race and
-//     a "send on closed channel" panic (natsjs's TestCloseWhileDelivering
-//     with FXCQRS_STRESS_WATERMILL=1 catches it within a second here).
-//   - RabbitMQ (watermill-amqp): a pub/sub config with a queue per
-//     consumer group (GenerateQueueNameTopicNameWithSuffix) gives each
-//     service every message; replicas of a service share its queue.
-//     Consume.Qos.PrefetchCount 1 keeps a queue's order for one consumer; a
-//     nacked message is requeued, and with several consumers order is not
-//     kept. A fanout exchange drops messages no queue is bound to yet,
-//     dead letter topics included: bind their queues before relying on
-//     them.
-//   - Kafka: order per partition; the message key picks it. Parallelism is
-//     the number of partitions a consumer group's members hold.
-//   - Redis Streams and SQL: one consumer group per service; order within
-//     a consumer.
-//   - The in-process broker, the default: one per process, shared by
-//     every application in it that was given no broker. Every bus that
-//     subscribes to a topic gets each of its messages (an [Embedded]
-//     given as the broker is one consumer group, and [Embedded.Group]
-//     names others); nothing survives the process, and a
-//     message published to a topic nothing subscribes to is dropped
-//     (Bus.Publisher, which a relay delivers through, refuses it instead,
-//     so the row waits).
+// in what order, and how many at once, is the subscriber's: an adapter
+// that is a [FlowSubscriber] holds no more than the subscription's
+// InFlight, and states in its [Capabilities] whether it consumes in
+// parallel and keeps order per key. In every case, a message's event
+// handlers run under the mediator's own limits. Use the presets (natsjs,
+// amqpbus, redisbus, kafkabus) rather than Watermill's own subscribers for
+// those brokers: Watermill's hand a consumer one message at a time, and
+// watermill-nats has a close race (a subscription that ends while a
+// message arrives can send on its closed channel). The in-process broker,
+// the default, is one per process, shared by every application in it that
+// was given no broker; every bus that subscribes to a topic gets each of
+// its messages, nothing survives the process, and Bus.Publisher, which a
+// relay delivers through, refuses a topic nothing in the process
+// subscribes to, so the row waits. The brokers' pages
+// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/bus.md) give each one's
+// production settings.
 package fxbus

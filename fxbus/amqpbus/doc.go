@@ -13,14 +13,17 @@
 // "_"+Group, for the queue) of letters, digits, '-', '_', '.' and ':',
 // not starting with "amq." ([PubSub.CheckTopic]).
 //
-// Provisioning is explicit: [PubSub.Provision] (which the bus calls for
-// its topics at start) declares the exchange and, with a Group, binds the
-// Group's queue. A publish to a topic whose exchange does not exist fails
-// with [ErrNotProvisioned], naming the topic, instead of being dropped. A
-// fanout exchange still drops what no queue is bound to yet: provision a
-// consuming service's queue before anything it must read is published
-// (run its Provision ahead, or start it once). A PubSub without a Group
-// only publishes, and its Provision declares only exchanges.
+// Provisioning is explicit: [PubSub.Provision] declares the exchange,
+// what publishing needs, and [PubSub.ProvisionConsumer] also declares and
+// binds the Group's queue, what consuming needs; the bus calls the first
+// for the topics it only publishes to and the second for those it
+// subscribes to and their dead letters (fxbus.ConsumerProvisioner), so a
+// service that only publishes leaves no queue behind. A publish to a topic
+// whose exchange does not exist fails with [ErrNotProvisioned], naming the
+// topic, instead of being dropped. A fanout exchange still drops what no
+// queue is bound to yet: provision a consuming service's queue before
+// anything it must read is published (run its ProvisionConsumer ahead, or
+// start it once).
 //
 // # Publishing
 //
