@@ -71,7 +71,10 @@ type ConsumerProvisioner interface {
 // Flow is what a subscription asks of the adapter that consumes for it.
 type Flow struct {
 	// InFlight bounds the messages handed over and not yet acknowledged
-	// or nacked; the adapter holds no more than that from the broker.
+	// or nacked. The adapter holds no more than that from the broker,
+	// unless the broker hands out batches: then its doc states its bound
+	// (kafkabus holds up to four times InFlight, at least 64, waiting
+	// behind their keys or their partition's unhandled offsets).
 	InFlight int
 	// InOrder says the subscription keeps order per key (see InOrder):
 	// an adapter that redelivers must bring a key's nacked message back
