@@ -40,6 +40,16 @@ const (
 	// (JetStream, through natsjs) is given the id and this mark, so that it
 	// takes the replay as new.
 	MetadataReplay = "replay"
+	// MetadataVersion is the version of the event's type on the wire, a
+	// decimal integer from "1"; a message without it is version 1. With
+	// MetadataName it names the shape of the payload, so that a reader
+	// whose type is newer can upcast it before decoding.
+	MetadataVersion = "version"
+	// MetadataDeliverBy is the time after which the message is worth
+	// nothing, in RFC 3339 with nanoseconds (UTC); a subscription that
+	// receives it later dead-letters it with the reason "expired" instead
+	// of handling it. Absent: the message never expires.
+	MetadataDeliverBy = "deliver_by"
 )
 
 // Marshaler encodes events into message payloads and back.
