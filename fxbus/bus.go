@@ -45,6 +45,7 @@ type Bus struct {
 	settled     chan struct{}      // a message in flight was acknowledged or nacked
 
 	handled, deadLettered, redelivered, skipped atomic.Uint64
+	expired                                     atomic.Uint64 // of deadLettered: received after their deliver-by
 	parkedMsgs                                  atomic.Uint64 // messages parked behind their key's dead letter
 	received, attempts                          atomic.Uint64 // messages, and attempts at them: the difference is retries
 }
@@ -60,6 +61,9 @@ type Stats struct {
 	// DeadLettered is the messages sent to their dead letter topic, after
 	// their retries or at once (a message that cannot be decoded).
 	DeadLettered uint64
+	// Expired is the messages among DeadLettered that came after their
+	// deliver-by time (see DeliverWithin): dead-lettered unhandled.
+	Expired uint64
 	// Redelivered is the messages nacked for the broker to deliver again:
 	// the mediator was stopping, or the message's context ended.
 	Redelivered uint64
@@ -83,7 +87,7 @@ func (b *Bus) Stats() Stats {
 	retried := attempts - min(b.received.Load(), attempts)
 	return Stats{
 		Handled: b.handled.Load(), Retried: retried, DeadLettered: b.deadLettered.Load(),
-		Redelivered: b.redelivered.Load(), Skipped: b.skipped.Load(), Parked: b.parkedMsgs.Load(), InFlight: n,
+		Expired: b.expired.Load(), Redelivered: b.redelivered.Load(), Skipped: b.skipped.Load(), Parked: b.parkedMsgs.Load(), InFlight: n,
 	}
 }
 

@@ -2,6 +2,7 @@ package fxbus
 
 import (
 	"context"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/zap"
@@ -31,6 +32,10 @@ type Config struct {
 	// its dead letter topic (the outbox module records them in SQL, for
 	// the repair tools). Default: none.
 	DeadLetters DeadLetterRecorder
+	// Now is the bus's clock: the time a message's deliver-by counts from
+	// ([DeliverWithin]) and the time a subscription compares it with.
+	// Default: time.Now.
+	Now func() time.Time
 }
 
 // DeadLetterRecorder records a message a subscription of topic

@@ -78,6 +78,9 @@ func (b *Bus) decodeOnce(ts *topicSubs) message.HandlerMiddleware {
 // decodeOnce, or decoded here.
 func (b *Bus) handler(ts *topicSubs, m *fxcqrs.Mediator) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
+		if err := b.checkExpiry(msg); err != nil {
+			return err // before each attempt: an expired message is neither handled nor retried
+		}
 		var d *decoded
 		if v, ok := ts.decoded.Load(msg); ok {
 			d = v.(*decoded)

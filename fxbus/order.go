@@ -180,8 +180,8 @@ func (b *Bus) park(ts *topicSubs, p Parking) message.HandlerMiddleware {
 			}
 			ts.parked.set(key, false)
 			out, err := h(msg)
-			if err != nil && !errors.As(err, new(*redeliver)) {
-				ts.parked.set(key, true) // its dead letter record parks the key
+			if err != nil && !errors.As(err, new(*redeliver)) && !errors.Is(err, ErrExpired) {
+				ts.parked.set(key, true) // its dead letter record parks the key (an expired message's does not)
 			}
 			return out, err
 		}

@@ -56,6 +56,7 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 	var (
 		out   []Outgoing
 		fails []PublishFailure
+		exp   = expiryOf(ctx)
 	)
 	for _, ev := range events {
 		t := reflect.TypeOf(ev)
@@ -80,6 +81,9 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 				m.Metadata.Set(MetadataKey, key)
 			} else if i > 0 {
 				delete(m.Metadata, MetadataKey) // the first route's key is not this one's
+			}
+			if by := b.deliverBy(&exp, ev, r.within); !by.IsZero() || i > 0 {
+				stampDeliverBy(m, by)
 			}
 			out = append(out, Outgoing{Topic: r.topic, Message: m, Event: ev})
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"time"
 
 	"go.uber.org/fx"
 )
@@ -17,6 +18,9 @@ type route struct {
 
 	keyType reflect.Type     // the type KeyBy was given; nil: no key
 	key     func(any) string // the event's key (see KeyBy)
+
+	within    time.Duration // DeliverWithin; 0: the messages do not expire
+	withinSet bool
 }
 
 // RouteOption configures a route.
@@ -94,6 +98,9 @@ func NewRoute[E any](topic string, opts ...RouteOption) Routing {
 	}
 	if r.keyType != nil && r.key == nil {
 		errs = append(errs, fmt.Errorf("fxbus.Route[%s]: KeyBy with a nil function", r.typ))
+	}
+	if r.withinSet && r.within <= 0 {
+		errs = append(errs, fmt.Errorf("fxbus.Route[%s]: DeliverWithin must be positive: got %v", r.typ, r.within))
 	}
 	return Routing{r: r, err: errors.Join(errs...)}
 }

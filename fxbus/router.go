@@ -178,7 +178,7 @@ func (b *Bus) retry(ts *topicSubs) middleware.Retry {
 		Multiplier:          2,
 		RandomizationFactor: 0.2,
 		ShouldRetry: func(p middleware.RetryParams) bool {
-			return !errors.As(p.Err, new(*malformed)) && !errors.As(p.Err, new(*redeliver))
+			return !errors.As(p.Err, new(*malformed)) && !errors.As(p.Err, new(*redeliver)) && !errors.Is(p.Err, ErrExpired)
 		},
 		ResetContextOnRetry: true,
 		Logger:              newLogger(b.log),
@@ -312,18 +312,21 @@ func (b *Bus) logDeadLetter(ts *topicSubs) message.HandlerMiddleware {
 			}
 			if err != nil && !errors.As(err, new(*redeliver)) {
 				b.deadLettered.Add(1)
+				expired := b.deadLetterExpired(ts, msg, err)
 				if rec := b.cfg.DeadLetters; rec != nil {
 					ctx := context.WithoutCancel(msg.Context())
 					record := func() error { return rec.RecordDeadLetter(ctx, ts.topic, msg, err) }
-					if p, key := b.parking(), msg.Metadata.Get(MetadataKey); ts.inOrder && p != nil && key != "" {
+					if p, key := b.parking(), msg.Metadata.Get(MetadataKey); ts.inOrder && p != nil && key != "" && !expired {
 						record = func() error { return p.RecordParked(ctx, ts.topic, key, msg, err) }
 					}
 					if rerr := record(); rerr != nil {
 						b.log.Error("a dead letter could not be recorded; it is in its dead letter topic", zap.String("topic", ts.topic), zap.String("messageId", msg.UUID), zap.Error(rerr))
 					}
 				}
-				b.log.Warn("message goes to the dead letter topic",
-					zap.String("topic", ts.topic), zap.String("deadLetter", ts.dead), zap.String("messageId", msg.UUID), zap.Error(err))
+				if !expired {
+					b.log.Warn("message goes to the dead letter topic",
+						zap.String("topic", ts.topic), zap.String("deadLetter", ts.dead), zap.String("messageId", msg.UUID), zap.Error(err))
+				}
 			}
 			return out, err
 		}
