@@ -151,7 +151,7 @@ func (p parkingLog) Admit(_ context.Context, _, _ string, msg *message.Message) 
 	return fxbus.AdmitParked, nil
 }
 
-func (p parkingLog) Arrived(context.Context, string, string, string) error        { return nil }
+func (p parkingLog) Arrived(context.Context, string, string, string) error       { return nil }
 func (p parkingLog) Repark(context.Context, string, string, string, error) error { return nil }
 
 // consumeOrders starts a bus and a mediator consuming OrderPlaced on tp
@@ -205,7 +205,7 @@ func TestExpiredMessageIsDeadLettered(t *testing.T) {
 	garbled := orderMessage(4, "tomorrow")
 	for _, msg := range []*message.Message{
 		late,
-		orderMessage(2, stamp(now)),                // at its deliver-by: in time
+		orderMessage(2, stamp(now)), // at its deliver-by: in time
 		orderMessage(3, "2026-12-07T13:00:00+01:00"), // now, in another zone, without nanoseconds
 		garbled,
 		replay,
