@@ -90,7 +90,7 @@ var cases = []string{
 	"InOrder",
 	"OrderAcrossRestart", "OrderAcrossRestart/Close", "OrderAcrossRestart/Abandon",
 	"CloseWhileDelivering", "CloseWhileDelivering/Subscriber", "CloseWhileDelivering/BusStop",
-	"DeadLetter", "ReplayMark",
+	"DeadLetter", "ReplayMark", "Expiry",
 	"LargePayload",
 	"UnknownTopic",
 	"TopicRule",
@@ -144,6 +144,7 @@ func Run(t *testing.T, a Adapter) {
 	})
 	s.run(t, "DeadLetter", s.deadLetter)
 	s.run(t, "ReplayMark", s.replayMark)
+	s.run(t, "Expiry", s.expiry)
 	s.run(t, "LargePayload", s.largePayload)
 	s.run(t, "UnknownTopic", s.unknownTopic)
 	s.run(t, "TopicRule", s.topicRule)
@@ -324,7 +325,8 @@ type consumerConfig struct {
 	inFlight int // the subscription's InFlight; 0: the default
 	inOrder  bool
 	retry    fxbus.RetryPolicy
-	handlers int // the mediator's event handlers at once; default 16
+	handlers int              // the mediator's event handlers at once; default 16
+	now      func() time.Time // the bus's clock; default time.Now
 }
 
 // consume starts a consumer of topic over pub and sub, its handler h,
@@ -342,7 +344,7 @@ func consume(t testing.TB, pub message.Publisher, sub message.Subscriber, topic 
 		cfg.handlers = 16
 	}
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	bus, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub, Logger: log},
+	bus, err := fxbus.New(fxbus.Config{Publisher: pub, Subscriber: sub, Logger: log, Now: cfg.now},
 		nil, []fxbus.Subscription{fxbus.NewSubscription[Keyed](topic, opts...)})
 	require.NoError(t, err)
 	m, err := fxcqrs.New(fxcqrs.Config{Events: fxcqrs.EventConfig{MaxConcurrentHandlers: cfg.handlers}},

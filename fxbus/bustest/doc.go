@@ -58,6 +58,10 @@
 //     the topic followed by "_poison", with its id, payload, metadata and
 //     reason; a message published again with fxbus.MetadataReplay (a
 //     repair's replay) is delivered again, with its id and the mark.
+//   - Expiry: a message a route with fxbus.DeliverWithin made, received
+//     after its deliver-by time, goes to the dead letter topic with the
+//     reason "expired" and its deliver-by, never handled; one received in
+//     time is handled.
 //   - LargePayload: a payload of MaxPayload bytes goes through whole, one
 //     byte more fails with an error naming the limit; without a stated
 //     limit, 4 MiB goes through.
