@@ -133,7 +133,9 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 	var rows []fxbus.Outgoing
 	if !local || !d.command {
 		var fails []fxbus.PublishFailure
-		rows, fails = u.bus.Messages(ctx, []any{msg})
+		// A deliver-by given as a duration counts from the due time, not
+		// from now, and not from when the relay sends it.
+		rows, fails = u.bus.Messages(fxbus.WithDueTime(ctx, at), []any{msg})
 		if len(fails) > 0 {
 			return "", &fxbus.PublishError{Failures: fails}
 		}
