@@ -121,7 +121,11 @@ func (in *instruments) observeBus(o metric.Observer, b *fxbus.Bus) {
 	o.ObserveInt64(in.inFlight, st.InFlight)
 	o.ObserveInt64(in.inbound, int64(st.Handled), outcome("handled"))
 	o.ObserveInt64(in.inbound, int64(st.Retried), outcome("retried"))
-	o.ObserveInt64(in.inbound, int64(st.DeadLettered), outcome("dead_lettered"))
+	// An expired message is an outcome of its own, not among the
+	// dead_lettered, whose alerts it must not raise: its producer asked
+	// for it (see fxbus.DeliverWithin).
+	o.ObserveInt64(in.inbound, int64(st.DeadLettered-min(st.Expired, st.DeadLettered)), outcome("dead_lettered"))
+	o.ObserveInt64(in.inbound, int64(st.Expired), outcome("expired"))
 	o.ObserveInt64(in.inbound, int64(st.Redelivered), outcome("redelivered"))
 	o.ObserveInt64(in.inbound, int64(st.Skipped), outcome("skipped"))
 }
