@@ -250,4 +250,3 @@ func TestOrderDeployChild(t *testing.T) {
 	c.stop()
 	fmt.Println(deployStopped)
 }
-
