@@ -253,9 +253,7 @@ func queueTypeError(q string, err error) error {
 	if _, current, ok := strings.Cut(ae.Reason, "current is "); ok {
 		typ, _, _ = strings.Cut(strings.TrimPrefix(strings.TrimPrefix(current, "the value "), "'"), "'")
 	}
-	return fmt.Errorf("queue %s is a %s queue, and amqpbus consumes classic queues only "+
-		"(a quorum queue puts a requeued message behind its key's newer ones and drops it past its delivery limit): "+
-		"move its messages to a classic queue of that name, or give the service another Group: %w", q, typ, err)
+	return fmt.Errorf("queue %s is a %s queue, and amqpbus consumes classic queues only (a quorum queue puts a requeued message behind its key's newer ones, and drops it past its delivery limit); move its messages to a classic queue of that name, or give the service another Group: %w", q, typ, err)
 }
 
 // connection is the consumers' connection, dialled again when lost.
