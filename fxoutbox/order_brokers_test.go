@@ -90,6 +90,17 @@ func provisionOrder(t *testing.T, b string) (addr, topic string) {
 	return addr, topic
 }
 
+// orderDB is a child process's pool on FXCQRS_ORDER_DSN, closed when t
+// ends: of 8 connections, as the PostgreSQL server is shared.
+func orderDB(t testing.TB) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("pgx", os.Getenv("FXCQRS_ORDER_DSN"))
+	require.NoError(t, err)
+	db.SetMaxOpenConns(8)
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
 // orderPublisher is a producer's publisher on b at addr.
 func orderPublisher(b, addr string) (message.Publisher, error) {
 	switch b {

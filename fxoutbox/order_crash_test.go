@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,7 +24,7 @@ import (
 // keys) through the outbox, their relays sharing the topic's 8 lanes; a
 // consumer process, with InOrder, InFlight(32) and the inbox, handles
 // them, each handling recorded in its transaction. Each producer replica
-// is SIGKILLed three times and restarted; the consumer is SIGKILLed four
+// is SIGKILLed three times and restarted; the consumer is SIGKILLed three
 // times, and between its kills stops cleanly and starts again at seeded
 // moments; last, each drains. Afterwards, per key, the handled effects
 // are in the key's order (0 wrong-order pairs), none of a committed
@@ -43,7 +45,7 @@ const (
 	orderLanes       = 8
 	orderGroup       = "orders"
 	orderProducerUps = 3 // kills of each producer replica
-	orderConsumerUps = 4 // kills of the consumer
+	orderConsumerUps = 3 // kills of the consumer
 )
 
 func TestOrderThroughKills(t *testing.T) {
@@ -69,40 +71,83 @@ func orderThroughKills(t *testing.T, broker string) {
 		"FXCQRS_ORDER_ADDR": addr, "FXCQRS_ORDER_TOPIC": topic,
 		"FXCQRS_ORDER_SEED": strconv.FormatUint(seed, 10),
 	}
-	// The three processes' harnesses at once, each killing its own.
-	t.Run("processes", func(t *testing.T) {
-		for i, role := range []string{"producer-a", "producer-b", "consumer"} {
-			t.Run(role, func(t *testing.T) {
-				t.Parallel()
-				h := crashtest.Harness{
-					Child: "TestOrderProducerChild", Rounds: orderProducerUps, Seed: seed + uint64(i) + 1,
-					MinUp: 300 * time.Millisecond, MaxUp: time.Second,
-					Env: map[string]string{"FXCQRS_ORDER_REPLICA": strconv.Itoa(i)},
-				}
-				if role == "consumer" {
-					h.Child, h.Rounds = "TestOrderConsumerChild", orderConsumerUps
-				}
-				for k, v := range env {
-					h.Env[k] = v
-				}
-				h.Run(t)
-			})
+	// The three processes' harnesses at once, each killing its own (in
+	// goroutines, not parallel subtests, which -parallel would queue).
+	var wg sync.WaitGroup
+	for i, role := range []string{"producer-a", "producer-b", "consumer"} {
+		t := goroutineTB{t}
+		h := crashtest.Harness{
+			Child: "TestOrderConsumerChild", Rounds: orderConsumerUps, Seed: seed + uint64(i) + 1,
+			MinUp: 300 * time.Millisecond, MaxUp: 1200 * time.Millisecond,
+			Env: map[string]string{"FXCQRS_ORDER_REPLICA": strconv.Itoa(i)},
 		}
-	})
+		if role != "consumer" {
+			// No drain of its own: the consumer's drains the outbox
+			// once both producers were killed a last time.
+			h.Child, h.Rounds, h.NoDrain = "TestOrderProducerChild", orderProducerUps, true
+			h.MinUp, h.MaxUp = 500*time.Millisecond, 1500*time.Millisecond
+			h.AfterKill = func(round int) {
+				if round == orderProducerUps {
+					_, err := d.DB.Exec("INSERT INTO done (replica) VALUES ($1)", i)
+					require.NoError(t, err)
+				}
+			}
+		}
+		for k, v := range env {
+			h.Env[k] = v
+		}
+		wg.Go(func() { h.Run(t) })
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if broker == "nats" { // the stream's order: the relays' side
+		stream := streamOrder(t, addr, topic)
+		for k, seqs := range stream {
+			for i := 1; i < len(seqs); i++ {
+				if seqs[i] < seqs[i-1] {
+					t.Errorf("the stream has key %s out of order: %v", k, seqs[max(0, i-6):min(len(seqs), i+6)])
+				}
+			}
+		}
+	}
 	checkOrder(t, d.DB, fmt.Sprintf("%s, producers killed %d times each, the consumer %d times and stopped cleanly between",
 		broker, orderProducerUps, orderConsumerUps))
+}
+
+// goroutineTB is t for a goroutine of the test's: a fatal failure is
+// reported and ends that goroutine only (FailNow belongs to the test's
+// own goroutine).
+type goroutineTB struct{ testing.TB }
+
+func (g goroutineTB) Fatalf(format string, args ...any) {
+	g.Helper()
+	g.Errorf(format, args...)
+	runtime.Goexit()
+}
+
+func (g goroutineTB) Fatal(args ...any) {
+	g.Helper()
+	g.Error(args...)
+	runtime.Goexit()
+}
+
+func (g goroutineTB) FailNow() {
+	g.Fail()
+	runtime.Goexit()
 }
 
 // orderTables adds the order tests' tables: each key's last sequence
 // number (the producers' counter, bumped in the command's transaction),
 // the handled effects in the order handled, and the producers that
-// drained.
+// are done (killed a last time).
 func orderTables(t testing.TB, db *sql.DB) {
 	t.Helper()
 	for _, ddl := range []string{
 		"CREATE TABLE keyseq (k TEXT PRIMARY KEY, seq INT NOT NULL)",
 		"CREATE TABLE handled (n BIGSERIAL PRIMARY KEY, k TEXT NOT NULL, seq INT NOT NULL)",
-		"CREATE TABLE drained (replica INT NOT NULL)",
+		"CREATE TABLE done (replica INT NOT NULL)",
 	} {
 		_, err := db.Exec(ddl)
 		require.NoError(t, err)
@@ -128,28 +173,15 @@ func orderSeed(t testing.TB) uint64 {
 }
 
 // TestOrderProducerChild is a producer replica of TestOrderThroughKills:
-// it bumps random keys, each bump a command whose transaction writes the
-// key's next Keyed to the outbox, while its relay sends the lanes it
-// holds. The Drain child only relays, until the outbox is empty.
+// it bumps random keys, four at once, each bump a command whose
+// transaction writes the key's next Keyed to the outbox, while its relay
+// sends the lanes it holds, until it is killed.
 func TestOrderProducerChild(t *testing.T) {
-	mode := crashtest.Mode()
-	if mode == "" {
+	if crashtest.Mode() != crashtest.Work {
 		t.Skip("started by TestOrderThroughKills only")
 	}
-	db, err := sql.Open("pgx", os.Getenv("FXCQRS_ORDER_DSN"))
-	require.NoError(t, err)
-	defer db.Close()
-	pub, err := orderPublisher(os.Getenv("FXCQRS_ORDER_BROKER"), os.Getenv("FXCQRS_ORDER_ADDR"))
-	require.NoError(t, err)
-	defer pub.Close()
-	b, err := fxbus.New(fxbus.Config{Publisher: pub}, []fxbus.Routing{
-		fxbus.NewRoute[Keyed](os.Getenv("FXCQRS_ORDER_TOPIC"), fxbus.KeyBy(func(e Keyed) string { return e.Key })),
-	}, nil)
-	require.NoError(t, err)
-	o, err := fxoutbox.New(db, b, fxoutbox.Config{Dialect: fxoutbox.PostgreSQL, Relay: fxoutbox.RelayConfig{
-		PollInterval: 20 * time.Millisecond, Lease: 500 * time.Millisecond, Lanes: orderLanes,
-	}}, nil)
-	require.NoError(t, err)
+	db := orderDB(t)
+	o := orderRelay(t, db)
 	m, err := fxcqrs.New(fxcqrs.Config{},
 		fxcqrs.WithCommandHandlers(commandFunc[Bump](func(ctx context.Context, c Bump) error {
 			// The key's row is locked until the commit: a key's rows
@@ -164,36 +196,51 @@ func TestOrderProducerChild(t *testing.T) {
 		fxcqrs.WithMiddleware(o.UnitOfWork()))
 	require.NoError(t, err)
 	require.NoError(t, o.Start(context.Background()))
-	replica, _ := strconv.Atoi(os.Getenv("FXCQRS_ORDER_REPLICA"))
-	if mode == crashtest.Drain {
-		waitFor(t, func() bool { return count(t, db, "SELECT COUNT(*) FROM fxcqrs_outbox") == 0 })
-		require.NoError(t, o.Stop(context.Background()))
-		require.NoError(t, m.Stop(context.Background()))
-		_, err := db.Exec("INSERT INTO drained (replica) VALUES ($1)", replica)
-		require.NoError(t, err)
-		return
-	}
 	crashtest.Ready()
 	seed, _ := strconv.ParseUint(os.Getenv("FXCQRS_ORDER_SEED"), 10, 64)
-	rnd := rand.New(rand.NewPCG(seed, uint64(100*replica+crashtest.Round())))
-	tick := time.NewTicker(2 * time.Millisecond) // pacing, not synchronisation
-	for range tick.C {                           // until killed
-		_ = fxcqrs.Exec(context.Background(), m, Bump{Key: orderKey(rnd.IntN(orderKeys))})
+	replica, _ := strconv.Atoi(os.Getenv("FXCQRS_ORDER_REPLICA"))
+	for g := range 4 {
+		go func() {
+			rnd := rand.New(rand.NewPCG(seed, uint64(1000*replica+10*crashtest.Round()+g)))
+			tick := time.NewTicker(2 * time.Millisecond) // pacing, not synchronisation
+			for range tick.C {
+				_ = fxcqrs.Exec(context.Background(), m, Bump{Key: orderKey(rnd.IntN(orderKeys))})
+			}
+		}()
 	}
+	select {} // until killed
+}
+
+// orderRelay is the outbox of a producer replica: Keyed routed by its
+// key, the relay on the topic's 8 lanes, with a short lease (a killed
+// replica's lanes are taken over within it).
+func orderRelay(t testing.TB, db *sql.DB) *fxoutbox.Outbox {
+	t.Helper()
+	pub, err := orderPublisher(os.Getenv("FXCQRS_ORDER_BROKER"), os.Getenv("FXCQRS_ORDER_ADDR"))
+	require.NoError(t, err)
+	b, err := fxbus.New(fxbus.Config{Publisher: pub}, []fxbus.Routing{
+		fxbus.NewRoute[Keyed](os.Getenv("FXCQRS_ORDER_TOPIC"), fxbus.KeyBy(func(e Keyed) string { return e.Key })),
+	}, nil)
+	require.NoError(t, err)
+	o, err := fxoutbox.New(db, b, fxoutbox.Config{Dialect: fxoutbox.PostgreSQL, Relay: fxoutbox.RelayConfig{
+		PollInterval: 20 * time.Millisecond, Lease: 500 * time.Millisecond, Lanes: orderLanes,
+	}}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	return o
 }
 
 // TestOrderConsumerChild is the consumer process of
 // TestOrderThroughKills: a Work child stops cleanly and starts again at
-// seeded moments until it is killed; the Drain child consumes until both
-// producers drained and every message committed was handled.
+// seeded moments until it is killed; the Drain child also relays what
+// the producers left in the outbox, and consumes until both producers
+// are done and every message committed was handled.
 func TestOrderConsumerChild(t *testing.T) {
 	mode := crashtest.Mode()
 	if mode == "" {
 		t.Skip("started by TestOrderThroughKills only")
 	}
-	db, err := sql.Open("pgx", os.Getenv("FXCQRS_ORDER_DSN"))
-	require.NoError(t, err)
-	defer db.Close()
+	db := orderDB(t)
 	seed, _ := strconv.ParseUint(os.Getenv("FXCQRS_ORDER_SEED"), 10, 64)
 	rnd := rand.New(rand.NewPCG(seed, uint64(crashtest.Round())))
 	for cycle := 0; ; cycle++ {
@@ -203,12 +250,15 @@ func TestOrderConsumerChild(t *testing.T) {
 			crashtest.Ready()
 		}
 		if mode == crashtest.Drain {
+			o := orderRelay(t, db)
+			require.NoError(t, o.Start(context.Background()))
 			waitFor(t, func() bool {
-				if count(t, db, "SELECT COUNT(*) FROM drained") < 2 {
+				if count(t, db, "SELECT COUNT(*) FROM done") < 2 || count(t, db, "SELECT COUNT(*) FROM fxcqrs_outbox") > 0 {
 					return false
 				}
 				return count(t, db, "SELECT COUNT(*) FROM handled") >= count(t, db, "SELECT SUM(seq) FROM keyseq")
 			})
+			require.NoError(t, o.Stop(context.Background()))
 			c.stop()
 			return
 		}
@@ -258,6 +308,9 @@ func checkOrder(t *testing.T, db *sql.DB, what string) {
 				if a > b {
 					wrong++
 				}
+			}
+			if i > 0 && seqs[i-1] > a {
+				t.Logf("key %s out of order: handled %v", k, seqs[max(0, i-6):min(len(seqs), i+6)])
 			}
 		}
 		for seq := 1; seq <= n; seq++ {

@@ -3,7 +3,6 @@ package fxoutbox_test
 import (
 	"bufio"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -99,7 +98,7 @@ func orderRollingDeploy(t *testing.T, broker string) {
 	old.consume(t)
 	var gaps []string
 	for range deployReplacements {
-		time.Sleep(time.Duration(300+rnd.IntN(600)) * time.Millisecond) // a seeded moment of the work
+		time.Sleep(time.Duration(200+rnd.IntN(400)) * time.Millisecond) // a seeded moment of the work
 		next := startDeployed(t, env)
 		from := time.Now()
 		old.term(t) // its adapter closed: it holds nothing
@@ -108,7 +107,7 @@ func orderRollingDeploy(t *testing.T, broker string) {
 		old.wait(t)
 		old = next
 	}
-	time.Sleep(time.Duration(300+rnd.IntN(600)) * time.Millisecond)
+	time.Sleep(time.Duration(200+rnd.IntN(400)) * time.Millisecond)
 	endProducer()
 	total := 0
 	for k, n := range last {
@@ -237,12 +236,9 @@ func TestOrderDeployChild(t *testing.T) {
 	}
 	term, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	db, err := sql.Open("pgx", os.Getenv("FXCQRS_ORDER_DSN"))
-	require.NoError(t, err)
-	defer db.Close()
-	c := orderConsumer(t, db)
+	c := orderConsumer(t, orderDB(t))
 	fmt.Println(deployPrepared)
-	_, err = bufio.NewReader(os.Stdin).ReadString('\n')
+	_, err := bufio.NewReader(os.Stdin).ReadString('\n')
 	require.NoError(t, err)
 	c.start()
 	fmt.Println(deployConsuming)
