@@ -3,6 +3,7 @@ package fxoutbox_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
@@ -172,4 +173,33 @@ func hostOf(t testing.TB, addr string) string {
 	u, err := url.Parse(addr)
 	require.NoError(t, err)
 	return u.Host
+}
+
+// sentOrder is each key's sequence numbers in the order the topic's
+// stream holds them (first ones only), on the brokers that keep a stream
+// to read again (NATS, Redis); nil on RabbitMQ.
+func sentOrder(t testing.TB, b, addr, topic string) map[string][]int {
+	t.Helper()
+	switch b {
+	case "nats":
+		return streamOrder(t, addr, topic)
+	case "redis":
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		defer c.Close()
+		entries, err := c.XRange(context.Background(), topic, "-", "+").Result()
+		require.NoError(t, err)
+		out := map[string][]int{}
+		seen := map[Keyed]bool{}
+		for _, e := range entries {
+			var k Keyed
+			payload, _ := e.Values["payload"].(string)
+			require.NoError(t, json.Unmarshal([]byte(payload), &k))
+			if !seen[k] {
+				seen[k] = true
+				out[k.Key] = append(out[k.Key], k.Seq)
+			}
+		}
+		return out
+	}
+	return nil
 }

@@ -102,8 +102,7 @@ func orderThroughKills(t *testing.T, broker string) {
 	if t.Failed() {
 		return
 	}
-	if broker == "nats" { // the stream's order: the relays' side
-		stream := streamOrder(t, addr, topic)
+	if stream := sentOrder(t, broker, addr, topic); stream != nil { // the relays' side
 		for k, seqs := range stream {
 			for i := 1; i < len(seqs); i++ {
 				if seqs[i] < seqs[i-1] {
