@@ -232,10 +232,28 @@ func (p *PubSub) declare(ch *amqp.Channel, topic string) error {
 		return nil
 	}
 	q := p.queue(topic)
-	if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
-		return err
+	// Classic, named: a vhost whose default queue type is quorum would
+	// make a quorum queue of a declare that names none.
+	if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": "classic"}); err != nil {
+		return queueTypeError(q, err)
 	}
 	return ch.QueueBind(q, "", topic, false, nil)
+}
+
+// queueTypeError is err, or, when RabbitMQ refused the declare because q
+// exists as a queue of another type than classic, a message that says
+// why amqpbus refuses it and what to do (see the package doc, "Queue
+// type").
+func queueTypeError(q string, err error) error {
+	var ae *amqp.Error
+	if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed || !strings.Contains(ae.Reason, "'x-queue-type'") {
+		return err
+	}
+	typ := "non-classic"
+	if _, current, ok := strings.Cut(ae.Reason, "current is "); ok {
+		typ, _, _ = strings.Cut(strings.TrimPrefix(strings.TrimPrefix(current, "the value "), "'"), "'")
+	}
+	return fmt.Errorf("queue %s is a %s queue, and amqpbus consumes classic queues only (a quorum queue puts a requeued message behind its key's newer ones, and drops it past its delivery limit); move its messages to a classic queue of that name, or give the service another Group: %w", q, typ, err)
 }
 
 // connection is the consumers' connection, dialled again when lost.

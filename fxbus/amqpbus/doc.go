@@ -25,6 +25,28 @@
 // anything it must read is published (run its ProvisionConsumer ahead, or
 // start it once).
 //
+// # Queue type
+//
+// The Group's queues are classic queues, declared with x-queue-type
+// classic so that a vhost whose default queue type is quorum does not
+// make them quorum queues; a queue made without a type (by earlier
+// versions) is classic and taken as it is. A queue of that name that
+// exists as a quorum (or stream) queue is refused when the service
+// provisions or subscribes: "amqpbus: provision … : queue … is a quorum
+// queue, and amqpbus consumes classic queues only". Quorum queues do not
+// keep a key's order through a nack: where a classic queue puts a
+// requeued message back in its place, a quorum queue puts it behind the
+// newer messages already queued (RabbitMQ 3.10 measured,
+// TestQuorumQueueRequeuesAtTheEnd), and it drops (or dead-letters) a
+// message requeued past its delivery limit, which RabbitMQ 4 sets to 20
+// on every quorum queue: InOrder requeues a key's later messages with a
+// nacked one, and would reorder them, then lose them. (A kill or a clean
+// stop is not the problem: a closed channel's messages do go back first.)
+// To move a quorum queue's messages, stop its consumers, shovel them to
+// a new classic queue of the same name (delete the quorum queue once it
+// is empty, declare the classic one, move them back), and start the
+// service again.
+//
 // # Publishing
 //
 // Publish waits for RabbitMQ's publisher confirm of each message, on a
