@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
@@ -12,10 +13,17 @@ import (
 // deleted. The relay deletes them once per window (Config.ProgressInterval
 // or Config.ProgressRows), not once per batch: at low load a batch is a
 // row or two, and its delete was a commit, a WAL flush, of its own for
-// every command. Until they are deleted the relay reads the lane after the
-// last of them, so that it never sends them twice itself; a crash sends
-// them again from the next relay (at least once, as before, with a larger
+// every command. Until they are deleted the relay skips them when it reads
+// the lane, so that it never sends them twice itself; a crash sends them
+// again from the next relay (at least once, as before, with a larger
 // bound).
+//
+// It skips them rather than reading on after the last of them: row ids
+// are taken when a transaction inserts, not when it commits, so a row can
+// commit below an id already published, and it must go before its key's
+// next row (which its transaction's commit came before). Reading on after
+// the last id would leave it behind until the window is recorded, and
+// send its key's later rows first.
 
 // progress is one lane's published rows not yet deleted.
 type progress struct {
@@ -23,8 +31,14 @@ type progress struct {
 	since time.Time // by wallNow: when the first of them was published
 }
 
-// last is the id after which the lane is read while p waits.
+// last is the highest id p holds.
 func (p *progress) last() int64 { return p.ids[len(p.ids)-1] }
+
+// has reports whether p holds id.
+func (p *progress) has(id int64) bool {
+	_, ok := slices.BinarySearch(p.ids, id)
+	return ok
+}
 
 // deferred reports whether the relay records progress per window (the
 // default) rather than after each batch.
@@ -40,8 +54,14 @@ func (s *sender) published(l schema.Lane, rows []row) {
 		p = &progress{since: s.wallNow()}
 		s.progress[l] = p
 	}
+	// rows are in id order; the first is below p's last after a late
+	// commit (rowsBeside).
+	late := len(p.ids) > 0 && rows[0].id < p.last()
 	for _, rw := range rows {
 		p.ids = append(p.ids, rw.id)
+	}
+	if late {
+		slices.Sort(p.ids)
 	}
 	s.unrecorded.Add(int64(len(rows)))
 }

@@ -56,8 +56,8 @@ type row struct {
 // to the dead letter table; the rows after it go in the next batch.
 //
 // The rows published are deleted once per window (progress.go), or at
-// once when Config.ProgressInterval is negative; until then the lane is
-// read after the last of them. It returns how many rows it published (or
+// once when Config.ProgressInterval is negative; until then they are
+// skipped when the lane is read (rowsBeside). It returns how many rows it published (or
 // delivered, on the delivery topic).
 func (s *sender) send(ctx context.Context, l schema.Lane) (int, error) {
 	topic := l.Topic
@@ -75,7 +75,7 @@ func (s *sender) send(ctx context.Context, l schema.Lane) (int, error) {
 		err  error
 	)
 	if p != nil {
-		rows, err = s.rowsAfter(ctx, l, p.last())
+		rows, err = s.rowsBeside(ctx, l, p)
 	} else {
 		rows, err = s.rows(ctx, l)
 	}
@@ -199,6 +199,42 @@ func (s *sender) rows(ctx context.Context, l schema.Lane) ([]row, error) {
 // order.
 func (s *sender) rowsAfter(ctx context.Context, l schema.Lane, after int64) ([]row, error) {
 	return s.queryRows(ctx, s.q.RowsAfter, l.Topic, l.N, s.now().UnixNano(), after, s.cfg.BatchSize)
+}
+
+// rowsBeside reads a batch of l's due rows that p does not hold, in id
+// order: the rows after p's last and any row below it that committed
+// after p's rows were read (a late commit: progress.go). One query reads
+// the lane from its start, with only the ids of the rows up to p's last;
+// in the rare pass that finds a late row among them, a second reads them
+// whole.
+func (s *sender) rowsBeside(ctx context.Context, l schema.Lane, p *progress) ([]row, error) {
+	last, now, limit := p.last(), s.now().UnixNano(), s.cfg.BatchSize+len(p.ids)
+	rows, err := s.queryRows(ctx, s.q.RowsBeside, last, last, last, l.Topic, l.N, now, limit)
+	if err != nil {
+		return nil, err
+	}
+	late := false
+	out := rows[:0]
+	for _, rw := range rows {
+		switch {
+		case rw.id > last:
+			out = append(out, rw)
+		case !p.has(rw.id):
+			late = true
+		}
+	}
+	if late {
+		if rows, err = s.queryRows(ctx, s.q.Rows, l.Topic, l.N, now, limit); err != nil {
+			return nil, err
+		}
+		out = rows[:0]
+		for _, rw := range rows {
+			if !p.has(rw.id) {
+				out = append(out, rw)
+			}
+		}
+	}
+	return out[:min(len(out), s.cfg.BatchSize)], nil
 }
 
 func (s *sender) queryRows(ctx context.Context, query string, args ...any) ([]row, error) {

@@ -10,6 +10,7 @@ type Queries struct {
 	Topics       string
 	Rows         string
 	RowsAfter    string // Rows, after a row id
+	RowsBeside   string // Rows, from the lane's start, with the payload only after a row id (see relay's rowsBeside)
 	DeleteRow    string
 	DeleteIn     string // with %s for the ids' placeholders; see DeleteSent
 	Dead         string
@@ -61,11 +62,13 @@ func NewQueries(d Dialect, t Tables) Queries {
 		// for its next attempt.
 		Rows:      "SELECT id, message_id, payload, metadata, attempts FROM " + o + " WHERE topic = ? AND lane = ? AND due_ns <= ? ORDER BY id LIMIT ?",
 		RowsAfter: "SELECT id, message_id, payload, metadata, attempts FROM " + o + " WHERE topic = ? AND lane = ? AND due_ns <= ? AND id > ? ORDER BY id LIMIT ?",
-		Retry:     "UPDATE " + o + " SET attempts = attempts + 1, due_ns = ? WHERE id = ?",
-		Schedule:  "INSERT INTO " + sc + " (due_ns, topic, lane, message_id, payload, metadata) VALUES (?, ?, ?, ?, ?, ?)",
-		Cancel:    "DELETE FROM " + sc + " WHERE message_id = ?",
-		DueIDs:    "SELECT id FROM " + sc + " WHERE due_ns <= ? ORDER BY due_ns, id LIMIT ?",
-		NextDue:   "SELECT MIN(due_ns) FROM " + sc,
+		RowsBeside: "SELECT id, CASE WHEN id > ? THEN message_id ELSE '' END, CASE WHEN id > ? THEN payload END, CASE WHEN id > ? THEN metadata ELSE '' END, attempts FROM " + o +
+			" WHERE topic = ? AND lane = ? AND due_ns <= ? ORDER BY id LIMIT ?",
+		Retry:    "UPDATE " + o + " SET attempts = attempts + 1, due_ns = ? WHERE id = ?",
+		Schedule: "INSERT INTO " + sc + " (due_ns, topic, lane, message_id, payload, metadata) VALUES (?, ?, ?, ?, ?, ?)",
+		Cancel:   "DELETE FROM " + sc + " WHERE message_id = ?",
+		DueIDs:   "SELECT id FROM " + sc + " WHERE due_ns <= ? ORDER BY due_ns, id LIMIT ?",
+		NextDue:  "SELECT MIN(due_ns) FROM " + sc,
 		PromoteIn: "INSERT INTO " + o + " (topic, lane, message_id, payload, metadata, created_ns) SELECT topic, lane, message_id, payload, metadata, due_ns FROM " + sc +
 			" WHERE id IN (%s) ORDER BY due_ns, id",
 		UnscheduleIn: "DELETE FROM " + sc + " WHERE id IN (%s)",
@@ -98,7 +101,7 @@ func NewQueries(d Dialect, t Tables) Queries {
 		}[d],
 	}
 	for _, p := range []*string{
-		&q.Insert, &q.Topics, &q.Rows, &q.RowsAfter, &q.DeleteRow, &q.Dead, &q.RenewLease, &q.TakeLease, &q.DropLeases, &q.InboxInsert, &q.InboxCleanup,
+		&q.Insert, &q.Topics, &q.Rows, &q.RowsAfter, &q.RowsBeside, &q.DeleteRow, &q.Dead, &q.RenewLease, &q.TakeLease, &q.DropLeases, &q.InboxInsert, &q.InboxCleanup,
 		&q.Retry, &q.Schedule, &q.CancelIDs, &q.Cancel, &q.DueIDs, &q.NextDue, &q.Lanes, &q.Members, &q.DropLease,
 		&q.Backlog, &q.Lag, &q.DeadByTopic, &q.InboundDeadByTopic, &q.ScheduledSummary,
 	} {
