@@ -52,13 +52,17 @@ func TestLinks(t *testing.T) {
 	}
 }
 
-// TestPerformanceTable fails when the performance page's benchmark table
-// is not what benchmarks/results.txt says.
-func TestPerformanceTable(t *testing.T) {
-	problems, want := CheckPerformance(root)
-	if *update && want != "" {
-		if err := os.WriteFile(filepath.Join(root, "docs", "performance.md"), []byte(want), 0o644); err != nil {
-			t.Fatal(err)
+// TestFigures fails when a figures region of a page is not what its
+// results file gives (see docs/perf.go). Fix: `go test -run TestFigures
+// -update` in docs/ after `make bench-figures`.
+func TestFigures(t *testing.T) {
+	problems, fixed := CheckFigures(root, pages(t))
+	if *update {
+		for page, text := range fixed {
+			if err := os.WriteFile(filepath.Join(root, page), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("updated %s", page)
 		}
 		return
 	}
@@ -67,25 +71,11 @@ func TestPerformanceTable(t *testing.T) {
 	}
 }
 
-func TestPerformanceCheckFailsOnATypedFigure(t *testing.T) {
-	dir := t.TempDir()
-	for _, f := range []string{"docs", "benchmarks"} {
-		if err := os.MkdirAll(filepath.Join(dir, f), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	results := "pkg: x\n                 │ bench.out │\n                 │  sec/op   │\nSend/fxcqrs-2     42.47n ± 6%\ngeomean 1\n"
-	page := "# P\n" + perfBegin + "\n| `Send/fxcqrs` | 41 | | |\n" + perfEnd + "\n"
-	if err := os.WriteFile(filepath.Join(dir, "benchmarks", "results.txt"), []byte(results), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "docs", "performance.md"), []byte(page), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	problems, want := CheckPerformance(dir)
-	assertProblems(t, problems, []string{"docs/performance.md: the benchmark table differs"})
-	if !strings.Contains(want, "| `Send/fxcqrs` | 42.47n ± 6% |  |  |") {
-		t.Errorf("the page it would write:\n%s", want)
+// TestTypedFigures fails when a page states a measurement outside a
+// figures region.
+func TestTypedFigures(t *testing.T) {
+	for _, p := range CheckTypedFigures(root, pages(t)) {
+		t.Error(p)
 	}
 }
 
