@@ -2,10 +2,9 @@
 //
 // Handlers for requests, commands, stream requests and events are ordinary
 // types with one Handle method, built by ordinary fx constructors. A handler
-// handles its request and emits events; the mediator processes those events,
-// concurrently under a limit or sequentially, and returns the response only
-// when they are done. The behaviour is python-cqrs's "Parallel Event
-// Processing", with what that library gets wrong fixed.
+// emits events as it handles its request, and the call returns once those
+// events' handlers have run, under a limit or one after another: the
+// model of python-cqrs's parallel event processing.
 //
 // This is the reference: what each name does, and the rules the mediator
 // keeps. The guide, a page per concept with examples, is in the
