@@ -59,6 +59,15 @@ suite() {
 	esac
 }
 
+# quote writes its arguments as a shell would need them typed.
+quote() {
+	local out=() a
+	for a in "$@"; do
+		if [[ $a =~ ^[A-Za-z0-9_./=:-]+$ ]]; then out+=("$a"); else out+=("'$a'"); fi
+	done
+	echo "${out[*]}"
+}
+
 [ $# -gt 0 ] || set -- "${all[@]}"
 mkdir -p "$root/benchmarks/results"
 for name in "$@"; do
@@ -71,14 +80,15 @@ for name in "$@"; do
 	tmp=$out.partial
 	{
 		while read -r dir args; do
-			echo "command: (cd $dir && go test -run '^\$' $args -count 1)"
+			echo "command: (cd $dir && go test -run '^\$' $(quote $args) -count 1)"
 		done <<<"$runs"
 		echo "rounds: $rounds"
 		echo "date: $(date -u +%Y-%m-%d)"
 	} >"$tmp"
 	for ((r = 1; r <= rounds; r++)); do
 		while read -r dir args; do
-			echo "== $name: round $r of $rounds: (cd $dir && go test -run '^\$' $args -count 1)" >&2
+			# shellcheck disable=SC2086 # args are words; the regexps hold no spaces
+			echo "== $name: round $r of $rounds: (cd $dir && go test -run '^\$' $(quote $args) -count 1)" >&2
 			# shellcheck disable=SC2086 # args are words; the regexps hold no spaces
 			(cd "$root/$dir" && FXCQRS_REQUIRE_SERVICES=1 go test -run '^$' $args -count 1 -timeout 60m) >>"$tmp"
 		done <<<"$runs"
