@@ -53,7 +53,8 @@ ROUNDS ?=
 bench-figures: ## run the benchmarks the docs' figures come from, write benchmarks/results/, regenerate the figures
 	ROUNDS=$(ROUNDS) benchmarks/figures.sh $(SUITES)
 	cd docs && go test -count=1 -run TestFigures -update .
-	go run golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION) $(if $(SUITES),$(patsubst %,benchmarks/results/%.txt,$(SUITES)),benchmarks/results/*.txt)
+	for f in $(if $(SUITES),$(patsubst %,benchmarks/results/%.txt,$(SUITES)),benchmarks/results/*.txt); do \
+		go run golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION) $$f || exit 1; done
 
 .PHONY: bench-smoke
 bench-smoke: ## every benchmark once, so none rots
