@@ -79,26 +79,15 @@
 //
 // Any Watermill publisher and subscriber carries the bus. One that states
 // what it can do (a [Broker]: the presets and the in-process broker are)
-// is held to it where a topic is declared:
-//
-//   - Topic rules are checked when the bus is made: every topic a route, a
-//     subscription or a dead letter declares goes through the broker's
-//     CheckTopic, and fx.New (or [New]) fails naming each topic it refuses,
-//     what declared it ("the subscription of payments.Confirmed") and the
-//     rule ("letters, digits, - and _"), all at once.
-//   - Topics are provisioned when the application starts: on a broker that
-//     makes its topics ahead ([Provisioner]), every declared topic is
-//     provisioned before any module that publishes through the bus starts
-//     (the outbox's relay), so that a publisher started before its
-//     consumer finds its stream there; [Bus.Start] provisions too, for a
-//     bus made without fx. A broker that provisions refuses a publish to a
-//     topic nobody provisioned, naming it.
-//   - A subscription is asked for under its [Flow] (InFlight and InOrder)
-//     when the subscriber consumes under one ([FlowSubscriber]); the bus's
-//     own bound stays as a guard.
-//   - Every start error carries its cause: a subscription the broker
-//     refuses fails fx.Start with the broker's reason and the topic, and
-//     nothing is left running.
+// is held to it where a topic is declared: [New] (and so fx.New) checks
+// every declared topic against the broker's CheckTopic and names each one
+// it refuses; a [Provisioner] has every declared topic provisioned at
+// start, before anything publishes through the bus, and refuses a publish
+// to a topic nobody provisioned; a [FlowSubscriber] is asked for each
+// subscription under its [Flow]; a subscription the broker refuses fails
+// fx.Start with the broker's reason, and nothing is left running. The bus
+// page says what each means for a service
+// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/bus.md#what-the-bus-asks-of-a-broker).
 //
 // # The in-process broker
 //
