@@ -38,13 +38,13 @@ suite() {
 		;;
 	outbox)
 		echo "fxoutbox -bench ^BenchmarkUnitOfWork$|CommitToHandler|GoCostPerCommand -benchmem"
-		echo "fxoutbox -bench UnitOfWorkUnderLoad -benchtime 8000x"
-		echo "fxoutbox -bench UnitOfWorkWAL -benchtime 4000x"
+		echo "fxoutbox -bench UnitOfWorkUnderLoad -benchtime 2000x"
+		echo "fxoutbox -bench UnitOfWorkWAL -benchtime 1000x"
 		;;
 	durable)
-		echo "benchmarks/durable -bench DurableLatency|DurableCost -benchtime 5000x"
-		echo "benchmarks/durable -bench Drain|Consume -benchtime 20000x"
-		echo "benchmarks/durable -bench EmitToRemote -benchtime 6000x"
+		echo "benchmarks/durable -bench DurableLatency|DurableCost -benchtime 2500x"
+		echo "benchmarks/durable -bench Drain|Consume -benchtime 5000x"
+		echo "benchmarks/durable -bench EmitToRemote -benchtime 3000x"
 		;;
 	saga)
 		echo "fxsaga -bench ^BenchmarkSaga$|Recovery -benchmem"
