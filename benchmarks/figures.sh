@@ -38,8 +38,8 @@ suite() {
 		;;
 	outbox)
 		echo "fxoutbox -bench ^BenchmarkUnitOfWork$|CommitToHandler|GoCostPerCommand -benchmem"
-		echo "fxoutbox -bench UnitOfWorkUnderLoad -benchtime 2000x"
-		echo "fxoutbox -bench UnitOfWorkWAL -benchtime 1000x"
+		echo "fxoutbox -bench UnitOfWorkUnderLoad/callers=(1|4|16)$ -benchtime 2000x"
+		echo "fxoutbox -bench UnitOfWorkWAL/callers=(1|4|16)$ -benchtime 1000x"
 		;;
 	durable)
 		echo "benchmarks/durable -bench DurableLatency|DurableCost -benchtime 2500x"
