@@ -78,6 +78,7 @@ for name in "$@"; do
 	esac
 	out=$root/benchmarks/results/$name.txt
 	tmp=$out.partial
+	trap 'rm -f "$tmp"' EXIT # a failed run leaves the last good file, and nothing half-written
 	{
 		while read -r dir args; do
 			echo "command: (cd $dir && go test -run '^\$' $(quote $args) -count 1)"
