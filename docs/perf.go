@@ -39,6 +39,7 @@ const (
 //	v NAME UNIT                                 num (med NAME UNIT)
 //	ns / us / ms NAME                           the median ns/op in ns, µs, ms
 //	span NAME UNIT [DIVISOR]                    "least–most" over the rounds
+//	rspan NAME UNIT                             span of a benchmark's own ratio metric, as ratios
 //	x A B UNIT                                  times (ratio A B UNIT)
 //	xspan A B UNIT                              "least–most×" of A ÷ B
 //	table                                       every benchmark: median ± farthest round
@@ -94,6 +95,13 @@ func figureFuncs(r *Results) template.FuncMap {
 				return "", err
 			}
 			return FormatNumber(minOf(vs)/d) + "–" + FormatNumber(maxOf(vs)/d), nil
+		},
+		"rspan": func(name, unit string) (string, error) {
+			vs, err := r.Samples(name, unit)
+			if err != nil {
+				return "", err
+			}
+			return strings.TrimSuffix(FormatRatio(minOf(vs)), "×") + "–" + FormatRatio(maxOf(vs)), nil
 		},
 		"x": func(a, b, unit string) (string, error) {
 			v, err := ratio(a, b, unit)
