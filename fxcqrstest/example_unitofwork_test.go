@@ -15,10 +15,10 @@ import (
 // rolled back unless the call asks for fxcqrstest.Commit().
 //
 // A test, not an Example with // Output:, because the kit takes the
-// test's testing.TB and an Example gets none: it could be handed a fake
-// (a struct embedding testing.TB, whose unexported method that promotes),
-// but the snippet would then show code no user writes, and the fake would
-// panic on the first TB method the kit starts to call that it lacks.
+// test's testing.TB and an Example gets none. It could be handed a fake
+// (a struct that embeds testing.TB gets the interface's unexported
+// method), but the snippet would then show code no user writes, and the
+// fake would panic on the first TB method the kit calls that it lacks.
 func TestExampleUnitOfWork(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
