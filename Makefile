@@ -39,10 +39,22 @@ lint: vet check-go-version check-modules ## go vet, the go directive, and golang
 		go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	@$(EACH) golangci-lint $(GOBIN)/golangci-lint run ./...
 
-.PHONY: bench
-bench: ## the benchmark suite (benchmarks/), 6 counts each, summarised by benchstat
-	cd benchmarks && go test -run '^$$' -bench . -benchmem -count 6 -timeout 60m . | tee bench.out
-	cd benchmarks && go run golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION) bench.out
+# The figures of the docs: benchmarks/figures.sh runs each suite ROUNDS
+# times (-count 1 a round, so that the two sides of a ratio alternate)
+# into benchmarks/results/<suite>.txt, then the pages' figures regions are
+# rewritten from those files and benchstat summarises them. SUITES picks
+# suites (all when empty: mediator root otel brokers outbox durable saga
+# relay kafka), ROUNDS overrides each suite's rounds; the database and
+# broker suites need the servers.
+SUITES ?=
+ROUNDS ?=
+
+.PHONY: bench-figures
+bench-figures: ## run the benchmarks the docs' figures come from, write benchmarks/results/, regenerate the figures
+	ROUNDS=$(ROUNDS) benchmarks/figures.sh $(SUITES)
+	cd docs && go test -count=1 -run TestFigures -update .
+	for f in $(if $(SUITES),$(patsubst %,benchmarks/results/%.txt,$(SUITES)),benchmarks/results/*.txt); do \
+		go run golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION) $$f || exit 1; done
 
 .PHONY: bench-smoke
 bench-smoke: ## every benchmark once, so none rots

@@ -2,14 +2,17 @@
 //
 // Handlers for requests, commands, stream requests and events are ordinary
 // types with one Handle method, built by ordinary fx constructors. A handler
-// handles its request and emits events; the mediator processes those events,
-// concurrently under a limit or sequentially, and returns the response only
-// when they are done. The behaviour is python-cqrs's "Parallel Event
-// Processing", with what that library gets wrong fixed.
+// emits events as it handles its request, and the call returns once those
+// events' handlers have run, under a limit or one after another: the
+// model of python-cqrs's parallel event processing.
 //
-// This is the reference. The guide, a page per concept with examples, is
-// in the repository's docs folder: getting started (https://github.com/fxcqrs/fxcqrs/blob/main/docs/getting-started.md),
-// the mediator (https://github.com/fxcqrs/fxcqrs/blob/main/docs/mediator.md), middleware (https://github.com/fxcqrs/fxcqrs/blob/main/docs/middleware.md),
+// This is the reference: what each name does, and the rules the mediator
+// keeps. The guide, a page per concept with examples, is in the
+// repository's docs folder: getting started (https://github.com/fxcqrs/fxcqrs/blob/main/docs/getting-started.md),
+// the mediator (https://github.com/fxcqrs/fxcqrs/blob/main/docs/mediator.md), streaming (https://github.com/fxcqrs/fxcqrs/blob/main/docs/streaming.md),
+// middleware, fallbacks and breakers (https://github.com/fxcqrs/fxcqrs/blob/main/docs/middleware.md),
+// observability (https://github.com/fxcqrs/fxcqrs/blob/main/docs/observability.md),
+// testing (https://github.com/fxcqrs/fxcqrs/blob/main/docs/testing.md)
 // and troubleshooting (https://github.com/fxcqrs/fxcqrs/blob/main/docs/troubleshooting.md).
 //
 // # Handlers
@@ -92,13 +95,10 @@
 // # Cost
 //
 // A call that emits nothing allocates once, the 32-byte context its handler
-// runs with, and makes three atomic operations: two to count it in flight
-// for Stop (on a counter striped across cores), one to close the context
-// against late Emits. Emit copies the event into a pooled buffer instead of
-// boxing it, so a sequential Exec of four events allocates twice and a
-// concurrent one three times. No reflection, fmt or map allocation happens
-// per call. The benchmarks module in the repository measures all of it
-// against hand-written baselines.
+// runs with; Emit copies the event into a pooled buffer instead of boxing
+// it; no reflection, fmt or map allocation happens per call. What that
+// costs against hand-written baselines, measured, is on the performance
+// page (https://github.com/fxcqrs/fxcqrs/blob/main/docs/performance.md#the-mediator).
 //
 // # Event handler order
 //

@@ -3,6 +3,7 @@
 // iterator) and against Watermill's components/cqrs. It is a module of its
 // own so that its dependencies never reach fxcqrs's users.
 //
-//	go test -run '^$' -bench . -benchmem -count 5 | tee bench.out
-//	go run golang.org/x/perf/cmd/benchstat@latest bench.out
+// `make bench-figures SUITES=mediator` runs it in rounds into
+// results/mediator.txt, from which the performance page's figures are
+// computed (https://github.com/fxcqrs/fxcqrs/blob/main/docs/performance.md#the-mediator).
 package benchmarks

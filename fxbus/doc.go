@@ -79,57 +79,29 @@
 //
 // Any Watermill publisher and subscriber carries the bus. One that states
 // what it can do (a [Broker]: the presets and the in-process broker are)
-// is held to it where a topic is declared:
-//
-//   - Topic rules are checked when the bus is made: every topic a route, a
-//     subscription or a dead letter declares goes through the broker's
-//     CheckTopic, and fx.New (or [New]) fails naming each topic it refuses,
-//     what declared it ("the subscription of payments.Confirmed") and the
-//     rule ("letters, digits, - and _"), all at once.
-//   - Topics are provisioned when the application starts: on a broker that
-//     makes its topics ahead ([Provisioner]), every declared topic is
-//     provisioned before any module that publishes through the bus starts
-//     (the outbox's relay), so that a publisher started before its
-//     consumer finds its stream there; [Bus.Start] provisions too, for a
-//     bus made without fx. A broker that provisions refuses a publish to a
-//     topic nobody provisioned, naming it.
-//   - A subscription is asked for under its [Flow] (InFlight and InOrder)
-//     when the subscriber consumes under one ([FlowSubscriber]); the bus's
-//     own bound stays as a guard.
-//   - Every start error carries its cause: a subscription the broker
-//     refuses fails fx.Start with the broker's reason and the topic, and
-//     nothing is left running.
+// is held to it where a topic is declared: [New] (and so fx.New) checks
+// every declared topic against the broker's CheckTopic and names each one
+// it refuses; a [Provisioner] has every declared topic provisioned at
+// start, before anything publishes through the bus, and refuses a publish
+// to a topic nobody provisioned; a [FlowSubscriber] is asked for each
+// subscription under its [Flow]; a subscription the broker refuses fails
+// fx.Start with the broker's reason, and nothing is left running. The bus
+// page says what each means for a service
+// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/bus.md#what-the-bus-asks-of-a-broker).
 //
 // # The in-process broker
 //
 // With no broker given, every bus of the process uses one [Embedded]
 // broker, shared, so that two applications in one binary reach each other;
 // it is not durable, and reaches no other process. It keeps the bounds and
-// the order of a real broker, so that what is developed on the defaults
-// behaves as it will on NATS:
-//
-//   - Bounded: a subscription holds at most its InFlight messages, through
-//     as many goroutines, and its queue at most [EmbeddedConfig.Queue]
-//     (1024) more; a burst of 10,000 messages adds as many goroutines
-//     as the subscriptions' InFlight, not one per message (23 in all in
-//     the package's test, against about 13,500 on Watermill's
-//     GoChannel).
-//   - A publish waits while a subscription is that far behind: the outbox
-//     relay's publish waits for room in the queues of the topic's
-//     subscriptions, not for their handlers. It fails, never hangs, when
-//     the subscription ends or the broker closes; and a publish to a topic
-//     nothing in the process subscribes to fails (a relay keeps the row),
-//     while a bus's own forward of a routed event nobody consumes drops it,
-//     as it always did.
-//   - Ordered: each subscription gets the messages in publish order; with
-//     InOrder, a key's next message comes once the one before it is
-//     acknowledged, and a nacked one comes back first, before the key's
-//     later ones.
-//   - Payloads up to 64 MiB; the broker copies none. A large event costs
-//     its encoding: its JSON is encoded once and decoded once, however
-//     often its handlers are retried (a 20 MB event's round trip takes
-//     about 0.4 s on one core, ten times that under the race detector,
-//     and a loaded machine stretches either).
+// the order of a real broker (a subscription holds at most its InFlight
+// messages, a publish waits for room in its subscriptions' queues and
+// fails, never hangs, when they end), so that what is developed on the
+// defaults behaves as it will on NATS. What it bounds, what a publish
+// waits for, what it drops and its payload limit are on its page
+// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/broker-embedded.md).
+// A large event costs its encoding: its JSON is encoded once and decoded
+// once, however often its handlers are retried.
 //
 // # Order per key
 //
@@ -167,12 +139,7 @@
 // amqpbus, redisbus, kafkabus) rather than Watermill's own subscribers for
 // those brokers: Watermill's hand a consumer one message at a time, and
 // watermill-nats has a close race (a subscription that ends while a
-// message arrives can send on its closed channel). The in-process broker,
-// the default, is one per process, shared by every application in it that
-// was given no broker; every bus that subscribes to a topic gets each of
-// its messages, nothing survives the process, and Bus.Publisher, which a
-// relay delivers through, refuses a topic nothing in the process
-// subscribes to, so the row waits. The brokers' pages
-// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/bus.md) give each one's
-// production settings.
+// message arrives can send on its closed channel). The brokers' pages
+// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/bus.md#brokers) give
+// each one's production settings.
 package fxbus

@@ -20,6 +20,12 @@ import (
 // the command set off has happened (relayed, delivered, handled) and the
 // reminder an hour on is not due; after the clock passes it, Settle
 // returns once it ran. No sleep.
+//
+// A test, not an Example with // Output:, because the kit takes the
+// test's testing.TB and an Example gets none. It could be handed a fake
+// (a struct that embeds testing.TB gets the interface's unexported
+// method), but the snippet would then show code no user writes, and the
+// fake would panic on the first TB method the kit calls that it lacks.
 func TestExampleSession(t *testing.T) {
 	t.Parallel()
 	d := outboxtest.Open(t, fxoutbox.SQLite)

@@ -13,6 +13,12 @@ import (
 // a real transaction on an in-memory SQLite database, and the result says
 // what it wrote to the outbox and what it emitted; the transaction is
 // rolled back unless the call asks for fxcqrstest.Commit().
+//
+// A test, not an Example with // Output:, because the kit takes the
+// test's testing.TB and an Example gets none. It could be handed a fake
+// (a struct that embeds testing.TB gets the interface's unexported
+// method), but the snippet would then show code no user writes, and the
+// fake would panic on the first TB method the kit calls that it lacks.
 func TestExampleUnitOfWork(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

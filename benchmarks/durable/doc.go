@@ -6,7 +6,8 @@
 // watermill-sql never reaches the library's users.
 //
 // They need PostgreSQL and NATS JetStream (FXCQRS_POSTGRES_URL,
-// FXCQRS_NATS_URL) and skip without them:
-//
-//	go test -run '^$' -bench . -benchtime 20000x ./durable
+// FXCQRS_NATS_URL) and skip without them. `make bench-figures
+// SUITES=durable` runs them into results/durable.txt, from which the
+// performance page's figures are computed
+// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/performance.md#against-what-a-team-would-otherwise-run).
 package durable

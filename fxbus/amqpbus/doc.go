@@ -86,10 +86,10 @@
 // split a key's messages between them). A lost channel is opened again,
 // backing off up to 5 s; messages handed over on the lost one come again.
 //
-// RabbitMQ has no acknowledgement deadline to renew: a handler may hold
-// its message as long as it runs, up to the server's consumer_timeout
-// (30 minutes by default), past which RabbitMQ closes the channel and
-// requeues what it held (the subscription opens a new one).
+// A handler may hold its message as long as it runs, up to the server's
+// consumer_timeout; what that means for long handlers, and the other
+// production settings (quorum queues), is on the RabbitMQ page
+// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/broker-rabbitmq.md#production-settings).
 //
 // New connects, and fails naming the address (without its password)
 // when RabbitMQ cannot be reached.

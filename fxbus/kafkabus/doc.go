@@ -95,25 +95,11 @@
 //
 // # In production
 //
-//   - Three brokers or more, topics with ReplicationFactor 3 and the
-//     topic (or broker) setting min.insync.replicas=2: with acks=all, a
-//     record is acknowledged once two replicas have it, and a broker's loss
-//     loses nothing acknowledged.
-//   - Keep the idempotent producer (the default here; franz-go needs
-//     max.in.flight ≤ 5 per broker, which it keeps itself).
-//   - Partitions: at least the number of consumer replicas you will run
-//     (a replica beyond it idles), and chosen once: adding partitions moves
-//     keys to other partitions, and a key's messages already in the old
-//     partition may then be handled after its new ones.
-//   - RebalanceTimeout longer than twice your slowest handler, and
-//     max.message.bytes on the topics at least MaxRecordBytes.
-//   - Credentials and TLS go in Config.Options (kgo.SASL, kgo.DialTLSConfig).
-//
-// # What the tests do not show
-//
-// The tests run against franz-go's in-process broker (kfake) with several
-// brokers and partitions: groups, rebalances, offsets and produce failures
-// are exercised. kfake keeps one copy of each partition, so replication,
-// min.insync.replicas and what acks=all adds over acks=1 are not: those
-// are Kafka's, documented above, and no test claims them.
+// The settings a production cluster needs (replication and
+// min.insync.replicas, partitions, RebalanceTimeout, credentials) are on
+// the Kafka page
+// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/broker-kafka.md#production-settings),
+// with what the tests, on franz-go's in-process kfake, do not show:
+// kfake keeps one copy of each partition, so replication and what
+// acks=all adds over acks=1 are Kafka's and no test claims them.
 package kafkabus

@@ -19,6 +19,11 @@ import (
 // so that whatever moment the SIGKILL falls on, the promises hold. A
 // service's own crash test starts its application in the child instead.
 //
+// A test, not an Example with // Output:: the harness takes the test's
+// testing.TB, which an Example does not get, and starts each child by
+// running this test binary again with -test.run naming a Test function;
+// what it logs (the seed, the kill moments) differs every run.
+//
 // snippet:crash
 func TestExampleCrash(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.db")
