@@ -29,10 +29,16 @@ func (a zapAdapter) Error(msg string, err error, f watermill.LogFields) {
 
 func (a zapAdapter) Info(msg string, f watermill.LogFields) { a.log.Info(msg, fields(f)...) }
 
-func (a zapAdapter) Debug(msg string, f watermill.LogFields) { a.log.Debug(msg, fields(f)...) }
+// Debug converts the fields only when debug is on: the router logs each
+// message at this level.
+func (a zapAdapter) Debug(msg string, f watermill.LogFields) {
+	if ce := a.log.Check(zap.DebugLevel, msg); ce != nil {
+		ce.Write(fields(f)...)
+	}
+}
 
 // Trace goes to debug: zap has no lower level.
-func (a zapAdapter) Trace(msg string, f watermill.LogFields) { a.log.Debug(msg, fields(f)...) }
+func (a zapAdapter) Trace(msg string, f watermill.LogFields) { a.Debug(msg, f) }
 
 func (a zapAdapter) With(f watermill.LogFields) watermill.LoggerAdapter {
 	return zapAdapter{log: a.log.With(fields(f)...)}

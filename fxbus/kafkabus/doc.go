@@ -69,7 +69,10 @@
 // contiguous acknowledged message. A message acknowledged while one before
 // it is still being handled does not move it, so a crash hands over again
 // what was not handled (and perhaps some that were: the inbox drops them),
-// never skips it. Commits go as acknowledgements come, one at a time.
+// never skips it. Each partition's handled prefix is marked as it grows
+// and committed every Config.CommitInterval (1s; franz-go's autocommit of
+// marked offsets): a crash hands over again at most what was handled in
+// the last interval, besides what was in flight.
 //
 // Rebalancing: when the group takes a partition from a member, the member
 // hands over none of its records more, waits for its messages in flight

@@ -52,7 +52,17 @@ type Config struct {
 	// StartTimeout bounds New's check that a seed broker answers.
 	// Default 10s.
 	StartTimeout time.Duration
+	// CommitInterval is how often a subscription commits its
+	// partitions' handled offsets (franz-go's autocommit of marked
+	// offsets, Kafka's auto.commit.interval.ms); a revoke and a close
+	// commit at once. After a crash, up to an interval of handled
+	// messages are handed over again (the inbox drops them).
+	// Default 1s; at least 100ms (franz-go's least).
+	CommitInterval time.Duration
 }
+
+// minCommitInterval is franz-go's least autocommit interval.
+const minCommitInterval = 100 * time.Millisecond
 
 // MetadataAllowance is the part of Config.MaxRecordBytes kept for a
 // record's key, headers and framing: a payload may take the rest.
@@ -148,6 +158,12 @@ func New(cfg Config) (*PubSub, error) {
 	}
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 10 * time.Second
+	}
+	if cfg.CommitInterval <= 0 {
+		cfg.CommitInterval = time.Second
+	}
+	if cfg.CommitInterval < minCommitInterval {
+		return nil, fmt.Errorf("kafkabus.New: CommitInterval %v is below %v, the least franz-go commits at", cfg.CommitInterval, minCommitInterval)
 	}
 	opts := append(clientOpts(cfg),
 		kgo.RequiredAcks(kgo.AllISRAcks()), // and idempotence, franz-go's default, stays on

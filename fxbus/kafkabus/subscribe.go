@@ -10,9 +10,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // SubscribeInFlight is the InFlight of a plain Subscribe.
@@ -33,7 +31,8 @@ func (p *PubSub) Subscribe(ctx context.Context, topic string) (<-chan *message.M
 // message only once the one before it was acknowledged. A nacked message
 // is handed over again before its key's later ones. Each partition's
 // committed offset is the one after its highest contiguous acknowledged
-// message: never past one that was not handled. The channel closes when
+// message, never past one that was not handled; commits go every
+// Config.CommitInterval, and at once on a revoke. The channel closes when
 // ctx ends or the PubSub closes, after the messages handed over were
 // settled (or half the RebalanceTimeout passed) and the offsets committed.
 func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flow) (<-chan *message.Message, error) {
@@ -49,7 +48,7 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	c := &consumer{
 		topic: topic, flow: flow, limit: max(4*flow.InFlight, minHeld), drainWait: p.cfg.RebalanceTimeout / 2,
 		out: make(chan *message.Message), parts: map[int32]*partition{}, busy: map[string]bool{},
-		handWake: make(chan struct{}, 1), pollWake: make(chan struct{}, 1), commitWake: make(chan struct{}, 1),
+		handWake: make(chan struct{}, 1), pollWake: make(chan struct{}, 1),
 		closing: make(chan struct{}), abandon: make(chan struct{}),
 	}
 	opts := append(clientOpts(p.cfg),
@@ -57,7 +56,10 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 		kgo.ConsumeTopics(topic),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.RebalanceTimeout(p.cfg.RebalanceTimeout),
-		kgo.DisableAutoCommit(),
+		// Committed every interval: what settle marked, the handled prefix
+		// of each partition; a revoke commits its partitions itself.
+		kgo.AutoCommitMarks(),
+		kgo.AutoCommitInterval(p.cfg.CommitInterval),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), // a new group reads what was published before it
 		kgo.FetchMaxPartitionBytes(int32(p.cfg.MaxRecordBytes)),
 		kgo.OnPartitionsAssigned(c.assigned),
@@ -79,10 +81,9 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	p.mu.Unlock()
 	var pollCtx context.Context
 	pollCtx, c.stopPoll = context.WithCancel(context.Background())
-	c.loops.Add(3)
+	c.loops.Add(2)
 	go c.poll(pollCtx)
 	go c.hand()
-	go c.commits()
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -120,14 +121,12 @@ type consumer struct {
 	held     int                  // entries in parts
 	turn     int                  // the partition the next search starts at
 
-	handWake, pollWake, commitWake chan struct{}
-
-	commitMu sync.Mutex // one commit at a time, so none goes back
+	handWake, pollWake chan struct{}
 
 	closing  chan struct{} // closed by close: hand over nothing more
 	abandon  chan struct{} // closed once close stopped waiting for messages in flight
 	stopPoll context.CancelFunc
-	loops    sync.WaitGroup // poll, hand, commits
+	loops    sync.WaitGroup // poll, hand
 	watchers sync.WaitGroup // one per message in flight
 	once     sync.Once
 }
@@ -138,11 +137,10 @@ type partition struct {
 	num      int32
 	entries  []*entry
 	inFlight int
-	draining bool          // revoked: hand over nothing more
-	stop     chan struct{} // closed when draining starts
-	drained  chan struct{} // closed when draining and nothing is in flight
-	commit   kgo.EpochOffset
-	done     int64 // the offset committed
+	draining bool            // revoked: hand over nothing more
+	stop     chan struct{}   // closed when draining starts
+	drained  chan struct{}   // closed when draining and nothing is in flight
+	commit   kgo.EpochOffset // after the handled prefix; Offset -1: nothing handled yet
 }
 
 type entry struct {
@@ -165,15 +163,15 @@ func (c *consumer) assigned(_ context.Context, _ *kgo.Client, assigned map[strin
 	defer c.mu.Unlock()
 	for _, n := range assigned[c.topic] {
 		if _, ok := c.parts[n]; !ok {
-			c.parts[n] = &partition{num: n, stop: make(chan struct{}), drained: make(chan struct{}), commit: kgo.EpochOffset{Epoch: -1, Offset: -1}, done: -1}
+			c.parts[n] = &partition{num: n, stop: make(chan struct{}), drained: make(chan struct{}), commit: kgo.EpochOffset{Epoch: -1, Offset: -1}}
 		}
 	}
 }
 
 // revoked gives partitions up: it hands over none of their records more,
 // waits for their messages in flight (at most drainWait), commits how far
-// they were handled, and forgets them. The group waits for this before it
-// gives them to another member.
+// they were handled (at once, not at the next interval), and forgets
+// them. The group waits for this before it gives them to another member.
 func (c *consumer) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	ps := c.startDrain(revoked[c.topic])
 	if len(ps) == 0 {
@@ -187,14 +185,15 @@ func (c *consumer) revoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 		case <-wait.Done():
 		}
 	}
-	c.commitMu.Lock()
-	defer c.commitMu.Unlock()
 	c.mu.Lock()
-	offsets := c.toCommit(ps)
+	offsets := c.handled(ps)
 	c.mu.Unlock()
+	// Marked, then committed with every other mark: marks never go back,
+	// so neither does this commit, whatever autocommit sent before it.
+	c.cl.MarkCommitOffsets(offsets)
 	commitCtx, cancelCommit := context.WithTimeout(context.WithoutCancel(ctx), c.drainWait)
 	defer cancelCommit()
-	c.cl.CommitOffsetsSync(commitCtx, offsets, nil)
+	_ = c.cl.CommitMarkedOffsets(commitCtx) // failed: the next member goes on from the last commit, and the inbox drops what it hands over again
 	c.forget(ps)
 }
 
@@ -236,63 +235,15 @@ func (c *consumer) forget(ps []*partition) {
 	signal(c.pollWake)
 }
 
-// toCommit is what ps were handled to and is not committed yet; c.mu held.
-func (c *consumer) toCommit(ps []*partition) map[string]map[int32]kgo.EpochOffset {
+// handled is how far ps were handled; c.mu held.
+func (c *consumer) handled(ps []*partition) map[string]map[int32]kgo.EpochOffset {
 	m := map[int32]kgo.EpochOffset{}
 	for _, p := range ps {
-		if p.commit.Offset > p.done {
+		if p.commit.Offset >= 0 {
 			m[p.num] = p.commit
 		}
 	}
-	if len(m) == 0 {
-		return nil
-	}
 	return map[string]map[int32]kgo.EpochOffset{c.topic: m}
-}
-
-// commits commits what was handled, whenever something was, one commit
-// at a time (acknowledgements during a commit go in the next).
-func (c *consumer) commits() {
-	defer c.loops.Done()
-	for {
-		select {
-		case <-c.commitWake:
-		case <-c.closing:
-			return
-		}
-		c.commitNow(context.Background())
-	}
-}
-
-func (c *consumer) commitNow(ctx context.Context) {
-	c.commitMu.Lock()
-	defer c.commitMu.Unlock()
-	c.mu.Lock()
-	ps := make([]*partition, 0, len(c.parts))
-	for _, p := range c.parts {
-		ps = append(ps, p)
-	}
-	offsets := c.toCommit(ps)
-	c.mu.Unlock()
-	if offsets == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.drainWait)
-	defer cancel()
-	var failed error
-	c.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-		failed = commitErr(resp, err)
-	})
-	if failed != nil {
-		return // the next acknowledgement tries again; a rebalance commits in its revoke
-	}
-	c.mu.Lock()
-	for _, p := range ps {
-		if o, ok := offsets[c.topic][p.num]; ok && c.parts[p.num] == p {
-			p.done = max(p.done, o.Offset)
-		}
-	}
-	c.mu.Unlock()
 }
 
 // poll reads records while fewer than limit are held.
@@ -430,7 +381,7 @@ func (c *consumer) settle(p *partition, e *entry, acked bool) {
 	}
 	e.handed = false
 	e.acked = acked
-	moved := false
+	var mark *kgo.Record // the last of the handled prefix, when it grew
 	if acked {
 		i := 0
 		for i < len(p.entries) && p.entries[i].acked {
@@ -442,8 +393,8 @@ func (c *consumer) settle(p *partition, e *entry, acked bool) {
 			p.entries = slices.Delete(p.entries, 0, i)
 			if c.parts[p.num] == p {
 				c.held -= i
+				mark = last
 			}
-			moved = true
 		}
 	}
 	if p.draining && p.inFlight == 0 {
@@ -454,11 +405,13 @@ func (c *consumer) settle(p *partition, e *entry, acked bool) {
 		}
 	}
 	c.mu.Unlock()
+	if mark != nil {
+		// Out of c.mu (franz-go takes its group's lock); a mark that
+		// comes after a higher one of its partition is ignored.
+		c.cl.MarkCommitRecords(mark)
+	}
 	signal(c.handWake)
 	signal(c.pollWake)
-	if moved {
-		signal(c.commitWake)
-	}
 }
 
 // close stops handing over, waits for the messages in flight (at most
@@ -484,19 +437,4 @@ func (c *consumer) close() {
 		c.cl.Close()
 		close(c.out)
 	})
-}
-
-// commitErr is a commit's error: the request's, or a partition's.
-func commitErr(resp *kmsg.OffsetCommitResponse, err error) error {
-	if err != nil {
-		return err
-	}
-	for _, t := range resp.Topics {
-		for _, p := range t.Partitions {
-			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }

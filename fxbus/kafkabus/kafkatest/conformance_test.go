@@ -58,15 +58,6 @@ func conformance(t testing.TB, c *kfake.Cluster) bustest.Adapter {
 			_, err := kafkabus.New(kafkabus.Config{Brokers: []string{addr}, Group: "a", StartTimeout: 5 * time.Second})
 			return err
 		},
-		Pending: map[string]string{
-			// Kafka gives each partition to one member of the group: a
-			// nacked message comes back to the member that holds its
-			// partition, and reaches another replica only when that
-			// member's subscription closes and the partition moves (from
-			// the committed offset: CloseWhileDelivering/BusStop and
-			// TestGroupMembersJoinAndLeaveWhileKeysKeepTheirOrder show it).
-			"Redelivery/StoppingReplica": "on Kafka a nacked message stays with the member that holds its partition until the partition moves, issue 46",
-		},
 	}
 }
 

@@ -87,17 +87,26 @@ func receive(t testing.TB, ch <-chan *message.Message, n int) []*message.Message
 	return out
 }
 
+// drainWait bounds the consumer crash test's drain.
+const drainWait = 5 * time.Minute
+
 // eventually waits for cond, failing with what after wait.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	eventuallyWithin(t, wait, what, cond)
+}
+
+// eventuallyWithin waits for cond, failing with what after within.
+func eventuallyWithin(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for !cond() {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("not within %v: %s", wait, what)
+			t.Fatalf("not within %v: %s", within, what)
 		case <-tick.C:
 		}
 	}

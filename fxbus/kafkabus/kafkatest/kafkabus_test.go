@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
@@ -40,6 +41,13 @@ func TestNewStartsWhenOneSeedAnswers(t *testing.T) {
 	ps, err := kafkabus.New(kafkabus.Config{Brokers: append([]string{closedAddr(t)}, c.ListenAddrs()...)})
 	require.NoError(t, err)
 	require.NoError(t, ps.Close())
+}
+
+// A CommitInterval franz-go would refuse at the first Subscribe fails New.
+func TestNewRefusesACommitIntervalBelowFranzGosLeast(t *testing.T) {
+	_, err := kafkabus.New(kafkabus.Config{Brokers: []string{closedAddr(t)}, CommitInterval: 10 * time.Millisecond})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "kafkabus.New: CommitInterval 10ms is below 100ms")
 }
 
 func TestCheckTopic(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
@@ -134,10 +135,12 @@ func TestCommitNeverPassesAnUnhandledMessage(t *testing.T) {
 
 // A replica that starts after another stopped goes on from the committed
 // offsets: nothing handled is handed over again, nothing unhandled lost.
+// The stopped one committed as it closed, not at its next interval.
 func TestRestartGoesOnFromTheCommittedOffsets(t *testing.T) {
 	c := newCluster(t)
 	group, topic := name(t, "g"), name(t, "t")
-	ps := newPubSub(t, c, group)
+	// No interval passes: the close commits what was handled.
+	ps := newPubSub(t, c, group, func(cfg *kafkabus.Config) { cfg.CommitInterval = time.Hour })
 	require.NoError(t, ps.Provision(t.Context(), topic))
 	for i := range 20 {
 		require.NoError(t, ps.Publish(topic, keyed(strconv.Itoa(i), "k"+strconv.Itoa(i%5), "")))
@@ -293,7 +296,9 @@ func TestRevokeFinishesTheMessagesInFlight(t *testing.T) {
 	}
 	require.NoError(t, prod.Publish(topic, keyed("held-0", k0, "0"), keyed("held-1", k1, "0")))
 
-	psA := newPubSub(t, c, group)
+	// A's interval is long: only its revoke's own commit lets B go on
+	// after the message A handled.
+	psA := newPubSub(t, c, group, func(cfg *kafkabus.Config) { cfg.CommitInterval = time.Hour })
 	chA, err := psA.SubscribeFlow(t.Context(), topic, fxbus.Flow{InFlight: 2, InOrder: true})
 	require.NoError(t, err)
 	held := receive(t, chA, 2) // one in flight in each partition
