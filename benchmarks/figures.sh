@@ -51,7 +51,7 @@ suite() {
 		echo "fxsaga -bench WaitingSaga -benchtime 300x"
 		;;
 	relay) echo "fxoutbox -bench RelayDrain -benchtime 20000x" ;;
-	kafka) echo "fxbus/kafkabus/kafkatest -bench RelayDrain|Consume -benchtime 5000x -benchmem" ;;
+	kafka) echo "fxbus/kafkabus/kafkatest -bench RelayDrain|Consume -benchtime 3000x -benchmem" ;;
 	*)
 		echo "figures.sh: no suite $1 (suites: ${all[*]})" >&2
 		return 1
