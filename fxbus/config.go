@@ -31,6 +31,9 @@ type Config struct {
 	// its dead letter topic (the outbox module records them in SQL, for
 	// the repair tools). Default: none.
 	DeadLetters DeadLetterRecorder
+	// Upcasters bring stored and received messages of older versions of
+	// their event types to the current ones (see [Upcaster]). Default: none.
+	Upcasters []Upcaster
 }
 
 // DeadLetterRecorder records a message a subscription of topic

@@ -17,6 +17,8 @@ type route struct {
 
 	keyType reflect.Type     // the type KeyBy was given; nil: no key
 	key     func(any) string // the event's key (see KeyBy)
+
+	version int // the event type's version on the wire; 0: undeclared (see Version)
 }
 
 // RouteOption configures a route.
