@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,20 +27,29 @@ type Listed struct {
 	Title string `json:"title"`
 }
 
-// placedV1to2 is Listed's upcaster.
-var placedV1to2 = fxbus.Upcaster{Name: "Placed", From: 1, Up: func(p []byte) ([]byte, error) {
+// Stocked is version 2 of the durable event "Stocked", as Listed is.
+type Stocked Listed
+
+// upcasters are Listed's and Stocked's, 1 → 2.
+var upcasters = []fxbus.Upcaster{
+	{Name: "Placed", From: 1, Up: labelToTitle},
+	{Name: "Stocked", From: 1, Up: labelToTitle},
+}
+
+func labelToTitle(p []byte) ([]byte, error) {
 	return bytes.Replace(p, []byte(`"label"`), []byte(`"title"`), 1), nil
-}}
+}
 
 // storeV1 writes what a service without versions left behind: a backlog
 // of two outbox rows, a schedule due in a week, and a parked key of two
-// inbound messages, all of "Placed" version 1, their metadata without a
-// version as it was then.
+// inbound messages, all of "Placed" version 1, and a durable delivery of
+// "Stocked" version 1, their metadata without a version as it was then.
 func storeV1(t *testing.T, d database, now time.Time) {
 	t.Helper()
 	meta := func(id string) string {
 		return `{"name":"Placed","content_type":"application/json","correlation_id":"` + id + `"}`
 	}
+	stocked := watermill.NewUUID()
 	exec := func(q string, args ...any) {
 		_, err := d.DB.Exec(d.Dialect.Rebind(q), args...)
 		require.NoError(t, err)
@@ -49,6 +59,8 @@ func storeV1(t *testing.T, d database, now time.Time) {
 		exec("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata, created_ns) VALUES (?, ?, ?, ?, ?)",
 			"orders", id, []byte(`{"id":`+strconv.Itoa(i)+`,"label":"backlog"}`), meta(id), now.UnixNano())
 	}
+	exec("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata, created_ns) VALUES (?, ?, ?, ?, ?)",
+		"fxcqrs.local", stocked, []byte(`{"id":6,"label":"durable"}`), `{"name":"Stocked","fxcqrs_depth":"1"}`, now.UnixNano())
 	id := watermill.NewUUID()
 	exec("INSERT INTO fxcqrs_outbox_scheduled (due_ns, topic, message_id, payload, metadata) VALUES (?, ?, ?, ?, ?)",
 		now.Add(7*24*time.Hour).UnixNano(), "orders", id, []byte(`{"id":3,"label":"next week"}`), meta(id))
@@ -65,7 +77,8 @@ type versionRig struct {
 	outbox *fxoutbox.Outbox
 	bus    *fxbus.Bus
 	gc     *gochannel.GoChannel
-	got    chan Listed // what the subscription handled
+	got    chan Listed  // what the subscription handled
+	stock  chan Stocked // what durable delivery handled
 	logs   *observer.ObservedLogs
 }
 
@@ -75,17 +88,22 @@ func newVersionRig(t *testing.T, d database, clock *fakeClock, ups ...fxbus.Upca
 	t.Cleanup(func() { _ = gc.Close() })
 	core, logs := observer.New(zapcore.ErrorLevel)
 	bus, err := fxbus.New(fxbus.Config{Publisher: gc, Subscriber: gc, Upcasters: ups},
-		[]fxbus.Routing{fxbus.NewRoute[Listed]("orders", fxbus.Name("Placed"), fxbus.Version(2))},
+		[]fxbus.Routing{
+			fxbus.NewRoute[Listed]("orders", fxbus.Name("Placed"), fxbus.Version(2)),
+			fxbus.NewRoute[Stocked]("stock", fxbus.Version(2)),
+		},
 		[]fxbus.Subscription{fxbus.NewSubscription[Listed]("inbound", fxbus.Name("Placed"), fxbus.Version(2))})
 	require.NoError(t, err)
 	o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{
 		Dialect: d.Dialect, Now: clock.Now, After: clock.After,
-		Relay: fxoutbox.RelayConfig{PollInterval: 50 * time.Millisecond},
+		Relay:        fxoutbox.RelayConfig{PollInterval: 50 * time.Millisecond},
+		Deliverables: []fxoutbox.Deliverable{fxoutbox.DurableEvent[Stocked]()},
 	}, zap.New(core))
 	require.NoError(t, err)
-	got := make(chan Listed, 16)
+	got, stock := make(chan Listed, 16), make(chan Stocked, 16)
 	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithMiddleware(o.UnitOfWork()), fxcqrs.WithEventHandlers(
-		eventFunc[Listed](func(_ context.Context, e Listed) error { got <- e; return nil })))
+		eventFunc[Listed](func(_ context.Context, e Listed) error { got <- e; return nil }),
+		eventFunc[Stocked](func(_ context.Context, e Stocked) error { stock <- e; return nil })))
 	require.NoError(t, err)
 	o.DeliverTo(m)
 	require.NoError(t, o.Start(context.Background()))
@@ -100,7 +118,7 @@ func newVersionRig(t *testing.T, d database, clock *fakeClock, ups ...fxbus.Upca
 		require.NoError(t, m.Stop(context.Background()))
 		require.NoError(t, o.Stop(context.Background()))
 	})
-	return &versionRig{outbox: o, bus: bus, gc: gc, got: got, logs: logs}
+	return &versionRig{outbox: o, bus: bus, gc: gc, got: got, stock: stock, logs: logs}
 }
 
 // polled waits for cond while it moves clock on by the relay's poll
@@ -125,7 +143,7 @@ func TestStoredMessagesAreUpcast(t *testing.T) {
 			d := openDatabase(t, d.Dialect)
 			clock := newFakeClock()
 			storeV1(t, d, clock.Now())
-			r := newVersionRig(t, d, clock, placedV1to2)
+			r := newVersionRig(t, d, clock, upcasters...)
 			assert.Zero(t, r.logs.Len(), "the start check finds nothing unreachable: %v", r.logs.All())
 			orders := received(t, r.gc, "orders")
 			var got []string
@@ -135,6 +153,12 @@ func TestStoredMessagesAreUpcast(t *testing.T) {
 				got = append(got, string(msg.Payload))
 			}
 			assert.ElementsMatch(t, []string{`{"id":1,"title":"backlog"}`, `{"id":2,"title":"backlog"}`}, got)
+			select {
+			case e := <-r.stock:
+				assert.Equal(t, Stocked{6, "durable"}, e, "durable delivery upcasts too")
+			case <-time.After(time.Minute):
+				t.Fatal("the durable row was not delivered")
+			}
 
 			clock.Advance(7*24*time.Hour - time.Hour)
 			from := fxoutbox.Passes(r.outbox)
@@ -177,12 +201,12 @@ func TestStoredMessagesAreUpcast(t *testing.T) {
 			var named []string
 			for _, e := range r.logs.FilterMessageSnippet("no upcaster chain reaches").All() {
 				f := e.ContextMap()
-				assert.Equal(t, "Placed", f["name"])
 				assert.EqualValues(t, 1, f["version"])
-				assert.Equal(t, reason, f["error"])
-				named = append(named, f["table"].(string)+":"+strconv.FormatInt(f["rows"].(int64), 10))
+				assert.Contains(t, f["error"], "version 1 has no upcaster path to version 2")
+				named = append(named, f["table"].(string)+":"+f["name"].(string)+":"+strconv.FormatInt(f["rows"].(int64), 10))
 			}
-			assert.ElementsMatch(t, []string{"outbox:2", "scheduled:1", "inbound_dead:2"}, named, "the start check names each table's")
+			assert.ElementsMatch(t, []string{"outbox:Placed:2", "outbox:Stocked:1", "scheduled:Placed:1", "inbound_dead:Placed:2"}, named,
+				"the start check names each table's")
 
 			admin := r.outbox.Admin()
 			deadRows := func() []fxoutbox.DeadLetter {
@@ -196,18 +220,24 @@ func TestStoredMessagesAreUpcast(t *testing.T) {
 				}
 				return out
 			}
-			polled(t, clock, func() bool { return len(deadRows()) == 2 }, "the backlog is dead-lettered")
+			polled(t, clock, func() bool { return len(deadRows()) == 3 }, "the backlog and the durable row are dead-lettered")
 			clock.Advance(7 * 24 * time.Hour)
-			polled(t, clock, func() bool { return len(deadRows()) == 3 }, "and the schedule when due")
+			polled(t, clock, func() bool { return len(deadRows()) == 4 }, "and the schedule when due")
 			_, err := admin.Release(context.Background(), "inbound", "k", "test", "no upcaster yet")
 			require.NoError(t, err)
-			polled(t, clock, func() bool { return len(deadRows()) == 5 }, "and the released key")
+			polled(t, clock, func() bool { return len(deadRows()) == 6 }, "and the released key")
 			for _, l := range deadRows() {
-				assert.Equal(t, reason, l.Error)
+				if l.Name == "Stocked" {
+					assert.Equal(t, "malformed: "+strings.ReplaceAll(strings.ReplaceAll(reason, `"Placed"`, `"Stocked"`), "Listed", "Stocked"), l.Error)
+				} else {
+					assert.Equal(t, reason, l.Error)
+				}
 				assert.Contains(t, string(l.Payload), `"label"`, "kept as it was stored")
 			}
 			select {
 			case e := <-r.got:
+				t.Fatalf("decoded wrong: %+v", e)
+			case e := <-r.stock:
 				t.Fatalf("decoded wrong: %+v", e)
 			default:
 			}
@@ -215,9 +245,9 @@ func TestStoredMessagesAreUpcast(t *testing.T) {
 			require.NoError(t, err)
 			var tables []string
 			for _, v := range left {
-				tables = append(tables, v.Table)
+				tables = append(tables, v.Table+":"+v.Name)
 			}
-			assert.Equal(t, []string{"dead"}, tables, "what is left is in the dead letters, to replay once the upcaster is there")
+			assert.ElementsMatch(t, []string{"dead:Placed", "dead:Stocked"}, tables, "what is left is in the dead letters, to replay once the upcaster is there")
 		})
 	})
 }
