@@ -45,7 +45,7 @@ const usage = `usage: fxcqrs [-dialect D -dsn DSN] [-json] COMMAND
   saga compensate -from STEP -who ME -why REASON ID
   saga resolve -who ME -why REASON ID
   versions list
-  versions check -reach NAME=OLDEST..CURRENT...`
+  versions check -reach NAME=OLDEST..CURRENT (one per name)`
 
 func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("fxcqrs", flag.ContinueOnError)
