@@ -34,6 +34,8 @@ type Bus struct {
 
 	resolved sync.Map // reflect.Type → []route: every route an event type matches
 
+	versions versionTable // the types' versions and the names' upcasters (version.go)
+
 	declared []declared // every topic the routes, subscriptions and dead letters declare
 
 	mu          sync.Mutex
@@ -159,6 +161,7 @@ func New(cfg Config, routes []Routing, subs []Subscription) (*Bus, error) {
 	errs = append(errs, b.addRoutes(routes)...)
 	errs = append(errs, b.addSubscriptions(subs)...)
 	errs = append(errs, b.checkNames(routes, subs)...)
+	errs = append(errs, b.addVersions(routes, subs, cfg.Upcasters)...)
 	b.declared = declaredTopics(routes, subs)
 	errs = append(errs, b.checkTopics(b.declared)...)
 	if err := errors.Join(errs...); err != nil {

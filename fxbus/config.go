@@ -36,6 +36,9 @@ type Config struct {
 	// ([DeliverWithin]) and the time a subscription compares it with.
 	// Default: time.Now.
 	Now func() time.Time
+	// Upcasters bring stored and received messages of older versions of
+	// their event types to the current ones (see [Upcaster]). Default: none.
+	Upcasters []Upcaster
 }
 
 // DeadLetterRecorder records a message a subscription of topic

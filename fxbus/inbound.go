@@ -36,6 +36,9 @@ type decoded struct {
 // message no subscription of the topic takes (skipped).
 func (b *Bus) decode(ts *topicSubs, msg *message.Message) (*decoded, error) {
 	name := msg.Metadata.Get(MetadataName)
+	if err := b.upcastInbound(ts, name, msg); err != nil {
+		return nil, err
+	}
 	s := ts.byName[name]
 	if s == nil {
 		switch {

@@ -52,6 +52,7 @@ type busParams struct {
 	Routes        []Routing          `group:"fxbus.routes"`
 	Subscriptions []Subscription     `group:"fxbus.subscriptions"`
 	Propagators   []Propagator       `group:"fxbus.propagators"`
+	Upcasters     []Upcaster         `group:"fxbus.upcasters"`
 	Tracer        Tracer             `optional:"true"`
 	DeadLetters   DeadLetterRecorder `optional:"true"`
 	Lifecycle     fx.Lifecycle
@@ -78,6 +79,7 @@ func newBus(p busParams) (*Bus, error) {
 		Propagators: p.Propagators,
 		Tracer:      p.Tracer,
 		DeadLetters: p.DeadLetters,
+		Upcasters:   p.Upcasters,
 	}
 	return New(cfg, p.Routes, p.Subscriptions)
 }

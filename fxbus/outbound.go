@@ -64,7 +64,7 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 		if len(rs) == 0 {
 			continue
 		}
-		msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(t), ev)
+		msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(t), b.VersionOf(t), ev)
 		if err == nil {
 			b.inject(b.createRouted(ctx, msg, rs), msg)
 		}

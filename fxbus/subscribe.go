@@ -16,6 +16,7 @@ type subscription struct {
 	topic      string
 	typ        reflect.Type
 	name       string // the event's name on the wire; "" for the default
+	version    int    // the event type's version on the wire; 0: undeclared (see Version)
 	deadLetter string
 	retry      RetryPolicy
 	inFlight   int

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"strconv"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -116,9 +117,9 @@ func CausationID(ctx context.Context) string {
 	return in.causation
 }
 
-// newMessage encodes event as a message named name, continuing the chain
+// newMessage encodes event as a message named name of the given version, continuing the chain
 // of ctx.
-func newMessage(ctx context.Context, m Marshaler, name string, event any) (*message.Message, error) {
+func newMessage(ctx context.Context, m Marshaler, name string, version int, event any) (*message.Message, error) {
 	payload, err := m.Marshal(event)
 	if err != nil {
 		return nil, err
@@ -130,6 +131,7 @@ func newMessage(ctx context.Context, m Marshaler, name string, event any) (*mess
 	msg := message.NewMessage(id.String(), payload)
 	msg.Metadata.Set(MetadataName, name)
 	msg.Metadata.Set(MetadataContentType, m.ContentType())
+	msg.Metadata.Set(MetadataVersion, strconv.Itoa(version))
 	corr := CorrelationID(ctx)
 	if corr == "" {
 		corr = msg.UUID // the first message of its chain
@@ -165,10 +167,11 @@ func (b *Bus) WithMessage(ctx context.Context, msg *message.Message) context.Con
 func (b *Bus) NameOf(t reflect.Type) string { return b.nameOf(t) }
 
 // Encode returns event as a message, as a route would publish it: encoded
-// by the bus's Marshaler, named by NameOf, with a new id, and continuing
+// by the bus's Marshaler, named by NameOf, versioned by VersionOf, with a new id, and continuing
 // the chain of ctx (correlation and causation ids).
 func (b *Bus) Encode(ctx context.Context, event any) (*message.Message, error) {
-	msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(reflect.TypeOf(event)), event)
+	t := reflect.TypeOf(event)
+	msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(t), b.VersionOf(t), event)
 	if err == nil {
 		b.inject(b.create(ctx, msg, nil), msg)
 	}

@@ -183,6 +183,9 @@ func (d *deliverer) Deliver(ctx context.Context, msgID string, payload []byte, m
 	if err := json.Unmarshal([]byte(metadata), &msg.Metadata); err != nil {
 		return &relay.PermanentError{Err: fmt.Errorf("metadata: %w", err)}
 	}
+	if err := d.bus.Upcast(msg); err != nil {
+		return &relay.PermanentError{Err: err} // no chain reaches it: retrying cannot help
+	}
 	name := msg.Metadata.Get(fxbus.MetadataName)
 	dv := d.registry().byName[name]
 	if dv == nil {
@@ -193,7 +196,7 @@ func (d *deliverer) Deliver(ctx context.Context, msgID string, payload []byte, m
 	defer func() { end(err) }()
 	ctx = context.WithValue(ctx, localKey{}, delivery{depth: depth})
 	m := d.mediator.Load()
-	return dv.run(fxcqrs.Foreground(ctx), m, func(into any) error { return d.bus.Decode(payload, into) })
+	return dv.run(fxcqrs.Foreground(ctx), m, func(into any) error { return d.bus.Decode(msg.Payload, into) })
 }
 
 // deliverTo gives the deliverer its mediator and, with AllEvents, makes

@@ -253,6 +253,9 @@ func (o *Outbox) Start(ctx context.Context) error {
 	if err := CheckSchema(ctx, o.db, o.cfg.Dialect, o.cfg.Tables); err != nil {
 		return err
 	}
+	if err := o.checkVersions(ctx); err != nil {
+		return err
+	}
 	if (len(o.local.registry().byName) > 0 || o.cfg.Delivery.AllEvents) && !o.local.Ready() {
 		return errors.New("fxoutbox: Start: Config.Deliverables need the mediator they run on: call Outbox.DeliverTo before Start (fxoutbox.Module does)")
 	}

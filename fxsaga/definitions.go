@@ -20,6 +20,7 @@ type Definition interface {
 	awaited() []reflect.Type
 	resumeWith(ctx context.Context, r *Runner, t reflect.Type, e any) (int, error)
 	expireWith(ctx context.Context, r *Runner, st State) error
+	contextReaches(version int) string
 }
 
 func (s *Saga[C]) definitionError() error { return s.err }

@@ -17,7 +17,8 @@ import (
 func drive[C any](ctx context.Context, r *Runner, s *Saga[C], st State, report func(Progress[C])) (c C, err error) {
 	ctx, finish := r.observe(ctx, Activity{Saga: s.name, ID: st.ID})
 	defer func() { finish(err) }()
-	if reason := s.misfit(st); reason != "" {
+	st, reason := s.fit(st) // upcast, then the shape check
+	if reason != "" {
 		return c, r.setAside(ctx, st, reason)
 	}
 	return driveSteps(ctx, r, s, st, report)

@@ -58,6 +58,9 @@ func (l *recoveryLoop) start(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := l.checkContexts(ctx); err != nil {
+		return err
+	}
 	l.health.began()
 	go l.run()
 	return nil

@@ -172,7 +172,7 @@ func (s *SQL) mark(ctx context.Context, id, action, who, why string, change func
 		return State{}, err
 	}
 	res, err := tx.ExecContext(ctx, s.save, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, "", 0,
-		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), activeKey(st), st.ID, st.Version-1)
+		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), activeKey(st), max(st.ContextVersion, 1), st.ID, st.Version-1)
 	if err == nil {
 		var n int64
 		if n, err = res.RowsAffected(); err == nil && n == 0 {

@@ -93,7 +93,8 @@ func (s *Saga[C]) resumeWith(ctx context.Context, r *Runner, t reflect.Type, e a
 // Then, the new state, the deadline's cancellation; the steps after it
 // once that committed.
 func resumeOne[C any](ctx context.Context, r *Runner, s *Saga[C], st State, e any) (bool, error) {
-	if reason := s.misfit(st); reason != "" {
+	st, reason := s.fit(st) // upcast, then the shape check
+	if reason != "" {
 		return false, ignoreAside(r.setAside(ctx, st, reason))
 	}
 	i := st.Step
@@ -176,7 +177,8 @@ func (r *Runner) deadline(ctx context.Context, d Deadline) error {
 // the saga taken from Waiting, and saved to act OnTimeout's step next or
 // to compensate; what follows once that committed.
 func (s *Saga[C]) expireWith(ctx context.Context, r *Runner, st State) error {
-	if reason := s.misfit(st); reason != "" {
+	st, reason := s.fit(st) // upcast, then the shape check
+	if reason != "" {
 		return ignoreAside(r.setAside(ctx, st, reason))
 	}
 	i := st.Step

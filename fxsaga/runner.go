@@ -215,7 +215,7 @@ func start[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (State, error
 	if err != nil {
 		return State{}, fmt.Errorf("fxsaga: saga %s: its shape: %w", s.name, err)
 	}
-	st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, Version: 1, Shape: shape}
+	st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, ContextVersion: s.contextVersion(), Version: 1, Shape: shape}
 	if s.key != nil {
 		if st.BusinessKey = s.key(&c); len(st.BusinessKey) > MaxKey {
 			return State{}, fmt.Errorf("fxsaga: saga %s: its key is %d bytes, more than MaxKey (%d)", s.name, len(st.BusinessKey), MaxKey)

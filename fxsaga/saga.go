@@ -66,6 +66,8 @@ type Saga[C any] struct {
 	waits map[int]waiter[C] // the steps that wait, by index
 	key   func(c *C) string // its business key (KeyBy), or nil
 	err   error             // why the definition cannot run: Run, Stream, Recover and Register return it
+
+	versions contextVersions // its context's version and upcasters (see Version)
 }
 
 // MaxKey is the longest business key, in bytes (see Saga.KeyBy).
@@ -212,8 +214,11 @@ type State struct {
 	Status  Status          // where it is
 	Step    int             // Running: the next step to act; Compensating: the next to compensate; Waiting: the step that waits
 	Context json.RawMessage // the saga's context, as JSON
-	Version int64           // bumped by every save: a fencing token
-	Error   string          // why it compensates, or why it failed
+	// ContextVersion is the version of Context's shape (Saga.Version): 1
+	// (or 0) for a saga stored before its definition declared one.
+	ContextVersion int
+	Version        int64  // bumped by every save: a fencing token
+	Error          string // why it compensates, or why it failed
 
 	// Awaiting is the event type a Waiting saga waits for (its Go type,
 	// as fmt's %v prints it: "orders.PaymentConfirmed").

@@ -67,7 +67,7 @@ type SQL struct {
 }
 
 // columns are what a State is read from, in scan's order.
-const columns = "id, name, status, step, context, version, error, awaiting, correlation, deadline_ns, timer, timed_out, shape, business_key, created_ns"
+const columns = "id, name, status, step, context, version, error, awaiting, correlation, deadline_ns, timer, timed_out, shape, business_key, created_ns, context_version"
 
 // NewSQL returns the store of db, whose dialect is d, in the tables t
 // (Tables{}: the defaults). lease is how long this replica owns a saga it
@@ -85,10 +85,10 @@ func NewSQL(db *sql.DB, d fxoutbox.Dialect, t Tables, lease time.Duration) (*SQL
 	s, l := quote(d, t.Sagas), quote(d, t.Log)
 	st := &SQL{
 		db: db, d: d, tables: t, owner: uuid.NewString(), lease: lease, now: time.Now,
-		create: "INSERT INTO " + s + " (id, name, status, step, context, version, error, owner, lease_until_ns, awaiting, correlation, deadline_ns, timer, timed_out, shape, business_key, active_key, created_ns)" +
-			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		create: "INSERT INTO " + s + " (id, name, status, step, context, version, error, owner, lease_until_ns, awaiting, correlation, deadline_ns, timer, timed_out, shape, business_key, active_key, created_ns, context_version)" +
+			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		save: "UPDATE " + s + " SET status = ?, step = ?, context = ?, version = ?, error = ?, owner = ?, lease_until_ns = ?," +
-			" awaiting = ?, correlation = ?, deadline_ns = ?, timer = ?, timed_out = ?, active_key = ? WHERE id = ? AND version = ?",
+			" awaiting = ?, correlation = ?, deadline_ns = ?, timer = ?, timed_out = ?, active_key = ?, context_version = ? WHERE id = ? AND version = ?",
 		load:       "SELECT " + columns + " FROM " + s + " WHERE id = ?",
 		unfinished: "SELECT " + columns + " FROM " + s + " WHERE name = ? AND status IN ('RUNNING', 'COMPENSATING', 'WAITING') ORDER BY id",
 		failed:     "SELECT " + columns + " FROM " + s + " WHERE status IN ('FAILED', 'SET_ASIDE') ORDER BY id",
@@ -128,7 +128,7 @@ func (s *SQL) until() int64 { return s.now().Add(s.lease).UnixNano() }
 // unique index: the error is then an *AlreadyStarted naming that one.
 func (s *SQL) Create(ctx context.Context, st State) error {
 	_, err := s.conn(ctx).ExecContext(ctx, s.create, st.ID, st.Name, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, s.owner, s.leaseOf(st),
-		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), string(st.Shape), st.BusinessKey, activeKey(st), s.now().UnixNano())
+		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), string(st.Shape), st.BusinessKey, activeKey(st), s.now().UnixNano(), max(st.ContextVersion, 1))
 	if err != nil && st.holdsKey() {
 		// The drivers word a unique violation each their own way: whether
 		// the key is held is what the table says.
@@ -172,7 +172,7 @@ func (s *SQL) leaseOf(st State) int64 {
 // replica's lease.
 func (s *SQL) Save(ctx context.Context, st State) error {
 	res, err := s.conn(ctx).ExecContext(ctx, s.save, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, s.owner, s.leaseOf(st),
-		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), activeKey(st), st.ID, st.Version-1)
+		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), activeKey(st), max(st.ContextVersion, 1), st.ID, st.Version-1)
 	if err != nil {
 		return err
 	}
@@ -297,7 +297,7 @@ func (s *SQL) query(ctx context.Context, q string, args ...any) ([]State, error)
 		var status, context, timedOut, shape string
 		var deadline, created int64
 		if err := rows.Scan(&st.ID, &st.Name, &status, &st.Step, &context, &st.Version, &st.Error,
-			&st.Awaiting, &st.Key, &deadline, &st.Timer, &timedOut, &shape, &st.BusinessKey, &created); err != nil {
+			&st.Awaiting, &st.Key, &deadline, &st.Timer, &timedOut, &shape, &st.BusinessKey, &created, &st.ContextVersion); err != nil {
 			return nil, err
 		}
 		if created != 0 {

@@ -43,7 +43,9 @@ const usage = `usage: fxcqrs [-dialect D -dsn DSN] [-json] COMMAND
   saga show ID | saga show -key KEY [-saga NAME]
   saga retry -who ME -why REASON ID
   saga compensate -from STEP -who ME -why REASON ID
-  saga resolve -who ME -why REASON ID`
+  saga resolve -who ME -why REASON ID
+  versions list
+  versions check -reach NAME=OLDEST..CURRENT (one per name)`
 
 func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("fxcqrs", flag.ContinueOnError)
@@ -98,6 +100,8 @@ func run(args []string, out io.Writer) error {
 		return c.sagaShow(ctx, rest[2:])
 	case "saga retry", "saga compensate", "saga resolve":
 		return c.sagaMark(ctx, rest[1], rest[2:])
+	case "versions list", "versions check":
+		return c.versions(ctx, rest[1], rest[2:])
 	}
 	return fmt.Errorf("unknown command %q\n%s", strings.Join(rest[:2], " "), usage)
 }

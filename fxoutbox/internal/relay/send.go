@@ -93,6 +93,9 @@ func (s *sender) send(ctx context.Context, l schema.Lane) (int, error) {
 		if err := json.Unmarshal([]byte(rw.metadata), &msg.Metadata); err != nil {
 			return 0, s.deadLetter(ctx, topic, rw, fmt.Errorf("metadata: %w", err))
 		}
+		if err := s.upcast(msg); err != nil {
+			return s.unreadable(ctx, topic, rw, err)
+		}
 		msgs[i] = msg
 	}
 	end := s.bus.Send(ctx, topic, msgs)

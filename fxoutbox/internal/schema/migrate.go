@@ -53,19 +53,23 @@ func migrationSet(d Dialect, t Tables) (sqlschema.Set, error) {
 		return sqlschema.Set{}, err
 	}
 	ms, err := sqlschema.Load(migrations, "migrations/"+d.String(), flavor(d), t.Migrations, map[string]string{
-		"Outbox":              Quote(d, t.Outbox),
-		"OutboxIndex":         Quote(d, sqlschema.IndexName(t.Outbox, "topic_id")),
-		"OutboxLaneIndex":     Quote(d, sqlschema.IndexName(t.Outbox, "topic_lane_id")),
-		"DeadLetters":         Quote(d, t.DeadLetters),
-		"Leases":              Quote(d, t.Leases),
-		"Inbox":               Quote(d, t.Inbox),
-		"InboxHandledIndex":   Quote(d, sqlschema.IndexName(t.Inbox, "handled")),
-		"Scheduled":           Quote(d, t.Scheduled),
-		"ScheduledDueIndex":   Quote(d, sqlschema.IndexName(t.Scheduled, "due")),
-		"ScheduledIDIndex":    Quote(d, sqlschema.IndexName(t.Scheduled, "message_id")),
-		"Repairs":             Quote(d, t.Repairs),
-		"InboundDead":         Quote(d, t.InboundDead),
-		"InboundDeadKeyIndex": Quote(d, sqlschema.IndexName(t.InboundDead, "key")),
+		"Outbox":                  Quote(d, t.Outbox),
+		"OutboxIndex":             Quote(d, sqlschema.IndexName(t.Outbox, "topic_id")),
+		"OutboxLaneIndex":         Quote(d, sqlschema.IndexName(t.Outbox, "topic_lane_id")),
+		"DeadLetters":             Quote(d, t.DeadLetters),
+		"Leases":                  Quote(d, t.Leases),
+		"Inbox":                   Quote(d, t.Inbox),
+		"InboxHandledIndex":       Quote(d, sqlschema.IndexName(t.Inbox, "handled")),
+		"Scheduled":               Quote(d, t.Scheduled),
+		"ScheduledDueIndex":       Quote(d, sqlschema.IndexName(t.Scheduled, "due")),
+		"ScheduledIDIndex":        Quote(d, sqlschema.IndexName(t.Scheduled, "message_id")),
+		"Repairs":                 Quote(d, t.Repairs),
+		"InboundDead":             Quote(d, t.InboundDead),
+		"InboundDeadKeyIndex":     Quote(d, sqlschema.IndexName(t.InboundDead, "key")),
+		"OutboxVersionIndex":      Quote(d, sqlschema.IndexName(t.Outbox, "version")),
+		"ScheduledVersionIndex":   Quote(d, sqlschema.IndexName(t.Scheduled, "version")),
+		"DeadLettersVersionIndex": Quote(d, sqlschema.IndexName(t.DeadLetters, "version")),
+		"InboundDeadVersionIndex": Quote(d, sqlschema.IndexName(t.InboundDead, "version")),
 	})
 	if err != nil {
 		return sqlschema.Set{}, fmt.Errorf("fxoutbox: schema for %s: %w", d, err)
