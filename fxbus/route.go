@@ -21,7 +21,7 @@ type route struct {
 
 	within    time.Duration // DeliverWithin; 0: the messages do not expire
 	withinSet bool
-	version int // the event type's version on the wire; 0: undeclared (see Version)
+	version   int // the event type's version on the wire; 0: undeclared (see Version)
 }
 
 // RouteOption configures a route.
