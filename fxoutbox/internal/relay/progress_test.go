@@ -215,7 +215,9 @@ func TestProgressEveryBatch(t *testing.T) {
 		r := newRelay(d, clock, "a", pub, relay.Config{BatchSize: 2, ProgressInterval: -1})
 		r.Start()
 		r.Wrote([]schema.Lane{{Topic: "orders"}})
-		eventually(t, func() bool { return waiting(t, d) == 0 }, "every batch deleted as it went")
+		// Sent is counted once the delete has returned, a moment after
+		// the rows are gone for another connection: wait for both.
+		eventually(t, func() bool { return waiting(t, d) == 0 && r.Stats().Sent >= 5 }, "every batch deleted as it went")
 		assert.Equal(t, []string{"m1", "m2", "m3", "m4", "m5"}, pub.published())
 		assert.Equal(t, uint64(5), r.Stats().Sent)
 		require.NoError(t, r.Close(context.Background()))
