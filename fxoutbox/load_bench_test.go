@@ -238,12 +238,7 @@ func outboxSide(b *testing.B, d database, addr string, ids *atomic.Int64) (call 
 	bus, err := fxbus.New(fxbus.Config{Publisher: ps}, []fxbus.Routing{fxbus.NewRoute[OrderPlaced](topic)}, nil)
 	require.NoError(b, err)
 	require.NoError(b, bus.Provision(context.Background())) // as fxbus.Module does before the relay starts
-	var rc fxoutbox.RelayConfig
-	if v := os.Getenv("FXCQRS_BENCH_LINGER"); v != "" {
-		rc.Linger, err = time.ParseDuration(v)
-		require.NoError(b, err)
-	}
-	o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect, Relay: rc}, nil)
+	o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect}, nil)
 	require.NoError(b, err)
 	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithMiddleware(o.UnitOfWork()),
 		fxcqrs.WithCommandHandlers(commandFunc[PlaceOrder](func(ctx context.Context, c PlaceOrder) error {
