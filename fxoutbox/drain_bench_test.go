@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,8 +42,10 @@ func fillLanes(b *testing.B, d database, topic string, n, lanes int) {
 
 // BenchmarkRelayDrain: how fast the relay empties an outbox of b.N rows of
 // one topic into NATS JetStream, on PostgreSQL, against the limit measured
-// in the same run: a bare loop of the same SELECT, JetStream's
-// asynchronous publish of the batch, and one DELETE of its ids. Run with
+// in the same run: a bare loop of the same SELECT (after the last batch,
+// see bareBatch), JetStream's asynchronous publish of the batch, and one
+// DELETE of its ids; and the
+// same over 8 topics (relay-8-topics against limit-8-topics). Run with
 // -benchtime 20000x; the figure is rows/s.
 func BenchmarkRelayDrain(b *testing.B) {
 	addr := env("FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
@@ -84,49 +87,73 @@ func BenchmarkRelayDrain(b *testing.B) {
 	// expected; the figure says what the lanes cost.
 	b.Run("relay-8-lanes", relay(8))
 
+	// The same rows spread over 8 topics (one relay, 8 lanes of one
+	// lane each), against limit-8-topics: "rows/s" until the outbox is
+	// empty, "delivered-rows/s" until the streams hold every row (the
+	// relay's last window is deleted up to ProgressInterval later).
+	b.Run("relay-8-topics", func(b *testing.B) {
+		topics := drainTopics(b, js, addr, 8)
+		fillTopics(b, d, topics, b.N)
+		ps, err := natsjs.New(natsjs.Config{URL: addr})
+		require.NoError(b, err)
+		defer ps.Close()
+		bus, err := fxbus.New(fxbus.Config{Publisher: ps}, nil, nil)
+		require.NoError(b, err)
+		o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect}, nil)
+		require.NoError(b, err)
+		b.ResetTimer()
+		start := time.Now()
+		require.NoError(b, o.Start(context.Background()))
+		for streamsHold(b, js, topics) < uint64(b.N) {
+			time.Sleep(2 * time.Millisecond) // a benchmark's poll, not synchronisation
+		}
+		delivered := time.Since(start)
+		for count(b, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox") > 0 {
+			time.Sleep(time.Millisecond) // a benchmark's poll, not synchronisation
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		require.NoError(b, o.Stop(context.Background()))
+		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "rows/s")
+		b.ReportMetric(float64(b.N)/delivered.Seconds(), "delivered-rows/s")
+	})
+
+	// The bare loop over 8 topics, a batch of each in turn: the limit a
+	// relay of 8 topics is held to.
+	b.Run("limit-8-topics", func(b *testing.B) {
+		topics := drainTopics(b, js, addr, 8)
+		fillTopics(b, d, topics, b.N)
+		b.ResetTimer()
+		start := time.Now()
+		after := map[string]int64{}
+		for left := slices.Clone(topics); len(left) > 0; {
+			for i := 0; i < len(left); {
+				last := bareBatch(b, d, js, left[i], after[left[i]])
+				if last == 0 {
+					left = slices.Delete(left, i, i+1)
+					continue
+				}
+				after[left[i]] = last
+				i++
+			}
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "rows/s")
+	})
+
 	b.Run("limit", func(b *testing.B) {
 		topic := fmt.Sprintf("drain_%d", rand.Uint64())
 		_, err := js.AddStream(&nc.StreamConfig{Name: topic, Subjects: []string{topic}})
 		require.NoError(b, err)
 		defer func() { _ = js.DeleteStream(topic) }()
 		fill(b, d, topic, b.N)
-		sel := d.Dialect.Rebind("SELECT id, message_id, payload, metadata FROM fxcqrs_outbox WHERE topic = ? AND lane = 0 ORDER BY id LIMIT 100") // the relay's index, (topic, lane, id)
 		b.ResetTimer()
 		start := time.Now()
-		for {
-			rows, err := d.DB.Query(sel, topic)
-			require.NoError(b, err)
-			var ids []string
-			var futures []nc.PubAckFuture
-			for rows.Next() {
-				var (
-					id          int64
-					msgID, meta string
-					payload     []byte
-				)
-				require.NoError(b, rows.Scan(&id, &msgID, &payload, &meta))
-				m := nc.NewMsg(topic)
-				m.Data = payload
-				m.Header.Set(nc.MsgIdHdr, msgID)
-				f, err := js.PublishMsgAsync(m)
-				require.NoError(b, err)
-				futures = append(futures, f)
-				ids = append(ids, fmt.Sprint(id))
-			}
-			require.NoError(b, rows.Err())
-			_ = rows.Close()
-			if len(ids) == 0 {
+		for after := int64(0); ; {
+			if after = bareBatch(b, d, js, topic, after); after == 0 {
 				break
 			}
-			for _, f := range futures {
-				select {
-				case <-f.Ok():
-				case err := <-f.Err():
-					b.Fatal(err)
-				}
-			}
-			_, err = d.DB.Exec("DELETE FROM fxcqrs_outbox WHERE id IN (" + strings.Join(ids, ",") + ")")
-			require.NoError(b, err)
 		}
 		elapsed := time.Since(start)
 		b.StopTimer()
@@ -236,4 +263,89 @@ func forgetAMQPQueue(addr, topic, group string) {
 		_ = ch.ExchangeDelete(topic, false, false)
 		_ = ch.Close()
 	}
+}
+
+// bareBatch is one turn of the bare publish-and-delete loop on topic:
+// the relay's SELECT of a batch after the row id after (its index,
+// (topic, lane, id); read after the last batch, as the relay reads on
+// after what it published, so that no SELECT steps over the rows the
+// loop deleted), JetStream's asynchronous publish of it, its
+// acknowledgements awaited, and one DELETE of its ids. It returns the
+// last id it moved, 0 if none.
+func bareBatch(b *testing.B, d database, js nc.JetStreamContext, topic string, after int64) int64 {
+	sel := d.Dialect.Rebind("SELECT id, message_id, payload, metadata FROM fxcqrs_outbox WHERE topic = ? AND lane = 0 AND id > ? ORDER BY id LIMIT 100")
+	rows, err := d.DB.Query(sel, topic, after)
+	require.NoError(b, err)
+	var ids []string
+	var futures []nc.PubAckFuture
+	for rows.Next() {
+		var (
+			id          int64
+			msgID, meta string
+			payload     []byte
+		)
+		require.NoError(b, rows.Scan(&id, &msgID, &payload, &meta))
+		m := nc.NewMsg(topic)
+		m.Data = payload
+		m.Header.Set(nc.MsgIdHdr, msgID)
+		f, err := js.PublishMsgAsync(m)
+		require.NoError(b, err)
+		futures = append(futures, f)
+		ids = append(ids, fmt.Sprint(id))
+		after = id
+	}
+	require.NoError(b, rows.Err())
+	_ = rows.Close()
+	if len(ids) == 0 {
+		return 0
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			b.Fatal(err)
+		}
+	}
+	_, err = d.DB.Exec("DELETE FROM fxcqrs_outbox WHERE id IN (" + strings.Join(ids, ",") + ")")
+	require.NoError(b, err)
+	return after
+}
+
+// drainTopics makes n topics with their streams, deleted when b ends.
+func drainTopics(b *testing.B, js nc.JetStreamContext, addr string, n int) []string {
+	b.Helper()
+	topics := make([]string, n)
+	for i := range topics {
+		topics[i] = fmt.Sprintf("drain_%d", rand.Uint64())
+		provisionStream(b, addr, topics[i])
+		b.Cleanup(func() { _ = js.DeleteStream(topics[i]) })
+	}
+	return topics
+}
+
+// fillTopics writes n outbox rows spread over topics in turn, as units of
+// work of several routes would have.
+func fillTopics(b *testing.B, d database, topics []string, n int) {
+	b.Helper()
+	tx, err := d.DB.Begin()
+	require.NoError(b, err)
+	stmt, err := tx.Prepare(d.Dialect.Rebind("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata) VALUES (?, ?, ?, ?)"))
+	require.NoError(b, err)
+	for i := range n {
+		_, err := stmt.Exec(topics[i%len(topics)], fmt.Sprintf("m-%d-%d", rand.Uint64(), i), []byte(`{"id":1}`), `{"name":"OrderPlaced"}`)
+		require.NoError(b, err)
+	}
+	require.NoError(b, stmt.Close())
+	require.NoError(b, tx.Commit())
+}
+
+// streamsHold is how many messages the streams of topics hold together.
+func streamsHold(b *testing.B, js nc.JetStreamContext, topics []string) uint64 {
+	var n uint64
+	for _, topic := range topics {
+		if info, err := js.StreamInfo(topic); err == nil {
+			n += info.State.Msgs
+		}
+	}
+	return n
 }

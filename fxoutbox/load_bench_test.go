@@ -41,7 +41,12 @@ import (
 // "ratio", the unit of work's commands/s ÷ the plain transaction's over
 // the whole run, "ratio2" the same against plain2; "plain-µs/op",
 // "plain2-µs/op" and "outbox-µs/op", each side's time per command (ns/op
-// is the three together); BenchmarkUnitOfWorkWAL counts their WAL
+// is the three together); "<side>-go-cpu-µs/op", "-pg-cpu-µs/op" and
+// "-nats-cpu-µs/op", the CPU per command used during the side's turns by
+// this process, by the PostgreSQL backends of its connections and by
+// nats-server (Linux; see cpuMeter: where the time goes, including a
+// relay's work that spills into another side's turn); "passes/op", the
+// outbox relay's passes per command; BenchmarkUnitOfWorkWAL counts their WAL
 // flushes and transactions; "backlog", the most of the unit
 // of work's rows still in the outbox as one of its turns ends: the relay
 // keeping up or not (rows it published count until its window's delete,
@@ -61,14 +66,16 @@ func BenchmarkUnitOfWorkUnderLoad(b *testing.B) {
 			// turns, as a service's pool does under steady load.
 			d.DB.SetMaxIdleConns(callers + 8)
 			plain := plainSide(b, d, addr, &ids)
-			outbox, backlog := outboxSide(b, d, addr, &ids)
+			outbox, backlog, passes := outboxSide(b, d, addr, &ids)
 			if os.Getenv("FXCQRS_BENCH_AA") != "" {
 				outbox = plainSide(b, d, addr, &ids) // both sides plain: the harness's own spread
 			}
 			sides := [3]func() error{plain, outbox, plain2Side(b, d, &ids)}
 			var (
 				spent [3]time.Duration
+				cpu   [3]cpuSample
 				worst int
+				meter = newCPUMeter(d.DB)
 			)
 			turn := max(200, 16*callers)
 			// A turn of each first, unmeasured: the pool opens its
@@ -79,15 +86,18 @@ func BenchmarkUnitOfWorkUnderLoad(b *testing.B) {
 				require.NoError(b, err)
 			}
 			require.Eventually(b, func() bool { return backlog() == 0 }, time.Minute, time.Millisecond)
+			passed := passes()
 			b.ResetTimer()
 			for done, i := 0, 0; done < b.N; done, i = done+turn, i+1 {
 				n := min(turn, b.N-done)
 				for k := range len(sides) {
 					s := (i + k) % len(sides)
+					before := meter.sample()
 					took, err := callConcurrently(n, callers, sides[s])
 					if err != nil {
 						b.Fatal(err)
 					}
+					cpu[s] = cpu[s].add(meter.sample().since(before))
 					spent[s] += took
 					if s == 1 {
 						worst = max(worst, backlog())
@@ -101,6 +111,13 @@ func BenchmarkUnitOfWorkUnderLoad(b *testing.B) {
 			b.ReportMetric(float64(spent[2].Microseconds())/float64(b.N), "plain2-µs/op")
 			b.ReportMetric(float64(spent[1].Microseconds())/float64(b.N), "outbox-µs/op")
 			b.ReportMetric(float64(worst), "backlog")
+			b.ReportMetric(float64(passes()-passed)/float64(b.N), "passes/op")
+			for s, name := range []string{"plain", "outbox", "plain2"} {
+				perOp := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(b.N) }
+				b.ReportMetric(perOp(cpu[s].goCPU), name+"-go-cpu-µs/op")
+				b.ReportMetric(perOp(cpu[s].pg), name+"-pg-cpu-µs/op")
+				b.ReportMetric(perOp(cpu[s].nats), name+"-nats-cpu-µs/op")
+			}
 		})
 	}
 }
@@ -209,8 +226,9 @@ func plain2Table(b *testing.B, db *sql.DB) {
 
 // outboxSide is the same command through the unit of work, its event
 // routed to NATS JetStream and written to the outbox, the outbox's relay
-// running; backlog counts its rows not yet relayed.
-func outboxSide(b *testing.B, d database, addr string, ids *atomic.Int64) (call func() error, backlog func() int) {
+// running; backlog counts its rows not yet relayed, passes the passes its
+// relay ran.
+func outboxSide(b *testing.B, d database, addr string, ids *atomic.Int64) (call func() error, backlog func() int, passes func() uint64) {
 	b.Helper()
 	insertOrder := d.Dialect.Rebind("INSERT INTO orders (id) VALUES (?)")
 	topic := fmt.Sprintf("load_%d", rand.Uint64())
@@ -251,7 +269,7 @@ func outboxSide(b *testing.B, d database, addr string, ids *atomic.Int64) (call 
 				return -1
 			}
 			return n
-		}
+		}, func() uint64 { return fxoutbox.Passes(o) }
 }
 
 // dropStreamAtCleanup deletes the JetStream stream of topic once t is

@@ -12,7 +12,8 @@ import (
 
 // RelayConfig configures the relay: PollInterval (default 1s), BatchSize
 // (100), Lease (4s), Lanes and TopicLanes (order per key: 1 lane per
-// topic by default), RetryInitial (100ms) and RetryMax (10s) after a
+// topic by default), Linger (2ms: how long a busy relay lets commits
+// gather into one batch), RetryInitial (100ms) and RetryMax (10s) after a
 // broker's refusal, and Undeliverable (which publish errors are the
 // message's own). Every field is optional; in JSON and YAML its durations
 // may be duration strings ("1s") or nanoseconds.

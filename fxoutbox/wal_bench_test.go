@@ -44,7 +44,7 @@ func BenchmarkUnitOfWorkWAL(b *testing.B) {
 	for _, callers := range []int{1, 4, 16, 64} {
 		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
 			d.DB.SetMaxIdleConns(callers + 8)
-			outbox, backlog := outboxSide(b, d, addr, &ids)
+			outbox, backlog, _ := outboxSide(b, d, addr, &ids)
 			plain2 := plain2Side(b, d, &ids)
 			sides := [2]func() error{outbox, plain2}
 			for _, side := range sides { // unmeasured: connections, lease, stream

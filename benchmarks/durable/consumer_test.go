@@ -62,7 +62,7 @@ func BenchmarkConsume(b *testing.B) {
 				msgs = msgs[:0]
 			}
 		}
-		waitStream(b, js, topic, b.N)
+		waitStreams(b, js, []string{topic}, b.N)
 		return topic, ps
 	}
 

@@ -56,7 +56,8 @@ type Params struct {
 	Now   func() time.Time
 	After func(time.Duration) <-chan time.Time
 	// WallNow and WallAfter are the clock a lane's progress window
-	// (Config.ProgressInterval) is measured on: time.Now and time.After
+	// (Config.ProgressInterval) and the linger (Config.Linger) are
+	// measured on: time.Now and time.After
 	// unless set. A window batches the database's work in real time: a
 	// test's fake outbox clock (Now, After), which moves only when told,
 	// must not hold the relay's deletes back.
@@ -214,6 +215,7 @@ func (r *Relay) loop() {
 	defer r.recordAll()
 	backoff := r.cfg.RetryInitial
 	for {
+		began := r.sender.wallNow()
 		sent, err := r.safePass()
 		r.passes.Add(1)
 		var wait time.Duration
@@ -245,11 +247,35 @@ func (r *Relay) loop() {
 					return
 				case <-timer:
 				}
+			} else if sent > 0 && !r.linger(began) {
+				return
 			}
 		case <-timer:
 		case <-window: // a lane's progress is to be recorded
 		}
 	}
+}
+
+// linger waits, after a pass that began at began and sent rows, until
+// Config.Linger has passed since then, so that the commits of that time
+// go in one batch (see Config.Linger); it reports false if the relay was
+// stopped meanwhile. The wakes of those commits are taken with it: the
+// next pass reads what they announced.
+func (r *Relay) linger(began time.Time) bool {
+	wait := min(r.cfg.Linger-r.sender.wallNow().Sub(began), r.cfg.Linger) // a clock that went back waits Linger
+	if r.cfg.Linger <= 0 || wait <= 0 {
+		return true
+	}
+	select {
+	case <-r.stop:
+		return false
+	case <-r.sender.wallAfter(wait):
+	}
+	select { // taken before the pass reads the hints: none is lost
+	case <-r.wake:
+	default:
+	}
+	return true
 }
 
 // safePass is pass with its panic (a publisher's, say) turned into an
