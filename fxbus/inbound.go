@@ -35,6 +35,9 @@ type decoded struct {
 // decode finds msg's subscription and decodes its event: nil, nil for a
 // message no subscription of the topic takes (skipped).
 func (b *Bus) decode(ts *topicSubs, msg *message.Message) (*decoded, error) {
+	if err := fromCloudEvent(msg); err != nil {
+		return nil, &malformed{err: err}
+	}
 	name := msg.Metadata.Get(MetadataName)
 	s := ts.byName[name]
 	if s == nil {

@@ -73,13 +73,16 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 				continue
 			}
 			m := msg
-			if i > 0 {
-				m = msg.Copy() // a publisher may keep or change what it was given
+			if i > 0 || (r.ce != nil && len(rs) > 1) {
+				m = msg.Copy() // a publisher may keep or change what it was given; a CloudEvent is one route's
 			}
 			if key := r.keyOf(ev); key != "" {
 				m.Metadata.Set(MetadataKey, key)
 			} else if i > 0 {
 				delete(m.Metadata, MetadataKey) // the first route's key is not this one's
+			}
+			if r.ce != nil {
+				b.toCloudEvent(r.ce, m, ev)
 			}
 			out = append(out, Outgoing{Topic: r.topic, Message: m, Event: ev})
 		}

@@ -17,6 +17,8 @@ type route struct {
 
 	keyType reflect.Type     // the type KeyBy was given; nil: no key
 	key     func(any) string // the event's key (see KeyBy)
+
+	ce *CloudEventsConfig // the route writes CloudEvents (see CloudEvents); nil: fxcqrs's own format
 }
 
 // RouteOption configures a route.
@@ -95,6 +97,7 @@ func NewRoute[E any](topic string, opts ...RouteOption) Routing {
 	if r.keyType != nil && r.key == nil {
 		errs = append(errs, fmt.Errorf("fxbus.Route[%s]: KeyBy with a nil function", r.typ))
 	}
+	errs = append(errs, checkCloudEvents(r))
 	return Routing{r: r, err: errors.Join(errs...)}
 }
 
