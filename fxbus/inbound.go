@@ -53,7 +53,7 @@ func (b *Bus) decode(ts *topicSubs, msg *message.Message) (*decoded, error) {
 			return nil, nil
 		}
 	}
-	event, err := s.decode(b.cfg.Marshaler, msg.Payload)
+	event, err := s.decode(b.unmarshalerFor(s, msg), msg.Payload)
 	if err != nil {
 		return nil, &malformed{err: fmt.Errorf("decode %s: %w", s.typ, err)}
 	}

@@ -63,7 +63,7 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 		if len(rs) == 0 {
 			continue
 		}
-		msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(t), ev)
+		msg, err := newMessage(ctx, b.marshalerOf(rs[0]), b.nameOf(t), ev)
 		if err == nil {
 			b.inject(b.createRouted(ctx, msg, rs), msg)
 		}
@@ -75,6 +75,12 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 			m := msg
 			if i > 0 || (r.ce != nil && len(rs) > 1) {
 				m = msg.Copy() // a publisher may keep or change what it was given; a CloudEvent is one route's
+			}
+			if mr := b.marshalerOf(r); i > 0 && mr.ContentType() != b.marshalerOf(rs[0]).ContentType() {
+				if err := remarshal(mr, m, ev); err != nil {
+					fails = append(fails, PublishFailure{Topic: r.topic, Event: ev, Err: fmt.Errorf("marshal %s: %w", t, err)})
+					continue
+				}
 			}
 			if key := r.keyOf(ev); key != "" {
 				m.Metadata.Set(MetadataKey, key)

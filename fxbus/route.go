@@ -18,7 +18,8 @@ type route struct {
 	keyType reflect.Type     // the type KeyBy was given; nil: no key
 	key     func(any) string // the event's key (see KeyBy)
 
-	ce *CloudEventsConfig // the route writes CloudEvents (see CloudEvents); nil: fxcqrs's own format
+	ce        *CloudEventsConfig // the route writes CloudEvents (see CloudEvents); nil: fxcqrs's own format
+	marshaler Marshaler          // see Marshal; nil: the bus's
 }
 
 // RouteOption configures a route.
