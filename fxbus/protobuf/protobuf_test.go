@@ -146,3 +146,21 @@ func TestDecode(t *testing.T) {
 	_, err = protobuf.Decode("NoSuchType", payload)
 	require.ErrorIs(t, err, protobuf.ErrUnknownType)
 }
+
+// Show decodes a registered protobuf payload, and shows other bytes as a
+// hex dump and text as text.
+func TestShow(t *testing.T) {
+	t.Parallel()
+	payload, err := proto.Marshal(wrapperspb.Int64(-1))
+	require.NoError(t, err)
+	text, decoded := protobuf.Show("Int64Value", protobuf.ContentType, payload)
+	assert.True(t, decoded)
+	assert.Equal(t, `"-1"`, text)
+
+	text, decoded = protobuf.Show("NoSuchType", protobuf.ContentType, payload)
+	assert.False(t, decoded)
+	assert.Contains(t, text, "00000000  08 ff ff ff ff ff ff ff  ff ff 01", "an unknown type's bytes as hex")
+
+	text, _ = protobuf.Show("OrderPlaced", "application/json", []byte(`{"id":1}`))
+	assert.Equal(t, `{"id":1}`, text)
+}
