@@ -75,8 +75,10 @@ type doc struct {
 }
 
 func newDoc(info Info) *doc {
-	return &doc{info: info, channels: map[string]*channel{}, operations: map[string]map[string]any{},
-		messages: map[string]map[string]any{}, schemas: map[string]any{}}
+	return &doc{
+		info: info, channels: map[string]*channel{}, operations: map[string]map[string]any{},
+		messages: map[string]map[string]any{}, schemas: map[string]any{},
+	}
 }
 
 var unsafeID = regexp.MustCompile(`[^\w.\-]`)
