@@ -43,7 +43,8 @@ const usage = `usage: fxcqrs [-dialect D -dsn DSN] [-json] COMMAND
   saga show ID | saga show -key KEY [-saga NAME]
   saga retry -who ME -why REASON ID
   saga compensate -from STEP -who ME -why REASON ID
-  saga resolve -who ME -why REASON ID`
+  saga resolve -who ME -why REASON ID
+  asyncapi URL   (a service's AsyncAPI document, from its console's asyncapi.json; no database)`
 
 func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("fxcqrs", flag.ContinueOnError)
@@ -57,6 +58,9 @@ func run(args []string, out io.Writer) error {
 	rest := fs.Args()
 	if len(rest) < 2 {
 		return errors.New(usage)
+	}
+	if rest[0] == "asyncapi" {
+		return asyncAPI(rest[1:], out) // asyncapi.go
 	}
 	var d fxoutbox.Dialect
 	if err := d.UnmarshalText([]byte(*dialect)); err != nil {
