@@ -35,6 +35,9 @@ type decoded struct {
 // decode finds msg's subscription and decodes its event: nil, nil for a
 // message no subscription of the topic takes (skipped).
 func (b *Bus) decode(ts *topicSubs, msg *message.Message) (*decoded, error) {
+	if err := fromCloudEvent(msg); err != nil {
+		return nil, &malformed{err: err}
+	}
 	name := msg.Metadata.Get(MetadataName)
 	if err := b.upcastInbound(ts, name, msg); err != nil {
 		return nil, err
@@ -53,7 +56,7 @@ func (b *Bus) decode(ts *topicSubs, msg *message.Message) (*decoded, error) {
 			return nil, nil
 		}
 	}
-	event, err := s.decode(b.cfg.Marshaler, msg.Payload)
+	event, err := s.decode(b.unmarshalerFor(s, msg), msg.Payload)
 	if err != nil {
 		return nil, &malformed{err: fmt.Errorf("decode %s: %w", s.typ, err)}
 	}

@@ -64,7 +64,7 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 		if len(rs) == 0 {
 			continue
 		}
-		msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(t), b.VersionOf(t), ev)
+		msg, err := newMessage(ctx, b.marshalerOf(rs[0]), b.nameOf(t), b.VersionOf(t), ev)
 		if err == nil {
 			b.inject(b.createRouted(ctx, msg, rs), msg)
 		}
@@ -74,8 +74,14 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 				continue
 			}
 			m := msg
-			if i > 0 {
-				m = msg.Copy() // a publisher may keep or change what it was given
+			if i > 0 || (r.ce != nil && len(rs) > 1) {
+				m = msg.Copy() // a publisher may keep or change what it was given; a CloudEvent is one route's
+			}
+			if mr := b.marshalerOf(r); i > 0 && mr.ContentType() != b.marshalerOf(rs[0]).ContentType() {
+				if err := remarshal(mr, m, ev); err != nil {
+					fails = append(fails, PublishFailure{Topic: r.topic, Event: ev, Err: fmt.Errorf("marshal %s: %w", t, err)})
+					continue
+				}
 			}
 			if key := r.keyOf(ev); key != "" {
 				m.Metadata.Set(MetadataKey, key)
@@ -84,6 +90,9 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 			}
 			if by := b.deliverBy(&exp, ev, r.within); !by.IsZero() || i > 0 {
 				stampDeliverBy(m, by)
+			}
+			if r.ce != nil {
+				b.toCloudEvent(r.ce, m, ev)
 			}
 			out = append(out, Outgoing{Topic: r.topic, Message: m, Event: ev})
 		}

@@ -21,7 +21,9 @@ type route struct {
 
 	within    time.Duration // DeliverWithin; 0: the messages do not expire
 	withinSet bool
-	version   int // the event type's version on the wire; 0: undeclared (see Version)
+	version   int                // the event type's version on the wire; 0: undeclared (see Version)
+	ce        *CloudEventsConfig // the route writes CloudEvents (see CloudEvents); nil: fxcqrs's own format
+	marshaler Marshaler          // see Marshal; nil: the bus's
 }
 
 // RouteOption configures a route.
@@ -103,6 +105,7 @@ func NewRoute[E any](topic string, opts ...RouteOption) Routing {
 	if r.withinSet && r.within <= 0 {
 		errs = append(errs, fmt.Errorf("fxbus.Route[%s]: DeliverWithin must be positive: got %v", r.typ, r.within))
 	}
+	errs = append(errs, checkCloudEvents(r))
 	return Routing{r: r, err: errors.Join(errs...)}
 }
 

@@ -21,6 +21,7 @@ type subscription struct {
 	retry      RetryPolicy
 	inFlight   int
 	inOrder    bool
+	marshaler  Marshaler // see Marshal; nil: the bus's
 
 	decode  func(m Marshaler, data []byte) (any, error)
 	publish func(ctx context.Context, m *fxcqrs.Mediator, event any) error

@@ -149,8 +149,9 @@ func New(admin *fxoutbox.Admin, sagas *fxsaga.SQL, cfg Config, opts ...Option) (
 			}
 			return t.UTC().Format(time.RFC3339)
 		},
-		"dur": func(d time.Duration) string { return d.Round(time.Millisecond).String() },
-		"ago": func(d time.Duration) string { return d.Round(time.Second).String() },
+		"dur":     func(d time.Duration) string { return d.Round(time.Millisecond).String() },
+		"ago":     func(d time.Duration) string { return d.Round(time.Second).String() },
+		"payload": shownPayload, // payload.go
 	}).ParseFS(templates, "templates/*.html")
 	if err != nil {
 		return nil, err

@@ -45,7 +45,8 @@ const usage = `usage: fxcqrs [-dialect D -dsn DSN] [-json] COMMAND
   saga compensate -from STEP -who ME -why REASON ID
   saga resolve -who ME -why REASON ID
   versions list
-  versions check -reach NAME=OLDEST..CURRENT (one per name)`
+  versions check -reach NAME=OLDEST..CURRENT (one per name)
+  asyncapi URL   (a service's AsyncAPI document, from its console's asyncapi.json; no database)`
 
 func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("fxcqrs", flag.ContinueOnError)
@@ -59,6 +60,9 @@ func run(args []string, out io.Writer) error {
 	rest := fs.Args()
 	if len(rest) < 2 {
 		return errors.New(usage)
+	}
+	if rest[0] == "asyncapi" {
+		return asyncAPI(rest[1:], out) // asyncapi.go
 	}
 	var d fxoutbox.Dialect
 	if err := d.UnmarshalText([]byte(*dialect)); err != nil {

@@ -94,7 +94,7 @@ func (c *cli) deadShow(ctx context.Context, args []string) error {
 		return err
 	}
 	if c.asJSON {
-		return c.print(shownLetter{d, payloadText(d.Payload)}, nil, nil)
+		return c.print(shownLetter{d, payloadText(d)}, nil, nil)
 	}
 	fmt.Fprintf(c.out, "id:       %d\ntopic:    %s\nname:     %s\nmessage:  %s\nfailed:   %s\nerror:    %s\n",
 		d.ID, safe(d.Topic, false), safe(d.Name, false), safe(d.MessageID, false), timeOf(d.FailedAt), safe(d.Error, true))
@@ -111,7 +111,7 @@ func (c *cli) deadShow(ctx context.Context, args []string) error {
 	for _, k := range slices.Sorted(maps.Keys(d.Metadata)) {
 		fmt.Fprintf(c.out, "  %s: %s\n", safe(k, false), safe(d.Metadata[k], false))
 	}
-	_, err = fmt.Fprintf(c.out, "payload:\n%s\n", safe(string(d.Payload), true))
+	_, err = fmt.Fprintf(c.out, "payload:\n%s\n", safe(shownPayload(d), true))
 	return err
 }
 
@@ -123,12 +123,13 @@ type shownLetter struct {
 	PayloadText string `json:"payloadText,omitempty"`
 }
 
-// payloadText is p as text, or "" when p is not UTF-8.
-func payloadText(p []byte) string {
-	if !utf8.Valid(p) {
-		return ""
+// payloadText is d's payload as text: decoded when it is protobuf of a
+// registered type (see payload.go), or "" when it is not UTF-8.
+func payloadText(d fxoutbox.DeadLetter) string {
+	if text, decoded := decodedPayload(d); decoded || utf8.Valid(d.Payload) {
+		return text
 	}
-	return string(p)
+	return ""
 }
 
 func (c *cli) deadRepair(ctx context.Context, action string, args []string) error {

@@ -135,6 +135,11 @@ func (p *PubSub) Capabilities() fxbus.Capabilities {
 	}
 }
 
+// CloudEventsBinding is AMQP's protocol binding of CloudEvents: a route
+// with fxbus.CloudEvents writes its attributes as "cloudEvents:" headers
+// and datacontenttype as the message's content-type property.
+func (*PubSub) CloudEventsBinding() fxbus.CloudEventsBinding { return fxbus.CloudEventsAMQP }
+
 func (p *PubSub) topicRule() string {
 	return fmt.Sprintf("1 to %d bytes of letters, digits, '-', '_', '.' and ':' (an exchange name; its queue, topic_%s, has at most 255), not starting with \"amq.\"", 255-len(p.queueSuffix()), p.cfg.Group)
 }

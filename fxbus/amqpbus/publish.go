@@ -15,8 +15,16 @@ import (
 // marshaler writes and reads messages as watermill-amqp did: the payload
 // as the body, the metadata as headers, the id in the
 // _watermill_message_uuid header, persistent. Messages published by
-// earlier versions (on watermill-amqp) are read as they were.
-var marshaler = wamqp.DefaultMarshaler{}
+// earlier versions (on watermill-amqp) are read as they were. A
+// content-type metadata (a CloudEvent's datacontenttype, see
+// fxbus.CloudEventsAMQP) is the message's content-type property too.
+var marshaler = wamqp.DefaultMarshaler{PostprocessPublishing: func(p amqp.Publishing) amqp.Publishing {
+	p.ContentType, _ = p.Headers[contentTypeMetadata].(string)
+	return p
+}}
+
+// contentTypeMetadata is the metadata key of the AMQP content-type property.
+const contentTypeMetadata = "content-type"
 
 // publisher publishes on a pool of confirm-mode channels of a connection
 // of its own (a publisher that RabbitMQ slows down by flow control does

@@ -413,5 +413,8 @@ func decode(d amqp.Delivery) *message.Message {
 			msg.Metadata[k] = fmt.Sprint(v)
 		}
 	}
+	if _, ok := msg.Metadata[contentTypeMetadata]; !ok && d.ContentType != "" {
+		msg.Metadata[contentTypeMetadata] = d.ContentType // another client's, such as a CloudEvent's datacontenttype
+	}
 	return msg
 }

@@ -233,6 +233,12 @@ func (p *PubSub) Capabilities() fxbus.Capabilities {
 	}
 }
 
+// CloudEventsBinding is Kafka's protocol binding of CloudEvents: a route
+// with fxbus.CloudEvents writes its attributes as "ce_" headers,
+// datacontenttype as the content-type header, and its key (the
+// partitionkey attribute) is the record's key.
+func (*PubSub) CloudEventsBinding() fxbus.CloudEventsBinding { return fxbus.CloudEventsKafka }
+
 // TopicRule is Kafka's rule for topic names.
 const TopicRule = `letters, digits, ".", "_" and "-"; at most 249 characters; not "." or ".."`
 

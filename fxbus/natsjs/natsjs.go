@@ -232,6 +232,10 @@ func (p *PubSub) Capabilities() fxbus.Capabilities {
 	}
 }
 
+// CloudEventsBinding is NATS's protocol binding of CloudEvents: a route
+// with fxbus.CloudEvents writes its attributes as "ce-" headers.
+func (*PubSub) CloudEventsBinding() fxbus.CloudEventsBinding { return fxbus.CloudEventsNATS }
+
 // Close stops every subscription (each gives back, in stream order, what
 // it holds: a message whose handler still runs is given back too, and a
 // replica or the next start has it again), then closes the connection.
