@@ -47,7 +47,7 @@ type Bus struct {
 	settled     chan struct{}      // a message in flight was acknowledged or nacked
 
 	handled, deadLettered, redelivered, skipped atomic.Uint64
-	expired                                     atomic.Uint64 // of deadLettered: received after their deliver-by
+	expired                                     atomic.Uint64 // dead-lettered because received after their deliver-by; not in deadLettered
 	parkedMsgs                                  atomic.Uint64 // messages parked behind their key's dead letter
 	received, attempts                          atomic.Uint64 // messages, and attempts at them: the difference is retries
 }
@@ -87,9 +87,13 @@ func (b *Bus) Stats() Stats {
 	// invent one.
 	attempts := b.attempts.Load()
 	retried := attempts - min(b.received.Load(), attempts)
+	// Failures and expiries are counted apart, each once, so that
+	// DeadLettered-Expired (the failures) never goes down between two
+	// reads, as a monitoring counter must not.
+	failed, expired := b.deadLettered.Load(), b.expired.Load()
 	return Stats{
-		Handled: b.handled.Load(), Retried: retried, DeadLettered: b.deadLettered.Load(),
-		Expired: b.expired.Load(), Redelivered: b.redelivered.Load(), Skipped: b.skipped.Load(), Parked: b.parkedMsgs.Load(), InFlight: n,
+		Handled: b.handled.Load(), Retried: retried, DeadLettered: failed + expired,
+		Expired: expired, Redelivered: b.redelivered.Load(), Skipped: b.skipped.Load(), Parked: b.parkedMsgs.Load(), InFlight: n,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -89,7 +90,12 @@ func expiryOf(ctx context.Context) callExpiry {
 // An event handler's Emit does not see a context it made: the events of
 // a call are made into messages under the call's context. Give one event
 // of its own a deliver-by with [Expiring].
+//
+// A zero t gives no deliver-by: ctx is returned as it is.
 func WithDeliverBy(ctx context.Context, t time.Time) context.Context {
+	if t.IsZero() {
+		return ctx // not "before" every other time: it would erase one given earlier
+	}
 	x := expiryOf(ctx)
 	if x.by.IsZero() || t.Before(x.by) {
 		x.by = t
@@ -144,7 +150,7 @@ func (b *Bus) deliverBy(x *callExpiry, ev any, within time.Duration) time.Time {
 			by = t
 		}
 	}
-	if e, ok := ev.(Expiring); ok {
+	if e, ok := ev.(Expiring); ok && !isNilPointer(ev) {
 		earliest(e.DeliverBy())
 	}
 	if within > 0 || x.within > 0 {
@@ -205,4 +211,11 @@ func (b *Bus) deadLetterExpired(ts *topicSubs, msg *message.Message, err error) 
 		zap.String("topic", ts.topic), zap.String("deadLetter", ts.dead), zap.String("messageId", msg.UUID),
 		zap.String("deliverBy", msg.Metadata.Get(MetadataDeliverBy)))
 	return true
+}
+
+// isNilPointer reports whether v is a nil pointer, whose value-receiver
+// methods (such as an Expiring's DeliverBy) would panic.
+func isNilPointer(v any) bool {
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }

@@ -70,6 +70,7 @@ func TestDeliverByIsStamped(t *testing.T) {
 		fxbus.NewRoute[OrderPlaced]("quoted", fxbus.DeliverWithin(time.Minute)),
 		fxbus.NewRoute[OrderPlaced]("kept"),
 		fxbus.NewRoute[Quote]("quotes"),
+		fxbus.NewRoute[*Quote]("quote-pointers", fxbus.Name("QuotePointer")),
 	}, nil)
 	require.NoError(t, err)
 	byTopic := func(ctx context.Context, events ...any) map[string][]string {
@@ -102,6 +103,11 @@ func TestDeliverByIsStamped(t *testing.T) {
 		byTopic(fxbus.WithDeliverBy(ctx, now.Add(time.Second)), Quote{ID: 1, ValidUntil: now.Add(5 * time.Second)}),
 		"the call's earlier time beats the event's")
 	assert.Equal(t, ctx, fxbus.WithDeliverWithin(ctx, 0), "no duration, no change")
+	assert.Equal(t, map[string][]string{"quoted": {stamp(now.Add(time.Minute))}, "kept": {stamp(now.Add(time.Hour))}},
+		byTopic(fxbus.WithDeliverBy(fxbus.WithDeliverBy(ctx, now.Add(time.Hour)), time.Time{}), ev),
+		"a zero time gives none, and does not erase the one given before")
+	assert.Equal(t, map[string][]string{"quote-pointers": {""}}, byTopic(ctx, (*Quote)(nil)),
+		"a nil pointer of an Expiring type (a value-receiver DeliverBy) has no deliver-by, and does not panic")
 
 	_, err = fxbus.New(fxbus.Config{Publisher: goChannel(t)}, []fxbus.Routing{fxbus.NewRoute[OrderPlaced]("x", fxbus.DeliverWithin(0))}, nil)
 	assert.ErrorContains(t, err, "fxbus.Route[fxbus_test.OrderPlaced]: DeliverWithin must be positive: got 0s")
@@ -232,6 +238,10 @@ func TestExpiredMessageIsDeadLettered(t *testing.T) {
 	st := b.Stats()
 	assert.Equal(t, uint64(1), st.Expired)
 	assert.Equal(t, uint64(2), st.DeadLettered, "the expired one is among the dead-lettered")
+	// Counted once, apart from the failures: when one count held both and
+	// an expiry added to it and then to Expired, a Stats read between the
+	// two saw DeadLettered-Expired (otelops's dead_lettered) go down.
+	assert.Equal(t, uint64(1), fxbus.FailuresForTest(b), "the garbled one only")
 	assert.Zero(t, st.Retried, "neither is retried")
 
 	lines := logs.FilterMessage("message expired: dead-lettered unhandled").All()

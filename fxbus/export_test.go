@@ -23,3 +23,8 @@ func IsMalformed(err error) bool { return errors.As(err, new(*malformed)) }
 func OrderedSubscriber(sub message.Subscriber, limit int) message.Subscriber {
 	return subscriber{Subscriber: sub, limit: limit, inFlight: new(atomic.Int64), settled: make(chan struct{}, 1), inOrder: true}
 }
+
+// FailuresForTest is how many messages b dead-lettered for a failure, its
+// expired ones apart: the count Stats' DeadLettered-Expired must be read
+// from in one load, so that it never goes down between two reads.
+func FailuresForTest(b *Bus) uint64 { return b.deadLettered.Load() }

@@ -311,8 +311,10 @@ func (b *Bus) logDeadLetter(ts *topicSubs) message.HandlerMiddleware {
 				err = &redeliver{err: err}
 			}
 			if err != nil && !errors.As(err, new(*redeliver)) {
-				b.deadLettered.Add(1)
-				expired := b.deadLetterExpired(ts, msg, err)
+				expired := b.deadLetterExpired(ts, msg, err) // counts itself in expired
+				if !expired {
+					b.deadLettered.Add(1)
+				}
 				if rec := b.cfg.DeadLetters; rec != nil {
 					ctx := context.WithoutCancel(msg.Context())
 					record := func() error { return rec.RecordDeadLetter(ctx, ts.topic, msg, err) }
