@@ -40,8 +40,8 @@
 // or RelayConfig.ProgressRows, 1000 rows, whichever comes first; and when
 // it gives a lane back or stops), in one statement fenced by the lane's
 // lease, so that at low load its deletes do not add a commit, a WAL flush,
-// to each command's; it reads on after the rows it has published and not
-// deleted, and never sends them again itself. A kill sends again what the
+// to each command's; it skips the rows it has published and not deleted
+// when it reads a lane, and never sends them again itself. A kill sends again what the
 // relay had published and not deleted: per lane, at most ProgressRows +
 // BatchSize - 1 rows (1099 with the defaults), those published within the
 // last ProgressInterval (and the batch in hand). JetStream drops such
@@ -64,9 +64,8 @@
 // PostgreSQL BIGSERIAL, a MySQL or MariaDB AUTO_INCREMENT), not when they
 // commit, so two overlapping transactions can commit against their ids'
 // order: when the relay has already sent the row with the higher id, the
-// lower one follows it (once the relay's window is recorded, within
-// RelayConfig.ProgressInterval: until then it reads after the rows it
-// sent). Within one transaction, and between transactions
+// lower one follows it, in the relay's next pass, before any row
+// committed after it. Within one transaction, and between transactions
 // that do not overlap, the order is the emit order. SQLite runs one writer
 // at a time: there ids follow commits. Broker and connection failures are
 // retried with backoff while rows wait; only a failure that

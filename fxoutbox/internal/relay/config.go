@@ -24,8 +24,8 @@ type Config struct {
 	BatchSize int `json:"batchSize" yaml:"batchSize"`
 	// ProgressInterval is how long a lane's published rows may wait
 	// before the relay records its progress by deleting them: published
-	// rows are kept in memory (the relay reads on after the last of them,
-	// never sends them again itself) and deleted in one statement, fenced
+	// rows are kept in memory (the relay skips them when it reads the
+	// lane, and never sends them again itself) and deleted in one statement, fenced
 	// by the lane's lease, once the oldest has waited ProgressInterval or
 	// ProgressRows are waiting, when the relay gives the lane back or
 	// stops. One delete per window instead of one per batch: at low load
