@@ -129,6 +129,7 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxbus/internal/preset"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/fx"
+	"go.uber.org/zap"
 )
 
 // Config configures a PubSub. Group is required to subscribe.
@@ -147,6 +148,26 @@ type Config struct {
 	// MaxDeliver bounds how often JetStream delivers a message. Default
 	// unbounded (-1): fxbus dead-letters a message that keeps failing.
 	MaxDeliver int
+	// Lanes is how many lanes a topic's keyed messages are spread over,
+	// unless TopicLanes says otherwise: 1 by default (one lane, one
+	// consumer per group). With more, a key's messages go to its lane's
+	// subject (fxbus.LaneOf), and a subscription with fxbus.InOrder
+	// shares the lanes with the group's other replicas, one owner per
+	// lane at a time: a key's order holds across replicas (see the
+	// package doc). One figure per topic for every producer and consumer:
+	// Provision records it and refuses another.
+	Lanes int
+	// TopicLanes sets the number of lanes of some topics, by topic.
+	TopicLanes map[string]int
+	// Member names this process among its group's replicas, for the
+	// lanes' leases. Default a random name per PubSub.
+	Member string
+	// Lease is how long a replica's lanes stay its own after its last
+	// renewal (every Lease/6): a replica that dies leaves its lanes to
+	// the others within Lease and one renewal. Default 3s.
+	Lease time.Duration
+	// Logger logs what goes wrong with the lanes' leases. Default none.
+	Logger *zap.Logger
 }
 
 // PubSub publishes to and subscribes on NATS JetStream.
@@ -159,6 +180,7 @@ type PubSub struct {
 	streams map[string]string   // stream name → the topic CheckTopic let map to it
 	ready   map[string]struct{} // topics whose stream is known to exist
 	subs    map[*subscription]struct{}
+	sets    map[*laneSet]struct{}
 	closed  bool
 	closing chan struct{} // closed by Close
 }
@@ -197,6 +219,12 @@ func New(cfg Config) (*PubSub, error) {
 	if cfg.MaxDeliver == 0 {
 		cfg.MaxDeliver = -1
 	}
+	if err := checkLanes(&cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
 	conn, err := nats.Connect(cfg.URL, cfg.Options...)
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: NATS at %s cannot be reached: %w", cfg.URL, err)
@@ -213,7 +241,7 @@ func New(cfg Config) (*PubSub, error) {
 	return &PubSub{
 		cfg: cfg, conn: conn, js: js,
 		streams: map[string]string{}, ready: map[string]struct{}{},
-		subs: map[*subscription]struct{}{}, closing: make(chan struct{}),
+		subs: map[*subscription]struct{}{}, sets: map[*laneSet]struct{}{}, closing: make(chan struct{}),
 	}, nil
 }
 
@@ -246,13 +274,23 @@ func (p *PubSub) Close() error {
 	for s := range p.subs {
 		subs = append(subs, s)
 	}
+	sets := make([]*laneSet, 0, len(p.sets))
+	for ls := range p.sets {
+		sets = append(sets, ls)
+	}
 	p.mu.Unlock()
+	for _, ls := range sets {
+		ls.stop() // its lanes drained and given back, before the connection goes
+	}
 	for _, s := range subs {
 		s.stop()
 	}
 	close(p.closing)
 	for _, s := range subs {
 		s.goroutines.Wait()
+	}
+	for _, ls := range sets {
+		<-ls.ended
 	}
 	_ = p.conn.FlushTimeout(time.Second) // what was given back reaches the server
 	p.conn.Close()
