@@ -142,7 +142,7 @@ func TestADeadMembersLanesAreTakenAfterItsLease(t *testing.T) {
 	assert.True(t, g.members["c"].Held(some), "c holds its lane until Lease-Margin")
 	c.add(500 * time.Millisecond) // 2.5s
 	assert.False(t, g.members["c"].Held(some), "fenced: past Lease-Margin")
-	g.owns["c"] = map[int]bool{} // its effects are fenced: it consumes nothing that counts
+	g.owns["c"] = map[int]bool{}  // its effects are fenced: it consumes nothing that counts
 	c.add(600 * time.Millisecond) // 3.1s: the lease ended
 	g.step("a", "b")
 	g.step("a", "b")
