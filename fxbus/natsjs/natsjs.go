@@ -77,10 +77,10 @@
 //     same way, without InOrder (the bus gives the adapter its InFlight
 //     through SubscribeFlow; Subscribe alone holds up to 64).
 //
-// Several replicas that consume one topic share its consumer and split a
-// key's messages between them: order per key is not kept across them
-// (give each key to one consuming process, or run one at a time: stop
-// the old process before the new one starts). Every message is still
+// Several replicas that consume one topic of one lane share its
+// consumer and split a key's messages between them: order per key is not
+// kept across them (give the topic lanes, see below, or run one at a
+// time: stop the old process before the new one starts). Every message is still
 // handled, at least once. A subscription never remakes the consumer
 // under another process that consumes from it: each subscription answers
 // on a presence subject of its group and topic until it has given back
@@ -103,6 +103,27 @@
 // message it gave back can reach the other process after its key's next
 // one. A restart of the one consuming process is not affected (the
 // consumer is remade from its ack floor).
+//
+// # Lanes: order per key across replicas
+//
+// With Config.Lanes (or TopicLanes) above 1, a keyed message goes to its
+// lane's subject, "<topic>._lane.<n>" (fxbus.LaneOf; lane 0 is the topic
+// itself), and a subscription with fxbus.InOrder shares the topic's
+// lanes with its group's replicas: each lane is owned by one replica at
+// a time, under a lease in the key-value bucket fxcqrs_ownership
+// (Config.Lease, 3s, renewed every Lease/6), and consumed through a
+// durable consumer of its own, "<group>_lane<n>", filtered on the lane's
+// subject. A replica that takes a lane remakes its consumer from its ack
+// floor + 1, so that what the previous owner held comes first; one that
+// gives a lane up (another replica joined, or it stops) drains it and
+// gives back what it held before it gives back the lease; one that dies
+// loses its lanes when their leases run out, to the others' next step.
+// Past Lease less a quarter without a renewal, a replica sends no more
+// acknowledgements of the lane and the inbox refuses its handlers'
+// effects (fxbus.Fenced). Each lane holds up to InFlight/Lanes messages.
+// The number of lanes is recorded in the key-value bucket fxcqrs_lanes
+// when the topic is provisioned, and a process configured with another
+// fails at start. See docs/replicas.md.
 //
 // # Upgrading
 //
