@@ -24,20 +24,21 @@ import (
 // subscription of its own on the lane's consumer, all handing over to one
 // channel.
 type laneSet struct {
-	p      *PubSub
-	ctx    context.Context
-	topic  string
-	flow   fxbus.Flow // per lane
-	lanes  int
-	co     *ownership.Coordinator
-	out    chan *message.Message
-	stopC  chan struct{}
-	once   sync.Once
-	ended  chan struct{}
-	given  chan int // a lane given up and drained: release its lease
-	epochs map[int]uint64
-	subs   map[int]*subscription // the lanes consumed
-	giving map[int]bool          // being drained, to be released
+	p        *PubSub
+	ctx      context.Context
+	topic    string
+	flow     fxbus.Flow // per lane
+	lanes    int
+	co       *ownership.Coordinator
+	out      chan *message.Message
+	stopC    chan struct{}
+	once     sync.Once
+	ended    chan struct{}
+	given    chan int // a lane given up and drained: release its lease
+	epochs   map[int]uint64
+	subs     map[int]*subscription // the lanes consumed
+	giving   map[int]bool          // being drained, to be released
+	stopping map[int]*subscription // fenced, still settling: not consumed again until they end
 }
 
 // laneConsumer is the durable consumer of group's lane n.
@@ -65,7 +66,7 @@ func (p *PubSub) subscribeLanes(ctx context.Context, topic string, flow fxbus.Fl
 		p: p, ctx: ctx, topic: topic, flow: flow, lanes: lanes, co: co,
 		out: make(chan *message.Message), stopC: make(chan struct{}), ended: make(chan struct{}),
 		given: make(chan int, lanes), epochs: map[int]uint64{},
-		subs: map[int]*subscription{}, giving: map[int]bool{},
+		subs: map[int]*subscription{}, giving: map[int]bool{}, stopping: map[int]*subscription{},
 	}
 	p.mu.Lock()
 	if p.closed {
@@ -139,12 +140,19 @@ func (ls *laneSet) step() {
 			ls.given <- n
 		}()
 	}
+	for n, s := range ls.stopping {
+		select {
+		case <-s.done:
+			delete(ls.stopping, n)
+		default:
+		}
+	}
 	for n, epoch := range ls.epochs {
 		switch s := ls.subs[n]; {
 		case ls.giving[n]:
 		case s != nil && !ls.co.Held(n):
 			ls.fence(n) // the lease ran out unrenewed: consumed again once renewed
-		case s == nil && ls.co.Held(n):
+		case s == nil && ls.co.Held(n) && ls.stopping[n] == nil:
 			if err := ls.start(n, epoch); err != nil {
 				ls.p.cfg.Logger.Warn("natsjs: a lane taken cannot be consumed yet; tried again at the next step", zap.String("topic", ls.topic), zap.Int("lane", n), zap.Error(err))
 			}
@@ -182,7 +190,12 @@ func (ls *laneSet) fence(n int) {
 	s.mu.Lock()
 	s.gen++
 	s.mu.Unlock()
-	s.stop()
+	s.goroutines.Add(1)
+	go func() { // its drain may wait on the server: the other lanes' leases must not
+		defer s.goroutines.Done()
+		s.stop()
+	}()
+	ls.stopping[n] = s
 }
 
 // release gives lane n's lease back, drained.
@@ -202,6 +215,9 @@ func (ls *laneSet) leave() {
 	subs := make([]*subscription, 0, len(ls.subs))
 	for _, s := range ls.subs {
 		s.stop()
+		subs = append(subs, s)
+	}
+	for _, s := range ls.stopping {
 		subs = append(subs, s)
 	}
 	for _, s := range subs {
