@@ -20,16 +20,20 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/natsjs"
+	"github.com/fxcqrs/fxcqrs/fxbus/redisbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 )
 
-// Order per key across consumer replicas on NATS JetStream (issue 47):
+// Order per key across consumer replicas on NATS JetStream and Redis
+// Streams (issue 47):
 // three consumer processes share a topic of eight lanes (natsjs
-// Config.TopicLanes, fxbus.InOrder, the inbox, the outbox's parking)
+// or redisbus Config.TopicLanes, fxbus.InOrder, the inbox, the outbox's
+// parking)
 // while the parent publishes keyed messages without pause. At seeded
 // moments the replica that owns the poison key's lane is SIGKILLed once
 // the key is parked, and started again; another stops cleanly (SIGTERM).
@@ -55,7 +59,7 @@ type replicaProcess struct {
 
 func startReplicaProcess(t *testing.T, name string, env map[string]string) *replicaProcess {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestNATSReplicaChild$", "-test.v")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestReplicaChild$", "-test.v")
 	cmd.Env = append(os.Environ(), "FXCQRS_REPLICA_NAME="+name)
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -80,13 +84,49 @@ func TestNATSLanesAcrossReplicaProcesses(t *testing.T) {
 	}
 	t.Parallel()
 	addr := natsAddr(t)
-	d := openDatabase(t, fxoutbox.PostgreSQL)
-	_, err := d.DB.Exec("CREATE TABLE handled (n BIGSERIAL PRIMARY KEY, k TEXT NOT NULL, seq INT NOT NULL, replica TEXT NOT NULL)")
-	require.NoError(t, err)
 	topic := fmt.Sprintf("replicas_%d", rand.Uint32())
 	dropStreamAtCleanup(t, addr, topic)
 	dropStreamAtCleanup(t, addr, topic+"_poison")
 	ps, err := natsjs.New(natsjs.Config{URL: addr, TopicLanes: map[string]int{topic: replicaLanes}})
+	require.NoError(t, err)
+	replicasAcrossProcesses(t, "nats", addr, topic, ps)
+}
+
+// TestRedisLanesAcrossReplicaProcesses is the replica test on Redis
+// Streams (redisbus with TopicLanes).
+func TestRedisLanesAcrossReplicaProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the replica test kills processes; not with -short")
+	}
+	t.Parallel()
+	addr := env("FXCQRS_REDIS_ADDR", "127.0.0.1:6379")
+	reachable(t, "FXCQRS_REDIS_ADDR", addr)
+	topic := fmt.Sprintf("replicas_%d", rand.Uint32())
+	t.Cleanup(func() {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		defer c.Close()
+		keys := []string{topic, topic + "_poison", "fxcqrs:lanes:" + topic, "fxcqrs:lanes:" + topic + "_poison", "fxcqrs:own:" + topic + ":replicas"}
+		for n := 1; n < replicaLanes; n++ {
+			keys = append(keys, fmt.Sprintf("%s._lane.%d", topic, n))
+		}
+		_ = c.Del(context.Background(), keys...).Err()
+	})
+	ps, err := redisbus.New(redisbus.Config{Addr: addr, TopicLanes: map[string]int{topic: replicaLanes}})
+	require.NoError(t, err)
+	replicasAcrossProcesses(t, "redis", addr, topic, ps)
+}
+
+// producer is a broker preset, as the replica test's parent publishes.
+type producer interface {
+	message.Publisher
+	Provision(ctx context.Context, topics ...string) error
+}
+
+// replicasAcrossProcesses is the replica test on broker ("nats" or
+// "redis") at addr, topic provisioned and published to by ps.
+func replicasAcrossProcesses(t *testing.T, broker, addr, topic string, ps producer) {
+	d := openDatabase(t, fxoutbox.PostgreSQL)
+	_, err := d.DB.Exec("CREATE TABLE handled (n BIGSERIAL PRIMARY KEY, k TEXT NOT NULL, seq INT NOT NULL, replica TEXT NOT NULL)")
 	require.NoError(t, err)
 	defer func() { require.NoError(t, ps.Close()) }()
 	require.NoError(t, ps.Provision(context.Background(), topic))
@@ -132,6 +172,7 @@ func TestNATSLanesAcrossReplicaProcesses(t *testing.T) {
 
 	env := map[string]string{
 		"FXCQRS_REPLICA_DSN": d.DSN, "FXCQRS_REPLICA_ADDR": addr, "FXCQRS_REPLICA_TOPIC": topic,
+		"FXCQRS_REPLICA_BROKER": broker,
 	}
 	replicas := map[string]*replicaProcess{}
 	for _, name := range []string{"r1", "r2", "r3"} {
@@ -278,8 +319,8 @@ func TestNATSLanesAcrossReplicaProcesses(t *testing.T) {
 		}
 	}
 	c := counts()
-	t.Logf("%d messages over %d keys and the poison key (%d of it parked); handled by r1 %d, r2 %d, r3 %d, %s %d; %s SIGKILLed (it had the poison key's lane), its keys handled by the others %v after; %s stopped cleanly; %d wrong-order pairs, %d lost, %d twice",
-		total+last[poisonKey], replicaKeys, parked(), c["r1"], c["r2"], c["r3"], restarted, c[restarted], victim, takeover.Round(time.Millisecond), stopped, wrong, lost, twice)
+	t.Logf("%s: %d messages over %d keys and the poison key (%d of it parked); handled by r1 %d, r2 %d, r3 %d, %s %d; %s SIGKILLed (it had the poison key's lane), its keys handled by the others %v after; %s stopped cleanly; %d wrong-order pairs, %d lost, %d twice",
+		broker, total+last[poisonKey], replicaKeys, parked(), c["r1"], c["r2"], c["r3"], restarted, c[restarted], victim, takeover.Round(time.Millisecond), stopped, wrong, lost, twice)
 	assert.Zero(t, wrong, "wrong-order pairs of a key's handled effects")
 	assert.Zero(t, lost, "messages never handled")
 	assert.Zero(t, twice, "messages handled twice")
@@ -305,13 +346,13 @@ func waitLong(t testing.TB, cond func() bool) {
 	}
 }
 
-// TestNATSReplicaChild is a consumer replica of
-// TestNATSLanesAcrossReplicaProcesses; it does nothing unless that test
-// started it. It consumes until SIGTERM, then stops cleanly.
-func TestNATSReplicaChild(t *testing.T) {
+// TestReplicaChild is a consumer replica of the replica tests
+// (FXCQRS_REPLICA_BROKER says which broker); it does nothing unless one
+// of them started it. It consumes until SIGTERM, then stops cleanly.
+func TestReplicaChild(t *testing.T) {
 	name := os.Getenv("FXCQRS_REPLICA_NAME")
 	if name == "" {
-		t.Skip("started by TestNATSLanesAcrossReplicaProcesses only")
+		t.Skip("started by the replica tests only")
 	}
 	db, err := sql.Open("pgx", os.Getenv("FXCQRS_REPLICA_DSN"))
 	require.NoError(t, err)
@@ -321,10 +362,21 @@ func TestNATSReplicaChild(t *testing.T) {
 	if os.Getenv("DEBUGX") != "" {
 		log, _ = zap.NewDevelopment()
 	}
-	ps, err := natsjs.New(natsjs.Config{
-		URL: os.Getenv("FXCQRS_REPLICA_ADDR"), Group: "replicas", AckWait: 30 * time.Second,
-		TopicLanes: map[string]int{topic: replicaLanes}, Member: name, Logger: log,
-	})
+	var ps interface {
+		message.Publisher
+		message.Subscriber
+	}
+	if os.Getenv("FXCQRS_REPLICA_BROKER") == "redis" {
+		ps, err = redisbus.New(redisbus.Config{
+			Addr: os.Getenv("FXCQRS_REPLICA_ADDR"), Group: "replicas", Consumer: name,
+			TopicLanes: map[string]int{topic: replicaLanes}, Logger: log,
+		})
+	} else {
+		ps, err = natsjs.New(natsjs.Config{
+			URL: os.Getenv("FXCQRS_REPLICA_ADDR"), Group: "replicas", AckWait: 30 * time.Second,
+			TopicLanes: map[string]int{topic: replicaLanes}, Member: name, Logger: log,
+		})
+	}
 	require.NoError(t, err)
 	terminated := make(chan os.Signal, 1)
 	signal.Notify(terminated, syscall.SIGTERM)
