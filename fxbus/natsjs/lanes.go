@@ -93,13 +93,33 @@ func (p *PubSub) bucket(name string) (nats.KeyValue, error) {
 // checkRecordedLanes records topic's number of lanes, or refuses a number
 // that differs from the one recorded: every producer and consumer of a
 // topic must put a key in the same lane.
+//
+// A topic of one lane (the default) is not recorded, only checked against
+// a record, so that a service that does not use lanes makes no bucket.
 func (p *PubSub) checkRecordedLanes(topic string) error {
+	n := p.lanesOf(topic)
+	name := streamName(topic)
+	if n == 1 {
+		kv, err := p.js.KeyValue(lanesBucket)
+		if errors.Is(err, nats.ErrBucketNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("natsjs: key-value bucket %s: %w", lanesBucket, err)
+		}
+		e, err := kv.Get(name)
+		if errors.Is(err, nats.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("natsjs: the lanes of %s: %w", topic, err)
+		}
+		return p.sameLanes(topic, string(e.Value()), n)
+	}
 	kv, err := p.bucket(lanesBucket)
 	if err != nil {
 		return err
 	}
-	n := p.lanesOf(topic)
-	name := streamName(topic)
 	_, err = kv.Create(name, []byte(strconv.Itoa(n)))
 	if !errors.Is(err, nats.ErrKeyExists) {
 		if err != nil {
@@ -111,9 +131,15 @@ func (p *PubSub) checkRecordedLanes(topic string) error {
 	if err != nil {
 		return fmt.Errorf("natsjs: the lanes of %s: %w", topic, err)
 	}
-	if recorded, _ := strconv.Atoi(string(e.Value())); recorded != n {
+	return p.sameLanes(topic, string(e.Value()), n)
+}
+
+// sameLanes refuses n lanes for topic when recorded says otherwise.
+func (p *PubSub) sameLanes(topic, recorded string, n int) error {
+	name := streamName(topic)
+	if r, _ := strconv.Atoi(recorded); r != n {
 		return fmt.Errorf("natsjs: topic %s has %s lanes (recorded in the key-value bucket %s), and this process is configured with %d (Config.Lanes, Config.TopicLanes): every producer and consumer of a topic must use one figure; to change it, drain the topic (stop its producers, let its consumers finish), then delete the record (nats kv del %s %s) and start with the new figure",
-			topic, e.Value(), lanesBucket, n, lanesBucket, name)
+			topic, recorded, lanesBucket, n, lanesBucket, name)
 	}
 	return nil
 }

@@ -244,4 +244,10 @@ func TestAnotherNumberOfLanesIsRefused(t *testing.T) {
 	assert.Contains(t, err.Error(), "configured with 4")
 	_, err = four.SubscribeFlow(context.Background(), tp, fxbus.Flow{InFlight: 1, InOrder: true})
 	assert.Error(t, err, "nor does it consume")
+	one, err := natsjs.New(natsjs.Config{URL: addr, Group: "svc"}) // one lane: not recorded, but checked
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, one.Close()) })
+	err = one.Provision(context.Background(), tp)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "configured with 1")
 }

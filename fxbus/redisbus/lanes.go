@@ -69,8 +69,23 @@ func lanesKey(topic string) string { return "fxcqrs:lanes:" + topic }
 
 // checkRecordedLanes records topic's number of lanes, or refuses a number
 // that differs from the one recorded.
+//
+// A topic of one lane (the default) is not recorded, only checked against
+// a record.
 func (p *PubSub) checkRecordedLanes(ctx context.Context, topic string) error {
 	n := p.lanesOf(topic)
+	if n == 1 {
+		recorded, err := p.client.Get(ctx, lanesKey(topic)).Int()
+		switch {
+		case errors.Is(err, redis.Nil):
+			return nil
+		case err != nil:
+			return fmt.Errorf("redisbus: the lanes of %s: %w", topic, err)
+		case recorded != n:
+			return lanesMismatch(topic, recorded, n)
+		}
+		return nil
+	}
 	ok, err := p.client.SetNX(ctx, lanesKey(topic), n, 0).Result()
 	if err != nil {
 		return fmt.Errorf("redisbus: record the lanes of %s: %w", topic, err)
@@ -83,10 +98,14 @@ func (p *PubSub) checkRecordedLanes(ctx context.Context, topic string) error {
 		return fmt.Errorf("redisbus: the lanes of %s: %w", topic, err)
 	}
 	if recorded != n {
-		return fmt.Errorf("redisbus: topic %s has %d lanes (recorded under the key %s), and this process is configured with %d (Config.Lanes, Config.TopicLanes): every producer and consumer of a topic must use one figure; to change it, drain the topic (stop its producers, let its consumers finish), then delete the key and start with the new figure",
-			topic, recorded, lanesKey(topic), n)
+		return lanesMismatch(topic, recorded, n)
 	}
 	return nil
+}
+
+func lanesMismatch(topic string, recorded, n int) error {
+	return fmt.Errorf("redisbus: topic %s has %d lanes (recorded under the key %s), and this process is configured with %d (Config.Lanes, Config.TopicLanes): every producer and consumer of a topic must use one figure; to change it, drain the topic (stop its producers, let its consumers finish), then delete the key and start with the new figure",
+		topic, recorded, lanesKey(topic), n)
 }
 
 // leaseStore is the ownership store of a Group's lanes of a topic: a

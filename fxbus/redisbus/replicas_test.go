@@ -249,6 +249,12 @@ func TestAnotherNumberOfLanesIsRefused(t *testing.T) {
 	assert.Contains(t, err.Error(), "has 8 lanes")
 	_, err = four.SubscribeFlow(context.Background(), tp, fxbus.Flow{InFlight: 1, InOrder: true})
 	assert.Error(t, err, "nor does it consume")
+	one, err := redisbus.New(redisbus.Config{Addr: addr, Group: "svc"}) // one lane: not recorded, but checked
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, one.Close()) })
+	err = one.Provision(context.Background(), tp)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "configured with 1")
 }
 
 // eventually waits, up to a minute, for cond.
