@@ -267,7 +267,8 @@ func New(cfg Config) (*PubSub, error) {
 }
 
 // Capabilities states what the PubSub does: a key's order through a
-// nack, a redelivery and a restart (one consuming process at a time),
+// nack, a redelivery and a restart (one consuming process at a time, or
+// with Config.Lanes one replica per lane at a time),
 // parallel consumption, the largest payload (the server's max_payload
 // less an allowance for headers: 1 MiB less 8 KiB on a default server)
 // and the topic rule (see CheckTopic).

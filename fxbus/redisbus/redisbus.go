@@ -157,8 +157,9 @@ const topicRule = "1 to 1024 bytes, no spaces or control characters (a stream's 
 
 // Capabilities states what Redis Streams give: a stream's order, kept
 // per key under InOrder through nacks and restarts of a consumer (its
-// pending entries come back first), InFlight entries at once, and the
-// largest payload.
+// pending entries come back first; with Config.Lanes, across replicas,
+// one per lane at a time), InFlight entries at once, and the largest
+// payload.
 func (p *PubSub) Capabilities() fxbus.Capabilities {
 	return fxbus.Capabilities{
 		Name:        "redis-streams",
