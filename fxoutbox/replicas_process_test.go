@@ -51,10 +51,11 @@ const (
 
 // replicaProcess is a consumer replica the test started.
 type replicaProcess struct {
-	name string
-	cmd  *exec.Cmd
-	out  *bytes.Buffer
-	done chan error
+	name   string
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	exited chan struct{} // closed once it has exited, err set
+	err    error
 }
 
 func startReplicaProcess(t *testing.T, name string, env map[string]string) *replicaProcess {
@@ -64,18 +65,27 @@ func startReplicaProcess(t *testing.T, name string, env map[string]string) *repl
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	p := &replicaProcess{name: name, cmd: cmd, out: &bytes.Buffer{}, done: make(chan error, 1)}
+	p := &replicaProcess{name: name, cmd: cmd, out: &bytes.Buffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	require.NoError(t, cmd.Start())
-	go func() { p.done <- cmd.Wait() }()
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-p.done
+		<-p.exited
 		if t.Failed() {
 			t.Logf("replica %s:\n%s", name, p.out.String())
 		}
 	})
 	return p
+}
+
+// wait waits for p's exit and returns how it ended.
+func (p *replicaProcess) wait() error {
+	<-p.exited
+	return p.err
 }
 
 func TestNATSLanesAcrossReplicaProcesses(t *testing.T) {
@@ -230,8 +240,7 @@ func replicasAcrossProcesses(t *testing.T, broker, addr, topic string, ps produc
 	}
 	killed := time.Now()
 	require.NoError(t, replicas[victim].cmd.Process.Signal(syscall.SIGKILL))
-	<-replicas[victim].done
-	replicas[victim].done <- nil // for its clean-up
+	_ = replicas[victim].wait()
 	waitLong(t, func() bool {
 		for _, k := range victimKeys {
 			var n int
@@ -255,8 +264,7 @@ func replicasAcrossProcesses(t *testing.T, broker, addr, topic string, ps produc
 		}
 	}
 	require.NoError(t, replicas[stopped].cmd.Process.Signal(syscall.SIGTERM))
-	require.NoError(t, <-replicas[stopped].done, "a clean stop")
-	replicas[stopped].done <- nil
+	require.NoError(t, replicas[stopped].wait(), "a clean stop of %s", stopped)
 
 	time.Sleep(time.Duration(500+rnd.IntN(1000)) * time.Millisecond) // a seeded moment
 	stopProducer()
@@ -279,8 +287,7 @@ func replicasAcrossProcesses(t *testing.T, broker, addr, topic string, ps produc
 	for name, p := range replicas {
 		if name != victim && name != stopped {
 			require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-			require.NoError(t, <-p.done, "a clean stop of %s", name)
-			p.done <- nil
+			require.NoError(t, p.wait(), "a clean stop of %s", name)
 		}
 	}
 
