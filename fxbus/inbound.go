@@ -104,7 +104,7 @@ func (b *Bus) handler(ts *topicSubs, m *fxcqrs.Mediator) message.NoPublishHandle
 		case err == nil:
 			b.handled.Add(1)
 			return nil
-		case errors.Is(err, fxcqrs.ErrStopped), ctx.Err() != nil:
+		case errors.Is(err, fxcqrs.ErrStopped), errors.Is(err, ErrFenced), ctx.Err() != nil:
 			b.redelivered.Add(1)
 			return &redeliver{err: err}
 		}

@@ -87,6 +87,37 @@ type Parking interface {
 type parkedKeys struct {
 	mu   sync.Mutex
 	keys map[string]struct{}
+
+	// Across replicas (an adapter that shares lanes): the epoch of each
+	// lane's lease whose parked keys were read; a message of a lane taken
+	// since reads them again, so that a key another replica parked is
+	// parked here too.
+	reload sync.Mutex
+	epochs map[int]uint64
+}
+
+// laneTaken reads the parked keys of ts's topic again when l is the first
+// message seen of its lane under its lease's epoch: the lane came from
+// another replica, which may have parked some of its keys. A key parked
+// here stays parked (its release goes through Admit).
+func (b *Bus) laneTaken(ctx context.Context, ts *topicSubs, p Parking, l LaneLease) error {
+	ts.parked.reload.Lock()
+	defer ts.parked.reload.Unlock()
+	if e, ok := ts.parked.epochs[l.Lane]; ok && e == l.Epoch {
+		return nil
+	}
+	keys, err := p.ParkedKeys(ctx, ts.topic)
+	if err != nil {
+		return fmt.Errorf("fxbus: the parked keys of %s, lane %d taken over: %w", ts.topic, l.Lane, err)
+	}
+	for _, k := range keys {
+		ts.parked.set(k, true)
+	}
+	if ts.parked.epochs == nil {
+		ts.parked.epochs = map[int]uint64{}
+	}
+	ts.parked.epochs[l.Lane] = l.Epoch
+	return nil
 }
 
 func (p *parkedKeys) has(key string) bool {
@@ -144,6 +175,11 @@ func (b *Bus) park(ts *topicSubs, p Parking) message.HandlerMiddleware {
 			key := msg.Metadata.Get(MetadataKey)
 			if key == "" {
 				return h(msg)
+			}
+			if l, ok := LaneLeaseOf(msg.Context()); ok {
+				if err := b.laneTaken(context.WithoutCancel(msg.Context()), ts, p, l); err != nil {
+					return nil, &redeliver{err}
+				}
 			}
 			adm := AdmitFree
 			if ts.parked.has(key) {

@@ -1,16 +1,31 @@
 package fxoutbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/fxbus"
 )
 
 // The check that the inbox can tell a service's handlers apart (its
-// records' clean-up is upkeep's InboxCleaner).
+// records' clean-up is upkeep's InboxCleaner), and the lane's fence.
+
+// fenced refuses to commit an inbound handler's inbox record and effects
+// once its message's lane is no longer this replica's (an adapter that
+// shares lanes among replicas, fxbus.LaneLease): a replica that stalled
+// past its lease rolls back instead of committing beside the lane's new
+// owner, and the bus gives the message back (fxbus.ErrFenced). Checked
+// right before the commit, by the lease's clock and its margin.
+func fenced(ctx context.Context) error {
+	if err := fxbus.Fenced(ctx); err != nil {
+		return fmt.Errorf("fxoutbox: inbox of message %s: %w", fxbus.MessageID(ctx), err)
+	}
+	return nil
+}
 
 // checkInboxNames refuses two handlers of one event that the inbox would
 // take for one: it knows a handler by its type's name, so that the second

@@ -158,6 +158,9 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 	if err == nil {
 		err = u.write(ctx, un)
 	}
+	if err == nil && inbound {
+		err = fenced(ctx)
+	}
 	if err != nil {
 		return out, errors.Join(err, schema.Rollback(tx))
 	}

@@ -77,10 +77,10 @@
 //     same way, without InOrder (the bus gives the adapter its InFlight
 //     through SubscribeFlow; Subscribe alone holds up to 64).
 //
-// Several replicas that consume one topic share its consumer and split a
-// key's messages between them: order per key is not kept across them
-// (give each key to one consuming process, or run one at a time: stop
-// the old process before the new one starts). Every message is still
+// Several replicas that consume one topic of one lane share its
+// consumer and split a key's messages between them: order per key is not
+// kept across them (give the topic lanes, see below, or run one at a
+// time: stop the old process before the new one starts). Every message is still
 // handled, at least once. A subscription never remakes the consumer
 // under another process that consumes from it: each subscription answers
 // on a presence subject of its group and topic until it has given back
@@ -103,6 +103,27 @@
 // message it gave back can reach the other process after its key's next
 // one. A restart of the one consuming process is not affected (the
 // consumer is remade from its ack floor).
+//
+// # Lanes: order per key across replicas
+//
+// With Config.Lanes (or TopicLanes) above 1, a keyed message goes to its
+// lane's subject, "<topic>._lane.<n>" (fxbus.LaneOf; lane 0 is the topic
+// itself), and a subscription with fxbus.InOrder shares the topic's
+// lanes with its group's replicas: each lane is owned by one replica at
+// a time, under a lease in the key-value bucket fxcqrs_ownership
+// (Config.Lease, 3s, renewed every Lease/6), and consumed through a
+// durable consumer of its own, "<group>_lane<n>", filtered on the lane's
+// subject. A replica that takes a lane remakes its consumer from its ack
+// floor + 1, so that what the previous owner held comes first; one that
+// gives a lane up (another replica joined, or it stops) drains it and
+// gives back what it held before it gives back the lease; one that dies
+// loses its lanes when their leases run out, to the others' next step.
+// Past Lease less a quarter without a renewal, a replica sends no more
+// acknowledgements of the lane and the inbox refuses its handlers'
+// effects (fxbus.Fenced). Each lane holds up to InFlight/Lanes messages.
+// The number of lanes is recorded in the key-value bucket fxcqrs_lanes
+// when the topic is provisioned, and a process configured with another
+// fails at start. See docs/replicas.md.
 //
 // # Upgrading
 //
@@ -129,6 +150,7 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxbus/internal/preset"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/fx"
+	"go.uber.org/zap"
 )
 
 // Config configures a PubSub. Group is required to subscribe.
@@ -147,6 +169,26 @@ type Config struct {
 	// MaxDeliver bounds how often JetStream delivers a message. Default
 	// unbounded (-1): fxbus dead-letters a message that keeps failing.
 	MaxDeliver int
+	// Lanes is how many lanes a topic's keyed messages are spread over,
+	// unless TopicLanes says otherwise: 1 by default (one lane, one
+	// consumer per group). With more, a key's messages go to its lane's
+	// subject (fxbus.LaneOf), and a subscription with fxbus.InOrder
+	// shares the lanes with the group's other replicas, one owner per
+	// lane at a time: a key's order holds across replicas (see the
+	// package doc). One figure per topic for every producer and consumer:
+	// Provision records it and refuses another.
+	Lanes int
+	// TopicLanes sets the number of lanes of some topics, by topic.
+	TopicLanes map[string]int
+	// Member names this process among its group's replicas, for the
+	// lanes' leases. Default a random name per PubSub.
+	Member string
+	// Lease is how long a replica's lanes stay its own after its last
+	// renewal (every Lease/6): a replica that dies leaves its lanes to
+	// the others within Lease and one renewal. Default 3s.
+	Lease time.Duration
+	// Logger logs what goes wrong with the lanes' leases. Default none.
+	Logger *zap.Logger
 }
 
 // PubSub publishes to and subscribes on NATS JetStream.
@@ -159,6 +201,7 @@ type PubSub struct {
 	streams map[string]string   // stream name → the topic CheckTopic let map to it
 	ready   map[string]struct{} // topics whose stream is known to exist
 	subs    map[*subscription]struct{}
+	sets    map[*laneSet]struct{}
 	closed  bool
 	closing chan struct{} // closed by Close
 }
@@ -197,6 +240,12 @@ func New(cfg Config) (*PubSub, error) {
 	if cfg.MaxDeliver == 0 {
 		cfg.MaxDeliver = -1
 	}
+	if err := checkLanes(&cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
 	conn, err := nats.Connect(cfg.URL, cfg.Options...)
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: NATS at %s cannot be reached: %w", cfg.URL, err)
@@ -213,12 +262,13 @@ func New(cfg Config) (*PubSub, error) {
 	return &PubSub{
 		cfg: cfg, conn: conn, js: js,
 		streams: map[string]string{}, ready: map[string]struct{}{},
-		subs: map[*subscription]struct{}{}, closing: make(chan struct{}),
+		subs: map[*subscription]struct{}{}, sets: map[*laneSet]struct{}{}, closing: make(chan struct{}),
 	}, nil
 }
 
 // Capabilities states what the PubSub does: a key's order through a
-// nack, a redelivery and a restart (one consuming process at a time),
+// nack, a redelivery and a restart (one consuming process at a time, or
+// with Config.Lanes one replica per lane at a time),
 // parallel consumption, the largest payload (the server's max_payload
 // less an allowance for headers: 1 MiB less 8 KiB on a default server)
 // and the topic rule (see CheckTopic).
@@ -250,13 +300,23 @@ func (p *PubSub) Close() error {
 	for s := range p.subs {
 		subs = append(subs, s)
 	}
+	sets := make([]*laneSet, 0, len(p.sets))
+	for ls := range p.sets {
+		sets = append(sets, ls)
+	}
 	p.mu.Unlock()
+	for _, ls := range sets {
+		ls.stop() // its lanes drained and given back, before the connection goes
+	}
 	for _, s := range subs {
 		s.stop()
 	}
 	close(p.closing)
 	for _, s := range subs {
 		s.goroutines.Wait()
+	}
+	for _, ls := range sets {
+		<-ls.ended
 	}
 	_ = p.conn.FlushTimeout(time.Second) // what was given back reaches the server
 	p.conn.Close()

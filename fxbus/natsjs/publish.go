@@ -30,7 +30,7 @@ func (p *PubSub) Publish(topic string, msgs ...*message.Message) error {
 		return err
 	}
 	for _, msg := range msgs {
-		if _, err := p.js.PublishMsg(natsMsg(topic, msg)); err != nil {
+		if _, err := p.js.PublishMsg(natsMsg(p.subject(topic, msg), msg)); err != nil {
 			return fmt.Errorf("natsjs: publish to %s: %w", topic, err)
 		}
 	}
@@ -102,7 +102,7 @@ func (p *PubSub) publishAsync(topic string, msgs []*message.Message) (int, error
 	futures := make([]nats.PubAckFuture, 0, len(msgs))
 	var sendErr error
 	for _, msg := range msgs {
-		f, err := p.js.PublishMsgAsync(natsMsg(topic, msg))
+		f, err := p.js.PublishMsgAsync(natsMsg(p.subject(topic, msg), msg))
 		if err != nil {
 			sendErr = err
 			break

@@ -61,28 +61,55 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	if err := p.ensureStream(ctx, topic, true); err != nil {
 		return nil, err
 	}
+	if flow.InOrder && p.lanesOf(topic) > 1 {
+		return p.subscribeLanes(ctx, topic, flow)
+	}
 	if _, err := p.ensureConsumer(topic); err != nil {
 		return nil, err
 	}
+	s, err := p.startSubscription(ctx, topic, flow, p.cfg.Group, nil)
+	if err != nil {
+		return nil, err
+	}
+	return s.out, nil
+}
+
+// laneOf is what a subscription of one lane, among a lane set's, has of
+// it: the set's channel, and the lane's lease.
+type laneOf struct {
+	out   chan *message.Message // the set's: the subscription does not close it
+	lease fxbus.LaneLease
+	ctx   context.Context // what each message's context is: carries lease
+}
+
+// startSubscription pulls from consumer, the group's durable consumer on
+// topic's stream (lane nil) or a lane's.
+func (p *PubSub) startSubscription(ctx context.Context, topic string, flow fxbus.Flow, consumer string, lane *laneOf) (*subscription, error) {
 	s := &subscription{
-		p: p, ctx: ctx, topic: topic, flow: flow,
-		next:   "$JS.API.CONSUMER.MSG.NEXT." + streamName(topic) + "." + p.cfg.Group,
+		p: p, ctx: ctx, topic: topic, flow: flow, lane: lane,
+		next:   "$JS.API.CONSUMER.MSG.NEXT." + streamName(topic) + "." + consumer,
 		inbox:  p.conn.NewInbox(),
-		out:    make(chan *message.Message),
 		held:   map[uint64]*delivery{},
 		keys:   map[string][]*delivery{},
 		fences: map[string][]fence{},
 		wake:   make(chan struct{}, 1), readyC: make(chan struct{}, 1),
 		stopC: make(chan struct{}), done: make(chan struct{}),
 	}
+	if lane != nil {
+		s.out = lane.out
+	} else {
+		s.out = make(chan *message.Message)
+	}
 	sub, err := p.conn.Subscribe(s.inbox+".*", s.receive)
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: subscribe to %s: %w", topic, err)
 	}
-	s.presence, err = p.conn.Subscribe(presenceSubject(topic, p.cfg.Group), func(m *nats.Msg) { _ = m.Respond(nil) })
-	if err != nil {
-		_ = sub.Unsubscribe()
-		return nil, fmt.Errorf("natsjs: subscribe to %s: %w", topic, err)
+	if lane == nil { // a lane's owner holds its lease: nobody asks whether it consumes
+		s.presence, err = p.conn.Subscribe(presenceSubject(topic, p.cfg.Group), func(m *nats.Msg) { _ = m.Respond(nil) })
+		if err != nil {
+			_ = sub.Unsubscribe()
+			return nil, fmt.Errorf("natsjs: subscribe to %s: %w", topic, err)
+		}
 	}
 	// What arrives is bounded by the pulls, never by the client's limits:
 	// a slow consumer's drop would lose a message until AckWait.
@@ -92,7 +119,9 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	if p.closed {
 		p.mu.Unlock()
 		_ = sub.Unsubscribe()
-		_ = s.presence.Unsubscribe()
+		if s.presence != nil {
+			_ = s.presence.Unsubscribe()
+		}
 		return nil, errors.New("natsjs: closed")
 	}
 	p.subs[s] = struct{}{}
@@ -117,12 +146,14 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 		case <-s.done:
 		case <-p.closing:
 		}
-		_ = s.presence.Unsubscribe() // nothing held any more
+		if s.presence != nil {
+			_ = s.presence.Unsubscribe() // nothing held any more
+		}
 		p.mu.Lock()
 		delete(p.subs, s)
 		p.mu.Unlock()
 	}()
-	return s.out, nil
+	return s, nil
 }
 
 // subscription is one SubscribeFlow: its pulls, what it holds, its
@@ -132,6 +163,7 @@ type subscription struct {
 	ctx         context.Context // the subscriber's: once it ends, nacks are given back at the end
 	topic, next string          // next: the consumer's pull subject
 	flow        fxbus.Flow
+	lane        *laneOf // a lane's subscription, or nil
 	inbox       string
 	sub         *nats.Subscription // on inbox.*: what the pulls bring
 	presence    *nats.Subscription // answers a starting subscription: this one consumes (see othersConsume)
@@ -352,7 +384,9 @@ func (s *subscription) progress() {
 // handOver hands the ready messages over, in order, until the
 // subscription stops; then it closes the channel.
 func (s *subscription) handOver() {
-	defer close(s.out)
+	if s.lane == nil {
+		defer close(s.out) // a lane set closes its own
+	}
 	for {
 		s.mu.Lock()
 		for len(s.ready) == 0 {
@@ -371,6 +405,9 @@ func (s *subscription) handOver() {
 		d := s.ready[0]
 		s.ready = s.ready[1:]
 		d.msg, d.handed = d.message(), true
+		if s.lane != nil {
+			d.msg.SetContext(s.lane.ctx)
+		}
 		s.handed++
 		msg := d.msg
 		s.mu.Unlock()
@@ -525,6 +562,12 @@ var (
 // subscription's acks and nacks in the order they are sent.
 func (s *subscription) ack(d *delivery, body []byte) error {
 	if d.gen != s.gen {
+		return nil
+	}
+	if s.lane != nil && !s.lane.lease.Held() {
+		// Fenced: the lane may be another replica's, which remade its
+		// consumer; an ack or a nack of this one's would reach it.
+		s.gen++
 		return nil
 	}
 	return s.p.conn.Publish(d.m.Reply, body)

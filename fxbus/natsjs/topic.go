@@ -93,6 +93,19 @@ func (p *PubSub) provisioned(topic string) error {
 	return p.ensureStream(context.Background(), topic, false)
 }
 
+// subjects is the subjects topic's stream takes: had, and the topic's,
+// and its lanes' when it has more than one.
+func (p *PubSub) subjects(topic string, had []string) []string {
+	out := slices.Clone(had)
+	if !slices.Contains(out, topic) {
+		out = append(out, topic)
+	}
+	if p.lanesOf(topic) > 1 && !slices.Contains(out, laneWildcard(topic)) {
+		out = append(out, laneWildcard(topic))
+	}
+	return out
+}
+
 // ensureStream checks that topic's stream exists and takes topic, and
 // makes it when create is set; on success the answer is cached.
 func (p *PubSub) ensureStream(ctx context.Context, topic string, create bool) error {
@@ -100,7 +113,7 @@ func (p *PubSub) ensureStream(ctx context.Context, topic string, create bool) er
 	info, err := p.js.StreamInfo(name, nats.Context(ctx))
 	switch {
 	case errors.Is(err, nats.ErrStreamNotFound) && create:
-		info, err = p.js.AddStream(&nats.StreamConfig{Name: name, Subjects: []string{topic}}, nats.Context(ctx))
+		info, err = p.js.AddStream(&nats.StreamConfig{Name: name, Subjects: p.subjects(topic, nil)}, nats.Context(ctx))
 		if errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
 			info, err = p.js.StreamInfo(name, nats.Context(ctx))
 		}
@@ -112,6 +125,17 @@ func (p *PubSub) ensureStream(ctx context.Context, topic string, create bool) er
 	}
 	if !slices.Contains(info.Config.Subjects, topic) {
 		return fmt.Errorf("natsjs: stream %s exists and does not take topic %s (its subjects: %s)", name, topic, strings.Join(info.Config.Subjects, ", "))
+	}
+	if want := p.subjects(topic, info.Config.Subjects); len(want) != len(info.Config.Subjects) {
+		// A stream made before the topic had lanes takes its lanes' subjects too.
+		cfg := info.Config
+		cfg.Subjects = want
+		if _, err := p.js.UpdateStream(&cfg, nats.Context(ctx)); err != nil {
+			return fmt.Errorf("natsjs: stream %s of topic %s: add its lanes' subjects: %w", name, topic, err)
+		}
+	}
+	if err := p.checkRecordedLanes(topic); err != nil {
+		return err
 	}
 	p.mu.Lock()
 	p.ready[topic] = struct{}{}

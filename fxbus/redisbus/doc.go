@@ -70,6 +70,25 @@
 // which resets their idle time), so that a handler running longer than
 // MaxIdleTime keeps its entry instead of another replica claiming it.
 //
+// # Lanes: order per key across replicas
+//
+// With Config.Lanes (or TopicLanes) above 1, a keyed message goes to its
+// lane's stream, "<topic>._lane.<n>" (fxbus.LaneOf; lane 0 is the topic's
+// stream), and a subscription with fxbus.InOrder shares the topic's lanes
+// with its Group's replicas: each lane is owned by one replica at a time,
+// under a lease in the hash "fxcqrs:own:<topic>:<group>" (Config.Lease,
+// 3s, renewed every Lease/6), and read under one consumer name, "lane",
+// whoever owns it: a new owner reads the lane's pending entries first
+// (what the previous owner held), in stream order, then new ones. A
+// replica that gives a lane up (another joined, or it stops) lets its
+// handlers finish before it gives the lease back; one that dies loses its
+// lanes when their leases run out. Past Lease less a quarter without a
+// renewal, a replica sends no more XACKs of the lane and the inbox
+// refuses its handlers' effects (fxbus.Fenced). Each lane holds up to
+// InFlight/Lanes entries. The number of lanes is recorded under
+// "fxcqrs:lanes:<topic>" when the topic is provisioned, and a process
+// configured with another fails at start. See docs/replicas.md.
+//
 // A subscription that ends (its context) stops reading; what it handed
 // over may still be acknowledged until the PubSub closes; what it holds
 // unacknowledged stays pending under the Consumer's name, for its next

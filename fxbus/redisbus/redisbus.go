@@ -16,6 +16,7 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxbus/internal/preset"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/fx"
+	"go.uber.org/zap"
 )
 
 // Config configures a PubSub. Group is required to subscribe.
@@ -49,6 +50,21 @@ type Config struct {
 	// MaxPayload is the largest payload Publish sends, in bytes. Default
 	// 512 MiB, Redis's own limit on one value (proto-max-bulk-len).
 	MaxPayload int
+	// Lanes is how many lanes a topic's keyed messages are spread over,
+	// unless TopicLanes says otherwise: 1 by default. With more, each
+	// lane is a stream of its own (fxbus.LaneOf; lane 0 is the topic's),
+	// and a subscription with fxbus.InOrder shares the lanes with the
+	// Group's other replicas, one owner per lane at a time (see the
+	// package doc). One figure per topic for every producer and consumer:
+	// Provision records it and refuses another.
+	Lanes int
+	// TopicLanes sets the number of lanes of some topics, by topic.
+	TopicLanes map[string]int
+	// Lease is how long a replica's lanes stay its own after its last
+	// renewal (every Lease/6). Default 3s.
+	Lease time.Duration
+	// Logger logs what goes wrong with the lanes' leases. Default none.
+	Logger *zap.Logger
 }
 
 // PubSub publishes to and subscribes on Redis Streams. It is an
@@ -106,6 +122,12 @@ func New(cfg Config) (*PubSub, error) {
 	if cfg.MaxPayload <= 0 {
 		cfg.MaxPayload = 512 << 20
 	}
+	if err := checkLanes(&cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
 	host, _ := os.Hostname()
 	if cfg.Consumer == "" && cfg.Group != "" && host == "" {
 		return nil, errors.New("redisbus: Config.Consumer is not set and the host has no name to make one of")
@@ -135,8 +157,9 @@ const topicRule = "1 to 1024 bytes, no spaces or control characters (a stream's 
 
 // Capabilities states what Redis Streams give: a stream's order, kept
 // per key under InOrder through nacks and restarts of a consumer (its
-// pending entries come back first), InFlight entries at once, and the
-// largest payload.
+// pending entries come back first; with Config.Lanes, across replicas,
+// one per lane at a time), InFlight entries at once, and the largest
+// payload.
 func (p *PubSub) Capabilities() fxbus.Capabilities {
 	return fxbus.Capabilities{
 		Name:        "redis-streams",
@@ -178,6 +201,21 @@ func (p *PubSub) Provision(ctx context.Context, topics ...string) error {
 }
 
 func (p *PubSub) provision(ctx context.Context, topic string) error {
+	if err := p.checkRecordedLanes(ctx, topic); err != nil {
+		return err
+	}
+	for n := range p.lanesOf(topic) {
+		if err := p.provisionStream(ctx, laneStream(topic, n)); err != nil {
+			return err
+		}
+	}
+	p.known.Store(topic, true)
+	return nil
+}
+
+// provisionStream makes the stream key and the Group's consumer group on
+// it.
+func (p *PubSub) provisionStream(ctx context.Context, topic string) error {
 	group := p.cfg.Group
 	if group == "" { // a stream without a group: made with a group of its own, dropped
 		group = "fxbus-provision"
@@ -216,6 +254,14 @@ func (p *PubSub) Publish(topic string, msgs ...*message.Message) error {
 			return fmt.Errorf("redisbus: publish to %s: %w", topic, ErrNotProvisioned)
 		}
 		p.known.Store(topic, true)
+	}
+	if p.lanesOf(topic) > 1 {
+		for _, msg := range msgs { // each to its lane's stream, in order
+			if err := p.pub.Publish(p.streamOf(topic, msg), msg); err != nil {
+				return fmt.Errorf("redisbus: publish to %s: %w", topic, err)
+			}
+		}
+		return nil
 	}
 	if err := p.pub.Publish(topic, msgs...); err != nil {
 		return fmt.Errorf("redisbus: publish to %s: %w", topic, err)

@@ -48,22 +48,43 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	if err := p.provision(ctx, topic); err != nil {
 		return nil, fmt.Errorf("redisbus: subscribe to %s for %q: %w", topic, p.cfg.Group, err)
 	}
+	if flow.InOrder && p.lanesOf(topic) > 1 {
+		return p.subscribeLanes(ctx, topic, flow)
+	}
 	name, err := p.consumer(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
+	s := p.startStream(ctx, topic, flow, name, nil)
+	return s.out, nil
+}
+
+// laneOf is what a subscription of one lane, among a lane set's, has of
+// it: the set's channel, and the lane's lease.
+type laneOf struct {
+	out   chan *message.Message // the set's: the subscription does not close it
+	lease fxbus.LaneLease
+}
+
+// startStream reads the stream key as the Group's consumer name: a
+// topic's (lane nil), or a lane's.
+func (p *PubSub) startStream(ctx context.Context, key string, flow fxbus.Flow, name string, lane *laneOf) *stream {
 	// Reads block on a client of their own, closed to end one at once.
 	opts := *p.client.Options()
 	opts.PoolSize = 1
 	reader := redis.NewClient(&opts)
 	s := &stream{
-		p: p, ctx: ctx, topic: topic, flow: flow, reader: reader, name: name,
-		out:  make(chan *message.Message),
-		wake: make(chan struct{}, 1),
-		free: make(chan struct{}, 1),
-		idle: make(chan struct{}, 1),
-		q:    lanes.New[*entry](flow.InOrder),
-		held: map[string]bool{},
+		p: p, ctx: ctx, topic: key, flow: flow, reader: reader, name: name, lane: lane,
+		out:   make(chan *message.Message),
+		wake:  make(chan struct{}, 1),
+		free:  make(chan struct{}, 1),
+		idle:  make(chan struct{}, 1),
+		ended: make(chan struct{}),
+		q:     lanes.New[*entry](flow.InOrder),
+		held:  map[string]bool{},
+	}
+	if lane != nil {
+		s.out = lane.out
 	}
 	p.streamsMu.Lock()
 	if p.streams == nil {
@@ -89,6 +110,7 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	}()
 	go func() {
 		defer p.subs.Done()
+		defer close(s.ended)
 		select {
 		case <-ctx.Done():
 		case <-p.closing:
@@ -96,13 +118,15 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 		_ = reader.Close() // ends a blocked read
 		<-read
 		<-handed
-		close(s.out)
+		if lane == nil {
+			close(s.out) // a lane set closes its own
+		}
 		s.settleAll()
 		p.streamsMu.Lock()
 		delete(p.streams, s)
 		p.streamsMu.Unlock()
 	}()
-	return s.out, nil
+	return s
 }
 
 // stream is one subscription.
@@ -113,7 +137,9 @@ type stream struct {
 	flow   fxbus.Flow
 	name   string // the Consumer
 	reader *redis.Client
+	lane   *laneOf // a lane's subscription, or nil
 	out    chan *message.Message
+	ended  chan struct{} // closed once what was handed over is settled
 	wake   chan struct{} // the queue changed
 	free   chan struct{} // a place was freed
 	idle   chan struct{} // nothing is handed over
@@ -152,6 +178,11 @@ const blockFor = 2 * time.Second
 func (s *stream) read(ctx context.Context) {
 	cfg := s.p.cfg
 	own, claim, orphansDone := "0", "0-0", false
+	if s.lane != nil {
+		// A lane's entries are only ever pending under its one consumer
+		// name: its own, read first.
+		claim, orphansDone = "", true
+	}
 	for ctx.Err() == nil {
 		n := s.places(ctx)
 		if n == 0 {
@@ -187,7 +218,7 @@ func (s *stream) read(ctx context.Context) {
 			}
 		default:
 			xs, err = s.readGroup(ctx, ">", n, blockFor)
-			if err == nil && len(xs) == 0 {
+			if err == nil && len(xs) == 0 && s.lane == nil {
 				claim = "0-0" // idle: look for dead consumers' entries again
 			}
 		}
@@ -357,7 +388,11 @@ func (s *stream) hand(ctx context.Context) {
 			payload, _ := e.x.Values["payload"].(string)
 			msg = message.NewMessage(e.x.ID, []byte(payload))
 		}
-		msg.SetContext(ctx)
+		if s.lane != nil {
+			msg.SetContext(fxbus.WithLaneLease(ctx, s.lane.lease))
+		} else {
+			msg.SetContext(ctx)
+		}
 		select {
 		case s.out <- msg:
 			s.watch.Add(1)
@@ -397,7 +432,7 @@ func (s *stream) unhand(e *entry) {
 // settle acknowledges e, or queues it again (in its place: before every
 // later entry) when it was nacked.
 func (s *stream) settle(ctx context.Context, e *entry, acked bool) {
-	if acked {
+	if acked && (s.lane == nil || s.lane.lease.Held()) { // fenced: the lane may be another replica's
 		// A failed XACK leaves the entry pending: it comes again.
 		_ = s.p.client.XAck(context.WithoutCancel(ctx), s.topic, s.p.cfg.Group, e.x.ID).Err()
 	}

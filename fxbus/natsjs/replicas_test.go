@@ -1,0 +1,253 @@
+package natsjs_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxbus/natsjs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// handlings is what replicas in one process handled: an inbox shared by
+// them (a message handled once is skipped when it comes again, as
+// fxoutbox's inbox does), each key's handlings in order, who handles a
+// key at the moment, and per replica how many.
+type handlings struct {
+	mu       sync.Mutex
+	inbox    map[string]bool
+	byKey    map[string][]int
+	busy     map[string]string // key → the replica handling it now
+	twoAtOne int               // a key handled by two replicas at once
+	count    map[string]int
+	firstBy  map[string]time.Time // replica → its first handling of a key it did not have before
+	keysOf   map[string]string    // key → the last replica that handled it
+}
+
+func newHandlings() *handlings {
+	return &handlings{
+		inbox: map[string]bool{}, byKey: map[string][]int{}, busy: map[string]string{},
+		count: map[string]int{}, firstBy: map[string]time.Time{}, keysOf: map[string]string{},
+	}
+}
+
+// replica consumes topic with InOrder on ps, handling with h, until it
+// is stopped (stop: clean) or killed (kill: nothing more is handled or
+// acknowledged).
+type replica struct {
+	name   string
+	ps     *natsjs.PubSub
+	cancel context.CancelFunc
+	dead   chan struct{}
+	done   sync.WaitGroup
+}
+
+func startReplica(t *testing.T, h *handlings, name string, cfg natsjs.Config, tp string) *replica {
+	t.Helper()
+	ps, err := natsjs.New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := ps.SubscribeFlow(ctx, tp, fxbus.Flow{InFlight: 32, InOrder: true})
+	require.NoError(t, err)
+	r := &replica{name: name, ps: ps, cancel: cancel, dead: make(chan struct{})}
+	r.done.Go(func() {
+		var handlers sync.WaitGroup
+		defer handlers.Wait()
+		for m := range ch {
+			handlers.Go(func() { h.handle(r, m) })
+		}
+	})
+	return r
+}
+
+func (h *handlings) handle(r *replica, m *message.Message) {
+	select {
+	case <-r.dead:
+		return // the process is gone: nothing is handled or acknowledged
+	default:
+	}
+	key, seqText, _ := strings.Cut(string(m.Payload), ":")
+	seq, _ := strconv.Atoi(seqText)
+	h.mu.Lock()
+	if h.inbox[m.UUID] {
+		h.mu.Unlock()
+		m.Ack()
+		return
+	}
+	if other, ok := h.busy[key]; ok && other != r.name {
+		h.twoAtOne++
+	}
+	h.busy[key] = r.name
+	h.mu.Unlock()
+	time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond) // the handler's work
+	h.mu.Lock()
+	h.inbox[m.UUID] = true
+	h.byKey[key] = append(h.byKey[key], seq)
+	h.count[r.name]++
+	if h.keysOf[key] != r.name {
+		if _, ok := h.firstBy[r.name]; !ok {
+			h.firstBy[r.name] = time.Now()
+		}
+		h.keysOf[key] = r.name
+	}
+	delete(h.busy, key)
+	h.mu.Unlock()
+	m.Ack()
+}
+
+// kill ends r as SIGKILL would: its connection is gone, its handlers
+// stop handling; nothing is given back.
+func (r *replica) kill() {
+	close(r.dead)
+	natsjs.Kill(r.ps)
+}
+
+// stop ends r cleanly: its lanes are drained and given back.
+func (r *replica) stop(t *testing.T) {
+	r.cancel()
+	r.done.Wait()
+	require.NoError(t, r.ps.Close())
+}
+
+// Three replicas share a topic of eight lanes with InOrder while keyed
+// messages are published without pause; one is killed (and a fourth
+// starts in its place), one stops cleanly. Each key is handled by one
+// replica at a time and in order, nothing is lost, every replica handled
+// some, and the killed one's lanes are taken over within the lease and a
+// step (3s and 0.5s, the defaults).
+func TestLanesAcrossReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for seconds; not with -short")
+	}
+	t.Parallel()
+	addr := natsURL(t)
+	tp := topic(t, addr, "replicas")
+	cfg := natsjs.Config{URL: addr, Group: "svc", Lanes: 8}
+	pub, err := natsjs.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, pub.Close()) })
+	require.NoError(t, pub.Provision(context.Background(), tp))
+
+	h := newHandlings()
+	const keys = 24
+	last := make([]int, keys)
+	stopPub := make(chan struct{})
+	var producer sync.WaitGroup
+	producer.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stopPub:
+				return
+			default:
+			}
+			k := i % keys
+			key := fmt.Sprintf("k%02d", k)
+			if !assert.NoError(t, pub.Publish(tp, keyed(key, last[k]+1))) {
+				return
+			}
+			last[k]++
+			if k == 0 {
+				time.Sleep(5 * time.Millisecond) // pacing the producer, not synchronisation
+			}
+		}
+	})
+	named := func(n string) natsjs.Config { c := cfg; c.Member = n; return c }
+	a := startReplica(t, h, "a", named("a"), tp)
+	b := startReplica(t, h, "b", named("b"), tp)
+	c := startReplica(t, h, "c", named("c"), tp)
+	handledBy := func(r string) func() bool {
+		return func() bool { h.mu.Lock(); defer h.mu.Unlock(); return h.count[r] > 20 }
+	}
+	eventually(t, "every replica handles", func() bool { return handledBy("a")() && handledBy("b")() && handledBy("c")() })
+
+	h.mu.Lock()
+	var cKeys []string
+	for key, r := range h.keysOf {
+		if r == "c" {
+			cKeys = append(cKeys, key)
+		}
+	}
+	h.mu.Unlock()
+	killed := time.Now()
+	c.kill()
+	eventually(t, "c's keys are handled by the others", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, key := range cKeys {
+			if h.keysOf[key] == "c" {
+				return false
+			}
+		}
+		return true
+	})
+	takeover := time.Since(killed)
+	require.NoError(t, c.ps.Close())
+	c.done.Wait()
+
+	d := startReplica(t, h, "d", named("d"), tp) // c restarted
+	eventually(t, "d handles", handledBy("d"))
+	b.stop(t)
+	close(stopPub)
+	producer.Wait()
+	total := 0
+	for _, n := range last {
+		total += n
+	}
+	eventually(t, "everything is handled", func() bool { h.mu.Lock(); defer h.mu.Unlock(); return len(h.inbox) == total })
+	a.stop(t)
+	d.stop(t)
+
+	wrong, lost := 0, 0
+	for k, n := range last {
+		seqs := h.byKey[fmt.Sprintf("k%02d", k)]
+		for i, x := range seqs {
+			for _, y := range seqs[i+1:] {
+				if x > y {
+					wrong++
+				}
+			}
+		}
+		lost += n - len(seqs)
+	}
+	t.Logf("%d messages over %d keys; handled by a %d, b %d, c %d, d %d; takeover after the kill %v; %d wrong-order pairs, %d lost, %d keys handled by two at once",
+		total, keys, h.count["a"], h.count["b"], h.count["c"], h.count["d"], takeover.Round(time.Millisecond), wrong, lost, h.twoAtOne)
+	assert.Zero(t, wrong, "wrong-order pairs of a key's handlings")
+	assert.Zero(t, lost)
+	assert.Zero(t, h.twoAtOne, "a key handled by two replicas at once")
+	assert.LessOrEqual(t, takeover, 5*time.Second, "takeover after a kill")
+}
+
+// Every producer and consumer of a topic uses one number of lanes: a
+// PubSub configured with another is refused when it provisions the topic.
+func TestAnotherNumberOfLanesIsRefused(t *testing.T) {
+	t.Parallel()
+	addr := natsURL(t)
+	tp := topic(t, addr, "lanes_mismatch")
+	eight, err := natsjs.New(natsjs.Config{URL: addr, Group: "svc", Lanes: 8})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, eight.Close()) })
+	require.NoError(t, eight.Provision(context.Background(), tp))
+	four, err := natsjs.New(natsjs.Config{URL: addr, Group: "svc", TopicLanes: map[string]int{tp: 4}})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, four.Close()) })
+	err = four.Provision(context.Background(), tp)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "has 8 lanes")
+	assert.Contains(t, err.Error(), "configured with 4")
+	_, err = four.SubscribeFlow(context.Background(), tp, fxbus.Flow{InFlight: 1, InOrder: true})
+	assert.Error(t, err, "nor does it consume")
+	one, err := natsjs.New(natsjs.Config{URL: addr, Group: "svc"}) // one lane: not recorded, but checked
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, one.Close()) })
+	err = one.Provision(context.Background(), tp)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "configured with 1")
+}
