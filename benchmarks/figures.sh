@@ -20,7 +20,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-all=(mediator root otel brokers versions outbox durable saga relay kafka)
+all=(mediator root otel brokers versions interop outbox durable saga relay kafka)
 
 # suite NAME prints one line per go test invocation of a round:
 # the directory (from the repository's root), then the arguments.
@@ -33,6 +33,7 @@ suite() {
 		;;
 	otel) echo "fxcqrsotel/otelbus -bench RoutedEvent -benchmem" ;;
 	versions) echo "fxbus -bench Upcast -benchmem -benchtime 0.5s" ;;
+	interop) echo "fxbus/protobuf -bench Routed -benchmem -benchtime 20000x" ;;
 	brokers)
 		echo "fxbus -bench EndToEnd -benchtime 2000x"
 		echo "fxbus -bench InProcessBroker -benchmem"
@@ -74,7 +75,7 @@ mkdir -p "$root/benchmarks/results"
 for name in "$@"; do
 	runs=$(suite "$name")
 	case $name in
-	mediator | root | otel | brokers | versions) rounds=${ROUNDS:-6} ;;
+	mediator | root | otel | brokers | versions | interop) rounds=${ROUNDS:-6} ;;
 	*) rounds=${ROUNDS:-3} ;;
 	esac
 	out=$root/benchmarks/results/$name.txt

@@ -26,6 +26,10 @@ type ContractRoute struct {
 	// Name is the event's name on the wire ([MetadataName]); "" for an
 	// interface type's route.
 	Name string
+	// Version is the version of the event type the route writes
+	// ([Version], [MetadataVersion]): 1 when undeclared; 0 for an
+	// interface type's route, whose events each have their own.
+	Version int
 	// Keyed says that the route gives each event a key ([KeyBy],
 	// [MetadataKey]).
 	Keyed bool
@@ -44,6 +48,14 @@ type ContractSubscription struct {
 	Type reflect.Type
 	// Name is the event's name on the wire.
 	Name string
+	// Version is the version of the event type ([Version]): 1 when
+	// undeclared. Messages of this version are decoded as they are.
+	Version int
+	// Oldest is the oldest version the subscription reads: the one its
+	// name's upcaster chain starts from ([Upcaster]), Version when it has
+	// none. Versions from Oldest to Version are read; others are
+	// dead-lettered with a [*VersionError].
+	Oldest int
 	// ContentType is the media type the subscription decodes by default:
 	// its Marshaler's.
 	ContentType string
@@ -64,12 +76,12 @@ func (b *Bus) Contract() Contract {
 				continue
 			}
 			seen[r] = true
-			name := ""
+			name, version := "", 0
 			if r.typ.Kind() != reflect.Interface {
-				name = b.nameOf(r.typ)
+				name, version = b.nameOf(r.typ), b.VersionOf(r.typ)
 			}
 			c.Routes = append(c.Routes, ContractRoute{
-				Topic: r.topic, Type: r.typ, Name: name, Keyed: r.key != nil,
+				Topic: r.topic, Type: r.typ, Name: name, Version: version, Keyed: r.key != nil,
 				ContentType: b.marshalerOf(*r).ContentType(), CloudEvents: r.ce,
 			})
 		}
@@ -80,9 +92,14 @@ func (b *Bus) Contract() Contract {
 			if m == nil {
 				m = b.cfg.Marshaler
 			}
+			version := b.VersionOf(s.typ)
+			oldest := version
+			if ch := b.versions.byName[name]; ch != nil {
+				version, oldest = ch.current, ch.oldest
+			}
 			c.Subscriptions = append(c.Subscriptions, ContractSubscription{
-				Topic: ts.topic, Type: s.typ, Name: name, ContentType: m.ContentType(),
-				DeadLetter: ts.dead, InOrder: ts.inOrder,
+				Topic: ts.topic, Type: s.typ, Name: name, Version: version, Oldest: oldest,
+				ContentType: m.ContentType(), DeadLetter: ts.dead, InOrder: ts.inOrder,
 			})
 		}
 	}

@@ -133,8 +133,9 @@ func open(path string) (*sql.DB, error) {
 	return db, nil
 }
 
-// app builds the service on db; m receives its mediator.
-func app(db *sql.DB, e *env, now func() time.Time, m **fxcqrs.Mediator) *fx.App {
+// app builds the service on db; m receives its mediator; extra are more
+// options (a test takes the bus for the service's contract).
+func app(db *sql.DB, e *env, now func() time.Time, m **fxcqrs.Mediator, extra ...fx.Option) *fx.App {
 	return fx.New(
 		fx.NopLogger,
 		// snippet:durable
@@ -158,6 +159,7 @@ func app(db *sql.DB, e *env, now func() time.Time, m **fxcqrs.Mediator) *fx.App 
 			return fxcqrs.EventFunc("projection.cancelled", p.cancelled)
 		}),
 		fx.Populate(m),
+		fx.Options(extra...),
 	)
 }
 

@@ -71,6 +71,18 @@ func (b *billed) add(e OrderPlaced, want int) {
 	}
 }
 
+// ordersBus is what the orders service sends: OrderPlaced, keyed by its
+// customer (its contract: testdata/asyncapi-orders.json).
+func ordersBus(topic string) fx.Option {
+	return fxbus.Route[OrderPlaced](topic, fxbus.KeyBy(func(e OrderPlaced) string { return e.Customer }))
+}
+
+// billingBus is what the billing service receives: OrderPlaced, each
+// customer's in order (its contract: testdata/asyncapi-billing.json).
+func billingBus(topic string) fx.Option {
+	return fxbus.Subscribe[OrderPlaced](topic, fxbus.InOrder(), fxbus.InFlight(8))
+}
+
 // run places orders for customers and waits until billing handled them.
 func run(ctx context.Context, w io.Writer, brokers []string, topic string) error {
 	customers, perCustomer := []string{"ada", "grace", "linus"}, 5
@@ -97,7 +109,7 @@ func run(ctx context.Context, w io.Writer, brokers []string, topic string) error
 	}
 	for _, replica := range []string{"billing-1", "billing-2"} {
 		if _, err := start(replica, "billing",
-			fxbus.Subscribe[OrderPlaced](topic, fxbus.InOrder(), fxbus.InFlight(8)),
+			billingBus(topic),
 			fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] {
 				return func(_ context.Context, e OrderPlaced) error { b.add(e, want); return nil }
 			}),
@@ -106,7 +118,7 @@ func run(ctx context.Context, w io.Writer, brokers []string, topic string) error
 		}
 	}
 	orders, err := start("orders", "orders",
-		fxbus.Route[OrderPlaced](topic, fxbus.KeyBy(func(e OrderPlaced) string { return e.Customer })),
+		ordersBus(topic),
 		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] {
 			return func(ctx context.Context, c PlaceOrder) error {
 				fxcqrs.Emit(ctx, OrderPlaced(c))

@@ -234,6 +234,14 @@ func pending(s store) int {
 	return n
 }
 
+// ordersBus is what the orders service sends (its contract:
+// testdata/asyncapi-orders.json).
+func ordersBus(topic string) fx.Option { return fxbus.Route[OrderPlaced](topic) }
+
+// billingBus is what the billing service receives (its contract:
+// testdata/asyncapi-billing.json).
+func billingBus(topic string) fx.Option { return fxbus.Subscribe[OrderPlaced](topic) }
+
 func run(ctx context.Context, w io.Writer, st *setup, tr *tracing) error {
 	l := &line{w: w}
 	if err := createTables(ctx, st); err != nil {
@@ -243,7 +251,7 @@ func run(ctx context.Context, w io.Writer, st *setup, tr *tracing) error {
 	billingPub, billingSub := st.broker("billing")
 	var billingOutbox *fxoutbox.Outbox
 	billingApp, _, err := service(ctx, st.billing, billingPub, billingSub, true, tr,
-		fxbus.Subscribe[OrderPlaced](st.topic),
+		billingBus(st.topic),
 		fxcqrs.AsEventHandler(func() eventFunc[OrderPlaced] { return charge(st, l, charged) }),
 		fx.Populate(&billingOutbox),
 	)
@@ -254,7 +262,7 @@ func run(ctx context.Context, w io.Writer, st *setup, tr *tracing) error {
 
 	ordersPub, ordersSub := st.broker("orders")
 	ordersApp, orders, err := service(ctx, st.orders, ordersPub, ordersSub, false, tr,
-		fxbus.Route[OrderPlaced](st.topic),
+		ordersBus(st.topic),
 		fxcqrs.AsCommandHandler(func() commandFunc[PlaceOrder] { return placeOrder(st, l) }),
 	)
 	if err != nil {
