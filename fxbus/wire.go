@@ -51,6 +51,11 @@ const (
 	// receives it later dead-letters it with the reason "expired" instead
 	// of handling it. Absent: the message never expires.
 	MetadataDeliverBy = "deliver_by"
+	// MetadataTenant is the id of the tenant whose work the message is
+	// ([WithTenant]); absent for the default tenant. A subscription takes
+	// it for a known tenant only through Config.Tenants, and dead-letters
+	// the message otherwise ([ErrUnknownTenant]).
+	MetadataTenant = "tenant"
 )
 
 // Marshaler encodes events into message payloads and back.
@@ -91,6 +96,12 @@ func withInbound(ctx context.Context, msg *message.Message) context.Context {
 	}
 	if in.correlation == "" {
 		in.correlation = in.id
+	}
+	// The tenant as the metadata has it ("" without: the default tenant,
+	// whatever ctx held). A subscription puts the tenant its Tenants
+	// resolved in its place; the outbox's own delivery reads its own rows.
+	if tenant := msg.Metadata.Get(MetadataTenant); tenant != "" || TenantOf(ctx) != "" {
+		ctx = WithTenant(ctx, tenant)
 	}
 	return context.WithValue(ctx, inboundKey{}, in)
 }
@@ -139,6 +150,9 @@ func newMessage(ctx context.Context, m Marshaler, name string, version int, even
 	msg.Metadata.Set(MetadataCorrelationID, corr)
 	if cause := MessageID(ctx); cause != "" {
 		msg.Metadata.Set(MetadataCausationID, cause)
+	}
+	if tenant := TenantOf(ctx); tenant != "" {
+		msg.Metadata.Set(MetadataTenant, tenant)
 	}
 	return msg, nil
 }
