@@ -138,7 +138,10 @@ func TestUntrustedTenantIsDeadLettered(t *testing.T) {
 	}
 	handled := newInbox[got]()
 	b := consumeOrders(t, gc, gc, tp, fxbus.Config{Tenants: tenants, DeadLetters: rec},
-		func(ctx context.Context, e OrderPlaced) error { handled.add(got{e.ID, fxbus.TenantOf(ctx)}); return nil },
+		func(ctx context.Context, e OrderPlaced) error {
+			handled.add(got{e.ID, fxbus.TenantOf(ctx)})
+			return nil
+		},
 		fxbus.Retry(fxbus.RetryPolicy{MaxRetries: 3, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond}))
 
 	injection := `x"; DROP SCHEMA public CASCADE; --`
