@@ -334,3 +334,54 @@ func TestTenantHandler(t *testing.T) {
 	}
 	assert.Equal(t, int32(2), calls.Load(), "next runs only for a known tenant or none")
 }
+
+// keyParking is a parkingLog that parks a key only when a message of it
+// was recorded as parked, as the outbox's Admin does by its table.
+type keyParking struct{ *deadLetterLog }
+
+func (p keyParking) RecordParked(_ context.Context, _, _ string, msg *message.Message, reason error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.parked[msg.Metadata.Get(fxbus.MetadataKey)] = reason
+	return nil
+}
+
+func (p keyParking) ParkedKeys(context.Context, string) ([]string, error) { return nil, nil }
+
+func (p keyParking) Admit(_ context.Context, _, key string, _ *message.Message) (fxbus.Admission, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.parked[key]; ok {
+		return fxbus.AdmitParked, nil
+	}
+	return fxbus.AdmitFree, nil
+}
+
+func (p keyParking) Arrived(context.Context, string, string, string) error       { return nil }
+func (p keyParking) Repark(context.Context, string, string, string, error) error { return nil }
+
+// Under InOrder, a message of an unknown tenant does not park its key (a
+// key is as untrusted as the tenant beside it: parking it would let
+// anyone hold back a tenant's key); the key's next message is handled.
+func TestUnknownTenantDoesNotParkItsKey(t *testing.T) {
+	t.Parallel()
+	gc := goChannel(t)
+	tp := topic(t, "keyed")
+	dead := deadLetters(t, gc, tp+"_poison")
+	rec := newDeadLetterLog()
+	handled := newInbox[int]()
+	consumeOrders(t, gc, gc, tp, fxbus.Config{Tenants: fxbus.StaticTenants("acme"), DeadLetters: keyParking{rec}},
+		func(_ context.Context, e OrderPlaced) error { handled.add(e.ID); return nil }, fxbus.InOrder())
+	forged := tenantMessage(1, "globex", false)
+	next := tenantMessage(2, "acme", false)
+	forged.Metadata.Set(fxbus.MetadataKey, "k")
+	next.Metadata.Set(fxbus.MetadataKey, "k")
+	require.NoError(t, gc.Publish(tp, forged))
+	(<-dead).Ack()
+	require.NoError(t, gc.Publish(tp, next))
+	assert.Equal(t, []int{2}, handled.wait(t, 1), "the key's next message is handled")
+	assert.ErrorIs(t, rec.reason(forged.UUID), fxbus.ErrUnknownTenant, "recorded as a dead letter")
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	assert.Empty(t, rec.parked, "nothing parked")
+}

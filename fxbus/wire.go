@@ -168,8 +168,11 @@ func defaultName(t reflect.Type) string {
 
 // WithMessage returns ctx as the context of handling msg, as a
 // subscription of b gives it to its handlers: MessageID, CorrelationID
-// and CausationID report msg's, the events emitted under it carry its
-// chain on, and b's Propagators have extracted what msg carries. It is
+// and CausationID report msg's, TenantOf its tenant metadata as it is
+// (unresolved: the caller delivers rows it wrote itself; a subscription
+// resolves it through Config.Tenants first), the events emitted under it
+// carry its chain on, and b's Propagators have extracted what msg
+// carries. It is
 // for code that delivers a stored message to the mediator itself, such as
 // the outbox's durable in-process delivery.
 func (b *Bus) WithMessage(ctx context.Context, msg *message.Message) context.Context {
