@@ -20,8 +20,9 @@ import (
 )
 
 // tenantRig is newRig with a bus that knows the tenants acme and globex
-// and records its dead letters in the outbox's tables.
-func tenantRig(t *testing.T, d database, cfg fxoutbox.Config, opts ...fxcqrs.Option) *rig {
+// and records its dead letters in the outbox's tables; its subscription
+// of "inbound" takes sub's options after its own.
+func tenantRig(t *testing.T, d database, cfg fxoutbox.Config, sub []fxbus.SubscribeOption, opts ...fxcqrs.Option) *rig {
 	t.Helper()
 	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 64, Persistent: true, BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
 	t.Cleanup(func() { _ = gc.Close() })
@@ -29,8 +30,9 @@ func tenantRig(t *testing.T, d database, cfg fxoutbox.Config, opts ...fxcqrs.Opt
 	require.NoError(t, err)
 	bus, err := fxbus.New(fxbus.Config{Publisher: gc, Subscriber: gc, Tenants: fxbus.StaticTenants("acme", "globex"), DeadLetters: admin},
 		[]fxbus.Routing{fxbus.NewRoute[OrderPlaced]("orders")},
-		[]fxbus.Subscription{fxbus.NewSubscription[OrderPlaced]("inbound",
-			fxbus.Retry(fxbus.RetryPolicy{MaxRetries: 1, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond}))})
+		[]fxbus.Subscription{fxbus.NewSubscription[OrderPlaced]("inbound", append([]fxbus.SubscribeOption{
+			fxbus.Retry(fxbus.RetryPolicy{MaxRetries: 1, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond}),
+		}, sub...)...)})
 	require.NoError(t, err)
 	cfg.Dialect = d.Dialect
 	cfg.Relay.PollInterval = 20 * time.Millisecond
@@ -80,7 +82,7 @@ func TestTenantKeptBySchedulesAndDurableEvents(t *testing.T) {
 		r := tenantRig(t, d, fxoutbox.Config{
 			Now:          clock.Now,
 			Deliverables: []fxoutbox.Deliverable{fxoutbox.ScheduledCommand[CancelUnpaid](), fxoutbox.DurableEvent[Shipped]()},
-		},
+		}, nil,
 			fxcqrs.WithCommandHandlers(
 				commandFunc[Remind](func(ctx context.Context, c Remind) error {
 					fxcqrs.Emit(ctx, Shipped{ID: c.ID})
@@ -132,7 +134,7 @@ func TestTenantKeptByDeadLetterReplay(t *testing.T) {
 			calls   atomic.Int32
 			handled = make(chan string, 4)
 		)
-		r := tenantRig(t, d, fxoutbox.Config{Inbox: true},
+		r := tenantRig(t, d, fxoutbox.Config{Inbox: true}, nil,
 			fxcqrs.WithEventHandlers(eventFunc[OrderPlaced](func(ctx context.Context, _ OrderPlaced) error {
 				if fxbus.MessageID(ctx) == "" {
 					return nil
@@ -195,5 +197,44 @@ func TestTenantKeptByDeadLetterReplay(t *testing.T) {
 		assert.Equal(t, inbox, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_inbox"), "no inbox record")
 		assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox"), "no outbox row")
 		assert.Equal(t, len(hostile), count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_inbound_dead"), "the tables are all there")
+	})
+}
+
+// Under InOrder, with the outbox's Admin as the parking: a message of an
+// unknown tenant is recorded as a plain dead letter, its key is not
+// parked, and the key's next message, of a known tenant, is handled.
+func TestUnknownTenantParksNoKey(t *testing.T) {
+	t.Parallel()
+	forEachDatabase(t, func(t *testing.T, d database) {
+		handled := make(chan int, 4)
+		r := tenantRig(t, d, fxoutbox.Config{}, []fxbus.SubscribeOption{fxbus.InOrder()},
+			fxcqrs.WithEventHandlers(eventFunc[OrderPlaced](func(ctx context.Context, e OrderPlaced) error {
+				if fxbus.MessageID(ctx) != "" {
+					handled <- e.ID
+				}
+				return nil
+			})))
+		publish := func(id, tenant string) {
+			msg := message.NewMessage(watermill.NewUUID(), []byte(`{"ID":`+id+`}`))
+			msg.Metadata.Set(fxbus.MetadataName, "OrderPlaced")
+			msg.Metadata.Set(fxbus.MetadataKey, "order-1")
+			msg.Metadata.Set(fxbus.MetadataTenant, tenant)
+			require.NoError(t, r.gc.Publish("inbound", msg))
+		}
+		publish("1", "initech")
+		publish("2", "acme")
+		select {
+		case id := <-handled:
+			assert.Equal(t, 2, id, "the key's next message is handled")
+		case <-time.After(time.Minute):
+			t.Fatal("the key's next message was never handled")
+		}
+		keys, err := r.outbox.Admin().ParkedKeys(context.Background(), "inbound")
+		require.NoError(t, err)
+		assert.Empty(t, keys, "no key parked")
+		letters, err := r.outbox.Admin().ListDead(context.Background(), fxoutbox.DeadLetterFilter{Topic: "inbound"})
+		require.NoError(t, err)
+		require.Len(t, letters, 1)
+		assert.True(t, strings.HasPrefix(letters[0].Error, `unknown tenant "initech"`), letters[0].Error)
 	})
 }
