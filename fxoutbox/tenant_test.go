@@ -57,7 +57,7 @@ type tenantSeen struct {
 	got map[string]string
 }
 
-func (s *tenantSeen) set(what string, ctx context.Context) {
+func (s *tenantSeen) set(ctx context.Context, what string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.got[what] = fxbus.TenantOf(ctx)
@@ -93,12 +93,12 @@ func TestTenantKeptBySchedulesAndDurableEvents(t *testing.T) {
 					return err
 				}),
 				commandFunc[CancelUnpaid](func(ctx context.Context, _ CancelUnpaid) error {
-					seen.set("scheduled command", ctx)
+					seen.set(ctx, "scheduled command")
 					return nil
 				}),
 			),
 			fxcqrs.WithEventHandlers(eventFunc[Shipped](func(ctx context.Context, _ Shipped) error {
-				seen.set("durable event", ctx)
+				seen.set(ctx, "durable event")
 				return nil
 			})))
 		orders := received(t, r.gc, "orders")
