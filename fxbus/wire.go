@@ -185,7 +185,7 @@ func (b *Bus) NameOf(t reflect.Type) string { return b.nameOf(t) }
 
 // Encode returns event as a message, as a route would publish it: encoded
 // by the bus's Marshaler, named by NameOf, versioned by VersionOf, with a new id, and continuing
-// the chain of ctx (correlation and causation ids).
+// the chain of ctx (correlation and causation ids) and its tenant ([TenantOf]).
 func (b *Bus) Encode(ctx context.Context, event any) (*message.Message, error) {
 	t := reflect.TypeOf(event)
 	msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(t), b.VersionOf(t), event)
