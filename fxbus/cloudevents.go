@@ -52,6 +52,8 @@ type CloudEventsOption struct{ cfg CloudEventsConfig }
 //   - time: when the message was made;
 //   - datacontenttype: the Marshaler's content type;
 //   - partitionkey (the partitioning extension): the route's key ([KeyBy]);
+//   - tenantid (an extension of fxcqrs's): the tenant ([MetadataTenant]),
+//     absent for the default tenant;
 //   - traceparent and tracestate (the distributed tracing extension): the
 //     W3C trace context a Propagator put in the metadata (the otel
 //     module's does).
@@ -170,6 +172,7 @@ func ceAttributes(cfg *CloudEventsConfig, msg *message.Message, event any, now t
 		add("subject", cfg.Subject(event))
 	}
 	add("partitionkey", md.Get(MetadataKey))
+	add("tenantid", md.Get(MetadataTenant))
 	add("traceparent", md.Get("traceparent"))
 	add("tracestate", md.Get("tracestate"))
 	return attrs

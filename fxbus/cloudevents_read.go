@@ -13,9 +13,9 @@ import (
 // fromCloudEvent makes a CloudEvent, in either content mode and in any
 // broker's binding, an fxcqrs message, in place, before its subscription
 // is found: the id becomes the message id, the type the event's name and
-// version, datacontenttype the content type, partitionkey the key, the
-// trace context the traceparent and tracestate metadata a Propagator
-// reads. The attributes stay in the metadata (a structured event's under
+// version, datacontenttype the content type, partitionkey the key,
+// tenantid the tenant ([MetadataTenant]), the trace context the
+// traceparent and tracestate metadata a Propagator reads. The attributes stay in the metadata (a structured event's under
 // the "ce_" prefix), for the dead letters and the repair tools. A message
 // that is no CloudEvent is left as it is; one that claims to be but lacks
 // a required attribute is an error.
@@ -72,6 +72,11 @@ func adopt(msg *message.Message, attrs map[string]string, structured bool) error
 		setIfAbsent(MetadataContentType, attrs["datacontenttype"])
 	}
 	setIfAbsent(MetadataKey, attrs["partitionkey"])
+	if tenant, ok := attrs["tenantid"]; ok {
+		if _, has := md[MetadataTenant]; !has {
+			md[MetadataTenant] = tenant // untrusted, empty too: the subscription resolves it
+		}
+	}
 	setIfAbsent("traceparent", attrs["traceparent"])
 	setIfAbsent("tracestate", attrs["tracestate"])
 	return nil

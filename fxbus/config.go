@@ -36,6 +36,12 @@ type Config struct {
 	// ([DeliverWithin]) and the time a subscription compares it with.
 	// Default: time.Now.
 	Now func() time.Time
+	// Tenants maps the tenant a received message names
+	// ([MetadataTenant]) to a known one; a message of a tenant it does not
+	// know is dead-lettered, unhandled. Default: none, and then every
+	// message that names a tenant is dead-lettered: only messages without
+	// one (the default tenant's) are handled.
+	Tenants Tenants
 	// Upcasters bring stored and received messages of older versions of
 	// their event types to the current ones (see [Upcaster]). Default: none.
 	Upcasters []Upcaster

@@ -84,6 +84,10 @@ func (b *Bus) decodeOnce(ts *topicSubs) message.HandlerMiddleware {
 // decodeOnce, or decoded here.
 func (b *Bus) handler(ts *topicSubs, m *fxcqrs.Mediator) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
+		tenant, err := b.resolveTenant(msg.Context(), msg)
+		if err != nil {
+			return err // before each attempt: an unknown tenant's message is neither handled nor retried
+		}
 		if err := b.checkExpiry(msg); err != nil {
 			return err // before each attempt: an expired message is neither handled nor retried
 		}
@@ -91,14 +95,13 @@ func (b *Bus) handler(ts *topicSubs, m *fxcqrs.Mediator) message.NoPublishHandle
 		if v, ok := ts.decoded.Load(msg); ok {
 			d = v.(*decoded)
 		} else {
-			var err error
 			if d, err = b.decode(ts, msg); err != nil || d == nil {
 				return err
 			}
 		}
 		ctx, end := b.Process(msg.Context(), ts.topic, msg)
-		ctx = fxcqrs.Foreground(ctx)
-		err := d.sub.publish(ctx, m, d.event)
+		ctx = fxcqrs.Foreground(WithTenant(ctx, tenant)) // the known tenant, not the metadata's text
+		err = d.sub.publish(ctx, m, d.event)
 		end(err)
 		switch {
 		case err == nil:

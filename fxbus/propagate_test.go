@@ -12,17 +12,18 @@ import (
 
 type tenantKey struct{}
 
-// tenants carries a tenant id across hops, as a user's Propagator would.
+// tenants carries a customer id across hops, as a user's Propagator would
+// (under a key of its own: fxbus owns "tenant", see WithTenant).
 type tenants struct{}
 
 func (tenants) Inject(ctx context.Context, md message.Metadata) {
 	if t, ok := ctx.Value(tenantKey{}).(string); ok {
-		md.Set("tenant", t)
+		md.Set("customer", t)
 	}
 }
 
 func (tenants) Extract(ctx context.Context, md message.Metadata) context.Context {
-	if t := md.Get("tenant"); t != "" {
+	if t := md.Get("customer"); t != "" {
 		return context.WithValue(ctx, tenantKey{}, t)
 	}
 	return ctx

@@ -178,7 +178,8 @@ func (b *Bus) retry(ts *topicSubs) middleware.Retry {
 		Multiplier:          2,
 		RandomizationFactor: 0.2,
 		ShouldRetry: func(p middleware.RetryParams) bool {
-			return !errors.As(p.Err, new(*malformed)) && !errors.As(p.Err, new(*redeliver)) && !errors.Is(p.Err, ErrExpired)
+			return !errors.As(p.Err, new(*malformed)) && !errors.As(p.Err, new(*redeliver)) && !errors.Is(p.Err, ErrExpired) &&
+				!errors.As(p.Err, new(*unknownTenant))
 		},
 		ResetContextOnRetry: true,
 		Logger:              newLogger(b.log),
@@ -318,7 +319,9 @@ func (b *Bus) logDeadLetter(ts *topicSubs) message.HandlerMiddleware {
 				if rec := b.cfg.DeadLetters; rec != nil {
 					ctx := context.WithoutCancel(msg.Context())
 					record := func() error { return rec.RecordDeadLetter(ctx, ts.topic, msg, err) }
-					if p, key := b.parking(), msg.Metadata.Get(MetadataKey); ts.inOrder && p != nil && key != "" && !expired {
+					// Neither an expired message nor one of an unknown tenant
+					// (its key is as untrusted as its tenant) parks its key.
+					if p, key := b.parking(), msg.Metadata.Get(MetadataKey); ts.inOrder && p != nil && key != "" && !expired && !errors.As(err, new(*unknownTenant)) {
 						record = func() error { return p.RecordParked(ctx, ts.topic, key, msg, err) }
 					}
 					if rerr := record(); rerr != nil {

@@ -51,6 +51,11 @@ const (
 	// receives it later dead-letters it with the reason "expired" instead
 	// of handling it. Absent: the message never expires.
 	MetadataDeliverBy = "deliver_by"
+	// MetadataTenant is the id of the tenant whose work the message is
+	// ([WithTenant]); absent for the default tenant. A subscription takes
+	// it for a known tenant only through Config.Tenants, and dead-letters
+	// the message otherwise ([ErrUnknownTenant]).
+	MetadataTenant = "tenant"
 )
 
 // Marshaler encodes events into message payloads and back.
@@ -91,6 +96,12 @@ func withInbound(ctx context.Context, msg *message.Message) context.Context {
 	}
 	if in.correlation == "" {
 		in.correlation = in.id
+	}
+	// The tenant as the metadata has it ("" without: the default tenant,
+	// whatever ctx held). A subscription puts the tenant its Tenants
+	// resolved in its place; the outbox's own delivery reads its own rows.
+	if tenant := msg.Metadata.Get(MetadataTenant); tenant != "" || TenantOf(ctx) != "" {
+		ctx = WithTenant(ctx, tenant)
 	}
 	return context.WithValue(ctx, inboundKey{}, in)
 }
@@ -140,6 +151,9 @@ func newMessage(ctx context.Context, m Marshaler, name string, version int, even
 	if cause := MessageID(ctx); cause != "" {
 		msg.Metadata.Set(MetadataCausationID, cause)
 	}
+	if tenant := TenantOf(ctx); tenant != "" {
+		msg.Metadata.Set(MetadataTenant, tenant)
+	}
 	return msg, nil
 }
 
@@ -154,8 +168,11 @@ func defaultName(t reflect.Type) string {
 
 // WithMessage returns ctx as the context of handling msg, as a
 // subscription of b gives it to its handlers: MessageID, CorrelationID
-// and CausationID report msg's, the events emitted under it carry its
-// chain on, and b's Propagators have extracted what msg carries. It is
+// and CausationID report msg's, TenantOf its tenant metadata as it is
+// (unresolved: the caller delivers rows it wrote itself; a subscription
+// resolves it through Config.Tenants first), the events emitted under it
+// carry its chain on, and b's Propagators have extracted what msg
+// carries. It is
 // for code that delivers a stored message to the mediator itself, such as
 // the outbox's durable in-process delivery.
 func (b *Bus) WithMessage(ctx context.Context, msg *message.Message) context.Context {
@@ -168,7 +185,7 @@ func (b *Bus) NameOf(t reflect.Type) string { return b.nameOf(t) }
 
 // Encode returns event as a message, as a route would publish it: encoded
 // by the bus's Marshaler, named by NameOf, versioned by VersionOf, with a new id, and continuing
-// the chain of ctx (correlation and causation ids).
+// the chain of ctx (correlation and causation ids) and its tenant ([TenantOf]).
 func (b *Bus) Encode(ctx context.Context, event any) (*message.Message, error) {
 	t := reflect.TypeOf(event)
 	msg, err := newMessage(ctx, b.cfg.Marshaler, b.nameOf(t), b.VersionOf(t), event)
