@@ -14,8 +14,10 @@ import (
 // ([Route]) and subscriptions ([Subscribe]) registered with fx, an
 // optional message.Publisher and message.Subscriber (provide the broker's
 // as these interfaces, with fx.As; with neither, the in-process broker is
-// used and a warning says it is not durable), an optional *zap.Logger and
-// an optional [Marshaler]. It provides the
+// used and a warning says it is not durable), an optional *zap.Logger, an
+// optional [Marshaler] and optional [Tenants] (provided as that interface;
+// without them a message that names a tenant is dead-lettered). It
+// provides the
 // fxcqrs.Forwarder that fxcqrs.Module takes, so routed events leave
 // through it; a module above it (the outbox's) may decorate that
 // Forwarder to take routed events another way.
@@ -55,6 +57,7 @@ type busParams struct {
 	Upcasters     []Upcaster         `group:"fxbus.upcasters"`
 	Tracer        Tracer             `optional:"true"`
 	DeadLetters   DeadLetterRecorder `optional:"true"`
+	Tenants       Tenants            `optional:"true"`
 	Lifecycle     fx.Lifecycle
 }
 
@@ -80,6 +83,7 @@ func newBus(p busParams) (*Bus, error) {
 		Tracer:      p.Tracer,
 		DeadLetters: p.DeadLetters,
 		Upcasters:   p.Upcasters,
+		Tenants:     p.Tenants,
 	}
 	return New(cfg, p.Routes, p.Subscriptions)
 }
