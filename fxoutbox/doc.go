@@ -52,7 +52,10 @@
 // rows: they are the new owner's to send and delete. Until they are
 // deleted, published rows count in Backlog and Lag (a window at most). A commit in this process
 // that wrote rows wakes it at once; polling (Config.Relay) finds rows of
-// other processes and of a process that crashed. A relay owns a topic
+// other processes and of a process that crashed. After a pass that sent
+// rows, the next starts only once RelayConfig.Linger has passed since it
+// began, so that commits gather into one pass; a relay whose last pass
+// sent nothing starts at once. A relay owns a topic
 // under a lease, so that several replicas relay side by side without
 // sending one topic twice as a matter of course; its deletes are fenced by
 // the lease, and a relay that dies leaves its topics to the others when
@@ -126,7 +129,9 @@
 // With Config.Inbox, an inbound message (fxbus.Subscribe) runs each event
 // handler in a transaction that first records (handler, message id): a
 // redelivered message skips the handlers that handled it, and only a
-// handler that failed runs again.
+// handler that failed runs again. The inbox knows a handler by its type's
+// name: [Outbox.Start] refuses two handlers of one type for an event it
+// records.
 //
 // # Durable in-process events
 //
