@@ -78,10 +78,9 @@
 // # SQLite
 //
 // On SQLite, run one replica, and open its pool with one connection
-// (db.SetMaxOpenConns(1)): SQLite has one writer, and Start refuses a
-// pool that allows more, since a command's transaction and the relay's
-// would meet with SQLITE_BUSY. Why, and how to open the file, in the
-// production checklist
+// (db.SetMaxOpenConns(1)): [Outbox.Start] refuses a SQLite pool that
+// allows more. Why, and how to open the file, is in the production
+// checklist
 // (https://github.com/fxcqrs/fxcqrs/blob/main/docs/production.md#sqlites-single-writer).
 //
 // # Order per key: lanes
