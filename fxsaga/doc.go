@@ -24,9 +24,9 @@
 // owner that lost the saga to another cannot write.
 //
 // A saga runs outside any unit of work: inside one (a command handler
-// under the outbox module), Run and Stream return [ErrInTransaction]. A saga with a
-// business key ([Saga.KeyBy]) is found by it, and runs at most once per
-// key at a time: a second returns an [*AlreadyStarted].
+// under the outbox module), Run and Stream return [ErrInTransaction]. A
+// saga with a business key ([Saga.KeyBy]) is found by it, and runs at
+// most once per key at a time: a second returns an [*AlreadyStarted].
 //
 // Persistence: NewSQL stores sagas on PostgreSQL, MySQL/MariaDB or SQLite
 // (Migrate, or Migrations for your migration tool, versioned as the

@@ -63,10 +63,10 @@
 // message is handed over again, before its key's later ones, by the
 // member that holds its partition: a replica that stops (its mediator
 // stopping, it nacks what it gets) hands it over to the others with its
-// partitions. A
-// subscription holds at most 4×InFlight records (64 at least): handed
-// over, waiting behind their key, or acknowledged behind one that is not;
-// a slow message holds the others back once they fill that.
+// partitions. A subscription holds at most 4×InFlight records (64 at
+// least): handed over, waiting behind their key, or acknowledged behind
+// one that is not; a slow message holds the others back once they fill
+// that.
 //
 // Offsets: a partition's committed offset is the one after its highest
 // contiguous acknowledged message. A message acknowledged while one before
