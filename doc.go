@@ -137,14 +137,12 @@
 //
 // # Streams
 //
-// [Stream] yields the handler's items. The events emitted before an item are
-// processed, per Config.StreamEvents, before the consumer receives that
-// item; events emitted after the last item before the sequence ends. An
-// item whose events failed is delivered with the [*EventError]; failures of
-// the trailing events come as a final (zero, err) element. A consumer that
-// stops early stops the handler; the events it emits after that (a
-// clean-up) run before the consumer's loop ends, their failures logged.
-// Stream starts no goroutine.
+// [Stream] yields the handler's items, each once the events emitted
+// before it were processed per Config.StreamEvents; an item whose events
+// failed still arrives, with the [*EventError]. Its documentation has the
+// rules for trailing events, a consumer that stops early and a cancelled
+// context; what a stop's clean-up emits is logged when it fails and seen
+// by the observer. Stream starts no goroutine.
 //
 // # Lifecycle
 //

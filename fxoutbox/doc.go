@@ -35,50 +35,57 @@
 // by topic, in id order, a batch at a time (RelayConfig.BatchSize),
 // publishes the batch through the bus's publisher (at once when it is an
 // fxbus.BatchPublisher, as natsjs is; else one message after another) and
-// deletes the rows the broker acknowledged: at least once. It deletes
-// them once per window, not per batch (RelayConfig.ProgressInterval, 100ms,
-// or RelayConfig.ProgressRows, 1000 rows, whichever comes first; and when
-// it gives a lane back or stops), in one statement fenced by the lane's
+// deletes the rows the broker acknowledged: at least once. It deletes them
+// once per window, not per batch (RelayConfig.ProgressInterval, 100ms, or
+// RelayConfig.ProgressRows, 1000 rows, whichever comes first; and when it
+// gives a lane back or stops), in one statement fenced by the lane's
 // lease, so that at low load its deletes do not add a commit, a WAL flush,
 // to each command's; it skips the rows it has published and not deleted
-// when it reads a lane, and never sends them again itself. A kill sends again what the
-// relay had published and not deleted: per lane, at most ProgressRows +
-// BatchSize - 1 rows (1099 with the defaults), those published within the
-// last ProgressInterval (and the batch in hand). JetStream drops such
-// copies by message id within its duplicate window (2 minutes by
-// default); the inbox makes any copy harmless. A negative
-// ProgressInterval deletes each batch as it is published: the bound is
-// then one batch. A relay that lost a lane's lease deletes none of its
-// rows: they are the new owner's to send and delete. Until they are
-// deleted, published rows count in Backlog and Lag (a window at most). A commit in this process
-// that wrote rows wakes it at once; polling (Config.Relay) finds rows of
-// other processes and of a process that crashed. A relay owns a topic
-// under a lease, so that several replicas relay side by side without
-// sending one topic twice as a matter of course; its deletes are fenced by
-// the lease, and a relay that dies leaves its topics to the others when
-// the lease expires, 4s by default (the replicas' clocks must roughly
-// agree). When a broker refuses message k of a batch and takes later
-// ones, the rows from k on are sent again: those later ones reach the
-// consumer before k, the one exception to the order below. Order is per topic: the relay sends a topic's
-// committed rows in id order. Ids are taken when rows are inserted (a
-// PostgreSQL BIGSERIAL, a MySQL or MariaDB AUTO_INCREMENT), not when they
-// commit, so two overlapping transactions can commit against their ids'
-// order: when the relay has already sent the row with the higher id, the
-// lower one follows it, in the relay's next pass, before any row
-// committed after it. Within one transaction, and between transactions
-// that do not overlap, the order is the emit order. SQLite runs one writer
-// at a time: there ids follow commits. Broker and connection failures are
-// retried with backoff while rows wait; only a failure that
-// RelayConfig.Undeliverable blames on the message moves its row to the
-// dead letter table, with an error log.
+// when it reads a lane, and never sends them again itself.
+//
+// A kill sends again what the relay had published and not deleted: per
+// lane, at most ProgressRows + BatchSize - 1 rows (1099 with the
+// defaults), those published within the last ProgressInterval (and the
+// batch in hand). JetStream drops such copies by message id within its
+// duplicate window (2 minutes by default); the inbox makes any copy
+// harmless. A negative ProgressInterval deletes each batch as it is
+// published: the bound is then one batch. A relay that lost a lane's lease
+// deletes none of its rows: they are the new owner's to send and delete.
+// Until they are deleted, published rows count in Backlog and Lag (a
+// window at most).
+//
+// A commit in this process that wrote rows wakes the relay at once;
+// polling (Config.Relay) finds rows of other processes and of a process
+// that crashed. After a pass that sent rows, the next starts only once
+// RelayConfig.Linger has passed since it began, so that commits gather
+// into one pass; a relay whose last pass sent nothing starts at once.
+//
+// A relay owns a topic under a lease, so that several replicas relay side
+// by side without sending one topic twice as a matter of course; its
+// deletes are fenced by the lease, and a relay that dies leaves its topics
+// to the others when the lease expires, 4s by default (the replicas'
+// clocks must roughly agree). When a broker refuses message k of a batch
+// and takes later ones, the rows from k on are sent again: those later
+// ones reach the consumer before k, the one exception to the order below.
+//
+// Order is per topic: the relay sends a topic's committed rows in id
+// order. Ids are taken when rows are inserted (a PostgreSQL BIGSERIAL, a
+// MySQL or MariaDB AUTO_INCREMENT), not when they commit, so two
+// overlapping transactions can commit against their ids' order: when the
+// relay has already sent the row with the higher id, the lower one follows
+// it, in the relay's next pass, before any row committed after it. Within
+// one transaction, and between transactions that do not overlap, the order
+// is the emit order. SQLite runs one writer at a time: there ids follow
+// commits. Broker and connection failures are retried with backoff while
+// rows wait; only a failure that RelayConfig.Undeliverable blames on the
+// message moves its row to the dead letter table, with an error log.
 //
 // # SQLite
 //
 // On SQLite, run one replica, and open its pool with one connection
-// (db.SetMaxOpenConns(1)): SQLite has one writer, and Start refuses a
-// pool that allows more, since a command's transaction and the relay's
-// would meet with SQLITE_BUSY. Why, and how to open the file, in the
-// production checklist
+// (db.SetMaxOpenConns(1)): [Outbox.Start] refuses a SQLite pool that
+// allows more. Why, and how to open the file, is in the production
+// checklist
 // (https://github.com/fxcqrs/fxcqrs/blob/main/docs/production.md#sqlites-single-writer).
 //
 // # Order per key: lanes
@@ -126,7 +133,9 @@
 // With Config.Inbox, an inbound message (fxbus.Subscribe) runs each event
 // handler in a transaction that first records (handler, message id): a
 // redelivered message skips the handlers that handled it, and only a
-// handler that failed runs again.
+// handler that failed runs again. The inbox knows a handler by its type's
+// name: [Outbox.Start] refuses two handlers of one type for an event it
+// records.
 //
 // # Durable in-process events
 //

@@ -23,6 +23,11 @@
 // downstream. Every save checks the version it read, a fencing token: an
 // owner that lost the saga to another cannot write.
 //
+// A saga runs outside any unit of work: inside one (a command handler
+// under the outbox module), Run and Stream return [ErrInTransaction]. A
+// saga with a business key ([Saga.KeyBy]) is found by it, and runs at
+// most once per key at a time: a second returns an [*AlreadyStarted].
+//
 // Persistence: NewSQL stores sagas on PostgreSQL, MySQL/MariaDB or SQLite
 // (Migrate, or Migrations for your migration tool, versioned as the
 // outbox's; Module checks the version at start), writing in the outbox

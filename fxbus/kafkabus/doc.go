@@ -60,10 +60,13 @@
 // messages are handed over at once; with InOrder, a key's next message
 // only once the one before it was acknowledged, so different keys of one
 // partition run side by side and a key's run one after another. A nacked
-// message is handed over again, before its key's later ones. A
-// subscription holds at most 4×InFlight records (64 at least): handed
-// over, waiting behind their key, or acknowledged behind one that is not;
-// a slow message holds the others back once they fill that.
+// message is handed over again, before its key's later ones, by the
+// member that holds its partition: a replica that stops (its mediator
+// stopping, it nacks what it gets) hands it over to the others with its
+// partitions. A subscription holds at most 4×InFlight records (64 at
+// least): handed over, waiting behind their key, or acknowledged behind
+// one that is not; a slow message holds the others back once they fill
+// that.
 //
 // Offsets: a partition's committed offset is the one after its highest
 // contiguous acknowledged message. A message acknowledged while one before
@@ -99,10 +102,8 @@
 // # In production
 //
 // The settings a production cluster needs (replication and
-// min.insync.replicas, partitions, RebalanceTimeout, credentials) are on
-// the Kafka page
-// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/broker-kafka.md#production-settings),
-// with what the tests, on franz-go's in-process kfake, do not show:
-// kfake keeps one copy of each partition, so replication and what
-// acks=all adds over acks=1 are Kafka's and no test claims them.
+// min.insync.replicas, partitions, RebalanceTimeout, credentials), and
+// what the tests, on franz-go's in-process kfake, cannot show, are on the
+// Kafka page
+// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/broker-kafka.md#production-settings).
 package kafkabus
