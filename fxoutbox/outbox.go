@@ -225,6 +225,11 @@ type Stats struct {
 	Sent uint64
 	// DeadLettered is the rows moved to the dead letter table: watch it.
 	DeadLettered uint64
+	// Expired is the rows among DeadLettered that the relay moved there
+	// because they came to this service's own delivery (durable events,
+	// scheduled commands) after their deliver-by time
+	// (fxbus.MetadataDeliverBy): undelivered, as their producer asked.
+	Expired uint64
 	// PublishFailures is the publishes the broker refused, each retried
 	// later (the rows waited).
 	PublishFailures uint64
@@ -238,7 +243,7 @@ type Stats struct {
 func (o *Outbox) Stats() Stats {
 	r := o.relay.Stats()
 	return Stats{
-		Sent: r.Sent, DeadLettered: r.DeadLettered, PublishFailures: r.PublishFailures,
+		Sent: r.Sent, DeadLettered: r.DeadLettered, PublishFailures: r.PublishFailures, Expired: r.Expired,
 		InboxDuplicates: o.uow.duplicates.Load(),
 	}
 }
