@@ -2,6 +2,7 @@ package fxbus
 
 import (
 	"context"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs"
@@ -14,8 +15,8 @@ import (
 // ([Route]) and subscriptions ([Subscribe]) registered with fx, an
 // optional message.Publisher and message.Subscriber (provide the broker's
 // as these interfaces, with fx.As; with neither, the in-process broker is
-// used and a warning says it is not durable), an optional *zap.Logger and
-// an optional [Marshaler]. It provides the
+// used and a warning says it is not durable), an optional *zap.Logger,
+// an optional [Marshaler] and an optional [Clock]. It provides the
 // fxcqrs.Forwarder that fxcqrs.Module takes, so routed events leave
 // through it; a module above it (the outbox's) may decorate that
 // Forwarder to take routed events another way.
@@ -42,6 +43,15 @@ var Module = fx.Module("fxbus",
 	fx.Invoke(startBus),
 )
 
+// Clock is the bus's clock under fx ([Config].Now): the time a
+// message's deliver-by counts from and is judged by. fxbus.Module takes
+// one from the graph, optional (default time.Now). fxoutbox.Module
+// provides the outbox's (fxoutbox.Config.Now) as the bus's Clock, so that
+// an application with the outbox gives its clock, a test its fake clock,
+// once, in fxoutbox.Config.Now (which the sagas' fxsaga.SQLStore and
+// runner take too): supply a Clock only without the outbox.
+type Clock func() time.Time
+
 type busParams struct {
 	fx.In
 
@@ -49,6 +59,7 @@ type busParams struct {
 	Subscriber    message.Subscriber `optional:"true"`
 	Logger        *zap.Logger        `optional:"true"`
 	Marshaler     Marshaler          `optional:"true"`
+	Clock         Clock              `optional:"true"`
 	Routes        []Routing          `group:"fxbus.routes"`
 	Subscriptions []Subscription     `group:"fxbus.subscriptions"`
 	Propagators   []Propagator       `group:"fxbus.propagators"`
@@ -80,6 +91,7 @@ func newBus(p busParams) (*Bus, error) {
 		Tracer:      p.Tracer,
 		DeadLetters: p.DeadLetters,
 		Upcasters:   p.Upcasters,
+		Now:         p.Clock,
 	}
 	return New(cfg, p.Routes, p.Subscriptions)
 }
