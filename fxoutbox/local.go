@@ -189,6 +189,9 @@ func (d *deliverer) Deliver(ctx context.Context, msgID string, payload []byte, m
 		if errors.Is(err, fxbus.ErrExpired) {
 			return &relay.ExpiredError{Err: err}
 		}
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner // PermanentError says "malformed" itself
+		}
 		return &relay.PermanentError{Err: err}
 	}
 	if err := d.bus.Upcast(msg); err != nil {

@@ -164,6 +164,8 @@ func TestDurableEventExpires(t *testing.T) {
 		}, time.Minute, 5*time.Millisecond, "3 failed once, 4 handled, 1 and 2 expired")
 		q, _ := r.handled()
 		assert.ElementsMatch(t, []int{3, 4}, q)
+		require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox WHERE attempts = 1") == 1 },
+			time.Minute, 5*time.Millisecond, "3's retry is set, two minutes after its failure")
 		r.clock.Advance(2 * time.Minute) // 3's retry is due, a minute past its deliver-by
 		require.Eventually(t, func() bool { return len(deadLetters(t, d)) == 3 }, time.Minute, 5*time.Millisecond)
 
@@ -216,5 +218,24 @@ func TestScheduledCommandExpires(t *testing.T) {
 		assert.Equal(t, []int{1}, pinged)
 		assert.Equal(t, uint64(1), r.o.Stats().Expired)
 		assert.Len(t, deadLetters(t, d), 1)
+	})
+}
+
+// A durable row whose deliver-by is no time is malformed: dead-lettered
+// at once, undelivered, not counted as expired.
+func TestDurableRowWithUnreadableDeliverBy(t *testing.T) {
+	t.Parallel()
+	forEachDatabase(t, func(t *testing.T, d database) {
+		r := newLocalRig(t, d, 0)
+		_, err := d.DB.Exec(d.Dialect.Rebind("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata, created_ns) VALUES (?, ?, ?, ?, ?)"),
+			"fxcqrs.local", "m-1", []byte(`{"ID":7}`), `{"name":"Quoted","deliver_by":"tomorrow"}`, r.clock.Now().UnixNano())
+		require.NoError(t, err)
+		r.clock.Advance(time.Second) // the relay's poll finds the row
+		require.Eventually(t, func() bool { return len(deadLetters(t, d)) == 1 }, time.Minute, 5*time.Millisecond)
+		assert.True(t, strings.HasPrefix(deadLetters(t, d)[7].reason, `malformed: the "deliver_by" metadata is no RFC 3339 time: `), deadLetters(t, d)[7].reason)
+		q, _ := r.handled()
+		assert.Empty(t, q)
+		assert.Zero(t, r.o.Stats().Expired)
+		assert.Equal(t, uint64(1), r.o.Stats().DeadLettered)
 	})
 }

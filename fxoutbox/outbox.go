@@ -49,7 +49,10 @@ type Config struct {
 	InboxRetention time.Duration `json:"inboxRetention" yaml:"inboxRetention"`
 	// Now is the outbox's clock: the inbox's records and their clean-up,
 	// and the relay's leases, compare against it, in SQL. Default
-	// time.Now; tests pass their own.
+	// time.Now; tests pass their own. Under fx, Module gives it to the
+	// bus too (as its fxbus.Clock), which stamps and judges the
+	// messages' deliver-by times; without fx, give the bus the same one
+	// (fxbus.Config.Now).
 	Now func() time.Time `json:"-" yaml:"-"`
 	// After is how the relay waits between passes (at most
 	// RelayConfig.PollInterval) and after a failure, and how the
