@@ -198,6 +198,31 @@ func (b *Bus) checkExpiry(msg *message.Message) error {
 	return nil
 }
 
+// StampDeliverBy gives msg, the message [Bus.Encode] made of event under
+// ctx, the deliver-by time ([MetadataDeliverBy]) a route without
+// [DeliverWithin] would give it: the earliest of ctx's ([WithDeliverBy],
+// and [WithDeliverWithin] counted from ctx's [WithDueTime] or else the
+// bus's now) and event's own ([Expiring]); none when they give none. It
+// is for code that stores messages it delivers to this service itself,
+// such as the outbox's durable events and scheduled commands, which no
+// route makes.
+func (b *Bus) StampDeliverBy(ctx context.Context, msg *message.Message, event any) {
+	x := expiryOf(ctx)
+	if by := b.deliverBy(&x, event, 0); !by.IsZero() {
+		stampDeliverBy(msg, by)
+	}
+}
+
+// CheckExpiry is the check a subscription makes before each attempt at
+// msg, for code that delivers stored messages itself (the outbox's
+// durable events and scheduled commands): an error errors.Is reports as
+// [ErrExpired] when msg's deliver-by time is before the bus's clock's now
+// (its text "expired: to be delivered by …, received at …"), an error
+// when its deliver-by cannot be read, and nil when it is in time, has no
+// deliver-by, or is a replay ([MetadataReplay]), which is delivered
+// whatever its deliver-by.
+func (b *Bus) CheckExpiry(msg *message.Message) error { return b.checkExpiry(msg) }
+
 // deadLetterExpired counts and logs, at info level, a message err says
 // expired, and reports whether it did: an expired message is the
 // outcome its producer asked for, not a fault (Stats.Expired and the

@@ -2,6 +2,7 @@ package fxbus
 
 import (
 	"context"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs"
@@ -15,9 +16,9 @@ import (
 // optional message.Publisher and message.Subscriber (provide the broker's
 // as these interfaces, with fx.As; with neither, the in-process broker is
 // used and a warning says it is not durable), an optional *zap.Logger, an
-// optional [Marshaler] and optional [Tenants] (provided as that interface;
-// without them a message that names a tenant is dead-lettered). It
-// provides the
+// optional [Marshaler], an optional [Clock], and optional [Tenants]
+// (provided as that interface; without them a message that names a tenant
+// is dead-lettered). It provides the
 // fxcqrs.Forwarder that fxcqrs.Module takes, so routed events leave
 // through it; a module above it (the outbox's) may decorate that
 // Forwarder to take routed events another way.
@@ -44,6 +45,15 @@ var Module = fx.Module("fxbus",
 	fx.Invoke(startBus),
 )
 
+// Clock is the bus's clock under fx ([Config].Now): the time a
+// message's deliver-by counts from and is judged by. fxbus.Module takes
+// one from the graph, optional (default time.Now). fxoutbox.Module
+// provides the outbox's (fxoutbox.Config.Now) as the bus's Clock, so that
+// an application with the outbox gives its clock, a test its fake clock,
+// once, in fxoutbox.Config.Now (which the sagas' fxsaga.SQLStore and
+// runner take too): supply a Clock only without the outbox.
+type Clock func() time.Time
+
 type busParams struct {
 	fx.In
 
@@ -51,6 +61,7 @@ type busParams struct {
 	Subscriber    message.Subscriber `optional:"true"`
 	Logger        *zap.Logger        `optional:"true"`
 	Marshaler     Marshaler          `optional:"true"`
+	Clock         Clock              `optional:"true"`
 	Routes        []Routing          `group:"fxbus.routes"`
 	Subscriptions []Subscription     `group:"fxbus.subscriptions"`
 	Propagators   []Propagator       `group:"fxbus.propagators"`
@@ -84,6 +95,7 @@ func newBus(p busParams) (*Bus, error) {
 		DeadLetters: p.DeadLetters,
 		Upcasters:   p.Upcasters,
 		Tenants:     p.Tenants,
+		Now:         p.Clock,
 	}
 	return New(cfg, p.Routes, p.Subscriptions)
 }

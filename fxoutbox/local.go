@@ -183,6 +183,17 @@ func (d *deliverer) Deliver(ctx context.Context, msgID string, payload []byte, m
 	if err := json.Unmarshal([]byte(metadata), &msg.Metadata); err != nil {
 		return &relay.PermanentError{Err: fmt.Errorf("metadata: %w", err)}
 	}
+	if err := d.bus.CheckExpiry(msg); err != nil {
+		// Before each attempt, as a subscription checks: an expired row
+		// is neither delivered nor retried.
+		if errors.Is(err, fxbus.ErrExpired) {
+			return &relay.ExpiredError{Err: err}
+		}
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner // PermanentError says "malformed" itself
+		}
+		return &relay.PermanentError{Err: err}
+	}
 	if err := d.bus.Upcast(msg); err != nil {
 		return &relay.PermanentError{Err: err} // no chain reaches it: retrying cannot help
 	}

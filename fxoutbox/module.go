@@ -36,6 +36,10 @@ var Module = fx.Options(
 			}
 			return a.WithLanes(cfg.Relay), nil
 		}),
+		// The bus's clock is the outbox's: a deliver-by is stamped and
+		// judged by the clock that runs the relay and the schedules, given
+		// once in Config.Now.
+		fx.Provide(func(cfg Config) fxbus.Clock { return cfg.Now }),
 		fxcqrs.AsMiddleware(func(o *Outbox) fxcqrs.Middleware { return o.UnitOfWork() }),
 		fx.Invoke(func(o *Outbox, m *fxcqrs.Mediator) { o.DeliverTo(m) }),
 	),

@@ -49,7 +49,10 @@ type Config struct {
 	InboxRetention time.Duration `json:"inboxRetention" yaml:"inboxRetention"`
 	// Now is the outbox's clock: the inbox's records and their clean-up,
 	// and the relay's leases, compare against it, in SQL. Default
-	// time.Now; tests pass their own.
+	// time.Now; tests pass their own. Under fx, Module gives it to the
+	// bus too (as its fxbus.Clock), which stamps and judges the
+	// messages' deliver-by times; without fx, give the bus the same one
+	// (fxbus.Config.Now).
 	Now func() time.Time `json:"-" yaml:"-"`
 	// After is how the relay waits between passes (at most
 	// RelayConfig.PollInterval) and after a failure, and how the
@@ -225,6 +228,11 @@ type Stats struct {
 	Sent uint64
 	// DeadLettered is the rows moved to the dead letter table: watch it.
 	DeadLettered uint64
+	// Expired is the rows among DeadLettered that the relay moved there
+	// because they came to this service's own delivery (durable events,
+	// scheduled commands) after their deliver-by time
+	// (fxbus.MetadataDeliverBy): undelivered, as their producer asked.
+	Expired uint64
 	// PublishFailures is the publishes the broker refused, each retried
 	// later (the rows waited).
 	PublishFailures uint64
@@ -238,7 +246,7 @@ type Stats struct {
 func (o *Outbox) Stats() Stats {
 	r := o.relay.Stats()
 	return Stats{
-		Sent: r.Sent, DeadLettered: r.DeadLettered, PublishFailures: r.PublishFailures,
+		Sent: r.Sent, DeadLettered: r.DeadLettered, PublishFailures: r.PublishFailures, Expired: r.Expired,
 		InboxDuplicates: o.uow.duplicates.Load(),
 	}
 }

@@ -131,11 +131,12 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 	d := u.local.registry().byName[u.bus.NameOf(t)]
 	local := d != nil && d.typ == t
 	var rows []fxbus.Outgoing
+	// A deliver-by given as a duration counts from the due time, not from
+	// now, and not from when the relay sends it.
+	due := fxbus.WithDueTime(ctx, at)
 	if !local || !d.command {
 		var fails []fxbus.PublishFailure
-		// A deliver-by given as a duration counts from the due time, not
-		// from now, and not from when the relay sends it.
-		rows, fails = u.bus.Messages(fxbus.WithDueTime(ctx, at), []any{msg})
+		rows, fails = u.bus.Messages(due, []any{msg})
 		if len(fails) > 0 {
 			return "", &fxbus.PublishError{Failures: fails}
 		}
@@ -149,6 +150,7 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 		if err != nil {
 			return "", fmt.Errorf("fxoutbox.Schedule: encode %T: %w", msg, err)
 		}
+		u.bus.StampDeliverBy(due, m, msg)
 		m.Metadata.Set(MetadataDepth, strconv.Itoa(depth))
 		rows = append(rows, fxbus.Outgoing{Topic: u.local.topic, Message: m})
 	}
@@ -156,21 +158,21 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 		return "", fmt.Errorf("fxoutbox.Schedule: nothing delivers %v: route it (fxbus.Route), or register it with fxoutbox.Durable or fxoutbox.Schedulable%s", t, pointerHint(t, u.local.registry().byName, u.bus))
 	}
 	id := rows[0].Message.UUID
-	due := int64(1) // a time before 1970 is as past as 1970, and its nanoseconds may not fit
+	dueNs := int64(1) // a time before 1970 is as past as 1970, and its nanoseconds may not fit
 	if at.After(time.Unix(0, 1)) {
-		due = at.UnixNano()
+		dueNs = at.UnixNano()
 	}
 	for _, r := range rows {
 		meta, err := json.Marshal(r.Message.Metadata)
 		if err != nil {
 			return "", fmt.Errorf("fxoutbox.Schedule: metadata: %w", err)
 		}
-		if _, err := un.tx.ExecContext(ctx, u.q.Schedule, due, r.Topic, u.laneOf(r.Topic, r.Message), id, []byte(r.Message.Payload), string(meta)); err != nil {
+		if _, err := un.tx.ExecContext(ctx, u.q.Schedule, dueNs, r.Topic, u.laneOf(r.Topic, r.Message), id, []byte(r.Message.Payload), string(meta)); err != nil {
 			return "", fmt.Errorf("fxoutbox.Schedule: %w", err)
 		}
 	}
-	if un.due == 0 || due < un.due {
-		un.due = due
+	if un.due == 0 || dueNs < un.due {
+		un.due = dueNs
 	}
 	return id, nil
 }

@@ -308,6 +308,7 @@ func (u *unitOfWork) writeLocal(ctx context.Context, un *unit) error {
 		if err != nil {
 			return fmt.Errorf("fxoutbox: encode %T: %w", ev, err)
 		}
+		u.bus.StampDeliverBy(ctx, msg, ev)
 		msg.Metadata.Set(MetadataDepth, strconv.Itoa(depth))
 		if err := u.insert(ctx, un, u.local.topic, msg); err != nil {
 			return err

@@ -45,7 +45,7 @@ const usage = `usage: fxcqrs [-dialect D -dsn DSN] [-json] COMMAND
   saga compensate -from STEP -who ME -why REASON ID
   saga resolve -who ME -why REASON ID
   versions list
-  versions check -reach NAME=OLDEST..CURRENT (one per name)
+  versions check -reach NAME=OLDEST..CURRENT (one per event name) -saga NAME=OLDEST..CURRENT (one per saga)
   asyncapi URL   (a service's AsyncAPI document, from its console's asyncapi.json; no database)`
 
 func run(args []string, out io.Writer) error {

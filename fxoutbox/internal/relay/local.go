@@ -111,6 +111,9 @@ func (s *sender) deliverSafely(ctx context.Context, rw row) (err error) {
 
 // failLocal schedules a failed row's next attempt, or dead-letters it.
 func (s *sender) failLocal(ctx context.Context, topic string, rw row, cause error) error {
+	if errors.As(cause, new(*ExpiredError)) {
+		return s.expire(ctx, topic, rw, cause)
+	}
 	var bad *PermanentError
 	failed := rw.attempts + 1
 	if errors.As(cause, &bad) || failed >= s.delivery.MaxAttempts {
@@ -123,6 +126,29 @@ func (s *sender) failLocal(ctx context.Context, topic string, rw row, cause erro
 	s.inHand.Add(-1)
 	return err
 }
+
+// expire moves a row delivered after its deliver-by time to the dead
+// letter table, with the expiry as its reason, counted among the dead
+// letters and apart as expired, and logged at info level: its producer
+// asked for it, as a subscription's expired message.
+func (s *sender) expire(ctx context.Context, topic string, rw row, cause error) error {
+	if err := s.bury(ctx, topic, rw, cause); err != nil {
+		return err
+	}
+	s.expired.Add(1)
+	s.log.Info("relay: message expired: dead-lettered undelivered",
+		zap.String("topic", topic), zap.String("messageId", rw.msgID), zap.Int64("row", rw.id), zap.String("reason", cause.Error()))
+	return nil
+}
+
+// ExpiredError is a row delivered after its deliver-by time
+// (fxbus.MetadataDeliverBy; see fxbus.Bus.CheckExpiry): the relay moves
+// it to the dead letter table at once, with Err's "expired: …" as the
+// reason, never retries it, and counts it in Stats.Expired.
+type ExpiredError struct{ Err error }
+
+func (e *ExpiredError) Error() string { return e.Err.Error() }
+func (e *ExpiredError) Unwrap() error { return e.Err }
 
 // PermanentError is a row that cannot be delivered however often it is
 // tried (it does not decode, no handler is registered for its name, its

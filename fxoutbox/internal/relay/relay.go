@@ -132,13 +132,16 @@ func New(p Params) *Relay {
 
 // Stats counts what the relay did since it started.
 type Stats struct {
-	Sent, DeadLettered, PublishFailures uint64
+	Sent, DeadLettered, PublishFailures, Expired uint64
 }
 
-// Stats returns the relay's counters.
+// Stats returns the relay's counters. DeadLettered counts the expired
+// rows too; the failures and the expiries are counted apart, each once,
+// so that DeadLettered-Expired never goes down between two reads.
 func (r *Relay) Stats() Stats {
 	s := r.sender
-	return Stats{Sent: s.sent.Load(), DeadLettered: s.deadLettered.Load(), PublishFailures: s.failures.Load()}
+	failed, expired := s.deadLettered.Load(), s.expired.Load()
+	return Stats{Sent: s.sent.Load(), DeadLettered: failed + expired, PublishFailures: s.failures.Load(), Expired: expired}
 }
 
 // Passes returns how many passes the relay has run, for tests.

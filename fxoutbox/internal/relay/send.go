@@ -35,8 +35,9 @@ type sender struct {
 	stop     <-chan struct{} // the relay's
 
 	sent, deadLettered, failures atomic.Uint64
-	inHand                       atomic.Int64 // rows read and not yet deleted, in the batch being sent
-	unrecorded                   atomic.Int64 // rows published and not yet deleted, in progress
+	expired                      atomic.Uint64 // dead-lettered apart from deadLettered: see expire
+	inHand                       atomic.Int64  // rows read and not yet deleted, in the batch being sent
+	unrecorded                   atomic.Int64  // rows published and not yet deleted, in progress
 
 	progress  map[schema.Lane]*progress // each lane's published rows not yet deleted (progress.go)
 	wallNow   func() time.Time          // the progress windows' clock (Params.WallNow)
@@ -261,6 +262,16 @@ func (s *sender) queryRows(ctx context.Context, query string, args ...any) ([]ro
 func (s *sender) deadLetter(ctx context.Context, topic string, rw row, cause error) error {
 	s.log.Error("relay: message cannot be delivered; moved to the dead letter table",
 		zap.String("topic", topic), zap.String("messageId", rw.msgID), zap.Int64("row", rw.id), zap.Error(cause))
+	if err := s.bury(ctx, topic, rw, cause); err != nil {
+		return err
+	}
+	s.deadLettered.Add(1)
+	return nil
+}
+
+// bury moves rw to the dead letter table with cause as its reason, in one
+// transaction.
+func (s *sender) bury(ctx context.Context, topic string, rw row, cause error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -271,11 +282,7 @@ func (s *sender) deadLetter(ctx context.Context, topic string, rw row, cause err
 	if _, err := tx.ExecContext(ctx, s.q.DeleteRow, rw.id); err != nil {
 		return errors.Join(err, schema.Rollback(tx))
 	}
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	s.deadLettered.Add(1)
-	return nil
+	return tx.Commit()
 }
 
 // brokerError is a publish the broker refused or could not take.
