@@ -239,7 +239,19 @@ func (s *suite) busStop(t *testing.T) {
 		return nil
 	})
 	pub2, sub2 := s.open(t, group(tp, "a"), tp, tp+"_poison")
-	consume(t, pub2, sub2, tp, consumerConfig{}, func(_ context.Context, e Keyed) error { record(e.Seq); return nil })
+	// Replica 2 handles nothing before replica 1 is in the middle of a
+	// message: left free, its workers could take all 30 before replica 1
+	// was scheduled at all (it did, under load); held, they take no more
+	// than its InFlight, and the rest wait for replica 1.
+	consume(t, pub2, sub2, tp, consumerConfig{}, func(ctx context.Context, e Keyed) error {
+		select {
+		case <-entered:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		record(e.Seq)
+		return nil
+	})
 
 	pub, _ := s.a.Open(t, group(tp, "p"))
 	const n = 30
