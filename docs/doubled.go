@@ -23,9 +23,15 @@ type word struct {
 }
 
 // wordRE is what counts as a word: letters, digits, '_', '.', '/' and
-// '\'', not ending in '.', '/' or '\'' (so "fxbus.Publish" and a module
+// '\”, not ending in '.', '/' or '\” (so "fxbus.Publish" and a module
 // path are one word each, and the full stop after them none).
 var wordRE = regexp.MustCompile(`[\p{L}\p{N}_.'/]*[\p{L}\p{N}_]`)
+
+// gap is a word no page has and docGap one no doc comment has: no run
+// crosses either.
+func gap(line int) word { return word{"\x00", line} }
+
+func docGap(line int) word { return word{"\x01", line} }
 
 // words splits lines (the first being line first) into lower-case words.
 func words(lines []string, first int) []word {
@@ -40,7 +46,8 @@ func words(lines []string, first int) []word {
 
 // docWords returns the words of the package doc comment of a Go file,
 // the comment markers stripped, with their lines. Directives
-// (//go:build) and code blocks are not words.
+// (//go:build), code blocks and URLs (a link's target, as in a page)
+// are not words.
 func docWords(path string) ([]word, error) {
 	fset := token.NewFileSet()
 	f, err := parser.ParseFile(fset, path, nil, parser.PackageClauseOnly|parser.ParseComments)
@@ -58,16 +65,25 @@ func docWords(path string) ([]word, error) {
 		case strings.HasPrefix(text, "//go:"), strings.HasPrefix(text, "//line "):
 			continue
 		case strings.HasPrefix(text, "//\t"):
-			continue // a code block (gofmt indents them with a tab)
+			out = append(out, docGap(line)) // a code block (gofmt indents them with a tab)
+			continue
 		case strings.HasPrefix(text, "//"):
 			text = text[2:]
 		default: // /* … */
 			text = strings.TrimSuffix(strings.TrimPrefix(text, "/*"), "*/")
 		}
+		text = urlRE.ReplaceAllString(text, " ")
 		out = append(out, words(strings.Split(text, "\n"), line)...)
 	}
 	return out, nil
 }
+
+// maxNameWords is the most words a code span of a page has and still
+// reads as a name in its sentence (`fxbus.Route[OrderPlaced]("orders")`).
+const maxNameWords = 3
+
+// urlRE is a URL in a doc comment.
+var urlRE = regexp.MustCompile(`https?://\S+`)
 
 // markdownLinkTarget is the (target) of a [text](target) link: the text
 // is prose, the target is not.
@@ -75,8 +91,8 @@ var markdownLinkTarget = regexp.MustCompile(`\]\([^)]*\)`)
 
 // pageWords returns the prose words of a Markdown page with their lines:
 // fenced code blocks, HTML comments (snippet markers, figures
-// templates) and generated figures regions are not prose, and neither
-// are link targets.
+// templates), generated figures regions, link targets and code spans of
+// more than maxNameWords words are not prose.
 func pageWords(path string) ([]word, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -97,10 +113,12 @@ func pageWords(path string) ([]word, error) {
 			continue
 		case !inComment && strings.HasPrefix(line, figuresOpen):
 			inFigures = true
+			out = append(out, gap(n))
 			continue
 		case !inComment:
 			if m := fenceOpen.FindStringSubmatch(line); m != nil {
 				fence = m[1]
+				out = append(out, gap(n))
 				continue
 			}
 		}
@@ -118,13 +136,40 @@ func pageWords(path string) ([]word, error) {
 			}
 			before, after, ok := strings.Cut(line, "<!--")
 			prose.WriteString(before)
-			prose.WriteByte(' ')
+			if ok {
+				prose.WriteByte(0) // a gap
+			}
 			line, inComment = after, ok
 		}
 		text := markdownLinkTarget.ReplaceAllString(prose.String(), "]")
-		out = append(out, words([]string{text}, n)...)
+		for i, seg := range strings.Split(text, "\x00") {
+			if i > 0 {
+				out = append(out, gap(n))
+			}
+			out = append(out, spanWords(seg, n)...)
+		}
 	}
 	return out, nil
+}
+
+// spanWords is words for a line of Markdown: a code span of a few words
+// is a name in a sentence; a longer one (a quoted message, a command, an
+// expression) is not prose, and no run crosses it.
+func spanWords(text string, line int) []word {
+	var out []word
+	for {
+		loc := codeSpanRE.FindStringIndex(text)
+		if loc == nil {
+			return append(out, words([]string{text}, line)...)
+		}
+		out = append(out, words([]string{text[:loc[0]]}, line)...)
+		if span := words([]string{text[loc[0]:loc[1]]}, line); len(span) > maxNameWords {
+			out = append(out, gap(line))
+		} else {
+			out = append(out, span...)
+		}
+		text = text[loc[1]:]
+	}
 }
 
 // DocFiles returns the doc.go files under root (relative to it, sorted),
