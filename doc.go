@@ -118,9 +118,9 @@
 // type name. Which handlers a type has is computed once per type. Only
 // these two paths call handlers through reflection.
 //
-// An event type that has no event handler but a command or request handler
-// (an event handler registered with AsCommandHandler: the Handle shapes are
-// the same) is warned about once, when such an event is first emitted.
+// When an emitted event's type has only a command or request handler (an
+// event handler registered with AsCommandHandler: the Handle shapes are
+// the same), a warning is logged once, at its first emit.
 //
 // # Failures
 //
@@ -160,13 +160,13 @@
 //
 // # Middleware
 //
-// A [Middleware] wraps Send and Exec calls, Stream iterations and each event
-// handler invocation, and sees what it wraps in a [Call]: kind, message,
-// handler. Register it with [AsMiddleware] or [WithMiddleware]; limit it
+// A [Middleware] wraps Send and Exec calls, Stream iterations and every
+// invocation of an event handler; a [Call] tells it what it wraps: kind,
+// message, handler. Register it with [AsMiddleware] or [WithMiddleware]; limit it
 // with [ForKinds] and [ForMessages]; place it with [WithOrder]. Which
 // middleware wraps which handler, and in which order, is decided once at
-// registration: lower MiddlewareOrder outside, then by type name, then by
-// registration order. Built in: [Logging], [Timeout] per kind, and [Retry]
+// registration: lower MiddlewareOrder outside; ties go by type name and
+// then by registration order. Built in: [Logging], [Timeout] per kind, and [Retry]
 // for event handlers (on the invocation's own slot; a failed attempt's
 // follow-ups are dropped). Panic recovery is always on.
 //
@@ -187,9 +187,10 @@
 //
 // # Observability
 //
-// An [Observer] sees calls started and finished, and invocations queued,
-// started and finished, with durations and errors; the context it returns
-// for a call is the parent of that call's invocations. The module
+// An [Observer] is told when a call starts and ends and when each
+// invocation is queued, starts and ends, with its duration and error; the
+// context it returns at a call's start is the parent of the call's
+// invocations. The module
 // github.com/fxcqrs/fxcqrs/fxcqrsotel adapts it to OpenTelemetry spans and
 // metrics. [Mediator.Stats] gives the counters without one.
 //
@@ -206,8 +207,9 @@
 //
 // Emit panics when its context comes from no mediator call: an event must
 // never vanish silently, and a missing context is a programming error. An
-// Emit from a goroutine that outlived its handler cannot join the finished
-// call: it is logged at error level and counted in [Stats].LateEmits.
+// Emit made by a goroutine after its handler returned cannot join the
+// finished call: it is logged at error level and counted in
+// [Stats].LateEmits.
 //
 // A call made from inside an event handler runs its events inline on that
 // handler's slot. If the handler starts goroutines that each make such a

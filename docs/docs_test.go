@@ -120,6 +120,15 @@ func TestLogMessages(t *testing.T) {
 	}
 }
 
+// TestNothingDoubled fails when a package doc comment and a page of
+// docs/ share a run of DoubledRun words or more: the text lives in one
+// place, and the other links to it.
+func TestNothingDoubled(t *testing.T) {
+	for _, p := range CheckDoubled(root, pages(t)) {
+		t.Error(p)
+	}
+}
+
 // The checks on a broken fixture: each must fail, and say what to do.
 
 const fixture = "testdata/broken"
@@ -197,6 +206,22 @@ func TestLogMessageCheckFailsBothWays(t *testing.T) {
 		`docs/troubleshooting.md:18: the row for "lib: gone" names no message`,
 		`lib/log.go:`, // the poison message has no row
 	})
+}
+
+func TestDoubledCheckFailsOnSharedRuns(t *testing.T) {
+	problems := CheckDoubled("testdata/doubled", []string{"docs/page.md"})
+	// Runs of 13, 11 (through a name's code span, not in the quoted
+	// message) and 10 words (the link's target is not a word); not the
+	// 7-word run, nor what the code blocks, the comment or the figures
+	// region say.
+	assertProblems(t, problems, []string{
+		`lib/doc.go:3: 13 words also in docs/page.md:3: "a message that cannot be decoded goes to the dead letter at once":`,
+		`lib/doc.go:9: 11 words also in docs/page.md:9: "retry the publish until the broker answers or the context ends":`,
+		`lib/doc.go:9: 10 words also in docs/page.md:24: "the key is hashed into one of the topic's lanes":`,
+	})
+	if !strings.Contains(problems[0].What, "package doc") || !strings.Contains(problems[0].What, "link") {
+		t.Errorf("the problem does not say what to do: %s", problems[0])
+	}
 }
 
 func TestSlug(t *testing.T) {

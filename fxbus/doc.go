@@ -75,29 +75,27 @@
 // (Redis Streams). Each returns one value that is both the
 // message.Publisher and the message.Subscriber Module takes.
 //
-// # What the bus asks of a broker
+// # Brokers that state what they can do
 //
-// Any Watermill publisher and subscriber carries the bus. One that states
-// what it can do (a [Broker]: the presets and the in-process broker are)
-// is held to it where a topic is declared: [New] (and so fx.New) checks
-// every declared topic against the broker's CheckTopic and names each one
-// it refuses; a [Provisioner] has every declared topic provisioned at
-// start, before anything publishes through the bus, and refuses a publish
-// to a topic nobody provisioned; a [FlowSubscriber] is asked for each
-// subscription under its [Flow]; a subscription the broker refuses fails
-// fx.Start with the broker's reason, and nothing is left running. The bus
-// page says what each means for a service
+// The bus works over any message.Publisher and message.Subscriber. When
+// the adapter is also a [Broker] (the presets and [Embedded] are), [New],
+// and so fx.New, runs each declared topic through [Broker.CheckTopic] and
+// fails with an error for each refusal, naming topic, declarer and rule. A
+// [Provisioner] gets the declared topics made at start, before the first
+// publish through the bus, and a publish to a topic it never provisioned
+// fails. A [FlowSubscriber] receives each subscription's [Flow]. When the
+// broker will not subscribe, fx.Start returns its reason and stops what
+// it started. The bus page says what each means for a service
 // (https://github.com/fxcqrs/fxcqrs/blob/main/docs/bus.md#what-the-bus-asks-of-a-broker).
 //
 // # The in-process broker
 //
 // With no broker given, every bus of the process uses one [Embedded]
 // broker, shared, so that two applications in one binary reach each other;
-// it is not durable, and reaches no other process. It keeps the bounds and
-// the order of a real broker (a subscription holds at most its InFlight
-// messages, a publish waits for room in its subscriptions' queues and
-// fails, never hangs, when they end), so that what is developed on the
-// defaults behaves as it will on NATS. What it bounds, what a publish
+// it is not durable, and reaches no other process. Like a networked
+// broker it bounds what each subscription holds and queues, and keeps
+// publish order, so code written against the defaults meets the limits
+// it will meet in production. What it bounds, what a publish
 // waits for, what it drops and its payload limit are on its page
 // (https://github.com/fxcqrs/fxcqrs/blob/main/docs/broker-embedded.md).
 // A large event costs its encoding: its JSON is encoded once and decoded
@@ -120,8 +118,8 @@
 // until a replay releases them in order (see InOrder). Without a key, a
 // topic keeps the order it always had. What each broker gives InOrder to
 // work with: each preset hands a subscription up to InFlight messages at
-// once and, with InOrder, brings a key's nacked message back before the
-// key's later ones, through a clean restart and a kill of the consuming
+// once and, with InOrder, redelivers a nacked message of a key ahead of
+// that key's next ones, through a clean restart and a kill of the consuming
 // process (for one consuming process at a time; Kafka keeps a key's order
 // across replicas too, since a partition has one consumer). What holds per
 // broker, and what bounds it, is in the order page

@@ -27,21 +27,14 @@
 //
 // # Queue type
 //
-// The Group's queues are classic queues, declared with x-queue-type
-// classic so that a vhost whose default queue type is quorum does not
-// make them quorum queues; a queue made without a type (by earlier
-// versions) is classic and taken as it is. A queue of that name that
-// exists as a quorum (or stream) queue is refused when the service
-// provisions or subscribes: "amqpbus: provision … : queue … is a quorum
-// queue, and amqpbus consumes classic queues only". Quorum queues do not
-// keep a key's order through a nack: where a classic queue puts a
-// requeued message back in its place, a quorum queue puts it behind the
-// newer messages already queued (RabbitMQ 3.10 measured,
-// TestQuorumQueueRequeuesAtTheEnd), and it drops (or dead-letters) a
-// message requeued past its delivery limit, which RabbitMQ 4 sets to 20
-// on every quorum queue: InOrder requeues a key's later messages with a
-// nacked one, and would reorder them, then lose them. (A kill or a clean
-// stop is not the problem: a closed channel's messages do go back first.)
+// The Group's queues are declared with x-queue-type classic, whatever
+// the vhost's default type; an untyped queue an earlier version made is
+// classic already and is used as it is. When the Group's queue exists as
+// a quorum (or stream) queue, provisioning and subscribing fail with an
+// error naming the queue and its type: a quorum queue requeues a nacked
+// message at its end and drops it past a delivery limit, which would
+// break InOrder (the order page has the measurements:
+// https://github.com/fxcqrs/fxcqrs/blob/main/docs/order.md#rabbitmq-quorum-queues).
 // To move a quorum queue's messages, stop its consumers, shovel them to
 // a new classic queue of the same name (delete the quorum queue once it
 // is empty, declare the classic one, move them back), and start the
@@ -71,9 +64,9 @@
 // is requeued together with the key's messages received after it, in
 // order, before any other acknowledgement goes out. Until all of them
 // have come back, a later message of the key that arrives is requeued
-// too, and those that came back are held; then they are handed over by
-// their places in the queue (the order they first arrived in), whatever
-// order they came back in. So a nacked message is never overtaken by its
+// too, and those that came back are held; then they go out in queue
+// order (the order they first arrived in), whatever order they came back
+// in. So a nacked message is never overtaken by its
 // key's later ones.
 //
 // When a subscription ends (its context), RabbitMQ stops delivering to
@@ -81,9 +74,9 @@
 // PubSub closes), and what was not handed over goes back to the queue in
 // place. A killed process's channel closes with its connection: RabbitMQ
 // requeues what it held, in place, and the next consumer gets it first.
-// So a key's order holds through a nack, a clean restart and a kill, for
-// one consuming process at a time (two replicas share the queue and
-// split a key's messages between them). A lost channel is opened again,
+// A key's order therefore survives nacks, clean restarts and kills while
+// a single process consumes the queue; replicas consuming it together
+// divide the key's messages. A lost channel is opened again,
 // backing off up to 5 s; messages handed over on the lost one come again.
 //
 // A handler may hold its message as long as it runs, up to the server's

@@ -38,15 +38,15 @@
 // # Consuming
 //
 // A subscription ([PubSub.SubscribeFlow]) holds at most the
-// subscription's InFlight entries read and not acknowledged: each
-// XREADGROUP asks for the free places only, entries are handed over
+// subscription's InFlight entries read and not acknowledged: XREADGROUP
+// reads no more than there is room for, entries are handed over
 // before the first is acknowledged, and each is acknowledged (XACK) by
 // itself. Entries are handed over in stream order, and with InOrder a
 // key's entries one at a time. A nacked entry stays pending and is handed
 // over again before every later entry, so that a key's order holds
 // through a nack.
 //
-// Each replica is a consumer of the group named [Config.Consumer], which
+// A replica consumes the group as [Config.Consumer], which
 // stays the same across the replica's restarts and differs between
 // replicas: a process holds its name on a topic under a lease in Redis
 // (renewed every second, 3 s to live), a subscription under a name a live
@@ -56,15 +56,14 @@
 // most 5 s) and takes its name back. When a subscription starts it reads
 // first the entries its
 // Consumer holds pending — what the process held when it stopped or was
-// killed — in stream order, then the entries pending under names no
-// process holds (a replica that stopped, one that died over 3 s ago, and
-// the random consumer names earlier versions used: after an upgrade
-// their entries come back at once; stop the old version's processes
-// first), then those of other consumers idle for [Config.MaxIdleTime]
+// killed — in stream order, then the entries pending under consumer
+// names without a live holder (a replica that stopped, one whose lease
+// ran out, the random names of earlier versions), then those of other
+// consumers idle for [Config.MaxIdleTime]
 // (default 30 s: a consumer taken for dead), then new entries. An idle
-// subscription looks for such entries again every 2 s. So a key's order holds
-// through a clean restart and a kill, for one consuming process at a
-// time; entries claimed from a dead consumer come after their idle time,
+// subscription looks for such entries again every 2 s. A key's order
+// therefore survives clean restarts and kills while a single process
+// consumes the topic; entries claimed from a dead consumer come after their idle time,
 // out of order with what was handled meanwhile. A subscription claims
 // the entries it holds again every third of MaxIdleTime (XCLAIM JUSTID,
 // which resets their idle time), so that a handler running longer than
@@ -85,9 +84,9 @@
 // lanes when their leases run out. Past Lease less a quarter without a
 // renewal, a replica sends no more XACKs of the lane and the inbox
 // refuses its handlers' effects (fxbus.Fenced). Each lane holds up to
-// InFlight/Lanes entries. The number of lanes is recorded under
-// "fxcqrs:lanes:<topic>" when the topic is provisioned, and a process
-// configured with another fails at start. See docs/replicas.md.
+// InFlight/Lanes entries. Provisioning a topic stores its lane count in
+// "fxcqrs:lanes:<topic>"; a process configured with a different count
+// fails at start. See docs/replicas.md.
 //
 // A subscription that ends (its context) stops reading; what it handed
 // over may still be acknowledged until the PubSub closes; what it holds
