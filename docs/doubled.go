@@ -128,8 +128,7 @@ func pageWords(path string) ([]word, error) {
 			if inComment {
 				_, after, ok := strings.Cut(line, "-->")
 				if !ok {
-					line = ""
-					break
+					break // the rest of the line is in the comment
 				}
 				line, inComment = after, false
 				continue
