@@ -64,7 +64,9 @@ func start(t *testing.T, opts ...fx.Option) (*fxcqrs.Mediator, *gochannel.GoChan
 // so.
 func TestRouteAndSubscriptionChooseProtobuf(t *testing.T) {
 	t.Parallel()
-	strs, audit := make(chan *wrapperspb.StringValue, 1), make(chan Audited, 1)
+	// Room for both handlings of each: the subscription's can come before
+	// Exec's own, which would otherwise block Exec on a full channel.
+	strs, audit := make(chan *wrapperspb.StringValue, 2), make(chan Audited, 2)
 	m, gc := start(t,
 		fxbus.Route[*wrapperspb.StringValue]("pb_strings", fxbus.Marshal(protobuf.Marshaler{})),
 		fxbus.Route[Audited]("pb_audit"),
