@@ -153,7 +153,7 @@ func TestLongTableNames(t *testing.T) {
 		require.Len(t, tables.Outbox, 63)
 		require.NoError(t, fxoutbox.Migrate(context.Background(), d.DB, d.Dialect, tables))
 		require.NoError(t, fxoutbox.CheckSchema(context.Background(), d.DB, d.Dialect, tables))
-		assert.Equal(t, 1, indexes(t, d, tables.Outbox, "topic"), "the (topic, id) index")
+		assert.Equal(t, 2, indexes(t, d, tables.Outbox, "topic"), "the (topic, lane, id) and (topic, lane, msg_tenant, id) indexes")
 		assert.Equal(t, 1, indexes(t, d, tables.Inbox, "handled_ns"), "the inbox's clean-up index")
 	})
 }

@@ -66,7 +66,9 @@ type staticStores struct {
 	list []TenantStore
 }
 
-func (s staticStores) Stores(context.Context) ([]TenantStore, error) { return slices.Clone(s.list), nil }
+func (s staticStores) Stores(context.Context) ([]TenantStore, error) {
+	return slices.Clone(s.list), nil
+}
 
 // schemaName is what a TenantStore's Schema may be: it needs no quoting.
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)

@@ -70,6 +70,8 @@ func migrationSet(d Dialect, t Tables) (sqlschema.Set, error) {
 		"ScheduledVersionIndex":   Quote(d, sqlschema.IndexName(t.Scheduled, "version")),
 		"DeadLettersVersionIndex": Quote(d, sqlschema.IndexName(t.DeadLetters, "version")),
 		"InboundDeadVersionIndex": Quote(d, sqlschema.IndexName(t.InboundDead, "version")),
+		"OutboxTenantIndex":       Quote(d, sqlschema.IndexName(t.Outbox, "topic_lane_tenant_id")),
+		"LaneLeases":              Quote(d, LaneLeases(t)),
 	})
 	if err != nil {
 		return sqlschema.Set{}, fmt.Errorf("fxoutbox: schema for %s: %w", d, err)

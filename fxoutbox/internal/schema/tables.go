@@ -79,3 +79,8 @@ func Validate(t Tables) error {
 		{Role: "Migrations", Name: t.Migrations},
 	}, sqlschema.Foreign("fxoutbox"))
 }
+
+// LaneLeases is the name of the table of the lane leases that consumer
+// replicas share a topic's lanes by (fxoutbox.LaneLeaseStore): the Leases
+// table's name and "_lanes", shortened with a hash past 63 characters.
+func LaneLeases(t Tables) string { return sqlschema.IndexName(WithDefaults(t).Leases, "lanes") }

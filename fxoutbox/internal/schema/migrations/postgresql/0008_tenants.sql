@@ -1,0 +1,14 @@
+-- Tenants: each row's tenant, from its metadata ("tenant"; '' for the
+-- default tenant), as a column the database computes, so that the relay
+-- can give each tenant of a lane its share of a pass without reading the
+-- metadata of rows it will not send.
+ALTER TABLE {{.Outbox}} ADD COLUMN msg_tenant TEXT NOT NULL GENERATED ALWAYS AS (COALESCE(CAST(metadata AS json) ->> 'tenant', '')) STORED;
+CREATE INDEX {{.OutboxTenantIndex}} ON {{.Outbox}} (topic, lane, msg_tenant, id);
+-- The lane leases consumer replicas share a topic's lanes by, on a broker
+-- that keeps none of its own (RabbitMQ): a value and its revision, written
+-- by compare-and-set.
+CREATE TABLE IF NOT EXISTS {{.LaneLeases}} (
+    name  TEXT   PRIMARY KEY,
+    value TEXT   NOT NULL,
+    rev   BIGINT NOT NULL
+);
