@@ -72,6 +72,10 @@ func migrationSet(d Dialect, t Tables) (sqlschema.Set, error) {
 		"InboundDeadVersionIndex": Quote(d, sqlschema.IndexName(t.InboundDead, "version")),
 		"OutboxTenantIndex":       Quote(d, sqlschema.IndexName(t.Outbox, "topic_lane_tenant_id")),
 		"LaneLeases":              Quote(d, LaneLeases(t)),
+		"RateLimits":              Quote(d, RateLimits(t)),
+		"DeadLettersTenantIndex":  Quote(d, sqlschema.IndexName(t.DeadLetters, "tenant")),
+		"InboundDeadTenantIndex":  Quote(d, sqlschema.IndexName(t.InboundDead, "tenant")),
+		"ScheduledTenantIndex":    Quote(d, sqlschema.IndexName(t.Scheduled, "tenant")),
 	})
 	if err != nil {
 		return sqlschema.Set{}, fmt.Errorf("fxoutbox: schema for %s: %w", d, err)

@@ -84,3 +84,8 @@ func Validate(t Tables) error {
 // replicas share a topic's lanes by (fxoutbox.LaneLeaseStore): the Leases
 // table's name and "_lanes", shortened with a hash past 63 characters.
 func LaneLeases(t Tables) string { return sqlschema.IndexName(WithDefaults(t).Leases, "lanes") }
+
+// RateLimits is the name of the table of the rate limits subscriptions
+// share across replicas (fxoutbox's shared limiter): the Outbox table's
+// name and "_limits", shortened with a hash past 63 characters.
+func RateLimits(t Tables) string { return sqlschema.IndexName(WithDefaults(t).Outbox, "limits") }

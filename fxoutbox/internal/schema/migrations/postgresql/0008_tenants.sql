@@ -4,6 +4,16 @@
 -- metadata of rows it will not send.
 ALTER TABLE {{.Outbox}} ADD COLUMN msg_tenant TEXT NOT NULL GENERATED ALWAYS AS (COALESCE(CAST(metadata AS json) ->> 'tenant', '')) STORED;
 CREATE INDEX {{.OutboxTenantIndex}} ON {{.Outbox}} (topic, lane, msg_tenant, id);
+-- The dead letters, inbound and outbound, and the schedules have it too:
+-- the repair tools select by tenant; every repair records the tenant of
+-- what it repaired.
+ALTER TABLE {{.DeadLetters}} ADD COLUMN msg_tenant TEXT NOT NULL GENERATED ALWAYS AS (COALESCE(CAST(metadata AS json) ->> 'tenant', '')) STORED;
+CREATE INDEX {{.DeadLettersTenantIndex}} ON {{.DeadLetters}} (msg_tenant);
+ALTER TABLE {{.InboundDead}} ADD COLUMN msg_tenant TEXT NOT NULL GENERATED ALWAYS AS (COALESCE(CAST(metadata AS json) ->> 'tenant', '')) STORED;
+CREATE INDEX {{.InboundDeadTenantIndex}} ON {{.InboundDead}} (msg_tenant);
+ALTER TABLE {{.Scheduled}} ADD COLUMN msg_tenant TEXT NOT NULL GENERATED ALWAYS AS (COALESCE(CAST(metadata AS json) ->> 'tenant', '')) STORED;
+CREATE INDEX {{.ScheduledTenantIndex}} ON {{.Scheduled}} (msg_tenant);
+ALTER TABLE {{.Repairs}} ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
 -- The lane leases consumer replicas share a topic's lanes by, on a broker
 -- that keeps none of its own (RabbitMQ): a value and its revision, written
 -- by compare-and-set.
@@ -11,4 +21,11 @@ CREATE TABLE IF NOT EXISTS {{.LaneLeases}} (
     name  TEXT   PRIMARY KEY,
     value TEXT   NOT NULL,
     rev   BIGINT NOT NULL
+);
+-- The rate limits subscriptions share across replicas (a message type's,
+-- a tenant's or a key's): the theoretical arrival time of each limit's
+-- next message (GCRA), in nanoseconds by the services' clock.
+CREATE TABLE IF NOT EXISTS {{.RateLimits}} (
+    name   TEXT   NOT NULL PRIMARY KEY,
+    tat_ns BIGINT NOT NULL
 );
