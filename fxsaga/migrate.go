@@ -53,6 +53,8 @@ func migrationSet(d fxoutbox.Dialect, t Tables) (sqlschema.Set, error) {
 		"KeyIndex": quote(d, sqlschema.IndexName(t.Sagas, "business_key")), "ActiveKeyIndex": quote(d, sqlschema.IndexName(t.Sagas, "active_key")),
 		"CreatedIndex":        quote(d, sqlschema.IndexName(t.Sagas, "created")),
 		"ContextVersionIndex": quote(d, sqlschema.IndexName(t.Sagas, "context_version")),
+		"TenantWaitingIndex":  quote(d, sqlschema.IndexName(t.Sagas, "tenant_waiting")),
+		"TenantActiveKeyIndex": quote(d, sqlschema.IndexName(t.Sagas, "tenant_active_key")),
 	})
 	if err != nil {
 		return sqlschema.Set{}, fmt.Errorf("fxsaga: schema for %s: %w", d, err)

@@ -34,10 +34,11 @@ type Store interface {
 	// versions (fencing the old owner) and returns them bumped. The Runner
 	// never drives twice a saga it already drives.
 	Claim(ctx context.Context, name string, limit int) ([]State, error)
-	// Correlated returns the Waiting sagas that wait for the event type
-	// named event with the correlation key: an indexed lookup, in ctx's
-	// unit of work's transaction if it has one.
-	Correlated(ctx context.Context, event, key string) ([]State, error)
+	// Correlated returns the Waiting sagas of tenant (State.Tenant) that
+	// wait for the event type named event with the correlation key: an
+	// indexed lookup, in ctx's unit of work's transaction if it has one.
+	// A saga of another tenant is never returned, whatever its key.
+	Correlated(ctx context.Context, tenant, event, key string) ([]State, error)
 	// Overdue returns at most limit of the Waiting sagas of name whose
 	// deadline is before now, earliest first.
 	Overdue(ctx context.Context, name string, now time.Time, limit int) ([]State, error)
