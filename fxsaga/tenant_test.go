@@ -12,7 +12,9 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
 	"github.com/fxcqrs/fxcqrs/fxsaga"
+	"github.com/fxcqrs/fxcqrs/internal/sqlschema"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -214,6 +216,11 @@ func TestTenantOnEachDatabase(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, found, 1)
 		assert.Equal(t, acme.ID, found[0].ID)
+		for _, near := range []string{"ACME", "acme "} {
+			found, err = rig.store.Correlated(ctx, near, "fxsaga_test.Paid", "1")
+			require.NoError(t, err)
+			assert.Empty(t, found, "a tenant is compared byte for byte: %q is not acme", near)
+		}
 
 		require.NoError(t, fxcqrs.Publish(fxbus.WithTenant(inbound(ctx, rig.bus, "m-globex"), "globex"), rig.m, Paid{OrderID: "1"}))
 		st, err := rig.store.Load(ctx, globex.ID)
@@ -383,4 +390,48 @@ func sortedCopy(s []string) []string {
 	out := slices.Clone(s)
 	slices.Sort(out)
 	return out
+}
+
+// On each database: a saga stored before migration 0007 is the default
+// tenant's after it: the default tenant's event resumes it, another's
+// does not, and its business key is the default tenant's alone.
+func TestSagasStoredBeforeTenantsAreTheDefaultTenants(t *testing.T) {
+	t.Parallel()
+	outboxtest.ForEachEmpty(t, func(t *testing.T, d outboxtest.Database) {
+		ctx := context.Background()
+		ms, err := fxsaga.Migrations(d.Dialect, fxsaga.Tables{})
+		require.NoError(t, err)
+		require.Equal(t, "tenant", ms[6].Name, "0007 is the tenant's")
+		before := sqlschema.Set{Module: "fxsaga", Versions: "fxcqrs_saga_migrations", Flavor: map[fxoutbox.Dialect]sqlschema.Flavor{
+			fxoutbox.PostgreSQL: sqlschema.PostgreSQL, fxoutbox.MySQL: sqlschema.MySQL, fxoutbox.SQLite: sqlschema.SQLite,
+		}[d.Dialect]}
+		for _, m := range ms[:6] {
+			before.Migrations = append(before.Migrations, sqlschema.Migration(m))
+		}
+		require.NoError(t, before.Migrate(ctx, d.DB))
+		_, err = d.DB.ExecContext(ctx, `INSERT INTO fxcqrs_sagas (id, name, status, step, context, version, error, awaiting, correlation, deadline_ns, business_key, active_key)
+			VALUES ('old', 'paid order', 'WAITING', 1, '{"ID":5}', 2, '', 'fxsaga_test.Paid', '5', 1, '5', '5')`)
+		require.NoError(t, err)
+
+		require.NoError(t, fxsaga.Migrate(ctx, d.DB, d.Dialect, fxsaga.Tables{}))
+		store, err := fxsaga.NewSQL(d.DB, d.Dialect, fxsaga.Tables{}, 0)
+		require.NoError(t, err)
+		found, err := store.Correlated(ctx, "", "fxsaga_test.Paid", "5")
+		require.NoError(t, err)
+		require.Len(t, found, 1)
+		assert.Equal(t, "old", found[0].ID)
+		assert.Empty(t, found[0].Tenant)
+		found, err = store.Correlated(ctx, "acme", "fxsaga_test.Paid", "5")
+		require.NoError(t, err)
+		assert.Empty(t, found)
+
+		key := fxsaga.State{Name: "paid order", Status: fxsaga.Running, Context: []byte(`{"ID":5}`), Version: 1, BusinessKey: "5"}
+		acme, same := key, key
+		acme.ID, acme.Tenant = "acme's", "acme"
+		same.ID = "default's"
+		require.NoError(t, store.Create(ctx, acme), "acme's key 5 is not the default tenant's")
+		var started *fxsaga.AlreadyStarted
+		require.ErrorAs(t, store.Create(ctx, same), &started)
+		assert.Equal(t, "old", started.SagaID)
+	})
 }
