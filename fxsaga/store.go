@@ -45,7 +45,9 @@ type Store interface {
 }
 
 // Reader reads what a Store keeps, for tools that inspect sagas rather
-// than run them; Memory and SQL implement it.
+// than run them; Memory and SQL implement it. Its lists hold the sagas of
+// every tenant in the store, each with its State.Tenant (SQL's: the store
+// of ctx's transaction, when it has one, as a Tenancy's InTenant opens).
 type Reader interface {
 	// Load returns a saga's state.
 	Load(ctx context.Context, id string) (State, error)
