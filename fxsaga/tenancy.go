@@ -46,10 +46,10 @@ func (r *Runner) storeOf(tenant string) bool {
 }
 
 // within runs fn where the sagas of tenant live: in ctx's transaction
-// when it has one (a step's, an event's, a deadline's unit of work, which
-// the tenant's own), else in a transaction on the tenant's store when it
-// has one of its own, else on the store's pool. fn's context works for
-// tenant.
+// when it has one (the unit of work of a step, an event or a deadline,
+// already on the tenant's store), else in a transaction on the tenant's
+// store when it has one of its own, else on the store's pool. fn's
+// context works for tenant.
 func (r *Runner) within(ctx context.Context, tenant string, fn func(ctx context.Context) error) error {
 	ctx = fxbus.WithTenant(ctx, tenant)
 	if fxoutbox.Tx(ctx) == nil && r.storeOf(tenant) {
