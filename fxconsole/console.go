@@ -42,9 +42,9 @@
 //
 // # Tenants
 //
-// Once the rows name more than one tenant, or the outbox has tenant
-// stores (WithTenants; under fx, the graph's outbox's), every page shows
-// a tenant selector, and every letter and repair its tenant. A selected
+// Once the dead letters or schedules name a second tenant, or the outbox
+// has tenant stores (WithTenants; under fx, the graph's outbox's), every
+// page shows a tenant selector, and every letter and repair its tenant. A selected
 // tenant's pages and repairs are that tenant's alone: a replay posted for
 // one tenant skips another's letters; each repair is recorded with the
 // tenant of what it repaired. The charts stay every tenant's.

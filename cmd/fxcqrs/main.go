@@ -14,7 +14,7 @@
 //	fxcqrs saga retry -who ME -why REASON ID
 //	fxcqrs saga compensate -from STEP -who ME -why REASON ID
 //	fxcqrs saga resolve -who ME -why REASON ID
-//	fxcqrs tenant list                  # the tenants with rows (the shared mode)
+//	fxcqrs tenant list                  # the tenants with dead letters or schedules (the shared mode)
 //	fxcqrs repair list [-limit N]       # the recorded repairs, each with its tenant
 //
 // Per tenant: -tenant T (before the command) reads and repairs tenant T's

@@ -229,9 +229,9 @@ type TopicBacklog struct {
 
 // Backlog returns every topic's rows waiting in the outbox, by topic (an
 // Admin for one tenant: that tenant's rows). It reads the whole outbox
-// table (one aggregate over its rows; one tenant's: by the tenant's
-// index): for a dashboard or a metric collected every few seconds, not
-// for a check per request (see Lag).
+// table (one aggregate over its rows; for one tenant, the same read with
+// a condition on the computed tenant column): for a dashboard or a metric
+// collected every few seconds, not for a check per request (see Lag).
 func (a *Admin) Backlog(ctx context.Context) ([]TopicBacklog, error) {
 	now := a.now().UnixNano()
 	q, args := a.q.Backlog, []any{now, now}

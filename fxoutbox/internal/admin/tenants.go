@@ -49,15 +49,16 @@ func (a *Admin) scope(where string, args ...any) (string, []any) {
 	return where + " AND msg_tenant = ?", append(args, *a.tenant)
 }
 
-// Tenants returns the tenants that have rows in the outbox's tables now
-// (waiting, scheduled, or dead letters not discarded), sorted, the
-// default tenant ("") among them when it has any: the choices of a
-// tenant selector in the shared mode. It reads each table's tenant
-// index; an Admin for one tenant returns at most that one.
+// Tenants returns the tenants that have dead letters (not discarded) or
+// scheduled messages now, sorted, the default tenant ("") among them when
+// it has any: what a repair tool offers to choose from in the shared
+// mode. It reads the tenant index of those tables, whose rows are few;
+// not the outbox's backlog, which may be millions of rows in an incident
+// and has no index led by the tenant (Backlog of ForTenant reads one
+// tenant's). An Admin for one tenant returns at most that one.
 func (a *Admin) Tenants(ctx context.Context) ([]string, error) {
 	seen := map[string]bool{}
 	for _, src := range []struct{ table, where string }{
-		{a.t.Outbox, ""},
 		{a.t.Scheduled, ""},
 		{a.t.DeadLetters, " WHERE discarded_ns = 0"},
 		{a.t.InboundDead, " WHERE discarded_ns = 0"},
