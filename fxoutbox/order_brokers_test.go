@@ -103,7 +103,9 @@ func orderDB(t testing.TB) *sql.DB {
 }
 
 // orderPublisher is a producer's publisher on b at addr.
-func orderPublisher(b, addr string) (message.Publisher, error) { return orderLanedPublisher(b, addr, nil) }
+func orderPublisher(b, addr string) (message.Publisher, error) {
+	return orderLanedPublisher(b, addr, nil)
+}
 
 // orderLanedPublisher is a producer's publisher on b at addr, with the
 // broker's lanes of some topics (TopicLanes).

@@ -12,7 +12,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
-	"github.com/fxcqrs/fxcqrs/fxbus/internal/preset"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
@@ -117,7 +116,32 @@ var (
 // when the application stops, after the bus has stopped consuming.
 // Without fx, call New and give the PubSub to fxbus.Config.
 func Module(cfg Config) fx.Option {
-	return preset.Module("amqpbus", func() (*PubSub, error) { return New(cfg) })
+	return fx.Module("amqpbus",
+		fx.Provide(
+			func(p moduleParams) (*PubSub, error) {
+				c := cfg
+				if c.Leases == nil {
+					c.Leases = p.Leases
+				}
+				ps, err := New(c)
+				if err != nil {
+					return nil, err
+				}
+				p.Lifecycle.Append(fx.StopHook(ps.Close))
+				return ps, nil
+			},
+			func(p *PubSub) message.Publisher { return p },
+			func(p *PubSub) message.Subscriber { return p },
+		),
+	)
+}
+
+// moduleParams is what Module takes from the graph.
+type moduleParams struct {
+	fx.In
+
+	Lifecycle fx.Lifecycle
+	Leases    fxbus.LeaseStore `optional:"true"`
 }
 
 // New connects to RabbitMQ and returns a PubSub on it.
@@ -320,8 +344,8 @@ func (p *PubSub) connection() (*amqp.Connection, error) {
 	select {
 	case <-p.closing:
 		return nil, errors.New("the PubSub is closed")
-	case <-p.killed:
-		return nil, errors.New("the PubSub is killed")
+	case <-p.killed: // the tests' Kill: as a dead process, it consumes no more
+		return nil, errors.New("the PubSub is closed")
 	default:
 	}
 	if p.subConn == nil || p.subConn.IsClosed() {

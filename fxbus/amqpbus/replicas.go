@@ -183,9 +183,13 @@ func (ls *laneSet) start(n int, epoch uint64) {
 	ls.subs[n] = &laneConsumer{c: c, cancel: cancel}
 }
 
-// fence stops consuming lane n at once; its acknowledgements stop with
-// the lease (settle checks it), and it is not consumed again until its
-// channel is closed.
+// fence stops consuming lane n at once, and does not consume it again
+// until its channel is closed. What its handlers settle meanwhile is
+// acknowledged or nacked as ever: the inbox refused the effects of those
+// handled past the lease (nacked, back in their places), and no other
+// replica gets a message of the lane before this channel closes (the
+// queue's single active consumer), so an acknowledgement cannot come
+// after another's handling.
 func (ls *laneSet) fence(n int) {
 	l := ls.subs[n]
 	if l == nil {

@@ -406,9 +406,6 @@ func (c *consumer) settle(it *delivery, acked bool) {
 	if it.gen != c.gen || c.ch == nil {
 		return // its channel is gone, and RabbitMQ requeued it
 	}
-	if c.lane != nil && !c.lane.lease.Held() {
-		return // fenced: the lane may be another replica's; it goes back with the channel
-	}
 	switch {
 	case acked:
 		_ = it.d.Ack(false)
