@@ -53,7 +53,7 @@ const (
 	poisonSeq    = 3
 	// replicaPace is how often each of a producer's four goroutines bumps
 	// a key.
-	replicaPace = 60 * time.Millisecond
+	replicaPace = 100 * time.Millisecond
 )
 
 // replicaProcess is a consumer replica the test started.

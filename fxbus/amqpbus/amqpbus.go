@@ -42,9 +42,9 @@ type Config struct {
 	Dial func(network, addr string) (net.Conn, error)
 	// Heartbeat is the AMQP heartbeat asked of RabbitMQ (the lower of
 	// this and the server's heartbeat setting is used): RabbitMQ closes
-	// the connection of a host it has not heard from for about twice
-	// this, and only then does a lane's single active consumer pass to
-	// the lane's next owner. Default 10s.
+	// the connection of a host it has not heard from for two to three
+	// times this, and only then does a lane's single active consumer pass
+	// to the lane's next owner. Default 10s.
 	Heartbeat time.Duration
 	// Lanes is how many lanes a topic's keyed messages are spread over,
 	// unless TopicLanes says otherwise: 1 by default. With more, each

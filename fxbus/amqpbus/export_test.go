@@ -12,3 +12,9 @@ func Kill(p *PubSub) {
 		_ = p.subConn.Close()
 	}
 }
+
+// Lose ends p as a lost host's process ends, for RabbitMQ too: its lanes'
+// leases are neither renewed nor given back, and nothing is closed (the
+// test's Config.Dial makes its connections go silent). Close it
+// afterwards.
+func Lose(p *PubSub) { close(p.killed) }
