@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -249,14 +250,23 @@ func replicasAcrossProcesses(t *testing.T, broker, addr, topic string, newPS fun
 	}
 	admin, err := fxoutbox.NewAdmin(d.DB, fxoutbox.PostgreSQL, fxoutbox.Tables{}, nil)
 	require.NoError(t, err)
-	parked := func() int { // messages parked: a relay killed between its publish and its delete publishes again, which only NATS takes for a duplicate
+	// parked is how many of the poison key's messages are parked, from
+	// the first that failed on. A relay killed between its publish and its
+	// delete publishes again, which only NATS takes for a duplicate: a
+	// letter may come twice, and a message handled before the key was
+	// parked may come again and be parked then.
+	parked := func() int {
 		letters, err := admin.ListDead(context.Background(), fxoutbox.DeadLetterFilter{Topic: topic, Limit: 100_000})
 		require.NoError(t, err)
-		ids := map[string]bool{}
+		seqs := map[int]bool{}
 		for _, l := range letters {
-			ids[l.MessageID] = true
+			var e Keyed
+			require.NoError(t, json.Unmarshal(l.Payload, &e))
+			if e.Key == poisonKey && e.Seq >= poisonSeq {
+				seqs[e.Seq] = true
+			}
 		}
-		return len(ids)
+		return len(seqs)
 	}
 	waitLong(t, func() bool {
 		c := counts()
