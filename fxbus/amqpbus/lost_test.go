@@ -53,7 +53,7 @@ func (c *silenced) block() error {
 	select {
 	case <-c.s.silent:
 		<-c.s.gone
-		_ = c.Conn.Close()
+		_ = c.Close()
 		return net.ErrClosed
 	default:
 		return nil

@@ -306,3 +306,42 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond) // polling a condition on the server
 	}
 }
+
+// A keyed message of a topic of lanes goes to its lane's queue
+// (fxbus.LaneOf), one without a key to lane 0's, the group's queue on the
+// topic; each queue has a single active consumer.
+func TestMessagesGoToTheirLanesQueues(t *testing.T) {
+	t.Parallel()
+	addr := amqpURL(t)
+	tp := laneTopic(t, addr, "svc", 4)
+	ps := newPubSub(t, amqpbus.Config{URL: addr, Group: "svc", Lanes: 4, Leases: ownership.NewMemory()})
+	require.NoError(t, ps.ProvisionConsumer(context.Background(), tp))
+	want := map[int]int{0: 1} // by lane: the messages in its queue; one without a key
+	unkeyed := message.NewMessage("unkeyed", []byte("{}"))
+	require.NoError(t, ps.Publish(tp, unkeyed))
+	for k := range 20 {
+		key := fmt.Sprintf("key-%d", k)
+		m := message.NewMessage(key, []byte("{}"))
+		m.Metadata.Set(fxbus.MetadataKey, key)
+		require.NoError(t, ps.Publish(tp, m))
+		want[fxbus.LaneOf(key, 4)]++
+	}
+	conn, err := amqp.Dial(addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	for n := range 4 {
+		q := tp + "_svc"
+		if n > 0 {
+			q = fmt.Sprintf("%s._lane.%d_svc", tp, n)
+		}
+		ch, err := conn.Channel()
+		require.NoError(t, err)
+		got, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+		require.NoError(t, err, "lane %d's queue", n)
+		assert.Equal(t, want[n], got.Messages, "messages in lane %d's queue", n)
+		// Declared again without x-single-active-consumer, it is refused:
+		// the queue has it.
+		_, err = ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": "classic"})
+		assert.ErrorContains(t, err, "x-single-active-consumer", "lane %d's queue", n)
+	}
+}

@@ -1,6 +1,7 @@
 // Package ownership shares a topic's lanes among the replicas of a
 // consuming group: which replica owns which lane, under leases on a
-// shared store (a broker's key-value store), with an injectable clock.
+// shared store (a broker's key-value store, or the fxbus.LeaseStore given
+// for a broker that keeps none), with an injectable clock.
 //
 // Each replica is a member: it keeps a member lease of its own alive, and
 // every round it computes, from the live members alone, which lanes it
