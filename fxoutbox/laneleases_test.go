@@ -37,6 +37,11 @@ func TestLaneLeaseStore(t *testing.T) {
 		require.ErrorIs(t, err, fxbus.ErrLeaseConflict, "a second insert of the name")
 		_, err = s.Put(ctx, "amqp.ordersX1.svc.lane.0", []byte(`{"owner":"c"}`), 0)
 		require.NoError(t, err, "another topic's")
+		_, err = s.Put(ctx, "amqp.ORDERS_1.svc.lane.0", []byte(`{"owner":"d"}`), 0)
+		require.NoError(t, err, "a topic named apart by case alone is another topic (MariaDB: a binary collation)")
+		upper, err := s.List(ctx, "amqp.ORDERS_1.")
+		require.NoError(t, err)
+		require.Len(t, upper, 1, "the prefix compared byte for byte: %v", upper)
 
 		// Two writers from one revision: one wins.
 		won, lost := 0, 0
@@ -71,7 +76,7 @@ func TestLaneLeaseStore(t *testing.T) {
 		require.ErrorIs(t, err, fxbus.ErrLeaseConflict, "a write from a revision gone")
 		all, err = s.List(ctx, "")
 		require.NoError(t, err)
-		assert.Len(t, all, 2)
+		assert.Len(t, all, 3)
 		assert.JSONEq(t, `{"owner":"z"}`, string(all["amqp.orders_1.svc.lane.0"].Value))
 		assert.Equal(t, next, all["amqp.orders_1.svc.lane.0"].Rev)
 	})
