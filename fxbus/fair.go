@@ -55,12 +55,12 @@ func (ts *topicSubs) lookaheadOf(limit int) int {
 // under InOrder, their key's turn) and the handler slots: those over a
 // budget wait for it, those ready take the slots in turn by share.
 type stage struct {
-	b     *Bus
-	ts    *topicSubs
+	b      *Bus
+	ts     *topicSubs
 	ctx    context.Context // the subscription's, ended too once its messages stop coming
 	cancel context.CancelFunc
 	slots  chan struct{} // the handler slots: InFlight
-	out   chan *message.Message
+	out    chan *message.Message
 
 	mu      sync.Mutex
 	budgets map[string][]*message.Message // by budget: those waiting to ask, present while one asks

@@ -83,14 +83,18 @@ type Tick struct {
 // topic, as a producer in another service would.
 func publishTick(t testing.TB, pub message.Publisher, topic, key, tenant string, seq int) {
 	t.Helper()
-	payload, err := json.Marshal(Tick{Key: key, Seq: seq})
-	require.NoError(t, err)
+	require.NoError(t, pub.Publish(topic, tickMessage(key, tenant, seq)))
+}
+
+// tickMessage is a Tick of key (and tenant, when not empty) as a message.
+func tickMessage(key, tenant string, seq int) *message.Message {
+	payload, _ := json.Marshal(Tick{Key: key, Seq: seq})
 	msg := message.NewMessage(fmt.Sprintf("%s-%d", key, seq), payload)
 	msg.Metadata.Set(fxbus.MetadataKey, key)
 	if tenant != "" {
 		msg.Metadata.Set(fxbus.MetadataTenant, tenant)
 	}
-	require.NoError(t, pub.Publish(topic, msg))
+	return msg
 }
 
 // tickLog records the Ticks handled, in order.
