@@ -132,7 +132,8 @@ func (l Limit) check() error {
 // says, then is handled: it is never dropped, and the other keys' messages
 // go past it. The messages of one budget ask in the order they came, and
 // under [InOrder] a key's later messages wait behind it. A waiting
-// message is still held from the broker: see [Lookahead].
+// message is still held from the broker: see [Lookahead]. Given twice,
+// the last holds.
 func RateLimit(l Limit) SubscribeOption {
 	return subscribeFunc(func(s *subscription) { s.limit, s.limited = l, true })
 }

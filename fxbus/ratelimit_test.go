@@ -284,3 +284,27 @@ func TestRateLimitedKeyWaitsWithoutHoldingOthers(t *testing.T) {
 		})
 	}
 }
+
+// A malformed limit, fair share or lookahead fails at construction,
+// naming the subscription and what to fix; topics' subscriptions must
+// agree on their fair shares.
+func TestRateLimitOptionsAreChecked(t *testing.T) {
+	t.Parallel()
+	gc := goChannel(t)
+	_, err := fxbus.New(fxbus.Config{Publisher: gc, Subscriber: gc}, nil, []fxbus.Subscription{
+		fxbus.NewSubscription[Tick]("a", fxbus.RateLimit(fxbus.Limit{Per: fxbus.PerKey})),
+		fxbus.NewSubscription[Tick]("b", fxbus.RateLimit(fxbus.Limit{Rate: 1})),
+		fxbus.NewSubscription[Tick]("c", fxbus.FairShares(fxbus.Per(9)), fxbus.Lookahead(-1)),
+	})
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "fxbus.Subscribe[fxbus_test.Tick]: RateLimit: Rate must be positive: got 0")
+	assert.ErrorContains(t, err, "RateLimit: Per must be PerKey, PerTenant or PerType: got Per(0)")
+	assert.ErrorContains(t, err, "FairShares must count PerKey, PerTenant or PerType: got Per(9)")
+	assert.ErrorContains(t, err, "Lookahead must not be negative: got -1")
+
+	_, err = fxbus.New(fxbus.Config{Publisher: gc, Subscriber: gc}, nil, []fxbus.Subscription{
+		fxbus.NewSubscription[Tick]("d", fxbus.FairShares(fxbus.PerKey)),
+		fxbus.NewSubscription[OrderPlaced]("d"),
+	})
+	assert.ErrorContains(t, err, `the subscriptions of "d" disagree on FairShares or Lookahead`)
+}

@@ -82,7 +82,8 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 // from the broker, which keeps the rest, so that a burst costs neither
 // memory nor a goroutine per message. Default: four times the mediator's
 // Config.Events limit (at least 4). Every subscription of a topic must
-// agree on it.
+// agree on it. A topic with [FairShares] or a [RateLimit] hands at most n
+// to its handlers at once and holds up to [Lookahead] more, waiting.
 func InFlight(n int) SubscribeOption {
 	return subscribeFunc(func(s *subscription) { s.inFlight = n })
 }
