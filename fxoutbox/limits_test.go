@@ -21,7 +21,7 @@ var limit100PerKey = fxbus.Limit{Per: fxbus.PerKey, Rate: 100, Every: time.Secon
 
 // The shared limiter is the in-process one's GCRA, in the database: from
 // rest the burst goes at once, a refused take says to wait an interval,
-// and over 10 s exactly burst + rate × 10 s go, asked every 20 ms.
+// and over 10 s exactly burst + rate × 10 s go, asked every 100 ms.
 func TestSharedLimiterKeepsRateAndBurst(t *testing.T) {
 	t.Parallel()
 	forEachDatabase(t, func(t *testing.T, d database) {
@@ -40,7 +40,7 @@ func TestSharedLimiterKeepsRateAndBurst(t *testing.T) {
 			took++
 		}
 		assert.Equal(t, 50, took, "the burst goes at once")
-		for at := start; !at.After(start.Add(10 * time.Second)); at = at.Add(20 * time.Millisecond) {
+		for at := start; !at.After(start.Add(10 * time.Second)); at = at.Add(100 * time.Millisecond) {
 			for {
 				wait, err := l.Take(ctx, "k", limit100PerKey, at)
 				require.NoError(t, err)
@@ -252,7 +252,7 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 		}
 		mu.Unlock()
 		for clock.Now().Before(start.Add(10 * time.Second)) {
-			clock.Advance(50 * time.Millisecond)
+			clock.Advance(100 * time.Millisecond)
 			wait("the messages the budget let go")
 		}
 		mu.Lock()
@@ -268,7 +268,7 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 			if done {
 				break
 			}
-			clock.Advance(50 * time.Millisecond)
+			clock.Advance(100 * time.Millisecond)
 			wait("the rest, as the budget lets them go")
 		}
 		assert.Zero(t, coldLate, "no cold message waited for the clock")
