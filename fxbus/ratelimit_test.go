@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/fx"
 )
 
 // timerClock is a fake clock with timers (Config.Now, Config.After): it
@@ -307,4 +309,29 @@ func TestRateLimitOptionsAreChecked(t *testing.T) {
 		fxbus.NewSubscription[OrderPlaced]("d"),
 	})
 	assert.ErrorContains(t, err, `the subscriptions of "d" disagree on FairShares or Lookahead`)
+}
+
+// countingLimiter lets every message go, and counts the takes.
+type countingLimiter struct{ takes atomic.Int64 }
+
+func (l *countingLimiter) Take(context.Context, string, fxbus.Limit, time.Time) (time.Duration, error) {
+	l.takes.Add(1)
+	return 0, nil
+}
+
+// Under fx, a Limiter in the graph keeps the subscriptions' budgets.
+func TestModuleTakesALimiter(t *testing.T) {
+	t.Parallel()
+	gc := goChannel(t)
+	tp := topic(t, "ticks")
+	limiter := &countingLimiter{}
+	got := newTickLog()
+	service(t, gc, gc,
+		fx.Supply(fx.Annotate(limiter, fx.As(new(fxbus.Limiter)))),
+		fxbus.Subscribe[Tick](tp, fxbus.RateLimit(fxbus.Limit{Per: fxbus.PerKey, Rate: 1})),
+		fxcqrs.AsEventHandler(func() eventFunc[Tick] { return got.handle }),
+	)
+	publishTick(t, gc, tp, "a", "", 1)
+	got.waitFor(t, "the message", func(ts []Tick) bool { return len(ts) == 1 })
+	assert.Equal(t, int64(1), limiter.takes.Load(), "the graph's limiter took it")
 }
