@@ -31,32 +31,76 @@ import (
 // parts of a UNION ALL at most.
 const maxTenants = 100
 
+// laneShares is what the relay knows of a lane's tenants: the list it
+// shares a batch between, read again at least once per batchesPerTurn
+// batches of the lane (a pass sends at most that many of it in a row)
+// and after a batch that was not full, so that a tenant new in the lane
+// has its share within one pass; and where the next list starts when the
+// lane had more than maxTenants tenants.
+type laneShares struct {
+	tenants []string
+	from    string // "" but when the tenants go on beyond the list
+	age     int    // batches read by the list since it was read; 0: read it
+}
+
 // batch reads l's next batch: in id order when one tenant has rows in l
 // (as before the shares), else each tenant's share (fairRows). p is l's
 // published rows not yet deleted, or nil.
 func (s *sender) batch(ctx context.Context, l schema.Lane, p *progress) ([]row, error) {
-	from, rotating := s.tenantsFrom[l]
-	most := min(maxTenants, s.cfg.BatchSize)
-	tenants, err := s.laneTenants(ctx, l, from, most+1)
-	if err != nil {
+	if s.sharing == nil {
+		s.sharing = map[schema.Lane]*laneShares{}
+	}
+	ls := s.sharing[l]
+	if ls == nil {
+		ls = &laneShares{}
+		s.sharing[l] = ls
+	}
+	fresh := ls.age == 0 || ls.from != ""
+	if fresh {
+		if err := s.readTenants(ctx, l, ls); err != nil {
+			return nil, err
+		}
+	}
+	rows, err := s.share(ctx, l, p, ls)
+	ls.age = (ls.age + 1) % batchesPerTurn
+	if err != nil || len(rows) >= s.cfg.BatchSize {
+		return rows, err
+	}
+	ls.age = 0 // l drained: its next batch (in the next pass) reads the list again
+	if fresh {
+		return rows, nil
+	}
+	// Not full, by a list read batches ago: a tenant new since may wait.
+	if err := s.readTenants(ctx, l, ls); err != nil {
 		return nil, err
 	}
-	if len(tenants) > most { // the first left out starts the next batch's
-		if s.tenantsFrom == nil {
-			s.tenantsFrom = map[schema.Lane]string{}
-		}
-		s.tenantsFrom[l] = tenants[most]
-		tenants = tenants[:most]
-	} else {
-		delete(s.tenantsFrom, l)
+	return s.share(ctx, l, p, ls)
+}
+
+// readTenants reads ls's list of l's tenants.
+func (s *sender) readTenants(ctx context.Context, l schema.Lane, ls *laneShares) error {
+	most := min(maxTenants, s.cfg.BatchSize)
+	tenants, err := s.laneTenants(ctx, l, ls.from, most+1)
+	if err != nil {
+		return err
 	}
-	if !rotating && len(tenants) <= 1 {
+	ls.from = ""
+	if len(tenants) > most { // the first left out starts the next list
+		ls.from, tenants = tenants[most], tenants[:most]
+	}
+	ls.tenants = tenants
+	return nil
+}
+
+// share reads l's batch by ls: in id order for one tenant, else shared.
+func (s *sender) share(ctx context.Context, l schema.Lane, p *progress, ls *laneShares) ([]row, error) {
+	if len(ls.tenants) <= 1 && ls.from == "" {
 		if p != nil {
 			return s.rowsBeside(ctx, l, p)
 		}
 		return s.rows(ctx, l)
 	}
-	return s.fairRows(ctx, l, p, tenants)
+	return s.fairRows(ctx, l, p, ls.tenants)
 }
 
 // laneTenants returns up to n of l's tenants from the tenant from on, in

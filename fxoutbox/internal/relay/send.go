@@ -39,10 +39,10 @@ type sender struct {
 	inHand                       atomic.Int64  // rows read and not yet deleted, in the batch being sent
 	unrecorded                   atomic.Int64  // rows published and not yet deleted, in progress
 
-	progress    map[schema.Lane]*progress // each lane's published rows not yet deleted (progress.go)
-	tenantsFrom map[schema.Lane]string    // the tenant a lane's next batch shares from, when one had too many (fair.go)
-	wallNow     func() time.Time          // the progress windows' clock (Params.WallNow)
-	wallAfter   func(time.Duration) <-chan time.Time
+	progress  map[schema.Lane]*progress   // each lane's published rows not yet deleted (progress.go)
+	sharing   map[schema.Lane]*laneShares // what the relay knows of each lane's tenants (fair.go)
+	wallNow   func() time.Time            // the progress windows' clock (Params.WallNow)
+	wallAfter func(time.Duration) <-chan time.Time
 }
 
 type row struct {
