@@ -369,8 +369,8 @@ func BenchmarkRelayDrainTenants(b *testing.B) {
 	for _, dialect := range []fxoutbox.Dialect{fxoutbox.PostgreSQL, fxoutbox.MySQL, fxoutbox.SQLite} {
 		b.Run(dialect.String(), func(b *testing.B) {
 			d := openDatabase(b, dialect)
-			b.Run("one-tenant", func(b *testing.B) { drainTenants(b, d, addr, false) })
-			b.Run("ten-tenants", func(b *testing.B) { drainTenants(b, d, addr, true) })
+			b.Run("mix=one-tenant", func(b *testing.B) { drainTenants(b, d, addr, false) })
+			b.Run("mix=ten-tenants", func(b *testing.B) { drainTenants(b, d, addr, true) })
 		})
 	}
 }

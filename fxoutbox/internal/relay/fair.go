@@ -39,8 +39,9 @@ const maxTenants = 100
 // lane had more than maxTenants tenants.
 type laneShares struct {
 	tenants []string
-	from    string // "" but when the tenants go on beyond the list
-	age     int    // batches read by the list since it was read; 0: read it
+	last    map[string]int64 // each tenant's highest id read while published rows of l wait
+	from    string           // "" but when the tenants go on beyond the list
+	age     int              // batches read by the list since it was read; 0: read it
 }
 
 // batch reads l's next batch: in id order when one tenant has rows in l
@@ -100,7 +101,7 @@ func (s *sender) share(ctx context.Context, l schema.Lane, p *progress, ls *lane
 		}
 		return s.rows(ctx, l)
 	}
-	return s.fairRows(ctx, l, p, ls.tenants)
+	return s.fairRows(ctx, l, p, ls)
 }
 
 // laneTenants returns up to n of l's tenants from the tenant from on, in
@@ -140,23 +141,30 @@ func (s *sender) laneTenants(ctx context.Context, l schema.Lane, from string, n 
 }
 
 // fairRows reads a batch of l's due rows that p does not hold, shared
-// between tenants (see shares), in id order.
-func (s *sender) fairRows(ctx context.Context, l schema.Lane, p *progress, tenants []string) ([]row, error) {
-	if len(tenants) == 0 {
+// between tenants (see shares), in id order. The rows come whole after
+// the last of each tenant's that ls read while p held rows, else as ids
+// only, as in rowsBeside: in the rare batch that takes one of those (a
+// late commit, or a row whose publish failed), a second statement reads
+// the batch whole.
+func (s *sender) fairRows(ctx context.Context, l schema.Lane, p *progress, ls *laneShares) ([]row, error) {
+	if len(ls.tenants) == 0 {
 		return nil, nil
 	}
 	// Each tenant's first rows, enough for a whole batch of it after
 	// those p holds are taken out.
 	k := s.cfg.BatchSize
-	if p != nil {
+	if p == nil {
+		clear(ls.last) // nothing published is waiting: every row comes whole
+	} else {
 		k += len(p.ids)
 	}
 	now := s.now().UnixNano()
-	args := make([]any, 0, 5*len(tenants))
-	for _, t := range tenants {
-		args = append(args, l.Topic, l.N, t, now, k)
+	args := make([]any, 0, 8*len(ls.tenants))
+	for _, t := range ls.tenants {
+		last := ls.last[t]
+		args = append(args, last, last, last, l.Topic, l.N, t, now, k)
 	}
-	rs, err := s.db.QueryContext(ctx, s.q.FairIDs(len(tenants)), args...)
+	rs, err := s.db.QueryContext(ctx, s.q.FairRows(len(ls.tenants)), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -164,55 +172,61 @@ func (s *sender) fairRows(ctx context.Context, l schema.Lane, p *progress, tenan
 	var found []candidate
 	for rs.Next() {
 		var c candidate
-		if err := rs.Scan(&c.id, &c.tenant); err != nil {
+		if err := rs.Scan(&c.id, &c.tenant, &c.msgID, &c.payload, &c.metadata, &c.attempts); err != nil {
 			return nil, err
 		}
 		if p == nil || !p.has(c.id) {
+			c.whole = c.id > ls.last[c.tenant]
 			found = append(found, c)
 		}
 	}
 	if err := rs.Err(); err != nil {
 		return nil, err
 	}
-	ids := shares(found, s.cfg.BatchSize)
-	if len(ids) == 0 {
-		return nil, nil
+	picked := shares(found, s.cfg.BatchSize)
+	if ls.last == nil {
+		ls.last = map[string]int64{}
+	}
+	out := make([]row, len(picked))
+	whole := true
+	for i, c := range picked {
+		out[i] = c.row
+		whole = whole && c.whole
+		ls.last[c.tenant] = max(ls.last[c.tenant], c.id)
+	}
+	if whole || len(out) == 0 {
+		return out, nil
 	}
 	args = args[:0]
-	for _, id := range ids {
-		args = append(args, id)
+	for _, rw := range out {
+		args = append(args, rw.id)
 	}
-	return s.queryRows(ctx, s.q.RowsByID(len(ids)), args...)
+	return s.queryRows(ctx, s.q.RowsByID(len(out)), args...)
 }
 
-// candidate is a row a batch may take: its id and its tenant.
+// candidate is a row a batch may take, with its tenant; whole unless
+// only its id was read.
 type candidate struct {
-	id     int64
+	row
 	tenant string
+	whole  bool
 }
 
 // shares picks at most n of rows (each tenant's first rows not sent, in
 // any order) for a batch: each tenant's first row, then each one's second,
-// and so on, each round in id order, until n are picked. It returns their
-// ids in id order. Each tenant's pick is its first rows: a prefix.
-func shares(rows []candidate, n int) []int64 {
+// and so on, each round in id order, until n are picked. It returns them
+// in id order. Each tenant's pick is its first rows: a prefix.
+func shares(rows []candidate, n int) []candidate {
 	slices.SortFunc(rows, func(a, b candidate) int { return cmp.Compare(a.id, b.id) })
-	type ranked struct {
-		id   int64
-		rank int
-	}
+	rank := make(map[int64]int, len(rows))
 	seen := map[string]int{}
-	all := make([]ranked, len(rows))
-	for i, c := range rows {
-		all[i] = ranked{id: c.id, rank: seen[c.tenant]}
+	for _, c := range rows {
+		rank[c.id] = seen[c.tenant]
 		seen[c.tenant]++
 	}
-	slices.SortStableFunc(all, func(a, b ranked) int { return cmp.Compare(a.rank, b.rank) })
-	all = all[:min(len(all), n)]
-	ids := make([]int64, len(all))
-	for i, r := range all {
-		ids[i] = r.id
-	}
-	slices.Sort(ids)
-	return ids
+	picked := slices.Clone(rows)
+	slices.SortStableFunc(picked, func(a, b candidate) int { return cmp.Compare(rank[a.id], rank[b.id]) })
+	picked = picked[:min(len(picked), n)]
+	slices.SortFunc(picked, func(a, b candidate) int { return cmp.Compare(a.id, b.id) })
+	return picked
 }

@@ -28,15 +28,19 @@ func fairQueries(q *Queries, d Dialect, o string) {
 	if d == MySQL {
 		q.LaneTenants = "SELECT MIN(msg_tenant), MAX(msg_tenant) FROM " + o + " WHERE topic = ? AND lane = ? AND msg_tenant >= ?"
 	}
-	q.TenantRows = "SELECT id, msg_tenant FROM (SELECT id, msg_tenant FROM " + o + " WHERE topic = ? AND lane = ? AND msg_tenant = ? AND due_ns <= ? ORDER BY id LIMIT ?) t%d"
+	// A tenant's first due rows, whole after an id (the last this relay
+	// read of it), only their ids up to it: those are mostly published
+	// and not yet deleted (see relay's rowsBeside).
+	q.TenantRows = "SELECT id, msg_tenant, CASE WHEN id > ? THEN message_id ELSE '' END, CASE WHEN id > ? THEN payload END, CASE WHEN id > ? THEN metadata ELSE '' END, attempts FROM (" +
+		"SELECT id, msg_tenant, message_id, payload, metadata, attempts FROM " + o + " WHERE topic = ? AND lane = ? AND msg_tenant = ? AND due_ns <= ? ORDER BY id LIMIT ?) t%d"
 	q.RowsIn = "SELECT id, message_id, payload, metadata, attempts FROM " + o + " WHERE id IN (%s) ORDER BY id"
 }
 
-// FairIDs is the statement that reads the ids and the tenants of the
-// first due rows of n tenants of a lane, up to a count each: its
-// arguments are, per tenant, the topic, the lane, the tenant, the time
-// and the count.
-func (q Queries) FairIDs(n int) string {
+// FairRows is the statement that reads the first due rows of n tenants
+// of a lane, up to a count each, with their tenants, whole after an id
+// each: its arguments are, per tenant, that id thrice, the topic, the
+// lane, the tenant, the time and the count.
+func (q Queries) FairRows(n int) string {
 	parts := make([]string, n)
 	for i := range parts {
 		parts[i] = fmt.Sprintf(q.TenantRows, i)

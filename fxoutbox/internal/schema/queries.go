@@ -13,7 +13,7 @@ type Queries struct {
 	RowsBeside   string // Rows, from the lane's start, with the payload only after a row id (see relay's rowsBeside)
 	LaneTenants  string // a lane's tenants from one on, up to a count; on MySQL the least and the greatest of them (fair.go)
 	NextTenant   string // a lane's next tenant after one
-	TenantRows   string // one tenant's part of FairIDs, with %d for its alias
+	TenantRows   string // one tenant's part of FairRows, with %d for its alias
 	RowsIn       string // with %s for the ids' placeholders; see RowsByID
 	DeleteRow    string
 	DeleteIn     string // with %s for the ids' placeholders; see DeleteSent
