@@ -355,14 +355,14 @@ func streamsHold(b *testing.B, js nc.JetStreamContext, topics []string) uint64 {
 // BenchmarkRelayDrainTenants: the relay's fair shares between tenants,
 // into NATS JetStream, on each database. b.N rows of one noisy tenant wait
 // in one lane; after every 100 of them the relay publishes, nine quiet
-// rows commit (one transaction), each of its own tenant (ten-tenants) or
-// all of the noisy one (one-tenant, the baseline: the same rows, read in
+// rows commit (one transaction), each of its own tenant (mix=ten-tenants) or
+// all of the noisy one (mix=one-tenant, the baseline: the same rows, read in
 // id order). "rows/s" is every row over the time until the last is
 // published; "quiet-p99-ms" the worst of the quiet tenants' 99th
 // percentiles of commit → publish, "noisy-p99-ms" the noisy tenant's
 // (its rows committed before the start). Run interleaved rounds with
-// -benchtime 20000x -count 1 each and compare rows/s between /one-tenant
-// and /ten-tenants (see docs/outbox.md).
+// -benchtime 20000x -count 1 each, then benchstat -col /mix (see
+// docs/outbox.md).
 func BenchmarkRelayDrainTenants(b *testing.B) {
 	addr := env("FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
 	reachable(b, "FXCQRS_NATS_URL", strings.TrimPrefix(addr, "nats://"))
