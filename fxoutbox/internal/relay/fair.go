@@ -161,8 +161,11 @@ func (s *sender) fairRows(ctx context.Context, l schema.Lane, p *progress, ls *l
 	now := s.now().UnixNano()
 	args := make([]any, 0, 8*len(ls.tenants))
 	for _, t := range ls.tenants {
-		last := ls.last[t]
-		args = append(args, last, last, last, l.Topic, l.N, t, now, k)
+		if s.q.FairWhole {
+			last := ls.last[t]
+			args = append(args, last, last, last)
+		}
+		args = append(args, l.Topic, l.N, t, now, k)
 	}
 	rs, err := s.db.QueryContext(ctx, s.q.FairRows(len(ls.tenants)), args...)
 	if err != nil {
@@ -176,7 +179,7 @@ func (s *sender) fairRows(ctx context.Context, l schema.Lane, p *progress, ls *l
 			return nil, err
 		}
 		if p == nil || !p.has(c.id) {
-			c.whole = c.id > ls.last[c.tenant]
+			c.whole = s.q.FairWhole && c.id > ls.last[c.tenant]
 			found = append(found, c)
 		}
 	}

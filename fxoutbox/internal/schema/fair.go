@@ -33,13 +33,21 @@ func fairQueries(q *Queries, d Dialect, o string) {
 	// and not yet deleted (see relay's rowsBeside).
 	q.TenantRows = "SELECT id, msg_tenant, CASE WHEN id > ? THEN message_id ELSE '' END, CASE WHEN id > ? THEN payload END, CASE WHEN id > ? THEN metadata ELSE '' END, attempts FROM (" +
 		"SELECT id, msg_tenant, message_id, payload, metadata, attempts FROM " + o + " WHERE topic = ? AND lane = ? AND msg_tenant = ? AND due_ns <= ? ORDER BY id LIMIT ?) t%d"
+	q.FairWhole = d != MySQL
+	if d == MySQL {
+		// MariaDB writes a derived table that holds a BLOB to disk: the
+		// ids alone, the batch's rows read after by id (RowsByID).
+		q.TenantRows = "SELECT id, msg_tenant, '', NULL, '', attempts FROM (" +
+			"SELECT id, msg_tenant, attempts FROM " + o + " WHERE topic = ? AND lane = ? AND msg_tenant = ? AND due_ns <= ? ORDER BY id LIMIT ?) t%d"
+	}
 	q.RowsIn = "SELECT id, message_id, payload, metadata, attempts FROM " + o + " WHERE id IN (%s) ORDER BY id"
 }
 
 // FairRows is the statement that reads the first due rows of n tenants
 // of a lane, up to a count each, with their tenants, whole after an id
-// each: its arguments are, per tenant, that id thrice, the topic, the
-// lane, the tenant, the time and the count.
+// each (when FairWhole; else ids only): its arguments are, per tenant,
+// that id thrice (when FairWhole), the topic, the lane, the tenant, the
+// time and the count.
 func (q Queries) FairRows(n int) string {
 	parts := make([]string, n)
 	for i := range parts {

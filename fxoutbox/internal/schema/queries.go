@@ -15,6 +15,7 @@ type Queries struct {
 	NextTenant   string // a lane's next tenant after one
 	TenantRows   string // one tenant's part of FairRows, with %d for its alias
 	RowsIn       string // with %s for the ids' placeholders; see RowsByID
+	FairWhole    bool   // TenantRows reads rows whole (not on MySQL: ids alone)
 	DeleteRow    string
 	DeleteIn     string // with %s for the ids' placeholders; see DeleteSent
 	Dead         string
