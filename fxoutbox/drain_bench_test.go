@@ -7,11 +7,13 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/amqpbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/natsjs"
@@ -349,3 +351,160 @@ func streamsHold(b *testing.B, js nc.JetStreamContext, topics []string) uint64 {
 	}
 	return n
 }
+
+// BenchmarkRelayDrainTenants: the relay's fair shares between tenants,
+// into NATS JetStream, on each database. b.N rows of one noisy tenant wait
+// in one lane; after every 100 of them the relay publishes, nine quiet
+// rows commit (one transaction), each of its own tenant (mix=ten-tenants) or
+// all of the noisy one (mix=one-tenant, the baseline: the same rows, read in
+// id order). "rows/s" is every row over the time until the last is
+// published; "quiet-p99-ms" the worst of the quiet tenants' 99th
+// percentiles of commit → publish, "noisy-p99-ms" the noisy tenant's
+// (its rows committed before the start). Run interleaved rounds with
+// -benchtime 20000x -count 1 each, then benchstat -col /mix (see
+// docs/outbox.md).
+func BenchmarkRelayDrainTenants(b *testing.B) {
+	addr := env("FXCQRS_NATS_URL", "nats://127.0.0.1:4222")
+	reachable(b, "FXCQRS_NATS_URL", strings.TrimPrefix(addr, "nats://"))
+	for _, dialect := range []fxoutbox.Dialect{fxoutbox.PostgreSQL, fxoutbox.MySQL, fxoutbox.SQLite} {
+		b.Run(dialect.String(), func(b *testing.B) {
+			d := openDatabase(b, dialect)
+			b.Run("mix=one-tenant", func(b *testing.B) { drainTenants(b, d, addr, false) })
+			b.Run("mix=ten-tenants", func(b *testing.B) { drainTenants(b, d, addr, true) })
+		})
+	}
+}
+
+func drainTenants(b *testing.B, d database, addr string, tenants bool) {
+	topic := fmt.Sprintf("drain_%d", rand.Uint64())
+	provisionStream(b, addr, topic)
+	conn, err := nc.Connect(addr)
+	require.NoError(b, err)
+	defer conn.Close()
+	js, err := conn.JetStream()
+	require.NoError(b, err)
+	defer func() { _ = js.DeleteStream(topic) }()
+	ins := d.Dialect.Rebind("INSERT INTO fxcqrs_outbox (topic, lane, message_id, payload, metadata, created_ns) VALUES (?, ?, ?, ?, ?, ?)")
+	meta := func(tenant, key string) string {
+		return fmt.Sprintf(`{%q:"OrderPlaced",%q:%q,%q:%q}`, fxbus.MetadataName, fxbus.MetadataKey, key, fxbus.MetadataTenant, tenant)
+	}
+	tx, err := d.DB.Begin()
+	require.NoError(b, err)
+	stmt, err := tx.Prepare(ins)
+	require.NoError(b, err)
+	for i := range b.N {
+		key := fmt.Sprintf("order-%d", i%64)
+		_, err := stmt.Exec(topic, 0, fmt.Sprintf("noisy/%d", i), []byte(`{"id":1}`), meta("noisy", key), time.Now().UnixNano())
+		require.NoError(b, err)
+	}
+	require.NoError(b, stmt.Close())
+	require.NoError(b, tx.Commit())
+
+	ps, err := natsjs.New(natsjs.Config{URL: addr})
+	require.NoError(b, err)
+	defer ps.Close()
+	pub := &timedPublisher{inner: ps, noisyRows: b.N, committed: map[string]time.Time{}, published: map[string]time.Time{}, done: make(chan struct{})}
+	bus, err := fxbus.New(fxbus.Config{Publisher: pub}, nil, nil)
+	require.NoError(b, err)
+	o, err := fxoutbox.New(d.DB, bus, fxoutbox.Config{Dialect: d.Dialect}, nil)
+	require.NoError(b, err)
+	round := 0
+	pub.commit = func() { // under pub.mu, on the relay's goroutine
+		tx, err := d.DB.Begin()
+		require.NoError(b, err)
+		ids := make([]string, 9)
+		for j := range ids {
+			tenant := fmt.Sprintf("quiet-%d", j)
+			ids[j] = fmt.Sprintf("%s/%d", tenant, round)
+			if !tenants {
+				tenant = "noisy"
+			}
+			_, err := tx.Exec(ins, topic, 0, ids[j], []byte(`{"id":1}`), meta(tenant, fmt.Sprintf("quiet-%d", j)), time.Now().UnixNano())
+			require.NoError(b, err)
+		}
+		require.NoError(b, tx.Commit())
+		round++
+		at := time.Now()
+		for _, id := range ids {
+			pub.committed[id] = at
+		}
+		fxoutbox.Wake(o, topic)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	require.NoError(b, o.Start(context.Background()))
+	<-pub.done
+	elapsed := time.Since(start)
+	b.StopTimer()
+	require.NoError(b, o.Stop(context.Background()))
+
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
+	waits := map[string][]time.Duration{}
+	for id, at := range pub.published {
+		tenant, _, _ := strings.Cut(id, "/")
+		from, ok := pub.committed[id]
+		if !ok {
+			from = start // the backlog: waiting when the relay started
+		}
+		waits[tenant] = append(waits[tenant], at.Sub(from))
+	}
+	quiet := time.Duration(0)
+	for tenant, w := range waits {
+		slices.Sort(w)
+		p99 := w[len(w)*99/100]
+		if tenant == "noisy" {
+			b.ReportMetric(float64(p99.Microseconds())/1000, "noisy-p99-ms")
+		} else {
+			quiet = max(quiet, p99)
+		}
+	}
+	b.ReportMetric(float64(quiet.Microseconds())/1000, "quiet-p99-ms")
+	b.ReportMetric(float64(len(pub.published))/elapsed.Seconds(), "rows/s")
+}
+
+// timedPublisher publishes through inner and keeps when each row went,
+// commits the quiet rows (commit) after every 100 noisy rows it
+// published, until those have gone, and closes done when every row has.
+type timedPublisher struct {
+	inner     *natsjs.PubSub
+	mu        sync.Mutex
+	commit    func()
+	committed map[string]time.Time
+	published map[string]time.Time
+	noisy     int
+	noisyRows int
+	done      chan struct{}
+	closed    bool
+}
+
+func (p *timedPublisher) Publish(topic string, msgs ...*message.Message) error {
+	_, err := p.PublishBatch(topic, msgs)
+	return err
+}
+
+func (p *timedPublisher) PublishBatch(topic string, msgs []*message.Message) (int, error) {
+	n, err := p.inner.PublishBatch(topic, msgs)
+	at := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range msgs[:n] {
+		if _, again := p.published[m.UUID]; again {
+			continue
+		}
+		p.published[m.UUID] = at
+		if strings.HasPrefix(m.UUID, "noisy/") {
+			p.noisy++
+			if p.noisy%100 == 0 && p.noisy < p.noisyRows {
+				p.commit()
+			}
+		}
+	}
+	if !p.closed && p.noisy == p.noisyRows && len(p.published) == p.noisyRows+len(p.committed) {
+		p.closed = true
+		close(p.done)
+	}
+	return n, err
+}
+
+func (p *timedPublisher) Close() error { return nil }

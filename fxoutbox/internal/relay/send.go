@@ -39,8 +39,9 @@ type sender struct {
 	inHand                       atomic.Int64  // rows read and not yet deleted, in the batch being sent
 	unrecorded                   atomic.Int64  // rows published and not yet deleted, in progress
 
-	progress  map[schema.Lane]*progress // each lane's published rows not yet deleted (progress.go)
-	wallNow   func() time.Time          // the progress windows' clock (Params.WallNow)
+	progress  map[schema.Lane]*progress   // each lane's published rows not yet deleted (progress.go)
+	sharing   map[schema.Lane]*laneShares // what the relay knows of each lane's tenants (fair.go)
+	wallNow   func() time.Time            // the progress windows' clock (Params.WallNow)
 	wallAfter func(time.Duration) <-chan time.Time
 }
 
@@ -71,15 +72,7 @@ func (s *sender) send(ctx context.Context, l schema.Lane) (int, error) {
 		}
 		p = s.progress[l]
 	}
-	var (
-		rows []row
-		err  error
-	)
-	if p != nil {
-		rows, err = s.rowsBeside(ctx, l, p)
-	} else {
-		rows, err = s.rows(ctx, l)
-	}
+	rows, err := s.batch(ctx, l, p) // shared between l's tenants (fair.go)
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}

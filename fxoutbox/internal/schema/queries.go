@@ -11,6 +11,11 @@ type Queries struct {
 	Rows         string
 	RowsAfter    string // Rows, after a row id
 	RowsBeside   string // Rows, from the lane's start, with the payload only after a row id (see relay's rowsBeside)
+	LaneTenants  string // a lane's tenants from one on, up to a count; on MySQL the least and the greatest of them (fair.go)
+	NextTenant   string // a lane's next tenant after one
+	TenantRows   string // one tenant's part of FairRows, with %d for its alias
+	RowsIn       string // with %s for the ids' placeholders; see RowsByID
+	FairWhole    bool   // TenantRows reads rows whole (not on MySQL: ids alone)
 	DeleteRow    string
 	DeleteIn     string // with %s for the ids' placeholders; see DeleteSent
 	Dead         string
@@ -100,7 +105,9 @@ func NewQueries(d Dialect, t Tables) Queries {
 			SQLite:     "DELETE FROM " + in + " WHERE rowid IN (SELECT rowid FROM " + in + " WHERE handled_ns < ? LIMIT ?)",
 		}[d],
 	}
+	fairQueries(&q, d, o)
 	for _, p := range []*string{
+		&q.LaneTenants, &q.NextTenant,
 		&q.Insert, &q.Topics, &q.Rows, &q.RowsAfter, &q.RowsBeside, &q.DeleteRow, &q.Dead, &q.RenewLease, &q.TakeLease, &q.DropLeases, &q.InboxInsert, &q.InboxCleanup,
 		&q.Retry, &q.Schedule, &q.CancelIDs, &q.Cancel, &q.DueIDs, &q.NextDue, &q.Lanes, &q.Members, &q.DropLease,
 		&q.Backlog, &q.Lag, &q.DeadByTopic, &q.InboundDeadByTopic, &q.ScheduledSummary,
