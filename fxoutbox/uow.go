@@ -29,11 +29,11 @@ type unit struct {
 	q       schema.Queries // its store's statements
 	store   string         // its store's tenant: "" the default store
 	release func()         // gives its place in the connection budget back
-	wrote int
-	lanes []schema.Lane // where it wrote, each once: the relay's hint (in lane0 while it is one)
-	lane0 [1]schema.Lane
-	due   int64                   // the earliest due time of what it scheduled, in ns; 0: none
-	after []func(context.Context) // AfterCommit's
+	wrote   int
+	lanes   []schema.Lane // where it wrote, each once: the relay's hint (in lane0 while it is one)
+	lane0   [1]schema.Lane
+	due     int64                   // the earliest due time of what it scheduled, in ns; 0: none
+	after   []func(context.Context) // AfterCommit's
 }
 
 // Tx returns the transaction of the unit of work ctx belongs to, for the
@@ -104,15 +104,17 @@ const OrderUnitOfWork = fxcqrs.OrderRetry + 100
 // unitOfWork is the middleware that wraps a handler in a transaction and
 // writes the routed events it emitted to the outbox before it commits.
 type unitOfWork struct {
-	stores    *stores // where each tenant's transactions begin
-	budget    *budget // Config.MaxConnections; nil: none
-	bus       *fxbus.Bus
-	local     *deliverer                                           // what is durable, and where it goes
-	sender    interface{ WroteIn(store string, lanes []schema.Lane) } // the relay: told where a commit wrote rows
-	inbox     bool
-	eagerEv   bool                   // event handlers get a transaction before they run
-	now       func() time.Time       // the outbox's clock: what the inbox records
-	lanes     func(topic string) int // how many lanes topic's keyed rows are spread over
+	stores *stores // where each tenant's transactions begin
+	budget *budget // Config.MaxConnections; nil: none
+	bus    *fxbus.Bus
+	local  *deliverer // what is durable, and where it goes
+	sender interface {
+		WroteIn(store string, lanes []schema.Lane)
+	} // the relay: told where a commit wrote rows
+	inbox   bool
+	eagerEv bool                   // event handlers get a transaction before they run
+	now     func() time.Time       // the outbox's clock: what the inbox records
+	lanes   func(topic string) int // how many lanes topic's keyed rows are spread over
 
 	duplicates atomic.Uint64 // inbound handlings skipped: the inbox had them
 }

@@ -102,6 +102,9 @@ type Relay struct {
 	stop chan struct{}
 	done chan struct{}
 
+	stopped context.Context // ends with stop: a wait for the connection budget ends with it
+	cancel  context.CancelFunc
+
 	mu      sync.Mutex // guards started and closed
 	started bool
 	closed  bool
@@ -126,7 +129,9 @@ func New(p Params) *Relay {
 		p.WallAfter = time.After
 	}
 	wake, stop := make(chan struct{}, 1), make(chan struct{})
+	stopped, cancel := context.WithCancel(context.Background())
 	r := &Relay{
+		stopped: stopped, cancel: cancel,
 		db: p.DB, q: p.Queries, local: p.Local, log: p.Log, cfg: cfg, delivery: delivery,
 		now:    p.Now,
 		after:  p.After,
@@ -227,6 +232,7 @@ func (r *Relay) Close(ctx context.Context) error {
 	if !r.closed {
 		r.closed = true
 		close(r.stop)
+		r.cancel()
 	}
 	r.mu.Unlock()
 	if !started {
@@ -361,7 +367,7 @@ func (r *Relay) pass() (int, error) {
 // per lane past them: one store's backlog holds the pass that long, not
 // until it is drained.
 func (r *Relay) storeTurn(ctx context.Context, p *part) (int, error) {
-	release, err := r.stores.take(ctx)
+	release, err := r.stores.take(r.stopped)
 	if err != nil {
 		return 0, err
 	}
