@@ -45,7 +45,7 @@ func TestTenantStoresComeAndGo(t *testing.T) {
 		Relay: fxoutbox.RelayConfig{
 			PollInterval: time.Second, RetryInitial: time.Second, RetryMax: time.Second,
 			Lease:            24 * time.Hour, // the test moves the clock on while the relay sends
-			ProgressInterval: -1, // each batch deleted as it is published: the rows counted are those waiting
+			ProgressInterval: -1,             // each batch deleted as it is published: the rows counted are those waiting
 		},
 	}, false)
 	ctx := context.Background()
@@ -193,7 +193,9 @@ func TestMigrateAll(t *testing.T) {
 	closed := outboxtest.OpenEmpty(t, fxoutbox.SQLite).DB
 	require.NoError(t, closed.Close())
 	var seen []string
-	progress := func(tenant string, done, total int) { seen = append(seen, fmt.Sprintf("%s %d/%d", tenant, done, total)) }
+	progress := func(tenant string, done, total int) {
+		seen = append(seen, fmt.Sprintf("%s %d/%d", tenant, done, total))
+	}
 	stores := storesOf(tenants)
 	broken := append(append([]fxoutbox.TenantStore{}, stores[0]), fxoutbox.TenantStore{ID: "broken", DB: closed}, stores[1])
 	err := fxoutbox.MigrateAll(context.Background(), nil, fxoutbox.StaticTenantStores(broken...), fxoutbox.SQLite, fxoutbox.Tables{}, progress)
