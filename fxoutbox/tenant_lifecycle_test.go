@@ -210,3 +210,27 @@ func TestMigrateAll(t *testing.T) {
 		require.NoError(t, fxoutbox.CheckSchema(context.Background(), ts.db, fxoutbox.SQLite, fxoutbox.Tables{}))
 	}
 }
+
+// In the shared mode every tenant works in the outbox's database:
+// InTenant runs there with the tenant on its context, and AdminOf gives
+// only the default tenant's Admin, since no Admin there holds one
+// tenant's rows alone.
+func TestSharedModeTenants(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	r := newRig(t, d, fxoutbox.Config{})
+	assert.Equal(t, []string{""}, r.outbox.Tenants())
+	var seen string
+	require.NoError(t, r.outbox.InTenant(context.Background(), "acme", func(ctx context.Context) error {
+		seen = fxbus.TenantOf(ctx)
+		_, err := fxoutbox.Tx(ctx).ExecContext(ctx, "CREATE TABLE shared_mode (id INTEGER)")
+		return err
+	}))
+	assert.Equal(t, "acme", seen)
+	assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM shared_mode"))
+	_, err := r.outbox.AdminOf("acme")
+	require.ErrorIs(t, err, fxbus.ErrUnknownTenant)
+	adm, err := r.outbox.AdminOf("")
+	require.NoError(t, err)
+	assert.Same(t, r.outbox.Admin(), adm)
+}

@@ -98,7 +98,9 @@ func (o *Outbox) Tenants() []string { return o.stores.ids() }
 // carries the transaction (Tx) and the tenant (fxbus.TenantOf): what
 // packages beside the outbox (fxsaga's recovery, the repair tools) use to
 // work in a tenant's store outside a unit of work. An unknown tenant is an
-// error that wraps fxbus.ErrUnknownTenant, before anything begins.
+// error that wraps fxbus.ErrUnknownTenant, before anything begins. In the
+// shared mode (no Config.TenantStores) every tenant's transaction is on
+// the outbox's database, the tenant on fn's context alone.
 func (o *Outbox) InTenant(ctx context.Context, tenant string, fn func(ctx context.Context) error) error {
 	st, err := o.stores.byTenant(tenant, false)
 	if err != nil {
@@ -122,8 +124,13 @@ func (o *Outbox) InTenant(ctx context.Context, tenant string, fn func(ctx contex
 // AdminOf returns the Admin of tenant's store: the read and repair API
 // over that tenant's rows alone. A tenant that left the source and whose
 // store is being drained still has its Admin. An unknown tenant is an
-// error that wraps fxbus.ErrUnknownTenant.
+// error that wraps fxbus.ErrUnknownTenant; so is any tenant but the
+// default in the shared mode, where no Admin holds one tenant's rows
+// alone.
 func (o *Outbox) AdminOf(tenant string) (*Admin, error) {
+	if tenant != "" && o.cfg.TenantStores == nil {
+		return nil, fmt.Errorf("fxoutbox: AdminOf: %w %s: the outbox has no tenant stores (the shared mode)", fxbus.ErrUnknownTenant, quoteTenant(tenant))
+	}
 	st, err := o.stores.byTenant(tenant, true)
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: AdminOf: %w", err)
