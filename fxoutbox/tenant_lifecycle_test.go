@@ -234,3 +234,27 @@ func TestSharedModeTenants(t *testing.T) {
 	require.NoError(t, err)
 	assert.Same(t, r.outbox.Admin(), adm)
 }
+
+// A tenant's store that fails (its outbox table is gone) waits for a
+// backoff of its own: the relay does not back off for it, and another
+// tenant's commit is sent at once, with the outbox's clock standing
+// still.
+func TestTenantStoreFailureStaysItsOwn(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	main := openDatabase(t, fxoutbox.SQLite)
+	ordersTable(t, main.DB, "")
+	tenants := tenantDatabases(t, fxoutbox.SQLite, "t", 2)
+	broken, quiet := tenants[0], tenants[1]
+	src := fxoutbox.StaticTenantStores(broken.store, quiet.store)
+	require.NoError(t, fxoutbox.MigrateAll(context.Background(), nil, src, fxoutbox.SQLite, fxoutbox.Tables{}, nil))
+	_, err := broken.db.Exec("DROP TABLE fxcqrs_outbox")
+	require.NoError(t, err)
+	r := newTenantStoresRig(t, main, src, fxoutbox.Config{
+		Now: clock.Now, After: clock.After,
+		Relay: fxoutbox.RelayConfig{PollInterval: time.Minute, RetryInitial: time.Minute, RetryMax: time.Minute},
+	}, false)
+	require.Eventually(t, func() bool { return fxoutbox.RelayPasses(r.outbox) >= 1 }, time.Minute, time.Millisecond)
+	require.NoError(t, fxcqrs.Exec(fxbus.WithTenant(context.Background(), quiet.store.ID), r.m, PlaceOrder{ID: 7}))
+	assert.Equal(t, 7, orderOf(t, next(t, r.orders)))
+}

@@ -353,10 +353,18 @@ func (r *Relay) pass() (int, error) {
 		default:
 		}
 		p := parts[(first+i)%len(parts)]
+		if p != r.def && r.now().Before(p.retryAt) {
+			continue // it failed: it waits for its own backoff, not the others
+		}
 		n, err := r.storeTurn(ctx, p)
 		sent += n
-		if err != nil {
-			errs = append(errs, storeError(p.id, err)) // other stores go on
+		switch {
+		case err == nil:
+			p.backoff = 0
+		case p == r.def:
+			errs = append(errs, err) // the relay's own backoff
+		default:
+			r.storeFailed(p, err) // other stores go on at their pace
 		}
 	}
 	return sent, errors.Join(errs...)
@@ -430,12 +438,15 @@ func (r *Relay) recordAll() {
 // logFailure says what stopped a pass: the broker, the database's
 // connection, or the database itself (a missing table, a constraint),
 // which no wait mends and which is logged at error level.
-func (r *Relay) logFailure(err error, retryIn time.Duration) {
+func (r *Relay) logFailure(err error, retryIn time.Duration) { r.logFailureOn(r.db, err, retryIn) }
+
+// logFailureOn is logFailure of a store on db.
+func (r *Relay) logFailureOn(db *sql.DB, err error, retryIn time.Duration) {
 	var be *brokerError
 	switch {
 	case errors.As(err, &be) && onlyBroker(err):
 		r.log.Warn("relay: the broker is unavailable or refused; rows wait", zap.Error(err), zap.Duration("retryIn", retryIn))
-	case r.db.PingContext(context.Background()) != nil:
+	case db.PingContext(context.Background()) != nil:
 		r.log.Warn("relay: the database is unreachable; rows wait", zap.Error(err), zap.Duration("retryIn", retryIn))
 	default:
 		r.log.Error("relay: the database refused a statement (not the broker, not the connection): check the schema (fxoutbox.Migrate) and the database's log; rows wait",

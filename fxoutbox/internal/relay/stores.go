@@ -37,6 +37,9 @@ type part struct {
 	sender   *sender
 	draining bool // it left the source: sent until its outbox is empty, then dropped (the relay goroutine's)
 
+	backoff time.Duration // after its last failures; 0 after a turn that did not fail (the relay goroutine's)
+	retryAt time.Time     // by now: a tenant's store that failed is passed over until then
+
 	hinted       map[schema.Lane]struct{} // lanes this process's commits wrote to since the last pass (under hintMu)
 	discoveredAt time.Time                // by now: when a pass last read the topics from the table (the relay goroutine's)
 	discover     atomic.Bool              // rows came that no commit announced (see Discover): read the table next pass
@@ -165,4 +168,14 @@ func storeError(id string, err error) error {
 		return err
 	}
 	return fmt.Errorf("tenant %q: %w", id, err)
+}
+
+// storeFailed logs a tenant's store's failed turn and passes the store
+// over for a backoff of its own, doubling up to Config.RetryMax: a
+// tenant's database that is down, or a tenant's rows the broker refuses,
+// does not hold the other tenants back with the relay's backoff.
+func (r *Relay) storeFailed(p *part, err error) {
+	p.backoff = min(max(2*p.backoff, r.cfg.RetryInitial), r.cfg.RetryMax)
+	p.retryAt = r.now().Add(p.backoff)
+	r.logFailureOn(p.db, storeError(p.id, err), p.backoff)
 }
