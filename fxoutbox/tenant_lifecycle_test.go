@@ -271,3 +271,28 @@ func TestTenantStoreFailureStaysItsOwn(t *testing.T) {
 	require.NoError(t, fxcqrs.Exec(fxbus.WithTenant(context.Background(), quiet.store.ID), r.m, PlaceOrder{ID: 7}))
 	assert.Equal(t, 7, orderOf(t, next(t, r.orders)))
 }
+
+// A tenant's SQLite pool must have one writer, as the outbox's own: Start
+// refuses one that may open more connections, naming the tenant.
+func TestTenantStoreSQLiteSingleWriter(t *testing.T) {
+	t.Parallel()
+	main := openDatabase(t, fxoutbox.SQLite)
+	tenant := outboxtest.OpenEmpty(t, fxoutbox.SQLite)
+	tenant.DB.SetMaxOpenConns(4)
+	bus, err := fxbus.New(fxbus.Config{Publisher: publisherNop{}}, nil, nil)
+	require.NoError(t, err)
+	o, err := fxoutbox.New(main.DB, bus, fxoutbox.Config{
+		Dialect:      fxoutbox.SQLite,
+		TenantStores: fxoutbox.StaticTenantStores(fxoutbox.TenantStore{ID: "acme", DB: tenant.DB}),
+	}, nil)
+	require.NoError(t, err)
+	err = o.Start(context.Background())
+	require.ErrorContains(t, err, `tenant "acme"`)
+	require.ErrorContains(t, err, "SetMaxOpenConns(1)")
+	require.NoError(t, o.Stop(context.Background()))
+}
+
+type publisherNop struct{}
+
+func (publisherNop) Publish(string, ...*message.Message) error { return nil }
+func (publisherNop) Close() error                              { return nil }

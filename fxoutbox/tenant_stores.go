@@ -30,7 +30,8 @@ type store struct {
 	schema  string         // a PostgreSQL schema of db, or ""
 	q       schema.Queries // its tables', named in its schema
 	admin   *Admin
-	removed atomic.Bool // it left the source: drained, refused new work
+	leases  *lease.Holder // the relay's, in its leases table
+	removed atomic.Bool   // it left the source: drained, refused new work
 
 	// Beside the relay, for this store alone (nil for the default store,
 	// the outbox's own).
@@ -103,7 +104,11 @@ func (s *stores) newStore(ts TenantStore) (*store, error) {
 	if st.schema != "" && st.d != PostgreSQL {
 		return nil, fmt.Errorf("fxoutbox: tenant %s: a schema per tenant needs PostgreSQL; on %v give each tenant a database", quoteTenant(ts.ID), st.d)
 	}
+	if err := checkSingleWriter(st.db, st.d); err != nil {
+		return nil, fmt.Errorf("fxoutbox: tenant %s: %w", quoteTenant(ts.ID), err)
+	}
 	st.q = schema.NewQueries(st.d, schema.InSchema(o.cfg.Tables, st.schema))
+	st.leases = lease.NewHolder(st.db, leaseStatements(st.q), o.owner, relay.WithDefaults(o.cfg.Relay).Lease, o.cfg.Now)
 	adm, err := admin.New(st.db, st.d, o.cfg.Tables, o.cfg.Now)
 	if err != nil {
 		return nil, err
@@ -198,7 +203,7 @@ func (s *stores) refresh(ctx context.Context) ([]relay.Store, error) {
 	out := make([]relay.Store, len(live))
 	for i, st := range live {
 		order[i] = st.id
-		out[i] = relay.Store{ID: st.id, DB: st.db, Queries: st.q, Leases: lease.NewHolder(st.db, leaseStatements(st.q), s.o.owner, relay.WithDefaults(s.o.cfg.Relay).Lease, s.o.cfg.Now)}
+		out[i] = relay.Store{ID: st.id, DB: st.db, Queries: st.q, Leases: st.leases}
 		if s.byID[st.id] == nil || st.removed.Load() || st.promoter == nil {
 			s.byID[st.id] = st
 			st.removed.Store(false)
