@@ -26,9 +26,9 @@ type txKey struct{}
 type unit struct {
 	tx      *sql.Tx
 	u       *unitOfWork
-	q       schema.Queries // its store's statements
-	store   string         // its store's tenant: "" the default store
-	release func()         // gives its place in the connection budget back
+	q       *schema.Queries // its store's statements (the store's own: a unit copies none)
+	store   string          // its store's tenant: "" the default store
+	release func()          // gives its place in the connection budget back
 	wrote   int
 	lanes   []schema.Lane // where it wrote, each once: the relay's hint (in lane0 while it is one)
 	lane0   [1]schema.Lane
@@ -207,7 +207,7 @@ func (u *unitOfWork) beginOn(ctx context.Context, st *store) (*unit, error) {
 			return nil, fmt.Errorf("fxoutbox: begin: tenant %s: set the schema: %w", quoteTenant(st.id), err)
 		}
 	}
-	return &unit{tx: tx, u: u, q: st.q, store: st.id, release: release}, nil
+	return &unit{tx: tx, u: u, q: &st.q, store: st.id, release: release}, nil
 }
 
 // commit commits un's transaction and gives its place in the budget
