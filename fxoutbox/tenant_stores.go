@@ -233,17 +233,19 @@ func (s *stores) refresh(ctx context.Context) ([]relay.Store, error) {
 func (s *stores) drained(id string) {
 	s.mu.Lock()
 	st := s.byID[id]
-	s.mu.Unlock()
 	if st == nil || st.promoter == nil {
+		s.mu.Unlock()
 		return
 	}
+	promoter, cleaner := st.promoter, st.cleaner
+	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := errors.Join(st.promoter.Close(ctx), st.cleaner.Close(ctx)); err != nil {
+	if err := errors.Join(promoter.Close(ctx), cleaner.Close(ctx)); err != nil {
 		s.o.log.Warn("fxoutbox: a drained tenant's upkeep did not stop in time", zap.String("tenant", id), zap.Error(err))
 	}
 	s.mu.Lock()
-	if st.removed.Load() { // it did not return meanwhile
+	if st.removed.Load() && st.promoter == promoter { // it did not return meanwhile
 		st.promoter, st.cleaner = nil, nil
 	}
 	s.mu.Unlock()
@@ -263,17 +265,22 @@ func (s *stores) start() {
 }
 
 func (s *stores) stop(ctx context.Context) error {
+	type services struct {
+		promoter *upkeep.SchedulePromoter
+		cleaner  *upkeep.InboxCleaner
+	}
 	s.mu.Lock()
-	all := make([]*store, 0, len(s.byID))
+	s.started = false
+	var all []services
 	for _, st := range s.byID {
-		all = append(all, st)
+		if st.promoter != nil {
+			all = append(all, services{st.promoter, st.cleaner})
+		}
 	}
 	s.mu.Unlock()
 	var errs []error
-	for _, st := range all {
-		if st.promoter != nil {
-			errs = append(errs, st.promoter.Close(ctx), st.cleaner.Close(ctx))
-		}
+	for _, u := range all {
+		errs = append(errs, u.promoter.Close(ctx), u.cleaner.Close(ctx))
 	}
 	return errors.Join(errs...)
 }
