@@ -50,6 +50,10 @@ type Bus struct {
 	expired                                     atomic.Uint64 // dead-lettered because received after their deliver-by; not in deadLettered
 	parkedMsgs                                  atomic.Uint64 // messages parked behind their key's dead letter
 	received, attempts                          atomic.Uint64 // messages, and attempts at them: the difference is retries
+	throttled                                   atomic.Uint64 // messages that waited for a rate limit's budget
+
+	ownLimiter   sync.Once // makes localLimiter, without Config.Limiter
+	localLimiter Limiter
 }
 
 // Stats counts what the bus's subscriptions did with the messages they
@@ -75,6 +79,9 @@ type Stats struct {
 	// Parked is the messages parked behind their key's dead letter
 	// (see InOrder): acknowledged, recorded, not yet handled.
 	Parked uint64
+	// Throttled is the messages that waited for their rate limit's
+	// budget (see RateLimit) before they were handled, each counted once.
+	Throttled uint64
 	// InFlight is the messages between delivery and ack or nack, now.
 	InFlight int64
 }
@@ -93,7 +100,7 @@ func (b *Bus) Stats() Stats {
 	failed, expired := b.deadLettered.Load(), b.expired.Load()
 	return Stats{
 		Handled: b.handled.Load(), Retried: retried, DeadLettered: failed + expired,
-		Expired: expired, Redelivered: b.redelivered.Load(), Skipped: b.skipped.Load(), Parked: b.parkedMsgs.Load(), InFlight: n,
+		Expired: expired, Redelivered: b.redelivered.Load(), Skipped: b.skipped.Load(), Parked: b.parkedMsgs.Load(), Throttled: b.throttled.Load(), InFlight: n,
 	}
 }
 
@@ -106,6 +113,10 @@ type topicSubs struct {
 	dead    string
 	limit   int  // messages in flight at most; 0: the default (see InFlight)
 	inOrder bool // see InOrder
+
+	fair      Per  // see FairShares; 0: none
+	lookahead int  // see Lookahead; 0: the default
+	limited   bool // a subscription of the topic has a RateLimit
 
 	inFlight atomic.Int64 // messages between delivery and ack or nack
 	parked   parkedKeys   // with inOrder: the keys known to be parked
@@ -203,12 +214,16 @@ func (b *Bus) addSubscriptions(subs []Subscription) []error {
 		s := sub.s
 		ts := b.topics[s.topic]
 		if ts == nil {
-			ts = &topicSubs{topic: s.topic, byName: map[string]*subscription{}, retry: s.retry, dead: s.deadLetter, limit: s.inFlight, inOrder: s.inOrder}
+			ts = &topicSubs{topic: s.topic, byName: map[string]*subscription{}, retry: s.retry, dead: s.deadLetter, limit: s.inFlight, inOrder: s.inOrder, fair: s.fair, lookahead: s.lookahead}
 			b.topics[s.topic] = ts
 		}
 		if ts.retry != s.retry || ts.dead != s.deadLetter || ts.limit != s.inFlight || ts.inOrder != s.inOrder {
 			errs = append(errs, fmt.Errorf("fxbus: the subscriptions of %q disagree on their retry policy, dead letter topic, messages in flight or InOrder: one Watermill handler consumes a topic", s.topic))
 		}
+		if ts.fair != s.fair || ts.lookahead != s.lookahead {
+			errs = append(errs, fmt.Errorf("fxbus: the subscriptions of %q disagree on FairShares or Lookahead: one Watermill handler consumes a topic", s.topic))
+		}
+		ts.limited = ts.limited || s.limited
 		name := s.name
 		if name == "" {
 			name = defaultName(s.typ)

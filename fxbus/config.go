@@ -36,6 +36,14 @@ type Config struct {
 	// ([DeliverWithin]) and the time a subscription compares it with.
 	// Default: time.Now.
 	Now func() time.Time
+	// Limiter keeps the budgets of the subscriptions' rate limits (see
+	// RateLimit): the outbox's shared limiter keeps them in the database,
+	// for every replica at once. Default: one of the bus's own, in the
+	// process ([NewLimiter]), so that each replica has the whole budget.
+	Limiter Limiter
+	// After is the bus's timer, on the clock of Now: what a message over
+	// its rate limit waits on (see RateLimit). Default: time.After.
+	After func(d time.Duration) <-chan time.Time
 	// Tenants maps the tenant a received message names
 	// ([MetadataTenant]) to a known one; a message of a tenant it does not
 	// know is dead-lettered, unhandled. Default: none, and then every

@@ -126,6 +126,18 @@
 // (https://github.com/fxcqrs/fxcqrs/blob/main/docs/order.md#per-broker);
 // package bustest checks each adapter's claims.
 //
+// # Fair shares and rate limits
+//
+// [FairShares] turns a topic's handler slots between its tenants or keys
+// instead of serving arrivals first; [RateLimit] paces each key, tenant
+// or type to a [Limit] (a GCRA with a stated burst), counting from the
+// bus's clock. An over-budget message is held in memory, slot-free,
+// until its [Limiter] lets it through, so no other key stalls behind
+// it. Both read up to [Lookahead] messages past InFlight. One budget
+// shared by all replicas lives in SQL: give [Config.Limiter]
+// fxoutbox.NewSharedLimiter. Details and per-broker costs:
+// https://github.com/fxcqrs/fxcqrs/blob/main/docs/fairness.md.
+//
 // # Order and parallelism, per broker
 //
 // The router consumes each subscribed topic with one handler; what comes

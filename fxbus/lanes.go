@@ -71,3 +71,29 @@ func Fenced(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ErrLeaseConflict is what a LeaseStore's Put returns when the entry
+// changed since the revision the write was based on: another replica
+// wrote first.
+var ErrLeaseConflict = errors.New("fxbus: the lease changed since the revision the write was based on")
+
+// LeaseEntry is an entry of a LeaseStore: its value and its revision (0:
+// none).
+type LeaseEntry struct {
+	Value []byte
+	Rev   uint64
+}
+
+// LeaseStore keeps the lanes' leases of the replicas of a consuming group
+// when the broker keeps none of its own (amqpbus.Config.Leases; NATS and
+// Redis keep theirs in the broker): entries by name, written by
+// compare-and-set. fxoutbox.LaneLeaseStore is one on the outbox's
+// database. Names are at most 255 bytes.
+type LeaseStore interface {
+	// List returns every entry whose name starts with prefix, by name.
+	List(ctx context.Context, prefix string) (map[string]LeaseEntry, error)
+	// Put writes value under name if its revision is still rev (0: if
+	// there is none), and returns the new revision, above rev; it returns
+	// ErrLeaseConflict when the revision changed.
+	Put(ctx context.Context, name string, value []byte, rev uint64) (uint64, error)
+}

@@ -18,7 +18,9 @@ import (
 // used and a warning says it is not durable), an optional *zap.Logger, an
 // optional [Marshaler], an optional [Clock], and optional [Tenants]
 // (provided as that interface; without them a message that names a tenant
-// is dead-lettered). It provides the
+// is dead-lettered), and an optional [Limiter] for the subscriptions'
+// rate limits (fxoutbox.NewSharedLimiter's, for one budget across
+// replicas). It provides the
 // fxcqrs.Forwarder that fxcqrs.Module takes, so routed events leave
 // through it; a module above it (the outbox's) may decorate that
 // Forwarder to take routed events another way.
@@ -69,6 +71,7 @@ type busParams struct {
 	Tracer        Tracer             `optional:"true"`
 	DeadLetters   DeadLetterRecorder `optional:"true"`
 	Tenants       Tenants            `optional:"true"`
+	Limiter       Limiter            `optional:"true"`
 	Lifecycle     fx.Lifecycle
 }
 
@@ -96,6 +99,7 @@ func newBus(p busParams) (*Bus, error) {
 		Upcasters:   p.Upcasters,
 		Tenants:     p.Tenants,
 		Now:         p.Clock,
+		Limiter:     p.Limiter,
 	}
 	return New(cfg, p.Routes, p.Subscriptions)
 }

@@ -53,7 +53,7 @@ func (b *Bus) Start(ctx context.Context, m *fxcqrs.Mediator) error {
 	for i, topic := range topics {
 		ts := b.topics[topic]
 		tctx, cancel := context.WithCancel(subCtx)
-		sub := subscriber{Subscriber: b.cfg.Subscriber, limit: ts.inFlightLimit(m), inFlight: &ts.inFlight, settled: b.settled, inOrder: ts.inOrder}
+		sub := subscriber{Subscriber: b.cfg.Subscriber, limit: ts.inFlightLimit(m), inFlight: &ts.inFlight, settled: b.settled, inOrder: ts.inOrder, b: b, ts: ts}
 		ch, err := sub.Subscribe(tctx, topic)
 		if err != nil {
 			cancel()

@@ -22,6 +22,10 @@ type subscription struct {
 	inFlight   int
 	inOrder    bool
 	marshaler  Marshaler // see Marshal; nil: the bus's
+	limit      Limit     // see RateLimit, when limited
+	limited    bool
+	fair       Per // see FairShares; 0: none
+	lookahead  int // see Lookahead; 0: the default
 
 	decode  func(m Marshaler, data []byte) (any, error)
 	publish func(ctx context.Context, m *fxcqrs.Mediator, event any) error
@@ -78,7 +82,8 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 // from the broker, which keeps the rest, so that a burst costs neither
 // memory nor a goroutine per message. Default: four times the mediator's
 // Config.Events limit (at least 4). Every subscription of a topic must
-// agree on it.
+// agree on it. A topic with [FairShares] or a [RateLimit] hands at most n
+// to its handlers at once and holds up to [Lookahead] more, waiting.
 func InFlight(n int) SubscribeOption {
 	return subscribeFunc(func(s *subscription) { s.inFlight = n })
 }
@@ -86,6 +91,14 @@ func InFlight(n int) SubscribeOption {
 // Retry sets the subscription's retry policy.
 func Retry(p RetryPolicy) SubscribeOption {
 	return subscribeFunc(func(s *subscription) { s.retry = p })
+}
+
+// wireName is the event name the subscription takes on its topic.
+func (s *subscription) wireName() string {
+	if s.name != "" {
+		return s.name
+	}
+	return defaultName(s.typ)
 }
 
 // Subscription is a subscription made for [New], without fx. Make one
@@ -128,6 +141,18 @@ func NewSubscription[E any](topic string, opts ...SubscribeOption) Subscription 
 	}
 	if s.inFlight < 0 {
 		errs = append(errs, fmt.Errorf("fxbus.Subscribe[%s]: InFlight must not be negative: got %d", s.typ, s.inFlight))
+	}
+	if s.limited {
+		if err := s.limit.check(); err != nil {
+			errs = append(errs, fmt.Errorf("fxbus.Subscribe[%s]: RateLimit: %w", s.typ, err))
+		}
+		s.limit = s.limit.withDefaults()
+	}
+	if s.fair != 0 && (s.fair < PerKey || s.fair > PerType) {
+		errs = append(errs, fmt.Errorf("fxbus.Subscribe[%s]: FairShares must count PerKey, PerTenant or PerType: got %v", s.typ, s.fair))
+	}
+	if s.lookahead < 0 {
+		errs = append(errs, fmt.Errorf("fxbus.Subscribe[%s]: Lookahead must not be negative: got %d", s.typ, s.lookahead))
 	}
 	if s.deadLetter == topic {
 		errs = append(errs, fmt.Errorf("fxbus.Subscribe[%s]: the dead letter topic is the topic itself (%s)", s.typ, topic))

@@ -25,6 +25,12 @@ type subscriber struct {
 	inFlight *atomic.Int64 // the topic's messages between delivery and ack or nack
 	settled  chan struct{} // a message was acknowledged or nacked, if anyone listens
 	inOrder  bool          // a key's messages one at a time (see InOrder)
+
+	// With fair shares or a rate limit (see stage): limit bounds the
+	// handler slots, and the subscriber holds up to the topic's
+	// Lookahead more, waiting.
+	b  *Bus
+	ts *topicSubs
 }
 
 // Close does nothing: the bus closes what it owns itself.
@@ -33,14 +39,20 @@ func (s subscriber) Close() error { return nil }
 // Subscribe relays topic's messages, at most limit unacknowledged at once
 // and, with inOrder, one of each key at a time. A subscriber that consumes
 // under a Flow (a FlowSubscriber) is asked for the same: it then holds no
-// more than limit from the broker, and the bound here is a guard.
+// more than limit from the broker, and the bound here is a guard. A
+// topic with fair shares or a rate limit holds its Lookahead beyond
+// limit, and hands at most limit over at once, through its stage.
 func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	window := s.limit
+	if s.ts != nil {
+		window += s.ts.lookaheadOf(s.limit)
+	}
 	var (
 		in  <-chan *message.Message
 		err error
 	)
 	if fs, ok := s.Subscriber.(FlowSubscriber); ok {
-		in, err = fs.SubscribeFlow(ctx, topic, Flow{InFlight: s.limit, InOrder: s.inOrder})
+		in, err = fs.SubscribeFlow(ctx, topic, Flow{InFlight: window, InOrder: s.inOrder})
 	} else {
 		in, err = s.Subscriber.Subscribe(ctx, topic)
 	}
@@ -48,7 +60,14 @@ func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messag
 		return nil, err
 	}
 	q := &sequencer{out: make(chan *message.Message), done: ctx.Done(), waiting: map[string][]*message.Message{}}
-	slots := make(chan struct{}, s.limit)
+	out := q.out
+	var st *stage
+	if s.ts != nil && s.ts.staged() {
+		st = newStage(ctx, s.b, s.ts, s.limit)
+		out = st.out
+		go st.run(q.out)
+	}
+	slots := make(chan struct{}, window)
 	go func() {
 		defer q.close()
 		for msg := range in {
@@ -70,6 +89,9 @@ func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messag
 					acked = true
 				case <-msg.Nacked():
 				}
+				if st != nil {
+					st.settled(msg)
+				}
 				s.inFlight.Add(-1)
 				select { // for Stop, which waits for the messages in flight
 				case s.settled <- struct{}{}:
@@ -87,5 +109,5 @@ func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messag
 			}
 		}
 	}()
-	return q.out, nil
+	return out, nil
 }

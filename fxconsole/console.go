@@ -40,6 +40,15 @@
 // old the newest sample is. The samples start when the console does:
 // there is no history from before, nor from another replica.
 //
+// # Tenants
+//
+// Once the dead letters or schedules name a second tenant, or the outbox
+// has tenant stores (WithTenants; under fx, the graph's outbox's), every
+// page shows a tenant selector, and every letter and repair its tenant. A selected
+// tenant's pages and repairs are that tenant's alone: a replay posted for
+// one tenant skips another's letters; each repair is recorded with the
+// tenant of what it repaired. The charts stay every tenant's.
+//
 // # Sagas drawn
 //
 // A saga's page draws it from the shape it was started with
@@ -116,6 +125,9 @@ type Console struct {
 	stop, done chan struct{}
 	marksMu    sync.Mutex
 	marks      []repairMark // the saga marks this console made
+
+	tenants func() []string                              // see WithTenants; nil: the shared mode alone
+	adminOf func(tenant string) (*fxoutbox.Admin, error) // see WithTenants
 }
 
 // New returns the console of admin's outbox and sagas' store (either may
@@ -199,12 +211,20 @@ type page struct {
 	Error   string
 	Notice  string
 	Data    any
+	// Sel is the tenant the page shows (Sel.One false: every tenant's),
+	// and Tenants the selector's choices (none: one tenant alone).
+	Sel     tenantSel
+	Tenants []tenantChoice
 }
 
 func (c *Console) render(w http.ResponseWriter, r *http.Request, name, title string, data any, err error) {
-	p := page{Base: relative(r, "/"), Title: title, Actions: c.cfg.Actions, Data: data, Notice: r.URL.Query().Get("notice")}
+	p := page{Base: relative(r, "/"), Title: title, Actions: c.cfg.Actions, Data: data, Notice: r.URL.Query().Get("notice"), Sel: selected(r)}
 	if p.Base == "" {
 		p.Base = "./"
+	}
+	var terr error
+	if p.Tenants, terr = c.tenantChoices(r.Context(), p.Sel); terr != nil {
+		err = errors.Join(err, terr)
 	}
 	code := http.StatusOK
 	if err != nil {
@@ -217,12 +237,16 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, name, title str
 	}
 }
 
-// redirect sends the browser back to path with a notice (303: GET).
-// The Location is relative, set by hand: http.Redirect would resolve it
-// against the path the handler sees, which lacks the prefix the console
-// is mounted under.
+// redirect sends the browser back to path with a notice (303: GET), and
+// the tenant the request selected. The Location is relative, set by hand:
+// http.Redirect would resolve it against the path the handler sees, which
+// lacks the prefix the console is mounted under.
 func redirect(w http.ResponseWriter, r *http.Request, path, notice string) {
-	w.Header().Set("Location", relative(r, path)+"?notice="+urlQuery(notice))
+	tenant := ""
+	if sel := selected(r); sel.One {
+		tenant = "tenant=" + urlQuery(sel.Tenant) + "&"
+	}
+	w.Header().Set("Location", relative(r, path)+"?"+tenant+"notice="+urlQuery(notice))
 	w.WriteHeader(http.StatusSeeOther)
 }
 
@@ -267,9 +291,11 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 	marks, err := c.repairMarks(r.Context())
 	errs = append(errs, err)
 	d.Charts, d.Growing, d.Freshness = overviewCharts(samples, marks), growing(samples), c.freshness(samples)
-	if c.admin != nil {
+	admin, err := c.adminFor(r)
+	errs = append(errs, err)
+	if admin != nil {
 		var err error
-		d.Backlog, err = c.admin.Backlog(r.Context())
+		d.Backlog, err = admin.Backlog(r.Context())
 		errs = append(errs, err)
 		for _, b := range d.Backlog {
 			if b.Lag > d.WorstLag.Lag {
@@ -277,15 +303,15 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		d.LagBad = d.WorstLag.Lag >= time.Minute
-		d.NewestDead, err = c.admin.ListDead(r.Context(), fxoutbox.DeadLetterFilter{NewestFirst: true, Limit: 5})
+		d.NewestDead, err = admin.ListDead(r.Context(), fxoutbox.DeadLetterFilter{NewestFirst: true, Limit: 5})
 		errs = append(errs, err)
-		d.Dead, err = c.admin.DeadLetters(r.Context())
+		d.Dead, err = admin.DeadLetters(r.Context())
 		errs = append(errs, err)
-		d.Scheduled, err = c.admin.Scheduled(r.Context())
+		d.Scheduled, err = admin.Scheduled(r.Context())
 		errs = append(errs, err)
 		d.Leases, err = c.admin.Leases(r.Context())
 		errs = append(errs, err)
-		d.Repairs, err = c.admin.Repairs(r.Context(), 10)
+		d.Repairs, err = admin.Repairs(r.Context(), 10)
 		errs = append(errs, err)
 	}
 	if c.sagas != nil {
@@ -322,7 +348,7 @@ func provide(p params) (*Console, error) {
 	var opts []Option
 	if p.Outbox != nil {
 		admin = p.Outbox.Admin()
-		opts = append(opts, WithOutboxStats(p.Outbox.Stats))
+		opts = append(opts, WithOutboxStats(p.Outbox.Stats), WithTenants(p.Outbox.Tenants, p.Outbox.AdminOf))
 	}
 	if p.Bus != nil {
 		opts = append(opts, WithBusStats(p.Bus.Stats))

@@ -24,6 +24,8 @@ type deadListData struct {
 	// Newer and Older are the offsets of the pages either side, -1 where
 	// there is none.
 	Newer, Older int
+	// Sel is the tenant selected, which the pages' links keep.
+	Sel tenantSel
 }
 
 func (c *Console) deadList(w http.ResponseWriter, r *http.Request) {
@@ -33,12 +35,16 @@ func (c *Console) deadList(w http.ResponseWriter, r *http.Request) {
 		Topic: q.Get("topic"), Name: q.Get("name"), ErrorContains: q.Get("error"), Discarded: q.Get("discarded") == "on",
 		NewestFirst: true, Limit: deadPage, Offset: max(offset, 0),
 	}
-	d := deadListData{Filter: f}
-	var err error
-	if c.admin == nil {
+	d := deadListData{Filter: f, Sel: selected(r)}
+	admin, err := c.adminFor(r)
+	switch {
+	case err != nil:
+	case admin == nil:
 		err = errors.New("no outbox")
-	} else if d.Letters, err = c.admin.ListDead(r.Context(), f); err == nil {
-		d.Total, err = c.admin.CountDead(r.Context(), f)
+	default:
+		if d.Letters, err = admin.ListDead(r.Context(), f); err == nil {
+			d.Total, err = admin.CountDead(r.Context(), f)
+		}
 	}
 	if len(d.Letters) > 0 {
 		d.From, d.To = f.Offset+1, f.Offset+len(d.Letters)
@@ -55,11 +61,12 @@ func (c *Console) deadList(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) deadShow(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || c.admin == nil {
+	admin, aerr := c.adminFor(r)
+	if err != nil || aerr != nil || admin == nil {
 		http.NotFound(w, r)
 		return
 	}
-	letter, err := c.admin.Dead(r.Context(), id)
+	letter, err := admin.Dead(r.Context(), id)
 	if err != nil {
 		http.NotFound(w, r)
 		return
@@ -77,6 +84,11 @@ func (c *Console) deadRepair(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	admin, err := c.adminFor(r) // the selected tenant's: another's letters are skipped
+	if err != nil {
+		redirect(w, r, "/dead", action+" failed: "+err.Error())
+		return
+	}
 	why := strings.TrimSpace(r.PostForm.Get("why"))
 	if why == "" { // the form requires it; a hand-made POST must too: every repair keeps who and why
 		redirect(w, r, "/dead", action+" refused: say why (the reason is kept with the repair)")
@@ -91,9 +103,9 @@ func (c *Console) deadRepair(w http.ResponseWriter, r *http.Request) {
 		}
 		ids = append(ids, id)
 	}
-	do := c.admin.Replay
+	do := admin.Replay
 	if action == "discard" {
-		do = c.admin.Discard
+		do = admin.Discard
 	}
 	n, err := do(r.Context(), ids, c.cfg.Who(r), why)
 	if err != nil {

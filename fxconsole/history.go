@@ -240,7 +240,11 @@ func (c *Console) repairMarks(ctx context.Context) ([]repairMark, error) {
 		var repairs []fxoutbox.Repair
 		repairs, err = c.admin.Repairs(ctx, 50)
 		for _, r := range repairs {
-			out = append(out, repairMark{At: r.At, Label: r.Action + " " + r.Target + " by " + r.Who + ": " + r.Why})
+			label := r.Action + " " + r.Target
+			if r.Tenant != "" {
+				label += " of tenant " + r.Tenant
+			}
+			out = append(out, repairMark{At: r.At, Label: label + " by " + r.Who + ": " + r.Why})
 		}
 	}
 	c.marksMu.Lock()

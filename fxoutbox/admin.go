@@ -20,6 +20,12 @@ import (
 // and it is safe to use while replicas run: a replay is one transaction,
 // which the relays see as new rows. It is the bus's
 // fxbus.DeadLetterRecorder and fxbus.Parking under fxoutbox.Module.
+//
+// It reads and repairs every tenant's rows; Admin.ForTenant gives one for
+// a single tenant's ("" is the default tenant's), whose repairs skip
+// every other tenant's letters. Every repair is recorded with the tenant
+// of the letters it repaired (Repair.Tenant). With tenant stores, see
+// Outbox.AdminOf.
 type Admin = admin.Admin
 
 // NewAdmin returns the Admin of db's outbox tables (t: defaults for the
@@ -36,11 +42,13 @@ func NewAdmin(db *sql.DB, d Dialect, t Tables, now func() time.Time) (*Admin, er
 type DeadLetter = admin.DeadLetter
 
 // DeadLetterFilter selects dead letters for Admin.ListDead; its zero
-// value selects every one that was not discarded.
+// value selects every one that was not discarded, of every tenant (its
+// Tenant, a pointer, tells "every tenant" (nil) from the default
+// tenant's).
 type DeadLetterFilter = admin.DeadLetterFilter
 
 // Repair is one recorded repairing action (a replay, a discard), with
-// who asked and why.
+// who asked, why, and the tenant of what it repaired.
 type Repair = admin.Repair
 
 // Lease is which relay owns what, until when: a topic's lane, the right

@@ -40,6 +40,11 @@ var Module = fx.Options(
 		// judged by the clock that runs the relay and the schedules, given
 		// once in Config.Now.
 		fx.Provide(func(cfg Config) fxbus.Clock { return cfg.Now }),
+		// The lanes' leases of consumer replicas on a broker that keeps
+		// none (amqpbus.Module takes them), on the outbox's database.
+		fx.Provide(func(db *sql.DB, cfg Config) (fxbus.LeaseStore, error) {
+			return LaneLeaseStore(db, cfg.Dialect, cfg.Tables)
+		}),
 		fxcqrs.AsMiddleware(func(o *Outbox) fxcqrs.Middleware { return o.UnitOfWork() }),
 		fx.Invoke(func(o *Outbox, m *fxcqrs.Mediator) { o.DeliverTo(m) }),
 	),

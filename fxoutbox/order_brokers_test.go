@@ -104,13 +104,19 @@ func orderDB(t testing.TB) *sql.DB {
 
 // orderPublisher is a producer's publisher on b at addr.
 func orderPublisher(b, addr string) (message.Publisher, error) {
+	return orderLanedPublisher(b, addr, nil)
+}
+
+// orderLanedPublisher is a producer's publisher on b at addr, with the
+// broker's lanes of some topics (TopicLanes).
+func orderLanedPublisher(b, addr string, topicLanes map[string]int) (message.Publisher, error) {
 	switch b {
 	case "nats":
-		return natsjs.New(natsjs.Config{URL: addr})
+		return natsjs.New(natsjs.Config{URL: addr, TopicLanes: topicLanes})
 	case "amqp":
-		return amqpbus.New(amqpbus.Config{URL: addr})
+		return amqpbus.New(amqpbus.Config{URL: addr, TopicLanes: topicLanes})
 	}
-	return redisbus.New(redisbus.Config{Addr: addr})
+	return redisbus.New(redisbus.Config{Addr: addr, TopicLanes: topicLanes})
 }
 
 // orderSubscriber is the consumer's adapter on b at addr, of the orders

@@ -74,30 +74,21 @@ func orderThroughKills(t *testing.T, broker string) {
 	// The three processes' harnesses at once, each killing its own (in
 	// goroutines, not parallel subtests, which -parallel would queue).
 	var wg sync.WaitGroup
-	for i, role := range []string{"producer-a", "producer-b", "consumer"} {
-		t := goroutineTB{t}
-		h := crashtest.Harness{
-			Child: "TestOrderConsumerChild", Rounds: orderConsumerUps, Seed: seed + uint64(i) + 1,
-			MinUp: 300 * time.Millisecond, MaxUp: 1200 * time.Millisecond,
-			Env: map[string]string{"FXCQRS_ORDER_REPLICA": strconv.Itoa(i)},
-		}
-		if role != "consumer" {
-			// No drain of its own: the consumer's drains the outbox
-			// once both producers were killed a last time.
-			h.Child, h.Rounds, h.NoDrain = "TestOrderProducerChild", orderProducerUps, true
-			h.MinUp, h.MaxUp = 500*time.Millisecond, 1500*time.Millisecond
-			h.AfterKill = func(round int) {
-				if round == orderProducerUps {
-					_, err := d.DB.Exec("INSERT INTO done (replica) VALUES ($1)", i)
-					require.NoError(t, err)
-				}
-			}
-		}
-		for k, v := range env {
-			h.Env[k] = v
-		}
-		wg.Go(func() { h.Run(t) })
+	// The producers drain nothing of their own: the consumer's drain
+	// relays what is left once both were killed a last time.
+	killedProducers(t, &wg, env, seed, func(replica int) {
+		_, err := d.DB.Exec("INSERT INTO done (replica) VALUES ($1)", replica)
+		require.NoError(t, err)
+	})
+	h := crashtest.Harness{
+		Child: "TestOrderConsumerChild", Rounds: orderConsumerUps, Seed: seed + 3,
+		MinUp: 300 * time.Millisecond, MaxUp: 1200 * time.Millisecond,
+		Env: map[string]string{"FXCQRS_ORDER_REPLICA": "2"},
 	}
+	for k, v := range env {
+		h.Env[k] = v
+	}
+	wg.Go(func() { h.Run(goroutineTB{t}) })
 	wg.Wait()
 	if t.Failed() {
 		return
@@ -113,6 +104,29 @@ func orderThroughKills(t *testing.T, broker string) {
 	}
 	checkOrder(t, d.DB, fmt.Sprintf("%s, producers killed %d times each, the consumer %d times and stopped cleanly between",
 		broker, orderProducerUps, orderConsumerUps))
+}
+
+// killedProducers runs two producer replicas (TestOrderProducerChild,
+// replicas 0 and 1) in goroutines of wg, each SIGKILLed
+// orderProducerUps times at moments drawn from seed and started again,
+// with env (FXCQRS_ORDER_*); lastKill runs after each one's last kill.
+func killedProducers(t *testing.T, wg *sync.WaitGroup, env map[string]string, seed uint64, lastKill func(replica int)) {
+	for i := range 2 {
+		h := crashtest.Harness{
+			Child: "TestOrderProducerChild", Rounds: orderProducerUps, Seed: seed + uint64(i) + 1, NoDrain: true,
+			MinUp: 500 * time.Millisecond, MaxUp: 1500 * time.Millisecond,
+			Env: map[string]string{"FXCQRS_ORDER_REPLICA": strconv.Itoa(i)},
+			AfterKill: func(round int) {
+				if round == orderProducerUps {
+					lastKill(i)
+				}
+			},
+		}
+		for k, v := range env {
+			h.Env[k] = v
+		}
+		wg.Go(func() { h.Run(goroutineTB{t}) })
+	}
 }
 
 // goroutineTB is t for a goroutine of the test's: a fatal failure is
@@ -179,8 +193,37 @@ func TestOrderProducerChild(t *testing.T) {
 	if crashtest.Mode() != crashtest.Work {
 		t.Skip("started by TestOrderThroughKills only")
 	}
-	db := orderDB(t)
-	o := orderRelay(t, db)
+	seed, _ := strconv.ParseUint(os.Getenv("FXCQRS_ORDER_SEED"), 10, 64)
+	replica, _ := strconv.Atoi(os.Getenv("FXCQRS_ORDER_REPLICA"))
+	lanes, _ := strconv.Atoi(os.Getenv("FXCQRS_ORDER_BROKER_LANES"))
+	pace, err := time.ParseDuration(os.Getenv("FXCQRS_ORDER_PACE"))
+	if err != nil {
+		pace = 2 * time.Millisecond
+	}
+	orderProducer(t, orderDB(t), orderSource{
+		Broker: os.Getenv("FXCQRS_ORDER_BROKER"), Addr: os.Getenv("FXCQRS_ORDER_ADDR"),
+		Topic: os.Getenv("FXCQRS_ORDER_TOPIC"), BrokerLanes: lanes,
+	}, rand.New(rand.NewPCG(seed, uint64(1000*replica+10*crashtest.Round()))), pace)
+	crashtest.Ready()
+	select {} // until killed
+}
+
+// orderSource is where a producer replica's relay publishes: a topic on a
+// broker, of BrokerLanes lanes in the broker (natsjs, amqpbus, redisbus
+// TopicLanes; 0 for none).
+type orderSource struct {
+	Broker, Addr, Topic string
+	BrokerLanes         int
+}
+
+// orderProducer starts a producer replica on db: four goroutines bump
+// random keys, each every pace, each bump a command whose transaction
+// writes the key's next Keyed to the outbox, while its relay sends the
+// lanes it holds. It returns a function that stops the bumps (once they
+// have stopped, the relay goes on until its outbox is stopped).
+func orderProducer(t testing.TB, db *sql.DB, src orderSource, rnd *rand.Rand, pace time.Duration) (*fxoutbox.Outbox, func()) {
+	t.Helper()
+	o := orderRelay(t, db, src)
 	m, err := fxcqrs.New(fxcqrs.Config{},
 		fxcqrs.WithCommandHandlers(commandFunc[Bump](func(ctx context.Context, c Bump) error {
 			// The key's row is locked until the commit: a key's rows
@@ -195,30 +238,39 @@ func TestOrderProducerChild(t *testing.T) {
 		fxcqrs.WithMiddleware(o.UnitOfWork()))
 	require.NoError(t, err)
 	require.NoError(t, o.Start(context.Background()))
-	crashtest.Ready()
-	seed, _ := strconv.ParseUint(os.Getenv("FXCQRS_ORDER_SEED"), 10, 64)
-	replica, _ := strconv.Atoi(os.Getenv("FXCQRS_ORDER_REPLICA"))
-	for g := range 4 {
-		go func() {
-			rnd := rand.New(rand.NewPCG(seed, uint64(1000*replica+10*crashtest.Round()+g)))
-			tick := time.NewTicker(2 * time.Millisecond) // pacing, not synchronisation
-			for range tick.C {
-				_ = fxcqrs.Exec(context.Background(), m, Bump{Key: orderKey(rnd.IntN(orderKeys))})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		r := rand.New(rand.NewPCG(rnd.Uint64(), rnd.Uint64()))
+		wg.Go(func() {
+			tick := time.NewTicker(pace) // pacing, not synchronisation
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				_ = fxcqrs.Exec(context.Background(), m, Bump{Key: orderKey(r.IntN(orderKeys))})
 			}
-		}()
+		})
 	}
-	select {} // until killed
+	return o, sync.OnceFunc(func() { close(stop); wg.Wait() })
 }
 
 // orderRelay is the outbox of a producer replica: Keyed routed by its
 // key, the relay on the topic's 8 lanes, with a short lease (a killed
 // replica's lanes are taken over within it).
-func orderRelay(t testing.TB, db *sql.DB) *fxoutbox.Outbox {
+func orderRelay(t testing.TB, db *sql.DB, src orderSource) *fxoutbox.Outbox {
 	t.Helper()
-	pub, err := orderPublisher(os.Getenv("FXCQRS_ORDER_BROKER"), os.Getenv("FXCQRS_ORDER_ADDR"))
+	var topicLanes map[string]int
+	if src.BrokerLanes > 0 {
+		topicLanes = map[string]int{src.Topic: src.BrokerLanes}
+	}
+	pub, err := orderLanedPublisher(src.Broker, src.Addr, topicLanes)
 	require.NoError(t, err)
 	b, err := fxbus.New(fxbus.Config{Publisher: pub}, []fxbus.Routing{
-		fxbus.NewRoute[Keyed](os.Getenv("FXCQRS_ORDER_TOPIC"), fxbus.KeyBy(func(e Keyed) string { return e.Key })),
+		fxbus.NewRoute[Keyed](src.Topic, fxbus.KeyBy(func(e Keyed) string { return e.Key })),
 	}, nil)
 	require.NoError(t, err)
 	o, err := fxoutbox.New(db, b, fxoutbox.Config{Dialect: fxoutbox.PostgreSQL, Relay: fxoutbox.RelayConfig{
@@ -249,7 +301,7 @@ func TestOrderConsumerChild(t *testing.T) {
 			crashtest.Ready()
 		}
 		if mode == crashtest.Drain {
-			o := orderRelay(t, db)
+			o := orderRelay(t, db, orderSource{Broker: os.Getenv("FXCQRS_ORDER_BROKER"), Addr: os.Getenv("FXCQRS_ORDER_ADDR"), Topic: os.Getenv("FXCQRS_ORDER_TOPIC")})
 			require.NoError(t, o.Start(context.Background()))
 			waitFor(t, func() bool {
 				if count(t, db, "SELECT COUNT(*) FROM done") < 2 || count(t, db, "SELECT COUNT(*) FROM fxcqrs_outbox") > 0 {

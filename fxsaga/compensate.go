@@ -72,7 +72,7 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 		}
 		if lastErr != nil {
 			st.Status, st.Error, st.Version = Failed, fmt.Sprintf("%s; compensating %s: %v", st.Error, s.names[i], lastErr), st.Version+1
-			if err := r.store.Save(ctx, st); err != nil {
+			if err := r.save(ctx, st); err != nil {
 				return c, err
 			}
 			r.failed.Add(1)
@@ -84,7 +84,7 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 	}
 	if st.Status != Compensated { // nothing was left to compensate
 		st.Status, st.Version = Compensated, st.Version+1
-		if err := r.store.Save(ctx, st); err != nil {
+		if err := r.save(ctx, st); err != nil {
 			return c, err
 		}
 	}

@@ -37,6 +37,13 @@
 // replicas can recover one database: the claim bumps the version, which
 // fences the old owner's next save. On SQLite, run one replica.
 //
+// Tenants: State.Tenant is fxbus.TenantOf of the call that started the
+// saga. Acts, compensations, resumes and timeouts all see it as their
+// context's tenant; Resumer matches a waiting saga by the event's tenant
+// as well as its key; KeyBy's uniqueness holds within a tenant. Where
+// tenants keep stores apart (a Tenancy, which *fxoutbox.Outbox is),
+// recovery visits every store the Tenancy lists.
+//
 // # Sagas that wait
 //
 // A step made with Await waits for an event: another service's answer, a

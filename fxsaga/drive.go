@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
 )
 
@@ -15,6 +16,7 @@ import (
 // drive takes a saga from its state to a final one, or sets it aside when
 // its state does not fit the definition.
 func drive[C any](ctx context.Context, r *Runner, s *Saga[C], st State, report func(Progress[C])) (c C, err error) {
+	ctx = fxbus.WithTenant(ctx, st.Tenant) // the saga's, whatever context drives it
 	ctx, finish := r.observe(ctx, Activity{Saga: s.name, ID: st.ID})
 	defer func() { finish(err) }()
 	st, reason := s.fit(st) // upcast, then the shape check
@@ -143,7 +145,7 @@ func failStep[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C, 
 		st.Step, st.TimedOut = i, slices.DeleteFunc(slices.Clone(st.TimedOut), func(k int) bool { return k == i })
 	}
 	st.Version++
-	return st, committed, r.store.Save(ctx, st)
+	return st, committed, r.save(ctx, st)
 }
 
 // beginWait is st, whose step i has acted, saved as waiting for w's
@@ -163,4 +165,9 @@ func beginWait[C any](ctx context.Context, r *Runner, s *Saga[C], st State, i in
 		st.Timer = id
 	}
 	return st, nil
+}
+
+// save saves st outside a step: in the store of its tenant (see within).
+func (r *Runner) save(ctx context.Context, st State) error {
+	return r.within(ctx, st.Tenant, func(ctx context.Context) error { return r.store.Save(ctx, st) })
 }

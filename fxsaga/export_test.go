@@ -32,3 +32,6 @@ func RecoveryPassed(p RecoveryProbe) { p.rc.pass() }
 
 // SetClock sets the store's clock, which dates a saga's creation.
 func SetClock(s *SQL, now func() time.Time) { s.now = now }
+
+// TenancyOf is where r's sagas live per tenant (RunnerConfig.Tenancy).
+func TenancyOf(r *Runner) Tenancy { return r.tenancy }

@@ -30,7 +30,7 @@ func (m *Memory) Create(_ context.Context, st State) error {
 	}
 	if st.holdsKey() {
 		for _, other := range m.states {
-			if other.Name == st.Name && other.BusinessKey == st.BusinessKey && other.holdsKey() {
+			if other.Name == st.Name && other.Tenant == st.Tenant && other.BusinessKey == st.BusinessKey && other.holdsKey() {
 				return &AlreadyStarted{Saga: st.Name, Key: st.BusinessKey, SagaID: other.ID}
 			}
 		}
@@ -78,7 +78,7 @@ func (m *Memory) Save(_ context.Context, st State) error {
 	if old.Version != st.Version-1 {
 		return ErrFenced
 	}
-	st.Created = old.Created
+	st.Created, st.Tenant = old.Created, old.Tenant // set when it was created, as the SQL store's
 	m.states[st.ID] = st
 	return nil
 }
@@ -118,11 +118,11 @@ func (m *Memory) Claim(_ context.Context, name string, limit int) ([]State, erro
 	}), nil
 }
 
-// Correlated returns the sagas waiting for the event named event with
-// key.
-func (m *Memory) Correlated(_ context.Context, event, key string) ([]State, error) {
+// Correlated returns the sagas of tenant waiting for the event named
+// event with key.
+func (m *Memory) Correlated(_ context.Context, tenant, event, key string) ([]State, error) {
 	return m.pick(0, func(a, b State) int { return strings.Compare(a.ID, b.ID) }, func(st State) bool {
-		return st.Status == Waiting && st.Awaiting == event && st.Key == key
+		return st.Status == Waiting && st.Tenant == tenant && st.Awaiting == event && st.Key == key
 	}), nil
 }
 

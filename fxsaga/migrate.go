@@ -51,8 +51,10 @@ func migrationSet(d fxoutbox.Dialect, t Tables) (sqlschema.Set, error) {
 		"Sagas": quote(d, t.Sagas), "SagasIndex": quote(d, sqlschema.IndexName(t.Sagas, "name_status")), "Log": quote(d, t.Log),
 		"WaitingIndex": quote(d, sqlschema.IndexName(t.Sagas, "waiting")), "DeadlineIndex": quote(d, sqlschema.IndexName(t.Sagas, "deadline")),
 		"KeyIndex": quote(d, sqlschema.IndexName(t.Sagas, "business_key")), "ActiveKeyIndex": quote(d, sqlschema.IndexName(t.Sagas, "active_key")),
-		"CreatedIndex":        quote(d, sqlschema.IndexName(t.Sagas, "created")),
-		"ContextVersionIndex": quote(d, sqlschema.IndexName(t.Sagas, "context_version")),
+		"CreatedIndex":         quote(d, sqlschema.IndexName(t.Sagas, "created")),
+		"ContextVersionIndex":  quote(d, sqlschema.IndexName(t.Sagas, "context_version")),
+		"TenantWaitingIndex":   quote(d, sqlschema.IndexName(t.Sagas, "tenant_waiting")),
+		"TenantActiveKeyIndex": quote(d, sqlschema.IndexName(t.Sagas, "tenant_active_key")),
 	})
 	if err != nil {
 		return sqlschema.Set{}, fmt.Errorf("fxsaga: schema for %s: %w", d, err)

@@ -100,10 +100,11 @@ type runnerParams struct {
 
 	Mediator *fxcqrs.Mediator
 	Store    Store
-	Config   Config          `optional:"true"`
-	Outbox   fxoutbox.Config `optional:"true"`
-	Logger   *zap.Logger     `optional:"true"`
-	Observer fxcqrs.Observer `optional:"true"`
+	Config   Config           `optional:"true"`
+	Outbox   fxoutbox.Config  `optional:"true"`
+	Tenancy  *fxoutbox.Outbox `optional:"true"`
+	Logger   *zap.Logger      `optional:"true"`
+	Observer fxcqrs.Observer  `optional:"true"`
 }
 
 func provideRunner(p runnerParams) *Runner {
@@ -113,6 +114,9 @@ func provideRunner(p runnerParams) *Runner {
 	}
 	if cfg.Now == nil {
 		cfg.Now = p.Outbox.Now // nil without one: NewRunner's default
+	}
+	if cfg.Tenancy == nil && p.Tenancy != nil {
+		cfg.Tenancy = p.Tenancy // each tenant's store, once the outbox has them
 	}
 	return NewRunner(p.Mediator, p.Store, cfg, p.Logger)
 }

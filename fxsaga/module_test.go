@@ -143,7 +143,7 @@ func TestRecoveryCheck(t *testing.T) {
 }
 
 // SQLStore: the sagas on the outbox's database and dialect, named once,
-// and the runner on the outbox's clock, given once.
+// and the runner on the outbox's clock and its tenant stores, given once.
 func TestSQLStoreModule(t *testing.T) {
 	t.Parallel()
 	d := openDatabase(t, fxoutbox.SQLite)
@@ -152,6 +152,7 @@ func TestSQLStoreModule(t *testing.T) {
 	var (
 		runner *fxsaga.Runner
 		store  fxsaga.Store
+		outbox *fxoutbox.Outbox
 	)
 	app := fxtest.New(t, fx.NopLogger,
 		fxcqrs.Module, fxbus.Module, fxoutbox.Module, fxsaga.Module, fxsaga.SQLStore,
@@ -159,11 +160,12 @@ func TestSQLStoreModule(t *testing.T) {
 		fx.Supply(fxsaga.Config{Lease: time.Minute}),
 		fxsaga.Resume[Paid](),
 		fxsaga.Register[Order](func() *fxsaga.Saga[Order] { return waitingSaga(w, nil).KeyBy(orderKey) }),
-		fx.Populate(&runner, &store),
+		fx.Populate(&runner, &store, &outbox),
 	)
 	app.RequireStart()
 	defer app.RequireStop()
 	require.IsType(t, &fxsaga.SQL{}, store)
+	assert.Same(t, outbox, fxsaga.TenancyOf(runner), "the outbox's tenant stores are the runner's")
 	_, err := fxsaga.Run(context.Background(), runner, waitingSaga(w, nil).KeyBy(orderKey), Order{ID: 3})
 	var pending *fxsaga.Pending
 	require.ErrorAs(t, err, &pending)

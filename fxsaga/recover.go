@@ -3,6 +3,7 @@ package fxsaga
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"go.uber.org/zap"
 )
@@ -16,7 +17,11 @@ const recoveryBatch = 100
 // clock (the outbox's scheduled deadline does that on time; this is the
 // net under it, and the only timer of a store without the outbox). It
 // claims them a batch at a time, never all at once, and never a waiting
-// saga. It returns each one's outcome error joined.
+// saga. With a Tenancy (RunnerConfig.Tenancy) it walks each tenant's
+// store in turn, the default tenant's first, claiming and scanning in a
+// transaction of the tenant's (InTenant); each saga is driven under its
+// own tenant (State.Tenant), whatever store it was found in. It returns
+// each one's outcome error joined, and a tenant whose store failed, named.
 func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
 	if s.err != nil {
 		return s.err
@@ -26,8 +31,31 @@ func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
 	}
 	r.track(s)
 	var errs []error
+	for _, tenant := range r.stores() {
+		if ctx.Err() != nil {
+			break
+		}
+		if err := recoverIn(ctx, r, s, tenant); err != nil {
+			if tenant != "" {
+				err = fmt.Errorf("fxsaga: saga %s: recovery in tenant %q's store: %w", s.name, tenant, err)
+			}
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// recoverIn recovers the sagas of s in tenant's store: claimed (or found
+// overdue) in the store, a batch at a time, and driven after, each step
+// in a unit of work of its own.
+func recoverIn[C any](ctx context.Context, r *Runner, s *Saga[C], tenant string) error {
+	var errs []error
 	for ctx.Err() == nil {
-		states, err := r.claim(ctx, s.name)
+		var states []State
+		err := r.inStore(ctx, tenant, func(ctx context.Context) (err error) {
+			states, err = r.claim(ctx, s.name)
+			return err
+		})
 		if err != nil {
 			return errors.Join(append(errs, err)...)
 		}
@@ -56,7 +84,11 @@ func Recover[C any](ctx context.Context, r *Runner, s *Saga[C]) error {
 		}
 	}
 	for ctx.Err() == nil {
-		states, err := r.store.Overdue(ctx, s.name, r.now(), recoveryBatch)
+		var states []State
+		err := r.inStore(ctx, tenant, func(ctx context.Context) (err error) {
+			states, err = r.store.Overdue(ctx, s.name, r.now(), recoveryBatch)
+			return err
+		})
 		if err != nil {
 			return errors.Join(append(errs, err)...)
 		}
@@ -90,7 +122,7 @@ func (r *Runner) claim(ctx context.Context, name string) ([]State, error) {
 // returns the *Error that says so.
 func (r *Runner) setAside(ctx context.Context, st State, reason string) error {
 	st.Status, st.Error, st.Version = SetAside, reason, st.Version+1
-	if err := r.store.Save(ctx, st); err != nil {
+	if err := r.save(ctx, st); err != nil {
 		return err
 	}
 	r.logger.Error("fxsaga: saga set aside: its stored state does not fit its definition; it needs a person",

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
 )
 
 // The repair side of the SQL store, for the repair tools (cmd/fxcqrs, the
 // console): list and show sagas, and mark one for the running service's
-// recovery to act on. A mark is one fenced save, safe while replicas run:
+// recovery to act on. Each works in ctx's transaction when it has one (a
+// tenant's, from fxoutbox.Outbox.InTenant: that tenant's store). A mark is one fenced save, safe while replicas run:
 // it takes the saga from the status it was shown in, or fails with
 // ErrFenced if a replica moved it since. Compensations are the service's
 // code, so the tools never run them: recovery does, on its next pass,
@@ -65,16 +68,23 @@ func (s *SQL) Page(ctx context.Context, f Filter) ([]State, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	var total int
-	if err := s.db.QueryRowContext(ctx, s.d.Rebind("SELECT COUNT(*)"+from), args...).Scan(&total); err != nil {
+	rows, err := s.conn(ctx).QueryContext(ctx, s.d.Rebind("SELECT COUNT(*)"+from), args...)
+	if err != nil {
 		return nil, 0, err
 	}
-	return page, total, nil
+	defer rows.Close()
+	var total int
+	for rows.Next() {
+		if err := rows.Scan(&total); err != nil {
+			return nil, 0, err
+		}
+	}
+	return page, total, rows.Err()
 }
 
 // Entries returns the log of saga id, in order.
 func (s *SQL) Entries(ctx context.Context, id string) ([]Entry, error) {
-	rows, err := s.db.QueryContext(ctx, s.d.Rebind("SELECT saga_id, step, action, error FROM "+quote(s.d, s.tables.Log)+" WHERE saga_id = ? ORDER BY id"), id)
+	rows, err := s.conn(ctx).QueryContext(ctx, s.d.Rebind("SELECT saga_id, step, action, error FROM "+quote(s.d, s.tables.Log)+" WHERE saga_id = ? ORDER BY id"), id)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +168,7 @@ func (s *SQL) mark(ctx context.Context, id, action, who, why string, change func
 		return State{}, err
 	}
 	if st.holdsKey() { // back to work: its key may be another's since it failed
-		held, err := s.query(ctx, s.active, st.Name, st.BusinessKey)
+		held, err := s.query(ctx, s.active, st.Name, st.Tenant, st.BusinessKey)
 		if err != nil {
 			return State{}, err
 		}
@@ -167,10 +177,26 @@ func (s *SQL) mark(ctx context.Context, id, action, who, why string, change func
 		}
 	}
 	st.Version++
+	if tx := fxoutbox.Tx(ctx); tx != nil {
+		// A tenant's transaction (fxoutbox.Outbox.InTenant): the repair
+		// commits with it.
+		if err := s.markIn(ctx, tx, st, action, who, why); err != nil {
+			return State{}, err
+		}
+		return st, nil
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return State{}, err
 	}
+	if err := s.markIn(ctx, tx, st, action, who, why); err != nil {
+		return State{}, errors.Join(err, tx.Rollback())
+	}
+	return st, tx.Commit()
+}
+
+// markIn saves st, marked, with no owner, and logs action, in tx.
+func (s *SQL) markIn(ctx context.Context, tx execer, st State, action, who, why string) error {
 	res, err := tx.ExecContext(ctx, s.save, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, "", 0,
 		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), activeKey(st), max(st.ContextVersion, 1), st.ID, st.Version-1)
 	if err == nil {
@@ -182,8 +208,5 @@ func (s *SQL) mark(ctx context.Context, id, action, who, why string, change func
 	if err == nil {
 		_, err = tx.ExecContext(ctx, s.log, st.ID, st.Step, action, who+": "+why)
 	}
-	if err != nil {
-		return State{}, errors.Join(err, tx.Rollback())
-	}
-	return st, tx.Commit()
+	return err
 }

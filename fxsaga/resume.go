@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
 	"go.uber.org/zap"
 )
@@ -54,8 +55,10 @@ func (s *Saga[C]) awaited() []reflect.Type {
 	return out
 }
 
-// resumeWith resumes the sagas of s that wait for e, and returns how many.
+// resumeWith resumes the sagas of s that wait for e, and returns how many:
+// only those of e's tenant (fxbus.TenantOf), whose key its Match gives.
 func (s *Saga[C]) resumeWith(ctx context.Context, r *Runner, t reflect.Type, e any) (int, error) {
+	tenant := fxbus.TenantOf(ctx)
 	keys := map[string]bool{}
 	n := 0
 	for i := range s.steps {
@@ -68,7 +71,11 @@ func (s *Saga[C]) resumeWith(ctx context.Context, r *Runner, t reflect.Type, e a
 			continue
 		}
 		keys[key] = true
-		states, err := r.store.Correlated(ctx, w.eventName(), key)
+		var states []State
+		err := r.within(ctx, tenant, func(ctx context.Context) (err error) {
+			states, err = r.store.Correlated(ctx, tenant, w.eventName(), key)
+			return err
+		})
 		if err != nil {
 			return n, fmt.Errorf("fxsaga: saga %s: the sagas waiting for %s %q: %w", s.name, w.eventName(), key, err)
 		}
@@ -99,8 +106,8 @@ func resumeOne[C any](ctx context.Context, r *Runner, s *Saga[C], st State, e an
 	}
 	i := st.Step
 	w := s.waits[i]
-	if w.match(e) != st.Key {
-		return false, nil
+	if w.match(e) != st.Key || st.Tenant != fxbus.TenantOf(ctx) {
+		return false, nil // another key's, or another tenant's: not e's to resume
 	}
 	take := taken(st)
 	saved, err := r.step(ctx, take, i, s.names[i], "resume", func(ctx context.Context) (State, error) {
@@ -157,7 +164,11 @@ func (r *Runner) take(ctx context.Context, take State) error {
 
 // deadline times the saga of d out, unless it moved on since.
 func (r *Runner) deadline(ctx context.Context, d Deadline) error {
-	st, err := r.store.Load(ctx, d.ID)
+	var st State
+	err := r.within(ctx, fxbus.TenantOf(ctx), func(ctx context.Context) (err error) {
+		st, err = r.store.Load(ctx, d.ID)
+		return err
+	})
 	if err != nil {
 		r.logger.Warn("fxsaga: a deadline for a saga that is not stored", zap.String("saga", d.Saga), zap.String("id", d.ID), zap.Error(err))
 		return nil
@@ -218,7 +229,7 @@ func (s *Saga[C]) expireWith(ctx context.Context, r *Runner, st State) error {
 // does nothing; after the steps, it delays none of them.
 func goOn[C any](ctx context.Context, r *Runner, s *Saga[C], st State, timer string) {
 	run := func(ctx context.Context) {
-		defer r.cancelTimer(ctx, s.name, st.ID, timer)
+		defer r.cancelTimer(ctx, st, timer)
 		r.hold(st.ID)
 		defer r.release(st.ID)
 		_, err := drive(ctx, r, s, st, nil)
@@ -241,12 +252,15 @@ func goOn[C any](ctx context.Context, r *Runner, s *Saga[C], st State, timer str
 	run(ctx)
 }
 
-// cancelTimer deletes the scheduled deadline timer, if the outbox holds
-// one, best-effort: one left behind does nothing when it comes.
-func (r *Runner) cancelTimer(ctx context.Context, saga, id, timer string) {
+// cancelTimer deletes the scheduled deadline timer of st, if the outbox
+// holds one, best-effort: one left behind does nothing when it comes. It
+// runs under st's tenant, whose store holds the timer.
+func (r *Runner) cancelTimer(ctx context.Context, st State, timer string) {
 	if timer == "" {
 		return
 	}
+	saga, id := st.Name, st.ID
+	ctx = fxbus.WithTenant(ctx, st.Tenant)
 	call := StepCall{
 		Activity: Activity{Saga: saga, ID: id, Step: "deadline", Action: "cancel"},
 		run: func(ctx context.Context) error {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
 	"github.com/google/uuid"
 	"go.uber.org/zap"
@@ -20,11 +21,12 @@ import (
 
 // Runner runs sagas on a mediator and a store.
 type Runner struct {
-	m      *fxcqrs.Mediator
-	store  Store
-	cfg    RunnerConfig
-	logger *zap.Logger
-	now    func() time.Time
+	m       *fxcqrs.Mediator
+	store   Store
+	cfg     RunnerConfig
+	logger  *zap.Logger
+	now     func() time.Time
+	tenancy Tenancy // nil: every tenant's sagas in the store's own database
 
 	mu      sync.Mutex
 	driving map[string]int                // the sagas this runner drives now, and by how many
@@ -124,6 +126,12 @@ type RunnerConfig struct {
 	// before it. Give the outbox the same clock (fxoutbox.Config.Now),
 	// which delivers the deadlines. Default time.Now.
 	Now func() time.Time `json:"-" yaml:"-"`
+	// Tenancy is where each tenant's sagas live, when tenants have
+	// stores of their own: recovery walks each tenant's store, and what
+	// the runner writes outside a step's unit of work goes to the saga's
+	// tenant's. Module sets it to the graph's *fxoutbox.Outbox when left
+	// nil. Nil: every tenant's sagas live in the store's own database.
+	Tenancy Tenancy `json:"-" yaml:"-"`
 }
 
 // Activity is a saga, or one of its steps' act or compensation: the
@@ -176,7 +184,7 @@ func NewRunner(m *fxcqrs.Mediator, store Store, cfg RunnerConfig, logger *zap.Lo
 		cfg.Now = time.Now
 	}
 	return &Runner{
-		m: m, store: store, cfg: cfg, logger: logger, now: cfg.Now,
+		m: m, store: store, cfg: cfg, logger: logger, now: cfg.Now, tenancy: cfg.Tenancy,
 		driving: map[string]int{}, defs: map[string]Definition{}, waits: map[reflect.Type][]Definition{},
 	}
 }
@@ -215,14 +223,18 @@ func start[C any](ctx context.Context, r *Runner, s *Saga[C], c C) (State, error
 	if err != nil {
 		return State{}, fmt.Errorf("fxsaga: saga %s: its shape: %w", s.name, err)
 	}
-	st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, ContextVersion: s.contextVersion(), Version: 1, Shape: shape}
+	tenant := fxbus.TenantOf(ctx)
+	if len(tenant) > fxbus.MaxTenantIDLength {
+		return State{}, fmt.Errorf("fxsaga: saga %s: its tenant is %d bytes, more than fxbus.MaxTenantIDLength (%d)", s.name, len(tenant), fxbus.MaxTenantIDLength)
+	}
+	st := State{ID: uuid.NewString(), Name: s.name, Status: Running, Context: data, ContextVersion: s.contextVersion(), Version: 1, Shape: shape, Tenant: tenant}
 	if s.key != nil {
 		if st.BusinessKey = s.key(&c); len(st.BusinessKey) > MaxKey {
 			return State{}, fmt.Errorf("fxsaga: saga %s: its key is %d bytes, more than MaxKey (%d)", s.name, len(st.BusinessKey), MaxKey)
 		}
 	}
 	r.acquire(st.ID)
-	if err := r.store.Create(ctx, st); err != nil {
+	if err := r.within(ctx, tenant, func(ctx context.Context) error { return r.store.Create(ctx, st) }); err != nil {
 		r.release(st.ID)
 		return State{}, err
 	}

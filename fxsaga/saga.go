@@ -245,6 +245,13 @@ type State struct {
 	// Created is when the saga was created, by its store's clock; zero
 	// for a saga created before the store kept it (migration 0005).
 	Created time.Time
+	// Tenant is the tenant the saga works for: fxbus.TenantOf of the
+	// call that began it ("" is the default tenant, and the tenant of
+	// every saga stored before migration 0007). Every act, compensation,
+	// resume and deadline of the saga runs under it (fxbus.WithTenant),
+	// whatever context drives it; only an awaited event of this tenant
+	// resumes it; its business key is its tenant's.
+	Tenant string
 }
 
 // holdsKey reports whether st holds its business key against a second

@@ -67,7 +67,7 @@ type SQL struct {
 }
 
 // columns are what a State is read from, in scan's order.
-const columns = "id, name, status, step, context, version, error, awaiting, correlation, deadline_ns, timer, timed_out, shape, business_key, created_ns, context_version"
+const columns = "id, name, status, step, context, version, error, awaiting, correlation, deadline_ns, timer, timed_out, shape, business_key, created_ns, context_version, tenant"
 
 // NewSQL returns the store of db, whose dialect is d, in the tables t
 // (Tables{}: the defaults). lease is how long this replica owns a saga it
@@ -85,8 +85,8 @@ func NewSQL(db *sql.DB, d fxoutbox.Dialect, t Tables, lease time.Duration) (*SQL
 	s, l := quote(d, t.Sagas), quote(d, t.Log)
 	st := &SQL{
 		db: db, d: d, tables: t, owner: uuid.NewString(), lease: lease, now: time.Now,
-		create: "INSERT INTO " + s + " (id, name, status, step, context, version, error, owner, lease_until_ns, awaiting, correlation, deadline_ns, timer, timed_out, shape, business_key, active_key, created_ns, context_version)" +
-			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		create: "INSERT INTO " + s + " (id, name, status, step, context, version, error, owner, lease_until_ns, awaiting, correlation, deadline_ns, timer, timed_out, shape, business_key, active_key, created_ns, context_version, tenant)" +
+			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		save: "UPDATE " + s + " SET status = ?, step = ?, context = ?, version = ?, error = ?, owner = ?, lease_until_ns = ?," +
 			" awaiting = ?, correlation = ?, deadline_ns = ?, timer = ?, timed_out = ?, active_key = ?, context_version = ? WHERE id = ? AND version = ?",
 		load:       "SELECT " + columns + " FROM " + s + " WHERE id = ?",
@@ -95,12 +95,12 @@ func NewSQL(db *sql.DB, d fxoutbox.Dialect, t Tables, lease time.Duration) (*SQL
 		claimable:  "SELECT " + columns + " FROM " + s + " WHERE name = ? AND status IN ('RUNNING', 'COMPENSATING') AND lease_until_ns < ? ORDER BY id LIMIT ?",
 		claim:      "UPDATE " + s + " SET owner = ?, lease_until_ns = ?, version = version + 1 WHERE id = ? AND version = ?",
 		log:        "INSERT INTO " + l + " (saga_id, step, action, error) VALUES (?, ?, ?, ?)",
-		correlated: "SELECT " + columns + " FROM " + s + " WHERE awaiting = ? AND correlation = ? AND status = 'WAITING' ORDER BY id",
+		correlated: "SELECT " + columns + " FROM " + s + " WHERE awaiting = ? AND correlation = ? AND tenant = ? AND status = 'WAITING' ORDER BY id",
 		overdue:    "SELECT " + columns + " FROM " + s + " WHERE name = ? AND status = 'WAITING' AND deadline_ns < ? ORDER BY deadline_ns, id LIMIT ?",
 		waiting:    "SELECT " + columns + " FROM " + s + " WHERE name = ? AND status = 'WAITING' ORDER BY deadline_ns, id LIMIT ?",
 		counts:     "SELECT name, status, COUNT(*) FROM " + s + " GROUP BY name, status ORDER BY name, status",
 		byKey:      "SELECT " + columns + " FROM " + s + " WHERE (name = ? OR ? = '') AND business_key = ? ORDER BY id",
-		active:     "SELECT " + columns + " FROM " + s + " WHERE name = ? AND active_key = ?",
+		active:     "SELECT " + columns + " FROM " + s + " WHERE name = ? AND tenant = ? AND active_key = ?",
 	}
 	for _, q := range []*string{&st.create, &st.save, &st.load, &st.unfinished, &st.failed, &st.claimable, &st.claim, &st.log, &st.correlated, &st.overdue, &st.waiting, &st.counts, &st.byKey, &st.active} {
 		*q = d.Rebind(*q)
@@ -113,7 +113,9 @@ type execer interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-// conn is ctx's unit of work's transaction, or the pool.
+// conn is ctx's unit of work's transaction, or the pool. Every method of
+// the store reads and writes in it: in a tenant's transaction
+// (fxoutbox.Outbox.InTenant), the tenant's store.
 func (s *SQL) conn(ctx context.Context) execer {
 	if tx := fxoutbox.Tx(ctx); tx != nil {
 		return tx
@@ -124,15 +126,16 @@ func (s *SQL) conn(ctx context.Context) execer {
 func (s *SQL) until() int64 { return s.now().Add(s.lease).UnixNano() }
 
 // Create stores a new saga, owned by this replica. A saga whose business
-// key an unfinished one of its definition holds is refused by the key's
-// unique index: the error is then an *AlreadyStarted naming that one.
+// key an unfinished one of its definition and its tenant holds is refused
+// by the key's unique index: the error is then an *AlreadyStarted naming
+// that one.
 func (s *SQL) Create(ctx context.Context, st State) error {
 	_, err := s.conn(ctx).ExecContext(ctx, s.create, st.ID, st.Name, string(st.Status), st.Step, string(st.Context), st.Version, st.Error, s.owner, s.leaseOf(st),
-		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), string(st.Shape), st.BusinessKey, activeKey(st), s.now().UnixNano(), max(st.ContextVersion, 1))
+		st.Awaiting, st.Key, deadlineNs(st.Deadline), st.Timer, joinSteps(st.TimedOut), string(st.Shape), st.BusinessKey, activeKey(st), s.now().UnixNano(), max(st.ContextVersion, 1), st.Tenant)
 	if err != nil && st.holdsKey() {
 		// The drivers word a unique violation each their own way: whether
 		// the key is held is what the table says.
-		if held, qerr := s.query(ctx, s.active, st.Name, st.BusinessKey); qerr == nil && len(held) > 0 {
+		if held, qerr := s.query(ctx, s.active, st.Name, st.Tenant, st.BusinessKey); qerr == nil && len(held) > 0 {
 			return &AlreadyStarted{Saga: st.Name, Key: st.BusinessKey, SagaID: held[0].ID}
 		}
 	}
@@ -226,7 +229,7 @@ func (s *SQL) claimExcept(ctx context.Context, name string, limit int, except fu
 		if except != nil && except(st.ID) {
 			continue
 		}
-		res, err := s.db.ExecContext(ctx, s.claim, s.owner, s.until(), st.ID, st.Version)
+		res, err := s.conn(ctx).ExecContext(ctx, s.claim, s.owner, s.until(), st.ID, st.Version)
 		if err != nil {
 			return claimed, err
 		}
@@ -238,10 +241,11 @@ func (s *SQL) claimExcept(ctx context.Context, name string, limit int, except fu
 	return claimed, nil
 }
 
-// Correlated returns the sagas waiting for the event named event with
-// key: one lookup in the index on (awaiting, correlation).
-func (s *SQL) Correlated(ctx context.Context, event, key string) ([]State, error) {
-	return s.query(ctx, s.correlated, event, key)
+// Correlated returns the sagas of tenant waiting for the event named
+// event with key: one lookup in the index on (awaiting, correlation,
+// tenant).
+func (s *SQL) Correlated(ctx context.Context, tenant, event, key string) ([]State, error) {
+	return s.query(ctx, s.correlated, event, key, tenant)
 }
 
 // Overdue returns at most limit of the sagas of name waiting past their
@@ -261,7 +265,7 @@ func (s *SQL) Waiting(ctx context.Context, name string, limit int) ([]State, err
 // kept (finished ones included), for a metric collected every few
 // seconds.
 func (s *SQL) Counts(ctx context.Context) ([]Count, error) {
-	rows, err := s.db.QueryContext(ctx, s.counts)
+	rows, err := s.conn(ctx).QueryContext(ctx, s.counts)
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +301,7 @@ func (s *SQL) query(ctx context.Context, q string, args ...any) ([]State, error)
 		var status, context, timedOut, shape string
 		var deadline, created int64
 		if err := rows.Scan(&st.ID, &st.Name, &status, &st.Step, &context, &st.Version, &st.Error,
-			&st.Awaiting, &st.Key, &deadline, &st.Timer, &timedOut, &shape, &st.BusinessKey, &created, &st.ContextVersion); err != nil {
+			&st.Awaiting, &st.Key, &deadline, &st.Timer, &timedOut, &shape, &st.BusinessKey, &created, &st.ContextVersion, &st.Tenant); err != nil {
 			return nil, err
 		}
 		if created != 0 {

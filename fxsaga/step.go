@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/fxbus"
 	"go.uber.org/zap"
 )
 
@@ -62,13 +63,15 @@ func (r *Runner) step(ctx context.Context, st State, i int, name, action string,
 		},
 	}
 	key := st.ID + ":" + strconv.Itoa(i) + ":" + action
+	ctx = fxbus.WithTenant(ctx, st.Tenant) // the saga's, whatever drives it: its unit of work opens on the tenant's store
 	err := fxcqrs.Exec(context.WithValue(ctx, keyCtx{}, key), r.m, call)
 	var evErr *fxcqrs.EventError
 	if errors.As(err, &evErr) {
 		err = nil // the step's own work committed; its events' failures are theirs
 	}
 	if err != nil && !errors.Is(err, errMovedOn) && ctx.Err() == nil { // a stop is no failure of the step's
-		if logErr := r.store.Log(ctx, Entry{SagaID: st.ID, Step: i, Action: action, Err: err.Error(), At: r.now()}); logErr != nil {
+		failure := Entry{SagaID: st.ID, Step: i, Action: action, Err: err.Error(), At: r.now()}
+		if logErr := r.within(ctx, st.Tenant, func(ctx context.Context) error { return r.store.Log(ctx, failure) }); logErr != nil {
 			r.logger.Warn("fxsaga: the step's failure could not be logged", zap.String("saga", st.ID), zap.Error(logErr))
 		}
 	}

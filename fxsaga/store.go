@@ -34,17 +34,20 @@ type Store interface {
 	// versions (fencing the old owner) and returns them bumped. The Runner
 	// never drives twice a saga it already drives.
 	Claim(ctx context.Context, name string, limit int) ([]State, error)
-	// Correlated returns the Waiting sagas that wait for the event type
-	// named event with the correlation key: an indexed lookup, in ctx's
-	// unit of work's transaction if it has one.
-	Correlated(ctx context.Context, event, key string) ([]State, error)
+	// Correlated returns the Waiting sagas of tenant (State.Tenant) that
+	// wait for the event type named event with the correlation key: an
+	// indexed lookup, in ctx's unit of work's transaction if it has one.
+	// A saga of another tenant is never returned, whatever its key.
+	Correlated(ctx context.Context, tenant, event, key string) ([]State, error)
 	// Overdue returns at most limit of the Waiting sagas of name whose
 	// deadline is before now, earliest first.
 	Overdue(ctx context.Context, name string, now time.Time, limit int) ([]State, error)
 }
 
 // Reader reads what a Store keeps, for tools that inspect sagas rather
-// than run them; Memory and SQL implement it.
+// than run them; Memory and SQL implement it. Its lists hold the sagas of
+// every tenant in the store, each with its State.Tenant (SQL's: the store
+// of ctx's transaction, when it has one, as a Tenancy's InTenant opens).
 type Reader interface {
 	// Load returns a saga's state.
 	Load(ctx context.Context, id string) (State, error)

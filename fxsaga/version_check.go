@@ -26,9 +26,10 @@ type contextVersioner interface {
 
 // ContextVersions lists the unfinished sagas (running, compensating,
 // waiting) by definition and context version, from the indexed column,
-// never from their contexts.
+// never from their contexts: in ctx's transaction when it has one (a
+// tenant's store's).
 func (s *SQL) ContextVersions(ctx context.Context) ([]StoredContext, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT name, context_version, COUNT(*) FROM "+quote(s.d, s.tables.Sagas)+
+	rows, err := s.conn(ctx).QueryContext(ctx, "SELECT name, context_version, COUNT(*) FROM "+quote(s.d, s.tables.Sagas)+
 		" WHERE status IN ('RUNNING', 'COMPENSATING', 'WAITING') GROUP BY name, context_version ORDER BY name, context_version")
 	if err != nil {
 		return nil, fmt.Errorf("fxsaga: ContextVersions: %w", err)
@@ -86,18 +87,29 @@ func unreachable(ctx context.Context, store contextVersioner, sagas []Definition
 // registered definitions whose stored context no upcaster brings to the
 // definition's version: each is set aside with the reason when it is
 // resumed or recovered, and an operator should hear of it at the deploy.
+// It reads each tenant's store (see Tenancy); one that fails, other than
+// the default tenant's, is logged and does not stop the start.
 func (l *recoveryLoop) checkContexts(ctx context.Context) error {
 	cv, ok := l.runner.store.(contextVersioner)
 	if !ok || len(l.sagas) == 0 {
 		return nil
 	}
-	bad, err := unreachable(ctx, cv, l.sagas)
-	if err != nil {
-		return err
-	}
-	for _, c := range bad {
-		l.log.Error("unfinished sagas whose stored context no upcaster reaches: each is set aside with this reason when it is resumed or recovered; register the missing fxsaga.ContextUpcaster",
-			zap.String("saga", c.Saga), zap.Int("version", c.Version), zap.Int64("sagas", c.Sagas), zap.String("reason", c.Reason))
+	for _, tenant := range l.runner.stores() {
+		var bad []UnreachableContext
+		err := l.runner.inStore(ctx, tenant, func(ctx context.Context) (err error) {
+			bad, err = unreachable(ctx, cv, l.sagas)
+			return err
+		})
+		switch {
+		case err != nil && tenant == "":
+			return err
+		case err != nil:
+			l.log.Error("the stored contexts of a tenant's sagas could not be checked", zap.String("tenant", tenant), zap.Error(err))
+		}
+		for _, c := range bad {
+			l.log.Error("unfinished sagas whose stored context no upcaster reaches: each is set aside with this reason when it is resumed or recovered; register the missing fxsaga.ContextUpcaster",
+				zap.String("saga", c.Saga), zap.Int("version", c.Version), zap.Int64("sagas", c.Sagas), zap.String("reason", c.Reason), zap.String("tenant", tenant))
+		}
 	}
 	return nil
 }

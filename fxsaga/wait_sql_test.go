@@ -310,7 +310,7 @@ func TestWaitingQueriesUseTheIndex(t *testing.T) {
 	_, err = d.DB.ExecContext(ctx, "ANALYZE fxcqrs_sagas")
 	require.NoError(t, err)
 	for name, q := range map[string]string{
-		"correlated": "SELECT id FROM fxcqrs_sagas WHERE awaiting = 'fxsaga_test.Paid' AND correlation = '17' AND status = 'WAITING'",
+		"correlated": "SELECT id FROM fxcqrs_sagas WHERE awaiting = 'fxsaga_test.Paid' AND correlation = '17' AND tenant = '' AND status = 'WAITING'",
 		"overdue":    "SELECT id FROM fxcqrs_sagas WHERE name = 'paid order' AND status = 'WAITING' AND deadline_ns < 50 ORDER BY deadline_ns, id LIMIT 100",
 	} {
 		rows, err := d.DB.QueryContext(ctx, "EXPLAIN "+q)
@@ -329,7 +329,7 @@ func TestWaitingQueriesUseTheIndex(t *testing.T) {
 	}
 	store, err := fxsaga.NewSQL(d.DB, d.Dialect, fxsaga.Tables{}, 0)
 	require.NoError(t, err)
-	got, err := store.Correlated(ctx, "fxsaga_test.Paid", "17")
+	got, err := store.Correlated(ctx, "", "fxsaga_test.Paid", "17")
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	assert.Equal(t, "wait-17", got[0].ID)

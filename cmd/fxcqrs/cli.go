@@ -32,8 +32,12 @@ type cli struct {
 	db     *sql.DB
 }
 
-const usage = `usage: fxcqrs [-dialect D -dsn DSN] [-json] COMMAND
+const usage = `usage: fxcqrs [-dialect D -dsn DSN] [-schema S] [-tenant T] [-json] COMMAND
+  -tenant T: one tenant's rows alone, in the shared mode ("" the default tenant's; absent: every tenant's)
+  -schema S: a tenant's PostgreSQL schema (its store), set as the connection's search_path
   outbox status
+  tenant list
+  repair list [-limit N]
   dead list [-topic T] [-name N] [-error TEXT] [-since T] [-until T] [-discarded] [-limit N] [-offset N] [-oldest]
   dead show ID
   dead replay -who ME -why REASON ID...
@@ -54,9 +58,13 @@ func run(args []string, out io.Writer) error {
 	dialect := fs.String("dialect", os.Getenv("FXCQRS_DIALECT"), "postgresql, mysql or sqlite (FXCQRS_DIALECT)")
 	dsn := fs.String("dsn", os.Getenv("FXCQRS_DSN"), "the database (FXCQRS_DSN)")
 	asJSON := fs.Bool("json", false, "print JSON")
+	tenant := fs.String("tenant", "", "one tenant's rows alone (shared mode)")
+	pgSchema := fs.String("schema", "", "a tenant's PostgreSQL schema")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w\n%s", err, usage)
 	}
+	oneTenant := false
+	fs.Visit(func(f *flag.Flag) { oneTenant = oneTenant || f.Name == "tenant" })
 	rest := fs.Args()
 	if len(rest) < 2 {
 		return errors.New(usage)
@@ -71,7 +79,7 @@ func run(args []string, out io.Writer) error {
 	if *dsn == "" {
 		return errors.New("-dsn (or FXCQRS_DSN) names the database")
 	}
-	db, err := sql.Open(map[fxoutbox.Dialect]string{fxoutbox.PostgreSQL: "pgx", fxoutbox.MySQL: "mysql", fxoutbox.SQLite: "sqlite"}[d], *dsn)
+	db, err := openDB(d, *dsn, *pgSchema)
 	if err != nil {
 		return err
 	}
@@ -79,6 +87,9 @@ func run(args []string, out io.Writer) error {
 	admin, err := fxoutbox.NewAdmin(db, d, fxoutbox.Tables{}, nil)
 	if err != nil {
 		return err
+	}
+	if oneTenant {
+		admin = admin.ForTenant(*tenant)
 	}
 	sagas, err := fxsaga.NewSQL(db, d, fxsaga.Tables{}, 0)
 	if err != nil {
@@ -90,6 +101,10 @@ func run(args []string, out io.Writer) error {
 	switch rest[0] + " " + rest[1] {
 	case "outbox status":
 		return c.outboxStatus(ctx)
+	case "tenant list":
+		return c.tenantList(ctx)
+	case "repair list":
+		return c.repairList(ctx, rest[2:])
 	case "dead list":
 		return c.deadList(ctx, rest[2:])
 	case "dead show":

@@ -63,7 +63,7 @@ func TestCommandLine(t *testing.T) {
 		assert.Contains(t, status, "scheduled: 0, next due none")
 
 		list := cli("dead", "list", "-name", "OrderPlaced")
-		assert.Regexp(t, `41\s+orders\s+OrderPlaced\s+m-41`, list)
+		assert.Regexp(t, `41\s+\(default\)\s+orders\s+OrderPlaced\s+m-41`, list)
 		assert.NotContains(t, cli("dead", "list", "-error", "timeout"), "m-41")
 		var letters []fxoutbox.DeadLetter
 		require.NoError(t, json.Unmarshal([]byte(cli("-json", "dead", "list")), &letters))
@@ -181,13 +181,13 @@ func TestDeadListPages(t *testing.T) {
 		return out.String()
 	}
 	first := cli()
-	assert.Regexp(t, `(?m)^1300\s+orders`, first, "the newest first")
+	assert.Regexp(t, `(?m)^1300\s+\(default\)\s+orders`, first, "the newest first")
 	assert.NotContains(t, first, "m-1200 ")
 	assert.Contains(t, first, "letters 1-100 of 1300, the newest first; the next: -offset 100")
 	last := cli("-offset", "1200")
-	assert.Regexp(t, `(?m)^1\s+orders`, last, "paging reaches the oldest")
+	assert.Regexp(t, `(?m)^1\s+\(default\)\s+orders`, last, "paging reaches the oldest")
 	assert.Contains(t, last, "letters 1201-1300 of 1300, the newest first\n")
-	assert.Regexp(t, `(?m)^1\s+orders`, cli("-oldest", "-limit", "1"))
+	assert.Regexp(t, `(?m)^1\s+\(default\)\s+orders`, cli("-oldest", "-limit", "1"))
 	assert.Contains(t, cli("-offset", "5000"), "none of 1300 letters")
 }
 

@@ -47,9 +47,9 @@ func (c *cli) deadList(ctx context.Context, args []string) error {
 	}
 	rows := make([][]string, len(dead))
 	for i, d := range dead {
-		rows[i] = []string{strconv.FormatInt(d.ID, 10), safe(d.Topic, false), safe(d.Name, false), safe(d.MessageID, false), timeOf(d.FailedAt), oneLine(d.Error, 80)}
+		rows[i] = []string{strconv.FormatInt(d.ID, 10), tenantName(d.Tenant), safe(d.Topic, false), safe(d.Name, false), safe(d.MessageID, false), timeOf(d.FailedAt), oneLine(d.Error, 80)}
 	}
-	if err := c.print(dead, []string{"ID", "TOPIC", "NAME", "MESSAGE", "FAILED", "ERROR"}, rows); err != nil || c.asJSON {
+	if err := c.print(dead, []string{"ID", "TENANT", "TOPIC", "NAME", "MESSAGE", "FAILED", "ERROR"}, rows); err != nil || c.asJSON {
 		return err
 	}
 	total, err := c.admin.CountDead(ctx, f)
@@ -96,8 +96,8 @@ func (c *cli) deadShow(ctx context.Context, args []string) error {
 	if c.asJSON {
 		return c.print(shownLetter{d, payloadText(d)}, nil, nil)
 	}
-	fmt.Fprintf(c.out, "id:       %d\ntopic:    %s\nname:     %s\nmessage:  %s\nfailed:   %s\nerror:    %s\n",
-		d.ID, safe(d.Topic, false), safe(d.Name, false), safe(d.MessageID, false), timeOf(d.FailedAt), safe(d.Error, true))
+	fmt.Fprintf(c.out, "id:       %d\ntenant:   %s\ntopic:    %s\nname:     %s\nmessage:  %s\nfailed:   %s\nerror:    %s\n",
+		d.ID, tenantName(d.Tenant), safe(d.Topic, false), safe(d.Name, false), safe(d.MessageID, false), timeOf(d.FailedAt), safe(d.Error, true))
 	if !d.Discarded.IsZero() {
 		fmt.Fprintf(c.out, "discarded: %s: %s\n", timeOf(d.Discarded), safe(d.DiscardReason, true))
 	}
@@ -162,7 +162,11 @@ func (c *cli) deadRepair(ctx context.Context, action string, args []string) erro
 	if c.asJSON {
 		return c.print(map[string]int{action + "ed": n}, nil, nil)
 	}
-	_, err = fmt.Fprintf(c.out, "%s: %d of %d (the others were replayed or discarded already, or are unknown)\n", action, n, len(ids))
+	others := "the others were replayed or discarded already, or are unknown"
+	if tenant, one := c.admin.Tenant(); one {
+		others += ", or not tenant " + tenantName(tenant) + "'s"
+	}
+	_, err = fmt.Fprintf(c.out, "%s: %d of %d (%s)\n", action, n, len(ids), others)
 	return err
 }
 

@@ -14,6 +14,15 @@
 //	fxcqrs saga retry -who ME -why REASON ID
 //	fxcqrs saga compensate -from STEP -who ME -why REASON ID
 //	fxcqrs saga resolve -who ME -why REASON ID
+//	fxcqrs tenant list                  # the tenants with dead letters or schedules (the shared mode)
+//	fxcqrs repair list [-limit N]       # the recorded repairs, each with its tenant
+//
+// Per tenant: -tenant T (before the command) reads and repairs tenant T's
+// rows alone, in the shared mode (-tenant "" the default tenant's; without
+// it, every tenant's); -schema S connects to a tenant's store that is a
+// PostgreSQL schema (the connection's search_path; S a plain lower-case
+// identifier); a tenant with a database of its own is its -dsn. The
+// listings show each row's tenant.
 //
 // -json prints JSON for scripts instead of tables. The database is
 // -dialect (postgresql, mysql or sqlite) and -dsn, or FXCQRS_DIALECT and

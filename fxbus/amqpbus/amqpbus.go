@@ -12,9 +12,9 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
-	"github.com/fxcqrs/fxcqrs/fxbus/internal/preset"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/fx"
+	"go.uber.org/zap"
 )
 
 // Config configures a PubSub. URL is required; Group to subscribe.
@@ -40,12 +40,42 @@ type Config struct {
 	// Dial opens the TCP connections (a proxy, a test that cuts them as a
 	// killed process's are). Default: amqp091's, 30 s to connect.
 	Dial func(network, addr string) (net.Conn, error)
+	// Heartbeat is the AMQP heartbeat asked of RabbitMQ (the lower of
+	// this and the server's heartbeat setting is used): RabbitMQ closes
+	// the connection of a host it has not heard from for two to three
+	// times this, and only then does a lane's single active consumer pass
+	// to the lane's next owner. Default 10s.
+	Heartbeat time.Duration
+	// Lanes is how many lanes a topic's keyed messages are spread over,
+	// unless TopicLanes says otherwise: 1 by default. With more, each
+	// lane is an exchange and a queue of its own (fxbus.LaneOf; lane 0
+	// is the topic's), and the Group's replicas share the lanes, one
+	// owner per lane at a time (see the package doc). One figure per
+	// topic for every producer and consumer: Provision records it and
+	// refuses another.
+	Lanes int
+	// TopicLanes sets the number of lanes of some topics, by topic.
+	TopicLanes map[string]int
+	// Member names this process among its Group's replicas in the lanes'
+	// leases: unique in the Group, without dot, space or wildcard.
+	// Default: a random name.
+	Member string
+	// Lease is how long a replica's lanes stay its own after its last
+	// renewal (every Lease/6): a replica that dies leaves its lanes to
+	// the others within Lease and one renewal. Default 3s.
+	Lease time.Duration
+	// Leases keeps the lanes' leases, RabbitMQ keeping none: required to
+	// consume a topic of more than one lane. fxoutbox.LaneLeaseStore is
+	// one on the outbox's database (and fxoutbox.Module provides it).
+	Leases fxbus.LeaseStore
+	// Logger logs what goes wrong with the lanes' leases. Default none.
+	Logger *zap.Logger
 }
 
-// dial connects to url as amqp.Dial does (10 s heartbeats), through
+// dial connects to url as amqp.Dial does, with Config.Heartbeat, through
 // Config.Dial.
 func (c Config) dial(url string) (*amqp.Connection, error) {
-	return amqp.DialConfig(url, amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US", Dial: c.Dial})
+	return amqp.DialConfig(url, amqp.Config{Heartbeat: c.Heartbeat, Locale: "en_US", Dial: c.Dial})
 }
 
 // PubSub publishes to and subscribes on RabbitMQ. It is an
@@ -58,6 +88,7 @@ type PubSub struct {
 	subMu   sync.Mutex
 	subConn *amqp.Connection // the consumers', redialled when lost
 
+	killed    chan struct{} // closed by the tests' Kill: no renewal, no release
 	closing   chan struct{}
 	closeOnce sync.Once
 	subs      sync.WaitGroup // subscriptions' goroutines
@@ -85,7 +116,32 @@ var (
 // when the application stops, after the bus has stopped consuming.
 // Without fx, call New and give the PubSub to fxbus.Config.
 func Module(cfg Config) fx.Option {
-	return preset.Module("amqpbus", func() (*PubSub, error) { return New(cfg) })
+	return fx.Module("amqpbus",
+		fx.Provide(
+			func(p moduleParams) (*PubSub, error) {
+				c := cfg
+				if c.Leases == nil {
+					c.Leases = p.Leases
+				}
+				ps, err := New(c)
+				if err != nil {
+					return nil, err
+				}
+				p.Lifecycle.Append(fx.StopHook(ps.Close))
+				return ps, nil
+			},
+			func(p *PubSub) message.Publisher { return p },
+			func(p *PubSub) message.Subscriber { return p },
+		),
+	)
+}
+
+// moduleParams is what Module takes from the graph.
+type moduleParams struct {
+	fx.In
+
+	Lifecycle fx.Lifecycle
+	Leases    fxbus.LeaseStore `optional:"true"`
 }
 
 // New connects to RabbitMQ and returns a PubSub on it.
@@ -99,6 +155,15 @@ func New(cfg Config) (*PubSub, error) {
 	if cfg.Channels <= 0 {
 		cfg.Channels = 8
 	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = defaultHeartbeat
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if err := checkLanes(&cfg); err != nil {
+		return nil, err
+	}
 	conn, err := cfg.dial(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("amqpbus: RabbitMQ at %s cannot be reached: %w", redacted(cfg.URL), err)
@@ -106,7 +171,7 @@ func New(cfg Config) (*PubSub, error) {
 	if cfg.MaxPayload <= 0 {
 		cfg.MaxPayload = defaultMaxPayload(conn)
 	}
-	p := &PubSub{cfg: cfg, subConn: conn, closing: make(chan struct{})}
+	p := &PubSub{cfg: cfg, subConn: conn, closing: make(chan struct{}), killed: make(chan struct{})}
 	p.pub = newPublisher(cfg, cfg.Channels, cfg.MaxPayload)
 	return p, nil
 }
@@ -209,11 +274,22 @@ func (p *PubSub) provision(ctx context.Context, consume bool, topics []string) e
 		if err := p.CheckTopic(topic); err != nil {
 			return err
 		}
-		declare := p.declareExchange
-		if consume {
-			declare = p.declare
+		if err := p.checkLaneNames(topic); err != nil {
+			return err
 		}
-		if err := declare(ch, topic); err != nil {
+		if err := p.checkRecordedLanes(conn, topic); err != nil {
+			return err
+		}
+		var err error
+		switch {
+		case p.cfg.lanesOf(topic) > 1:
+			err = p.declareLanes(conn, topic, consume)
+		case consume:
+			err = p.declare(ch, topic)
+		default:
+			err = p.declareExchange(ch, topic)
+		}
+		if err != nil {
 			return fmt.Errorf("amqpbus: provision %s for %q: %w", topic, p.cfg.Group, err)
 		}
 		p.pub.known.Store(topic, true)
@@ -268,6 +344,8 @@ func (p *PubSub) connection() (*amqp.Connection, error) {
 	select {
 	case <-p.closing:
 		return nil, errors.New("the PubSub is closed")
+	case <-p.killed: // the tests' Kill: as a dead process, it consumes no more
+		return nil, errors.New("the PubSub is closed")
 	default:
 	}
 	if p.subConn == nil || p.subConn.IsClosed() {
@@ -283,7 +361,9 @@ func (p *PubSub) connection() (*amqp.Connection, error) {
 // Close ends the subscriptions (what they hold and was not acknowledged
 // goes back to the queue, in place), then closes the connections.
 func (p *PubSub) Close() error {
+	p.subMu.Lock() // a subscription starting meanwhile sees it closed, or is waited for
 	p.closeOnce.Do(func() { close(p.closing) })
+	p.subMu.Unlock()
 	p.subs.Wait()
 	p.subMu.Lock()
 	var err error

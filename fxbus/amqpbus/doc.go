@@ -76,8 +76,37 @@
 // requeues what it held, in place, and the next consumer gets it first.
 // A key's order therefore survives nacks, clean restarts and kills while
 // a single process consumes the queue; replicas consuming it together
-// divide the key's messages. A lost channel is opened again,
-// backing off up to 5 s; messages handed over on the lost one come again.
+// divide the key's messages, unless the topic has lanes (below). A lost
+// channel is opened again, backing off up to 5 s; messages handed over
+// on the lost one come again.
+//
+// # Lanes: order per key across replicas
+//
+// A queue shared by replicas splits a key's messages between them. With
+// [Config.Lanes] (or TopicLanes) above 1, a keyed message is published to
+// the exchange of its lane instead, "<topic>._lane.<n>" (fxbus.LaneOf;
+// lane 0 is the topic's own exchange), each with the Group's queue
+// "<topic>._lane.<n>_<group>" bound to it, and the Group's replicas
+// divide the lanes: each lane's queue is consumed by the one replica that
+// holds its lease ([Config.Lease], 3s, renewed every Lease/6). RabbitMQ
+// keeps no leases, so they are written to [Config.Leases], a
+// fxbus.LeaseStore (fxoutbox.LaneLeaseStore keeps them in the outbox's
+// tables; under fx, [Module] takes the one fxoutbox.Module provides). The
+// lanes' queues are declared with x-single-active-consumer as well: if a
+// stalled replica still consumes a lane whose lease passed to another,
+// RabbitMQ keeps delivering to it alone until its channel closes. A
+// replica handing a lane over closes its channel first, which puts what
+// it held back at the head of the queue for the next owner; a killed
+// one's connection closes at once, and its lanes move when their leases
+// run out; a host that vanishes keeps its queues' consumers until
+// RabbitMQ misses two of its heartbeats ([Config.Heartbeat]). Each lane's
+// prefetch is the subscription's InFlight divided by the lanes. The
+// figure of lanes is kept as the x-max-length argument of a queue named
+// "<topic>._lanes" (neither bound nor consumed), which RabbitMQ refuses
+// to declare again with another value: a process with another figure
+// fails to provision or subscribe. The page on replicas has the details
+// and the measurements
+// (https://github.com/fxcqrs/fxcqrs/blob/main/docs/replicas.md#rabbitmq).
 //
 // A handler may hold its message as long as it runs, up to the server's
 // consumer_timeout; what that means for long handlers, and the other

@@ -33,7 +33,7 @@ type publisher struct {
 	cfg        Config
 	maxPayload int
 	pool       chan *pubChannel
-	known      sync.Map // topics whose exchange exists
+	known      sync.Map // exchanges that exist: topics', lanes'
 
 	mu     sync.Mutex
 	conn   *amqp.Connection
@@ -93,20 +93,24 @@ func (p *publisher) publish(topic string, msgs []*message.Message) (int, error) 
 	defer func() { p.pool <- pc }()
 	ctx, cancel := context.WithTimeout(msgs[0].Context(), confirmWait+time.Duration(size>>20)*time.Second)
 	defer cancel()
-	if err := p.open(pc, topic); err != nil {
-		return 0, fmt.Errorf("amqpbus: publish to %s: %w", topic, err)
+	exchanges := make([]string, len(msgs)) // each message's: its lane's
+	for i, msg := range msgs {
+		exchanges[i] = p.cfg.exchangeOf(topic, msg)
+		if err := p.open(pc, exchanges[i]); err != nil {
+			return 0, fmt.Errorf("amqpbus: publish to %s: %w", topic, err)
+		}
 	}
 	var (
 		confirms []*amqp.DeferredConfirmation
 		sendErr  error
 	)
-	for _, msg := range msgs {
+	for i, msg := range msgs {
 		pub, err := marshaler.Marshal(msg)
 		if err != nil {
 			sendErr = err
 			break
 		}
-		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, topic, "", false, false, pub)
+		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, exchanges[i], "", false, false, pub)
 		if err != nil {
 			sendErr = err
 			break
@@ -136,8 +140,8 @@ func (p *publisher) publish(topic string, msgs []*message.Message) (int, error) 
 	return acked, nil
 }
 
-// open makes pc a confirm-mode channel and checks that topic's exchange
-// exists (once per topic and process).
+// open makes pc a confirm-mode channel and checks that the exchange
+// exists (once per exchange and process): a topic's, or a lane's.
 func (p *publisher) open(pc *pubChannel, topic string) error {
 	if pc.ch == nil || pc.ch.IsClosed() {
 		conn, err := p.connection()

@@ -42,9 +42,31 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	if flow.InFlight <= 0 {
 		flow.InFlight = p.cfg.Prefetch
 	}
+	conn, err := p.connection()
+	if err == nil {
+		err = p.checkRecordedLanes(conn, topic)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("amqpbus: subscribe to %s for %q: %w", topic, p.cfg.Group, err)
+	}
+	if p.cfg.lanesOf(topic) > 1 {
+		return p.subscribeLanes(ctx, topic, flow)
+	}
+	c, err := p.startConsumer(ctx, topic, p.queue(topic), flow, nil)
+	if err != nil {
+		return nil, fmt.Errorf("amqpbus: subscribe to %s for %q: %w", topic, p.cfg.Group, err)
+	}
+	return c.out, nil
+}
+
+// startConsumer consumes queue, the Group's on topic (declared and bound
+// first) or, with lane, one of its lanes' (declared already), handing
+// over to its own channel or, with lane, to the lane set's.
+func (p *PubSub) startConsumer(ctx context.Context, topic, queue string, flow fxbus.Flow, lane *laneOf) (*consumer, error) {
 	c := &consumer{
-		p: p, topic: topic, flow: flow,
+		p: p, topic: topic, queue: queue, flow: flow, lane: lane,
 		out:     make(chan *message.Message),
+		ended:   make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 		idle:    make(chan struct{}, 1),
 		q:       lanes.New[*delivery](flow.InOrder),
@@ -52,9 +74,12 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 		parked:  map[string][]*delivery{},
 		strays:  map[string]int{},
 	}
+	if lane != nil {
+		c.out = lane.out
+	}
 	deliveries, err := c.open()
 	if err != nil {
-		return nil, fmt.Errorf("amqpbus: subscribe to %s for %q: %w", topic, p.cfg.Group, err)
+		return nil, err
 	}
 	p.subs.Add(2)
 	handed := make(chan struct{})
@@ -65,9 +90,10 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 	}()
 	go func() {
 		defer p.subs.Done()
+		defer close(c.ended)
 		c.run(ctx, deliveries, handed)
 	}()
-	return c.out, nil
+	return c, nil
 }
 
 // consumer is one subscription: a channel with a consumer on the queue,
@@ -75,8 +101,11 @@ func (p *PubSub) SubscribeFlow(ctx context.Context, topic string, flow fxbus.Flo
 type consumer struct {
 	p     *PubSub
 	topic string
+	queue string
 	flow  fxbus.Flow
+	lane  *laneOf // a lane's consumer, or nil
 	out   chan *message.Message
+	ended chan struct{} // closed once the channel is closed: what it held is back in the queue
 	wake  chan struct{} // the queue changed
 	idle  chan struct{} // nothing is handed over
 
@@ -129,11 +158,13 @@ func (c *consumer) open() (<-chan amqp.Delivery, error) {
 	if err := ch.Qos(c.flow.InFlight, 0, false); err != nil {
 		return fail(err)
 	}
-	if err := c.p.declare(ch, c.topic); err != nil {
-		return fail(err)
+	if c.lane == nil {
+		if err := c.p.declare(ch, c.topic); err != nil {
+			return fail(err)
+		}
 	}
 	tag := fmt.Sprintf("fxbus-%s-%016x", c.p.cfg.Group, rand.Uint64())
-	deliveries, err := ch.Consume(c.p.queue(c.topic), tag, false, false, false, false, nil)
+	deliveries, err := ch.Consume(c.queue, tag, false, false, false, false, nil)
 	if err != nil {
 		return fail(err)
 	}
@@ -162,7 +193,9 @@ func (c *consumer) run(ctx context.Context, deliveries <-chan amqp.Delivery, han
 		}
 	}
 	<-handed
-	close(c.out)
+	if c.lane == nil {
+		close(c.out) // a lane's is the lane set's
+	}
 	c.mu.Lock()
 	ch, tag := c.ch, c.tag
 	c.mu.Unlock()
@@ -310,7 +343,11 @@ func (c *consumer) hand(ctx context.Context) {
 			}
 		}
 		msg := decode(it.d)
-		msg.SetContext(ctx)
+		if c.lane != nil {
+			msg.SetContext(c.lane.ctx)
+		} else {
+			msg.SetContext(ctx)
+		}
 		select {
 		case c.out <- msg:
 			c.watch.Add(1)

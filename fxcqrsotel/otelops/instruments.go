@@ -128,6 +128,7 @@ func (in *instruments) observeBus(o metric.Observer, b *fxbus.Bus) {
 	o.ObserveInt64(in.inbound, int64(st.Expired), outcome("expired"))
 	o.ObserveInt64(in.inbound, int64(st.Redelivered), outcome("redelivered"))
 	o.ObserveInt64(in.inbound, int64(st.Skipped), outcome("skipped"))
+	o.ObserveInt64(in.inbound, int64(st.Throttled), outcome("throttled"))
 }
 
 // observeSagas reads the sagas by name and status (one aggregate query).

@@ -33,14 +33,17 @@
 //	fxcqrs.outbox.publish_failures {publish}    publishes the broker refused (the rows waited)
 //	fxcqrs.outbox.dead_lettered    {row}        rows moved to the dead letters
 //	fxcqrs.inbox.duplicates        {handling}   inbound handlings the inbox skipped
-//	fxcqrs.bus.messages            {message}    inbound messages by outcome (fxcqrs.outcome: handled, retried, dead_lettered, expired, redelivered, skipped)
+//	fxcqrs.bus.messages            {message}    inbound messages by outcome (fxcqrs.outcome: handled, retried, dead_lettered, expired, redelivered, skipped, throttled)
 //	fxcqrs.saga.events             {saga}       what runners did, by fxcqrs.outcome: recovered, resumed, timed_out, compensated, compensation_failed, failed, unmatched
 //
 // On fxcqrs.bus.messages, expired counts the messages a subscription
 // received after their deliver-by time (fxbus.DeliverWithin) and
 // dead-lettered unhandled; dead_lettered counts the others, the
 // failures, so that an alert on it does not fire for what a producer
-// asked for.
+// asked for. throttled counts the messages that waited for their rate
+// limit's budget (fxbus.RateLimit) before they were handled: like
+// retried, something that befell a message on its way, not where it
+// ended.
 //
 // The messaging conventions name client-side instruments only
 // (messaging.client.*); these are the server side of a store, so they

@@ -1,6 +1,7 @@
 // Package ownership shares a topic's lanes among the replicas of a
 // consuming group: which replica owns which lane, under leases on a
-// shared store (a broker's key-value store), with an injectable clock.
+// shared store (a broker's key-value store, or the fxbus.LeaseStore given
+// for a broker that keeps none), with an injectable clock.
 //
 // Each replica is a member: it keeps a member lease of its own alive, and
 // every round it computes, from the live members alone, which lanes it
@@ -26,30 +27,24 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fxcqrs/fxcqrs/fxbus"
 )
 
 // ErrConflict is what a Store returns when the entry changed since the
-// revision the write was based on: another member wrote first.
-var ErrConflict = errors.New("ownership: the entry changed meanwhile")
+// revision the write was based on: another member wrote first. It is
+// fxbus.ErrLeaseConflict, what a store of a user's returns.
+var ErrConflict = fxbus.ErrLeaseConflict
 
 // Entry is a lease as a Store keeps it: its value and its revision (0:
 // none).
-type Entry struct {
-	Value []byte
-	Rev   uint64
-}
+type Entry = fxbus.LeaseEntry
 
 // Store keeps the leases of one group on one topic, by name, with
-// compare-and-set writes. Names are made of letters, digits, '.', '-'
-// and '_'.
-type Store interface {
-	// List returns every entry whose name starts with prefix, by name.
-	List(ctx context.Context, prefix string) (map[string]Entry, error)
-	// Put writes value under name if its revision is still rev (0: if
-	// there is none), and returns the new revision; ErrConflict when it
-	// changed.
-	Put(ctx context.Context, name string, value []byte, rev uint64) (uint64, error)
-}
+// compare-and-set writes (fxbus.LeaseStore, which a user gives for a
+// broker that keeps no leases). Names are made of letters, digits, '.',
+// '-' and '_'.
+type Store = fxbus.LeaseStore
 
 // Lease is a lease's value: who holds it until when, and the epoch of the
 // lane's takes.

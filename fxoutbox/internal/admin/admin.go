@@ -32,6 +32,10 @@ type Admin struct {
 	now func() time.Time
 
 	lanes func(topic string) int // see WithLanes; nil: lane 0
+
+	// tenant, when set, is the one tenant whose rows a reads and repairs
+	// (see ForTenant); nil: every tenant's.
+	tenant *string
 }
 
 // New returns the Admin of db's outbox tables (t: defaults for the
@@ -55,7 +59,10 @@ func New(db *sql.DB, d schema.Dialect, t schema.Tables, now func() time.Time) (*
 }
 
 // repair runs one action on ids in one transaction, and records it with
-// who asked and why: both are required.
+// who asked and why: both are required. Each letter's tenant (its row's
+// msg_tenant) is read first: an Admin for one tenant skips the letters of
+// the others, and the action is recorded once per tenant it touched, with
+// that tenant.
 func (a *Admin) repair(ctx context.Context, action string, ids []int64, who, why string, do func(tx *sql.Tx, id, now int64) (bool, error)) (int, error) {
 	if strings.TrimSpace(who) == "" {
 		return 0, fmt.Errorf("fxoutbox: %s: say who asks: every repair is recorded", action)
@@ -71,26 +78,51 @@ func (a *Admin) repair(ctx context.Context, action string, ids []int64, who, why
 		return 0, errors.Join(fmt.Errorf("fxoutbox: %s: %w", action, err), schema.Rollback(tx))
 	}
 	now := a.now().UnixNano()
-	var done []string
+	done := map[string][]string{} // by tenant
+	var tenants []string          // in the order first touched
+	n := 0
 	for _, id := range ids {
-		ok, err := do(tx, id, now)
+		tenant, found, err := a.tenantOfLetter(ctx, tx, id)
+		if err == nil && found {
+			found, err = do(tx, id, now)
+		}
 		if err != nil {
 			return 0, errors.Join(fmt.Errorf("fxoutbox: %s %d: %w", action, id, err), schema.Rollback(tx))
 		}
-		if ok {
-			done = append(done, fmt.Sprint(id))
+		if !found {
+			continue
 		}
+		if _, seen := done[tenant]; !seen {
+			tenants = append(tenants, tenant)
+		}
+		done[tenant] = append(done[tenant], fmt.Sprint(id))
+		n++
 	}
-	if len(done) > 0 {
-		if _, err := tx.ExecContext(ctx, a.d.Rebind("INSERT INTO "+schema.Quote(a.d, a.t.Repairs)+" (at_ns, action, target, who, why) VALUES (?, ?, ?, ?, ?)"),
-			now, action, "dead letters "+strings.Join(done, ","), who, why); err != nil {
+	for _, tenant := range tenants {
+		if _, err := tx.ExecContext(ctx, a.d.Rebind("INSERT INTO "+schema.Quote(a.d, a.t.Repairs)+" (at_ns, action, target, who, why, tenant) VALUES (?, ?, ?, ?, ?, ?)"),
+			now, action, "dead letters "+strings.Join(done[tenant], ","), who, why, tenant); err != nil {
 			return 0, errors.Join(fmt.Errorf("fxoutbox: %s: record: %w", action, err), schema.Rollback(tx))
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("fxoutbox: %s: commit: %w", action, err)
 	}
-	return len(done), nil
+	return n, nil
+}
+
+// tenantOfLetter reads the tenant of the dead letter id in tx; found is
+// false when there is no such letter, or (an Admin for one tenant) it is
+// another tenant's.
+func (a *Admin) tenantOfLetter(ctx context.Context, tx *sql.Tx, id int64) (tenant string, found bool, err error) {
+	table, rowID, _ := a.deadTable(id)
+	where, args := a.scope(" WHERE id = ?", rowID)
+	switch err := tx.QueryRowContext(ctx, a.d.Rebind("SELECT msg_tenant FROM "+table+where), args...).Scan(&tenant); {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", false, nil
+	case err != nil:
+		return "", false, err
+	}
+	return tenant, true, nil
 }
 
 // Repair is one recorded repairing action.
@@ -99,15 +131,23 @@ type Repair struct {
 	Action   string // "replay", "discard"
 	Target   string // what it acted on: "dead letters 4,7"
 	Who, Why string
+	// Tenant is the tenant of what it repaired ("": the default tenant's,
+	// and every repair recorded before tenants were). A repair of letters
+	// of several tenants is recorded once per tenant.
+	Tenant string
 }
 
 // Repairs returns the last limit repairing actions (default 100), newest
-// first.
+// first; an Admin for one tenant (ForTenant) returns that tenant's.
 func (a *Admin) Repairs(ctx context.Context, limit int) ([]Repair, error) {
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT at_ns, action, target, who, why FROM "+schema.Quote(a.d, a.t.Repairs)+" ORDER BY id DESC LIMIT ?"), limit)
+	where, args := "", []any{}
+	if a.tenant != nil {
+		where, args = " WHERE tenant = ?", append(args, *a.tenant)
+	}
+	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT at_ns, action, target, who, why, tenant FROM "+schema.Quote(a.d, a.t.Repairs)+where+" ORDER BY id DESC LIMIT ?"), append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: repairs: %w", err)
 	}
@@ -116,7 +156,7 @@ func (a *Admin) Repairs(ctx context.Context, limit int) ([]Repair, error) {
 	for rows.Next() {
 		var r Repair
 		var at int64
-		if err := rows.Scan(&at, &r.Action, &r.Target, &r.Who, &r.Why); err != nil {
+		if err := rows.Scan(&at, &r.Action, &r.Target, &r.Who, &r.Why, &r.Tenant); err != nil {
 			return nil, fmt.Errorf("fxoutbox: repairs: %w", err)
 		}
 		r.At = time.Unix(0, at)
@@ -187,13 +227,20 @@ type TopicBacklog struct {
 	Lag time.Duration
 }
 
-// Backlog returns every topic's rows waiting in the outbox, by topic. It
-// reads the whole outbox table (one aggregate over its rows): for a
-// dashboard or a metric collected every few seconds, not for a check per
-// request (see Lag).
+// Backlog returns every topic's rows waiting in the outbox, by topic (an
+// Admin for one tenant: that tenant's rows). It reads the whole outbox
+// table (one aggregate over its rows; for one tenant, the same read with
+// a condition on the computed tenant column): for a dashboard or a metric
+// collected every few seconds, not for a check per request (see Lag).
 func (a *Admin) Backlog(ctx context.Context) ([]TopicBacklog, error) {
 	now := a.now().UnixNano()
-	rows, err := a.db.QueryContext(ctx, a.q.Backlog, now, now)
+	q, args := a.q.Backlog, []any{now, now}
+	if a.tenant != nil {
+		q, args = a.d.Rebind("SELECT topic, COUNT(*), SUM(CASE WHEN due_ns <= ? THEN 1 ELSE 0 END),"+
+			" MIN(CASE WHEN due_ns <= ? THEN (CASE WHEN due_ns > created_ns THEN due_ns ELSE created_ns END) END)"+
+			" FROM "+schema.Quote(a.d, a.t.Outbox)+" WHERE msg_tenant = ? GROUP BY topic ORDER BY topic"), append(args, *a.tenant)
+	}
+	rows, err := a.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: backlog: %w", err)
 	}
@@ -215,7 +262,8 @@ func (a *Admin) Backlog(ctx context.Context) ([]TopicBacklog, error) {
 
 // Lag returns how long the oldest row that is due has waited in the
 // outbox, over every topic, by the outbox's clock (0: none waits): the
-// relay's lag. It reads the first row of each topic by the (topic, id)
+// relay's lag, over every tenant's rows, also for an Admin for one
+// tenant (see Backlog for one tenant's). It reads the first row of each topic by the (topic, id)
 // index (one loose index scan over the topics, and a row per topic), so
 // it costs per topic, not per row: a health check can call it.
 func (a *Admin) Lag(ctx context.Context) (time.Duration, error) {
@@ -242,13 +290,21 @@ type TopicDeadLetters struct {
 }
 
 // DeadLetters returns how many dead letters each topic has, the outbox's
-// and the inbound ones (those not discarded): one aggregate over each
-// table.
+// and the inbound ones (those not discarded; an Admin for one tenant:
+// that tenant's): one aggregate over each table.
 func (a *Admin) DeadLetters(ctx context.Context) ([]TopicDeadLetters, error) {
 	byTopic := map[string]*TopicDeadLetters{}
 	var topics []string
-	for _, q := range []string{a.q.DeadByTopic, a.q.InboundDeadByTopic} {
-		rows, err := a.db.QueryContext(ctx, q)
+	queries, args := []string{a.q.DeadByTopic, a.q.InboundDeadByTopic}, []any(nil)
+	if a.tenant != nil {
+		args = []any{*a.tenant}
+		for i, table := range []string{a.t.DeadLetters, a.t.InboundDead} {
+			queries[i] = a.d.Rebind("SELECT topic, COUNT(*), MAX(failed_ns) FROM " + schema.Quote(a.d, table) +
+				" WHERE discarded_ns = 0 AND msg_tenant = ? GROUP BY topic ORDER BY topic")
+		}
+	}
+	for _, q := range queries {
+		rows, err := a.db.QueryContext(ctx, q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("fxoutbox: dead letters: %w", err)
 		}
@@ -293,11 +349,16 @@ type ScheduledSummary struct {
 }
 
 // Scheduled returns how many messages are scheduled and when the next is
-// due: one aggregate over the scheduled table.
+// due (an Admin for one tenant: that tenant's): one aggregate over the
+// scheduled table.
 func (a *Admin) Scheduled(ctx context.Context) (ScheduledSummary, error) {
 	var s ScheduledSummary
 	var next sql.NullInt64
-	if err := a.db.QueryRowContext(ctx, a.q.ScheduledSummary).Scan(&s.Rows, &next); err != nil {
+	q, args := a.q.ScheduledSummary, []any(nil)
+	if a.tenant != nil {
+		q, args = a.d.Rebind("SELECT COUNT(*), MIN(due_ns) FROM "+schema.Quote(a.d, a.t.Scheduled)+" WHERE msg_tenant = ?"), []any{*a.tenant}
+	}
+	if err := a.db.QueryRowContext(ctx, q, args...).Scan(&s.Rows, &next); err != nil {
 		return s, fmt.Errorf("fxoutbox: scheduled: %w", err)
 	}
 	if next.Valid {

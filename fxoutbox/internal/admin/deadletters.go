@@ -60,6 +60,10 @@ type DeadLetter struct {
 	// outbox's clock (zero: it was not): it stays until the subscription
 	// has handled it.
 	Released time.Time
+	// Tenant is the message's tenant (fxbus.MetadataTenant in its
+	// metadata; "": the default tenant), as the schema computes it (on
+	// MySQL cut at 128 bytes).
+	Tenant string
 }
 
 // DeadLetterFilter selects dead letters; its zero value selects every one
@@ -67,6 +71,10 @@ type DeadLetter struct {
 type DeadLetterFilter struct {
 	// Topic, if set, is the only topic.
 	Topic string
+	// Tenant, if set, is the only tenant: a pointer to "" selects the
+	// default tenant's letters; nil, every tenant's. An Admin for one
+	// tenant (ForTenant) selects that tenant's whatever this says.
+	Tenant *string
 	// Name, if set, is the only event name.
 	Name string
 	// ErrorContains, if set, must be in the letter's error.
@@ -146,7 +154,7 @@ func (a *Admin) deadTable(id int64) (table string, rowID int64, inbound bool) {
 	return schema.Quote(a.d, a.t.DeadLetters), id, false
 }
 
-const deadColumns = "id, topic, message_id, payload, metadata, error, failed_ns, discarded_ns, discard_reason"
+const deadColumns = "id, topic, message_id, payload, metadata, error, failed_ns, discarded_ns, discard_reason, msg_tenant"
 
 // inboundColumns are deadColumns and the inbound letters' own.
 const inboundColumns = deadColumns + ", msg_key, released_ns"
@@ -201,23 +209,29 @@ func (a *Admin) deadQuery(f DeadLetterFilter, inbound bool) (table, where string
 	if f.Topic != "" {
 		conds, args = append(conds, "topic = ?"), append(args, f.Topic)
 	}
+	if f.Tenant != nil {
+		conds, args = append(conds, "msg_tenant = ?"), append(args, *f.Tenant)
+	}
 	if !f.Since.IsZero() {
 		conds, args = append(conds, "failed_ns >= ?"), append(args, f.Since.UnixNano())
 	}
 	if !f.Until.IsZero() {
 		conds, args = append(conds, "failed_ns < ?"), append(args, f.Until.UnixNano())
 	}
-	return table, " WHERE " + strings.Join(conds, " AND "), args
+	where, args = a.scope(" WHERE "+strings.Join(conds, " AND "), args...)
+	return table, where, args
 }
 
-// Dead returns the dead letter id.
+// Dead returns the dead letter id (an Admin for one tenant: none of
+// another tenant's).
 func (a *Admin) Dead(ctx context.Context, id int64) (DeadLetter, error) {
 	table, rowID, inbound := a.deadTable(id)
 	cols := deadColumns
 	if inbound {
 		cols = inboundColumns
 	}
-	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT "+cols+" FROM "+table+" WHERE id = ?"), rowID)
+	where, args := a.scope(" WHERE id = ?", rowID)
+	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT "+cols+" FROM "+table+where), args...)
 	if err != nil {
 		return DeadLetter{}, fmt.Errorf("fxoutbox: dead letter %d: %w", id, err)
 	}
@@ -232,7 +246,7 @@ func scanDead(rows *sql.Rows, inbound bool) (DeadLetter, error) {
 	dl := DeadLetter{Inbound: inbound}
 	var meta string
 	var failed, discarded, released int64
-	dest := []any{&dl.ID, &dl.Topic, &dl.MessageID, &dl.Payload, &meta, &dl.Error, &failed, &discarded, &dl.DiscardReason}
+	dest := []any{&dl.ID, &dl.Topic, &dl.MessageID, &dl.Payload, &meta, &dl.Error, &failed, &discarded, &dl.DiscardReason, &dl.Tenant}
 	if inbound {
 		dest = append(dest, &dl.Key, &released)
 	}
@@ -262,8 +276,10 @@ func scanDead(rows *sql.Rows, inbound bool) (DeadLetter, error) {
 // transaction: each at the end of its topic (of its key's lane), with its
 // message id, payload and metadata as they were (so that a handler that
 // had it already skips it, by its inbox), and out of the dead letters; the
-// action is recorded with who and why. A letter already replayed or
-// discarded is skipped. It returns how many it put back; a crash leaves
+// action is recorded with who and why, and with the tenant of the letters
+// (once per tenant). A letter already replayed or discarded is skipped,
+// as is, for an Admin for one tenant, another tenant's. A replayed letter
+// keeps its metadata, its tenant with it. It returns how many it put back; a crash leaves
 // all of them replayed or none.
 //
 // An inbound letter that parks its key (see fxbus.InOrder) is released
@@ -298,7 +314,9 @@ func (a *Admin) Replay(ctx context.Context, ids []int64, who, why string) (int, 
 }
 
 // Discard marks the dead letters ids discarded, with why as the reason
-// they keep; the action is recorded with who and why. A discarded letter
+// they keep; the action is recorded with who and why, and with the
+// letters' tenant (once per tenant; an Admin for one tenant skips the
+// letters of others). A discarded letter
 // stays, listed with DeadLetterFilter.Discarded. It returns how many it
 // discarded.
 func (a *Admin) Discard(ctx context.Context, ids []int64, who, why string) (int, error) {
@@ -401,10 +419,11 @@ func (a *Admin) record(ctx context.Context, topic, key string, msg *message.Mess
 	return err
 }
 
-// ParkedKeys returns topic's keys that have parked messages.
+// ParkedKeys returns topic's keys that have parked messages (an Admin for
+// one tenant: that tenant's).
 func (a *Admin) ParkedKeys(ctx context.Context, topic string) ([]string, error) {
-	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT DISTINCT msg_key FROM "+schema.Quote(a.d, a.t.InboundDead)+
-		" WHERE topic = ? AND msg_key <> '' AND discarded_ns = 0"), topic)
+	where, args := a.scope(" WHERE topic = ? AND msg_key <> '' AND discarded_ns = 0", topic)
+	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT DISTINCT msg_key FROM "+schema.Quote(a.d, a.t.InboundDead)+where), args...)
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: parked keys: %w", err)
 	}
@@ -516,13 +535,14 @@ func (a *Admin) Repark(ctx context.Context, topic, key, id string, reason error)
 // Release replays every parked letter of topic's key, in their order, in
 // one transaction (see Replay), and records it with who and why: the
 // key's messages then go, in order, behind the first. It returns how many
-// letters it released; none when the key has nothing parked.
+// letters it released; none when the key has nothing parked. An Admin
+// for one tenant releases that tenant's letters of the key alone.
 func (a *Admin) Release(ctx context.Context, topic, key, who, why string) (int, error) {
 	if strings.TrimSpace(why) == "" {
 		return 0, errors.New("fxoutbox: release: say why: every repair is recorded with its reason")
 	}
-	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT id FROM "+schema.Quote(a.d, a.t.InboundDead)+
-		" WHERE topic = ? AND msg_key = ? AND discarded_ns = 0 AND released_ns = 0 ORDER BY id"), topic, key)
+	where, args := a.scope(" WHERE topic = ? AND msg_key = ? AND discarded_ns = 0 AND released_ns = 0", topic, key)
+	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT id FROM "+schema.Quote(a.d, a.t.InboundDead)+where+" ORDER BY id"), args...)
 	if err != nil {
 		return 0, fmt.Errorf("fxoutbox: Release: %w", err)
 	}

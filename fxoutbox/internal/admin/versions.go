@@ -27,7 +27,7 @@ type StoredVersion struct {
 // by table, name and version: from the indexed columns the schema
 // computes from each row's metadata, never from the payloads. Discarded
 // dead letters and released inbound ones are left out: nothing reads
-// them again.
+// them again. An Admin for one tenant counts that tenant's.
 func (a *Admin) Versions(ctx context.Context) ([]StoredVersion, error) {
 	var out []StoredVersion
 	for _, src := range []struct{ role, table, where string }{
@@ -36,8 +36,9 @@ func (a *Admin) Versions(ctx context.Context) ([]StoredVersion, error) {
 		{"dead", a.t.DeadLetters, " WHERE discarded_ns = 0"},
 		{"inbound_dead", a.t.InboundDead, " WHERE discarded_ns = 0 AND released_ns = 0"},
 	} {
-		rows, err := a.db.QueryContext(ctx, "SELECT msg_name, msg_version, COUNT(*) FROM "+schema.Quote(a.d, src.table)+src.where+
-			" GROUP BY msg_name, msg_version ORDER BY msg_name, msg_version")
+		where, args := a.scope(src.where)
+		rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT msg_name, msg_version, COUNT(*) FROM "+schema.Quote(a.d, src.table)+where+
+			" GROUP BY msg_name, msg_version ORDER BY msg_name, msg_version"), args...)
 		if err != nil {
 			return nil, fmt.Errorf("fxoutbox: Versions of %s: %w", src.table, err)
 		}

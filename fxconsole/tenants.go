@@ -1,0 +1,101 @@
+package fxconsole
+
+import (
+	"context"
+	"net/http"
+	"slices"
+
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
+)
+
+// Tenants: the console shows every tenant's rows until a tenant is
+// selected (the request's "tenant" parameter; present and empty: the
+// default tenant). A selected tenant with a store of its own (WithTenants)
+// is read and repaired through its store's Admin; any other, in the
+// shared mode, through the outbox's Admin for that tenant alone
+// (fxoutbox.Admin.ForTenant), so that a repair of a selected tenant
+// touches none of another's rows. Every repair is recorded with the
+// tenant of the letters it repaired.
+
+// WithTenants gives the console the tenants with stores of their own:
+// tenants lists them (the default tenant "" among them) and adminOf
+// returns one's Admin, as fxoutbox.Outbox.Tenants and Outbox.AdminOf do
+// (Module gives the graph's outbox's). Without it, the console knows the
+// tenants the outbox's rows name.
+func WithTenants(tenants func() []string, adminOf func(tenant string) (*fxoutbox.Admin, error)) Option {
+	return func(c *Console) { c.tenants, c.adminOf = tenants, adminOf }
+}
+
+// tenantSel is the tenant a request selects: One false, every tenant.
+type tenantSel struct {
+	One    bool
+	Tenant string
+}
+
+// selected returns the tenant r selects, by its URL's or its form's
+// "tenant".
+func selected(r *http.Request) tenantSel {
+	if err := r.ParseForm(); err != nil || !r.Form.Has("tenant") {
+		return tenantSel{}
+	}
+	return tenantSel{One: true, Tenant: r.Form.Get("tenant")}
+}
+
+// adminFor returns the Admin of what r selects: the outbox's (every
+// tenant), a tenant store's, or the outbox's for one tenant alone. Nil
+// when the console has no outbox.
+func (c *Console) adminFor(r *http.Request) (*fxoutbox.Admin, error) {
+	sel := selected(r)
+	if c.admin == nil || !sel.One {
+		return c.admin, nil
+	}
+	if c.adminOf != nil && sel.Tenant != "" && slices.Contains(c.tenants(), sel.Tenant) {
+		return c.adminOf(sel.Tenant)
+	}
+	return c.admin.ForTenant(sel.Tenant), nil
+}
+
+// tenantChoice is one link of the tenant selector.
+type tenantChoice struct {
+	All    bool // every tenant
+	Tenant string
+	Label  string
+	Here   bool
+}
+
+// tenantChoices is the tenant selector of a page that selects sel: none
+// when there is one tenant alone, the default one (no store of another,
+// no row of another).
+func (c *Console) tenantChoices(ctx context.Context, sel tenantSel) ([]tenantChoice, error) {
+	if c.admin == nil {
+		return nil, nil
+	}
+	var known []string
+	if c.tenants != nil {
+		known = c.tenants()
+	}
+	seen, err := c.admin.Tenants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all := append(slices.Clone(known), seen...)
+	slices.Sort(all)
+	all = slices.Compact(all)
+	if len(all) == 0 || len(all) == 1 && all[0] == "" {
+		if !sel.One || sel.Tenant == "" {
+			return nil, nil
+		}
+	}
+	if sel.One && !slices.Contains(all, sel.Tenant) {
+		all = append(all, sel.Tenant) // selected by hand: shown, with nothing
+	}
+	out := []tenantChoice{{All: true, Label: "every tenant", Here: !sel.One}}
+	for _, t := range all {
+		label := t
+		if t == "" {
+			label = "(default)"
+		}
+		out = append(out, tenantChoice{Tenant: t, Label: label, Here: sel.One && sel.Tenant == t})
+	}
+	return out, nil
+}
