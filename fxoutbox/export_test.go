@@ -5,7 +5,7 @@ import "github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 // wakeFunc is called for a commit's wake in place of the relay.
 type wakeFunc func()
 
-func (f wakeFunc) Wrote([]schema.Lane) { f() }
+func (f wakeFunc) WroteIn(string, []schema.Lane) { f() }
 
 // SetWake replaces what a commit of o's unit of work calls to wake the
 // relay, for tests.
@@ -25,3 +25,7 @@ func DueQueries(o *Outbox) (due, next string) { return o.q.DueIDs, o.q.NextDue }
 // topic does, for a benchmark's plain transactions to be delivered as
 // promptly.
 func Wake(o *Outbox, topic string) { o.relay.Wrote([]schema.Lane{{Topic: topic}}) }
+
+// RelayPasses returns how many passes o's relay has run, for the tests
+// that count passes between tenants.
+func RelayPasses(o *Outbox) uint64 { return o.relay.Passes() }

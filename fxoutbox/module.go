@@ -66,12 +66,16 @@ type outboxParams struct {
 	Config       Config
 	Logger       *zap.Logger   `optional:"true"`
 	Deliverables []Deliverable `group:"fxoutbox.deliverables"`
+	TenantStores TenantStores  `optional:"true"`
 	Lifecycle    fx.Lifecycle
 }
 
 func provideOutbox(p outboxParams) (*Outbox, error) {
 	cfg := p.Config
 	cfg.Deliverables = append(append([]Deliverable(nil), cfg.Deliverables...), p.Deliverables...)
+	if cfg.TenantStores == nil {
+		cfg.TenantStores = p.TenantStores
+	}
 	o, err := New(p.DB, p.Bus, cfg, p.Logger)
 	if err != nil {
 		return nil, err

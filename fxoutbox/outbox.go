@@ -78,6 +78,25 @@ type Config struct {
 	// Default false: queries rarely write. For a finer scope, register
 	// Outbox.Middleware yourself with fxcqrs.ForMessages.
 	Requests bool `json:"requests" yaml:"requests"`
+	// TenantStores gives tenants stores of their own: a database, or a
+	// PostgreSQL schema, per tenant (see docs/tenants.md). A unit of work
+	// then begins on the store of its call's tenant (fxbus.TenantOf), the
+	// default tenant's ("") on the outbox's own database, and one relay
+	// serves every store; the source is read at Start and again once per
+	// poll interval, and a store that appears is migrated. Default nil:
+	// the shared mode, every tenant's rows in the outbox's database.
+	// Under fxoutbox.Module, a TenantStores in the graph is taken when
+	// this is nil.
+	TenantStores TenantStores `json:"-" yaml:"-"`
+	// MaxConnections is the connection budget across every store: a unit
+	// of work (and InTenant) takes a place before it begins its
+	// transaction and gives it back at its commit or rollback; the relay
+	// takes one per store's turn. A call that finds it spent waits on its
+	// context: the context's end is its error, and nothing began. Default
+	// 0: no budget (each pool's own limit). With durable events or
+	// scheduled commands, at least 2: the relay's turn waits for the
+	// deliveries it runs, which take places of their own.
+	MaxConnections int `json:"maxConnections" yaml:"maxConnections"`
 }
 
 // Outbox is the unit of work, the outbox and its relay, for one database
@@ -95,6 +114,10 @@ type Outbox struct {
 	promoter *upkeep.SchedulePromoter // beside the relay: due schedules into the outbox
 	cleaner  *upkeep.InboxCleaner     // beside the relay: the inbox's old records out
 	admin    *Admin
+	stores   *stores // the default store and the tenants'
+	budget   *budget // Config.MaxConnections; nil: none
+	owner    string  // the leases' owner: this process's outbox
+	log      *zap.Logger
 }
 
 // New returns the outbox of db for bus, whose routed events it takes
@@ -121,11 +144,22 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	// One owner for the process's leases, a Holder per goroutine: the
 	// relay's release at stop gives the schedule lease back too.
 	rc := relay.WithDefaults(cfg.Relay)
-	owner, leases := uuid.NewString(), lease.Statements{Renew: q.RenewLease, Take: q.TakeLease, Drop: q.DropLease, DropAll: q.DropLeases}
-	sender := relay.New(relay.Params{
+	owner, leases := uuid.NewString(), leaseStatements(q)
+	o := &Outbox{cfg: cfg, db: db, q: q, local: local, owner: owner, log: log, budget: newBudget(cfg.MaxConnections)}
+	o.stores = &stores{o: o, src: cfg.TenantStores, byID: map[string]*store{}}
+	o.stores.def = &store{db: db, d: cfg.Dialect, q: q, admin: adm.WithLanes(cfg.Relay)}
+	params := relay.Params{
 		DB: db, Queries: q, Bus: bus, Local: local, Log: log, Config: cfg.Relay, Delivery: cfg.Delivery,
 		Now: cfg.Now, After: cfg.After, Leases: lease.NewHolder(db, leases, owner, rc.Lease, cfg.Now),
-	})
+	}
+	if cfg.TenantStores != nil {
+		params.Stores, params.Drained = o.stores.refresh, o.stores.drained
+	}
+	if o.budget != nil {
+		params.Acquire = o.budget.take
+	}
+	sender := relay.New(params)
+	o.relay = sender
 	promoter := upkeep.NewSchedulePromoter(upkeep.PromoterParams{
 		DB: db, Queries: q, Sender: sender, Log: log, Now: cfg.Now, After: cfg.After,
 		Leases: lease.NewHolder(db, leases, owner, rc.Lease, cfg.Now),
@@ -133,17 +167,15 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 			PollInterval: rc.PollInterval, BatchSize: rc.BatchSize, RetryInitial: rc.RetryInitial, RetryMax: rc.RetryMax,
 		},
 	})
-	uow := &unitOfWork{
-		db: db, q: q, bus: bus, local: local, sender: sender, scheduler: promoter,
+	o.uow = &unitOfWork{
+		stores: o.stores, budget: o.budget, bus: bus, local: local, sender: sender,
 		inbox: cfg.Inbox, eagerEv: cfg.EventTransactions, now: cfg.Now,
 		lanes: func(topic string) int { return relay.LanesOf(cfg.Relay, topic) },
 	}
-	return &Outbox{
-		cfg: cfg, db: db, q: q, local: local, uow: uow, left: &leftovers{u: uow, log: log},
-		relay: sender, promoter: promoter,
-		cleaner: upkeep.NewInboxCleaner(db, q, upkeep.InboxCleanerConfig{Retention: cfg.InboxRetention}, log, cfg.Now, cfg.After),
-		admin:   adm.WithLanes(cfg.Relay),
-	}, nil
+	o.left, o.promoter = &leftovers{u: o.uow, log: log}, promoter
+	o.cleaner = upkeep.NewInboxCleaner(db, q, upkeep.InboxCleanerConfig{Retention: cfg.InboxRetention}, log, cfg.Now, cfg.After)
+	o.admin = o.stores.def.admin
+	return o, nil
 }
 
 // checkConfig fills in cfg's defaults and reports every problem of db,
@@ -173,6 +205,12 @@ func checkConfig(db *sql.DB, bus *fxbus.Bus, cfg Config) (Config, deliverables, 
 		cfg.MaxLag = time.Minute
 	}
 	cfg.Delivery = relay.DeliveryDefaults(cfg.Delivery)
+	if cfg.MaxConnections < 0 {
+		errs = append(errs, fmt.Errorf("fxoutbox.New: Config.MaxConnections must not be negative: got %d", cfg.MaxConnections))
+	}
+	if cfg.MaxConnections == 1 && (len(cfg.Deliverables) > 0 || cfg.Delivery.AllEvents) {
+		errs = append(errs, errors.New("fxoutbox.New: Config.MaxConnections must be at least 2 with durable events or scheduled commands: the relay's turn holds a place while their deliveries take others"))
+	}
 	errs = append(errs, schema.Validate(cfg.Tables), relay.ValidateLanes(cfg.Relay))
 	var reg deliverables
 	if bus != nil {
@@ -272,9 +310,17 @@ func (o *Outbox) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if o.cfg.TenantStores != nil {
+		// Every tenant's store is migrated and served from the start; one
+		// that cannot be is an error that names it.
+		if _, err := o.stores.refresh(ctx); err != nil {
+			return fmt.Errorf("fxoutbox: Start: %w", err)
+		}
+	}
 	o.relay.Start()
 	o.promoter.Start()
 	o.cleaner.Start()
+	o.stores.start()
 	return nil
 }
 
@@ -291,7 +337,7 @@ func (o *Outbox) Admin() *Admin { return o.admin }
 // the relay after the batch in hand, within ctx; the relay gives back its
 // leases as it stops.
 func (o *Outbox) Stop(ctx context.Context) error {
-	return errors.Join(o.promoter.Close(ctx), o.cleaner.Close(ctx), o.relay.Close(ctx))
+	return errors.Join(o.promoter.Close(ctx), o.cleaner.Close(ctx), o.stores.stop(ctx), o.relay.Close(ctx))
 }
 
 // CleanInbox deletes the inbox's records older than InboxRetention by the

@@ -73,21 +73,21 @@ func Cancel(ctx context.Context, id string) (bool, error) {
 	if un == nil || un.u == nil {
 		return false, ErrNoUnitOfWork
 	}
-	if un.u.q.CancelIDs == "" {
-		res, err := un.tx.ExecContext(ctx, un.u.q.Cancel, id)
+	if un.q.CancelIDs == "" {
+		res, err := un.tx.ExecContext(ctx, un.q.Cancel, id)
 		if err != nil {
 			return false, fmt.Errorf("fxoutbox: cancel %s: %w", id, err)
 		}
 		n, err := res.RowsAffected()
 		return n > 0, err
 	}
-	rowIDs, err := scheduledRows(ctx, un.tx, un.u.q.CancelIDs, id)
+	rowIDs, err := scheduledRows(ctx, un.tx, un.q.CancelIDs, id)
 	if err != nil {
 		return false, fmt.Errorf("fxoutbox: cancel %s: %w", id, err)
 	}
 	cancelled := false
 	for _, rowID := range rowIDs { // one row per route of the message, by id
-		res, err := un.tx.ExecContext(ctx, un.u.q.Cancel, rowID)
+		res, err := un.tx.ExecContext(ctx, un.q.Cancel, rowID)
 		if err != nil {
 			return false, fmt.Errorf("fxoutbox: cancel %s: %w", id, err)
 		}
@@ -167,7 +167,7 @@ func (u *unitOfWork) schedule(ctx context.Context, un *unit, at time.Time, msg a
 		if err != nil {
 			return "", fmt.Errorf("fxoutbox.Schedule: metadata: %w", err)
 		}
-		if _, err := un.tx.ExecContext(ctx, u.q.Schedule, dueNs, r.Topic, u.laneOf(r.Topic, r.Message), id, []byte(r.Message.Payload), string(meta)); err != nil {
+		if _, err := un.tx.ExecContext(ctx, un.q.Schedule, dueNs, r.Topic, u.laneOf(r.Topic, r.Message), id, []byte(r.Message.Payload), string(meta)); err != nil {
 			return "", fmt.Errorf("fxoutbox.Schedule: %w", err)
 		}
 	}

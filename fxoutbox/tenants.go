@@ -87,8 +87,10 @@ func checkStore(s TenantStore) error {
 }
 
 // Tenants returns the ids of the tenants the outbox serves now, the
-// default tenant ("") first.
-func (o *Outbox) Tenants() []string { return []string{""} }
+// default tenant ("") first, then those of Config.TenantStores in the
+// order its Stores gave them when last read; a tenant that left the
+// source is not among them (its store is drained, see docs/tenants.md).
+func (o *Outbox) Tenants() []string { return o.stores.ids() }
 
 // InTenant runs fn in a transaction on tenant's store (its database, or
 // the outbox's with its schema set for the transaction), under the
@@ -96,33 +98,42 @@ func (o *Outbox) Tenants() []string { return []string{""} }
 // carries the transaction (Tx) and the tenant (fxbus.TenantOf): what
 // packages beside the outbox (fxsaga's recovery, the repair tools) use to
 // work in a tenant's store outside a unit of work. An unknown tenant is an
-// error that wraps fxbus.ErrUnknownTenant, before anything begins.
+// error that wraps fxbus.ErrUnknownTenant, before anything begins. In the
+// shared mode (no Config.TenantStores) every tenant's transaction is on
+// the outbox's database, the tenant on fn's context alone.
 func (o *Outbox) InTenant(ctx context.Context, tenant string, fn func(ctx context.Context) error) error {
-	if tenant != "" {
-		return fmt.Errorf("fxoutbox: InTenant: %w %q: the outbox has no tenant stores", fxbus.ErrUnknownTenant, tenant)
-	}
-	tx, err := o.db.BeginTx(ctx, nil)
+	st, err := o.stores.byTenant(tenant, false)
 	if err != nil {
-		return fmt.Errorf("fxoutbox: InTenant: begin: %w", err)
+		return fmt.Errorf("fxoutbox: InTenant: %w", err)
 	}
-	un := &unit{tx: tx, u: o.uow}
+	un, err := o.uow.beginOn(ctx, st)
+	if err != nil {
+		return fmt.Errorf("fxoutbox: InTenant: %w", err)
+	}
 	if err := fn(context.WithValue(fxbus.WithTenant(ctx, tenant), txKey{}, un)); err != nil {
-		_ = tx.Rollback()
+		_ = un.rollback()
 		return err
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("fxoutbox: InTenant: commit: %w", err)
+	if err := un.commit(); err != nil {
+		return fmt.Errorf("fxoutbox: InTenant: %w", err)
 	}
 	o.uow.committed(un)
 	return nil
 }
 
 // AdminOf returns the Admin of tenant's store: the read and repair API
-// over that tenant's rows alone. An unknown tenant is an error that wraps
-// fxbus.ErrUnknownTenant.
+// over that tenant's rows alone. A tenant that left the source and whose
+// store is being drained still has its Admin. An unknown tenant is an
+// error that wraps fxbus.ErrUnknownTenant; so is any tenant but the
+// default in the shared mode, where no Admin holds one tenant's rows
+// alone.
 func (o *Outbox) AdminOf(tenant string) (*Admin, error) {
-	if tenant != "" {
-		return nil, fmt.Errorf("fxoutbox: AdminOf: %w %q: the outbox has no tenant stores", fxbus.ErrUnknownTenant, tenant)
+	if tenant != "" && o.cfg.TenantStores == nil {
+		return nil, fmt.Errorf("fxoutbox: AdminOf: %w %s: the outbox has no tenant stores (the shared mode)", fxbus.ErrUnknownTenant, quoteTenant(tenant))
 	}
-	return o.admin, nil
+	st, err := o.stores.byTenant(tenant, true)
+	if err != nil {
+		return nil, fmt.Errorf("fxoutbox: AdminOf: %w", err)
+	}
+	return st.admin, nil
 }

@@ -24,13 +24,16 @@ type txKey struct{}
 // unit is one unit of work's transaction and the outbox rows written in
 // it, nested calls' included: a commit that wrote none wakes no relay.
 type unit struct {
-	tx    *sql.Tx
-	u     *unitOfWork
-	wrote int
-	lanes []schema.Lane // where it wrote, each once: the relay's hint (in lane0 while it is one)
-	lane0 [1]schema.Lane
-	due   int64                   // the earliest due time of what it scheduled, in ns; 0: none
-	after []func(context.Context) // AfterCommit's
+	tx      *sql.Tx
+	u       *unitOfWork
+	q       *schema.Queries // its store's statements (the store's own: a unit copies none)
+	store   string          // its store's tenant: "" the default store
+	release func()          // gives its place in the connection budget back
+	wrote   int
+	lanes   []schema.Lane // where it wrote, each once: the relay's hint (in lane0 while it is one)
+	lane0   [1]schema.Lane
+	due     int64                   // the earliest due time of what it scheduled, in ns; 0: none
+	after   []func(context.Context) // AfterCommit's
 }
 
 // Tx returns the transaction of the unit of work ctx belongs to, for the
@@ -101,16 +104,17 @@ const OrderUnitOfWork = fxcqrs.OrderRetry + 100
 // unitOfWork is the middleware that wraps a handler in a transaction and
 // writes the routed events it emitted to the outbox before it commits.
 type unitOfWork struct {
-	db        *sql.DB
-	q         schema.Queries
-	bus       *fxbus.Bus
-	local     *deliverer                              // what is durable, and where it goes
-	sender    interface{ Wrote(lanes []schema.Lane) } // the relay: told where a commit wrote rows
-	scheduler interface{ ScheduledAt(dueNs int64) }   // the schedule promoter: told when a commit's schedules fall due
-	inbox     bool
-	eagerEv   bool                   // event handlers get a transaction before they run
-	now       func() time.Time       // the outbox's clock: what the inbox records
-	lanes     func(topic string) int // how many lanes topic's keyed rows are spread over
+	stores *stores // where each tenant's transactions begin
+	budget *budget // Config.MaxConnections; nil: none
+	bus    *fxbus.Bus
+	local  *deliverer // what is durable, and where it goes
+	sender interface {
+		WroteIn(store string, lanes []schema.Lane)
+	} // the relay: told where a commit wrote rows
+	inbox   bool
+	eagerEv bool                   // event handlers get a transaction before they run
+	now     func() time.Time       // the outbox's clock: what the inbox records
+	lanes   func(topic string) int // how many lanes topic's keyed rows are spread over
 
 	duplicates atomic.Uint64 // inbound handlings skipped: the inbox had them
 }
@@ -133,24 +137,24 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 	if call.Kind == fxcqrs.KindEvent && !u.eagerEv && !inbound {
 		return u.lazy(ctx, next)
 	}
-	tx, err := u.db.BeginTx(ctx, nil)
+	un, err := u.begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("fxoutbox: begin: %w", err)
+		return nil, err
 	}
-	un := &unit{tx: tx, u: u}
+	tx := un.tx
 	ctx = context.WithValue(ctx, txKey{}, un)
 	if inbound {
-		res, err := tx.ExecContext(ctx, u.q.InboxInsert, call.Handler, fxbus.MessageID(ctx), u.now().UnixNano())
+		res, err := tx.ExecContext(ctx, un.q.InboxInsert, call.Handler, fxbus.MessageID(ctx), u.now().UnixNano())
 		if err == nil {
 			var n int64
 			if n, err = res.RowsAffected(); err == nil && n == 0 {
 				// This handler has handled this message: a redelivery.
 				u.duplicates.Add(1)
-				return nil, tx.Rollback()
+				return nil, un.rollback()
 			}
 		}
 		if err != nil {
-			_ = tx.Rollback()
+			_ = un.rollback()
 			return nil, fmt.Errorf("fxoutbox: inbox: %w", err)
 		}
 	}
@@ -162,14 +166,65 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 		err = fenced(ctx)
 	}
 	if err != nil {
-		return out, errors.Join(err, schema.Rollback(tx))
+		return out, errors.Join(err, un.rollback())
 	}
-	if err := tx.Commit(); err != nil {
-		return out, fmt.Errorf("fxoutbox: commit: %w", err)
+	if err := un.commit(); err != nil {
+		return out, err
 	}
 	u.committed(un)
 	un.runAfter(ctx)
 	return out, nil
+}
+
+// begin begins a unit of work's transaction on the store of ctx's tenant
+// (fxbus.TenantOf), under the connection budget.
+func (u *unitOfWork) begin(ctx context.Context) (*unit, error) {
+	st, err := u.stores.of(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("fxoutbox: begin: %w", err)
+	}
+	return u.beginOn(ctx, st)
+}
+
+// beginOn begins a transaction on st: a place in the connection budget
+// first (waited for on ctx), then BeginTx on st's database, then, for a
+// schema per tenant, the schema as the transaction's search_path, by a
+// parameter, gone at the transaction's end.
+func (u *unitOfWork) beginOn(ctx context.Context, st *store) (*unit, error) {
+	release, err := u.budget.take(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := st.db.BeginTx(ctx, nil)
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("fxoutbox: begin: %w", err)
+	}
+	if st.schema != "" {
+		if _, err := tx.ExecContext(ctx, schema.SetSchema, st.schema); err != nil {
+			_ = tx.Rollback()
+			release()
+			return nil, fmt.Errorf("fxoutbox: begin: tenant %s: set the schema: %w", quoteTenant(st.id), err)
+		}
+	}
+	return &unit{tx: tx, u: u, q: &st.q, store: st.id, release: release}, nil
+}
+
+// commit commits un's transaction and gives its place in the budget
+// back.
+func (un *unit) commit() error {
+	defer un.release()
+	if err := un.tx.Commit(); err != nil {
+		return fmt.Errorf("fxoutbox: commit: %w", err)
+	}
+	return nil
+}
+
+// rollback rolls un's transaction back (one already done is no error)
+// and gives its place in the budget back.
+func (un *unit) rollback() error {
+	defer un.release()
+	return schema.Rollback(un.tx)
 }
 
 // inboxed reports whether a call of kind under ctx records its handler in
@@ -194,10 +249,10 @@ func (u *unitOfWork) inboxed(ctx context.Context, kind fxcqrs.Kind) bool {
 // their time.
 func (u *unitOfWork) committed(un *unit) {
 	if un.wrote > 0 {
-		u.sender.Wrote(un.lanes)
+		u.sender.WroteIn(un.store, un.lanes)
 	}
 	if un.due != 0 {
-		u.scheduler.ScheduledAt(un.due)
+		u.stores.scheduledAt(un.store, un.due)
 	}
 }
 
@@ -208,16 +263,15 @@ func (u *unitOfWork) lazy(ctx context.Context, next fxcqrs.Next) (any, error) {
 	if err != nil || !u.writes(fxcqrs.Emitted(ctx)) {
 		return out, err
 	}
-	tx, err := u.db.BeginTx(ctx, nil)
+	un, err := u.begin(ctx)
 	if err != nil {
-		return out, fmt.Errorf("fxoutbox: begin: %w", err)
+		return out, err
 	}
-	un := &unit{tx: tx, u: u}
 	if err := u.write(ctx, un); err != nil {
-		return out, errors.Join(err, schema.Rollback(tx))
+		return out, errors.Join(err, un.rollback())
 	}
-	if err := tx.Commit(); err != nil {
-		return out, fmt.Errorf("fxoutbox: commit: %w", err)
+	if err := un.commit(); err != nil {
+		return out, err
 	}
 	u.committed(un)
 	return out, nil
@@ -264,7 +318,7 @@ func (u *unitOfWork) insert(ctx context.Context, un *unit, topic string, msg *me
 	var buf [256]byte
 	meta := appendMetadata(buf[:0], msg.Metadata)
 	l := schema.Lane{Topic: topic, N: u.laneOf(topic, msg)}
-	if _, err := un.tx.ExecContext(ctx, u.q.Insert, topic, l.N, msg.UUID, []byte(msg.Payload), string(meta), u.now().UnixNano()); err != nil {
+	if _, err := un.tx.ExecContext(ctx, un.q.Insert, topic, l.N, msg.UUID, []byte(msg.Payload), string(meta), u.now().UnixNano()); err != nil {
 		return fmt.Errorf("fxoutbox: write to the outbox: %w", err)
 	}
 	un.wrote++
@@ -353,16 +407,15 @@ func (l *leftovers) Forward(ctx context.Context, events []any) error {
 		return nil
 	}
 	events = routed
-	tx, err := l.u.db.BeginTx(ctx, nil)
+	un, err := l.u.begin(ctx)
 	if err != nil {
-		return fmt.Errorf("fxoutbox: begin: %w", err)
+		return err
 	}
-	un := &unit{tx: tx, u: l.u}
 	if err := l.u.writeRouted(ctx, un, events); err != nil {
-		return errors.Join(err, schema.Rollback(tx))
+		return errors.Join(err, un.rollback())
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("fxoutbox: commit: %w", err)
+	if err := un.commit(); err != nil {
+		return err
 	}
 	l.u.committed(un)
 	return nil

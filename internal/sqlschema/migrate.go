@@ -124,6 +124,20 @@ func (s Set) Migrate(ctx context.Context, db *sql.DB) (err error) {
 		return err
 	}
 	defer conn.Close()
+	return s.migrateOn(ctx, conn)
+}
+
+// MigrateConn is Migrate on conn, a connection the caller prepared (a
+// PostgreSQL search_path set to a tenant's schema).
+func (s Set) MigrateConn(ctx context.Context, conn *sql.Conn) error {
+	if s.Flavor == SQLite {
+		sqliteLock.Lock()
+		defer sqliteLock.Unlock()
+	}
+	return s.migrateOn(ctx, conn)
+}
+
+func (s Set) migrateOn(ctx context.Context, conn *sql.Conn) (err error) {
 	unlock, err := s.lock(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("%s: migrate: lock: %w", s.Module, err)
@@ -227,7 +241,17 @@ func appliedOn(ctx context.Context, db querier, quotedVersions string) (int, err
 
 // Check is what a module does at start: its schema must be at the version
 // its code needs. The error names the version table and says what to do.
-func (s Set) Check(ctx context.Context, db *sql.DB) error {
+func (s Set) Check(ctx context.Context, db *sql.DB) error { return s.check(ctx, db) }
+
+// CheckConn is Check on conn, a connection the caller prepared (a
+// PostgreSQL search_path set to a tenant's schema).
+func (s Set) CheckConn(ctx context.Context, conn *sql.Conn) error { return s.check(ctx, conn) }
+
+func (s Set) check(ctx context.Context, db interface {
+	querier
+	PingContext(ctx context.Context) error
+},
+) error {
 	applied, err := appliedOn(ctx, db, Quote(s.Flavor == MySQL, s.Versions))
 	if err != nil {
 		if pingErr := db.PingContext(ctx); pingErr != nil {

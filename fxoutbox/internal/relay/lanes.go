@@ -20,31 +20,31 @@ import (
 // interval (and after a pass that left work behind), else just those this
 // process's commits announced since the last pass, which spares the busy
 // relay a statement per pass.
-func (r *Relay) passLanes(ctx context.Context) ([]string, map[string][]int, error) {
+func (r *Relay) passLanes(ctx context.Context, p *part) ([]string, map[string][]int, error) {
 	r.hintMu.Lock()
 	lanes := map[string][]int{}
-	for l := range r.hinted {
+	for l := range p.hinted {
 		lanes[l.Topic] = append(lanes[l.Topic], l.N)
 	}
-	clear(r.hinted)
+	clear(p.hinted)
 	r.hintMu.Unlock()
-	if r.discover.Swap(false) {
-		r.discoveredAt = time.Time{} // the moved rows' topics: from the table
+	if p.discover.Swap(false) {
+		p.discoveredAt = time.Time{} // the moved rows' topics: from the table
 	}
 	now := r.now()
-	if r.discoveredAt.IsZero() || now.Sub(r.discoveredAt) >= r.cfg.PollInterval || now.Before(r.discoveredAt) {
-		found, err := r.topics(ctx)
+	if p.draining || p.discoveredAt.IsZero() || now.Sub(p.discoveredAt) >= r.cfg.PollInterval || now.Before(p.discoveredAt) {
+		found, err := r.topics(ctx, p)
 		if err != nil {
 			return nil, nil, err
 		}
 		for _, topic := range found {
-			ns, err := r.laneNumbers(ctx, topic)
+			ns, err := r.laneNumbers(ctx, p, topic)
 			if err != nil {
 				return nil, nil, err
 			}
 			lanes[topic] = append(lanes[topic], ns...)
 		}
-		r.discoveredAt = now
+		p.discoveredAt = now
 	}
 	topics := make([]string, 0, len(lanes))
 	for topic, ns := range lanes {
@@ -61,19 +61,19 @@ func (r *Relay) passLanes(ctx context.Context) ([]string, map[string][]int, erro
 // pass per batch, nor hold the others back for long.
 const batchesPerTurn = 16
 
-// drain sends l's batches while this relay holds its lease, up to
-// batchesPerTurn of them; held says whether it held the lease.
-func (r *Relay) drain(ctx context.Context, l schema.Lane) (sent int, held bool, err error) {
-	for range batchesPerTurn {
-		ok, err := r.leases.Take(ctx, l.Lease())
+// drain sends l's batches of p while this relay holds its lease, up to
+// batches of them (at least one); held says whether it held the lease.
+func (r *Relay) drain(ctx context.Context, p *part, l schema.Lane, batches int) (sent int, held bool, err error) {
+	for range max(batches, 1) {
+		ok, err := p.leases.Take(ctx, l.Lease())
 		if err != nil || !ok {
 			if err == nil {
-				r.sender.forget(l) // its rows sent and not deleted are the new owner's
+				p.sender.forget(l) // its rows sent and not deleted are the new owner's
 			}
 			return sent, held, err // !ok: another relay sends this lane
 		}
 		held = true
-		n, err := r.sender.send(ctx, l)
+		n, err := p.sender.send(ctx, l)
 		sent += n
 		if err != nil || n < r.cfg.BatchSize {
 			return sent, held, err
@@ -87,8 +87,8 @@ func (r *Relay) drain(ctx context.Context, l schema.Lane) (sent int, held bool, 
 	return sent, held, nil
 }
 
-func (r *Relay) topics(ctx context.Context) ([]string, error) {
-	rows, err := r.db.QueryContext(ctx, r.q.Topics)
+func (r *Relay) topics(ctx context.Context, p *part) ([]string, error) {
+	rows, err := p.db.QueryContext(ctx, p.q.Topics)
 	if err != nil {
 		return nil, err
 	}
@@ -130,10 +130,10 @@ func (r *Relay) members(ctx context.Context) (int, error) {
 
 // held is the lanes of topic this relay holds a lease on that has not
 // run out, in order.
-func (r *Relay) held(topic string, lanes []int) []int {
+func (r *Relay) held(p *part, topic string, lanes []int) []int {
 	var out []int
 	for _, n := range lanes {
-		if r.leases.Held(schema.Lane{Topic: topic, N: n}.Lease()) {
+		if p.leases.Held(schema.Lane{Topic: topic, N: n}.Lease()) {
 			out = append(out, n)
 		}
 	}
@@ -144,10 +144,12 @@ func (r *Relay) held(topic string, lanes []int) []int {
 // alive: its fair part, rounded up, so that every lane has a relay.
 func share(lanes, members int) int { return (lanes + members - 1) / max(members, 1) }
 
-// sendTopic sends topic's lanes, those this relay holds and, up to its
-// share, those nobody holds; then gives back the lanes it holds beyond
-// its share, between batches, for another relay to take.
-func (r *Relay) sendTopic(ctx context.Context, topic string, lanes []int) (int, error) {
+// sendTopic sends topic's lanes of p, those this relay holds and, up to
+// its share, those nobody holds; then gives back the lanes it holds
+// beyond its share, between batches, for another relay to take. It sends
+// at most *left batches of the store's turn (at least one per lane),
+// and counts them off.
+func (r *Relay) sendTopic(ctx context.Context, p *part, topic string, lanes []int, left *int) (int, error) {
 	// The topic's lanes are its configured number, and any beyond that
 	// still holding rows (the number was lowered): the lanes of this pass
 	// may be only those a commit just wrote to.
@@ -166,7 +168,7 @@ func (r *Relay) sendTopic(ctx context.Context, topic string, lanes []int) (int, 
 		}
 		fair = share(fair, live)
 	}
-	held := r.held(topic, all)
+	held := r.held(p, topic, all)
 	sent := 0
 	var errs []error
 	for _, n := range lanes {
@@ -178,8 +180,9 @@ func (r *Relay) sendTopic(ctx context.Context, topic string, lanes []int) (int, 
 			return sent, nil
 		default:
 		}
-		got, ok, err := r.drain(ctx, schema.Lane{Topic: topic, N: n})
+		got, ok, err := r.drain(ctx, p, schema.Lane{Topic: topic, N: n}, *left)
 		sent += got
+		*left -= max(1, (got+r.cfg.BatchSize-1)/r.cfg.BatchSize)
 		if ok && !slices.Contains(held, n) {
 			held = append(held, n)
 		}
@@ -191,7 +194,7 @@ func (r *Relay) sendTopic(ctx context.Context, topic string, lanes []int) (int, 
 	for len(held) > fair { // give back the last ones
 		n := held[len(held)-1]
 		held = held[:len(held)-1]
-		if err := r.giveBack(ctx, schema.Lane{Topic: topic, N: n}); err != nil {
+		if err := r.giveBack(ctx, p, schema.Lane{Topic: topic, N: n}); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -199,17 +202,17 @@ func (r *Relay) sendTopic(ctx context.Context, topic string, lanes []int) (int, 
 }
 
 // giveBack drops this relay's lease on l, for another relay to take it.
-func (r *Relay) giveBack(ctx context.Context, l schema.Lane) error {
-	if err := r.sender.record(ctx, l); err != nil {
+func (r *Relay) giveBack(ctx context.Context, p *part, l schema.Lane) error {
+	if err := p.sender.record(ctx, l); err != nil {
 		return err // kept a while longer: given back at the next pass
 	}
-	return r.leases.GiveBack(ctx, l.Lease())
+	return p.leases.GiveBack(ctx, l.Lease())
 }
 
 // laneNumbers returns the lanes of topic that hold rows: a loose index
 // scan, one lookup per lane.
-func (r *Relay) laneNumbers(ctx context.Context, topic string) ([]int, error) {
-	rows, err := r.db.QueryContext(ctx, r.q.Lanes, topic, topic)
+func (r *Relay) laneNumbers(ctx context.Context, p *part, topic string) ([]int, error) {
+	rows, err := p.db.QueryContext(ctx, p.q.Lanes, topic, topic)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +233,12 @@ func (r *Relay) laneNumbers(ctx context.Context, topic string) ([]int, error) {
 func (r *Relay) releaseLeases() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := r.leases.ReleaseAll(ctx); err != nil {
-		r.log.Warn("relay: leases not released; they expire", zap.Error(err))
+	r.hintMu.Lock()
+	parts := slices.Clone(r.parts)
+	r.hintMu.Unlock()
+	for _, p := range parts {
+		if err := p.leases.ReleaseAll(ctx); err != nil {
+			r.log.Warn("relay: leases not released; they expire", zap.String("tenant", p.id), zap.Error(err))
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,15 @@ type Params struct {
 	// Leases holds the relay's leases (its lanes', its member lease): a
 	// Holder of its own, for its goroutine alone.
 	Leases *lease.Holder
+	// Stores, if set, lists the tenants' stores the relay serves beside
+	// DB's (see stores.go); it is asked once per poll interval.
+	Stores func(ctx context.Context) ([]Store, error)
+	// Drained is told when a store that left Stores has no rows left: the
+	// relay polls it no more.
+	Drained func(id string)
+	// Acquire takes a place in the connection budget for a store's turn
+	// (nil: no budget); the function it returns gives it back.
+	Acquire func(ctx context.Context) (func(), error)
 }
 
 // Relay delivers the outbox's rows to the broker: topic by topic and lane
@@ -73,17 +83,18 @@ type Params struct {
 // first write, not of commit), each lane under a lease so that one relay
 // at a time sends it (see lanes.go).
 type Relay struct {
-	db       *sql.DB
-	q        schema.Queries
+	db       *sql.DB        // the default store's
+	q        schema.Queries // the default store's
 	local    Local
 	log      *zap.Logger
 	cfg      Config
 	delivery DeliveryConfig
 	now      func() time.Time
 	after    func(time.Duration) <-chan time.Time
-	sender   *sender // sends a lane's batch
+	sender   *sender // sends a lane's batch of the default store
+	proto    sender  // what every store's sender shares: the bus, the clocks, the counters
 
-	leases *lease.Holder // its lanes' and its member lease (the relay goroutine's alone)
+	leases *lease.Holder // its member lease and the default store's lanes' (the relay goroutine's alone)
 	live   int           // how many relays were alive when last asked (see members)
 	liveAt time.Time     // by now
 
@@ -91,14 +102,19 @@ type Relay struct {
 	stop chan struct{}
 	done chan struct{}
 
+	stopped context.Context // ends with stop: a wait for the connection budget ends with it
+	cancel  context.CancelFunc
+
 	mu      sync.Mutex // guards started and closed
 	started bool
 	closed  bool
 
-	hintMu       sync.Mutex
-	hinted       map[schema.Lane]struct{} // lanes this process's commits wrote to since the last pass
-	discoveredAt time.Time                // by now: when a pass last read the topics from the table (the relay goroutine's)
-	discover     atomic.Bool              // rows came that no commit announced (see Discover): read the table next pass
+	hintMu sync.Mutex // guards parts and byID, and each part's hinted
+	parts  []*part    // the default store first, then the tenants' stores in the order Stores gave them
+	byID   map[string]*part
+	def    *part
+	turn   int // the index in parts of this pass's first store
+	stores storeSource
 
 	passes atomic.Uint64 // for tests: how many passes ran
 }
@@ -113,21 +129,26 @@ func New(p Params) *Relay {
 		p.WallAfter = time.After
 	}
 	wake, stop := make(chan struct{}, 1), make(chan struct{})
-	return &Relay{
+	stopped, cancel := context.WithCancel(context.Background())
+	r := &Relay{
+		stopped: stopped, cancel: cancel,
 		db: p.DB, q: p.Queries, local: p.Local, log: p.Log, cfg: cfg, delivery: delivery,
 		now:    p.Now,
 		after:  p.After,
 		leases: p.Leases,
-		hinted: map[schema.Lane]struct{}{},
 		wake:   wake,
 		stop:   stop,
 		done:   make(chan struct{}),
-		sender: &sender{
-			db: p.DB, q: p.Queries, bus: p.Bus, pub: p.Bus.Publisher(), local: p.Local, log: p.Log, cfg: cfg, delivery: delivery,
-			now: p.Now, leases: p.Leases, wake: wake, stop: stop,
-			progress: map[schema.Lane]*progress{}, wallNow: p.WallNow, wallAfter: p.WallAfter,
+		stores: storeSource{list: p.Stores, drained: p.Drained, acquire: p.Acquire},
+		proto: sender{
+			bus: p.Bus, pub: p.Bus.Publisher(), local: p.Local, log: p.Log, cfg: cfg, delivery: delivery,
+			now: p.Now, wake: wake, stop: stop, counters: &counters{}, wallNow: p.WallNow, wallAfter: p.WallAfter,
 		},
 	}
+	r.def = r.newPart(Store{DB: p.DB, Queries: p.Queries, Leases: p.Leases})
+	r.sender = r.def.sender
+	r.parts, r.byID = []*part{r.def}, map[string]*part{"": r.def}
+	return r
 }
 
 // Stats counts what the relay did since it started.
@@ -148,11 +169,19 @@ func (r *Relay) Stats() Stats {
 func (r *Relay) Passes() uint64 { return r.passes.Load() }
 
 // Wrote tells the relay that a commit of this process wrote rows to
-// lanes, and wakes it.
-func (r *Relay) Wrote(lanes []schema.Lane) {
+// lanes of the default store, and wakes it.
+func (r *Relay) Wrote(lanes []schema.Lane) { r.WroteIn("", lanes) }
+
+// WroteIn tells the relay that a commit of this process wrote rows to
+// lanes of the store id ("" the default one), and wakes it.
+func (r *Relay) WroteIn(id string, lanes []schema.Lane) {
 	r.hintMu.Lock()
-	for _, l := range lanes {
-		r.hinted[l] = struct{}{}
+	if p := r.byID[id]; p != nil {
+		for _, l := range lanes {
+			p.hinted[l] = struct{}{}
+		}
+	} else {
+		r.stores.dirty = true // a store the relay does not serve yet: ask for them next pass
 	}
 	r.hintMu.Unlock()
 	r.notify()
@@ -161,8 +190,15 @@ func (r *Relay) Wrote(lanes []schema.Lane) {
 // Discover tells the relay that rows came into the outbox that no commit
 // of this process announced (due schedules, moved in): its next pass,
 // which it runs at once, reads the topics from the table.
-func (r *Relay) Discover() {
-	r.discover.Store(true)
+func (r *Relay) Discover() { r.DiscoverIn("") }
+
+// DiscoverIn is Discover for the store id.
+func (r *Relay) DiscoverIn(id string) {
+	r.hintMu.Lock()
+	if p := r.byID[id]; p != nil {
+		p.discover.Store(true)
+	}
+	r.hintMu.Unlock()
 	r.notify()
 }
 
@@ -196,6 +232,7 @@ func (r *Relay) Close(ctx context.Context) error {
 	if !r.closed {
 		r.closed = true
 		close(r.stop)
+		r.cancel()
 	}
 	r.mu.Unlock()
 	if !started {
@@ -238,7 +275,7 @@ func (r *Relay) loop() {
 		// A window that ends later wakes the relay to record it; one that
 		// has ended and is not recorded after a failed pass waits for the
 		// backoff (a database outage must not spin the loop).
-		window := r.sender.windowEnd(err == nil)
+		window := r.windowEnd(err == nil)
 		select {
 		case <-r.stop:
 			return
@@ -294,16 +331,61 @@ func (r *Relay) safePass() (sent int, err error) {
 	return r.pass()
 }
 
-// pass sends what it can of every topic's lanes it can lease, and
-// reports how many rows it sent.
+// pass sends what it can of every store's topics' lanes it can lease,
+// store by store from the one after the last pass's first, and reports
+// how many rows it sent.
 func (r *Relay) pass() (int, error) {
 	ctx := context.Background()
-	var errs []error
-	topics, lanes, err := r.passLanes(ctx)
-	if err != nil {
-		return 0, errors.Join(err, r.sender.recordDue(ctx, false))
+	if err := r.refreshStores(ctx); err != nil {
+		r.log.Warn("relay: the tenants' stores cannot be listed; the known ones are served", zap.Error(err))
 	}
+	r.hintMu.Lock()
+	parts := slices.Clone(r.parts)
+	r.hintMu.Unlock()
+	first := r.turn % len(parts)
+	r.turn = (first + 1) % len(parts)
+	var errs []error
 	sent := 0
+	for i := range parts {
+		select {
+		case <-r.stop:
+			return sent, errors.Join(errs...)
+		default:
+		}
+		p := parts[(first+i)%len(parts)]
+		if p != r.def && r.now().Before(p.retryAt) {
+			continue // it failed: it waits for its own backoff, not the others
+		}
+		n, err := r.storeTurn(ctx, p)
+		sent += n
+		switch {
+		case err == nil:
+			p.backoff = 0
+		case p == r.def:
+			errs = append(errs, err) // the relay's own backoff
+		default:
+			r.storeFailed(p, err) // other stores go on at their pace
+		}
+	}
+	return sent, errors.Join(errs...)
+}
+
+// storeTurn sends what it can of p's lanes, under one place of the
+// connection budget, and at most batchesPerTurn batches in all but one
+// per lane past them: one store's backlog holds the pass that long, not
+// until it is drained.
+func (r *Relay) storeTurn(ctx context.Context, p *part) (int, error) {
+	release, err := r.stores.take(r.stopped)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	var errs []error
+	topics, lanes, err := r.passLanes(ctx, p)
+	if err != nil {
+		return 0, errors.Join(err, p.sender.recordDue(ctx, false))
+	}
+	sent, left := 0, batchesPerTurn
 	for _, topic := range topics {
 		if topic == r.delivery.Topic && (!r.local.Ready()) {
 			continue // no mediator here: a replica that has one delivers them
@@ -313,19 +395,22 @@ func (r *Relay) pass() (int, error) {
 			return sent, nil
 		default:
 		}
-		n, err := r.sendTopic(ctx, topic, lanes[topic])
+		n, err := r.sendTopic(ctx, p, topic, lanes[topic], &left)
 		sent += n
 		if err != nil {
 			errs = append(errs, err) // other topics go on
 		}
 	}
 	if len(errs) > 0 || sent >= r.cfg.BatchSize {
-		r.discoveredAt = time.Time{} // rows may wait that no commit announces: look at the table next time
+		p.discoveredAt = time.Time{} // rows may wait that no commit announces: look at the table next time
 	}
 	// The windows that ended are recorded after the sends, which their
 	// delete would otherwise hold up.
-	if err := r.sender.recordDue(ctx, false); err != nil {
+	if err := p.sender.recordDue(ctx, false); err != nil {
 		errs = append(errs, err)
+	}
+	if p.draining && len(topics) == 0 && len(errs) == 0 && len(p.sender.progress) == 0 {
+		r.drained(ctx, p)
 	}
 	return sent, errors.Join(errs...)
 }
@@ -335,7 +420,16 @@ func (r *Relay) pass() (int, error) {
 func (r *Relay) recordAll() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := r.sender.recordDue(ctx, true); err != nil {
+	r.hintMu.Lock()
+	parts := slices.Clone(r.parts)
+	r.hintMu.Unlock()
+	var errs []error
+	for _, p := range parts {
+		if err := p.sender.recordDue(ctx, true); err != nil {
+			errs = append(errs, storeError(p.id, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
 		r.log.Warn("relay: rows sent and not deleted as it stopped; the next relay sends them again",
 			zap.Int64("rows", r.sender.unrecorded.Load()), zap.Error(err))
 	}
@@ -344,12 +438,15 @@ func (r *Relay) recordAll() {
 // logFailure says what stopped a pass: the broker, the database's
 // connection, or the database itself (a missing table, a constraint),
 // which no wait mends and which is logged at error level.
-func (r *Relay) logFailure(err error, retryIn time.Duration) {
+func (r *Relay) logFailure(err error, retryIn time.Duration) { r.logFailureOn(r.db, err, retryIn) }
+
+// logFailureOn is logFailure of a store on db.
+func (r *Relay) logFailureOn(db *sql.DB, err error, retryIn time.Duration) {
 	var be *brokerError
 	switch {
 	case errors.As(err, &be) && onlyBroker(err):
 		r.log.Warn("relay: the broker is unavailable or refused; rows wait", zap.Error(err), zap.Duration("retryIn", retryIn))
-	case r.db.PingContext(context.Background()) != nil:
+	case db.PingContext(context.Background()) != nil:
 		r.log.Warn("relay: the database is unreachable; rows wait", zap.Error(err), zap.Duration("retryIn", retryIn))
 	default:
 		r.log.Error("relay: the database refused a statement (not the broker, not the connection): check the schema (fxoutbox.Migrate) and the database's log; rows wait",

@@ -34,15 +34,20 @@ type sender struct {
 	wake     chan struct{}   // the relay's: what commits announce, which a durable delivery reads too
 	stop     <-chan struct{} // the relay's
 
-	sent, deadLettered, failures atomic.Uint64
-	expired                      atomic.Uint64 // dead-lettered apart from deadLettered: see expire
-	inHand                       atomic.Int64  // rows read and not yet deleted, in the batch being sent
-	unrecorded                   atomic.Int64  // rows published and not yet deleted, in progress
+	*counters // the relay's, shared by the senders of every store
 
 	progress  map[schema.Lane]*progress   // each lane's published rows not yet deleted (progress.go)
 	sharing   map[schema.Lane]*laneShares // what the relay knows of each lane's tenants (fair.go)
 	wallNow   func() time.Time            // the progress windows' clock (Params.WallNow)
 	wallAfter func(time.Duration) <-chan time.Time
+}
+
+// counters is what the relay's senders count, one set for all stores.
+type counters struct {
+	sent, deadLettered, failures atomic.Uint64
+	expired                      atomic.Uint64 // dead-lettered apart from deadLettered: see expire
+	inHand                       atomic.Int64  // rows read and not yet deleted, in the batch being sent
+	unrecorded                   atomic.Int64  // rows published and not yet deleted, in progress
 }
 
 type row struct {

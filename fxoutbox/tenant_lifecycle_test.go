@@ -1,0 +1,298 @@
+package fxoutbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// orderOf is the OrderPlaced msg carries.
+func orderOf(t *testing.T, msg *message.Message) int {
+	t.Helper()
+	var e OrderPlaced
+	require.NoError(t, json.Unmarshal(msg.Payload, &e))
+	return e.ID
+}
+
+// A tenant added to the source while the outbox runs is served once the
+// outbox's clock has moved one poll interval: its store is migrated, a
+// command for it commits there and its event is relayed. A tenant
+// removed while rows wait in its store is refused new work at once, and
+// its rows are still relayed: nothing is lost, nothing deleted but what
+// was sent.
+func TestTenantStoresComeAndGo(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	main := openDatabase(t, fxoutbox.SQLite)
+	ordersTable(t, main.DB, "")
+	tenants := tenantDatabases(t, fxoutbox.SQLite, "t", 2)
+	a, b := tenants[0], tenants[1]
+	src := &tenantSource{}
+	src.set(a.store)
+	r := newTenantStoresRig(t, main, src, fxoutbox.Config{
+		Now: clock.Now, After: clock.After,
+		Relay: fxoutbox.RelayConfig{
+			PollInterval: time.Second, RetryInitial: time.Second, RetryMax: time.Second,
+			Lease:            24 * time.Hour, // the test moves the clock on while the relay sends
+			ProgressInterval: -1,             // each batch deleted as it is published: the rows counted are those waiting
+		},
+	}, false)
+	ctx := context.Background()
+	inB := fxbus.WithTenant(ctx, b.store.ID)
+	require.ErrorIs(t, fxcqrs.Exec(inB, r.m, PlaceOrder{ID: 1}), fxbus.ErrUnknownTenant)
+
+	// Added: served after one poll interval of the outbox's clock. The
+	// clock is moved again only when a pass ended without reading the
+	// source: one that was running as the clock moved (it waits a poll
+	// interval from its end).
+	src.set(a.store, b.store)
+	moves, passes := 1, fxoutbox.RelayPasses(r.outbox)
+	clock.Advance(time.Second)
+	require.Eventually(t, func() bool {
+		if len(r.outbox.Tenants()) == 3 {
+			return true
+		}
+		if now := fxoutbox.RelayPasses(r.outbox); now > passes {
+			moves, passes = moves+1, now
+			clock.Advance(time.Second)
+		}
+		return false
+	}, time.Minute, time.Millisecond)
+	assert.LessOrEqual(t, moves, 2, "the added tenant waited more than a poll interval after the pass in hand")
+	assert.Equal(t, []string{"", a.store.ID, b.store.ID}, r.outbox.Tenants())
+	require.NoError(t, fxcqrs.Exec(inB, r.m, PlaceOrder{ID: 2}))
+	msg := next(t, r.orders)
+	assert.Equal(t, 2, orderOf(t, msg))
+	assert.Equal(t, b.store.ID, msg.Metadata.Get(fxbus.MetadataTenant))
+	assert.Equal(t, 1, count(t, b.db, "SELECT COUNT(*) FROM orders"))
+
+	// Removed with a row waiting (the broker refuses for now): refused
+	// new work, its row kept, then relayed.
+	r.gate.open.Store(false)
+	require.NoError(t, fxcqrs.Exec(inB, r.m, PlaceOrder{ID: 3}))
+	src.set(a.store)
+	require.Eventually(t, func() bool {
+		clock.Advance(time.Second) // the relay's retries, and its poll, on its clock
+		return len(r.outbox.Tenants()) == 2
+	}, time.Minute, time.Millisecond)
+	require.ErrorIs(t, fxcqrs.Exec(inB, r.m, PlaceOrder{ID: 4}), fxbus.ErrUnknownTenant)
+	assert.Equal(t, 1, count(t, b.db, "SELECT COUNT(*) FROM fxcqrs_outbox"), "the removed tenant's row is kept")
+	r.gate.open.Store(true)
+	got := make(chan *message.Message, 1)
+	go func() { got <- <-r.orders }()
+	require.Eventually(t, func() bool {
+		select {
+		case msg = <-got:
+			return true
+		default:
+			clock.Advance(time.Second)
+			return false
+		}
+	}, time.Minute, time.Millisecond)
+	assert.Equal(t, 3, orderOf(t, msg))
+	assert.Equal(t, b.store.ID, msg.Metadata.Get(fxbus.MetadataTenant))
+	adm, err := r.outbox.AdminOf(b.store.ID) // still there, for repairs
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		clock.Advance(time.Second)
+		backlog, err := adm.Backlog(ctx)
+		return err == nil && len(backlog) == 0
+	}, time.Minute, time.Millisecond)
+	assert.Equal(t, 2, count(t, b.db, "SELECT COUNT(*) FROM orders"), "nothing of the removed tenant is deleted")
+
+	// The other tenant is served as before.
+	require.NoError(t, fxcqrs.Exec(fxbus.WithTenant(ctx, a.store.ID), r.m, PlaceOrder{ID: 5}))
+	assert.Equal(t, 5, orderOf(t, next(t, r.orders)))
+}
+
+// One tenant's backlog does not hold the others back: with a thousand
+// rows waiting in one tenant's store, another tenant's single row is
+// published in the relay's first pass, after at most one store turn's
+// bound of the busy tenant's rows (batchesPerTurn batches). Counted in
+// passes and rows, not in time.
+func TestTenantStoresShareTheRelay(t *testing.T) {
+	t.Parallel()
+	main := openDatabase(t, fxoutbox.SQLite)
+	ordersTable(t, main.DB, "")
+	tenants := tenantDatabases(t, fxoutbox.SQLite, "t", 2)
+	busy, quiet := tenants[0], tenants[1]
+	src := fxoutbox.StaticTenantStores(busy.store, quiet.store)
+	require.NoError(t, fxoutbox.MigrateAll(context.Background(), main.DB, src, fxoutbox.SQLite, fxoutbox.Tables{}, nil))
+	insert := "INSERT INTO fxcqrs_outbox (topic, lane, message_id, payload, metadata, created_ns) VALUES (?, 0, ?, ?, '{}', 0)"
+	tx, err := busy.db.Begin()
+	require.NoError(t, err)
+	for i := range 1000 {
+		_, err := tx.Exec(insert, "busy", fmt.Sprintf("busy-%d", i), "{}")
+		require.NoError(t, err)
+	}
+	require.NoError(t, tx.Commit())
+	_, err = quiet.db.Exec(insert, "orders", "quiet-1", `{"ID":1}`)
+	require.NoError(t, err)
+
+	var (
+		busySent   atomic.Int64
+		atQuiet    atomic.Int64 // busy's rows published before quiet's
+		passesThen atomic.Int64
+		o          atomic.Pointer[fxoutbox.Outbox]
+	)
+	atQuiet.Store(-1)
+	r := newTenantStoresRig(t, main, src, fxoutbox.Config{Relay: fxoutbox.RelayConfig{BatchSize: 10}}, true)
+	o.Store(r.outbox)
+	r.gate.hook.Store(func(topic string, msgs []*message.Message) {
+		if topic == "busy" {
+			busySent.Add(int64(len(msgs)))
+		} else if atQuiet.Load() < 0 {
+			atQuiet.Store(busySent.Load())
+			passesThen.Store(int64(fxoutbox.RelayPasses(o.Load())))
+		}
+	})
+	r.gate.open.Store(true)
+	require.Eventually(t, func() bool { return atQuiet.Load() >= 0 }, time.Minute, time.Millisecond)
+	assert.LessOrEqual(t, passesThen.Load(), int64(1), "the quiet tenant's row waited more than a pass")
+	assert.LessOrEqual(t, atQuiet.Load(), int64(16*10+10), "the busy tenant held its turn past the bound")
+	require.Eventually(t, func() bool { return busySent.Load() == 1000 }, time.Minute, time.Millisecond)
+}
+
+// With the connection budget spent, a command waits on its context and
+// gets its error, and nothing begins; with a place free again it runs.
+func TestTenantStoresConnectionBudget(t *testing.T) {
+	t.Parallel()
+	main := openDatabase(t, fxoutbox.SQLite)
+	ordersTable(t, main.DB, "")
+	tenants := tenantDatabases(t, fxoutbox.SQLite, "t", 1)
+	src := fxoutbox.StaticTenantStores(tenants[0].store)
+	r := newTenantStoresRig(t, main, src, fxoutbox.Config{MaxConnections: 1}, false)
+	ctx := context.Background()
+	in := fxbus.WithTenant(ctx, tenants[0].store.ID)
+	hold, holding := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- r.outbox.InTenant(ctx, "", func(context.Context) error {
+			close(holding)
+			<-hold
+			return nil
+		})
+	}()
+	<-holding
+	waitCtx, cancel := context.WithTimeout(in, 50*time.Millisecond)
+	defer cancel()
+	err := fxcqrs.Exec(waitCtx, r.m, PlaceOrder{ID: 1})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorContains(t, err, "Config.MaxConnections")
+	assert.Zero(t, r.handled.Load(), "nothing began")
+	close(hold)
+	require.NoError(t, <-done)
+	require.NoError(t, fxcqrs.Exec(in, r.m, PlaceOrder{ID: 2}))
+	assert.Equal(t, 2, orderOf(t, next(t, r.orders)))
+	assert.Equal(t, 1, count(t, tenants[0].db, "SELECT COUNT(*) FROM orders"))
+}
+
+// MigrateAll migrates every store in turn, telling its progress, and
+// stops at the first that fails, with an error naming its tenant.
+func TestMigrateAll(t *testing.T) {
+	t.Parallel()
+	tenants := tenantDatabases(t, fxoutbox.SQLite, "t", 3)
+	closed := outboxtest.OpenEmpty(t, fxoutbox.SQLite).DB
+	require.NoError(t, closed.Close())
+	var seen []string
+	progress := func(tenant string, done, total int) {
+		seen = append(seen, fmt.Sprintf("%s %d/%d", tenant, done, total))
+	}
+	stores := storesOf(tenants)
+	broken := append(append([]fxoutbox.TenantStore{}, stores[0]), fxoutbox.TenantStore{ID: "broken", DB: closed}, stores[1])
+	err := fxoutbox.MigrateAll(context.Background(), nil, fxoutbox.StaticTenantStores(broken...), fxoutbox.SQLite, fxoutbox.Tables{}, progress)
+	require.ErrorContains(t, err, `tenant "broken" (2 of 3)`)
+	assert.Equal(t, []string{"t0 1/3"}, seen)
+	assert.Error(t, fxoutbox.CheckSchema(context.Background(), tenants[1].db, fxoutbox.SQLite, fxoutbox.Tables{}), "the stores after the failure are not migrated")
+
+	seen = nil
+	require.NoError(t, fxoutbox.MigrateAll(context.Background(), nil, fxoutbox.StaticTenantStores(stores...), fxoutbox.SQLite, fxoutbox.Tables{}, progress))
+	assert.Equal(t, []string{"t0 1/3", "t1 2/3", "t2 3/3"}, seen)
+	for _, ts := range tenants {
+		require.NoError(t, fxoutbox.CheckSchema(context.Background(), ts.db, fxoutbox.SQLite, fxoutbox.Tables{}))
+	}
+}
+
+// In the shared mode every tenant works in the outbox's database:
+// InTenant runs there with the tenant on its context, and AdminOf gives
+// only the default tenant's Admin, since no Admin there holds one
+// tenant's rows alone.
+func TestSharedModeTenants(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	r := newRig(t, d, fxoutbox.Config{})
+	assert.Equal(t, []string{""}, r.outbox.Tenants())
+	var seen string
+	require.NoError(t, r.outbox.InTenant(context.Background(), "acme", func(ctx context.Context) error {
+		seen = fxbus.TenantOf(ctx)
+		_, err := fxoutbox.Tx(ctx).ExecContext(ctx, "CREATE TABLE shared_mode (id INTEGER)")
+		return err
+	}))
+	assert.Equal(t, "acme", seen)
+	assert.Zero(t, count(t, d.DB, "SELECT COUNT(*) FROM shared_mode"))
+	_, err := r.outbox.AdminOf("acme")
+	require.ErrorIs(t, err, fxbus.ErrUnknownTenant)
+	adm, err := r.outbox.AdminOf("")
+	require.NoError(t, err)
+	assert.Same(t, r.outbox.Admin(), adm)
+}
+
+// A tenant's store that fails (its outbox table is gone) waits for a
+// backoff of its own: the relay does not back off for it, and another
+// tenant's commit is sent at once, with the outbox's clock standing
+// still.
+func TestTenantStoreFailureStaysItsOwn(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	main := openDatabase(t, fxoutbox.SQLite)
+	ordersTable(t, main.DB, "")
+	tenants := tenantDatabases(t, fxoutbox.SQLite, "t", 2)
+	broken, quiet := tenants[0], tenants[1]
+	src := fxoutbox.StaticTenantStores(broken.store, quiet.store)
+	require.NoError(t, fxoutbox.MigrateAll(context.Background(), nil, src, fxoutbox.SQLite, fxoutbox.Tables{}, nil))
+	_, err := broken.db.Exec("DROP TABLE fxcqrs_outbox")
+	require.NoError(t, err)
+	r := newTenantStoresRig(t, main, src, fxoutbox.Config{
+		Now: clock.Now, After: clock.After,
+		Relay: fxoutbox.RelayConfig{PollInterval: time.Minute, RetryInitial: time.Minute, RetryMax: time.Minute},
+	}, false)
+	require.Eventually(t, func() bool { return fxoutbox.RelayPasses(r.outbox) >= 1 }, time.Minute, time.Millisecond)
+	require.NoError(t, fxcqrs.Exec(fxbus.WithTenant(context.Background(), quiet.store.ID), r.m, PlaceOrder{ID: 7}))
+	assert.Equal(t, 7, orderOf(t, next(t, r.orders)))
+}
+
+// A tenant's SQLite pool must have one writer, as the outbox's own: Start
+// refuses one that may open more connections, naming the tenant.
+func TestTenantStoreSQLiteSingleWriter(t *testing.T) {
+	t.Parallel()
+	main := openDatabase(t, fxoutbox.SQLite)
+	tenant := outboxtest.OpenEmpty(t, fxoutbox.SQLite)
+	tenant.DB.SetMaxOpenConns(4)
+	bus, err := fxbus.New(fxbus.Config{Publisher: publisherNop{}}, nil, nil)
+	require.NoError(t, err)
+	o, err := fxoutbox.New(main.DB, bus, fxoutbox.Config{
+		Dialect:      fxoutbox.SQLite,
+		TenantStores: fxoutbox.StaticTenantStores(fxoutbox.TenantStore{ID: "acme", DB: tenant.DB}),
+	}, nil)
+	require.NoError(t, err)
+	err = o.Start(context.Background())
+	require.ErrorContains(t, err, `tenant "acme"`)
+	require.ErrorContains(t, err, "SetMaxOpenConns(1)")
+	require.NoError(t, o.Stop(context.Background()))
+}
+
+type publisherNop struct{}
+
+func (publisherNop) Publish(string, ...*message.Message) error { return nil }
+func (publisherNop) Close() error                              { return nil }
