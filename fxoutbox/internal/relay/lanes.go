@@ -56,35 +56,36 @@ func (r *Relay) passLanes(ctx context.Context, p *part) ([]string, map[string][]
 	return topics, lanes, nil
 }
 
-// batchesPerTurn is how many full batches of one lane a pass sends
-// before it turns to the next lane: a hot lane does not wait for a new
-// pass per batch, nor hold the others back for long.
+// batchesPerTurn is how many batches a store's turn of a pass sends, its
+// lanes taking turns a batch each (and each lane one at least): a hot
+// lane does not wait for a new pass per batch, nor hold the others back
+// for long.
 const batchesPerTurn = 16
 
-// drain sends l's batches of p while this relay holds its lease, up to
-// batches of them (at least one); held says whether it held the lease.
-func (r *Relay) drain(ctx context.Context, p *part, l schema.Lane, batches int) (sent int, held bool, err error) {
-	for range max(batches, 1) {
-		ok, err := p.leases.Take(ctx, l.Lease())
-		if err != nil || !ok {
-			if err == nil {
-				p.sender.forget(l) // its rows sent and not deleted are the new owner's
-			}
-			return sent, held, err // !ok: another relay sends this lane
+// drainOne sends a batch of l of p while this relay holds its lease,
+// and counts it off the store's turn (*left); held says whether it held
+// the lease, more whether the batch was full (rows may be waiting).
+func (r *Relay) drainOne(ctx context.Context, p *part, l schema.Lane, left *int) (sent int, held, more bool, err error) {
+	ok, err := p.leases.Take(ctx, l.Lease())
+	if err != nil || !ok {
+		if err == nil {
+			p.sender.forget(l) // its rows sent and not deleted are the new owner's
 		}
-		held = true
-		n, err := p.sender.send(ctx, l)
-		sent += n
-		if err != nil || n < r.cfg.BatchSize {
-			return sent, held, err
-		}
-		select {
-		case <-r.stop:
-			return sent, held, nil
-		default:
-		}
+		return 0, false, false, err // !ok: another relay sends this lane
 	}
-	return sent, held, nil
+	*left--
+	n, err := p.sender.send(ctx, l)
+	return n, true, err == nil && n >= r.cfg.BatchSize, err
+}
+
+// stopping reports whether the relay is asked to stop.
+func (r *Relay) stopping() bool {
+	select {
+	case <-r.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 func (r *Relay) topics(ctx context.Context, p *part) ([]string, error) {
@@ -171,24 +172,44 @@ func (r *Relay) sendTopic(ctx context.Context, p *part, topic string, lanes []in
 	held := r.held(p, topic, all)
 	sent := 0
 	var errs []error
+	// The lanes take turns, a batch each, while the store's turn lasts:
+	// a lane with a backlog gets no more of the turn than one that keeps
+	// filling (a round per lane at least, the first round whatever is
+	// left), so that neither waits for the other's drain.
+	var full []int // the lanes whose last batch was full: rows may wait
 	for _, n := range lanes {
 		if !slices.Contains(held, n) && len(held) >= fair {
 			continue // another relay's part
 		}
-		select {
-		case <-r.stop:
-			return sent, nil
-		default:
-		}
-		got, ok, err := r.drain(ctx, p, schema.Lane{Topic: topic, N: n}, *left)
+		got, ok, more, err := r.drainOne(ctx, p, schema.Lane{Topic: topic, N: n}, left)
 		sent += got
-		*left -= max(1, (got+r.cfg.BatchSize-1)/r.cfg.BatchSize)
 		if ok && !slices.Contains(held, n) {
 			held = append(held, n)
 		}
 		if err != nil {
 			errs = append(errs, err)
+		} else if more {
+			full = append(full, n)
 		}
+		if r.stopping() {
+			return sent, nil
+		}
+	}
+	for len(full) > 0 && *left > 0 {
+		next := full[:0]
+		for _, n := range full {
+			got, _, more, err := r.drainOne(ctx, p, schema.Lane{Topic: topic, N: n}, left)
+			sent += got
+			if err != nil {
+				errs = append(errs, err)
+			} else if more {
+				next = append(next, n)
+			}
+			if r.stopping() {
+				return sent, nil
+			}
+		}
+		full = next
 	}
 	slices.Sort(held)
 	for len(held) > fair { // give back the last ones
