@@ -70,6 +70,15 @@ func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Plain bytes four at a time while they last, then one at a time.
+		for ; i+4 <= len(s); i += 4 {
+			if q := s[i : i+4]; !jsonPlain[q[0]] || !jsonPlain[q[1]] || !jsonPlain[q[2]] || !jsonPlain[q[3]] {
+				break
+			}
+		}
+		if i == len(s) {
+			break
+		}
 		c := s[i]
 		if jsonPlain[c] {
 			i++
