@@ -3,11 +3,37 @@ package fxcqrs_test
 import (
 	"context"
 	"iter"
+	"reflect"
 	"testing"
 
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/stretchr/testify/assert"
 )
+
+type (
+	unhandledCmd   struct{ ID int }
+	unhandledEvent struct{ OrderID, Qty int }
+)
+
+// unhandledEmitter emits an event no in-process handler handles.
+type unhandledEmitter struct{}
+
+func (unhandledEmitter) Handle(ctx context.Context, c unhandledCmd) error {
+	fxcqrs.Emit(ctx, unhandledEvent{OrderID: c.ID})
+	return nil
+}
+
+// outboxLike is middleware that takes what its handler emitted out of the
+// process itself, as the outbox's unit of work does.
+type outboxLike struct{}
+
+func (outboxLike) Handle(ctx context.Context, _ fxcqrs.Call, next fxcqrs.Next) (any, error) {
+	out, err := next(ctx)
+	if err == nil && len(fxcqrs.Emitted(ctx)) > 0 {
+		fxcqrs.MarkForwarded(ctx)
+	}
+	return out, err
+}
 
 // TestAllocationsPerCall pins the heap allocations of the common calls, a
 // count that does not depend on the machine: a change that adds one fails
@@ -17,7 +43,10 @@ import (
 // What each allocation is: the call's frame (every call but Publish,
 // whose frame stays on the stack); the frames of one level of event
 // invocations (one slice); the batch of concurrent processing; Publish's
-// copy of its event and the frame of its one invocation.
+// copy of its event and the frame of its one invocation. Under
+// middleware: the handler's call as the chain's Next, its message boxed
+// in the Call, and what Emitted returns (a slice, the event boxed); events
+// no in-process handler handles take no batch.
 func TestAllocationsPerCall(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are meaningless under the race detector")
@@ -42,12 +71,16 @@ func TestAllocationsPerCall(t *testing.T) {
 		{"Publish, 1 handler", 2, func(m *fxcqrs.Mediator) error {
 			return fxcqrs.Publish(ctx, m, benchEvent{OrderID: 1000})
 		}, fxcqrs.Config{}},
+		{"Exec under middleware that takes its 1 event out", 5, func(m *fxcqrs.Mediator) error {
+			return fxcqrs.Exec(ctx, m, unhandledCmd{ID: 1000})
+		}, fxcqrs.Config{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMediator(t, tc.cfg,
 				fxcqrs.WithRequestHandlers(benchQueryHandler{}),
-				fxcqrs.WithCommandHandlers(benchEmitter{n: 4}),
+				fxcqrs.WithCommandHandlers(benchEmitter{n: 4}, unhandledEmitter{}),
 				fxcqrs.WithEventHandlers(benchEventHandler{}),
+				fxcqrs.WithMiddleware(fxcqrs.ForMessages(outboxLike{}, reflect.TypeFor[unhandledCmd]())),
 			)
 			var err error
 			got := testing.AllocsPerRun(1000, func() {

@@ -58,11 +58,17 @@ func (b *Bus) Messages(ctx context.Context, events []any) ([]Outgoing, []Publish
 		fails []PublishFailure
 		exp   = expiryOf(ctx)
 	)
-	for _, ev := range events {
+	for at, ev := range events {
 		t := reflect.TypeOf(ev)
 		rs := b.routesOf(t)
 		if len(rs) == 0 {
 			continue
+		}
+		if out == nil {
+			// Room for this event's messages and one for each event after
+			// it: one allocation where appending grew the slice per power
+			// of two.
+			out = make([]Outgoing, 0, len(rs)+len(events)-at-1)
 		}
 		msg, err := newMessage(ctx, b.marshalerOf(rs[0]), b.nameOf(t), b.VersionOf(t), ev)
 		if err == nil {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
-	"github.com/google/uuid"
 )
 
 // The wire format, for consumers and producers in other languages: the
@@ -135,20 +134,17 @@ func newMessage(ctx context.Context, m Marshaler, name string, version int, even
 	if err != nil {
 		return nil, err
 	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return nil, err
-	}
-	msg := message.NewMessage(id.String(), payload)
+	msg := message.NewMessage(newMessageID(), payload)
 	msg.Metadata.Set(MetadataName, name)
 	msg.Metadata.Set(MetadataContentType, m.ContentType())
 	msg.Metadata.Set(MetadataVersion, strconv.Itoa(version))
-	corr := CorrelationID(ctx)
+	in, _ := ctx.Value(inboundKey{}).(inbound) // CorrelationID and MessageID in one look-up
+	corr := in.correlation
 	if corr == "" {
 		corr = msg.UUID // the first message of its chain
 	}
 	msg.Metadata.Set(MetadataCorrelationID, corr)
-	if cause := MessageID(ctx); cause != "" {
+	if cause := in.id; cause != "" {
 		msg.Metadata.Set(MetadataCausationID, cause)
 	}
 	if tenant := TenantOf(ctx); tenant != "" {

@@ -2,6 +2,7 @@ package fxoutbox
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -17,11 +18,21 @@ func TestAppendMetadata(t *testing.T) {
 		{"q\"uote": "back\\slash", "ctl": "\x00\x01\x1f\b\f\n\r\t", "html": "<a href='x'>&</a>"},
 		{"utf8": "héllo wörld ✓ 😀", "bad": "a\xffb\xc3", "seps": "x\u2028y\u2029z"},
 		{"a": "1", "b": "2", "c": "3", "d": "4", "e": "5", "f": "6", "g": "7", "h": "8", "i": "9", "j": "10"},
+		manyKeys(20), // past the insertion sort
+		{"\x7f": "\x7f\x80", "~": "~", " ": " ", "": ""}, // the edges of the plain bytes
 	} {
 		want, err := json.Marshal(md)
 		require.NoError(t, err)
 		assert.Equal(t, string(want), string(appendMetadata(nil, md)), "%q", md)
 	}
+}
+
+func manyKeys(n int) map[string]string {
+	md := make(map[string]string, n)
+	for i := range n {
+		md[strconv.Itoa(n-i)+"k"] = strconv.Itoa(i)
+	}
+	return md
 }
 
 func FuzzAppendMetadata(f *testing.F) {

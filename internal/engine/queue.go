@@ -53,8 +53,12 @@ type invocation struct {
 // runQueued runs a call's events through the queue and returns when all
 // of them, and their follow-ups, have run or been reported.
 func (e *Engine) runQueued(f *Frame, d *dispatcher, events []Record) []Failure {
+	n := e.count(events)
+	if n == 0 {
+		return nil // nothing handles them (an outbox's routed events): no batch
+	}
 	b := &batch{ctx: f.Context}
-	invs, fails := e.expand(b, f.depth, events)
+	invs, fails := e.expandCounted(b, f.depth, events, n)
 	b.failures = fails
 	if len(invs) > 0 {
 		d.process(b, invs)
@@ -65,7 +69,11 @@ func (e *Engine) runQueued(f *Frame, d *dispatcher, events []Record) []Failure {
 // expand turns events emitted at depth into invocations of batch b, in
 // emit order, then handler order. Events past MaxDepth become failures.
 func (e *Engine) expand(b *batch, depth int16, events []Record) ([]invocation, []Failure) {
-	n := e.count(events)
+	return e.expandCounted(b, depth, events, e.count(events))
+}
+
+// expandCounted is expand for events that make n invocations.
+func (e *Engine) expandCounted(b *batch, depth int16, events []Record, n int) ([]invocation, []Failure) {
 	if n == 0 {
 		return nil, nil
 	}
