@@ -8,6 +8,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/google/uuid"
 )
 
 // The wire format, for consumers and producers in other languages: the
@@ -134,17 +135,20 @@ func newMessage(ctx context.Context, m Marshaler, name string, version int, even
 	if err != nil {
 		return nil, err
 	}
-	msg := message.NewMessage(newMessageID(), payload)
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, err
+	}
+	msg := message.NewMessage(id.String(), payload)
 	msg.Metadata.Set(MetadataName, name)
 	msg.Metadata.Set(MetadataContentType, m.ContentType())
 	msg.Metadata.Set(MetadataVersion, strconv.Itoa(version))
-	in, _ := ctx.Value(inboundKey{}).(inbound) // CorrelationID and MessageID in one look-up
-	corr := in.correlation
+	corr := CorrelationID(ctx)
 	if corr == "" {
 		corr = msg.UUID // the first message of its chain
 	}
 	msg.Metadata.Set(MetadataCorrelationID, corr)
-	if cause := in.id; cause != "" {
+	if cause := MessageID(ctx); cause != "" {
 		msg.Metadata.Set(MetadataCausationID, cause)
 	}
 	if tenant := TenantOf(ctx); tenant != "" {
