@@ -167,7 +167,9 @@ func TestDurableEventExpires(t *testing.T) {
 		require.Eventually(t, func() bool { return count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox WHERE attempts = 1") == 1 },
 			time.Minute, 5*time.Millisecond, "3's retry is set, two minutes after its failure")
 		r.clock.Advance(2 * time.Minute) // 3's retry is due, a minute past its deliver-by
-		require.Eventually(t, func() bool { return len(deadLetters(t, d)) == 3 }, time.Minute, 5*time.Millisecond)
+		// The relay counts a dead letter after its move commits: wait for
+		// the count too, not the row alone.
+		require.Eventually(t, func() bool { return len(deadLetters(t, d)) == 3 && r.o.Stats().Expired == 3 }, time.Minute, 5*time.Millisecond)
 
 		dead := deadLetters(t, d)
 		for _, id := range []int{1, 2, 3} {
