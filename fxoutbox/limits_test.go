@@ -15,6 +15,8 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxtest"
 )
 
 var limit100PerKey = fxbus.Limit{Per: fxbus.PerKey, Rate: 100, Every: time.Second, Burst: 50}
@@ -299,4 +301,29 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 			}
 		})
 	})
+}
+
+// Under fx, SharedRateLimits gives the bus the outbox's limiter: its
+// budgets are rows of the outbox's database.
+func TestSharedRateLimitsUnderFx(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.SQLite)
+	var limiter fxbus.Limiter
+	app := fxtest.New(t,
+		fx.Supply(d.DB, fxoutbox.Config{Dialect: fxoutbox.SQLite}),
+		fxoutbox.SharedRateLimits,
+		fx.Populate(&limiter),
+	)
+	app.RequireStart()
+	defer app.RequireStop()
+	require.IsType(t, &fxoutbox.SharedLimiter{}, limiter)
+	now := time.Unix(1_700_000_000, 0)
+	lim := fxbus.Limit{Per: fxbus.PerKey, Rate: 1, Every: time.Second, Burst: 1}
+	wait, err := limiter.Take(context.Background(), "k", lim, now)
+	require.NoError(t, err)
+	assert.Zero(t, wait, "the burst")
+	wait, err = limiter.Take(context.Background(), "k", lim, now)
+	require.NoError(t, err)
+	assert.Positive(t, wait, "over the budget")
+	assert.Equal(t, 1, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_limits"), "the budget's row in the outbox's database")
 }

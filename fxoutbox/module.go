@@ -83,3 +83,13 @@ func provideOutbox(p outboxParams) (*Outbox, error) {
 	p.Lifecycle.Append(fx.Hook{OnStart: o.Start, OnStop: o.Stop})
 	return o, nil
 }
+
+// SharedRateLimits gives the bus of an fx application the outbox's
+// SharedLimiter, on the outbox's database and tables, as its
+// fxbus.Limiter: the subscriptions' rate limits (fxbus.RateLimit) are
+// then one budget across every replica, at the cost of a commit per
+// message a limit lets go. Without it, each replica's bus keeps its
+// budgets in the process. Use it beside Module.
+var SharedRateLimits = fx.Provide(func(db *sql.DB, cfg Config) (fxbus.Limiter, error) {
+	return NewSharedLimiter(db, cfg.Dialect, cfg.Tables)
+})
