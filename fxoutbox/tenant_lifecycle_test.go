@@ -296,3 +296,28 @@ type publisherNop struct{}
 
 func (publisherNop) Publish(string, ...*message.Message) error { return nil }
 func (publisherNop) Close() error                              { return nil }
+
+// A call for another tenant made inside a tenant's unit of work (a
+// handler sending a command under another tenant's context) is refused:
+// its writes would commit in the first tenant's store.
+func TestNestedCallForAnotherTenantIsRefused(t *testing.T) {
+	t.Parallel()
+	main := openDatabase(t, fxoutbox.SQLite)
+	ordersTable(t, main.DB, "")
+	tenants := tenantDatabases(t, fxoutbox.SQLite, "n", 2)
+	r := newTenantStoresRig(t, main, fxoutbox.StaticTenantStores(storesOf(tenants)...), fxoutbox.Config{}, false)
+	a, b := tenants[0].store.ID, tenants[1].store.ID
+	err := r.outbox.InTenant(context.Background(), a, func(ctx context.Context) error {
+		return fxcqrs.Exec(fxbus.WithTenant(ctx, b), r.m, PlaceOrder{ID: 1})
+	})
+	require.ErrorContains(t, err, "inside a unit of work of tenant")
+	assert.Zero(t, r.handled.Load(), "the handler never ran")
+	require.NoError(t, r.outbox.InTenant(context.Background(), a, func(ctx context.Context) error {
+		return fxcqrs.Exec(ctx, r.m, PlaceOrder{ID: 2}) // the same tenant's: joins
+	}))
+	assert.Equal(t, 2, orderOf(t, next(t, r.orders)))
+	for i, ts := range tenants {
+		assert.Equal(t, 1-i, count(t, ts.db, "SELECT COUNT(*) FROM orders"), "tenant %s's orders", ts.store.ID)
+		assert.Equal(t, 0, count(t, ts.db, "SELECT COUNT(*) FROM fxcqrs_outbox WHERE msg_tenant = '"+b+"'"), "no row of %s in %s's store", b, ts.store.ID)
+	}
+}

@@ -126,7 +126,17 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 		return next(ctx) // a stream's items are not one unit of work
 	}
 	if outer := unitOf(ctx); outer != nil {
-		// A call nested in another's unit of work joins it.
+		// A call nested in another's unit of work joins it: when it is
+		// the same store's. A call for another tenant's store cannot
+		// commit in this one's transaction.
+		st, err := u.stores.of(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("fxoutbox: begin: %w", err)
+		}
+		if st.id != outer.store {
+			return nil, fmt.Errorf("fxoutbox: a call for tenant %s inside a unit of work of tenant %s: its writes cannot commit in another tenant's store; "+
+				"make it from a context outside the unit of work (AfterCommit), or send it as a message", quoteTenant(st.id), quoteTenant(outer.store))
+		}
 		out, err := next(ctx)
 		if err == nil {
 			err = u.write(ctx, outer)
