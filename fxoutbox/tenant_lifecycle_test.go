@@ -321,3 +321,22 @@ func TestNestedCallForAnotherTenantIsRefused(t *testing.T) {
 		assert.Equal(t, 0, count(t, ts.db, "SELECT COUNT(*) FROM fxcqrs_outbox WHERE msg_tenant = '"+b+"'"), "no row of %s in %s's store", b, ts.store.ID)
 	}
 }
+
+// A panic inside a unit of work (InTenant's function, a handler) rolls its
+// transaction back and gives its place in the connection budget back: the
+// next unit of work begins.
+func TestPanicInAUnitOfWorkGivesItsPlaceBack(t *testing.T) {
+	t.Parallel()
+	main := openDatabase(t, fxoutbox.SQLite)
+	ordersTable(t, main.DB, "")
+	tenants := tenantDatabases(t, fxoutbox.SQLite, "p", 1)
+	r := newTenantStoresRig(t, main, fxoutbox.StaticTenantStores(storesOf(tenants)...), fxoutbox.Config{MaxConnections: 1}, false)
+	for _, tenant := range []string{"", tenants[0].store.ID} {
+		assert.Panics(t, func() {
+			_ = r.outbox.InTenant(context.Background(), tenant, func(context.Context) error { panic("boom") })
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		require.NoError(t, r.outbox.InTenant(ctx, tenant, func(context.Context) error { return nil }), "tenant %q: the place was given back", tenant)
+		cancel()
+	}
+}

@@ -110,6 +110,7 @@ func (o *Outbox) InTenant(ctx context.Context, tenant string, fn func(ctx contex
 	if err != nil {
 		return fmt.Errorf("fxoutbox: InTenant: %w", err)
 	}
+	defer un.rollbackOnPanic()
 	if err := fn(context.WithValue(fxbus.WithTenant(ctx, tenant), txKey{}, un)); err != nil {
 		_ = un.rollback()
 		return err

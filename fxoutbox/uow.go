@@ -29,6 +29,7 @@ type unit struct {
 	q       *schema.Queries // its store's statements (the store's own: a unit copies none)
 	store   string          // its store's tenant: "" the default store
 	release func()          // gives its place in the connection budget back
+	ended   bool            // committed or rolled back: its place given back
 	wrote   int
 	lanes   []schema.Lane // where it wrote, each once: the relay's hint (in lane0 while it is one)
 	lane0   [1]schema.Lane
@@ -151,6 +152,7 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 	if err != nil {
 		return nil, err
 	}
+	defer un.rollbackOnPanic()
 	tx := un.tx
 	ctx = context.WithValue(ctx, txKey{}, un)
 	if inbound {
@@ -223,6 +225,7 @@ func (u *unitOfWork) beginOn(ctx context.Context, st *store) (*unit, error) {
 // commit commits un's transaction and gives its place in the budget
 // back.
 func (un *unit) commit() error {
+	un.ended = true
 	defer un.release()
 	if err := un.tx.Commit(); err != nil {
 		return fmt.Errorf("fxoutbox: commit: %w", err)
@@ -233,8 +236,22 @@ func (un *unit) commit() error {
 // rollback rolls un's transaction back (one already done is no error)
 // and gives its place in the budget back.
 func (un *unit) rollback() error {
+	un.ended = true
 	defer un.release()
 	return schema.Rollback(un.tx)
+}
+
+// rollbackOnPanic, deferred, rolls un back when the code it wraps
+// panics (a handler: the mediator's Recover turns the panic into an
+// error further out), then panics on: the connection and the place in
+// the budget are not held for good.
+func (un *unit) rollbackOnPanic() {
+	if v := recover(); v != nil {
+		if !un.ended { // a panic after the commit (an AfterCommit function's) has nothing to undo
+			_ = un.rollback()
+		}
+		panic(v)
+	}
 }
 
 // inboxed reports whether a call of kind under ctx records its handler in
