@@ -51,7 +51,11 @@ func TestFairSharesGiveEachTenantATurn(t *testing.T) {
 	})
 	t.Run("in arrival order", func(t *testing.T) {
 		t.Parallel()
-		at := place(t, fxbus.RateLimit(fxbus.Limit{Per: fxbus.PerTenant, Rate: 1_000_000, Burst: 1_000_000}))
+		// One budget for every message (PerType), so that one queue
+		// holds them in their arrival order: a budget per tenant would
+		// let each tenant's queue ask on a goroutine of its own, and the
+		// scheduler would choose the order.
+		at := place(t, fxbus.RateLimit(fxbus.Limit{Per: fxbus.PerType, Rate: 1_000_000, Burst: 1_000_000}))
 		// The in-process broker hands messages over on goroutines of
 		// their own: the arrival order is the publish order, nearly.
 		assert.Greater(t, at, noisy-10, "without fair shares, behind nearly all of the noisy tenant's")
