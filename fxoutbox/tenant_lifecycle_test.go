@@ -157,9 +157,12 @@ func TestTenantStoresShareTheRelay(t *testing.T) {
 			passesThen.Store(int64(fxoutbox.RelayPasses(o.Load())))
 		}
 	})
+	// The relay passed, failing, while the gate was closed: count the
+	// passes from its opening.
+	opened := int64(fxoutbox.RelayPasses(r.outbox))
 	r.gate.open.Store(true)
 	require.Eventually(t, func() bool { return atQuiet.Load() >= 0 }, time.Minute, time.Millisecond)
-	assert.LessOrEqual(t, passesThen.Load(), int64(1), "the quiet tenant's row waited more than a pass")
+	assert.LessOrEqual(t, passesThen.Load()-opened, int64(1), "the quiet tenant's row waited more than a pass")
 	assert.LessOrEqual(t, atQuiet.Load(), int64(16*10+10), "the busy tenant held its turn past the bound")
 	require.Eventually(t, func() bool { return busySent.Load() == 1000 }, time.Minute, time.Millisecond)
 }
