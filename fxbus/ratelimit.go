@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -180,12 +181,18 @@ func (g *gcra) Take(_ context.Context, name string, l Limit, now time.Time) (tim
 // budgetName is the name of the budget of msg's subscription s, on topic,
 // under s's limit: the topic, the subscription's event name, what the
 // limit counts by and its value, hashed when long (a shared limiter's
-// names are short keys in a table).
+// names are short keys in a table) or when it is not text a database
+// stores as it is (a key or a tenant is the sender's: invalid UTF-8, a
+// NUL).
 func budgetName(topic, event string, l Limit, value string) string {
 	name := topic + "\x1f" + event + "\x1f" + l.Per.String() + "\x1f" + value
-	if len(name) <= 190 {
+	if len(name) <= 190 && utf8.ValidString(name) && !strings.ContainsRune(name, 0) {
 		return name
 	}
 	sum := sha256.Sum256([]byte(name))
-	return topic[:min(len(topic), 64)] + "\x1f#" + hex.EncodeToString(sum[:])
+	prefix := topic[:min(len(topic), 64)]
+	for !utf8.ValidString(prefix) || strings.ContainsRune(prefix, 0) { // cut at a character's start
+		prefix = prefix[:len(prefix)-1]
+	}
+	return prefix + "\x1f#" + hex.EncodeToString(sum[:])
 }

@@ -95,9 +95,9 @@ func (l *SharedLimiter) Take(ctx context.Context, name string, lim fxbus.Limit, 
 	}
 	var tat int64
 	switch err := l.db.QueryRowContext(ctx, l.read, name).Scan(&tat); {
-	case errors.Is(err, sql.ErrNoRows): // deleted meanwhile: at rest, ask again
+	case errors.Is(err, sql.ErrNoRows): // deleted meanwhile: at rest, ask again after an interval, not at once
 		l.made.Delete(name)
-		return time.Nanosecond, nil
+		return lim.Interval(), nil
 	case err != nil:
 		return 0, fmt.Errorf("fxoutbox.SharedLimiter: read the budget: %w", err)
 	}
