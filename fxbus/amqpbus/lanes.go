@@ -205,11 +205,14 @@ type prefixedStore struct {
 	prefix string
 }
 
-// leasePrefix is the prefix of group's leases on topic: "amqp.<topic>.<group>.",
-// or a hash of them when that is long (a store's names have at most 255
+// leasePrefix is the prefix of group's leases on topic:
+// "amqp.<len>.<topic>.<len>.<group>.", each with its length so that no
+// other topic and group (a topic "a.b" and a group "c", a topic "a" and a
+// group "b.c"; a group "svc" and a group "svc.x") make it or start with
+// it; a hash of them when that is long (a store's names have at most 255
 // bytes).
 func leasePrefix(topic, group string) string {
-	prefix := "amqp." + topic + "." + group + "."
+	prefix := "amqp." + strconv.Itoa(len(topic)) + "." + topic + "." + strconv.Itoa(len(group)) + "." + group + "."
 	if len(prefix) > 160 {
 		h := sha256.Sum256([]byte(topic + "\x00" + group))
 		prefix = "amqp." + hex.EncodeToString(h[:16]) + "."
