@@ -69,6 +69,9 @@ func run(args []string, out io.Writer) error {
 	if len(rest) < 2 {
 		return errors.New(usage)
 	}
+	if oneTenant && rest[0] == "saga" {
+		return errors.New("fxcqrs: -tenant does not select sagas: the saga commands read and repair every tenant's sagas of the store; give a tenant's store with -schema or its own -dsn")
+	}
 	if rest[0] == "asyncapi" {
 		return asyncAPI(rest[1:], out) // asyncapi.go
 	}

@@ -18,7 +18,7 @@
 //	fxcqrs repair list [-limit N]       # the recorded repairs, each with its tenant
 //
 // Per tenant: -tenant T (before the command) reads and repairs tenant T's
-// rows alone, in the shared mode (-tenant "" the default tenant's; without
+// outbox rows alone (the saga commands refuse it), in the shared mode (-tenant "" the default tenant's; without
 // it, every tenant's); -schema S connects to a tenant's store that is a
 // PostgreSQL schema (the connection's search_path; S a plain lower-case
 // identifier); a tenant with a database of its own is its -dsn. The

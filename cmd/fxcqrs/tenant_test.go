@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -111,4 +112,12 @@ func TestCommandLineSchema(t *testing.T) {
 	}
 	err = run([]string{"-dialect", "sqlite", "-dsn", "file::memory:", "-schema", schema, "dead", "list"}, &bytes.Buffer{})
 	require.ErrorContains(t, err, "PostgreSQL's")
+}
+
+// The saga commands do not select by tenant: -tenant with one is refused,
+// rather than quietly reading every tenant's sagas.
+func TestSagaCommandsRefuseTenant(t *testing.T) {
+	t.Parallel()
+	err := run([]string{"-dialect", "sqlite", "-dsn", t.TempDir() + "/x.db", "-tenant", "acme", "saga", "list"}, io.Discard)
+	require.ErrorContains(t, err, "-tenant does not select sagas")
 }

@@ -377,6 +377,9 @@ func (r *Relay) pass() (int, error) {
 func (r *Relay) storeTurn(ctx context.Context, p *part) (int, error) {
 	release, err := r.stores.take(r.stopped)
 	if err != nil {
+		if r.stopping() {
+			return 0, nil // the relay's stop ended the wait for a place: nothing failed
+		}
 		return 0, err
 	}
 	defer release()
