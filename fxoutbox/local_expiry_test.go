@@ -233,7 +233,9 @@ func TestDurableRowWithUnreadableDeliverBy(t *testing.T) {
 			"fxcqrs.local", "m-1", []byte(`{"ID":7}`), `{"name":"Quoted","deliver_by":"tomorrow"}`, r.clock.Now().UnixNano())
 		require.NoError(t, err)
 		r.clock.Advance(time.Second) // the relay's poll finds the row
-		require.Eventually(t, func() bool { return len(deadLetters(t, d)) == 1 }, time.Minute, 5*time.Millisecond)
+		// The relay counts a dead letter after its move commits: wait for
+		// the count too.
+		require.Eventually(t, func() bool { return len(deadLetters(t, d)) == 1 && r.o.Stats().DeadLettered == 1 }, time.Minute, 5*time.Millisecond)
 		assert.True(t, strings.HasPrefix(deadLetters(t, d)[7].reason, `malformed: the "deliver_by" metadata is no RFC 3339 time: `), deadLetters(t, d)[7].reason)
 		q, _ := r.handled()
 		assert.Empty(t, q)
