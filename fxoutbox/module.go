@@ -64,9 +64,10 @@ type outboxParams struct {
 	DB           *sql.DB
 	Bus          *fxbus.Bus
 	Config       Config
-	Logger       *zap.Logger   `optional:"true"`
-	Deliverables []Deliverable `group:"fxoutbox.deliverables"`
-	TenantStores TenantStores  `optional:"true"`
+	Logger       *zap.Logger       `optional:"true"`
+	Deliverables []Deliverable     `group:"fxoutbox.deliverables"`
+	TenantStores TenantStores      `optional:"true"`
+	Migrations   []TenantMigration `group:"fxoutbox.tenant_migrations"`
 	Lifecycle    fx.Lifecycle
 }
 
@@ -76,6 +77,7 @@ func provideOutbox(p outboxParams) (*Outbox, error) {
 	if cfg.TenantStores == nil {
 		cfg.TenantStores = p.TenantStores
 	}
+	cfg.TenantMigrations = append(append([]TenantMigration(nil), cfg.TenantMigrations...), p.Migrations...)
 	o, err := New(p.DB, p.Bus, cfg, p.Logger)
 	if err != nil {
 		return nil, err

@@ -97,6 +97,12 @@ type Config struct {
 	// scheduled commands, at least 2: the relay's turn waits for the
 	// deliveries it runs, which take places of their own.
 	MaxConnections int `json:"maxConnections" yaml:"maxConnections"`
+	// TenantMigrations bring the tables of packages beside the outbox
+	// (fxsaga's sagas) into each tenant's store, after the outbox's own
+	// migration of it: at Start for the stores listed then, and for a
+	// store that appears later before it is served. Under fx, packages
+	// add theirs with AsTenantMigration.
+	TenantMigrations []TenantMigration `json:"-" yaml:"-"`
 }
 
 // Outbox is the unit of work, the outbox and its relay, for one database

@@ -154,6 +154,17 @@ func (s *stores) migrate(ctx context.Context, st *store) error {
 	if err := schema.MigrateIn(ctx, st.db, st.d, s.o.cfg.Tables, st.schema); err != nil {
 		return fmt.Errorf("fxoutbox: tenant %s: %w", quoteTenant(st.id), err)
 	}
+	return runTenantMigrations(ctx, s.o.cfg.TenantMigrations, TenantStore{ID: st.id, DB: st.db, Dialect: st.d, Schema: st.schema})
+}
+
+// runTenantMigrations runs ms on ts, in order, and stops at the first
+// failure, naming the tenant.
+func runTenantMigrations(ctx context.Context, ms []TenantMigration, ts TenantStore) error {
+	for _, m := range ms {
+		if err := m(ctx, ts); err != nil {
+			return fmt.Errorf("fxoutbox: tenant %s: %w", quoteTenant(ts.ID), err)
+		}
+	}
 	return nil
 }
 
@@ -312,7 +323,7 @@ func (s *stores) scheduledAt(id string, dueNs int64) {
 // failure, with an error that names the tenant. d is the dialect of the
 // stores that do not say theirs; db is the database of the stores in a
 // schema of the outbox's database (TenantStore.DB nil).
-func MigrateAll(ctx context.Context, db *sql.DB, src TenantStores, d Dialect, t Tables, progress func(tenant string, done, total int)) error {
+func MigrateAll(ctx context.Context, db *sql.DB, src TenantStores, d Dialect, t Tables, progress func(tenant string, done, total int), ms ...TenantMigration) error {
 	if src == nil {
 		return errors.New("fxoutbox.MigrateAll: nil TenantStores")
 	}
@@ -339,6 +350,11 @@ func MigrateAll(ctx context.Context, db *sql.DB, src TenantStores, d Dialect, t 
 		}
 		if err := schema.MigrateIn(ctx, sdb, sd, t, ts.Schema); err != nil {
 			return fmt.Errorf("fxoutbox.MigrateAll: tenant %s (%d of %d): %w", quoteTenant(ts.ID), i+1, len(list), err)
+		}
+		for _, m := range ms {
+			if err := m(ctx, TenantStore{ID: ts.ID, DB: sdb, Dialect: sd, Schema: ts.Schema}); err != nil {
+				return fmt.Errorf("fxoutbox.MigrateAll: tenant %s (%d of %d): %w", quoteTenant(ts.ID), i+1, len(list), err)
+			}
 		}
 		if progress != nil {
 			progress(ts.ID, i+1, len(list))

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"go.uber.org/fx"
 )
 
 // Tenants with stores of their own. In the shared mode (the default) every
@@ -48,6 +49,23 @@ type TenantStores interface {
 	fxbus.Tenants
 	// Stores lists every tenant's store now.
 	Stores(ctx context.Context) ([]TenantStore, error)
+}
+
+// TenantMigration brings the tables of a package beside the outbox to its
+// code's version in one tenant's store: store.DB is never nil (a store in
+// a schema of the outbox's database has that database), store.Dialect is
+// set, and store.Schema is the PostgreSQL schema the tables belong in, or
+// "". It is run with the outbox's own migration of the store (at Start,
+// when a store appears, and by MigrateAll), which has succeeded first; it
+// must be safe to run again, on a store already at its version, and
+// concurrently from several replicas (take a lock, as Migrate does). Its
+// error keeps the store from being served, and names the tenant.
+type TenantMigration func(ctx context.Context, store TenantStore) error
+
+// AsTenantMigration gives fxoutbox.Module a TenantMigration, through the
+// value group "fxoutbox.tenant_migrations": fxsaga.Module gives its own.
+func AsTenantMigration(m TenantMigration) fx.Option {
+	return fx.Supply(fx.Annotate(m, fx.ResultTags(`group:"fxoutbox.tenant_migrations"`)))
 }
 
 // StaticTenantStores is the TenantStores of a fixed list of stores: it
