@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/internal/ownership"
-	"go.uber.org/zap"
 )
 
 // A subscription on a topic of more than one lane: the Group's replicas
@@ -26,27 +24,6 @@ type laneOf struct {
 	out   chan *message.Message // the set's: the consumer does not close it
 	lease fxbus.LaneLease
 	ctx   context.Context // the subscription's, with the lease
-}
-
-// laneSet is one such subscription.
-type laneSet struct {
-	p        *PubSub
-	ctx      context.Context
-	topic    string
-	flow     fxbus.Flow // per lane
-	co       *ownership.Coordinator
-	out      chan *message.Message
-	given    chan int // a lane given up and drained: release its lease
-	epochs   map[int]uint64
-	subs     map[int]*laneConsumer // the lanes consumed
-	giving   map[int]bool          // being drained, to be released
-	stopping map[int]*consumer     // fenced, still settling: not consumed again until they end
-}
-
-// laneConsumer is a lane being consumed: its consumer and how to end it.
-type laneConsumer struct {
-	c      *consumer
-	cancel context.CancelFunc
 }
 
 // subscribeLanes declares topic's lanes and starts a lane set on them:
@@ -74,11 +51,13 @@ func (p *PubSub) subscribeLanes(ctx context.Context, topic string, flow fxbus.Fl
 		return nil, fmt.Errorf("amqpbus: the lanes of %s: %w", topic, err)
 	}
 	flow.InFlight = max(1, flow.InFlight/lanes)
-	ls := &laneSet{
-		p: p, ctx: ctx, topic: topic, flow: flow, co: co,
-		out: make(chan *message.Message), given: make(chan int, lanes), epochs: map[int]uint64{},
-		subs: map[int]*laneConsumer{}, giving: map[int]bool{}, stopping: map[int]*consumer{},
-	}
+	out := make(chan *message.Message)
+	d := ownership.NewDriver(co, ownership.DriverConfig{
+		Broker: "amqpbus", Topic: topic, Logger: p.cfg.Logger, Stop: p.closing, Kill: p.killed,
+		Start: func(lease fxbus.LaneLease) (ownership.Lane, error) {
+			return p.startLane(ctx, topic, flow, out, lease)
+		},
+	})
 	p.subMu.Lock() // Close waits for p.subs: add only while it is open
 	defer p.subMu.Unlock()
 	select {
@@ -89,153 +68,41 @@ func (p *PubSub) subscribeLanes(ctx context.Context, topic string, flow fxbus.Fl
 	p.subs.Add(1)
 	go func() {
 		defer p.subs.Done()
-		ls.run()
+		d.Run(ctx)
+		close(out)
 	}()
-	return ls.out, nil
+	return out, nil
 }
 
-func (ls *laneSet) run() {
-	tick := time.NewTicker(max(ls.p.cfg.Lease/6, 10*time.Millisecond))
-	defer tick.Stop()
-	ls.step()
-	for {
-		select {
-		case <-tick.C:
-			ls.step()
-		case n := <-ls.given:
-			ls.release(n)
-		case <-ls.ctx.Done():
-			ls.leave(true)
-			return
-		case <-ls.p.closing:
-			ls.leave(true)
-			return
-		case <-ls.p.killed:
-			<-ls.p.closing
-			ls.leave(false)
-			return
-		}
-	}
-}
-
-// step renews the leases and follows the plan: it fences the lanes lost,
-// drains those to give up, and consumes those held and not consumed.
-func (ls *laneSet) step() {
-	plan, err := ls.co.Step(context.Background())
-	if err != nil {
-		ls.p.cfg.Logger.Warn("amqpbus: the lanes' leases were not renewed; the lanes held count as held until their lease runs out", zap.String("topic", ls.topic), zap.Error(err))
-	}
-	for _, n := range plan.Lost {
-		ls.fence(n)
-		delete(ls.epochs, n)
-		delete(ls.giving, n)
-	}
-	for n, epoch := range plan.Taken {
-		ls.epochs[n] = epoch
-	}
-	for _, n := range plan.Give {
-		if ls.giving[n] {
-			continue
-		}
-		ls.giving[n] = true
-		l := ls.subs[n]
-		delete(ls.subs, n)
-		go func() { // drained once its handlers are done and its channel closed, then released
-			if l != nil {
-				l.cancel()
-				<-l.c.ended
-			}
-			ls.given <- n
-		}()
-	}
-	for n, c := range ls.stopping {
-		select {
-		case <-c.ended:
-			delete(ls.stopping, n)
-		default:
-		}
-	}
-	for n, epoch := range ls.epochs {
-		l := ls.subs[n]
-		switch {
-		case ls.giving[n]:
-		case l != nil && !ls.co.Held(n):
-			ls.fence(n) // the lease ran out unrenewed: consumed again once renewed
-		case l == nil && ls.co.Held(n) && ls.stopping[n] == nil:
-			ls.start(n, epoch)
-		}
-	}
-}
-
-// start consumes lane n, whose lease this replica took with epoch: what
-// the previous owner held and did not acknowledge went back to the head
-// of the lane's queue when its channel closed, and comes first.
-func (ls *laneSet) start(n int, epoch uint64) {
-	ctx, cancel := context.WithCancel(ls.ctx)
-	lease := fxbus.LaneLease{Lane: n, Epoch: epoch, Held: func() bool { return ls.co.Held(n) }}
-	lane := &laneOf{out: ls.out, lease: lease, ctx: fxbus.WithLaneLease(ls.ctx, lease)}
-	c, err := ls.p.startConsumer(ctx, ls.topic, ls.p.laneQueue(ls.topic, n), ls.flow, lane)
+// startLane consumes the lane of lease: what the previous owner held and
+// did not acknowledge went back to the head of the lane's queue when its
+// channel closed, and comes first.
+func (p *PubSub) startLane(ctx context.Context, topic string, flow fxbus.Flow, out chan *message.Message, lease fxbus.LaneLease) (ownership.Lane, error) {
+	cctx, cancel := context.WithCancel(ctx)
+	lane := &laneOf{out: out, lease: lease, ctx: fxbus.WithLaneLease(ctx, lease)}
+	c, err := p.startConsumer(cctx, topic, p.laneQueue(topic, lease.Lane), flow, lane)
 	if err != nil {
 		cancel()
-		ls.p.cfg.Logger.Warn("amqpbus: a lane held could not be consumed; tried again at the next step", zap.String("topic", ls.topic), zap.Int("lane", n), zap.Error(err))
-		return
+		return nil, err
 	}
-	ls.subs[n] = &laneConsumer{c: c, cancel: cancel}
+	return &laneConsumer{c: c, cancel: cancel}, nil
 }
 
-// fence stops consuming lane n at once, and does not consume it again
-// until its channel is closed. What its handlers settle meanwhile is
+// laneConsumer is a lane being consumed: its consumer and how to end it.
+//
+// Fenced, it stops consuming at once, and is not consumed again until
+// its channel is closed. What its handlers settle meanwhile is
 // acknowledged or nacked as ever: the inbox refused the effects of those
 // handled past the lease (nacked, back in their places), and no other
 // replica gets a message of the lane before this channel closes (the
 // queue's single active consumer), so an acknowledgement cannot come
 // after another's handling.
-func (ls *laneSet) fence(n int) {
-	l := ls.subs[n]
-	if l == nil {
-		return
-	}
-	delete(ls.subs, n)
-	l.cancel()
-	ls.stopping[n] = l.c
+type laneConsumer struct {
+	c      *consumer
+	cancel context.CancelFunc
 }
 
-func (ls *laneSet) release(n int) {
-	if !ls.giving[n] {
-		return
-	}
-	delete(ls.giving, n)
-	delete(ls.epochs, n)
-	if err := ls.co.Release(context.Background(), n); err != nil {
-		ls.p.cfg.Logger.Warn("amqpbus: a lane given up was not given back; it goes to its next owner when its lease runs out", zap.String("topic", ls.topic), zap.Int("lane", n), zap.Error(err))
-	}
-}
-
-// leave ends every lane, waits for their handlers and channels, gives
-// the leases back (unless killed, for the tests: a killed process gives
-// nothing back) and closes the channel.
-func (ls *laneSet) leave(giveBack bool) {
-	for _, l := range ls.subs {
-		l.cancel()
-	}
-	for _, l := range ls.subs {
-		<-l.c.ended
-	}
-	for _, c := range ls.stopping {
-		<-c.ended
-	}
-	for len(ls.giving) > 0 {
-		n := <-ls.given
-		if giveBack {
-			ls.release(n)
-		} else {
-			delete(ls.giving, n)
-		}
-	}
-	if giveBack {
-		if err := ls.co.Leave(context.Background()); err != nil {
-			ls.p.cfg.Logger.Warn("amqpbus: a replica leaving did not give its lanes back; they go to the others when their leases run out", zap.String("topic", ls.topic), zap.Error(err))
-		}
-	}
-	close(ls.out)
-}
+func (l *laneConsumer) Fence()                  { l.cancel() }
+func (l *laneConsumer) Fenced() <-chan struct{} { return l.c.ended }
+func (l *laneConsumer) Stop()                   { l.cancel() }
+func (l *laneConsumer) Wait()                   { <-l.c.ended }

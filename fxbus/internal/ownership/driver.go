@@ -1,0 +1,231 @@
+package ownership
+
+import (
+	"context"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"go.uber.org/zap"
+)
+
+// Lane is one lane a Driver consumes, as its broker consumes it (a NATS
+// durable consumer, a Redis stream's consumer name, a RabbitMQ queue of a
+// single active consumer). The Driver calls it from its own goroutine,
+// except Stop and Wait for a lane given up, which it calls from one of
+// the lane's.
+type Lane interface {
+	// Fence stops consuming the lane at once and gives nothing back: the
+	// lane may be another member's already. It must not wait on the
+	// broker, for the other lanes' leases are renewed by the same loop.
+	Fence()
+	// Fenced is closed once a fenced lane has ended: the Driver does not
+	// consume the lane again until then.
+	Fenced() <-chan struct{}
+	// Stop stops consuming the lane to give it back: what it holds goes
+	// back to the broker once its handlers are done. It may wait on the
+	// broker.
+	Stop()
+	// Wait returns once the lane, stopped or fenced, has ended: its
+	// handlers are done.
+	Wait()
+}
+
+// DriverConfig is what a Driver needs of its broker.
+type DriverConfig struct {
+	// Broker names the broker in logs: "natsjs", "redisbus", "amqpbus".
+	Broker string
+	// Topic is the topic whose lanes are shared.
+	Topic string
+	// Logger logs what went wrong and what the Driver does about it.
+	Logger *zap.Logger
+	// Start consumes the lane of lease, whose lease this member took with
+	// lease.Epoch: whatever its previous owner held and did not settle
+	// must come first. An error is logged, and Start is called again at
+	// the next step. Required.
+	Start func(lease fxbus.LaneLease) (Lane, error)
+	// Flush, when set, is called after a lane given up has ended and
+	// before this member leaves, so that what was given back reaches the
+	// broker before the lease does.
+	Flush func()
+	// Stop, when closed, ends the Driver as its context does. Optional.
+	Stop <-chan struct{}
+	// Kill, when closed, ends the Driver as a killed process ends, for
+	// the tests: nothing is given back, and Run returns once Stop is
+	// closed too. Optional.
+	Kill <-chan struct{}
+	// Ticks, when set, paces the steps in place of a ticker of Lease/6 (at
+	// least 10ms): an injectable clock for the tests.
+	Ticks <-chan time.Time
+}
+
+// Driver is a member's loop over its lanes: it steps the Coordinator
+// every Lease/6, consumes the lanes taken (Start), fences those lost or
+// whose lease ran out unrenewed, drains the lanes to give up and only
+// then gives their leases back, and, when it ends, drains every lane and
+// leaves. Each broker brings only how a lane is consumed (a Lane).
+type Driver struct {
+	co       *Coordinator
+	cfg      DriverConfig
+	given    chan int // a lane given up and drained: release its lease
+	epochs   map[int]uint64
+	lanes    map[int]Lane // the lanes consumed
+	giving   map[int]bool // being drained, to be released
+	stopping map[int]Lane // fenced, still settling: not consumed again until they end
+}
+
+// NewDriver returns the Driver of co's lanes.
+func NewDriver(co *Coordinator, cfg DriverConfig) *Driver {
+	return &Driver{
+		co: co, cfg: cfg, given: make(chan int, co.cfg.Lanes), epochs: map[int]uint64{},
+		lanes: map[int]Lane{}, giving: map[int]bool{}, stopping: map[int]Lane{},
+	}
+}
+
+// Run steps the lanes' ownership until ctx ends, Stop is closed or Kill
+// is; then it drains every lane and, unless killed, gives the leases
+// back. It returns once every lane has ended.
+func (d *Driver) Run(ctx context.Context) {
+	ticks := d.cfg.Ticks
+	if ticks == nil {
+		tick := time.NewTicker(max(d.co.cfg.Lease/6, 10*time.Millisecond))
+		defer tick.Stop()
+		ticks = tick.C
+	}
+	d.step()
+	for {
+		select {
+		case <-ticks:
+			d.step()
+		case n := <-d.given:
+			d.release(n)
+		case <-ctx.Done():
+			d.leave(true)
+			return
+		case <-d.cfg.Stop:
+			d.leave(true)
+			return
+		case <-d.cfg.Kill:
+			if d.cfg.Stop != nil {
+				<-d.cfg.Stop
+			}
+			d.leave(false)
+			return
+		}
+	}
+}
+
+// step renews the leases and follows the plan: it fences the lanes lost,
+// drains those to give up, and consumes those held and not consumed.
+func (d *Driver) step() {
+	plan, err := d.co.Step(context.Background())
+	if err != nil {
+		d.cfg.Logger.Warn(d.cfg.Broker+": the lanes' leases were not renewed; the lanes held count as held until their lease runs out", zap.String("topic", d.cfg.Topic), zap.Error(err))
+	}
+	for _, n := range plan.Lost {
+		d.fence(n)
+		delete(d.epochs, n)
+		delete(d.giving, n)
+	}
+	for n, epoch := range plan.Taken {
+		d.epochs[n] = epoch
+	}
+	for _, n := range plan.Give {
+		if d.giving[n] {
+			continue
+		}
+		d.giving[n] = true
+		l := d.lanes[n]
+		delete(d.lanes, n)
+		go func() { // drained once its handlers are done, then released
+			if l != nil {
+				l.Stop()
+				l.Wait()
+				if d.cfg.Flush != nil {
+					d.cfg.Flush()
+				}
+			}
+			d.given <- n
+		}()
+	}
+	for n, l := range d.stopping {
+		select {
+		case <-l.Fenced():
+			delete(d.stopping, n)
+		default:
+		}
+	}
+	for n, epoch := range d.epochs {
+		l := d.lanes[n]
+		switch {
+		case d.giving[n]:
+		case l != nil && !d.co.Held(n):
+			d.fence(n) // the lease ran out unrenewed: consumed again once renewed
+		case l == nil && d.co.Held(n) && d.stopping[n] == nil:
+			d.start(n, epoch)
+		}
+	}
+}
+
+func (d *Driver) start(n int, epoch uint64) {
+	l, err := d.cfg.Start(fxbus.LaneLease{Lane: n, Epoch: epoch, Held: func() bool { return d.co.Held(n) }})
+	if err != nil {
+		d.cfg.Logger.Warn(d.cfg.Broker+": a lane held could not be consumed; tried again at the next step", zap.String("topic", d.cfg.Topic), zap.Int("lane", n), zap.Error(err))
+		return
+	}
+	d.lanes[n] = l
+}
+
+// fence stops consuming lane n at once, giving nothing back, and does not
+// consume it again until it has ended.
+func (d *Driver) fence(n int) {
+	l := d.lanes[n]
+	if l == nil {
+		return
+	}
+	delete(d.lanes, n)
+	l.Fence()
+	d.stopping[n] = l
+}
+
+// release gives lane n's lease back, drained.
+func (d *Driver) release(n int) {
+	if !d.giving[n] {
+		return
+	}
+	delete(d.giving, n)
+	delete(d.epochs, n)
+	if err := d.co.Release(context.Background(), n); err != nil {
+		d.cfg.Logger.Warn(d.cfg.Broker+": a lane given up was not given back; it goes to its next owner when its lease runs out", zap.String("topic", d.cfg.Topic), zap.Int("lane", n), zap.Error(err))
+	}
+}
+
+// leave ends every lane, waits for their handlers, and gives the leases
+// back (unless killed: a killed process gives nothing back).
+func (d *Driver) leave(giveBack bool) {
+	for _, l := range d.lanes {
+		l.Stop()
+	}
+	for _, l := range d.lanes {
+		l.Wait()
+	}
+	for _, l := range d.stopping {
+		l.Wait()
+	}
+	for len(d.giving) > 0 { // the drains under way
+		n := <-d.given
+		if giveBack {
+			d.release(n)
+		} else {
+			delete(d.giving, n)
+		}
+	}
+	if d.cfg.Flush != nil {
+		d.cfg.Flush()
+	}
+	if !giveBack {
+		return
+	}
+	if err := d.co.Leave(context.Background()); err != nil {
+		d.cfg.Logger.Warn(d.cfg.Broker+": a replica leaving did not give its lanes back; they go to the others when their leases run out", zap.String("topic", d.cfg.Topic), zap.Error(err))
+	}
+}
