@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/amqpbus"
+	"github.com/fxcqrs/fxcqrs/fxbus/internal/brokertest"
 	"github.com/fxcqrs/fxcqrs/fxbus/internal/ownership"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -100,7 +101,7 @@ func TestALostHostsLanesWaitForItsConnection(t *testing.T) {
 	t.Cleanup(func() { require.NoError(t, pub.Close()) })
 	require.NoError(t, pub.ProvisionConsumer(context.Background(), tp))
 
-	h := newHandlings()
+	h := brokertest.NewHandlings()
 	s := newSilencer(t)
 	lostCfg := cfg
 	lostCfg.Dial, lostCfg.Heartbeat = s.dial, heartbeat
@@ -130,33 +131,13 @@ func TestALostHostsLanesWaitForItsConnection(t *testing.T) {
 			last[k]++
 		}
 	})
-	eventually(t, "both replicas handle", func() bool {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return h.count["a"] > 20 && h.count["b"] > 20
-	})
-	h.mu.Lock()
-	var aKeys []string
-	for key, r := range h.keysOf {
-		if r == "a" {
-			aKeys = append(aKeys, key)
-		}
-	}
-	h.mu.Unlock()
+	eventually(t, "both replicas handle", func() bool { return h.Count("a") > 20 && h.Count("b") > 20 })
+	aKeys := h.KeysOf("a")
 	lost := time.Now()
-	close(a.dead)
+	a.Dead()
 	amqpbus.Lose(a.ps)
 	close(s.silent)
-	eventually(t, "a's keys are handled by b", func() bool {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		for _, key := range aKeys {
-			if h.keysOf[key] == "a" {
-				return false
-			}
-		}
-		return true
-	})
+	eventually(t, "a's keys are handled by b", func() bool { return h.Moved("a", aKeys) })
 	takeover := time.Since(lost)
 	close(stopPub)
 	producer.Wait()
@@ -164,16 +145,14 @@ func TestALostHostsLanesWaitForItsConnection(t *testing.T) {
 	for _, n := range last {
 		total += n
 	}
-	eventually(t, "everything is handled", func() bool { h.mu.Lock(); defer h.mu.Unlock(); return len(h.inbox) == total })
+	eventually(t, "everything is handled", func() bool { return h.Handled() == total })
 	close(s.gone)
-	a.cancel()
-	require.NoError(t, a.ps.Close())
-	a.done.Wait()
-	b.stop(t)
+	a.End(t)
+	b.Stop(t)
 
 	wrong := 0
 	for k := range last {
-		seqs := h.byKey[fmt.Sprintf("k%02d", k)]
+		seqs := h.ByKey(fmt.Sprintf("k%02d", k))
 		for i := 1; i < len(seqs); i++ {
 			if seqs[i] < seqs[i-1] {
 				wrong++
@@ -181,10 +160,10 @@ func TestALostHostsLanesWaitForItsConnection(t *testing.T) {
 		}
 	}
 	t.Logf("%d messages; a handled %d, b %d; takeover after the host was lost %v (Lease %v, Heartbeat %v); %d out of order, %d keys handled by two at once",
-		total, h.count["a"], h.count["b"], takeover.Round(time.Millisecond), lease, heartbeat, wrong, h.twoAtOne)
+		total, h.Count("a"), h.Count("b"), takeover.Round(time.Millisecond), lease, heartbeat, wrong, h.TwoAtOnce())
 	assert.Zero(t, wrong)
-	assert.Zero(t, h.twoAtOne)
-	assert.Len(t, h.inbox, total, "nothing lost")
+	assert.Zero(t, h.TwoAtOnce())
+	assert.Equal(t, total, h.Handled(), "nothing lost")
 	// RabbitMQ drops a connection after two to three heartbeats without a
 	// byte (6.9 to 8.7s measured here): until then the lost host's consumer stays
 	// the lanes' active one, though its leases ran out after a third of
