@@ -3,8 +3,6 @@ package amqpbus
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"strconv"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
@@ -40,20 +38,16 @@ func (p *PubSub) subscribeLanes(ctx context.Context, topic string, flow fxbus.Fl
 	if err != nil {
 		return nil, fmt.Errorf("amqpbus: subscribe to %s for %q: %w", topic, p.cfg.Group, err)
 	}
-	member := p.cfg.Member
-	if member == "" {
-		member = strconv.FormatUint(rand.Uint64(), 36)
-	}
 	lanes := p.cfg.lanesOf(topic)
 	co, err := ownership.New(prefixedStore{s: p.cfg.Leases, prefix: leasePrefix(topic, p.cfg.Group)},
-		ownership.Config{Member: member, Lanes: lanes, Lease: p.cfg.Lease})
+		ownership.Config{Member: ownership.MemberOr(p.cfg.Member), Lanes: lanes, Lease: p.cfg.Lease})
 	if err != nil {
 		return nil, fmt.Errorf("amqpbus: the lanes of %s: %w", topic, err)
 	}
 	flow.InFlight = max(1, flow.InFlight/lanes)
 	out := make(chan *message.Message)
 	d := ownership.NewDriver(co, ownership.DriverConfig{
-		Broker: "amqpbus", Topic: topic, Logger: p.cfg.Logger, Stop: p.closing, Kill: p.killed,
+		Broker: "amqpbus", Topic: topic, Logger: p.cfg.Logger, Out: out, Stop: p.closing, Kill: p.killed,
 		Start: func(lease fxbus.LaneLease) (ownership.Lane, error) {
 			return p.startLane(ctx, topic, flow, out, lease)
 		},
@@ -69,7 +63,6 @@ func (p *PubSub) subscribeLanes(ctx context.Context, topic string, flow fxbus.Fl
 	go func() {
 		defer p.subs.Done()
 		d.Run(ctx)
-		close(out)
 	}()
 	return out, nil
 }
@@ -77,6 +70,14 @@ func (p *PubSub) subscribeLanes(ctx context.Context, topic string, flow fxbus.Fl
 // startLane consumes the lane of lease: what the previous owner held and
 // did not acknowledge went back to the head of the lane's queue when its
 // channel closed, and comes first.
+//
+// Fenced, the lane stops being consumed at once, and is not consumed
+// again until its channel is closed. What its handlers settle meanwhile
+// is acknowledged or nacked as ever: the inbox refused the effects of
+// those handled past the lease (nacked, back in their places), and no
+// other replica gets a message of the lane before this channel closes
+// (the queue's single active consumer), so an acknowledgement cannot
+// come after another's handling.
 func (p *PubSub) startLane(ctx context.Context, topic string, flow fxbus.Flow, out chan *message.Message, lease fxbus.LaneLease) (ownership.Lane, error) {
 	cctx, cancel := context.WithCancel(ctx)
 	lane := &laneOf{out: out, lease: lease, ctx: fxbus.WithLaneLease(ctx, lease)}
@@ -85,24 +86,5 @@ func (p *PubSub) startLane(ctx context.Context, topic string, flow fxbus.Flow, o
 		cancel()
 		return nil, err
 	}
-	return &laneConsumer{c: c, cancel: cancel}, nil
+	return ownership.CancelLane{Cancel: cancel, Ended: c.ended}, nil
 }
-
-// laneConsumer is a lane being consumed: its consumer and how to end it.
-//
-// Fenced, it stops consuming at once, and is not consumed again until
-// its channel is closed. What its handlers settle meanwhile is
-// acknowledged or nacked as ever: the inbox refused the effects of those
-// handled past the lease (nacked, back in their places), and no other
-// replica gets a message of the lane before this channel closes (the
-// queue's single active consumer), so an acknowledgement cannot come
-// after another's handling.
-type laneConsumer struct {
-	c      *consumer
-	cancel context.CancelFunc
-}
-
-func (l *laneConsumer) Fence()                  { l.cancel() }
-func (l *laneConsumer) Fenced() <-chan struct{} { return l.c.ended }
-func (l *laneConsumer) Stop()                   { l.cancel() }
-func (l *laneConsumer) Wait()                   { <-l.c.ended }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -38,13 +37,9 @@ func (p *PubSub) subscribeLanes(ctx context.Context, topic string, flow fxbus.Fl
 	if err != nil {
 		return nil, err
 	}
-	member := p.cfg.Member
-	if member == "" {
-		member = strconv.FormatUint(rand.Uint64(), 36)
-	}
 	lanes := p.lanesOf(topic)
 	co, err := ownership.New(&laneStore{kv: kv, prefix: streamName(topic) + "." + p.cfg.Group + "."},
-		ownership.Config{Member: member, Lanes: lanes, Lease: p.cfg.Lease})
+		ownership.Config{Member: ownership.MemberOr(p.cfg.Member), Lanes: lanes, Lease: p.cfg.Lease})
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: the lanes of %s: %w", topic, err)
 	}
@@ -52,7 +47,7 @@ func (p *PubSub) subscribeLanes(ctx context.Context, topic string, flow fxbus.Fl
 	out := make(chan *message.Message)
 	ls := &laneSet{stopC: make(chan struct{}), ended: make(chan struct{})}
 	d := ownership.NewDriver(co, ownership.DriverConfig{
-		Broker: "natsjs", Topic: topic, Logger: p.cfg.Logger, Stop: ls.stopC,
+		Broker: "natsjs", Topic: topic, Logger: p.cfg.Logger, Out: out, Stop: ls.stopC,
 		Flush: func() { _ = p.conn.FlushTimeout(time.Second) }, // what was given back reaches the server first
 		Start: func(lease fxbus.LaneLease) (ownership.Lane, error) {
 			return p.startLane(ctx, topic, flow, out, lease)
@@ -73,7 +68,6 @@ func (p *PubSub) subscribeLanes(ctx context.Context, topic string, flow fxbus.Fl
 			p.mu.Unlock()
 		}()
 		d.Run(ctx)
-		close(out)
 	}()
 	return out, nil
 }

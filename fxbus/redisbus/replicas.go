@@ -3,8 +3,6 @@ package redisbus
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"strconv"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
@@ -16,13 +14,9 @@ import (
 // replica at a time.
 
 func (p *PubSub) subscribeLanes(ctx context.Context, topic string, flow fxbus.Flow) (<-chan *message.Message, error) {
-	member := p.cfg.Consumer
-	if member == "" {
-		member = strconv.FormatUint(rand.Uint64(), 36)
-	}
 	lanes := p.lanesOf(topic)
 	co, err := ownership.New(&leaseStore{client: p.client, key: "fxcqrs:own:" + topic + ":" + p.cfg.Group},
-		ownership.Config{Member: member, Lanes: lanes, Lease: p.cfg.Lease})
+		ownership.Config{Member: ownership.MemberOr(p.cfg.Consumer), Lanes: lanes, Lease: p.cfg.Lease})
 	if err != nil {
 		return nil, fmt.Errorf("redisbus: the lanes of %s: %w", topic, err)
 	}
@@ -34,7 +28,7 @@ func (p *PubSub) subscribeLanes(ctx context.Context, topic string, flow fxbus.Fl
 	flow.InFlight = max(1, flow.InFlight/lanes)
 	out := make(chan *message.Message)
 	d := ownership.NewDriver(co, ownership.DriverConfig{
-		Broker: "redisbus", Topic: topic, Logger: p.cfg.Logger, Stop: p.closing,
+		Broker: "redisbus", Topic: topic, Logger: p.cfg.Logger, Out: out, Stop: p.closing,
 		Start: func(lease fxbus.LaneLease) (ownership.Lane, error) {
 			return p.startLane(ctx, topic, flow, out, lease), nil
 		},
@@ -43,29 +37,16 @@ func (p *PubSub) subscribeLanes(ctx context.Context, topic string, flow fxbus.Fl
 	go func() {
 		defer p.subs.Done()
 		d.Run(ctx)
-		close(out)
 	}()
 	return out, nil
 }
 
 // startLane reads the lane of lease: under the lane's one consumer name,
 // its pending entries first (what the previous owner held), then new
-// ones.
+// ones. Fenced or stopped alike, it stops reading at once; its
+// acknowledgements stop with the lease (settle checks it).
 func (p *PubSub) startLane(ctx context.Context, topic string, flow fxbus.Flow, out chan *message.Message, lease fxbus.LaneLease) ownership.Lane {
 	ctx, cancel := context.WithCancel(ctx)
 	s := p.startStream(ctx, laneStream(topic, lease.Lane), flow, laneConsumerName, &laneOf{out: out, lease: lease})
-	return &laneReader{s: s, cancel: cancel}
+	return ownership.CancelLane{Cancel: cancel, Ended: s.ended}
 }
-
-// laneReader is a lane being read: its stream and how to end it. Fenced
-// or stopped alike, it stops reading at once; its acknowledgements stop
-// with the lease (settle checks it).
-type laneReader struct {
-	s      *stream
-	cancel context.CancelFunc
-}
-
-func (l *laneReader) Fence()                  { l.cancel() }
-func (l *laneReader) Fenced() <-chan struct{} { return l.s.ended }
-func (l *laneReader) Stop()                   { l.cancel() }
-func (l *laneReader) Wait()                   { <-l.s.ended }

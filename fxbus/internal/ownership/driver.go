@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"go.uber.org/zap"
 )
@@ -53,6 +54,9 @@ type DriverConfig struct {
 	// the tests: nothing is given back, and Run returns once Stop is
 	// closed too. Optional.
 	Kill <-chan struct{}
+	// Out, when set, is the channel the lanes hand their messages over
+	// to: Run closes it once every lane has ended.
+	Out chan *message.Message
 	// Ticks, when set, paces the steps in place of a ticker of Lease/6 (at
 	// least 10ms): an injectable clock for the tests.
 	Ticks <-chan time.Time
@@ -83,8 +87,11 @@ func NewDriver(co *Coordinator, cfg DriverConfig) *Driver {
 
 // Run steps the lanes' ownership until ctx ends, Stop is closed or Kill
 // is; then it drains every lane and, unless killed, gives the leases
-// back. It returns once every lane has ended.
+// back. It returns once every lane has ended, and Out is closed.
 func (d *Driver) Run(ctx context.Context) {
+	if d.cfg.Out != nil {
+		defer close(d.cfg.Out)
+	}
 	ticks := d.cfg.Ticks
 	if ticks == nil {
 		tick := time.NewTicker(max(d.co.cfg.Lease/6, 10*time.Millisecond))
@@ -229,3 +236,23 @@ func (d *Driver) leave(giveBack bool) {
 		d.cfg.Logger.Warn(d.cfg.Broker+": a replica leaving did not give its lanes back; they go to the others when their leases run out", zap.String("topic", d.cfg.Topic), zap.Error(err))
 	}
 }
+
+// CancelLane is a Lane consumed under a context of its own: fenced or
+// stopped alike, its context is canceled, and it has ended once Ended is
+// closed (what it held is settled or back with the broker).
+type CancelLane struct {
+	Cancel context.CancelFunc
+	Ended  <-chan struct{}
+}
+
+// Fence cancels the lane's context.
+func (l CancelLane) Fence() { l.Cancel() }
+
+// Fenced is Ended.
+func (l CancelLane) Fenced() <-chan struct{} { return l.Ended }
+
+// Stop cancels the lane's context.
+func (l CancelLane) Stop() { l.Cancel() }
+
+// Wait waits for Ended.
+func (l CancelLane) Wait() { <-l.Ended }

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -123,6 +124,15 @@ func New(store Store, cfg Config) (*Coordinator, error) {
 		cfg.Now = time.Now
 	}
 	return &Coordinator{cfg: cfg, store: store, held: map[int]*heldLane{}, valid: newValidity()}, nil
+}
+
+// MemberOr is name, or a random name when name is "": a replica that
+// was given none is a member of its own until it stops.
+func MemberOr(name string) string {
+	if name == "" {
+		return strconv.FormatUint(rand.Uint64(), 36)
+	}
+	return name
 }
 
 // Member is this member's name.
