@@ -12,6 +12,7 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/internal/ownership"
 	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
 )
 
 // A subscription with InOrder on a topic of more than one lane: the
@@ -47,7 +48,7 @@ func (p *PubSub) subscribeLanes(ctx context.Context, topic string, flow fxbus.Fl
 	out := make(chan *message.Message)
 	ls := &laneSet{stopC: make(chan struct{}), ended: make(chan struct{})}
 	d := ownership.NewDriver(co, ownership.DriverConfig{
-		Broker: "natsjs", Topic: topic, Logger: p.cfg.Logger, Out: out, Stop: ls.stopC,
+		Warn: p.laneWarn(topic), Out: out, Stop: ls.stopC,
 		Flush: func() { _ = p.conn.FlushTimeout(time.Second) }, // what was given back reaches the server first
 		Start: func(lease fxbus.LaneLease) (ownership.Lane, error) {
 			return p.startLane(ctx, topic, flow, out, lease)
@@ -146,4 +147,21 @@ func (p *PubSub) takeLaneConsumer(topic string, n int) error {
 		return fmt.Errorf("natsjs: make consumer %s on %s from stream sequence %d: %w", name, stream, max(start, 1), err)
 	}
 	return nil
+}
+
+// laneWarn logs the trouble of topic's lane set.
+func (p *PubSub) laneWarn(topic string) func(ownership.Trouble, int, error) {
+	log := p.cfg.Logger.With(zap.String("topic", topic))
+	return func(trouble ownership.Trouble, n int, err error) {
+		switch trouble {
+		case ownership.NotRenewed:
+			log.Warn("natsjs: the lanes' leases were not renewed; the lanes held count as held until their lease runs out", zap.Error(err))
+		case ownership.NotStarted:
+			log.Warn("natsjs: a lane taken cannot be consumed yet; tried again at the next step", zap.Int("lane", n), zap.Error(err))
+		case ownership.NotGivenBack:
+			log.Warn("natsjs: a lane given up was not given back; it goes to its next owner when its lease runs out", zap.Int("lane", n), zap.Error(err))
+		case ownership.NotLeft:
+			log.Warn("natsjs: a replica leaving did not give its lanes back; they go to the others when their leases run out", zap.Error(err))
+		}
+	}
 }

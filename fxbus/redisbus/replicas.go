@@ -7,6 +7,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/internal/ownership"
+	"go.uber.org/zap"
 )
 
 // A subscription with InOrder on a topic of more than one lane: the
@@ -28,7 +29,7 @@ func (p *PubSub) subscribeLanes(ctx context.Context, topic string, flow fxbus.Fl
 	flow.InFlight = max(1, flow.InFlight/lanes)
 	out := make(chan *message.Message)
 	d := ownership.NewDriver(co, ownership.DriverConfig{
-		Broker: "redisbus", Topic: topic, Logger: p.cfg.Logger, Out: out, Stop: p.closing,
+		Warn: p.laneWarn(topic), Out: out, Stop: p.closing,
 		Start: func(lease fxbus.LaneLease) (ownership.Lane, error) {
 			return p.startLane(ctx, topic, flow, out, lease), nil
 		},
@@ -49,4 +50,19 @@ func (p *PubSub) startLane(ctx context.Context, topic string, flow fxbus.Flow, o
 	ctx, cancel := context.WithCancel(ctx)
 	s := p.startStream(ctx, laneStream(topic, lease.Lane), flow, laneConsumerName, &laneOf{out: out, lease: lease})
 	return ownership.CancelLane{Cancel: cancel, Ended: s.ended}
+}
+
+// laneWarn logs the trouble of topic's lane set.
+func (p *PubSub) laneWarn(topic string) func(ownership.Trouble, int, error) {
+	log := p.cfg.Logger.With(zap.String("topic", topic))
+	return func(trouble ownership.Trouble, n int, err error) {
+		switch trouble {
+		case ownership.NotRenewed:
+			log.Warn("redisbus: the lanes' leases were not renewed; the lanes held count as held until their lease runs out", zap.Error(err))
+		case ownership.NotGivenBack:
+			log.Warn("redisbus: a lane given up was not given back; it goes to its next owner when its lease runs out", zap.Int("lane", n), zap.Error(err))
+		case ownership.NotLeft:
+			log.Warn("redisbus: a replica leaving did not give its lanes back; they go to the others when their leases run out", zap.Error(err))
+		}
+	}
 }

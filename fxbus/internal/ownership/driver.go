@@ -6,7 +6,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
-	"go.uber.org/zap"
 )
 
 // Lane is one lane a Driver consumes, as its broker consumes it (a NATS
@@ -31,14 +30,29 @@ type Lane interface {
 	Wait()
 }
 
+// Trouble is what went wrong in a Driver's loop, for its broker to log
+// in its own words (docs/troubleshooting.md names each broker's).
+type Trouble int
+
+const (
+	// NotRenewed is a step that failed: the leases were not renewed, and
+	// the lanes held count as held until their lease runs out.
+	NotRenewed Trouble = iota
+	// NotStarted is a lane held that could not be consumed (Start
+	// failed); it is tried again at the next step.
+	NotStarted
+	// NotGivenBack is a lane given up and drained, not given back; it
+	// goes to its next owner when its lease runs out.
+	NotGivenBack
+	// NotLeft is a member leaving that did not give its lanes back; they
+	// go to the others when their leases run out.
+	NotLeft
+)
+
 // DriverConfig is what a Driver needs of its broker.
 type DriverConfig struct {
-	// Broker names the broker in logs: "natsjs", "redisbus", "amqpbus".
-	Broker string
-	// Topic is the topic whose lanes are shared.
-	Topic string
-	// Logger logs what went wrong and what the Driver does about it.
-	Logger *zap.Logger
+	// Warn logs trouble, of lane (-1 for none) with its cause. Required.
+	Warn func(trouble Trouble, lane int, err error)
 	// Start consumes the lane of lease, whose lease this member took with
 	// lease.Epoch: whatever its previous owner held and did not settle
 	// must come first. An error is logged, and Start is called again at
@@ -126,7 +140,7 @@ func (d *Driver) Run(ctx context.Context) {
 func (d *Driver) step() {
 	plan, err := d.co.Step(context.Background())
 	if err != nil {
-		d.cfg.Logger.Warn(d.cfg.Broker+": the lanes' leases were not renewed; the lanes held count as held until their lease runs out", zap.String("topic", d.cfg.Topic), zap.Error(err))
+		d.cfg.Warn(NotRenewed, -1, err)
 	}
 	for _, n := range plan.Lost {
 		d.fence(n)
@@ -176,7 +190,7 @@ func (d *Driver) step() {
 func (d *Driver) start(n int, epoch uint64) {
 	l, err := d.cfg.Start(fxbus.LaneLease{Lane: n, Epoch: epoch, Held: func() bool { return d.co.Held(n) }})
 	if err != nil {
-		d.cfg.Logger.Warn(d.cfg.Broker+": a lane held could not be consumed; tried again at the next step", zap.String("topic", d.cfg.Topic), zap.Int("lane", n), zap.Error(err))
+		d.cfg.Warn(NotStarted, n, err)
 		return
 	}
 	d.lanes[n] = l
@@ -202,7 +216,7 @@ func (d *Driver) release(n int) {
 	delete(d.giving, n)
 	delete(d.epochs, n)
 	if err := d.co.Release(context.Background(), n); err != nil {
-		d.cfg.Logger.Warn(d.cfg.Broker+": a lane given up was not given back; it goes to its next owner when its lease runs out", zap.String("topic", d.cfg.Topic), zap.Int("lane", n), zap.Error(err))
+		d.cfg.Warn(NotGivenBack, n, err)
 	}
 }
 
@@ -233,7 +247,7 @@ func (d *Driver) leave(giveBack bool) {
 		return
 	}
 	if err := d.co.Leave(context.Background()); err != nil {
-		d.cfg.Logger.Warn(d.cfg.Broker+": a replica leaving did not give its lanes back; they go to the others when their leases run out", zap.String("topic", d.cfg.Topic), zap.Error(err))
+		d.cfg.Warn(NotLeft, -1, err)
 	}
 }
 

@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
-	"go.uber.org/zap"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -125,7 +124,7 @@ func drive(t *testing.T, killable bool) *driven {
 	co, err := ownership.New(d.store, ownership.Config{Member: "a", Lanes: 4, Lease: 3 * time.Second, Now: d.clock.now})
 	require.NoError(t, err)
 	driver := ownership.NewDriver(co, ownership.DriverConfig{
-		Broker: "test", Topic: "orders", Logger: zap.NewNop(), Stop: stop, Kill: d.kill, Ticks: d.ticks,
+		Warn: func(ownership.Trouble, int, error) {}, Stop: stop, Kill: d.kill, Ticks: d.ticks,
 		Start: func(lease fxbus.LaneLease) (ownership.Lane, error) {
 			l := &fakeLane{lease: lease, stopped: make(chan struct{}), fenced: make(chan struct{}), ended: make(chan struct{})}
 			d.started <- l
