@@ -105,6 +105,7 @@ type driven struct {
 	stop    chan struct{}
 	kill    chan struct{}
 	started chan *fakeLane
+	trouble chan ownership.Trouble
 	done    chan struct{}
 }
 
@@ -115,7 +116,7 @@ func drive(t *testing.T, killable bool) *driven {
 	d := &driven{
 		store: newWatchedStore(), clock: &lockedClock{t: time.Unix(1_700_000_000, 0)},
 		ticks: make(chan time.Time), stop: make(chan struct{}), kill: make(chan struct{}),
-		started: make(chan *fakeLane, 16), done: make(chan struct{}),
+		started: make(chan *fakeLane, 16), trouble: make(chan ownership.Trouble, 64), done: make(chan struct{}),
 	}
 	stop := d.stop
 	if killable {
@@ -124,7 +125,7 @@ func drive(t *testing.T, killable bool) *driven {
 	co, err := ownership.New(d.store, ownership.Config{Member: "a", Lanes: 4, Lease: 3 * time.Second, Now: d.clock.now})
 	require.NoError(t, err)
 	driver := ownership.NewDriver(co, ownership.DriverConfig{
-		Warn: func(ownership.Trouble, int, error) {}, Stop: stop, Kill: d.kill, Ticks: d.ticks,
+		Warn: func(tr ownership.Trouble, _ int, _ error) { d.trouble <- tr }, Stop: stop, Kill: d.kill, Ticks: d.ticks,
 		Start: func(lease fxbus.LaneLease) (ownership.Lane, error) {
 			l := &fakeLane{lease: lease, stopped: make(chan struct{}), fenced: make(chan struct{}), ended: make(chan struct{})}
 			d.started <- l
@@ -244,6 +245,7 @@ func TestDriverFencesALaneUnrenewed(t *testing.T) {
 	d.store.fail.Store(&down)
 	d.clock.add(2600 * time.Millisecond) // past Lease-Margin
 	d.step()
+	assert.Equal(t, ownership.NotRenewed, <-d.trouble)
 	for _, l := range lanes {
 		<-l.fenced
 		assert.False(t, l.lease.Held())
