@@ -15,6 +15,9 @@
 //
 // A lane's lease carries an epoch, raised at each take: the taker's
 // proof, in fences and logs, that it took over from whoever held it before.
+//
+// A Driver runs that loop for a broker's lane set (natsjs, redisbus,
+// amqpbus): each broker brings only how it consumes one lane (a Lane).
 package ownership
 
 import (
