@@ -2,6 +2,7 @@ package fxsaga
 
 import (
 	"context"
+	"errors"
 	"slices"
 
 	"github.com/fxcqrs/fxcqrs/fxbus"
@@ -37,12 +38,52 @@ type Tenancy interface {
 	InTenant(ctx context.Context, tenant string, fn func(ctx context.Context) error) error
 }
 
-var _ Tenancy = (*fxoutbox.Outbox)(nil)
+// StoresOnly is a Tenancy that says whether every tenant but the
+// default has a store of its own (*fxoutbox.Outbox: with
+// fxoutbox.Config.TenantStores). When HasTenantStores is true, a tenant
+// that Tenants does not list has no store the runner may write to: one
+// that left the source (its store is drained) or one added to the source
+// that the outbox has not read yet. Its sagas are never written to the
+// store's own database in place of its store: what the runner does
+// outside a step goes through InTenant, which refuses such a tenant with
+// an error that wraps fxbus.ErrUnknownTenant, and the saga is left as it
+// stands in its store (see docs/tenants.md). A Tenancy without the
+// method keeps the shared mode's rule for a tenant it does not list: the
+// store's own database.
+type StoresOnly interface {
+	Tenancy
+	// HasTenantStores reports whether every tenant but the default has
+	// a store of its own.
+	HasTenantStores() bool
+}
+
+var (
+	_ Tenancy    = (*fxoutbox.Outbox)(nil)
+	_ StoresOnly = (*fxoutbox.Outbox)(nil)
+)
 
 // storeOf says whether tenant's sagas live in a store of its own, which
-// r reaches through its Tenancy.
+// r reaches through its Tenancy: every tenant's but the default's when
+// the Tenancy says so (StoresOnly), else those it lists.
 func (r *Runner) storeOf(tenant string) bool {
-	return r.tenancy != nil && tenant != "" && slices.Contains(r.tenancy.Tenants(), tenant)
+	if r.tenancy == nil || tenant == "" {
+		return false
+	}
+	if only, ok := r.tenancy.(StoresOnly); ok && only.HasTenantStores() {
+		return true
+	}
+	return slices.Contains(r.tenancy.Tenants(), tenant)
+}
+
+// storeless reports whether err is a refusal of tenant's store by the
+// Tenancy while the tenant has none live (it left the source, or was not
+// read yet): no failure of the saga's, which is left as it stands, for
+// recovery once the store is served again.
+func (r *Runner) storeless(tenant string, err error) bool {
+	if !errors.Is(err, fxbus.ErrUnknownTenant) || !r.storeOf(tenant) {
+		return false
+	}
+	return !slices.Contains(r.tenancy.Tenants(), tenant)
 }
 
 // within runs fn where the sagas of tenant live: in ctx's transaction
