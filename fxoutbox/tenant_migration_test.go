@@ -179,7 +179,9 @@ func TestMigrateAllRunsTenantMigrations(t *testing.T) {
 	tenants := tenantDatabases(t, fxoutbox.SQLite, "t", 3)
 	src := fxoutbox.StaticTenantStores(storesOf(tenants)...)
 	var seen []string
-	progress := func(tenant string, done, total int) { seen = append(seen, fmt.Sprintf("%s %d/%d", tenant, done, total)) }
+	progress := func(tenant string, done, total int) {
+		seen = append(seen, fmt.Sprintf("%s %d/%d", tenant, done, total))
+	}
 	m := newMigrations("all")
 	m.setFail("t1", true)
 	err := fxoutbox.MigrateAll(ctx, nil, src, fxoutbox.SQLite, fxoutbox.Tables{}, progress, m.migrate)

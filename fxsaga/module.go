@@ -171,7 +171,10 @@ func tenantMigration(g *sqlOfGraph) fxoutbox.TenantMigration {
 //		fx.Supply(db, fxoutbox.Config{Dialect: fxoutbox.PostgreSQL}), …)
 //
 // Without fx, or with another database, provide a Store yourself
-// (NewSQL, NewMemory).
+// (NewSQL, NewMemory). With tenant stores (fxoutbox.Config.TenantStores)
+// the saga store's database holds the default tenant's sagas, each
+// tenant's live in its store, and Module migrates the saga tables into
+// every tenant's store for an *SQL from either (see Module).
 var SQLStore = fx.Provide(provideSQLStore)
 
 type sqlStoreParams struct {

@@ -24,10 +24,13 @@ import (
 // Tenancy is where the sagas of each tenant live when tenants have stores
 // of their own (a database, or a PostgreSQL schema, each): a
 // *fxoutbox.Outbox is one, and Module gives the runner the graph's. A
-// tenant's store is reached only through InTenant; the default tenant's
-// ("") and that of a tenant Tenants does not list are the store's own
-// database (the shared mode, where every tenant's sagas live in one
-// table, the tenant a column).
+// tenant's store is reached only through InTenant. The default tenant's
+// ("") is the store's own database; so is that of a tenant Tenants does
+// not list, unless the Tenancy is a StoresOnly that has tenant stores
+// (the outbox with fxoutbox.Config.TenantStores), where such a tenant has
+// no store the runner writes to. Without tenant stores (the shared
+// mode) every tenant's sagas live in the store's one table, the tenant a
+// column.
 type Tenancy interface {
 	// Tenants returns the ids of the tenants with stores now, the default
 	// tenant ("") first: recovery walks each.
