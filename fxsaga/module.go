@@ -155,7 +155,7 @@ func tenantMigration(g *sqlOfGraph) fxoutbox.TenantMigration {
 		if ts.Dialect != s.d {
 			// A tenant's sagas are written in its store by the SQL store's
 			// statements, quoted and numbered for its own dialect.
-			return fmt.Errorf("fxsaga: the store is %v, the saga store's dialect is %v: a tenant's sagas are written in its store with the saga store's statements, so every tenant store needs its dialect", ts.Dialect, s.d)
+			return fmt.Errorf("fxsaga: the store's dialect is %v, the saga store's %v: a tenant's sagas are written in its store with the saga store's statements, so every tenant store needs its dialect", ts.Dialect, s.d)
 		}
 		return TenantMigration(s.tables)(ctx, ts)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
 	"github.com/fxcqrs/fxcqrs/fxsaga"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -238,4 +239,34 @@ func TestSagaOfATenantWithoutItsStore(t *testing.T) {
 	assert.Equal(t, []string{"act reserve@x", "act ship@x", "act pack@x"}, rec.of(1), "driven on from where it stood")
 	assert.Equal(t, 1, count(t, x, "SELECT COUNT(*) FROM fxcqrs_sagas WHERE status = 'COMPLETED'"))
 	assert.Zero(t, count(t, main, "SELECT COUNT(*) FROM fxcqrs_sagas"))
+}
+
+// A tenant's sagas are written in its store with the SQL store's
+// statements: under fx, a tenant store of another dialect than the saga
+// store's fails Start, naming the tenant, rather than every saga of it
+// later. With a Store that is no *SQL, no saga table is made in any
+// tenant's store.
+func TestTenantMigrationNeedsTheSagaStoresDialect(t *testing.T) {
+	t.Parallel()
+	main := openDatabase(t, fxoutbox.PostgreSQL)
+	other := outboxtest.OpenEmpty(t, fxoutbox.SQLite).DB
+	stores := fxoutbox.StaticTenantStores(fxoutbox.TenantStore{ID: "lite", DB: other, Dialect: fxoutbox.SQLite})
+	app := fx.New(fx.NopLogger,
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module, fxsaga.Module, fxsaga.SQLStore,
+		fx.Supply(main.DB, fxoutbox.Config{Dialect: fxoutbox.PostgreSQL, TenantStores: stores}),
+	)
+	require.NoError(t, app.Err())
+	err := app.Start(context.Background())
+	require.ErrorContains(t, err, `tenant "lite": fxsaga: the store's dialect is sqlite, the saga store's postgresql`)
+	require.NoError(t, app.Stop(context.Background()))
+
+	app = fx.New(fx.NopLogger,
+		fxcqrs.Module, fxbus.Module, fxoutbox.Module, fxsaga.Module,
+		fx.Supply(fx.Annotate(fxsaga.NewMemory(), fx.As(new(fxsaga.Store)))),
+		fx.Supply(main.DB, fxoutbox.Config{Dialect: fxoutbox.PostgreSQL, TenantStores: stores}),
+	)
+	require.NoError(t, app.Start(context.Background()))
+	require.NoError(t, app.Stop(context.Background()))
+	assert.Zero(t, count(t, other, "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'fxcqrs_saga%'"), "no saga table for a memory store")
+	assert.Equal(t, 1, count(t, other, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'fxcqrs_outbox'"), "the outbox's own, migrated")
 }
