@@ -110,6 +110,14 @@ func checkStore(s TenantStore) error {
 // source is not among them (its store is drained, see docs/tenants.md).
 func (o *Outbox) Tenants() []string { return o.stores.ids() }
 
+// HasTenantStores reports whether tenants have stores of their own
+// (Config.TenantStores): every tenant's rows but the default's then live
+// in its store, and a tenant Tenants does not list (one that left the
+// source, or one the outbox has not read yet) has none the outbox serves
+// new work in, never the default store in its place. fxsaga's runner
+// asks it, so that a saga of such a tenant is refused too.
+func (o *Outbox) HasTenantStores() bool { return o.cfg.TenantStores != nil }
+
 // InTenant runs fn in a transaction on tenant's store (its database, or
 // the outbox's with its schema set for the transaction), under the
 // connection budget, and commits it when fn returns nil. fn's context

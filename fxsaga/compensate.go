@@ -52,6 +52,9 @@ func compensate[C any](ctx context.Context, r *Runner, s *Saga[C], st State, c C
 			if lastErr == nil || errors.Is(lastErr, ErrFenced) {
 				break
 			}
+			if r.storeless(st.Tenant, lastErr) {
+				return c, notServed(st, s.names[i], lastErr) // no attempt of the compensation's: its unit of work never began
+			}
 			r.compFailures.Add(1)
 			if ctx.Err() != nil {
 				// Stopping, not failing: left Compensating, consistent,

@@ -52,6 +52,9 @@ func driveSteps[C any](ctx context.Context, r *Runner, s *Saga[C], st State, rep
 			// Stopping, not failing: left Running, consistent, for recovery.
 			return c, errors.Join(ctx.Err(), err)
 		}
+		if err != nil && r.storeless(st.Tenant, err) {
+			return c, notServed(st, s.names[i], err)
+		}
 		if err != nil {
 			failed = err
 			if st, c, err = failStep(ctx, r, s, st, c, err); err != nil {
@@ -165,6 +168,15 @@ func beginWait[C any](ctx context.Context, r *Runner, s *Saga[C], st State, i in
 		st.Timer = id
 	}
 	return st, nil
+}
+
+// notServed is the error of a saga whose step could not run because its
+// tenant's store is not served now (it left the source, or was not read
+// yet): the saga is left as it stands in that store, neither failed nor
+// compensated, for recovery once the store is served again.
+func notServed(st State, step string, err error) error {
+	return fmt.Errorf("fxsaga: saga %s (%s): step %s: left %s in tenant %q's store, which is not served now: %w",
+		st.Name, st.ID, step, st.Status, st.Tenant, err)
 }
 
 // save saves st outside a step: in the store of its tenant (see within).

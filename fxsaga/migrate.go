@@ -82,6 +82,28 @@ func Migrate(ctx context.Context, db *sql.DB, d fxoutbox.Dialect, t Tables) erro
 	return set.Migrate(ctx, db)
 }
 
+// TenantMigration migrates the saga tables t (Tables{}: the defaults)
+// into a tenant's store when fxoutbox migrates it (give it to
+// fxoutbox.Config.TenantMigrations, or to fxoutbox.AsTenantMigration, or
+// to fxoutbox.MigrateAll at deployment): into store.DB, of
+// store.Dialect, and on PostgreSQL in store.Schema when it is set, as the
+// search_path of the migrating connection, so that the tables, their
+// indexes and their migrations table are created in the tenant's schema,
+// where a tenant's transaction (whose search_path is that schema) finds
+// them by the plain names the SQL store uses. It takes the lock Migrate
+// takes, and is a no-op on a store already at this code's version.
+// Module gives it to the outbox by itself when the Store is an *SQL (see
+// Module).
+func TenantMigration(t Tables) fxoutbox.TenantMigration {
+	return func(ctx context.Context, store fxoutbox.TenantStore) error {
+		set, err := migrationSet(store.Dialect, t)
+		if err != nil {
+			return err
+		}
+		return set.MigrateIn(ctx, store.DB, store.Schema)
+	}
+}
+
 // CheckSchema reports whether the store's tables are at the version this
 // code needs, with an error that names the table and says what to do
 // when they are not. Module runs it at start for a Store that has it.

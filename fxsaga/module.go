@@ -1,12 +1,14 @@
 package fxsaga
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs"
@@ -27,11 +29,20 @@ import (
 // DeadlineHandler, and Deadline as an fxoutbox.ScheduledCommand, which the
 // outbox module delivers at each deadline. Each event type a saga waits
 // for needs a Resume of its own.
+//
+// With tenant stores (fxoutbox.Config.TenantStores) each tenant's sagas
+// live in its store, so the saga tables must be there too: when the
+// Store is an *SQL (SQLStore's, or one of NewSQL's on any database),
+// Module gives the outbox a TenantMigration of its tables, which the
+// outbox runs on each tenant's store after its own migration of it, at
+// Start and when a store appears. The default tenant's sagas stay in the
+// Store's own database, which Migrate migrates as before.
 var Module = fx.Module("fxsaga",
 	fxcqrs.AsCommandHandler(func() StepHandler { return StepHandler{} }),
 	fxcqrs.AsCommandHandler(func(r *Runner) *DeadlineHandler { return &DeadlineHandler{binding{r}} }),
 	fxoutbox.Schedulable[Deadline](),
-	fx.Provide(provideRunner, newRecovery),
+	fx.Provide(provideRunner, newRecovery, func() *sqlOfGraph { return &sqlOfGraph{} }),
+	fx.Provide(fx.Annotate(tenantMigration, fx.ResultTags(`group:"fxoutbox.tenant_migrations"`))),
 	fxcqrs.AsChecks(checks),
 	fx.Invoke(recoverRegistered),
 )
@@ -100,6 +111,7 @@ type runnerParams struct {
 
 	Mediator *fxcqrs.Mediator
 	Store    Store
+	SQL      *sqlOfGraph
 	Config   Config           `optional:"true"`
 	Outbox   fxoutbox.Config  `optional:"true"`
 	Tenancy  *fxoutbox.Outbox `optional:"true"`
@@ -118,7 +130,35 @@ func provideRunner(p runnerParams) *Runner {
 	if cfg.Tenancy == nil && p.Tenancy != nil {
 		cfg.Tenancy = p.Tenancy // each tenant's store, once the outbox has them
 	}
+	if sql, ok := p.Store.(*SQL); ok {
+		p.SQL.store.Store(sql)
+	}
 	return NewRunner(p.Mediator, p.Store, cfg, p.Logger)
+}
+
+// sqlOfGraph is the graph's Store when it is an *SQL, known once the
+// runner is made (during fx.New, as Module's Invoke needs the runner),
+// for the tenant migration the outbox runs from its Start on. The
+// migration cannot take the Store itself: a Store that needs the outbox
+// would close a cycle through the outbox's migrations.
+type sqlOfGraph struct{ store atomic.Pointer[SQL] }
+
+// tenantMigration is the TenantMigration Module gives the outbox: the
+// graph's SQL store's tables, in each tenant's store; nothing for a
+// Store of another kind (NewMemory's, an application's).
+func tenantMigration(g *sqlOfGraph) fxoutbox.TenantMigration {
+	return func(ctx context.Context, ts fxoutbox.TenantStore) error {
+		s := g.store.Load()
+		if s == nil {
+			return nil
+		}
+		if ts.Dialect != s.d {
+			// A tenant's sagas are written in its store by the SQL store's
+			// statements, quoted and numbered for its own dialect.
+			return fmt.Errorf("fxsaga: the store's dialect is %v, the saga store's %v: a tenant's sagas are written in its store with the saga store's statements, so every tenant store needs its dialect", ts.Dialect, s.d)
+		}
+		return TenantMigration(s.tables)(ctx, ts)
+	}
 }
 
 // SQLStore keeps the sagas on the outbox's database, under fx: it
@@ -131,7 +171,10 @@ func provideRunner(p runnerParams) *Runner {
 //		fx.Supply(db, fxoutbox.Config{Dialect: fxoutbox.PostgreSQL}), …)
 //
 // Without fx, or with another database, provide a Store yourself
-// (NewSQL, NewMemory).
+// (NewSQL, NewMemory). With tenant stores (fxoutbox.Config.TenantStores)
+// the saga store's database holds the default tenant's sagas, each
+// tenant's live in its store, and Module migrates the saga tables into
+// every tenant's store for an *SQL from either (see Module).
 var SQLStore = fx.Provide(provideSQLStore)
 
 type sqlStoreParams struct {

@@ -69,7 +69,9 @@ func (r *Runner) step(ctx context.Context, st State, i int, name, action string,
 	if errors.As(err, &evErr) {
 		err = nil // the step's own work committed; its events' failures are theirs
 	}
-	if err != nil && !errors.Is(err, errMovedOn) && ctx.Err() == nil { // a stop is no failure of the step's
+	// A stop is no failure of the step's; nor is a tenant's store not
+	// served now, where nothing could be logged.
+	if err != nil && !errors.Is(err, errMovedOn) && ctx.Err() == nil && !r.storeless(st.Tenant, err) {
 		failure := Entry{SagaID: st.ID, Step: i, Action: action, Err: err.Error(), At: r.now()}
 		if logErr := r.within(ctx, st.Tenant, func(ctx context.Context) error { return r.store.Log(ctx, failure) }); logErr != nil {
 			r.logger.Warn("fxsaga: the step's failure could not be logged", zap.String("saga", st.ID), zap.Error(logErr))

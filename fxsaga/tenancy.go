@@ -2,6 +2,7 @@ package fxsaga
 
 import (
 	"context"
+	"errors"
 	"slices"
 
 	"github.com/fxcqrs/fxcqrs/fxbus"
@@ -23,10 +24,13 @@ import (
 // Tenancy is where the sagas of each tenant live when tenants have stores
 // of their own (a database, or a PostgreSQL schema, each): a
 // *fxoutbox.Outbox is one, and Module gives the runner the graph's. A
-// tenant's store is reached only through InTenant; the default tenant's
-// ("") and that of a tenant Tenants does not list are the store's own
-// database (the shared mode, where every tenant's sagas live in one
-// table, the tenant a column).
+// tenant's store is reached only through InTenant. The default tenant's
+// ("") is the store's own database; so is that of a tenant Tenants does
+// not list, unless the Tenancy is a StoresOnly that has tenant stores
+// (the outbox with fxoutbox.Config.TenantStores), where such a tenant has
+// no store the runner writes to. Without tenant stores (the shared
+// mode) every tenant's sagas live in the store's one table, the tenant a
+// column.
 type Tenancy interface {
 	// Tenants returns the ids of the tenants with stores now, the default
 	// tenant ("") first: recovery walks each.
@@ -37,12 +41,52 @@ type Tenancy interface {
 	InTenant(ctx context.Context, tenant string, fn func(ctx context.Context) error) error
 }
 
-var _ Tenancy = (*fxoutbox.Outbox)(nil)
+// StoresOnly is a Tenancy that says whether every tenant but the
+// default has a store of its own (*fxoutbox.Outbox: with
+// fxoutbox.Config.TenantStores). When HasTenantStores is true, a tenant
+// that Tenants does not list has no store the runner may write to: one
+// that left the source (its store is drained) or one added to the source
+// that the outbox has not read yet. Its sagas are never written to the
+// store's own database in place of its store: what the runner does
+// outside a step goes through InTenant, which refuses such a tenant with
+// an error that wraps fxbus.ErrUnknownTenant, and the saga is left as it
+// stands in its store (see docs/tenants.md). A Tenancy without the
+// method keeps the shared mode's rule for a tenant it does not list: the
+// store's own database.
+type StoresOnly interface {
+	Tenancy
+	// HasTenantStores reports whether every tenant but the default has
+	// a store of its own.
+	HasTenantStores() bool
+}
+
+var (
+	_ Tenancy    = (*fxoutbox.Outbox)(nil)
+	_ StoresOnly = (*fxoutbox.Outbox)(nil)
+)
 
 // storeOf says whether tenant's sagas live in a store of its own, which
-// r reaches through its Tenancy.
+// r reaches through its Tenancy: every tenant's but the default's when
+// the Tenancy says so (StoresOnly), else those it lists.
 func (r *Runner) storeOf(tenant string) bool {
-	return r.tenancy != nil && tenant != "" && slices.Contains(r.tenancy.Tenants(), tenant)
+	if r.tenancy == nil || tenant == "" {
+		return false
+	}
+	if only, ok := r.tenancy.(StoresOnly); ok && only.HasTenantStores() {
+		return true
+	}
+	return slices.Contains(r.tenancy.Tenants(), tenant)
+}
+
+// storeless reports whether err is a refusal of tenant's store by the
+// Tenancy while the tenant has none live (it left the source, or was not
+// read yet): no failure of the saga's, which is left as it stands, for
+// recovery once the store is served again.
+func (r *Runner) storeless(tenant string, err error) bool {
+	if !errors.Is(err, fxbus.ErrUnknownTenant) || !r.storeOf(tenant) {
+		return false
+	}
+	return !slices.Contains(r.tenancy.Tenants(), tenant)
 }
 
 // within runs fn where the sagas of tenant live: in ctx's transaction

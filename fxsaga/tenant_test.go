@@ -270,17 +270,48 @@ func TestTenantOnEachDatabase(t *testing.T) {
 // stores is a Tenancy of tenant stores, each an SQLite database with an
 // outbox of its own, as fxoutbox's tenant stores will be: InTenant runs fn
 // in a transaction on the tenant's database; broken's fails.
+//
+// With only set it is an fxsaga.StoresOnly, as the outbox with tenant
+// stores is, and a tenant set gone has no store served, as one that left
+// the outbox's source: Tenants leaves it out, InTenant and the unit of
+// work refuse it with fxbus.ErrUnknownTenant.
 type stores struct {
 	list   []string
 	by     map[string]*fxoutbox.Outbox
 	dbs    map[string]database
 	broken string
+	only   bool
 
 	mu    sync.Mutex
-	calls []string // the tenants InTenant was asked for, in order
+	calls []string        // the tenants InTenant was asked for, in order
+	gone  map[string]bool // the tenants with no store served now
 }
 
-func (s *stores) Tenants() []string { return slices.Clone(s.list) }
+func (s *stores) Tenants() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(s.list), func(t string) bool { return s.gone[t] })
+}
+
+func (s *stores) HasTenantStores() bool { return s.only }
+
+// setGone says whether tenant has no store served now.
+func (s *stores) setGone(tenant string, gone bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone == nil {
+		s.gone = map[string]bool{}
+	}
+	s.gone[tenant] = gone
+}
+
+// served is tenant's store's outbox, while it is served.
+func (s *stores) served(tenant string) (*fxoutbox.Outbox, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, ok := s.by[tenant]
+	return o, ok && !s.gone[tenant]
+}
 
 func (s *stores) InTenant(ctx context.Context, tenant string, fn func(ctx context.Context) error) error {
 	s.mu.Lock()
@@ -289,7 +320,7 @@ func (s *stores) InTenant(ctx context.Context, tenant string, fn func(ctx contex
 	if tenant == s.broken {
 		return errors.New("its database is down")
 	}
-	o, ok := s.by[tenant]
+	o, ok := s.served(tenant)
 	if !ok {
 		return fxbus.ErrUnknownTenant
 	}
@@ -299,7 +330,7 @@ func (s *stores) InTenant(ctx context.Context, tenant string, fn func(ctx contex
 // unitOfWork is the unit of work of each call's tenant's store.
 func (s *stores) unitOfWork() fxcqrs.Middleware {
 	return fxcqrs.MiddlewareFunc(func(ctx context.Context, call fxcqrs.Call, next fxcqrs.Next) (any, error) {
-		o, ok := s.by[fxbus.TenantOf(ctx)]
+		o, ok := s.served(fxbus.TenantOf(ctx))
 		if !ok {
 			return nil, fxbus.ErrUnknownTenant
 		}

@@ -3,8 +3,6 @@ package schema
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
-	"errors"
 )
 
 // A tenant's store in a PostgreSQL schema of its own: the outbox's
@@ -34,53 +32,23 @@ func InSchema(t Tables, s string) Tables {
 const SetSchema = "SELECT set_config('search_path', $1, true)"
 
 // MigrateIn is Migrate of db's schema s (PostgreSQL): on one connection
-// whose search_path is s while it runs. The schema must exist: it is the
+// whose search_path is s while it runs (sqlschema.Set.MigrateIn, which
+// fxsaga's tenant migration shares). The schema must exist: it is the
 // application's, and Migrate creates the outbox's tables in it, nothing
 // else.
 func MigrateIn(ctx context.Context, db *sql.DB, d Dialect, t Tables, s string) error {
-	if s == "" {
-		return Migrate(ctx, db, d, t)
-	}
 	set, err := migrationSet(d, t)
 	if err != nil {
 		return err
 	}
-	return inSchema(ctx, db, s, func(conn *sql.Conn) error { return set.MigrateConn(ctx, conn) })
+	return set.MigrateIn(ctx, db, s)
 }
 
 // CheckIn is Check of db's schema s (PostgreSQL).
 func CheckIn(ctx context.Context, db *sql.DB, d Dialect, t Tables, s string) error {
-	if s == "" {
-		return Check(ctx, db, d, t)
-	}
 	set, err := migrationSet(d, t)
 	if err != nil {
 		return err
 	}
-	return inSchema(ctx, db, s, func(conn *sql.Conn) error { return set.CheckConn(ctx, conn) })
-}
-
-// inSchema runs fn on a connection of db whose session's search_path is
-// s, and sets it back before the connection returns to the pool; a
-// connection that cannot be set back is closed, so that no later work on
-// the pool finds the tenant's tables by accident.
-func inSchema(ctx context.Context, db *sql.DB, s string, fn func(*sql.Conn) error) error {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	var was string
-	if err := conn.QueryRowContext(ctx, "SELECT current_setting('search_path')").Scan(&was); err != nil {
-		return err
-	}
-	if _, err := conn.ExecContext(ctx, "SELECT set_config('search_path', $1, false)", s); err != nil {
-		return err
-	}
-	err = fn(conn)
-	if _, resetErr := conn.ExecContext(context.Background(), "SELECT set_config('search_path', $1, false)", was); resetErr != nil {
-		_ = conn.Raw(func(any) error { return driver.ErrBadConn }) // discarded, not pooled
-		return errors.Join(err, resetErr)
-	}
-	return err
+	return set.CheckIn(ctx, db, s)
 }
