@@ -153,12 +153,14 @@ func tenantCrash(t *testing.T, dialect fxoutbox.Dialect) {
 					return
 				}
 				t.Logf("the relaying process's last kill after %v", time.Since(began).Round(time.Millisecond))
+				// No order commits from now on: the consuming process's
+				// drain may count them.
+				require.NoError(goroutineTB{t}, os.WriteFile(done, nil, 0o600))
 				// What the last kill left in the outboxes, before the
 				// drain relays it: each row in its own tenant's store.
 				for _, ct := range tenants {
 					leftovers += checkOwnRows(goroutineTB{t}, ct, tenants)
 				}
-				require.NoError(goroutineTB{t}, os.WriteFile(done, nil, 0o600))
 			}
 		}
 		wg.Go(func() { h.Run(goroutineTB{t}) })
