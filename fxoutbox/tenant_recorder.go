@@ -284,16 +284,16 @@ func (r *tenantRecorder) admin(ts TenantStore) (*Admin, error) {
 
 // all is every store's Admin by tenant id ("": the default): those the
 // source lists now, and those made before that it no longer lists, whose
-// parked letters still wait for their release.
+// parked letters still wait for their release. A listed store that is
+// wrong (its schema name, say) is left out: the outbox leaves it out
+// too, and logs why, so nothing of the bus's was recorded there.
 func (r *tenantRecorder) all(ctx context.Context) (map[string]*Admin, error) {
 	list, err := r.src.Stores(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: TenantStores.Stores: %w", err)
 	}
 	for _, ts := range list {
-		if _, err := r.admin(ts); err != nil {
-			return nil, err
-		}
+		_, _ = r.admin(ts)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

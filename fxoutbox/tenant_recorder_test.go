@@ -227,3 +227,50 @@ func TestUntrustedTenantDeadLetterInDefaultStore(t *testing.T) {
 		r.nothingHandled(t)
 	})
 }
+
+// A store that left the source keeps its parked letters, and the
+// recorder still finds them: its parked keys, and a released letter's
+// admission, repark and arrival go to that store, never the default one.
+func TestTenantParkingOfAStoreThatLeft(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	main := openDatabase(t, fxoutbox.SQLite)
+	tenants := tenantDatabases(t, fxoutbox.SQLite, "s", 1)
+	src := &tenantSource{}
+	src.set(storesOf(tenants)...)
+	require.NoError(t, fxoutbox.MigrateAll(ctx, main.DB, src, fxoutbox.SQLite, fxoutbox.Tables{}, nil))
+	rec, err := fxoutbox.NewDeadLetterRecorder(main.DB, fxoutbox.Config{Dialect: fxoutbox.SQLite}, src)
+	require.NoError(t, err)
+	parking, ok := rec.(fxbus.Parking)
+	require.True(t, ok)
+	msg := message.NewMessage("m-1", []byte(`{"ID":1}`))
+	msg.Metadata.Set(fxbus.MetadataTenant, "s0")
+	msg.Metadata.Set(fxbus.MetadataKey, "k")
+	require.NoError(t, parking.RecordParked(ctx, "inbound", "k", msg, errors.New("refused")))
+	store, err := fxoutbox.NewAdmin(tenants[0].db, fxoutbox.SQLite, fxoutbox.Tables{}, nil)
+	require.NoError(t, err)
+
+	src.set() // s0 leaves
+	keys, err := parking.ParkedKeys(ctx, "inbound")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"k"}, keys, "s0's parked key, though s0 left")
+	release := func() {
+		t.Helper()
+		n, err := store.Release(ctx, "inbound", "k", "test", "once more")
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		adm, err := parking.Admit(ctx, "inbound", "k", msg)
+		require.NoError(t, err)
+		require.Equal(t, fxbus.AdmitReplay, adm)
+	}
+	release()
+	require.NoError(t, parking.Repark(ctx, "inbound", "k", "m-1", errors.New("refused again")))
+	letters, err := store.ListDead(ctx, fxoutbox.DeadLetterFilter{Topic: "inbound"})
+	require.NoError(t, err)
+	require.Len(t, letters, 1)
+	assert.Equal(t, "refused again", letters[0].Error, "reparked in s0's store")
+	release()
+	require.NoError(t, parking.Arrived(ctx, "inbound", "k", "m-1"))
+	assert.Zero(t, inboundDead(t, tenants[0]), "arrived: gone from s0's store")
+	assert.Zero(t, count(t, main.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_inbound_dead"), "nothing in the default store")
+}
