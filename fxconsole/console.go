@@ -47,7 +47,11 @@
 // page shows a tenant selector, and every letter and repair its tenant. A selected
 // tenant's pages and repairs are that tenant's alone: a replay posted for
 // one tenant skips another's letters; each repair is recorded with the
-// tenant of what it repaired. The charts stay every tenant's.
+// tenant of what it repaired. The charts stay every tenant's. With tenant
+// stores, the view with no tenant selected reads the default store (the
+// outbox's own database) alone: the overview and the dead letters say so,
+// and list each tenant store with its dead letters and its lag, linking
+// to its own view.
 //
 // # Sagas drawn
 //
@@ -215,7 +219,15 @@ type page struct {
 	// and Tenants the selector's choices (none: one tenant alone).
 	Sel     tenantSel
 	Tenants []tenantChoice
+	// Stores is, on the overview and the dead letters with tenant stores
+	// and no tenant selected, each tenant store's summary: those pages
+	// show the default store alone.
+	Stores []storeSummary
 }
+
+// storeViews is the pages whose unselected view is the default store's
+// alone, and lists the tenants' stores beside it.
+var storeViews = map[string]bool{"overview.html": true, "dead.html": true}
 
 func (c *Console) render(w http.ResponseWriter, r *http.Request, name, title string, data any, err error) {
 	p := page{Base: relative(r, "/"), Title: title, Actions: c.cfg.Actions, Data: data, Notice: r.URL.Query().Get("notice"), Sel: selected(r)}
@@ -225,6 +237,9 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, name, title str
 	var terr error
 	if p.Tenants, terr = c.tenantChoices(r.Context(), p.Sel); terr != nil {
 		err = errors.Join(err, terr)
+	}
+	if storeViews[name] {
+		p.Stores = c.storeSummaries(r.Context(), p.Sel)
 	}
 	code := http.StatusOK
 	if err != nil {

@@ -211,3 +211,57 @@ func TestTenantInABrowser(t *testing.T) {
 	assert.Len(t, globex, 1, "globex's letter untouched")
 	assert.Equal(t, 1, outboxtest.Count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox WHERE message_id = 'm-1' AND msg_tenant = 'acme'"), "replayed with its tenant")
 }
+
+// With tenant stores and no tenant selected, the overview and the dead
+// letters show the default store alone and say so, with a line per
+// tenant store: its dead letters and its lag, linking to its own view; a
+// store that cannot be read says so on its line, the page still served.
+// A selected tenant's view, and the shared mode, have no such lines.
+func TestTenantStoresBesideTheDefaultStore(t *testing.T) {
+	d := outboxtest.Open(t, fxoutbox.SQLite)
+	tenantLetter(t, d, 1, "")
+	admin, err := fxoutbox.NewAdmin(d.DB, d.Dialect, fxoutbox.Tables{}, nil)
+	require.NoError(t, err)
+
+	acmeStore := outboxtest.Open(t, fxoutbox.SQLite)
+	tenantLetter(t, acmeStore, 7, "acme")
+	tenantLetter(t, acmeStore, 8, "acme")
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	_, err = acmeStore.DB.Exec("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata, created_ns, due_ns) VALUES ('orders', 'w-1', '{}', '{}', ?, ?)",
+		t0.UnixNano(), t0.UnixNano())
+	require.NoError(t, err)
+	acme, err := fxoutbox.NewAdmin(acmeStore.DB, acmeStore.Dialect, fxoutbox.Tables{}, func() time.Time { return t0.Add(90 * time.Second) })
+	require.NoError(t, err)
+	unmigrated := outboxtest.OpenEmpty(t, fxoutbox.SQLite)
+	globex, err := fxoutbox.NewAdmin(unmigrated.DB, unmigrated.Dialect, fxoutbox.Tables{}, nil)
+	require.NoError(t, err)
+	stores := map[string]*fxoutbox.Admin{"acme": acme, "globex": globex}
+	withStores := fxconsole.WithTenants(func() []string { return []string{"", "acme", "globex"} }, func(tenant string) (*fxoutbox.Admin, error) {
+		return stores[tenant], nil
+	})
+	c, err := fxconsole.New(admin, nil, fxconsole.Config{InsecureAllowEveryone: true}, withStores)
+	require.NoError(t, err)
+
+	for _, path := range []string{"/", "/dead"} {
+		code, page := get(t, c, path)
+		assert.Equal(t, http.StatusOK, code, path)
+		assert.Contains(t, page, `id="default-store"`, path)
+		assert.Contains(t, page, "shows the <b>default store</b>", path)
+		assert.Contains(t, page, `<tr data-tenant="acme"><td><a href="?tenant=acme">acme</a></td><td>2</td><td>1m30s</td></tr>`, path)
+		assert.Regexp(t, `<tr data-tenant="globex"><td><a href="\?tenant=globex">globex</a></td><td colspan="2" class="error">cannot read its store: `, page, path)
+		assert.Contains(t, page, `data-tenant="*">default store (every tenant&#39;s rows in it)</a>`, path)
+	}
+	_, page := get(t, c, "/dead")
+	assert.True(t, listed(page, 1), "the default store's letter")
+	assert.False(t, listed(page, 7), "acme's, in its own store")
+	_, page = get(t, c, "/dead?tenant=acme")
+	assert.True(t, listed(page, 7))
+	assert.NotContains(t, page, `id="stores"`, "a tenant selected")
+	_, page = get(t, c, "/sagas")
+	assert.NotContains(t, page, `id="stores"`, "not a page of the outbox's stores")
+
+	shared, err := fxconsole.New(admin, nil, fxconsole.Config{InsecureAllowEveryone: true})
+	require.NoError(t, err)
+	_, page = get(t, shared, "/")
+	assert.NotContains(t, page, `id="stores"`, "the shared mode: one store")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
 )
@@ -89,7 +90,11 @@ func (c *Console) tenantChoices(ctx context.Context, sel tenantSel) ([]tenantCho
 	if sel.One && !slices.Contains(all, sel.Tenant) {
 		all = append(all, sel.Tenant) // selected by hand: shown, with nothing
 	}
-	out := []tenantChoice{{All: true, Label: "every tenant", Here: !sel.One}}
+	everyLabel := "every tenant"
+	if len(c.storeTenants()) > 0 {
+		everyLabel = "default store (every tenant's rows in it)"
+	}
+	out := []tenantChoice{{All: true, Label: everyLabel, Here: !sel.One}}
 	for _, t := range all {
 		label := t
 		if t == "" {
@@ -98,4 +103,53 @@ func (c *Console) tenantChoices(ctx context.Context, sel tenantSel) ([]tenantCho
 		out = append(out, tenantChoice{Tenant: t, Label: label, Here: sel.One && sel.Tenant == t})
 	}
 	return out, nil
+}
+
+// storeTenants is the tenants with stores of their own (WithTenants), the
+// default one left out: none in the shared mode.
+func (c *Console) storeTenants() []string {
+	if c.tenants == nil || c.adminOf == nil {
+		return nil
+	}
+	return slices.DeleteFunc(slices.Clone(c.tenants()), func(t string) bool { return t == "" })
+}
+
+// storeSummary is one tenant store's line in the unselected view: what
+// an operator looking at the default store needs to know is elsewhere.
+type storeSummary struct {
+	Tenant string
+	Dead   int           // dead letters, the outbox's and the inbound ones, not discarded
+	Lag    time.Duration // the relay's, in that store
+	Err    string        // the store could not be read
+}
+
+// storeSummaries is, with tenant stores and no tenant selected, a line
+// per tenant store: the unselected view reads the default store alone,
+// and says so, with each tenant's dead letters and lag linking to its
+// own view. A store that cannot be read is shown so, not failing the
+// page: the others are what the operator came for.
+func (c *Console) storeSummaries(ctx context.Context, sel tenantSel) []storeSummary {
+	if sel.One || c.admin == nil {
+		return nil
+	}
+	tenants := c.storeTenants()
+	out := make([]storeSummary, 0, len(tenants))
+	for _, t := range tenants {
+		s := storeSummary{Tenant: t}
+		admin, err := c.adminOf(t)
+		if err == nil {
+			var dead []fxoutbox.TopicDeadLetters
+			if dead, err = admin.DeadLetters(ctx); err == nil {
+				for _, d := range dead {
+					s.Dead += d.Rows
+				}
+				s.Lag, err = admin.Lag(ctx)
+			}
+		}
+		if err != nil {
+			s.Err = err.Error()
+		}
+		out = append(out, s)
+	}
+	return out
 }

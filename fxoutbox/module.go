@@ -25,16 +25,13 @@ var Module = fx.Options(
 		fx.Provide(provideOutbox),
 		fxcqrs.AsChecks(func(o *Outbox) []fxcqrs.Check { return o.Checks() }),
 		// The bus records what its subscriptions dead-letter here, for the
-		// repair tools: from the database alone, so that the bus needs no
-		// *Outbox (which needs the bus).
+		// repair tools: from the database and the tenant source alone, so
+		// that the bus needs no *Outbox (which needs the bus). With tenant
+		// stores, each message's in its tenant's store (tenant_recorder.go).
 		// It is the bus's Parking too (see fxbus.InOrder), replaying into
 		// the relay's lanes.
-		fx.Provide(func(db *sql.DB, cfg Config) (fxbus.DeadLetterRecorder, error) {
-			a, err := NewAdmin(db, cfg.Dialect, cfg.Tables, cfg.Now)
-			if err != nil {
-				return nil, err
-			}
-			return a.WithLanes(cfg.Relay), nil
+		fx.Provide(func(p recorderParams) (fxbus.DeadLetterRecorder, error) {
+			return newDeadLetterRecorder(p.DB, p.Config, p.TenantStores)
 		}),
 		// The bus's clock is the outbox's: a deliver-by is stamped and
 		// judged by the clock that runs the relay and the schedules, given
@@ -57,6 +54,14 @@ var Module = fx.Options(
 // stopped taking messages and the mediator has drained, in whatever order
 // the application lists the modules.
 func takeOverForwarding(_ fxcqrs.Forwarder, o *Outbox) fxcqrs.Forwarder { return o.Forwarder() }
+
+type recorderParams struct {
+	fx.In
+
+	DB           *sql.DB
+	Config       Config
+	TenantStores TenantStores `optional:"true"`
+}
 
 type outboxParams struct {
 	fx.In
