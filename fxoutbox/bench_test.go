@@ -71,7 +71,7 @@ func BenchmarkUnitOfWork(b *testing.B) {
 // PlaceOrder runs insertOrder in the unit of work and emits OrderPlaced,
 // routed to a Go channel. The relay is not started. The mediator and the
 // channel are stopped when b ends.
-func outboxMediator(b *testing.B, db *sql.DB, dialect fxoutbox.Dialect, insertOrder string) *fxcqrs.Mediator {
+func outboxMediator(b testing.TB, db *sql.DB, dialect fxoutbox.Dialect, insertOrder string) *fxcqrs.Mediator {
 	b.Helper()
 	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
 	b.Cleanup(func() { _ = gc.Close() })

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -24,6 +25,11 @@ type txKey struct{}
 // unit is one unit of work's transaction and the outbox rows written in
 // it, nested calls' included: a commit that wrote none wakes no relay.
 type unit struct {
+	// The context of the calls the unit wraps, once within has made the
+	// unit that context: it carries the unit without an allocation of
+	// its own (context.WithValue's).
+	context.Context
+
 	tx      *sql.Tx
 	u       *unitOfWork
 	q       *schema.Queries // its store's statements (the store's own: a unit copies none)
@@ -44,6 +50,21 @@ func Tx(ctx context.Context) *sql.Tx {
 		return un.tx
 	}
 	return nil
+}
+
+// within makes un the context of the calls it wraps: ctx, with un as
+// its value of txKey.
+func (un *unit) within(ctx context.Context) context.Context {
+	un.Context = ctx
+	return un
+}
+
+// Value is the unit for txKey, else its context's value.
+func (un *unit) Value(key any) any {
+	if _, ok := key.(txKey); ok {
+		return un
+	}
+	return un.Context.Value(key)
 }
 
 func unitOf(ctx context.Context) *unit {
@@ -116,6 +137,7 @@ type unitOfWork struct {
 	eagerEv bool                   // event handlers get a transaction before they run
 	now     func() time.Time       // the outbox's clock: what the inbox records
 	lanes   func(topic string) int // how many lanes topic's keyed rows are spread over
+	topics  boxedTopics            // the topics' names as insert's arguments
 
 	duplicates atomic.Uint64 // inbound handlings skipped: the inbox had them
 }
@@ -154,7 +176,7 @@ func (u *unitOfWork) Handle(ctx context.Context, call fxcqrs.Call, next fxcqrs.N
 	}
 	defer un.rollbackOnPanic()
 	tx := un.tx
-	ctx = context.WithValue(ctx, txKey{}, un)
+	ctx = un.within(ctx)
 	if inbound {
 		res, err := tx.ExecContext(ctx, un.q.InboxInsert, call.Handler, fxbus.MessageID(ctx), u.now().UnixNano())
 		if err == nil {
@@ -345,7 +367,10 @@ func (u *unitOfWork) insert(ctx context.Context, un *unit, topic string, msg *me
 	var buf [256]byte
 	meta := appendMetadata(buf[:0], msg.Metadata)
 	l := schema.Lane{Topic: topic, N: u.laneOf(topic, msg)}
-	if _, err := un.tx.ExecContext(ctx, un.q.Insert, topic, l.N, msg.UUID, []byte(msg.Payload), string(meta), u.now().UnixNano()); err != nil {
+	// The topic's name goes as the interface value boxed once per topic:
+	// boxed here, each row's insert allocated a copy of its header. (The
+	// variadic slice stays on the stack: database/sql keeps none of it.)
+	if _, err := un.tx.ExecContext(ctx, un.q.Insert, u.topics.boxed(topic), l.N, msg.UUID, []byte(msg.Payload), string(meta), u.now().UnixNano()); err != nil {
 		return fmt.Errorf("fxoutbox: write to the outbox: %w", err)
 	}
 	un.wrote++
@@ -446,4 +471,54 @@ func (l *leftovers) Forward(ctx context.Context, events []any) error {
 	}
 	l.u.committed(un)
 	return nil
+}
+
+// boxedTopics keeps each topic's name boxed as an interface value, the
+// way a statement's arguments take it: a row's insert then boxes no copy
+// of a name that every row of its topic repeats. It is read without a
+// lock (a map replaced whole when a topic is added; a service routes to
+// a handful), and keeps at most maxBoxedTopics names.
+type boxedTopics struct {
+	mu sync.Mutex
+	m  atomic.Pointer[map[string]any]
+}
+
+// maxBoxedTopics bounds boxedTopics: names computed per message (a topic
+// per tenant, say) are boxed per row past it, as before, not kept.
+const maxBoxedTopics = 256
+
+// boxed is topic as an interface value.
+func (b *boxedTopics) boxed(topic string) any {
+	if m := b.m.Load(); m != nil {
+		if v, ok := (*m)[topic]; ok {
+			return v
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	old := b.m.Load()
+	if old != nil {
+		if v, ok := (*old)[topic]; ok {
+			return v
+		}
+		if len(*old) >= maxBoxedTopics {
+			return topic
+		}
+	}
+	m := make(map[string]any, 1+lenOf(old))
+	if old != nil {
+		maps.Copy(m, *old)
+	}
+	v := any(topic)
+	m[topic] = v
+	b.m.Store(&m)
+	return v
+}
+
+// lenOf is the length of *m, 0 for nil.
+func lenOf(m *map[string]any) int {
+	if m == nil {
+		return 0
+	}
+	return len(*m)
 }

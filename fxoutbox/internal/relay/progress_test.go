@@ -71,10 +71,15 @@ func (noLocal) Deliver(context.Context, string, []byte, string) error { return n
 // newRelay is a relay of d's outbox on clock, owned by owner, publishing
 // to pub.
 func newRelay(d outboxtest.Database, clock *outboxtest.Clock, owner string, pub *publisher, cfg relay.Config) *relay.Relay {
+	return newRelayOn(d, clock, owner, bus{pub}, cfg)
+}
+
+// newRelayOn is newRelay publishing to b's publisher.
+func newRelayOn(d outboxtest.Database, clock *outboxtest.Clock, owner string, b relay.Bus, cfg relay.Config) *relay.Relay {
 	q := schema.NewQueries(d.Dialect, schema.WithDefaults(schema.Tables{}))
 	st := lease.Statements{Renew: q.RenewLease, Take: q.TakeLease, Drop: q.DropLease, DropAll: q.DropLeases}
 	return relay.New(relay.Params{
-		DB: d.DB, Queries: q, Bus: bus{pub}, Local: noLocal{}, Log: zap.NewNop(), Config: cfg,
+		DB: d.DB, Queries: q, Bus: b, Local: noLocal{}, Log: zap.NewNop(), Config: cfg,
 		Now: clock.Now, After: clock.After, WallNow: clock.Now, WallAfter: clock.After,
 		Leases: lease.NewHolder(d.DB, st, owner, relay.WithDefaults(cfg).Lease, clock.Now),
 	})

@@ -1,0 +1,5 @@
+//go:build !race
+
+package fxoutbox_test
+
+const raceEnabled = false
