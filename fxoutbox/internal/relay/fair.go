@@ -47,6 +47,13 @@ type laneShares struct {
 // batch reads l's next batch: in id order when one tenant has rows in l
 // (as before the shares), else each tenant's share (fairRows). p is l's
 // published rows not yet deleted, or nil.
+//
+// A lane whose list has one tenant (or none yet) is read in id order
+// first, without its list: a batch that is not full holds every due row
+// of l not yet sent, so whatever tenants they are of, each has all it
+// has, which is what sharing would give. Only a full batch asks whether
+// more than one tenant waits (at most once per batchesPerTurn batches):
+// the common pass, a few rows of one tenant, is one statement, not two.
 func (s *sender) batch(ctx context.Context, l schema.Lane, p *progress) ([]row, error) {
 	if s.sharing == nil {
 		s.sharing = map[schema.Lane]*laneShares{}
@@ -55,6 +62,9 @@ func (s *sender) batch(ctx context.Context, l schema.Lane, p *progress) ([]row, 
 	if ls == nil {
 		ls = &laneShares{}
 		s.sharing[l] = ls
+	}
+	if len(ls.tenants) <= 1 && ls.from == "" {
+		return s.batchOfOne(ctx, l, p, ls)
 	}
 	fresh := ls.age == 0 || ls.from != ""
 	if fresh {
@@ -78,6 +88,37 @@ func (s *sender) batch(ctx context.Context, l schema.Lane, p *progress) ([]row, 
 	return s.share(ctx, l, p, ls)
 }
 
+// batchOfOne reads l's next batch in id order, ls having one tenant or
+// none: a full one, when ls's list was not read within batchesPerTurn
+// batches, is read again shared if the list read then has more tenants.
+func (s *sender) batchOfOne(ctx context.Context, l schema.Lane, p *progress, ls *laneShares) ([]row, error) {
+	rows, err := s.inOrder(ctx, l, p)
+	if err != nil || len(rows) < s.cfg.BatchSize {
+		ls.age = 0 // l drained: its next full batch reads the list
+		return rows, err
+	}
+	if ls.age != 0 { // the list was read within batchesPerTurn batches
+		ls.age = (ls.age + 1) % batchesPerTurn
+		return rows, nil
+	}
+	if err := s.readTenants(ctx, l, ls); err != nil {
+		return nil, err
+	}
+	ls.age = 1 % batchesPerTurn
+	if len(ls.tenants) <= 1 && ls.from == "" {
+		return rows, nil
+	}
+	return s.fairRows(ctx, l, p, ls) // tenants wait behind this one's backlog: share
+}
+
+// inOrder reads l's batch in id order: beside p's rows, when it has.
+func (s *sender) inOrder(ctx context.Context, l schema.Lane, p *progress) ([]row, error) {
+	if p != nil {
+		return s.rowsBeside(ctx, l, p)
+	}
+	return s.rows(ctx, l)
+}
+
 // readTenants reads ls's list of l's tenants.
 func (s *sender) readTenants(ctx context.Context, l schema.Lane, ls *laneShares) error {
 	most := min(maxTenants, s.cfg.BatchSize)
@@ -96,10 +137,7 @@ func (s *sender) readTenants(ctx context.Context, l schema.Lane, ls *laneShares)
 // share reads l's batch by ls: in id order for one tenant, else shared.
 func (s *sender) share(ctx context.Context, l schema.Lane, p *progress, ls *laneShares) ([]row, error) {
 	if len(ls.tenants) <= 1 && ls.from == "" {
-		if p != nil {
-			return s.rowsBeside(ctx, l, p)
-		}
-		return s.rows(ctx, l)
+		return s.inOrder(ctx, l, p)
 	}
 	return s.fairRows(ctx, l, p, ls)
 }

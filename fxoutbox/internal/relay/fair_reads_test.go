@@ -1,0 +1,123 @@
+package relay_test
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/lease"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/relay"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+)
+
+// counting is a connector of a database whose connections count the
+// statements they are given whose text is query.
+type counting struct {
+	drv   driver.Driver
+	dsn   string
+	query string
+	n     *atomic.Int64
+}
+
+func (c counting) Connect(context.Context) (driver.Conn, error) {
+	conn, err := c.drv.Open(c.dsn)
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{Conn: conn, c: c}, nil
+}
+
+func (c counting) Driver() driver.Driver { return c.drv }
+
+type countingConn struct {
+	driver.Conn
+	c counting
+}
+
+func (c countingConn) count(query string) {
+	if query == c.c.query {
+		c.c.n.Add(1)
+	}
+}
+
+func (c countingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	c.count(query)
+	return c.Conn.(driver.QueryerContext).QueryContext(ctx, query, args)
+}
+
+func (c countingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	c.count(query)
+	return c.Conn.(driver.ExecerContext).ExecContext(ctx, query, args)
+}
+
+func (c countingConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	c.count(query)
+	return c.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, query)
+}
+
+func (c countingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	return c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
+}
+
+// insertTenantRows writes rows of tenant to topic, message ids <tenant><from>
+// to <tenant><to>.
+func insertTenantRows(t *testing.T, db *sql.DB, topic, tenant string, from, to int) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		_, err := db.Exec("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata) VALUES (?, ?, ?, ?)",
+			topic, fmt.Sprintf("%s%d", tenant, i), []byte(`{}`), fmt.Sprintf(`{"tenant":%q}`, tenant))
+		require.NoError(t, err)
+	}
+}
+
+// A lane of one tenant is read in one statement per batch: a batch that
+// is not full holds every due row, so its tenants need not be asked
+// (issue 43: at low load every pass read the lane's tenants, then its
+// rows). A full batch still asks, and a quiet tenant waiting behind a
+// noisy one's backlog then has its share of the next batch.
+func TestAFewRowsOfOneTenantAreOneRead(t *testing.T) {
+	d := outboxtest.Open(t, fxoutbox.SQLite)
+	q := schema.NewQueries(d.Dialect, schema.WithDefaults(schema.Tables{}))
+	reads := &atomic.Int64{}
+	db := sql.OpenDB(counting{drv: d.DB.Driver(), dsn: d.DSN, query: q.LaneTenants, n: reads})
+	db.SetMaxOpenConns(1) // SQLite: one writer
+	t.Cleanup(func() { _ = db.Close() })
+	d.DB = db
+
+	clock := outboxtest.NewClock(time.Now())
+	pub := &publisher{}
+	// Linger -1: the clock stands still, and a linger would wait on it.
+	st := lease.Statements{Renew: q.RenewLease, Take: q.TakeLease, Drop: q.DropLease, DropAll: q.DropLeases}
+	r := relay.New(relay.Params{
+		DB: d.DB, Queries: q, Bus: bus{pub}, Local: noLocal{}, Log: zaptest.NewLogger(t), Config: relay.Config{BatchSize: 4, ProgressInterval: -1, Linger: -1},
+		Now: clock.Now, After: clock.After, WallNow: clock.Now, WallAfter: clock.After,
+		Leases: lease.NewHolder(d.DB, st, "a", time.Minute, clock.Now),
+	})
+	r.Start()
+	t.Cleanup(func() { _ = r.Close(context.Background()) })
+
+	insertTenantRows(t, db, "orders", "a", 1, 3)
+	r.Wrote([]schema.Lane{{Topic: "orders"}})
+	eventually(t, func() bool { return len(pub.published()) == 3 }, "a's three rows sent")
+	assert.Zero(t, reads.Load(), "batches that were not full: the lane's tenants never read")
+
+	// A backlog of a's fills the batches; b's row commits behind it.
+	insertTenantRows(t, db, "orders", "a", 4, 20)
+	insertTenantRows(t, db, "orders", "b", 1, 1)
+	r.Wrote([]schema.Lane{{Topic: "orders"}})
+	require.Eventually(t, func() bool { return len(pub.published()) == 21 }, 10*time.Second, 5*time.Millisecond, "every row sent: %v", pub.published())
+	sent := pub.published()[3:]
+	assert.Less(t, slices.Index(sent, "b1"), 4, "b's row in the first batch after a's backlog came: %v", sent)
+	assert.Positive(t, reads.Load(), "a full batch asks for the lane's tenants")
+	require.NoError(t, r.Close(context.Background()))
+}
