@@ -241,7 +241,9 @@ func (u *unitOfWork) beginOn(ctx context.Context, st *store) (*unit, error) {
 			return nil, fmt.Errorf("fxoutbox: begin: tenant %s: set the schema: %w", quoteTenant(st.id), err)
 		}
 	}
-	return &unit{tx: tx, u: u, q: &st.q, store: st.id, release: release}, nil
+	// Its context until within makes it another's: a unit of InTenant's
+	// or lazy's is never a nil Context.
+	return &unit{Context: ctx, tx: tx, u: u, q: &st.q, store: st.id, release: release}, nil
 }
 
 // commit commits un's transaction and gives its place in the budget

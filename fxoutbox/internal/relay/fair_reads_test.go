@@ -69,15 +69,26 @@ func (c countingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (drive
 	return c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
 }
 
-// insertTenantRows writes rows of tenant to topic, message ids <tenant><from>
-// to <tenant><to>.
-func insertTenantRows(t *testing.T, db *sql.DB, topic, tenant string, from, to int) {
+// insertTenantRows writes rows of each tenant of rows to topic, in one
+// transaction (a pass sees all of them or none), message ids
+// <tenant><from> to <tenant><to>.
+func insertTenantRows(t *testing.T, db *sql.DB, topic string, rows ...tenantRows) {
 	t.Helper()
-	for i := from; i <= to; i++ {
-		_, err := db.Exec("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata) VALUES (?, ?, ?, ?)",
-			topic, fmt.Sprintf("%s%d", tenant, i), []byte(`{}`), fmt.Sprintf(`{"tenant":%q}`, tenant))
-		require.NoError(t, err)
+	tx, err := db.Begin()
+	require.NoError(t, err)
+	for _, r := range rows {
+		for i := r.from; i <= r.to; i++ {
+			_, err := tx.Exec("INSERT INTO fxcqrs_outbox (topic, message_id, payload, metadata) VALUES (?, ?, ?, ?)",
+				topic, fmt.Sprintf("%s%d", r.tenant, i), []byte(`{}`), fmt.Sprintf(`{"tenant":%q}`, r.tenant))
+			require.NoError(t, err)
+		}
 	}
+	require.NoError(t, tx.Commit())
+}
+
+type tenantRows struct {
+	tenant   string
+	from, to int
 }
 
 // A lane of one tenant is read in one statement per batch: a batch that
@@ -106,14 +117,15 @@ func TestAFewRowsOfOneTenantAreOneRead(t *testing.T) {
 	r.Start()
 	t.Cleanup(func() { _ = r.Close(context.Background()) })
 
-	insertTenantRows(t, db, "orders", "a", 1, 3)
+	insertTenantRows(t, db, "orders", tenantRows{"a", 1, 3})
 	r.Wrote([]schema.Lane{{Topic: "orders"}})
 	eventually(t, func() bool { return len(pub.published()) == 3 }, "a's three rows sent")
 	assert.Zero(t, reads.Load(), "batches that were not full: the lane's tenants never read")
 
-	// A backlog of a's fills the batches; b's row commits behind it.
-	insertTenantRows(t, db, "orders", "a", 4, 20)
-	insertTenantRows(t, db, "orders", "b", 1, 1)
+	// A backlog of a's fills the batches; b's row commits behind it, in
+	// the same transaction: a pass still running from the first wake
+	// reads none of them, or all.
+	insertTenantRows(t, db, "orders", tenantRows{"a", 4, 20}, tenantRows{"b", 1, 1})
 	r.Wrote([]schema.Lane{{Topic: "orders"}})
 	require.Eventually(t, func() bool { return len(pub.published()) == 21 }, 10*time.Second, 5*time.Millisecond, "every row sent: %v", pub.published())
 	sent := pub.published()[3:]
