@@ -155,11 +155,19 @@ func (d *Driver) step() {
 			continue
 		}
 		d.giving[n] = true
-		l := d.lanes[n]
+		l, fenced := d.lanes[n], false
 		delete(d.lanes, n)
+		if l == nil {
+			// Fenced and still settling: its handlers may still run, so
+			// its lease is not given back before it has ended. The
+			// reference is taken here, for the maps are this goroutine's.
+			l, fenced = d.stopping[n], true
+		}
 		go func() { // drained once its handlers are done, then released
 			if l != nil {
-				l.Stop()
+				if !fenced { // a fenced lane gives nothing back: it only ends
+					l.Stop()
+				}
 				l.Wait()
 				if d.cfg.Flush != nil {
 					d.cfg.Flush()
