@@ -348,3 +348,115 @@ func TestDriverGivesAFencedLaneBackOnceEnded(t *testing.T) {
 	close(d.stop)
 	<-d.done
 }
+
+// A lane lost while it is drained still runs, and may still hand a
+// message over to the set's channel: the Driver ends, and closes that
+// channel, only once the lane has ended.
+func TestDriverEndsOnceALaneLostWhileDrainedHasEnded(t *testing.T) {
+	t.Parallel()
+	d := drive(t, false)
+	lanes := d.takeAll(t)
+	b := d.member(t, "b")
+	_, err := b.Step(context.Background())
+	require.NoError(t, err)
+	want := ownership.Assign([]string{"a", "b"}, 4)
+	d.step() // a sees b: it drains b's share
+	for range 2 {
+		n := <-d.waits
+		require.Equal(t, "b", want[n], "lane %d drained", n)
+		<-lanes[n].stopped
+	}
+
+	d.clock.add(3*time.Second + time.Millisecond) // a's leases ran out
+	plan, err := b.Step(context.Background())
+	require.NoError(t, err)
+	require.Len(t, plan.Taken, 4, "b takes every lane, a's lease too ran out")
+	d.step() // a finds every lane lost, b's share among them still drained
+	for n, l := range lanes {
+		if want[n] == "a" {
+			<-l.fenced
+			close(l.ended)
+		}
+	}
+
+	close(d.stop)
+	for waited := false; !waited; {
+		select {
+		case <-d.done:
+			t.Fatal("the Driver ended, its channel closed, while a lane lost as it drained still ran")
+		case n := <-d.waits:
+			waited = want[n] == "b"
+		}
+	}
+	for n, l := range lanes {
+		if want[n] == "b" {
+			close(l.ended)
+		}
+	}
+	<-d.done
+	assert.Empty(t, d.store.released, "nothing given back: every lane was lost")
+}
+
+// A lane lost while it is drained, and taken again before that drain has
+// ended, is not consumed twice: it is consumed again once the drain ends.
+func TestDriverConsumesALaneLostWhileDrainedOnceEnded(t *testing.T) {
+	t.Parallel()
+	d := drive(t, false)
+	lanes := d.takeAll(t)
+	b := d.member(t, "b")
+	_, err := b.Step(context.Background())
+	require.NoError(t, err)
+	want := ownership.Assign([]string{"a", "b"}, 4)
+	d.step() // a sees b: it drains b's share
+	for n, l := range lanes {
+		if want[n] == "b" {
+			<-l.stopped
+		}
+	}
+	d.clock.add(3*time.Second + time.Millisecond) // a's leases ran out
+	plan, err := b.Step(context.Background())
+	require.NoError(t, err)
+	require.Len(t, plan.Taken, 4)
+	d.step() // a finds every lane lost
+	for n, l := range lanes {
+		if want[n] == "a" {
+			<-l.fenced
+			close(l.ended)
+		}
+	}
+
+	require.NoError(t, b.Leave(context.Background())) // b gives every lane back
+	d.step()                                          // a, alone again, takes them all
+	for range 2 {
+		l := <-d.started
+		assert.Equal(t, "a", want[l.lease.Lane], "lane %d consumed again while its drain still runs", l.lease.Lane)
+		close(l.ended)
+	}
+	select {
+	case l := <-d.started:
+		t.Fatalf("lane %d consumed again while its drain still runs", l.lease.Lane)
+	default:
+	}
+
+	for n, l := range lanes {
+		if want[n] == "b" {
+			close(l.ended)
+		}
+	}
+	for range 2 { // the drains end, and the next steps consume b's share again
+		var l *fakeLane
+		for l == nil {
+			d.step()
+			select {
+			case l = <-d.started:
+			default:
+			}
+		}
+		assert.Equal(t, "b", want[l.lease.Lane])
+		assert.Equal(t, uint64(3), l.lease.Epoch, "lane %d: a's take after b's", l.lease.Lane)
+		close(l.ended)
+	}
+	assert.Empty(t, d.store.released, "a drain of a lane lost gives nothing back")
+	close(d.stop)
+	<-d.done
+}
