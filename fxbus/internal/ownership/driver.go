@@ -84,18 +84,24 @@ type DriverConfig struct {
 type Driver struct {
 	co       *Coordinator
 	cfg      DriverConfig
-	given    chan int // a lane given up and drained: release its lease
+	given    chan int // a lane's drain has ended: release its lease, if it is still to give
 	epochs   map[int]uint64
 	lanes    map[int]Lane // the lanes consumed
-	giving   map[int]bool // being drained, to be released
+	giving   map[int]bool // to be released once drained
 	stopping map[int]Lane // fenced, still settling: not consumed again until they end
+	// draining are the drains under way (a nil Lane: nothing to drain),
+	// each until its lane has ended and its goroutine has said so on
+	// given. Kept apart from giving, which a lane lost meanwhile leaves:
+	// its lane still runs and still hands messages over to Out, so it is
+	// not consumed again, and Run does not close Out, before it has ended.
+	draining map[int]Lane
 }
 
 // NewDriver returns the Driver of co's lanes.
 func NewDriver(co *Coordinator, cfg DriverConfig) *Driver {
 	return &Driver{
 		co: co, cfg: cfg, given: make(chan int, co.cfg.Lanes), epochs: map[int]uint64{},
-		lanes: map[int]Lane{}, giving: map[int]bool{}, stopping: map[int]Lane{},
+		lanes: map[int]Lane{}, giving: map[int]bool{}, stopping: map[int]Lane{}, draining: map[int]Lane{},
 	}
 }
 
@@ -155,11 +161,23 @@ func (d *Driver) step() {
 			continue
 		}
 		d.giving[n] = true
-		l := d.lanes[n]
+		if _, ok := d.draining[n]; ok {
+			continue // lost while it drained and taken again since: released once that drain ends
+		}
+		l, fenced := d.lanes[n], false
 		delete(d.lanes, n)
+		if l == nil {
+			// Fenced and still settling: its handlers may still run, so
+			// its lease is not given back before it has ended. The
+			// reference is taken here, for the maps are this goroutine's.
+			l, fenced = d.stopping[n], true
+		}
+		d.draining[n] = l
 		go func() { // drained once its handlers are done, then released
 			if l != nil {
-				l.Stop()
+				if !fenced { // a fenced lane gives nothing back: it only ends
+					l.Stop()
+				}
 				l.Wait()
 				if d.cfg.Flush != nil {
 					d.cfg.Flush()
@@ -177,11 +195,12 @@ func (d *Driver) step() {
 	}
 	for n, epoch := range d.epochs {
 		l := d.lanes[n]
+		_, drained := d.draining[n]
 		switch {
 		case d.giving[n]:
 		case l != nil && !d.co.Held(n):
 			d.fence(n) // the lease ran out unrenewed: consumed again once renewed
-		case l == nil && d.co.Held(n) && d.stopping[n] == nil:
+		case l == nil && d.co.Held(n) && d.stopping[n] == nil && !drained:
 			d.start(n, epoch)
 		}
 	}
@@ -208,8 +227,10 @@ func (d *Driver) fence(n int) {
 	d.stopping[n] = l
 }
 
-// release gives lane n's lease back, drained.
+// release gives lane n's lease back, drained, unless it was lost while
+// it drained.
 func (d *Driver) release(n int) {
+	delete(d.draining, n)
 	if !d.giving[n] {
 		return
 	}
@@ -232,11 +253,17 @@ func (d *Driver) leave(giveBack bool) {
 	for _, l := range d.stopping {
 		l.Wait()
 	}
-	for len(d.giving) > 0 { // the drains under way
+	for _, l := range d.draining { // lost meanwhile or not, they still hand over to Out
+		if l != nil {
+			l.Wait()
+		}
+	}
+	for len(d.draining) > 0 { // and their goroutines have flushed
 		n := <-d.given
 		if giveBack {
 			d.release(n)
 		} else {
+			delete(d.draining, n)
 			delete(d.giving, n)
 		}
 	}

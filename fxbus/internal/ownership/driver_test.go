@@ -82,12 +82,14 @@ func (s *watchedStore) owner(t *testing.T, name string) string {
 }
 
 // fakeLane is a lane a test's Driver consumes: the test sees it stopped
-// or fenced, and says when it has ended (its handlers are done).
+// or fenced, and waited on, and says when it has ended (its handlers are
+// done).
 type fakeLane struct {
 	lease   fxbus.LaneLease
 	stopped chan struct{}
 	fenced  chan struct{}
 	ended   chan struct{}
+	waits   chan<- int // the lane's number, each time the Driver waits for it to end
 	once    sync.Once
 	fence   sync.Once
 }
@@ -95,7 +97,14 @@ type fakeLane struct {
 func (l *fakeLane) Fence()                  { l.fence.Do(func() { close(l.fenced) }) }
 func (l *fakeLane) Fenced() <-chan struct{} { return l.ended }
 func (l *fakeLane) Stop()                   { l.once.Do(func() { close(l.stopped) }) }
-func (l *fakeLane) Wait()                   { <-l.ended }
+
+func (l *fakeLane) Wait() {
+	select {
+	case l.waits <- l.lease.Lane:
+	default: // a test that does not look
+	}
+	<-l.ended
+}
 
 // driven is a Driver of member "a" over four lanes, stepped by the test.
 type driven struct {
@@ -105,6 +114,7 @@ type driven struct {
 	stop    chan struct{}
 	kill    chan struct{}
 	started chan *fakeLane
+	waits   chan int // the lane each time the Driver waits for one to end
 	trouble chan ownership.Trouble
 	done    chan struct{}
 }
@@ -116,7 +126,7 @@ func drive(t *testing.T, killable bool) *driven {
 	d := &driven{
 		store: newWatchedStore(), clock: &lockedClock{t: time.Unix(1_700_000_000, 0)},
 		ticks: make(chan time.Time), stop: make(chan struct{}), kill: make(chan struct{}),
-		started: make(chan *fakeLane, 16), trouble: make(chan ownership.Trouble, 64), done: make(chan struct{}),
+		started: make(chan *fakeLane, 16), waits: make(chan int, 64), trouble: make(chan ownership.Trouble, 64), done: make(chan struct{}),
 	}
 	stop := d.stop
 	if killable {
@@ -127,7 +137,9 @@ func drive(t *testing.T, killable bool) *driven {
 	driver := ownership.NewDriver(co, ownership.DriverConfig{
 		Warn: func(tr ownership.Trouble, _ int, _ error) { d.trouble <- tr }, Stop: stop, Kill: d.kill, Ticks: d.ticks,
 		Start: func(lease fxbus.LaneLease) (ownership.Lane, error) {
-			l := &fakeLane{lease: lease, stopped: make(chan struct{}), fenced: make(chan struct{}), ended: make(chan struct{})}
+			l := &fakeLane{
+				lease: lease, stopped: make(chan struct{}), fenced: make(chan struct{}), ended: make(chan struct{}), waits: d.waits,
+			}
 			d.started <- l
 			return l, nil
 		},
@@ -283,4 +295,168 @@ func TestDriverKilledGivesNothingBack(t *testing.T) {
 	for n := range lanes {
 		assert.Equal(t, "a", d.store.owner(t, "lane."+strconv.Itoa(n)))
 	}
+}
+
+// A lane fenced, whose lease is renewed before its consumer has ended,
+// and that another member should now own, is given back only once that
+// consumer has ended: its handlers must not overlap the next owner's.
+func TestDriverGivesAFencedLaneBackOnceEnded(t *testing.T) {
+	t.Parallel()
+	d := drive(t, false)
+	lanes := d.takeAll(t)
+	down := errors.New("down")
+	d.store.fail.Store(&down)
+	d.clock.add(2600 * time.Millisecond) // past Lease-Margin
+	d.step()
+	assert.Equal(t, ownership.NotRenewed, <-d.trouble)
+	for _, l := range lanes {
+		<-l.fenced
+	}
+	d.store.fail.Store(nil)
+	d.step() // renewed; the fenced lanes still run
+
+	b := d.member(t, "b")
+	_, err := b.Step(context.Background())
+	require.NoError(t, err)
+	want := ownership.Assign([]string{"a", "b"}, 4)
+	d.step()      // a sees b: it gives b's share up
+	for range 2 { // the Driver waits for each fenced consumer of b's share ...
+		select {
+		case name := <-d.store.released:
+			t.Fatalf("%s given back while its fenced consumer still runs", name)
+		case n := <-d.waits:
+			assert.Equal(t, "b", want[n], "lane %d waited for", n)
+		}
+	}
+	for n, l := range lanes { // ... and gives it back once it has ended
+		if want[n] == "b" {
+			select {
+			case name := <-d.store.released:
+				t.Fatalf("%s given back while its fenced consumer still runs", name)
+			default:
+			}
+			close(l.ended)
+			assert.Equal(t, "lane."+strconv.Itoa(n), <-d.store.released)
+			assert.Empty(t, d.store.owner(t, "lane."+strconv.Itoa(n)))
+		}
+	}
+	for n, l := range lanes {
+		if want[n] == "a" {
+			close(l.ended)
+		}
+	}
+	close(d.stop)
+	<-d.done
+}
+
+// A lane lost while it is drained still runs, and may still hand a
+// message over to the set's channel: the Driver ends, and closes that
+// channel, only once the lane has ended.
+func TestDriverEndsOnceALaneLostWhileDrainedHasEnded(t *testing.T) {
+	t.Parallel()
+	d := drive(t, false)
+	lanes := d.takeAll(t)
+	b := d.member(t, "b")
+	_, err := b.Step(context.Background())
+	require.NoError(t, err)
+	want := ownership.Assign([]string{"a", "b"}, 4)
+	d.step() // a sees b: it drains b's share
+	for range 2 {
+		n := <-d.waits
+		require.Equal(t, "b", want[n], "lane %d drained", n)
+		<-lanes[n].stopped
+	}
+
+	d.clock.add(3*time.Second + time.Millisecond) // a's leases ran out
+	plan, err := b.Step(context.Background())
+	require.NoError(t, err)
+	require.Len(t, plan.Taken, 4, "b takes every lane, a's lease too ran out")
+	d.step() // a finds every lane lost, b's share among them still drained
+	for n, l := range lanes {
+		if want[n] == "a" {
+			<-l.fenced
+			close(l.ended)
+		}
+	}
+
+	close(d.stop)
+	for waited := false; !waited; {
+		select {
+		case <-d.done:
+			t.Fatal("the Driver ended, its channel closed, while a lane lost as it drained still ran")
+		case n := <-d.waits:
+			waited = want[n] == "b"
+		}
+	}
+	for n, l := range lanes {
+		if want[n] == "b" {
+			close(l.ended)
+		}
+	}
+	<-d.done
+	assert.Empty(t, d.store.released, "nothing given back: every lane was lost")
+}
+
+// A lane lost while it is drained, and taken again before that drain has
+// ended, is not consumed twice: it is consumed again once the drain ends.
+func TestDriverConsumesALaneLostWhileDrainedOnceEnded(t *testing.T) {
+	t.Parallel()
+	d := drive(t, false)
+	lanes := d.takeAll(t)
+	b := d.member(t, "b")
+	_, err := b.Step(context.Background())
+	require.NoError(t, err)
+	want := ownership.Assign([]string{"a", "b"}, 4)
+	d.step() // a sees b: it drains b's share
+	for n, l := range lanes {
+		if want[n] == "b" {
+			<-l.stopped
+		}
+	}
+	d.clock.add(3*time.Second + time.Millisecond) // a's leases ran out
+	plan, err := b.Step(context.Background())
+	require.NoError(t, err)
+	require.Len(t, plan.Taken, 4)
+	d.step() // a finds every lane lost
+	for n, l := range lanes {
+		if want[n] == "a" {
+			<-l.fenced
+			close(l.ended)
+		}
+	}
+
+	require.NoError(t, b.Leave(context.Background())) // b gives every lane back
+	d.step()                                          // a, alone again, takes them all
+	for range 2 {
+		l := <-d.started
+		assert.Equal(t, "a", want[l.lease.Lane], "lane %d consumed again while its drain still runs", l.lease.Lane)
+		close(l.ended)
+	}
+	select {
+	case l := <-d.started:
+		t.Fatalf("lane %d consumed again while its drain still runs", l.lease.Lane)
+	default:
+	}
+
+	for n, l := range lanes {
+		if want[n] == "b" {
+			close(l.ended)
+		}
+	}
+	for range 2 { // the drains end, and the next steps consume b's share again
+		var l *fakeLane
+		for l == nil {
+			d.step()
+			select {
+			case l = <-d.started:
+			default:
+			}
+		}
+		assert.Equal(t, "b", want[l.lease.Lane])
+		assert.Equal(t, uint64(3), l.lease.Epoch, "lane %d: a's take after b's", l.lease.Lane)
+		close(l.ended)
+	}
+	assert.Empty(t, d.store.released, "a drain of a lane lost gives nothing back")
+	close(d.stop)
+	<-d.done
 }
