@@ -383,6 +383,11 @@ func (r *Relay) storeTurn(ctx context.Context, p *part) (int, error) {
 		return 0, err
 	}
 	defer release()
+	// The turn's deadline starts once it has its place: a store that
+	// hangs fails its turn, not the relay (Config.TurnTimeout).
+	unbounded := ctx
+	ctx, cancel := r.turnContext(ctx)
+	defer cancel()
 	var errs []error
 	topics, lanes, err := r.passLanes(ctx, p)
 	if err != nil {
@@ -398,7 +403,13 @@ func (r *Relay) storeTurn(ctx context.Context, p *part) (int, error) {
 			return sent, nil
 		default:
 		}
-		n, err := r.sendTopic(ctx, p, topic, lanes[topic], &left)
+		tctx := ctx
+		if topic == r.delivery.Topic {
+			// Durable handlers take their own time, and what they delivered
+			// must still be deleted after them: not cut by the deadline.
+			tctx = unbounded
+		}
+		n, err := r.sendTopic(tctx, p, topic, lanes[topic], &left)
 		sent += n
 		if err != nil {
 			errs = append(errs, err) // other topics go on
@@ -416,6 +427,15 @@ func (r *Relay) storeTurn(ctx context.Context, p *part) (int, error) {
 		r.drained(ctx, p)
 	}
 	return sent, errors.Join(errs...)
+}
+
+// turnContext is ctx with the deadline of a store's turn
+// (Config.TurnTimeout), if any.
+func (r *Relay) turnContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.cfg.TurnTimeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, r.cfg.TurnTimeout)
 }
 
 // recordAll records every lane's progress as the relay stops, so that
@@ -446,10 +466,17 @@ func (r *Relay) logFailure(err error, retryIn time.Duration) { r.logFailureOn(r.
 // logFailureOn is logFailure of a store on db.
 func (r *Relay) logFailureOn(db *sql.DB, err error, retryIn time.Duration) {
 	var be *brokerError
+	// The ping is bounded as a turn is: a database that hangs must not
+	// hold the relay here either.
+	ctx, cancel := r.turnContext(context.Background())
+	defer cancel()
 	switch {
 	case errors.As(err, &be) && onlyBroker(err):
 		r.log.Warn("relay: the broker is unavailable or refused; rows wait", zap.Error(err), zap.Duration("retryIn", retryIn))
-	case db.PingContext(context.Background()) != nil:
+	case errors.Is(err, context.DeadlineExceeded):
+		r.log.Warn("relay: a store's turn ran past Config.TurnTimeout (a lock held on its tables, a database that hangs); rows wait",
+			zap.Error(err), zap.Duration("retryIn", retryIn))
+	case db.PingContext(ctx) != nil:
 		r.log.Warn("relay: the database is unreachable; rows wait", zap.Error(err), zap.Duration("retryIn", retryIn))
 	default:
 		r.log.Error("relay: the database refused a statement (not the broker, not the connection): check the schema (fxoutbox.Migrate) and the database's log; rows wait",
