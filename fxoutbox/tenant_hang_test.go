@@ -15,7 +15,7 @@ import (
 
 // A tenant's store that hangs (another connection holds an ACCESS
 // EXCLUSIVE lock on its outbox in an open transaction: every statement
-// on it waits, none fails) fails its turn at Config.TurnTimeout and
+// on it waits, none fails) fails its turn at RelayConfig.StoreTimeout and
 // waits for its own backoff: the other tenants' rows, committed before
 // the lock and while the relay waits on it, are delivered while it is
 // held. Once it is released the hung tenant's rows go out too, and
@@ -27,7 +27,7 @@ func TestTenantStoreThatHangsStaysItsOwn(t *testing.T) {
 	tenants := tenantSchemas(t, main, "h", 3)
 	hung := tenants[1]
 	r := newTenantStoresRig(t, main, fxoutbox.StaticTenantStores(storesOf(tenants)...), fxoutbox.Config{
-		Relay: fxoutbox.RelayConfig{TurnTimeout: 300 * time.Millisecond},
+		Relay: fxoutbox.RelayConfig{StoreTimeout: 300 * time.Millisecond},
 	}, true)
 	ctx := context.Background()
 	all := append([]tenantStore{{db: main.DB}}, tenants...) // the default tenant first
@@ -72,7 +72,7 @@ func TestTenantStoreThatHangsStaysItsOwn(t *testing.T) {
 		}
 		return true
 	}
-	// Generous: a turn ends at 300ms; the code before TurnTimeout never
+	// Generous: a hung step ends at 300ms; the code before StoreTimeout never
 	// got here while the lock was held.
 	deadline := time.After(20 * time.Second)
 	for !delivered() {

@@ -79,25 +79,28 @@ type Config struct {
 	// run the new number only once Admin.Backlog shows none of its rows
 	// waiting), then deploy the new number everywhere.
 	Lanes int `json:"lanes" yaml:"lanes"`
-	// TurnTimeout bounds the relay's turn in one store (a tenant's, or
-	// the outbox's own database): the statements of the turn (the topics
-	// and lanes it lists, the rows it reads, its leases, the fenced
-	// deletes) run under a deadline that long from the turn's start. A
+	// StoreTimeout bounds each step of the relay's turn in a store (a
+	// tenant's, or the outbox's own database): the listing of its topics
+	// and lanes, each batch (its lease, its read, the delete of what the
+	// broker took), the recording of its progress, and the ping after a
+	// failure each run under a deadline that long, on the wall clock. A
 	// store whose database hangs (a lock held on its outbox, a server
 	// that stopped answering without closing the connection) fails its
-	// turn when the deadline passes and waits for a backoff of its own
-	// (RetryInitial up to RetryMax) while the relay serves the other
-	// stores; without a deadline one hung tenant stalled every tenant's
-	// delivery. Default Lease, and at most Lease: a turn renews its
-	// lanes' leases as it goes, at most once per quarter lease, so a
-	// statement that hangs past the lease has lost them anyway (another
-	// relay may send those lanes now), and nothing is gained by waiting
-	// longer. A healthy turn (16 batches at most) takes a small part of
-	// it. The delivery topic's batches (durable events, scheduled
-	// commands) are not cut by it: their handlers take their own time,
-	// and the rows they delivered must still be deleted. Negative: no
+	// turn when a step's deadline passes, gives up the rest of the turn,
+	// and waits for a backoff of its own (RetryInitial up to RetryMax)
+	// while the relay serves the other stores; without a deadline one
+	// hung tenant stalled every tenant's delivery. The relay's read of
+	// the tenant source (Config.TenantStores) is bounded so too. Default
+	// Lease, and at most Lease: a batch renews its lane's lease first, at
+	// most once per quarter lease, so a step that hangs past the lease
+	// has lost the lane anyway (another relay may send it now), and
+	// nothing is gained by waiting longer. A healthy step takes a small
+	// part of it; a whole turn (up to 16 batches) may take longer, and is
+	// not cut. The delivery topic's batches (durable events, scheduled
+	// commands) are not bounded: their handlers take their own time, and
+	// what they delivered must still be deleted after them. Negative: no
 	// deadline.
-	TurnTimeout time.Duration `json:"turnTimeout" yaml:"turnTimeout"`
+	StoreTimeout time.Duration `json:"storeTimeout" yaml:"storeTimeout"`
 	// TopicLanes sets the number of lanes of some topics, by topic; the
 	// others have Lanes. Each must be at least 1.
 	TopicLanes map[string]int `json:"topicLanes" yaml:"topicLanes"`
@@ -139,8 +142,8 @@ func WithDefaults(c Config) Config {
 	if c.ProgressInterval > c.Lease/4 {
 		c.ProgressInterval = c.Lease / 4 // recorded while the lease that fences it runs
 	}
-	if c.TurnTimeout == 0 || c.TurnTimeout > c.Lease {
-		c.TurnTimeout = c.Lease // a turn does not outlive the leases it renewed
+	if c.StoreTimeout == 0 || c.StoreTimeout > c.Lease {
+		c.StoreTimeout = c.Lease // a step does not outlive the lease it renewed
 	}
 	if c.RetryInitial <= 0 {
 		c.RetryInitial = 100 * time.Millisecond

@@ -87,9 +87,9 @@ func (r *Relay) refreshStores(ctx context.Context) error {
 		return nil
 	}
 	r.stores.readAt = now
-	// Bounded as a turn is: a source that hangs (the application's
+	// Bounded as a turn's step is: a source that hangs (the application's
 	// tenants table, locked) must not hold every store's delivery.
-	lctx, cancel := r.turnContext(ctx)
+	lctx, cancel := r.step(ctx)
 	list, err := r.stores.list(lctx)
 	cancel()
 	if err != nil {

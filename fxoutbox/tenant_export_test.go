@@ -1,0 +1,15 @@
+package fxoutbox
+
+import "time"
+
+// TenantSourceReads returns how many times o has read its TenantStores'
+// list, for tests: a relay's pass that read it after a change saw it.
+func TenantSourceReads(o *Outbox) uint64 { return o.stores.reads.Load() }
+
+// SetTenantMigrationTimeout sets how long the migration of a store that
+// appears while o runs may take (tenantMigrationTimeout by default).
+func SetTenantMigrationTimeout(o *Outbox, d time.Duration) {
+	o.stores.mu.Lock()
+	defer o.stores.mu.Unlock()
+	o.stores.migrateFor = d
+}
