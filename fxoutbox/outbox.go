@@ -167,7 +167,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	sender := relay.New(params)
 	o.relay = sender
 	promoter := upkeep.NewSchedulePromoter(upkeep.PromoterParams{
-		DB: db, Queries: q, Sender: sender, Log: log, Now: cfg.Now, After: cfg.After,
+		DB: db, Queries: q, Sender: sender, Acquire: o.acquire(), Log: log, Now: cfg.Now, After: cfg.After,
 		Leases: lease.NewHolder(db, leases, owner, rc.Lease, cfg.Now),
 		Config: upkeep.PromoterConfig{
 			PollInterval: rc.PollInterval, BatchSize: rc.BatchSize, RetryInitial: rc.RetryInitial, RetryMax: rc.RetryMax,
@@ -179,7 +179,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 		lanes: func(topic string) int { return relay.LanesOf(cfg.Relay, topic) },
 	}
 	o.left, o.promoter = &leftovers{u: o.uow, log: log}, promoter
-	o.cleaner = upkeep.NewInboxCleaner(db, q, upkeep.InboxCleanerConfig{Retention: cfg.InboxRetention}, log, cfg.Now, cfg.After)
+	o.cleaner = upkeep.NewInboxCleaner(db, q, upkeep.InboxCleanerConfig{Retention: cfg.InboxRetention, Acquire: o.acquire()}, log, cfg.Now, cfg.After)
 	o.admin = o.stores.def.admin
 	return o, nil
 }

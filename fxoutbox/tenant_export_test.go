@@ -13,3 +13,12 @@ func SetTenantMigrationTimeout(o *Outbox, d time.Duration) {
 	defer o.stores.mu.Unlock()
 	o.stores.migrateFor = d
 }
+
+// BudgetTaken returns how many places of o's connection budget
+// (Config.MaxConnections) are taken now.
+func BudgetTaken(o *Outbox) int {
+	if o.budget == nil {
+		return 0
+	}
+	return len(o.budget.places)
+}

@@ -153,15 +153,24 @@ func (s *stores) upkeep(st *store) {
 	o := s.o
 	rc := relay.WithDefaults(o.cfg.Relay)
 	st.promoter = upkeep.NewSchedulePromoter(upkeep.PromoterParams{
-		DB: st.db, Queries: st.q, Sender: discoverIn{o.relay, st.id}, Log: o.log.With(zap.String("tenant", st.id)),
+		DB: st.db, Queries: st.q, Sender: discoverIn{o.relay, st.id}, Acquire: o.acquire(), Log: o.log.With(zap.String("tenant", st.id)),
 		Now: o.cfg.Now, After: o.cfg.After,
 		Leases: lease.NewHolder(st.db, leaseStatements(st.q), o.owner, rc.Lease, o.cfg.Now),
 		Config: upkeep.PromoterConfig{
 			PollInterval: rc.PollInterval, BatchSize: rc.BatchSize, RetryInitial: rc.RetryInitial, RetryMax: rc.RetryMax,
 		},
 	})
-	st.cleaner = upkeep.NewInboxCleaner(st.db, st.q, upkeep.InboxCleanerConfig{Retention: o.cfg.InboxRetention},
+	st.cleaner = upkeep.NewInboxCleaner(st.db, st.q, upkeep.InboxCleanerConfig{Retention: o.cfg.InboxRetention, Acquire: o.acquire()},
 		o.log.With(zap.String("tenant", st.id)), o.cfg.Now, o.cfg.After)
+}
+
+// acquire is the connection budget's take for the upkeep services, nil
+// without a budget.
+func (o *Outbox) acquire() upkeep.Acquire {
+	if o.budget == nil {
+		return nil
+	}
+	return o.budget.take
 }
 
 // discoverIn is the relay as a store's promoter tells it of moved rows.
