@@ -66,14 +66,15 @@ const batchesPerTurn = 16
 // and counts it off the store's turn (*left); held says whether it held
 // the lease, more whether the batch was full (rows may be waiting).
 func (r *Relay) drainOne(ctx context.Context, p *part, l schema.Lane, left *int) (sent int, held, more bool, err error) {
-	if l.Topic != r.delivery.Topic {
-		// A step of the store's turn (Config.StoreTimeout). The delivery
-		// topic's is not bounded: its handlers take their own time.
-		var cancel context.CancelFunc
-		ctx, cancel = r.step(ctx)
-		defer cancel()
-	}
-	ok, err := p.leases.Take(ctx, l.Lease())
+	// The lease is a step of the store's turn (Config.StoreTimeout). The
+	// batch itself is not bounded: its statements share their context
+	// with the broker's publish (a JetStream publish waits for its
+	// acknowledgement up to 5s while the broker is away), whose delete
+	// failed turn after turn under the deadline; nor are the delivery
+	// topic's handlers, which take their own time.
+	sctx, cancel := r.step(ctx)
+	ok, err := p.leases.Take(sctx, l.Lease())
+	cancel()
 	if err != nil || !ok {
 		if err == nil {
 			p.sender.forget(l) // its rows sent and not deleted are the new owner's
