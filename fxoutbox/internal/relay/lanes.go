@@ -68,10 +68,10 @@ const batchesPerTurn = 16
 func (r *Relay) drainOne(ctx context.Context, p *part, l schema.Lane, left *int) (sent int, held, more bool, err error) {
 	// The lease is a step of the store's turn (Config.StoreTimeout). The
 	// batch itself is not bounded: its statements share their context
-	// with the broker's publish (a JetStream publish waits for its
-	// acknowledgement up to 5s while the broker is away), whose delete
-	// failed turn after turn under the deadline; nor are the delivery
-	// topic's handlers, which take their own time.
+	// with the broker's publish, which may outlast the deadline while a
+	// broker is away (under it, TestBrokerOutage's relay failed turn
+	// after turn and never recovered); nor are the delivery topic's
+	// handlers, which take their own time.
 	sctx, cancel := r.step(ctx)
 	ok, err := p.leases.Take(sctx, l.Lease())
 	cancel()
