@@ -83,25 +83,33 @@ type Config struct {
 	// then begins on the store of its call's tenant (fxbus.TenantOf), the
 	// default tenant's ("") on the outbox's own database, and one relay
 	// serves every store; the source is read at Start and again once per
-	// poll interval, and a store that appears is migrated. Default nil:
-	// the shared mode, every tenant's rows in the outbox's database.
+	// poll interval, and a store that appears is migrated beside the relay
+	// (on a goroutine of its own, within a minute; it is served once
+	// migrated, and tried again at the next read if its migration fails).
+	// Default nil: the shared mode, every tenant's rows in the outbox's
+	// database.
 	// Under fxoutbox.Module, a TenantStores in the graph is taken when
 	// this is nil.
 	TenantStores TenantStores `json:"-" yaml:"-"`
 	// MaxConnections is the connection budget across every store: a unit
 	// of work (and InTenant) takes a place before it begins its
 	// transaction and gives it back at its commit or rollback; the relay
-	// takes one per store's turn. A call that finds it spent waits on its
-	// context: the context's end is its error, and nothing began. Default
-	// 0: no budget (each pool's own limit). With durable events or
-	// scheduled commands, at least 2: the relay's turn waits for the
-	// deliveries it runs, which take places of their own.
+	// takes one per store's turn, each store's schedules' move one per
+	// round, its inbox's clean-up (and CleanInbox) one per clean-up, and
+	// the migration of a tenant's store one. A call that finds it spent
+	// waits on its context: the context's end is its error, and nothing
+	// began. Default 0: no budget (each pool's own limit). With durable
+	// events or scheduled commands, at least 2: the relay's turn waits
+	// for the deliveries it runs, which take places of their own.
 	MaxConnections int `json:"maxConnections" yaml:"maxConnections"`
 	// TenantMigrations bring the tables of packages beside the outbox
 	// (fxsaga's sagas) into each tenant's store, after the outbox's own
 	// migration of it: at Start for the stores listed then, and for a
 	// store that appears later before it is served. Under fx, packages
-	// add theirs with AsTenantMigration.
+	// add theirs with AsTenantMigration. Each runs under the place of the
+	// connection budget (MaxConnections) that the store's migration took,
+	// on a connection of its own at a time: it must not begin a unit of
+	// work (InTenant), which would wait for another place.
 	TenantMigrations []TenantMigration `json:"-" yaml:"-"`
 }
 
@@ -167,7 +175,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 	sender := relay.New(params)
 	o.relay = sender
 	promoter := upkeep.NewSchedulePromoter(upkeep.PromoterParams{
-		DB: db, Queries: q, Sender: sender, Log: log, Now: cfg.Now, After: cfg.After,
+		DB: db, Queries: q, Sender: sender, Acquire: o.acquire(), Log: log, Now: cfg.Now, After: cfg.After,
 		Leases: lease.NewHolder(db, leases, owner, rc.Lease, cfg.Now),
 		Config: upkeep.PromoterConfig{
 			PollInterval: rc.PollInterval, BatchSize: rc.BatchSize, RetryInitial: rc.RetryInitial, RetryMax: rc.RetryMax,
@@ -179,7 +187,7 @@ func New(db *sql.DB, bus *fxbus.Bus, cfg Config, log *zap.Logger) (*Outbox, erro
 		lanes: func(topic string) int { return relay.LanesOf(cfg.Relay, topic) },
 	}
 	o.left, o.promoter = &leftovers{u: o.uow, log: log}, promoter
-	o.cleaner = upkeep.NewInboxCleaner(db, q, upkeep.InboxCleanerConfig{Retention: cfg.InboxRetention}, log, cfg.Now, cfg.After)
+	o.cleaner = upkeep.NewInboxCleaner(db, q, upkeep.InboxCleanerConfig{Retention: cfg.InboxRetention, Acquire: o.acquire()}, log, cfg.Now, cfg.After)
 	o.admin = o.stores.def.admin
 	return o, nil
 }

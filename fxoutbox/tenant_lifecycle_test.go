@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,18 +54,19 @@ func TestTenantStoresComeAndGo(t *testing.T) {
 	inB := fxbus.WithTenant(ctx, b.store.ID)
 	require.ErrorIs(t, fxcqrs.Exec(inB, r.m, PlaceOrder{ID: 1}), fxbus.ErrUnknownTenant)
 
-	// Added: served after one poll interval of the outbox's clock. The
+	// Added: served after one poll interval of the outbox's clock, its
+	// migration (beside the relay) waking the relay when it is done. The
 	// clock is moved again only when a pass ended without reading the
 	// source: one that was running as the clock moved (it waits a poll
 	// interval from its end).
 	src.set(a.store, b.store)
-	moves, passes := 1, fxoutbox.RelayPasses(r.outbox)
+	moves, passes, reads := 1, fxoutbox.RelayPasses(r.outbox), fxoutbox.TenantSourceReads(r.outbox)
 	clock.Advance(time.Second)
 	require.Eventually(t, func() bool {
 		if len(r.outbox.Tenants()) == 3 {
 			return true
 		}
-		if now := fxoutbox.RelayPasses(r.outbox); now > passes {
+		if now := fxoutbox.RelayPasses(r.outbox); now > passes && fxoutbox.TenantSourceReads(r.outbox) == reads {
 			moves, passes = moves+1, now
 			clock.Advance(time.Second)
 		}
@@ -342,4 +345,90 @@ func TestPanicInAUnitOfWorkGivesItsPlaceBack(t *testing.T) {
 		require.NoError(t, r.outbox.InTenant(ctx, tenant, func(context.Context) error { return nil }), "tenant %q: the place was given back", tenant)
 		cancel()
 	}
+}
+
+// A store that appears while the relay runs is migrated beside it, off
+// its goroutine: a migration that hangs (a TenantMigration that waits,
+// as one waiting on a lock held elsewhere) holds neither the other
+// tenants' delivery nor the service of another store that appeared with
+// it, and its tenant is refused until it is done; its end wakes the
+// relay, which serves it without waiting for the next poll. One that
+// runs past its timeout is cancelled and tried again at a later read of
+// the source; Stop cancels those in hand and waits for them.
+func TestTenantStoreMigratedBesideTheRelay(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	main := openDatabase(t, fxoutbox.SQLite)
+	ordersTable(t, main.DB, "")
+	tenants := tenantDatabases(t, fxoutbox.SQLite, "m", 4)
+	a, slow, b, stuck := tenants[0], tenants[1], tenants[2], tenants[3]
+	release := make(chan struct{})
+	var stuckRuns, stuckEnded atomic.Int32
+	migration := func(ctx context.Context, ts fxoutbox.TenantStore) error {
+		switch ts.ID {
+		case slow.store.ID:
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		case stuck.store.ID:
+			stuckRuns.Add(1)
+			defer stuckEnded.Add(1)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	}
+	src := &tenantSource{}
+	src.set(a.store)
+	r := newTenantStoresRig(t, main, src, fxoutbox.Config{
+		Now: clock.Now, After: clock.After, TenantMigrations: []fxoutbox.TenantMigration{migration},
+		Relay: fxoutbox.RelayConfig{PollInterval: time.Second, RetryInitial: time.Second, RetryMax: time.Second, Lease: 24 * time.Hour},
+	}, false)
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // before the rig's Stop, should the relay wait on it
+	ctx := context.Background()
+	served := func(id string) bool { return slices.Contains(r.outbox.Tenants(), id) }
+	// readUntil moves the outbox's clock a poll interval at a time, for
+	// the relay to read the source, until cond holds.
+	readUntil := func(cond func() bool, msg string) {
+		t.Helper()
+		// Bounded: a relay stuck in a migration never gets there.
+		require.Eventually(t, func() bool {
+			clock.Advance(time.Second)
+			return cond()
+		}, 20*time.Second, time.Millisecond, msg)
+	}
+
+	src.set(a.store, slow.store, b.store)
+	readUntil(func() bool { return served(b.store.ID) }, "a store that appeared waited for another's migration")
+	assert.False(t, served(slow.store.ID), "served before its migration ended")
+	require.ErrorIs(t, fxcqrs.Exec(fxbus.WithTenant(ctx, slow.store.ID), r.m, PlaceOrder{ID: 1}), fxbus.ErrUnknownTenant)
+	for i, ts := range []tenantStore{a, b} {
+		require.NoError(t, fxcqrs.Exec(fxbus.WithTenant(ctx, ts.store.ID), r.m, PlaceOrder{ID: 10 + i}))
+		assert.Equal(t, 10+i, orderOf(t, next(t, r.orders)), "delivered while a migration hangs")
+	}
+	unblock() // the clock stands still: its end wakes the relay
+	require.Eventually(t, func() bool { return served(slow.store.ID) }, time.Minute, time.Millisecond)
+	require.NoError(t, fxcqrs.Exec(fxbus.WithTenant(ctx, slow.store.ID), r.m, PlaceOrder{ID: 2}))
+	assert.Equal(t, 2, orderOf(t, next(t, r.orders)))
+
+	// Past its timeout: cancelled, not served, tried again later (the
+	// timeout leaves the outbox's own migration of it time to end).
+	fxoutbox.SetTenantMigrationTimeout(r.outbox, 500*time.Millisecond)
+	src.set(a.store, slow.store, b.store, stuck.store)
+	readUntil(func() bool { return stuckEnded.Load() >= 2 }, "a migration past its timeout was not tried again")
+	assert.False(t, served(stuck.store.ID))
+
+	// Stop cancels the migration in hand and waits for it.
+	fxoutbox.SetTenantMigrationTimeout(r.outbox, time.Hour)
+	runs := stuckRuns.Load()
+	readUntil(func() bool { return stuckRuns.Load() > runs }, "the migration was not tried again")
+	stopCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	require.NoError(t, r.outbox.Stop(stopCtx))
+	assert.Equal(t, stuckRuns.Load(), stuckEnded.Load(), "a migration still runs after Stop")
 }

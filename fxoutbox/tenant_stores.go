@@ -49,6 +49,34 @@ type stores struct {
 	byID    map[string]*store // the tenants', live and draining
 	order   []string          // the live tenants' ids, in the source's order
 	started bool              // upkeep runs for the stores added
+	served  bool              // a refresh succeeded (Start's): the relay runs, and a new store is migrated beside it
+
+	// The migrations of the stores that appear while the relay runs, a
+	// goroutine each, off the relay's: a long migration, or a migration
+	// lock held elsewhere, must not stall every tenant's delivery.
+	migrating  map[string]*migration // by tenant id (under mu)
+	closed     bool                  // stop was called: no migration starts (under mu)
+	migrations sync.WaitGroup
+	migrateCtx context.Context // ends at stop: the migrations in hand end with it
+	endMigrate context.CancelFunc
+	migrateFor time.Duration // how long a migration may take; 0: tenantMigrationTimeout
+	reads      atomic.Uint64 // for tests: how many times the source was read
+}
+
+// tenantMigrationTimeout bounds the migration of a store that appeared
+// while the relay runs: one that takes longer (its migration lock held
+// by another process that hangs, a migration too long for a running
+// service) is cancelled, logged and tried again at the next read of the
+// source, so that no goroutine waits on it for good.
+const tenantMigrationTimeout = time.Minute
+
+// migration is the migration of a store that appeared, on its own
+// goroutine: the store joins the relay's once it is done without error.
+type migration struct {
+	ts   TenantStore // as the source listed it
+	st   *store
+	done bool  // under stores.mu
+	err  error // under stores.mu, once done
 }
 
 // ids is the live tenants' ids, the default first.
@@ -125,15 +153,24 @@ func (s *stores) upkeep(st *store) {
 	o := s.o
 	rc := relay.WithDefaults(o.cfg.Relay)
 	st.promoter = upkeep.NewSchedulePromoter(upkeep.PromoterParams{
-		DB: st.db, Queries: st.q, Sender: discoverIn{o.relay, st.id}, Log: o.log.With(zap.String("tenant", st.id)),
+		DB: st.db, Queries: st.q, Sender: discoverIn{o.relay, st.id}, Acquire: o.acquire(), Log: o.log.With(zap.String("tenant", st.id)),
 		Now: o.cfg.Now, After: o.cfg.After,
 		Leases: lease.NewHolder(st.db, leaseStatements(st.q), o.owner, rc.Lease, o.cfg.Now),
 		Config: upkeep.PromoterConfig{
 			PollInterval: rc.PollInterval, BatchSize: rc.BatchSize, RetryInitial: rc.RetryInitial, RetryMax: rc.RetryMax,
 		},
 	})
-	st.cleaner = upkeep.NewInboxCleaner(st.db, st.q, upkeep.InboxCleanerConfig{Retention: o.cfg.InboxRetention},
+	st.cleaner = upkeep.NewInboxCleaner(st.db, st.q, upkeep.InboxCleanerConfig{Retention: o.cfg.InboxRetention, Acquire: o.acquire()},
 		o.log.With(zap.String("tenant", st.id)), o.cfg.Now, o.cfg.After)
+}
+
+// acquire is the connection budget's take for the upkeep services, nil
+// without a budget.
+func (o *Outbox) acquire() upkeep.Acquire {
+	if o.budget == nil {
+		return nil
+	}
+	return o.budget.take
 }
 
 // discoverIn is the relay as a store's promoter tells it of moved rows.
@@ -149,8 +186,14 @@ func leaseStatements(q schema.Queries) lease.Statements {
 }
 
 // migrate brings st's schema to this code's version, under the lock
-// Migrate takes.
+// Migrate takes, and runs the TenantMigrations on it, under one place
+// of the connection budget.
 func (s *stores) migrate(ctx context.Context, st *store) error {
+	release, err := s.o.budget.take(ctx)
+	if err != nil {
+		return fmt.Errorf("fxoutbox: tenant %s: %w", quoteTenant(st.id), err)
+	}
+	defer release()
 	if err := schema.MigrateIn(ctx, st.db, st.d, s.o.cfg.Tables, st.schema); err != nil {
 		return fmt.Errorf("fxoutbox: tenant %s: %w", quoteTenant(st.id), err)
 	}
@@ -168,12 +211,92 @@ func runTenantMigrations(ctx context.Context, ms []TenantMigration, ts TenantSto
 	return nil
 }
 
+// migrateLater migrates st, which the source listed as ts, on a
+// goroutine of its own, within tenantMigrationTimeout, and wakes the
+// relay when it is done, which serves it then (see refresh). Called
+// under s.mu; not after stop.
+func (s *stores) migrateLater(ts TenantStore, st *store) {
+	if s.migrateCtx == nil {
+		s.migrateCtx, s.endMigrate = context.WithCancel(context.Background())
+		s.migrating = map[string]*migration{}
+	}
+	m := &migration{ts: ts, st: st}
+	s.migrating[ts.ID] = m
+	timeout := s.migrateFor
+	if timeout <= 0 {
+		timeout = tenantMigrationTimeout
+	}
+	ctx := s.migrateCtx
+	s.migrations.Add(1)
+	go func() {
+		defer s.migrations.Done()
+		mctx, cancel := context.WithTimeout(ctx, timeout)
+		err := safeMigrate(func() error { return s.migrate(mctx, st) })
+		cancel()
+		s.mu.Lock()
+		m.done, m.err = true, err
+		s.mu.Unlock()
+		switch {
+		case ctx.Err() != nil:
+			// The outbox stops: not a failure to report.
+		case err != nil:
+			s.o.log.Warn("fxoutbox: a tenant's store that appeared cannot be migrated; it is not served, and tried again at the next read of the tenant source",
+				zap.String("tenant", ts.ID), zap.Duration("timeout", timeout), zap.Error(err))
+		default:
+			s.o.relay.WroteIn(ts.ID, nil) // a store it does not serve: it reads the source again at once
+		}
+	}()
+}
+
+// safeMigrate is migrate with a panic (a TenantMigration's) turned into
+// an error: it runs on a goroutine of its own.
+func safeMigrate(migrate func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("fxoutbox: a tenant's migration panicked: %v", v)
+		}
+	}()
+	return migrate()
+}
+
+// migrated is the store of ts if its migration beside the relay is done:
+// nil while it runs, or when it failed or the source now says another
+// place (then it begins again: the failure was logged).
+func (s *stores) migrated(ts TenantStore) (*store, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil
+	}
+	m := s.migrating[ts.ID]
+	switch {
+	case m != nil && !m.done:
+		return nil, nil
+	case m != nil && m.err == nil && m.ts == ts:
+		delete(s.migrating, ts.ID)
+		return m.st, nil
+	}
+	delete(s.migrating, ts.ID)
+	st, err := s.newStore(ts)
+	if err != nil {
+		return nil, err
+	}
+	s.migrateLater(ts, st)
+	return nil, nil
+}
+
 // refresh reads the source and serves what it says: a tenant that came
 // is checked, migrated and served; one that left is marked removed (the
 // relay drains its store); one that returned is served again. A tenant
 // whose store is wrong or cannot be migrated is left out, with an error
 // (it is tried again next time); the others are served. It returns the
 // live tenants' stores, for the relay.
+//
+// Start's refresh migrates every store before it returns. Once the
+// relay runs, a store that came is migrated on a goroutine of its own
+// (migrateLater) and served from the first refresh after its migration
+// ended, which wakes the relay: its migration does not hold the
+// others' delivery.
 func (s *stores) refresh(ctx context.Context) ([]relay.Store, error) {
 	if s.src == nil {
 		return nil, nil
@@ -182,6 +305,10 @@ func (s *stores) refresh(ctx context.Context) ([]relay.Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: TenantStores.Stores: %w", err)
 	}
+	s.reads.Add(1)
+	s.mu.RLock()
+	beside := s.served
+	s.mu.RUnlock()
 	var errs []error
 	live := make([]*store, 0, len(list))
 	seen := map[string]bool{}
@@ -198,7 +325,16 @@ func (s *stores) refresh(ctx context.Context) ([]relay.Store, error) {
 		s.mu.RLock()
 		st := s.byID[ts.ID]
 		s.mu.RUnlock()
-		if st == nil {
+		switch {
+		case st != nil:
+		case beside:
+			if st, err = s.migrated(ts); err != nil {
+				errs = append(errs, err)
+			}
+			if st == nil {
+				continue // served once migrated
+			}
+		default:
 			if st, err = s.newStore(ts); err == nil {
 				err = s.migrate(ctx, st)
 			}
@@ -210,6 +346,9 @@ func (s *stores) refresh(ctx context.Context) ([]relay.Store, error) {
 		live = append(live, st)
 	}
 	s.mu.Lock()
+	if len(errs) == 0 {
+		s.served = true
+	}
 	order := make([]string, len(live))
 	out := make([]relay.Store, len(live))
 	for i, st := range live {
@@ -282,6 +421,10 @@ func (s *stores) stop(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	s.started = false
+	s.closed = true // no migration starts from now
+	if s.endMigrate != nil {
+		s.endMigrate()
+	}
 	var all []services
 	for _, st := range s.byID {
 		if st.promoter != nil {
@@ -292,6 +435,16 @@ func (s *stores) stop(ctx context.Context) error {
 	var errs []error
 	for _, u := range all {
 		errs = append(errs, u.promoter.Close(ctx), u.cleaner.Close(ctx))
+	}
+	migrated := make(chan struct{})
+	go func() {
+		s.migrations.Wait()
+		close(migrated)
+	}()
+	select {
+	case <-migrated:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("fxoutbox: a tenant's migration still running: %w", ctx.Err()))
 	}
 	return errors.Join(errs...)
 }

@@ -79,6 +79,27 @@ type Config struct {
 	// run the new number only once Admin.Backlog shows none of its rows
 	// waiting), then deploy the new number everywhere.
 	Lanes int `json:"lanes" yaml:"lanes"`
+	// StoreTimeout bounds the steps of the relay's turn in a store (a
+	// tenant's, or the outbox's own database) that wait on the database
+	// alone: the listing of its topics and lanes, the renewal of a lane's
+	// lease before each batch, the recording of its progress, and the
+	// ping after a failure each run under a deadline that long, on the
+	// wall clock; so does the relay's read of the tenant source
+	// (Config.TenantStores). A store whose database hangs (a lock held on
+	// its outbox, a server that stopped answering without closing the
+	// connection) fails its turn when a step's deadline passes, gives up
+	// the rest of the turn, and waits for a backoff of its own
+	// (RetryInitial up to RetryMax) while the relay serves the other
+	// stores; without a deadline one hung tenant stalled every tenant's
+	// delivery. Default Lease, and at most Lease: a step that hangs past
+	// the lease has lost its lane anyway (another relay may send it now),
+	// and nothing is gained by waiting longer. A batch itself (its read,
+	// the broker's publish, its delete) is not bounded: its statements
+	// share their context with the publish, which a broker that is away
+	// holds for its own timeout; a database that hangs in the midst of a
+	// batch holds the relay until it answers, as before. Negative: no
+	// deadline.
+	StoreTimeout time.Duration `json:"storeTimeout" yaml:"storeTimeout"`
 	// TopicLanes sets the number of lanes of some topics, by topic; the
 	// others have Lanes. Each must be at least 1.
 	TopicLanes map[string]int `json:"topicLanes" yaml:"topicLanes"`
@@ -119,6 +140,9 @@ func WithDefaults(c Config) Config {
 	}
 	if c.ProgressInterval > c.Lease/4 {
 		c.ProgressInterval = c.Lease / 4 // recorded while the lease that fences it runs
+	}
+	if c.StoreTimeout == 0 || c.StoreTimeout > c.Lease {
+		c.StoreTimeout = c.Lease // a step does not outlive the lease it renewed
 	}
 	if c.RetryInitial <= 0 {
 		c.RetryInitial = 100 * time.Millisecond

@@ -66,7 +66,15 @@ const batchesPerTurn = 16
 // and counts it off the store's turn (*left); held says whether it held
 // the lease, more whether the batch was full (rows may be waiting).
 func (r *Relay) drainOne(ctx context.Context, p *part, l schema.Lane, left *int) (sent int, held, more bool, err error) {
-	ok, err := p.leases.Take(ctx, l.Lease())
+	// The lease is a step of the store's turn (Config.StoreTimeout). The
+	// batch itself is not bounded: its statements share their context
+	// with the broker's publish, which may outlast the deadline while a
+	// broker is away (under it, TestBrokerOutage's relay failed turn
+	// after turn and never recovered); nor are the delivery topic's
+	// handlers, which take their own time.
+	sctx, cancel := r.step(ctx)
+	ok, err := p.leases.Take(sctx, l.Lease())
+	cancel()
 	if err != nil || !ok {
 		if err == nil {
 			p.sender.forget(l) // its rows sent and not deleted are the new owner's
@@ -163,7 +171,9 @@ func (r *Relay) sendTopic(ctx context.Context, p *part, topic string, lanes []in
 	slices.Sort(all)
 	fair := len(all)
 	if fair > 1 {
-		live, err := r.members(ctx)
+		sctx, cancel := r.step(ctx)
+		live, err := r.members(sctx)
+		cancel()
 		if err != nil {
 			return 0, err
 		}
@@ -186,6 +196,9 @@ func (r *Relay) sendTopic(ctx context.Context, p *part, topic string, lanes []in
 		if ok && !slices.Contains(held, n) {
 			held = append(held, n)
 		}
+		if timedOut(err) {
+			return sent, errors.Join(append(errs, err)...) // the store hangs: the rest of its turn waits
+		}
 		if err != nil {
 			errs = append(errs, err)
 		} else if more {
@@ -200,6 +213,9 @@ func (r *Relay) sendTopic(ctx context.Context, p *part, topic string, lanes []in
 		for _, n := range full {
 			got, _, more, err := r.drainOne(ctx, p, schema.Lane{Topic: topic, N: n}, left)
 			sent += got
+			if timedOut(err) {
+				return sent, errors.Join(append(errs, err)...)
+			}
 			if err != nil {
 				errs = append(errs, err)
 			} else if more {
@@ -215,7 +231,10 @@ func (r *Relay) sendTopic(ctx context.Context, p *part, topic string, lanes []in
 	for len(held) > fair { // give back the last ones
 		n := held[len(held)-1]
 		held = held[:len(held)-1]
-		if err := r.giveBack(ctx, p, schema.Lane{Topic: topic, N: n}); err != nil {
+		sctx, cancel := r.step(ctx)
+		err := r.giveBack(sctx, p, schema.Lane{Topic: topic, N: n})
+		cancel()
+		if err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -384,9 +384,18 @@ func (r *Relay) storeTurn(ctx context.Context, p *part) (int, error) {
 	}
 	defer release()
 	var errs []error
-	topics, lanes, err := r.passLanes(ctx, p)
+	// Each step runs under its deadline (Config.StoreTimeout): a store
+	// that hangs fails its turn, not the relay.
+	sctx, cancel := r.step(ctx)
+	topics, lanes, err := r.passLanes(sctx, p)
+	cancel()
 	if err != nil {
-		return 0, errors.Join(err, p.sender.recordDue(ctx, false))
+		if timedOut(err) {
+			return 0, err // it hangs: its progress waits for its next turn
+		}
+		sctx, cancel := r.step(ctx)
+		defer cancel()
+		return 0, errors.Join(err, p.sender.recordDue(sctx, false))
 	}
 	sent, left := 0, batchesPerTurn
 	for _, topic := range topics {
@@ -400,6 +409,9 @@ func (r *Relay) storeTurn(ctx context.Context, p *part) (int, error) {
 		}
 		n, err := r.sendTopic(ctx, p, topic, lanes[topic], &left)
 		sent += n
+		if timedOut(err) {
+			return sent, err // it hangs: the rest of its turn waits for its backoff
+		}
 		if err != nil {
 			errs = append(errs, err) // other topics go on
 		}
@@ -409,14 +421,29 @@ func (r *Relay) storeTurn(ctx context.Context, p *part) (int, error) {
 	}
 	// The windows that ended are recorded after the sends, which their
 	// delete would otherwise hold up.
-	if err := p.sender.recordDue(ctx, false); err != nil {
+	sctx, cancel = r.step(ctx)
+	defer cancel()
+	if err := p.sender.recordDue(sctx, false); err != nil {
 		errs = append(errs, err)
 	}
 	if p.draining && len(topics) == 0 && len(errs) == 0 && len(p.sender.progress) == 0 {
-		r.drained(ctx, p)
+		r.drained(sctx, p)
 	}
 	return sent, errors.Join(errs...)
 }
+
+// step is ctx with the deadline of one step of a store's turn
+// (Config.StoreTimeout), if any.
+func (r *Relay) step(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.cfg.StoreTimeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, r.cfg.StoreTimeout)
+}
+
+// timedOut reports whether err is a step's deadline (or holds one): the
+// store hangs, and the rest of its turn is given up.
+func timedOut(err error) bool { return errors.Is(err, context.DeadlineExceeded) }
 
 // recordAll records every lane's progress as the relay stops, so that
 // the next relay does not send those rows again.
@@ -446,10 +473,17 @@ func (r *Relay) logFailure(err error, retryIn time.Duration) { r.logFailureOn(r.
 // logFailureOn is logFailure of a store on db.
 func (r *Relay) logFailureOn(db *sql.DB, err error, retryIn time.Duration) {
 	var be *brokerError
+	// The ping is bounded as a turn is: a database that hangs must not
+	// hold the relay here either.
+	ctx, cancel := r.step(context.Background())
+	defer cancel()
 	switch {
 	case errors.As(err, &be) && onlyBroker(err):
 		r.log.Warn("relay: the broker is unavailable or refused; rows wait", zap.Error(err), zap.Duration("retryIn", retryIn))
-	case db.PingContext(context.Background()) != nil:
+	case timedOut(err):
+		r.log.Warn("relay: a step of a store's turn ran past RelayConfig.StoreTimeout (a lock held on its tables, a database that hangs); rows wait",
+			zap.Error(err), zap.Duration("retryIn", retryIn))
+	case db.PingContext(ctx) != nil:
 		r.log.Warn("relay: the database is unreachable; rows wait", zap.Error(err), zap.Duration("retryIn", retryIn))
 	default:
 		r.log.Error("relay: the database refused a statement (not the broker, not the connection): check the schema (fxoutbox.Migrate) and the database's log; rows wait",

@@ -87,7 +87,11 @@ func (r *Relay) refreshStores(ctx context.Context) error {
 		return nil
 	}
 	r.stores.readAt = now
-	list, err := r.stores.list(ctx)
+	// Bounded as a turn's step is: a source that hangs (the application's
+	// tenants table, locked) must not hold every store's delivery.
+	lctx, cancel := r.step(ctx)
+	list, err := r.stores.list(lctx)
+	cancel()
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,9 @@ type InboxCleanerConfig struct {
 	// Batch bounds one clean-up statement, so that it holds its locks
 	// briefly however many records are due. Default 1000.
 	Batch int
+	// Acquire takes a place in the connection budget for a clean-up (its
+	// statements run one at a time); nil: no budget.
+	Acquire Acquire
 }
 
 // InboxCleaner deletes the inbox's records older than their retention, in
@@ -51,6 +54,19 @@ func NewInboxCleaner(db *sql.DB, q schema.Queries, cfg InboxCleanerConfig, log *
 // clock, a batch per statement, and returns how many it deleted
 // (fxoutbox.Outbox.CleanInbox).
 func (c *InboxCleaner) Clean(ctx context.Context) (int64, error) {
+	release := func() {}
+	if c.cfg.Acquire != nil {
+		var err error
+		if release, err = c.cfg.Acquire(ctx); err != nil {
+			return 0, fmt.Errorf("fxoutbox: clean the inbox: %w", err)
+		}
+	}
+	defer release()
+	return c.clean(ctx)
+}
+
+// clean is Clean, its place in the connection budget taken.
+func (c *InboxCleaner) clean(ctx context.Context) (int64, error) {
 	cutoff := c.now().Add(-c.cfg.Retention).UnixNano()
 	var total int64
 	for {
@@ -79,9 +95,17 @@ func (c *InboxCleaner) loop() {
 	for {
 		var n int64
 		err := safely(c.log, "the inbox's clean-up", func() (err error) {
-			n, err = c.Clean(context.Background())
+			release, err := c.take(c.cfg.Acquire) // the stop ends its wait
+			if err != nil {
+				return err
+			}
+			defer release()
+			n, err = c.clean(context.Background())
 			return err
 		})
+		if c.stopping() && err != nil {
+			return // the stop ended its wait for a place: nothing failed
+		}
 		switch {
 		case err != nil:
 			c.log.Warn("upkeep: the inbox was not cleaned; it is tried again later", zap.Error(err))

@@ -47,9 +47,12 @@ type PromoterParams struct {
 	Leases *lease.Holder
 	Config PromoterConfig
 	Sender Sender
-	Log    *zap.Logger
-	Now    func() time.Time
-	After  func(time.Duration) <-chan time.Time
+	// Acquire takes a place in the connection budget for each round (its
+	// statements and its transactions, one at a time); nil: no budget.
+	Acquire Acquire
+	Log     *zap.Logger
+	Now     func() time.Time
+	After   func(time.Duration) <-chan time.Time
 }
 
 // SchedulePromoter moves the scheduled rows that are due, by the
@@ -59,14 +62,15 @@ type PromoterParams struct {
 // the Scheduled table said at most a poll interval ago.
 type SchedulePromoter struct {
 	service
-	db     *sql.DB
-	q      schema.Queries
-	leases *lease.Holder
-	cfg    PromoterConfig
-	sender Sender
-	log    *zap.Logger
-	now    func() time.Time
-	after  func(time.Duration) <-chan time.Time
+	db      *sql.DB
+	q       schema.Queries
+	leases  *lease.Holder
+	cfg     PromoterConfig
+	sender  Sender
+	acquire Acquire
+	log     *zap.Logger
+	now     func() time.Time
+	after   func(time.Duration) <-chan time.Time
 
 	wake   chan struct{}
 	nextAt atomic.Int64 // the earliest schedule this process wrote and has not seen due, ns; 0: none
@@ -81,7 +85,7 @@ type SchedulePromoter struct {
 func NewSchedulePromoter(p PromoterParams) *SchedulePromoter {
 	return &SchedulePromoter{
 		service: newService("schedule promoter"),
-		db:      p.DB, q: p.Queries, cfg: p.Config, sender: p.Sender, log: p.Log, now: p.Now, after: p.After,
+		db:      p.DB, q: p.Queries, cfg: p.Config, sender: p.Sender, acquire: p.Acquire, log: p.Log, now: p.Now, after: p.After,
 		leases: p.Leases,
 		wake:   make(chan struct{}, 1),
 	}
@@ -119,17 +123,32 @@ func (p *SchedulePromoter) loop() {
 	backoff := p.cfg.RetryInitial
 	for {
 		ctx := context.Background()
-		err := safely(p.log, "the schedules' move", func() error { return p.promoteDue(ctx) })
+		var wait time.Duration
+		err := safely(p.log, "the schedules' move", func() error {
+			// One place of the connection budget for the round's
+			// statements, which run one at a time.
+			release, err := p.take(p.acquire)
+			if err != nil {
+				return err
+			}
+			defer release()
+			if err := p.promoteDue(ctx); err != nil {
+				return err
+			}
+			wait = p.idle(ctx)
+			return nil
+		})
+		if p.stopping() {
+			return // the stop may have ended its wait for a place: nothing failed
+		}
 		p.rounds.Add(1)
 		wake := p.wake
-		var wait time.Duration
 		if err != nil {
 			logFailure(p.log, p.db, "due schedules wait", err, backoff)
 			wait, wake = backoff, nil // a commit is no reason to hurry
 			backoff = min(2*backoff, p.cfg.RetryMax)
 		} else {
 			backoff = p.cfg.RetryInitial
-			wait = p.idle(ctx)
 		}
 		select {
 		case <-p.stop:

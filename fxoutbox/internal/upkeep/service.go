@@ -22,8 +22,10 @@ import (
 type service struct {
 	name string // for the stop's error
 
-	stop chan struct{}
-	done chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	stopped context.Context // ends with stop: a wait for the connection budget ends with it
+	cancel  context.CancelFunc
 
 	mu      sync.Mutex // guards started and closed
 	started bool
@@ -31,7 +33,32 @@ type service struct {
 }
 
 func newService(name string) service {
-	return service{name: name, stop: make(chan struct{}), done: make(chan struct{})}
+	stopped, cancel := context.WithCancel(context.Background())
+	return service{name: name, stop: make(chan struct{}), done: make(chan struct{}), stopped: stopped, cancel: cancel}
+}
+
+// Acquire takes a place in the outbox's connection budget
+// (fxoutbox.Config.MaxConnections), waiting on ctx; the function it
+// returns gives it back. Nil: no budget.
+type Acquire func(ctx context.Context) (func(), error)
+
+// take takes a place of acquire, if any, for a round: the service's
+// stop ends the wait.
+func (s *service) take(acquire Acquire) (func(), error) {
+	if acquire == nil {
+		return func() {}, nil
+	}
+	return acquire(s.stopped)
+}
+
+// stopping reports whether the service is asked to stop.
+func (s *service) stopping() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // start runs loop on a goroutine of its own, once, and not after close;
@@ -57,6 +84,7 @@ func (s *service) close(ctx context.Context) error {
 	if !s.closed {
 		s.closed = true
 		close(s.stop)
+		s.cancel()
 	}
 	s.mu.Unlock()
 	if !started {
@@ -82,11 +110,18 @@ func safely(log *zap.Logger, name string, round func() error) (err error) {
 	return round()
 }
 
+// pingTimeout bounds the ping that tells a database down from one that
+// refused a statement.
+const pingTimeout = 5 * time.Second
+
 // logFailure says what stopped a round: the database's connection, or
 // the database itself (a missing table, a constraint), which no wait
 // mends and which is logged at error level.
 func logFailure(log *zap.Logger, db *sql.DB, what string, err error, retryIn time.Duration) {
-	if db.PingContext(context.Background()) != nil {
+	// Bounded: a database that hangs must not hold the service here.
+	ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
+	defer cancel()
+	if db.PingContext(ctx) != nil {
 		log.Warn("upkeep: the database is unreachable; "+what, zap.Error(err), zap.Duration("retryIn", retryIn))
 		return
 	}

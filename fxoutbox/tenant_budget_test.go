@@ -1,0 +1,254 @@
+package fxoutbox_test
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fxcqrs/fxcqrs"
+	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// busyCount counts the connections busy across pools: one that runs a
+// statement, or holds a transaction open. While check is on, a
+// connection that becomes busy when as many are busy as the budget has
+// places taken is a statement that took no place: it is recorded.
+type busyCount struct {
+	check atomic.Bool
+	taken atomic.Value // func() int: the budget's places taken
+
+	mu      sync.Mutex
+	busy    int
+	max     int
+	unowned []string // statements begun beyond the places taken (the first ten)
+}
+
+func (b *busyCount) enter(what string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.busy++
+	if !b.check.Load() {
+		return
+	}
+	b.max = max(b.max, b.busy)
+	if taken := b.taken.Load().(func() int)(); b.busy > taken && len(b.unowned) < 10 {
+		b.unowned = append(b.unowned, fmt.Sprintf("%d busy, %d places taken: %.80s", b.busy, taken, what))
+	}
+}
+
+func (b *busyCount) leave() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.busy--
+}
+
+// countedPool opens dsn with the sqlite driver, one connection, counted
+// by b.
+func countedPool(t *testing.T, dsn string, b *busyCount) *sql.DB {
+	t.Helper()
+	plain, err := sql.Open("sqlite", dsn)
+	require.NoError(t, err)
+	drv := plain.Driver()
+	require.NoError(t, plain.Close())
+	db := sql.OpenDB(countedConnector{drv: drv, dsn: dsn, b: b})
+	db.SetMaxOpenConns(1)
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+type countedConnector struct {
+	drv driver.Driver
+	dsn string
+	b   *busyCount
+}
+
+func (c countedConnector) Connect(context.Context) (driver.Conn, error) {
+	conn, err := c.drv.Open(c.dsn)
+	if err != nil {
+		return nil, err
+	}
+	return &countedConn{Conn: conn, b: c.b}, nil
+}
+
+func (c countedConnector) Driver() driver.Driver { return c.drv }
+
+// countedConn is a connection busy from a statement's start to its end
+// (a query's rows closed), or from a transaction's begin to its end.
+type countedConn struct {
+	driver.Conn
+	b    *busyCount
+	inTx bool
+}
+
+func (c *countedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	c.b.enter("BEGIN")
+	tx, err := c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
+	if err != nil {
+		c.b.leave()
+		return nil, err
+	}
+	c.inTx = true
+	return countedTx{tx, c}, nil
+}
+
+func (c *countedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if !c.inTx {
+		c.b.enter(query)
+		defer c.b.leave()
+	}
+	return c.Conn.(driver.ExecerContext).ExecContext(ctx, query, args)
+}
+
+func (c *countedConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	if c.inTx {
+		return c.Conn.(driver.QueryerContext).QueryContext(ctx, query, args)
+	}
+	c.b.enter(query)
+	rows, err := c.Conn.(driver.QueryerContext).QueryContext(ctx, query, args)
+	if err != nil {
+		c.b.leave()
+		return nil, err
+	}
+	return &countedRows{Rows: rows, b: c.b}, nil
+}
+
+func (c *countedConn) Ping(ctx context.Context) error {
+	if p, ok := c.Conn.(driver.Pinger); ok {
+		c.b.enter("ping")
+		defer c.b.leave()
+		return p.Ping(ctx)
+	}
+	return nil
+}
+
+func (c *countedConn) ResetSession(ctx context.Context) error {
+	if r, ok := c.Conn.(driver.SessionResetter); ok {
+		return r.ResetSession(ctx)
+	}
+	return nil
+}
+
+type countedTx struct {
+	driver.Tx
+	c *countedConn
+}
+
+func (t countedTx) Commit() error {
+	defer t.end()
+	return t.Tx.Commit()
+}
+
+func (t countedTx) Rollback() error {
+	defer t.end()
+	return t.Tx.Rollback()
+}
+
+func (t countedTx) end() {
+	t.c.inTx = false
+	t.c.b.leave()
+}
+
+type countedRows struct {
+	driver.Rows
+	b    *busyCount
+	once sync.Once
+}
+
+func (r *countedRows) Close() error {
+	r.once.Do(r.b.leave)
+	return r.Rows.Close()
+}
+
+// With Config.MaxConnections, every connection the outbox uses holds a
+// place of the budget: the relay's turns, the units of work, and the
+// schedules' move, the inbox's clean-up and the migration of a store
+// that appears, each store's. Counted under the driver, across the
+// pools of the default store and four tenants' (SQLite files, a pool
+// each): no connection is ever busy beyond the places taken, so never
+// more than MaxConnections at once, while schedules fall due in every
+// store, commands commit in each, the cleaners run and a tenant
+// appears.
+func TestTenantStoresBudgetCoversUpkeep(t *testing.T) {
+	t.Parallel()
+	const places = 2
+	b := &busyCount{}
+	b.taken.Store(func() int { return 0 })
+	clock := newFakeClock()
+	open := func() (*sql.DB, *sql.DB) { // counted, and plain for the test's own reads
+		d := outboxtest.OpenEmpty(t, fxoutbox.SQLite)
+		ordersTable(t, d.DB, "")
+		return countedPool(t, d.DSN, b), d.DB
+	}
+	mainDB, mainPlain := open()
+	require.NoError(t, fxoutbox.Migrate(context.Background(), mainPlain, fxoutbox.SQLite, fxoutbox.Tables{}))
+	var stores []fxoutbox.TenantStore
+	plain := map[string]*sql.DB{"": mainPlain}
+	for i := range 4 {
+		db, p := open()
+		id := fmt.Sprintf("b%d", i)
+		stores = append(stores, fxoutbox.TenantStore{ID: id, DB: db})
+		plain[id] = p
+	}
+	src := &tenantSource{}
+	src.set(stores[:3]...)
+	r := newTenantStoresRig(t, database{Dialect: fxoutbox.SQLite, DB: mainDB}, src, fxoutbox.Config{
+		MaxConnections: places, Now: clock.Now, After: clock.After,
+		Relay: fxoutbox.RelayConfig{PollInterval: time.Second, Lease: 24 * time.Hour},
+	}, false)
+	b.taken.Store(func() int { return fxoutbox.BudgetTaken(r.outbox) })
+	b.check.Store(true)                        // from Start's end: its schema checks take no place
+	t.Cleanup(func() { b.check.Store(false) }) // the relay's release of its leases at Stop takes none either
+
+	ctx := context.Background()
+	ids := append([]string{""}, idsOfStores(stores)...)
+	for i, id := range ids[:4] {
+		require.NoError(t, r.outbox.InTenant(ctx, id, func(ctx context.Context) error {
+			_, err := fxoutbox.Schedule(ctx, clock.Now().Add(time.Minute), OrderPlaced{ID: 100 + i})
+			return err
+		}))
+		require.NoError(t, fxcqrs.Exec(fxbus.WithTenant(ctx, id), r.m, PlaceOrder{ID: i}))
+	}
+	src.set(stores...) // the fourth, migrated beside the relay
+	got := map[int]bool{}
+	require.Eventually(t, func() bool {
+		clock.Advance(time.Minute) // the schedules fall due, the relay reads the source, the cleaners run
+		for {
+			select {
+			case msg := <-r.orders:
+				got[orderOf(t, msg)] = true
+				continue
+			default:
+			}
+			break
+		}
+		return len(got) == 8 && len(r.outbox.Tenants()) == 5
+	}, time.Minute, 5*time.Millisecond)
+	require.NoError(t, fxcqrs.Exec(fxbus.WithTenant(ctx, ids[4]), r.m, PlaceOrder{ID: 4}))
+	assert.Equal(t, 4, orderOf(t, next(t, r.orders)))
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	assert.Empty(t, b.unowned, "statements that took no place of the budget")
+	assert.LessOrEqual(t, b.max, places)
+	assert.Positive(t, b.max)
+	for id, db := range plain {
+		assert.Zero(t, count(t, db, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled"), "tenant %q's schedules", id)
+	}
+}
+
+func idsOfStores(stores []fxoutbox.TenantStore) []string {
+	out := make([]string, len(stores))
+	for i, s := range stores {
+		out[i] = s.ID
+	}
+	return out
+}
