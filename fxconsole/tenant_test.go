@@ -2,6 +2,7 @@ package fxconsole_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -264,4 +266,79 @@ func TestTenantStoresBesideTheDefaultStore(t *testing.T) {
 	require.NoError(t, err)
 	_, page = get(t, shared, "/")
 	assert.NotContains(t, page, `id="stores"`, "the shared mode: one store")
+}
+
+// getWithin is get with a request that ends after d: a page that waits on
+// a store for as long as the request lasts fails rather than hangs.
+func getWithin(t *testing.T, h http.Handler, path string, d time.Duration) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	req := httptest.NewRequestWithContext(ctx, http.MethodGet, path, nil)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	require.Equal(t, http.StatusOK, rec.Code)
+	return rec.Body.String()
+}
+
+// A tenant store that does not answer (a PostgreSQL database whose table
+// of dead letters an open transaction locks ACCESS EXCLUSIVE) says so on
+// its line once the store's timeout passed, and the page is served with
+// the other stores' lines: it is not held for as long as the request.
+func TestTenantStoreThatDoesNotAnswer(t *testing.T) {
+	fxconsole.SetStoreTimeout(t, 200*time.Millisecond)
+	d := outboxtest.Open(t, fxoutbox.SQLite)
+	admin, err := fxoutbox.NewAdmin(d.DB, d.Dialect, fxoutbox.Tables{}, nil)
+	require.NoError(t, err)
+	acmeStore := outboxtest.Open(t, fxoutbox.SQLite)
+	tenantLetter(t, acmeStore, 7, "acme")
+	acme, err := fxoutbox.NewAdmin(acmeStore.DB, acmeStore.Dialect, fxoutbox.Tables{}, nil)
+	require.NoError(t, err)
+	hungStore := outboxtest.Open(t, fxoutbox.PostgreSQL)
+	hung, err := fxoutbox.NewAdmin(hungStore.DB, hungStore.Dialect, fxoutbox.Tables{}, nil)
+	require.NoError(t, err)
+	lock, err := hungStore.DB.Begin()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = lock.Rollback() })
+	_, err = lock.Exec("LOCK TABLE fxcqrs_outbox_dead IN ACCESS EXCLUSIVE MODE")
+	require.NoError(t, err)
+
+	stores := map[string]*fxoutbox.Admin{"acme": acme, "globex": hung}
+	withStores := fxconsole.WithTenants(func() []string { return []string{"", "acme", "globex"} }, func(tenant string) (*fxoutbox.Admin, error) {
+		return stores[tenant], nil
+	})
+	c, err := fxconsole.New(admin, nil, fxconsole.Config{InsecureAllowEveryone: true}, withStores)
+	require.NoError(t, err)
+	page := getWithin(t, c, "/", 15*time.Second)
+	assert.Contains(t, page, `<tr data-tenant="acme"><td><a href="?tenant=acme">acme</a></td><td>1</td>`)
+	assert.Contains(t, page, `<tr data-tenant="globex"><td><a href="?tenant=globex">globex</a></td><td colspan="2" class="error">cannot read its store: no answer within 200ms</td></tr>`)
+}
+
+// The tenant stores are read at once, not one after another: each
+// store's Admin is asked for only once the other's was too, which reads
+// one after another never do (the wait then gives up, and the lines say
+// so).
+func TestTenantStoresReadTogether(t *testing.T) {
+	d := outboxtest.Open(t, fxoutbox.SQLite)
+	admin, err := fxoutbox.NewAdmin(d.DB, d.Dialect, fxoutbox.Tables{}, nil)
+	require.NoError(t, err)
+	var arrived sync.WaitGroup
+	arrived.Add(2)
+	both := make(chan struct{})
+	go func() { arrived.Wait(); close(both) }()
+	withStores := fxconsole.WithTenants(func() []string { return []string{"", "acme", "globex"} }, func(tenant string) (*fxoutbox.Admin, error) {
+		arrived.Done()
+		select {
+		case <-both:
+			return admin.ForTenant(tenant), nil
+		case <-time.After(10 * time.Second):
+			return nil, errors.New("the other store was not read meanwhile")
+		}
+	})
+	c, err := fxconsole.New(admin, nil, fxconsole.Config{InsecureAllowEveryone: true}, withStores)
+	require.NoError(t, err)
+	_, page := get(t, c, "/")
+	for _, tenant := range []string{"acme", "globex"} {
+		assert.Contains(t, page, fmt.Sprintf(`<tr data-tenant="%s"><td><a href="?tenant=%s">%s</a></td><td>0</td>`, tenant, tenant, tenant))
+	}
 }

@@ -2,8 +2,11 @@ package fxconsole
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
@@ -123,33 +126,63 @@ type storeSummary struct {
 	Err    string        // the store could not be read
 }
 
+// storeReads is how many tenant stores a page reads at once, and
+// storeTimeout how long it waits for one: a store that does not answer
+// (its database down, a table locked) is said so on its line, and does
+// not hold the page for as long as the request lasts.
+var (
+	storeReads   = 8
+	storeTimeout = 5 * time.Second
+)
+
 // storeSummaries is, with tenant stores and no tenant selected, a line
 // per tenant store: the unselected view reads the default store alone,
 // and says so, with each tenant's dead letters and lag linking to its
-// own view. A store that cannot be read is shown so, not failing the
+// own view. The stores are read storeReads at a time, each within
+// storeTimeout. A store that cannot be read is shown so, not failing the
 // page: the others are what the operator came for.
 func (c *Console) storeSummaries(ctx context.Context, sel tenantSel) []storeSummary {
 	if sel.One || c.admin == nil {
 		return nil
 	}
 	tenants := c.storeTenants()
-	out := make([]storeSummary, 0, len(tenants))
-	for _, t := range tenants {
-		s := storeSummary{Tenant: t}
-		admin, err := c.adminOf(t)
-		if err == nil {
-			var dead []fxoutbox.TopicDeadLetters
-			if dead, err = admin.DeadLetters(ctx); err == nil {
-				for _, d := range dead {
-					s.Dead += d.Rows
-				}
-				s.Lag, err = admin.Lag(ctx)
-			}
-		}
-		if err != nil {
-			s.Err = err.Error()
-		}
-		out = append(out, s)
+	out := make([]storeSummary, len(tenants))
+	slots := make(chan struct{}, storeReads)
+	var wg sync.WaitGroup
+	for i, t := range tenants {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			out[i] = c.storeSummary(ctx, t)
+		}()
 	}
+	wg.Wait()
 	return out
+}
+
+// storeSummary reads tenant t's store's line, within storeTimeout.
+func (c *Console) storeSummary(ctx context.Context, t string) storeSummary {
+	s := storeSummary{Tenant: t}
+	readCtx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	admin, err := c.adminOf(t)
+	if err == nil {
+		var dead []fxoutbox.TopicDeadLetters
+		if dead, err = admin.DeadLetters(readCtx); err == nil {
+			for _, d := range dead {
+				s.Dead += d.Rows
+			}
+			s.Lag, err = admin.Lag(readCtx)
+		}
+	}
+	switch {
+	case err == nil:
+	case ctx.Err() == nil && errors.Is(readCtx.Err(), context.DeadlineExceeded):
+		s.Err = fmt.Sprintf("no answer within %s", storeTimeout)
+	default:
+		s.Err = err.Error()
+	}
+	return s
 }

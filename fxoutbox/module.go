@@ -31,7 +31,7 @@ var Module = fx.Options(
 		// It is the bus's Parking too (see fxbus.InOrder), replaying into
 		// the relay's lanes.
 		fx.Provide(func(p recorderParams) (fxbus.DeadLetterRecorder, error) {
-			return newDeadLetterRecorder(p.DB, p.Config, p.TenantStores)
+			return newDeadLetterRecorder(p.DB, p.Config, p.TenantStores, p.Logger)
 		}),
 		// The bus's clock is the outbox's: a deliver-by is stamped and
 		// judged by the clock that runs the relay and the schedules, given
@@ -61,6 +61,7 @@ type recorderParams struct {
 	DB           *sql.DB
 	Config       Config
 	TenantStores TenantStores `optional:"true"`
+	Logger       *zap.Logger  `optional:"true"`
 }
 
 type outboxParams struct {

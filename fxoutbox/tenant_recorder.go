@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"go.uber.org/zap"
 )
 
 // The bus's dead letters and parked keys with a store per tenant: a
@@ -29,6 +32,18 @@ import (
 // (fxbus.AdmitReplay) rather than as free, which handles it and keeps the
 // bus asking about the key for X's next message. Should it fail for good,
 // it parks its key in Y's store (Repark).
+//
+// The recorder does not know which stores the outbox serves: it reads
+// those the source lists, and those that left it that it knows to hold
+// parked keys. A listed store without the table of parked letters (not
+// migrated yet, or its schema dropped) holds none, and is passed over; a
+// listed store that cannot be read otherwise fails ParkedKeys, as the
+// default store does: it may hold keys parked by another replica, and a
+// key missed would lose its order. A store that left and cannot be read
+// is logged and passed over: it is served no more, and failing would
+// redeliver every tenant's messages of the lane for ever. When another
+// store that cannot be read might hold a free message's key, the message
+// is admitted as a release: handled, and the bus keeps asking about it.
 
 // tenantRecorder is the fxbus.DeadLetterRecorder and fxbus.Parking of an
 // outbox with tenant stores.
@@ -37,12 +52,28 @@ type tenantRecorder struct {
 	src TenantStores // trusted: the application's
 	db  *sql.DB      // the outbox's, for the stores in a schema of it
 	cfg Config
+	log *zap.Logger
+	now func() time.Time // the outbox's clock, for the age of admits
 
-	mu     sync.Mutex
-	admins map[string]*Admin     // by store id; kept after the store leaves the source
-	parks  map[*Admin]bool       // the stores this process knows to have parked a key
-	admits map[admitted]released // released messages between Admit and Arrived or Repark
+	mu        sync.Mutex
+	admins    map[string]*Admin     // by store id; kept after the store leaves the source while it holds parked keys
+	parks     map[string]bool       // the stores ("": the default) this process knows to hold parked keys
+	admits    map[admitted]released // released messages between Admit and Arrived or Repark
+	maxAdmits int                   // how many admits are kept at most
+	swept     time.Time             // when admits were last rid of the old
 }
+
+// Released messages whose Arrived or Repark never comes (handled
+// elsewhere after a redelivery: the lane moved to another replica, say)
+// are forgotten after admitTTL, and beyond maxAdmits the oldest are: an
+// admit holds its whole message. Forgotten, a message's Arrived and
+// Repark go to every store, where only a parked letter of its id matches;
+// a message admitted because another tenant parked its key then parks
+// nothing should it fail, hence the generous bounds.
+const (
+	admitTTL  = time.Hour
+	maxAdmits = 10_000
+)
 
 // admitted names a released message of a topic's key.
 type admitted struct{ topic, key, id string }
@@ -54,11 +85,12 @@ type released struct {
 	a    *Admin
 	free bool
 	msg  *message.Message
+	at   time.Time // when admitted
 }
 
 // newDeadLetterRecorder is the bus's recorder and parking: the default
 // store's Admin without tenant stores, else one that routes by tenant.
-func newDeadLetterRecorder(db *sql.DB, cfg Config, src TenantStores) (fxbus.DeadLetterRecorder, error) {
+func newDeadLetterRecorder(db *sql.DB, cfg Config, src TenantStores, log *zap.Logger) (fxbus.DeadLetterRecorder, error) {
 	def, err := NewAdmin(db, cfg.Dialect, cfg.Tables, cfg.Now)
 	if err != nil {
 		return nil, err
@@ -70,9 +102,17 @@ func newDeadLetterRecorder(db *sql.DB, cfg Config, src TenantStores) (fxbus.Dead
 	if src == nil {
 		return def, nil
 	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
 	return &tenantRecorder{
-		def: def, src: src, db: db, cfg: cfg,
-		admins: map[string]*Admin{}, parks: map[*Admin]bool{}, admits: map[admitted]released{},
+		def: def, src: src, db: db, cfg: cfg, log: log, now: now,
+		admins: map[string]*Admin{}, parks: map[string]bool{}, admits: map[admitted]released{},
+		maxAdmits: maxAdmits,
 	}, nil
 }
 
@@ -84,7 +124,7 @@ var (
 // RecordDeadLetter records msg in its tenant's store; a message
 // dead-lettered because its tenant is unknown, in the default store.
 func (r *tenantRecorder) RecordDeadLetter(ctx context.Context, topic string, msg *message.Message, reason error) error {
-	a, err := r.storeOf(ctx, msg, reason)
+	_, a, err := r.storeOf(ctx, msg, reason)
 	if err != nil {
 		return err
 	}
@@ -93,36 +133,69 @@ func (r *tenantRecorder) RecordDeadLetter(ctx context.Context, topic string, msg
 
 // RecordParked records msg in its tenant's store, where it parks its key.
 func (r *tenantRecorder) RecordParked(ctx context.Context, topic, key string, msg *message.Message, reason error) error {
-	a, err := r.storeOf(ctx, msg, reason)
+	id, a, err := r.storeOf(ctx, msg, reason)
 	if err != nil {
 		return err
 	}
 	if err := a.RecordParked(ctx, topic, key, msg, reason); err != nil {
 		return err
 	}
-	r.parked(a)
+	r.parked(id)
 	return nil
 }
 
 // ParkedKeys returns topic's keys parked in any store: the default one,
-// every store the source lists, and those that left it. A store that
-// cannot be read is an error, naming its tenant: a key missed would lose
-// its order.
+// every store the source lists, and those that left it that hold parked
+// keys (see the top of this file for the stores it passes over). A store
+// the source lists that cannot be read is an error, naming its tenant: a
+// key missed would lose its order.
 func (r *tenantRecorder) ParkedKeys(ctx context.Context, topic string) ([]string, error) {
-	stores, err := r.all(ctx)
+	listed, left, err := r.stores(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var keys []string
 	var errs []error
-	for id, a := range stores {
+	for id, a := range listed {
 		ks, err := a.ParkedKeys(ctx, topic)
-		if err != nil {
+		switch {
+		case err == nil:
+		case id != "" && missingTable(err):
+			// Not migrated yet, or its schema dropped: nothing is parked
+			// there, and the outbox does not serve it.
+			if r.forgetParks(id) {
+				r.log.Warn("a tenant store that held parked keys has lost its table of them: its keys are free",
+					zap.String("tenant", id), zap.String("topic", topic), zap.Error(err))
+			}
+			continue
+		default:
 			errs = append(errs, fmt.Errorf("tenant %s: %w", quoteTenant(id), err))
 			continue
 		}
 		if len(ks) > 0 {
-			r.parked(a)
+			r.parked(id)
+		}
+		keys = append(keys, ks...)
+	}
+	for id, a := range left {
+		known := r.knownParked(id)
+		ks, err := a.ParkedKeys(ctx, topic)
+		switch {
+		case err != nil && known:
+			r.log.Warn("the parked keys of a tenant store that left the source cannot be read: they stay parked there, and the bus takes their messages as free",
+				zap.String("tenant", id), zap.String("topic", topic), zap.Error(err))
+			continue
+		case err != nil:
+			r.log.Warn("a tenant store that left the source cannot be read: it is forgotten, this process knowing of no key parked there",
+				zap.String("tenant", id), zap.String("topic", topic), zap.Error(err))
+			r.drop(id, a)
+			continue
+		case len(ks) == 0 && !known:
+			r.drop(id, a) // left, holding nothing
+			continue
+		}
+		if len(ks) > 0 {
+			r.parked(id)
 		}
 		keys = append(keys, ks...)
 	}
@@ -133,10 +206,26 @@ func (r *tenantRecorder) ParkedKeys(ctx context.Context, topic string) ([]string
 	return slices.Compact(keys), nil
 }
 
+// missingTable says whether err is a database's "no such table" (or
+// schema): the store's tables are not there, so nothing is parked in it.
+func missingTable(err error) bool {
+	var coded interface{ SQLState() string }
+	if errors.As(err, &coded) {
+		switch coded.SQLState() {
+		case "42P01", "3F000": // PostgreSQL's undefined_table, invalid_schema_name
+			return true
+		}
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "no such table") || // SQLite
+		strings.Contains(msg, "Error 1146 (42S02)") || // MySQL, MariaDB: the table does not exist
+		strings.Contains(msg, "Error 1049 (42000)") // the database does not
+}
+
 // Admit asks msg's tenant's store. A key free there but parked in
 // another store is admitted as released (see the top of this file).
 func (r *tenantRecorder) Admit(ctx context.Context, topic, key string, msg *message.Message) (fxbus.Admission, error) {
-	a, err := r.storeOf(ctx, msg, nil)
+	id, a, err := r.storeOf(ctx, msg, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -148,13 +237,9 @@ func (r *tenantRecorder) Admit(ctx context.Context, topic, key string, msg *mess
 	case fxbus.AdmitReplay:
 		r.remember(admitted{topic, key, msg.UUID}, released{a: a})
 	case fxbus.AdmitParked:
-		r.parked(a)
+		r.parked(id)
 	case fxbus.AdmitFree:
-		elsewhere, err := r.parkedElsewhere(ctx, topic, key, a)
-		if err != nil {
-			return 0, err
-		}
-		if elsewhere {
+		if r.parkedElsewhere(ctx, topic, key, id) {
 			r.remember(admitted{topic, key, msg.UUID}, released{a: a, free: true, msg: msg})
 			return fxbus.AdmitReplay, nil
 		}
@@ -199,39 +284,40 @@ func (r *tenantRecorder) Repark(ctx context.Context, topic, key, id string, reas
 // a store it lists. The tenant in msg's metadata is untrusted: it is
 // only ever compared, byte for byte, with the ids of stores the source
 // lists, or handed to the source's Resolve; never spliced into SQL.
-func (r *tenantRecorder) storeOf(ctx context.Context, msg *message.Message, reason error) (*Admin, error) {
+func (r *tenantRecorder) storeOf(ctx context.Context, msg *message.Message, reason error) (string, *Admin, error) {
 	id := msg.Metadata.Get(fxbus.MetadataTenant)
 	if id == "" || (reason != nil && errors.Is(reason, fxbus.ErrUnknownTenant)) {
-		return r.def, nil
+		return "", r.def, nil
 	}
 	if a := r.cached(id); a != nil {
-		return a, nil
+		return id, a, nil
 	}
 	if !tenantIDValid(id) {
-		return r.def, nil
+		return "", r.def, nil
 	}
 	known, err := r.src.Resolve(ctx, id)
 	switch {
 	case errors.Is(err, fxbus.ErrUnknownTenant):
-		return r.def, nil
+		return "", r.def, nil
 	case err != nil:
-		return nil, fmt.Errorf("fxoutbox: the dead letter's tenant %s: %w", quoteTenant(id), err)
+		return "", nil, fmt.Errorf("fxoutbox: the dead letter's tenant %s: %w", quoteTenant(id), err)
 	case known == "":
-		return r.def, nil
+		return "", r.def, nil
 	}
 	if a := r.cached(known); a != nil {
-		return a, nil
+		return known, a, nil
 	}
 	list, err := r.src.Stores(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("fxoutbox: TenantStores.Stores: %w", err)
+		return "", nil, fmt.Errorf("fxoutbox: TenantStores.Stores: %w", err)
 	}
 	for _, ts := range list {
 		if ts.ID == known {
-			return r.admin(ts)
+			a, err := r.admin(ts)
+			return known, a, err
 		}
 	}
-	return r.def, nil // a tenant without a store of its own: its work failed as unknown too
+	return "", r.def, nil // a tenant without a store of its own: its work failed as unknown too
 }
 
 // tenantIDValid is fxbus's own check of an id in incoming metadata,
@@ -282,62 +368,128 @@ func (r *tenantRecorder) admin(ts TenantStore) (*Admin, error) {
 	return a, nil
 }
 
-// all is every store's Admin by tenant id ("": the default): those the
-// source lists now, and those made before that it no longer lists, whose
-// parked letters still wait for their release. A listed store that is
-// wrong (its schema name, say) is left out: the outbox leaves it out
-// too, and logs why, so nothing of the bus's was recorded there.
-func (r *tenantRecorder) all(ctx context.Context) (map[string]*Admin, error) {
+// stores is the Admin by tenant id of every store the source lists, the
+// default ("") among them, and of those made before that it no longer
+// lists (left), whose parked letters may still wait for their release. A
+// listed store that is wrong (its schema name, say) is left out: the
+// outbox leaves it out too, and logs why, so nothing of the bus's was
+// recorded there.
+func (r *tenantRecorder) stores(ctx context.Context) (listed, left map[string]*Admin, err error) {
 	list, err := r.src.Stores(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("fxoutbox: TenantStores.Stores: %w", err)
+		return nil, nil, fmt.Errorf("fxoutbox: TenantStores.Stores: %w", err)
 	}
+	listed = map[string]*Admin{"": r.def}
 	for _, ts := range list {
-		_, _ = r.admin(ts)
+		if a, err := r.admin(ts); err == nil {
+			listed[ts.ID] = a
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make(map[string]*Admin, len(r.admins)+1)
+	left = map[string]*Admin{}
 	for id, a := range r.admins {
-		out[id] = a
+		if listed[id] == nil {
+			left[id] = a
+		}
 	}
-	out[""] = r.def
-	return out, nil
+	return listed, left, nil
 }
 
-// parked notes that a's store has parked a key.
-func (r *tenantRecorder) parked(a *Admin) {
+// parked notes that store id holds a parked key.
+func (r *tenantRecorder) parked(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.parks[a] = true
+	r.parks[id] = true
+}
+
+func (r *tenantRecorder) knownParked(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.parks[id]
+}
+
+// forgetParks notes that store id holds no parked key, and says whether
+// it was known to.
+func (r *tenantRecorder) forgetParks(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	had := r.parks[id]
+	delete(r.parks, id)
+	return had
+}
+
+// drop forgets a, store id's Admin, unless the store came back meanwhile
+// with another.
+func (r *tenantRecorder) drop(id string, a *Admin) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.admins[id] == a {
+		delete(r.admins, id)
+		delete(r.parks, id)
+	}
 }
 
 // parkedElsewhere says whether a store but except, among those this
-// process knows to have parked a key, has topic's key parked.
-func (r *tenantRecorder) parkedElsewhere(ctx context.Context, topic, key string, except *Admin) (bool, error) {
+// process knows to hold parked keys, has topic's key parked. A store that
+// cannot be read says yes: the message is then admitted as released,
+// which is handled as a free one is and keeps the bus asking about the
+// key, where a no would free the key for good and an error would
+// redeliver the message for as long as the store cannot be read.
+func (r *tenantRecorder) parkedElsewhere(ctx context.Context, topic, key, except string) bool {
 	r.mu.Lock()
-	var others []*Admin
-	for a := range r.parks {
-		if a != except {
-			others = append(others, a)
+	others := map[string]*Admin{}
+	for id := range r.parks {
+		switch {
+		case id == except:
+		case id == "":
+			others[id] = r.def
+		case r.admins[id] != nil:
+			others[id] = r.admins[id]
 		}
 	}
 	r.mu.Unlock()
-	for _, a := range others {
+	unread := false
+	for id, a := range others {
 		keys, err := a.ParkedKeys(ctx, topic)
 		if err != nil {
-			return false, err
+			r.log.Warn("whether another tenant's store has a key parked cannot be read: the message is admitted as a release",
+				zap.String("tenant", id), zap.String("topic", topic), zap.String("key", key), zap.Error(err))
+			unread = true
+			continue
 		}
 		if slices.Contains(keys, key) {
-			return true, nil
+			return true
 		}
 	}
-	return false, nil
+	return unread
 }
 
+// remember keeps rel until k's Arrived or Repark, within admitTTL and
+// maxAdmits (see them).
 func (r *tenantRecorder) remember(k admitted, rel released) {
+	now := r.now()
+	rel.at = now
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if now.Sub(r.swept) >= admitTTL/10 {
+		r.swept = now
+		for k, old := range r.admits {
+			if now.Sub(old.at) >= admitTTL {
+				delete(r.admits, k)
+			}
+		}
+	}
+	if _, again := r.admits[k]; !again && len(r.admits) >= r.maxAdmits {
+		var oldest admitted
+		first := true
+		for k, old := range r.admits {
+			if first || old.at.Before(r.admits[oldest].at) {
+				oldest, first = k, false
+			}
+		}
+		delete(r.admits, oldest)
+	}
 	r.admits[k] = rel
 }
 
