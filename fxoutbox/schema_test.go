@@ -3,6 +3,7 @@ package fxoutbox_test
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"sync"
 	"testing"
@@ -233,4 +234,29 @@ func TestRelaySaysTheDatabaseRefused(t *testing.T) {
 		return logs.FilterMessageSnippet("the database refused a statement").FilterLevelExact(zapcore.ErrorLevel).Len() > 0
 	}, time.Minute, 5*time.Millisecond)
 	assert.Zero(t, logs.FilterMessageSnippet("the broker is unavailable").Len())
+}
+
+// A schema at its version is not migrated again, and its Migrate takes no
+// lock: a replica's start, or a tenant store's, does not queue behind
+// another's migration holding the lock (the key below is the one
+// internal/sqlschema names the lock by).
+func TestMigrateAtItsVersionTakesNoLock(t *testing.T) {
+	t.Parallel()
+	d := outboxtest.Open(t, fxoutbox.PostgreSQL)
+	ctx := context.Background()
+	held, err := d.DB.Conn(ctx)
+	require.NoError(t, err)
+	defer held.Close()
+	h := fnv.New64a()
+	h.Write([]byte("fxcqrs:fxoutbox:fxcqrs_outbox_migrations"))
+	key := int64(h.Sum64()) //nolint:gosec // the lock's name, as sqlschema makes it
+	_, err = held.ExecContext(ctx, "SELECT pg_advisory_lock($1)", key)
+	require.NoError(t, err)
+	defer func() { _, _ = held.ExecContext(ctx, "SELECT pg_advisory_unlock($1)", key) }()
+
+	// The deadline bounds a Migrate that waits for the lock: it never
+	// ends otherwise.
+	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, fxoutbox.Migrate(wait, d.DB, fxoutbox.PostgreSQL, fxoutbox.Tables{}), "a schema at its version waited for the lock")
 }

@@ -138,12 +138,19 @@ func (s Set) MigrateConn(ctx context.Context, conn *sql.Conn) error {
 }
 
 func (s Set) migrateOn(ctx context.Context, conn *sql.Conn) (err error) {
+	q := Quote(s.Flavor == MySQL, s.Versions)
+	// At its version already (every start but a deployment's first):
+	// nothing to do, and no lock to queue for behind another schema's or
+	// another replica's migration. A version is recorded by its
+	// migration's last statement, so one read says all of it is there.
+	if applied, err := appliedOn(ctx, conn, q); err == nil && applied == s.Latest() {
+		return nil
+	}
 	unlock, err := s.lock(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("%s: migrate: lock: %w", s.Module, err)
 	}
 	defer func() { err = errors.Join(err, unlock()) }()
-	q := Quote(s.Flavor == MySQL, s.Versions)
 	if _, err := conn.ExecContext(ctx, versionTable(s.Flavor, q)); err != nil {
 		return fmt.Errorf("%s: migrate: %w", s.Module, err)
 	}
