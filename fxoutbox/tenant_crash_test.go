@@ -25,7 +25,7 @@ import (
 )
 
 // The crash test across tenants' stores (issue 48), on each layout:
-// PostgreSQL with 12 tenant schemas and 3 tenant databases, MariaDB with
+// PostgreSQL with 50 tenant schemas and 3 tenant databases, MariaDB with
 // 3 databases, SQLite with 3 files. Two processes (this test binary,
 // re-executed), each SIGKILLed three times and started again, then left
 // to drain:
@@ -65,11 +65,10 @@ const (
 	tenantCrashPlaced = 120 // commands a relaying process commits before its kill may come
 	tenantCrashHandle = 60  // messages a consuming process handles before its kill may come
 	// tenantCrashSchemas is how many PostgreSQL schemas the crash test
-	// serves beside its 3 databases: fewer than the 50 of TestTenantStores
-	// (tenantLayouts), as every store is migrated under the one
-	// migration lock of the server's database, about a second each on a
-	// loaded machine, before the test and at each process's start.
-	tenantCrashSchemas = 12
+	// serves beside its 3 databases, as issue 48 asks: 23 s for the
+	// PostgreSQL case on a quiet machine, now that a process's start does
+	// not lock stores already at their version.
+	tenantCrashSchemas = 50
 )
 
 // crashTenant is one tenant of the crash test: where the relaying
