@@ -198,8 +198,8 @@ func TestTenantStoresBudgetCoversUpkeep(t *testing.T) {
 		stores = append(stores, fxoutbox.TenantStore{ID: id, DB: db})
 		plain[id] = p
 	}
-	src := &tenantSource{}
-	src.set(stores[:3]...)
+	src := &outboxtest.TenantSource{}
+	src.Set(stores[:3]...)
 	r := newTenantStoresRig(t, database{Dialect: fxoutbox.SQLite, DB: mainDB}, src, fxoutbox.Config{
 		MaxConnections: places, Now: clock.Now, After: clock.After,
 		Relay: fxoutbox.RelayConfig{PollInterval: time.Second, Lease: 24 * time.Hour},
@@ -217,7 +217,7 @@ func TestTenantStoresBudgetCoversUpkeep(t *testing.T) {
 		}))
 		require.NoError(t, fxcqrs.Exec(fxbus.WithTenant(ctx, id), r.m, PlaceOrder{ID: i}))
 	}
-	src.set(stores...) // the fourth, migrated beside the relay
+	src.Set(stores...) // the fourth, migrated beside the relay
 	got := map[int]bool{}
 	require.Eventually(t, func() bool {
 		clock.Advance(time.Minute) // the schedules fall due, the relay reads the source, the cleaners run

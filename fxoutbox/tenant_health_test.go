@@ -8,6 +8,7 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -23,8 +24,8 @@ func TestTenantReadinessLag(t *testing.T) {
 	recorderLayouts(t, func(t *testing.T, main database, tenants []tenantStore) {
 		ctx := context.Background()
 		clock := newFakeClock()
-		src := &tenantSource{}
-		src.set(storesOf(tenants)...)
+		src := &outboxtest.TenantSource{}
+		src.Set(storesOf(tenants)...)
 		r := newTenantStoresRig(t, main, src, fxoutbox.Config{Now: clock.Now}, true)
 		health := fxcqrs.NewHealth(r.outbox.Checks()...)
 		require.NoError(t, fxcqrs.Exec(fxbus.WithTenant(ctx, "s1"), r.m, PlaceOrder{ID: 1}))

@@ -40,8 +40,8 @@ func TestTenantStoresComeAndGo(t *testing.T) {
 	ordersTable(t, main.DB, "")
 	tenants := tenantDatabases(t, fxoutbox.SQLite, "t", 2)
 	a, b := tenants[0], tenants[1]
-	src := &tenantSource{}
-	src.set(a.store)
+	src := &outboxtest.TenantSource{}
+	src.Set(a.store)
 	r := newTenantStoresRig(t, main, src, fxoutbox.Config{
 		Now: clock.Now, After: clock.After,
 		Relay: fxoutbox.RelayConfig{
@@ -59,7 +59,7 @@ func TestTenantStoresComeAndGo(t *testing.T) {
 	// clock is moved again only when a pass ended without reading the
 	// source: one that was running as the clock moved (it waits a poll
 	// interval from its end).
-	src.set(a.store, b.store)
+	src.Set(a.store, b.store)
 	moves, passes, reads := 1, fxoutbox.RelayPasses(r.outbox), fxoutbox.TenantSourceReads(r.outbox)
 	clock.Advance(time.Second)
 	require.Eventually(t, func() bool {
@@ -84,7 +84,7 @@ func TestTenantStoresComeAndGo(t *testing.T) {
 	// new work, its row kept, then relayed.
 	r.gate.open.Store(false)
 	require.NoError(t, fxcqrs.Exec(inB, r.m, PlaceOrder{ID: 3}))
-	src.set(a.store)
+	src.Set(a.store)
 	require.Eventually(t, func() bool {
 		clock.Advance(time.Second) // the relay's retries, and its poll, on its clock
 		return len(r.outbox.Tenants()) == 2
@@ -381,8 +381,8 @@ func TestTenantStoreMigratedBesideTheRelay(t *testing.T) {
 		}
 		return nil
 	}
-	src := &tenantSource{}
-	src.set(a.store)
+	src := &outboxtest.TenantSource{}
+	src.Set(a.store)
 	r := newTenantStoresRig(t, main, src, fxoutbox.Config{
 		Now: clock.Now, After: clock.After, TenantMigrations: []fxoutbox.TenantMigration{migration},
 		Relay: fxoutbox.RelayConfig{PollInterval: time.Second, RetryInitial: time.Second, RetryMax: time.Second, Lease: 24 * time.Hour},
@@ -403,7 +403,7 @@ func TestTenantStoreMigratedBesideTheRelay(t *testing.T) {
 		}, 20*time.Second, time.Millisecond, msg)
 	}
 
-	src.set(a.store, slow.store, b.store)
+	src.Set(a.store, slow.store, b.store)
 	readUntil(func() bool { return served(b.store.ID) }, "a store that appeared waited for another's migration")
 	assert.False(t, served(slow.store.ID), "served before its migration ended")
 	require.ErrorIs(t, fxcqrs.Exec(fxbus.WithTenant(ctx, slow.store.ID), r.m, PlaceOrder{ID: 1}), fxbus.ErrUnknownTenant)
@@ -419,7 +419,7 @@ func TestTenantStoreMigratedBesideTheRelay(t *testing.T) {
 	// Past its timeout: cancelled, not served, tried again later (the
 	// timeout leaves the outbox's own migration of it time to end).
 	fxoutbox.SetTenantMigrationTimeout(r.outbox, 500*time.Millisecond)
-	src.set(a.store, slow.store, b.store, stuck.store)
+	src.Set(a.store, slow.store, b.store, stuck.store)
 	readUntil(func() bool { return stuckEnded.Load() >= 2 }, "a migration past its timeout was not tried again")
 	assert.False(t, served(stuck.store.ID))
 

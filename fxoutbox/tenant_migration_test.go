@@ -13,6 +13,7 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/fx"
@@ -96,8 +97,8 @@ func TestTenantMigrationsRunForEveryStore(t *testing.T) {
 	main := openDatabase(t, fxoutbox.SQLite)
 	ordersTable(t, main.DB, "")
 	tenants := tenantDatabases(t, fxoutbox.SQLite, "t", 3)
-	src := &tenantSource{}
-	src.set(tenants[0].store, tenants[1].store)
+	src := &outboxtest.TenantSource{}
+	src.Set(tenants[0].store, tenants[1].store)
 	var order []string
 	first, second := newMigrations("first"), newMigrations("second")
 	first.log, second.log = &order, &order
@@ -116,7 +117,7 @@ func TestTenantMigrationsRunForEveryStore(t *testing.T) {
 	}
 	assert.Equal(t, []bool{true, true}, first.outboxFirst, "after the outbox's own migration")
 
-	src.set(tenants[0].store, tenants[1].store, tenants[2].store)
+	src.Set(tenants[0].store, tenants[1].store, tenants[2].store)
 	// The clock moves again only after a pass that did not read the
 	// source since the last move (its migration, beside the relay, wakes
 	// passes of its own).
@@ -228,8 +229,8 @@ func TestFailingTenantMigration(t *testing.T) {
 
 	clock := newFakeClock()
 	core, logs := observer.New(zap.WarnLevel)
-	src := &tenantSource{}
-	src.set(tenants[0].store)
+	src := &outboxtest.TenantSource{}
+	src.Set(tenants[0].store)
 	o, err = fxoutbox.New(main.DB, bus, fxoutbox.Config{
 		Dialect: main.Dialect, TenantStores: src, Now: clock.Now, After: clock.After,
 		Relay:            fxoutbox.RelayConfig{PollInterval: time.Second, RetryInitial: time.Second, RetryMax: time.Second},
@@ -240,7 +241,7 @@ func TestFailingTenantMigration(t *testing.T) {
 	t.Cleanup(func() { require.NoError(t, o.Stop(context.Background())) })
 	tries := func() int { return len(slices.DeleteFunc(m.ids(), func(id string) bool { return id != "t1" })) }
 	before := tries()
-	src.set(tenants[0].store, tenants[1].store)
+	src.Set(tenants[0].store, tenants[1].store)
 	require.Eventually(t, func() bool {
 		if tries() >= before+2 {
 			return true

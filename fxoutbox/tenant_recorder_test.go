@@ -15,6 +15,7 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/fx"
@@ -44,8 +45,8 @@ func newRecorderRig(t *testing.T, main database, tenants []tenantStore) *recorde
 	// handled, dead-lettered or parked.
 	r.gc = gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 64, Persistent: true, BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
 	t.Cleanup(func() { _ = r.gc.Close() })
-	src := &tenantSource{}
-	src.set(storesOf(tenants)...)
+	src := &outboxtest.TenantSource{}
+	src.Set(storesOf(tenants)...)
 	app := fxtest.New(t,
 		fxcqrs.Module, fxbus.Module, fxoutbox.Module,
 		fx.Supply(main.DB, fxoutbox.Config{Dialect: main.Dialect, Relay: fxoutbox.RelayConfig{PollInterval: 20 * time.Millisecond}}),
@@ -239,8 +240,8 @@ func TestTenantParkingOfAStoreThatLeft(t *testing.T) {
 	ctx := context.Background()
 	main := openDatabase(t, fxoutbox.SQLite)
 	tenants := tenantDatabases(t, fxoutbox.SQLite, "s", 1)
-	src := &tenantSource{}
-	src.set(storesOf(tenants)...)
+	src := &outboxtest.TenantSource{}
+	src.Set(storesOf(tenants)...)
 	require.NoError(t, fxoutbox.MigrateAll(ctx, main.DB, src, fxoutbox.SQLite, fxoutbox.Tables{}, nil))
 	rec, err := fxoutbox.NewDeadLetterRecorder(main.DB, fxoutbox.Config{Dialect: fxoutbox.SQLite}, src)
 	require.NoError(t, err)
@@ -253,7 +254,7 @@ func TestTenantParkingOfAStoreThatLeft(t *testing.T) {
 	store, err := fxoutbox.NewAdmin(tenants[0].db, fxoutbox.SQLite, fxoutbox.Tables{}, nil)
 	require.NoError(t, err)
 
-	src.set() // s0 leaves
+	src.Set() // s0 leaves
 	keys, err := parking.ParkedKeys(ctx, "inbound")
 	require.NoError(t, err)
 	assert.Equal(t, []string{"k"}, keys, "s0's parked key, though s0 left")
@@ -284,16 +285,16 @@ func TestTenantParkingOfAStoreThatLeft(t *testing.T) {
 type parkingRig struct {
 	rec     fxbus.DeadLetterRecorder
 	parking fxbus.Parking
-	src     *tenantSource
+	src     *outboxtest.TenantSource
 	logs    *observer.ObservedLogs
 }
 
 func newParkingRig(t *testing.T, main database, cfg fxoutbox.Config, migrated, listed []tenantStore) *parkingRig {
 	t.Helper()
-	r := &parkingRig{src: &tenantSource{}}
-	r.src.set(storesOf(migrated)...)
+	r := &parkingRig{src: &outboxtest.TenantSource{}}
+	r.src.Set(storesOf(migrated)...)
 	require.NoError(t, fxoutbox.MigrateAll(context.Background(), main.DB, r.src, main.Dialect, fxoutbox.Tables{}, nil))
-	r.src.set(storesOf(listed)...)
+	r.src.Set(storesOf(listed)...)
 	core, logs := observer.New(zapcore.WarnLevel)
 	r.logs = logs
 	cfg.Dialect = main.Dialect
@@ -353,7 +354,7 @@ func TestTenantParkedKeysOfStoresThatLeft(t *testing.T) {
 	assert.Equal(t, []string{"k"}, keys)
 	assert.Equal(t, []string{"s0", "s1"}, fxoutbox.StoresHeld(r.rec))
 
-	r.src.set() // both leave
+	r.src.Set() // both leave
 	keys, err = r.parking.ParkedKeys(ctx, "inbound")
 	require.NoError(t, err)
 	assert.Equal(t, []string{"k"}, keys, "s0's key, though s0 left")

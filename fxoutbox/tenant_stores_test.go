@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
-	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,36 +23,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// tenantSource is a TenantStores whose list a test changes while the
-// outbox runs.
-type tenantSource struct {
-	mu     sync.Mutex
-	stores []fxoutbox.TenantStore
-}
-
-func (s *tenantSource) Resolve(_ context.Context, id string) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, st := range s.stores {
-		if st.ID == id {
-			return id, nil
-		}
-	}
-	return "", fxbus.ErrUnknownTenant
-}
-
-func (s *tenantSource) Stores(context.Context) ([]fxoutbox.TenantStore, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.stores), nil
-}
-
-func (s *tenantSource) set(stores ...fxoutbox.TenantStore) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stores = stores
-}
 
 // gatedPublisher publishes through pub while open, and refuses before;
 // hook, if set, sees what it publishes first.
@@ -256,8 +224,8 @@ func tenantLayouts(t *testing.T, test func(t *testing.T, main database, tenants 
 func TestTenantStores(t *testing.T) {
 	t.Parallel()
 	tenantLayouts(t, func(t *testing.T, main database, tenants []tenantStore) {
-		src := &tenantSource{}
-		src.set(storesOf(tenants)...)
+		src := &outboxtest.TenantSource{}
+		src.Set(storesOf(tenants)...)
 		r := newTenantStoresRig(t, main, src, fxoutbox.Config{}, true)
 		ctx := context.Background()
 		all := append([]tenantStore{{db: main.DB}}, tenants...) // the default tenant first

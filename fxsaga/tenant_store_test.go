@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,36 +19,6 @@ import (
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxtest"
 )
-
-// tenantSource is an fxoutbox.TenantStores whose list a test changes
-// while the outbox runs.
-type tenantSource struct {
-	mu     sync.Mutex
-	stores []fxoutbox.TenantStore
-}
-
-func (s *tenantSource) Resolve(_ context.Context, id string) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, st := range s.stores {
-		if st.ID == id {
-			return id, nil
-		}
-	}
-	return "", fxbus.ErrUnknownTenant
-}
-
-func (s *tenantSource) Stores(context.Context) ([]fxoutbox.TenantStore, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.stores), nil
-}
-
-func (s *tenantSource) set(stores ...fxoutbox.TenantStore) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stores = stores
-}
 
 // tenantSchema makes a PostgreSQL schema in main's database, with an
 // effects table and nothing else, as tenant id's store; dropped at the
@@ -81,8 +50,8 @@ func TestSagasInTenantSchemas(t *testing.T) {
 	effectsTable(t, main)
 	acme, inAcme := tenantSchema(t, main, "acme")
 	globex, inGlobex := tenantSchema(t, main, "globex")
-	src := &tenantSource{}
-	src.set(acme)
+	src := &outboxtest.TenantSource{}
+	src.Set(acme)
 	c := newClock()
 	var (
 		runner *fxsaga.Runner
@@ -122,7 +91,7 @@ func TestSagasInTenantSchemas(t *testing.T) {
 	assert.Zero(t, sagas("effects"))
 
 	// Added to the source, not served yet: refused, nothing written.
-	src.set(acme, globex)
+	src.Set(acme, globex)
 	_, err = fxsaga.Run(fxbus.WithTenant(ctx, "globex"), runner, s, Order{ID: 2})
 	require.ErrorIs(t, err, fxbus.ErrUnknownTenant)
 	assert.Zero(t, sagas("fxcqrs_sagas"), "the saga of a tenant not served yet is not written to the default store")
@@ -149,7 +118,7 @@ func TestSagasInTenantSchemas(t *testing.T) {
 	assert.Zero(t, sagas("fxcqrs_sagas"))
 
 	// Gone from the source (drained): refused, nothing written.
-	src.set(globex)
+	src.Set(globex)
 	require.Eventually(t, func() bool {
 		if !slices.Contains(outbox.Tenants(), "acme") {
 			return true
