@@ -92,9 +92,12 @@ func (r *Relay) refreshStores(ctx context.Context) error {
 	lctx, cancel := r.step(ctx)
 	list, err := r.stores.list(lctx)
 	cancel()
-	if err != nil {
+	if err != nil && len(list) == 0 {
 		return err
 	}
+	// With an error beside a list (one entry of the source wrong, a store
+	// that could not be made): the stores listed are served, new ones
+	// included, and none leaves for want of its entry this time.
 	r.hintMu.Lock()
 	defer r.hintMu.Unlock()
 	live := make(map[string]bool, len(list))
@@ -109,13 +112,13 @@ func (r *Relay) refreshStores(ctx context.Context) error {
 		r.byID[st.ID] = p
 	}
 	for _, p := range r.parts {
-		if p != r.def && !live[p.id] && !p.draining {
+		if err == nil && p != r.def && !live[p.id] && !p.draining {
 			p.draining = true
 			p.discoveredAt = time.Time{} // look at its table: what waits there is still sent
 			r.log.Info("relay: a tenant left the source: its outbox is drained, then no longer polled", zap.String("tenant", p.id))
 		}
 	}
-	return nil
+	return err
 }
 
 // drained drops p, which left the source and whose outbox is empty: its
