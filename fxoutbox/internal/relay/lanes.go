@@ -74,6 +74,7 @@ func (r *Relay) drainOne(ctx context.Context, p *part, l schema.Lane, left *int)
 	// handlers, which take their own time.
 	sctx, cancel := r.step(ctx)
 	ok, err := p.leases.Take(sctx, l.Lease())
+	err = stepped(sctx, err)
 	cancel()
 	if err != nil || !ok {
 		if err == nil {
@@ -173,6 +174,7 @@ func (r *Relay) sendTopic(ctx context.Context, p *part, topic string, lanes []in
 	if fair > 1 {
 		sctx, cancel := r.step(ctx)
 		live, err := r.members(sctx)
+		err = stepped(sctx, err)
 		cancel()
 		if err != nil {
 			return 0, err
@@ -232,7 +234,7 @@ func (r *Relay) sendTopic(ctx context.Context, p *part, topic string, lanes []in
 		n := held[len(held)-1]
 		held = held[:len(held)-1]
 		sctx, cancel := r.step(ctx)
-		err := r.giveBack(sctx, p, schema.Lane{Topic: topic, N: n})
+		err := stepped(sctx, r.giveBack(sctx, p, schema.Lane{Topic: topic, N: n}))
 		cancel()
 		if err != nil {
 			errs = append(errs, err)

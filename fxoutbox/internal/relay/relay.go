@@ -392,6 +392,7 @@ func (r *Relay) storeTurn(ctx context.Context, p *part) (int, error) {
 	// that hangs fails its turn, not the relay.
 	sctx, cancel := r.step(ctx)
 	topics, lanes, err := r.passLanes(sctx, p)
+	err = stepped(sctx, err)
 	cancel()
 	if err != nil {
 		if timedOut(err) {
@@ -399,7 +400,7 @@ func (r *Relay) storeTurn(ctx context.Context, p *part) (int, error) {
 		}
 		sctx, cancel := r.step(ctx)
 		defer cancel()
-		return 0, errors.Join(err, p.sender.recordDue(sctx, false))
+		return 0, errors.Join(err, stepped(sctx, p.sender.recordDue(sctx, false)))
 	}
 	sent, left := 0, batchesPerTurn
 	for _, topic := range topics {
@@ -427,7 +428,7 @@ func (r *Relay) storeTurn(ctx context.Context, p *part) (int, error) {
 	// delete would otherwise hold up.
 	sctx, cancel = r.step(ctx)
 	defer cancel()
-	if err := p.sender.recordDue(sctx, false); err != nil {
+	if err := stepped(sctx, p.sender.recordDue(sctx, false)); err != nil {
 		errs = append(errs, err)
 	}
 	if p.draining && len(topics) == 0 && len(errs) == 0 && len(p.sender.progress) == 0 {
@@ -445,9 +446,28 @@ func (r *Relay) step(ctx context.Context) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(ctx, r.cfg.StoreTimeout)
 }
 
-// timedOut reports whether err is a step's deadline (or holds one): the
-// store hangs, and the rest of its turn is given up.
-func timedOut(err error) bool { return errors.Is(err, context.DeadlineExceeded) }
+// hung is the error of a step that its own deadline (Config.StoreTimeout)
+// ended: the store hangs.
+type hung struct{ error }
+
+func (h hung) Unwrap() error { return h.error }
+
+// stepped is err of a step run on sctx: hung when sctx's deadline ended
+// it. A deadline of another's inside err (a broker's publish, a confirm
+// wait) is no store hanging: the turn goes on to the other lanes.
+func stepped(sctx context.Context, err error) error {
+	if err != nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
+		return hung{err}
+	}
+	return err
+}
+
+// timedOut reports whether err is (or holds) a step's that its deadline
+// ended: the store hangs, and the rest of its turn is given up.
+func timedOut(err error) bool {
+	var h hung
+	return errors.As(err, &h)
+}
 
 // recordAll records every lane's progress as the relay stops, so that
 // the next relay does not send those rows again.

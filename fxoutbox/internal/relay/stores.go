@@ -91,6 +91,7 @@ func (r *Relay) refreshStores(ctx context.Context) error {
 	// tenants table, locked) must not hold every store's delivery.
 	lctx, cancel := r.step(ctx)
 	list, err := r.stores.list(lctx)
+	err = stepped(lctx, err)
 	cancel()
 	if err != nil && len(list) == 0 {
 		return err
