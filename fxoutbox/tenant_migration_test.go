@@ -272,3 +272,80 @@ func TestFailingTenantMigration(t *testing.T) {
 	require.NoError(t, o.InTenant(ctx, "t1", func(context.Context) error { return nil }))
 	assert.Zero(t, count(t, tenants[1].db, "SELECT COUNT(*) FROM beside_failing"))
 }
+
+// Stores that appear together while the relay runs are migrated at most
+// two at a time: their migration lock is one per database, so more would
+// each hold a connection and a place of the budget while they queued for
+// it (found in review: a burst of new tenants starved the relay and every
+// unit of work). Two, so that one that hangs holds no other back.
+func TestNewTenantsMigrateTwoAtATime(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	main := openDatabase(t, fxoutbox.SQLite)
+	tenants := tenantDatabases(t, fxoutbox.SQLite, "t", 4)
+	for _, tn := range tenants { // at their version: each comes to its TenantMigration at once
+		require.NoError(t, fxoutbox.Migrate(ctx, tn.db, fxoutbox.SQLite, fxoutbox.Tables{}))
+	}
+	bus, err := fxbus.New(fxbus.Config{}, nil, nil)
+	require.NoError(t, err)
+	var (
+		mu            sync.Mutex
+		running, most int
+	)
+	release := make(chan struct{})
+	blocking := func(ctx context.Context, _ fxoutbox.TenantStore) error {
+		mu.Lock()
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			running--
+			mu.Unlock()
+		}()
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	clock := newFakeClock()
+	src := &outboxtest.TenantSource{}
+	o, err := fxoutbox.New(main.DB, bus, fxoutbox.Config{
+		Dialect: main.Dialect, TenantStores: src, Now: clock.Now, After: clock.After,
+		Relay:            fxoutbox.RelayConfig{PollInterval: time.Second, RetryInitial: time.Second, RetryMax: time.Second},
+		TenantMigrations: []fxoutbox.TenantMigration{blocking},
+	}, nil)
+	require.NoError(t, err)
+	require.NoError(t, o.Start(ctx))
+	t.Cleanup(func() { require.NoError(t, o.Stop(context.Background())) })
+
+	src.Set(storesOf(tenants)...)
+	now := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return running
+	}
+	require.Eventually(t, func() bool {
+		if now() == 2 {
+			return true
+		}
+		clock.Advance(time.Second)
+		return false
+	}, time.Minute, 5*time.Millisecond, "two migrations under way")
+	for served := 0; served < 4; {
+		release <- struct{}{} // one ends; another may begin
+		served++
+		require.Eventually(t, func() bool {
+			if len(o.Tenants()) == 1+served && now() == min(2, 4-served) {
+				return true
+			}
+			clock.Advance(time.Second)
+			return false
+		}, time.Minute, 5*time.Millisecond, "%d served", served)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, 2, most, "at most two migrations at once")
+}

@@ -60,8 +60,20 @@ type stores struct {
 	migrateCtx context.Context // ends at stop: the migrations in hand end with it
 	endMigrate context.CancelFunc
 	migrateFor time.Duration // how long a migration may take; 0: tenantMigrationTimeout
+	// At most migrationsAtOnce migrations at a time: the migration lock
+	// is one per database (SQLite's per process), so more would each hold
+	// a connection and a place of the budget while they queue for it, and
+	// a burst of new tenants would starve the relay and every unit of
+	// work; more than one, so that one that hangs (its TenantMigration,
+	// a lock held elsewhere) does not hold every new store until it times
+	// out.
+	migrateOne chan struct{}
 	reads      atomic.Uint64 // for tests: how many times the source was read
 }
+
+// migrationsAtOnce is how many stores that appeared are migrated at once
+// beside the relay (see stores.migrateOne).
+const migrationsAtOnce = 2
 
 // tenantMigrationTimeout bounds the migration of a store that appeared
 // while the relay runs: one that takes longer (its migration lock held
@@ -219,6 +231,7 @@ func (s *stores) migrateLater(ts TenantStore, st *store) {
 	if s.migrateCtx == nil {
 		s.migrateCtx, s.endMigrate = context.WithCancel(context.Background())
 		s.migrating = map[string]*migration{}
+		s.migrateOne = make(chan struct{}, migrationsAtOnce)
 	}
 	m := &migration{ts: ts, st: st}
 	s.migrating[ts.ID] = m
@@ -226,13 +239,20 @@ func (s *stores) migrateLater(ts TenantStore, st *store) {
 	if timeout <= 0 {
 		timeout = tenantMigrationTimeout
 	}
-	ctx := s.migrateCtx
+	ctx, one := s.migrateCtx, s.migrateOne
 	s.migrations.Add(1)
 	go func() {
 		defer s.migrations.Done()
-		mctx, cancel := context.WithTimeout(ctx, timeout)
-		err := safeMigrate(func() error { return s.migrate(mctx, st) })
-		cancel()
+		var err error
+		select {
+		case one <- struct{}{}: // its turn: the timeout is its own migration's, not the queue's
+			mctx, cancel := context.WithTimeout(ctx, timeout)
+			err = safeMigrate(func() error { return s.migrate(mctx, st) })
+			cancel()
+			<-one
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 		s.mu.Lock()
 		m.done, m.err = true, err
 		s.mu.Unlock()

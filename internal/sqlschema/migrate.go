@@ -151,6 +151,13 @@ func (s Set) migrateOn(ctx context.Context, conn *sql.Conn) (err error) {
 		return fmt.Errorf("%s: migrate: lock: %w", s.Module, err)
 	}
 	defer func() { err = errors.Join(err, unlock()) }()
+	if s.Flavor == MySQL {
+		// Its DDL commits statement by statement: a migration ended
+		// between two would leave its step half done and unrecorded, and
+		// every later try failing on what it did (a column that exists).
+		// Once the lock is held, it runs to its end.
+		ctx = context.WithoutCancel(ctx)
+	}
 	if _, err := conn.ExecContext(ctx, versionTable(s.Flavor, q)); err != nil {
 		return fmt.Errorf("%s: migrate: %w", s.Module, err)
 	}
