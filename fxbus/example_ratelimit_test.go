@@ -52,7 +52,7 @@ func ExampleRateLimit() {
 	}
 	slices.Sort(first)
 	fmt.Println("at once:", first)
-	for clock.pending() == 0 { // a2 waits on the clock
+	for clock.Pending() == 0 { // a2 waits on the clock
 		runtime.Gosched()
 	}
 	clock.Advance(time.Second)

@@ -13,66 +13,18 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/internal/fakeclock"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/fx"
 )
 
-// timerClock is a fake clock with timers (Config.Now, Config.After): it
-// moves only when told, and fires the timers it passes.
-type timerClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []clockTimer
-}
-
-type clockTimer struct {
-	at time.Time
-	ch chan time.Time
-}
+// timerClock is the repository's fake clock (Config.Now, Config.After):
+// it moves only when told, and fires the timers it passes.
+type timerClock = fakeclock.Clock
 
 func newTimerClock() *timerClock {
-	return &timerClock{now: time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *timerClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *timerClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.timers = append(c.timers, clockTimer{at: c.now.Add(d), ch: ch})
-	return ch
-}
-
-// pending is the timers not yet fired: what waits on the clock.
-func (c *timerClock) pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.timers)
-}
-
-func (c *timerClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.timers[:0]
-	for _, tm := range c.timers {
-		if tm.at.After(c.now) {
-			kept = append(kept, tm)
-			continue
-		}
-		tm.ch <- c.now
-	}
-	c.timers = kept
+	return fakeclock.New(time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC))
 }
 
 // Tick is the event of the rate limit and fair share tests.
@@ -260,14 +212,14 @@ func TestRateLimitedKeyWaitsWithoutHoldingOthers(t *testing.T) {
 				return n == coldKeys*cold
 			})
 			got.waitFor(t, "the hot key's burst", func([]Tick) bool { return got.count("hot") >= 5 })
-			require.Eventually(t, func() bool { return clock.pending() > 0 }, time.Minute, time.Millisecond, "the hot key waits on the clock")
+			require.Eventually(t, func() bool { return clock.Pending() > 0 }, time.Minute, time.Millisecond, "the hot key waits on the clock")
 			assert.Equal(t, 5, got.count("hot"), "the hot key's burst, no more, with the clock still")
 			assert.Positive(t, bus.Stats().Throttled)
 
 			// One more every interval: the clock moves once the hot key's
 			// next waits on it.
 			for got.count("hot") < hot {
-				require.Eventually(t, func() bool { return clock.pending() > 0 }, time.Minute, time.Millisecond)
+				require.Eventually(t, func() bool { return clock.Pending() > 0 }, time.Minute, time.Millisecond)
 				want := got.count("hot") + 1
 				clock.Advance(100 * time.Millisecond)
 				got.waitFor(t, "the hot key's next", func([]Tick) bool { return got.count("hot") >= want })
