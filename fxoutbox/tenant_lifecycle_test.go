@@ -35,21 +35,7 @@ func orderOf(t *testing.T, msg *message.Message) int {
 // was sent.
 func TestTenantStoresComeAndGo(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
-	main := openDatabase(t, fxoutbox.SQLite)
-	ordersTable(t, main.DB, "")
-	tenants := tenantDatabases(t, fxoutbox.SQLite, "t", 2)
-	a, b := tenants[0], tenants[1]
-	src := &outboxtest.TenantSource{}
-	src.Set(a.store)
-	r := newTenantStoresRig(t, main, src, fxoutbox.Config{
-		Now: clock.Now, After: clock.After,
-		Relay: fxoutbox.RelayConfig{
-			PollInterval: time.Second, RetryInitial: time.Second, RetryMax: time.Second,
-			Lease:            24 * time.Hour, // the test moves the clock on while the relay sends
-			ProgressInterval: -1,             // each batch deleted as it is published: the rows counted are those waiting
-		},
-	}, false)
+	r, clock, src, a, b := comingAndGoing(t)
 	ctx := context.Background()
 	inB := fxbus.WithTenant(ctx, b.store.ID)
 	require.ErrorIs(t, fxcqrs.Exec(inB, r.m, PlaceOrder{ID: 1}), fxbus.ErrUnknownTenant)
@@ -440,4 +426,26 @@ func servedWithinAPoll(t *testing.T, o *fxoutbox.Outbox, clock *fakeClock, n int
 		return false
 	}, time.Minute, time.Millisecond)
 	assert.LessOrEqual(t, moves, 2, "the added tenant waited more than a poll interval after the pass in hand")
+}
+
+// comingAndGoing is the rig of the tests of tenants that come and go: an
+// outbox on SQLite, on a fake clock whose poll interval is a second, with
+// two tenants' databases a and b, the source listing a alone.
+func comingAndGoing(t *testing.T) (r *tenantStoresRig, clock *fakeClock, src *outboxtest.TenantSource, a, b tenantStore) {
+	t.Helper()
+	clock = newFakeClock()
+	main := openDatabase(t, fxoutbox.SQLite)
+	ordersTable(t, main.DB, "")
+	tenants := tenantDatabases(t, fxoutbox.SQLite, "t", 2)
+	a, b = tenants[0], tenants[1]
+	src = outboxtest.NewTenantSource(a.store)
+	r = newTenantStoresRig(t, main, src, fxoutbox.Config{
+		Now: clock.Now, After: clock.After,
+		Relay: fxoutbox.RelayConfig{
+			PollInterval: time.Second, RetryInitial: time.Second, RetryMax: time.Second,
+			Lease:            24 * time.Hour, // the test moves the clock on while the relay sends
+			ProgressInterval: -1,             // each batch deleted as it is published: the rows counted are those waiting
+		},
+	}, false)
+	return r, clock, src, a, b
 }

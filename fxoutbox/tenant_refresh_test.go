@@ -8,7 +8,6 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
-	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -20,20 +19,7 @@ import (
 // (found in review).
 func TestTenantBesideAWrongEntryIsServed(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
-	main := openDatabase(t, fxoutbox.SQLite)
-	ordersTable(t, main.DB, "")
-	tenants := tenantDatabases(t, fxoutbox.SQLite, "t", 2)
-	a, b := tenants[0], tenants[1]
-	src := &outboxtest.TenantSource{}
-	src.Set(a.store)
-	r := newTenantStoresRig(t, main, src, fxoutbox.Config{
-		Now: clock.Now, After: clock.After,
-		Relay: fxoutbox.RelayConfig{
-			PollInterval: time.Second, RetryInitial: time.Second, RetryMax: time.Second,
-			Lease: 24 * time.Hour, ProgressInterval: -1,
-		},
-	}, false)
+	r, clock, src, a, b := comingAndGoing(t)
 
 	// b comes with an entry the outbox refuses (a schema on SQLite).
 	wrong := fxoutbox.TenantStore{ID: "wrong", DB: a.store.DB, Schema: "s_wrong"}
