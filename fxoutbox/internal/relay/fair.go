@@ -33,10 +33,12 @@ const maxTenants = 100
 
 // laneShares is what the relay knows of a lane's tenants: the list it
 // shares a batch between, read again at least once per batchesPerTurn
-// batches of the lane (a pass sends at most that many of it in a row)
-// and after a batch that was not full, so that a tenant new in the lane
-// has its share within one pass; and where the next list starts when the
-// lane had more than maxTenants tenants.
+// full batches of the lane (a pass sends at most that many of it in a
+// row) and, while the list has several tenants, after a batch that was
+// not full, so that a tenant new in the lane has its share within one
+// pass (a lane of one tenant needs no list after a batch that was not
+// full: that batch held every due row, see batchOfOne); and where the
+// next list starts when the lane had more than maxTenants tenants.
 type laneShares struct {
 	tenants []string
 	last    map[string]int64 // each tenant's highest id read while published rows of l wait
