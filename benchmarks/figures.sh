@@ -53,9 +53,15 @@ suite() {
 		echo "fxsaga -bench WaitingSaga -benchtime 300x"
 		;;
 	relay) echo "fxoutbox -bench RelayDrain -benchtime 20000x" ;;
+	quiet) # not in all: run it alone, on a machine with nothing else running
+		echo "fxoutbox -bench UnitOfWorkUnderLoad -benchtime 2000x -benchmem"
+		echo "fxoutbox -bench UnitOfWorkWAL -benchtime 2000x"
+		echo "benchmarks/durable -bench EmitToRemote/rate=(1500|2000|2500)/ -benchtime 6000x"
+		echo "fxoutbox -bench ^BenchmarkRelayDrain$ -benchtime 20000x"
+		;;
 	kafka) echo "fxbus/kafkabus/kafkatest -bench RelayDrain|Consume -benchtime 3000x -benchmem" ;;
 	*)
-		echo "figures.sh: no suite $1 (suites: ${all[*]})" >&2
+		echo "figures.sh: no suite $1 (suites: ${all[*]}, and quiet, for a machine with nothing else running)" >&2
 		return 1
 		;;
 	esac
@@ -87,6 +93,7 @@ for name in "$@"; do
 		done <<<"$runs"
 		echo "rounds: $rounds"
 		echo "date: $(date -u +%Y-%m-%d)"
+		[ "$name" != quiet ] || echo "machine: quiet"
 	} >"$tmp"
 	for ((r = 1; r <= rounds; r++)); do
 		while read -r dir args; do

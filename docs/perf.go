@@ -44,6 +44,7 @@ const (
 //	xspan A B UNIT                              "least–most×" of A ÷ B
 //	table                                       every benchmark: median ± farthest round
 //	list A B …                                  the strings, for range
+//	rounds NAME UNIT                            the figure of each round, in round order (numbers)
 func figureFuncs(r *Results) template.FuncMap {
 	stat := func(pick func([]float64) float64) func(string, string) (float64, error) {
 		return func(name, unit string) (float64, error) {
@@ -114,8 +115,9 @@ func figureFuncs(r *Results) template.FuncMap {
 			}
 			return strings.TrimSuffix(FormatRatio(minOf(vs)), "×") + "–" + FormatRatio(maxOf(vs)), nil
 		},
-		"table": func() string { return resultsTable(r) },
-		"list":  func(s ...string) []string { return s },
+		"table":  func() string { return resultsTable(r) },
+		"list":   func(s ...string) []string { return s },
+		"rounds": func(name, unit string) ([]float64, error) { return r.Samples(name, unit) },
 	}
 }
 
@@ -205,8 +207,12 @@ func Figures(root, page, file, tmpl string) (string, error) {
 	if len(r.Commands) > 0 {
 		commands = "`" + mk + "`, which runs `" + strings.Join(r.Commands, "` and `") + "`"
 	}
-	fmt.Fprintf(&b, "\n\n<sub>Generated from [`%s`](%s) (%s, %d rounds, on the project's shared 2-core VM, loaded by other work: read the ratios, taken round by round; `benchstat %s` gives the same medians with their confidence intervals). Reproduce: %s, then `go test -run TestFigures -update` in docs/.</sub>",
-		file, filepath.ToSlash(rel), r.Date, r.Rounds, file, commands)
+	machine := "on the project's shared 2-core VM, loaded by other work"
+	if r.Machine == "quiet" {
+		machine = "on the project's 2-core VM with nothing else running"
+	}
+	fmt.Fprintf(&b, "\n\n<sub>Generated from [`%s`](%s) (%s, %d rounds, %s: read the ratios, taken round by round; `benchstat %s` gives the same medians with their confidence intervals). Reproduce: %s, then `go test -run TestFigures -update` in docs/.</sub>",
+		file, filepath.ToSlash(rel), r.Date, r.Rounds, machine, file, commands)
 	return strings.TrimSpace(b.String()), nil
 }
 

@@ -12,11 +12,13 @@ import (
 
 // Results is one file of benchmarks/results/: the raw output of `go test
 // -bench`, run Rounds times with -count 1 by benchmarks/figures.sh, after
-// the script's own lines (command:, rounds:, date:).
+// the script's own lines (command:, rounds:, date:, and machine: for a
+// suite meant for a quiet machine).
 type Results struct {
 	Commands []string // the go test command of each round, in order
 	Rounds   int
 	Date     string
+	Machine  string   // "quiet": run with nothing else on the VM; "": the VM shared with other work
 	Names    []string // the benchmarks, in the order of their first line
 
 	// samples[name][unit] holds one value a round, in round order;
@@ -53,6 +55,8 @@ func ReadResults(path string) (*Results, error) {
 			}
 		case strings.HasPrefix(line, "date: "):
 			r.Date = strings.TrimPrefix(line, "date: ")
+		case strings.HasPrefix(line, "machine: "):
+			r.Machine = strings.TrimPrefix(line, "machine: ")
 		case strings.HasPrefix(line, "Benchmark"):
 			fields := strings.Fields(line)
 			if len(fields) < 4 || len(fields)%2 != 0 {
