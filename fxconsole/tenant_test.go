@@ -342,3 +342,23 @@ func TestTenantStoresReadTogether(t *testing.T) {
 		assert.Contains(t, page, fmt.Sprintf(`<tr data-tenant="%s"><td><a href="?tenant=%s">%s</a></td><td>0</td>`, tenant, tenant, tenant))
 	}
 }
+
+// A store whose read panics (the application's adminOf, given to
+// WithTenants) says so on its line: the panic, on a goroutine of the
+// page's, would otherwise end the process.
+func TestTenantStoreWhoseReadPanics(t *testing.T) {
+	d := outboxtest.Open(t, fxoutbox.SQLite)
+	admin, err := fxoutbox.NewAdmin(d.DB, d.Dialect, fxoutbox.Tables{}, nil)
+	require.NoError(t, err)
+	withStores := fxconsole.WithTenants(func() []string { return []string{"", "acme", "globex"} }, func(tenant string) (*fxoutbox.Admin, error) {
+		if tenant == "globex" {
+			panic("globex's store is not configured")
+		}
+		return admin.ForTenant(tenant), nil
+	})
+	c, err := fxconsole.New(admin, nil, fxconsole.Config{InsecureAllowEveryone: true}, withStores)
+	require.NoError(t, err)
+	_, page := get(t, c, "/")
+	assert.Contains(t, page, `<tr data-tenant="acme"><td><a href="?tenant=acme">acme</a></td><td>0</td>`)
+	assert.Contains(t, page, `<tr data-tenant="globex"><td><a href="?tenant=globex">globex</a></td><td colspan="2" class="error">cannot read its store: panic: globex&#39;s store is not configured</td></tr>`)
+}

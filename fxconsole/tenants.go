@@ -140,7 +140,8 @@ var (
 // and says so, with each tenant's dead letters and lag linking to its
 // own view. The stores are read storeReads at a time, each within
 // storeTimeout. A store that cannot be read is shown so, not failing the
-// page: the others are what the operator came for.
+// page: the others are what the operator came for; so is one whose read
+// panicked.
 func (c *Console) storeSummaries(ctx context.Context, sel tenantSel) []storeSummary {
 	if sel.One || c.admin == nil {
 		return nil
@@ -155,6 +156,14 @@ func (c *Console) storeSummaries(ctx context.Context, sel tenantSel) []storeSumm
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
+			// adminOf is the application's (WithTenants): its panic on
+			// this goroutine would end the process, not the request, as
+			// net/http recovers only the handler's own goroutine.
+			defer func() {
+				if p := recover(); p != nil {
+					out[i] = storeSummary{Tenant: t, Err: fmt.Sprintf("panic: %v", p)}
+				}
+			}()
 			out[i] = c.storeSummary(ctx, t)
 		}()
 	}
