@@ -12,8 +12,8 @@ import (
 	"github.com/fxcqrs/fxcqrs"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/amqpbus"
+	"github.com/fxcqrs/fxcqrs/fxbus/amqpbus/amqptest"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
-	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/fx"
@@ -92,7 +92,7 @@ func TestModuleGivesAMQPTheLaneLeases(t *testing.T) {
 	reachable(t, "FXCQRS_AMQP_URL", hostOf(t, url))
 	d := openDatabase(t, fxoutbox.SQLite)
 	topic := fmt.Sprintf("lane_leases_%d", rand.Uint32())
-	t.Cleanup(func() { deleteLanes(t, url, topic, "billing", 8) })
+	t.Cleanup(func() { require.NoError(t, amqptest.DeleteTopic(url, topic, "billing", 8)) })
 	var leases fxbus.LeaseStore
 	app := fxtest.New(t,
 		fx.Supply(d.DB),
@@ -120,29 +120,4 @@ func TestModuleGivesAMQPTheLaneLeases(t *testing.T) {
 		fx.Invoke(func(message.Subscriber) {}),
 	).Err()
 	require.ErrorContains(t, err, "amqpbus: Config.Leases is required")
-}
-
-// deleteLanes deletes topic's exchanges and group's queues of lanes, and
-// the record of its lanes.
-func deleteLanes(t testing.TB, url, topic, group string, lanes int) {
-	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return
-	}
-	defer ch.Close()
-	_, _ = ch.QueueDelete(topic+"._lanes", false, false, false)
-	for n := range lanes {
-		ex := topic
-		if n > 0 {
-			ex = fmt.Sprintf("%s._lane.%d", topic, n)
-		}
-		_, _ = ch.QueueDelete(ex+"_"+group, false, false, false)
-		_ = ch.ExchangeDelete(ex, false, false)
-	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxbus/amqpbus/internal/names"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
@@ -209,12 +210,7 @@ func (p *PubSub) topicRule() string {
 	return fmt.Sprintf("1 to %d bytes of letters, digits, '-', '_', '.' and ':' (an exchange name; its queue, topic_%s, has at most 255), not starting with \"amq.\"", 255-len(p.queueSuffix()), p.cfg.Group)
 }
 
-func (p *PubSub) queueSuffix() string {
-	if p.cfg.Group == "" {
-		return ""
-	}
-	return "_" + p.cfg.Group
-}
+func (p *PubSub) queueSuffix() string { return names.QueueSuffix(p.cfg.Group) }
 
 // CheckTopic says whether topic can name an exchange and, with the
 // Group, a queue.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxbus/amqpbus/internal/names"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 )
@@ -67,12 +68,7 @@ func (c Config) lanesOf(topic string) int {
 }
 
 // laneExchange is lane n's exchange of topic.
-func laneExchange(topic string, n int) string {
-	if n == 0 {
-		return topic
-	}
-	return topic + "._lane." + strconv.Itoa(n)
-}
+func laneExchange(topic string, n int) string { return names.LaneExchange(topic, n) }
 
 // exchangeOf is the exchange msg is published to on topic: its key's
 // lane's.
@@ -91,7 +87,7 @@ func (p *PubSub) laneQueue(topic string, n int) string {
 
 // lanesQueue is the queue whose x-max-length records topic's number of
 // lanes.
-func lanesQueue(topic string) string { return topic + "._lanes" }
+func lanesQueue(topic string) string { return names.LanesQueue(topic) }
 
 // checkLaneNames says whether topic's lanes' exchanges and queues can be
 // named.

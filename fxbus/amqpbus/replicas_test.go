@@ -9,6 +9,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxbus/amqpbus"
+	"github.com/fxcqrs/fxcqrs/fxbus/amqpbus/amqptest"
 	"github.com/fxcqrs/fxcqrs/fxbus/internal/brokertest"
 	"github.com/fxcqrs/fxcqrs/fxbus/internal/ownership"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -21,27 +22,9 @@ import (
 func laneTopic(t *testing.T, addr, group string, lanes int) string {
 	t.Helper()
 	tp := fmt.Sprintf("amqpbus_lanes_%d", rand.Uint64())
-	t.Cleanup(func() {
-		conn, err := amqp.Dial(addr)
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			return
-		}
-		defer ch.Close()
-		_, _ = ch.QueueDelete(tp+"._lanes", false, false, false)
-		for n := range lanes {
-			ex := tp
-			if n > 0 {
-				ex = fmt.Sprintf("%s._lane.%d", tp, n)
-			}
-			_, _ = ch.QueueDelete(ex+"_"+group, false, false, false)
-			_ = ch.ExchangeDelete(ex, false, false)
-		}
-	})
+	// snippet:deletetopic
+	t.Cleanup(func() { require.NoError(t, amqptest.DeleteTopic(addr, tp, group, lanes)) })
+	// end snippet
 	return tp
 }
 
