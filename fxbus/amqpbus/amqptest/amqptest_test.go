@@ -12,7 +12,11 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxbus/internal/ownership"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
+
+// DeleteTopic closes the connections it opens.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // DeleteTopic leaves none of a topic's exchanges and queues behind, lanes
 // and all, and deleting again is no error.
