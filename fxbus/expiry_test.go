@@ -141,6 +141,8 @@ func (d *deadLetterLog) reason(id string) error {
 // does: a message of a parked key is parked behind it.
 type parkingLog struct{ *deadLetterLog }
 
+var _ fxbus.Parking = parkingLog{}
+
 func (p parkingLog) RecordParked(_ context.Context, _, _ string, msg *message.Message, reason error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -148,7 +150,7 @@ func (p parkingLog) RecordParked(_ context.Context, _, _ string, msg *message.Me
 	return nil
 }
 
-func (p parkingLog) ParkedKeys(context.Context, string) ([]string, error) { return nil, nil }
+func (p parkingLog) ParkedKeys(context.Context, string) ([]fxbus.ParkedKey, error) { return nil, nil }
 
 func (p parkingLog) Admit(_ context.Context, _, _ string, msg *message.Message) (fxbus.Admission, error) {
 	p.mu.Lock()

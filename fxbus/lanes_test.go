@@ -25,6 +25,8 @@ type laneParking struct {
 	reads  int
 }
 
+var _ fxbus.Parking = (*laneParking)(nil)
+
 func (p *laneParking) RecordDeadLetter(context.Context, string, *message.Message, error) error {
 	return nil
 }
@@ -36,13 +38,13 @@ func (p *laneParking) RecordParked(_ context.Context, _, key string, _ *message.
 	return nil
 }
 
-func (p *laneParking) ParkedKeys(context.Context, string) ([]string, error) {
+func (p *laneParking) ParkedKeys(context.Context, string) ([]fxbus.ParkedKey, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.reads++
-	var keys []string
+	var keys []fxbus.ParkedKey
 	for k := range p.parked {
-		keys = append(keys, k)
+		keys = append(keys, fxbus.ParkedKey{Key: k}) // the test's messages have no tenant
 	}
 	return keys, nil
 }

@@ -32,6 +32,9 @@ import (
 // again parks the key again, in its place. Without a Parking, a message
 // that fails for good dead-letters and its key's later messages go on, as
 // without InOrder; the bus says so at start.
+// A key is parked per tenant ([ParkedKey]): a message of tenant X that
+// fails for good parks X's later messages of its key, while tenant Y's
+// messages of the key go on.
 //
 // The order is the order of delivery to this process: one process that
 // consumes the topic (or the broker's own partitioning, such as one
@@ -67,9 +70,10 @@ type Parking interface {
 	// with reason, as a dead letter that parks its key: what a
 	// subscription with InOrder records instead of RecordDeadLetter.
 	RecordParked(ctx context.Context, topic, key string, msg *message.Message, reason error) error
-	// ParkedKeys returns topic's keys that have parked messages: read
-	// once, when the bus starts.
-	ParkedKeys(ctx context.Context, topic string) ([]string, error)
+	// ParkedKeys returns topic's keys that have parked messages, each
+	// with the tenant whose messages it parks: read when the bus starts,
+	// and again when a lane changes hands ([LaneLease]).
+	ParkedKeys(ctx context.Context, topic string) ([]ParkedKey, error)
 	// Admit says what to do with msg, of topic and key, which a message
 	// of the key parked before; for AdmitParked it has recorded msg.
 	Admit(ctx context.Context, topic, key string, msg *message.Message) (Admission, error)
@@ -81,12 +85,29 @@ type Parking interface {
 	Repark(ctx context.Context, topic, key, id string, reason error) error
 }
 
-// parkedKeys is the keys of a topic this process knows to have parked
-// messages: a message of any other key is handled without asking the
-// Parking.
+// ParkedKey is a key with parked messages, of one tenant: a key is parked
+// per tenant, so that tenant X's parked key holds back X's later messages
+// of the key, never tenant Y's.
+type ParkedKey struct {
+	// Tenant is the tenant of the parked messages as their metadata
+	// names it ([MetadataTenant], before [Tenants] resolves it): the text
+	// a Parking records with a message. "" for messages without one.
+	Tenant string
+	// Key is the key ([MetadataKey]).
+	Key string
+}
+
+// parkedOf is the ParkedKey of msg, of key: its tenant's.
+func parkedOf(msg *message.Message, key string) ParkedKey {
+	return ParkedKey{Tenant: msg.Metadata.Get(MetadataTenant), Key: key}
+}
+
+// parkedKeys is the keys, by tenant, of a topic this process knows to
+// have parked messages: a message of any other tenant or key is handled
+// without asking the Parking.
 type parkedKeys struct {
 	mu   sync.Mutex
-	keys map[string]struct{}
+	keys map[ParkedKey]struct{}
 
 	// Across replicas (an adapter that shares lanes): the epoch of each
 	// lane's lease whose parked keys were read; a message of a lane taken
@@ -120,18 +141,18 @@ func (b *Bus) laneTaken(ctx context.Context, ts *topicSubs, p Parking, l LaneLea
 	return nil
 }
 
-func (p *parkedKeys) has(key string) bool {
+func (p *parkedKeys) has(key ParkedKey) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	_, ok := p.keys[key]
 	return ok
 }
 
-func (p *parkedKeys) set(key string, parked bool) {
+func (p *parkedKeys) set(key ParkedKey, parked bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.keys == nil {
-		p.keys = map[string]struct{}{}
+		p.keys = map[ParkedKey]struct{}{}
 	}
 	if parked {
 		p.keys[key] = struct{}{}
@@ -166,9 +187,11 @@ func (b *Bus) loadParked(ctx context.Context, ts *topicSubs) error {
 }
 
 // park is the middleware of an InOrder topic, between the dead letter's
-// and the retries': a message of a parked key is asked about, and parked
-// or handled as its Parking says; a message of a free key that fails for
-// good parks its key (its dead letter record, with its key, is the park).
+// and the retries': a message of a key its tenant parked is asked about,
+// and parked or handled as its Parking says; a message of a free key
+// that fails for good parks its key for its tenant (its dead letter
+// record, with its key and metadata, is the park). A key another tenant
+// parked is free: its Parking is not asked.
 func (b *Bus) park(ts *topicSubs, p Parking) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
@@ -181,8 +204,9 @@ func (b *Bus) park(ts *topicSubs, p Parking) message.HandlerMiddleware {
 					return nil, &redeliver{err}
 				}
 			}
+			pk := parkedOf(msg, key)
 			adm := AdmitFree
-			if ts.parked.has(key) {
+			if ts.parked.has(pk) {
 				var err error
 				adm, err = p.Admit(context.WithoutCancel(msg.Context()), ts.topic, key, msg)
 				if err != nil {
@@ -214,10 +238,10 @@ func (b *Bus) park(ts *topicSubs, p Parking) message.HandlerMiddleware {
 				b.log.Warn("a released message failed again: its key is parked again", zap.String("topic", ts.topic), zap.String("key", key), zap.String("messageId", msg.UUID), zap.Error(err))
 				return nil, nil
 			}
-			ts.parked.set(key, false)
+			ts.parked.set(pk, false)
 			out, err := h(msg)
 			if err != nil && !errors.As(err, new(*redeliver)) && !errors.Is(err, ErrExpired) {
-				ts.parked.set(key, true) // its dead letter record parks the key (an expired message's does not)
+				ts.parked.set(pk, true) // its dead letter record parks the key for its tenant (an expired message's does not)
 			}
 			return out, err
 		}

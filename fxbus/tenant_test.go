@@ -339,6 +339,8 @@ func TestTenantHandler(t *testing.T) {
 // was recorded as parked, as the outbox's Admin does by its table.
 type keyParking struct{ *deadLetterLog }
 
+var _ fxbus.Parking = keyParking{}
+
 func (p keyParking) RecordParked(_ context.Context, _, _ string, msg *message.Message, reason error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -346,7 +348,7 @@ func (p keyParking) RecordParked(_ context.Context, _, _ string, msg *message.Me
 	return nil
 }
 
-func (p keyParking) ParkedKeys(context.Context, string) ([]string, error) { return nil, nil }
+func (p keyParking) ParkedKeys(context.Context, string) ([]fxbus.ParkedKey, error) { return nil, nil }
 
 func (p keyParking) Admit(_ context.Context, _, key string, _ *message.Message) (fxbus.Admission, error) {
 	p.mu.Lock()
@@ -384,4 +386,90 @@ func TestUnknownTenantDoesNotParkItsKey(t *testing.T) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	assert.Empty(t, rec.parked, "nothing parked")
+}
+
+// tenantParking parks a key per tenant, as the outbox's stores do, and
+// notes each message it is asked about.
+type tenantParking struct {
+	mu     sync.Mutex
+	parked map[fxbus.ParkedKey]bool
+	asked  chan *message.Message
+}
+
+var _ fxbus.Parking = (*tenantParking)(nil)
+
+func (p *tenantParking) RecordDeadLetter(context.Context, string, *message.Message, error) error {
+	return nil
+}
+
+func (p *tenantParking) RecordParked(_ context.Context, _, key string, msg *message.Message, _ error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.parked[fxbus.ParkedKey{Tenant: msg.Metadata.Get(fxbus.MetadataTenant), Key: key}] = true
+	return nil
+}
+
+func (p *tenantParking) ParkedKeys(context.Context, string) ([]fxbus.ParkedKey, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var keys []fxbus.ParkedKey
+	for k := range p.parked {
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+func (p *tenantParking) Admit(_ context.Context, _, key string, msg *message.Message) (fxbus.Admission, error) {
+	p.asked <- msg
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.parked[fxbus.ParkedKey{Tenant: msg.Metadata.Get(fxbus.MetadataTenant), Key: key}] {
+		return fxbus.AdmitParked, nil
+	}
+	return fxbus.AdmitFree, nil
+}
+
+func (p *tenantParking) Arrived(context.Context, string, string, string) error       { return nil }
+func (p *tenantParking) Repark(context.Context, string, string, string, error) error { return nil }
+
+// A key is parked per tenant: tenant x's message of key k that fails for
+// good holds back x's later messages of k, while tenant y's message of k
+// is handled without asking the Parking (the bus knows y has nothing
+// parked there), and does not make the bus forget x's park.
+func TestKeyIsParkedPerTenant(t *testing.T) {
+	t.Parallel()
+	gc := goChannel(t)
+	tp := topic(t, "keyed")
+	dead := deadLetters(t, gc, tp+"_poison")
+	parking := &tenantParking{parked: map[fxbus.ParkedKey]bool{}, asked: make(chan *message.Message, 8)}
+	handled := newInbox[int]()
+	consumeOrders(t, gc, gc, tp, fxbus.Config{Tenants: fxbus.StaticTenants("x", "y"), DeadLetters: parking},
+		func(_ context.Context, e OrderPlaced) error {
+			if e.ID == 1 {
+				return errors.New("ledger refuses it")
+			}
+			handled.add(e.ID)
+			return nil
+		},
+		fxbus.InOrder(), fxbus.Retry(fxbus.RetryPolicy{MaxRetries: -1}))
+	publish := func(id int, tenant string) *message.Message {
+		msg := tenantMessage(id, tenant, false)
+		msg.Metadata.Set(fxbus.MetadataKey, "k")
+		require.NoError(t, gc.Publish(tp, msg))
+		return msg
+	}
+	publish(1, "x")
+	(<-dead).Ack()
+	publish(2, "y") // one after the other: GoChannel hands concurrent publishes over in any order
+	assert.Equal(t, []int{2}, handled.wait(t, 1), "y's message of k is handled")
+	next := publish(3, "x")
+	select {
+	case asked := <-parking.asked:
+		assert.Equal(t, next.UUID, asked.UUID, "the Parking is asked about x's next message of k, never y's")
+	case <-time.After(30 * time.Second):
+		t.Fatal("x's next message of k was not asked about: the bus forgot x's park")
+	}
+	publish(4, "y")
+	assert.Equal(t, []int{2, 4}, handled.wait(t, 2), "y's messages of k are handled, x's next is parked")
+	assert.Empty(t, parking.asked, "y's messages were never asked about")
 }

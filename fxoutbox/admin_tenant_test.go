@@ -151,7 +151,7 @@ func TestAdminPerTenant(t *testing.T) {
 		}
 		keys, err := acme.ParkedKeys(ctx, "in")
 		require.NoError(t, err)
-		assert.Equal(t, []string{"k"}, keys)
+		assert.Equal(t, []fxbus.ParkedKey{{Tenant: "acme", Key: "k"}}, keys)
 		globexParked, err := admin.ListDead(ctx, fxoutbox.DeadLetterFilter{Tenant: tenantPtr("globex"), Topic: "in"})
 		require.NoError(t, err)
 		require.Len(t, globexParked, 1)

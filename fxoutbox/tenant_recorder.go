@@ -1,6 +1,7 @@
 package fxoutbox
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/fxcqrs/fxcqrs/fxbus"
+	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/relay"
 	"go.uber.org/zap"
 )
 
@@ -24,26 +26,21 @@ import (
 // tenant source alone, as the bus's recorder must be (the outbox needs
 // the bus): it keeps an Admin per store of its own, made on first use.
 //
-// A key is parked per tenant: tenant X's parked key k holds back X's
-// later messages of k, never tenant Y's, whose data and repairs are
-// apart. The bus knows its parked keys by key alone (fxbus.InOrder), and
-// forgets a key the first time its Parking says a message of it is free;
-// so a message of Y whose key X has parked is admitted as a release
-// (fxbus.AdmitReplay) rather than as free, which handles it and keeps the
-// bus asking about the key for X's next message. Should it fail for good,
-// it parks its key in Y's store (Repark).
+// A key is parked per tenant (fxbus.ParkedKey): tenant X's parked key k
+// holds back X's later messages of k, never tenant Y's, whose data and
+// repairs are apart. The bus knows its parked keys by tenant, and asks
+// about a message only its own tenant's store.
 //
 // The recorder does not know which stores the outbox serves: it reads
 // those the source lists, and those that left it that it knows to hold
-// parked keys. A listed store without the table of parked letters (not
-// migrated yet, or its schema dropped) holds none, and is passed over; a
-// listed store that cannot be read otherwise fails ParkedKeys, as the
+// parked keys, each within RelayConfig.StoreTimeout. A listed store
+// without the table of parked letters (not migrated yet, or its schema
+// dropped) holds none, and is passed over; a listed store that cannot be
+// read otherwise, or does not answer in time, fails ParkedKeys, as the
 // default store does: it may hold keys parked by another replica, and a
 // key missed would lose its order. A store that left and cannot be read
 // is logged and passed over: it is served no more, and failing would
-// redeliver every tenant's messages of the lane for ever. When another
-// store that cannot be read might hold a free message's key, the message
-// is admitted as a release: handled, and the bus keeps asking about it.
+// redeliver every tenant's messages of the lane for ever.
 
 // tenantRecorder is the fxbus.DeadLetterRecorder and fxbus.Parking of an
 // outbox with tenant stores.
@@ -55,6 +52,11 @@ type tenantRecorder struct {
 	log *zap.Logger
 	now func() time.Time // the outbox's clock, for the age of admits
 
+	// storeTimeout bounds each store's read of its parked keys
+	// (RelayConfig.StoreTimeout): one store that hangs does not hang the
+	// bus's start. Not positive: no bound.
+	storeTimeout time.Duration
+
 	mu        sync.Mutex
 	admins    map[string]*Admin     // by store id; kept after the store leaves the source while it holds parked keys
 	parks     map[string]bool       // the stores ("": the default) this process knows to hold parked keys
@@ -65,11 +67,9 @@ type tenantRecorder struct {
 
 // Released messages whose Arrived or Repark never comes (handled
 // elsewhere after a redelivery: the lane moved to another replica, say)
-// are forgotten after admitTTL, and beyond maxAdmits the oldest are: an
-// admit holds its whole message. Forgotten, a message's Arrived and
-// Repark go to every store, where only a parked letter of its id matches;
-// a message admitted because another tenant parked its key then parks
-// nothing should it fail, hence the generous bounds.
+// are forgotten after admitTTL, and beyond maxAdmits the oldest are.
+// Forgotten, a message's Arrived and Repark go to every store, where only
+// a parked letter of its id matches.
 const (
 	admitTTL  = time.Hour
 	maxAdmits = 10_000
@@ -78,14 +78,11 @@ const (
 // admitted names a released message of a topic's key.
 type admitted struct{ topic, key, id string }
 
-// released is where an admitted message's Arrived or Repark goes: a, or,
-// for a message admitted only because another tenant parked its key
-// (free), msg's own store, where it would park.
+// released is where an admitted message's Arrived or Repark goes: a, the
+// store that admitted it.
 type released struct {
-	a    *Admin
-	free bool
-	msg  *message.Message
-	at   time.Time // when admitted
+	a  *Admin
+	at time.Time // when admitted
 }
 
 // newDeadLetterRecorder is the bus's recorder and parking: the default
@@ -112,7 +109,8 @@ func newDeadLetterRecorder(db *sql.DB, cfg Config, src TenantStores, log *zap.Lo
 	return &tenantRecorder{
 		def: def, src: src, db: db, cfg: cfg, log: log, now: now,
 		admins: map[string]*Admin{}, parks: map[string]bool{}, admits: map[admitted]released{},
-		maxAdmits: maxAdmits,
+		maxAdmits:    maxAdmits,
+		storeTimeout: relay.WithDefaults(cfg.Relay).StoreTimeout,
 	}, nil
 }
 
@@ -144,20 +142,21 @@ func (r *tenantRecorder) RecordParked(ctx context.Context, topic, key string, ms
 	return nil
 }
 
-// ParkedKeys returns topic's keys parked in any store: the default one,
-// every store the source lists, and those that left it that hold parked
-// keys (see the top of this file for the stores it passes over). A store
-// the source lists that cannot be read is an error, naming its tenant: a
-// key missed would lose its order.
-func (r *tenantRecorder) ParkedKeys(ctx context.Context, topic string) ([]string, error) {
+// ParkedKeys returns topic's keys parked in any store, by tenant: the
+// default one, every store the source lists, and those that left it that
+// hold parked keys (see the top of this file for the stores it passes
+// over). A store the source lists that cannot be read, or does not answer
+// within storeTimeout, is an error, naming its tenant: a key missed would
+// lose its order.
+func (r *tenantRecorder) ParkedKeys(ctx context.Context, topic string) ([]fxbus.ParkedKey, error) {
 	listed, left, err := r.stores(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var keys []string
+	var keys []fxbus.ParkedKey
 	var errs []error
 	for id, a := range listed {
-		ks, err := a.ParkedKeys(ctx, topic)
+		ks, err := r.parkedKeysOf(ctx, a, topic)
 		switch {
 		case err == nil:
 		case id != "" && missingTable(err):
@@ -179,7 +178,7 @@ func (r *tenantRecorder) ParkedKeys(ctx context.Context, topic string) ([]string
 	}
 	for id, a := range left {
 		known := r.knownParked(id)
-		ks, err := a.ParkedKeys(ctx, topic)
+		ks, err := r.parkedKeysOf(ctx, a, topic)
 		switch {
 		case err != nil && known:
 			r.log.Warn("the parked keys of a tenant store that left the source cannot be read: they stay parked there, and the bus takes their messages as free",
@@ -202,8 +201,26 @@ func (r *tenantRecorder) ParkedKeys(ctx context.Context, topic string) ([]string
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	slices.Sort(keys)
+	slices.SortFunc(keys, func(a, b fxbus.ParkedKey) int {
+		return cmp.Or(strings.Compare(a.Tenant, b.Tenant), strings.Compare(a.Key, b.Key))
+	})
 	return slices.Compact(keys), nil
+}
+
+// parkedKeysOf reads a's parked keys of topic within storeTimeout: a
+// store that hangs (a lock held on its table, a server that stopped
+// answering) fails as one that cannot be read.
+func (r *tenantRecorder) parkedKeysOf(ctx context.Context, a *Admin, topic string) ([]fxbus.ParkedKey, error) {
+	if r.storeTimeout <= 0 {
+		return a.ParkedKeys(ctx, topic)
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.storeTimeout)
+	defer cancel()
+	keys, err := a.ParkedKeys(ctx, topic)
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("not read within RelayConfig.StoreTimeout (%v): %w", r.storeTimeout, err)
+	}
+	return keys, err
 }
 
 // missingTable says whether err is a database's "no such table" (or
@@ -222,8 +239,7 @@ func missingTable(err error) bool {
 		strings.Contains(msg, "Error 1049 (42000)") // the database does not
 }
 
-// Admit asks msg's tenant's store. A key free there but parked in
-// another store is admitted as released (see the top of this file).
+// Admit asks msg's tenant's store, where its tenant parks its key.
 func (r *tenantRecorder) Admit(ctx context.Context, topic, key string, msg *message.Message) (fxbus.Admission, error) {
 	id, a, err := r.storeOf(ctx, msg, nil)
 	if err != nil {
@@ -238,11 +254,6 @@ func (r *tenantRecorder) Admit(ctx context.Context, topic, key string, msg *mess
 		r.remember(admitted{topic, key, msg.UUID}, released{a: a})
 	case fxbus.AdmitParked:
 		r.parked(id)
-	case fxbus.AdmitFree:
-		if r.parkedElsewhere(ctx, topic, key, id) {
-			r.remember(admitted{topic, key, msg.UUID}, released{a: a, free: true, msg: msg})
-			return fxbus.AdmitReplay, nil
-		}
 	}
 	return adm, nil
 }
@@ -250,32 +261,19 @@ func (r *tenantRecorder) Admit(ctx context.Context, topic, key string, msg *mess
 // Arrived tells the store that admitted the released message id.
 func (r *tenantRecorder) Arrived(ctx context.Context, topic, key, id string) error {
 	rel, ok := r.forget(admitted{topic, key, id})
-	switch {
-	case !ok:
+	if !ok {
 		return r.everyStore(func(a *Admin) error { return a.Arrived(ctx, topic, key, id) })
-	case rel.free:
-		return nil // nothing of it was parked
 	}
 	return rel.a.Arrived(ctx, topic, key, id)
 }
 
-// Repark tells the store that admitted the released message id; a
-// message admitted only because another tenant parked its key parks it
-// in its own store now (unless its tenant is unknown or it expired:
-// those dead-letter without parking, as the bus does).
+// Repark tells the store that admitted the released message id.
 func (r *tenantRecorder) Repark(ctx context.Context, topic, key, id string, reason error) error {
 	rel, ok := r.forget(admitted{topic, key, id})
-	switch {
-	case !ok:
+	if !ok {
 		return r.everyStore(func(a *Admin) error { return a.Repark(ctx, topic, key, id, reason) })
-	case !rel.free:
-		return rel.a.Repark(ctx, topic, key, id, reason)
-	case errors.Is(reason, fxbus.ErrUnknownTenant):
-		return r.def.RecordDeadLetter(ctx, topic, rel.msg, reason)
-	case errors.Is(reason, fxbus.ErrExpired):
-		return rel.a.RecordDeadLetter(ctx, topic, rel.msg, reason)
 	}
-	return r.RecordParked(ctx, topic, key, rel.msg, reason)
+	return rel.a.Repark(ctx, topic, key, id, reason)
 }
 
 // storeOf is the Admin of msg's tenant's store: the default store's for
@@ -428,41 +426,6 @@ func (r *tenantRecorder) drop(id string, a *Admin) {
 		delete(r.admins, id)
 		delete(r.parks, id)
 	}
-}
-
-// parkedElsewhere says whether a store but except, among those this
-// process knows to hold parked keys, has topic's key parked. A store that
-// cannot be read says yes: the message is then admitted as released,
-// which is handled as a free one is and keeps the bus asking about the
-// key, where a no would free the key for good and an error would
-// redeliver the message for as long as the store cannot be read.
-func (r *tenantRecorder) parkedElsewhere(ctx context.Context, topic, key, except string) bool {
-	r.mu.Lock()
-	others := map[string]*Admin{}
-	for id := range r.parks {
-		switch {
-		case id == except:
-		case id == "":
-			others[id] = r.def
-		case r.admins[id] != nil:
-			others[id] = r.admins[id]
-		}
-	}
-	r.mu.Unlock()
-	unread := false
-	for id, a := range others {
-		keys, err := a.ParkedKeys(ctx, topic)
-		if err != nil {
-			r.log.Warn("whether another tenant's store has a key parked cannot be read: the message is admitted as a release",
-				zap.String("tenant", id), zap.String("topic", topic), zap.String("key", key), zap.Error(err))
-			unread = true
-			continue
-		}
-		if slices.Contains(keys, key) {
-			return true
-		}
-	}
-	return unread
 }
 
 // remember keeps rel until k's Arrived or Repark, within admitTTL and

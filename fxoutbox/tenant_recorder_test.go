@@ -186,7 +186,7 @@ func TestTenantParkedKeyInItsStore(t *testing.T) {
 		require.NoError(t, err)
 		keys, err = admin.ParkedKeys(context.Background(), "inbound")
 		require.NoError(t, err)
-		assert.Equal(t, []string{"order-1"}, keys)
+		assert.Equal(t, []fxbus.ParkedKey{{Tenant: "s0", Key: "order-1"}}, keys)
 		r.failing(10, false)
 		n, err := admin.Release(context.Background(), "inbound", "order-1", "test", "the handler is fixed")
 		require.NoError(t, err)
@@ -257,7 +257,7 @@ func TestTenantParkingOfAStoreThatLeft(t *testing.T) {
 	src.Set() // s0 leaves
 	keys, err := parking.ParkedKeys(ctx, "inbound")
 	require.NoError(t, err)
-	assert.Equal(t, []string{"k"}, keys, "s0's parked key, though s0 left")
+	assert.Equal(t, []fxbus.ParkedKey{{Tenant: "s0", Key: "k"}}, keys, "s0's parked key, though s0 left")
 	release := func() {
 		t.Helper()
 		n, err := store.Release(ctx, "inbound", "k", "test", "once more")
@@ -331,7 +331,7 @@ func TestTenantParkedKeysOfAStoreNotMigrated(t *testing.T) {
 		require.NoError(t, r.parking.RecordParked(ctx, "inbound", "k", tenantMessage("m-1", "s0"), errors.New("refused")))
 		keys, err := r.parking.ParkedKeys(ctx, "inbound")
 		require.NoError(t, err, "s1 is listed, not migrated")
-		assert.Equal(t, []string{"k"}, keys)
+		assert.Equal(t, []fxbus.ParkedKey{{Tenant: "s0", Key: "k"}}, keys)
 		adm, err := r.parking.Admit(ctx, "inbound", "j", tenantMessage("m-2", "s0"))
 		require.NoError(t, err)
 		assert.Equal(t, fxbus.AdmitFree, adm)
@@ -351,13 +351,13 @@ func TestTenantParkedKeysOfStoresThatLeft(t *testing.T) {
 	require.NoError(t, r.parking.RecordParked(ctx, "inbound", "k", tenantMessage("m-1", "s0"), errors.New("refused")))
 	keys, err := r.parking.ParkedKeys(ctx, "inbound")
 	require.NoError(t, err)
-	assert.Equal(t, []string{"k"}, keys)
+	assert.Equal(t, []fxbus.ParkedKey{{Tenant: "s0", Key: "k"}}, keys)
 	assert.Equal(t, []string{"s0", "s1"}, fxoutbox.StoresHeld(r.rec))
 
 	r.src.Set() // both leave
 	keys, err = r.parking.ParkedKeys(ctx, "inbound")
 	require.NoError(t, err)
-	assert.Equal(t, []string{"k"}, keys, "s0's key, though s0 left")
+	assert.Equal(t, []fxbus.ParkedKey{{Tenant: "s0", Key: "k"}}, keys, "s0's key, though s0 left")
 	assert.Equal(t, []string{"s0"}, fxoutbox.StoresHeld(r.rec), "s1 left holding nothing: forgotten")
 
 	require.NoError(t, tenants[0].db.Close())
@@ -368,30 +368,56 @@ func TestTenantParkedKeysOfStoresThatLeft(t *testing.T) {
 	assert.Zero(t, warnedAbout(r.logs, "s1"))
 }
 
-// A store the source lists that holds a parked key and cannot be read:
-// another tenant's message of the key is admitted as a release (handled,
-// and the bus keeps asking about the key), not an error that would
-// redeliver it for as long; the parked keys, though, are an error naming
-// the store, a key missed there losing its order.
-func TestTenantAdmitWhenAnotherStoreCannotBeRead(t *testing.T) {
+// A key is parked per tenant: s1's message of a key s0 parked is free
+// (the bus does not even ask, knowing the key parked for s0 alone), and
+// its store is the only one read, so that s0's store, which cannot be
+// read, holds nothing up; the parked keys, though, are an error naming
+// s0, a key missed there losing its order.
+func TestTenantAdmitAsksItsTenantsStoreAlone(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	main := openDatabase(t, fxoutbox.SQLite)
 	tenants := tenantDatabases(t, fxoutbox.SQLite, "s", 2)
 	r := newParkingRig(t, main, fxoutbox.Config{}, tenants, tenants)
 	require.NoError(t, r.parking.RecordParked(ctx, "inbound", "k", tenantMessage("m-1", "s0"), errors.New("refused")))
+	keys, err := r.parking.ParkedKeys(ctx, "inbound")
+	require.NoError(t, err)
+	assert.Equal(t, []fxbus.ParkedKey{{Tenant: "s0", Key: "k"}}, keys, "parked for s0, not for s1")
 	require.NoError(t, tenants[0].db.Close())
 
 	adm, err := r.parking.Admit(ctx, "inbound", "k", tenantMessage("m-2", "s1"))
 	require.NoError(t, err)
-	assert.Equal(t, fxbus.AdmitReplay, adm)
-	assert.Equal(t, 1, warnedAbout(r.logs, "s0"))
-	require.NoError(t, r.parking.Arrived(ctx, "inbound", "k", "m-2"))
+	assert.Equal(t, fxbus.AdmitFree, adm, "s0's park holds back none of s1's")
+	assert.Zero(t, fxoutbox.AdmitsHeld(r.rec), "nothing of s1's released")
+	assert.Zero(t, r.logs.Len(), "s0's store is not read")
 	assert.Zero(t, inboundDead(t, tenants[1]), "nothing of s1's parked")
 
 	_, err = r.parking.ParkedKeys(ctx, "inbound")
 	require.Error(t, err, "s0 is listed")
 	assert.Contains(t, err.Error(), `tenant "s0"`)
+}
+
+// A key is parked per tenant in one store too (the default store, where
+// a bus with tenants and no tenant stores parks): acme's parked key holds
+// back acme's next message of it, never globex's.
+func TestParkedKeyPerTenantInOneStore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	main := openDatabase(t, fxoutbox.SQLite)
+	require.NoError(t, fxoutbox.Migrate(ctx, main.DB, fxoutbox.SQLite, fxoutbox.Tables{}))
+	admin, err := fxoutbox.NewAdmin(main.DB, fxoutbox.SQLite, fxoutbox.Tables{}, nil)
+	require.NoError(t, err)
+	require.NoError(t, admin.RecordParked(ctx, "inbound", "k", tenantMessage("m-1", "acme"), errors.New("refused")))
+	keys, err := admin.ParkedKeys(ctx, "inbound")
+	require.NoError(t, err)
+	assert.Equal(t, []fxbus.ParkedKey{{Tenant: "acme", Key: "k"}}, keys)
+	adm, err := admin.Admit(ctx, "inbound", "k", tenantMessage("m-2", "globex"))
+	require.NoError(t, err)
+	assert.Equal(t, fxbus.AdmitFree, adm, "globex's message of acme's parked key")
+	adm, err = admin.Admit(ctx, "inbound", "k", tenantMessage("m-3", "acme"))
+	require.NoError(t, err)
+	assert.Equal(t, fxbus.AdmitParked, adm, "acme's next message of its parked key")
+	assert.Equal(t, 2, count(t, main.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_inbound_dead"))
 }
 
 // A released message whose Arrived or Repark never comes (redelivered to
@@ -404,12 +430,24 @@ func TestTenantAdmitsAreBounded(t *testing.T) {
 	tenants := tenantDatabases(t, fxoutbox.SQLite, "s", 2)
 	clk := &clock{now: time.Unix(1_800_000_000, 0)}
 	r := newParkingRig(t, main, fxoutbox.Config{Now: clk.Now}, tenants, tenants)
-	require.NoError(t, r.parking.RecordParked(ctx, "inbound", "k", tenantMessage("m-0", "s0"), errors.New("refused")))
+	store, err := fxoutbox.NewAdmin(tenants[1].db, fxoutbox.SQLite, fxoutbox.Tables{}, nil)
+	require.NoError(t, err)
+	// Each of s1's messages, of a key of its own, parks its key and is
+	// released: admitted as the key's release.
+	released := map[string]bool{}
 	admit := func(id string) {
 		t.Helper()
-		adm, err := r.parking.Admit(ctx, "inbound", "k", tenantMessage(id, "s1"))
+		msg, key := tenantMessage(id, "s1"), "k-"+id
+		if !released[id] {
+			released[id] = true
+			require.NoError(t, r.parking.RecordParked(ctx, "inbound", key, msg, errors.New("refused")))
+			n, err := store.Release(ctx, "inbound", key, "test", "once more")
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+		}
+		adm, err := r.parking.Admit(ctx, "inbound", key, msg)
 		require.NoError(t, err)
-		require.Equal(t, fxbus.AdmitReplay, adm, "s0 parked the key")
+		require.Equal(t, fxbus.AdmitReplay, adm, "released")
 	}
 	admit("m-1")
 	admit("m-1") // delivered again here: held once
@@ -424,8 +462,72 @@ func TestTenantAdmitsAreBounded(t *testing.T) {
 	clk.Set(clk.Now().Add(time.Minute))
 	admit("m-4")
 	assert.Equal(t, 2, fxoutbox.AdmitsHeld(r.rec), "the oldest, m-2, forgotten")
-	require.NoError(t, r.parking.Repark(ctx, "inbound", "k", "m-3", errors.New("refused")))
-	require.NoError(t, r.parking.Repark(ctx, "inbound", "k", "m-4", errors.New("refused")))
-	assert.Equal(t, 2, inboundDead(t, tenants[1]), "m-3 and m-4 parked in s1's store")
+	require.NoError(t, r.parking.Repark(ctx, "inbound", "k-m-3", "m-3", errors.New("refused again")))
+	require.NoError(t, r.parking.Arrived(ctx, "inbound", "k-m-4", "m-4"))
 	assert.Zero(t, fxoutbox.AdmitsHeld(r.rec))
+	letters, err := store.ListDead(ctx, fxoutbox.DeadLetterFilter{Topic: "inbound"})
+	require.NoError(t, err)
+	errs := map[string]string{}
+	for _, l := range letters {
+		errs[l.MessageID] = l.Error
+	}
+	assert.Equal(t, "refused again", errs["m-3"], "m-3 reparked in s1's store")
+	assert.NotContains(t, errs, "m-4", "m-4 arrived: gone from s1's store")
+}
+
+// A store that hangs (another connection holds an ACCESS EXCLUSIVE lock
+// on its table of parked letters in an open transaction: the read waits,
+// and never fails) is given up at RelayConfig.StoreTimeout, so that the
+// bus's start does not hang on it: listed, it fails the parked keys,
+// naming its tenant; once it left the source, it is logged, naming its
+// tenant, and the other stores' keys are returned.
+func TestTenantParkedKeysOfAStoreThatHangs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	main := openDatabase(t, fxoutbox.PostgreSQL)
+	tenants := tenantSchemas(t, main, "h", 2)
+	hung := tenants[1]
+	r := newParkingRig(t, main, fxoutbox.Config{Relay: fxoutbox.RelayConfig{StoreTimeout: 300 * time.Millisecond}}, tenants, tenants)
+	require.NoError(t, r.parking.RecordParked(ctx, "inbound", "k", tenantMessage("m-1", "h0"), errors.New("refused")))
+	require.NoError(t, r.parking.RecordParked(ctx, "inbound", "k", tenantMessage("m-2", "h1"), errors.New("refused")))
+	keys, err := r.parking.ParkedKeys(ctx, "inbound")
+	require.NoError(t, err)
+	assert.Equal(t, []fxbus.ParkedKey{{Tenant: "h0", Key: "k"}, {Tenant: "h1", Key: "k"}}, keys)
+
+	lock, err := main.DB.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = lock.Rollback() }) // before the rig's: a read stuck on the lock would hold it
+	_, err = lock.ExecContext(ctx, "LOCK TABLE "+hung.table("fxcqrs_outbox_inbound_dead")+" IN ACCESS EXCLUSIVE MODE")
+	require.NoError(t, err)
+	type result struct {
+		keys []fxbus.ParkedKey
+		err  error
+	}
+	parkedKeys := func() result {
+		t.Helper()
+		done := make(chan result, 1)
+		go func() {
+			keys, err := r.parking.ParkedKeys(ctx, "inbound")
+			done <- result{keys, err}
+		}()
+		select {
+		case res := <-done:
+			return res
+		case <-time.After(30 * time.Second):
+			t.Fatal("the parked keys hang on the store that hangs")
+			return result{}
+		}
+	}
+
+	res := parkedKeys()
+	require.Error(t, res.err, "h1 is listed")
+	assert.Contains(t, res.err.Error(), `tenant "h1"`)
+	assert.Contains(t, res.err.Error(), "StoreTimeout")
+
+	r.src.Set(storesOf(tenants[:1])...) // h1 leaves
+	res = parkedKeys()
+	require.NoError(t, res.err, "h1 left: not served, so not an error")
+	assert.Equal(t, []fxbus.ParkedKey{{Tenant: "h0", Key: "k"}}, res.keys)
+	assert.Equal(t, 1, warnedAbout(r.logs, "h1"))
+	assert.Zero(t, warnedAbout(r.logs, "h0"))
 }

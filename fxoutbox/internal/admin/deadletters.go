@@ -419,19 +419,20 @@ func (a *Admin) record(ctx context.Context, topic, key string, msg *message.Mess
 	return err
 }
 
-// ParkedKeys returns topic's keys that have parked messages (an Admin for
-// one tenant: that tenant's).
-func (a *Admin) ParkedKeys(ctx context.Context, topic string) ([]string, error) {
+// ParkedKeys returns topic's keys that have parked messages, each with
+// the tenant of its letters (their metadata's, msg_tenant): a key is
+// parked per tenant. An Admin for one tenant returns that tenant's.
+func (a *Admin) ParkedKeys(ctx context.Context, topic string) ([]fxbus.ParkedKey, error) {
 	where, args := a.scope(" WHERE topic = ? AND msg_key <> '' AND discarded_ns = 0", topic)
-	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT DISTINCT msg_key FROM "+schema.Quote(a.d, a.t.InboundDead)+where), args...)
+	rows, err := a.db.QueryContext(ctx, a.d.Rebind("SELECT DISTINCT msg_tenant, msg_key FROM "+schema.Quote(a.d, a.t.InboundDead)+where), args...)
 	if err != nil {
 		return nil, fmt.Errorf("fxoutbox: parked keys: %w", err)
 	}
 	defer rows.Close()
-	var keys []string
+	var keys []fxbus.ParkedKey
 	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k); err != nil {
+		var k fxbus.ParkedKey
+		if err := rows.Scan(&k.Tenant, &k.Key); err != nil {
 			return nil, err
 		}
 		keys = append(keys, k)
@@ -447,9 +448,11 @@ type parkedRow struct {
 }
 
 // Admit says what a subscription does with msg of a parked key: handle
-// it (the key has nothing parked left, or msg is its first letter,
-// released), or park it behind the first, recorded in the same
-// transaction as the look at the key's letters.
+// it (the key has nothing parked left for msg's tenant, or msg is its
+// first letter, released), or park it behind the first, recorded in the
+// same transaction as the look at the key's letters. A key is parked per
+// tenant: only the letters of msg's tenant (msg_tenant, as its metadata
+// names it) hold it back.
 func (a *Admin) Admit(ctx context.Context, topic, key string, msg *message.Message) (fxbus.Admission, error) {
 	tx, err := a.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -472,7 +475,7 @@ func (a *Admin) admit(ctx context.Context, tx *sql.Tx, topic, key string, msg *m
 		return 0, err
 	}
 	rows, err := tx.QueryContext(ctx, a.d.Rebind("SELECT id, message_id, released_ns FROM "+in+
-		" WHERE topic = ? AND msg_key = ? AND discarded_ns = 0 ORDER BY id"), topic, key)
+		" WHERE topic = ? AND msg_key = ? AND msg_tenant = ? AND discarded_ns = 0 ORDER BY id"), topic, key, msg.Metadata.Get(fxbus.MetadataTenant))
 	if err != nil {
 		return 0, err
 	}

@@ -84,9 +84,10 @@ type Config struct {
 	// alone: the listing of its topics and lanes, the renewal of a lane's
 	// lease before each batch, the recording of its progress, and the
 	// ping after a failure each run under a deadline that long, on the
-	// wall clock; so does the relay's read of the tenant source
-	// (Config.TenantStores). A store whose database hangs (a lock held on
-	// its outbox, a server that stopped answering without closing the
+	// wall clock; so do the relay's read of the tenant source
+	// (Config.TenantStores) and the bus's read of each tenant store's
+	// parked keys (fxbus.InOrder). A store whose database hangs (a lock
+	// held on its outbox, a server that stopped answering without closing the
 	// connection) fails its turn when a step's deadline passes, gives up
 	// the rest of the turn, and waits for a backoff of its own
 	// (RetryInitial up to RetryMax) while the relay serves the other
