@@ -161,6 +161,13 @@ func (p *parkedKeys) set(key ParkedKey, parked bool) {
 	}
 }
 
+// keyOnlyParking is a Parking as it was before keys were parked per
+// tenant: with it the bus would not park, silently, for the type
+// assertion in parking fails; New refuses it instead.
+type keyOnlyParking interface {
+	ParkedKeys(ctx context.Context, topic string) ([]string, error)
+}
+
 // parking returns the bus's Parking, or nil.
 func (b *Bus) parking() Parking {
 	p, _ := b.cfg.DeadLetters.(Parking)

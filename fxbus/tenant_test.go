@@ -473,3 +473,19 @@ func TestKeyIsParkedPerTenant(t *testing.T) {
 	assert.Equal(t, []int{2, 4}, handled.wait(t, 2), "y's messages of k are handled, x's next is parked")
 	assert.Empty(t, parking.asked, "y's messages were never asked about")
 }
+
+// oldParking is a Parking as written before keys were parked per tenant:
+// its ParkedKeys returns the keys alone.
+type oldParking struct{ *deadLetterLog }
+
+func (oldParking) ParkedKeys(context.Context, string) ([]string, error) { return nil, nil }
+
+// A Parking left with the old ParkedKeys is no Parking any more, and the
+// bus would never park a key with it: New refuses it, saying how to mend
+// it, rather than running without parking.
+func TestAParkingOfKeysAloneIsRefused(t *testing.T) {
+	_, err := fxbus.New(fxbus.Config{DeadLetters: oldParking{newDeadLetterLog()}}, nil, nil)
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "ParkedKeys returning []string")
+	assert.ErrorContains(t, err, "return []fxbus.ParkedKey")
+}
