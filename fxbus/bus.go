@@ -174,8 +174,7 @@ func New(cfg Config, routes []Routing, subs []Subscription) (*Bus, error) {
 		errs = append(errs, errors.New("fxbus: subscriptions need a message.Publisher too, for their dead letters"))
 	}
 	if _, old := cfg.DeadLetters.(keyOnlyParking); old {
-		errs = append(errs, fmt.Errorf("fxbus: Config.DeadLetters (%T) has ParkedKeys returning []string, the Parking of before keys were parked per tenant: "+
-			"return []fxbus.ParkedKey (Tenant, Key) to keep parking keys; as it is, nothing would park a key", cfg.DeadLetters))
+		errs = append(errs, fmt.Errorf("fxbus: Config.DeadLetters (%T) has ParkedKeys returning []string, the Parking of before keys were parked per tenant: return []fxbus.ParkedKey (Tenant, Key) to keep parking keys; as it is, nothing would park a key", cfg.DeadLetters))
 	}
 	errs = append(errs, b.addRoutes(routes)...)
 	errs = append(errs, b.addSubscriptions(subs)...)
