@@ -95,7 +95,7 @@ type Config struct {
 	// of work (and InTenant) takes a place before it begins its
 	// transaction and gives it back at its commit or rollback; the relay
 	// takes one per store's turn, each store's schedules' move one per
-	// round, its inbox's clean-up (and CleanInbox) one per clean-up, and
+	// round, its inbox's clean-up (and CleanInbox) one per batch, and
 	// the migration of a tenant's store one. A call that finds it spent
 	// waits on its context: the context's end is its error, and nothing
 	// began. Default 0: no budget (each pool's own limit). With durable

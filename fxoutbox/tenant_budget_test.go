@@ -3,7 +3,6 @@ package fxoutbox_test
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -14,12 +13,13 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxbus"
 	"github.com/fxcqrs/fxcqrs/fxoutbox"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
+	"github.com/fxcqrs/fxcqrs/internal/sqlspy"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// busyCount counts the connections busy across pools: one that runs a
-// statement, or holds a transaction open. While check is on, a
+// busyCount counts the connections busy across pools (sqlspy's Busy):
+// one that runs a statement, or holds a transaction open. While check is on, a
 // connection that becomes busy when as many are busy as the budget has
 // places taken is a statement that took no place: it is recorded.
 type busyCount struct {
@@ -59,113 +59,10 @@ func countedPool(t *testing.T, dsn string, b *busyCount) *sql.DB {
 	require.NoError(t, err)
 	drv := plain.Driver()
 	require.NoError(t, plain.Close())
-	db := sql.OpenDB(countedConnector{drv: drv, dsn: dsn, b: b})
+	db := sqlspy.Open(drv, dsn, sqlspy.Hooks{Busy: b.enter, Idle: b.leave})
 	db.SetMaxOpenConns(1)
 	t.Cleanup(func() { _ = db.Close() })
 	return db
-}
-
-type countedConnector struct {
-	drv driver.Driver
-	dsn string
-	b   *busyCount
-}
-
-func (c countedConnector) Connect(context.Context) (driver.Conn, error) {
-	conn, err := c.drv.Open(c.dsn)
-	if err != nil {
-		return nil, err
-	}
-	return &countedConn{Conn: conn, b: c.b}, nil
-}
-
-func (c countedConnector) Driver() driver.Driver { return c.drv }
-
-// countedConn is a connection busy from a statement's start to its end
-// (a query's rows closed), or from a transaction's begin to its end.
-type countedConn struct {
-	driver.Conn
-	b    *busyCount
-	inTx bool
-}
-
-func (c *countedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	c.b.enter("BEGIN")
-	tx, err := c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
-	if err != nil {
-		c.b.leave()
-		return nil, err
-	}
-	c.inTx = true
-	return countedTx{tx, c}, nil
-}
-
-func (c *countedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	if !c.inTx {
-		c.b.enter(query)
-		defer c.b.leave()
-	}
-	return c.Conn.(driver.ExecerContext).ExecContext(ctx, query, args)
-}
-
-func (c *countedConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	if c.inTx {
-		return c.Conn.(driver.QueryerContext).QueryContext(ctx, query, args)
-	}
-	c.b.enter(query)
-	rows, err := c.Conn.(driver.QueryerContext).QueryContext(ctx, query, args)
-	if err != nil {
-		c.b.leave()
-		return nil, err
-	}
-	return &countedRows{Rows: rows, b: c.b}, nil
-}
-
-func (c *countedConn) Ping(ctx context.Context) error {
-	if p, ok := c.Conn.(driver.Pinger); ok {
-		c.b.enter("ping")
-		defer c.b.leave()
-		return p.Ping(ctx)
-	}
-	return nil
-}
-
-func (c *countedConn) ResetSession(ctx context.Context) error {
-	if r, ok := c.Conn.(driver.SessionResetter); ok {
-		return r.ResetSession(ctx)
-	}
-	return nil
-}
-
-type countedTx struct {
-	driver.Tx
-	c *countedConn
-}
-
-func (t countedTx) Commit() error {
-	defer t.end()
-	return t.Tx.Commit()
-}
-
-func (t countedTx) Rollback() error {
-	defer t.end()
-	return t.Tx.Rollback()
-}
-
-func (t countedTx) end() {
-	t.c.inTx = false
-	t.c.b.leave()
-}
-
-type countedRows struct {
-	driver.Rows
-	b    *busyCount
-	once sync.Once
-}
-
-func (r *countedRows) Close() error {
-	r.once.Do(r.b.leave)
-	return r.Rows.Close()
 }
 
 // With Config.MaxConnections, every connection the outbox uses holds a

@@ -3,7 +3,6 @@ package relay_test
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -15,59 +14,11 @@ import (
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/relay"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/internal/schema"
 	"github.com/fxcqrs/fxcqrs/fxoutbox/outboxtest"
+	"github.com/fxcqrs/fxcqrs/internal/sqlspy"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 )
-
-// counting is a connector of a database whose connections count the
-// statements they are given whose text is query.
-type counting struct {
-	drv   driver.Driver
-	dsn   string
-	query string
-	n     *atomic.Int64
-}
-
-func (c counting) Connect(context.Context) (driver.Conn, error) {
-	conn, err := c.drv.Open(c.dsn)
-	if err != nil {
-		return nil, err
-	}
-	return countingConn{Conn: conn, c: c}, nil
-}
-
-func (c counting) Driver() driver.Driver { return c.drv }
-
-type countingConn struct {
-	driver.Conn
-	c counting
-}
-
-func (c countingConn) count(query string) {
-	if query == c.c.query {
-		c.c.n.Add(1)
-	}
-}
-
-func (c countingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	c.count(query)
-	return c.Conn.(driver.QueryerContext).QueryContext(ctx, query, args)
-}
-
-func (c countingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	c.count(query)
-	return c.Conn.(driver.ExecerContext).ExecContext(ctx, query, args)
-}
-
-func (c countingConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
-	c.count(query)
-	return c.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, query)
-}
-
-func (c countingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	return c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
-}
 
 // insertTenantRows writes rows of each tenant of rows to topic, in one
 // transaction (a pass sees all of them or none), message ids
@@ -99,8 +50,12 @@ type tenantRows struct {
 func TestAFewRowsOfOneTenantAreOneRead(t *testing.T) {
 	d := outboxtest.Open(t, fxoutbox.SQLite)
 	q := schema.NewQueries(d.Dialect, schema.WithDefaults(schema.Tables{}))
-	reads := &atomic.Int64{}
-	db := sql.OpenDB(counting{drv: d.DB.Driver(), dsn: d.DSN, query: q.LaneTenants, n: reads})
+	var reads atomic.Int64
+	db := sqlspy.Open(d.DB.Driver(), d.DSN, sqlspy.Hooks{Statement: func(query string) {
+		if query == q.LaneTenants {
+			reads.Add(1)
+		}
+	}})
 	db.SetMaxOpenConns(1) // SQLite: one writer
 	t.Cleanup(func() { _ = db.Close() })
 	d.DB = db

@@ -20,8 +20,10 @@ type InboxCleanerConfig struct {
 	// Batch bounds one clean-up statement, so that it holds its locks
 	// briefly however many records are due. Default 1000.
 	Batch int
-	// Acquire takes a place in the connection budget for a clean-up (its
-	// statements run one at a time); nil: no budget.
+	// Acquire takes a place in the connection budget for each batch (one
+	// statement), given back before the next: a clean-up of a large
+	// inbox must not hold a place from the relay for its whole run. Nil:
+	// no budget.
 	Acquire Acquire
 }
 
@@ -51,30 +53,26 @@ func NewInboxCleaner(db *sql.DB, q schema.Queries, cfg InboxCleanerConfig, log *
 }
 
 // Clean deletes the records older than the retention by the outbox's
-// clock, a batch per statement, and returns how many it deleted
+// clock, a batch per statement, each under a place of the connection
+// budget taken on ctx, and returns how many it deleted
 // (fxoutbox.Outbox.CleanInbox).
 func (c *InboxCleaner) Clean(ctx context.Context) (int64, error) {
-	release := func() {}
-	if c.cfg.Acquire != nil {
-		var err error
-		if release, err = c.cfg.Acquire(ctx); err != nil {
-			return 0, fmt.Errorf("fxoutbox: clean the inbox: %w", err)
+	return c.clean(ctx, func() (func(), error) {
+		if c.cfg.Acquire == nil {
+			return func() {}, nil
 		}
-	}
-	defer release()
-	return c.clean(ctx)
+		return c.cfg.Acquire(ctx)
+	})
 }
 
-// clean is Clean, its place in the connection budget taken.
-func (c *InboxCleaner) clean(ctx context.Context) (int64, error) {
+// clean deletes batch after batch, each under a place that take takes
+// and that is given back after it, so that another (the relay) may take
+// it between two batches.
+func (c *InboxCleaner) clean(ctx context.Context, take func() (func(), error)) (int64, error) {
 	cutoff := c.now().Add(-c.cfg.Retention).UnixNano()
 	var total int64
 	for {
-		res, err := c.db.ExecContext(ctx, c.q.InboxCleanup, cutoff, c.cfg.Batch)
-		if err != nil {
-			return total, fmt.Errorf("fxoutbox: clean the inbox: %w", err)
-		}
-		n, err := res.RowsAffected()
+		n, err := c.batch(ctx, take, cutoff)
 		if err != nil {
 			return total, fmt.Errorf("fxoutbox: clean the inbox: %w", err)
 		}
@@ -83,6 +81,21 @@ func (c *InboxCleaner) clean(ctx context.Context) (int64, error) {
 			return total, nil
 		}
 	}
+}
+
+// batch deletes at most a batch of the records handled before cutoff,
+// under a place of take's.
+func (c *InboxCleaner) batch(ctx context.Context, take func() (func(), error), cutoff int64) (int64, error) {
+	release, err := take()
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	res, err := c.db.ExecContext(ctx, c.q.InboxCleanup, cutoff, c.cfg.Batch)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // Start runs the cleaner until Close.
@@ -95,12 +108,8 @@ func (c *InboxCleaner) loop() {
 	for {
 		var n int64
 		err := safely(c.log, "the inbox's clean-up", func() (err error) {
-			release, err := c.take(c.cfg.Acquire) // the stop ends its wait
-			if err != nil {
-				return err
-			}
-			defer release()
-			n, err = c.clean(context.Background())
+			// The stop ends a wait for a place, between two batches.
+			n, err = c.clean(context.Background(), func() (func(), error) { return c.take(c.cfg.Acquire) })
 			return err
 		})
 		if c.stopping() && err != nil {
