@@ -94,12 +94,14 @@ type Config struct {
 	// stores; without a deadline one hung tenant stalled every tenant's
 	// delivery. Default Lease, and at most Lease: a step that hangs past
 	// the lease has lost its lane anyway (another relay may send it now),
-	// and nothing is gained by waiting longer. A batch itself (its read,
-	// the broker's publish, its delete) is not bounded: its statements
-	// share their context with the publish, which a broker that is away
-	// holds for its own timeout; a database that hangs in the midst of a
-	// batch holds the relay until it answers, as before. Negative: no
-	// deadline.
+	// and nothing is gained by waiting longer. Within a batch, each
+	// statement (the read of its rows, the delete after the publish, a
+	// dead letter's move) has a deadline of its own, so a database that
+	// hangs in the middle of a batch ends the store's turn too, the rows
+	// published and not deleted kept as the lane's progress; the broker's
+	// publish between them is not bounded (a broker that is away holds it
+	// for its own timeout), nor are the delivery topic's handlers.
+	// Negative: no deadline.
 	StoreTimeout time.Duration `json:"storeTimeout" yaml:"storeTimeout"`
 	// TopicLanes sets the number of lanes of some topics, by topic; the
 	// others have Lanes. Each must be at least 1.

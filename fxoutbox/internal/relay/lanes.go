@@ -66,12 +66,13 @@ const batchesPerTurn = 16
 // and counts it off the store's turn (*left); held says whether it held
 // the lease, more whether the batch was full (rows may be waiting).
 func (r *Relay) drainOne(ctx context.Context, p *part, l schema.Lane, left *int) (sent int, held, more bool, err error) {
-	// The lease is a step of the store's turn (Config.StoreTimeout). The
-	// batch itself is not bounded: its statements share their context
-	// with the broker's publish, which may outlast the deadline while a
-	// broker is away (under it, TestBrokerOutage's relay failed turn
-	// after turn and never recovered); nor are the delivery topic's
-	// handlers, which take their own time.
+	// The lease is a step of the store's turn (Config.StoreTimeout), and
+	// so is each statement of the batch (send), each under a deadline of
+	// its own. The broker's publish between them is not bounded: it may
+	// outlast a deadline while a broker is away (with the whole batch
+	// under one, TestBrokerOutage's relay failed turn after turn and
+	// never recovered); nor are the delivery topic's handlers, which
+	// take their own time.
 	sctx, cancel := r.step(ctx)
 	ok, err := p.leases.Take(sctx, l.Lease())
 	err = stepped(sctx, err)

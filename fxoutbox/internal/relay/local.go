@@ -35,6 +35,7 @@ func (s *sender) sendLocal(ctx context.Context, topic string, rows []row) (int, 
 		woken   bool // a wake was taken here: the loop must see it too
 		done    []row
 		failed  []error
+		hang    error // a step its deadline ended: the store hangs, none of its statements runs more
 	)
 	for len(pending) > 0 || running > 0 {
 		for len(pending) > 0 && running < s.delivery.Concurrency {
@@ -55,18 +56,40 @@ func (s *sender) sendLocal(ctx context.Context, topic string, rows []row) (int, 
 				done = append(done, res.rw)
 			case errors.Is(res.err, fxcqrs.ErrStopped):
 				failed = append(failed, res.err) // not an attempt: the next relay delivers it
+			case hang != nil:
+				// Its next attempt is not recorded: it is delivered
+				// again, as a first try, once the store answers.
 			default:
-				if err := s.failLocal(ctx, topic, res.rw, res.err); err != nil {
+				if err := s.failLocal(ctx, topic, res.rw, res.err); timedOut(err) {
+					hang, read = err, budget
+				} else if err != nil {
 					failed = append(failed, err)
 				}
 			}
 		case <-more:
 			woken = true
-			if ok, err := s.leases.Take(ctx, topic); err != nil || !ok {
+			var ok bool
+			err := s.inStep(ctx, func(ctx context.Context) (err error) {
+				ok, err = s.leases.Take(ctx, topic)
+				return err
+			})
+			if timedOut(err) {
+				hang, read = err, budget
+				continue
+			}
+			if err != nil || !ok {
 				read = budget // the lease is in doubt: finish what runs, read no more
 				continue
 			}
-			next, err := s.rowsAfter(ctx, schema.Lane{Topic: topic}, last)
+			var next []row
+			err = s.inStep(ctx, func(ctx context.Context) (err error) {
+				next, err = s.rowsAfter(ctx, schema.Lane{Topic: topic}, last)
+				return err
+			})
+			if timedOut(err) {
+				hang, read = err, budget
+				continue
+			}
 			if err != nil {
 				failed = append(failed, err)
 				read = budget
@@ -90,10 +113,26 @@ func (s *sender) sendLocal(ctx context.Context, topic string, rows []row) (int, 
 	// quarter of it has passed (or take it back if it lapsed and nobody
 	// took it), so that the fenced delete deletes what was delivered
 	// instead of sending it all again.
-	if _, err := s.leases.Take(ctx, topic); err != nil {
+	//
+	// A store that hangs gives up the rest of its turn here: the rows
+	// delivered are delivered again once it answers (at least once, as
+	// after a crash).
+	if hang != nil {
+		return 0, errors.Join(append(failed, hang)...)
+	}
+	if err := s.inStep(ctx, func(ctx context.Context) error {
+		_, err := s.leases.Take(ctx, topic)
+		return err
+	}); timedOut(err) {
+		return 0, errors.Join(append(failed, err)...)
+	} else if err != nil {
 		failed = append(failed, err)
 	}
-	sent, err := s.deleteSent(ctx, topic, done)
+	var sent int
+	err := s.inStep(ctx, func(ctx context.Context) (err error) {
+		sent, err = s.deleteSent(ctx, topic, done)
+		return err
+	})
 	return sent, errors.Join(append(failed, err)...)
 }
 
@@ -122,7 +161,10 @@ func (s *sender) failLocal(ctx context.Context, topic string, rw row, cause erro
 	wait := retryAfter(s.delivery, failed)
 	s.log.Warn("relay: a durable delivery failed; it is tried again",
 		zap.String("messageId", rw.msgID), zap.Int("attempt", failed), zap.Duration("retryIn", wait), zap.Error(cause))
-	_, err := s.db.ExecContext(ctx, s.q.Retry, s.now().Add(wait).UnixNano(), rw.id)
+	err := s.inStep(ctx, func(ctx context.Context) error {
+		_, err := s.db.ExecContext(ctx, s.q.Retry, s.now().Add(wait).UnixNano(), rw.id)
+		return err
+	})
 	s.inHand.Add(-1)
 	return err
 }
@@ -132,7 +174,7 @@ func (s *sender) failLocal(ctx context.Context, topic string, rw row, cause erro
 // letters and apart as expired, and logged at info level: its producer
 // asked for it, as a subscription's expired message.
 func (s *sender) expire(ctx context.Context, topic string, rw row, cause error) error {
-	if err := s.bury(ctx, topic, rw, cause); err != nil {
+	if err := s.inStep(ctx, func(ctx context.Context) error { return s.bury(ctx, topic, rw, cause) }); err != nil {
 		return err
 	}
 	s.expired.Add(1)

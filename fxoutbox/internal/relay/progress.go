@@ -93,7 +93,13 @@ func (s *sender) record(ctx context.Context, l schema.Lane) error {
 		s.forget(l)
 		return nil
 	}
-	if _, err := s.deleteIDs(ctx, l.Lease(), p.ids); err != nil {
+	if n, err := s.deleteIDs(ctx, l.Lease(), p.ids); err != nil {
+		// The statements before the one that failed deleted their rows
+		// (its own rolled back): the next try deletes the rest only, or
+		// its fence, finding fewer rows than it names, would take the
+		// lease for lost.
+		p.ids = p.ids[n:]
+		s.unrecorded.Add(-int64(n))
 		return err
 	}
 	s.forget(l)

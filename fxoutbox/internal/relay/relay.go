@@ -440,10 +440,28 @@ func (r *Relay) storeTurn(ctx context.Context, p *part) (int, error) {
 // step is ctx with the deadline of one step of a store's turn
 // (Config.StoreTimeout), if any.
 func (r *Relay) step(ctx context.Context) (context.Context, context.CancelFunc) {
-	if r.cfg.StoreTimeout <= 0 {
+	return stepContext(ctx, r.cfg.StoreTimeout)
+}
+
+// stepContext is ctx with a step's deadline, timeout from now (none if
+// timeout is not positive).
+func stepContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout <= 0 {
 		return context.WithCancel(ctx)
 	}
-	return context.WithTimeout(ctx, r.cfg.StoreTimeout)
+	return context.WithTimeout(ctx, timeout)
+}
+
+// inStep runs f, a step of the store's turn that waits on its database
+// alone, under a deadline of its own (Config.StoreTimeout): its error is
+// hung when that deadline ended it. The statements of a batch run so,
+// each apart, while the broker's publish between them keeps the turn's
+// context: a broker that is away is no store that hangs, and a publish
+// that took long leaves the delete after it a whole deadline.
+func (s *sender) inStep(ctx context.Context, f func(ctx context.Context) error) error {
+	sctx, cancel := stepContext(ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	return stepped(sctx, f(sctx))
 }
 
 // hung is the error of a step that its own deadline (Config.StoreTimeout)

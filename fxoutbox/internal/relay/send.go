@@ -66,18 +66,30 @@ type row struct {
 // once when Config.ProgressInterval is negative; until then they are
 // skipped when the lane is read (rowsBeside). It returns how many rows it published (or
 // delivered, on the delivery topic).
+//
+// Each of its statements (the read, the delete, a dead letter's move) is
+// a step of the store's turn under its own deadline (inStep); the
+// publish is not. A step that hangs ends the batch: what was published
+// and not deleted stays l's progress, skipped when l is read and deleted
+// when it is next recorded (or sent again by another relay that takes l
+// over: at least once, never out of order).
 func (s *sender) send(ctx context.Context, l schema.Lane) (int, error) {
 	topic := l.Topic
 	p := s.progress[l]
-	if p != nil && len(p.ids) >= s.cfg.ProgressRows {
-		// A full window whose delete failed: no more rows until it is
-		// recorded, so that what a crash sends again stays bounded.
-		if err := s.record(ctx, l); err != nil {
+	if p != nil && (len(p.ids) >= s.cfg.ProgressRows || !s.deferred()) {
+		// A full window whose delete failed (or, deleting at once, a
+		// delete that failed): no more rows until it is recorded, so
+		// that what a crash sends again stays bounded.
+		if err := s.inStep(ctx, func(ctx context.Context) error { return s.record(ctx, l) }); err != nil {
 			return 0, err
 		}
 		p = s.progress[l]
 	}
-	rows, err := s.batch(ctx, l, p) // shared between l's tenants (fair.go)
+	var rows []row
+	err := s.inStep(ctx, func(ctx context.Context) (err error) {
+		rows, err = s.batch(ctx, l, p) // shared between l's tenants (fair.go)
+		return err
+	})
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
@@ -107,14 +119,23 @@ func (s *sender) send(ctx context.Context, l schema.Lane) (int, error) {
 	if s.deferred() {
 		s.published(l, rows[:acked])
 		if s.due(l, s.wallNow()) {
-			delErr = s.record(ctx, l)
+			delErr = s.inStep(ctx, func(ctx context.Context) error { return s.record(ctx, l) })
 		}
 	} else {
-		sent, delErr = s.deleteSent(ctx, l.Lease(), rows[:acked])
+		delErr = s.inStep(ctx, func(ctx context.Context) (err error) {
+			sent, err = s.deleteSent(ctx, l.Lease(), rows[:acked])
+			return err
+		})
+		if delErr != nil {
+			// Published, not deleted: l's progress, as a window's, so
+			// that the next batch neither sends them again nor loses them.
+			s.published(l, rows[sent:acked])
+			sent = acked
+		}
 	}
 	switch {
 	case delErr != nil:
-		return sent, delErr // published, still in the outbox: sent again, at least once
+		return sent, delErr // published, still in the outbox: recorded later, or sent again (at least once)
 	case err == nil:
 		return sent, nil
 	case s.cfg.Undeliverable(err):
@@ -256,11 +277,12 @@ func (s *sender) queryRows(ctx context.Context, query string, args ...any) ([]ro
 	return out, rs.Err()
 }
 
-// deadLetter moves a row to the dead letter table, in one transaction.
+// deadLetter moves a row to the dead letter table, in one transaction:
+// a step of the store's turn (inStep).
 func (s *sender) deadLetter(ctx context.Context, topic string, rw row, cause error) error {
 	s.log.Error("relay: message cannot be delivered; moved to the dead letter table",
 		zap.String("topic", topic), zap.String("messageId", rw.msgID), zap.Int64("row", rw.id), zap.Error(cause))
-	if err := s.bury(ctx, topic, rw, cause); err != nil {
+	if err := s.inStep(ctx, func(ctx context.Context) error { return s.bury(ctx, topic, rw, cause) }); err != nil {
 		return err
 	}
 	s.deadLettered.Add(1)

@@ -153,7 +153,15 @@ func (r *Relay) windowEnd(ended bool) <-chan time.Time {
 		return parts[0].sender.windowEnd(ended)
 	}
 	var at time.Time
+	now := r.now()
 	for _, p := range parts {
+		if p != r.def && now.Before(p.retryAt) {
+			// It waits for its backoff (its database failed or hangs):
+			// its windows are recorded in its next turn, which a window
+			// that ended would otherwise ask for at once, pass after
+			// pass, until then.
+			continue
+		}
 		for _, pr := range p.sender.progress {
 			if end := pr.since.Add(r.cfg.ProgressInterval); at.IsZero() || end.Before(at) {
 				at = end
