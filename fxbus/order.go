@@ -89,12 +89,43 @@ type Parking interface {
 // per tenant, so that tenant X's parked key holds back X's later messages
 // of the key, never tenant Y's.
 type ParkedKey struct {
-	// Tenant is the tenant of the parked messages as their metadata
-	// names it ([MetadataTenant], before [Tenants] resolves it): the text
-	// a Parking records with a message. "" for messages without one.
+	// Tenant is the tenant of the parked messages ([MetadataTenant]), as
+	// [Tenants] resolves it: on a subscription with InOrder the bus
+	// writes the resolved id into a keyed message's metadata before it
+	// parks or asks about it, so that this is the text a Parking records
+	// with a message. "" for messages without one.
 	Tenant string
 	// Key is the key ([MetadataKey]).
 	Key string
+}
+
+// canonicalTenant writes into msg's metadata the id Config.Tenants
+// resolves its tenant to, before its key is looked up among the parked:
+// a key is parked per tenant, and a tenant's messages may name it in
+// more than one way (a resolver that lowercases ids, say), each of which
+// must find the park of the others. An unknown tenant is left as it is,
+// for the handler to dead-letter; a resolver that cannot tell fails the
+// attempt, to be redelivered.
+func (b *Bus) canonicalTenant(msg *message.Message) error {
+	id, ok := msg.Metadata[MetadataTenant]
+	if !ok || b.cfg.Tenants == nil {
+		return nil
+	}
+	known, err := b.resolveTenant(context.WithoutCancel(msg.Context()), msg)
+	if errors.As(err, new(*unknownTenant)) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case known == id:
+	case known == "":
+		delete(msg.Metadata, MetadataTenant) // Resolve hands it to the default tenant
+	default:
+		msg.Metadata[MetadataTenant] = known
+	}
+	return nil
 }
 
 // parkedOf is the ParkedKey of msg, of key: its tenant's.
@@ -205,6 +236,9 @@ func (b *Bus) park(ts *topicSubs, p Parking) message.HandlerMiddleware {
 			key := msg.Metadata.Get(MetadataKey)
 			if key == "" {
 				return h(msg)
+			}
+			if err := b.canonicalTenant(msg); err != nil {
+				return nil, &redeliver{err}
 			}
 			if l, ok := LaneLeaseOf(msg.Context()); ok {
 				if err := b.laneTaken(context.WithoutCancel(msg.Context()), ts, p, l); err != nil {

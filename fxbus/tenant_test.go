@@ -489,3 +489,51 @@ func TestAParkingOfKeysAloneIsRefused(t *testing.T) {
 	assert.ErrorContains(t, err, "ParkedKeys returning []string")
 	assert.ErrorContains(t, err, "return []fxbus.ParkedKey")
 }
+
+// A tenant's messages that name it in two ways (a resolver that
+// lowercases ids) share its parks: X's message of k waits behind x's
+// parked one, and the Parking records and is asked about the resolved id.
+func TestKeyIsParkedPerResolvedTenant(t *testing.T) {
+	t.Parallel()
+	gc := goChannel(t)
+	tp := topic(t, "keyed")
+	dead := deadLetters(t, gc, tp+"_poison")
+	parking := &tenantParking{parked: map[fxbus.ParkedKey]bool{}, asked: make(chan *message.Message, 8)}
+	handled := newInbox[int]()
+	lower := fxbus.TenantsFunc(func(_ context.Context, id string) (string, error) { return strings.ToLower(id), nil })
+	consumeOrders(t, gc, gc, tp, fxbus.Config{Tenants: lower, DeadLetters: parking},
+		func(_ context.Context, e OrderPlaced) error {
+			if e.ID == 1 {
+				return errors.New("ledger refuses it")
+			}
+			handled.add(e.ID)
+			return nil
+		},
+		fxbus.InOrder(), fxbus.Retry(fxbus.RetryPolicy{MaxRetries: -1}))
+	publish := func(id int, tenant string) *message.Message {
+		msg := tenantMessage(id, tenant, false)
+		msg.Metadata.Set(fxbus.MetadataKey, "k")
+		require.NoError(t, gc.Publish(tp, msg))
+		return msg
+	}
+	publish(1, "X")
+	select {
+	case m := <-dead:
+		m.Ack()
+	case <-time.After(30 * time.Second):
+		t.Fatal("X's failing message was not dead-lettered")
+	}
+	next := publish(2, "x")
+	select {
+	case asked := <-parking.asked:
+		assert.Equal(t, next.UUID, asked.UUID, "the Parking is asked about x's message of k")
+		assert.Equal(t, "x", asked.Metadata.Get(fxbus.MetadataTenant))
+	case <-time.After(30 * time.Second):
+		t.Fatal("x's message of k was not asked about: X's park was not x's")
+	}
+	publish(3, "y")
+	assert.Equal(t, []int{3}, handled.wait(t, 1), "another tenant's message of k is handled, x's is parked")
+	parking.mu.Lock()
+	defer parking.mu.Unlock()
+	assert.Equal(t, map[fxbus.ParkedKey]bool{{Tenant: "x", Key: "k"}: true}, parking.parked, "recorded under the resolved id")
+}
