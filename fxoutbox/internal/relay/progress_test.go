@@ -230,3 +230,31 @@ func TestProgressEveryBatch(t *testing.T) {
 		require.NoError(t, r.Close(context.Background()))
 	})
 }
+
+// A delete that names rows some of which are gone already (deleted by a
+// statement of the relay's own that ran past StoreTimeout and that the
+// server finished after all, as MySQL does) is no lost lease: the relay
+// deletes the rest of its window, over several statements, and sends
+// none of it again.
+func TestProgressRowsGoneAlreadyAreNoLostLease(t *testing.T) {
+	outboxtest.ForEach(t, func(t *testing.T, d outboxtest.Database) {
+		const rows = 2100 // deleted in three statements of at most 1000 ids
+		insertRows(t, d, "orders", 1, rows)
+		clock := outboxtest.NewClock(time.Now())
+		pub := &publisher{}
+		r := newRelay(d, clock, "a", pub, relay.Config{BatchSize: 700, ProgressRows: 5000, Lease: time.Hour, ProgressInterval: time.Minute})
+		r.Start()
+		r.Wrote([]schema.Lane{{Topic: "orders"}})
+		eventually(t, func() bool { return len(pub.published()) == rows }, "every row published")
+		require.Equal(t, rows, waiting(t, d), "none deleted: the window has not ended")
+
+		// As a delete of the relay's that ran late would have: the
+		// window's first row is gone.
+		_, err := d.DB.Exec("DELETE FROM fxcqrs_outbox WHERE message_id = 'm1'")
+		require.NoError(t, err)
+		clock.Advance(time.Minute)
+		eventually(t, func() bool { return waiting(t, d) == 0 }, "the window recorded, whole")
+		require.NoError(t, r.Close(context.Background()))
+		assert.Len(t, pub.published(), rows, "none sent again")
+	})
+}

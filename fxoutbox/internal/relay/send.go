@@ -204,6 +204,16 @@ func (s *sender) deleteIDs(ctx context.Context, lease string, ids []int64) (int,
 		s.sent.Add(uint64(n))
 		deleted += int(n)
 		if int(n) < len(chunk) {
+			// Fewer rows than it names: the fence held them back (the
+			// lease is another's), or some were gone already, deleted by
+			// a statement of this relay's that ran past its deadline and
+			// that the server finished all the same (MySQL does). The
+			// lease says which.
+			if held, err := s.leases.Take(ctx, lease); err != nil {
+				return deleted, err
+			} else if held {
+				continue
+			}
 			s.leases.Lost(lease) // the lease is another's: ask the database next time
 			s.log.Warn("relay: lost its lease on a lane with rows sent and not deleted; the new owner sends those rows again",
 				zap.String("lease", lease), zap.Int("rows", len(chunk)), zap.Int64("deleted", n))
