@@ -98,3 +98,46 @@ type CancelOne struct {
 	MessageID string
 	Cancelled *bool
 }
+
+// On MySQL a Cancel does not wait for a move of due schedules that holds
+// the schedule's row (the move's INSERT … SELECT holds it shared, as a
+// share lock does here): it answers false at once, the schedule being on
+// its way. Waiting queued its lock between the move's shared lock and
+// the exclusive one its DELETE asks for next, and MariaDB broke the
+// deadlock by rolling back the cancel's whole transaction.
+func TestCancelDoesNotWaitForTheMove(t *testing.T) {
+	t.Parallel()
+	d := openDatabase(t, fxoutbox.MySQL)
+	clock := newFakeClock()
+	var id string
+	r := newRig(t, d, fxoutbox.Config{Now: clock.Now, After: clock.After, Deliverables: []fxoutbox.Deliverable{fxoutbox.ScheduledCommand[CancelUnpaid]()}},
+		fxcqrs.WithCommandHandlers(
+			commandFunc[Remind](func(ctx context.Context, c Remind) (err error) {
+				id, err = fxoutbox.ScheduleAfter(ctx, c.Delay, CancelUnpaid{ID: c.ID})
+				return err
+			}),
+			commandFunc[CancelOne](func(ctx context.Context, c CancelOne) error {
+				ok, err := fxoutbox.Cancel(ctx, c.MessageID)
+				*c.Cancelled = ok
+				return err
+			}),
+			commandFunc[CancelUnpaid](func(context.Context, CancelUnpaid) error { return nil }),
+		))
+	ctx := context.Background()
+	require.NoError(t, fxcqrs.Exec(ctx, r.m, Remind{ID: 1, Delay: time.Hour}))
+
+	move, err := d.DB.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	defer func() { _ = move.Rollback() }()
+	_, err = move.ExecContext(ctx, "SELECT id FROM fxcqrs_outbox_scheduled WHERE message_id = ? LOCK IN SHARE MODE", id)
+	require.NoError(t, err)
+
+	// A lock wait would run to the deadline (or to innodb_lock_wait_timeout).
+	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cancelled := true
+	require.NoError(t, fxcqrs.Exec(wait, r.m, CancelOne{MessageID: id, Cancelled: &cancelled}), "the cancel waited for the move")
+	assert.False(t, cancelled, "held by the move: on its way")
+	require.NoError(t, move.Rollback())
+	assert.Equal(t, 1, count(t, d.DB, "SELECT COUNT(*) FROM fxcqrs_outbox_scheduled"), "not cancelled: the move takes it")
+}

@@ -64,9 +64,10 @@ func ScheduleAfter(ctx context.Context, d time.Duration, msg any) (string, error
 // and reports whether it was still waiting: false when it was due and is
 // already on its way (or never existed). The cancellation takes effect if
 // the transaction commits. A cancel at the moment the relay moves the
-// schedule, as it falls due, waits for the move and answers false (on
-// MySQL it locks the schedule's rows by their ids, as the move does: a
-// deadlock between the two had rolled back the caller's whole
+// schedule, as it falls due, waits for the move and answers false; on
+// MySQL it does not wait: it locks the schedule's rows by their ids,
+// skipping those the move holds, and answers false for them (a wait
+// there deadlocked with the move, which rolled back the caller's whole
 // transaction).
 func Cancel(ctx context.Context, id string) (bool, error) {
 	un := unitOf(ctx)
@@ -100,8 +101,8 @@ func Cancel(ctx context.Context, id string) (bool, error) {
 	return cancelled, nil
 }
 
-// scheduledRows returns the ids of the scheduled rows of message id, in
-// order, with a read that takes no lock.
+// scheduledRows returns the ids of the scheduled rows of message id that
+// query reads (on MySQL, locking them), in order.
 func scheduledRows(ctx context.Context, tx *sql.Tx, query, id string) ([]int64, error) {
 	rs, err := tx.QueryContext(ctx, query, id)
 	if err != nil {

@@ -26,7 +26,7 @@ type Queries struct {
 	InboxCleanup string
 	Retry        string
 	Schedule     string
-	CancelIDs    string // MySQL: a schedule's rows, by its message id, read first so that Cancel locks by id; "" elsewhere
+	CancelIDs    string // MySQL: a schedule's rows, by its message id, locked first (skipping those the move holds) so that Cancel deletes by id; "" elsewhere
 	Cancel       string // a schedule's rows, by message id; on MySQL one row, by id
 	DueIDs       string
 	NextDue      string
@@ -120,8 +120,12 @@ func NewQueries(d Dialect, t Tables) Queries {
 	case MySQL:
 		// InnoDB locks a DELETE by message_id in its index first and the
 		// row after, the move of due schedules the row first: the two
-		// deadlocked. A cancel on MySQL reads the ids, then deletes by id.
-		q.CancelIDs = d.Rebind("SELECT id FROM " + sc + " WHERE message_id = ?")
+		// deadlocked. A cancel on MySQL locks the ids first, then deletes
+		// by id; it skips a row the move holds (it is on its way), for a
+		// cancel that waited queued its lock between the move's shared
+		// lock and the exclusive one the move's DELETE asks for next, and
+		// InnoDB broke that deadlock by rolling the cancel back.
+		q.CancelIDs = d.Rebind("SELECT id FROM " + sc + " WHERE message_id = ? ORDER BY id FOR UPDATE SKIP LOCKED")
 		q.Cancel = d.Rebind("DELETE FROM " + sc + " WHERE id = ?")
 	}
 	q.Dialect = d
