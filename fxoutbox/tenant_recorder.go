@@ -153,10 +153,11 @@ func (r *tenantRecorder) ParkedKeys(ctx context.Context, topic string) ([]fxbus.
 	if err != nil {
 		return nil, err
 	}
+	read := r.readParkedKeys(ctx, topic, listed, left)
 	var keys []fxbus.ParkedKey
 	var errs []error
-	for id, a := range listed {
-		ks, err := r.parkedKeysOf(ctx, a, topic)
+	for id := range listed {
+		ks, err := read[id].keys, read[id].err
 		switch {
 		case err == nil:
 		case id != "" && missingTable(err):
@@ -178,7 +179,7 @@ func (r *tenantRecorder) ParkedKeys(ctx context.Context, topic string) ([]fxbus.
 	}
 	for id, a := range left {
 		known := r.knownParked(id)
-		ks, err := r.parkedKeysOf(ctx, a, topic)
+		ks, err := read[id].keys, read[id].err
 		switch {
 		case err != nil && known:
 			r.log.Warn("the parked keys of a tenant store that left the source cannot be read: they stay parked there, and the bus takes their messages as free",
@@ -207,6 +208,42 @@ func (r *tenantRecorder) ParkedKeys(ctx context.Context, topic string) ([]fxbus.
 	return slices.Compact(keys), nil
 }
 
+// parkedRead is one store's parked keys, or why they could not be read.
+type parkedRead struct {
+	keys []fxbus.ParkedKey
+	err  error
+}
+
+// storeReads is how many stores' parked keys are read at once: stores
+// that hang cost the bus's start, or a lane's takeover, one StoreTimeout
+// per storeReads of them, not one each.
+const storeReads = 8
+
+// readParkedKeys reads the parked keys of topic of every store of
+// listed and left, storeReads at a time, each within storeTimeout.
+func (r *tenantRecorder) readParkedKeys(ctx context.Context, topic string, listed, left map[string]*Admin) map[string]parkedRead {
+	var (
+		mu    sync.Mutex
+		read  = make(map[string]parkedRead, len(listed)+len(left))
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, storeReads)
+	)
+	for _, stores := range []map[string]*Admin{listed, left} {
+		for id, a := range stores {
+			slots <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-slots }()
+				keys, err := r.parkedKeysOf(ctx, a, topic)
+				mu.Lock()
+				defer mu.Unlock()
+				read[id] = parkedRead{keys, err}
+			})
+		}
+	}
+	wg.Wait()
+	return read
+}
+
 // parkedKeysOf reads a's parked keys of topic within storeTimeout: a
 // store that hangs (a lock held on its table, a server that stopped
 // answering) fails as one that cannot be read.
@@ -214,10 +251,10 @@ func (r *tenantRecorder) parkedKeysOf(ctx context.Context, a *Admin, topic strin
 	if r.storeTimeout <= 0 {
 		return a.ParkedKeys(ctx, topic)
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.storeTimeout)
+	sctx, cancel := context.WithTimeout(ctx, r.storeTimeout)
 	defer cancel()
-	keys, err := a.ParkedKeys(ctx, topic)
-	if err != nil && ctx.Err() != nil {
+	keys, err := a.ParkedKeys(sctx, topic)
+	if err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
 		return nil, fmt.Errorf("not read within RelayConfig.StoreTimeout (%v): %w", r.storeTimeout, err)
 	}
 	return keys, err

@@ -531,3 +531,45 @@ func TestTenantParkedKeysOfAStoreThatHangs(t *testing.T) {
 	assert.Equal(t, 1, warnedAbout(r.logs, "h1"))
 	assert.Zero(t, warnedAbout(r.logs, "h0"))
 }
+
+// The stores' parked keys are read at once, not one after another: two
+// stores that hang cost the bus's start one StoreTimeout, not two. Both
+// reads are seen waiting on their locks together, which reads one after
+// another never are within the timeout.
+func TestTenantParkedKeysReadTogether(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	main := openDatabase(t, fxoutbox.PostgreSQL)
+	tenants := tenantSchemas(t, main, "t", 3)
+	r := newParkingRig(t, main, fxoutbox.Config{Relay: fxoutbox.RelayConfig{StoreTimeout: 20 * time.Second, Lease: time.Minute}}, tenants, tenants)
+	require.NoError(t, r.parking.RecordParked(ctx, "inbound", "k", tenantMessage("m-1", "t0"), errors.New("refused")))
+
+	lock, err := main.DB.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	var once sync.Once
+	release := func() { once.Do(func() { require.NoError(t, lock.Rollback()) }) }
+	t.Cleanup(release) // before the rig's: a read stuck on the lock would hold it
+	for _, hung := range tenants[1:] {
+		_, err = lock.ExecContext(ctx, "LOCK TABLE "+hung.table("fxcqrs_outbox_inbound_dead")+" IN ACCESS EXCLUSIVE MODE")
+		require.NoError(t, err)
+	}
+	done := make(chan error, 1)
+	var keys []fxbus.ParkedKey
+	go func() {
+		var err error
+		keys, err = r.parking.ParkedKeys(ctx, "inbound")
+		done <- err
+	}()
+	waiting := "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace" +
+		" WHERE NOT l.granted AND c.relname = 'fxcqrs_outbox_inbound_dead' AND n.nspname IN ('" + tenants[1].in + "', '" + tenants[2].in + "')"
+	assert.Eventually(t, func() bool { return count(t, main.DB, waiting) == 2 }, 15*time.Second, time.Millisecond,
+		"both hung stores' reads wait at once")
+	release()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+		assert.Equal(t, []fxbus.ParkedKey{{Tenant: "t0", Key: "k"}}, keys)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the parked keys were not read once the locks went")
+	}
+}
