@@ -459,7 +459,12 @@ func TestKeyIsParkedPerTenant(t *testing.T) {
 		return msg
 	}
 	publish(1, "x")
-	(<-dead).Ack()
+	select {
+	case m := <-dead:
+		m.Ack()
+	case <-time.After(30 * time.Second):
+		t.Fatal("x's failing message was not dead-lettered")
+	}
 	publish(2, "y") // one after the other: GoChannel hands concurrent publishes over in any order
 	assert.Equal(t, []int{2}, handled.wait(t, 1), "y's message of k is handled")
 	next := publish(3, "x")

@@ -33,7 +33,8 @@ type Sample struct {
 	// Topics is each topic's backlog, by topic (at most 50: the largest).
 	Topics []TopicSample
 	// DeadLetters is the dead letters not discarded, the outbox's and
-	// the inbound ones; ParkedKeys the keys they park.
+	// the inbound ones; ParkedKeys the keys they park, a key once per
+	// tenant that parked it.
 	DeadLetters, ParkedKeys int
 	// Relayed is the outbox's relay's rows published since it started,
 	// and Handled the bus's messages handled (the counters, read with

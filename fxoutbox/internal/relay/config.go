@@ -98,7 +98,8 @@ type Config struct {
 	// statement (the read of its rows, the delete after the publish, a
 	// dead letter's move) has a deadline of its own, so a database that
 	// hangs in the middle of a batch ends the store's turn too, the rows
-	// published and not deleted kept as the lane's progress; the broker's
+	// published and not deleted kept as the lane's progress (on the
+	// delivery topic, delivered again once the store answers); the broker's
 	// publish between them is not bounded (a broker that is away holds it
 	// for its own timeout), nor are the delivery topic's handlers.
 	// Negative: no deadline.
