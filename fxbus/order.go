@@ -118,9 +118,9 @@ func (b *Bus) canonicalTenant(msg *message.Message) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case known == id:
-	case known == "":
+	switch known {
+	case id:
+	case "":
 		delete(msg.Metadata, MetadataTenant) // Resolve hands it to the default tenant
 	default:
 		msg.Metadata[MetadataTenant] = known
