@@ -135,14 +135,7 @@ func hangMidBatch(t *testing.T, cfg fxoutbox.RelayConfig) {
 	assert.Positive(t, count(t, main.DB, "SELECT COUNT(*) FROM "+hung.table("fxcqrs_outbox")), "the hung tenant's row is not deleted while locked")
 
 	release()
-	for _, ts := range all {
-		adm, err := r.outbox.AdminOf(ts.store.ID)
-		require.NoError(t, err)
-		require.Eventually(t, func() bool {
-			b, err := adm.Backlog(ctx)
-			return err == nil && len(b) == 0
-		}, time.Minute, 5*time.Millisecond, "tenant %q's outbox is not emptied", ts.store.ID)
-	}
+	r.emptied(t, all...)
 	// A last row each: what was published before it has arrived, and a
 	// row the relay sent again would be among it.
 	for i, ts := range all {

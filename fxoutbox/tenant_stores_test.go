@@ -270,15 +270,22 @@ func TestTenantStores(t *testing.T) {
 		for i, ts := range all {
 			assert.Equal(t, 100+i, got[ts.store.ID], "tenant %q", ts.store.ID)
 		}
-		for _, ts := range all {
-			adm, err := r.outbox.AdminOf(ts.store.ID)
-			require.NoError(t, err)
-			require.Eventually(t, func() bool {
-				b, err := adm.Backlog(ctx)
-				return err == nil && len(b) == 0
-			}, time.Minute, 5*time.Millisecond, "tenant %q's outbox is not emptied", ts.store.ID)
-		}
+		r.emptied(t, all...)
 	})
+}
+
+// emptied waits until the outbox of each of stores is empty: every row
+// relayed and deleted.
+func (r *tenantStoresRig) emptied(t *testing.T, stores ...tenantStore) {
+	t.Helper()
+	for _, ts := range stores {
+		adm, err := r.outbox.AdminOf(ts.store.ID)
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			b, err := adm.Backlog(context.Background())
+			return err == nil && len(b) == 0
+		}, time.Minute, 5*time.Millisecond, "tenant %q's outbox is not emptied", ts.store.ID)
+	}
 }
 
 func idsOf(ts []tenantStore) []string {
