@@ -123,15 +123,7 @@ func hangMidBatch(t *testing.T, cfg fxoutbox.RelayConfig) {
 	}
 	// Generous: a hung step ends at 300ms; the relay that waited on the
 	// delete never got here while the lock was held.
-	deadline := time.After(10 * time.Second)
-	for !delivered() {
-		select {
-		case msg := <-r.orders:
-			receive(msg)
-		case <-deadline:
-			t.Fatalf("the other tenants' rows were not delivered while one store hung mid-batch: got %v", got)
-		}
-	}
+	r.receiveUntil(t, 10*time.Second, delivered, receive, "the other tenants' rows were not delivered while one store hung mid-batch: got %v", got)
 	assert.Positive(t, count(t, main.DB, "SELECT COUNT(*) FROM "+hung.table("fxcqrs_outbox")), "the hung tenant's row is not deleted while locked")
 
 	release()

@@ -78,15 +78,7 @@ func TestTenantStoreThatHangsStaysItsOwn(t *testing.T) {
 	}
 	// Generous: a hung step ends at 300ms; the relay without
 	// StoreTimeout never got here while the lock was held.
-	deadline := time.After(20 * time.Second)
-	for !delivered() {
-		select {
-		case msg := <-r.orders:
-			receive(msg)
-		case <-deadline:
-			t.Fatalf("the other tenants' rows were not delivered while one store hung: got %v", got)
-		}
-	}
+	r.receiveUntil(t, 20*time.Second, delivered, receive, "the other tenants' rows were not delivered while one store hung: got %v", got)
 	assert.Len(t, got[hung.store.ID], 1, "only the hung tenant's row from before the lock")
 
 	release()

@@ -274,6 +274,21 @@ func TestTenantStores(t *testing.T) {
 	})
 }
 
+// receiveUntil hands each order the rig's consumer gets to receive until
+// done, failing with format and args if that takes longer than within.
+func (r *tenantStoresRig) receiveUntil(t *testing.T, within time.Duration, done func() bool, receive func(*message.Message), format string, args ...any) {
+	t.Helper()
+	deadline := time.After(within)
+	for !done() {
+		select {
+		case msg := <-r.orders:
+			receive(msg)
+		case <-deadline:
+			t.Fatalf(format, args...)
+		}
+	}
+}
+
 // emptied waits until the outbox of each of stores is empty: every row
 // relayed and deleted.
 func (r *tenantStoresRig) emptied(t *testing.T, stores ...tenantStore) {
