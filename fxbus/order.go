@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -72,7 +73,13 @@ type Parking interface {
 	RecordParked(ctx context.Context, topic, key string, msg *message.Message, reason error) error
 	// ParkedKeys returns topic's keys that have parked messages, each
 	// with the tenant whose messages it parks: read when the bus starts,
-	// and again when a lane changes hands ([LaneLease]).
+	// and again when a lane changes hands ([LaneLease]). A tenant whose
+	// parked keys cannot be read (its store down) is a ParkedKey with an
+	// empty Key: the bus asks Admit about each of the tenant's keyed
+	// messages, and reads the parked keys again once an Admit of the
+	// tenant's answers. An error fails the bus's start, or redelivers the
+	// lane's messages of every tenant: keep it for what holds back every
+	// tenant.
 	ParkedKeys(ctx context.Context, topic string) ([]ParkedKey, error)
 	// Admit says what to do with msg, of topic and key, which a message
 	// of the key parked before; for AdmitParked it has recorded msg.
@@ -95,9 +102,19 @@ type ParkedKey struct {
 	// parks or asks about it, so that this is the text a Parking records
 	// with a message. "" for messages without one.
 	Tenant string
-	// Key is the key ([MetadataKey]).
+	// Key is the key ([MetadataKey]); "" says that Tenant's parked keys
+	// of the topic could not be read (its store down, say): every keyed
+	// message of Tenant's may be parked, and the bus asks Admit about
+	// each. An Admit that errors redelivers the message (the tenant's
+	// keyed messages wait, the other tenants' flow); one that answers
+	// says that the tenant's store answers again, and the bus reads the
+	// parked keys again, which replace it with the tenant's parked keys.
 	Key string
 }
+
+// unread is the ParkedKey that says tenant's parked keys could not be
+// read.
+func unread(tenant string) ParkedKey { return ParkedKey{Tenant: tenant} }
 
 // canonicalTenant writes into msg's metadata the id Config.Tenants
 // resolves its tenant to, before its key is looked up among the parked:
@@ -162,14 +179,52 @@ func (b *Bus) laneTaken(ctx context.Context, ts *topicSubs, p Parking, l LaneLea
 	if err != nil {
 		return fmt.Errorf("fxbus: the parked keys of %s, lane %d taken over: %w", ts.topic, l.Lane, err)
 	}
-	for _, k := range keys {
-		ts.parked.set(k, true)
-	}
+	ts.parked.merge(keys)
 	if ts.parked.epochs == nil {
 		ts.parked.epochs = map[int]uint64{}
 	}
 	ts.parked.epochs[l.Lane] = l.Epoch
 	return nil
+}
+
+// readAgain reads the parked keys of ts's topic again once an Admit of
+// tenant's message answered while tenant's parked keys could not be read
+// (unread): its store answers again, and its parked keys replace the
+// unread mark. Should they fail to be read, the mark stays, and the
+// tenant's next keyed message is asked about, and reads them again.
+func (b *Bus) readAgain(ctx context.Context, ts *topicSubs, p Parking, tenant string) {
+	ts.parked.reload.Lock()
+	defer ts.parked.reload.Unlock()
+	if !ts.parked.has(unread(tenant)) {
+		return // read again meanwhile
+	}
+	keys, err := p.ParkedKeys(ctx, ts.topic)
+	if err != nil {
+		b.log.Warn("a tenant's store answers again, and the parked keys cannot be read again: its keyed messages are still asked about, one by one",
+			zap.String("topic", ts.topic), zap.String("tenant", tenant), zap.Error(err))
+		return
+	}
+	ts.parked.merge(keys)
+}
+
+// merge takes keys, read from the Parking: each is parked; a tenant
+// marked unread is no more unless keys mark it again. Keys parked before
+// stay parked: one parked here since keys were read is in its store,
+// and a release goes through Admit.
+func (p *parkedKeys) merge(keys []ParkedKey) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.keys == nil {
+		p.keys = map[ParkedKey]struct{}{}
+	}
+	for k := range p.keys {
+		if k.Key == "" && !slices.Contains(keys, k) {
+			delete(p.keys, k)
+		}
+	}
+	for _, k := range keys {
+		p.keys[k] = struct{}{}
+	}
 }
 
 func (p *parkedKeys) has(key ParkedKey) bool {
@@ -218,9 +273,7 @@ func (b *Bus) loadParked(ctx context.Context, ts *topicSubs) error {
 	if err != nil {
 		return fmt.Errorf("fxbus: the parked keys of %s: %w", ts.topic, err)
 	}
-	for _, k := range keys {
-		ts.parked.set(k, true)
-	}
+	ts.parked.merge(keys)
 	return nil
 }
 
@@ -247,11 +300,15 @@ func (b *Bus) park(ts *topicSubs, p Parking) message.HandlerMiddleware {
 			}
 			pk := parkedOf(msg, key)
 			adm := AdmitFree
-			if ts.parked.has(pk) {
+			unknown := ts.parked.has(unread(pk.Tenant)) // its tenant's parked keys could not be read
+			if unknown || ts.parked.has(pk) {
 				var err error
 				adm, err = p.Admit(context.WithoutCancel(msg.Context()), ts.topic, key, msg)
 				if err != nil {
 					return nil, &redeliver{fmt.Errorf("ask whether key %q is parked: %w", key, err)}
+				}
+				if unknown {
+					b.readAgain(context.WithoutCancel(msg.Context()), ts, p, pk.Tenant)
 				}
 			}
 			switch adm {

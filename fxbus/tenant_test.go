@@ -542,3 +542,113 @@ func TestKeyIsParkedPerResolvedTenant(t *testing.T) {
 	defer parking.mu.Unlock()
 	assert.Equal(t, map[fxbus.ParkedKey]bool{{Tenant: "x", Key: "k"}: true}, parking.parked, "recorded under the resolved id")
 }
+
+// downParking is a Parking whose store of tenant x is down until up: its
+// parked keys cannot be read ({x, ""}) and its Admit of x's messages
+// fails. Nothing is parked. It notes each message it is asked about.
+type downParking struct {
+	up    atomic.Bool
+	reads atomic.Int32 // ParkedKeys
+	asked chan string  // the message ids asked about, as long as it holds them
+	mu    sync.Mutex
+	ids   map[string]int // how often each message id was asked about
+}
+
+var _ fxbus.Parking = (*downParking)(nil)
+
+func (p *downParking) RecordDeadLetter(context.Context, string, *message.Message, error) error {
+	return nil
+}
+
+func (p *downParking) RecordParked(context.Context, string, string, *message.Message, error) error {
+	return errors.New("nothing fails in this test")
+}
+
+func (p *downParking) ParkedKeys(context.Context, string) ([]fxbus.ParkedKey, error) {
+	p.reads.Add(1)
+	if p.up.Load() {
+		return nil, nil
+	}
+	return []fxbus.ParkedKey{{Tenant: "x", Key: ""}}, nil
+}
+
+func (p *downParking) Admit(_ context.Context, _, _ string, msg *message.Message) (fxbus.Admission, error) {
+	p.mu.Lock()
+	p.ids[msg.UUID]++
+	p.mu.Unlock()
+	select {
+	case p.asked <- msg.UUID:
+	default:
+	}
+	if msg.Metadata.Get(fxbus.MetadataTenant) == "x" && !p.up.Load() {
+		return 0, errors.New("x's store is down")
+	}
+	return fxbus.AdmitFree, nil
+}
+
+func (p *downParking) askedAbout(id string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ids[id]
+}
+
+func (p *downParking) Arrived(context.Context, string, string, string) error       { return nil }
+func (p *downParking) Repark(context.Context, string, string, string, error) error { return nil }
+
+// A tenant whose parked keys cannot be read ({x, ""}: its store down)
+// does not fail the bus's start: every keyed message of x's is asked
+// about, and waits (redelivered) while its Admit fails, as y's keyed
+// messages are handled without asking; once x's store answers, x's
+// message is handled, the parked keys are read again, and x's next
+// keyed message is no more asked about, x having none parked.
+func TestTenantWhoseParkedKeysCannotBeRead(t *testing.T) {
+	t.Parallel()
+	gc := goChannel(t)
+	tp := topic(t, "keyed")
+	parking := &downParking{asked: make(chan string, 64), ids: map[string]int{}}
+	handled := newInbox[int]()
+	consumeOrders(t, gc, gc, tp, fxbus.Config{Tenants: fxbus.StaticTenants("x", "y"), DeadLetters: parking},
+		func(_ context.Context, e OrderPlaced) error {
+			handled.add(e.ID)
+			return nil
+		},
+		fxbus.InOrder())
+	publish := func(id int, tenant, key string) *message.Message {
+		msg := tenantMessage(id, tenant, false)
+		msg.Metadata.Set(fxbus.MetadataKey, key)
+		require.NoError(t, gc.Publish(tp, msg))
+		return msg
+	}
+	// askedTwice waits until the Parking was asked about id twice: its
+	// Admit failed, and it came again.
+	askedTwice := func(id string) {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for parking.askedAbout(id) < 2 {
+			select {
+			case <-parking.asked:
+			case <-deadline:
+				t.Fatalf("message %s was asked about %d times", id, parking.askedAbout(id))
+			}
+		}
+	}
+	first := publish(1, "x", "k")
+	askedTwice(first.UUID)
+	other := publish(2, "y", "j")
+	assert.Equal(t, []int{2}, handled.wait(t, 1), "y's keyed message is handled while x's store is down")
+	askedTwice(first.UUID)
+	assert.Equal(t, []int{2}, handled.all(), "x's keyed message waits")
+	free := publish(3, "x", "")
+	assert.Equal(t, []int{2, 3}, handled.wait(t, 2), "x's message without a key is handled")
+
+	parking.up.Store(true)
+	assert.Equal(t, []int{2, 3, 1}, handled.wait(t, 3), "x's keyed message is handled once its store answers")
+	reads := parking.reads.Load()
+	assert.GreaterOrEqual(t, reads, int32(2), "the parked keys are read again")
+	next := publish(4, "x", "k")
+	assert.Equal(t, []int{2, 3, 1, 4}, handled.wait(t, 4))
+	assert.Zero(t, parking.askedAbout(next.UUID), "x's next keyed message is not asked about: x has nothing parked")
+	assert.Zero(t, parking.askedAbout(other.UUID), "y's message was never asked about")
+	assert.Zero(t, parking.askedAbout(free.UUID), "nor a message without a key")
+	assert.Equal(t, reads, parking.reads.Load(), "read again once")
+}

@@ -35,12 +35,17 @@ import (
 // those the source lists, and those that left it that it knows to hold
 // parked keys, each within RelayConfig.StoreTimeout. A listed store
 // without the table of parked letters (not migrated yet, or its schema
-// dropped) holds none, and is passed over; a listed store that cannot be
-// read otherwise, or does not answer in time, fails ParkedKeys, as the
-// default store does: it may hold keys parked by another replica, and a
-// key missed would lose its order. A store that left and cannot be read
-// is logged and passed over: it is served no more, and failing would
-// redeliver every tenant's messages of the lane for ever.
+// dropped) holds none, and is passed over. A listed store that cannot be
+// read otherwise, or does not answer in time, is logged and returned as
+// its tenant's unread mark (fxbus.ParkedKey with an empty Key): it may
+// hold keys parked by another replica, and a key missed would lose its
+// order, so the bus asks Admit about each of its tenant's keyed messages
+// (which fails, and redelivers the message, while the store cannot be
+// read) until the store answers; failing ParkedKeys instead would fail
+// the bus's start, or redeliver the lane's messages, of every tenant.
+// The default store that cannot be read fails ParkedKeys: every tenant's
+// messages without a store of their own are its. A store that left and
+// cannot be read is logged and passed over: it is served no more.
 
 // tenantRecorder is the fxbus.DeadLetterRecorder and fxbus.Parking of an
 // outbox with tenant stores.
@@ -146,8 +151,9 @@ func (r *tenantRecorder) RecordParked(ctx context.Context, topic, key string, ms
 // default one, every store the source lists, and those that left it that
 // hold parked keys (see the top of this file for the stores it passes
 // over). A store the source lists that cannot be read, or does not answer
-// within storeTimeout, is an error, naming its tenant: a key missed would
-// lose its order.
+// within storeTimeout, is logged and is its tenant's unread mark,
+// fxbus.ParkedKey{Tenant: id}: a key missed would lose its order. The
+// default store that cannot be read is an error.
 func (r *tenantRecorder) ParkedKeys(ctx context.Context, topic string) ([]fxbus.ParkedKey, error) {
 	listed, left, err := r.stores(ctx)
 	if err != nil {
@@ -155,7 +161,7 @@ func (r *tenantRecorder) ParkedKeys(ctx context.Context, topic string) ([]fxbus.
 	}
 	read := r.readParkedKeys(ctx, topic, listed, left)
 	var keys []fxbus.ParkedKey
-	var errs []error
+	var defErr error // the default store's
 	for id := range listed {
 		ks, err := read[id].keys, read[id].err
 		switch {
@@ -168,8 +174,13 @@ func (r *tenantRecorder) ParkedKeys(ctx context.Context, topic string) ([]fxbus.
 					zap.String("tenant", id), zap.String("topic", topic), zap.Error(err))
 			}
 			continue
+		case id != "":
+			r.log.Warn("the parked keys of a tenant store cannot be read: its tenant's keyed messages wait until it answers",
+				zap.String("tenant", id), zap.String("topic", topic), zap.Error(err))
+			keys = append(keys, fxbus.ParkedKey{Tenant: id})
+			continue
 		default:
-			errs = append(errs, fmt.Errorf("tenant %s: %w", quoteTenant(id), err))
+			defErr = fmt.Errorf("the default store: %w", err)
 			continue
 		}
 		if len(ks) > 0 {
@@ -199,8 +210,8 @@ func (r *tenantRecorder) ParkedKeys(ctx context.Context, topic string) ([]fxbus.
 		}
 		keys = append(keys, ks...)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+	if defErr != nil {
+		return nil, defErr
 	}
 	slices.SortFunc(keys, func(a, b fxbus.ParkedKey) int {
 		return cmp.Or(strings.Compare(a.Tenant, b.Tenant), strings.Compare(a.Key, b.Key))

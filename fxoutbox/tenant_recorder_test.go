@@ -371,8 +371,9 @@ func TestTenantParkedKeysOfStoresThatLeft(t *testing.T) {
 // A key is parked per tenant: s1's message of a key s0 parked is free
 // (the bus does not even ask, knowing the key parked for s0 alone), and
 // its store is the only one read, so that s0's store, which cannot be
-// read, holds nothing up; the parked keys, though, are an error naming
-// s0, a key missed there losing its order.
+// read, holds nothing up; the parked keys mark s0's as unread ({s0, ""}),
+// a key missed there losing its order, and s0's own message's Admit
+// fails, to be redelivered.
 func TestTenantAdmitAsksItsTenantsStoreAlone(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -392,9 +393,29 @@ func TestTenantAdmitAsksItsTenantsStoreAlone(t *testing.T) {
 	assert.Zero(t, r.logs.Len(), "s0's store is not read")
 	assert.Zero(t, inboundDead(t, tenants[1]), "nothing of s1's parked")
 
+	keys, err = r.parking.ParkedKeys(ctx, "inbound")
+	require.NoError(t, err, "s0 is listed, and cannot be read: its tenant's keys alone wait")
+	assert.Equal(t, []fxbus.ParkedKey{{Tenant: "s0", Key: ""}}, keys)
+	assert.Equal(t, 1, warnedAbout(r.logs, "s0"))
+	_, err = r.parking.Admit(ctx, "inbound", "j", tenantMessage("m-3", "s0"))
+	require.Error(t, err, "s0's store cannot be read")
+}
+
+// The default store that cannot be read (here its table of parked
+// letters gone, which a tenant store may lack) still fails the parked
+// keys: every tenant without a store of its own parks there.
+func TestTenantParkedKeysOfTheDefaultStoreThatCannotBeRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	main := openDatabase(t, fxoutbox.SQLite)
+	tenants := tenantDatabases(t, fxoutbox.SQLite, "s", 1)
+	r := newParkingRig(t, main, fxoutbox.Config{}, tenants, tenants)
+	require.NoError(t, r.parking.RecordParked(ctx, "inbound", "k", tenantMessage("m-1", "s0"), errors.New("refused")))
+	_, err := main.DB.ExecContext(ctx, "DROP TABLE fxcqrs_outbox_inbound_dead")
+	require.NoError(t, err)
 	_, err = r.parking.ParkedKeys(ctx, "inbound")
-	require.Error(t, err, "s0 is listed")
-	assert.Contains(t, err.Error(), `tenant "s0"`)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "the default store")
 }
 
 // A key is parked per tenant in one store too (the default store, where
@@ -478,9 +499,11 @@ func TestTenantAdmitsAreBounded(t *testing.T) {
 // A store that hangs (another connection holds an ACCESS EXCLUSIVE lock
 // on its table of parked letters in an open transaction: the read waits,
 // and never fails) is given up at RelayConfig.StoreTimeout, so that the
-// bus's start does not hang on it: listed, it fails the parked keys,
-// naming its tenant; once it left the source, it is logged, naming its
-// tenant, and the other stores' keys are returned.
+// bus's start does not hang on it: listed, it is logged, naming its
+// tenant, and returned as its tenant's unread mark ({h1, ""}) beside the
+// other stores' keys, not an error (which would fail the bus's start
+// for every tenant); once it left the source, it is logged and passed
+// over.
 func TestTenantParkedKeysOfAStoreThatHangs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -520,15 +543,18 @@ func TestTenantParkedKeysOfAStoreThatHangs(t *testing.T) {
 	}
 
 	res := parkedKeys()
-	require.Error(t, res.err, "h1 is listed")
-	assert.Contains(t, res.err.Error(), `tenant "h1"`)
-	assert.Contains(t, res.err.Error(), "StoreTimeout")
+	require.NoError(t, res.err, "h1 is listed, and hangs: its tenant's keys alone wait")
+	assert.Equal(t, []fxbus.ParkedKey{{Tenant: "h0", Key: "k"}, {Tenant: "h1", Key: ""}}, res.keys)
+	require.Equal(t, 1, warnedAbout(r.logs, "h1"))
+	warned := r.logs.FilterField(zap.String("tenant", "h1")).All()[0]
+	assert.Equal(t, "the parked keys of a tenant store cannot be read: its tenant's keyed messages wait until it answers", warned.Message)
+	assert.Contains(t, warned.ContextMap()["error"], "StoreTimeout")
 
 	r.src.Set(storesOf(tenants[:1])...) // h1 leaves
 	res = parkedKeys()
 	require.NoError(t, res.err, "h1 left: not served, so not an error")
 	assert.Equal(t, []fxbus.ParkedKey{{Tenant: "h0", Key: "k"}}, res.keys)
-	assert.Equal(t, 1, warnedAbout(r.logs, "h1"))
+	assert.Equal(t, 2, warnedAbout(r.logs, "h1"))
 	assert.Zero(t, warnedAbout(r.logs, "h0"))
 }
 
