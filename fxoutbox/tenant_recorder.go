@@ -255,6 +255,15 @@ func (r *tenantRecorder) readParkedKeys(ctx context.Context, topic string, liste
 	return read
 }
 
+// storeStep is ctx bounded by StoreTimeout, if any: one read of a
+// store's.
+func (r *tenantRecorder) storeStep(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.storeTimeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, r.storeTimeout)
+}
+
 // parkedKeysOf reads a's parked keys of topic within storeTimeout: a
 // store that hangs (a lock held on its table, a server that stopped
 // answering) fails as one that cannot be read.
@@ -293,8 +302,16 @@ func (r *tenantRecorder) Admit(ctx context.Context, topic, key string, msg *mess
 	if err != nil {
 		return 0, err
 	}
-	adm, err := a.Admit(ctx, topic, key, msg)
+	// Within StoreTimeout: a store that hangs fails the message's
+	// attempt, which the bus redelivers, rather than holding one of the
+	// subscription's InFlight places until it answers.
+	actx, cancel := r.storeStep(ctx)
+	defer cancel()
+	adm, err := a.Admit(actx, topic, key, msg)
 	if err != nil {
+		if ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("tenant %s: not answered within RelayConfig.StoreTimeout (%v): %w", quoteTenant(id), r.storeTimeout, err)
+		}
 		return 0, err
 	}
 	switch adm {

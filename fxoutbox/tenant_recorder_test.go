@@ -550,6 +550,24 @@ func TestTenantParkedKeysOfAStoreThatHangs(t *testing.T) {
 	assert.Equal(t, "the parked keys of a tenant store cannot be read: its tenant's keyed messages wait until it answers", warned.Message)
 	assert.Contains(t, warned.ContextMap()["error"], "StoreTimeout")
 
+	// Asked about h1's message of k, the store that hangs fails within
+	// StoreTimeout too: the bus redelivers the message, which would
+	// otherwise hold one of the subscription's InFlight places until
+	// the lock goes.
+	admitted := make(chan error, 1)
+	go func() {
+		_, err := r.parking.Admit(ctx, "inbound", "k", tenantMessage("m-3", "h1"))
+		admitted <- err
+	}()
+	select {
+	case err := <-admitted:
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), `tenant "h1"`)
+		assert.Contains(t, err.Error(), "StoreTimeout")
+	case <-time.After(30 * time.Second):
+		t.Fatal("Admit hangs on the store that hangs")
+	}
+
 	r.src.Set(storesOf(tenants[:1])...) // h1 leaves
 	res = parkedKeys()
 	require.NoError(t, res.err, "h1 left: not served, so not an error")
