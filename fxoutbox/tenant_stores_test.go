@@ -47,7 +47,8 @@ func (g *gatedPublisher) Close() error { return nil }
 // tenantStoresRig is a mediator, a bus over a GoChannel (through a gate,
 // open unless closed is set) and an outbox on main with the stores of
 // src; PlaceOrder's handler inserts the order in its tenant's orders
-// table and emits OrderPlaced, routed to "orders".
+// table and emits OrderPlaced, routed to "orders". opts are the
+// mediator's further options (more handlers).
 type tenantStoresRig struct {
 	m       *fxcqrs.Mediator
 	outbox  *fxoutbox.Outbox
@@ -56,7 +57,7 @@ type tenantStoresRig struct {
 	handled atomic.Int64
 }
 
-func newTenantStoresRig(t *testing.T, main database, src fxoutbox.TenantStores, cfg fxoutbox.Config, closed bool) *tenantStoresRig {
+func newTenantStoresRig(t *testing.T, main database, src fxoutbox.TenantStores, cfg fxoutbox.Config, closed bool, opts ...fxcqrs.Option) *tenantStoresRig {
 	t.Helper()
 	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1024, Persistent: true}, watermill.NopLogger{})
 	t.Cleanup(func() { _ = gc.Close() })
@@ -83,7 +84,7 @@ func newTenantStoresRig(t *testing.T, main database, src fxoutbox.TenantStores, 
 		fxcqrs.Emit(ctx, OrderPlaced(c))
 		return nil
 	})
-	m, err := fxcqrs.New(fxcqrs.Config{}, fxcqrs.WithMiddleware(o.UnitOfWork()), fxcqrs.WithCommandHandlers(place))
+	m, err := fxcqrs.New(fxcqrs.Config{}, append([]fxcqrs.Option{fxcqrs.WithMiddleware(o.UnitOfWork()), fxcqrs.WithCommandHandlers(place)}, opts...)...)
 	require.NoError(t, err)
 	o.DeliverTo(m)
 	require.NoError(t, o.Start(context.Background()))
