@@ -2,8 +2,6 @@ package fxoutbox_test
 
 import (
 	"context"
-	"database/sql"
-	"sync"
 	"testing"
 	"time"
 
@@ -66,45 +64,18 @@ func hangMidBatch(t *testing.T, cfg fxoutbox.RelayConfig) {
 
 	// As the broker takes the hung tenant's next row, its row is locked:
 	// the relay has read it, and its delete is what waits.
-	var (
-		lock     *sql.Tx
-		lockErr  error
-		lockOnce sync.Once
-		locked   = make(chan struct{})
-	)
+	lock := newRowLock(main.DB, hung)
 	r.gate.hook.Store(func(_ string, msgs []*message.Message) {
 		for _, msg := range msgs {
-			if msg.Metadata.Get(fxbus.MetadataTenant) != hung.store.ID {
-				continue
+			if msg.Metadata.Get(fxbus.MetadataTenant) == hung.store.ID {
+				lock.take()
 			}
-			lockOnce.Do(func() {
-				defer close(locked)
-				if lock, lockErr = main.DB.BeginTx(ctx, nil); lockErr == nil {
-					_, lockErr = lock.ExecContext(ctx, "SELECT id FROM "+hung.table("fxcqrs_outbox")+" FOR UPDATE")
-				}
-			})
 		}
 	})
-	var releaseOnce sync.Once
-	release := func() {
-		releaseOnce.Do(func() {
-			if lock != nil {
-				require.NoError(t, lock.Rollback())
-			}
-		})
-	}
-	t.Cleanup(release) // before the rig's Stop: a relay stuck on the lock would hold it
+	t.Cleanup(func() { lock.release(t) }) // before the rig's Stop: a relay stuck on the lock would hold it
 	// 200 + its place in all.
 	require.NoError(t, fxcqrs.Exec(fxbus.WithTenant(ctx, hung.store.ID), r.m, PlaceOrder{ID: 202}))
-	select {
-	case <-locked:
-		require.NoError(t, lockErr)
-	case <-time.After(time.Minute):
-		t.Fatal("the hung tenant's row was not published")
-	}
-	waiting := "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM %" + hung.in + "%fxcqrs_outbox%'"
-	require.Eventually(t, func() bool { return count(t, main.DB, waiting) > 0 }, 20*time.Second, time.Millisecond,
-		"the relay's delete of the hung tenant's row does not wait on the lock")
+	lock.awaitDeleteWaiting(t, "the hung tenant's row was not published")
 
 	// Committed while the relay's delete waits on the lock: the others'
 	// rows go out all the same.
@@ -126,7 +97,7 @@ func hangMidBatch(t *testing.T, cfg fxoutbox.RelayConfig) {
 	r.receiveUntil(t, 10*time.Second, delivered, receive, "the other tenants' rows were not delivered while one store hung mid-batch: got %v", got)
 	assert.Positive(t, count(t, main.DB, "SELECT COUNT(*) FROM "+hung.table("fxcqrs_outbox")), "the hung tenant's row is not deleted while locked")
 
-	release()
+	lock.release(t)
 	r.emptied(t, all...)
 	// A last row each: what was published before it has arrived, and a
 	// row the relay sent again would be among it.

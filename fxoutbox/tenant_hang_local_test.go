@@ -2,7 +2,6 @@ package fxoutbox_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -45,10 +44,7 @@ func TestTenantStoreThatHangsMidDeliveryStaysItsOwn(t *testing.T) {
 
 	var (
 		deliveries sync.Map // tenant -> *atomic.Int32: every delivery, before the inbox decides
-		lock       *sql.Tx
-		lockErr    error
-		lockOnce   sync.Once
-		locked     = make(chan struct{})
+		lock       = newRowLock(main.DB, hung)
 	)
 	delivered := func(tenant string) *atomic.Int32 {
 		n, _ := deliveries.LoadOrStore(tenant, new(atomic.Int32))
@@ -66,12 +62,7 @@ func TestTenantStoreThatHangsMidDeliveryStaysItsOwn(t *testing.T) {
 		if fxbus.TenantOf(ctx) == hung.store.ID {
 			// Its row is read and being delivered: the relay's delete
 			// of it, after this, is what waits.
-			lockOnce.Do(func() {
-				defer close(locked)
-				if lock, lockErr = main.DB.BeginTx(ctx, nil); lockErr == nil {
-					_, lockErr = lock.ExecContext(ctx, "SELECT id FROM "+hung.table("fxcqrs_outbox")+" FOR UPDATE")
-				}
-			})
+			lock.take()
 		}
 		_, err := fxoutbox.Tx(ctx).ExecContext(ctx, main.Dialect.Rebind("INSERT INTO shipped (id, tenant) VALUES (?, ?)"), e.ID, fxbus.TenantOf(ctx))
 		return err
@@ -80,27 +71,11 @@ func TestTenantStoreThatHangsMidDeliveryStaysItsOwn(t *testing.T) {
 		Relay:        fxoutbox.RelayConfig{StoreTimeout: 300 * time.Millisecond},
 		Deliverables: []fxoutbox.Deliverable{fxoutbox.DurableEvent[Shipped]()},
 	}, false, fxcqrs.WithMiddleware(counted), fxcqrs.WithCommandHandlers(ship), fxcqrs.WithEventHandlers(shipped))
-	var releaseOnce sync.Once
-	release := func() {
-		releaseOnce.Do(func() {
-			if lock != nil {
-				require.NoError(t, lock.Rollback())
-			}
-		})
-	}
-	t.Cleanup(release) // before the rig's Stop: a relay stuck on the lock would hold it
+	t.Cleanup(func() { lock.release(t) }) // before the rig's Stop: a relay stuck on the lock would hold it
 
 	// 100 + its place in all.
 	require.NoError(t, fxcqrs.Exec(fxbus.WithTenant(ctx, hung.store.ID), r.m, ShipOrder{ID: 102}))
-	select {
-	case <-locked:
-		require.NoError(t, lockErr)
-	case <-time.After(time.Minute):
-		t.Fatal("the hung tenant's event was not delivered")
-	}
-	waiting := "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM %" + hung.in + "%fxcqrs_outbox%'"
-	require.Eventually(t, func() bool { return count(t, main.DB, waiting) > 0 }, 20*time.Second, time.Millisecond,
-		"the relay's delete of the hung tenant's delivered row does not wait on the lock")
+	lock.awaitDeleteWaiting(t, "the hung tenant's event was not delivered")
 
 	// Committed while the relay's delete waits on the lock: the others'
 	// events are handled all the same.
@@ -124,7 +99,7 @@ func TestTenantStoreThatHangsMidDeliveryStaysItsOwn(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond, "the other tenants' events were not handled while one store hung mid-delivery")
 	assert.Positive(t, count(t, main.DB, "SELECT COUNT(*) FROM "+hung.table("fxcqrs_outbox")), "the hung tenant's row is not deleted while locked")
 
-	release()
+	lock.release(t)
 	r.emptied(t, all...)
 	for i, ts := range all {
 		assert.Equal(t, 1, count(t, main.DB, effect(i, ts)), "tenant %q: the handler's effect once", ts.store.ID)

@@ -2,6 +2,7 @@ package fxoutbox_test
 
 import (
 	"context"
+	"database/sql"
 	"sync"
 	"testing"
 	"time"
@@ -90,4 +91,61 @@ func TestTenantStoreThatHangsStaysItsOwn(t *testing.T) {
 		assert.ElementsMatch(t, []int{100 + i, 200 + i}, got[ts.store.ID], "tenant %q", ts.store.ID)
 	}
 	r.emptied(t, all...)
+}
+
+// rowLock is a hang in the middle of a batch: another transaction locks
+// a tenant store's outbox rows FOR UPDATE, once, when take is first
+// called (as the relay hands the tenant's row on), which lets the
+// relay's reads through and holds its delete of the row.
+type rowLock struct {
+	db     *sql.DB
+	store  tenantStore
+	taken  sync.Once
+	freed  sync.Once
+	tx     *sql.Tx
+	err    error
+	locked chan struct{}
+}
+
+func newRowLock(db *sql.DB, store tenantStore) *rowLock {
+	return &rowLock{db: db, store: store, locked: make(chan struct{})}
+}
+
+// take locks the store's outbox rows, the first time it is called.
+func (l *rowLock) take() {
+	l.taken.Do(func() {
+		defer close(l.locked)
+		if l.tx, l.err = l.db.BeginTx(context.Background(), nil); l.err == nil {
+			_, l.err = l.tx.Exec("SELECT id FROM " + l.store.table("fxcqrs_outbox") + " FOR UPDATE")
+		}
+	})
+}
+
+// release ends the lock, if it was taken; again, it does nothing.
+func (l *rowLock) release(t *testing.T) {
+	l.freed.Do(func() {
+		select {
+		case <-l.locked:
+			if l.tx != nil {
+				require.NoError(t, l.tx.Rollback())
+			}
+		default: // never taken
+		}
+	})
+}
+
+// awaitDeleteWaiting waits until the lock is taken (what names the step
+// that takes it) and the relay's delete of the store's outbox rows waits
+// on it.
+func (l *rowLock) awaitDeleteWaiting(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case <-l.locked:
+		require.NoError(t, l.err)
+	case <-time.After(time.Minute):
+		t.Fatalf("%s: the lock was never taken", what)
+	}
+	waiting := "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM %" + l.store.in + "%fxcqrs_outbox%'"
+	require.Eventually(t, func() bool { return count(t, l.db, waiting) > 0 }, 20*time.Second, time.Millisecond,
+		"the relay's delete of the hung tenant's row does not wait on the lock")
 }
