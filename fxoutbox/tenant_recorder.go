@@ -255,28 +255,29 @@ func (r *tenantRecorder) readParkedKeys(ctx context.Context, topic string, liste
 	return read
 }
 
-// storeStep is ctx bounded by StoreTimeout, if any: one read of a
-// store's.
-func (r *tenantRecorder) storeStep(ctx context.Context) (context.Context, context.CancelFunc) {
+// inStore runs f, one read of a store's, within StoreTimeout (if any):
+// a store that hangs (a lock held on its table, a server that stopped
+// answering) fails as one that cannot be read, the error saying so when
+// the deadline, not ctx, ended it.
+func (r *tenantRecorder) inStore(ctx context.Context, f func(context.Context) error) error {
 	if r.storeTimeout <= 0 {
-		return context.WithCancel(ctx)
-	}
-	return context.WithTimeout(ctx, r.storeTimeout)
-}
-
-// parkedKeysOf reads a's parked keys of topic within storeTimeout: a
-// store that hangs (a lock held on its table, a server that stopped
-// answering) fails as one that cannot be read.
-func (r *tenantRecorder) parkedKeysOf(ctx context.Context, a *Admin, topic string) ([]fxbus.ParkedKey, error) {
-	if r.storeTimeout <= 0 {
-		return a.ParkedKeys(ctx, topic)
+		return f(ctx)
 	}
 	sctx, cancel := context.WithTimeout(ctx, r.storeTimeout)
 	defer cancel()
-	keys, err := a.ParkedKeys(sctx, topic)
+	err := f(sctx)
 	if err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
-		return nil, fmt.Errorf("not read within RelayConfig.StoreTimeout (%v): %w", r.storeTimeout, err)
+		return fmt.Errorf("no answer within RelayConfig.StoreTimeout (%v): %w", r.storeTimeout, err)
 	}
+	return err
+}
+
+// parkedKeysOf reads a's parked keys of topic, within StoreTimeout.
+func (r *tenantRecorder) parkedKeysOf(ctx context.Context, a *Admin, topic string) (keys []fxbus.ParkedKey, err error) {
+	err = r.inStore(ctx, func(ctx context.Context) error {
+		keys, err = a.ParkedKeys(ctx, topic)
+		return err
+	})
 	return keys, err
 }
 
@@ -305,14 +306,12 @@ func (r *tenantRecorder) Admit(ctx context.Context, topic, key string, msg *mess
 	// Within StoreTimeout: a store that hangs fails the message's
 	// attempt, which the bus redelivers, rather than holding one of the
 	// subscription's InFlight places until it answers.
-	actx, cancel := r.storeStep(ctx)
-	defer cancel()
-	adm, err := a.Admit(actx, topic, key, msg)
-	if err != nil {
-		if ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
-			err = fmt.Errorf("tenant %s: not answered within RelayConfig.StoreTimeout (%v): %w", quoteTenant(id), r.storeTimeout, err)
-		}
-		return 0, err
+	var adm fxbus.Admission
+	if err := r.inStore(ctx, func(ctx context.Context) (err error) {
+		adm, err = a.Admit(ctx, topic, key, msg)
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("tenant %s: %w", quoteTenant(id), err)
 	}
 	switch adm {
 	case fxbus.AdmitReplay:
